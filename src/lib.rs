@@ -1,1 +1,11 @@
+//! sagad: a durable saga coordinator.
+//!
+//! Dependencies point one way: `api → engine → {journal, participant} → saga`.
+//! - [`saga`]: the pure domain (events, fold, decisions).
+//! - [`journal`]: the durable, group-committed event log.
+//! - [`participant`]: calling participant endpoints and classifying their answers.
+//! - [`engine`]: runs sagas, retries, recovery, shutdown.
+//! - [`api`]: the gRPC `Coordinator` service.
+
 pub mod proto;
+pub mod saga;

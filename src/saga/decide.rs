@@ -1,0 +1,852 @@
+//! "What next" as pure functions of a saga's state: events in, decisions out.
+//!
+//! The engine runs a saga by asking `decide` again and again. A `Record` decision
+//! is a transition to journal; the engine applies it, keeps asking, and journals
+//! everything it collected in one append *before* it acts on a `Call`, a `WaitUntil`
+//! or `Finished`. So transitions that can share one flush do (a step's result and
+//! the next step's start), and nothing acts on a transition that is not durable.
+//!
+//! Invariants:
+//! - Forward steps run in order; a later step never starts before an earlier one
+//!   succeeded.
+//! - Compensation starts only when no forward call is in flight (a cancel waits for
+//!   the call to return), runs in reverse step order, one step at a time, and covers
+//!   exactly the steps whose forward call may have had an effect.
+//! - Each call's attempt number is one more than the last one journaled for that
+//!   action; numbers are never reused, even across restarts.
+
+use std::time::Duration;
+
+use super::{
+    event::{EventKind, Failure},
+    id::{Action, Timestamp},
+    state::{SagaState, SagaStatus},
+};
+
+/// Longest delay a participant's `retry_after` hint can impose.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+
+/// What the engine should do next with a saga.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Journal this transition (apply it, then ask again).
+    Record(EventKind),
+    /// Call this attempt, which is already journaled as started.
+    Call {
+        step: u32,
+        action: Action,
+        attempt: u32,
+    },
+    /// Nothing to do before this time (a journaled retry due time), unless a
+    /// command (cancel) arrives.
+    WaitUntil(Timestamp),
+    /// The saga reached a terminal state.
+    Finished,
+}
+
+/// The answer of one call, as the participant layer classified it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallOutcome {
+    /// Done, with the participant's output.
+    Succeeded { output: Vec<u8> },
+    /// The participant said no.
+    Rejected { reason: String },
+    /// Outcome unknown: retry later, no sooner than `retry_after` if given.
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The next thing to do with `state` at time `now`.
+pub fn decide(state: &SagaState, now: Timestamp) -> Decision {
+    match state.status {
+        SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed => Decision::Finished,
+        SagaStatus::Running => decide_forward(state, now),
+        SagaStatus::Compensating => decide_compensation(state, now),
+    }
+}
+
+fn decide_forward(state: &SagaState, now: Timestamp) -> Decision {
+    // An in-flight call is waited for first, even when a cancel is pending: its
+    // effect must be known (or its deadline passed) before anything is undone.
+    if let Some(step) = state.in_flight_step(Action::Forward) {
+        let attempt = state.progress[step as usize].forward.attempts;
+        return Decision::Call {
+            step,
+            action: Action::Forward,
+            attempt,
+        };
+    }
+    if let Some(reason) = &state.cancel_reason {
+        return Decision::Record(EventKind::CompensationStarted {
+            reason: format!("cancelled: {reason}"),
+        });
+    }
+    let Some(step) = state.progress.iter().position(|p| !p.forward.done) else {
+        return Decision::Record(EventKind::SagaCompleted);
+    };
+    let progress = &state.progress[step];
+    let forward = &progress.forward;
+    if forward.gave_up {
+        let name = &state.steps[step].name;
+        let error = progress.last_error.as_deref().unwrap_or("no reason given");
+        let reason = match forward.last_failure {
+            Some(Failure::Rejected) => format!("step '{name}' was rejected: {error}"),
+            _ => format!(
+                "step '{name}' failed after {} attempts: {error}",
+                forward.attempts
+            ),
+        };
+        return Decision::Record(EventKind::CompensationStarted { reason });
+    }
+    next_attempt(
+        step as u32,
+        Action::Forward,
+        forward.attempts,
+        forward.retry_at,
+        now,
+    )
+}
+
+fn decide_compensation(state: &SagaState, now: Timestamp) -> Decision {
+    if let Some(step) = state.in_flight_step(Action::Compensate) {
+        let attempt = state.progress[step as usize].compensate.attempts;
+        return Decision::Call {
+            step,
+            action: Action::Compensate,
+            attempt,
+        };
+    }
+    // Reverse order, one at a time: the last step that needs undoing goes first.
+    let next = state
+        .progress
+        .iter()
+        .rposition(|p| p.needs_compensation() && !p.compensate.done);
+    let Some(step) = next else {
+        return Decision::Record(EventKind::SagaCompensated);
+    };
+    let progress = &state.progress[step];
+    let compensate = &progress.compensate;
+    if compensate.gave_up {
+        let name = &state.steps[step].name;
+        let error = progress.last_error.as_deref().unwrap_or("no reason given");
+        let reason = match compensate.last_failure {
+            Some(Failure::Rejected) => {
+                format!("compensation of step '{name}' was rejected: {error}")
+            }
+            _ => format!(
+                "compensation of step '{name}' gave up after {} attempts: {error}",
+                compensate.used()
+            ),
+        };
+        return Decision::Record(EventKind::SagaFailed { reason });
+    }
+    next_attempt(
+        step as u32,
+        Action::Compensate,
+        compensate.attempts,
+        compensate.retry_at,
+        now,
+    )
+}
+
+fn next_attempt(
+    step: u32,
+    action: Action,
+    attempts: u32,
+    retry_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Decision {
+    match retry_at {
+        Some(due) if due > now => Decision::WaitUntil(due),
+        _ => Decision::Record(EventKind::AttemptStarted {
+            step,
+            action,
+            attempt: attempts + 1,
+        }),
+    }
+}
+
+/// The event that records how a call ended.
+///
+/// `sample` is a uniform draw from `[0, 1)` for the backoff jitter. A transient
+/// failure schedules the next attempt at `now + delay`, where the delay comes from
+/// the step's policy and is stretched to the participant's `retry_after` hint; when
+/// the attempt budget is spent, no next attempt is scheduled (`retry_at: None`).
+pub fn attempt_finished(
+    state: &SagaState,
+    step: u32,
+    action: Action,
+    attempt: u32,
+    outcome: CallOutcome,
+    now: Timestamp,
+    sample: f64,
+) -> EventKind {
+    match outcome {
+        CallOutcome::Succeeded { output } => EventKind::AttemptSucceeded {
+            step,
+            action,
+            attempt,
+            output,
+        },
+        CallOutcome::Rejected { reason } => EventKind::AttemptFailed {
+            step,
+            action,
+            attempt,
+            failure: Failure::Rejected,
+            error: reason,
+            retry_at: None,
+        },
+        CallOutcome::Transient {
+            reason,
+            retry_after,
+        } => EventKind::AttemptFailed {
+            step,
+            action,
+            attempt,
+            failure: Failure::Transient,
+            error: reason,
+            retry_at: retry_at(state, step, action, retry_after, now, sample),
+        },
+    }
+}
+
+fn retry_at(
+    state: &SagaState,
+    step: u32,
+    action: Action,
+    retry_after: Option<Duration>,
+    now: Timestamp,
+    sample: f64,
+) -> Option<Timestamp> {
+    let spec = &state.steps[step as usize];
+    let used = state.progress[step as usize].action(action).used();
+    if used >= spec.retry.max_attempts_for(action) {
+        return None;
+    }
+    let delay = spec.retry.delay_after(used, sample);
+    let hint = retry_after.unwrap_or_default().min(RETRY_AFTER_MAX);
+    Some(now.add(delay.max(hint)))
+}
+
+/// The events that make a state read back after a restart safe to run again: a call
+/// that was in flight when the coordinator stopped has an unknown outcome, so it is
+/// recorded as an interrupted attempt and retried (with the same idempotency key)
+/// under the usual budget and backoff.
+pub fn recover(state: &SagaState, now: Timestamp, sample: f64) -> Vec<EventKind> {
+    [Action::Forward, Action::Compensate]
+        .into_iter()
+        .filter_map(|action| {
+            let step = state.in_flight_step(action)?;
+            let attempt = state.progress[step as usize].action(action).attempts;
+            Some(EventKind::AttemptFailed {
+                step,
+                action,
+                attempt,
+                failure: Failure::Interrupted,
+                error:
+                    "the coordinator stopped while this call was in flight; its outcome is unknown"
+                        .into(),
+                retry_at: retry_at(state, step, action, None, now, sample),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::saga::{
+        definition::{Endpoint, StepSpec},
+        event::Event,
+        id::SagaId,
+        retry::RetryPolicy,
+        state::{FoldError, StepStatus},
+    };
+
+    const T0: Timestamp = Timestamp(1_000_000);
+
+    fn spec(name: &str) -> StepSpec {
+        StepSpec {
+            name: name.into(),
+            participant: name.into(),
+            forward: Endpoint::parse("f", "http://127.0.0.1:1/p.S/Do").unwrap(),
+            compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
+            retry: RetryPolicy {
+                initial_interval: Duration::from_millis(100),
+                multiplier: 2.0,
+                max_interval: Duration::from_secs(10),
+                max_attempts: 3,
+                max_compensate_attempts: 2,
+                jitter: 0.0,
+            },
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// A saga driven through the pure functions only.
+    struct Run {
+        state: SagaState,
+        now: Timestamp,
+        /// Every call made, as (step, action, attempt, time).
+        calls: Vec<(u32, Action, u32, Timestamp)>,
+        /// Every event recorded, by name.
+        recorded: Vec<&'static str>,
+    }
+
+    impl Run {
+        fn new(steps: usize) -> Self {
+            let started = Event {
+                saga: SagaId::from_bytes([7; 16]),
+                seq: 1,
+                offset: 0,
+                at: T0,
+                kind: EventKind::SagaStarted {
+                    definition: "shop".into(),
+                    inline: false,
+                    steps: ["a", "b", "c", "d"][..steps]
+                        .iter()
+                        .map(|n| spec(n))
+                        .collect(),
+                    payload: b"{}".to_vec(),
+                    idempotency_key: None,
+                },
+            };
+            Self {
+                state: SagaState::start(&started).unwrap(),
+                now: T0,
+                calls: vec![],
+                recorded: vec!["SagaStarted"],
+            }
+        }
+
+        fn record(&mut self, kind: EventKind) {
+            self.recorded.push(kind.name());
+            let event = Event {
+                saga: self.state.id,
+                seq: self.state.last_seq + 1,
+                offset: 0,
+                at: self.now,
+                kind,
+            };
+            self.state.apply(&event).unwrap();
+        }
+
+        /// Runs until the saga finishes, answering calls with `answer`; a wait
+        /// advances the clock to the due time.
+        fn drive(&mut self, mut answer: impl FnMut(u32, Action, u32) -> CallOutcome) {
+            for _ in 0..1_000 {
+                match decide(&self.state, self.now) {
+                    Decision::Record(kind) => self.record(kind),
+                    Decision::Call {
+                        step,
+                        action,
+                        attempt,
+                    } => {
+                        self.calls.push((step, action, attempt, self.now));
+                        let outcome = answer(step, action, attempt);
+                        let kind = attempt_finished(
+                            &self.state,
+                            step,
+                            action,
+                            attempt,
+                            outcome,
+                            self.now,
+                            0.5,
+                        );
+                        self.record(kind);
+                    }
+                    Decision::WaitUntil(t) => {
+                        assert!(t > self.now, "a wait must be for a later time");
+                        self.now = t;
+                    }
+                    Decision::Finished => return,
+                }
+            }
+            panic!("the saga did not finish in 1000 decisions");
+        }
+
+        fn call_order(&self) -> Vec<String> {
+            self.calls
+                .iter()
+                .map(|(s, a, n, _)| {
+                    let tag = if *a == Action::Forward { "F" } else { "C" };
+                    format!("{tag}{s}#{n}")
+                })
+                .collect()
+        }
+
+        fn step_states(&self) -> Vec<StepStatus> {
+            (0..self.state.steps.len())
+                .map(|i| self.state.step_status(i))
+                .collect()
+        }
+    }
+
+    fn ok() -> CallOutcome {
+        CallOutcome::Succeeded {
+            output: b"out".to_vec(),
+        }
+    }
+    fn no() -> CallOutcome {
+        CallOutcome::Rejected {
+            reason: "declined".into(),
+        }
+    }
+    fn flaky() -> CallOutcome {
+        CallOutcome::Transient {
+            reason: "unavailable".into(),
+            retry_after: None,
+        }
+    }
+
+    use StepStatus::{Compensated as Cd, Failed as F, Skipped as Sk, Succeeded as S};
+
+    #[test]
+    fn table_of_fates() {
+        // (name, steps, answer, expected calls, final status, final step states)
+        type Answer = fn(u32, Action, u32) -> CallOutcome;
+        let cases: Vec<(&str, usize, Answer, &str, SagaStatus, Vec<StepStatus>)> = vec![
+            (
+                "all succeed",
+                3,
+                |_, _, _| ok(),
+                "F0#1 F1#1 F2#1",
+                SagaStatus::Completed,
+                vec![S, S, S],
+            ),
+            (
+                "rejected at the first step",
+                3,
+                |s, _, _| if s == 0 { no() } else { ok() },
+                "F0#1",
+                SagaStatus::Compensated,
+                vec![F, Sk, Sk],
+            ),
+            (
+                "rejected at the second step",
+                3,
+                |s, a, _| {
+                    if s == 1 && a == Action::Forward {
+                        no()
+                    } else {
+                        ok()
+                    }
+                },
+                "F0#1 F1#1 C0#1",
+                SagaStatus::Compensated,
+                vec![Cd, F, Sk],
+            ),
+            (
+                "rejected at the last step",
+                3,
+                |s, a, _| {
+                    if s == 2 && a == Action::Forward {
+                        no()
+                    } else {
+                        ok()
+                    }
+                },
+                "F0#1 F1#1 F2#1 C1#1 C0#1",
+                SagaStatus::Compensated,
+                vec![Cd, Cd, F],
+            ),
+            (
+                "transient then success",
+                2,
+                |s, _, n| if s == 0 && n < 3 { flaky() } else { ok() },
+                "F0#1 F0#2 F0#3 F1#1",
+                SagaStatus::Completed,
+                vec![S, S],
+            ),
+            (
+                "forward retries exhausted: the unknown-effect step is compensated too",
+                3,
+                |s, a, _| {
+                    if s == 1 && a == Action::Forward {
+                        flaky()
+                    } else {
+                        ok()
+                    }
+                },
+                "F0#1 F1#1 F1#2 F1#3 C1#1 C0#1",
+                SagaStatus::Compensated,
+                vec![Cd, Cd, Sk],
+            ),
+            (
+                "compensation transient then success",
+                2,
+                |s, a, n| match (s, a) {
+                    (1, Action::Forward) => no(),
+                    (0, Action::Compensate) if n == 1 => flaky(),
+                    _ => ok(),
+                },
+                "F0#1 F1#1 C0#1 C0#2",
+                SagaStatus::Compensated,
+                vec![Cd, F],
+            ),
+            (
+                "compensation exhausted",
+                2,
+                |s, a, _| match (s, a) {
+                    (1, Action::Forward) => no(),
+                    (0, Action::Compensate) => flaky(),
+                    _ => ok(),
+                },
+                "F0#1 F1#1 C0#1 C0#2",
+                SagaStatus::Failed,
+                vec![F, F],
+            ),
+            (
+                "compensation rejected",
+                3,
+                |s, a, _| match (s, a) {
+                    (2, Action::Forward) => no(),
+                    (1, Action::Compensate) => no(),
+                    _ => ok(),
+                },
+                "F0#1 F1#1 F2#1 C1#1",
+                SagaStatus::Failed,
+                vec![S, F, F],
+            ),
+        ];
+        for (name, steps, answer, calls, status, states) in cases {
+            let mut run = Run::new(steps);
+            run.drive(answer);
+            assert_eq!(run.call_order().join(" "), calls, "{name}: calls");
+            assert_eq!(run.state.status, status, "{name}: status");
+            assert_eq!(run.step_states(), states, "{name}: step states");
+        }
+    }
+
+    #[test]
+    fn results_and_next_starts_share_one_journal_batch() {
+        // Between two calls, decide must yield only Records, so the runner can
+        // journal a step's result together with the next step's start.
+        let mut run = Run::new(3);
+        let mut batches = vec![];
+        let mut batch = vec![];
+        loop {
+            match decide(&run.state, run.now) {
+                Decision::Record(kind) => {
+                    batch.push(kind.name());
+                    run.record(kind);
+                }
+                Decision::Call {
+                    step,
+                    action,
+                    attempt,
+                } => {
+                    batches.push(std::mem::take(&mut batch));
+                    let kind =
+                        attempt_finished(&run.state, step, action, attempt, ok(), run.now, 0.5);
+                    batch.push(kind.name());
+                    run.record(kind);
+                }
+                Decision::Finished => break,
+                Decision::WaitUntil(_) => unreachable!(),
+            }
+        }
+        batches.push(batch);
+        assert_eq!(
+            batches,
+            vec![
+                vec!["AttemptStarted"],
+                vec!["AttemptSucceeded", "AttemptStarted"],
+                vec!["AttemptSucceeded", "AttemptStarted"],
+                vec!["AttemptSucceeded", "SagaCompleted"],
+            ]
+        );
+    }
+
+    #[test]
+    fn backoff_due_times_grow_and_are_waited_for() {
+        let mut run = Run::new(1);
+        run.drive(|_, _, n| if n < 3 { flaky() } else { ok() });
+        let times: Vec<u64> = run
+            .calls
+            .iter()
+            .map(|c| c.3.millis() - T0.millis())
+            .collect();
+        // jitter 0 in the spec; sample 0.5 is the nominal delay: 100ms, then 200ms.
+        assert_eq!(times, vec![0, 100, 300]);
+    }
+
+    #[test]
+    fn retry_after_hint_stretches_the_delay() {
+        let mut run = Run::new(1);
+        run.drive(|_, _, n| {
+            if n == 1 {
+                CallOutcome::Transient {
+                    reason: "busy".into(),
+                    retry_after: Some(Duration::from_secs(5)),
+                }
+            } else {
+                ok()
+            }
+        });
+        assert_eq!(run.calls[1].3.millis() - T0.millis(), 5_000);
+    }
+
+    #[test]
+    fn cancel_waits_for_the_in_flight_call() {
+        let mut run = Run::new(3);
+        run.record(EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+        });
+        run.record(EventKind::CancelRequested {
+            reason: "customer changed their mind".into(),
+        });
+        // The call is still in flight: decide keeps calling it, never compensates.
+        assert_eq!(
+            decide(&run.state, run.now),
+            Decision::Call {
+                step: 0,
+                action: Action::Forward,
+                attempt: 1
+            }
+        );
+        run.drive(|_, _, _| ok());
+        assert_eq!(run.call_order().join(" "), "F0#1 C0#1");
+        assert_eq!(run.state.status, SagaStatus::Compensated);
+        assert_eq!(
+            run.state.error.as_deref(),
+            Some("cancelled: customer changed their mind")
+        );
+        assert_eq!(run.step_states(), vec![Cd, Sk, Sk]);
+    }
+
+    #[test]
+    fn cancel_during_backoff_compensates_the_step_with_unknown_effect() {
+        let mut run = Run::new(2);
+        run.record(EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+        });
+        let kind = attempt_finished(&run.state, 0, Action::Forward, 1, flaky(), run.now, 0.5);
+        run.record(kind);
+        assert!(matches!(
+            decide(&run.state, run.now),
+            Decision::WaitUntil(_)
+        ));
+        run.record(EventKind::CancelRequested {
+            reason: "stop".into(),
+        });
+        assert!(matches!(
+            decide(&run.state, run.now),
+            Decision::Record(EventKind::CompensationStarted { .. })
+        ));
+        run.drive(|_, _, _| ok());
+        assert_eq!(run.call_order().join(" "), "C0#1");
+        assert_eq!(run.state.status, SagaStatus::Compensated);
+    }
+
+    #[test]
+    fn retry_requested_resumes_with_a_fresh_budget_and_later_numbers() {
+        let mut run = Run::new(2);
+        run.drive(|s, a, _| match (s, a) {
+            (1, Action::Forward) => no(),
+            (0, Action::Compensate) => flaky(),
+            _ => ok(),
+        });
+        assert_eq!(run.state.status, SagaStatus::Failed);
+        assert!(
+            run.state
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("gave up after 2 attempts")
+        );
+        run.record(EventKind::RetryRequested);
+        assert_eq!(run.state.status, SagaStatus::Compensating);
+        run.drive(|_, _, n| if n == 3 { flaky() } else { ok() });
+        assert_eq!(run.call_order().join(" "), "F0#1 F1#1 C0#1 C0#2 C0#3 C0#4");
+        assert_eq!(run.state.status, SagaStatus::Compensated);
+    }
+
+    #[test]
+    fn recover_turns_in_flight_calls_into_interrupted_attempts() {
+        let mut run = Run::new(2);
+        run.record(EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+        });
+        let events = recover(&run.state, run.now, 0.5);
+        assert_eq!(
+            events,
+            vec![EventKind::AttemptFailed {
+                step: 0,
+                action: Action::Forward,
+                attempt: 1,
+                failure: Failure::Interrupted,
+                error:
+                    "the coordinator stopped while this call was in flight; its outcome is unknown"
+                        .into(),
+                retry_at: Some(T0.add(Duration::from_millis(100))),
+            }]
+        );
+        for e in events {
+            run.record(e);
+        }
+        run.drive(|_, _, _| ok());
+        // The interrupted attempt keeps its number: the retry is attempt 2.
+        assert_eq!(run.call_order().join(" "), "F0#2 F1#1");
+        assert!(recover(&run.state, run.now, 0.5).is_empty());
+    }
+
+    #[test]
+    fn interrupted_last_attempt_counts_against_the_budget() {
+        let mut run = Run::new(1);
+        for n in 1..=3 {
+            run.record(EventKind::AttemptStarted {
+                step: 0,
+                action: Action::Forward,
+                attempt: n,
+            });
+            let kind = if n < 3 {
+                attempt_finished(&run.state, 0, Action::Forward, n, flaky(), run.now, 0.5)
+            } else {
+                recover(&run.state, run.now, 0.5).remove(0)
+            };
+            run.record(kind);
+            run.now = run.state.next_retry_at().unwrap_or(run.now);
+        }
+        run.drive(|_, _, _| ok());
+        assert_eq!(
+            run.state.status,
+            SagaStatus::Compensated,
+            "exhausted, unknown effect: undone"
+        );
+        assert_eq!(run.call_order().join(" "), "C0#1");
+    }
+
+    #[test]
+    fn fold_refuses_histories_that_cannot_be() {
+        let mut run = Run::new(1);
+        let bad = |run: &Run, seq, kind| {
+            let event = Event {
+                saga: run.state.id,
+                seq,
+                offset: 0,
+                at: T0,
+                kind,
+            };
+            run.state.clone().apply(&event).unwrap_err()
+        };
+        let start = EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+        };
+        assert!(matches!(
+            bad(&run, 3, start.clone()),
+            FoldError::Sequence {
+                expected: 2,
+                found: 3,
+                ..
+            }
+        ));
+        let unknown_step = EventKind::AttemptStarted {
+            step: 5,
+            action: Action::Forward,
+            attempt: 1,
+        };
+        assert!(matches!(
+            bad(&run, 2, unknown_step),
+            FoldError::Invalid { .. }
+        ));
+        let result_without_start = EventKind::AttemptSucceeded {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+            output: vec![],
+        };
+        assert!(matches!(
+            bad(&run, 2, result_without_start),
+            FoldError::Invalid { .. }
+        ));
+        assert!(matches!(
+            bad(&run, 2, EventKind::SagaCompleted),
+            FoldError::Invalid { .. }
+        ));
+        run.record(start);
+        let skipped_number = EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 2,
+        };
+        assert!(matches!(
+            bad(&run, 3, skipped_number),
+            FoldError::Invalid { .. }
+        ));
+        let compensation_while_in_flight = EventKind::CompensationStarted { reason: "x".into() };
+        assert!(matches!(
+            bad(&run, 3, compensation_while_in_flight),
+            FoldError::Invalid { .. }
+        ));
+        assert!(matches!(
+            bad(&run, 3, EventKind::RetryRequested),
+            FoldError::Invalid { .. }
+        ));
+        assert!(matches!(SagaState::fold([]), Err(FoldError::Empty)));
+    }
+
+    #[test]
+    fn fold_is_the_same_whether_replayed_or_applied_live() {
+        let mut run = Run::new(3);
+        let mut history = vec![];
+        // Record a history by driving, keeping every event.
+        let started = Event {
+            saga: run.state.id,
+            seq: 1,
+            offset: 0,
+            at: T0,
+            kind: EventKind::SagaStarted {
+                definition: "shop".into(),
+                inline: false,
+                steps: run.state.steps.clone(),
+                payload: b"{}".to_vec(),
+                idempotency_key: None,
+            },
+        };
+        history.push(started);
+        loop {
+            let kind = match decide(&run.state, run.now) {
+                Decision::Record(kind) => kind,
+                Decision::Call {
+                    step,
+                    action,
+                    attempt,
+                } => {
+                    let outcome = if step == 2 { no() } else { ok() };
+                    attempt_finished(&run.state, step, action, attempt, outcome, run.now, 0.5)
+                }
+                Decision::WaitUntil(t) => {
+                    run.now = t;
+                    continue;
+                }
+                Decision::Finished => break,
+            };
+            history.push(Event {
+                saga: run.state.id,
+                seq: run.state.last_seq + 1,
+                offset: 0,
+                at: run.now,
+                kind: kind.clone(),
+            });
+            run.record(kind);
+        }
+        let replayed = SagaState::fold(&history).unwrap();
+        assert_eq!(replayed, run.state);
+        assert_eq!(replayed.status, SagaStatus::Compensated);
+        let outputs: Vec<_> = replayed.outputs().map(|(n, _)| n).collect();
+        assert_eq!(outputs, vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,622 @@
+//! Participants, saga definitions and the step snapshot a saga runs with, plus
+//! loading definitions from `sagas/*.toml`.
+//!
+//! Invariants:
+//! - A `Definition` that exists has passed `validate`: a valid name, at least one
+//!   step, unique step names, usable retry overrides and timeouts.
+//! - A saga never looks a participant up again after it started: `resolve` copies
+//!   endpoints, the fully resolved retry policy and the timeout into a `StepSpec`
+//!   list that is journaled with the saga, so re-registering a participant or
+//!   editing a file never changes a saga already running.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    id::Timestamp,
+    retry::{PolicyError, RetryOverrides, RetryPolicy},
+};
+
+/// Longest accepted name of a participant, definition or step.
+pub const NAME_MAX_LEN: usize = 128;
+
+/// What is wrong with a participant, a definition or a definitions file.
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("{what} must not be empty")]
+    EmptyName { what: &'static str },
+    #[error(
+        "{what} '{name}' is not valid: use at most {NAME_MAX_LEN} letters, digits, '-', '_' or '.'"
+    )]
+    InvalidName { what: &'static str, name: String },
+    #[error("a saga needs at least one step")]
+    NoSteps,
+    #[error("step name '{0}' is used twice: step names must be unique within a saga")]
+    DuplicateStep(String),
+    #[error(
+        "step '{step}' names participant '{participant}', which is not registered (register it with RegisterParticipant first)"
+    )]
+    UnknownParticipant { step: String, participant: String },
+    #[error("step '{step}': {source}")]
+    StepPolicy {
+        step: String,
+        #[source]
+        source: PolicyError,
+    },
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("{what} timeout must be greater than zero")]
+    ZeroTimeout { what: String },
+    #[error(
+        "{what} '{url}' is not a valid endpoint: {why} (expected a gRPC method URL such as http://127.0.0.1:7002/shop.Payments/Charge)"
+    )]
+    Endpoint {
+        what: &'static str,
+        url: String,
+        why: &'static str,
+    },
+    #[error("{path}:{line}: {message}")]
+    File {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("cannot read saga definitions from {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: definition '{name}' is already defined in {first}")]
+    DuplicateDefinition {
+        path: PathBuf,
+        name: String,
+        first: PathBuf,
+    },
+}
+
+/// Checks a participant, definition or step name.
+pub fn validate_name(what: &'static str, name: &str) -> Result<(), DefinitionError> {
+    if name.is_empty() {
+        return Err(DefinitionError::EmptyName { what });
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.len() > NAME_MAX_LEN || !name.chars().all(ok_char) {
+        return Err(DefinitionError::InvalidName {
+            what,
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A gRPC method URL: `http://host:port/package.Service/Method`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The URL as given.
+    url: String,
+    /// Length of `scheme://authority`, the part a channel connects to.
+    origin_len: usize,
+}
+
+impl Endpoint {
+    /// Parses and checks an endpoint URL; `what` names the field in errors.
+    pub fn parse(what: &'static str, url: &str) -> Result<Self, DefinitionError> {
+        let err = |why| DefinitionError::Endpoint {
+            what,
+            url: url.to_string(),
+            why,
+        };
+        let rest = if let Some(rest) = url.strip_prefix("http://") {
+            rest
+        } else if url.starts_with("https://") {
+            return Err(err(
+                "https is not supported by this build (no TLS); use http://",
+            ));
+        } else {
+            return Err(err("it must start with http://"));
+        };
+        let slash = rest
+            .find('/')
+            .ok_or_else(|| err("it has no /Service/Method path"))?;
+        let (authority, path) = rest.split_at(slash);
+        if authority.is_empty() {
+            return Err(err("it has no host"));
+        }
+        let parsed = http::uri::Authority::from_str(authority).ok();
+        let host_end = authority.rfind(']').unwrap_or(0);
+        let has_port = authority[host_end..].contains(':');
+        let port_ok = parsed
+            .as_ref()
+            .is_some_and(|a| !has_port || a.port_u16().is_some());
+        if !port_ok || authority.contains('@') {
+            return Err(err("its host:port is malformed"));
+        }
+        let mut segments = path[1..].split('/');
+        let (service, method) = (segments.next(), segments.next());
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_'))
+        };
+        match (service, method, segments.next()) {
+            (Some(s), Some(m), None) if valid(s) && valid(m) => {}
+            _ => return Err(err("its path must be exactly /package.Service/Method")),
+        }
+        http::uri::PathAndQuery::from_str(path).map_err(|_| err("its path is malformed"))?;
+        Ok(Self {
+            url: url.to_string(),
+            origin_len: "http://".len() + authority.len(),
+        })
+    }
+
+    /// The full URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `http://host:port`: what a channel connects to (one channel per origin).
+    pub fn origin(&self) -> &str {
+        &self.url[..self.origin_len]
+    }
+
+    /// `/package.Service/Method`: the gRPC path of the call.
+    pub fn path(&self) -> &str {
+        &self.url[self.origin_len..]
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// A registered participant: a named pair of endpoints and its defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Participant {
+    pub name: String,
+    pub forward: Endpoint,
+    pub compensate: Endpoint,
+    /// Defaults for the steps that use this participant.
+    pub retry: RetryOverrides,
+    pub timeout: Option<Duration>,
+    pub registered_at: Timestamp,
+}
+
+impl Participant {
+    /// Builds and checks a participant.
+    pub fn new(
+        name: &str,
+        forward: &str,
+        compensate: &str,
+        retry: RetryOverrides,
+        timeout: Option<Duration>,
+    ) -> Result<Self, DefinitionError> {
+        validate_name("participant name", name)?;
+        let forward = Endpoint::parse("forward_endpoint", forward)?;
+        let compensate = Endpoint::parse("compensate_endpoint", compensate)?;
+        retry.validate()?;
+        if timeout == Some(Duration::ZERO) {
+            return Err(DefinitionError::ZeroTimeout {
+                what: format!("participant '{name}'"),
+            });
+        }
+        Ok(Self {
+            name: name.to_string(),
+            forward,
+            compensate,
+            retry,
+            timeout,
+            registered_at: Timestamp::now(),
+        })
+    }
+}
+
+/// One step of a definition, naming its participant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDef {
+    pub name: String,
+    pub participant: String,
+    /// Overrides the participant's retry policy field by field.
+    pub retry: RetryOverrides,
+    /// Overrides the participant's timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// A named, ordered list of steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Definition {
+    pub name: String,
+    pub description: String,
+    pub steps: Vec<StepDef>,
+}
+
+/// Checks a list of steps on its own (names, uniqueness, policies, timeouts).
+pub fn validate_steps(steps: &[StepDef]) -> Result<(), DefinitionError> {
+    if steps.is_empty() {
+        return Err(DefinitionError::NoSteps);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for step in steps {
+        validate_name("step name", &step.name)?;
+        validate_name("participant name", &step.participant)?;
+        if !seen.insert(step.name.as_str()) {
+            return Err(DefinitionError::DuplicateStep(step.name.clone()));
+        }
+        step.retry
+            .validate()
+            .map_err(|source| DefinitionError::StepPolicy {
+                step: step.name.clone(),
+                source,
+            })?;
+        if step.timeout == Some(Duration::ZERO) {
+            return Err(DefinitionError::ZeroTimeout {
+                what: format!("step '{}'", step.name),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A step as a saga runs it: everything needed to call it, frozen at start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepSpec {
+    pub name: String,
+    pub participant: String,
+    pub forward: Endpoint,
+    pub compensate: Endpoint,
+    pub retry: RetryPolicy,
+    /// Sent as the gRPC deadline of every call of this step.
+    pub timeout: Duration,
+}
+
+impl StepSpec {
+    /// The endpoint of one action.
+    pub fn endpoint(&self, action: super::Action) -> &Endpoint {
+        match action {
+            super::Action::Forward => &self.forward,
+            super::Action::Compensate => &self.compensate,
+        }
+    }
+}
+
+/// Server-wide defaults that steps and participants inherit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepDefaults {
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+}
+
+impl Default for StepDefaults {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Freezes `steps` into the snapshot a saga runs with: step overrides, then the
+/// participant's defaults, then the server's.
+pub fn resolve(
+    steps: &[StepDef],
+    participants: &HashMap<String, Participant>,
+    defaults: &StepDefaults,
+) -> Result<Vec<StepSpec>, DefinitionError> {
+    validate_steps(steps)?;
+    steps
+        .iter()
+        .map(|step| {
+            let p = participants.get(&step.participant).ok_or_else(|| {
+                DefinitionError::UnknownParticipant {
+                    step: step.name.clone(),
+                    participant: step.participant.clone(),
+                }
+            })?;
+            let retry = step
+                .retry
+                .or(p.retry)
+                .resolve(&defaults.retry)
+                .map_err(|source| DefinitionError::StepPolicy {
+                    step: step.name.clone(),
+                    source,
+                })?;
+            Ok(StepSpec {
+                name: step.name.clone(),
+                participant: p.name.clone(),
+                forward: p.forward.clone(),
+                compensate: p.compensate.clone(),
+                retry,
+                timeout: step.timeout.or(p.timeout).unwrap_or(defaults.timeout),
+            })
+        })
+        .collect()
+}
+
+/// serde helpers for `Option<Duration>` written as `"250ms"` / `"5s"` in TOML.
+pub(crate) mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| {
+            humantime::parse_duration(&t).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "'{t}' is not a duration ({e}); write it like \"250ms\" or \"5s\""
+                ))
+            })
+        })
+        .transpose()
+    }
+}
+
+/// The shape of a `sagas/*.toml` file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefinitionFile {
+    name: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    steps: Vec<StepFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFile {
+    name: toml::Spanned<String>,
+    participant: String,
+    #[serde(default)]
+    retry: RetryOverrides,
+    #[serde(default, with = "opt_duration")]
+    timeout: Option<Duration>,
+}
+
+/// Parses one definition file's text; `path` is only used in errors and for the
+/// default name (the file stem).
+pub fn parse_definition(path: &Path, text: &str) -> Result<Definition, DefinitionError> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let file_error = |line, message: String| DefinitionError::File {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let file: DefinitionFile = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(s.start)).unwrap_or(1);
+        file_error(line, e.message().to_string())
+    })?;
+    let (name, name_line) = match &file.name {
+        Some(n) => (n.get_ref().clone(), line_of(n.span().start)),
+        None => (
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            1,
+        ),
+    };
+    validate_name("definition name", &name).map_err(|e| file_error(name_line, e.to_string()))?;
+    if file.steps.is_empty() {
+        return Err(file_error(
+            1,
+            "no steps: add at least one [[steps]] table with name and participant".into(),
+        ));
+    }
+    let steps: Vec<StepDef> = file
+        .steps
+        .iter()
+        .map(|s| StepDef {
+            name: s.name.get_ref().clone(),
+            participant: s.participant.clone(),
+            retry: s.retry,
+            timeout: s.timeout,
+        })
+        .collect();
+    // Check step by step so an error points at the step's own line.
+    for (i, step) in file.steps.iter().enumerate() {
+        validate_steps(&steps[..=i])
+            .map_err(|e| file_error(line_of(step.name.span().start), e.to_string()))?;
+    }
+    Ok(Definition {
+        name,
+        description: file.description,
+        steps,
+    })
+}
+
+/// Loads every `*.toml` file of `dir`, in name order. A missing directory is an
+/// error naming it; so is any file that does not parse or validate.
+pub fn load_dir(dir: &Path) -> Result<Vec<Definition>, DefinitionError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DefinitionError::Io { path, source }
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io(dir))?;
+    paths.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    paths.sort();
+    let mut by_name: HashMap<String, PathBuf> = HashMap::new();
+    let mut definitions = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let definition = parse_definition(&path, &text)?;
+        if let Some(first) = by_name.get(&definition.name) {
+            return Err(DefinitionError::DuplicateDefinition {
+                path,
+                name: definition.name,
+                first: first.clone(),
+            });
+        }
+        by_name.insert(definition.name.clone(), path);
+        definitions.push(definition);
+    }
+    Ok(definitions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_splits_origin_and_path() {
+        let e = Endpoint::parse(
+            "forward_endpoint",
+            "http://127.0.0.1:7002/shop.Payments/Charge",
+        )
+        .unwrap();
+        assert_eq!(e.origin(), "http://127.0.0.1:7002");
+        assert_eq!(e.path(), "/shop.Payments/Charge");
+        assert_eq!(
+            Endpoint::parse("x", "http://[::1]:7/a.B/C")
+                .unwrap()
+                .origin(),
+            "http://[::1]:7"
+        );
+    }
+
+    #[test]
+    fn malformed_endpoints_are_refused_with_the_reason() {
+        for (url, why) in [
+            (
+                "127.0.0.1:7002/shop.Payments/Charge",
+                "must start with http://",
+            ),
+            ("https://h:1/a.B/C", "https is not supported"),
+            ("http://h:1", "no /Service/Method"),
+            ("http://h:1/a.B", "exactly /package.Service/Method"),
+            ("http://h:1/a.B/C/D", "exactly /package.Service/Method"),
+            ("http:///a.B/C", "no host"),
+            ("http://h:port/a.B/C", "malformed"),
+        ] {
+            let err = Endpoint::parse("forward_endpoint", url)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{url}: {err}");
+        }
+    }
+
+    fn participant(name: &str) -> Participant {
+        Participant::new(
+            name,
+            "http://127.0.0.1:1/p.S/Do",
+            "http://127.0.0.1:1/p.S/Undo",
+            RetryOverrides {
+                max_attempts: Some(3),
+                ..Default::default()
+            },
+            Some(Duration::from_secs(2)),
+        )
+        .unwrap()
+    }
+
+    fn step(name: &str, participant: &str) -> StepDef {
+        StepDef {
+            name: name.into(),
+            participant: participant.into(),
+            retry: RetryOverrides::default(),
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn resolve_layers_step_participant_and_server_defaults() {
+        let participants = HashMap::from([("pay".to_string(), participant("pay"))]);
+        let mut s = step("charge", "pay");
+        s.timeout = Some(Duration::from_millis(500));
+        s.retry.max_compensate_attempts = Some(4);
+        let specs = resolve(&[s], &participants, &StepDefaults::default()).unwrap();
+        assert_eq!(specs[0].timeout, Duration::from_millis(500));
+        assert_eq!(specs[0].retry.max_attempts, 3, "from the participant");
+        assert_eq!(specs[0].retry.max_compensate_attempts, 4, "from the step");
+        assert_eq!(specs[0].retry.multiplier, 2.0, "from the server");
+        assert_eq!(specs[0].forward.url(), "http://127.0.0.1:1/p.S/Do");
+    }
+
+    #[test]
+    fn resolve_refuses_unknown_participants_and_duplicate_steps() {
+        let participants = HashMap::from([("pay".to_string(), participant("pay"))]);
+        let d = StepDefaults::default();
+        let err = resolve(&[step("a", "nobody")], &participants, &d).unwrap_err();
+        assert!(
+            matches!(err, DefinitionError::UnknownParticipant { .. }),
+            "{err}"
+        );
+        let err = resolve(&[step("a", "pay"), step("a", "pay")], &participants, &d).unwrap_err();
+        assert!(matches!(err, DefinitionError::DuplicateStep(_)), "{err}");
+        assert!(matches!(
+            resolve(&[], &participants, &d),
+            Err(DefinitionError::NoSteps)
+        ));
+        let err = resolve(&[step("", "pay")], &participants, &d).unwrap_err();
+        assert!(matches!(err, DefinitionError::EmptyName { .. }), "{err}");
+    }
+
+    #[test]
+    fn shipped_order_fulfillment_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sagas/order-fulfillment.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let d = parse_definition(&path, &text).unwrap();
+        assert_eq!(d.name, "order-fulfillment");
+        let names: Vec<_> = d
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.participant.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("validate-order", "orders"),
+                ("charge-payment", "payments"),
+                ("ship-order", "shipping")
+            ]
+        );
+    }
+
+    #[test]
+    fn file_errors_name_path_and_line() {
+        let path = Path::new("sagas/bad.toml");
+        let text =
+            "name = \"x\"\n\n[[steps]]\nname = \"a\"\nparticipant = \"p\"\ncolour = \"red\"\n";
+        let err = parse_definition(path, text).unwrap_err().to_string();
+        assert!(err.starts_with("sagas/bad.toml:6:"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+
+        let text = "[[steps]]\nname = \"a\"\nparticipant = \"p\"\n[[steps]]\nname = \"a\"\nparticipant = \"q\"\n";
+        let err = parse_definition(path, text).unwrap_err().to_string();
+        assert!(err.starts_with("sagas/bad.toml:5:"), "{err}");
+        assert!(err.contains("used twice"), "{err}");
+
+        let text = "[[steps]]\nname = \"a\"\nparticipant = \"p\"\ntimeout = \"soon\"\n";
+        let err = parse_definition(path, text).unwrap_err().to_string();
+        assert!(
+            err.contains("sagas/bad.toml:4:") && err.contains("not a duration"),
+            "{err}"
+        );
+
+        let d = parse_definition(
+            Path::new("dir/shop.toml"),
+            "[[steps]]\nname = \"a\"\nparticipant = \"p\"\n",
+        )
+        .unwrap();
+        assert_eq!(d.name, "shop", "the name defaults to the file stem");
+    }
+}

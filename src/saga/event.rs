@@ -1,0 +1,115 @@
+//! The journal record: one transition of one saga, named in the past tense.
+//!
+//! Invariants:
+//! - A saga's history is `SagaStarted` followed by the other events; `seq` counts
+//!   them from 1 without gaps, and `offset` is the event's place in the journal of
+//!   all sagas (gap-free, increasing), assigned by the journal when it appends.
+//! - Events are facts, never commands: folding them (`state.rs`) is deterministic
+//!   and needs nothing but the events.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    definition::StepSpec,
+    id::{Action, SagaId, Timestamp},
+};
+
+/// How a failed attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    /// The participant said no: never retried.
+    Rejected,
+    /// Retry requested, error status, timeout or unreachable: outcome unknown.
+    Transient,
+    /// The coordinator stopped while the call was in flight: outcome unknown.
+    Interrupted,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The saga exists, with its frozen step snapshot and input.
+    SagaStarted {
+        /// Definition name, or `inline`.
+        definition: String,
+        /// Whether the steps came inline in the request (for idempotency checks).
+        inline: bool,
+        steps: Vec<StepSpec>,
+        payload: Vec<u8>,
+        idempotency_key: Option<String>,
+    },
+    /// A call is about to be made. Journaled before the call, so a restart knows the
+    /// attempt number was used and never reuses it.
+    AttemptStarted {
+        step: u32,
+        action: Action,
+        attempt: u32,
+    },
+    /// The call returned success, with the participant's output.
+    AttemptSucceeded {
+        step: u32,
+        action: Action,
+        attempt: u32,
+        output: Vec<u8>,
+    },
+    /// The call failed. `retry_at` is when the next attempt is due, if there is one.
+    AttemptFailed {
+        step: u32,
+        action: Action,
+        attempt: u32,
+        failure: Failure,
+        error: String,
+        retry_at: Option<Timestamp>,
+    },
+    /// An operator asked the saga to stop going forward.
+    CancelRequested { reason: String },
+    /// The saga stops going forward and starts undoing.
+    CompensationStarted { reason: String },
+    /// Every step succeeded.
+    SagaCompleted,
+    /// Every step that did something was undone.
+    SagaCompensated,
+    /// A compensation was rejected or ran out of attempts.
+    SagaFailed { reason: String },
+    /// An operator asked a FAILED saga to resume compensating; every compensation
+    /// gets a fresh attempt budget (attempt numbers keep counting).
+    RetryRequested,
+}
+
+impl EventKind {
+    /// A short name for logs and the CLI.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::SagaStarted { .. } => "SagaStarted",
+            EventKind::AttemptStarted { .. } => "AttemptStarted",
+            EventKind::AttemptSucceeded { .. } => "AttemptSucceeded",
+            EventKind::AttemptFailed { .. } => "AttemptFailed",
+            EventKind::CancelRequested { .. } => "CancelRequested",
+            EventKind::CompensationStarted { .. } => "CompensationStarted",
+            EventKind::SagaCompleted => "SagaCompleted",
+            EventKind::SagaCompensated => "SagaCompensated",
+            EventKind::SagaFailed { .. } => "SagaFailed",
+            EventKind::RetryRequested => "RetryRequested",
+        }
+    }
+
+    /// True for the events that end a saga's run.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            EventKind::SagaCompleted | EventKind::SagaCompensated | EventKind::SagaFailed { .. }
+        )
+    }
+}
+
+/// One journaled event of one saga.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub saga: SagaId,
+    /// Position in the saga's history, from 1.
+    pub seq: u64,
+    /// Position in the journal of all sagas; 0 until the journal assigns it.
+    pub offset: u64,
+    pub at: Timestamp,
+    pub kind: EventKind,
+}

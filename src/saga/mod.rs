@@ -1,0 +1,21 @@
+//! The domain: ids, definitions, events, the pure fold and the pure decisions.
+//!
+//! Nothing in here does I/O, reads a clock on its own or names tokio, sled or
+//! tonic: every function takes the time and any randomness it needs as arguments,
+//! so the state machine can be tested with plain tables and replayed anywhere.
+
+pub mod decide;
+pub mod definition;
+pub mod event;
+pub mod id;
+pub mod retry;
+pub mod state;
+
+pub use decide::{CallOutcome, Decision, attempt_finished, decide, recover};
+pub use definition::{
+    Definition, DefinitionError, Endpoint, Participant, StepDef, StepDefaults, StepSpec,
+};
+pub use event::{Event, EventKind, Failure};
+pub use id::{Action, SagaId, Timestamp, idempotency_key};
+pub use retry::{RetryOverrides, RetryPolicy};
+pub use state::{AttemptRecord, AttemptResult, FoldError, SagaState, SagaStatus, StepStatus};

@@ -1,0 +1,506 @@
+//! A saga's state as the pure fold of its events.
+//!
+//! Invariants:
+//! - `SagaState::fold(events)` depends on nothing but the events: the same history
+//!   gives the same state in a running coordinator, after a restart, or in a test.
+//! - An event that does not fit the history (a gap in `seq`, a step that does not
+//!   exist, a result for an attempt that was never started) is a `FoldError`, never
+//!   silently skipped: a journal that says something impossible is damaged.
+//! - `attempts` of an action only grows; `budget_start` marks where the current
+//!   attempt budget began (moved by `RetryRequested`), so attempt numbers are never
+//!   reused while a resumed compensation still gets a full budget.
+
+use super::{
+    definition::StepSpec,
+    event::{Event, EventKind, Failure},
+    id::{Action, SagaId, Timestamp},
+};
+
+/// The state of a saga as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SagaStatus {
+    Running,
+    Compensating,
+    Completed,
+    Compensated,
+    Failed,
+}
+
+impl SagaStatus {
+    /// Completed, Compensated and Failed end a run (Failed can be resumed by RetrySaga).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed
+        )
+    }
+
+    /// Upper-case name, as in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaStatus::Running => "RUNNING",
+            SagaStatus::Compensating => "COMPENSATING",
+            SagaStatus::Completed => "COMPLETED",
+            SagaStatus::Compensated => "COMPENSATED",
+            SagaStatus::Failed => "FAILED",
+        }
+    }
+}
+
+/// The state of one step, derived from its two actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Compensating,
+    Compensated,
+    Skipped,
+}
+
+/// How one attempt ended, or that it has not yet.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttemptResult {
+    InFlight,
+    Succeeded,
+    Failed {
+        failure: Failure,
+        error: String,
+        retry_at: Option<Timestamp>,
+    },
+}
+
+/// One call of one endpoint: the "every attempt is visible" record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptRecord {
+    pub action: Action,
+    pub number: u32,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub result: AttemptResult,
+}
+
+/// Progress of one action (forward or compensate) of one step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ActionProgress {
+    /// Highest attempt number started.
+    pub attempts: u32,
+    /// `attempts` when the current budget began.
+    pub budget_start: u32,
+    /// An attempt was started and has no result yet.
+    pub in_flight: bool,
+    /// The action succeeded.
+    pub done: bool,
+    /// The action was rejected or ran out of attempts.
+    pub gave_up: bool,
+    /// How the last finished attempt failed, if it did.
+    pub last_failure: Option<Failure>,
+    /// When the next attempt is due, while waiting in backoff.
+    pub retry_at: Option<Timestamp>,
+}
+
+impl ActionProgress {
+    /// Attempts used from the current budget.
+    pub fn used(&self) -> u32 {
+        self.attempts - self.budget_start
+    }
+}
+
+/// Progress of one step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepProgress {
+    pub forward: ActionProgress,
+    pub compensate: ActionProgress,
+    /// The forward call's output, once it succeeded.
+    pub output: Option<Vec<u8>>,
+    /// The last error of either action.
+    pub last_error: Option<String>,
+    pub attempts: Vec<AttemptRecord>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+impl StepProgress {
+    /// The progress of one action.
+    pub fn action(&self, action: Action) -> &ActionProgress {
+        match action {
+            Action::Forward => &self.forward,
+            Action::Compensate => &self.compensate,
+        }
+    }
+
+    fn action_mut(&mut self, action: Action) -> &mut ActionProgress {
+        match action {
+            Action::Forward => &mut self.forward,
+            Action::Compensate => &mut self.compensate,
+        }
+    }
+
+    /// The forward call may have had an effect that must be undone: it succeeded,
+    /// or it was tried and never answered with a rejection (a rejected step did
+    /// nothing, per the participant contract).
+    pub fn needs_compensation(&self) -> bool {
+        self.forward.done
+            || (self.forward.attempts > 0 && self.forward.last_failure != Some(Failure::Rejected))
+    }
+}
+
+/// Why a history cannot be folded.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum FoldError {
+    #[error("saga history is empty")]
+    Empty,
+    #[error("saga {saga}: the first event is {found}, not SagaStarted")]
+    NotStarted { saga: SagaId, found: &'static str },
+    #[error("saga {saga}: event seq {found} where {expected} was expected")]
+    Sequence {
+        saga: SagaId,
+        expected: u64,
+        found: u64,
+    },
+    #[error("saga {saga}: event {seq} belongs to saga {other}")]
+    WrongSaga {
+        saga: SagaId,
+        seq: u64,
+        other: SagaId,
+    },
+    #[error("saga {saga}: event {seq} ({event}) does not fit the history: {why}")]
+    Invalid {
+        saga: SagaId,
+        seq: u64,
+        event: &'static str,
+        why: String,
+    },
+}
+
+/// A saga, folded from its events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SagaState {
+    pub id: SagaId,
+    pub definition: String,
+    pub inline: bool,
+    pub steps: Vec<StepSpec>,
+    pub payload: Vec<u8>,
+    pub idempotency_key: Option<String>,
+    pub status: SagaStatus,
+    pub progress: Vec<StepProgress>,
+    /// Set by CancelRequested; the saga compensates once no forward call is in flight.
+    pub cancel_reason: Option<String>,
+    /// Why the saga is compensating or failed.
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// `seq` of the last event applied.
+    pub last_seq: u64,
+}
+
+impl SagaState {
+    /// Folds a whole history.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Self, FoldError> {
+        let mut events = events.into_iter();
+        let first = events.next().ok_or(FoldError::Empty)?;
+        let mut state = Self::start(first)?;
+        for event in events {
+            state.apply(event)?;
+        }
+        Ok(state)
+    }
+
+    /// The state right after `SagaStarted`.
+    pub fn start(event: &Event) -> Result<Self, FoldError> {
+        let EventKind::SagaStarted {
+            definition,
+            inline,
+            steps,
+            payload,
+            idempotency_key,
+        } = &event.kind
+        else {
+            return Err(FoldError::NotStarted {
+                saga: event.saga,
+                found: event.kind.name(),
+            });
+        };
+        if event.seq != 1 {
+            return Err(FoldError::Sequence {
+                saga: event.saga,
+                expected: 1,
+                found: event.seq,
+            });
+        }
+        Ok(Self {
+            id: event.saga,
+            definition: definition.clone(),
+            inline: *inline,
+            steps: steps.clone(),
+            payload: payload.clone(),
+            idempotency_key: idempotency_key.clone(),
+            status: SagaStatus::Running,
+            progress: vec![StepProgress::default(); steps.len()],
+            cancel_reason: None,
+            error: None,
+            created_at: event.at,
+            updated_at: event.at,
+            finished_at: None,
+            last_seq: 1,
+        })
+    }
+
+    /// Applies the next event of this saga.
+    pub fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
+        if event.saga != self.id {
+            return Err(FoldError::WrongSaga {
+                saga: self.id,
+                seq: event.seq,
+                other: event.saga,
+            });
+        }
+        if event.seq != self.last_seq + 1 {
+            return Err(FoldError::Sequence {
+                saga: self.id,
+                expected: self.last_seq + 1,
+                found: event.seq,
+            });
+        }
+        let invalid = |why: String| FoldError::Invalid {
+            saga: event.saga,
+            seq: event.seq,
+            event: event.kind.name(),
+            why,
+        };
+        if self.status.is_terminal() && !matches!(event.kind, EventKind::RetryRequested) {
+            return Err(invalid(format!(
+                "the saga is already {}",
+                self.status.as_str()
+            )));
+        }
+        let at = event.at;
+        match &event.kind {
+            EventKind::SagaStarted { .. } => {
+                return Err(invalid("the saga already started".into()));
+            }
+            EventKind::AttemptStarted {
+                step,
+                action,
+                attempt,
+            } => {
+                let p = self
+                    .step_mut(*step)
+                    .ok_or_else(|| invalid(format!("no step {step}")))?;
+                let a = p.action_mut(*action);
+                if a.in_flight || *attempt != a.attempts + 1 || a.done || a.gave_up {
+                    return Err(invalid(format!(
+                        "attempt {attempt} of {action} cannot start after attempt {} (in flight: {}, done: {}, gave up: {})",
+                        a.attempts, a.in_flight, a.done, a.gave_up
+                    )));
+                }
+                a.attempts = *attempt;
+                a.in_flight = true;
+                a.retry_at = None;
+                p.started_at.get_or_insert(at);
+                p.attempts.push(AttemptRecord {
+                    action: *action,
+                    number: *attempt,
+                    started_at: at,
+                    finished_at: None,
+                    result: AttemptResult::InFlight,
+                });
+            }
+            EventKind::AttemptSucceeded {
+                step,
+                action,
+                attempt,
+                output,
+            } => {
+                let p = self
+                    .step_mut(*step)
+                    .ok_or_else(|| invalid(format!("no step {step}")))?;
+                finish_attempt(p, *action, *attempt, at, AttemptResult::Succeeded)
+                    .map_err(invalid)?;
+                let a = p.action_mut(*action);
+                a.done = true;
+                a.last_failure = None;
+                if *action == Action::Forward {
+                    p.output = Some(output.clone());
+                }
+                p.finished_at = Some(at);
+            }
+            EventKind::AttemptFailed {
+                step,
+                action,
+                attempt,
+                failure,
+                error,
+                retry_at,
+            } => {
+                let p = self
+                    .step_mut(*step)
+                    .ok_or_else(|| invalid(format!("no step {step}")))?;
+                let result = AttemptResult::Failed {
+                    failure: *failure,
+                    error: error.clone(),
+                    retry_at: *retry_at,
+                };
+                finish_attempt(p, *action, *attempt, at, result).map_err(invalid)?;
+                let a = p.action_mut(*action);
+                a.last_failure = Some(*failure);
+                a.retry_at = *retry_at;
+                a.gave_up = *failure == Failure::Rejected || retry_at.is_none();
+                let gave_up = a.gave_up;
+                p.last_error = Some(error.clone());
+                if gave_up {
+                    p.finished_at = Some(at);
+                }
+            }
+            EventKind::CancelRequested { reason } => {
+                if self.status != SagaStatus::Running {
+                    return Err(invalid("only a running saga can be cancelled".into()));
+                }
+                self.cancel_reason = Some(reason.clone());
+            }
+            EventKind::CompensationStarted { reason } => {
+                if self.status != SagaStatus::Running {
+                    return Err(invalid("compensation already started".into()));
+                }
+                if let Some(i) = self.in_flight_step(Action::Forward) {
+                    return Err(invalid(format!("step {i} has a forward call in flight")));
+                }
+                self.status = SagaStatus::Compensating;
+                self.error = Some(reason.clone());
+            }
+            EventKind::SagaCompleted => {
+                if self.status != SagaStatus::Running
+                    || self.progress.iter().any(|p| !p.forward.done)
+                {
+                    return Err(invalid("not every step succeeded".into()));
+                }
+                self.status = SagaStatus::Completed;
+                self.finished_at = Some(at);
+            }
+            EventKind::SagaCompensated => {
+                let pending = self
+                    .progress
+                    .iter()
+                    .any(|p| p.needs_compensation() && !p.compensate.done);
+                if self.status != SagaStatus::Compensating || pending {
+                    return Err(invalid("a done step is not compensated".into()));
+                }
+                self.status = SagaStatus::Compensated;
+                self.finished_at = Some(at);
+            }
+            EventKind::SagaFailed { reason } => {
+                if self.status != SagaStatus::Compensating {
+                    return Err(invalid("the saga is not compensating".into()));
+                }
+                self.status = SagaStatus::Failed;
+                self.error = Some(reason.clone());
+                self.finished_at = Some(at);
+            }
+            EventKind::RetryRequested => {
+                if self.status != SagaStatus::Failed {
+                    return Err(invalid(format!(
+                        "only a FAILED saga can be retried, not a {} one",
+                        self.status.as_str()
+                    )));
+                }
+                self.status = SagaStatus::Compensating;
+                self.finished_at = None;
+                for p in &mut self.progress {
+                    let c = &mut p.compensate;
+                    if !c.done {
+                        c.gave_up = false;
+                        c.retry_at = None;
+                        c.budget_start = c.attempts;
+                    }
+                }
+            }
+        }
+        self.last_seq = event.seq;
+        self.updated_at = at;
+        Ok(())
+    }
+
+    fn step_mut(&mut self, step: u32) -> Option<&mut StepProgress> {
+        self.progress.get_mut(step as usize)
+    }
+
+    /// The step with a call of `action` in flight, if any.
+    pub fn in_flight_step(&self, action: Action) -> Option<u32> {
+        self.progress
+            .iter()
+            .position(|p| p.action(action).in_flight)
+            .map(|i| i as u32)
+    }
+
+    /// The derived state of step `i`.
+    pub fn step_status(&self, i: usize) -> StepStatus {
+        let p = &self.progress[i];
+        let (fw, cp) = (&p.forward, &p.compensate);
+        if cp.done {
+            StepStatus::Compensated
+        } else if cp.gave_up {
+            StepStatus::Failed
+        } else if cp.attempts > 0 {
+            StepStatus::Compensating
+        } else if fw.done {
+            StepStatus::Succeeded
+        } else if fw.gave_up {
+            StepStatus::Failed
+        } else if fw.in_flight || (fw.attempts > 0 && self.status == SagaStatus::Running) {
+            StepStatus::Running
+        } else if fw.attempts > 0 {
+            // Tried, then the saga turned back: effect unknown, to be compensated.
+            StepStatus::Failed
+        } else if self.status == SagaStatus::Running {
+            StepStatus::Pending
+        } else {
+            StepStatus::Skipped
+        }
+    }
+
+    /// The outputs of the steps that succeeded, by step name, in step order.
+    pub fn outputs(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.steps
+            .iter()
+            .zip(&self.progress)
+            .filter(|(_, p)| p.forward.done)
+            .map(|(s, p)| (s.name.as_str(), p.output.as_deref().unwrap_or_default()))
+    }
+
+    /// When the next attempt of any step is due, while the saga waits in backoff.
+    pub fn next_retry_at(&self) -> Option<Timestamp> {
+        self.progress
+            .iter()
+            .flat_map(|p| [p.forward.retry_at, p.compensate.retry_at])
+            .flatten()
+            .min()
+    }
+}
+
+fn finish_attempt(
+    p: &mut StepProgress,
+    action: Action,
+    attempt: u32,
+    at: Timestamp,
+    result: AttemptResult,
+) -> Result<(), String> {
+    let a = p.action_mut(action);
+    if !a.in_flight || a.attempts != attempt {
+        return Err(format!(
+            "attempt {attempt} of {action} is not in flight (last started: {}, in flight: {})",
+            a.attempts, a.in_flight
+        ));
+    }
+    a.in_flight = false;
+    let record = p
+        .attempts
+        .iter_mut()
+        .rev()
+        .find(|r| r.action == action && r.number == attempt)
+        .ok_or_else(|| format!("attempt {attempt} of {action} has no start"))?;
+    record.finished_at = Some(at);
+    record.result = result;
+    Ok(())
+}
