@@ -7,5 +7,6 @@
 //! - [`engine`]: runs sagas, retries, recovery, shutdown.
 //! - [`api`]: the gRPC `Coordinator` service.
 
+pub mod journal;
 pub mod proto;
 pub mod saga;

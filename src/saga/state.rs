@@ -17,7 +17,7 @@ use super::{
 };
 
 /// The state of a saga as a whole.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum SagaStatus {
     Running,
     Compensating,
@@ -33,6 +33,20 @@ impl SagaStatus {
             self,
             SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed
         )
+    }
+
+    /// The status an event moves a saga to, if it changes it.
+    pub fn after(kind: &EventKind) -> Option<SagaStatus> {
+        match kind {
+            EventKind::SagaStarted { .. } => Some(SagaStatus::Running),
+            EventKind::CompensationStarted { .. } | EventKind::RetryRequested => {
+                Some(SagaStatus::Compensating)
+            }
+            EventKind::SagaCompleted => Some(SagaStatus::Completed),
+            EventKind::SagaCompensated => Some(SagaStatus::Compensated),
+            EventKind::SagaFailed { .. } => Some(SagaStatus::Failed),
+            _ => None,
+        }
     }
 
     /// Upper-case name, as in the API.

@@ -1,0 +1,416 @@
+//! The conformance suite every [`Journal`] must pass. Each implementation runs
+//! it with `journal_conformance!(make)` where `make` builds a fresh journal.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{Journal, JournalError, ListQuery};
+use crate::saga::{
+    Action, Endpoint, Event, EventKind, Participant, RetryOverrides, RetryPolicy, SagaId,
+    SagaStatus, StepSpec, Timestamp,
+};
+
+/// Instantiates the suite as `#[tokio::test]`s, given an expression that builds a
+/// fresh `(Arc<dyn Journal>, guard)`; the guard (a temp dir, say) lives as long as
+/// the test.
+#[macro_export]
+macro_rules! journal_conformance {
+    ($make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_append_read_and_offsets() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::append_read_and_offsets(journal).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_per_saga_order_under_concurrency() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::per_saga_order_under_concurrency(journal).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_concurrent_appends_share_flushes() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::concurrent_appends_share_flushes(journal).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_idempotency_keys_are_unique() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::idempotency_keys_are_unique(journal).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_indexes_follow_events() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::indexes_follow_events(journal).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_participants_are_replaced_by_name() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::participants_are_replaced_by_name(journal).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_close_refuses_later_writes() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::close_refuses_later_writes(journal).await;
+        }
+    };
+}
+
+fn spec(name: &str) -> StepSpec {
+    StepSpec {
+        name: name.into(),
+        participant: "p".into(),
+        forward: Endpoint::parse("f", "http://127.0.0.1:1/p.S/Do").unwrap(),
+        compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
+        retry: RetryPolicy::default(),
+        timeout: Duration::from_secs(1),
+    }
+}
+
+/// The `SagaStarted` event of a fresh one-step saga.
+pub fn started(definition: &str, key: Option<&str>) -> Event {
+    Event {
+        saga: SagaId::generate(),
+        seq: 1,
+        offset: 0,
+        at: Timestamp::now(),
+        kind: EventKind::SagaStarted {
+            definition: definition.into(),
+            inline: false,
+            steps: vec![spec("only")],
+            payload: br#"{"order_id":1}"#.to_vec(),
+            idempotency_key: key.map(str::to_string),
+        },
+    }
+}
+
+/// Event `seq` of `saga`.
+pub fn next(saga: SagaId, seq: u64, kind: EventKind) -> Event {
+    Event {
+        saga,
+        seq,
+        offset: 0,
+        at: Timestamp::now(),
+        kind,
+    }
+}
+
+fn attempt(step_seq: u32) -> EventKind {
+    EventKind::AttemptStarted {
+        step: 0,
+        action: Action::Forward,
+        attempt: step_seq,
+    }
+}
+
+pub async fn append_read_and_offsets(journal: Arc<dyn Journal>) {
+    let first = started("shop", None);
+    let id = first.saga;
+    let a = journal
+        .append(vec![first.clone(), next(id, 2, attempt(1))])
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(
+        a[1].offset,
+        a[0].offset + 1,
+        "offsets within an append are consecutive"
+    );
+    let b = journal
+        .append(vec![next(
+            id,
+            3,
+            EventKind::CancelRequested { reason: "x".into() },
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        b[0].offset,
+        a[1].offset + 1,
+        "offsets across appends are gap-free"
+    );
+
+    let read = journal.read_saga(id).await.unwrap();
+    let seqs: Vec<u64> = read.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(read[0].kind, first.kind);
+    assert_eq!(
+        read[2].offset, b[0].offset,
+        "offsets are stored with the events"
+    );
+    assert!(
+        journal
+            .read_saga(SagaId::generate())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn per_saga_order_under_concurrency(journal: Arc<dyn Journal>) {
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let journal = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            let first = started("shop", None);
+            let id = first.saga;
+            journal.append(vec![first]).await.unwrap();
+            for seq in 2..=20u64 {
+                let kind = if seq % 2 == 0 {
+                    attempt(seq as u32 / 2)
+                } else {
+                    EventKind::AttemptFailed {
+                        step: 0,
+                        action: Action::Forward,
+                        attempt: seq as u32 / 2,
+                        failure: crate::saga::Failure::Transient,
+                        error: "e".into(),
+                        retry_at: Some(Timestamp::now()),
+                    }
+                };
+                journal.append(vec![next(id, seq, kind)]).await.unwrap();
+            }
+            id
+        }));
+    }
+    let mut all_offsets = Vec::new();
+    for task in tasks {
+        let id = task.await.unwrap();
+        let events = journal.read_saga(id).await.unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "saga {id}");
+        assert!(
+            events.windows(2).all(|w| w[0].offset < w[1].offset),
+            "offsets follow seq"
+        );
+        // The history must fold: nothing reordered or lost.
+        crate::saga::SagaState::fold(&events).unwrap();
+        all_offsets.extend(events.iter().map(|e| e.offset));
+    }
+    all_offsets.sort_unstable();
+    let first = all_offsets[0];
+    assert!(
+        all_offsets
+            .iter()
+            .enumerate()
+            .all(|(i, o)| *o == first + i as u64),
+        "global offsets are gap-free and unique"
+    );
+}
+
+pub async fn concurrent_appends_share_flushes(journal: Arc<dyn Journal>) {
+    let before = journal.stats();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let journal = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            let first = started("shop", None);
+            let id = first.saga;
+            journal.append(vec![first]).await.unwrap();
+            journal.append(vec![next(id, 2, attempt(1))]).await.unwrap();
+            let done = EventKind::AttemptSucceeded {
+                step: 0,
+                action: Action::Forward,
+                attempt: 1,
+                output: vec![],
+            };
+            journal
+                .append(vec![
+                    next(id, 3, done),
+                    next(id, 4, EventKind::SagaCompleted),
+                ])
+                .await
+                .unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let after = journal.stats();
+    let requests = after.requests - before.requests;
+    let flushes = after.flushes - before.flushes;
+    assert_eq!(requests, 64 * 3, "every acknowledged append is counted");
+    assert_eq!(after.events - before.events, 64 * 4);
+    assert!(
+        flushes * 2 <= requests,
+        "64 concurrent appenders must share flushes: {flushes} flushes for {requests} appends"
+    );
+}
+
+pub async fn idempotency_keys_are_unique(journal: Arc<dyn Journal>) {
+    let first = started("shop", Some("order-17"));
+    let id = first.saga;
+    journal.append(vec![first]).await.unwrap();
+    assert_eq!(journal.saga_for_key("order-17").await.unwrap(), Some(id));
+    assert_eq!(journal.saga_for_key("order-18").await.unwrap(), None);
+
+    let second = started("shop", Some("order-17"));
+    let err = journal.append(vec![second.clone()]).await.unwrap_err();
+    assert!(
+        matches!(&err, JournalError::IdempotencyConflict { existing, .. } if *existing == id),
+        "{err}"
+    );
+    assert!(
+        journal.read_saga(second.saga).await.unwrap().is_empty(),
+        "a refused append writes nothing"
+    );
+
+    // Racing starts with one key: exactly one wins, even within one batch.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let journal = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            journal.append(vec![started("shop", Some("race"))]).await
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => winners += 1,
+            Err(JournalError::IdempotencyConflict { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+pub async fn indexes_follow_events(journal: Arc<dyn Journal>) {
+    let mut ids = Vec::new();
+    for definition in ["shop", "shop", "refund", "shop"] {
+        let e = started(definition, None);
+        ids.push(e.saga);
+        journal.append(vec![e]).await.unwrap();
+    }
+    let unfinished = journal.unfinished().await.unwrap();
+    assert!(ids.iter().all(|id| unfinished.contains(id)));
+
+    // ids[0]: compensating then failed, then retried; ids[1]: completed.
+    let reason = || "r".to_string();
+    journal
+        .append(vec![next(
+            ids[0],
+            2,
+            EventKind::CompensationStarted { reason: reason() },
+        )])
+        .await
+        .unwrap();
+    journal
+        .append(vec![
+            next(ids[1], 2, attempt(1)),
+            next(ids[1], 3, EventKind::SagaCompleted),
+        ])
+        .await
+        .unwrap();
+    journal
+        .append(vec![next(
+            ids[0],
+            3,
+            EventKind::SagaFailed { reason: reason() },
+        )])
+        .await
+        .unwrap();
+    let unfinished = journal.unfinished().await.unwrap();
+    assert!(!unfinished.contains(&ids[0]) && !unfinished.contains(&ids[1]));
+    assert!(unfinished.contains(&ids[2]) && unfinished.contains(&ids[3]));
+
+    let ids_ref = &ids;
+    let journal_ref = &journal;
+    let list = |query: ListQuery| async move {
+        journal_ref
+            .list(&query)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .filter(|id| ids_ref.contains(id))
+            .collect::<Vec<_>>()
+    };
+    let all = list(ListQuery {
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(all, vec![ids[3], ids[2], ids[1], ids[0]], "newest first");
+    let failed = list(ListQuery {
+        status: Some(SagaStatus::Failed),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(failed, vec![ids[0]]);
+    let refunds = list(ListQuery {
+        definition: Some("refund".into()),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(refunds, vec![ids[2]]);
+    let page = list(ListQuery {
+        before: Some(ids[2]),
+        limit: 1,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        page,
+        vec![ids[1]],
+        "keyset pagination continues after the cursor"
+    );
+
+    journal
+        .append(vec![next(ids[0], 4, EventKind::RetryRequested)])
+        .await
+        .unwrap();
+    assert!(
+        journal.unfinished().await.unwrap().contains(&ids[0]),
+        "a retried saga is unfinished again"
+    );
+    let compensating = list(ListQuery {
+        status: Some(SagaStatus::Compensating),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(compensating, vec![ids[0]]);
+}
+
+pub async fn participants_are_replaced_by_name(journal: Arc<dyn Journal>) {
+    let make = |fwd: &str| {
+        Participant::new(
+            "payments",
+            fwd,
+            "http://127.0.0.1:7/shop.Payments/Refund",
+            RetryOverrides::default(),
+            None,
+        )
+        .unwrap()
+    };
+    journal
+        .put_participant(make("http://127.0.0.1:7/shop.Payments/Charge"))
+        .await
+        .unwrap();
+    journal
+        .put_participant(make("http://127.0.0.1:8/shop.Payments/Charge"))
+        .await
+        .unwrap();
+    let all = journal.participants().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        all[0].forward.url(),
+        "http://127.0.0.1:8/shop.Payments/Charge"
+    );
+}
+
+pub async fn close_refuses_later_writes(journal: Arc<dyn Journal>) {
+    let first = started("shop", None);
+    let id = first.saga;
+    journal.append(vec![first]).await.unwrap();
+    journal.close().await.unwrap();
+    let err = journal
+        .append(vec![started("shop", None)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JournalError::Closed), "{err}");
+    assert_eq!(
+        journal.read_saga(id).await.unwrap().len(),
+        1,
+        "reads still work after close"
+    );
+}

@@ -1,0 +1,511 @@
+//! A [`Journal`] over any ordered key-value store, with group commit.
+//!
+//! One writer thread owns every write. It takes the first queued request, drains
+//! whatever else is queued (up to [`JOURNAL_BATCH_MAX`]), turns them into one
+//! atomic batch of key writes, makes that batch durable with one `sync`, and only
+//! then answers every caller. Under load many appends share one flush; alone, an
+//! append waits for nothing but its own flush.
+//!
+//! ```text
+//!  append ─┐                     ┌─ ack
+//!  append ─┼─▶ queue ─▶ writer ──┼─ ack     one write + one sync per batch
+//!  append ─┘   (bounded)  thread └─ ack
+//! ```
+//!
+//! The writer also keeps the indexes the reads need (unfinished sagas, listing
+//! summaries, idempotency keys) in the same batch as the events they derive from,
+//! so an index is never ahead of or behind its events after a crash.
+//!
+//! Reads go to the store directly: the stores used here serve them from memory
+//! or a page cache, and after an append is acknowledged its writes are visible.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    JOURNAL_BATCH_MAX, JOURNAL_QUEUE_CAPACITY, Journal, JournalError, JournalStats, ListQuery,
+    SagaSummary,
+    codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
+};
+use crate::saga::{Event, EventKind, Participant, SagaId, SagaStatus};
+
+/// One key write: `Some` puts the value, `None` removes the key.
+pub type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
+
+/// A key/value entry read back.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// An ordered key-value store a [`KvJournal`] can sit on.
+///
+/// Contract: `write` applies a batch atomically (all or nothing, also after a
+/// crash) and makes it visible to reads; `sync` makes every write so far durable.
+pub trait KvStore: Send + Sync + 'static {
+    /// One key's value.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, JournalError>;
+    /// Entries whose keys start with `prefix`, in ascending key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, JournalError>;
+    /// Entries whose keys start with `prefix` and sort before `before` (if given),
+    /// in descending key order, as long as `keep_going` says so.
+    fn scan_rev(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, JournalError>,
+    ) -> Result<(), JournalError>;
+    /// Applies a batch atomically; not yet durable.
+    fn write(&self, batch: Vec<KeyWrite>) -> Result<(), JournalError>;
+    /// Makes every write so far durable.
+    fn sync(&self) -> Result<(), JournalError>;
+}
+
+/// What the writer thread is asked to do.
+enum WriteRequest {
+    Append {
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<Vec<Event>, JournalError>>,
+    },
+    PutParticipant {
+        participant: Box<Participant>,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
+}
+
+#[derive(Default)]
+struct Counters {
+    flushes: AtomicU64,
+    requests: AtomicU64,
+    events: AtomicU64,
+}
+
+/// A journal over a [`KvStore`]; see the module docs.
+pub struct KvJournal<S: KvStore> {
+    store: Arc<S>,
+    request_tx: mpsc::Sender<WriteRequest>,
+    counters: Arc<Counters>,
+    /// The writer thread, joined by `close` (a std mutex: never held across await).
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl<S: KvStore> KvJournal<S> {
+    /// Starts the writer thread over `store`.
+    pub fn new(store: S) -> Result<Self, JournalError> {
+        let store = Arc::new(store);
+        let next_offset = match store.get(NEXT_OFFSET_KEY)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                JournalError::Corrupt {
+                    key: "next_offset".into(),
+                    why: format!("{} bytes where 8 were expected", bytes.len()),
+                }
+            })?),
+            None => 1,
+        };
+        let (request_tx, request_rx) = mpsc::channel(JOURNAL_QUEUE_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            store: store.clone(),
+            counters: counters.clone(),
+            next_offset,
+            failed: None,
+        };
+        let handle = thread::Builder::new()
+            .name("sagad-journal".into())
+            .spawn(move || writer.run(request_rx))
+            .map_err(|e| JournalError::Io(format!("cannot start the journal writer: {e}")))?;
+        Ok(Self {
+            store,
+            request_tx,
+            counters,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The store under this journal.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> WriteRequest,
+    ) -> Result<T, JournalError> {
+        let (reply, result) = oneshot::channel();
+        self.request_tx
+            .send(make(reply))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        result.await.map_err(|_| JournalError::Closed)?
+    }
+}
+
+#[async_trait]
+impl<S: KvStore> Journal for KvJournal<S> {
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<Event>, JournalError> {
+        self.request(|reply| WriteRequest::Append { events, reply })
+            .await
+    }
+
+    async fn read_saga(&self, id: SagaId) -> Result<Vec<Event>, JournalError> {
+        let entries = self.store.scan(&codec::saga_key(EVENT, id))?;
+        let mut events = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let event: Event = codec::decode(&key, &value)?;
+            if codec::event_key(event.saga, event.seq) != key {
+                return Err(JournalError::Corrupt {
+                    key: codec::describe_key(&key),
+                    why: format!("it holds event {} of saga {}", event.seq, event.saga),
+                });
+            }
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    async fn unfinished(&self) -> Result<Vec<SagaId>, JournalError> {
+        self.store
+            .scan(&[UNFINISHED])?
+            .iter()
+            .map(|(key, _)| codec::saga_of_key(key))
+            .collect()
+    }
+
+    async fn saga_for_key(&self, key: &str) -> Result<Option<SagaId>, JournalError> {
+        let k = codec::name_key(IDEMPOTENCY, key);
+        self.store
+            .get(&k)?
+            .map(|v| codec::decode(&k, &v))
+            .transpose()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<SagaSummary>, JournalError> {
+        let before = query.before.map(|id| codec::saga_key(SUMMARY, id));
+        let mut found = Vec::new();
+        if query.limit == 0 {
+            return Ok(found);
+        }
+        self.store
+            .scan_rev(&[SUMMARY], before.as_deref(), &mut |key, value| {
+                let summary: SagaSummary = codec::decode(key, value)?;
+                let wanted = query.status.is_none_or(|s| s == summary.status)
+                    && query
+                        .definition
+                        .as_ref()
+                        .is_none_or(|d| *d == summary.definition);
+                if wanted {
+                    found.push(summary);
+                }
+                Ok(found.len() < query.limit)
+            })?;
+        Ok(found)
+    }
+
+    async fn put_participant(&self, participant: Participant) -> Result<(), JournalError> {
+        self.request(|reply| WriteRequest::PutParticipant {
+            participant: Box::new(participant),
+            reply,
+        })
+        .await
+    }
+
+    async fn participants(&self) -> Result<Vec<Participant>, JournalError> {
+        self.store
+            .scan(&[PARTICIPANT])?
+            .iter()
+            .map(|(key, value)| codec::decode(key, value))
+            .collect()
+    }
+
+    fn stats(&self) -> JournalStats {
+        JournalStats {
+            flushes: self.counters.flushes.load(Ordering::Relaxed),
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            events: self.counters.events.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn close(&self) -> Result<(), JournalError> {
+        let result = match self.request(|reply| WriteRequest::Close { reply }).await {
+            Err(JournalError::Closed) => Ok(()),
+            other => other,
+        };
+        let handle = self.writer.lock().expect("writer handle lock").take();
+        if let Some(handle) = handle {
+            // The writer answered Close and is about to return; joining is quick.
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .ok();
+        }
+        result
+    }
+}
+
+/// The writer thread's state.
+struct Writer<S: KvStore> {
+    store: Arc<S>,
+    counters: Arc<Counters>,
+    /// The offset the next event gets; advanced only once a batch is durable.
+    next_offset: u64,
+    /// Set by the first failed write or sync; every later write is refused.
+    failed: Option<String>,
+}
+
+/// A request accepted into the current batch, waiting for the flush.
+enum Pending {
+    Append(
+        oneshot::Sender<Result<Vec<Event>, JournalError>>,
+        Vec<Event>,
+    ),
+    Participant(oneshot::Sender<Result<(), JournalError>>),
+}
+
+impl<S: KvStore> Writer<S> {
+    fn run(mut self, mut request_rx: mpsc::Receiver<WriteRequest>) {
+        let mut requests = Vec::with_capacity(JOURNAL_BATCH_MAX);
+        while let Some(first) = request_rx.blocking_recv() {
+            requests.push(first);
+            while requests.len() < JOURNAL_BATCH_MAX {
+                match request_rx.try_recv() {
+                    Ok(request) => requests.push(request),
+                    Err(_) => break,
+                }
+            }
+            if self.write_batch(&mut requests) {
+                return;
+            }
+        }
+    }
+
+    /// Writes one batch and answers its callers; true when asked to close.
+    fn write_batch(&mut self, requests: &mut Vec<WriteRequest>) -> bool {
+        let mut writes: Vec<KeyWrite> = Vec::new();
+        let mut pending = Vec::with_capacity(requests.len());
+        let mut close = None;
+        // Index state changed earlier in this same batch, ahead of the store.
+        let mut batch_keys: HashMap<String, SagaId> = HashMap::new();
+        let mut batch_summaries: HashMap<SagaId, SagaSummary> = HashMap::new();
+        let mut offset = self.next_offset;
+        for request in requests.drain(..) {
+            match request {
+                WriteRequest::Close { reply } => close = Some(reply),
+                WriteRequest::Append { reply, .. } if self.failed.is_some() => {
+                    let _ = reply.send(Err(self.refusal()));
+                }
+                WriteRequest::PutParticipant { reply, .. } if self.failed.is_some() => {
+                    let _ = reply.send(Err(self.refusal()));
+                }
+                WriteRequest::Append { mut events, reply } => {
+                    match self.idempotency_conflict(&events, &batch_keys) {
+                        Ok(None) => {}
+                        Ok(Some(conflict)) | Err(conflict) => {
+                            let _ = reply.send(Err(conflict));
+                            continue;
+                        }
+                    }
+                    let first_offset = offset;
+                    match index_writes(
+                        &*self.store,
+                        &mut events,
+                        &mut offset,
+                        &mut batch_keys,
+                        &mut batch_summaries,
+                    ) {
+                        Ok(w) => writes.extend(w),
+                        Err(e) => {
+                            offset = first_offset;
+                            let _ = reply.send(Err(e));
+                            continue;
+                        }
+                    }
+                    pending.push(Pending::Append(reply, events));
+                }
+                WriteRequest::PutParticipant { participant, reply } => {
+                    writes.push((
+                        codec::name_key(PARTICIPANT, &participant.name),
+                        Some(codec::encode(&*participant)),
+                    ));
+                    pending.push(Pending::Participant(reply));
+                }
+            }
+        }
+        if !pending.is_empty() {
+            writes.push((
+                NEXT_OFFSET_KEY.to_vec(),
+                Some(offset.to_be_bytes().to_vec()),
+            ));
+            let result = self.store.write(writes).and_then(|()| self.store.sync());
+            self.finish(pending, offset, result);
+        }
+        match close {
+            Some(reply) => {
+                let result = match &self.failed {
+                    Some(_) => Err(self.refusal()),
+                    None => self.store.sync(),
+                };
+                let _ = reply.send(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn finish(&mut self, pending: Vec<Pending>, offset: u64, result: Result<(), JournalError>) {
+        match result {
+            Ok(()) => {
+                self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .requests
+                    .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .events
+                    .fetch_add(offset - self.next_offset, Ordering::Relaxed);
+                self.next_offset = offset;
+                for p in pending {
+                    match p {
+                        Pending::Append(reply, events) => {
+                            let _ = reply.send(Ok(events));
+                        }
+                        Pending::Participant(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal write failed; refusing further writes");
+                self.failed = Some(e.to_string());
+                for p in pending {
+                    match p {
+                        Pending::Append(reply, _) => {
+                            let _ = reply.send(Err(JournalError::Io(e.to_string())));
+                        }
+                        Pending::Participant(reply) => {
+                            let _ = reply.send(Err(JournalError::Io(e.to_string())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn refusal(&self) -> JournalError {
+        JournalError::Failed(self.failed.clone().unwrap_or_default())
+    }
+
+    /// The conflict, if `events` start a saga under a key another saga holds.
+    fn idempotency_conflict(
+        &self,
+        events: &[Event],
+        batch_keys: &HashMap<String, SagaId>,
+    ) -> Result<Option<JournalError>, JournalError> {
+        for event in events {
+            if let EventKind::SagaStarted {
+                idempotency_key: Some(key),
+                ..
+            } = &event.kind
+            {
+                let existing = match batch_keys.get(key) {
+                    Some(id) => Some(*id),
+                    None => {
+                        let k = codec::name_key(IDEMPOTENCY, key);
+                        self.store
+                            .get(&k)?
+                            .map(|v| codec::decode::<SagaId>(&k, &v))
+                            .transpose()?
+                    }
+                };
+                if let Some(existing) = existing.filter(|id| *id != event.saga) {
+                    return Ok(Some(JournalError::IdempotencyConflict {
+                        key: key.clone(),
+                        existing,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The key writes for `events`: the events themselves, with offsets assigned from
+/// `offset`, and the index entries they change.
+fn index_writes<S: KvStore>(
+    store: &S,
+    events: &mut [Event],
+    offset: &mut u64,
+    batch_keys: &mut HashMap<String, SagaId>,
+    batch_summaries: &mut HashMap<SagaId, SagaSummary>,
+) -> Result<Vec<KeyWrite>, JournalError> {
+    let mut writes = Vec::with_capacity(events.len() + 2);
+    for event in events.iter_mut() {
+        event.offset = *offset;
+        *offset += 1;
+        writes.push((
+            codec::event_key(event.saga, event.seq),
+            Some(codec::encode(&*event)),
+        ));
+        let Some(status) = SagaStatus::after(&event.kind) else {
+            continue;
+        };
+        let summary = match &event.kind {
+            EventKind::SagaStarted {
+                definition,
+                idempotency_key,
+                ..
+            } => {
+                if let Some(key) = idempotency_key {
+                    batch_keys.insert(key.clone(), event.saga);
+                    writes.push((
+                        codec::name_key(IDEMPOTENCY, key),
+                        Some(codec::encode(&event.saga)),
+                    ));
+                }
+                SagaSummary {
+                    id: event.saga,
+                    status,
+                    definition: definition.clone(),
+                    created_at: event.at,
+                }
+            }
+            _ => {
+                let mut summary = match batch_summaries.remove(&event.saga) {
+                    Some(s) => s,
+                    None => {
+                        let key = codec::saga_key(SUMMARY, event.saga);
+                        match store.get(&key)? {
+                            Some(v) => codec::decode(&key, &v)?,
+                            None => {
+                                return Err(JournalError::Corrupt {
+                                    key: codec::describe_key(&key),
+                                    why: format!(
+                                        "{} for a saga that never started",
+                                        event.kind.name()
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                };
+                summary.status = status;
+                summary
+            }
+        };
+        let unfinished = codec::saga_key(UNFINISHED, event.saga);
+        writes.push((unfinished, (!status.is_terminal()).then(Vec::new)));
+        writes.push((
+            codec::saga_key(SUMMARY, event.saga),
+            Some(codec::encode(&summary)),
+        ));
+        batch_summaries.insert(event.saga, summary);
+    }
+    Ok(writes)
+}

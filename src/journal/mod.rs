@@ -1,0 +1,130 @@
+//! The durable record of every transition of every saga, and of the registered
+//! participants.
+//!
+//! The engine talks to storage only through the [`Journal`] trait: async,
+//! batch-oriented, and free of storage types, so a shared PostgreSQL journal can
+//! sit behind it later without touching the engine.
+//!
+//! Contract of every implementation:
+//! - **Durable on `Ok`.** When `append` or `put_participant` returns `Ok`, what it
+//!   wrote survives a crash of the process or the machine. Nothing may act on an
+//!   event before its append returned `Ok`.
+//! - **Per-saga order.** A saga's events are read back in `seq` order; an append
+//!   holds one saga's events in order, and its events land after those of every
+//!   append of that saga that returned before it was called.
+//! - **Offsets.** Every appended event gets a global offset: gap-free, increasing,
+//!   in the order events became durable.
+//! - **Atomic appends.** An append is wholly written or not at all; an append whose
+//!   `SagaStarted` names an idempotency key another saga holds writes nothing and
+//!   fails with [`JournalError::IdempotencyConflict`].
+//! - **Group commit.** Concurrent appends share one flush: the cost of durability is
+//!   paid per batch, not per caller.
+//! - **Failure is sticky.** After a write or flush fails, the journal refuses every
+//!   later write: nothing may go on in a state that is not known to be on disk.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use crate::saga::{Event, Participant, SagaId, SagaStatus, Timestamp};
+
+mod codec;
+#[cfg(test)]
+pub mod conformance;
+mod kv;
+pub mod memory;
+pub mod sled;
+
+pub use kv::KvJournal;
+pub use memory::MemoryJournal;
+pub use sled::SledJournal;
+
+/// Most write requests one flush takes; more wait for the next batch.
+pub const JOURNAL_BATCH_MAX: usize = 1024;
+/// Write requests that can queue for the writer before appenders wait.
+pub const JOURNAL_QUEUE_CAPACITY: usize = 4096;
+
+/// What can go wrong with the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(
+        "data directory {dir} is already in use by another sagad process ({holder}); stop it or choose another --data-dir"
+    )]
+    Locked { dir: PathBuf, holder: String },
+    #[error("cannot open the journal in {dir}: {why}")]
+    Open { dir: PathBuf, why: String },
+    #[error("journal write failed: {0}")]
+    Io(String),
+    #[error(
+        "the journal refuses writes after an earlier failure ({0}); restart sagad once the disk is healthy"
+    )]
+    Failed(String),
+    #[error("journal record {key} is damaged: {why}")]
+    Corrupt { key: String, why: String },
+    #[error("idempotency key '{key}' already belongs to saga {existing}")]
+    IdempotencyConflict { key: String, existing: SagaId },
+    #[error("the journal is closed")]
+    Closed,
+}
+
+/// The listing fields of one saga, kept current by the journal as events land.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SagaSummary {
+    pub id: SagaId,
+    pub status: SagaStatus,
+    pub definition: String,
+    pub created_at: Timestamp,
+}
+
+/// Which sagas to list: newest first, optional filters, keyset pagination.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListQuery {
+    pub status: Option<SagaStatus>,
+    pub definition: Option<String>,
+    /// Only sagas older than this one (the previous page's last id).
+    pub before: Option<SagaId>,
+    pub limit: usize,
+}
+
+/// Counters for tests, benchmarks and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Durable flushes done.
+    pub flushes: u64,
+    /// Write requests (appends, participant writes) made durable.
+    pub requests: u64,
+    /// Events made durable.
+    pub events: u64,
+}
+
+/// The journal: see the module docs for the contract every implementation must keep.
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Appends events durably, in order, and returns them with their offsets.
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<Event>, JournalError>;
+
+    /// A saga's events in `seq` order; empty if the saga does not exist.
+    async fn read_saga(&self, id: SagaId) -> Result<Vec<Event>, JournalError>;
+
+    /// Every saga that has not reached a terminal state.
+    async fn unfinished(&self) -> Result<Vec<SagaId>, JournalError>;
+
+    /// The saga started with this idempotency key, if any.
+    async fn saga_for_key(&self, key: &str) -> Result<Option<SagaId>, JournalError>;
+
+    /// Sagas matching `query`, newest first.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<SagaSummary>, JournalError>;
+
+    /// Creates or replaces a participant, durably.
+    async fn put_participant(&self, participant: Participant) -> Result<(), JournalError>;
+
+    /// Every registered participant, by name.
+    async fn participants(&self) -> Result<Vec<Participant>, JournalError>;
+
+    /// Counters since open.
+    fn stats(&self) -> JournalStats;
+
+    /// Waits for queued writes, flushes, and stops the writer. Later writes fail
+    /// with [`JournalError::Closed`].
+    async fn close(&self) -> Result<(), JournalError>;
+}
