@@ -7,6 +7,13 @@
 //! - [`engine`]: runs sagas, retries, recovery, shutdown.
 //! - [`api`]: the gRPC `Coordinator` service.
 
+pub mod api;
+pub mod engine;
+pub mod error;
 pub mod journal;
+pub mod participant;
 pub mod proto;
 pub mod saga;
+pub mod server;
+
+pub use error::{Error, Result};

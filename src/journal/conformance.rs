@@ -73,7 +73,7 @@ pub fn started(definition: &str, key: Option<&str>) -> Event {
         at: Timestamp::now(),
         kind: EventKind::SagaStarted {
             definition: definition.into(),
-            inline: false,
+            inline_steps: None,
             steps: vec![spec("only")],
             payload: br#"{"order_id":1}"#.to_vec(),
             idempotency_key: key.map(str::to_string),

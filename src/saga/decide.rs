@@ -306,7 +306,7 @@ mod tests {
                 at: T0,
                 kind: EventKind::SagaStarted {
                     definition: "shop".into(),
-                    inline: false,
+                    inline_steps: None,
                     steps: ["a", "b", "c", "d"][..steps]
                         .iter()
                         .map(|n| spec(n))
@@ -810,7 +810,7 @@ mod tests {
             at: T0,
             kind: EventKind::SagaStarted {
                 definition: "shop".into(),
-                inline: false,
+                inline_steps: None,
                 steps: run.state.steps.clone(),
                 payload: b"{}".to_vec(),
                 idempotency_key: None,

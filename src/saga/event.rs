@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    definition::StepSpec,
+    definition::{StepDef, StepSpec},
     id::{Action, SagaId, Timestamp},
 };
 
@@ -32,8 +32,9 @@ pub enum EventKind {
     SagaStarted {
         /// Definition name, or `inline`.
         definition: String,
-        /// Whether the steps came inline in the request (for idempotency checks).
-        inline: bool,
+        /// The steps as the request gave them, for sagas started with inline steps
+        /// (kept to compare a repeated request with the same idempotency key).
+        inline_steps: Option<Vec<StepDef>>,
         steps: Vec<StepSpec>,
         payload: Vec<u8>,
         idempotency_key: Option<String>,

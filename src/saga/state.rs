@@ -193,7 +193,7 @@ pub enum FoldError {
 pub struct SagaState {
     pub id: SagaId,
     pub definition: String,
-    pub inline: bool,
+    pub inline_steps: Option<Vec<super::definition::StepDef>>,
     pub steps: Vec<StepSpec>,
     pub payload: Vec<u8>,
     pub idempotency_key: Option<String>,
@@ -226,7 +226,7 @@ impl SagaState {
     pub fn start(event: &Event) -> Result<Self, FoldError> {
         let EventKind::SagaStarted {
             definition,
-            inline,
+            inline_steps,
             steps,
             payload,
             idempotency_key,
@@ -247,7 +247,7 @@ impl SagaState {
         Ok(Self {
             id: event.saga,
             definition: definition.clone(),
-            inline: *inline,
+            inline_steps: inline_steps.clone(),
             steps: steps.clone(),
             payload: payload.clone(),
             idempotency_key: idempotency_key.clone(),

@@ -1,0 +1,309 @@
+//! Protobuf ↔ domain conversions. Conversions from the wire check what the
+//! protobuf types cannot express (negative durations, unknown enum values) and
+//! say which field is wrong.
+
+use std::time::Duration;
+
+use tonic::Status;
+
+use crate::{
+    proto::v1 as pb,
+    saga::{
+        Action, AttemptRecord, AttemptResult, Definition, Event, EventKind, Failure, Participant,
+        RetryOverrides, RetryPolicy, SagaState, SagaStatus, StepDef, StepStatus, Timestamp,
+    },
+};
+
+pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (t.millis() / 1000) as i64,
+        nanos: ((t.millis() % 1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// A wire duration, checked: `field` names it in the error.
+pub fn duration_from(
+    field: &str,
+    d: Option<prost_types::Duration>,
+) -> Result<Option<Duration>, Status> {
+    d.map(|d| {
+        Duration::try_from(d).map_err(|_| {
+            Status::invalid_argument(format!(
+                "{field} must be a non-negative duration (got {}s {}ns)",
+                d.seconds, d.nanos
+            ))
+        })
+    })
+    .transpose()
+}
+
+pub fn retry_overrides(field: &str, p: Option<pb::RetryPolicy>) -> Result<RetryOverrides, Status> {
+    let Some(p) = p else {
+        return Ok(RetryOverrides::default());
+    };
+    Ok(RetryOverrides {
+        initial_interval: duration_from(&format!("{field}.initial_interval"), p.initial_interval)?,
+        multiplier: p.multiplier,
+        max_interval: duration_from(&format!("{field}.max_interval"), p.max_interval)?,
+        max_attempts: p.max_attempts,
+        max_compensate_attempts: p.max_compensate_attempts,
+        jitter: p.jitter,
+    })
+}
+
+fn retry_policy_pb(o: RetryOverrides) -> Option<pb::RetryPolicy> {
+    (!o.is_empty()).then(|| pb::RetryPolicy {
+        initial_interval: o.initial_interval.map(duration),
+        multiplier: o.multiplier,
+        max_interval: o.max_interval.map(duration),
+        max_attempts: o.max_attempts,
+        max_compensate_attempts: o.max_compensate_attempts,
+        jitter: o.jitter,
+    })
+}
+
+fn resolved_policy_pb(p: RetryPolicy) -> pb::RetryPolicy {
+    retry_policy_pb(p.into()).unwrap_or_default()
+}
+
+pub fn participant(p: &Participant) -> pb::Participant {
+    pb::Participant {
+        name: p.name.clone(),
+        forward_endpoint: p.forward.url().to_string(),
+        compensate_endpoint: p.compensate.url().to_string(),
+        retry: retry_policy_pb(p.retry),
+        timeout: p.timeout.map(duration),
+        registered_at: Some(timestamp(p.registered_at)),
+    }
+}
+
+pub fn step_def(index: usize, s: pb::StepDefinition) -> Result<StepDef, Status> {
+    Ok(StepDef {
+        retry: retry_overrides(&format!("steps[{index}].retry"), s.retry)?,
+        timeout: duration_from(&format!("steps[{index}].timeout"), s.timeout)?,
+        name: s.name,
+        participant: s.participant,
+    })
+}
+
+fn step_def_pb(s: &StepDef) -> pb::StepDefinition {
+    pb::StepDefinition {
+        name: s.name.clone(),
+        participant: s.participant.clone(),
+        retry: retry_policy_pb(s.retry),
+        timeout: s.timeout.map(duration),
+    }
+}
+
+pub fn definition(d: &Definition) -> pb::SagaDefinition {
+    pb::SagaDefinition {
+        name: d.name.clone(),
+        description: d.description.clone(),
+        steps: d.steps.iter().map(step_def_pb).collect(),
+    }
+}
+
+pub fn saga_state(s: SagaStatus) -> pb::SagaState {
+    match s {
+        SagaStatus::Running => pb::SagaState::Running,
+        SagaStatus::Compensating => pb::SagaState::Compensating,
+        SagaStatus::Completed => pb::SagaState::Completed,
+        SagaStatus::Compensated => pb::SagaState::Compensated,
+        SagaStatus::Failed => pb::SagaState::Failed,
+    }
+}
+
+/// A state filter from the wire: `None` for unspecified (any state).
+pub fn saga_status_from(value: i32) -> Result<Option<SagaStatus>, Status> {
+    let state = pb::SagaState::try_from(value).map_err(|_| {
+        Status::invalid_argument(format!(
+            "state {value} is not a SagaState (use 1-5, e.g. SAGA_STATE_RUNNING)"
+        ))
+    })?;
+    Ok(match state {
+        pb::SagaState::Unspecified => None,
+        pb::SagaState::Running => Some(SagaStatus::Running),
+        pb::SagaState::Compensating => Some(SagaStatus::Compensating),
+        pb::SagaState::Completed => Some(SagaStatus::Completed),
+        pb::SagaState::Compensated => Some(SagaStatus::Compensated),
+        pb::SagaState::Failed => Some(SagaStatus::Failed),
+    })
+}
+
+fn step_state(s: StepStatus) -> pb::StepState {
+    match s {
+        StepStatus::Pending => pb::StepState::Pending,
+        StepStatus::Running => pb::StepState::Running,
+        StepStatus::Succeeded => pb::StepState::Succeeded,
+        StepStatus::Failed => pb::StepState::Failed,
+        StepStatus::Compensating => pb::StepState::Compensating,
+        StepStatus::Compensated => pb::StepState::Compensated,
+        StepStatus::Skipped => pb::StepState::Skipped,
+    }
+}
+
+pub fn action(a: Action) -> pb::Action {
+    match a {
+        Action::Forward => pb::Action::Forward,
+        Action::Compensate => pb::Action::Compensate,
+    }
+}
+
+fn failure_outcome(f: Failure) -> pb::AttemptOutcome {
+    match f {
+        Failure::Rejected => pb::AttemptOutcome::Rejected,
+        Failure::Transient => pb::AttemptOutcome::Transient,
+        Failure::Interrupted => pb::AttemptOutcome::Interrupted,
+    }
+}
+
+fn attempt(a: &AttemptRecord) -> pb::Attempt {
+    let (outcome, error, next) = match &a.result {
+        AttemptResult::InFlight => (pb::AttemptOutcome::InFlight, String::new(), None),
+        AttemptResult::Succeeded => (pb::AttemptOutcome::Succeeded, String::new(), None),
+        AttemptResult::Failed {
+            failure,
+            error,
+            retry_at,
+        } => (
+            failure_outcome(*failure),
+            error.clone(),
+            retry_at.map(timestamp),
+        ),
+    };
+    pb::Attempt {
+        action: action(a.action) as i32,
+        number: a.number,
+        outcome: outcome as i32,
+        started_at: Some(timestamp(a.started_at)),
+        finished_at: a.finished_at.map(timestamp),
+        error,
+        next_attempt_at: next,
+    }
+}
+
+pub fn saga(s: &SagaState) -> pb::Saga {
+    let steps = s
+        .steps
+        .iter()
+        .zip(&s.progress)
+        .enumerate()
+        .map(|(i, (spec, p))| pb::Step {
+            name: spec.name.clone(),
+            participant: spec.participant.clone(),
+            state: step_state(s.step_status(i)) as i32,
+            forward_attempts: p.forward.attempts,
+            compensate_attempts: p.compensate.attempts,
+            last_error: p.last_error.clone().unwrap_or_default(),
+            output: p.output.clone().unwrap_or_default(),
+            started_at: p.started_at.map(timestamp),
+            finished_at: p.finished_at.map(timestamp),
+            next_attempt_at: p.forward.retry_at.or(p.compensate.retry_at).map(timestamp),
+            attempts: p.attempts.iter().map(attempt).collect(),
+            forward_endpoint: spec.forward.url().to_string(),
+            compensate_endpoint: spec.compensate.url().to_string(),
+            retry: Some(resolved_policy_pb(spec.retry)),
+            timeout: Some(duration(spec.timeout)),
+        })
+        .collect();
+    pb::Saga {
+        id: s.id.to_string(),
+        definition: s.definition.clone(),
+        state: saga_state(s.status) as i32,
+        payload: s.payload.clone(),
+        idempotency_key: s.idempotency_key.clone().unwrap_or_default(),
+        steps,
+        error: s.error.clone().unwrap_or_default(),
+        cancel_reason: s.cancel_reason.clone().unwrap_or_default(),
+        created_at: Some(timestamp(s.created_at)),
+        updated_at: Some(timestamp(s.updated_at)),
+        finished_at: s.finished_at.map(timestamp),
+    }
+}
+
+/// A journaled event, with the saga's state after it. `steps` names the saga's
+/// steps (from its `SagaStarted`), so events can say which step they are about.
+pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
+    use pb::saga_event::Event as E;
+    let step_name = |i: u32| {
+        steps
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("#{i}"))
+    };
+    let body = match &e.kind {
+        EventKind::SagaStarted {
+            definition,
+            idempotency_key,
+            ..
+        } => E::SagaStarted(pb::SagaStarted {
+            definition: definition.clone(),
+            steps: steps.to_vec(),
+            idempotency_key: idempotency_key.clone().unwrap_or_default(),
+        }),
+        EventKind::AttemptStarted {
+            step,
+            action: a,
+            attempt,
+        } => E::AttemptStarted(pb::AttemptStarted {
+            step: step_name(*step),
+            action: action(*a) as i32,
+            attempt: *attempt,
+        }),
+        EventKind::AttemptSucceeded {
+            step,
+            action: a,
+            attempt,
+            output,
+        } => E::AttemptSucceeded(pb::AttemptSucceeded {
+            step: step_name(*step),
+            action: action(*a) as i32,
+            attempt: *attempt,
+            output: output.clone(),
+        }),
+        EventKind::AttemptFailed {
+            step,
+            action: a,
+            attempt,
+            failure,
+            error,
+            retry_at,
+        } => E::AttemptFailed(pb::AttemptFailed {
+            step: step_name(*step),
+            action: action(*a) as i32,
+            attempt: *attempt,
+            outcome: failure_outcome(*failure) as i32,
+            error: error.clone(),
+            next_attempt_at: retry_at.map(timestamp),
+        }),
+        EventKind::CancelRequested { reason } => E::CancelRequested(pb::CancelRequested {
+            reason: reason.clone(),
+        }),
+        EventKind::CompensationStarted { reason } => {
+            E::CompensationStarted(pb::CompensationStarted {
+                reason: reason.clone(),
+            })
+        }
+        EventKind::SagaCompleted => E::SagaCompleted(pb::SagaCompleted {}),
+        EventKind::SagaCompensated => E::SagaCompensated(pb::SagaCompensated {}),
+        EventKind::SagaFailed { reason } => E::SagaFailed(pb::SagaFailed {
+            reason: reason.clone(),
+        }),
+        EventKind::RetryRequested => E::RetryRequested(pb::RetryRequested {}),
+    };
+    pb::SagaEvent {
+        saga_id: e.saga.to_string(),
+        seq: e.seq,
+        offset: e.offset,
+        at: Some(timestamp(e.at)),
+        state: saga_state(status) as i32,
+        event: Some(body),
+    }
+}

@@ -1,0 +1,256 @@
+//! The gRPC `Coordinator` service: a thin front over the engine.
+//!
+//! Each method checks its request, converts it to the domain (`convert.rs`),
+//! calls the engine, and maps errors through the one `From<Error> for Status`
+//! (`status.rs`). Bad input is refused here or in the engine before anything is
+//! written, with a message that says what to fix.
+//!
+//! Until recovery has finished, every method answers `UNAVAILABLE`: a saga that
+//! is not resumed yet must not look abandoned.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    engine::{Engine, SagaSource, StartRequest},
+    journal::ListQuery,
+    proto::v1::{self as pb, coordinator_server::Coordinator},
+    saga::{EventKind, Participant, SagaId},
+};
+
+pub mod convert;
+mod status;
+
+/// Default and largest ListSagas page.
+pub const PAGE_SIZE_DEFAULT: u32 = 50;
+pub const PAGE_SIZE_MAX: u32 = 1000;
+
+/// The Coordinator service.
+pub struct CoordinatorApi {
+    engine: Engine,
+    /// Set once recovery has resumed every unfinished saga.
+    ready: Arc<AtomicBool>,
+}
+
+impl CoordinatorApi {
+    /// A service over `engine` that answers once `ready` is set.
+    pub fn new(engine: Engine, ready: Arc<AtomicBool>) -> Self {
+        Self { engine, ready }
+    }
+
+    fn check_ready(&self) -> Result<(), Status> {
+        if self.ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Status::unavailable(
+                "the coordinator is still recovering its sagas; retry shortly (health reports SERVING when ready)",
+            ))
+        }
+    }
+}
+
+fn saga_id(field: &str, text: &str) -> Result<SagaId, Status> {
+    if text.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    text.parse()
+        .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SagaEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorApi {
+    async fn register_participant(
+        &self,
+        request: Request<pb::RegisterParticipantRequest>,
+    ) -> Result<Response<pb::Participant>, Status> {
+        self.check_ready()?;
+        let r = request.into_inner();
+        let retry = convert::retry_overrides("retry", r.retry)?;
+        let timeout = convert::duration_from("timeout", r.timeout)?;
+        let participant = Participant::new(
+            &r.name,
+            &r.forward_endpoint,
+            &r.compensate_endpoint,
+            retry,
+            timeout,
+        )
+        .map_err(crate::Error::from)?;
+        let participant = self.engine.register_participant(participant).await?;
+        Ok(Response::new(convert::participant(&participant)))
+    }
+
+    async fn list_participants(
+        &self,
+        _request: Request<pb::ListParticipantsRequest>,
+    ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
+        self.check_ready()?;
+        let participants = self
+            .engine
+            .participants()
+            .iter()
+            .map(convert::participant)
+            .collect();
+        Ok(Response::new(pb::ListParticipantsResponse { participants }))
+    }
+
+    async fn start_saga(
+        &self,
+        request: Request<pb::StartSagaRequest>,
+    ) -> Result<Response<pb::StartSagaResponse>, Status> {
+        self.check_ready()?;
+        let r = request.into_inner();
+        let source = match (r.definition.is_empty(), r.steps.is_empty()) {
+            (false, true) => SagaSource::Definition(r.definition),
+            (true, false) => SagaSource::Inline(
+                r.steps
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| convert::step_def(i, s))
+                    .collect::<Result<_, _>>()?,
+            ),
+            (false, false) => {
+                return Err(Status::invalid_argument(
+                    "give either definition (a name) or inline steps, not both",
+                ));
+            }
+            (true, true) => {
+                return Err(Status::invalid_argument(
+                    "give a definition name or inline steps (see ListDefinitions)",
+                ));
+            }
+        };
+        let started = self
+            .engine
+            .start_saga(StartRequest {
+                source,
+                payload: r.payload,
+                idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
+                wait: r.wait,
+            })
+            .await?;
+        Ok(Response::new(pb::StartSagaResponse {
+            saga: Some(convert::saga(&started.saga)),
+            created: started.created,
+        }))
+    }
+
+    async fn get_saga(
+        &self,
+        request: Request<pb::GetSagaRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        self.check_ready()?;
+        let id = saga_id("id", &request.get_ref().id)?;
+        let saga = self.engine.get(id).await?;
+        Ok(Response::new(convert::saga(&saga)))
+    }
+
+    async fn list_sagas(
+        &self,
+        request: Request<pb::ListSagasRequest>,
+    ) -> Result<Response<pb::ListSagasResponse>, Status> {
+        self.check_ready()?;
+        let r = request.into_inner();
+        if r.page_size > PAGE_SIZE_MAX {
+            return Err(Status::invalid_argument(format!(
+                "page_size must be at most {PAGE_SIZE_MAX} (got {})",
+                r.page_size
+            )));
+        }
+        let limit = if r.page_size == 0 {
+            PAGE_SIZE_DEFAULT
+        } else {
+            r.page_size
+        };
+        let before = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(r.page_token.parse::<SagaId>().map_err(|_| {
+                Status::invalid_argument(
+                    "page_token is not a token this server issued; pass next_page_token from the previous page",
+                )
+            })?)
+        };
+        let query = ListQuery {
+            status: convert::saga_status_from(r.state)?,
+            definition: (!r.definition.is_empty()).then_some(r.definition),
+            before,
+            limit: limit as usize,
+        };
+        let (sagas, next) = self.engine.list(query).await?;
+        Ok(Response::new(pb::ListSagasResponse {
+            sagas: sagas.iter().map(convert::saga).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    type WatchSagaStream = EventStream;
+
+    async fn watch_saga(
+        &self,
+        request: Request<pb::WatchSagaRequest>,
+    ) -> Result<Response<Self::WatchSagaStream>, Status> {
+        self.check_ready()?;
+        let id = saga_id("id", &request.get_ref().id)?;
+        let items = self.engine.watch(id).await?;
+        // The stream starts at SagaStarted, which names the steps later events refer to.
+        let mut steps: Vec<String> = Vec::new();
+        let stream = ReceiverStream::new(items).map(move |item| {
+            let item = item.map_err(Status::from)?;
+            if let EventKind::SagaStarted { steps: specs, .. } = &item.event.kind {
+                steps = specs.iter().map(|s| s.name.clone()).collect();
+            }
+            Ok(convert::event(&item.event, item.status, &steps))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_saga(
+        &self,
+        request: Request<pb::CancelSagaRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        self.check_ready()?;
+        let r = request.into_inner();
+        let id = saga_id("id", &r.id)?;
+        let reason = if r.reason.is_empty() {
+            "cancelled by an operator".to_string()
+        } else {
+            r.reason
+        };
+        let saga = self.engine.cancel(id, reason).await?;
+        Ok(Response::new(convert::saga(&saga)))
+    }
+
+    async fn retry_saga(
+        &self,
+        request: Request<pb::RetrySagaRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        self.check_ready()?;
+        let id = saga_id("id", &request.get_ref().id)?;
+        let saga = self.engine.retry(id).await?;
+        Ok(Response::new(convert::saga(&saga)))
+    }
+
+    async fn list_definitions(
+        &self,
+        _request: Request<pb::ListDefinitionsRequest>,
+    ) -> Result<Response<pb::ListDefinitionsResponse>, Status> {
+        self.check_ready()?;
+        let definitions = self
+            .engine
+            .definitions()
+            .iter()
+            .map(convert::definition)
+            .collect();
+        Ok(Response::new(pb::ListDefinitionsResponse { definitions }))
+    }
+}

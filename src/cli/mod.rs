@@ -1,0 +1,3 @@
+//! Modules of the `sagad` binary (not the library).
+
+pub mod demo;

@@ -1,0 +1,539 @@
+//! The engine: runs sagas to a terminal state, durably.
+//!
+//! Each unfinished saga is owned by one runner task (`runner.rs`) that alone
+//! holds its state and is the only writer of its events. The engine keeps a
+//! registry of runners so commands (cancel, retry, wait, watch) reach the owner;
+//! reads (get, list) go to the journal, which holds exactly what is durable.
+//!
+//! Invariants:
+//! - At most one runner per saga: a runner is registered before it is spawned,
+//!   under the registry lock, and deregisters itself only after its last append.
+//! - A saga with no runner is terminal, or the coordinator is shutting down (or
+//!   still recovering, when the API does not serve yet).
+//! - Nothing is answered before it is durable: a start returns once `SagaStarted`
+//!   is journaled, a cancel once `CancelRequested` is.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    Error, Result,
+    journal::{Journal, JournalError, ListQuery},
+    participant::Participants,
+    saga::{
+        Definition, Event, EventKind, FoldError, Participant, SagaId, SagaState, SagaStatus,
+        StepDef, StepDefaults, Timestamp, definition,
+    },
+};
+
+pub mod recovery;
+mod runner;
+pub mod shutdown;
+mod watch;
+
+pub use watch::WatchItem;
+
+/// The definition name recorded for sagas started with inline steps.
+pub const INLINE_DEFINITION: &str = "inline";
+/// Longest accepted idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 256;
+/// Commands that can queue for one runner.
+pub(crate) const RUNNER_COMMAND_CAPACITY: usize = 16;
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// What steps inherit when neither they nor their participant say otherwise.
+    pub defaults: StepDefaults,
+    /// Largest saga payload accepted, and largest participant answer.
+    pub max_payload_bytes: usize,
+    /// How long in-flight participant calls may run on after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            defaults: StepDefaults::default(),
+            max_payload_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where a saga's steps come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SagaSource {
+    /// A definition loaded at start.
+    Definition(String),
+    /// Steps given in the request.
+    Inline(Vec<StepDef>),
+}
+
+/// A request to start a saga.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    pub source: SagaSource,
+    pub payload: Vec<u8>,
+    pub idempotency_key: Option<String>,
+    /// Return only once the saga is terminal.
+    pub wait: bool,
+}
+
+/// The answer to a start.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub saga: SagaState,
+    /// False when the idempotency key named an existing saga.
+    pub created: bool,
+}
+
+/// A command to the runner that owns a saga.
+enum Command {
+    Cancel {
+        reason: String,
+        reply: oneshot::Sender<Result<SagaState>>,
+    },
+    Retry {
+        reply: oneshot::Sender<Result<SagaState>>,
+    },
+    /// Answer with the terminal state once the saga gets there.
+    Wait { reply: oneshot::Sender<SagaState> },
+    /// Answer with a receiver of the saga's events from now on.
+    Watch {
+        reply: oneshot::Sender<broadcast::Receiver<Event>>,
+    },
+}
+
+/// The engine, cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    journal: Arc<dyn Journal>,
+    participants: Arc<dyn Participants>,
+    config: EngineConfig,
+    definitions: BTreeMap<String, Definition>,
+    /// Registered participants. A std lock: never held across an await.
+    registry: RwLock<HashMap<String, Participant>>,
+    /// Serialises registrations so the registry and the journal agree on the last one.
+    registering: tokio::sync::Mutex<()>,
+    /// The command channel of each saga's runner. A std lock: never held across an await.
+    runners: Mutex<HashMap<SagaId, mpsc::Sender<Command>>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl From<FoldError> for Error {
+    fn from(e: FoldError) -> Self {
+        Error::Journal(JournalError::Corrupt {
+            key: "saga history".into(),
+            why: e.to_string(),
+        })
+    }
+}
+
+impl Engine {
+    /// An engine over `journal`, with the participants the journal holds.
+    /// Unfinished sagas are not resumed until [`recovery::recover`] runs.
+    pub async fn new(
+        journal: Arc<dyn Journal>,
+        participants: Arc<dyn Participants>,
+        definitions: Vec<Definition>,
+        config: EngineConfig,
+    ) -> Result<Self> {
+        let registry = journal
+            .participants()
+            .await?
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                journal,
+                participants,
+                config,
+                definitions: definitions
+                    .into_iter()
+                    .map(|d| (d.name.clone(), d))
+                    .collect(),
+                registry: RwLock::new(registry),
+                registering: tokio::sync::Mutex::new(()),
+                runners: Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The journal under the engine.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.inner.journal
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::Unavailable(
+                "the coordinator is shutting down".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates or replaces a participant, durably.
+    pub async fn register_participant(&self, participant: Participant) -> Result<Participant> {
+        self.check_open()?;
+        let _one_at_a_time = self.inner.registering.lock().await;
+        self.inner
+            .journal
+            .put_participant(participant.clone())
+            .await?;
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(participant.name.clone(), participant.clone());
+        tracing::info!(name = %participant.name, forward = %participant.forward, compensate = %participant.compensate, "participant registered");
+        Ok(participant)
+    }
+
+    /// Every registered participant, by name.
+    pub fn participants(&self) -> Vec<Participant> {
+        let registry = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = registry.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The definitions loaded at start, by name.
+    pub fn definitions(&self) -> Vec<Definition> {
+        self.inner.definitions.values().cloned().collect()
+    }
+
+    /// Starts a saga (or finds the one its idempotency key names).
+    pub async fn start_saga(&self, request: StartRequest) -> Result<Started> {
+        self.check_open()?;
+        let max = self.inner.config.max_payload_bytes;
+        if request.payload.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "payload is {} bytes; the limit is {max} bytes (--max-payload-bytes)",
+                request.payload.len()
+            )));
+        }
+        if let Some(key) = &request.idempotency_key
+            && key.len() > IDEMPOTENCY_KEY_MAX_LEN
+        {
+            return Err(Error::InvalidArgument(format!(
+                "idempotency_key is {} bytes; at most {IDEMPOTENCY_KEY_MAX_LEN} are allowed",
+                key.len()
+            )));
+        }
+        let (name, steps, inline_steps) = match &request.source {
+            SagaSource::Definition(name) => {
+                let definition = self.inner.definitions.get(name).ok_or_else(|| {
+                    let known: Vec<_> = self.inner.definitions.keys().map(String::as_str).collect();
+                    Error::NotFound(format!(
+                        "definition '{name}' not found; known definitions: {}",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ))
+                })?;
+                (name.clone(), definition.steps.clone(), None)
+            }
+            SagaSource::Inline(steps) => (
+                INLINE_DEFINITION.to_string(),
+                steps.clone(),
+                Some(steps.clone()),
+            ),
+        };
+        let specs = {
+            let registry = self
+                .inner
+                .registry
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            definition::resolve(&steps, &registry, &self.inner.config.defaults)?
+        };
+        loop {
+            if let Some(key) = &request.idempotency_key
+                && let Some(existing) = self.inner.journal.saga_for_key(key).await?
+            {
+                let saga = self.get(existing).await?;
+                if saga.definition != name
+                    || saga.inline_steps != inline_steps
+                    || saga.payload != request.payload
+                {
+                    return Err(Error::AlreadyExists(format!(
+                        "idempotency_key '{key}' already started saga {existing} with a different request (definition, steps or payload differ); use a new key for a new saga"
+                    )));
+                }
+                let saga = if request.wait {
+                    self.wait(existing).await?
+                } else {
+                    saga
+                };
+                return Ok(Started {
+                    saga,
+                    created: false,
+                });
+            }
+            let started = Event {
+                saga: SagaId::generate(),
+                seq: 1,
+                offset: 0,
+                at: Timestamp::now(),
+                kind: EventKind::SagaStarted {
+                    definition: name.clone(),
+                    inline_steps: inline_steps.clone(),
+                    steps: specs.clone(),
+                    payload: request.payload.clone(),
+                    idempotency_key: request.idempotency_key.clone(),
+                },
+            };
+            let state = SagaState::start(&started)?;
+            let id = state.id;
+            let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
+            self.lock_runners().insert(id, command_tx);
+            let (ack_tx, ack_rx) = oneshot::channel();
+            let (wait_tx, wait_rx) = oneshot::channel();
+            let waiters = if request.wait { vec![wait_tx] } else { vec![] };
+            self.spawn_runner(state, vec![started], command_rx, Some(ack_tx), waiters);
+            match ack_rx.await {
+                Ok(Ok(saga)) if !request.wait => {
+                    return Ok(Started {
+                        saga,
+                        created: true,
+                    });
+                }
+                Ok(Ok(_)) => {
+                    let saga = match wait_rx.await {
+                        Ok(saga) => saga,
+                        Err(_) => self.wait(id).await?,
+                    };
+                    return Ok(Started {
+                        saga,
+                        created: true,
+                    });
+                }
+                // Another start with this key won the race: answer with its saga.
+                Ok(Err(Error::Journal(JournalError::IdempotencyConflict { .. }))) => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(Error::Unavailable(
+                        "the coordinator is shutting down".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A saga as the journal holds it.
+    pub async fn get(&self, id: SagaId) -> Result<SagaState> {
+        let events = self.inner.journal.read_saga(id).await?;
+        if events.is_empty() {
+            return Err(Error::NotFound(format!("saga {id} not found")));
+        }
+        Ok(SagaState::fold(&events)?)
+    }
+
+    /// Sagas matching `query`, newest first, and the cursor of the next page.
+    pub async fn list(&self, mut query: ListQuery) -> Result<(Vec<SagaState>, Option<SagaId>)> {
+        let limit = query.limit;
+        query.limit = limit + 1;
+        let mut summaries = self.inner.journal.list(&query).await?;
+        let more = summaries.len() > limit;
+        summaries.truncate(limit);
+        let mut sagas = Vec::with_capacity(summaries.len());
+        for summary in &summaries {
+            sagas.push(self.get(summary.id).await?);
+        }
+        let next = if more {
+            sagas.last().map(|s| s.id)
+        } else {
+            None
+        };
+        Ok((sagas, next))
+    }
+
+    /// Cancels a running saga: it stops going forward (once any in-flight call
+    /// returned) and compensates what it did.
+    pub async fn cancel(&self, id: SagaId, reason: String) -> Result<SagaState> {
+        loop {
+            let asked = self
+                .ask(id, |reply| Command::Cancel {
+                    reason: reason.clone(),
+                    reply,
+                })
+                .await;
+            if let Some(answer) = asked {
+                return answer;
+            }
+            let saga = self.get(id).await?;
+            if self.has_runner(id) {
+                continue; // a retry started a runner in between: ask it
+            }
+            return Err(self.not_running(&saga, "cancelled", "RUNNING"));
+        }
+    }
+
+    /// Resumes compensating a FAILED saga, with a fresh attempt budget.
+    pub async fn retry(&self, id: SagaId) -> Result<SagaState> {
+        self.check_open()?;
+        loop {
+            if let Some(answer) = self.ask(id, |reply| Command::Retry { reply }).await {
+                return answer;
+            }
+            let saga = self.get(id).await?;
+            if saga.status != SagaStatus::Failed {
+                if self.has_runner(id) {
+                    continue;
+                }
+                return Err(self.not_running(&saga, "retried", "FAILED"));
+            }
+            // Claim the saga: whoever inserts the runner first resumes it.
+            let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
+            {
+                let mut runners = self.lock_runners();
+                if runners.contains_key(&id) {
+                    continue;
+                }
+                runners.insert(id, command_tx);
+            }
+            // Read again now that no one else can resume it.
+            let saga = match self.get(id).await {
+                Ok(saga) if saga.status == SagaStatus::Failed => saga,
+                other => {
+                    self.lock_runners().remove(&id);
+                    let saga = other?;
+                    return Err(self.not_running(&saga, "retried", "FAILED"));
+                }
+            };
+            let retry = Event {
+                saga: id,
+                seq: saga.last_seq + 1,
+                offset: 0,
+                at: Timestamp::now(),
+                kind: EventKind::RetryRequested,
+            };
+            let mut state = saga;
+            state.apply(&retry)?;
+            let (ack_tx, ack_rx) = oneshot::channel();
+            self.spawn_runner(state, vec![retry], command_rx, Some(ack_tx), vec![]);
+            tracing::info!(saga = %id, "saga retried by an operator");
+            return ack_rx.await.unwrap_or_else(|_| {
+                Err(Error::Unavailable(
+                    "the coordinator is shutting down".into(),
+                ))
+            });
+        }
+    }
+
+    /// Waits until a saga is terminal and returns it.
+    pub async fn wait(&self, id: SagaId) -> Result<SagaState> {
+        loop {
+            if let Some(saga) = self.ask(id, |reply| Command::Wait { reply }).await {
+                return Ok(saga);
+            }
+            let saga = self.get(id).await?;
+            if saga.status.is_terminal() {
+                return Ok(saga);
+            }
+            if !self.has_runner(id) {
+                return Err(Error::Unavailable(format!(
+                    "the coordinator is shutting down before saga {id} finished; it resumes at the next start"
+                )));
+            }
+        }
+    }
+
+    /// Stops the engine: no new calls start, in-flight calls get the grace period,
+    /// every runner journals what it knows, and the journal is flushed and closed.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        let grace = self.inner.config.shutdown_grace + Duration::from_secs(5);
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sagas did not stop within the grace period");
+        }
+        self.inner.journal.close().await?;
+        Ok(())
+    }
+
+    /// Sagas with a runner right now.
+    pub fn active_sagas(&self) -> usize {
+        self.lock_runners().len()
+    }
+
+    fn not_running(&self, saga: &SagaState, verb: &str, wanted: &str) -> Error {
+        if saga.status.is_terminal() {
+            let why = saga
+                .error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            Error::FailedPrecondition(format!(
+                "saga {} is {}{why}; only a {wanted} saga can be {verb}",
+                saga.id,
+                saga.status.as_str()
+            ))
+        } else {
+            Error::Unavailable("the coordinator is shutting down".into())
+        }
+    }
+
+    fn lock_runners(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, mpsc::Sender<Command>>> {
+        self.inner.runners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn has_runner(&self, id: SagaId) -> bool {
+        self.lock_runners().contains_key(&id)
+    }
+
+    /// Sends a command to the saga's runner and waits for the answer; `None` when
+    /// there is no runner or it stopped before answering.
+    async fn ask<T>(
+        &self,
+        id: SagaId,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Option<T> {
+        let command_tx = self.lock_runners().get(&id).cloned()?;
+        let (reply, answer) = oneshot::channel();
+        command_tx.send(make(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    fn spawn_runner(
+        &self,
+        state: SagaState,
+        pending: Vec<Event>,
+        command_rx: mpsc::Receiver<Command>,
+        ack: Option<oneshot::Sender<Result<SagaState>>>,
+        waiters: Vec<oneshot::Sender<SagaState>>,
+    ) {
+        let runner = runner::Runner::new(self.clone(), state, pending, command_rx, ack, waiters);
+        self.inner.tracker.spawn(runner.run());
+    }
+}

@@ -1,0 +1,291 @@
+//! One saga's runner: the task that owns the saga until it is terminal.
+//!
+//! The loop asks the pure `decide` what next. `Record` decisions are applied to
+//! the in-memory state and collected; before any effect (a call, a wait, the end,
+//! a reply to a command) everything collected is journaled in one append, so
+//! transitions that can share a flush do, and no effect is ever based on a
+//! transition that is not durable.
+//!
+//! ```text
+//!   decide ─Record─▶ pending ─┐
+//!     ▲                       ├─▶ append (durable) ─▶ call / wait / finish
+//!     └──── outcome event ◀───┘
+//! ```
+//!
+//! Shutdown: no new attempt starts; an in-flight call gets the grace period and
+//! its outcome is journaled; then the runner leaves the saga to the next start.
+
+use std::{mem, time::Duration};
+
+use tokio::{
+    sync::{broadcast, mpsc, oneshot},
+    time::Instant,
+};
+
+use super::{Command, Engine};
+use crate::{
+    Error, Result,
+    participant::CallRequest,
+    saga::{
+        Action, CallOutcome, Decision, Event, EventKind, SagaState, SagaStatus, Timestamp,
+        attempt_finished, decide, idempotency_key,
+    },
+};
+
+/// Events a slow watcher may fall behind by before it re-reads the journal.
+const WATCH_BUFFER: usize = 64;
+
+pub(super) struct Runner {
+    engine: Engine,
+    state: SagaState,
+    /// Applied to `state`, not yet journaled.
+    pending: Vec<Event>,
+    command_rx: mpsc::Receiver<Command>,
+    /// Told once the first append (the start or the retry) is durable.
+    ack: Option<oneshot::Sender<Result<SagaState>>>,
+    /// Told the terminal state.
+    waiters: Vec<oneshot::Sender<SagaState>>,
+    /// Live events for watchers, created on the first watch.
+    watchers: Option<broadcast::Sender<Event>>,
+}
+
+/// Why the loop stopped.
+enum Exit {
+    Finished,
+    ShuttingDown,
+}
+
+impl Runner {
+    pub(super) fn new(
+        engine: Engine,
+        state: SagaState,
+        pending: Vec<Event>,
+        command_rx: mpsc::Receiver<Command>,
+        ack: Option<oneshot::Sender<Result<SagaState>>>,
+        waiters: Vec<oneshot::Sender<SagaState>>,
+    ) -> Self {
+        Self {
+            engine,
+            state,
+            pending,
+            command_rx,
+            ack,
+            waiters,
+            watchers: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let id = self.state.id;
+        let result = self.drive().await;
+        // Deregister only after the last append: whoever finds no runner reads
+        // a journal that already holds everything this runner did.
+        self.engine.lock_runners().remove(&id);
+        match result {
+            Ok(Exit::Finished) => {
+                tracing::info!(saga = %id, definition = %self.state.definition, state = self.state.status.as_str(), "saga finished");
+                for waiter in self.waiters.drain(..) {
+                    let _ = waiter.send(self.state.clone());
+                }
+            }
+            Ok(Exit::ShuttingDown) => {
+                tracing::debug!(saga = %id, "saga left for the next start");
+            }
+            Err(e) => {
+                tracing::error!(saga = %id, error = %e, "saga stopped: its progress could not be journaled");
+                if let Some(ack) = self.ack.take() {
+                    let _ = ack.send(Err(e));
+                }
+            }
+        }
+    }
+
+    async fn drive(&mut self) -> Result<Exit> {
+        loop {
+            match decide(&self.state, Timestamp::now()) {
+                Decision::Record(kind) => {
+                    if matches!(kind, EventKind::AttemptStarted { .. }) && self.shutting_down() {
+                        self.flush().await?;
+                        return Ok(Exit::ShuttingDown);
+                    }
+                    self.record(kind)?;
+                }
+                Decision::Call {
+                    step,
+                    action,
+                    attempt,
+                } => {
+                    self.flush().await?;
+                    let Some(outcome) = self.call(step, action, attempt).await? else {
+                        return Ok(Exit::ShuttingDown);
+                    };
+                    let now = Timestamp::now();
+                    let kind = attempt_finished(
+                        &self.state,
+                        step,
+                        action,
+                        attempt,
+                        outcome,
+                        now,
+                        fastrand::f64(),
+                    );
+                    self.record(kind)?;
+                }
+                Decision::WaitUntil(due) => {
+                    self.flush().await?;
+                    if !self.wait_until(due).await? {
+                        return Ok(Exit::ShuttingDown);
+                    }
+                }
+                Decision::Finished => {
+                    self.flush().await?;
+                    return Ok(Exit::Finished);
+                }
+            }
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.engine.inner.shutdown.is_cancelled()
+    }
+
+    /// Applies a transition to the state and queues it for the next append.
+    fn record(&mut self, kind: EventKind) -> Result<()> {
+        let event = Event {
+            saga: self.state.id,
+            seq: self.state.last_seq + 1,
+            offset: 0,
+            at: Timestamp::now(),
+            kind,
+        };
+        // decide() only proposes events that fit the state; an error here is a bug,
+        // and the saga stops rather than journal something it cannot replay.
+        self.state.apply(&event)?;
+        self.pending.push(event);
+        Ok(())
+    }
+
+    /// Journals everything pending in one append.
+    async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let events = mem::take(&mut self.pending);
+        let appended = self.engine.inner.journal.append(events).await?;
+        if let Some(watchers) = &self.watchers {
+            for event in appended {
+                let _ = watchers.send(event);
+            }
+        }
+        if let Some(ack) = self.ack.take() {
+            let _ = ack.send(Ok(self.state.clone()));
+        }
+        Ok(())
+    }
+
+    fn call_request(&self, step: u32, action: Action, attempt: u32) -> CallRequest {
+        let spec = &self.state.steps[step as usize];
+        CallRequest {
+            endpoint: spec.endpoint(action).clone(),
+            timeout: spec.timeout,
+            saga_id: self.state.id,
+            definition: self.state.definition.clone(),
+            step: spec.name.clone(),
+            action,
+            attempt,
+            idempotency_key: idempotency_key(self.state.id, &spec.name, action),
+            payload: self.state.payload.clone(),
+            outputs: self
+                .state
+                .outputs()
+                .map(|(name, output)| (name.to_string(), output.to_vec()))
+                .collect(),
+        }
+    }
+
+    /// Makes the call, serving commands meanwhile. `None` when shutdown's grace
+    /// period ran out first: the outcome is unknown and recovery will say so.
+    async fn call(
+        &mut self,
+        step: u32,
+        action: Action,
+        attempt: u32,
+    ) -> Result<Option<CallOutcome>> {
+        let request = self.call_request(step, action, attempt);
+        tracing::debug!(saga = %self.state.id, step = %request.step, %action, attempt, "calling");
+        let participants = self.engine.inner.participants.clone();
+        let call = async move { participants.call(request).await };
+        tokio::pin!(call);
+        let shutdown = self.engine.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                outcome = &mut call => return Ok(Some(outcome)),
+                Some(command) = self.command_rx.recv() => self.handle(command).await?,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        let grace = self.engine.inner.config.shutdown_grace;
+        match tokio::time::timeout(grace, call).await {
+            Ok(outcome) => Ok(Some(outcome)),
+            Err(_) => {
+                tracing::warn!(saga = %self.state.id, step, %action, attempt, "call still in flight at the end of the shutdown grace period");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Waits for a due time, serving commands meanwhile; returns when the saga
+    /// should decide again (true) or stop for shutdown (false).
+    async fn wait_until(&mut self, due: Timestamp) -> Result<bool> {
+        let delay = due.since(Timestamp::now());
+        let deadline = Instant::now() + delay.min(Duration::from_secs(86_400 * 365));
+        let shutdown = self.engine.inner.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => Ok(true),
+            Some(command) = self.command_rx.recv() => {
+                // A command (a cancel) may change what is next: decide again.
+                self.handle(command).await?;
+                Ok(true)
+            }
+            _ = shutdown.cancelled() => Ok(false),
+        }
+    }
+
+    async fn handle(&mut self, command: Command) -> Result<()> {
+        match command {
+            Command::Cancel { reason, reply } => {
+                let answer = match (self.state.status, &self.state.cancel_reason) {
+                    (SagaStatus::Running, None) => {
+                        self.record(EventKind::CancelRequested { reason })?;
+                        self.flush().await?;
+                        tracing::info!(saga = %self.state.id, "saga cancelled by an operator");
+                        Ok(self.state.clone())
+                    }
+                    // Cancelling twice is not an error: the first one is under way.
+                    (SagaStatus::Running, Some(_)) => Ok(self.state.clone()),
+                    (status, _) => Err(Error::FailedPrecondition(format!(
+                        "saga {} is already {}; only a RUNNING saga can be cancelled",
+                        self.state.id,
+                        status.as_str()
+                    ))),
+                };
+                let _ = reply.send(answer);
+            }
+            Command::Retry { reply } => {
+                let _ = reply.send(Err(Error::FailedPrecondition(format!(
+                    "saga {} is {}; only a FAILED saga can be retried",
+                    self.state.id,
+                    self.state.status.as_str()
+                ))));
+            }
+            Command::Wait { reply } => self.waiters.push(reply),
+            Command::Watch { reply } => {
+                let watchers = self
+                    .watchers
+                    .get_or_insert_with(|| broadcast::channel(WATCH_BUFFER).0);
+                let _ = reply.send(watchers.subscribe());
+            }
+        }
+        Ok(())
+    }
+}

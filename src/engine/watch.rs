@@ -1,0 +1,137 @@
+//! Following one saga: its journaled events from the first, then live ones, until
+//! the terminal one.
+//!
+//! The subscription to the runner's live events is taken *before* the journal is
+//! read, so no event falls between the two; events seen in both are skipped by
+//! `seq`. A watcher that falls behind the live buffer re-reads the journal from
+//! where it was, so a slow watcher never slows the saga and never misses an event.
+
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Command, Engine};
+use crate::{
+    Error, Result,
+    saga::{Event, SagaId, SagaState, SagaStatus},
+};
+
+/// Events a watch stream buffers for a slow client.
+const WATCH_STREAM_BUFFER: usize = 64;
+
+/// One event, with the saga's state right after it.
+#[derive(Clone, Debug)]
+pub struct WatchItem {
+    pub event: Event,
+    pub status: SagaStatus,
+}
+
+/// Streams what [`Engine::watch`] promises.
+struct Watcher {
+    engine: Engine,
+    id: SagaId,
+    state: Option<SagaState>,
+    out: mpsc::Sender<Result<WatchItem>>,
+}
+
+impl Watcher {
+    /// Sends `event` if it is the next one; false when the stream should end.
+    async fn send(&mut self, event: Event) -> bool {
+        let last = self.state.as_ref().map_or(0, |s| s.last_seq);
+        if event.seq <= last {
+            return true; // seen already (journal and live overlap)
+        }
+        let applied = match self.state.as_mut() {
+            Some(state) => state.apply(&event).map_err(Error::from),
+            None => SagaState::start(&event)
+                .map(|s| self.state = Some(s))
+                .map_err(Error::from),
+        };
+        if let Err(e) = applied {
+            let _ = self.out.send(Err(e)).await;
+            return false;
+        }
+        let status = self
+            .state
+            .as_ref()
+            .map(|s| s.status)
+            .unwrap_or(SagaStatus::Running);
+        let terminal = event.kind.is_terminal();
+        self.out.send(Ok(WatchItem { event, status })).await.is_ok() && !terminal
+    }
+
+    /// Sends every journaled event not sent yet; false when the stream should end.
+    async fn catch_up(&mut self) -> bool {
+        match self.engine.journal().read_saga(self.id).await {
+            Ok(events) => {
+                for event in events {
+                    if !self.send(event).await {
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                let _ = self.out.send(Err(e.into())).await;
+                false
+            }
+        }
+    }
+
+    async fn run(mut self, live: Option<broadcast::Receiver<Event>>) {
+        if !self.catch_up().await {
+            return;
+        }
+        if let Some(mut live) = live {
+            loop {
+                match live.recv().await {
+                    Ok(event) => {
+                        if !self.send(event).await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.catch_up().await {
+                            return;
+                        }
+                    }
+                    // The runner stopped: whatever it did is in the journal.
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+            if !self.catch_up().await {
+                return;
+            }
+        }
+        // Still here: the saga is not terminal and has no runner.
+        let _ = self
+            .out
+            .send(Err(Error::Unavailable(
+                "the coordinator is shutting down; watch again after it restarts".into(),
+            )))
+            .await;
+    }
+}
+
+impl Engine {
+    /// The saga's events from the first, then live ones; the stream ends after
+    /// the terminal event.
+    pub async fn watch(&self, id: SagaId) -> Result<mpsc::Receiver<Result<WatchItem>>> {
+        // Subscribe first, then check the saga exists: see the module docs.
+        let live = self.ask(id, |reply| Command::Watch { reply }).await;
+        if live.is_none() {
+            self.get(id).await?;
+        } else if self.journal().read_saga(id).await?.is_empty() {
+            return Err(Error::NotFound(format!("saga {id} not found")));
+        }
+        let (out, stream) = mpsc::channel(WATCH_STREAM_BUFFER);
+        let watcher = Watcher {
+            engine: self.clone(),
+            id,
+            state: None,
+            out,
+        };
+        // Tracked, and bounded by the runner: at shutdown the runner stops, the
+        // live channel closes, and the watcher ends after a last catch-up.
+        self.inner.tracker.spawn(watcher.run(live));
+        Ok(stream)
+    }
+}

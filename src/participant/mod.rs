@@ -1,0 +1,44 @@
+//! Calling participants: the one seam between the engine and the services it
+//! drives.
+//!
+//! The engine only sees [`Participants::call`], which never fails: every answer,
+//! error status, timeout or refused connection is classified into a
+//! [`CallOutcome`] per the table in DESIGN.md (`classify.rs`). Tests inject faults
+//! by running real loopback participants, or by implementing this trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::saga::{Action, CallOutcome, Endpoint, SagaId};
+
+pub mod classify;
+pub mod grpc;
+
+pub use grpc::GrpcParticipants;
+
+/// Everything one call of one endpoint needs.
+#[derive(Clone, Debug)]
+pub struct CallRequest {
+    pub endpoint: Endpoint,
+    /// Sent as the call's gRPC deadline, and enforced locally too.
+    pub timeout: Duration,
+    pub saga_id: SagaId,
+    pub definition: String,
+    pub step: String,
+    pub action: Action,
+    pub attempt: u32,
+    /// Stable for (saga, step, action): see `saga::idempotency_key`.
+    pub idempotency_key: String,
+    pub payload: Vec<u8>,
+    /// Outputs of the steps that succeeded so far, by step name.
+    pub outputs: Vec<(String, Vec<u8>)>,
+}
+
+/// Calls participant endpoints.
+#[async_trait]
+pub trait Participants: Send + Sync + 'static {
+    /// Makes one call and classifies its answer. Must return within about
+    /// `request.timeout`, whatever the participant does.
+    async fn call(&self, request: CallRequest) -> CallOutcome;
+}

@@ -1,0 +1,191 @@
+//! Wiring a whole coordinator: journal, engine, gRPC services, recovery, shutdown.
+//!
+//! [`start`] opens the journal (refusing a data directory another process owns),
+//! binds the listener and starts serving at once, with health `NOT_SERVING` and
+//! the Coordinator answering `UNAVAILABLE` until recovery has resumed every
+//! unfinished saga; then health turns `SERVING`.
+//!
+//! Stopping (a signal in `sagad serve`, [`Server::stop`] in tests) follows one
+//! order: stop accepting connections; stop starting new calls while in-flight
+//! ones get the grace period; journal their outcomes; flush and close the journal.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+use crate::{
+    Error, Result,
+    api::CoordinatorApi,
+    engine::{Engine, EngineConfig, recovery},
+    journal::{Journal, SledJournal},
+    participant::GrpcParticipants,
+    proto::{self, v1::coordinator_server::CoordinatorServer},
+    saga::Definition,
+};
+
+/// Room for the rest of a StartSaga request around a payload of the maximum size.
+const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
+
+/// Where and how to serve.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Where the journal lives.
+    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
+}
+
+/// A running coordinator.
+pub struct Server {
+    addr: SocketAddr,
+    engine: Engine,
+    shutdown: CancellationToken,
+    ready_rx: watch::Receiver<bool>,
+    task: JoinHandle<Result<()>>,
+}
+
+/// Opens the journal, binds, and starts serving; recovery runs in the background
+/// (see the module docs). Errors here are startup errors: locked or unreadable
+/// data directory, address in use.
+pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result<Server> {
+    let journal: Arc<dyn Journal> = {
+        let dir = config.data_dir.clone();
+        // Opening sled reads its files: keep that off the async workers.
+        let journal = tokio::task::spawn_blocking(move || SledJournal::open(&dir))
+            .await
+            .map_err(|e| Error::Unavailable(format!("journal open task failed: {e}")))??;
+        Arc::new(journal)
+    };
+    let participants = Arc::new(GrpcParticipants::new(config.engine.max_payload_bytes));
+    let engine = Engine::new(journal, participants, definitions, config.engine.clone()).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("cannot listen on {}", config.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Io {
+        what: "cannot read the bound address".into(),
+        source,
+    })?;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_not_serving::<CoordinatorServer<CoordinatorApi>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Unavailable(format!("reflection service: {e}")))?;
+    let max_request = config.engine.max_payload_bytes + REQUEST_OVERHEAD_BYTES;
+    let coordinator = CoordinatorServer::new(CoordinatorApi::new(engine.clone(), ready.clone()))
+        .max_decoding_message_size(max_request)
+        .max_encoding_message_size(usize::MAX);
+    // Nagle must be turned off on the incoming stream itself: the server builder's
+    // tcp_nodelay is ignored by serve_with_incoming (STACK.md).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(coordinator);
+
+    let task = {
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let serve =
+                router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+            let recover_then_stop = async {
+                tokio::select! {
+                    result = recovery::recover(&engine) => match result {
+                        Ok(_) => {
+                            ready.store(true, Ordering::Release);
+                            let _ = ready_tx.send(true);
+                            health.set_serving::<CoordinatorServer<CoordinatorApi>>().await;
+                            health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "recovery failed; stopping");
+                            shutdown.cancel();
+                            let _ = engine.shutdown().await;
+                            return Err(e);
+                        }
+                    },
+                    _ = shutdown.cancelled() => {}
+                }
+                shutdown.cancelled().await;
+                health
+                    .set_not_serving::<CoordinatorServer<CoordinatorApi>>()
+                    .await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                engine.shutdown().await
+            };
+            let (served, stopped) = tokio::join!(serve, recover_then_stop);
+            served.map_err(|e| Error::Unavailable(format!("gRPC server failed: {e}")))?;
+            stopped
+        })
+    };
+    Ok(Server {
+        addr,
+        engine,
+        shutdown,
+        ready_rx,
+        task,
+    })
+}
+
+impl Server {
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The engine behind the server.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Cancelling this token starts a graceful stop.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Resolves once recovery finished and the server reports SERVING; false if it
+    /// stopped first.
+    pub async fn ready(&self) -> bool {
+        let mut ready = self.ready_rx.clone();
+        ready.wait_for(|r| *r).await.is_ok()
+    }
+
+    /// Runs until stopped; returns how the stop went.
+    pub async fn wait(self) -> Result<()> {
+        self.task
+            .await
+            .map_err(|e| Error::Unavailable(format!("server task failed: {e}")))?
+    }
+
+    /// Stops gracefully and waits for it.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
