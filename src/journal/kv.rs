@@ -44,6 +44,9 @@ pub type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
 /// A key/value entry read back.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// Called with each entry of a reverse scan; answers whether to go on.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, JournalError> + 'a;
+
 /// An ordered key-value store a [`KvJournal`] can sit on.
 ///
 /// Contract: `write` applies a batch atomically (all or nothing, also after a
@@ -59,7 +62,7 @@ pub trait KvStore: Send + Sync + 'static {
         &self,
         prefix: &[u8],
         before: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, JournalError>,
+        visit: &mut Visit<'_>,
     ) -> Result<(), JournalError>;
     /// Applies a batch atomically; not yet durable.
     fn write(&self, batch: Vec<KeyWrite>) -> Result<(), JournalError>;

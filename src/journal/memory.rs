@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, ops::Bound, sync::Mutex, time::Duration};
 
 use super::{
     JournalError, codec,
-    kv::{Entry, KeyWrite, KvJournal, KvStore},
+    kv::{Entry, KeyWrite, KvJournal, KvStore, Visit},
 };
 
 /// The in-memory journal.
@@ -61,7 +61,7 @@ impl KvStore for MemoryStore {
         &self,
         prefix: &[u8],
         before: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, JournalError>,
+        visit: &mut Visit<'_>,
     ) -> Result<(), JournalError> {
         let map = self.map();
         let end = codec::prefix_end(prefix);

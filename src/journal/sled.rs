@@ -22,7 +22,7 @@ use std::{
 
 use super::{
     JournalError, codec,
-    kv::{Entry, KeyWrite, KvJournal, KvStore},
+    kv::{Entry, KeyWrite, KvJournal, KvStore, Visit},
 };
 
 /// The sled-backed journal.
@@ -189,7 +189,7 @@ impl KvStore for SledStore {
         &self,
         prefix: &[u8],
         before: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, JournalError>,
+        visit: &mut Visit<'_>,
     ) -> Result<(), JournalError> {
         let end = codec::prefix_end(prefix);
         let upper = before.unwrap_or(&end);

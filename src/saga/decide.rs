@@ -227,7 +227,7 @@ fn retry_at(
     }
     let delay = spec.retry.delay_after(used, sample);
     let hint = retry_after.unwrap_or_default().min(RETRY_AFTER_MAX);
-    Some(now.add(delay.max(hint)))
+    Some(now.plus(delay.max(hint)))
 }
 
 /// The events that make a state read back after a restart safe to run again: a call
@@ -409,7 +409,15 @@ mod tests {
     fn table_of_fates() {
         // (name, steps, answer, expected calls, final status, final step states)
         type Answer = fn(u32, Action, u32) -> CallOutcome;
-        let cases: Vec<(&str, usize, Answer, &str, SagaStatus, Vec<StepStatus>)> = vec![
+        type Case = (
+            &'static str,
+            usize,
+            Answer,
+            &'static str,
+            SagaStatus,
+            Vec<StepStatus>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "all succeed",
                 3,
@@ -689,7 +697,7 @@ mod tests {
                 error:
                     "the coordinator stopped while this call was in flight; its outcome is unknown"
                         .into(),
-                retry_at: Some(T0.add(Duration::from_millis(100))),
+                retry_at: Some(T0.plus(Duration::from_millis(100))),
             }]
         );
         for e in events {

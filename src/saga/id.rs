@@ -76,7 +76,7 @@ impl Timestamp {
     }
 
     /// This time plus `d` (saturating).
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         Self(
             self.0
                 .saturating_add(d.as_millis().min(u64::MAX as u128) as u64),
@@ -151,11 +151,11 @@ mod tests {
     #[test]
     fn timestamp_arithmetic_saturates() {
         let t = Timestamp(1_000);
-        assert_eq!(t.add(Duration::from_millis(250)), Timestamp(1_250));
+        assert_eq!(t.plus(Duration::from_millis(250)), Timestamp(1_250));
         assert_eq!(Timestamp(1_250).since(t), Duration::from_millis(250));
         assert_eq!(t.since(Timestamp(2_000)), Duration::ZERO);
         assert_eq!(
-            Timestamp(u64::MAX).add(Duration::from_secs(1)),
+            Timestamp(u64::MAX).plus(Duration::from_secs(1)),
             Timestamp(u64::MAX)
         );
     }
