@@ -1,0 +1,440 @@
+//! Shared test fixtures: an in-process coordinator on a loopback port with a
+//! temporary sled journal, scriptable participants served over real gRPC, and
+//! polling helpers (no test sleeps and hopes).
+
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use sagad::{
+    engine::EngineConfig,
+    proto::v1::{
+        self as pb,
+        coordinator_client::CoordinatorClient,
+        participant_service_server::{ParticipantService, ParticipantServiceServer},
+    },
+    saga::{Definition, definition},
+    server::{self, Server, ServerConfig},
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status, transport::Channel, transport::server::TcpIncoming};
+
+/// How long any poll waits before the test fails: generous, never a speed assertion.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub type Client = CoordinatorClient<Channel>;
+
+/// The shipped order-fulfillment definition.
+pub fn order_fulfillment() -> Definition {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sagas/order-fulfillment.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    definition::parse_definition(&path, &text).unwrap()
+}
+
+/// A coordinator served in-process over loopback gRPC, on a temp sled journal.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    definitions: Vec<Definition>,
+    config: EngineConfig,
+}
+
+impl TestServer {
+    /// A server with the shipped definitions and default settings.
+    pub async fn start() -> Self {
+        Self::start_with(vec![order_fulfillment()], EngineConfig::default()).await
+    }
+
+    pub async fn start_with(definitions: Vec<Definition>, config: EngineConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let mut s = Self {
+            server: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir,
+            _dir: Some(dir),
+            definitions,
+            config,
+        };
+        s.boot().await;
+        s
+    }
+
+    async fn boot(&mut self) {
+        let server = server::start(
+            ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                data_dir: self.data_dir.clone(),
+                engine: self.config.clone(),
+            },
+            self.definitions.clone(),
+        )
+        .await
+        .expect("server starts");
+        assert!(server.ready().await, "server recovers and becomes ready");
+        self.addr = server.local_addr();
+        self.server = Some(server);
+    }
+
+    /// A new client connection.
+    pub async fn client(&self) -> Client {
+        CoordinatorClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server gracefully (as SIGTERM would).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean stop");
+        }
+    }
+
+    /// Stops and starts again on the same data directory (a new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.boot().await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown_token().cancel();
+        }
+    }
+}
+
+/// What a scripted participant answers.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    Ok,
+    Reject(&'static str),
+    Retry(Option<Duration>),
+    Status(Code),
+    /// Wait this long, then answer.
+    Slow(Duration, Box<Answer>),
+}
+
+/// One call as the participant saw it.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub saga_id: String,
+    pub step: String,
+    pub compensate: bool,
+    pub attempt: u32,
+    pub key: String,
+    pub arrived: Instant,
+    /// Wall-clock arrival, to compare with journaled due times.
+    pub arrived_wall: std::time::SystemTime,
+    /// Set when the answer was sent.
+    pub answered: Option<Instant>,
+    /// The gRPC deadline the call carried, if any.
+    pub deadline: Option<String>,
+    pub outputs: Vec<String>,
+}
+
+type Script = Arc<dyn Fn(&pb::StepRequest) -> Answer + Send + Sync>;
+
+#[derive(Default)]
+struct Ledger {
+    calls: Vec<Call>,
+    /// Keys whose effect was applied (once each), in order.
+    applied: Vec<String>,
+}
+
+/// A participant service answering per a script, keeping a ledger of every call
+/// and deduping effects on the idempotency key.
+#[derive(Clone)]
+pub struct FakeParticipant {
+    script: Script,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl FakeParticipant {
+    pub fn new(script: impl Fn(&pb::StepRequest) -> Answer + Send + Sync + 'static) -> Self {
+        Self {
+            script: Arc::new(script),
+            ledger: Arc::new(Mutex::new(Ledger::default())),
+        }
+    }
+
+    /// Every call so far, in arrival order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.ledger.lock().unwrap().calls.clone()
+    }
+
+    /// Calls of one saga as compact tags: `F:step#n` / `C:step#n`.
+    pub fn trace(&self, saga_id: &str) -> Vec<String> {
+        self.calls()
+            .iter()
+            .filter(|c| c.saga_id == saga_id)
+            .map(|c| {
+                format!(
+                    "{}:{}#{}",
+                    if c.compensate { "C" } else { "F" },
+                    c.step,
+                    c.attempt
+                )
+            })
+            .collect()
+    }
+
+    /// Effects applied (one per key), for one saga, as `F:step` / `C:step`.
+    pub fn applied(&self, saga_id: &str) -> Vec<String> {
+        self.ledger
+            .lock()
+            .unwrap()
+            .applied
+            .iter()
+            .filter_map(|key| {
+                let mut parts = key.split('/');
+                let (saga, step, action) = (parts.next()?, parts.next()?, parts.next()?);
+                (saga == saga_id)
+                    .then(|| format!("{}:{step}", if action == "compensate" { "C" } else { "F" }))
+            })
+            .collect()
+    }
+
+    async fn answer(
+        &self,
+        request: Request<pb::StepRequest>,
+    ) -> Result<Response<pb::StepResponse>, Status> {
+        let deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let r = request.into_inner();
+        let index = {
+            let mut ledger = self.ledger.lock().unwrap();
+            ledger.calls.push(Call {
+                saga_id: r.saga_id.clone(),
+                step: r.step.clone(),
+                compensate: r.action == pb::Action::Compensate as i32,
+                attempt: r.attempt,
+                key: r.idempotency_key.clone(),
+                arrived: Instant::now(),
+                arrived_wall: std::time::SystemTime::now(),
+                answered: None,
+                deadline,
+                outputs: r.outputs.keys().cloned().collect(),
+            });
+            ledger.calls.len() - 1
+        };
+        let mut answer = (self.script)(&r);
+        while let Answer::Slow(delay, next) = answer {
+            tokio::time::sleep(delay).await;
+            answer = *next;
+        }
+        let mut ledger = self.ledger.lock().unwrap();
+        ledger.calls[index].answered = Some(Instant::now());
+        let response = match answer {
+            Answer::Ok => {
+                if !ledger.applied.contains(&r.idempotency_key) {
+                    ledger.applied.push(r.idempotency_key.clone());
+                }
+                Ok(pb::StepResponse {
+                    output: format!("out:{}", r.step).into_bytes(),
+                    ..Default::default()
+                })
+            }
+            Answer::Reject(reason) => Ok(pb::StepResponse {
+                outcome: pb::Outcome::Rejected as i32,
+                reason: reason.into(),
+                ..Default::default()
+            }),
+            Answer::Retry(after) => Ok(pb::StepResponse {
+                outcome: pb::Outcome::Retry as i32,
+                reason: "busy".into(),
+                retry_after: after.map(|d| prost_types::Duration::try_from(d).unwrap()),
+                ..Default::default()
+            }),
+            Answer::Status(code) => Err(Status::new(code, "scripted failure")),
+            Answer::Slow(..) => unreachable!(),
+        };
+        response.map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl ParticipantService for FakeParticipant {
+    async fn forward(
+        &self,
+        request: Request<pb::StepRequest>,
+    ) -> Result<Response<pb::StepResponse>, Status> {
+        self.answer(request).await
+    }
+
+    async fn compensate(
+        &self,
+        request: Request<pb::StepRequest>,
+    ) -> Result<Response<pb::StepResponse>, Status> {
+        self.answer(request).await
+    }
+}
+
+/// A fake participant served on a loopback port until dropped.
+pub struct Served {
+    pub fake: FakeParticipant,
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Served {
+    pub fn forward_url(&self) -> String {
+        format!("http://{}/sagad.v1.ParticipantService/Forward", self.addr)
+    }
+
+    pub fn compensate_url(&self) -> String {
+        format!(
+            "http://{}/sagad.v1.ParticipantService/Compensate",
+            self.addr
+        )
+    }
+}
+
+pub async fn serve(fake: FakeParticipant) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ParticipantServiceServer::new(fake.clone()))
+            .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
+    );
+    Served { fake, addr, stop }
+}
+
+/// A retry policy with short delays, so tests finish quickly.
+pub fn quick_retry(max_attempts: u32, max_compensate_attempts: u32) -> pb::RetryPolicy {
+    pb::RetryPolicy {
+        initial_interval: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 20_000_000,
+        }),
+        multiplier: Some(2.0),
+        max_interval: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        max_attempts: Some(max_attempts),
+        max_compensate_attempts: Some(max_compensate_attempts),
+        jitter: Some(0.0),
+    }
+}
+
+/// Registers `orders`, `payments` and `shipping` at the served fake.
+pub async fn register_shop(client: &mut Client, served: &Served, retry: pb::RetryPolicy) {
+    for name in ["orders", "payments", "shipping"] {
+        client
+            .register_participant(pb::RegisterParticipantRequest {
+                name: name.into(),
+                forward_endpoint: served.forward_url(),
+                compensate_endpoint: served.compensate_url(),
+                retry: Some(retry),
+                timeout: Some(prost_types::Duration {
+                    seconds: 5,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Starts an order-fulfillment saga and returns its id.
+pub async fn start_order(client: &mut Client, payload: &str, wait: bool) -> pb::Saga {
+    client
+        .start_saga(pb::StartSagaRequest {
+            definition: "order-fulfillment".into(),
+            payload: payload.as_bytes().to_vec(),
+            wait,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap()
+}
+
+pub async fn get(client: &mut Client, id: &str) -> pb::Saga {
+    client
+        .get_saga(pb::GetSagaRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Polls `check` until it returns `Some`, failing the test at the deadline.
+pub async fn poll_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls GetSaga until the saga is terminal.
+pub async fn until_terminal(client: &mut Client, id: &str) -> pb::Saga {
+    let start = Instant::now();
+    loop {
+        let saga = get(client, id).await;
+        let state = pb::SagaState::try_from(saga.state).unwrap();
+        if matches!(
+            state,
+            pb::SagaState::Completed | pb::SagaState::Compensated | pb::SagaState::Failed
+        ) {
+            return saga;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "saga {id} not terminal: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn state(saga: &pb::Saga) -> pb::SagaState {
+    pb::SagaState::try_from(saga.state).unwrap()
+}
+
+pub fn step_states(saga: &pb::Saga) -> Vec<pb::StepState> {
+    saga.steps
+        .iter()
+        .map(|s| pb::StepState::try_from(s.state).unwrap())
+        .collect()
+}
+
+/// Step names by step, for quick lookups in scripts.
+pub fn by_step<T: Clone>(pairs: &[(&str, T)]) -> HashMap<String, T> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
