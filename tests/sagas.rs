@@ -703,3 +703,46 @@ async fn restart_during_backoff_resumes_every_saga_without_early_attempts() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_sagas_share_journal_flushes() {
+    let server = TestServer::start().await;
+    let shop = serve(FakeParticipant::new(|r| {
+        if fwd(r) && r.step == "ship-order" && r.payload.ends_with(b"7\"}") {
+            Answer::Reject("no courier")
+        } else {
+            Answer::Ok
+        }
+    }))
+    .await;
+    let mut client = server.client().await;
+    register_shop(&mut client, &shop, quick_retry(3, 3)).await;
+    let journal = server.server.as_ref().unwrap().engine().journal().clone();
+    let before = journal.stats();
+
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let mut client = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let saga = start_order(&mut client, &format!(r#"{{"order_id":"c-{i}"}}"#), true).await;
+            (i, state(&saga))
+        }));
+    }
+    for task in tasks {
+        let (i, final_state) = task.await.unwrap();
+        let expected = if i % 10 == 7 {
+            pb::SagaState::Compensated
+        } else {
+            pb::SagaState::Completed
+        };
+        assert_eq!(final_state, expected, "saga {i}");
+    }
+    let after = journal.stats();
+    let (events, flushes) = (after.events - before.events, after.flushes - before.flushes);
+    // 270 completed sagas of 8 events and 30 compensated ones of 13.
+    assert_eq!(events, 270 * 8 + 30 * 13);
+    assert!(
+        flushes * 4 < events,
+        "concurrent sagas must share flushes: {flushes} flushes for {events} events"
+    );
+}
