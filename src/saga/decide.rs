@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::{
     event::{EventKind, Failure},
     id::{Action, Timestamp},
-    state::{SagaState, SagaStatus},
+    state::{AttemptResult, SagaState, SagaStatus},
 };
 
 /// Longest delay a participant's `retry_after` hint can impose.
@@ -142,6 +142,14 @@ fn decide_compensation(state: &SagaState, now: Timestamp) -> Decision {
         };
         return Decision::Record(EventKind::SagaFailed { reason });
     }
+    // A forward call cut off by a coordinator restart may still be running at the
+    // participant until its deadline: undoing it before then could race it.
+    if compensate.attempts == 0
+        && let Some(deadline) = interrupted_forward_deadline(state, step)
+        && deadline > now
+    {
+        return Decision::WaitUntil(deadline);
+    }
     next_attempt(
         step as u32,
         Action::Compensate,
@@ -149,6 +157,23 @@ fn decide_compensation(state: &SagaState, now: Timestamp) -> Decision {
         compensate.retry_at,
         now,
     )
+}
+
+/// The deadline of step `step`'s last forward call, if that call was interrupted
+/// by a restart (its outcome, and whether it is still running, are unknown).
+fn interrupted_forward_deadline(state: &SagaState, step: usize) -> Option<Timestamp> {
+    let last = state.progress[step]
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.action == Action::Forward)?;
+    match last.result {
+        AttemptResult::Failed {
+            failure: Failure::Interrupted,
+            ..
+        } => Some(last.started_at.plus(state.steps[step].timeout)),
+        _ => None,
+    }
 }
 
 fn next_attempt(
@@ -707,6 +732,28 @@ mod tests {
         // The interrupted attempt keeps its number: the retry is attempt 2.
         assert_eq!(run.call_order().join(" "), "F0#2 F1#1");
         assert!(recover(&run.state, run.now, 0.5).is_empty());
+    }
+
+    #[test]
+    fn compensation_waits_out_the_deadline_of_an_interrupted_forward_call() {
+        let mut run = Run::new(2);
+        run.record(EventKind::AttemptStarted { step: 0, action: Action::Forward, attempt: 1 });
+        // The coordinator restarts 100ms later; an operator cancels at once.
+        run.now = T0.plus(Duration::from_millis(100));
+        for kind in recover(&run.state, run.now, 0.5) {
+            run.record(kind);
+        }
+        run.record(EventKind::CancelRequested { reason: "stop".into() });
+        assert!(matches!(
+            decide(&run.state, run.now),
+            Decision::Record(EventKind::CompensationStarted { .. })
+        ));
+        run.record(EventKind::CompensationStarted { reason: "cancelled: stop".into() });
+        // The forward call may run at the participant until T0 + timeout (1s).
+        assert_eq!(decide(&run.state, run.now), Decision::WaitUntil(T0.plus(Duration::from_secs(1))));
+        run.drive(|_, _, _| ok());
+        assert_eq!(run.calls[0].3, T0.plus(Duration::from_secs(1)));
+        assert_eq!(run.call_order().join(" "), "C0#1");
     }
 
     #[test]
