@@ -8,6 +8,7 @@
 //! - [`api`]: the gRPC `Coordinator` service.
 
 pub mod api;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod journal;

@@ -1,117 +1,97 @@
-//! The `sagad` command line: `serve` runs a coordinator, `demo` shows one at work.
+//! The `sagad` command line.
+//!
+//! - `serve` runs a coordinator (`cli/serve.rs`, configured by `sagad::config`);
+//! - `demo` runs one with three participants and three orders (`cli/demo/`);
+//! - the client verbs (`start`, `get`, `list`, `watch`, `cancel`, `retry`,
+//!   `participants`, `definitions`) talk to a running server over gRPC
+//!   (`cli/saga.rs`, `cli/catalog.rs`).
+//!
+//! Every failure is one line on stderr, `sagad: ...`, and an exit code scripts
+//! can tell apart (`cli/error.rs`): 1 server error, 2 bad flags or input,
+//! 3 server unreachable, 4/5 `start --wait` ended COMPENSATED/FAILED.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
-use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use sagad::{
-    engine::EngineConfig,
-    saga::{StepDefaults, definition},
-    server::{self, ServerConfig},
+
+use cli::{
+    catalog::{DefinitionsCommand, ParticipantsCommand},
+    demo::DemoArgs,
+    error::{CliError, EXIT_FAILURE, EXIT_USAGE},
+    saga::{CancelArgs, GetArgs, ListArgs, RetryArgs, StartArgs, WatchArgs},
+    serve::ServeArgs,
 };
-use tracing_subscriber::EnvFilter;
 
 mod cli;
 
 #[derive(Parser)]
-#[command(name = "sagad", version, about = "A durable saga coordinator")]
+#[command(
+    name = "sagad",
+    version,
+    about = "A durable saga coordinator",
+    after_help = "Client verbs reach the server at --addr (env SAGAD_ADDR, default http://127.0.0.1:50051).\n\
+                  Exit codes: 0 ok, 1 server error, 2 bad flags or input, 3 server unreachable,\n\
+                  4 `start --wait` ended COMPENSATED, 5 ended FAILED."
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
 }
 
+// Verbs are grouped by who uses them: the server, the demo, then the client
+// verbs. Operator tools that work on a data directory directly (a `journal`
+// group with `check`) belong after the client verbs.
 #[derive(Subcommand)]
 enum Command {
     /// Run the coordinator.
     Serve(ServeArgs),
-    /// Start a coordinator and three demo participants, and run three orders.
-    Demo,
+    /// Run a coordinator, three demo participants and three orders, live.
+    Demo(DemoArgs),
+    /// Start a saga from a definition.
+    Start(StartArgs),
+    /// Show a saga: its steps and the timeline of every attempt.
+    Get(GetArgs),
+    /// List sagas, newest first.
+    List(ListArgs),
+    /// Follow a saga's events live until it ends.
+    Watch(WatchArgs),
+    /// Cancel a running saga: it stops going forward and compensates.
+    Cancel(CancelArgs),
+    /// Resume compensating a FAILED saga.
+    Retry(RetryArgs),
+    /// Register and list participants.
+    #[command(subcommand)]
+    Participants(ParticipantsCommand),
+    /// List saga definitions.
+    #[command(subcommand)]
+    Definitions(DefinitionsCommand),
 }
 
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed at start).
-    #[arg(long, env = "SAGAD_LISTEN", default_value = "127.0.0.1:50051")]
-    listen: String,
-    /// Directory of the journal; one sagad process owns it at a time.
-    #[arg(long, env = "SAGAD_DATA_DIR", default_value = "./sagad-data")]
-    data_dir: PathBuf,
-    /// Directory of saga definitions (*.toml). Default: ./sagas, if it exists.
-    #[arg(long, env = "SAGAD_SAGAS")]
-    sagas: Option<PathBuf>,
-    /// Largest saga payload (and participant answer) accepted, in bytes.
-    #[arg(long, env = "SAGAD_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
-    max_payload_bytes: usize,
-    /// How long in-flight participant calls may run on after SIGINT/SIGTERM.
-    #[arg(long, env = "SAGAD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
-    shutdown_grace: Duration,
-    /// Timeout of a step call when neither the step nor its participant sets one.
-    #[arg(long, env = "SAGAD_DEFAULT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    default_timeout: Duration,
-}
-
-/// `:PORT` means the loopback address with that port.
-fn parse_listen(text: &str) -> anyhow::Result<SocketAddr> {
-    let full = if text.starts_with(':') {
-        format!("127.0.0.1{text}")
-    } else {
-        text.to_string()
-    };
-    full.parse()
-        .with_context(|| format!("--listen '{text}' is not host:port (e.g. 127.0.0.1:50051 or :0)"))
-}
-
-fn init_logging(default: &str) {
-    let filter = std::env::var("SAGAD_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default.to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging("info");
-    let listen = parse_listen(&args.listen)?;
-    if args.max_payload_bytes == 0 {
-        bail!("--max-payload-bytes must be greater than 0");
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => cli::serve::run(args).await,
+        Command::Demo(args) => cli::demo::run(args).await,
+        Command::Start(args) => Ok(cli::saga::start(args).await?),
+        Command::Get(args) => Ok(cli::saga::get(args).await?),
+        Command::List(args) => Ok(cli::saga::list(args).await?),
+        Command::Watch(args) => Ok(cli::saga::watch(args).await?),
+        Command::Cancel(args) => Ok(cli::saga::cancel(args).await?),
+        Command::Retry(args) => Ok(cli::saga::retry(args).await?),
+        Command::Participants(command) => Ok(cli::catalog::participants(command).await?),
+        Command::Definitions(command) => Ok(cli::catalog::definitions(command).await?),
     }
-    let definitions = match &args.sagas {
-        Some(dir) => definition::load_dir(dir)?,
-        None if PathBuf::from("sagas").is_dir() => definition::load_dir(&PathBuf::from("sagas"))?,
-        None => {
-            tracing::warn!(
-                "no --sagas directory and no ./sagas: starting without saga definitions (inline steps still work)"
-            );
-            Vec::new()
-        }
-    };
-    let config = ServerConfig {
-        listen,
-        data_dir: args.data_dir,
-        engine: EngineConfig {
-            defaults: StepDefaults {
-                timeout: args.default_timeout,
-                ..StepDefaults::default()
-            },
-            max_payload_bytes: args.max_payload_bytes,
-            shutdown_grace: args.shutdown_grace,
-        },
-    };
-    let names: Vec<_> = definitions.iter().map(|d| d.name.clone()).collect();
-    let server = server::start(config.clone(), definitions).await?;
-    // One line on stdout that scripts and tests read to find the port.
-    println!("sagad listening on {}", server.local_addr());
-    tracing::info!(addr = %server.local_addr(), data_dir = %config.data_dir.display(), definitions = ?names, "serving");
-    let token = server.shutdown_token();
-    tokio::spawn(async move {
-        sagad::engine::shutdown::first_signal().await;
-        token.cancel();
-    });
-    server.wait().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+}
+
+/// The exit code of a failure: classified client failures carry their own,
+/// configuration errors are usage errors, anything else is 1.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(e) = error.downcast_ref::<CliError>() {
+        e.exit_code()
+    } else if error.downcast_ref::<sagad::config::ConfigError>().is_some() {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    }
 }
 
 fn main() -> ExitCode {
@@ -126,17 +106,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match args.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Demo => cli::demo::run().await,
-        }
-    });
-    match result {
+    match runtime.block_on(dispatch(args.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sagad: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
     }
 }

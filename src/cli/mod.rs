@@ -1,3 +1,53 @@
-//! Modules of the `sagad` binary (not the library).
+//! Modules of the `sagad` binary (not the library): one per group of verbs,
+//! plus what they share.
+//!
+//! - `serve`: the coordinator itself, configured through `sagad::config`.
+//! - `saga`, `catalog`: the client verbs, over gRPC to a running server.
+//! - `connect`, `error`: reaching the server; failures and their exit codes.
+//! - `output`, `render`, `json`: how results are printed (human or JSON).
+//! - `demo`: a coordinator and three participants in one process.
 
+use tracing_subscriber::EnvFilter;
+
+// The output macros come before the `mod` lines: macro_rules are in scope in
+// the modules declared after them, so every verb can use them unimported.
+
+/// `println!` for results: a closed stdout (`sagad list | head`) ends the
+/// process quietly instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::cli::output::emit("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for results, with `outln!`'s handling of a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::emit(&format!($($arg)*))
+    };
+}
+
+pub mod catalog;
+pub mod connect;
 pub mod demo;
+pub mod error;
+pub mod json;
+pub mod output;
+pub mod render;
+pub mod saga;
+pub mod serve;
+
+/// Logs to stderr (stdout is for results), filtered by `SAGAD_LOG`, then
+/// `RUST_LOG`, then `default`.
+pub fn init_logging(default: &str) {
+    let filter = std::env::var("SAGAD_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,167 @@
+//! What a saga can be built from: `participants register`, `participants list`
+//! and `definitions list`.
+
+use std::time::Duration;
+
+use sagad::{config::parse_duration, proto::v1 as pb};
+
+use crate::cli::{
+    connect::{AddrArgs, connect},
+    error::CliError,
+    json,
+    output::{Format, OutputArgs, Palette},
+    render,
+};
+
+/// `sagad participants ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ParticipantsCommand {
+    /// Register a participant, or replace the one of that name (running sagas
+    /// keep the endpoints they started with).
+    Register(RegisterArgs),
+    /// List the registered participants.
+    List(ListArgs),
+}
+
+/// `sagad definitions ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum DefinitionsCommand {
+    /// List the saga definitions the server loaded.
+    List(ListArgs),
+}
+
+/// `sagad participants register`.
+#[derive(clap::Args, Debug)]
+pub struct RegisterArgs {
+    /// The name steps refer to (letters, digits, '-', '_', '.').
+    pub name: String,
+    /// gRPC method URL that does the work, e.g. http://127.0.0.1:7002/shop.Payments/Charge
+    #[arg(long, value_name = "URL")]
+    pub forward: String,
+    /// gRPC method URL that undoes it, e.g. http://127.0.0.1:7002/shop.Payments/Refund
+    #[arg(long, value_name = "URL")]
+    pub compensate: String,
+    /// Per-call timeout (sent as the gRPC deadline), e.g. 5s or 250ms.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Forward attempts before the step counts as failed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
+    /// Compensate attempts before the saga is FAILED.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_compensate_attempts: Option<u32>,
+    /// Delay before the second attempt (later ones grow exponentially).
+    #[arg(long, value_parser = parse_duration)]
+    pub initial_interval: Option<Duration>,
+    /// Cap on any one delay between attempts.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_interval: Option<Duration>,
+    #[command(flatten)]
+    pub addr: AddrArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// The flags of a list verb.
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub addr: AddrArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+fn wire(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+pub async fn participants(command: ParticipantsCommand) -> Result<(), CliError> {
+    match command {
+        ParticipantsCommand::Register(args) => register(args).await,
+        ParticipantsCommand::List(args) => list_participants(args).await,
+    }
+}
+
+pub async fn definitions(command: DefinitionsCommand) -> Result<(), CliError> {
+    match command {
+        DefinitionsCommand::List(args) => list_definitions(args).await,
+    }
+}
+
+async fn register(args: RegisterArgs) -> Result<(), CliError> {
+    let retry = pb::RetryPolicy {
+        initial_interval: args.initial_interval.map(wire),
+        max_interval: args.max_interval.map(wire),
+        max_attempts: args.max_attempts,
+        max_compensate_attempts: args.max_compensate_attempts,
+        ..Default::default()
+    };
+    let mut client = connect(&args.addr).await?;
+    let participant = client
+        .register_participant(pb::RegisterParticipantRequest {
+            name: args.name,
+            forward_endpoint: args.forward,
+            compensate_endpoint: args.compensate,
+            // An empty policy would override nothing: leave it unset.
+            retry: (retry != pb::RetryPolicy::default()).then_some(retry),
+            timeout: args.timeout.map(wire),
+        })
+        .await?
+        .into_inner();
+    match args.output.format() {
+        Format::Json => outln!("{:#}", json::participant(&participant)),
+        Format::Human => {
+            outln!("registered participant {}", participant.name);
+            out!(
+                "{}",
+                render::participant_table(&[participant], &Palette::detect())
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn list_participants(args: ListArgs) -> Result<(), CliError> {
+    let mut client = connect(&args.addr).await?;
+    let mut participants = client
+        .list_participants(pb::ListParticipantsRequest {})
+        .await?
+        .into_inner()
+        .participants;
+    participants.sort_by(|a, b| a.name.cmp(&b.name));
+    match args.output.format() {
+        Format::Json => outln!(
+            "{:#}",
+            serde_json::Value::Array(participants.iter().map(json::participant).collect())
+        ),
+        Format::Human => out!(
+            "{}",
+            render::participant_table(&participants, &Palette::detect())
+        ),
+    }
+    Ok(())
+}
+
+async fn list_definitions(args: ListArgs) -> Result<(), CliError> {
+    let mut client = connect(&args.addr).await?;
+    let mut definitions = client
+        .list_definitions(pb::ListDefinitionsRequest {})
+        .await?
+        .into_inner()
+        .definitions;
+    definitions.sort_by(|a, b| a.name.cmp(&b.name));
+    match args.output.format() {
+        Format::Json => outln!(
+            "{:#}",
+            serde_json::Value::Array(definitions.iter().map(json::definition).collect())
+        ),
+        Format::Human => out!(
+            "{}",
+            render::definition_table(&definitions, &Palette::detect())
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The JSON that `--output json` prints: a stable shape for scripts.
+//!
+//! Conventions, the same in every document:
+//! - enum values without their prefix: `"state": "COMPENSATED"`, `"outcome":
+//!   "TRANSIENT"`, `"action": "forward"`;
+//! - timestamps as RFC 3339 UTC strings with milliseconds, `null` when unset;
+//! - policy durations as strings in the form definitions use (`"250ms"`);
+//!   attempt durations as `duration_ms` numbers;
+//! - payloads and outputs as the JSON they hold, or as a string when they are
+//!   not JSON (UTF-8, lossy), `null` when empty.
+
+use serde_json::{Value, json};
+
+use crate::cli::output::{
+    action_name, between, config_duration, outcome_name, rfc3339, saga_state_name, step_state_name,
+};
+use sagad::proto::v1 as pb;
+
+fn time(ts: Option<&prost_types::Timestamp>) -> Value {
+    ts.map(|t| Value::String(rfc3339(t))).unwrap_or(Value::Null)
+}
+
+fn duration(d: Option<&prost_types::Duration>) -> Value {
+    d.map(|d| Value::String(config_duration(d)))
+        .unwrap_or(Value::Null)
+}
+
+/// Bytes as the JSON they hold, or a string, or null when empty.
+pub fn bytes(b: &[u8]) -> Value {
+    if b.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into()))
+}
+
+fn text(s: &str) -> Value {
+    if s.is_empty() {
+        Value::Null
+    } else {
+        Value::String(s.to_string())
+    }
+}
+
+pub fn retry(p: Option<&pb::RetryPolicy>) -> Value {
+    let Some(p) = p else { return Value::Null };
+    json!({
+        "initial_interval": duration(p.initial_interval.as_ref()),
+        "multiplier": p.multiplier,
+        "max_interval": duration(p.max_interval.as_ref()),
+        "max_attempts": p.max_attempts,
+        "max_compensate_attempts": p.max_compensate_attempts,
+        "jitter": p.jitter,
+    })
+}
+
+fn attempt(a: &pb::Attempt) -> Value {
+    json!({
+        "action": action_name(a.action),
+        "number": a.number,
+        "outcome": outcome_name(a.outcome),
+        "started_at": time(a.started_at.as_ref()),
+        "finished_at": time(a.finished_at.as_ref()),
+        "duration_ms": between(a.started_at.as_ref(), a.finished_at.as_ref())
+            .map(|d| d.as_secs_f64() * 1000.0),
+        "error": text(&a.error),
+        "next_attempt_at": time(a.next_attempt_at.as_ref()),
+    })
+}
+
+fn step(s: &pb::Step) -> Value {
+    json!({
+        "name": s.name,
+        "participant": s.participant,
+        "state": step_state_name(s.state),
+        "forward_attempts": s.forward_attempts,
+        "compensate_attempts": s.compensate_attempts,
+        "last_error": text(&s.last_error),
+        "output": bytes(&s.output),
+        "started_at": time(s.started_at.as_ref()),
+        "finished_at": time(s.finished_at.as_ref()),
+        "next_attempt_at": time(s.next_attempt_at.as_ref()),
+        "forward_endpoint": s.forward_endpoint,
+        "compensate_endpoint": s.compensate_endpoint,
+        "timeout": duration(s.timeout.as_ref()),
+        "retry": retry(s.retry.as_ref()),
+        "attempts": s.attempts.iter().map(attempt).collect::<Vec<_>>(),
+    })
+}
+
+/// A saga with its steps and every attempt.
+pub fn saga(s: &pb::Saga) -> Value {
+    json!({
+        "id": s.id,
+        "definition": s.definition,
+        "state": saga_state_name(s.state),
+        "payload": bytes(&s.payload),
+        "idempotency_key": text(&s.idempotency_key),
+        "error": text(&s.error),
+        "cancel_reason": text(&s.cancel_reason),
+        "created_at": time(s.created_at.as_ref()),
+        "updated_at": time(s.updated_at.as_ref()),
+        "finished_at": time(s.finished_at.as_ref()),
+        "steps": s.steps.iter().map(step).collect::<Vec<_>>(),
+    })
+}
+
+pub fn participant(p: &pb::Participant) -> Value {
+    json!({
+        "name": p.name,
+        "forward_endpoint": p.forward_endpoint,
+        "compensate_endpoint": p.compensate_endpoint,
+        "timeout": duration(p.timeout.as_ref()),
+        "retry": retry(p.retry.as_ref()),
+        "registered_at": time(p.registered_at.as_ref()),
+    })
+}
+
+pub fn definition(d: &pb::SagaDefinition) -> Value {
+    json!({
+        "name": d.name,
+        "description": text(&d.description),
+        "steps": d.steps.iter().map(|s| json!({
+            "name": s.name,
+            "participant": s.participant,
+            "timeout": duration(s.timeout.as_ref()),
+            "retry": retry(s.retry.as_ref()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// One event of `watch`: the envelope, `"event"` naming its kind, and the
+/// kind's fields alongside.
+pub fn event(e: &pb::SagaEvent) -> Value {
+    use pb::saga_event::Event as E;
+    let mut value = json!({
+        "saga_id": e.saga_id,
+        "seq": e.seq,
+        "offset": e.offset,
+        "at": time(e.at.as_ref()),
+        "state": saga_state_name(e.state),
+    });
+    let (kind, fields) = match &e.event {
+        Some(E::SagaStarted(s)) => (
+            "saga_started",
+            json!({
+                "definition": s.definition,
+                "steps": s.steps,
+                "idempotency_key": text(&s.idempotency_key),
+            }),
+        ),
+        Some(E::AttemptStarted(a)) => (
+            "attempt_started",
+            json!({ "step": a.step, "action": action_name(a.action), "attempt": a.attempt }),
+        ),
+        Some(E::AttemptSucceeded(a)) => (
+            "attempt_succeeded",
+            json!({
+                "step": a.step,
+                "action": action_name(a.action),
+                "attempt": a.attempt,
+                "output": bytes(&a.output),
+            }),
+        ),
+        Some(E::AttemptFailed(a)) => (
+            "attempt_failed",
+            json!({
+                "step": a.step,
+                "action": action_name(a.action),
+                "attempt": a.attempt,
+                "outcome": outcome_name(a.outcome),
+                "error": text(&a.error),
+                "next_attempt_at": time(a.next_attempt_at.as_ref()),
+            }),
+        ),
+        Some(E::CancelRequested(c)) => ("cancel_requested", json!({ "reason": c.reason })),
+        Some(E::CompensationStarted(c)) => ("compensation_started", json!({ "reason": c.reason })),
+        Some(E::SagaCompleted(_)) => ("saga_completed", json!({})),
+        Some(E::SagaCompensated(_)) => ("saga_compensated", json!({})),
+        Some(E::SagaFailed(f)) => ("saga_failed", json!({ "reason": f.reason })),
+        Some(E::RetryRequested(_)) => ("retry_requested", json!({})),
+        None => ("unknown", json!({})),
+    };
+    let object = value
+        .as_object_mut()
+        .expect("json! of an object literal is an object");
+    object.insert("event".into(), Value::String(kind.into()));
+    if let Value::Object(fields) = fields {
+        object.extend(fields);
+    }
+    value
+}

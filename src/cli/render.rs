@@ -1,0 +1,396 @@
+//! The human views of client verbs: a saga with its timeline (`get`, `start
+//! --wait`, the demo), one line per live event (`watch`, the demo), and the
+//! tables of `list`, `participants list` and `definitions list`.
+//!
+//! A timeline answers "what happened, and where did it go wrong": every attempt
+//! of every step in time order, with its start, duration, outcome and error,
+//! and a marker on the attempt at which a step (or a compensation) gave up.
+
+use std::fmt::Write as _;
+
+use sagad::proto::v1 as pb;
+
+use crate::cli::output::{
+    Palette, Table, Tone, action_name, between, clock, config_duration, date_time, offset,
+    outcome_name, saga_state_name, short_duration, step_state_name, tone_of, truncate,
+};
+
+/// Longest error shown in a table cell; `--json` has the full text.
+const ERROR_CELL_MAX: usize = 72;
+/// Longest payload or output shown on one line.
+const BYTES_PREVIEW_MAX: usize = 100;
+/// Width the step name is padded to in event lines.
+const STEP_COLUMN: usize = 16;
+
+/// The saga, its steps and its timeline.
+pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
+    let mut out = String::new();
+    let state = saga_state_name(s.state);
+    let _ = writeln!(
+        out,
+        "saga {}  {}  {}",
+        palette.paint(Tone::Bold, &s.id),
+        s.definition,
+        palette.paint(tone_of(&state), &state)
+    );
+    if let Some(created) = &s.created_at {
+        let mut line = format!("  created   {}", date_time(created));
+        match between(Some(created), s.finished_at.as_ref()) {
+            Some(took) => {
+                let _ = write!(line, ", finished after {}", short_duration(took));
+            }
+            None => line.push_str(", still running"),
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if !s.payload.is_empty() {
+        let _ = writeln!(
+            out,
+            "  payload   {}",
+            crate::cli::output::bytes_preview(&s.payload, BYTES_PREVIEW_MAX)
+        );
+    }
+    if !s.idempotency_key.is_empty() {
+        let _ = writeln!(out, "  key       {}", s.idempotency_key);
+    }
+    if !s.cancel_reason.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {}  {}",
+            palette.paint(Tone::Warn, "cancelled"),
+            s.cancel_reason
+        );
+    }
+    if !s.error.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {}       {}",
+            palette.paint(Tone::Bad, "why"),
+            s.error
+        );
+    }
+
+    out.push('\n');
+    let mut steps = Table::new(&[
+        "  STEP",
+        "PARTICIPANT",
+        "STATE",
+        "FORWARD",
+        "COMPENSATE",
+        "LAST ERROR",
+    ]);
+    for step in &s.steps {
+        let state = step_state_name(step.state);
+        steps.row(vec![
+            (format!("  {}", step.name), Tone::Plain),
+            (step.participant.clone(), Tone::Plain),
+            (state.clone(), tone_of(&state)),
+            (step.forward_attempts.to_string(), Tone::Plain),
+            (step.compensate_attempts.to_string(), Tone::Plain),
+            (truncate(&step.last_error, ERROR_CELL_MAX), Tone::Plain),
+        ]);
+    }
+    out.push_str(&steps.render(palette));
+
+    out.push('\n');
+    out.push_str(&timeline(s, palette));
+    out
+}
+
+/// Every attempt of every step, in the order they started.
+fn timeline(s: &pb::Saga, palette: &Palette) -> String {
+    let mut attempts: Vec<(&pb::Step, &pb::Attempt)> = s
+        .steps
+        .iter()
+        .flat_map(|step| step.attempts.iter().map(move |a| (step, a)))
+        .collect();
+    if attempts.is_empty() {
+        return "  no attempts yet\n".to_string();
+    }
+    attempts.sort_by_key(|(_, a)| {
+        a.started_at
+            .map(|t| (t.seconds, t.nanos))
+            .unwrap_or_default()
+    });
+    let mut table = Table::new(&[
+        "  TIME (UTC)",
+        "+AT",
+        "STEP",
+        "ATTEMPT",
+        "OUTCOME",
+        "TOOK",
+        "DETAIL",
+    ]);
+    for (step, attempt) in attempts {
+        let outcome = outcome_name(attempt.outcome);
+        let took = between(attempt.started_at.as_ref(), attempt.finished_at.as_ref())
+            .map(short_duration)
+            .unwrap_or_else(|| "…".into());
+        let at = between(s.created_at.as_ref(), attempt.started_at.as_ref())
+            .map(offset)
+            .unwrap_or_default();
+        let mut detail = truncate(&attempt.error, ERROR_CELL_MAX);
+        if let Some(wait) = between(
+            attempt.finished_at.as_ref(),
+            attempt.next_attempt_at.as_ref(),
+        ) {
+            detail.push_str(&format!("; retry in {}", short_duration(wait)));
+        }
+        let (detail, detail_tone) = if gave_up(s, step, attempt) {
+            let marker = if attempt.action == pb::Action::Compensate as i32 {
+                "◀ compensation gave up here"
+            } else {
+                "◀ failed here"
+            };
+            let text = if detail.is_empty() {
+                marker.to_string()
+            } else {
+                format!("{detail}  {marker}")
+            };
+            (text, Tone::Bad)
+        } else {
+            (detail, Tone::Plain)
+        };
+        table.row(vec![
+            (
+                format!(
+                    "  {}",
+                    attempt.started_at.as_ref().map(clock).unwrap_or_default()
+                ),
+                Tone::Dim,
+            ),
+            (at, Tone::Dim),
+            (step.name.clone(), Tone::Plain),
+            (
+                format!("{} #{}", action_name(attempt.action), attempt.number),
+                Tone::Plain,
+            ),
+            (outcome.clone(), tone_of(&outcome)),
+            (took, Tone::Plain),
+            (detail, detail_tone),
+        ]);
+    }
+    table.render(palette)
+}
+
+/// True for the attempt at which a step's action gave up: it failed, no retry
+/// was scheduled, no later attempt of the same action exists, and the saga
+/// went on to compensate (or to FAILED) because of it.
+fn gave_up(saga: &pb::Saga, step: &pb::Step, attempt: &pb::Attempt) -> bool {
+    let undoing = matches!(
+        pb::SagaState::try_from(saga.state),
+        Ok(pb::SagaState::Compensating | pb::SagaState::Compensated | pb::SagaState::Failed)
+    );
+    let failed = matches!(
+        pb::AttemptOutcome::try_from(attempt.outcome),
+        Ok(pb::AttemptOutcome::Rejected | pb::AttemptOutcome::Transient)
+    );
+    let last_of_action = step
+        .attempts
+        .iter()
+        .filter(|a| a.action == attempt.action)
+        .all(|a| a.number <= attempt.number);
+    undoing && failed && last_of_action && attempt.next_attempt_at.is_none()
+}
+
+/// One line for a live event: time, step, and what happened.
+pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
+    use pb::saga_event::Event as E;
+    let time = palette.paint(Tone::Dim, &e.at.as_ref().map(clock).unwrap_or_default());
+    let step = |name: &str| format!("{name:<STEP_COLUMN$}");
+    let what = match &e.event {
+        Some(E::SagaStarted(s)) => format!(
+            "{}saga started: {} ({})",
+            step(""),
+            s.definition,
+            s.steps.join(" → ")
+        ),
+        Some(E::AttemptStarted(a)) => format!(
+            "{}{} #{} started",
+            step(&a.step),
+            action_name(a.action),
+            a.attempt
+        ),
+        Some(E::AttemptSucceeded(a)) => {
+            let mut line = format!(
+                "{}{} #{} {}",
+                step(&a.step),
+                action_name(a.action),
+                a.attempt,
+                palette.paint(Tone::Good, "succeeded")
+            );
+            if !a.output.is_empty() {
+                let _ = write!(
+                    line,
+                    "  {}",
+                    palette.paint(
+                        Tone::Dim,
+                        &crate::cli::output::bytes_preview(&a.output, BYTES_PREVIEW_MAX)
+                    )
+                );
+            }
+            line
+        }
+        Some(E::AttemptFailed(a)) => {
+            let outcome = outcome_name(a.outcome);
+            let verdict = match outcome.as_str() {
+                "REJECTED" => palette.paint(Tone::Bad, "rejected"),
+                "INTERRUPTED" => palette.paint(Tone::Warn, "interrupted"),
+                _ => palette.paint(Tone::Warn, "failed"),
+            };
+            let mut line = format!(
+                "{}{} #{} {verdict}: {}",
+                step(&a.step),
+                action_name(a.action),
+                a.attempt,
+                a.error
+            );
+            match between(e.at.as_ref(), a.next_attempt_at.as_ref()) {
+                Some(wait) => {
+                    let _ = write!(line, " (retry in {})", short_duration(wait));
+                }
+                None if outcome != "REJECTED" => line.push_str(" (no attempts left)"),
+                None => {}
+            }
+            line
+        }
+        Some(E::CancelRequested(c)) => format!(
+            "{}{}: {}",
+            step(""),
+            palette.paint(Tone::Warn, "cancel requested"),
+            c.reason
+        ),
+        Some(E::CompensationStarted(c)) => format!(
+            "{}{}: {}",
+            step(""),
+            palette.paint(Tone::Warn, "compensating"),
+            c.reason
+        ),
+        Some(E::SagaCompleted(_)) => {
+            format!(
+                "{}saga {}",
+                step(""),
+                palette.paint(Tone::Good, "COMPLETED")
+            )
+        }
+        Some(E::SagaCompensated(_)) => format!(
+            "{}saga {}",
+            step(""),
+            palette.paint(Tone::Warn, "COMPENSATED")
+        ),
+        Some(E::SagaFailed(f)) => format!(
+            "{}saga {}: {}",
+            step(""),
+            palette.paint(Tone::Bad, "FAILED"),
+            f.reason
+        ),
+        Some(E::RetryRequested(_)) => format!("{}retry requested by an operator", step("")),
+        None => format!("{}(an event this client does not know)", step("")),
+    };
+    format!("{time}  {what}")
+}
+
+/// The `list` table.
+pub fn saga_table(sagas: &[pb::Saga], palette: &Palette) -> String {
+    if sagas.is_empty() {
+        return "no sagas\n".into();
+    }
+    let mut table = Table::new(&["ID", "DEFINITION", "STATE", "CREATED", "TOOK", "WHY"]);
+    for s in sagas {
+        let state = saga_state_name(s.state);
+        table.row(vec![
+            (s.id.clone(), Tone::Plain),
+            (s.definition.clone(), Tone::Plain),
+            (state.clone(), tone_of(&state)),
+            (
+                s.created_at.as_ref().map(date_time).unwrap_or_default(),
+                Tone::Dim,
+            ),
+            (
+                between(s.created_at.as_ref(), s.finished_at.as_ref())
+                    .map(short_duration)
+                    .unwrap_or_else(|| "…".into()),
+                Tone::Plain,
+            ),
+            (truncate(&s.error, ERROR_CELL_MAX), Tone::Plain),
+        ]);
+    }
+    table.render(palette)
+}
+
+/// The `participants list` table.
+pub fn participant_table(participants: &[pb::Participant], palette: &Palette) -> String {
+    if participants.is_empty() {
+        return "no participants registered (see `sagad participants register --help`)\n".into();
+    }
+    let mut table = Table::new(&["NAME", "FORWARD", "COMPENSATE", "TIMEOUT", "RETRY"]);
+    for p in participants {
+        table.row(vec![
+            (p.name.clone(), Tone::Bold),
+            (p.forward_endpoint.clone(), Tone::Plain),
+            (p.compensate_endpoint.clone(), Tone::Plain),
+            (
+                p.timeout
+                    .as_ref()
+                    .map(config_duration)
+                    .unwrap_or_else(|| "default".into()),
+                Tone::Plain,
+            ),
+            (retry_summary(p.retry.as_ref()), Tone::Plain),
+        ]);
+    }
+    table.render(palette)
+}
+
+/// `max_attempts=3 initial=100ms`, or `default`.
+fn retry_summary(p: Option<&pb::RetryPolicy>) -> String {
+    let Some(p) = p else {
+        return "default".into();
+    };
+    let mut parts = Vec::new();
+    if let Some(n) = p.max_attempts {
+        parts.push(format!("max_attempts={n}"));
+    }
+    if let Some(n) = p.max_compensate_attempts {
+        parts.push(format!("max_compensate_attempts={n}"));
+    }
+    if let Some(d) = &p.initial_interval {
+        parts.push(format!("initial={}", config_duration(d)));
+    }
+    if let Some(m) = p.multiplier {
+        parts.push(format!("multiplier={m}"));
+    }
+    if let Some(d) = &p.max_interval {
+        parts.push(format!("max_interval={}", config_duration(d)));
+    }
+    if let Some(j) = p.jitter {
+        parts.push(format!("jitter={j}"));
+    }
+    if parts.is_empty() {
+        "default".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The `definitions list` table.
+pub fn definition_table(definitions: &[pb::SagaDefinition], palette: &Palette) -> String {
+    if definitions.is_empty() {
+        return "no definitions loaded (start the server with --sagas DIR)\n".into();
+    }
+    let mut table = Table::new(&["NAME", "STEPS (participant)", "DESCRIPTION"]);
+    for d in definitions {
+        let steps = d
+            .steps
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.participant))
+            .collect::<Vec<_>>()
+            .join(" → ");
+        table.row(vec![
+            (d.name.clone(), Tone::Bold),
+            (steps, Tone::Plain),
+            (d.description.clone(), Tone::Plain),
+        ]);
+    }
+    table.render(palette)
+}

@@ -1,0 +1,94 @@
+//! `sagad serve`: build the [`Config`] (defaults → `--config` file → `SAGAD_*`
+//! env → flags), load the definitions, run the coordinator until SIGINT/SIGTERM.
+//!
+//! The flags carry no defaults and do not read the environment themselves:
+//! `sagad::config` applies both, so precedence lives in one place.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use sagad::{
+    config::{self, Config, Settings},
+    saga::definition,
+    server,
+};
+
+/// `sagad serve`. Every flag can also be set in the `--config` file and by an
+/// environment variable; see the README's configuration table.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
+    /// shutdown_grace, default_timeout).
+    #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
+    /// at start). [env: SAGAD_LISTEN] [default: 127.0.0.1:50051]
+    #[arg(long, value_name = "HOST:PORT", value_parser = config::parse_listen)]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the journal; one sagad process owns it at a time.
+    /// [env: SAGAD_DATA_DIR] [default: ./sagad-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory of saga definitions (*.toml). [env: SAGAD_SAGAS] [default: ./sagas, if it exists]
+    #[arg(long, value_name = "DIR")]
+    pub sagas: Option<PathBuf>,
+    /// Largest saga payload (and participant answer) accepted, in bytes.
+    /// [env: SAGAD_MAX_PAYLOAD_BYTES] [default: 1048576]
+    #[arg(long, value_name = "BYTES", value_parser = config::parse_payload_bytes)]
+    pub max_payload_bytes: Option<usize>,
+    /// How long in-flight participant calls may run on after SIGINT/SIGTERM.
+    /// [env: SAGAD_SHUTDOWN_GRACE] [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+    /// Timeout of a step call when neither the step nor its participant sets one.
+    /// [env: SAGAD_DEFAULT_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub default_timeout: Option<Duration>,
+}
+
+impl ServeArgs {
+    /// The flags as the top configuration layer.
+    fn settings(&self) -> Settings {
+        Settings {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            sagas: self.sagas.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+            shutdown_grace: self.shutdown_grace,
+            default_timeout: self.default_timeout,
+        }
+    }
+}
+
+/// Runs the coordinator until the first SIGINT/SIGTERM, then stops gracefully.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), std::env::vars(), args.settings())?;
+    crate::cli::init_logging("info");
+    let definitions = match config.sagas_dir() {
+        Some(dir) => definition::load_dir(&dir)?,
+        None => {
+            tracing::warn!(
+                "no --sagas directory and no ./sagas: starting without saga definitions (inline steps still work)"
+            );
+            Vec::new()
+        }
+    };
+    let names: Vec<_> = definitions.iter().map(|d| d.name.clone()).collect();
+    let server_config = config.server_config();
+    let server = server::start(server_config, definitions).await?;
+    // One line on stdout that scripts and tests read to find the port.
+    outln!("sagad listening on {}", server.local_addr());
+    tracing::info!(
+        addr = %server.local_addr(),
+        data_dir = %config.data_dir.display(),
+        definitions = ?names,
+        "serving"
+    );
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        sagad::engine::shutdown::first_signal().await;
+        token.cancel();
+    });
+    server.wait().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! The configuration of `sagad serve`: one [`Config`], built in layers.
+//!
+//! Every setting can come from four places. Later layers win:
+//!
+//! ```text
+//!   defaults  →  file (--config sagad.toml)  →  env (SAGAD_*)  →  flags
+//! ```
+//!
+//! Each layer is a [`Settings`] (every field optional) and is checked as it is
+//! read, so an error names the place the bad value came from: the flag, the
+//! environment variable, or the file and key. [`Config::build`] then overlays
+//! the layers on the defaults.
+//!
+//! Invariants:
+//! - A file key that is not a setting is refused (a typo must not be ignored),
+//!   naming the file and the key.
+//! - Environment variables other than the ones in [`ENV_VARS`] are ignored, so
+//!   `SAGAD_LOG` and the client's `SAGAD_ADDR` can live in the same shell.
+//! - Relative paths in a file are relative to the file's directory, so a file
+//!   means the same thing whatever the working directory.
+//!
+//! | key | flag | env | default |
+//! | --- | --- | --- | --- |
+//! | `listen` | `--listen` | `SAGAD_LISTEN` | `127.0.0.1:50051` |
+//! | `data_dir` | `--data-dir` | `SAGAD_DATA_DIR` | `./sagad-data` |
+//! | `sagas` | `--sagas` | `SAGAD_SAGAS` | `./sagas` if it exists |
+//! | `max_payload_bytes` | `--max-payload-bytes` | `SAGAD_MAX_PAYLOAD_BYTES` | `1048576` |
+//! | `shutdown_grace` | `--shutdown-grace` | `SAGAD_SHUTDOWN_GRACE` | `10s` |
+//! | `default_timeout` | `--default-timeout` | `SAGAD_DEFAULT_TIMEOUT` | `10s` |
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::{engine::EngineConfig, saga::StepDefaults, server::ServerConfig};
+
+/// The default listen address (the client's default `--addr` points here).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The default journal directory.
+pub const DEFAULT_DATA_DIR: &str = "./sagad-data";
+/// The definitions directory used when none is configured, if it exists.
+pub const DEFAULT_SAGAS_DIR: &str = "./sagas";
+/// The default largest payload, in bytes.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// The default time in-flight calls get after SIGINT/SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The default step call timeout.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The file keys, in the order they are documented.
+pub const KEYS: [&str; 6] = [
+    "listen",
+    "data_dir",
+    "sagas",
+    "max_payload_bytes",
+    "shutdown_grace",
+    "default_timeout",
+];
+
+/// The environment variables read, one per key, in the same order as [`KEYS`].
+pub const ENV_VARS: [&str; 6] = [
+    "SAGAD_LISTEN",
+    "SAGAD_DATA_DIR",
+    "SAGAD_SAGAS",
+    "SAGAD_MAX_PAYLOAD_BYTES",
+    "SAGAD_SHUTDOWN_GRACE",
+    "SAGAD_DEFAULT_TIMEOUT",
+];
+
+/// Why a configuration was refused. Every variant names where the bad input was.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML (the message carries line and column).
+    #[error("config file {} is not valid TOML: {source}", path.display())]
+    Syntax {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The config file names a key that is not a setting.
+    #[error(
+        "config file {}: unknown key `{key}` (known keys: {})",
+        path.display(),
+        KEYS.join(", ")
+    )]
+    UnknownKey { path: PathBuf, key: String },
+    /// A value is malformed or out of range. `origin` says where it came from:
+    /// `--listen`, `SAGAD_LISTEN`, or `sagad.toml: listen`.
+    #[error("{origin} = {value}: {why}")]
+    BadValue {
+        origin: String,
+        value: String,
+        why: String,
+    },
+}
+
+/// The settings of one layer; `None` means "this layer does not say".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settings {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub sagas: Option<PathBuf>,
+    pub max_payload_bytes: Option<usize>,
+    pub shutdown_grace: Option<Duration>,
+    pub default_timeout: Option<Duration>,
+}
+
+/// The configuration `sagad serve` runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Address to serve gRPC on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The journal's directory; one process owns it.
+    pub data_dir: PathBuf,
+    /// Where saga definitions are loaded from; `None` means `./sagas` if it exists.
+    pub sagas: Option<PathBuf>,
+    /// Largest saga payload (and participant answer) accepted.
+    pub max_payload_bytes: usize,
+    /// How long in-flight calls may finish after SIGINT/SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Step call timeout when neither the step nor its participant sets one.
+    pub default_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: parse_listen(DEFAULT_LISTEN).expect("the default listen address parses"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            sagas: None,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            default_timeout: DEFAULT_STEP_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then each layer in order; a later layer's value wins.
+    pub fn build(file: Option<Settings>, env: Settings, flags: Settings) -> Config {
+        let mut config = Config::default();
+        for layer in [file.unwrap_or_default(), env, flags] {
+            config.apply(layer);
+        }
+        config
+    }
+
+    /// Reads the file (if any) and the environment, and builds with `flags` on top.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: Settings,
+    ) -> Result<Config, ConfigError> {
+        let file = file.map(Settings::from_file).transpose()?;
+        let env = Settings::from_env(env)?;
+        Ok(Config::build(file, env, flags))
+    }
+
+    fn apply(&mut self, layer: Settings) {
+        let Settings {
+            listen,
+            data_dir,
+            sagas,
+            max_payload_bytes,
+            shutdown_grace,
+            default_timeout,
+        } = layer;
+        if let Some(v) = listen {
+            self.listen = v;
+        }
+        if let Some(v) = data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = sagas {
+            self.sagas = Some(v);
+        }
+        if let Some(v) = max_payload_bytes {
+            self.max_payload_bytes = v;
+        }
+        if let Some(v) = shutdown_grace {
+            self.shutdown_grace = v;
+        }
+        if let Some(v) = default_timeout {
+            self.default_timeout = v;
+        }
+    }
+
+    /// The definitions directory to load: the configured one, or `./sagas` if it
+    /// exists, or none (inline steps still work).
+    pub fn sagas_dir(&self) -> Option<PathBuf> {
+        self.sagas.clone().or_else(|| {
+            let default = PathBuf::from(DEFAULT_SAGAS_DIR);
+            default.is_dir().then_some(default)
+        })
+    }
+
+    /// What [`crate::server::start`] needs.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            engine: EngineConfig {
+                defaults: StepDefaults {
+                    timeout: self.default_timeout,
+                    ..StepDefaults::default()
+                },
+                max_payload_bytes: self.max_payload_bytes,
+                shutdown_grace: self.shutdown_grace,
+            },
+        }
+    }
+}
+
+impl Settings {
+    /// The `SAGAD_*` variables among `vars`. An empty variable counts as unset,
+    /// so `SAGAD_SAGAS= sagad serve` means "not set" rather than "the empty path".
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(name, value)| ENV_VARS.contains(&name.as_str()) && !value.is_empty())
+            .collect();
+        let mut settings = Settings::default();
+        for (key, var) in KEYS.iter().zip(ENV_VARS) {
+            if let Some(value) = vars.get(var) {
+                settings.set(key, value, var, None)?;
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Reads a TOML file of settings: every key must be one of [`KEYS`].
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Settings::from_toml(path, &text)
+    }
+
+    /// Parses the text of a settings file; `path` names it in errors and anchors
+    /// its relative paths.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|source| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut settings = Settings::default();
+        for (key, value) in &table {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::UnknownKey {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                });
+            }
+            let origin = format!("{}: {key}", path.display());
+            // Integers may be written bare (1048576); everything else is a string.
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) if key == "max_payload_bytes" => i.to_string(),
+                other => {
+                    return Err(ConfigError::BadValue {
+                        origin,
+                        value: other.to_string(),
+                        why: format!("expected {}", expected(key)),
+                    });
+                }
+            };
+            settings.set(key, &text, &origin, Some(base))?;
+        }
+        Ok(settings)
+    }
+
+    /// Parses `text` as the value of `key`; `origin` names its source in errors.
+    /// `base` anchors relative paths (a file's directory).
+    fn set(
+        &mut self,
+        key: &str,
+        text: &str,
+        origin: &str,
+        base: Option<&Path>,
+    ) -> Result<(), ConfigError> {
+        let bad = |why: String| ConfigError::BadValue {
+            origin: origin.to_string(),
+            value: format!("{text:?}"),
+            why,
+        };
+        let path = || match base {
+            Some(base) if Path::new(text).is_relative() => base.join(text),
+            _ => PathBuf::from(text),
+        };
+        match key {
+            "listen" => self.listen = Some(parse_listen(text).map_err(bad)?),
+            "data_dir" => self.data_dir = Some(path()),
+            "sagas" => self.sagas = Some(path()),
+            "max_payload_bytes" => {
+                self.max_payload_bytes = Some(parse_payload_bytes(text).map_err(bad)?)
+            }
+            "shutdown_grace" => self.shutdown_grace = Some(parse_duration(text).map_err(bad)?),
+            "default_timeout" => self.default_timeout = Some(parse_duration(text).map_err(bad)?),
+            other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
+        }
+        Ok(())
+    }
+}
+
+/// What a key's value looks like, for error messages.
+fn expected(key: &str) -> &'static str {
+    match key {
+        "listen" => "a string \"host:port\"",
+        "data_dir" | "sagas" => "a path string",
+        "max_payload_bytes" => "a positive integer (bytes)",
+        _ => "a duration string like \"10s\" or \"250ms\"",
+    }
+}
+
+/// A listen address: `host:port`, or `:port` for loopback. Port 0 picks a free one.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let full = if text.starts_with(':') {
+        format!("127.0.0.1{text}")
+    } else {
+        text.to_string()
+    };
+    full.parse()
+        .map_err(|_| format!("'{text}' is not host:port (e.g. 127.0.0.1:50051 or :0)"))
+}
+
+/// A payload limit in bytes: a positive integer.
+pub fn parse_payload_bytes(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be greater than 0".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{text}' is not a positive integer (bytes)")),
+    }
+}
+
+/// A duration such as `10s`, `250ms` or `1m30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration like 10s or 250ms ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let config = Config::build(None, Settings::default(), Settings::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.data_dir, PathBuf::from("./sagad-data"));
+        assert_eq!(config.max_payload_bytes, 1_048_576);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.default_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn colon_port_means_loopback() {
+        assert_eq!(parse_listen(":0").unwrap().to_string(), "127.0.0.1:0");
+        assert!(parse_listen("nonsense").unwrap_err().contains("nonsense"));
+    }
+
+    #[test]
+    fn file_paths_are_relative_to_the_file() {
+        let settings = Settings::from_toml(
+            Path::new("/etc/sagad/sagad.toml"),
+            "data_dir = \"data\"\nsagas = \"/abs\"",
+        )
+        .unwrap();
+        assert_eq!(settings.data_dir, Some(PathBuf::from("/etc/sagad/data")));
+        assert_eq!(settings.sagas, Some(PathBuf::from("/abs")));
+    }
+
+    #[test]
+    fn wrong_types_in_the_file_name_the_key() {
+        let err = Settings::from_toml(Path::new("s.toml"), "shutdown_grace = 10").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("s.toml: shutdown_grace"), "{text}");
+        assert!(text.contains("duration"), "{text}");
+    }
+
+    #[test]
+    fn empty_and_foreign_env_vars_are_ignored() {
+        let settings = Settings::from_env(env(&[
+            ("SAGAD_SAGAS", ""),
+            ("SAGAD_LOG", "debug"),
+            ("SAGAD_ADDR", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
+    fn zero_payload_limit_is_refused_naming_the_variable() {
+        let err = Settings::from_env(env(&[("SAGAD_MAX_PAYLOAD_BYTES", "0")])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("SAGAD_MAX_PAYLOAD_BYTES"),
+            "{err}"
+        );
+    }
+}
