@@ -1,0 +1,871 @@
+//! The gRPC API over real loopback connections: every kind of bad input is
+//! refused with the right code and a message that says what to fix, and changes
+//! nothing; registration, definitions, health and reflection work as documented.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Answer, Client, FakeParticipant, TestServer};
+use sagad::proto::v1 as pb;
+use tonic::{Code, Status, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+/// A well-formed saga id no saga has.
+const UNKNOWN_ID: &str = "0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b";
+
+/// Asserts `result` failed with `code` and a message containing `needle`.
+#[track_caller]
+fn assert_refused<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, Status>,
+    code: Code,
+    needle: &str,
+) -> Status {
+    let status = match result {
+        Ok(value) => panic!("{what}: expected {code:?}, got a success: {value:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(
+        status.code(),
+        code,
+        "{what}: wrong code (message: {})",
+        status.message()
+    );
+    assert!(
+        status.message().contains(needle),
+        "{what}: message {:?} does not say {needle:?}",
+        status.message()
+    );
+    status
+}
+
+fn secs(seconds: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds, nanos: 0 })
+}
+
+fn participant_request(
+    name: &str,
+    forward: &str,
+    compensate: &str,
+) -> pb::RegisterParticipantRequest {
+    pb::RegisterParticipantRequest {
+        name: name.into(),
+        forward_endpoint: forward.into(),
+        compensate_endpoint: compensate.into(),
+        retry: None,
+        timeout: secs(5),
+    }
+}
+
+fn step(name: &str, participant: &str) -> pb::StepDefinition {
+    pb::StepDefinition {
+        name: name.into(),
+        participant: participant.into(),
+        ..Default::default()
+    }
+}
+
+/// A plain channel to the server, for the health and reflection clients.
+async fn channel(server: &TestServer) -> Channel {
+    Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn participants(client: &mut Client) -> Vec<pb::Participant> {
+    client
+        .list_participants(pb::ListParticipantsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .participants
+}
+
+async fn all_sagas(client: &mut Client) -> Vec<pb::Saga> {
+    client
+        .list_sagas(pb::ListSagasRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sagas
+}
+
+/// A participant that always succeeds at once, registered under `name`.
+async fn register_ok(client: &mut Client, name: &str) -> common::Served {
+    let served = common::serve(FakeParticipant::new(|_| Answer::Ok)).await;
+    client
+        .register_participant(pb::RegisterParticipantRequest {
+            name: name.into(),
+            forward_endpoint: served.forward_url(),
+            compensate_endpoint: served.compensate_url(),
+            retry: Some(common::quick_retry(3, 3)),
+            timeout: secs(5),
+        })
+        .await
+        .unwrap();
+    served
+}
+
+#[tokio::test]
+async fn register_participant_refuses_bad_input_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let good_forward = "http://127.0.0.1:7002/shop.Payments/Charge";
+    let good_compensate = "http://127.0.0.1:7002/shop.Payments/Refund";
+    client
+        .register_participant(participant_request(
+            "payments",
+            good_forward,
+            good_compensate,
+        ))
+        .await
+        .unwrap();
+    let before = participants(&mut client).await;
+    assert_eq!(before.len(), 1);
+
+    let r = client
+        .register_participant(participant_request("", good_forward, good_compensate))
+        .await;
+    assert_refused(
+        "empty name",
+        r,
+        Code::InvalidArgument,
+        "name must not be empty",
+    );
+
+    let r = client
+        .register_participant(participant_request(
+            "pay ments!",
+            good_forward,
+            good_compensate,
+        ))
+        .await;
+    assert_refused(
+        "name with spaces",
+        r,
+        Code::InvalidArgument,
+        "letters, digits",
+    );
+
+    for (url, why) in [
+        ("localhost:7000/x", "must start with http://"),
+        ("http://h:1/onlyservice", "/package.Service/Method"),
+        ("https://127.0.0.1:7002/shop.Payments/Charge", "https"),
+        ("", "must start with http://"),
+    ] {
+        let r = client
+            .register_participant(participant_request("payments", url, good_compensate))
+            .await;
+        let status = assert_refused(
+            &format!("forward_endpoint {url:?}"),
+            r,
+            Code::InvalidArgument,
+            why,
+        );
+        assert!(
+            status.message().contains("forward_endpoint"),
+            "the message names the field: {}",
+            status.message()
+        );
+    }
+    let r = client
+        .register_participant(participant_request(
+            "payments",
+            good_forward,
+            "http://h:1/a.B",
+        ))
+        .await;
+    assert_refused(
+        "malformed compensate_endpoint",
+        r,
+        Code::InvalidArgument,
+        "compensate_endpoint",
+    );
+
+    let mut negative = participant_request("payments", good_forward, good_compensate);
+    negative.timeout = secs(-1);
+    let r = client.register_participant(negative).await;
+    assert_refused(
+        "negative timeout",
+        r,
+        Code::InvalidArgument,
+        "timeout must be a non-negative duration",
+    );
+
+    let mut slow_multiplier = participant_request("payments", good_forward, good_compensate);
+    slow_multiplier.retry = Some(pb::RetryPolicy {
+        multiplier: Some(0.5),
+        ..Default::default()
+    });
+    let r = client.register_participant(slow_multiplier).await;
+    assert_refused(
+        "multiplier 0.5",
+        r,
+        Code::InvalidArgument,
+        "retry.multiplier must be a number >= 1",
+    );
+
+    let mut no_attempts = participant_request("payments", good_forward, good_compensate);
+    no_attempts.retry = Some(pb::RetryPolicy {
+        max_attempts: Some(0),
+        ..Default::default()
+    });
+    let r = client.register_participant(no_attempts).await;
+    assert_refused(
+        "max_attempts 0",
+        r,
+        Code::InvalidArgument,
+        "retry.max_attempts must be at least 1",
+    );
+
+    assert_eq!(
+        participants(&mut client).await,
+        before,
+        "refused registrations changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn start_saga_refuses_bad_input_and_starts_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let _solo = register_ok(&mut client, "solo").await;
+
+    let r = client
+        .start_saga(pb::StartSagaRequest {
+            definition: "no-such-saga".into(),
+            ..Default::default()
+        })
+        .await;
+    let status = assert_refused(
+        "unknown definition",
+        r,
+        Code::NotFound,
+        "definition 'no-such-saga' not found",
+    );
+    assert!(
+        status.message().contains("order-fulfillment"),
+        "the message lists the known definitions: {}",
+        status.message()
+    );
+
+    let r = client
+        .start_saga(pb::StartSagaRequest {
+            definition: "order-fulfillment".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_refused(
+        "order-fulfillment without its participants",
+        r,
+        Code::NotFound,
+        "participant 'orders', which is not registered",
+    );
+
+    let r = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![step("a", "solo"), step("b", "ghost")],
+            ..Default::default()
+        })
+        .await;
+    assert_refused(
+        "inline step with an unregistered participant",
+        r,
+        Code::NotFound,
+        "participant 'ghost', which is not registered",
+    );
+
+    let r = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![step("a", "solo"), step("a", "solo")],
+            ..Default::default()
+        })
+        .await;
+    assert_refused(
+        "duplicate step names",
+        r,
+        Code::InvalidArgument,
+        "step name 'a' is used twice",
+    );
+
+    let r = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![step("", "solo")],
+            ..Default::default()
+        })
+        .await;
+    assert_refused(
+        "empty step name",
+        r,
+        Code::InvalidArgument,
+        "step name must not be empty",
+    );
+
+    let r = client
+        .start_saga(pb::StartSagaRequest {
+            definition: "order-fulfillment".into(),
+            steps: vec![step("a", "solo")],
+            ..Default::default()
+        })
+        .await;
+    assert_refused(
+        "both definition and steps",
+        r,
+        Code::InvalidArgument,
+        "not both",
+    );
+
+    let r = client.start_saga(pb::StartSagaRequest::default()).await;
+    assert_refused(
+        "neither definition nor steps",
+        r,
+        Code::InvalidArgument,
+        "give a definition name or inline steps",
+    );
+
+    let r = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![step("a", "solo")],
+            payload: vec![b'x'; 1024 * 1024 + 1],
+            ..Default::default()
+        })
+        .await;
+    let status = assert_refused(
+        "payload over the limit",
+        r,
+        Code::InvalidArgument,
+        "the limit is 1048576 bytes",
+    );
+    assert!(
+        status.message().contains("1048577"),
+        "the message says how big the payload was: {}",
+        status.message()
+    );
+
+    assert!(
+        all_sagas(&mut client).await.is_empty(),
+        "no refused start left a saga behind"
+    );
+}
+
+#[tokio::test]
+async fn idempotency_key_reused_with_another_payload_is_refused() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let _solo = register_ok(&mut client, "solo").await;
+    let request = |payload: &str| pb::StartSagaRequest {
+        steps: vec![step("a", "solo")],
+        payload: payload.as_bytes().to_vec(),
+        idempotency_key: "order-42".into(),
+        ..Default::default()
+    };
+
+    let first = client.start_saga(request("{\"n\":1}")).await.unwrap();
+    let first = first.into_inner();
+    assert!(first.created);
+    let id = first.saga.unwrap().id;
+
+    let r = client.start_saga(request("{\"n\":2}")).await;
+    let status = assert_refused(
+        "same key, other payload",
+        r,
+        Code::AlreadyExists,
+        "idempotency_key 'order-42' already started saga",
+    );
+    assert!(
+        status.message().contains(&id),
+        "the message names the existing saga: {}",
+        status.message()
+    );
+
+    let again = client.start_saga(request("{\"n\":1}")).await.unwrap();
+    let again = again.into_inner();
+    assert!(!again.created, "same key and request: the same saga");
+    assert_eq!(again.saga.unwrap().id, id);
+
+    let sagas = all_sagas(&mut client).await;
+    assert_eq!(
+        sagas.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        vec![id.as_str()],
+        "exactly one saga exists"
+    );
+}
+
+#[tokio::test]
+async fn get_list_watch_cancel_retry_refuse_bad_ids_and_queries() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+
+    let r = client
+        .get_saga(pb::GetSagaRequest {
+            id: UNKNOWN_ID.into(),
+        })
+        .await;
+    assert_refused("GetSaga unknown id", r, Code::NotFound, "not found");
+    let r = client
+        .get_saga(pb::GetSagaRequest { id: "nope".into() })
+        .await;
+    assert_refused(
+        "GetSaga malformed id",
+        r,
+        Code::InvalidArgument,
+        "'nope' is not a saga id",
+    );
+    let r = client
+        .get_saga(pb::GetSagaRequest { id: String::new() })
+        .await;
+    assert_refused(
+        "GetSaga empty id",
+        r,
+        Code::InvalidArgument,
+        "id is required",
+    );
+
+    let r = client
+        .list_sagas(pb::ListSagasRequest {
+            page_size: 1001,
+            ..Default::default()
+        })
+        .await;
+    assert_refused(
+        "ListSagas page_size 1001",
+        r,
+        Code::InvalidArgument,
+        "at most 1000",
+    );
+    let r = client
+        .list_sagas(pb::ListSagasRequest {
+            page_token: "garbage!".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_refused(
+        "ListSagas garbage page_token",
+        r,
+        Code::InvalidArgument,
+        "next_page_token",
+    );
+    let r = client
+        .list_sagas(pb::ListSagasRequest {
+            state: 99,
+            ..Default::default()
+        })
+        .await;
+    assert_refused(
+        "ListSagas state 99",
+        r,
+        Code::InvalidArgument,
+        "state 99 is not a SagaState",
+    );
+
+    let r = client
+        .watch_saga(pb::WatchSagaRequest {
+            id: UNKNOWN_ID.into(),
+        })
+        .await;
+    // Refused at once, as a status of the call: not as the first item of a stream.
+    assert_refused(
+        "WatchSaga unknown id",
+        r.map(|_| ()),
+        Code::NotFound,
+        "not found",
+    );
+    let r = client
+        .cancel_saga(pb::CancelSagaRequest {
+            id: UNKNOWN_ID.into(),
+            reason: "test".into(),
+        })
+        .await;
+    assert_refused("CancelSaga unknown id", r, Code::NotFound, "not found");
+    let r = client
+        .retry_saga(pb::RetrySagaRequest {
+            id: UNKNOWN_ID.into(),
+        })
+        .await;
+    assert_refused("RetrySaga unknown id", r, Code::NotFound, "not found");
+    let r = client
+        .cancel_saga(pb::CancelSagaRequest {
+            id: "nope".into(),
+            reason: String::new(),
+        })
+        .await;
+    assert_refused(
+        "CancelSaga malformed id",
+        r,
+        Code::InvalidArgument,
+        "not a saga id",
+    );
+
+    assert!(all_sagas(&mut client).await.is_empty());
+}
+
+#[tokio::test]
+async fn cancel_and_retry_refuse_a_completed_saga() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let served = common::serve(FakeParticipant::new(|_| Answer::Ok)).await;
+    common::register_shop(&mut client, &served, common::quick_retry(3, 3)).await;
+    let saga = common::start_order(&mut client, "{}", true).await;
+    assert_eq!(common::state(&saga), pb::SagaState::Completed);
+
+    let r = client
+        .cancel_saga(pb::CancelSagaRequest {
+            id: saga.id.clone(),
+            reason: "too late".into(),
+        })
+        .await;
+    assert_refused(
+        "CancelSaga on a COMPLETED saga",
+        r,
+        Code::FailedPrecondition,
+        "only a RUNNING saga can be cancelled",
+    );
+    let r = client
+        .retry_saga(pb::RetrySagaRequest {
+            id: saga.id.clone(),
+        })
+        .await;
+    assert_refused(
+        "RetrySaga on a COMPLETED saga",
+        r,
+        Code::FailedPrecondition,
+        "only a FAILED saga can be retried",
+    );
+
+    let after = common::get(&mut client, &saga.id).await;
+    assert_eq!(common::state(&after), pb::SagaState::Completed);
+    assert!(
+        after.cancel_reason.is_empty(),
+        "the refused cancel left no trace"
+    );
+    assert_eq!(
+        served.fake.calls().len(),
+        3,
+        "no participant was called again"
+    );
+}
+
+#[tokio::test]
+async fn retry_refuses_a_running_saga() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    // Answers far later than the test lasts: the saga stays RUNNING throughout.
+    let served = common::serve(FakeParticipant::new(|_| {
+        Answer::Slow(Duration::from_secs(3600), Box::new(Answer::Ok))
+    }))
+    .await;
+    client
+        .register_participant(pb::RegisterParticipantRequest {
+            name: "slow".into(),
+            forward_endpoint: served.forward_url(),
+            compensate_endpoint: served.compensate_url(),
+            retry: Some(common::quick_retry(3, 3)),
+            timeout: secs(3600),
+        })
+        .await
+        .unwrap();
+    let saga = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![step("wait-a-while", "slow")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap();
+    let fake = served.fake.clone();
+    common::poll_until("the slow call to arrive", || {
+        let arrived = !fake.calls().is_empty();
+        async move { arrived.then_some(()) }
+    })
+    .await;
+
+    let r = client
+        .retry_saga(pb::RetrySagaRequest {
+            id: saga.id.clone(),
+        })
+        .await;
+    let status = assert_refused(
+        "RetrySaga on a RUNNING saga",
+        r,
+        Code::FailedPrecondition,
+        "only a FAILED saga can be retried",
+    );
+    assert!(
+        status.message().contains("RUNNING"),
+        "the message says the saga's state: {}",
+        status.message()
+    );
+    let now = common::get(&mut client, &saga.id).await;
+    assert_eq!(common::state(&now), pb::SagaState::Running);
+    assert_eq!(
+        served.fake.calls().len(),
+        1,
+        "the refused retry called no one"
+    );
+}
+
+#[tokio::test]
+async fn participants_register_list_and_replace() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    assert!(participants(&mut client).await.is_empty());
+
+    let first = client
+        .register_participant(participant_request(
+            "payments",
+            "http://127.0.0.1:7002/shop.Payments/Charge",
+            "http://127.0.0.1:7002/shop.Payments/Refund",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.name, "payments");
+    let listed = participants(&mut client).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "payments");
+    assert_eq!(
+        listed[0].forward_endpoint,
+        "http://127.0.0.1:7002/shop.Payments/Charge"
+    );
+    assert_eq!(
+        listed[0].compensate_endpoint,
+        "http://127.0.0.1:7002/shop.Payments/Refund"
+    );
+    assert_eq!(listed[0].timeout, secs(5));
+    assert!(listed[0].registered_at.is_some());
+
+    client
+        .register_participant(participant_request(
+            "payments",
+            "http://127.0.0.1:8002/shop.Payments2/Charge",
+            "http://127.0.0.1:8002/shop.Payments2/Refund",
+        ))
+        .await
+        .unwrap();
+    let listed = participants(&mut client).await;
+    assert_eq!(listed.len(), 1, "the same name replaces, never adds");
+    assert_eq!(
+        listed[0].forward_endpoint,
+        "http://127.0.0.1:8002/shop.Payments2/Charge"
+    );
+    assert_eq!(
+        listed[0].compensate_endpoint,
+        "http://127.0.0.1:8002/shop.Payments2/Refund"
+    );
+}
+
+#[tokio::test]
+async fn list_definitions_shows_order_fulfillment() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let definitions = client
+        .list_definitions(pb::ListDefinitionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .definitions;
+    let order = definitions
+        .iter()
+        .find(|d| d.name == "order-fulfillment")
+        .unwrap_or_else(|| panic!("order-fulfillment is listed: {definitions:?}"));
+    let steps: Vec<_> = order
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.participant.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("validate-order", "orders"),
+            ("charge-payment", "payments"),
+            ("ship-order", "shipping"),
+        ]
+    );
+    assert!(!order.description.is_empty());
+    assert_eq!(
+        order.steps[1].timeout,
+        secs(15),
+        "the file's per-step timeout is shown"
+    );
+}
+
+#[tokio::test]
+async fn registration_survives_a_restart() {
+    let mut server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut request = participant_request(
+        "payments",
+        "http://127.0.0.1:7002/shop.Payments/Charge",
+        "http://127.0.0.1:7002/shop.Payments/Refund",
+    );
+    request.retry = Some(common::quick_retry(4, 7));
+    client.register_participant(request).await.unwrap();
+    let before = participants(&mut client).await;
+    drop(client);
+
+    server.restart().await;
+    let mut client = server.client().await;
+    let after = participants(&mut client).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        after, before,
+        "the participant comes back exactly as registered"
+    );
+    assert_eq!(
+        after[0].retry.as_ref().unwrap().max_compensate_attempts,
+        Some(7)
+    );
+}
+
+#[tokio::test]
+async fn health_reports_serving() {
+    let server = TestServer::start().await;
+    let mut health = HealthClient::new(channel(&server).await);
+    for service in ["", "sagad.v1.Coordinator"] {
+        // Readiness and the health flip are not one atomic step: poll, never race.
+        let status = common::poll_until(&format!("health of {service:?} to be SERVING"), || {
+            let mut health = health.clone();
+            async move {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status;
+                (status == ServingStatus::Serving as i32).then_some(status)
+            }
+        })
+        .await;
+        assert_eq!(status, ServingStatus::Serving as i32);
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await;
+    assert_refused("health of an unknown service", unknown, Code::NotFound, "");
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    let server = TestServer::start().await;
+    let mut reflection = ServerReflectionClient::new(channel(&server).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .unwrap()
+        .expect("one answer to ListServices");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a ListServicesResponse, got {response:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for wanted in ["sagad.v1.Coordinator", "grpc.health.v1.Health"] {
+        assert!(names.contains(&wanted), "{wanted} is listed: {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn inline_steps_run_as_an_inline_saga() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let solo = register_ok(&mut client, "solo").await;
+    let response = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![step("first", "solo"), step("second", "solo")],
+            payload: b"{\"n\":1}".to_vec(),
+            wait: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.created);
+    let saga = response.saga.unwrap();
+    assert_eq!(saga.definition, "inline");
+    assert_eq!(common::state(&saga), pb::SagaState::Completed);
+    assert_eq!(
+        saga.steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["first", "second"]
+    );
+    assert_eq!(
+        solo.fake.trace(&saga.id),
+        vec!["F:first#1", "F:second#1"],
+        "both steps ran once, in order"
+    );
+    let fetched = common::get(&mut client, &saga.id).await;
+    assert_eq!(fetched.definition, "inline");
+    let listed = client
+        .list_sagas(pb::ListSagasRequest {
+            definition: "inline".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sagas;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, saga.id);
+}
+
+/// Known bug (see the test-writer's report): a timeout beyond what a gRPC
+/// deadline can carry (~11,415 years) is accepted, then tonic's
+/// `Request::set_timeout` panics in the runner, the saga stays RUNNING forever and
+/// CancelSaga on it never answers. Either outcome below is acceptable; a hang is not.
+#[tokio::test]
+#[ignore = "bug: an unrepresentable step timeout panics the saga's runner"]
+async fn an_absurd_timeout_is_refused_or_harmless() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let served = common::serve(FakeParticipant::new(|_| Answer::Ok)).await;
+    let registered = client
+        .register_participant(pb::RegisterParticipantRequest {
+            name: "forever".into(),
+            forward_endpoint: served.forward_url(),
+            compensate_endpoint: served.compensate_url(),
+            retry: Some(common::quick_retry(3, 3)),
+            timeout: secs(400_000_000_000),
+        })
+        .await;
+    if let Err(status) = registered {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+        assert!(status.message().contains("timeout"), "{status}");
+        return;
+    }
+    let saga = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![step("a", "forever")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap();
+    let done = common::until_terminal(&mut client, &saga.id).await;
+    assert_eq!(common::state(&done), pb::SagaState::Completed);
+}
