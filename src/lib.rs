@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod journal;
 pub mod participant;
 pub mod proto;

@@ -56,6 +56,7 @@ pub async fn recover(engine: &Engine) -> Result<RecoveryReport> {
         engine.lock_runners().insert(id, command_tx);
         engine.spawn_runner(state, pending, command_rx, None, vec![]);
         report.resumed += 1;
+        crate::crash_point!("recovery::after_resume");
     }
     report.took = started.elapsed();
     tracing::info!(

@@ -119,6 +119,7 @@ impl Runner {
                     let Some(outcome) = self.call(step, action, attempt).await? else {
                         return Ok(Exit::ShuttingDown);
                     };
+                    crate::crash_point!("runner::after_call");
                     let now = Timestamp::now();
                     let kind = attempt_finished(
                         &self.state,
@@ -211,6 +212,10 @@ impl Runner {
         action: Action,
         attempt: u32,
     ) -> Result<Option<CallOutcome>> {
+        crate::crash_point!("runner::before_call");
+        if action == Action::Compensate {
+            crate::crash_point!("runner::before_compensate_call");
+        }
         let request = self.call_request(step, action, attempt);
         tracing::debug!(saga = %self.state.id, step = %request.step, %action, attempt, "calling");
         let participants = self.engine.inner.participants.clone();

@@ -346,7 +346,10 @@ impl<S: KvStore> Writer<S> {
                 NEXT_OFFSET_KEY.to_vec(),
                 Some(offset.to_be_bytes().to_vec()),
             ));
-            let result = self.store.write(writes).and_then(|()| self.store.sync());
+            let result = self.store.write(writes).and_then(|()| {
+                crate::crash_point!("journal::before_sync");
+                self.store.sync()
+            });
             self.finish(pending, offset, result);
         }
         match close {

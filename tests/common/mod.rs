@@ -32,6 +32,9 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 pub type Client = CoordinatorClient<Channel>;
 
+pub mod chaos;
+pub mod process;
+
 /// The shipped order-fulfillment definition.
 pub fn order_fulfillment() -> Definition {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sagas/order-fulfillment.toml");
@@ -151,6 +154,32 @@ struct Ledger {
     calls: Vec<Call>,
     /// Keys whose effect was applied (once each), in order.
     applied: Vec<String>,
+    /// Forward keys whose compensation arrived first ("nothing to undo"): a late
+    /// forward with such a key must not apply (the saga has moved on).
+    barred: std::collections::HashSet<String>,
+}
+
+impl Ledger {
+    /// Applies a successful call's effect as a careful participant does: each key
+    /// once; a compensation undoes only an applied forward, and bars a forward
+    /// that never arrived.
+    fn apply(&mut self, key: &str) {
+        if self.applied.iter().any(|k| k == key) {
+            return;
+        }
+        if let Some(forward) = key
+            .strip_suffix("/compensate")
+            .map(|k| format!("{k}/forward"))
+        {
+            if self.applied.contains(&forward) {
+                self.applied.push(key.to_string());
+            } else {
+                self.barred.insert(forward);
+            }
+        } else if !self.barred.contains(key) {
+            self.applied.push(key.to_string());
+        }
+    }
 }
 
 /// A participant service answering per a script, keeping a ledger of every call
@@ -172,6 +201,11 @@ impl FakeParticipant {
     /// Every call so far, in arrival order.
     pub fn calls(&self) -> Vec<Call> {
         self.ledger.lock().unwrap().calls.clone()
+    }
+
+    /// Every applied effect's key, in order.
+    pub fn applied_keys(&self) -> Vec<String> {
+        self.ledger.lock().unwrap().applied.clone()
     }
 
     /// Calls of one saga as compact tags: `F:step#n` / `C:step#n`.
@@ -241,9 +275,7 @@ impl FakeParticipant {
         ledger.calls[index].answered = Some(Instant::now());
         let response = match answer {
             Answer::Ok => {
-                if !ledger.applied.contains(&r.idempotency_key) {
-                    ledger.applied.push(r.idempotency_key.clone());
-                }
+                ledger.apply(&r.idempotency_key);
                 Ok(pb::StepResponse {
                     output: format!("out:{}", r.step).into_bytes(),
                     ..Default::default()

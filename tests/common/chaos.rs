@@ -1,0 +1,350 @@
+//! The crash-test harness: the real `sagad` binary on a temp data dir, killed and
+//! restarted, with participants (in the test process, over loopback gRPC) that
+//! keep a ledger of every call and apply each idempotency key once.
+//!
+//! Sagas get seeded, scripted fates (complete, rejected at a step, transient
+//! failures, slow steps); `check` then proves the promises of DESIGN.md on what
+//! the coordinator and the participants' ledger say.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use sagad::proto::v1::{self as pb, coordinator_client::CoordinatorClient};
+use tokio::sync::watch;
+use tonic::Code;
+
+use super::{Answer, Client, FakeParticipant, Served, process::SagadProcess, serve};
+
+/// The order-fulfillment steps, in order.
+pub const STEPS: [&str; 3] = ["validate-order", "charge-payment", "ship-order"];
+
+/// How long the whole run may take to settle: generous, never a speed assertion.
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
+
+/// What a saga's participants are scripted to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fate {
+    Complete,
+    /// The forward of this step is rejected; compensations of earlier steps fail
+    /// `fails` times first.
+    Reject { step: usize, fails: u32 },
+    /// The forward of this step fails `fails` times, then succeeds.
+    Transient { step: usize, fails: u32 },
+    /// Every forward takes this long.
+    Slow { ms: u64 },
+}
+
+impl Fate {
+    /// A seeded mix of fates.
+    pub fn pick(rng: &mut fastrand::Rng) -> Self {
+        match rng.u32(0..10) {
+            0..=3 => Fate::Complete,
+            4..=6 => Fate::Reject { step: rng.usize(0..3), fails: rng.u32(0..3) },
+            7..=8 => Fate::Transient { step: rng.usize(0..3), fails: rng.u32(1..4) },
+            _ => Fate::Slow { ms: rng.u64(20..250) },
+        }
+    }
+
+    pub fn payload(&self, key: &str) -> String {
+        let (fate, step, n) = match self {
+            Fate::Complete => ("complete", 0, 0),
+            Fate::Reject { step, fails } => ("reject", *step, *fails as u64),
+            Fate::Transient { step, fails } => ("transient", *step, *fails as u64),
+            Fate::Slow { ms } => ("slow", 0, *ms),
+        };
+        format!(r#"{{"key":"{key}","fate":"{fate}","step":{step},"n":{n}}}"#)
+    }
+}
+
+/// The participants' script: reads the fate from the payload.
+pub fn script(r: &pb::StepRequest) -> Answer {
+    let p: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    let step = STEPS.iter().position(|s| *s == r.step).unwrap() as u64;
+    let target = p["step"].as_u64().unwrap();
+    let n = p["n"].as_u64().unwrap();
+    let forward = r.action == pb::Action::Forward as i32;
+    match (p["fate"].as_str().unwrap(), forward) {
+        ("reject", true) if step == target => Answer::Reject("scripted rejection"),
+        ("reject", false) if u64::from(r.attempt) <= n => Answer::Status(Code::Unavailable),
+        ("transient", true) if step == target && u64::from(r.attempt) <= n => {
+            Answer::Status(Code::Unavailable)
+        }
+        ("slow", true) => Answer::Slow(Duration::from_millis(n), Box::new(Answer::Ok)),
+        _ => Answer::Ok,
+    }
+}
+
+/// The coordinator process, its data dir, the participants, and what was started.
+pub struct Harness {
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    pub shop: Served,
+    process: Mutex<Option<SagadProcess>>,
+    addr_tx: watch::Sender<SocketAddr>,
+    pub addr_rx: watch::Receiver<SocketAddr>,
+    /// Acknowledged starts: idempotency key → (saga id, fate).
+    pub started: Mutex<HashMap<String, (String, Fate)>>,
+    pub kills: Mutex<u32>,
+}
+
+impl Harness {
+    /// Starts the participants and a coordinator (with `env`), and registers the shop.
+    pub async fn start(env: &[(&str, &str)]) -> Arc<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let shop = serve(FakeParticipant::new(script)).await;
+        let process = SagadProcess::spawn(&data_dir, env);
+        let (addr_tx, addr_rx) = watch::channel(process.addr);
+        let harness = Arc::new(Self {
+            data_dir,
+            _dir: dir,
+            shop,
+            process: Mutex::new(Some(process)),
+            addr_tx,
+            addr_rx,
+            started: Mutex::new(HashMap::new()),
+            kills: Mutex::new(0),
+        });
+        let retry = pb::RetryPolicy {
+            initial_interval: Some(prost_types::Duration { seconds: 0, nanos: 20_000_000 }),
+            multiplier: Some(2.0),
+            max_interval: Some(prost_types::Duration { seconds: 0, nanos: 300_000_000 }),
+            max_attempts: Some(8),
+            max_compensate_attempts: Some(100),
+            jitter: Some(0.2),
+        };
+        for name in ["orders", "payments", "shipping"] {
+            let request = pb::RegisterParticipantRequest {
+                name: name.into(),
+                forward_endpoint: harness.shop.forward_url(),
+                compensate_endpoint: harness.shop.compensate_url(),
+                retry: Some(retry),
+                timeout: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
+            };
+            harness
+                .call(|mut c| {
+                    let request = request.clone();
+                    async move { c.register_participant(request).await }
+                })
+                .await;
+        }
+        harness
+    }
+
+    /// SIGKILLs the coordinator and starts a new one on the same data dir (with `env`).
+    pub fn kill_and_restart(&self, env: &[(&str, &str)]) {
+        let mut process = self.process.lock().unwrap();
+        if let Some(p) = process.take() {
+            p.kill();
+        }
+        *self.kills.lock().unwrap() += 1;
+        let p = SagadProcess::spawn(&self.data_dir, env);
+        let _ = self.addr_tx.send(p.addr);
+        *process = Some(p);
+    }
+
+    /// Waits for the coordinator to die on its own (a crash point), then starts a
+    /// fresh one without crash points. Returns the dead one's stderr.
+    pub fn await_crash_and_restart(&self) -> String {
+        let mut process = self.process.lock().unwrap();
+        let mut dead = process.take().expect("a running coordinator");
+        let (status, stderr) = dead.wait_exit();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "the crash point kills with SIGKILL; stderr:\n{stderr}");
+        *self.kills.lock().unwrap() += 1;
+        let p = SagadProcess::spawn(&self.data_dir, &[]);
+        let _ = self.addr_tx.send(p.addr);
+        *process = Some(p);
+        stderr
+    }
+
+    async fn client(&self) -> Option<Client> {
+        let addr = *self.addr_rx.borrow();
+        CoordinatorClient::connect(format!("http://{addr}")).await.ok()
+    }
+
+    /// Calls the coordinator until it answers, across kills and restarts. Errors
+    /// that a restart explains (transport, unavailable) are retried; any other
+    /// status fails the test.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> T
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let start = Instant::now();
+        loop {
+            assert!(start.elapsed() < SETTLE_DEADLINE, "the coordinator never answered");
+            let Some(client) = self.client().await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            match f(client).await {
+                Ok(response) => return response.into_inner(),
+                Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(s) => panic!("unexpected answer {:?}: {}", s.code(), s.message()),
+            }
+        }
+    }
+
+    /// Starts a saga with `fate` under idempotency key `key`, retrying across
+    /// restarts until it is acknowledged.
+    pub async fn start_saga(&self, key: String, fate: Fate) {
+        let request = pb::StartSagaRequest {
+            definition: "order-fulfillment".into(),
+            payload: fate.payload(&key).into_bytes(),
+            idempotency_key: key.clone(),
+            ..Default::default()
+        };
+        let response = self
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.start_saga(request).await }
+            })
+            .await;
+        let id = response.saga.unwrap().id;
+        let previous = self.started.lock().unwrap().insert(key, (id.clone(), fate));
+        if let Some((other, _)) = previous {
+            assert_eq!(other, id, "one idempotency key, one saga");
+        }
+    }
+
+    /// Waits until every acknowledged saga is terminal, then checks every promise.
+    pub async fn settle_and_check(&self) -> Summary {
+        let started: Vec<(String, (String, Fate))> =
+            self.started.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut summary = Summary::default();
+        for (key, (id, fate)) in &started {
+            let start = Instant::now();
+            let saga = loop {
+                let saga = self
+                    .call(|mut c| {
+                        let id = id.clone();
+                        async move { c.get_saga(pb::GetSagaRequest { id }).await }
+                    })
+                    .await;
+                let state = pb::SagaState::try_from(saga.state).unwrap();
+                if matches!(state, pb::SagaState::Completed | pb::SagaState::Compensated | pb::SagaState::Failed) {
+                    break saga;
+                }
+                assert!(start.elapsed() < SETTLE_DEADLINE, "saga {id} ({fate:?}) stuck in {state:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            check(&saga, key, fate, &self.shop.fake);
+            match pb::SagaState::try_from(saga.state).unwrap() {
+                pb::SagaState::Completed => summary.completed += 1,
+                _ => summary.compensated += 1,
+            }
+        }
+        // No saga exists twice: every idempotency key names one saga.
+        let mut keys = HashSet::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .call(|mut c| {
+                    let page_token = token.clone();
+                    async move {
+                        c.list_sagas(pb::ListSagasRequest { page_size: 1000, page_token, ..Default::default() })
+                            .await
+                    }
+                })
+                .await;
+            for saga in &page.sagas {
+                assert!(keys.insert(saga.idempotency_key.clone()), "two sagas for key {}", saga.idempotency_key);
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        summary.sagas = started.len();
+        summary.listed = keys.len();
+        summary.kills = *self.kills.lock().unwrap();
+        summary
+    }
+
+    /// Stops the coordinator with SIGTERM and checks it exits 0.
+    pub fn stop(&self) {
+        if let Some(p) = self.process.lock().unwrap().take() {
+            let (status, stderr) = p.terminate();
+            assert!(status.success(), "sagad did not exit cleanly: {status}\n{stderr}");
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub sagas: usize,
+    pub listed: usize,
+    pub completed: usize,
+    pub compensated: usize,
+    pub kills: u32,
+}
+
+/// Checks one terminal saga against its script and the participants' ledger.
+pub fn check(saga: &pb::Saga, key: &str, fate: &Fate, fake: &FakeParticipant) {
+    let id = &saga.id;
+    let state = pb::SagaState::try_from(saga.state).unwrap();
+    let ctx = format!("saga {id} ({key}, {fate:?}, {state:?}, error: {:?})", saga.error);
+    assert_ne!(state, pb::SagaState::Failed, "{ctx}: compensations always succeed in time here");
+    let applied = fake.applied(id);
+    let forwards: Vec<&str> = applied.iter().filter_map(|a| a.strip_prefix("F:")).collect();
+    let compensations: Vec<&str> = applied.iter().filter_map(|a| a.strip_prefix("C:")).collect();
+    match state {
+        pb::SagaState::Completed => {
+            assert!(!matches!(fate, Fate::Reject { .. }), "{ctx}: a rejected saga cannot complete");
+            assert_eq!(forwards, STEPS, "{ctx}: every forward applied exactly once, in order");
+            assert!(compensations.is_empty(), "{ctx}: nothing compensated");
+        }
+        pb::SagaState::Compensated => {
+            if !matches!(fate, Fate::Reject { .. }) {
+                // Only running out of attempts (restarts interrupt attempts and
+                // count against the budget) may turn back a saga scripted to pass.
+                assert!(saga.error.contains("failed after"), "{ctx}: compensated without a reason");
+            }
+            // Net effect zero: each applied forward has exactly one compensation,
+            // applied in reverse step order.
+            let mut expected: Vec<&str> = forwards.clone();
+            expected.reverse();
+            assert_eq!(compensations, expected, "{ctx}: compensations undo exactly the applied forwards, last first");
+            if let Fate::Reject { step, .. } = fate {
+                assert!(!forwards.contains(&STEPS[*step]), "{ctx}: a rejected forward did nothing");
+                assert_eq!(saga.steps[*step].state, pb::StepState::Failed as i32, "{ctx}");
+            }
+        }
+        other => panic!("{ctx}: not terminal: {other:?}"),
+    }
+    // The journal's attempts: numbered 1..n per step and action, never reused.
+    let mut journaled = HashSet::new();
+    for step in &saga.steps {
+        for action in [pb::Action::Forward as i32, pb::Action::Compensate as i32] {
+            let numbers: Vec<u32> = step.attempts.iter().filter(|a| a.action == action).map(|a| a.number).collect();
+            let expected: Vec<u32> = (1..=numbers.len() as u32).collect();
+            assert_eq!(numbers, expected, "{ctx}: step {} attempts", step.name);
+            journaled.extend(numbers.iter().map(|n| (step.name.clone(), action, *n)));
+        }
+    }
+    // Every call a participant received was journaled first, under its number;
+    // and per step and action the numbers a participant saw never go backwards.
+    let mut last_seen: HashMap<(String, bool), u32> = HashMap::new();
+    for call in fake.calls().iter().filter(|c| &c.saga_id == id) {
+        let action = if call.compensate { pb::Action::Compensate } else { pb::Action::Forward } as i32;
+        assert!(
+            journaled.contains(&(call.step.clone(), action, call.attempt)),
+            "{ctx}: call {}#{} (compensate: {}) is not in the journal",
+            call.step,
+            call.attempt,
+            call.compensate
+        );
+        let last = last_seen.entry((call.step.clone(), call.compensate)).or_insert(0);
+        assert!(call.attempt >= *last, "{ctx}: attempt numbers went backwards at {}", call.step);
+        *last = call.attempt;
+    }
+}

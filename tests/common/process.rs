@@ -1,0 +1,128 @@
+//! The real `sagad` binary as a child process: spawned on a loopback port 0,
+//! its address read from the line it prints, killed with SIGKILL or stopped with
+//! SIGTERM. The child is always killed when the handle is dropped.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use super::DEADLINE;
+
+/// A running `sagad serve`.
+pub struct SagadProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Lines the process wrote to stderr so far are collected here on exit.
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// The repository's shipped definitions.
+pub fn sagas_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sagas")
+}
+
+impl SagadProcess {
+    /// Starts `sagad serve` on `data_dir` with extra environment variables and
+    /// waits for its address line.
+    pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sagad"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "5s"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--sagas")
+            .arg(sagas_dir())
+            .env("SAGAD_LOG", "warn")
+            .env_remove("FAILPOINTS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn sagad");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("sagad listening on ") {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(DEADLINE) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "sagad did not print its address; stderr:\n{}",
+                    stderr.join().unwrap_or_default()
+                );
+            }
+        };
+        Self {
+            child,
+            addr,
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; returns the exit status and stderr once the process exited.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.wait_exit()
+    }
+
+    /// Waits (up to the deadline) for the process to exit by itself.
+    pub fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stderr = self
+                    .stderr
+                    .take()
+                    .map(|h| h.join().unwrap_or_default())
+                    .unwrap_or_default();
+                return (status, stderr);
+            }
+            assert!(start.elapsed() < DEADLINE, "sagad did not exit in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for SagadProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
