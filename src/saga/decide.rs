@@ -737,20 +737,31 @@ mod tests {
     #[test]
     fn compensation_waits_out_the_deadline_of_an_interrupted_forward_call() {
         let mut run = Run::new(2);
-        run.record(EventKind::AttemptStarted { step: 0, action: Action::Forward, attempt: 1 });
+        run.record(EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+        });
         // The coordinator restarts 100ms later; an operator cancels at once.
         run.now = T0.plus(Duration::from_millis(100));
         for kind in recover(&run.state, run.now, 0.5) {
             run.record(kind);
         }
-        run.record(EventKind::CancelRequested { reason: "stop".into() });
+        run.record(EventKind::CancelRequested {
+            reason: "stop".into(),
+        });
         assert!(matches!(
             decide(&run.state, run.now),
             Decision::Record(EventKind::CompensationStarted { .. })
         ));
-        run.record(EventKind::CompensationStarted { reason: "cancelled: stop".into() });
+        run.record(EventKind::CompensationStarted {
+            reason: "cancelled: stop".into(),
+        });
         // The forward call may run at the participant until T0 + timeout (1s).
-        assert_eq!(decide(&run.state, run.now), Decision::WaitUntil(T0.plus(Duration::from_secs(1))));
+        assert_eq!(
+            decide(&run.state, run.now),
+            Decision::WaitUntil(T0.plus(Duration::from_secs(1)))
+        );
         run.drive(|_, _, _| ok());
         assert_eq!(run.calls[0].3, T0.plus(Duration::from_secs(1)));
         assert_eq!(run.call_order().join(" "), "C0#1");
