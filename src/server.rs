@@ -117,9 +117,9 @@ pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result
                     result = recovery::recover(&engine) => match result {
                         Ok(_) => {
                             ready.store(true, Ordering::Release);
-                            let _ = ready_tx.send(true);
                             health.set_serving::<CoordinatorServer<CoordinatorApi>>().await;
                             health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                            let _ = ready_tx.send(true);
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "recovery failed; stopping");

@@ -832,17 +832,14 @@ async fn inline_steps_run_as_an_inline_saga() {
     assert_eq!(listed[0].id, saga.id);
 }
 
-/// Known bug (see the test-writer's report): a timeout beyond what a gRPC
-/// deadline can carry (~11,415 years) is accepted, then tonic's
-/// `Request::set_timeout` panics in the runner, the saga stays RUNNING forever and
-/// CancelSaga on it never answers. Either outcome below is acceptable; a hang is not.
+/// A timeout beyond a day is refused up front: gRPC deadlines cannot carry absurd
+/// ones, and a call that may take longer than a day is not a saga step.
 #[tokio::test]
-#[ignore = "bug: an unrepresentable step timeout panics the saga's runner"]
-async fn an_absurd_timeout_is_refused_or_harmless() {
+async fn an_absurd_timeout_is_refused() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
     let served = common::serve(FakeParticipant::new(|_| Answer::Ok)).await;
-    let registered = client
+    let status = client
         .register_participant(pb::RegisterParticipantRequest {
             name: "forever".into(),
             forward_endpoint: served.forward_url(),
@@ -850,22 +847,34 @@ async fn an_absurd_timeout_is_refused_or_harmless() {
             retry: Some(common::quick_retry(3, 3)),
             timeout: secs(400_000_000_000),
         })
-        .await;
-    if let Err(status) = registered {
-        assert_eq!(status.code(), Code::InvalidArgument, "{status}");
-        assert!(status.message().contains("timeout"), "{status}");
-        return;
-    }
-    let saga = client
-        .start_saga(pb::StartSagaRequest {
-            steps: vec![step("a", "forever")],
-            ..Default::default()
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    assert!(status.message().contains("at most 24h"), "{status}");
+
+    // A policy that contradicts the server defaults would fail every start: refused too.
+    let mut retry = common::quick_retry(3, 3);
+    retry.max_interval = None;
+    retry.initial_interval = secs(60);
+    let status = client
+        .register_participant(pb::RegisterParticipantRequest {
+            name: "slowpoke".into(),
+            forward_endpoint: served.forward_url(),
+            compensate_endpoint: served.compensate_url(),
+            retry: Some(retry),
+            timeout: None,
         })
         .await
-        .unwrap()
-        .into_inner()
-        .saga
-        .unwrap();
-    let done = common::until_terminal(&mut client, &saga.id).await;
-    assert_eq!(common::state(&done), pb::SagaState::Completed);
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    assert!(status.message().contains("max_interval"), "{status}");
+    assert!(
+        client
+            .list_participants(pb::ListParticipantsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .participants
+            .is_empty()
+    );
 }

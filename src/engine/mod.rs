@@ -196,6 +196,14 @@ impl Engine {
     /// Creates or replaces a participant, durably.
     pub async fn register_participant(&self, participant: Participant) -> Result<Participant> {
         self.check_open()?;
+        // A policy that cannot resolve against the server defaults (an initial
+        // interval above the default cap, say) would fail every later start.
+        participant
+            .retry
+            .resolve(&self.inner.config.defaults.retry)
+            .map_err(|e| {
+                Error::InvalidArgument(format!("participant '{}': {e}", participant.name))
+            })?;
         let _one_at_a_time = self.inner.registering.lock().await;
         self.inner
             .journal
@@ -390,7 +398,9 @@ impl Engine {
             }
             let saga = self.get(id).await?;
             if self.has_runner(id) {
-                continue; // a retry started a runner in between: ask it
+                // A runner is finishing, or a retry just started one: ask again.
+                tokio::task::yield_now().await;
+                continue;
             }
             return Err(self.not_running(&saga, "cancelled", "RUNNING"));
         }
@@ -406,6 +416,7 @@ impl Engine {
             let saga = self.get(id).await?;
             if saga.status != SagaStatus::Failed {
                 if self.has_runner(id) {
+                    tokio::task::yield_now().await;
                     continue;
                 }
                 return Err(self.not_running(&saga, "retried", "FAILED"));
@@ -463,6 +474,7 @@ impl Engine {
                     "the coordinator is shutting down before saga {id} finished; it resumes at the next start"
                 )));
             }
+            tokio::task::yield_now().await;
         }
     }
 

@@ -49,6 +49,15 @@ pub(super) struct Runner {
     watchers: Option<broadcast::Sender<Event>>,
 }
 
+/// Removes a saga's runner from the registry when dropped.
+struct Deregister(Engine, crate::saga::SagaId);
+
+impl Drop for Deregister {
+    fn drop(&mut self) {
+        self.0.lock_runners().remove(&self.1);
+    }
+}
+
 /// Why the loop stopped.
 enum Exit {
     Finished,
@@ -77,10 +86,12 @@ impl Runner {
 
     pub(super) async fn run(mut self) {
         let id = self.state.id;
-        let result = self.drive().await;
         // Deregister only after the last append: whoever finds no runner reads
-        // a journal that already holds everything this runner did.
-        self.engine.lock_runners().remove(&id);
+        // a journal that already holds everything this runner did. A guard, so
+        // that even a panicking runner does not leave a dead entry behind.
+        let deregister = Deregister(self.engine.clone(), id);
+        let result = self.drive().await;
+        drop(deregister);
         match result {
             Ok(Exit::Finished) => {
                 tracing::info!(saga = %id, definition = %self.state.definition, state = self.state.status.as_str(), "saga finished");

@@ -26,6 +26,9 @@ use super::{
 
 /// Longest accepted name of a participant, definition or step.
 pub const NAME_MAX_LEN: usize = 128;
+/// Longest accepted step timeout: a call that may take longer than a day is not
+/// a step, and gRPC deadlines cannot express absurd ones.
+pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// What is wrong with a participant, a definition or a definitions file.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +55,8 @@ pub enum DefinitionError {
     },
     #[error("{0}")]
     Policy(#[from] PolicyError),
-    #[error("{what} timeout must be greater than zero")]
-    ZeroTimeout { what: String },
+    #[error("{what} timeout must be greater than zero and at most 24h (got {got:?})")]
+    Timeout { what: String, got: Duration },
     #[error(
         "{what} '{url}' is not a valid endpoint: {why} (expected a gRPC method URL such as http://127.0.0.1:7002/shop.Payments/Charge)"
     )]
@@ -204,11 +207,7 @@ impl Participant {
         let forward = Endpoint::parse("forward_endpoint", forward)?;
         let compensate = Endpoint::parse("compensate_endpoint", compensate)?;
         retry.validate()?;
-        if timeout == Some(Duration::ZERO) {
-            return Err(DefinitionError::ZeroTimeout {
-                what: format!("participant '{name}'"),
-            });
-        }
+        check_timeout(|| format!("participant '{name}'"), timeout)?;
         Ok(Self {
             name: name.to_string(),
             forward,
@@ -257,13 +256,21 @@ pub fn validate_steps(steps: &[StepDef]) -> Result<(), DefinitionError> {
                 step: step.name.clone(),
                 source,
             })?;
-        if step.timeout == Some(Duration::ZERO) {
-            return Err(DefinitionError::ZeroTimeout {
-                what: format!("step '{}'", step.name),
-            });
-        }
+        check_timeout(|| format!("step '{}'", step.name), step.timeout)?;
     }
     Ok(())
+}
+
+fn check_timeout(
+    what: impl Fn() -> String,
+    timeout: Option<Duration>,
+) -> Result<(), DefinitionError> {
+    match timeout {
+        Some(got) if got.is_zero() || got > TIMEOUT_MAX => {
+            Err(DefinitionError::Timeout { what: what(), got })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A step as a saga runs it: everything needed to call it, frozen at start.

@@ -79,7 +79,13 @@ pub enum PolicyError {
         "retry.max_interval ({max:?}) must not be shorter than retry.initial_interval ({initial:?})"
     )]
     Intervals { initial: Duration, max: Duration },
+    #[error("retry.{field} must be at most {:?} (got {got:?})", INTERVAL_MAX)]
+    IntervalTooLong { field: &'static str, got: Duration },
 }
+
+/// Longest retry interval accepted: a day. Anything longer is a typo, and would
+/// park a saga past any useful horizon.
+pub const INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
 
 impl RetryOverrides {
     /// True when no field is set.
@@ -101,6 +107,14 @@ impl RetryOverrides {
         }
         if self.max_attempts == Some(0) {
             return Err(PolicyError::MaxAttempts);
+        }
+        for (field, value) in [
+            ("initial_interval", self.initial_interval),
+            ("max_interval", self.max_interval),
+        ] {
+            if let Some(got) = value.filter(|v| *v > INTERVAL_MAX) {
+                return Err(PolicyError::IntervalTooLong { field, got });
+            }
         }
         if self.max_compensate_attempts == Some(0) {
             return Err(PolicyError::MaxCompensateAttempts);
@@ -258,6 +272,13 @@ mod tests {
             }),
             PolicyError::Jitter(1.0)
         );
+        assert!(matches!(
+            bad(RetryOverrides {
+                initial_interval: Some(Duration::from_secs(2 * 86_400)),
+                ..Default::default()
+            }),
+            PolicyError::IntervalTooLong { .. }
+        ));
         assert!(matches!(
             bad(RetryOverrides {
                 max_interval: Some(Duration::from_millis(1)),
