@@ -339,6 +339,11 @@ pub async fn cancel(args: CancelArgs) -> Result<(), CliError> {
         })
         .await?
         .into_inner();
+    if args.output.format() == Format::Human && !is_terminal(saga.state) {
+        outln!(
+            "cancel requested: the saga compensates what it did (once any call in flight returns)\n"
+        );
+    }
     print_saga(&saga, args.output.format());
     Ok(())
 }
@@ -349,6 +354,9 @@ pub async fn retry(args: RetryArgs) -> Result<(), CliError> {
         .retry_saga(pb::RetrySagaRequest { id: args.id })
         .await?
         .into_inner();
+    if args.output.format() == Format::Human {
+        outln!("retry requested: compensation resumes\n");
+    }
     print_saga(&saga, args.output.format());
     Ok(())
 }

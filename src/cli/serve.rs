@@ -75,6 +75,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let names: Vec<_> = definitions.iter().map(|d| d.name.clone()).collect();
     let server_config = config.server_config();
     let server = server::start(server_config, definitions).await?;
+    let stop = crate::cli::stop_signal().await;
     // One line on stdout that scripts and tests read to find the port.
     outln!("sagad listening on {}", server.local_addr());
     tracing::info!(
@@ -85,8 +86,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let token = server.shutdown_token();
     tokio::spawn(async move {
-        sagad::engine::shutdown::first_signal().await;
-        token.cancel();
+        if stop.await.is_ok() {
+            token.cancel();
+        }
     });
     server.wait().await?;
     tracing::info!("stopped cleanly");

@@ -1,0 +1,166 @@
+//! `sagad::config`: layers apply as defaults → file → env → flags, and a file
+//! with a key that is not a setting is refused, naming the file and the key.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use sagad::config::{Config, ConfigError, Settings};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+/// A config file in a temp dir; the dir lives as long as the returned guard.
+fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sagad.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn each_layer_overrides_the_ones_below_it_field_by_field() {
+    let (dir, path) = file(
+        r#"
+listen = "127.0.0.1:7001"
+data_dir = "/from/file"
+sagas = "/sagas/from/file"
+max_payload_bytes = 1000
+shutdown_grace = "1s"
+default_timeout = "1s"
+"#,
+    );
+    let env = env(&[
+        ("SAGAD_DATA_DIR", "/from/env"),
+        ("SAGAD_MAX_PAYLOAD_BYTES", "2000"),
+        ("SAGAD_SHUTDOWN_GRACE", "2s"),
+        ("SAGAD_DEFAULT_TIMEOUT", "2s"),
+    ]);
+    let flags = Settings {
+        shutdown_grace: Some(Duration::from_secs(3)),
+        default_timeout: Some(Duration::from_secs(3)),
+        ..Settings::default()
+    };
+    let config = Config::load(Some(&path), env, flags).unwrap();
+    assert_eq!(
+        config,
+        Config {
+            // file only
+            listen: addr("127.0.0.1:7001"),
+            sagas: Some(PathBuf::from("/sagas/from/file")),
+            // env over file
+            data_dir: PathBuf::from("/from/env"),
+            max_payload_bytes: 2000,
+            // flags over env over file
+            shutdown_grace: Duration::from_secs(3),
+            default_timeout: Duration::from_secs(3),
+        }
+    );
+    drop(dir);
+}
+
+#[test]
+fn with_no_layers_the_defaults_hold() {
+    let config = Config::load(None, env(&[]), Settings::default()).unwrap();
+    assert_eq!(config, Config::default());
+    assert_eq!(config.listen, addr("127.0.0.1:50051"));
+    assert_eq!(config.max_payload_bytes, 1024 * 1024);
+}
+
+#[test]
+fn flags_beat_env_beat_file_for_the_same_key() {
+    let (_dir, path) = file("listen = \"127.0.0.1:1001\"\n");
+    let from_env = env(&[("SAGAD_LISTEN", ":1002")]);
+    let only_file = Config::load(Some(&path), env(&[]), Settings::default()).unwrap();
+    assert_eq!(only_file.listen, addr("127.0.0.1:1001"));
+    let file_and_env = Config::load(Some(&path), from_env.clone(), Settings::default()).unwrap();
+    assert_eq!(file_and_env.listen, addr("127.0.0.1:1002"));
+    let flags = Settings {
+        listen: Some(addr("127.0.0.1:1003")),
+        ..Settings::default()
+    };
+    let all = Config::load(Some(&path), from_env, flags).unwrap();
+    assert_eq!(all.listen, addr("127.0.0.1:1003"));
+}
+
+#[test]
+fn an_unknown_key_is_refused_naming_the_file_and_the_key() {
+    let (_dir, path) = file("listen = \":0\"\ndatadir = \"./data\"\n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    match &err {
+        ConfigError::UnknownKey { path: p, key } => {
+            assert_eq!(p, &path);
+            assert_eq!(key, "datadir");
+        }
+        other => panic!("expected UnknownKey, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("`datadir`"), "{text}");
+    assert!(text.contains("data_dir"), "lists the known keys: {text}");
+}
+
+#[test]
+fn bad_values_name_their_source() {
+    let (_dir, path) = file("listen = \"nowhere\"\n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::BadValue { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{}: listen", path.display())),
+        "{text}"
+    );
+    assert!(text.contains("nowhere"), "{text}");
+
+    let err = Config::load(
+        None,
+        env(&[("SAGAD_SHUTDOWN_GRACE", "a while")]),
+        Settings::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("SAGAD_SHUTDOWN_GRACE"), "{err}");
+
+    let (_dir, path) = file("max_payload_bytes = \"lots\"\n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    assert!(err.to_string().contains("max_payload_bytes"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_toml_or_not_there_is_refused() {
+    let (_dir, path) = file("listen = \n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("line 1"),
+        "points at the line: {err}"
+    );
+
+    let missing = PathBuf::from("/nonexistent/sagad.toml");
+    let err = Config::load(Some(&missing), env(&[]), Settings::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    assert!(err.to_string().contains("/nonexistent/sagad.toml"), "{err}");
+}
+
+#[test]
+fn the_server_config_carries_every_setting() {
+    let config = Config {
+        listen: addr("127.0.0.1:0"),
+        data_dir: PathBuf::from("/d"),
+        sagas: None,
+        max_payload_bytes: 77,
+        shutdown_grace: Duration::from_secs(4),
+        default_timeout: Duration::from_secs(6),
+    };
+    let server = config.server_config();
+    assert_eq!(server.listen, addr("127.0.0.1:0"));
+    assert_eq!(server.data_dir, PathBuf::from("/d"));
+    assert_eq!(server.engine.max_payload_bytes, 77);
+    assert_eq!(server.engine.shutdown_grace, Duration::from_secs(4));
+    assert_eq!(server.engine.defaults.timeout, Duration::from_secs(6));
+}
