@@ -32,11 +32,19 @@ pub enum Fate {
     Complete,
     /// The forward of this step is rejected; compensations of earlier steps fail
     /// `fails` times first.
-    Reject { step: usize, fails: u32 },
+    Reject {
+        step: usize,
+        fails: u32,
+    },
     /// The forward of this step fails `fails` times, then succeeds.
-    Transient { step: usize, fails: u32 },
+    Transient {
+        step: usize,
+        fails: u32,
+    },
     /// Every forward takes this long.
-    Slow { ms: u64 },
+    Slow {
+        ms: u64,
+    },
 }
 
 impl Fate {
@@ -44,9 +52,17 @@ impl Fate {
     pub fn pick(rng: &mut fastrand::Rng) -> Self {
         match rng.u32(0..10) {
             0..=3 => Fate::Complete,
-            4..=6 => Fate::Reject { step: rng.usize(0..3), fails: rng.u32(0..3) },
-            7..=8 => Fate::Transient { step: rng.usize(0..3), fails: rng.u32(1..4) },
-            _ => Fate::Slow { ms: rng.u64(20..250) },
+            4..=6 => Fate::Reject {
+                step: rng.usize(0..3),
+                fails: rng.u32(0..3),
+            },
+            7..=8 => Fate::Transient {
+                step: rng.usize(0..3),
+                fails: rng.u32(1..4),
+            },
+            _ => Fate::Slow {
+                ms: rng.u64(20..250),
+            },
         }
     }
 
@@ -111,9 +127,15 @@ impl Harness {
             kills: Mutex::new(0),
         });
         let retry = pb::RetryPolicy {
-            initial_interval: Some(prost_types::Duration { seconds: 0, nanos: 20_000_000 }),
+            initial_interval: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 20_000_000,
+            }),
             multiplier: Some(2.0),
-            max_interval: Some(prost_types::Duration { seconds: 0, nanos: 300_000_000 }),
+            max_interval: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 300_000_000,
+            }),
             max_attempts: Some(8),
             max_compensate_attempts: Some(100),
             jitter: Some(0.2),
@@ -124,7 +146,10 @@ impl Harness {
                 forward_endpoint: harness.shop.forward_url(),
                 compensate_endpoint: harness.shop.compensate_url(),
                 retry: Some(retry),
-                timeout: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
+                timeout: Some(prost_types::Duration {
+                    seconds: 2,
+                    nanos: 0,
+                }),
             };
             harness
                 .call(|mut c| {
@@ -155,7 +180,11 @@ impl Harness {
         let mut dead = process.take().expect("a running coordinator");
         let (status, stderr) = dead.wait_exit();
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(9), "the crash point kills with SIGKILL; stderr:\n{stderr}");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the crash point kills with SIGKILL; stderr:\n{stderr}"
+        );
         *self.kills.lock().unwrap() += 1;
         let p = SagadProcess::spawn(&self.data_dir, &[]);
         let _ = self.addr_tx.send(p.addr);
@@ -165,7 +194,9 @@ impl Harness {
 
     async fn client(&self) -> Option<Client> {
         let addr = *self.addr_rx.borrow();
-        CoordinatorClient::connect(format!("http://{addr}")).await.ok()
+        CoordinatorClient::connect(format!("http://{addr}"))
+            .await
+            .ok()
     }
 
     /// Calls the coordinator until it answers, across kills and restarts. Errors
@@ -178,14 +209,22 @@ impl Harness {
     {
         let start = Instant::now();
         loop {
-            assert!(start.elapsed() < SETTLE_DEADLINE, "the coordinator never answered");
+            assert!(
+                start.elapsed() < SETTLE_DEADLINE,
+                "the coordinator never answered"
+            );
             let Some(client) = self.client().await else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             };
             match f(client).await {
                 Ok(response) => return response.into_inner(),
-                Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal) => {
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal
+                    ) =>
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(s) => panic!("unexpected answer {:?}: {}", s.code(), s.message()),
@@ -217,8 +256,13 @@ impl Harness {
 
     /// Waits until every acknowledged saga is terminal, then checks every promise.
     pub async fn settle_and_check(&self) -> Summary {
-        let started: Vec<(String, (String, Fate))> =
-            self.started.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let started: Vec<(String, (String, Fate))> = self
+            .started
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut summary = Summary::default();
         for (key, (id, fate)) in &started {
             let start = Instant::now();
@@ -230,10 +274,16 @@ impl Harness {
                     })
                     .await;
                 let state = pb::SagaState::try_from(saga.state).unwrap();
-                if matches!(state, pb::SagaState::Completed | pb::SagaState::Compensated | pb::SagaState::Failed) {
+                if matches!(
+                    state,
+                    pb::SagaState::Completed | pb::SagaState::Compensated | pb::SagaState::Failed
+                ) {
                     break saga;
                 }
-                assert!(start.elapsed() < SETTLE_DEADLINE, "saga {id} ({fate:?}) stuck in {state:?}");
+                assert!(
+                    start.elapsed() < SETTLE_DEADLINE,
+                    "saga {id} ({fate:?}) stuck in {state:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
             check(&saga, key, fate, &self.shop.fake);
@@ -250,13 +300,21 @@ impl Harness {
                 .call(|mut c| {
                     let page_token = token.clone();
                     async move {
-                        c.list_sagas(pb::ListSagasRequest { page_size: 1000, page_token, ..Default::default() })
-                            .await
+                        c.list_sagas(pb::ListSagasRequest {
+                            page_size: 1000,
+                            page_token,
+                            ..Default::default()
+                        })
+                        .await
                     }
                 })
                 .await;
             for saga in &page.sagas {
-                assert!(keys.insert(saga.idempotency_key.clone()), "two sagas for key {}", saga.idempotency_key);
+                assert!(
+                    keys.insert(saga.idempotency_key.clone()),
+                    "two sagas for key {}",
+                    saga.idempotency_key
+                );
             }
             if page.next_page_token.is_empty() {
                 break;
@@ -273,7 +331,10 @@ impl Harness {
     pub fn stop(&self) {
         if let Some(p) = self.process.lock().unwrap().take() {
             let (status, stderr) = p.terminate();
-            assert!(status.success(), "sagad did not exit cleanly: {status}\n{stderr}");
+            assert!(
+                status.success(),
+                "sagad did not exit cleanly: {status}\n{stderr}"
+            );
         }
     }
 }
@@ -292,31 +353,63 @@ pub struct Summary {
 pub fn check(saga: &pb::Saga, key: &str, fate: &Fate, fake: &FakeParticipant) {
     let id = &saga.id;
     let state = pb::SagaState::try_from(saga.state).unwrap();
-    let ctx = format!("saga {id} ({key}, {fate:?}, {state:?}, error: {:?})", saga.error);
-    assert_ne!(state, pb::SagaState::Failed, "{ctx}: compensations always succeed in time here");
+    let ctx = format!(
+        "saga {id} ({key}, {fate:?}, {state:?}, error: {:?})",
+        saga.error
+    );
+    assert_ne!(
+        state,
+        pb::SagaState::Failed,
+        "{ctx}: compensations always succeed in time here"
+    );
     let applied = fake.applied(id);
-    let forwards: Vec<&str> = applied.iter().filter_map(|a| a.strip_prefix("F:")).collect();
-    let compensations: Vec<&str> = applied.iter().filter_map(|a| a.strip_prefix("C:")).collect();
+    let forwards: Vec<&str> = applied
+        .iter()
+        .filter_map(|a| a.strip_prefix("F:"))
+        .collect();
+    let compensations: Vec<&str> = applied
+        .iter()
+        .filter_map(|a| a.strip_prefix("C:"))
+        .collect();
     match state {
         pb::SagaState::Completed => {
-            assert!(!matches!(fate, Fate::Reject { .. }), "{ctx}: a rejected saga cannot complete");
-            assert_eq!(forwards, STEPS, "{ctx}: every forward applied exactly once, in order");
+            assert!(
+                !matches!(fate, Fate::Reject { .. }),
+                "{ctx}: a rejected saga cannot complete"
+            );
+            assert_eq!(
+                forwards, STEPS,
+                "{ctx}: every forward applied exactly once, in order"
+            );
             assert!(compensations.is_empty(), "{ctx}: nothing compensated");
         }
         pb::SagaState::Compensated => {
             if !matches!(fate, Fate::Reject { .. }) {
                 // Only running out of attempts (restarts interrupt attempts and
                 // count against the budget) may turn back a saga scripted to pass.
-                assert!(saga.error.contains("failed after"), "{ctx}: compensated without a reason");
+                assert!(
+                    saga.error.contains("failed after"),
+                    "{ctx}: compensated without a reason"
+                );
             }
             // Net effect zero: each applied forward has exactly one compensation,
             // applied in reverse step order.
             let mut expected: Vec<&str> = forwards.clone();
             expected.reverse();
-            assert_eq!(compensations, expected, "{ctx}: compensations undo exactly the applied forwards, last first");
+            assert_eq!(
+                compensations, expected,
+                "{ctx}: compensations undo exactly the applied forwards, last first"
+            );
             if let Fate::Reject { step, .. } = fate {
-                assert!(!forwards.contains(&STEPS[*step]), "{ctx}: a rejected forward did nothing");
-                assert_eq!(saga.steps[*step].state, pb::StepState::Failed as i32, "{ctx}");
+                assert!(
+                    !forwards.contains(&STEPS[*step]),
+                    "{ctx}: a rejected forward did nothing"
+                );
+                assert_eq!(
+                    saga.steps[*step].state,
+                    pb::StepState::Failed as i32,
+                    "{ctx}"
+                );
             }
         }
         other => panic!("{ctx}: not terminal: {other:?}"),
@@ -325,7 +418,12 @@ pub fn check(saga: &pb::Saga, key: &str, fate: &Fate, fake: &FakeParticipant) {
     let mut journaled = HashSet::new();
     for step in &saga.steps {
         for action in [pb::Action::Forward as i32, pb::Action::Compensate as i32] {
-            let numbers: Vec<u32> = step.attempts.iter().filter(|a| a.action == action).map(|a| a.number).collect();
+            let numbers: Vec<u32> = step
+                .attempts
+                .iter()
+                .filter(|a| a.action == action)
+                .map(|a| a.number)
+                .collect();
             let expected: Vec<u32> = (1..=numbers.len() as u32).collect();
             assert_eq!(numbers, expected, "{ctx}: step {} attempts", step.name);
             journaled.extend(numbers.iter().map(|n| (step.name.clone(), action, *n)));
@@ -335,7 +433,11 @@ pub fn check(saga: &pb::Saga, key: &str, fate: &Fate, fake: &FakeParticipant) {
     // and per step and action the numbers a participant saw never go backwards.
     let mut last_seen: HashMap<(String, bool), u32> = HashMap::new();
     for call in fake.calls().iter().filter(|c| &c.saga_id == id) {
-        let action = if call.compensate { pb::Action::Compensate } else { pb::Action::Forward } as i32;
+        let action = if call.compensate {
+            pb::Action::Compensate
+        } else {
+            pb::Action::Forward
+        } as i32;
         assert!(
             journaled.contains(&(call.step.clone(), action, call.attempt)),
             "{ctx}: call {}#{} (compensate: {}) is not in the journal",
@@ -343,8 +445,14 @@ pub fn check(saga: &pb::Saga, key: &str, fate: &Fate, fake: &FakeParticipant) {
             call.attempt,
             call.compensate
         );
-        let last = last_seen.entry((call.step.clone(), call.compensate)).or_insert(0);
-        assert!(call.attempt >= *last, "{ctx}: attempt numbers went backwards at {}", call.step);
+        let last = last_seen
+            .entry((call.step.clone(), call.compensate))
+            .or_insert(0);
+        assert!(
+            call.attempt >= *last,
+            "{ctx}: attempt numbers went backwards at {}",
+            call.step
+        );
         *last = call.attempt;
     }
 }

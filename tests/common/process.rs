@@ -28,7 +28,8 @@ pub fn sagas_dir() -> PathBuf {
 
 impl SagadProcess {
     /// Starts `sagad serve` on `data_dir` with extra environment variables and
-    /// waits for its address line.
+    /// waits for its address line. If the process dies before printing it, the
+    /// address is `127.0.0.1:0` and `wait_exit` tells how it ended.
     pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sagad"));
         command
@@ -64,9 +65,17 @@ impl SagadProcess {
                 }
             }
         });
-        let addr = match rx.recv_timeout(DEADLINE) {
-            Ok(addr) => addr,
-            Err(_) => {
+        // Wait for the address line, or for the process to die first (a crash
+        // point armed for recovery can fire before the line is printed).
+        let start = Instant::now();
+        let addr = loop {
+            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(10)) {
+                break addr;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break "127.0.0.1:0".parse().unwrap();
+            }
+            if start.elapsed() > DEADLINE {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(

@@ -1,0 +1,106 @@
+//! The coordinator killed at each dangerous instant, deterministically, through
+//! the crash points of `src/failpoint.rs` (armed with `FAILPOINTS`): it restarts
+//! on the same data dir and every promise is checked (`common::chaos::check`).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::chaos::{Fate, Harness};
+
+/// A mix that goes through every kind of transition, compensations included.
+fn fates() -> Vec<Fate> {
+    let mut fates = Vec::new();
+    for i in 0..24 {
+        fates.push(match i % 6 {
+            0 => Fate::Complete,
+            1 => Fate::Reject { step: 2, fails: 1 },
+            2 => Fate::Reject { step: 1, fails: 0 },
+            3 => Fate::Transient { step: 1, fails: 2 },
+            4 => Fate::Slow { ms: 50 },
+            _ => Fate::Reject { step: 2, fails: 0 },
+        });
+    }
+    fates
+}
+
+/// Starts the sagas while the armed coordinator dies and a clean one takes over,
+/// then checks everything.
+async fn crash_at(point: &str, skip: u32) {
+    let failpoints = format!("{point}={skip}*off->return");
+    let harness = Harness::start(&[("FAILPOINTS", failpoints.as_str())]).await;
+    let starter = {
+        let harness = harness.clone();
+        tokio::spawn(async move {
+            for (i, fate) in fates().into_iter().enumerate() {
+                harness.start_saga(format!("{i}"), fate).await;
+            }
+        })
+    };
+    let watcher = harness.clone();
+    let stderr = tokio::task::spawn_blocking(move || watcher.await_crash_and_restart())
+        .await
+        .unwrap();
+    assert!(
+        stderr.contains(&format!("crash point {point}")),
+        "{point}: died elsewhere:\n{stderr}"
+    );
+    starter.await.unwrap();
+    let summary = harness.settle_and_check().await;
+    assert_eq!(summary.sagas, 24);
+    assert_eq!(
+        summary.listed, 24,
+        "{point}: every acknowledged saga exists, once"
+    );
+    harness.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_attempt_start_is_durable_but_before_the_call() {
+    crash_at("runner::before_call", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_participant_answered_before_the_result_is_journaled() {
+    crash_at("runner::after_call", 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_in_the_middle_of_a_compensation_sequence() {
+    crash_at("runner::before_compensate_call", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_a_batch_write_and_its_flush() {
+    // Registration takes the first batches; crash well after it.
+    crash_at("journal::before_sync", 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_recovery_itself() {
+    let harness: Arc<Harness> = Harness::start(&[]).await;
+    // Slow sagas, so that plenty are unfinished when the coordinator is killed.
+    for i in 0..12 {
+        harness
+            .start_saga(format!("{i}"), Fate::Slow { ms: 400 })
+            .await;
+    }
+    let restarter = harness.clone();
+    let stderr = tokio::task::spawn_blocking(move || {
+        restarter.kill_and_restart(&[("FAILPOINTS", "recovery::after_resume=2*off->return")]);
+        restarter.await_crash_and_restart()
+    })
+    .await
+    .unwrap();
+    assert!(
+        stderr.contains("crash point recovery::after_resume"),
+        "{stderr}"
+    );
+    for (i, fate) in fates().into_iter().enumerate().skip(12) {
+        harness.start_saga(format!("{i}"), fate).await;
+    }
+    let summary = harness.settle_and_check().await;
+    assert_eq!(summary.listed, 24);
+    assert_eq!(summary.kills, 2);
+    harness.stop();
+}
