@@ -9,12 +9,12 @@
 //! - payloads and outputs as the JSON they hold, or as a string when they are
 //!   not JSON (UTF-8, lossy), `null` when empty.
 
+use sagad::proto::v1 as pb;
 use serde_json::{Value, json};
 
 use crate::cli::output::{
     action_name, between, config_duration, outcome_name, rfc3339, saga_state_name, step_state_name,
 };
-use sagad::proto::v1 as pb;
 
 fn time(ts: Option<&prost_types::Timestamp>) -> Value {
     ts.map(|t| Value::String(rfc3339(t))).unwrap_or(Value::Null)
