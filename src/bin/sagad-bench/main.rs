@@ -1,0 +1,121 @@
+//! `sagad-bench`: the load generator of `shared/WORKLOAD.md`.
+//!
+//! `sagad-bench run` starts a coordinator (`sagad serve` on a fresh data
+//! directory) and a participants process (this binary again, `participants`),
+//! measures the machine's physical limit (a no-op gRPC echo and an fdatasync
+//! loop), then runs W1 c64, W2 c64 and W1 c1 in closed loop, `--runs` times, and
+//! prints the `LIMIT`, `RESULT`, `RATIO` and `SUMMARY` lines on stdout. Progress
+//! and diagnostics go to stderr.
+//!
+//! Modules, one job each:
+//! - [`run`]: the `run` verb, start to finish (processes, setup, the measurement set).
+//! - [`child`]: child processes that announce their address and are stopped on drop.
+//! - [`participants`]: the no-op participant services (the `participants` verb).
+//! - [`limit`]: the physical limit (gRPC echo, fdatasync).
+//! - [`load`]: the closed-loop load of one measurement.
+//! - [`check`]: whether a saga ended as its workload requires.
+//! - [`procfs`]: CPU time and RSS of processes, from `/proc`.
+//! - [`stats`]: nearest-rank percentiles.
+//! - [`report`]: the output lines.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+mod check;
+mod child;
+mod limit;
+mod load;
+mod participants;
+mod procfs;
+mod report;
+mod run;
+mod stats;
+
+#[derive(Parser)]
+#[command(
+    name = "sagad-bench",
+    version,
+    about = "Benchmark of sagad (shared/WORKLOAD.md)"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a coordinator and participants, measure the limit, run the workloads.
+    Run(RunArgs),
+    /// Serve the no-op participants (started by `run`; useful on its own too).
+    Participants(ParticipantsArgs),
+}
+
+/// Options of `sagad-bench run`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Sagas of each c64 measurement (W1 c1 runs a tenth of it).
+    /// Default: 20000 (the W1 c1 measurement: 2000).
+    #[arg(long)]
+    pub sagas_per_measurement: Option<usize>,
+    /// No measurement starts sagas for longer than this.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration_cap: Duration,
+    /// How many times the whole measurement set runs (run1, run2, ...).
+    #[arg(long, default_value_t = 2)]
+    pub runs: usize,
+    /// Use a coordinator that is already running (e.g. http://127.0.0.1:50051)
+    /// instead of starting one; sagas are then started with inline steps.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// PID of the coordinator given by --addr, for its CPU and RSS figures.
+    #[arg(long, requires = "addr")]
+    pub server_pid: Option<u32>,
+    /// The coordinator's data directory: must be empty or absent when the bench
+    /// starts the coordinator (kept afterwards). Default: a fresh temporary one.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A few hundred sagas per measurement and short limit probes: a smoke test.
+    #[arg(long)]
+    pub quick: bool,
+    /// gRPC connections the load client spreads its lanes over.
+    #[arg(long, default_value_t = 4)]
+    pub channels: usize,
+}
+
+/// Options of `sagad-bench participants`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ParticipantsArgs {
+    /// Address of the first service; the others take the next ports (port 0: any free ports).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sagad-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // `run` spawns its child processes from this thread (the future given to
+    // block_on is polled here): see `child` on why that matters.
+    let result = runtime.block_on(async {
+        match args.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Participants(args) => participants::serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sagad-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The no-op participants of the benchmark saga, and the echo of the limit probe.
+//!
+//! Three gRPC servers in one process, one per participant (so the coordinator
+//! holds one connection per participant, as it would with real services), each
+//! serving `sagad.v1.ParticipantService`:
+//!
+//! | step | forward | compensate |
+//! |---|---|---|
+//! | `reserve-inventory` | succeeds | succeeds |
+//! | `charge-payment` | succeeds | succeeds |
+//! | `ship-order` | W1 succeeds, W2 answers `OUTCOME_REJECTED` | succeeds |
+//!
+//! The workload is a field of the saga payload (`{"order_id":"…","workload":"W2"}`),
+//! so one process serves both workloads. A forward call whose step is [`ECHO_STEP`]
+//! answers at once without looking at anything: the no-op unary call the limit
+//! probe measures.
+//!
+//! The services keep no state: they are no-ops, so there is nothing to dedupe.
+//! The process prints one line, `sagad-bench participants listening inventory=…
+//! payments=… shipping=…`, and stops at SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use sagad::proto::v1::{
+    self as pb,
+    participant_service_server::{ParticipantService, ParticipantServiceServer},
+};
+use serde::Deserialize;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+
+use crate::ParticipantsArgs;
+
+/// The step name of an echo call.
+pub const ECHO_STEP: &str = "echo";
+/// The prefix of the line that announces the addresses.
+pub const ANNOUNCE: &str = "sagad-bench participants listening";
+/// The participants, in the order they are announced and served.
+pub const NAMES: [&str; 3] = ["inventory", "payments", "shipping"];
+/// The step whose forward call W2 rejects.
+const REJECTING_STEP: &str = "ship-order";
+
+/// What a participant reads of the saga payload.
+#[derive(Deserialize)]
+struct Payload {
+    workload: Option<String>,
+}
+
+/// A participant that does nothing, except that shipping refuses W2 orders.
+struct NoopParticipant;
+
+#[tonic::async_trait]
+impl ParticipantService for NoopParticipant {
+    async fn forward(
+        &self,
+        request: Request<pb::StepRequest>,
+    ) -> Result<Response<pb::StepResponse>, Status> {
+        let request = request.into_inner();
+        if request.step == REJECTING_STEP {
+            let payload: Payload = serde_json::from_slice(&request.payload)
+                .map_err(|e| Status::invalid_argument(format!("payload is not JSON: {e}")))?;
+            if payload.workload.as_deref() == Some("W2") {
+                return Ok(Response::new(pb::StepResponse {
+                    outcome: pb::Outcome::Rejected as i32,
+                    reason: "W2: shipping rejects every order".into(),
+                    ..Default::default()
+                }));
+            }
+        }
+        Ok(Response::new(pb::StepResponse::default()))
+    }
+
+    async fn compensate(
+        &self,
+        _request: Request<pb::StepRequest>,
+    ) -> Result<Response<pb::StepResponse>, Status> {
+        Ok(Response::new(pb::StepResponse::default()))
+    }
+}
+
+/// Binds one listener per participant: `listen` for the first, then the next
+/// ports (or any free ports when the port is 0).
+async fn bind(listen: SocketAddr) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(NAMES.len());
+    for i in 0..NAMES.len() {
+        let mut addr = listen;
+        if addr.port() != 0 {
+            addr.set_port(addr.port() + i as u16);
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Serves the participants until SIGINT or SIGTERM.
+pub async fn serve(args: ParticipantsArgs) -> anyhow::Result<()> {
+    let listeners = bind(args.listen).await?;
+    let stop = CancellationToken::new();
+    let mut servers = Vec::with_capacity(listeners.len());
+    let mut announce = ANNOUNCE.to_string();
+    for (name, listener) in NAMES.iter().zip(listeners) {
+        announce.push_str(&format!(" {name}={}", listener.local_addr()?));
+        // Nagle off on the accepted sockets: the builder's tcp_nodelay is
+        // ignored by serve_with_incoming (STACK.md).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        servers.push(tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ParticipantServiceServer::new(NoopParticipant))
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
+        ));
+    }
+    println!("{announce}");
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    stop.cancel();
+    for server in servers {
+        server.await?.context("participant server failed")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The output lines, fields in the order of WORKLOAD.md "Output".
+//!
+//! ```text
+//! LIMIT echo_conc=64 echo_calls_per_s=… rpc_bound=… echo_c1_p50_ms=… fdatasync_per_s=… fdatasync_p50_ms=… c1_floor_ms=…
+//! RESULT peer=sagad workload=W1 conc=64 run=run1 sagas=… errors=… wall_s=… tput_per_s=… p50_ms=… …
+//! RATIO run=run1 w1_c64_tput_over_rpc_bound=…
+//! RATIO run=run1 w1_c1_p50_over_c1_floor=…
+//! SUMMARY peer=sagad server_peak_rss_mb=… data_dir_mb=…
+//! ```
+//!
+//! A figure the bench cannot know (the CPU of a coordinator it did not start and
+//! whose pid it was not given) is printed `na`.
+
+use std::{fmt, time::Duration};
+
+use crate::stats::ms;
+
+/// How many round trips, and durable writes in sequence, a W1 saga needs at least.
+pub const W1_ROUND_TRIPS: f64 = 4.0;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The physical limit.
+pub struct LimitLine {
+    pub echo_conc: usize,
+    pub echo_calls_per_s: f64,
+    pub echo_c1_p50: Duration,
+    pub fdatasync_per_s: f64,
+    pub fdatasync_p50: Duration,
+}
+
+impl LimitLine {
+    /// W1 sagas per second if round trips were all there is.
+    pub fn rpc_bound(&self) -> f64 {
+        self.echo_calls_per_s / W1_ROUND_TRIPS
+    }
+
+    /// The least p50 of a W1 saga at concurrency 1, in ms.
+    pub fn c1_floor_ms(&self) -> f64 {
+        W1_ROUND_TRIPS * ms(self.echo_c1_p50) + W1_ROUND_TRIPS * ms(self.fdatasync_p50)
+    }
+}
+
+impl fmt::Display for LimitLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "LIMIT echo_conc={} echo_calls_per_s={:.0} rpc_bound={:.0} echo_c1_p50_ms={:.3} \
+             fdatasync_per_s={:.0} fdatasync_p50_ms={:.3} c1_floor_ms={:.3}",
+            self.echo_conc,
+            self.echo_calls_per_s,
+            self.rpc_bound(),
+            ms(self.echo_c1_p50),
+            self.fdatasync_per_s,
+            ms(self.fdatasync_p50),
+            self.c1_floor_ms()
+        )
+    }
+}
+
+/// One measurement.
+pub struct ResultLine {
+    pub workload: &'static str,
+    pub conc: usize,
+    /// 1-based.
+    pub run: usize,
+    /// Sagas started in the measurement (warm-up excluded).
+    pub sagas: usize,
+    /// Of those, how many did not end as the workload requires.
+    pub errors: usize,
+    pub wall: Duration,
+    pub p50: Duration,
+    pub p95: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    /// CPU seconds of the coordinator, if known.
+    pub server_cpu_s: Option<f64>,
+    /// CPU seconds of the participants process.
+    pub worker_cpu_s: f64,
+    /// CPU seconds of this process.
+    pub client_cpu_s: f64,
+    /// Highest RSS of the coordinator seen during the measurement, if known.
+    pub server_rss_peak_bytes: Option<u64>,
+}
+
+impl ResultLine {
+    /// Successful sagas per second of wall time.
+    pub fn tput_per_s(&self) -> f64 {
+        let ok = self.sagas - self.errors;
+        if self.wall.is_zero() {
+            return 0.0;
+        }
+        ok as f64 / self.wall.as_secs_f64()
+    }
+
+    fn cpu_ms_per_saga(&self) -> Option<f64> {
+        let server = self.server_cpu_s?;
+        (self.sagas > 0)
+            .then(|| (server + self.worker_cpu_s + self.client_cpu_s) * 1000.0 / self.sagas as f64)
+    }
+}
+
+impl fmt::Display for ResultLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RESULT peer=sagad workload={} conc={} run=run{} sagas={} errors={} wall_s={:.3} \
+             tput_per_s={:.1} p50_ms={:.3} p95_ms={:.3} p99_ms={:.3} max_ms={:.3} \
+             server_cpu_s={} worker_cpu_s={:.2} client_cpu_s={:.2} cpu_ms_per_saga={} \
+             server_rss_peak_mb={}",
+            self.workload,
+            self.conc,
+            self.run,
+            self.sagas,
+            self.errors,
+            self.wall.as_secs_f64(),
+            self.tput_per_s(),
+            ms(self.p50),
+            ms(self.p95),
+            ms(self.p99),
+            ms(self.max),
+            Na(self.server_cpu_s.map(|s| format!("{s:.2}"))),
+            self.worker_cpu_s,
+            self.client_cpu_s,
+            Na(self.cpu_ms_per_saga().map(|c| format!("{c:.3}"))),
+            Na(self.server_rss_peak_bytes.map(mib)),
+        )
+    }
+}
+
+/// `tput / rpc_bound` of W1 c64.
+pub fn ratio_tput(run: usize, tput: f64, limit: &LimitLine) -> String {
+    format!(
+        "RATIO run=run{run} w1_c64_tput_over_rpc_bound={:.3}",
+        tput / limit.rpc_bound()
+    )
+}
+
+/// `p50 / c1_floor_ms` of W1 c1.
+pub fn ratio_c1(run: usize, p50: Duration, limit: &LimitLine) -> String {
+    format!(
+        "RATIO run=run{run} w1_c1_p50_over_c1_floor={:.3}",
+        ms(p50) / limit.c1_floor_ms()
+    )
+}
+
+/// The last line.
+pub fn summary(server_peak_rss_bytes: Option<u64>, data_dir_bytes: Option<u64>) -> String {
+    format!(
+        "SUMMARY peer=sagad server_peak_rss_mb={} data_dir_mb={}",
+        Na(server_peak_rss_bytes.map(mib)),
+        Na(data_dir_bytes.map(mib)),
+    )
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / MIB)
+}
+
+/// A formatted figure, or `na`.
+struct Na(Option<String>);
+
+impl fmt::Display for Na {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_deref().unwrap_or("na"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_line() {
+        let limit = LimitLine {
+            echo_conc: 64,
+            echo_calls_per_s: 40000.0,
+            echo_c1_p50: Duration::from_micros(150),
+            fdatasync_per_s: 5000.0,
+            fdatasync_p50: Duration::from_micros(200),
+        };
+        assert_eq!(
+            limit.to_string(),
+            "LIMIT echo_conc=64 echo_calls_per_s=40000 rpc_bound=10000 echo_c1_p50_ms=0.150 \
+             fdatasync_per_s=5000 fdatasync_p50_ms=0.200 c1_floor_ms=1.400"
+        );
+        assert_eq!(
+            ratio_c1(1, Duration::from_micros(2800), &limit),
+            "RATIO run=run1 w1_c1_p50_over_c1_floor=2.000"
+        );
+    }
+
+    #[test]
+    fn unknown_server_figures() {
+        let line = ResultLine {
+            workload: "W2",
+            conc: 64,
+            run: 2,
+            sagas: 10,
+            errors: 0,
+            wall: Duration::from_secs(2),
+            p50: Duration::from_millis(1),
+            p95: Duration::from_millis(2),
+            p99: Duration::from_millis(3),
+            max: Duration::from_millis(4),
+            server_cpu_s: None,
+            worker_cpu_s: 0.5,
+            client_cpu_s: 0.25,
+            server_rss_peak_bytes: None,
+        };
+        assert_eq!(
+            line.to_string(),
+            "RESULT peer=sagad workload=W2 conc=64 run=run2 sagas=10 errors=0 wall_s=2.000 \
+             tput_per_s=5.0 p50_ms=1.000 p95_ms=2.000 p99_ms=3.000 max_ms=4.000 \
+             server_cpu_s=na worker_cpu_s=0.50 client_cpu_s=0.25 cpu_ms_per_saga=na \
+             server_rss_peak_mb=na"
+        );
+    }
+}

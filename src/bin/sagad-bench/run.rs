@@ -1,0 +1,592 @@
+//! `sagad-bench run`, start to finish:
+//!
+//! ```text
+//!  participants process ──▶ LIMIT (echo c64, echo c1, fdatasync)
+//!        │
+//!  coordinator (sagad serve, empty data dir, the bench definition)
+//!        │  register the three participants
+//!        ▼
+//!  run1: W1 c64 · W2 c64 · W1 c1   (each: warm-up, measurement, RESULT)
+//!  run2: …
+//!        ▼
+//!  stop the coordinator (SIGTERM), SUMMARY, stop the participants
+//! ```
+//!
+//! Invariants:
+//! - The measurements of every run go to one coordinator, started on an empty data
+//!   directory (unless `--addr` names one that is already running).
+//! - Both child processes are stopped however the run ends ([`ChildGuard`]); a
+//!   SIGINT or SIGTERM to the bench ends the run the same way.
+//! - Only loopback addresses are used.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use sagad::proto::v1::{
+    self as pb, coordinator_client::CoordinatorClient,
+    participant_service_client::ParticipantServiceClient,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tonic::{
+    Code,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{
+    RunArgs, check,
+    child::ChildGuard,
+    limit::{self, Plan},
+    load::{self, Load, LoadResult, SagaSource, Workload},
+    participants,
+    procfs::{self, RssSampler},
+    report::{self, LimitLine, ResultLine},
+    stats::Latencies,
+};
+
+/// Sagas of a full c64 measurement.
+const C64_SAGAS: usize = 20_000;
+/// Sagas of a full c1 measurement.
+const C1_SAGAS: usize = 2_000;
+/// Sagas of a `--quick` c64 measurement.
+const QUICK_C64_SAGAS: usize = 300;
+/// Sagas of a `--quick` c1 measurement.
+const QUICK_C1_SAGAS: usize = 100;
+/// Warm-up sagas before each measurement, at most (WORKLOAD.md: min(200, N)).
+const WARMUP_SAGAS: usize = 200;
+/// Concurrency of the c64 measurements and of the echo throughput probe.
+const HIGH_CONCURRENCY: usize = 64;
+/// W2 sagas per measurement whose compensation order is also checked in the journal.
+const ORDER_CHECK_SAMPLE: usize = 100;
+/// How long a child may take to announce its address, and the coordinator to
+/// become ready.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often registration is retried while the coordinator is still recovering.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// The definition the bench writes and starts.
+const DEFINITION: &str = "sagad-bench-order";
+/// The saga's steps and their participants (the announced service, and the
+/// registered name, prefixed so a shared coordinator's own participants are kept).
+const STEPS: [(&str, &str); 3] = [
+    ("reserve-inventory", "inventory"),
+    ("charge-payment", "payments"),
+    ("ship-order", "shipping"),
+];
+/// How many failure reasons of a measurement are shown on stderr.
+const ERRORS_SHOWN: usize = 5;
+
+/// One line of the measurement table.
+struct Measurement {
+    workload: Workload,
+    concurrency: usize,
+    sagas: usize,
+}
+
+/// The measurement set, in WORKLOAD.md's order.
+fn measurements(args: &RunArgs) -> [Measurement; 3] {
+    let (c64, c1) = match (args.sagas_per_measurement, args.quick) {
+        (Some(n), _) => (n, (n / 10).max(1)),
+        (None, true) => (QUICK_C64_SAGAS, QUICK_C1_SAGAS),
+        (None, false) => (C64_SAGAS, C1_SAGAS),
+    };
+    let m = |workload, concurrency, sagas| Measurement {
+        workload,
+        concurrency,
+        sagas,
+    };
+    [
+        m(Workload::W1, HIGH_CONCURRENCY, c64),
+        m(Workload::W2, HIGH_CONCURRENCY, c64),
+        m(Workload::W1, 1, c1),
+    ]
+}
+
+fn plan(quick: bool) -> Plan {
+    if quick {
+        Plan {
+            warmup: Duration::from_millis(200),
+            echo_window: Duration::from_secs(1),
+            echo_c1_window: Duration::from_millis(500),
+            fsync_window: Duration::from_millis(500),
+        }
+    } else {
+        Plan {
+            warmup: Duration::from_millis(500),
+            echo_window: Duration::from_secs(3),
+            echo_c1_window: Duration::from_secs(2),
+            fsync_window: Duration::from_secs(2),
+        }
+    }
+}
+
+fn registered_name(service: &str) -> String {
+    format!("bench-{service}")
+}
+
+/// Runs the benchmark; a SIGINT or SIGTERM stops it (and its children).
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = run_to_end(args) => result,
+        _ = interrupt.recv() => bail!("interrupted (SIGINT): stopping the child processes"),
+        _ = terminate.recv() => bail!("terminated (SIGTERM): stopping the child processes"),
+    }
+}
+
+async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
+    if args.runs == 0 || args.channels == 0 {
+        bail!("--runs and --channels must be at least 1");
+    }
+    let plan = plan(args.quick);
+    // Definitions, logs and (by default) the data directory; removed at the end.
+    // Declared first so that it is dropped last, after the children are stopped.
+    let scratch = tempfile::Builder::new()
+        .prefix("sagad-bench-")
+        .tempdir()
+        .context("creating a scratch directory")?;
+    let own_coordinator = args.addr.is_none();
+    let data_dir = match &args.data_dir {
+        Some(dir) => Some(dir.clone()),
+        None if own_coordinator => Some(scratch.path().join("data")),
+        None => None,
+    };
+    if own_coordinator && let Some(dir) = &data_dir {
+        prepare_empty_dir(dir)?;
+    }
+    let me = std::env::current_exe().context("finding the sagad-bench executable")?;
+
+    // The participants, and the physical limit (before the coordinator runs).
+    let mut participants = ChildGuard::spawn(
+        "participants process",
+        &me,
+        &[
+            "participants".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+        &scratch.path().join("participants.log"),
+    )?;
+    let announce = participants.line_starting_with(participants::ANNOUNCE, STARTUP_TIMEOUT)?;
+    let services = parse_announce(&announce)?;
+    eprintln!("sagad-bench: {announce}");
+    let probe_dir = match (&data_dir, own_coordinator) {
+        (Some(dir), true) => dir.clone(),
+        (Some(dir), false) => dir.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        (None, _) => std::env::temp_dir(),
+    };
+    let limit = measure_limit(&services, args.channels, &probe_dir, plan).await?;
+    println!("{limit}");
+
+    // The coordinator.
+    let (mut coordinator, url, source) = match &args.addr {
+        Some(addr) => (None, addr.clone(), inline_source()),
+        None => {
+            let dir = data_dir
+                .as_deref()
+                .context("own coordinator has a data dir")?;
+            let (child, addr) = start_coordinator(&me, dir, scratch.path())?;
+            (
+                Some(child),
+                format!("http://{addr}"),
+                SagaSource::Definition(DEFINITION.into()),
+            )
+        }
+    };
+    let server_pid = coordinator
+        .as_ref()
+        .map(ChildGuard::pid)
+        .or(args.server_pid);
+    let clients: Vec<CoordinatorClient<Channel>> = connect(&url, args.channels)
+        .await?
+        .into_iter()
+        .map(CoordinatorClient::new)
+        .collect();
+    register_participants(&clients[0], &services).await?;
+
+    let mut peak_rss = None;
+    for run in 1..=args.runs {
+        for m in measurements(&args) {
+            if let Some(c) = &mut coordinator {
+                c.ensure_running()?;
+            }
+            participants.ensure_running()?;
+            let pids = Pids {
+                server: server_pid,
+                worker: participants.pid(),
+            };
+            let line = measure(&clients, &source, &m, run, args.duration_cap, pids).await?;
+            peak_rss = peak_rss.max(line.server_rss_peak_bytes);
+            println!("{line}");
+            match (m.workload, m.concurrency) {
+                (Workload::W1, HIGH_CONCURRENCY) => {
+                    println!("{}", report::ratio_tput(run, line.tput_per_s(), &limit));
+                }
+                (Workload::W1, 1) => println!("{}", report::ratio_c1(run, line.p50, &limit)),
+                _ => {}
+            }
+        }
+    }
+
+    // The end: the coordinator's lifetime peak, a clean stop, the journal's size.
+    if let Some(pid) = server_pid
+        && let Ok(hwm) = procfs::status_bytes(pid, "VmHWM")
+    {
+        peak_rss = peak_rss.max(Some(hwm));
+    }
+    drop(clients);
+    if let Some(c) = &mut coordinator {
+        let status = c.stop()?;
+        if !status.success() {
+            eprintln!(
+                "sagad-bench: the coordinator exited {status} at SIGTERM; its log ends:\n{}",
+                c.log_tail()
+            );
+        }
+    }
+    let data_dir_bytes = data_dir.as_deref().map(dir_bytes).transpose()?;
+    participants.stop()?;
+    println!("{}", report::summary(peak_rss, data_dir_bytes));
+    if let Some(dir) = &args.data_dir {
+        eprintln!("sagad-bench: the journal is kept in {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Warm-up, then the measurement with its CPU and RSS figures.
+async fn measure(
+    clients: &[CoordinatorClient<Channel>],
+    source: &SagaSource,
+    m: &Measurement,
+    run: usize,
+    cap: Duration,
+    pids: Pids,
+) -> anyhow::Result<ResultLine> {
+    let name = format!("run{run} {} c{}", m.workload.as_str(), m.concurrency);
+    let tag = format!("run{run}-{}-c{}", m.workload.as_str(), m.concurrency);
+    let warmup = Load {
+        workload: m.workload,
+        concurrency: m.concurrency,
+        sagas: WARMUP_SAGAS.min(m.sagas),
+        cap,
+        tag: format!("{tag}-warmup"),
+    };
+    eprintln!(
+        "sagad-bench: {name}: warm-up of {} sagas, then {} sagas",
+        warmup.sagas, m.sagas
+    );
+    let warmed = load::drive(clients, source, &warmup).await?;
+    if !warmed.errors.is_empty() {
+        eprintln!(
+            "sagad-bench: {name}: {} of {} warm-up sagas failed (not counted), e.g. {}",
+            warmed.errors.len(),
+            warmed.started,
+            warmed.errors[0]
+        );
+    }
+
+    let load = Load {
+        workload: m.workload,
+        concurrency: m.concurrency,
+        sagas: m.sagas,
+        cap,
+        tag,
+    };
+    let cpu_before = cpu_now(pids)?;
+    let sampler = pids.server.map(RssSampler::start);
+    let mut result = load::drive(clients, source, &load).await?;
+    let rss_peak = sampler.map(RssSampler::finish);
+    let cpu_after = cpu_now(pids)?;
+
+    if m.workload == Workload::W2 {
+        check_journal_order(&clients[0], &mut result).await;
+    }
+    for why in result.errors.iter().take(ERRORS_SHOWN) {
+        eprintln!("sagad-bench: {name}: error: {why}");
+    }
+    if result.started < m.sagas {
+        eprintln!(
+            "sagad-bench: {name}: the duration cap stopped the starts at {} of {} sagas",
+            result.started, m.sagas
+        );
+    }
+    let latencies = Latencies::new(result.latencies);
+    debug_assert_eq!(latencies.len(), result.started - result.errors.len());
+    Ok(ResultLine {
+        workload: m.workload.as_str(),
+        conc: m.concurrency,
+        run,
+        sagas: result.started,
+        errors: result.errors.len(),
+        wall: result.wall,
+        p50: latencies.percentile(50.0),
+        p95: latencies.percentile(95.0),
+        p99: latencies.percentile(99.0),
+        max: latencies.max(),
+        server_cpu_s: cpu_after.server.zip(cpu_before.server).map(|(a, b)| a - b),
+        worker_cpu_s: cpu_after.worker - cpu_before.worker,
+        client_cpu_s: cpu_after.client - cpu_before.client,
+        server_rss_peak_bytes: rss_peak,
+    })
+}
+
+/// The processes whose CPU is counted (the client is this process).
+#[derive(Clone, Copy)]
+struct Pids {
+    /// The coordinator, if known.
+    server: Option<u32>,
+    /// The participants process.
+    worker: u32,
+}
+
+/// CPU seconds so far of the three processes.
+struct Cpu {
+    server: Option<f64>,
+    worker: f64,
+    client: f64,
+}
+
+fn cpu_now(pids: Pids) -> anyhow::Result<Cpu> {
+    Ok(Cpu {
+        server: pids
+            .server
+            .map(|p| procfs::cpu_seconds(Some(p)))
+            .transpose()?,
+        worker: procfs::cpu_seconds(Some(pids.worker))?,
+        client: procfs::cpu_seconds(None)?,
+    })
+}
+
+/// Checks the journal's compensation order for a sample of a W2 measurement's
+/// sagas; a saga that fails it moves from the successes to the errors.
+async fn check_journal_order(client: &CoordinatorClient<Channel>, result: &mut LoadResult) {
+    let n = result.ok_ids.len();
+    if n == 0 {
+        return;
+    }
+    let step = n.div_ceil(ORDER_CHECK_SAMPLE);
+    let mut client = client.clone();
+    let mut bad = Vec::new();
+    for i in (0..n).step_by(step) {
+        if let Err(why) = check::journal_order(&mut client, &result.ok_ids[i]).await {
+            bad.push((i, why));
+        }
+    }
+    for (i, why) in bad.into_iter().rev() {
+        result.ok_ids.swap_remove(i);
+        result.latencies.swap_remove(i);
+        result.errors.push(why);
+    }
+}
+
+/// Echo c64, echo c1 and fdatasync.
+async fn measure_limit(
+    services: &HashMap<String, SocketAddr>,
+    channels: usize,
+    probe_dir: &Path,
+    plan: Plan,
+) -> anyhow::Result<LimitLine> {
+    let echo_addr = services
+        .get(participants::NAMES[0])
+        .context("no echo service announced")?;
+    let clients: Vec<_> = connect(&format!("http://{echo_addr}"), channels)
+        .await?
+        .into_iter()
+        .map(ParticipantServiceClient::new)
+        .collect();
+    eprintln!("sagad-bench: LIMIT: echo at concurrency {HIGH_CONCURRENCY}, echo at 1, fdatasync");
+    let echo_calls_per_s = limit::echo_throughput(&clients, HIGH_CONCURRENCY, plan).await?;
+    let echo_c1 = limit::echo_latency(&mut clients[0].clone(), plan).await?;
+    let dir = probe_dir.to_path_buf();
+    let (fdatasync_per_s, fsync) =
+        tokio::task::spawn_blocking(move || limit::fdatasync(&dir, plan)).await??;
+    Ok(LimitLine {
+        echo_conc: HIGH_CONCURRENCY,
+        echo_calls_per_s,
+        echo_c1_p50: echo_c1.percentile(50.0),
+        fdatasync_per_s,
+        fdatasync_p50: fsync.percentile(50.0),
+    })
+}
+
+/// `count` HTTP/2 connections to `url`, Nagle off.
+async fn connect(url: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("{url} is not a URL"))?
+        .tcp_nodelay(true)
+        .connect_timeout(STARTUP_TIMEOUT);
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {url}"))?,
+        );
+    }
+    Ok(channels)
+}
+
+/// `name=host:port` pairs of the participants' announce line.
+fn parse_announce(line: &str) -> anyhow::Result<HashMap<String, SocketAddr>> {
+    let mut services = HashMap::new();
+    for pair in line
+        .trim_start_matches(participants::ANNOUNCE)
+        .split_whitespace()
+    {
+        let (name, addr) = pair
+            .split_once('=')
+            .with_context(|| format!("bad announce line {line:?}"))?;
+        services.insert(name.to_string(), addr.parse()?);
+    }
+    for name in participants::NAMES {
+        if !services.contains_key(name) {
+            bail!("the participants process did not announce {name}: {line:?}");
+        }
+    }
+    Ok(services)
+}
+
+/// The data directory must be new: the measurements start on an empty journal.
+fn prepare_empty_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!(
+            "--data-dir {} is not empty: the benchmark starts on an empty journal",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Writes the bench definition and starts `sagad serve` (next to this executable).
+fn start_coordinator(
+    me: &Path,
+    data_dir: &Path,
+    scratch: &Path,
+) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+    let sagad = me.with_file_name("sagad");
+    if !sagad.is_file() {
+        bail!(
+            "no sagad executable next to {} (build both: cargo build --release)",
+            me.display()
+        );
+    }
+    let sagas_dir = scratch.join("sagas");
+    std::fs::create_dir_all(&sagas_dir)?;
+    std::fs::write(
+        sagas_dir.join(format!("{DEFINITION}.toml")),
+        definition_toml(),
+    )?;
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+        "--sagas".as_ref(),
+        sagas_dir.as_os_str(),
+    ];
+    let mut child = ChildGuard::spawn("coordinator", &sagad, &args, &scratch.join("sagad.log"))?;
+    const PREFIX: &str = "sagad listening on ";
+    let line = child.line_starting_with(PREFIX, STARTUP_TIMEOUT)?;
+    let addr = line[PREFIX.len()..]
+        .trim()
+        .parse()
+        .with_context(|| format!("bad listening line {line:?}"))?;
+    eprintln!(
+        "sagad-bench: coordinator (pid {}) on {addr}, journal in {}",
+        child.pid(),
+        data_dir.display()
+    );
+    Ok((child, addr))
+}
+
+/// The bench definition, as a user would write it.
+fn definition_toml() -> String {
+    let mut text = format!(
+        "# Written by sagad-bench: the saga of shared/WORKLOAD.md.\n\
+         name = \"{DEFINITION}\"\n\
+         description = \"Reserve inventory, charge payment, ship order (no-op participants)\"\n"
+    );
+    for (step, service) in STEPS {
+        text.push_str(&format!(
+            "\n[[steps]]\nname = \"{step}\"\nparticipant = \"{}\"\n",
+            registered_name(service)
+        ));
+    }
+    text
+}
+
+/// The same steps, inline, for a coordinator the bench did not start.
+fn inline_source() -> SagaSource {
+    SagaSource::Inline(
+        STEPS
+            .iter()
+            .map(|&(step, service)| pb::StepDefinition {
+                name: step.into(),
+                participant: registered_name(service),
+                ..Default::default()
+            })
+            .collect(),
+    )
+}
+
+/// Registers the three participants, retrying while the coordinator recovers.
+async fn register_participants(
+    client: &CoordinatorClient<Channel>,
+    services: &HashMap<String, SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut client = client.clone();
+    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    for (_, service) in STEPS {
+        let base = format!("http://{}/sagad.v1.ParticipantService", services[service]);
+        let request = pb::RegisterParticipantRequest {
+            name: registered_name(service),
+            forward_endpoint: format!("{base}/Forward"),
+            compensate_endpoint: format!("{base}/Compensate"),
+            ..Default::default()
+        };
+        loop {
+            match client.register_participant(request.clone()).await {
+                Ok(_) => break,
+                Err(s)
+                    if s.code() == Code::Unavailable && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(READY_POLL).await;
+                }
+                Err(s) => bail!(
+                    "registering {}: {:?} {}",
+                    request.name,
+                    s.code(),
+                    s.message()
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the files under `dir` occupy on disk (as `du` counts them).
+fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut pending: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        for entry in
+            std::fs::read_dir(&path).with_context(|| format!("reading {}", path.display()))?
+        {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    Ok(total)
+}
