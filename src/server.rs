@@ -58,14 +58,21 @@ pub struct Server {
 /// (see the module docs). Errors here are startup errors: locked or unreadable
 /// data directory, address in use.
 pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result<Server> {
-    let journal: Arc<dyn Journal> = {
-        let dir = config.data_dir.clone();
-        // Opening sled reads its files: keep that off the async workers.
-        let journal = tokio::task::spawn_blocking(move || SledJournal::open(&dir))
-            .await
-            .map_err(|e| Error::Unavailable(format!("journal open task failed: {e}")))??;
-        Arc::new(journal)
-    };
+    let dir = config.data_dir.clone();
+    // Opening sled reads its files: keep that off the async workers.
+    let journal = tokio::task::spawn_blocking(move || SledJournal::open(&dir))
+        .await
+        .map_err(|e| Error::Unavailable(format!("journal open task failed: {e}")))??;
+    start_with_journal(config, Arc::new(journal), definitions).await
+}
+
+/// As [`start`], over a journal the caller opened (tests inject faulty stores
+/// this way); `config.data_dir` is not used.
+pub async fn start_with_journal(
+    config: ServerConfig,
+    journal: Arc<dyn Journal>,
+    definitions: Vec<Definition>,
+) -> Result<Server> {
     let participants = Arc::new(GrpcParticipants::new(config.engine.max_payload_bytes));
     let engine = Engine::new(journal, participants, definitions, config.engine.clone()).await?;
     let listener = TcpListener::bind(config.listen)

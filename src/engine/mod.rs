@@ -14,7 +14,7 @@
 //!   is journaled, a cancel once `CancelRequested` is.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
@@ -45,6 +45,8 @@ pub const INLINE_DEFINITION: &str = "inline";
 pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 256;
 /// Commands that can queue for one runner.
 pub(crate) const RUNNER_COMMAND_CAPACITY: usize = 16;
+/// How often stalled sagas are checked for resumption.
+const HEAL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -130,6 +132,9 @@ struct Inner {
     runners: Mutex<HashMap<SagaId, mpsc::Sender<Command>>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Sagas whose runner stopped because the journal could not write; they are
+    /// resumed from the journal once it can (see `heal`). A std lock: no await inside.
+    stalled: Mutex<HashSet<SagaId>>,
 }
 
 impl From<FoldError> for Error {
@@ -156,7 +161,7 @@ impl Engine {
             .into_iter()
             .map(|p| (p.name.clone(), p))
             .collect();
-        Ok(Self {
+        let engine = Self {
             inner: Arc::new(Inner {
                 journal,
                 participants,
@@ -170,8 +175,54 @@ impl Engine {
                 runners: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                stalled: Mutex::new(HashSet::new()),
             }),
-        })
+        };
+        engine.inner.tracker.spawn(engine.clone().heal());
+        Ok(engine)
+    }
+
+    /// Resumes stalled sagas once the journal writes again; runs until shutdown.
+    async fn heal(self) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HEAL_INTERVAL) => {}
+                _ = self.inner.shutdown.cancelled() => return,
+            }
+            if self.inner.journal.write_failure().is_some() {
+                continue;
+            }
+            let stalled: Vec<SagaId> = self.lock_stalled().drain().collect();
+            for id in stalled {
+                match recovery::resume(&self, id).await {
+                    Ok(_) => tracing::info!(saga = %id, "saga resumed after the journal recovered"),
+                    Err(e) => {
+                        tracing::error!(saga = %id, error = %e, "cannot resume saga yet");
+                        self.lock_stalled().insert(id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn lock_stalled(&self) -> std::sync::MutexGuard<'_, HashSet<SagaId>> {
+        self.inner.stalled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that a saga's runner stopped on a journal write failure.
+    fn stall(&self, id: SagaId) {
+        self.lock_stalled().insert(id);
+    }
+
+    /// Refuses new work while the journal cannot write.
+    fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        match self.inner.journal.write_failure() {
+            Some(why) => Err(Error::Unavailable(format!(
+                "the journal cannot write to disk ({why}); new work is refused until it can, and running sagas wait"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The engine's settings.
@@ -195,7 +246,7 @@ impl Engine {
 
     /// Creates or replaces a participant, durably.
     pub async fn register_participant(&self, participant: Participant) -> Result<Participant> {
-        self.check_open()?;
+        self.check_writable()?;
         // A policy that cannot resolve against the server defaults (an initial
         // interval above the default cap, say) would fail every later start.
         participant
@@ -237,7 +288,7 @@ impl Engine {
 
     /// Starts a saga (or finds the one its idempotency key names).
     pub async fn start_saga(&self, request: StartRequest) -> Result<Started> {
-        self.check_open()?;
+        self.check_writable()?;
         let max = self.inner.config.max_payload_bytes;
         if request.payload.len() > max {
             return Err(Error::InvalidArgument(format!(

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::{Engine, RUNNER_COMMAND_CAPACITY};
 use crate::{
     Result,
-    saga::{self, Event, Timestamp},
+    saga::{self, Event, SagaId, Timestamp},
 };
 
 /// What recovery found.
@@ -27,35 +27,55 @@ pub struct RecoveryReport {
     pub took: Duration,
 }
 
+/// Hands one saga back to a runner, as its journal says it is. Returns how many
+/// in-flight calls were recorded as interrupted, or `None` when the saga is
+/// terminal or already has a runner.
+pub(crate) async fn resume(engine: &Engine, id: SagaId) -> Result<Option<usize>> {
+    let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
+    {
+        let mut runners = engine.lock_runners();
+        if runners.contains_key(&id) {
+            return Ok(None);
+        }
+        runners.insert(id, command_tx);
+    }
+    // From here the saga is ours: read it only now, so nothing can change it.
+    let mut state = match engine.get(id).await {
+        Ok(state) if !state.status.is_terminal() => state,
+        other => {
+            engine.lock_runners().remove(&id);
+            other?;
+            return Ok(None);
+        }
+    };
+    let now = Timestamp::now();
+    let mut pending = Vec::new();
+    for kind in saga::recover(&state, now, fastrand::f64()) {
+        let event = Event {
+            saga: id,
+            seq: state.last_seq + 1,
+            offset: 0,
+            at: now,
+            kind,
+        };
+        state.apply(&event)?;
+        pending.push(event);
+    }
+    let interrupted = pending.len();
+    engine.spawn_runner(state, pending, command_rx, None, vec![]);
+    Ok(Some(interrupted))
+}
+
 /// Resumes every unfinished saga of the engine's journal.
 pub async fn recover(engine: &Engine) -> Result<RecoveryReport> {
     let started = Instant::now();
     let journal = engine.journal().clone();
     let mut report = RecoveryReport::default();
     for id in journal.unfinished().await? {
-        let state = engine.get(id).await?;
-        if state.status.is_terminal() {
-            continue;
+        if let Some(interrupted) = resume(engine, id).await? {
+            report.resumed += 1;
+            report.interrupted += interrupted;
         }
-        let now = Timestamp::now();
-        let mut state = state;
-        let mut pending = Vec::new();
-        for kind in saga::recover(&state, now, fastrand::f64()) {
-            let event = Event {
-                saga: id,
-                seq: state.last_seq + 1,
-                offset: 0,
-                at: now,
-                kind,
-            };
-            state.apply(&event)?;
-            pending.push(event);
-            report.interrupted += 1;
-        }
-        let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
-        engine.lock_runners().insert(id, command_tx);
-        engine.spawn_runner(state, pending, command_rx, None, vec![]);
-        report.resumed += 1;
         crate::crash_point!("recovery::after_resume");
     }
     report.took = started.elapsed();

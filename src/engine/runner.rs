@@ -25,6 +25,7 @@ use tokio::{
 use super::{Command, Engine};
 use crate::{
     Error, Result,
+    journal::JournalError,
     participant::CallRequest,
     saga::{
         Action, CallOutcome, Decision, Event, EventKind, SagaState, SagaStatus, Timestamp,
@@ -103,7 +104,13 @@ impl Runner {
                 tracing::debug!(saga = %id, "saga left for the next start");
             }
             Err(e) => {
-                tracing::error!(saga = %id, error = %e, "saga stopped: its progress could not be journaled");
+                tracing::error!(saga = %id, error = %e, "saga paused: its progress could not be journaled");
+                if matches!(
+                    e,
+                    Error::Journal(JournalError::Io(_) | JournalError::Failed(_))
+                ) {
+                    self.engine.stall(id);
+                }
                 if let Some(ack) = self.ack.take() {
                     let _ = ack.send(Err(e));
                 }

@@ -32,8 +32,8 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    JOURNAL_BATCH_MAX, JOURNAL_QUEUE_CAPACITY, Journal, JournalError, JournalStats, ListQuery,
-    SagaSummary,
+    JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JOURNAL_QUEUE_CAPACITY, Journal, JournalError,
+    JournalStats, ListQuery, SagaSummary,
     codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
 };
 use crate::saga::{Event, EventKind, Participant, SagaId, SagaStatus};
@@ -97,6 +97,8 @@ pub struct KvJournal<S: KvStore> {
     store: Arc<S>,
     request_tx: mpsc::Sender<WriteRequest>,
     counters: Arc<Counters>,
+    /// Why writes fail, while they do (a std mutex: never held across an await).
+    failure: Arc<Mutex<Option<String>>>,
     /// The writer thread, joined by `close` (a std mutex: never held across await).
     writer: Mutex<Option<thread::JoinHandle<()>>>,
 }
@@ -116,9 +118,11 @@ impl<S: KvStore> KvJournal<S> {
         };
         let (request_tx, request_rx) = mpsc::channel(JOURNAL_QUEUE_CAPACITY);
         let counters = Arc::new(Counters::default());
+        let failure = Arc::new(Mutex::new(None));
         let writer = Writer {
             store: store.clone(),
             counters: counters.clone(),
+            failure: failure.clone(),
             next_offset,
             failed: None,
         };
@@ -130,6 +134,7 @@ impl<S: KvStore> KvJournal<S> {
             store,
             request_tx,
             counters,
+            failure,
             writer: Mutex::new(Some(handle)),
         })
     }
@@ -237,6 +242,13 @@ impl<S: KvStore> Journal for KvJournal<S> {
         }
     }
 
+    fn write_failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     async fn close(&self) -> Result<(), JournalError> {
         let result = match self.request(|reply| WriteRequest::Close { reply }).await {
             Err(JournalError::Closed) => Ok(()),
@@ -257,6 +269,8 @@ impl<S: KvStore> Journal for KvJournal<S> {
 struct Writer<S: KvStore> {
     store: Arc<S>,
     counters: Arc<Counters>,
+    /// Shared with the journal handle, for `write_failure`.
+    failure: Arc<Mutex<Option<String>>>,
     /// The offset the next event gets; advanced only once a batch is durable.
     next_offset: u64,
     /// Set by the first failed write or sync; every later write is refused.
@@ -275,7 +289,25 @@ enum Pending {
 impl<S: KvStore> Writer<S> {
     fn run(mut self, mut request_rx: mpsc::Receiver<WriteRequest>) {
         let mut requests = Vec::with_capacity(JOURNAL_BATCH_MAX);
-        while let Some(first) = request_rx.blocking_recv() {
+        loop {
+            let first = if self.failed.is_some() {
+                // While writes fail, refuse requests at once and probe the disk:
+                // one successful sync makes everything written so far durable.
+                match request_rx.try_recv() {
+                    Ok(request) => request,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        thread::sleep(JOURNAL_PROBE_INTERVAL);
+                        self.probe();
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                }
+            } else {
+                match request_rx.blocking_recv() {
+                    Some(request) => request,
+                    None => return,
+                }
+            };
             requests.push(first);
             while requests.len() < JOURNAL_BATCH_MAX {
                 match request_rx.try_recv() {
@@ -346,10 +378,20 @@ impl<S: KvStore> Writer<S> {
                 NEXT_OFFSET_KEY.to_vec(),
                 Some(offset.to_be_bytes().to_vec()),
             ));
-            let result = self.store.write(writes).and_then(|()| {
-                crate::crash_point!("journal::before_sync");
-                self.store.sync()
-            });
+            let result = match self.store.write(writes) {
+                Ok(()) => {
+                    // The batch is in the store: its offsets are spent whether or
+                    // not this sync succeeds (a later sync may make it durable),
+                    // so they are never handed out twice.
+                    crate::crash_point!("journal::before_sync");
+                    let synced = self.store.sync();
+                    if synced.is_err() {
+                        self.next_offset = offset;
+                    }
+                    synced
+                }
+                Err(e) => Err(e),
+            };
             self.finish(pending, offset, result);
         }
         match close {
@@ -362,6 +404,18 @@ impl<S: KvStore> Writer<S> {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Tries a sync while failed; on success the journal takes writes again.
+    fn probe(&mut self) {
+        if self.store.sync().is_ok() {
+            tracing::warn!(
+                after = self.failed.as_deref().unwrap_or_default(),
+                "journal writes work again"
+            );
+            self.failed = None;
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
     }
 
@@ -388,8 +442,9 @@ impl<S: KvStore> Writer<S> {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "journal write failed; refusing further writes");
+                tracing::error!(error = %e, "journal write failed; refusing writes until the disk works again");
                 self.failed = Some(e.to_string());
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 for p in pending {
                     match p {
                         Pending::Append(reply, _) => {

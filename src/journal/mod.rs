@@ -19,8 +19,10 @@
 //!   fails with [`JournalError::IdempotencyConflict`].
 //! - **Group commit.** Concurrent appends share one flush: the cost of durability is
 //!   paid per batch, not per caller.
-//! - **Failure is sticky.** After a write or flush fails, the journal refuses every
-//!   later write: nothing may go on in a state that is not known to be on disk.
+//! - **Failure stops writes.** After a write or flush fails, the journal refuses
+//!   every write until a sync succeeds again (it probes the disk meanwhile): nothing
+//!   may go on in a state that is not known to be on disk. An append that failed
+//!   may still become durable by a later sync; its offsets are never reused.
 
 use std::path::PathBuf;
 
@@ -31,7 +33,7 @@ use crate::saga::{Event, Participant, SagaId, SagaStatus, Timestamp};
 mod codec;
 #[cfg(test)]
 pub mod conformance;
-mod kv;
+pub mod kv;
 pub mod memory;
 pub mod sled;
 
@@ -43,6 +45,8 @@ pub use sled::SledJournal;
 pub const JOURNAL_BATCH_MAX: usize = 1024;
 /// Write requests that can queue for the writer before appenders wait.
 pub const JOURNAL_QUEUE_CAPACITY: usize = 4096;
+/// How often a journal whose writes fail tries the disk again.
+pub const JOURNAL_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What can go wrong with the journal.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +127,10 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Counters since open.
     fn stats(&self) -> JournalStats;
+
+    /// Why writes fail, while they do: `Some` from a failed write until the
+    /// journal has made everything written so far durable again.
+    fn write_failure(&self) -> Option<String>;
 
     /// Waits for queued writes, flushes, and stops the writer. Later writes fail
     /// with [`JournalError::Closed`].

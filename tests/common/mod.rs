@@ -73,6 +73,20 @@ impl TestServer {
         s
     }
 
+    /// A server on an existing data directory (the caller keeps it alive).
+    pub async fn reopen(data_dir: PathBuf) -> Self {
+        let mut s = Self {
+            server: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir,
+            _dir: None,
+            definitions: vec![order_fulfillment()],
+            config: EngineConfig::default(),
+        };
+        s.boot().await;
+        s
+    }
+
     async fn boot(&mut self) {
         let server = server::start(
             ServerConfig {
