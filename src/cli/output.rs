@@ -301,15 +301,16 @@ pub fn config_duration(d: &prost_types::Duration) -> String {
     humantime::format_duration(std_duration(d)).to_string()
 }
 
-/// Bytes as text for one line: JSON is re-encoded compactly, other UTF-8 kept,
-/// binary summarised; cut to `max` characters.
+/// Bytes as text for one line: one-line UTF-8 as written (so JSON keeps its
+/// key order), multi-line JSON re-encoded compactly, binary summarised; cut to
+/// `max` characters.
 pub fn bytes_preview(bytes: &[u8], max: usize) -> String {
-    let text = match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(json) => json.to_string(),
-        Err(_) => match std::str::from_utf8(bytes) {
-            Ok(text) => text.to_string(),
-            Err(_) => format!("<{} bytes>", bytes.len()),
-        },
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) if !text.contains('\n') => text.to_string(),
+        Ok(text) => serde_json::from_str::<serde_json::Value>(text)
+            .map(|json| json.to_string())
+            .unwrap_or_else(|_| text.replace('\n', " ")),
+        Err(_) => format!("<{} bytes>", bytes.len()),
     };
     truncate(&text, max)
 }
