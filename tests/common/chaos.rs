@@ -327,6 +327,20 @@ impl Harness {
         summary
     }
 
+    /// SIGTERMs the coordinator, checks it exits 0, and starts a new one.
+    pub fn terminate_and_restart(&self) {
+        let mut process = self.process.lock().unwrap();
+        let p = process.take().expect("a running coordinator");
+        let (status, stderr) = p.terminate();
+        assert!(
+            status.success(),
+            "sagad did not exit cleanly on SIGTERM: {status}\n{stderr}"
+        );
+        let p = SagadProcess::spawn(&self.data_dir, &[]);
+        let _ = self.addr_tx.send(p.addr);
+        *process = Some(p);
+    }
+
     /// Stops the coordinator with SIGTERM and checks it exits 0.
     pub fn stop(&self) {
         if let Some(p) = self.process.lock().unwrap().take() {
