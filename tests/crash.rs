@@ -22,7 +22,10 @@ const KILLS_PER_ROUND: u32 = 20;
 const LANES: usize = 8;
 
 fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number")))
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number"))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,10 +76,15 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         for lane in lanes {
             lane.await.unwrap();
         }
-        tokio::task::spawn_blocking(move || killer.join().unwrap()).await.unwrap();
+        tokio::task::spawn_blocking(move || killer.join().unwrap())
+            .await
+            .unwrap();
         let summary = harness.settle_and_check().await;
         println!("round {round}: {summary:?}");
-        assert_eq!(summary.listed, summary.sagas, "every acknowledged saga exists, once");
+        assert_eq!(
+            summary.listed, summary.sagas,
+            "every acknowledged saga exists, once"
+        );
         assert!(summary.sagas >= SAGAS_PER_ROUND * (round as usize + 1));
         total_sagas = summary.sagas;
     }
