@@ -4,7 +4,8 @@
 //! - `demo` runs one with three participants and three orders (`cli/demo/`);
 //! - the client verbs (`start`, `get`, `list`, `watch`, `cancel`, `retry`,
 //!   `participants`, `definitions`) talk to a running server over gRPC
-//!   (`cli/saga.rs`, `cli/catalog.rs`).
+//!   (`cli/saga.rs`, `cli/catalog.rs`);
+//! - `journal check` verifies a stopped server's data directory (`cli/journal.rs`).
 //!
 //! Every failure is one line on stderr, `sagad: ...`, and an exit code scripts
 //! can tell apart (`cli/error.rs`): 1 server error, 2 bad flags or input,
@@ -18,6 +19,7 @@ use cli::{
     catalog::{DefinitionsCommand, ParticipantsCommand},
     demo::DemoArgs,
     error::{CliError, EXIT_FAILURE, EXIT_USAGE},
+    journal::JournalCommand,
     saga::{CancelArgs, GetArgs, ListArgs, RetryArgs, StartArgs, WatchArgs},
     serve::ServeArgs,
 };
@@ -38,9 +40,8 @@ struct Args {
     command: Command,
 }
 
-// Verbs are grouped by who uses them: the server, the demo, then the client
-// verbs. Operator tools that work on a data directory directly (a `journal`
-// group with `check`) belong after the client verbs.
+// Verbs are grouped by who uses them: the server, the demo, the client verbs,
+// then operator tools that work on a data directory directly.
 #[derive(Subcommand)]
 enum Command {
     /// Run the coordinator.
@@ -65,6 +66,9 @@ enum Command {
     /// List saga definitions.
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
+    /// Offline tools on a data directory.
+    #[command(subcommand)]
+    Journal(JournalCommand),
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -79,6 +83,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Retry(args) => Ok(cli::saga::retry(args).await?),
         Command::Participants(command) => Ok(cli::catalog::participants(command).await?),
         Command::Definitions(command) => Ok(cli::catalog::definitions(command).await?),
+        Command::Journal(command) => cli::journal::run(command),
     }
 }
 

@@ -6,6 +6,7 @@
 //! - `connect`, `error`: reaching the server; failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
 //! - `demo`: a coordinator and three participants in one process.
+//! - `journal`: offline tools on a data directory (`journal check`).
 
 use std::{future::Future, task::Poll};
 
@@ -37,6 +38,7 @@ pub mod catalog;
 pub mod connect;
 pub mod demo;
 pub mod error;
+pub mod journal;
 pub mod json;
 pub mod output;
 pub mod render;

@@ -30,12 +30,14 @@ use async_trait::async_trait;
 
 use crate::saga::{Event, Participant, SagaId, SagaStatus, Timestamp};
 
+pub mod check;
 mod codec;
 #[cfg(test)]
 pub mod conformance;
 pub mod kv;
 pub mod memory;
 pub mod sled;
+pub mod wal;
 
 pub use kv::KvJournal;
 pub use memory::MemoryJournal;

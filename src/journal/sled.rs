@@ -4,11 +4,17 @@
 //! - **One owner.** `open` takes an exclusive lock on `DATA_DIR/LOCK` first; a
 //!   second process gets [`JournalError::Locked`] naming the directory and the pid
 //!   holding it, before sled is touched.
-//! - **Really durable.** sled 0.34's `flush()` ends in `sync_file_range`, which does
-//!   not flush the disk's write cache (sled#1452), and it writes large values to
-//!   blob files it never syncs. So every sync here is `flush()`, then `fsync` of
-//!   any new blob file and of the blob directory, then `fdatasync` of the `db` file.
-//!   Segments are made large enough that values up to the payload limit stay inline.
+//! - **The log first.** The journal is a write-ahead log (`wal.rs`) in front of
+//!   this store: each batch is durable in the log before it is applied here, and
+//!   the store is made durable only at the log's checkpoints. The log detects
+//!   damage that sled would silently recover from (a truncated or flipped file
+//!   makes sled 0.34 open with its last good prefix), and replays what sled lacks.
+//! - **Really durable at a checkpoint.** sled 0.34's `flush()` ends in
+//!   `sync_file_range`, which does not flush the disk's write cache (sled#1452),
+//!   and it writes large values to blob files it never syncs. So a sync here is
+//!   `flush()`, then `fsync` of any new blob file and of the blob directory, then
+//!   `fdatasync` of the `db` file. Segments are made large enough that values up
+//!   to the payload limit stay inline.
 //!
 //! Only this file names sled: no sled type appears in any signature outside it.
 
@@ -23,10 +29,11 @@ use std::{
 use super::{
     JournalError, codec,
     kv::{Entry, KeyWrite, KvJournal, KvStore, Visit},
+    wal::WalStore,
 };
 
-/// The sled-backed journal.
-pub type SledJournal = KvJournal<SledStore>;
+/// The sled-backed journal: a write-ahead log in front of sled.
+pub type SledJournal = KvJournal<WalStore<SledStore>>;
 
 /// Bytes of sled's page cache; the rest of the journal lives on disk.
 const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -37,7 +44,8 @@ const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 impl SledJournal {
     /// Opens (or creates) the journal in `dir`, taking ownership of the directory.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
-        KvJournal::new(SledStore::open(dir)?)
+        let store = SledStore::open(dir)?;
+        KvJournal::new(WalStore::open(&dir.join("wal"), store)?)
     }
 }
 

@@ -1,0 +1,265 @@
+//! Verifying a whole journal: every record's checksum, every saga's sequence and
+//! fold, and every index entry against the events it derives from. Used by
+//! `sagad journal check`; it reads, and reports every problem it finds instead
+//! of stopping at the first.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+};
+
+use super::{
+    JournalError, SagaSummary,
+    codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
+    kv::KvStore,
+};
+use crate::saga::{Event, EventKind, Participant, SagaId, SagaState};
+
+/// Problems listed in full before the rest are only counted.
+const PROBLEMS_SHOWN: usize = 50;
+
+/// What a check found.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub sagas: usize,
+    pub events: usize,
+    pub participants: usize,
+    /// Sagas by state name.
+    pub by_state: BTreeMap<&'static str, usize>,
+    /// Every problem, as "where: what".
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// True when nothing is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let states: Vec<String> = self
+            .by_state
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        writeln!(
+            f,
+            "sagas: {} ({}); events: {}; participants: {}",
+            self.sagas,
+            if states.is_empty() {
+                "none".to_string()
+            } else {
+                states.join(", ")
+            },
+            self.events,
+            self.participants
+        )?;
+        if self.is_clean() {
+            return writeln!(
+                f,
+                "journal OK: every record verified, every saga folds, indexes agree"
+            );
+        }
+        writeln!(f, "journal DAMAGED: {} problem(s)", self.problems.len())?;
+        for problem in self.problems.iter().take(PROBLEMS_SHOWN) {
+            writeln!(f, "  {problem}")?;
+        }
+        if self.problems.len() > PROBLEMS_SHOWN {
+            writeln!(f, "  … and {} more", self.problems.len() - PROBLEMS_SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks everything in `store`.
+pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
+    let mut report = CheckReport::default();
+
+    // Events, grouped by saga (keys sort by saga, then seq).
+    let mut histories: BTreeMap<SagaId, Vec<Event>> = BTreeMap::new();
+    let mut max_offset = 0;
+    let mut offsets = HashSet::new();
+    for (key, value) in store.scan(&[EVENT])? {
+        report.events += 1;
+        match codec::decode::<Event>(&key, &value) {
+            Ok(event) if codec::event_key(event.saga, event.seq) != key => {
+                report.problems.push(format!(
+                    "{}: holds event {} of saga {}",
+                    codec::describe_key(&key),
+                    event.seq,
+                    event.saga
+                ))
+            }
+            Ok(event) => {
+                if !offsets.insert(event.offset) {
+                    report.problems.push(format!(
+                        "{}: offset {} is used twice",
+                        codec::describe_key(&key),
+                        event.offset
+                    ));
+                }
+                max_offset = max_offset.max(event.offset);
+                histories.entry(event.saga).or_default().push(event);
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+    }
+    let mut states: HashMap<SagaId, SagaState> = HashMap::new();
+    for (id, events) in &histories {
+        match SagaState::fold(events) {
+            Ok(state) => {
+                *report.by_state.entry(state.status.as_str()).or_default() += 1;
+                states.insert(*id, state);
+            }
+            Err(e) => report.problems.push(format!("saga {id}: {e}")),
+        }
+    }
+    report.sagas = histories.len();
+
+    // The global offset counter must be past every event.
+    match store.get(NEXT_OFFSET_KEY)? {
+        Some(bytes) if bytes.len() == 8 => {
+            let next = u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or_default());
+            if report.events > 0 && next <= max_offset {
+                report.problems.push(format!(
+                    "next_offset is {next} but an event has offset {max_offset}"
+                ));
+            }
+        }
+        Some(bytes) => report.problems.push(format!(
+            "next_offset: {} bytes where 8 were expected",
+            bytes.len()
+        )),
+        None if report.events > 0 => report.problems.push("next_offset is missing".into()),
+        None => {}
+    }
+
+    // Listing summaries: one per saga, with its current state.
+    let mut summarised = HashSet::new();
+    for (key, value) in store.scan(&[SUMMARY])? {
+        match codec::decode::<SagaSummary>(&key, &value) {
+            Ok(summary) => {
+                summarised.insert(summary.id);
+                match states.get(&summary.id) {
+                    Some(state) if state.status != summary.status => report.problems.push(format!(
+                        "saga {}: listed as {} but its events say {}",
+                        summary.id,
+                        summary.status.as_str(),
+                        state.status.as_str()
+                    )),
+                    Some(_) => {}
+                    None if histories.contains_key(&summary.id) => {}
+                    None => report
+                        .problems
+                        .push(format!("saga {}: listed but has no events", summary.id)),
+                }
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+    }
+    for id in states.keys().filter(|id| !summarised.contains(id)) {
+        report
+            .problems
+            .push(format!("saga {id}: has events but no listing entry"));
+    }
+
+    // The unfinished index: exactly the sagas that are not terminal.
+    let mut unfinished = HashSet::new();
+    for (key, _) in store.scan(&[UNFINISHED])? {
+        match codec::saga_of_key(&key) {
+            Ok(id) => {
+                unfinished.insert(id);
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+    }
+    for (id, state) in &states {
+        match (state.status.is_terminal(), unfinished.contains(id)) {
+            (false, false) => report.problems.push(format!(
+                "saga {id}: {} but not in the unfinished index (it would never resume)",
+                state.status.as_str()
+            )),
+            (true, true) => report.problems.push(format!(
+                "saga {id}: {} but still in the unfinished index",
+                state.status.as_str()
+            )),
+            _ => {}
+        }
+    }
+    for id in unfinished.iter().filter(|id| !histories.contains_key(id)) {
+        report.problems.push(format!(
+            "saga {id}: in the unfinished index but has no events"
+        ));
+    }
+
+    // Idempotency keys name sagas started with that key.
+    for (key, value) in store.scan(&[IDEMPOTENCY])? {
+        let name = String::from_utf8_lossy(&key[1..]).into_owned();
+        match codec::decode::<SagaId>(&key, &value) {
+            Ok(id) => {
+                let started_with = histories.get(&id).and_then(|events| match &events[0].kind {
+                    EventKind::SagaStarted {
+                        idempotency_key, ..
+                    } => idempotency_key.clone(),
+                    _ => None,
+                });
+                if started_with.as_deref() != Some(name.as_str()) {
+                    report.problems.push(format!(
+                        "idempotency key '{name}': names saga {id}, which was not started with it"
+                    ));
+                }
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+    }
+
+    for (key, value) in store.scan(&[PARTICIPANT])? {
+        report.participants += 1;
+        if let Err(e) = codec::decode::<Participant>(&key, &value) {
+            report.problems.push(e.to_string());
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, MemoryJournal, conformance};
+
+    #[tokio::test]
+    async fn a_clean_journal_checks_clean_and_damage_is_named() {
+        let journal = MemoryJournal::in_memory();
+        let first = conformance::started("shop", Some("k"));
+        let id = first.saga;
+        journal.append(vec![first]).await.unwrap();
+        let report = check(journal.store()).unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert_eq!((report.sagas, report.events), (1, 1));
+
+        // Damage one byte of the event and drop the unfinished index entry.
+        let key = codec::event_key(id, 1);
+        let mut value = journal.store().get(&key).unwrap().unwrap();
+        let last = value.len() - 1;
+        value[last] ^= 1;
+        journal
+            .store()
+            .write(vec![
+                (key, Some(value)),
+                (codec::saga_key(UNFINISHED, id), None),
+            ])
+            .unwrap();
+        let report = check(journal.store()).unwrap();
+        assert!(!report.is_clean());
+        let text = report.to_string();
+        assert!(
+            text.contains(&format!(
+                "event 1 of saga {id} is damaged: checksum mismatch"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("listed but has no events"), "{text}");
+    }
+}

@@ -1,0 +1,574 @@
+//! The write-ahead log: the journal's source of truth on disk, in front of a
+//! key-value store that serves reads.
+//!
+//! Every batch of key writes is appended to the log as one checksummed record and
+//! made durable with one `fdatasync` of the log file; only then is it applied to
+//! the store (in memory) and acknowledged. The store is made durable lazily, at
+//! checkpoints, after which the log segments it covers are deleted. On open, the
+//! log is verified and every batch the store does not hold yet is replayed.
+//!
+//! Why not trust sled's own log: sled 0.34 recovers silently to the last good
+//! message when its file is truncated or a byte is flipped, which would drop
+//! acknowledged sagas without a word. Here the log can say what is damaged:
+//!
+//! ```text
+//! DATA_DIR/wal/0000000000000007.wal   one segment, preallocated to its full size
+//! ┌──────────────┬──────────────────────────────┬───────┬─────────────┐
+//! │ header (32B) │ record │ record │ …            │ zeros │             │
+//! └──────────────┴──────────────────────────────┴───────┴─────────────┘
+//! header: "SAGADWAL" · version u32 · segment size u64 · index u64 ·
+//!         first batch u64 · crc32 of the header so far
+//! record: len u32 · crc32 u32 (of the rest) · batch u64 · postcard(key writes)
+//! ```
+//!
+//! Invariants and what is detected:
+//! - Batches are numbered 1, 2, 3… without gaps across segments; the store keeps
+//!   the number of the last batch it applied (`m/wal_batch`), so replay applies
+//!   exactly the batches it lacks, and a store that lost batches the log no
+//!   longer holds is reported, never papered over.
+//! - A segment shorter than the size its header states was truncated: refused.
+//! - A record that fails its checksum, or breaks the batch sequence, with data
+//!   after it is damage: refused, naming the file and byte offset.
+//! - A bad record with nothing but zeros after it, at the end of the last
+//!   segment, is a torn write of a batch that was never acknowledged (the process
+//!   died mid-write): it is cut off and zeroed, with a warning.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{Read, Seek, SeekFrom, Write},
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use super::{
+    JournalError,
+    kv::{Entry, KeyWrite, KvStore, Visit},
+};
+
+/// Size of a new segment. Preallocated, so appends never grow the file.
+pub const WAL_SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+/// How often the store is made durable and covered segments deleted.
+pub const WAL_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+/// The store key holding the number of the last batch applied to it.
+pub const APPLIED_BATCH_KEY: &[u8] = b"mwal_batch";
+
+const MAGIC: &[u8; 8] = b"SAGADWAL";
+const VERSION: u32 = 1;
+const HEADER_BYTES: u64 = 48;
+/// len + crc + batch.
+const RECORD_HEADER_BYTES: u64 = 16;
+
+/// A store behind a write-ahead log; see the module docs.
+pub struct WalStore<S: KvStore> {
+    inner: S,
+    dir: PathBuf,
+    /// The log's write side. A std mutex: only the journal's writer thread uses it.
+    log: Mutex<Log>,
+}
+
+/// The open tail of the log.
+struct Log {
+    segment: Segment,
+    /// Number of the next batch.
+    next_batch: u64,
+    /// Every segment on disk, oldest first, with the last batch each holds.
+    segments: Vec<(u64, PathBuf, u64)>,
+    /// Last batch made durable in the store, and when.
+    checkpointed: u64,
+    last_checkpoint: Instant,
+}
+
+/// One segment file being appended to.
+struct Segment {
+    file: File,
+    index: u64,
+    size: u64,
+    /// Where the next record goes.
+    position: u64,
+}
+
+fn damaged(path: &Path, at: u64, why: impl Into<String>) -> JournalError {
+    JournalError::Corrupt {
+        key: format!("{} at byte {at}", path.display()),
+        why: why.into(),
+    }
+}
+
+fn io(what: impl std::fmt::Display, e: std::io::Error) -> JournalError {
+    JournalError::Io(format!("{what}: {e}"))
+}
+
+fn segment_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:016}.wal"))
+}
+
+/// A verified record read back.
+pub struct Record {
+    pub batch: u64,
+    pub writes: Vec<KeyWrite>,
+}
+
+/// What a scan of the whole log found.
+pub struct Scan {
+    /// The batch the oldest segment starts at (its header says so even when it
+    /// holds no record yet); 1 for an empty log.
+    pub first_batch: u64,
+    /// (index, path, size) of every segment, oldest first.
+    pub segments: Vec<(u64, PathBuf, u64)>,
+    /// Every good record, in order, with the segment index it is in.
+    pub records: Vec<(u64, Record)>,
+    /// A torn tail found at the end: (segment path, byte offset).
+    pub torn: Option<(PathBuf, u64)>,
+}
+
+/// (segment size, index, first batch) from a segment's header.
+fn read_header(path: &Path, file: &mut File) -> Result<(u64, u64, u64), JournalError> {
+    let mut header = [0u8; HEADER_BYTES as usize];
+    file.read_exact(&mut header).map_err(|_| {
+        damaged(
+            path,
+            0,
+            "the segment header is missing (the file was truncated)",
+        )
+    })?;
+    if &header[..8] != MAGIC {
+        return Err(damaged(path, 0, "not a sagad log segment (bad magic)"));
+    }
+    let crc = u32::from_le_bytes(header[36..40].try_into().unwrap_or_default());
+    if crc32fast::hash(&header[..36]) != crc {
+        return Err(damaged(path, 0, "segment header checksum mismatch"));
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().unwrap_or_default());
+    if version != VERSION {
+        return Err(damaged(
+            path,
+            8,
+            format!("log format version {version}; this build reads {VERSION}"),
+        ));
+    }
+    let size = u64::from_le_bytes(header[12..20].try_into().unwrap_or_default());
+    let index = u64::from_le_bytes(header[20..28].try_into().unwrap_or_default());
+    let first_batch = u64::from_le_bytes(header[28..36].try_into().unwrap_or_default());
+    Ok((size, index, first_batch))
+}
+
+/// Reads and verifies every segment of the log in `dir`.
+pub fn scan(dir: &Path) -> Result<Scan, JournalError> {
+    let mut paths: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(format!("listing {}", dir.display()), e)),
+    };
+    paths.sort();
+    let mut result = Scan {
+        first_batch: 1,
+        segments: Vec::new(),
+        records: Vec::new(),
+        torn: None,
+    };
+    let count = paths.len();
+    let mut expected_batch = None;
+    for (n, path) in paths.into_iter().enumerate() {
+        let last_segment = n + 1 == count;
+        let mut file =
+            File::open(&path).map_err(|e| io(format!("opening {}", path.display()), e))?;
+        let (size, index, first_batch) = read_header(&path, &mut file)?;
+        match expected_batch {
+            None => result.first_batch = first_batch,
+            Some(expected) if expected != first_batch => {
+                return Err(damaged(
+                    &path,
+                    28,
+                    format!(
+                        "the segment starts at batch {first_batch} where {expected} was expected: batches are missing"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        let mut next_batch = first_batch;
+        let actual = file
+            .metadata()
+            .map_err(|e| io(format!("reading {}", path.display()), e))?
+            .len();
+        if actual != size {
+            return Err(damaged(
+                &path,
+                actual,
+                format!(
+                    "the segment is {actual} bytes but was created with {size}: it was truncated or extended"
+                ),
+            ));
+        }
+        let expected_name = segment_path(dir, index);
+        if expected_name.file_name() != path.file_name() {
+            return Err(damaged(
+                &path,
+                20,
+                format!("the header says segment {index}"),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .map_err(|e| io(format!("reading {}", path.display()), e))?;
+        let mut position = HEADER_BYTES;
+        loop {
+            let at = position as usize;
+            if position + RECORD_HEADER_BYTES > size {
+                break;
+            }
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as u64;
+            if len == 0 {
+                // Zeros: the end of this segment's records, unless something follows.
+                if bytes[at..].iter().any(|b| *b != 0) {
+                    return Err(damaged(
+                        &path,
+                        position,
+                        "data after the end of the records (a zeroed length)",
+                    ));
+                }
+                break;
+            }
+            let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap_or_default());
+            let end = position + 8 + len;
+            let problem = if len < 8 || end > size {
+                Some(format!(
+                    "a record length of {len} bytes does not fit the segment"
+                ))
+            } else if crc32fast::hash(&bytes[at + 8..end as usize]) != crc {
+                Some("record checksum mismatch".to_string())
+            } else {
+                None
+            };
+            if let Some(why) = problem {
+                // A torn write leaves garbage only where the last record was being
+                // written; anything non-zero beyond it means real damage.
+                let beyond = if len >= 8 && end <= size {
+                    end as usize
+                } else {
+                    at + 8
+                };
+                let tail_clean = bytes[beyond..].iter().all(|b| *b == 0);
+                if last_segment && tail_clean {
+                    result.torn = Some((path.clone(), position));
+                    break;
+                }
+                return Err(damaged(&path, position, why));
+            }
+            let batch = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap_or_default());
+            let writes: Vec<KeyWrite> = postcard::from_bytes(&bytes[at + 16..end as usize])
+                .map_err(|e| damaged(&path, position, format!("undecodable record: {e}")))?;
+            if batch != next_batch {
+                return Err(damaged(
+                    &path,
+                    position,
+                    format!(
+                        "batch {batch} where batch {next_batch} was expected: batches are missing"
+                    ),
+                ));
+            }
+            next_batch += 1;
+            result.records.push((index, Record { batch, writes }));
+            position = end;
+        }
+        expected_batch = Some(next_batch);
+        result.segments.push((index, path, next_batch - 1));
+    }
+    Ok(result)
+}
+
+fn create_segment(
+    dir: &Path,
+    index: u64,
+    size: u64,
+    first_batch: u64,
+) -> Result<Segment, JournalError> {
+    let path = segment_path(dir, index);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io(format!("creating {}", path.display()), e))?;
+    let mut header = [0u8; HEADER_BYTES as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header[12..20].copy_from_slice(&size.to_le_bytes());
+    header[20..28].copy_from_slice(&index.to_le_bytes());
+    header[28..36].copy_from_slice(&first_batch.to_le_bytes());
+    let crc = crc32fast::hash(&header[..36]);
+    header[36..40].copy_from_slice(&crc.to_le_bytes());
+    file.write_all(&header)
+        .and_then(|_| file.set_len(size))
+        .and_then(|_| file.sync_all())
+        .map_err(|e| io(format!("preparing {}", path.display()), e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(format!("syncing {}", dir.display()), e))?;
+    Ok(Segment {
+        file,
+        index,
+        size,
+        position: HEADER_BYTES,
+    })
+}
+
+fn applied_batch<S: KvStore>(inner: &S) -> Result<u64, JournalError> {
+    match inner.get(APPLIED_BATCH_KEY)? {
+        Some(bytes) => Ok(u64::from_be_bytes(bytes.as_slice().try_into().map_err(
+            |_| JournalError::Corrupt {
+                key: "wal_batch".into(),
+                why: format!("{} bytes where 8 were expected", bytes.len()),
+            },
+        )?)),
+        None => Ok(0),
+    }
+}
+
+impl<S: KvStore> WalStore<S> {
+    /// Opens the log in `dir` in front of `inner`: verifies it, replays what
+    /// `inner` lacks, checkpoints, and readies the tail for appends.
+    pub fn open(dir: &Path, inner: S) -> Result<Self, JournalError> {
+        fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
+        let found = scan(dir)?;
+        let applied = applied_batch(&inner)?;
+        if !found.segments.is_empty() && found.first_batch > applied + 1 {
+            return Err(JournalError::Corrupt {
+                key: format!("the store beside {}", dir.display()),
+                why: format!(
+                    "it holds batches up to {applied} but the log starts at batch {}: batches {}..={} are lost (the store's files were damaged or replaced)",
+                    found.first_batch,
+                    applied + 1,
+                    found.first_batch - 1
+                ),
+            });
+        }
+        if let Some((path, at)) = &found.torn {
+            tracing::warn!(segment = %path.display(), at, "cutting off a torn, unacknowledged write at the end of the log");
+        }
+        let mut replayed = 0;
+        for (_, record) in &found.records {
+            if record.batch > applied {
+                inner.write(record.writes.clone())?;
+                replayed += 1;
+            }
+        }
+        let last_batch = found
+            .records
+            .last()
+            .map_or(applied, |(_, r)| r.batch.max(applied));
+        if replayed > 0 {
+            tracing::info!(replayed, "replayed log batches into the store");
+        }
+        inner.sync()?;
+        // Everything is in the durable store now: start a fresh segment and drop
+        // the old ones (their batches are checkpointed).
+        let next_index = found.segments.last().map_or(1, |(i, _, _)| i + 1);
+        let segment = create_segment(dir, next_index, WAL_SEGMENT_BYTES, last_batch + 1)?;
+        for (_, path, _) in &found.segments {
+            fs::remove_file(path).map_err(|e| io(format!("removing {}", path.display()), e))?;
+        }
+        Ok(Self {
+            inner,
+            dir: dir.to_path_buf(),
+            log: Mutex::new(Log {
+                segments: vec![(segment.index, segment_path(dir, segment.index), last_batch)],
+                segment,
+                next_batch: last_batch + 1,
+                checkpointed: last_batch,
+                last_checkpoint: Instant::now(),
+            }),
+        })
+    }
+
+    /// The store behind the log.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the store durable and deletes the segments it covers.
+    fn checkpoint(&self, log: &mut Log) -> Result<(), JournalError> {
+        let upto = log.next_batch - 1;
+        self.inner.sync()?;
+        log.checkpointed = upto;
+        log.last_checkpoint = Instant::now();
+        let current = log.segment.index;
+        let mut kept = Vec::new();
+        for (index, path, last) in log.segments.drain(..) {
+            if index != current && last <= upto {
+                fs::remove_file(&path)
+                    .map_err(|e| io(format!("removing {}", path.display()), e))?;
+            } else {
+                kept.push((index, path, last));
+            }
+        }
+        log.segments = kept;
+        Ok(())
+    }
+}
+
+impl<S: KvStore> KvStore for WalStore<S> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, JournalError> {
+        self.inner.get(key)
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, JournalError> {
+        self.inner.scan(prefix)
+    }
+
+    fn scan_rev(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), JournalError> {
+        self.inner.scan_rev(prefix, before, visit)
+    }
+
+    /// Appends the batch to the log (not yet synced), then applies it to the store.
+    fn write(&self, mut batch: Vec<KeyWrite>) -> Result<(), JournalError> {
+        let mut log = self.lock();
+        let number = log.next_batch;
+        batch.push((
+            APPLIED_BATCH_KEY.to_vec(),
+            Some(number.to_be_bytes().to_vec()),
+        ));
+        let mut record = vec![0u8; RECORD_HEADER_BYTES as usize];
+        record[8..16].copy_from_slice(&number.to_le_bytes());
+        let mut record = postcard::to_extend(&batch, record)
+            .map_err(|e| JournalError::Io(format!("encoding a log record: {e}")))?;
+        let len = (record.len() - 8) as u32;
+        record[..4].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32fast::hash(&record[8..]);
+        record[4..8].copy_from_slice(&crc.to_le_bytes());
+        let needed = record.len() as u64;
+        if log.segment.position + needed > log.segment.size {
+            // Roll over; a record larger than a segment gets a segment of its own size.
+            let size = WAL_SEGMENT_BYTES.max(HEADER_BYTES + needed);
+            let index = log.segment.index + 1;
+            // The old segment's batches must be durable before its file stops
+            // being the one we sync.
+            log.segment
+                .file
+                .sync_data()
+                .map_err(|e| io("fdatasync of the log", e))?;
+            log.segment = create_segment(&self.dir, index, size, number)?;
+            log.segments
+                .push((index, segment_path(&self.dir, index), number - 1));
+        }
+        log.segment
+            .file
+            .write_all_at(&record, log.segment.position)
+            .map_err(|e| io("writing the log", e))?;
+        log.segment.position += needed;
+        log.next_batch = number + 1;
+        if let Some(last) = log.segments.last_mut() {
+            last.2 = number;
+        }
+        drop(log);
+        self.inner.write(batch)
+    }
+
+    /// fdatasync of the log; every so often also a checkpoint of the store.
+    fn sync(&self) -> Result<(), JournalError> {
+        let mut log = self.lock();
+        log.segment
+            .file
+            .sync_data()
+            .map_err(|e| io("fdatasync of the log", e))?;
+        if log.last_checkpoint.elapsed() >= WAL_CHECKPOINT_INTERVAL || log.segments.len() > 2 {
+            self.checkpoint(&mut log)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::memory::MemoryStore;
+
+    fn put(key: &str, value: &str) -> KeyWrite {
+        (key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()))
+    }
+
+    fn segment(dir: &Path) -> PathBuf {
+        scan(dir).unwrap().segments.last().unwrap().1.clone()
+    }
+
+    #[test]
+    fn replays_what_the_store_lacks_and_refuses_what_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let wal = WalStore::open(dir.path(), MemoryStore::default()).unwrap();
+            for i in 0..5 {
+                wal.write(vec![put(&format!("k{i}"), "v")]).unwrap();
+                wal.sync().unwrap();
+            }
+        }
+        // A store that lost everything (memory): the log puts every batch back.
+        let wal = WalStore::open(dir.path(), MemoryStore::default()).unwrap();
+        assert_eq!(wal.get(b"k4").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(applied_batch(wal.inner()).unwrap(), 5);
+        drop(wal);
+        // That open checkpointed and started a fresh log at batch 6: a store that
+        // now comes back empty has lost batches nothing can restore.
+        let err = WalStore::open(dir.path(), MemoryStore::default())
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("batches 1..=5 are lost"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_off_but_damage_before_the_end_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let wal = WalStore::open(dir.path(), MemoryStore::default()).unwrap();
+            for i in 0..3 {
+                wal.write(vec![put(&format!("k{i}"), "value")]).unwrap();
+            }
+            wal.sync().unwrap();
+        }
+        let path = segment(dir.path());
+        let bytes = std::fs::read(&path).unwrap();
+        let end = bytes.iter().rposition(|b| *b != 0).unwrap();
+
+        // The last record half-written: a torn write, cut off.
+        let copy = tempfile::tempdir().unwrap();
+        let torn = copy.path().join(path.file_name().unwrap());
+        let mut damaged = bytes.clone();
+        damaged[end] ^= 0xff;
+        std::fs::write(&torn, &damaged).unwrap();
+        let wal = WalStore::open(copy.path(), MemoryStore::default()).unwrap();
+        assert!(wal.get(b"k1").unwrap().is_some());
+        assert!(
+            wal.get(b"k2").unwrap().is_none(),
+            "the torn batch is not replayed"
+        );
+        drop(wal);
+
+        // The first record damaged while later ones are intact: refused, with where.
+        let copy = tempfile::tempdir().unwrap();
+        let broken = copy.path().join(path.file_name().unwrap());
+        let mut damaged = bytes.clone();
+        damaged[HEADER_BYTES as usize + 20] ^= 0xff;
+        std::fs::write(&broken, &damaged).unwrap();
+        let err = WalStore::open(copy.path(), MemoryStore::default())
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(text.contains(&broken.display().to_string()), "{text}");
+        assert!(text.contains(&format!("at byte {HEADER_BYTES}")), "{text}");
+        assert!(text.contains("checksum mismatch"), "{text}");
+    }
+}
