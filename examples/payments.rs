@@ -74,6 +74,9 @@ struct Ledger {
     charges: HashMap<(String, String), Charge>,
     /// The number of the next charge id.
     next_charge: u64,
+    /// (saga, step) whose refund came before any charge ("nothing to undo"): a
+    /// charge that arrives later (a delayed retry) must not take the money.
+    refunded_first: std::collections::HashSet<(String, String)>,
 }
 
 struct PaymentsService {
@@ -118,7 +121,11 @@ impl PaymentsService {
             );
             return answer.clone();
         }
+        let step = (request.saga_id.clone(), request.step.clone());
         let answer = match serde_json::from_slice::<Order>(&request.payload) {
+            _ if ledger.refunded_first.contains(&step) => {
+                rejected("this payment was already cancelled by the saga: not charging")
+            }
             Err(e) => rejected(format!("the payload is not an order: {e}")),
             Ok(order) if order.card.as_deref() == Some("declined") => {
                 rejected("card declined by the issuer")
@@ -190,6 +197,7 @@ impl PaymentsService {
             None => {
                 // The charge never arrived (or was declined): nothing to undo,
                 // and still OK, or the saga could never finish compensating.
+                ledger.refunded_first.insert(key);
                 println!(
                     "refund  {}  no charge for this saga: nothing to undo",
                     request.saga_id

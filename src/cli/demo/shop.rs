@@ -9,7 +9,7 @@
 //!
 //! Like real participants they apply each idempotency key once and answer
 //! repeats with the first answer, and treat an unknown key in a compensation as
-//! nothing to undo.
+//! nothing to undo (and refuse that step's forward if it arrives afterwards).
 
 use std::{collections::HashMap, net::SocketAddr, sync::Mutex, time::Duration};
 
@@ -94,6 +94,17 @@ impl DemoParticipant {
         } else {
             // Undo by the forward's key; an unknown key means the forward never
             // arrived, so there is nothing to undo and the answer is still OK.
+            // The forward's key is then answered "no" for good, so a forward
+            // that arrives late (a delayed retry) cannot apply after its undo.
+            if let Some(forward_key) = request.idempotency_key.strip_suffix("/compensate") {
+                applied
+                    .entry(format!("{forward_key}/forward"))
+                    .or_insert_with(|| pb::StepResponse {
+                        outcome: pb::Outcome::Rejected as i32,
+                        reason: "compensated before it arrived".into(),
+                        ..Default::default()
+                    });
+            }
             pb::StepResponse::default()
         };
         applied.insert(request.idempotency_key, response.clone());
