@@ -95,7 +95,7 @@ impl Runner {
         drop(deregister);
         match result {
             Ok(Exit::Finished) => {
-                tracing::info!(saga = %id, definition = %self.state.definition, state = self.state.status.as_str(), "saga finished");
+                tracing::debug!(saga = %id, definition = %self.state.definition, state = self.state.status.as_str(), "saga finished");
                 for waiter in self.waiters.drain(..) {
                     let _ = waiter.send(self.state.clone());
                 }
