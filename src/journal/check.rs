@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     JournalError, SagaSummary,
-    codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
+    codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, OFFSET, PARTICIPANT, SUMMARY, UNFINISHED},
     kv::KvStore,
 };
 use crate::saga::{Event, EventKind, Participant, SagaId, SagaState};
@@ -80,7 +80,8 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
     // Events, grouped by saga (keys sort by saga, then seq).
     let mut histories: BTreeMap<SagaId, Vec<Event>> = BTreeMap::new();
     let mut max_offset = 0;
-    let mut offsets = HashSet::new();
+    // Offset → (saga, seq), to check the offset index against.
+    let mut offsets: HashMap<u64, (SagaId, u64)> = HashMap::new();
     for (key, value) in store.scan(&[EVENT])? {
         report.events += 1;
         match codec::decode::<Event>(&key, &value) {
@@ -93,7 +94,10 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
                 ))
             }
             Ok(event) => {
-                if !offsets.insert(event.offset) {
+                if offsets
+                    .insert(event.offset, (event.saga, event.seq))
+                    .is_some()
+                {
                     report.problems.push(format!(
                         "{}: offset {} is used twice",
                         codec::describe_key(&key),
@@ -215,6 +219,37 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
         }
     }
 
+    // The offset index: one entry per event, pointing at it.
+    let mut indexed = HashSet::new();
+    for (key, value) in store.scan(&[OFFSET])? {
+        let entry = codec::offset_of_key(&key)
+            .and_then(|offset| Ok((offset, codec::decode::<(SagaId, u64)>(&key, &value)?)));
+        match entry {
+            Ok((offset, target)) => {
+                indexed.insert(offset);
+                if offsets.get(&offset) != Some(&target) {
+                    report.problems.push(format!(
+                        "offset index entry {offset}: points at event {} of saga {}, which does not have that offset",
+                        target.1, target.0
+                    ));
+                }
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+    }
+    let mut unindexed: Vec<u64> = offsets
+        .keys()
+        .filter(|o| !indexed.contains(o))
+        .copied()
+        .collect();
+    unindexed.sort_unstable();
+    for offset in unindexed {
+        let (saga, seq) = offsets[&offset];
+        report.problems.push(format!(
+            "event {seq} of saga {saga}: offset {offset} is missing from the offset index"
+        ));
+    }
+
     for (key, value) in store.scan(&[PARTICIPANT])? {
         report.participants += 1;
         if let Err(e) = codec::decode::<Participant>(&key, &value) {
@@ -261,5 +296,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("listed but has no events"), "{text}");
+
+        // An offset index entry that is gone is named too.
+        let other = journal
+            .append(vec![conformance::started("shop", None)])
+            .await
+            .unwrap();
+        journal
+            .store()
+            .write(vec![(codec::offset_key(other[0].offset), None)])
+            .unwrap();
+        let text = check(journal.store()).unwrap().to_string();
+        assert!(
+            text.contains(&format!(
+                "offset {} is missing from the offset index",
+                other[0].offset
+            )),
+            "{text}"
+        );
     }
 }

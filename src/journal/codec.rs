@@ -8,6 +8,7 @@
 //! s <saga id:16>           → summary          listing fields; id order = age
 //! i <idempotency key>      → saga id:16
 //! p <participant name>     → participant
+//! o <offset:8>             → (saga id, seq)   the offset index (`offsets.rs`)
 //! m next_offset            → u64 BE           the next global event offset
 //! ```
 //! Values: `[version:1][crc32 of body:4 LE][postcard body]`. A record whose
@@ -27,6 +28,7 @@ pub const UNFINISHED: u8 = b'u';
 pub const SUMMARY: u8 = b's';
 pub const IDEMPOTENCY: u8 = b'i';
 pub const PARTICIPANT: u8 = b'p';
+pub const OFFSET: u8 = b'o';
 pub const NEXT_OFFSET_KEY: &[u8] = b"mnext_offset";
 
 /// `prefix` followed by the saga id.
@@ -42,6 +44,23 @@ pub fn event_key(id: SagaId, seq: u64) -> Vec<u8> {
     let mut key = saga_key(EVENT, id);
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// The offset index key of a global offset.
+pub fn offset_key(offset: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 8);
+    key.push(OFFSET);
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+/// The offset in a key made by `offset_key`.
+pub fn offset_of_key(key: &[u8]) -> Result<u64, JournalError> {
+    key.get(1..9)
+        .filter(|_| key.len() == 9)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| corrupt(key, "an offset index key is 9 bytes"))
 }
 
 /// `prefix` followed by a name.
@@ -85,6 +104,10 @@ pub fn describe_key(key: &[u8]) -> String {
         }
         Some(&(UNFINISHED | SUMMARY)) if key.len() == 17 => match saga_of_key(key) {
             Ok(id) => format!("index entry of saga {id}"),
+            Err(_) => format!("{key:?}"),
+        },
+        Some(&OFFSET) if key.len() == 9 => match offset_of_key(key) {
+            Ok(offset) => format!("offset index entry {offset}"),
             Err(_) => format!("{key:?}"),
         },
         Some(&(IDEMPOTENCY | PARTICIPANT)) => {
@@ -168,6 +191,9 @@ mod tests {
         assert!(event_key(a, 2) < event_key(a, 10));
         assert!(event_key(a, u64::MAX) < event_key(b, 1));
         assert_eq!(saga_of_key(&event_key(b, 3)).unwrap(), b);
+        assert!(offset_key(255) < offset_key(256));
+        assert_eq!(offset_of_key(&offset_key(1 << 40)).unwrap(), 1 << 40);
+        assert_eq!(describe_key(&offset_key(7)), "offset index entry 7");
         assert_eq!(
             describe_key(&event_key(b, 3)),
             format!("event 3 of saga {b}")

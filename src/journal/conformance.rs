@@ -46,6 +46,11 @@ macro_rules! journal_conformance {
             $crate::journal::conformance::participants_are_replaced_by_name(journal).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_read_after_follows_offsets() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::read_after_follows_offsets(journal).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn conformance_close_refuses_later_writes() {
             let (journal, _guard) = $make;
             $crate::journal::conformance::close_refuses_later_writes(journal).await;
@@ -413,4 +418,74 @@ pub async fn close_refuses_later_writes(journal: Arc<dyn Journal>) {
         1,
         "reads still work after close"
     );
+}
+
+pub async fn read_after_follows_offsets(journal: Arc<dyn Journal>) {
+    let mut durable = journal.durable_offset();
+    assert_eq!(*durable.borrow_and_update(), 0, "an empty journal");
+    assert!(journal.read_after(0, 100).await.unwrap().is_empty());
+    // Concurrent appends of several sagas: the offset order interleaves them.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let journal = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            let first = started("shop", None);
+            let id = first.saga;
+            let mut appended = journal.append(vec![first]).await.unwrap();
+            for seq in 2..=4 {
+                appended.extend(
+                    journal
+                        .append(vec![next(id, seq, attempt(1))])
+                        .await
+                        .unwrap(),
+                );
+            }
+            appended
+        }));
+    }
+    let mut appended = Vec::new();
+    for task in tasks {
+        appended.extend(task.await.unwrap());
+    }
+    appended.sort_by_key(|e| e.offset);
+    assert_eq!(appended.len(), 32);
+    assert!(
+        durable.has_changed().unwrap(),
+        "appends publish the durable offset"
+    );
+    assert_eq!(*durable.borrow_and_update(), appended[31].offset);
+
+    let all = journal.read_after(0, 1000).await.unwrap();
+    assert_eq!(all, appended, "every acknowledged event, in offset order");
+    let offsets: Vec<u64> = all.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, (1..=32).collect::<Vec<_>>(), "gap-free from 1");
+
+    // Paging by the last offset seen reads each event exactly once.
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = journal.read_after(after, 5).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 5);
+        after = page.last().unwrap().offset;
+        paged.extend(page);
+    }
+    assert_eq!(paged, appended);
+    assert_eq!(journal.read_after(10, 3).await.unwrap(), appended[10..13]);
+    assert!(journal.read_after(32, 10).await.unwrap().is_empty());
+
+    // A waiter sees the next append.
+    let waiter = tokio::spawn(async move {
+        durable.changed().await.unwrap();
+        *durable.borrow()
+    });
+    let more = journal.append(vec![started("shop", None)]).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, more[0].offset);
+    assert_eq!(journal.read_after(32, 10).await.unwrap(), more);
 }

@@ -29,12 +29,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JOURNAL_QUEUE_CAPACITY, Journal, JournalError,
     JournalStats, ListQuery, SagaSummary,
     codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
+    offsets,
 };
 use crate::saga::{Event, EventKind, Participant, SagaId, SagaStatus};
 
@@ -64,8 +65,31 @@ pub trait KvStore: Send + Sync + 'static {
         before: Option<&[u8]>,
         visit: &mut Visit<'_>,
     ) -> Result<(), JournalError>;
+    /// Entries whose keys start with `prefix` and sort at or after `from`, in
+    /// ascending key order, as long as `visit` says so. The default scans the
+    /// whole prefix; stores override it with a range scan.
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        visit: &mut Visit<'_>,
+    ) -> Result<(), JournalError> {
+        for (key, value) in self.scan(prefix)? {
+            if key.as_slice() >= from && !visit(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
     /// Applies a batch atomically; not yet durable.
     fn write(&self, batch: Vec<KeyWrite>) -> Result<(), JournalError>;
+    /// Applies a batch's writes in order, not atomically: after a crash (before
+    /// a `sync`) the store holds a prefix of all writes made. A write-ahead log
+    /// that ends each batch with its own marker needs no more than this, and a
+    /// store may do it much more cheaply than an atomic batch.
+    fn write_ordered(&self, batch: Vec<KeyWrite>) -> Result<(), JournalError> {
+        self.write(batch)
+    }
     /// Makes every write so far durable.
     fn sync(&self) -> Result<(), JournalError>;
 }
@@ -101,6 +125,8 @@ pub struct KvJournal<S: KvStore> {
     failure: Arc<Mutex<Option<String>>>,
     /// The writer thread, joined by `close` (a std mutex: never held across await).
     writer: Mutex<Option<thread::JoinHandle<()>>>,
+    /// The last offset known durable, published by the writer after each sync.
+    durable: Arc<watch::Sender<u64>>,
 }
 
 impl<S: KvStore> KvJournal<S> {
@@ -116,6 +142,8 @@ impl<S: KvStore> KvJournal<S> {
             })?),
             None => 1,
         };
+        offsets::ensure_index(&*store, next_offset)?;
+        let durable = Arc::new(watch::Sender::new(next_offset - 1));
         let (request_tx, request_rx) = mpsc::channel(JOURNAL_QUEUE_CAPACITY);
         let counters = Arc::new(Counters::default());
         let failure = Arc::new(Mutex::new(None));
@@ -125,6 +153,7 @@ impl<S: KvStore> KvJournal<S> {
             failure: failure.clone(),
             next_offset,
             failed: None,
+            durable: durable.clone(),
         };
         let handle = thread::Builder::new()
             .name("sagad-journal".into())
@@ -136,6 +165,7 @@ impl<S: KvStore> KvJournal<S> {
             counters,
             failure,
             writer: Mutex::new(Some(handle)),
+            durable,
         })
     }
 
@@ -178,6 +208,15 @@ impl<S: KvStore> Journal for KvJournal<S> {
             events.push(event);
         }
         Ok(events)
+    }
+
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, JournalError> {
+        let horizon = *self.durable.borrow();
+        offsets::read_after(&*self.store, after, horizon, limit)
+    }
+
+    fn durable_offset(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
     }
 
     async fn unfinished(&self) -> Result<Vec<SagaId>, JournalError> {
@@ -275,6 +314,8 @@ struct Writer<S: KvStore> {
     next_offset: u64,
     /// Set by the first failed write or sync; every later write is refused.
     failed: Option<String>,
+    /// Where the last durable offset is published (read by `read_after` and feeds).
+    durable: Arc<watch::Sender<u64>>,
 }
 
 /// A request accepted into the current batch, waiting for the flush.
@@ -416,6 +457,8 @@ impl<S: KvStore> Writer<S> {
             );
             self.failed = None;
             *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            // Everything written so far, spent offsets included, is durable now.
+            self.durable.send_replace(self.next_offset - 1);
         }
     }
 
@@ -430,6 +473,8 @@ impl<S: KvStore> Writer<S> {
                     .events
                     .fetch_add(offset - self.next_offset, Ordering::Relaxed);
                 self.next_offset = offset;
+                // Before the acks: an acknowledged event is readable by offset.
+                self.durable.send_replace(offset - 1);
                 for p in pending {
                     match p {
                         Pending::Append(reply, events) => {
@@ -514,6 +559,7 @@ fn index_writes<S: KvStore>(
             codec::event_key(event.saga, event.seq),
             Some(codec::encode(&*event)),
         ));
+        writes.push(offsets::index_entry(event));
         let Some(status) = SagaStatus::after(&event.kind) else {
             continue;
         };

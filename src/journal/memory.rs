@@ -75,6 +75,29 @@ impl KvStore for MemoryStore {
         Ok(())
     }
 
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        visit: &mut Visit<'_>,
+    ) -> Result<(), JournalError> {
+        let map = self.map();
+        let end = codec::prefix_end(prefix);
+        if from >= end.as_slice() {
+            return Ok(()); // past the prefix: nothing (and an empty range, not a panic)
+        }
+        let range = (
+            Bound::Included(from.max(prefix)),
+            Bound::Excluded(end.as_slice()),
+        );
+        for (k, v) in map.range::<[u8], _>(range) {
+            if !visit(k, v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn write(&self, batch: Vec<KeyWrite>) -> Result<(), JournalError> {
         let mut map = self.map();
         for (key, value) in batch {

@@ -14,6 +14,10 @@
 //!   append of that saga that returned before it was called.
 //! - **Offsets.** Every appended event gets a global offset: gap-free, increasing,
 //!   in the order events became durable.
+//! - **Reading by offset.** `read_after` returns durable events in offset order,
+//!   without gaps and without scanning every saga; it never returns an event that
+//!   a crash could still take back. `durable_offset` publishes the last durable
+//!   offset, so a feed can wait for more without polling.
 //! - **Atomic appends.** An append is wholly written or not at all; an append whose
 //!   `SagaStarted` names an idempotency key another saga holds writes nothing and
 //!   fails with [`JournalError::IdempotencyConflict`].
@@ -27,6 +31,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 use crate::saga::{Event, Participant, SagaId, SagaStatus, Timestamp};
 
@@ -36,6 +41,7 @@ mod codec;
 pub mod conformance;
 pub mod kv;
 pub mod memory;
+mod offsets;
 pub mod sled;
 pub mod wal;
 
@@ -111,6 +117,15 @@ pub trait Journal: Send + Sync + 'static {
 
     /// A saga's events in `seq` order; empty if the saga does not exist.
     async fn read_saga(&self, id: SagaId) -> Result<Vec<Event>, JournalError>;
+
+    /// Durable events with an offset above `after`, in offset order, at most
+    /// `limit` of them. Every offset from `after + 1` up to the last one returned
+    /// is there: an event is never skipped.
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, JournalError>;
+
+    /// The last durable offset (0 when the journal is empty); it changes each time
+    /// more events become durable, and the receiver sees the change.
+    fn durable_offset(&self) -> watch::Receiver<u64>;
 
     /// Every saga that has not reached a terminal state.
     async fn unfinished(&self) -> Result<Vec<SagaId>, JournalError>;

@@ -21,6 +21,10 @@
 //! record: len u32 · crc32 u32 (of the rest) · batch u64 · postcard(key writes)
 //! ```
 //!
+//! The store is written with `write_ordered` (in order, not atomically): each
+//! batch ends with its `m/wal_batch` marker, so a store that kept a batch's marker
+//! kept the whole batch, and one that lost part of it gets it back by replay.
+//!
 //! Invariants and what is detected:
 //! - Batches are numbered 1, 2, 3… without gaps across segments; the store keeps
 //!   the number of the last batch it applied (`m/wal_batch`), so replay applies
@@ -355,7 +359,7 @@ impl<S: KvStore> WalStore<S> {
         let mut replayed = 0;
         for (_, record) in &found.records {
             if record.batch > applied {
-                inner.write(record.writes.clone())?;
+                inner.write_ordered(record.writes.clone())?;
                 replayed += 1;
             }
         }
@@ -435,6 +439,15 @@ impl<S: KvStore> KvStore for WalStore<S> {
         self.inner.scan_rev(prefix, before, visit)
     }
 
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        visit: &mut Visit<'_>,
+    ) -> Result<(), JournalError> {
+        self.inner.scan_from(prefix, from, visit)
+    }
+
     /// Appends the batch to the log (not yet synced), then applies it to the store.
     fn write(&self, mut batch: Vec<KeyWrite>) -> Result<(), JournalError> {
         let mut log = self.lock();
@@ -476,7 +489,9 @@ impl<S: KvStore> KvStore for WalStore<S> {
             last.2 = number;
         }
         drop(log);
-        self.inner.write(batch)
+        // The log holds the batch whole; the store needs only the order, with
+        // the applied-batch marker last (so a store that kept it kept the rest).
+        self.inner.write_ordered(batch)
     }
 
     /// fdatasync of the log; every so often also a checkpoint of the store.
