@@ -42,8 +42,12 @@ use std::{
     io::{Read, Seek, SeekFrom, Write},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::Mutex,
-    time::{Duration, Instant},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::Duration,
 };
 
 use super::{
@@ -65,11 +69,26 @@ const HEADER_BYTES: u64 = 48;
 const RECORD_HEADER_BYTES: u64 = 16;
 
 /// A store behind a write-ahead log; see the module docs.
+///
+/// Checkpoints run on a thread of their own: a sled flush can take tens of
+/// milliseconds, and on the journal's writer thread it would stall every append
+/// queued behind it.
 pub struct WalStore<S: KvStore> {
+    shared: Arc<Shared<S>>,
+    checkpointer: Option<thread::JoinHandle<()>>,
+}
+
+/// What the writer thread and the checkpoint thread share.
+struct Shared<S: KvStore> {
     inner: S,
     dir: PathBuf,
-    /// The log's write side. A std mutex: only the journal's writer thread uses it.
+    /// The log's write side. A std mutex: never held across a sled flush.
     log: Mutex<Log>,
+    /// The last batch applied to the store (its writes have returned).
+    applied: AtomicU64,
+    /// The checkpoint thread, to wake it early when segments pile up.
+    checkpointer: OnceLock<thread::Thread>,
+    stop: AtomicBool,
 }
 
 /// The open tail of the log.
@@ -79,9 +98,8 @@ struct Log {
     next_batch: u64,
     /// Every segment on disk, oldest first, with the last batch each holds.
     segments: Vec<(u64, PathBuf, u64)>,
-    /// Last batch made durable in the store, and when.
+    /// Last batch made durable in the store.
     checkpointed: u64,
-    last_checkpoint: Instant,
 }
 
 /// One segment file being appended to.
@@ -378,7 +396,7 @@ impl<S: KvStore> WalStore<S> {
         for (_, path, _) in &found.segments {
             fs::remove_file(path).map_err(|e| io(format!("removing {}", path.display()), e))?;
         }
-        Ok(Self {
+        let shared = Arc::new(Shared {
             inner,
             dir: dir.to_path_buf(),
             log: Mutex::new(Log {
@@ -386,29 +404,66 @@ impl<S: KvStore> WalStore<S> {
                 segment,
                 next_batch: last_batch + 1,
                 checkpointed: last_batch,
-                last_checkpoint: Instant::now(),
             }),
+            applied: AtomicU64::new(last_batch),
+            checkpointer: OnceLock::new(),
+            stop: AtomicBool::new(false),
+        });
+        let checkpointer = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("sagad-checkpoint".into())
+                .spawn(move || shared.run_checkpoints())
+                .map_err(|e| io("starting the checkpoint thread", e))?
+        };
+        let _ = shared.checkpointer.set(checkpointer.thread().clone());
+        Ok(Self {
+            shared,
+            checkpointer: Some(checkpointer),
         })
     }
 
     /// The store behind the log.
     pub fn inner(&self) -> &S {
-        &self.inner
+        &self.shared.inner
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.shared.lock()
+    }
+}
+
+impl<S: KvStore> Shared<S> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes the store durable and deletes the segments it covers.
-    fn checkpoint(&self, log: &mut Log) -> Result<(), JournalError> {
-        let upto = log.next_batch - 1;
+    /// Checkpoints every interval (or when woken) until stopped.
+    fn run_checkpoints(&self) {
+        while !self.stop.load(Ordering::Acquire) {
+            thread::park_timeout(WAL_CHECKPOINT_INTERVAL);
+            if let Err(e) = self.checkpoint() {
+                // The log still holds everything: nothing is lost, the segments
+                // just stay until a checkpoint works.
+                tracing::warn!(error = %e, "store checkpoint failed; keeping the log segments");
+            }
+        }
+    }
+
+    /// Makes the store durable up to the last applied batch, then deletes the
+    /// segments that only hold batches up to there.
+    fn checkpoint(&self) -> Result<(), JournalError> {
+        let upto = self.applied.load(Ordering::Acquire);
+        if upto <= self.lock().checkpointed {
+            return Ok(());
+        }
+        // Not under the log lock: appends go on while the store flushes.
         self.inner.sync()?;
+        let mut log = self.lock();
         log.checkpointed = upto;
-        log.last_checkpoint = Instant::now();
         let current = log.segment.index;
         let mut kept = Vec::new();
-        for (index, path, last) in log.segments.drain(..) {
+        for (index, path, last) in std::mem::take(&mut log.segments) {
             if index != current && last <= upto {
                 fs::remove_file(&path)
                     .map_err(|e| io(format!("removing {}", path.display()), e))?;
@@ -421,13 +476,23 @@ impl<S: KvStore> WalStore<S> {
     }
 }
 
+impl<S: KvStore> Drop for WalStore<S> {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.thread().unpark();
+            let _ = checkpointer.join();
+        }
+    }
+}
+
 impl<S: KvStore> KvStore for WalStore<S> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, JournalError> {
-        self.inner.get(key)
+        self.shared.inner.get(key)
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, JournalError> {
-        self.inner.scan(prefix)
+        self.shared.inner.scan(prefix)
     }
 
     fn scan_rev(
@@ -436,7 +501,7 @@ impl<S: KvStore> KvStore for WalStore<S> {
         before: Option<&[u8]>,
         visit: &mut Visit<'_>,
     ) -> Result<(), JournalError> {
-        self.inner.scan_rev(prefix, before, visit)
+        self.shared.inner.scan_rev(prefix, before, visit)
     }
 
     fn scan_from(
@@ -445,7 +510,7 @@ impl<S: KvStore> KvStore for WalStore<S> {
         from: &[u8],
         visit: &mut Visit<'_>,
     ) -> Result<(), JournalError> {
-        self.inner.scan_from(prefix, from, visit)
+        self.shared.inner.scan_from(prefix, from, visit)
     }
 
     /// Appends the batch to the log (not yet synced), then applies it to the store.
@@ -475,9 +540,9 @@ impl<S: KvStore> KvStore for WalStore<S> {
                 .file
                 .sync_data()
                 .map_err(|e| io("fdatasync of the log", e))?;
-            log.segment = create_segment(&self.dir, index, size, number)?;
+            log.segment = create_segment(&self.shared.dir, index, size, number)?;
             log.segments
-                .push((index, segment_path(&self.dir, index), number - 1));
+                .push((index, segment_path(&self.shared.dir, index), number - 1));
         }
         log.segment
             .file
@@ -491,18 +556,23 @@ impl<S: KvStore> KvStore for WalStore<S> {
         drop(log);
         // The log holds the batch whole; the store needs only the order, with
         // the applied-batch marker last (so a store that kept it kept the rest).
-        self.inner.write_ordered(batch)
+        self.shared.inner.write_ordered(batch)?;
+        self.shared.applied.store(number, Ordering::Release);
+        Ok(())
     }
 
-    /// fdatasync of the log; every so often also a checkpoint of the store.
+    /// fdatasync of the log (checkpoints of the store run on their own thread).
     fn sync(&self) -> Result<(), JournalError> {
-        let mut log = self.lock();
+        let log = self.lock();
         log.segment
             .file
             .sync_data()
             .map_err(|e| io("fdatasync of the log", e))?;
-        if log.last_checkpoint.elapsed() >= WAL_CHECKPOINT_INTERVAL || log.segments.len() > 2 {
-            self.checkpoint(&mut log)?;
+        if log.segments.len() > 2
+            && let Some(checkpointer) = self.shared.checkpointer.get()
+        {
+            // Segments pile up faster than the interval clears them.
+            checkpointer.unpark();
         }
         Ok(())
     }

@@ -92,7 +92,14 @@ impl Participants for GrpcParticipants {
             grpc.unary(message, path, codec)
                 .await
                 .map(|r| classify::response(r.into_inner()))
-                .map_err(|s| classify::status(&s))
+                .map_err(|s| match s.code() {
+                    // tonic enforces the deadline it sends, and may fire first:
+                    // the same timeout as ours, said the same way.
+                    tonic::Code::Cancelled if s.message() == "Timeout expired" => {
+                        classify::timeout(timeout)
+                    }
+                    _ => classify::status(&s),
+                })
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(outcome) | Err(outcome)) => outcome,
