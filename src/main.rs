@@ -3,8 +3,8 @@
 //! - `serve` runs a coordinator (`cli/serve.rs`, configured by `sagad::config`);
 //! - `demo` runs one with three participants and three orders (`cli/demo/`);
 //! - the client verbs (`start`, `get`, `list`, `watch`, `cancel`, `retry`,
-//!   `participants`, `definitions`) talk to a running server over gRPC
-//!   (`cli/saga.rs`, `cli/catalog.rs`);
+//!   `tail`, `participants`, `definitions`) talk to a running server over gRPC
+//!   (`cli/saga.rs`, `cli/catalog.rs`, `cli/tail.rs`);
 //! - `journal check` verifies a stopped server's data directory (`cli/journal.rs`).
 //!
 //! Every failure is one line on stderr, `sagad: ...`, and an exit code scripts
@@ -22,6 +22,7 @@ use cli::{
     journal::JournalCommand,
     saga::{CancelArgs, GetArgs, ListArgs, RetryArgs, StartArgs, WatchArgs},
     serve::ServeArgs,
+    tail::TailArgs,
 };
 
 mod cli;
@@ -60,6 +61,8 @@ enum Command {
     Cancel(CancelArgs),
     /// Resume compensating a FAILED saga.
     Retry(RetryArgs),
+    /// Print every saga's events in journal order, from an offset, then live.
+    Tail(TailArgs),
     /// Register and list participants.
     #[command(subcommand)]
     Participants(ParticipantsCommand),
@@ -81,6 +84,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Watch(args) => Ok(cli::saga::watch(args).await?),
         Command::Cancel(args) => Ok(cli::saga::cancel(args).await?),
         Command::Retry(args) => Ok(cli::saga::retry(args).await?),
+        Command::Tail(args) => Ok(cli::tail::tail(args).await?),
         Command::Participants(command) => Ok(cli::catalog::participants(command).await?),
         Command::Definitions(command) => Ok(cli::catalog::definitions(command).await?),
         Command::Journal(command) => cli::journal::run(command),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tonic::Status;
 
 use crate::{
+    engine::FeedItem,
     proto::v1 as pb,
     saga::{
         Action, AttemptRecord, AttemptResult, Definition, Event, EventKind, Failure, Participant,
@@ -225,6 +226,14 @@ pub fn saga(s: &SagaState) -> pb::Saga {
         created_at: Some(timestamp(s.created_at)),
         updated_at: Some(timestamp(s.updated_at)),
         finished_at: s.finished_at.map(timestamp),
+    }
+}
+
+/// One event of the feed of all sagas.
+pub fn feed_event(item: &FeedItem) -> pb::FeedEvent {
+    pb::FeedEvent {
+        event: Some(event(&item.event, item.status, &item.steps)),
+        definition: item.definition.to_string(),
     }
 }
 

@@ -20,7 +20,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    engine::{Engine, SagaSource, StartRequest},
+    engine::{Engine, FeedQuery, SagaSource, StartRequest},
     journal::ListQuery,
     proto::v1::{self as pb, coordinator_server::Coordinator},
     saga::{EventKind, Participant, SagaId},
@@ -66,6 +66,7 @@ fn saga_id(field: &str, text: &str) -> Result<SagaId, Status> {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SagaEvent, Status>> + Send>>;
+type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::FeedEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Coordinator for CoordinatorApi {
@@ -238,6 +239,27 @@ impl Coordinator for CoordinatorApi {
         let id = saga_id("id", &request.get_ref().id)?;
         let saga = self.engine.retry(id).await?;
         Ok(Response::new(convert::saga(&saga)))
+    }
+
+    type SubscribeStream = FeedStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.check_ready()?;
+        let r = request.into_inner();
+        let items = self
+            .engine
+            .subscribe(FeedQuery {
+                after: r.after_offset,
+                definition: (!r.definition.is_empty()).then_some(r.definition),
+                state_changes_only: r.state_changes_only,
+            })
+            .await?;
+        let stream = ReceiverStream::new(items)
+            .map(|item| Ok(convert::feed_event(&item.map_err(Status::from)?)));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_definitions(

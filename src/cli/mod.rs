@@ -2,7 +2,7 @@
 //! plus what they share.
 //!
 //! - `serve`: the coordinator itself, configured through `sagad::config`.
-//! - `saga`, `catalog`: the client verbs, over gRPC to a running server.
+//! - `saga`, `catalog`, `tail`: the client verbs, over gRPC to a running server.
 //! - `connect`, `error`: reaching the server; failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
 //! - `demo`: a coordinator and three participants in one process.
@@ -44,6 +44,7 @@ pub mod output;
 pub mod render;
 pub mod saga;
 pub mod serve;
+pub mod tail;
 
 /// Logs to stderr (stdout is for results), filtered by `SAGAD_LOG`, then
 /// `RUST_LOG`, then `default`.

@@ -32,11 +32,13 @@ use crate::{
     },
 };
 
+mod feed;
 pub mod recovery;
 mod runner;
 pub mod shutdown;
 mod watch;
 
+pub use feed::{FeedItem, FeedQuery};
 pub use watch::WatchItem;
 
 /// The definition name recorded for sagas started with inline steps.

@@ -1,0 +1,384 @@
+//! The feed: every journaled transition of every saga, in offset order, from any
+//! offset, then live.
+//!
+//! A subscriber names the last offset it has seen. Its task reads the journal's
+//! offset index from there ([`Journal::read_after`](crate::journal::Journal::read_after)),
+//! then waits for the journal's durable offset to move and reads again. It keeps
+//! one cursor, the offset of the last event it handled, and only ever reads past
+//! it, so:
+//!
+//! - **Exactly once, in order.** Offsets are gap-free and assigned in durable
+//!   order; each read starts right after the cursor. Reconnecting with the last
+//!   offset received continues exactly after it, also across restarts (offsets
+//!   are journaled and never reused once durable).
+//! - **Nothing unstable.** The journal only hands out events below its durable
+//!   horizon, so a crash cannot take back an event a subscriber has seen.
+//! - **Slow subscribers never slow sagas.** The writer only publishes a number
+//!   (a `watch` channel, which never blocks and never queues); a subscriber that
+//!   falls behind simply reads more of the journal when it gets to it.
+//!
+//! Each event is sent with its saga's definition and state after it. The feed
+//! learns them from `SagaStarted` events it passes, and reads a saga's history
+//! once when it meets a saga mid-way (a subscription from a middle offset).
+
+use std::{collections::HashMap, sync::Arc};
+
+use tokio::sync::mpsc;
+
+use super::Engine;
+use crate::{
+    Error, Result,
+    saga::{Event, EventKind, SagaId, SagaStatus},
+};
+
+/// Events read from the journal at a time.
+const FEED_PAGE: usize = 256;
+/// Events a feed stream buffers for a slow client.
+const FEED_STREAM_BUFFER: usize = 256;
+/// Sagas whose definition and state a feed remembers; it forgets them all
+/// beyond this (they are read again when met).
+const FEED_SAGAS_MAX: usize = 100_000;
+
+/// What to subscribe to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FeedQuery {
+    /// Events with a greater offset are delivered; 0 starts at the first.
+    pub after: u64,
+    /// Only events of sagas of this definition.
+    pub definition: Option<String>,
+    /// Only events that change a saga's state.
+    pub state_changes_only: bool,
+}
+
+/// One event of the feed.
+#[derive(Clone, Debug)]
+pub struct FeedItem {
+    pub event: Event,
+    /// The saga's state once the event is applied.
+    pub status: SagaStatus,
+    /// The saga's definition name.
+    pub definition: Arc<str>,
+    /// The saga's step names, by index (events name steps by index).
+    pub steps: Arc<[String]>,
+}
+
+/// What a feed remembers about one saga.
+struct SagaInfo {
+    definition: Arc<str>,
+    steps: Arc<[String]>,
+    status: SagaStatus,
+}
+
+impl SagaInfo {
+    fn from_start(kind: &EventKind) -> Option<SagaInfo> {
+        match kind {
+            EventKind::SagaStarted {
+                definition, steps, ..
+            } => Some(SagaInfo {
+                definition: definition.as_str().into(),
+                steps: steps.iter().map(|s| s.name.clone()).collect(),
+                status: SagaStatus::Running,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One subscriber's task.
+struct Feed {
+    engine: Engine,
+    query: FeedQuery,
+    /// The offset of the last event handled (sent or filtered out).
+    cursor: u64,
+    sagas: HashMap<SagaId, SagaInfo>,
+    out: mpsc::Sender<Result<FeedItem>>,
+}
+
+impl Feed {
+    async fn run(mut self) {
+        let journal = self.engine.journal().clone();
+        let shutdown = self.engine.inner.shutdown.clone();
+        let mut durable = journal.durable_offset();
+        loop {
+            // Mark the current horizon seen *before* reading: anything that
+            // becomes durable during the read changes it again and wakes us.
+            durable.borrow_and_update();
+            loop {
+                if shutdown.is_cancelled() {
+                    return self.end_for_shutdown();
+                }
+                let page = match journal.read_after(self.cursor, FEED_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = self.out.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let full = page.len() == FEED_PAGE;
+                for event in page {
+                    if !self.deliver(event).await {
+                        return;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            tokio::select! {
+                changed = durable.changed() => {
+                    if changed.is_err() {
+                        break; // the journal is gone
+                    }
+                }
+                _ = self.out.closed() => return,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        self.end_for_shutdown();
+    }
+
+    /// Tells the subscriber where to resume; never waits for a slow client.
+    fn end_for_shutdown(&self) {
+        let _ = self.out.try_send(Err(Error::Unavailable(format!(
+            "the coordinator is shutting down; subscribe again with after_offset={} to continue",
+            self.cursor
+        ))));
+    }
+
+    /// Handles the next event; false when the stream should end.
+    async fn deliver(&mut self, event: Event) -> bool {
+        debug_assert_eq!(event.offset, self.cursor + 1, "read_after is gap-free");
+        self.cursor = event.offset;
+        if !self.sagas.contains_key(&event.saga) {
+            match self.learn(&event).await {
+                Ok(info) => {
+                    if self.sagas.len() >= FEED_SAGAS_MAX {
+                        self.sagas.clear();
+                    }
+                    self.sagas.insert(event.saga, info);
+                }
+                Err(e) => {
+                    let _ = self.out.send(Err(e)).await;
+                    return false;
+                }
+            }
+        }
+        let changes = SagaStatus::after(&event.kind);
+        let Some(info) = self.sagas.get_mut(&event.saga) else {
+            return true; // just inserted: unreachable
+        };
+        if let Some(status) = changes {
+            info.status = status;
+        }
+        let wanted = (!self.query.state_changes_only || changes.is_some())
+            && self
+                .query
+                .definition
+                .as_deref()
+                .is_none_or(|d| *d == *info.definition);
+        let item = wanted.then(|| FeedItem {
+            status: info.status,
+            definition: info.definition.clone(),
+            steps: info.steps.clone(),
+            event: event.clone(),
+        });
+        if event.kind.is_terminal() {
+            // A retried FAILED saga is read again if it comes back.
+            self.sagas.remove(&event.saga);
+        }
+        match item {
+            Some(item) => {
+                let shutdown = self.engine.inner.shutdown.clone();
+                tokio::select! {
+                    sent = self.out.send(Ok(item)) => sent.is_ok(),
+                    _ = shutdown.cancelled() => false,
+                }
+            }
+            None => true,
+        }
+    }
+
+    /// A saga's definition, steps and state just before `event`.
+    async fn learn(&self, event: &Event) -> Result<SagaInfo> {
+        if let Some(info) = SagaInfo::from_start(&event.kind) {
+            return Ok(info);
+        }
+        let history = self.engine.journal().read_saga(event.saga).await?;
+        let mut info = history
+            .first()
+            .and_then(|first| SagaInfo::from_start(&first.kind))
+            .ok_or_else(|| {
+                Error::from(crate::journal::JournalError::Corrupt {
+                    key: format!("saga {}", event.saga),
+                    why: "its history does not begin with SagaStarted".into(),
+                })
+            })?;
+        for earlier in history.iter().take_while(|e| e.seq < event.seq) {
+            if let Some(status) = SagaStatus::after(&earlier.kind) {
+                info.status = status;
+            }
+        }
+        Ok(info)
+    }
+}
+
+impl Engine {
+    /// The feed of every saga's events after `query.after`, then live ones, as
+    /// the module docs describe. The stream ends only on an error or shutdown.
+    pub async fn subscribe(&self, query: FeedQuery) -> Result<mpsc::Receiver<Result<FeedItem>>> {
+        self.check_open()?;
+        let (out, stream) = mpsc::channel(FEED_STREAM_BUFFER);
+        let feed = Feed {
+            engine: self.clone(),
+            cursor: query.after,
+            query,
+            sagas: HashMap::new(),
+            out,
+        };
+        // Tracked: shutdown waits for it, and it stops at once when asked.
+        self.inner.tracker.spawn(feed.run());
+        Ok(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        engine::EngineConfig,
+        journal::{Journal, MemoryJournal, conformance},
+        participant::Participants,
+        saga::{CallOutcome, EventKind},
+    };
+
+    struct Nobody;
+
+    #[async_trait::async_trait]
+    impl Participants for Nobody {
+        async fn call(&self, _request: crate::participant::CallRequest) -> CallOutcome {
+            CallOutcome::Succeeded { output: vec![] }
+        }
+    }
+
+    async fn engine() -> (Engine, Arc<dyn Journal>) {
+        let journal: Arc<dyn Journal> = Arc::new(MemoryJournal::in_memory());
+        let engine = Engine::new(
+            journal.clone(),
+            Arc::new(Nobody),
+            vec![],
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        (engine, journal)
+    }
+
+    async fn next_item(stream: &mut mpsc::Receiver<Result<FeedItem>>) -> FeedItem {
+        tokio::time::timeout(Duration::from_secs(30), stream.recv())
+            .await
+            .expect("a feed event within the deadline")
+            .expect("the feed is open")
+            .expect("no feed error")
+    }
+
+    /// Appends a saga of `definition`: started, cancelled, compensating, compensated.
+    async fn saga(journal: &Arc<dyn Journal>, definition: &str) -> Vec<Event> {
+        let first = conformance::started(definition, None);
+        let id = first.saga;
+        let mut all = journal.append(vec![first]).await.unwrap();
+        for (seq, kind) in [
+            EventKind::CancelRequested { reason: "r".into() },
+            EventKind::CompensationStarted { reason: "r".into() },
+            EventKind::SagaCompensated,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let event = conformance::next(id, seq as u64 + 2, kind);
+            all.extend(journal.append(vec![event]).await.unwrap());
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn history_then_live_each_once_in_order_with_state_and_definition() {
+        let (engine, journal) = engine().await;
+        let first = saga(&journal, "shop").await;
+        let mut stream = engine.subscribe(FeedQuery::default()).await.unwrap();
+        let second = saga(&journal, "shop").await;
+        let expected: Vec<Event> = first.into_iter().chain(second).collect();
+        let mut statuses = Vec::new();
+        for want in &expected {
+            let item = next_item(&mut stream).await;
+            assert_eq!(&item.event, want);
+            assert_eq!(&*item.definition, "shop");
+            assert_eq!(&*item.steps, ["only".to_string()]);
+            statuses.push(item.status);
+        }
+        assert_eq!(
+            statuses[..4],
+            [
+                SagaStatus::Running,
+                SagaStatus::Running,
+                SagaStatus::Compensating,
+                SagaStatus::Compensated
+            ]
+        );
+        assert!(stream.try_recv().is_err(), "nothing more than journaled");
+        engine.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn from_a_middle_offset_with_filters() {
+        let (engine, journal) = engine().await;
+        let shop = saga(&journal, "shop").await;
+        let other = saga(&journal, "other").await;
+        // From the middle of the first saga: its state is learnt from the journal.
+        let mut stream = engine
+            .subscribe(FeedQuery {
+                after: shop[1].offset,
+                ..FeedQuery::default()
+            })
+            .await
+            .unwrap();
+        let item = next_item(&mut stream).await;
+        assert_eq!(item.event, shop[2]);
+        assert_eq!(item.status, SagaStatus::Compensating);
+        assert_eq!(next_item(&mut stream).await.event, shop[3]);
+        assert_eq!(next_item(&mut stream).await.event, other[0]);
+
+        let mut changes = engine
+            .subscribe(FeedQuery {
+                after: 0,
+                definition: Some("other".into()),
+                state_changes_only: true,
+            })
+            .await
+            .unwrap();
+        for want in [&other[0], &other[2], &other[3]] {
+            let item = next_item(&mut changes).await;
+            assert_eq!(&item.event, want);
+            assert_eq!(&*item.definition, "other");
+        }
+        let later = saga(&journal, "other").await;
+        assert_eq!(next_item(&mut changes).await.event, later[0]);
+        engine.shutdown().await.unwrap();
+        // Shutdown ends the stream saying where to resume.
+        let end = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match changes.recv().await {
+                    Some(Ok(_)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        match end {
+            Some(Err(Error::Unavailable(why))) => assert!(why.contains("after_offset="), "{why}"),
+            other => panic!("expected UNAVAILABLE at shutdown, got {other:?}"),
+        }
+    }
+}
