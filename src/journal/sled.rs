@@ -252,16 +252,32 @@ impl KvStore for SledStore {
             }
             .map_err(sled_error)?;
         }
+        release_retired_buffers();
         Ok(())
     }
 
     fn sync(&self) -> Result<(), JournalError> {
         self.db.flush().map_err(sled_error)?;
+        release_retired_buffers();
         self.sync_new_blobs()?;
         self.db_file
             .sync_data()
             .map_err(|e| io_error("fdatasync of the sled db file", e))
     }
+}
+
+/// Frees what sled retired on this thread.
+///
+/// sled 0.34 drops a written IO buffer (a whole segment, 8 MiB here) through
+/// crossbeam-epoch's deferred destruction, which keeps up to 64 deferred items
+/// in a thread-local bag before it even hands them to the collector. On a
+/// thread that retires a buffer every few thousand events, that bag held
+/// dozens of segments: the coordinator's memory grew with every saga journaled
+/// (measured: 480 MB after 85,000 sagas, of which 370 MB retired buffers).
+/// Flushing the bag after each write hands them over at once (a no-op when the
+/// bag is empty).
+fn release_retired_buffers() {
+    crossbeam_epoch::pin().flush();
 }
 
 #[cfg(test)]
