@@ -83,31 +83,35 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
     // Offset → (saga, seq), to check the offset index against.
     let mut offsets: HashMap<u64, (SagaId, u64)> = HashMap::new();
     for (key, value) in store.scan(&[EVENT])? {
-        report.events += 1;
-        match codec::decode::<Event>(&key, &value) {
-            Ok(event) if codec::event_key(event.saga, event.seq) != key => {
+        let run = match codec::decode_run(&key, &value) {
+            Ok(run) => run,
+            Err(e) => {
+                report.problems.push(e.to_string());
+                continue;
+            }
+        };
+        let history = histories.entry(run[0].saga).or_default();
+        if run[0].seq != history.len() as u64 + 1 {
+            report.problems.push(format!(
+                "{}: follows {} events of the saga",
+                codec::describe_key(&key),
+                history.len()
+            ));
+        }
+        for event in run {
+            report.events += 1;
+            if offsets
+                .insert(event.offset, (event.saga, event.seq))
+                .is_some()
+            {
                 report.problems.push(format!(
-                    "{}: holds event {} of saga {}",
+                    "{}: offset {} is used twice",
                     codec::describe_key(&key),
-                    event.seq,
-                    event.saga
-                ))
+                    event.offset
+                ));
             }
-            Ok(event) => {
-                if offsets
-                    .insert(event.offset, (event.saga, event.seq))
-                    .is_some()
-                {
-                    report.problems.push(format!(
-                        "{}: offset {} is used twice",
-                        codec::describe_key(&key),
-                        event.offset
-                    ));
-                }
-                max_offset = max_offset.max(event.offset);
-                histories.entry(event.saga).or_default().push(event);
-            }
-            Err(e) => report.problems.push(e.to_string()),
+            max_offset = max_offset.max(event.offset);
+            history.push(event);
         }
     }
     let mut states: HashMap<SagaId, SagaState> = HashMap::new();
@@ -219,21 +223,28 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
         }
     }
 
-    // The offset index: one entry per event, pointing at it.
+    // The offset index: one entry per run of events, pointing at it.
     let mut indexed = HashSet::new();
     for (key, value) in store.scan(&[OFFSET])? {
         let entry = codec::offset_of_key(&key)
-            .and_then(|offset| Ok((offset, codec::decode::<(SagaId, u64)>(&key, &value)?)));
+            .and_then(|first| Ok((first, codec::decode_pointer(&key, &value)?)));
         match entry {
-            Ok((offset, target)) => {
-                indexed.insert(offset);
-                if offsets.get(&offset) != Some(&target) {
-                    report.problems.push(format!(
-                        "offset index entry {offset}: points at event {} of saga {}, which does not have that offset",
-                        target.1, target.0
-                    ));
+            Ok((first, Some(pointer))) => {
+                for i in 0..pointer.count {
+                    indexed.insert(first + i);
+                    if offsets.get(&(first + i)) != Some(&(pointer.saga, pointer.first_seq + i)) {
+                        report.problems.push(format!(
+                            "offset index entry {first}: points at event {} of saga {}, which does not have offset {}",
+                            pointer.first_seq + i,
+                            pointer.saga,
+                            first + i
+                        ));
+                    }
                 }
             }
+            Ok((first, None)) => report.problems.push(format!(
+                "offset index entry {first}: of an earlier layout (opening the journal rebuilds the index)"
+            )),
             Err(e) => report.problems.push(e.to_string()),
         }
     }
@@ -291,7 +302,7 @@ mod tests {
         let text = report.to_string();
         assert!(
             text.contains(&format!(
-                "event 1 of saga {id} is damaged: checksum mismatch"
+                "of saga {id} from event 1 is damaged: checksum mismatch"
             )),
             "{text}"
         );

@@ -429,17 +429,19 @@ pub async fn read_after_follows_offsets(journal: Arc<dyn Journal>) {
     for _ in 0..8 {
         let journal = journal.clone();
         tasks.push(tokio::spawn(async move {
+            // Appends of one and of several events (stored as one run each):
+            // pages of 5 start and end inside runs.
             let first = started("shop", None);
             let id = first.saga;
             let mut appended = journal.append(vec![first]).await.unwrap();
-            for seq in 2..=4 {
-                appended.extend(
-                    journal
-                        .append(vec![next(id, seq, attempt(1))])
-                        .await
-                        .unwrap(),
-                );
-            }
+            appended.extend(
+                journal
+                    .append(vec![next(id, 2, attempt(1)), next(id, 3, attempt(2))])
+                    .await
+                    .unwrap(),
+            );
+            appended.extend(journal.append(vec![next(id, 4, attempt(3))]).await.unwrap());
+            assert_eq!(journal.read_saga(id).await.unwrap(), appended);
             appended
         }));
     }

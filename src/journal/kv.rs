@@ -196,16 +196,16 @@ impl<S: KvStore> Journal for KvJournal<S> {
 
     async fn read_saga(&self, id: SagaId) -> Result<Vec<Event>, JournalError> {
         let entries = self.store.scan(&codec::saga_key(EVENT, id))?;
-        let mut events = Vec::with_capacity(entries.len());
+        let mut events: Vec<Event> = Vec::with_capacity(entries.len() * 2);
         for (key, value) in entries {
-            let event: Event = codec::decode(&key, &value)?;
-            if codec::event_key(event.saga, event.seq) != key {
+            let run = codec::decode_run(&key, &value)?;
+            if run[0].seq != events.len() as u64 + 1 {
                 return Err(JournalError::Corrupt {
                     key: codec::describe_key(&key),
-                    why: format!("it holds event {} of saga {}", event.seq, event.saga),
+                    why: format!("saga {id} has {} events before it", events.len()),
                 });
             }
-            events.push(event);
+            events.extend(run);
         }
         Ok(events)
     }
@@ -551,18 +551,26 @@ fn index_writes<S: KvStore>(
     batch_keys: &mut HashMap<String, SagaId>,
     batch_summaries: &mut HashMap<SagaId, SagaSummary>,
 ) -> Result<Vec<KeyWrite>, JournalError> {
-    let mut writes = Vec::with_capacity(events.len() + 2);
+    let mut writes = Vec::with_capacity(4);
     for event in events.iter_mut() {
         event.offset = *offset;
         *offset += 1;
+    }
+    // One record and one index entry per saga's consecutive events (an append
+    // normally holds one saga's).
+    for run in events.chunk_by(|a, b| a.saga == b.saga && b.seq == a.seq + 1) {
         writes.push((
-            codec::event_key(event.saga, event.seq),
-            Some(codec::encode(&*event)),
+            codec::event_key(run[0].saga, run[0].seq),
+            Some(codec::encode_run(run)),
         ));
-        writes.push(offsets::index_entry(event));
+        writes.push(offsets::index_entry(run));
+    }
+    for event in events.iter() {
         let Some(status) = SagaStatus::after(&event.kind) else {
             continue;
         };
+        // Whether the saga was out of the unfinished index before this event.
+        let mut was_out = true;
         let summary = match &event.kind {
             EventKind::SagaStarted {
                 definition,
@@ -602,12 +610,17 @@ fn index_writes<S: KvStore>(
                         }
                     }
                 };
+                was_out = summary.status.is_terminal();
                 summary.status = status;
                 summary
             }
         };
-        let unfinished = codec::saga_key(UNFINISHED, event.saga);
-        writes.push((unfinished, (!status.is_terminal()).then(Vec::new)));
+        // Only when a saga enters or leaves the index: a store write less for
+        // every state change in between.
+        if was_out != status.is_terminal() {
+            let unfinished = codec::saga_key(UNFINISHED, event.saga);
+            writes.push((unfinished, (!status.is_terminal()).then(Vec::new)));
+        }
         writes.push((
             codec::saga_key(SUMMARY, event.saga),
             Some(codec::encode(&summary)),

@@ -1,38 +1,46 @@
 //! The offset index: the journal of all sagas, read in the order events became
 //! durable.
 //!
-//! Every event gets a global offset when the writer appends it (`kv.rs`). Next to
-//! the event itself the writer puts one index entry, in the same atomic batch:
+//! Every event gets a global offset when the writer appends it (`kv.rs`). The
+//! events one append writes for one saga are stored as one run (`codec.rs`),
+//! with consecutive offsets; next to the run the writer puts one index entry, in
+//! the same atomic batch:
 //!
 //! ```text
-//! o <offset:8 BE> → (saga id, seq)      points at  e <saga id:16> <seq:8>
+//! o <first offset:8 BE> → (saga id, first seq, count)   points at  e <saga id:16> <first seq:8>
 //! ```
 //!
-//! so "the events after offset N" is a range scan of the index from `N + 1`,
-//! never a scan of every saga.
+//! so "the events after offset N" is the entry at or before `N + 1` and a range
+//! scan from there, never a scan of every saga.
 //!
 //! Invariants:
-//! - An index entry and its event are written in the same batch: neither exists
+//! - An index entry and its run are written in the same batch: neither exists
 //!   without the other, also after a crash.
 //! - Offsets in the index are gap-free up to the journal's durable horizon (the
 //!   last offset of the last batch that was synced); a reader stops there, so it
 //!   never hands out an event a crash could still take back (and whose offset a
 //!   restarted journal would then hand out again).
-//! - A journal written before the index existed gets it rebuilt from its events
-//!   the first time it is opened ([`ensure_index`]).
+//! - A journal written before this index existed, or with the one-entry-per-event
+//!   index of an earlier build, gets it rebuilt from its events the first time it
+//!   is opened ([`ensure_index`]).
 
 use super::{
     JournalError,
-    codec::{self, EVENT, NEXT_OFFSET_KEY, OFFSET},
+    codec::{self, EVENT, NEXT_OFFSET_KEY, OFFSET, RunPointer},
     kv::{KeyWrite, KvStore},
 };
-use crate::saga::{Event, SagaId};
+use crate::saga::Event;
 
-/// The index entry of an event whose offset is assigned.
-pub fn index_entry(event: &Event) -> KeyWrite {
+/// The index entry of a run of events whose offsets are assigned.
+pub fn index_entry(run: &[Event]) -> KeyWrite {
+    let first = &run[0];
     (
-        codec::offset_key(event.offset),
-        Some(codec::encode(&(event.saga, event.seq))),
+        codec::offset_key(first.offset),
+        Some(codec::encode_pointer(&RunPointer {
+            saga: first.saga,
+            first_seq: first.seq,
+            count: run.len() as u64,
+        })),
     )
 }
 
@@ -47,67 +55,147 @@ pub fn read_after<S: KvStore + ?Sized>(
     if after >= horizon || limit == 0 {
         return Ok(found);
     }
-    let mut pointers: Vec<(u64, SagaId, u64)> = Vec::new();
     let want = limit.min((horizon - after) as usize);
-    store.scan_from(
+    // The run holding `after + 1` starts at or before it; the next ones after it.
+    let mut runs = RunsAfter {
+        after,
+        horizon,
+        want,
+        covered: 0,
+        runs: Vec::new(),
+    };
+    store.scan_rev(
         &[OFFSET],
-        &codec::offset_key(after + 1),
-        &mut |key, value| {
-            let offset = codec::offset_of_key(key)?;
-            if offset > horizon {
-                return Ok(false);
-            }
-            let (saga, seq): (SagaId, u64) = codec::decode(key, value)?;
-            pointers.push((offset, saga, seq));
-            Ok(pointers.len() < want)
+        Some(&codec::offset_key(after + 2)),
+        &mut |k, v| {
+            runs.visit(k, v)?;
+            Ok(false) // only the last entry at or before after + 1
         },
     )?;
-    for (expected, (offset, saga, seq)) in (after + 1..).zip(pointers) {
-        if offset != expected {
-            return Err(JournalError::Corrupt {
-                key: format!("offset index at {expected}"),
-                why: format!(
-                    "the next entry is offset {offset}: offsets {expected}..{offset} are missing"
-                ),
-            });
-        }
-        let key = codec::event_key(saga, seq);
-        let value = store.get(&key)?.ok_or_else(|| JournalError::Corrupt {
-            key: format!("offset index at {offset}"),
-            why: format!("it points at event {seq} of saga {saga}, which does not exist"),
+    if runs.covered < want {
+        store.scan_from(&[OFFSET], &codec::offset_key(after + 2), &mut |k, v| {
+            runs.visit(k, v)
         })?;
-        let event: Event = codec::decode(&key, &value)?;
-        if event.offset != offset {
+    }
+    let mut expected = after + 1;
+    for (first, pointer) in runs.runs {
+        let key = codec::event_key(pointer.saga, pointer.first_seq);
+        let value = store.get(&key)?.ok_or_else(|| JournalError::Corrupt {
+            key: format!("offset index at {first}"),
+            why: format!(
+                "it points at the events from {} of saga {}, which do not exist",
+                pointer.first_seq, pointer.saga
+            ),
+        })?;
+        let run = codec::decode_run(&key, &value)?;
+        if run[0].offset != first || run.len() as u64 != pointer.count {
             return Err(JournalError::Corrupt {
                 key: codec::describe_key(&key),
                 why: format!(
-                    "the offset index says offset {offset}; the event says {}",
-                    event.offset
+                    "the offset index says {} events from offset {first}; the record holds {} from {}",
+                    pointer.count,
+                    run.len(),
+                    run[0].offset
                 ),
             });
         }
-        found.push(event);
+        for event in run {
+            if event.offset < expected {
+                continue;
+            }
+            if event.offset > horizon || found.len() == want {
+                return Ok(found);
+            }
+            if event.offset != expected {
+                return Err(JournalError::Corrupt {
+                    key: format!("offset index at {expected}"),
+                    why: format!(
+                        "the next entry is offset {}: offsets {expected}..{} are missing",
+                        event.offset, event.offset
+                    ),
+                });
+            }
+            expected += 1;
+            found.push(event);
+        }
+    }
+    if found.len() < want {
+        return Err(JournalError::Corrupt {
+            key: format!("offset index at {expected}"),
+            why: format!("offsets {expected}..={horizon} are durable but missing from the index"),
+        });
     }
     Ok(found)
 }
 
-/// Builds the offset index from the events if the journal predates it: the entry
-/// of the last offset handed out is missing although events exist. Runs before
-/// the writer starts, and makes what it wrote durable.
+/// The index entries `read_after` collects: the runs with events after `after`,
+/// up to the horizon, until they hold `want` events.
+struct RunsAfter {
+    after: u64,
+    horizon: u64,
+    want: usize,
+    /// Events after `after` in the runs so far.
+    covered: usize,
+    runs: Vec<(u64, RunPointer)>,
+}
+
+impl RunsAfter {
+    /// Takes one index entry; answers whether more are needed.
+    fn visit(&mut self, key: &[u8], value: &[u8]) -> Result<bool, JournalError> {
+        let first = codec::offset_of_key(key)?;
+        if first > self.horizon {
+            return Ok(false);
+        }
+        let pointer = codec::decode_pointer(key, value)?.ok_or_else(|| JournalError::Corrupt {
+            key: codec::describe_key(key),
+            why: "an offset index entry of an earlier layout".into(),
+        })?;
+        let end = first + pointer.count; // one past the run's last offset
+        if end > self.after + 1 {
+            self.covered += (end - (self.after + 1).max(first)) as usize;
+            self.runs.push((first, pointer));
+        }
+        Ok(self.covered < self.want)
+    }
+}
+
+/// Builds the offset index from the events if the journal predates it (the
+/// entry of the last offset handed out is missing although events exist) or
+/// holds an earlier layout of it. Runs before the writer starts, and makes
+/// what it wrote durable.
 pub fn ensure_index<S: KvStore + ?Sized>(store: &S, next_offset: u64) -> Result<(), JournalError> {
-    if next_offset <= 1 || store.get(&codec::offset_key(next_offset - 1))?.is_some() {
+    if next_offset <= 1 {
         return Ok(());
     }
-    let mut writes: Vec<KeyWrite> = Vec::new();
-    for (key, value) in store.scan(&[EVENT])? {
-        let event: Event = codec::decode(&key, &value)?;
-        writes.push(index_entry(&event));
+    let mut current = false;
+    store.scan_rev(
+        &[OFFSET],
+        Some(&codec::offset_key(next_offset)),
+        &mut |k, v| {
+            current = codec::decode_pointer(k, v)?
+                .is_some_and(|p| codec::offset_of_key(k).is_ok_and(|o| o + p.count == next_offset));
+            Ok(false)
+        },
+    )?;
+    if current {
+        return Ok(());
     }
-    if writes.is_empty() {
+    let mut writes: Vec<KeyWrite> = store
+        .scan(&[OFFSET])?
+        .into_iter()
+        .map(|(key, _)| (key, None))
+        .collect();
+    let mut events = 0;
+    for (key, value) in store.scan(&[EVENT])? {
+        let run = codec::decode_run(&key, &value)?;
+        events += run.len();
+        writes.push(index_entry(&run));
+    }
+    if events == 0 {
         return Ok(());
     }
     tracing::info!(
-        events = writes.len(),
+        events,
         "building the journal's offset index (first open by this version)"
     );
     // Written with the offset counter unchanged, so a store that requires every
@@ -153,6 +241,39 @@ mod tests {
         assert_eq!(journal.read_after(1, 10).await.unwrap(), events[1..]);
     }
 
+    #[tokio::test]
+    async fn an_index_of_the_one_entry_per_event_layout_is_rebuilt() {
+        let store = MemoryStore::default();
+        let first = started("shop", None);
+        let id = first.saga;
+        let mut events = vec![
+            first,
+            next(id, 2, EventKind::CancelRequested { reason: "r".into() }),
+        ];
+        let mut writes: Vec<KeyWrite> = Vec::new();
+        for (i, e) in events.iter_mut().enumerate() {
+            e.offset = i as u64 + 1;
+            // As the previous build wrote them: an event per record and per entry.
+            writes.push((codec::event_key(e.saga, e.seq), Some(codec::encode(&*e))));
+            writes.push((
+                codec::offset_key(e.offset),
+                Some(codec::encode(&(e.saga, e.seq))),
+            ));
+        }
+        writes.push((NEXT_OFFSET_KEY.to_vec(), Some(3u64.to_be_bytes().to_vec())));
+        store.write(writes).unwrap();
+
+        let journal = MemoryJournal::new(store).unwrap();
+        assert_eq!(journal.read_after(0, 10).await.unwrap(), events);
+        assert_eq!(journal.read_after(1, 10).await.unwrap(), events[1..]);
+        // (The hand-written journal has no listing entries; only the index counts.)
+        let report = crate::journal::check::check(journal.store()).unwrap();
+        assert!(
+            !report.problems.iter().any(|p| p.contains("offset")),
+            "{report}"
+        );
+    }
+
     #[test]
     fn reading_stops_at_the_horizon_and_at_the_limit() {
         let store = MemoryStore::default();
@@ -162,11 +283,17 @@ mod tests {
         for seq in 2..=5 {
             events.push(next(id, seq, EventKind::RetryRequested));
         }
-        let mut writes = Vec::new();
         for (i, e) in events.iter_mut().enumerate() {
             e.offset = i as u64 + 1;
-            writes.push((codec::event_key(e.saga, e.seq), Some(codec::encode(&*e))));
-            writes.push(index_entry(e));
+        }
+        // Runs [1], [2, 3, 4], [5]: the horizon and the limit fall inside a run.
+        let mut writes = Vec::new();
+        for run in [&events[..1], &events[1..4], &events[4..]] {
+            writes.push((
+                codec::event_key(run[0].saga, run[0].seq),
+                Some(codec::encode_run(run)),
+            ));
+            writes.push(index_entry(run));
         }
         store.write(writes).unwrap();
         let offsets = |v: Vec<Event>| v.iter().map(|e| e.offset).collect::<Vec<_>>();
@@ -187,8 +314,11 @@ mod tests {
             .into_iter()
             .flat_map(|e| {
                 [
-                    (codec::event_key(e.saga, e.seq), Some(codec::encode(e))),
-                    index_entry(e),
+                    (
+                        codec::event_key(e.saga, e.seq),
+                        Some(codec::encode_run(std::slice::from_ref(e))),
+                    ),
+                    index_entry(std::slice::from_ref(e)),
                 ]
             })
             .collect();
