@@ -27,6 +27,8 @@
 //! | `max_payload_bytes` | `--max-payload-bytes` | `SAGAD_MAX_PAYLOAD_BYTES` | `1048576` |
 //! | `shutdown_grace` | `--shutdown-grace` | `SAGAD_SHUTDOWN_GRACE` | `10s` |
 //! | `default_timeout` | `--default-timeout` | `SAGAD_DEFAULT_TIMEOUT` | `10s` |
+//! | `metrics_listen` | `--metrics-listen` | `SAGAD_METRICS_LISTEN` | off (no metrics endpoint) |
+//! | `on_failed_webhook` | `--on-failed-webhook` | `SAGAD_ON_FAILED_WEBHOOK` | off (no webhook; `http://` only) |
 
 use std::{
     collections::HashMap,
@@ -34,6 +36,8 @@ use std::{
     path::{Path, PathBuf},
     time::Duration,
 };
+
+use http::Uri;
 
 use crate::{engine::EngineConfig, saga::StepDefaults, server::ServerConfig};
 
@@ -51,23 +55,27 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 6] = [
+pub const KEYS: [&str; 8] = [
     "listen",
     "data_dir",
     "sagas",
     "max_payload_bytes",
     "shutdown_grace",
     "default_timeout",
+    "metrics_listen",
+    "on_failed_webhook",
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 6] = [
+pub const ENV_VARS: [&str; 8] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
     "SAGAD_MAX_PAYLOAD_BYTES",
     "SAGAD_SHUTDOWN_GRACE",
     "SAGAD_DEFAULT_TIMEOUT",
+    "SAGAD_METRICS_LISTEN",
+    "SAGAD_ON_FAILED_WEBHOOK",
 ];
 
 /// Why a configuration was refused. Every variant names where the bad input was.
@@ -113,6 +121,8 @@ pub struct Settings {
     pub max_payload_bytes: Option<usize>,
     pub shutdown_grace: Option<Duration>,
     pub default_timeout: Option<Duration>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub on_failed_webhook: Option<Uri>,
 }
 
 /// The configuration `sagad serve` runs with.
@@ -130,6 +140,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Step call timeout when neither the step nor its participant sets one.
     pub default_timeout: Duration,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where to POST a notice for each saga that becomes FAILED; `None`: nowhere.
+    pub on_failed_webhook: Option<Uri>,
 }
 
 impl Default for Config {
@@ -141,6 +155,8 @@ impl Default for Config {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             default_timeout: DEFAULT_STEP_TIMEOUT,
+            metrics_listen: None,
+            on_failed_webhook: None,
         }
     }
 }
@@ -174,6 +190,8 @@ impl Config {
             max_payload_bytes,
             shutdown_grace,
             default_timeout,
+            metrics_listen,
+            on_failed_webhook,
         } = layer;
         if let Some(v) = listen {
             self.listen = v;
@@ -192,6 +210,12 @@ impl Config {
         }
         if let Some(v) = default_timeout {
             self.default_timeout = v;
+        }
+        if let Some(v) = metrics_listen {
+            self.metrics_listen = Some(v);
+        }
+        if let Some(v) = on_failed_webhook {
+            self.on_failed_webhook = Some(v);
         }
     }
 
@@ -217,6 +241,8 @@ impl Config {
                 max_payload_bytes: self.max_payload_bytes,
                 shutdown_grace: self.shutdown_grace,
             },
+            metrics_listen: self.metrics_listen,
+            on_failed_webhook: self.on_failed_webhook.clone(),
         }
     }
 }
@@ -310,6 +336,10 @@ impl Settings {
             }
             "shutdown_grace" => self.shutdown_grace = Some(parse_duration(text).map_err(bad)?),
             "default_timeout" => self.default_timeout = Some(parse_duration(text).map_err(bad)?),
+            "metrics_listen" => self.metrics_listen = Some(parse_listen(text).map_err(bad)?),
+            "on_failed_webhook" => {
+                self.on_failed_webhook = Some(parse_webhook_url(text).map_err(bad)?)
+            }
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
         Ok(())
@@ -319,7 +349,8 @@ impl Settings {
 /// What a key's value looks like, for error messages.
 fn expected(key: &str) -> &'static str {
     match key {
-        "listen" => "a string \"host:port\"",
+        "listen" | "metrics_listen" => "a string \"host:port\"",
+        "on_failed_webhook" => "a URL string \"http://host:port/path\"",
         "data_dir" | "sagas" => "a path string",
         "max_payload_bytes" => "a positive integer (bytes)",
         _ => "a duration string like \"10s\" or \"250ms\"",
@@ -335,6 +366,12 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     };
     full.parse()
         .map_err(|_| format!("'{text}' is not host:port (e.g. 127.0.0.1:50051 or :0)"))
+}
+
+/// A webhook URL: `http://host[:port][/path]`; `https://` and other schemes are
+/// refused, saying why (see `crate::webhook`).
+pub fn parse_webhook_url(text: &str) -> Result<Uri, String> {
+    crate::webhook::parse_url(text)
 }
 
 /// A payload limit in bytes: a positive integer.

@@ -6,6 +6,8 @@
 //! - [`participant`]: calling participant endpoints and classifying their answers.
 //! - [`engine`]: runs sagas, retries, recovery, shutdown.
 //! - [`api`]: the gRPC `Coordinator` service.
+//! - [`metrics`]: the Prometheus metrics and their HTTP endpoint.
+//! - [`webhook`]: the at-least-once POST for every saga that becomes FAILED.
 
 pub mod api;
 pub mod config;
@@ -13,9 +15,11 @@ pub mod engine;
 pub mod error;
 pub mod failpoint;
 pub mod journal;
+pub mod metrics;
 pub mod participant;
 pub mod proto;
 pub mod saga;
 pub mod server;
+pub mod webhook;
 
 pub use error::{Error, Result};

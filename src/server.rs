@@ -8,6 +8,12 @@
 //! Stopping (a signal in `sagad serve`, [`Server::stop`] in tests) follows one
 //! order: stop accepting connections; stop starting new calls while in-flight
 //! ones get the grace period; journal their outcomes; flush and close the journal.
+//!
+//! Optional parts: with `metrics_listen`, `GET /metrics` is served on its own
+//! listener (bound before `start` returns, so a bad address fails the start);
+//! with `on_failed_webhook`, every saga that becomes FAILED is posted there, and
+//! after recovery the FAILED sagas whose notice was never acknowledged are
+//! posted again (`crate::webhook`).
 
 use std::{
     net::SocketAddr,
@@ -18,6 +24,7 @@ use std::{
     },
 };
 
+use http::Uri;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -27,9 +34,11 @@ use crate::{
     api::CoordinatorApi,
     engine::{Engine, EngineConfig, recovery},
     journal::{Journal, SledJournal},
+    metrics,
     participant::GrpcParticipants,
     proto::{self, v1::coordinator_server::CoordinatorServer},
     saga::Definition,
+    webhook::Notifier,
 };
 
 /// Room for the rest of a StartSaga request around a payload of the maximum size.
@@ -40,14 +49,19 @@ const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
-    /// Where the journal lives.
+    /// Where the journal lives (and the webhook's ledger of acknowledged notices).
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
+    /// Where to serve `GET /metrics`; port 0 picks a free one. `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where to POST a notice for each saga that becomes FAILED (`http://` only).
+    pub on_failed_webhook: Option<Uri>,
 }
 
 /// A running coordinator.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     engine: Engine,
     shutdown: CancellationToken,
     ready_rx: watch::Receiver<bool>,
@@ -67,7 +81,7 @@ pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result
 }
 
 /// As [`start`], over a journal the caller opened (tests inject faulty stores
-/// this way); `config.data_dir` is not used.
+/// this way); `config.data_dir` holds only the webhook's ledger, if a webhook is set.
 pub async fn start_with_journal(
     config: ServerConfig,
     journal: Arc<dyn Journal>,
@@ -85,10 +99,36 @@ pub async fn start_with_journal(
         what: "cannot read the bound address".into(),
         source,
     })?;
+    let shutdown = CancellationToken::new();
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(metrics::http::bind(at).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(|source| Error::Io {
+            what: "cannot read the metrics address".into(),
+            source,
+        })?;
+    let notifier = match &config.on_failed_webhook {
+        Some(url) => {
+            let notifier = Notifier::open(
+                url.clone(),
+                &config.data_dir,
+                engine.metrics().clone(),
+                shutdown.clone(),
+            )
+            .await?;
+            engine.notify_failed_to(notifier.clone());
+            Some(notifier)
+        }
+        None => None,
+    };
 
     let ready = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = watch::channel(false);
-    let shutdown = CancellationToken::new();
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_not_serving::<CoordinatorServer<CoordinatorApi>>()
@@ -119,10 +159,24 @@ pub async fn start_with_journal(
         tokio::spawn(async move {
             let serve =
                 router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+            let serve_metrics = async {
+                match metrics_listener {
+                    Some(listener) => {
+                        let render_engine = engine.clone();
+                        let render: metrics::http::Render =
+                            Arc::new(move || render_engine.render_metrics());
+                        metrics::http::serve(listener, render, shutdown.clone()).await
+                    }
+                    None => Ok(()),
+                }
+            };
             let recover_then_stop = async {
                 tokio::select! {
                     result = recovery::recover(&engine) => match result {
                         Ok(_) => {
+                            if let Some(notifier) = &notifier {
+                                notifier.redeliver_in_background(engine.journal().clone());
+                            }
                             ready.store(true, Ordering::Release);
                             health.set_serving::<CoordinatorServer<CoordinatorApi>>().await;
                             health.set_service_status("", tonic_health::ServingStatus::Serving).await;
@@ -144,15 +198,24 @@ pub async fn start_with_journal(
                 health
                     .set_service_status("", tonic_health::ServingStatus::NotServing)
                     .await;
-                engine.shutdown().await
+                let stopped = engine.shutdown().await;
+                if let Some(notifier) = &notifier {
+                    notifier.stopped().await;
+                }
+                stopped
             };
-            let (served, stopped) = tokio::join!(serve, recover_then_stop);
+            let (served, metrics_served, stopped) =
+                tokio::join!(serve, serve_metrics, recover_then_stop);
             served.map_err(|e| Error::Unavailable(format!("gRPC server failed: {e}")))?;
+            if let Err(e) = metrics_served {
+                tracing::error!(error = %e, "the metrics endpoint failed");
+            }
             stopped
         })
     };
     Ok(Server {
         addr,
+        metrics_addr,
         engine,
         shutdown,
         ready_rx,
@@ -164,6 +227,11 @@ impl Server {
     /// The address the server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address `GET /metrics` is served on, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The engine behind the server.

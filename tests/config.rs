@@ -34,6 +34,8 @@ sagas = "/sagas/from/file"
 max_payload_bytes = 1000
 shutdown_grace = "1s"
 default_timeout = "1s"
+metrics_listen = "127.0.0.1:9100"
+on_failed_webhook = "http://127.0.0.1:9/from-file"
 "#,
     );
     let env = env(&[
@@ -41,10 +43,13 @@ default_timeout = "1s"
         ("SAGAD_MAX_PAYLOAD_BYTES", "2000"),
         ("SAGAD_SHUTDOWN_GRACE", "2s"),
         ("SAGAD_DEFAULT_TIMEOUT", "2s"),
+        ("SAGAD_METRICS_LISTEN", ":9101"),
+        ("SAGAD_ON_FAILED_WEBHOOK", "http://127.0.0.1:9/from-env"),
     ]);
     let flags = Settings {
         shutdown_grace: Some(Duration::from_secs(3)),
         default_timeout: Some(Duration::from_secs(3)),
+        metrics_listen: Some(addr("127.0.0.1:9102")),
         ..Settings::default()
     };
     let config = Config::load(Some(&path), env, flags).unwrap();
@@ -57,9 +62,11 @@ default_timeout = "1s"
             // env over file
             data_dir: PathBuf::from("/from/env"),
             max_payload_bytes: 2000,
+            on_failed_webhook: Some("http://127.0.0.1:9/from-env".parse().unwrap()),
             // flags over env over file
             shutdown_grace: Duration::from_secs(3),
             default_timeout: Duration::from_secs(3),
+            metrics_listen: Some(addr("127.0.0.1:9102")),
         }
     );
     drop(dir);
@@ -71,6 +78,43 @@ fn with_no_layers_the_defaults_hold() {
     assert_eq!(config, Config::default());
     assert_eq!(config.listen, addr("127.0.0.1:50051"));
     assert_eq!(config.max_payload_bytes, 1024 * 1024);
+    assert_eq!(config.metrics_listen, None, "metrics are off by default");
+    assert_eq!(config.on_failed_webhook, None, "no webhook by default");
+}
+
+#[test]
+fn bad_metrics_and_webhook_values_name_their_source_and_say_why() {
+    let (_dir, path) = file("metrics_listen = \"nonsense\"\n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{}: metrics_listen", path.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("nonsense") && text.contains("host:port"),
+        "{text}"
+    );
+
+    let err = Config::load(
+        None,
+        env(&[("SAGAD_ON_FAILED_WEBHOOK", "ftp://x")]),
+        Settings::default(),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("SAGAD_ON_FAILED_WEBHOOK"), "{text}");
+    assert!(text.contains("not an http:// URL"), "{text}");
+
+    let (_dir, path) = file("on_failed_webhook = \"https://alerts.example/sagad\"\n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("on_failed_webhook"), "{text}");
+    assert!(text.contains("https:// is not supported"), "{text}");
+
+    let (_dir, path) = file("metrics_listen = 9100\n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    assert!(err.to_string().contains("host:port"), "{err}");
 }
 
 #[test]
@@ -156,6 +200,8 @@ fn the_server_config_carries_every_setting() {
         max_payload_bytes: 77,
         shutdown_grace: Duration::from_secs(4),
         default_timeout: Duration::from_secs(6),
+        metrics_listen: Some(addr("127.0.0.1:0")),
+        on_failed_webhook: Some("http://hooks.internal/sagad".parse().unwrap()),
     };
     let server = config.server_config();
     assert_eq!(server.listen, addr("127.0.0.1:0"));
@@ -163,4 +209,9 @@ fn the_server_config_carries_every_setting() {
     assert_eq!(server.engine.max_payload_bytes, 77);
     assert_eq!(server.engine.shutdown_grace, Duration::from_secs(4));
     assert_eq!(server.engine.defaults.timeout, Duration::from_secs(6));
+    assert_eq!(server.metrics_listen, Some(addr("127.0.0.1:0")));
+    assert_eq!(
+        server.on_failed_webhook.unwrap().to_string(),
+        "http://hooks.internal/sagad"
+    );
 }

@@ -6,6 +6,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use http::Uri;
+
 use sagad::{
     config::{self, Config, Settings},
     saga::definition,
@@ -17,7 +19,7 @@ use sagad::{
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
-    /// shutdown_grace, default_timeout).
+    /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook).
     #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
@@ -43,6 +45,15 @@ pub struct ServeArgs {
     /// [env: SAGAD_DEFAULT_TIMEOUT] [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub default_timeout: Option<Duration>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks a free
+    /// port, printed at start). [env: SAGAD_METRICS_LISTEN] [default: off]
+    #[arg(long, value_name = "HOST:PORT", value_parser = config::parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// POST a JSON notice to this http:// URL for every saga that becomes FAILED,
+    /// retried until acknowledged (at least once, across restarts).
+    /// [env: SAGAD_ON_FAILED_WEBHOOK] [default: off]
+    #[arg(long, value_name = "URL", value_parser = config::parse_webhook_url)]
+    pub on_failed_webhook: Option<Uri>,
 }
 
 impl ServeArgs {
@@ -55,6 +66,8 @@ impl ServeArgs {
             max_payload_bytes: self.max_payload_bytes,
             shutdown_grace: self.shutdown_grace,
             default_timeout: self.default_timeout,
+            metrics_listen: self.metrics_listen,
+            on_failed_webhook: self.on_failed_webhook.clone(),
         }
     }
 }
@@ -78,10 +91,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let stop = crate::cli::stop_signal().await;
     // One line on stdout that scripts and tests read to find the port.
     outln!("sagad listening on {}", server.local_addr());
+    if let Some(addr) = server.metrics_addr() {
+        outln!("sagad metrics on http://{addr}/metrics");
+    }
     tracing::info!(
         addr = %server.local_addr(),
         data_dir = %config.data_dir.display(),
         definitions = ?names,
+        metrics = ?server.metrics_addr(),
+        on_failed_webhook = ?config.on_failed_webhook.as_ref().map(ToString::to_string),
         "serving"
     );
     let token = server.shutdown_token();

@@ -15,7 +15,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex, OnceLock, RwLock},
     time::Duration,
 };
 
@@ -25,14 +25,17 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     Error, Result,
     journal::{Journal, JournalError, ListQuery},
+    metrics::Metrics,
     participant::Participants,
     saga::{
         Definition, Event, EventKind, FoldError, Participant, SagaId, SagaState, SagaStatus,
         StepDef, StepDefaults, Timestamp, definition,
     },
+    webhook::Notifier,
 };
 
 mod feed;
+mod observe;
 pub mod recovery;
 mod runner;
 pub mod shutdown;
@@ -137,6 +140,10 @@ struct Inner {
     /// Sagas whose runner stopped because the journal could not write; they are
     /// resumed from the journal once it can (see `heal`). A std lock: no await inside.
     stalled: Mutex<HashSet<SagaId>>,
+    /// This engine's own recorder (see `crate::metrics` for why not a global one).
+    metrics: Metrics,
+    /// Told about every saga that becomes FAILED (the on-failed webhook), if set.
+    on_failed: OnceLock<Notifier>,
 }
 
 impl From<FoldError> for Error {
@@ -163,6 +170,14 @@ impl Engine {
             .into_iter()
             .map(|p| (p.name.clone(), p))
             .collect();
+        let metrics = Metrics::new();
+        journal.observe_flushes(metrics.flush_observer());
+        metrics.known_definitions(
+            definitions
+                .iter()
+                .map(|d| d.name.as_str())
+                .chain([INLINE_DEFINITION]),
+        );
         let engine = Self {
             inner: Arc::new(Inner {
                 journal,
@@ -178,9 +193,12 @@ impl Engine {
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 stalled: Mutex::new(HashSet::new()),
+                metrics,
+                on_failed: OnceLock::new(),
             }),
         };
         engine.inner.tracker.spawn(engine.clone().heal());
+        engine.inner.tracker.spawn(engine.clone().metrics_upkeep());
         Ok(engine)
     }
 
@@ -196,7 +214,7 @@ impl Engine {
             }
             let stalled: Vec<SagaId> = self.lock_stalled().drain().collect();
             for id in stalled {
-                match recovery::resume(&self, id).await {
+                match recovery::resume(&self, id, false).await {
                     Ok(_) => tracing::info!(saga = %id, "saga resumed after the journal recovered"),
                     Err(e) => {
                         tracing::error!(saga = %id, error = %e, "cannot resume saga yet");

@@ -29,8 +29,13 @@ pub struct RecoveryReport {
 
 /// Hands one saga back to a runner, as its journal says it is. Returns how many
 /// in-flight calls were recorded as interrupted, or `None` when the saga is
-/// terminal or already has a runner.
-pub(crate) async fn resume(engine: &Engine, id: SagaId) -> Result<Option<usize>> {
+/// terminal or already has a runner. `count_active`: add the saga to the
+/// active-saga gauge (at start-up, not when a stalled saga resumes: it is counted).
+pub(crate) async fn resume(
+    engine: &Engine,
+    id: SagaId,
+    count_active: bool,
+) -> Result<Option<usize>> {
     let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
     {
         let mut runners = engine.lock_runners();
@@ -48,6 +53,9 @@ pub(crate) async fn resume(engine: &Engine, id: SagaId) -> Result<Option<usize>>
             return Ok(None);
         }
     };
+    if count_active {
+        engine.recovered_saga(&state);
+    }
     let now = Timestamp::now();
     let mut pending = Vec::new();
     for kind in saga::recover(&state, now, fastrand::f64()) {
@@ -72,13 +80,14 @@ pub async fn recover(engine: &Engine) -> Result<RecoveryReport> {
     let journal = engine.journal().clone();
     let mut report = RecoveryReport::default();
     for id in journal.unfinished().await? {
-        if let Some(interrupted) = resume(engine, id).await? {
+        if let Some(interrupted) = resume(engine, id, true).await? {
             report.resumed += 1;
             report.interrupted += interrupted;
         }
         crate::crash_point!("recovery::after_resume");
     }
     report.took = started.elapsed();
+    engine.metrics().recovered(report.resumed, report.took);
     tracing::info!(
         resumed = report.resumed,
         interrupted = report.interrupted,

@@ -134,9 +134,12 @@ impl Runner {
                     attempt,
                 } => {
                     self.flush().await?;
+                    let called = Instant::now();
                     let Some(outcome) = self.call(step, action, attempt).await? else {
                         return Ok(Exit::ShuttingDown);
                     };
+                    self.engine
+                        .call_returned(&self.state, step, action, called.elapsed());
                     crate::crash_point!("runner::after_call");
                     let now = Timestamp::now();
                     let kind = attempt_finished(
@@ -191,6 +194,7 @@ impl Runner {
         }
         let events = mem::take(&mut self.pending);
         let appended = self.engine.inner.journal.append(events).await?;
+        self.engine.journaled(&self.state, &appended);
         if let Some(watchers) = &self.watchers {
             for event in appended {
                 let _ = watchers.send(event);

@@ -22,18 +22,19 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     thread,
+    time::Instant,
 };
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JOURNAL_QUEUE_CAPACITY, Journal, JournalError,
-    JournalStats, ListQuery, SagaSummary,
+    FlushObserver, JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JOURNAL_QUEUE_CAPACITY, Journal,
+    JournalError, JournalStats, ListQuery, SagaSummary,
     codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
     offsets,
 };
@@ -114,6 +115,8 @@ struct Counters {
     flushes: AtomicU64,
     requests: AtomicU64,
     events: AtomicU64,
+    /// Told about each flush; read with one atomic load per flush.
+    observer: OnceLock<Arc<dyn FlushObserver>>,
 }
 
 /// A journal over a [`KvStore`]; see the module docs.
@@ -281,6 +284,10 @@ impl<S: KvStore> Journal for KvJournal<S> {
         }
     }
 
+    fn observe_flushes(&self, observer: Arc<dyn FlushObserver>) {
+        let _ = self.counters.observer.set(observer);
+    }
+
     fn write_failure(&self) -> Option<String> {
         self.failure
             .lock()
@@ -419,6 +426,7 @@ impl<S: KvStore> Writer<S> {
                 NEXT_OFFSET_KEY.to_vec(),
                 Some(offset.to_be_bytes().to_vec()),
             ));
+            let started = Instant::now();
             let result = match self.store.write(writes) {
                 Ok(()) => {
                     // The batch is in the store: its offsets are spent whether or
@@ -433,7 +441,7 @@ impl<S: KvStore> Writer<S> {
                 }
                 Err(e) => Err(e),
             };
-            self.finish(pending, offset, result);
+            self.finish(pending, offset, result, started);
         }
         match close {
             Some(reply) => {
@@ -462,9 +470,19 @@ impl<S: KvStore> Writer<S> {
         }
     }
 
-    fn finish(&mut self, pending: Vec<Pending>, offset: u64, result: Result<(), JournalError>) {
+    fn finish(
+        &mut self,
+        pending: Vec<Pending>,
+        offset: u64,
+        result: Result<(), JournalError>,
+        started: Instant,
+    ) {
         match result {
             Ok(()) => {
+                // Before the acks, like the counters: whoever saw an ack sees it counted.
+                if let Some(observer) = self.counters.observer.get() {
+                    observer.flushed(offset - self.next_offset, started.elapsed());
+                }
                 self.counters.flushes.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .requests

@@ -28,7 +28,7 @@
 //!   may go on in a state that is not known to be on disk. An append that failed
 //!   may still become durable by a later sync; its offsets are never reused.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -109,6 +109,14 @@ pub struct JournalStats {
     pub events: u64,
 }
 
+/// Told about every durable flush. Called on the journal's writer thread, once
+/// per flush (not per event): it **must** be cheap and never block.
+pub trait FlushObserver: Send + Sync + 'static {
+    /// A flush made `events` events durable (0 for participant-only writes), and
+    /// writing plus syncing it took `took`.
+    fn flushed(&self, events: u64, took: Duration);
+}
+
 /// The journal: see the module docs for the contract every implementation must keep.
 #[async_trait]
 pub trait Journal: Send + Sync + 'static {
@@ -144,6 +152,10 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Counters since open.
     fn stats(&self) -> JournalStats;
+
+    /// Reports every later durable flush to `observer` (for metrics). Only the
+    /// first observer is kept; journals without a flush of their own ignore it.
+    fn observe_flushes(&self, _observer: Arc<dyn FlushObserver>) {}
 
     /// Why writes fail, while they do: `Some` from a failed write until the
     /// journal has made everything written so far durable again.

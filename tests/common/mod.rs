@@ -42,10 +42,22 @@ pub fn order_fulfillment() -> Definition {
     definition::parse_definition(&path, &text).unwrap()
 }
 
+/// Optional server settings a test can turn on.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// Serve `/metrics` here (port 0: a free port, see `TestServer::metrics_addr`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// POST FAILED sagas here.
+    pub on_failed_webhook: Option<String>,
+}
+
 /// A coordinator served in-process over loopback gRPC, on a temp sled journal.
 pub struct TestServer {
     pub server: Option<Server>,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when `extras.metrics_listen` asked for it.
+    pub metrics_addr: Option<SocketAddr>,
+    pub extras: Extras,
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
     definitions: Vec<Definition>,
@@ -59,11 +71,21 @@ impl TestServer {
     }
 
     pub async fn start_with(definitions: Vec<Definition>, config: EngineConfig) -> Self {
+        Self::start_with_extras(definitions, config, Extras::default()).await
+    }
+
+    pub async fn start_with_extras(
+        definitions: Vec<Definition>,
+        config: EngineConfig,
+        extras: Extras,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
         let mut s = Self {
             server: None,
             addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: None,
+            extras,
             data_dir,
             _dir: Some(dir),
             definitions,
@@ -78,6 +100,8 @@ impl TestServer {
         let mut s = Self {
             server: None,
             addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: None,
+            extras: Extras::default(),
             data_dir,
             _dir: None,
             definitions: vec![order_fulfillment()],
@@ -93,6 +117,12 @@ impl TestServer {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 data_dir: self.data_dir.clone(),
                 engine: self.config.clone(),
+                metrics_listen: self.extras.metrics_listen,
+                on_failed_webhook: self
+                    .extras
+                    .on_failed_webhook
+                    .as_ref()
+                    .map(|url| url.parse().unwrap()),
             },
             self.definitions.clone(),
         )
@@ -100,6 +130,7 @@ impl TestServer {
         .expect("server starts");
         assert!(server.ready().await, "server recovers and becomes ready");
         self.addr = server.local_addr();
+        self.metrics_addr = server.metrics_addr();
         self.server = Some(server);
     }
 
@@ -483,4 +514,81 @@ pub fn by_step<T: Clone>(pairs: &[(&str, T)]) -> HashMap<String, T> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
+}
+
+/// `GET http://addr/metrics` over real HTTP; panics unless it answers 200 in the
+/// Prometheus text format.
+pub async fn scrape(addr: SocketAddr) -> String {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<hyper::body::Bytes>>();
+    let response = client
+        .get(format!("http://{addr}/metrics").parse().unwrap())
+        .await
+        .expect("the metrics endpoint answers");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// The value of one series (`name{label="v",...}` exactly as rendered) in a
+/// scrape, if it is there.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// A child process killed when dropped, so a failing test never leaks it.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `sagad serve` with `args` (on a temp data dir and a free port, so a
+/// wrong success would touch nothing) and returns (exit code, stderr); fails
+/// the test if it does not exit by itself.
+pub async fn sagad_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    use std::io::Read;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sagad"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(args)
+        .env_remove("SAGAD_METRICS_LISTEN")
+        .env_remove("SAGAD_ON_FAILED_WEBHOOK")
+        .env_remove("SAGAD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = KillOnDrop(command.spawn().unwrap());
+    let code = poll_until("sagad to exit", || {
+        let exited = child.0.try_wait().unwrap();
+        async move { exited.map(|status| status.code()) }
+    })
+    .await;
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (code, stderr)
 }

@@ -102,6 +102,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             listen: args.listen,
             data_dir: data_dir.path().to_path_buf(),
             engine: EngineConfig::default(),
+            metrics_listen: None,
+            on_failed_webhook: None,
         },
         vec![definition],
     )

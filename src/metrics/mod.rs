@@ -1,0 +1,488 @@
+//! Metrics: what sagad counts, and (in `http.rs`) the endpoint that exports it
+//! in the Prometheus text format at `http://<--metrics-listen>/metrics`.
+//!
+//! ## What is exported
+//!
+//! | name | type | labels | meaning |
+//! | --- | --- | --- | --- |
+//! | `sagad_sagas_started_total` | counter | `definition` | sagas started |
+//! | `sagad_sagas_finished_total` | counter | `definition`, `state` | sagas that reached `completed`, `compensated` or `failed` |
+//! | `sagad_sagas_failed_total` | counter | `definition` | sagas that became FAILED (a compensation gave up): alert on any increase |
+//! | `sagad_sagas_retried_total` | counter | `definition` | FAILED sagas resumed by `RetrySaga` |
+//! | `sagad_sagas_active` | gauge | `definition`, `state` | sagas whose journaled state is `running` or `compensating` |
+//! | `sagad_compensations_started_total` | counter | `definition`, `cause` | sagas that turned back to compensate; `cause` is `step_failed` or `cancelled` |
+//! | `sagad_step_attempts_total` | counter | `participant`, `action`, `outcome` | finished calls; `action` is `forward`/`compensate`, `outcome` is `succeeded`, `rejected`, `transient` or `interrupted` |
+//! | `sagad_step_call_duration_seconds` | histogram | `participant`, `action` | how long participant calls took, as the coordinator saw them |
+//! | `sagad_journal_flushes_total` | counter | | durable journal flushes (group commits) |
+//! | `sagad_journal_events_total` | counter | | events made durable |
+//! | `sagad_journal_flush_events` | histogram | | events per flush (how well group commit batches) |
+//! | `sagad_journal_flush_duration_seconds` | histogram | | write plus sync time of one flush |
+//! | `sagad_recovery_duration_seconds` | gauge | | how long the last start-up recovery took |
+//! | `sagad_recovery_resumed_sagas` | gauge | | sagas the last recovery resumed |
+//! | `sagad_webhook_attempts_total` | counter | `outcome` | POSTs to `--on-failed-webhook`: `delivered` or `error` |
+//! | `sagad_webhook_gave_up_total` | counter | | notices whose retries ran out (posted again at the next start) |
+//! | `sagad_webhook_pending` | gauge | | FAILED-saga notices not yet acknowledged by the webhook |
+//! | `sagad_webhook_redelivered_notices` | gauge | | notices the start-up scan found unacknowledged and posted again (set when the scan ends) |
+//!
+//! Label values are lower-case; `definition` is a definition name or `inline`,
+//! `participant` a registered participant's name, so the label sets stay as
+//! small as the configuration.
+//!
+//! ## One recorder per engine, never a global one
+//!
+//! The `metrics` macros write to a process-wide recorder unless told otherwise.
+//! sagad builds one [`PrometheusRecorder`] per [`Metrics`] (one per engine) with
+//! `PrometheusBuilder::build_recorder`, never installs it, and records through
+//! `metrics::with_local_recorder`. Tests run several coordinators in one process,
+//! and each must count only its own sagas: with one global recorder their
+//! counters would add up, and a gauge such as `sagad_sagas_active` would mean
+//! nothing. The price is that only what goes through [`Metrics`] is exported;
+//! a dependency calling `metrics::counter!` by itself would reach the global
+//! no-op recorder instead (none does today).
+//!
+//! ## Cost on the hot paths
+//!
+//! - Counters and gauges are atomics. A labelled one is found by a hash lookup
+//!   under a sharded read lock (the `metrics-util` registry), a few times per
+//!   journaled append, on the saga's own runner task.
+//! - The journal writer thread never touches the registry: it is handed two
+//!   histogram handles registered up front ([`Metrics::flush_observer`]) and
+//!   records two samples per flush, not per event (a lock-free push each).
+//! - Histogram samples wait in lock-free buckets until a scrape or
+//!   [`Metrics::upkeep`] (run by the engine every [`METRICS_UPKEEP_INTERVAL`])
+//!   drains them, so memory stays bounded when nobody scrapes.
+//!
+//! Invariants:
+//! - `sagad_sagas_active` is seeded by recovery with every unfinished saga, then
+//!   moved by each durable transition (`SagaStarted`, `CompensationStarted`,
+//!   `RetryRequested`, the terminal events), so after a restart it holds what
+//!   the journal says. An append that failed during a disk failure and still
+//!   became durable later is not seen, and can leave it off until the next start.
+//! - Counters count what this process saw since it started; Prometheus treats
+//!   the drop to zero at a restart as a counter reset.
+
+use std::{sync::Arc, time::Duration};
+
+use metrics::{Counter, Histogram, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::{
+    journal::{FlushObserver, JournalStats},
+    saga::{Action, Failure, SagaStatus},
+};
+
+pub mod http;
+
+/// How often histogram samples are drained when nobody scrapes.
+pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Upper bounds of the call and flush latency buckets, in seconds.
+const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Upper bounds of the events-per-flush buckets (up to `JOURNAL_BATCH_MAX` requests
+/// of several events each).
+const FLUSH_EVENTS_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// The metric names, for code and tests that look them up.
+pub mod names {
+    pub const SAGAS_STARTED: &str = "sagad_sagas_started_total";
+    pub const SAGAS_FINISHED: &str = "sagad_sagas_finished_total";
+    pub const SAGAS_FAILED: &str = "sagad_sagas_failed_total";
+    pub const SAGAS_RETRIED: &str = "sagad_sagas_retried_total";
+    pub const SAGAS_ACTIVE: &str = "sagad_sagas_active";
+    pub const COMPENSATIONS_STARTED: &str = "sagad_compensations_started_total";
+    pub const STEP_ATTEMPTS: &str = "sagad_step_attempts_total";
+    pub const STEP_CALL_DURATION: &str = "sagad_step_call_duration_seconds";
+    pub const JOURNAL_FLUSHES: &str = "sagad_journal_flushes_total";
+    pub const JOURNAL_EVENTS: &str = "sagad_journal_events_total";
+    pub const JOURNAL_FLUSH_EVENTS: &str = "sagad_journal_flush_events";
+    pub const JOURNAL_FLUSH_DURATION: &str = "sagad_journal_flush_duration_seconds";
+    pub const RECOVERY_DURATION: &str = "sagad_recovery_duration_seconds";
+    pub const RECOVERY_RESUMED: &str = "sagad_recovery_resumed_sagas";
+    pub const WEBHOOK_ATTEMPTS: &str = "sagad_webhook_attempts_total";
+    pub const WEBHOOK_GAVE_UP: &str = "sagad_webhook_gave_up_total";
+    pub const WEBHOOK_PENDING: &str = "sagad_webhook_pending";
+    pub const WEBHOOK_REDELIVERED: &str = "sagad_webhook_redelivered_notices";
+}
+
+use names::*;
+
+/// One engine's metrics; cheap to clone (every clone records into the same recorder).
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh recorder with every metric described (see the module docs).
+    pub fn new() -> Self {
+        let mut builder = PrometheusBuilder::new();
+        for name in [STEP_CALL_DURATION, JOURNAL_FLUSH_DURATION] {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.into()), &LATENCY_BUCKETS_SECONDS)
+                .expect("the latency buckets are not empty"); // faulty code otherwise
+        }
+        builder = builder
+            .set_buckets_for_metric(
+                Matcher::Full(JOURNAL_FLUSH_EVENTS.into()),
+                &FLUSH_EVENTS_BUCKETS,
+            )
+            .expect("the flush buckets are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let metrics = Self {
+            inner: Arc::new(Inner { recorder, handle }),
+        };
+        metrics.describe();
+        metrics
+    }
+
+    /// Runs `f` with this engine's recorder as the one the `metrics` macros use.
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.inner.recorder, f)
+    }
+
+    fn describe(&self) {
+        use metrics::{describe_counter, describe_gauge, describe_histogram};
+        self.with(|| {
+            describe_counter!(SAGAS_STARTED, "Sagas started.");
+            describe_counter!(
+                SAGAS_FINISHED,
+                "Sagas that reached a terminal state (completed, compensated, failed)."
+            );
+            describe_counter!(
+                SAGAS_FAILED,
+                "Sagas that became FAILED: a compensation gave up and an operator is needed."
+            );
+            describe_counter!(SAGAS_RETRIED, "FAILED sagas resumed by RetrySaga.");
+            describe_gauge!(
+                SAGAS_ACTIVE,
+                "Sagas whose journaled state is running or compensating."
+            );
+            describe_counter!(
+                COMPENSATIONS_STARTED,
+                "Sagas that stopped going forward and began compensating."
+            );
+            describe_counter!(STEP_ATTEMPTS, "Finished participant calls, by outcome.");
+            describe_histogram!(
+                STEP_CALL_DURATION,
+                Unit::Seconds,
+                "Participant call latency as the coordinator saw it."
+            );
+            describe_counter!(JOURNAL_FLUSHES, "Durable journal flushes (group commits).");
+            describe_counter!(JOURNAL_EVENTS, "Events made durable by the journal.");
+            describe_histogram!(JOURNAL_FLUSH_EVENTS, "Events made durable per flush.");
+            describe_histogram!(
+                JOURNAL_FLUSH_DURATION,
+                Unit::Seconds,
+                "Time to write and sync one journal flush."
+            );
+            describe_gauge!(
+                RECOVERY_DURATION,
+                Unit::Seconds,
+                "How long the last start-up recovery took."
+            );
+            describe_gauge!(RECOVERY_RESUMED, "Sagas the last start-up recovery resumed.");
+            describe_counter!(
+                WEBHOOK_ATTEMPTS,
+                "POSTs to the on-failed webhook, by outcome (delivered, error)."
+            );
+            describe_counter!(
+                WEBHOOK_GAVE_UP,
+                "FAILED-saga notices whose retries ran out; they are posted again at the next start."
+            );
+            describe_gauge!(
+                WEBHOOK_PENDING,
+                "FAILED-saga notices not yet acknowledged by the webhook."
+            );
+            describe_gauge!(
+                WEBHOOK_REDELIVERED,
+                "Notices the start-up scan found unacknowledged and posted again."
+            );
+        });
+    }
+
+    fn counter(&self, make: impl FnOnce() -> Counter) -> Counter {
+        self.with(make)
+    }
+
+    /// Exports `sagad_sagas_failed_total` at 0 for each definition up front: an
+    /// alert on `increase(...)` needs a series that exists before the first
+    /// failure, or that first failure is never an increase.
+    pub fn known_definitions<'a>(&self, definitions: impl IntoIterator<Item = &'a str>) {
+        for definition in definitions {
+            self.counter(|| metrics::counter!(SAGAS_FAILED, "definition" => definition.to_owned()))
+                .increment(0);
+        }
+    }
+
+    /// A saga's `SagaStarted` is durable.
+    pub fn saga_started(&self, definition: &str) {
+        self.counter(|| metrics::counter!(SAGAS_STARTED, "definition" => definition.to_owned()))
+            .increment(1);
+    }
+
+    /// A saga's terminal event is durable.
+    pub fn saga_finished(&self, definition: &str, state: SagaStatus) {
+        self.counter(|| {
+            metrics::counter!(SAGAS_FINISHED, "definition" => definition.to_owned(), "state" => state_label(state))
+        })
+        .increment(1);
+        if state == SagaStatus::Failed {
+            self.counter(|| metrics::counter!(SAGAS_FAILED, "definition" => definition.to_owned()))
+                .increment(1);
+        }
+    }
+
+    /// A FAILED saga was resumed by an operator.
+    pub fn saga_retried(&self, definition: &str) {
+        self.counter(|| metrics::counter!(SAGAS_RETRIED, "definition" => definition.to_owned()))
+            .increment(1);
+    }
+
+    /// Moves a saga from one journaled state to another in `sagad_sagas_active`;
+    /// `None` (not yet started) and terminal states are not counted.
+    pub fn saga_moved(&self, definition: &str, from: Option<SagaStatus>, to: SagaStatus) {
+        self.with(|| {
+            if let Some(from) = from.filter(|s| !s.is_terminal()) {
+                metrics::gauge!(SAGAS_ACTIVE, "definition" => definition.to_owned(), "state" => state_label(from))
+                    .decrement(1.0);
+            }
+            if !to.is_terminal() {
+                metrics::gauge!(SAGAS_ACTIVE, "definition" => definition.to_owned(), "state" => state_label(to))
+                    .increment(1.0);
+            }
+        });
+    }
+
+    /// A saga began compensating; `cancelled` when an operator asked for it.
+    pub fn compensation_started(&self, definition: &str, cancelled: bool) {
+        let cause = if cancelled {
+            "cancelled"
+        } else {
+            "step_failed"
+        };
+        self.counter(|| {
+            metrics::counter!(COMPENSATIONS_STARTED, "definition" => definition.to_owned(), "cause" => cause)
+        })
+        .increment(1);
+    }
+
+    /// An attempt's result is durable; `failure` is `None` when it succeeded.
+    pub fn attempt_finished(&self, participant: &str, action: Action, failure: Option<Failure>) {
+        let outcome = match failure {
+            None => "succeeded",
+            Some(Failure::Rejected) => "rejected",
+            Some(Failure::Transient) => "transient",
+            Some(Failure::Interrupted) => "interrupted",
+        };
+        self.counter(|| {
+            metrics::counter!(
+                STEP_ATTEMPTS,
+                "participant" => participant.to_owned(),
+                "action" => action.as_str(),
+                "outcome" => outcome
+            )
+        })
+        .increment(1);
+    }
+
+    /// A participant call returned after `took`.
+    pub fn call_returned(&self, participant: &str, action: Action, took: Duration) {
+        self.with(|| {
+            metrics::histogram!(STEP_CALL_DURATION, "participant" => participant.to_owned(), "action" => action.as_str())
+        })
+        .record(took.as_secs_f64());
+    }
+
+    /// Start-up recovery finished.
+    pub fn recovered(&self, resumed: usize, took: Duration) {
+        self.with(|| {
+            metrics::gauge!(RECOVERY_DURATION).set(took.as_secs_f64());
+            metrics::gauge!(RECOVERY_RESUMED).set(resumed as f64);
+        });
+    }
+
+    /// One POST to the webhook ended; `delivered` when it was acknowledged (2xx).
+    pub fn webhook_attempt(&self, delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "error" };
+        self.counter(|| metrics::counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome))
+            .increment(1);
+    }
+
+    /// A notice's retries ran out.
+    pub fn webhook_gave_up(&self) {
+        self.counter(|| metrics::counter!(WEBHOOK_GAVE_UP))
+            .increment(1);
+    }
+
+    /// Notices waiting for the webhook's acknowledgement.
+    pub fn webhook_pending(&self, pending: usize) {
+        self.with(|| metrics::gauge!(WEBHOOK_PENDING).set(pending as f64));
+    }
+
+    /// The start-up scan for unacknowledged notices ended, queueing `notices`.
+    pub fn webhook_redelivered(&self, notices: usize) {
+        self.with(|| metrics::gauge!(WEBHOOK_REDELIVERED).set(notices as f64));
+    }
+
+    /// What the journal writer thread calls once per durable flush: two
+    /// histogram handles registered here, so the writer never looks anything up.
+    pub fn flush_observer(&self) -> Arc<dyn FlushObserver> {
+        let (events, duration) = self.with(|| {
+            (
+                metrics::histogram!(JOURNAL_FLUSH_EVENTS),
+                metrics::histogram!(JOURNAL_FLUSH_DURATION),
+            )
+        });
+        Arc::new(FlushHistograms { events, duration })
+    }
+
+    /// Drains histogram samples into their buckets; see the module docs.
+    pub fn upkeep(&self) {
+        self.inner.handle.run_upkeep();
+    }
+
+    /// Everything in the Prometheus text format, with the journal's counters as
+    /// of `journal` (they live in the journal as plain atomics; copied here).
+    pub fn render(&self, journal: JournalStats) -> String {
+        self.with(|| {
+            metrics::counter!(JOURNAL_FLUSHES).absolute(journal.flushes);
+            metrics::counter!(JOURNAL_EVENTS).absolute(journal.events);
+        });
+        self.inner.handle.render()
+    }
+}
+
+/// The label value of a saga state.
+fn state_label(state: SagaStatus) -> &'static str {
+    match state {
+        SagaStatus::Running => "running",
+        SagaStatus::Compensating => "compensating",
+        SagaStatus::Completed => "completed",
+        SagaStatus::Compensated => "compensated",
+        SagaStatus::Failed => "failed",
+    }
+}
+
+/// The journal's per-flush histograms.
+struct FlushHistograms {
+    events: Histogram,
+    duration: Histogram,
+}
+
+impl FlushObserver for FlushHistograms {
+    fn flushed(&self, events: u64, took: Duration) {
+        self.events.record(events as f64);
+        self.duration.record(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample `name{labels}` in `text`, labels as rendered.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn two_instances_do_not_share_counts() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.saga_started("order");
+        a.saga_started("order");
+        b.saga_started("order");
+        let series = "sagad_sagas_started_total{definition=\"order\"}";
+        assert_eq!(
+            sample(&a.render(JournalStats::default()), series),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&b.render(JournalStats::default()), series),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn active_gauge_follows_transitions_and_ignores_terminal_states() {
+        let m = Metrics::new();
+        m.saga_moved("d", None, SagaStatus::Running);
+        m.saga_moved("d", None, SagaStatus::Running);
+        m.saga_moved("d", Some(SagaStatus::Running), SagaStatus::Compensating);
+        m.saga_moved("d", Some(SagaStatus::Compensating), SagaStatus::Failed);
+        m.saga_moved("d", Some(SagaStatus::Failed), SagaStatus::Compensating);
+        let text = m.render(JournalStats::default());
+        let running = "sagad_sagas_active{definition=\"d\",state=\"running\"}";
+        let compensating = "sagad_sagas_active{definition=\"d\",state=\"compensating\"}";
+        assert_eq!(sample(&text, running), Some(1.0), "{text}");
+        assert_eq!(sample(&text, compensating), Some(1.0), "{text}");
+        assert!(!text.contains("state=\"failed\"} "), "{text}");
+    }
+
+    #[test]
+    fn histograms_render_as_buckets_and_journal_counters_are_copied() {
+        let m = Metrics::new();
+        m.call_returned("payments", Action::Forward, Duration::from_millis(3));
+        m.flush_observer().flushed(7, Duration::from_micros(300));
+        let text = m.render(JournalStats {
+            flushes: 5,
+            requests: 6,
+            events: 9,
+        });
+        assert!(
+            text.contains("sagad_step_call_duration_seconds_bucket{participant=\"payments\",action=\"forward\",le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "sagad_journal_flush_events_sum"),
+            Some(7.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "sagad_journal_flushes_total"),
+            Some(5.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "sagad_journal_events_total"),
+            Some(9.0),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP sagad_step_call_duration_seconds"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn known_definitions_export_a_zero_failed_count_to_alert_on() {
+        let m = Metrics::new();
+        m.known_definitions(["order", "inline"]);
+        let text = m.render(JournalStats::default());
+        let series = "sagad_sagas_failed_total{definition=\"order\"}";
+        assert_eq!(sample(&text, series), Some(0.0), "{text}");
+        m.saga_finished("order", SagaStatus::Failed);
+        let text = m.render(JournalStats::default());
+        assert_eq!(sample(&text, series), Some(1.0), "{text}");
+    }
+}

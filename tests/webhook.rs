@@ -1,0 +1,382 @@
+//! The on-failed webhook end to end: a real coordinator posts to a tiny HTTP
+//! receiver on 127.0.0.1 (axum) that can be told to fail. Retries with backoff,
+//! the body, at-least-once delivery across a restart, no repeat of an
+//! acknowledged notice, and the refusal of URLs sagad cannot post to.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use axum::{Router, extract::State, http::HeaderMap, http::StatusCode, routing::post};
+use common::*;
+use sagad::{
+    config::{Config, Settings},
+    engine::EngineConfig,
+    proto::v1 as pb,
+};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// One POST as the receiver saw it, and what it answered.
+#[derive(Clone, Debug)]
+struct Received {
+    body: Value,
+    headers: HeaderMap,
+    status: u16,
+}
+
+/// The receiver's behaviour and log.
+#[derive(Default)]
+struct Hook {
+    /// Answer 500 to this many more POSTs, then 200.
+    fail_next: AtomicU32,
+    received: Mutex<Vec<Received>>,
+}
+
+/// A webhook receiver served on a loopback port until dropped.
+struct Receiver {
+    hook: Arc<Hook>,
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Receiver {
+    async fn start(fail_first: u32) -> Receiver {
+        let hook = Arc::new(Hook::default());
+        hook.fail_next.store(fail_first, Ordering::SeqCst);
+        let app = Router::new()
+            .route("/hooks/failed", post(receive))
+            .with_state(hook.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        Receiver { hook, addr, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hooks/failed", self.addr)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.hook.received.lock().unwrap().clone()
+    }
+
+    /// POSTs about one saga, in arrival order.
+    fn about(&self, saga_id: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.body["saga_id"] == saga_id)
+            .collect()
+    }
+
+    /// Waits until a POST about `saga_id` was answered 200.
+    async fn until_acknowledged(&self, saga_id: &str) -> Received {
+        poll_until(&format!("an acknowledged POST about {saga_id}"), || {
+            let acked = self.about(saga_id).into_iter().find(|r| r.status == 200);
+            async move { acked }
+        })
+        .await
+    }
+}
+
+async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: String) -> StatusCode {
+    let failing = hook
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let status = if failing {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    hook.received.lock().unwrap().push(Received {
+        body: serde_json::from_str(&body).expect("the body is JSON"),
+        headers,
+        status: status.as_u16(),
+    });
+    status
+}
+
+/// A shop whose shipping declines "decline" and "stuck" orders, and whose refund
+/// declines "stuck" ones: "stuck" ends FAILED, "decline" COMPENSATED.
+async fn shop() -> Served {
+    serve(FakeParticipant::new(|r| {
+        let forward = r.action == pb::Action::Forward as i32;
+        let payload = String::from_utf8_lossy(&r.payload).to_string();
+        match (forward, r.step.as_str(), payload.as_str()) {
+            (true, "ship-order", "decline" | "stuck") => Answer::Reject("out of stock"),
+            (false, "charge-payment", "stuck") => Answer::Reject("refund declined"),
+            _ => Answer::Ok,
+        }
+    }))
+    .await
+}
+
+async fn server_posting_to(receiver: &Receiver) -> TestServer {
+    TestServer::start_with_extras(
+        vec![order_fulfillment()],
+        EngineConfig::default(),
+        Extras {
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            on_failed_webhook: Some(receiver.url()),
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_failed_saga_is_posted_and_retried_until_acknowledged() {
+    let receiver = Receiver::start(2).await;
+    let server = server_posting_to(&receiver).await;
+    let shop = shop().await;
+    let mut client = server.client().await;
+    register_shop(&mut client, &shop, quick_retry(3, 3)).await;
+
+    let compensated = start_order(&mut client, "decline", true).await;
+    assert_eq!(state(&compensated), pb::SagaState::Compensated);
+    let saga = start_order(&mut client, "stuck", true).await;
+    assert_eq!(state(&saga), pb::SagaState::Failed);
+
+    let acked = receiver.until_acknowledged(&saga.id).await;
+    let posts = receiver.about(&saga.id);
+    // Two 500s, then the 200: the same notice three times, numbered.
+    assert_eq!(
+        posts.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![500, 500, 200]
+    );
+    assert_eq!(
+        posts
+            .iter()
+            .map(|r| r.body["delivery_attempt"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let delivery_id = acked.body["delivery_id"].as_str().unwrap().to_string();
+    assert!(
+        delivery_id.starts_with(&format!("{}/", saga.id)),
+        "{delivery_id}"
+    );
+    assert!(
+        posts
+            .iter()
+            .all(|r| r.body["delivery_id"] == delivery_id.as_str())
+    );
+
+    let body = &acked.body;
+    assert_eq!(body["event"], "saga.failed");
+    assert_eq!(body["saga_id"], saga.id.as_str());
+    assert_eq!(body["definition"], "order-fulfillment");
+    assert_eq!(body["state"], "FAILED");
+    assert_eq!(body["failed_step"], "charge-payment");
+    assert_eq!(body["last_error"], "refund declined");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("compensation of step 'charge-payment'"),
+        "{reason}"
+    );
+    let failed_at = humantime::parse_rfc3339(body["failed_at"].as_str().unwrap())
+        .expect("failed_at is RFC 3339");
+    let finished = saga.finished_at.as_ref().unwrap();
+    let finished = std::time::UNIX_EPOCH
+        + std::time::Duration::new(finished.seconds as u64, finished.nanos as u32);
+    assert_eq!(
+        failed_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+        finished
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+        "failed_at is when the saga finished"
+    );
+    let steps: Vec<(&str, &str)> = body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("validate-order", "SUCCEEDED"),
+            ("charge-payment", "FAILED"),
+            ("ship-order", "FAILED"),
+        ]
+    );
+    assert_eq!(body["steps"][1]["compensate_attempts"], 1);
+    assert_eq!(acked.headers["content-type"], "application/json");
+    assert_eq!(acked.headers["idempotency-key"], delivery_id.as_str());
+
+    // Only the FAILED saga is posted.
+    assert!(receiver.about(&compensated.id).is_empty());
+    assert_eq!(receiver.received().len(), 3);
+
+    let text = poll_until("the pending notice to clear", || {
+        let addr = server.metrics_addr.unwrap();
+        async move {
+            let text = scrape(addr).await;
+            (sample(&text, "sagad_webhook_pending") == Some(0.0)).then_some(text)
+        }
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "sagad_webhook_attempts_total{outcome=\"error\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "sagad_webhook_attempts_total{outcome=\"delivered\"}"),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn delivery_survives_a_restart_and_an_acknowledged_notice_is_not_repeated() {
+    let receiver = Receiver::start(0).await;
+    let mut server = server_posting_to(&receiver).await;
+    let shop = shop().await;
+    let mut client = server.client().await;
+    register_shop(&mut client, &shop, quick_retry(3, 3)).await;
+
+    // First failure: acknowledged at once.
+    let first = start_order(&mut client, "stuck", true).await;
+    receiver.until_acknowledged(&first.id).await;
+
+    // Second failure: the receiver is down (500s) until after the restart.
+    receiver.hook.fail_next.store(u32::MAX, Ordering::SeqCst);
+    let second = start_order(&mut client, "stuck", true).await;
+    assert_eq!(state(&second), pb::SagaState::Failed);
+    poll_until("a refused POST about the second saga", || {
+        let refused = !receiver.about(&second.id).is_empty();
+        async move { refused.then_some(()) }
+    })
+    .await;
+    server.stop().await;
+    let before_restart = receiver.received().len();
+    receiver.hook.fail_next.store(0, Ordering::SeqCst);
+
+    server.restart().await;
+    let acked = receiver.until_acknowledged(&second.id).await;
+    assert_eq!(acked.body["state"], "FAILED");
+    // The scan ends by saying how many notices it posted again: just the one.
+    let metrics = server.metrics_addr.unwrap();
+    let text = poll_until("the start-up scan to finish", || async move {
+        let text = scrape(metrics).await;
+        sample(&text, "sagad_webhook_redelivered_notices").map(|_| text)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "sagad_webhook_redelivered_notices"),
+        Some(1.0),
+        "{text}"
+    );
+    poll_until("nothing pending", || async move {
+        let text = scrape(metrics).await;
+        (sample(&text, "sagad_webhook_pending") == Some(0.0)).then_some(())
+    })
+    .await;
+    let after: Vec<Received> = receiver.received()[before_restart..].to_vec();
+    assert!(
+        after
+            .iter()
+            .all(|r| r.body["saga_id"] == second.id.as_str()),
+        "the acknowledged first notice is not posted again: {after:#?}"
+    );
+    assert_eq!(after.iter().filter(|r| r.status == 200).count(), 1);
+
+    // Once acknowledged, a further restart posts nothing.
+    let acknowledged = receiver.received().len();
+    server.restart().await;
+    let metrics = server.metrics_addr.unwrap();
+    let text = poll_until("the second start-up scan to finish", || async move {
+        let text = scrape(metrics).await;
+        sample(&text, "sagad_webhook_redelivered_notices").map(|_| text)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "sagad_webhook_redelivered_notices"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(receiver.received().len(), acknowledged);
+    drop(client);
+}
+
+#[test]
+fn webhook_urls_sagad_cannot_post_to_are_refused_naming_their_source() {
+    let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+    let err = Config::load(
+        None,
+        env("SAGAD_ON_FAILED_WEBHOOK", "https://alerts.example/h"),
+        Settings::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("SAGAD_ON_FAILED_WEBHOOK"), "{err}");
+    assert!(err.contains("https:// is not supported"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sagad.toml");
+    std::fs::write(&path, "on_failed_webhook = \"ftp://x\"\n").unwrap();
+    let err = Config::load(Some(&path), vec![], Settings::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("on_failed_webhook") && err.contains("ftp://x"),
+        "{err}"
+    );
+    assert!(err.contains("http://"), "{err}");
+
+    let config = Config::load(
+        None,
+        env("SAGAD_ON_FAILED_WEBHOOK", "http://127.0.0.1:9/hooks"),
+        Settings::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        config
+            .server_config()
+            .on_failed_webhook
+            .unwrap()
+            .to_string(),
+        "http://127.0.0.1:9/hooks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_webhook_flag_exits_2_naming_the_flag() {
+    let (code, stderr) = sagad_exit(&["--on-failed-webhook", "ftp://x"], &[]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--on-failed-webhook") && stderr.contains("ftp://x"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("http://"), "{stderr}");
+
+    let (code, stderr) =
+        sagad_exit(&[], &[("SAGAD_ON_FAILED_WEBHOOK", "https://x.example/h")]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("SAGAD_ON_FAILED_WEBHOOK") && stderr.contains("https:// is not supported"),
+        "{stderr}"
+    );
+}
