@@ -6,6 +6,7 @@
 //! - [`participant`]: calling participant endpoints and classifying their answers.
 //! - [`engine`]: runs sagas, retries, recovery, shutdown.
 //! - [`api`]: the gRPC `Coordinator` service.
+//! - [`trace`]: W3C trace context: the `traceparent` a saga runs under and passes on.
 
 pub mod api;
 pub mod config;
@@ -17,5 +18,6 @@ pub mod participant;
 pub mod proto;
 pub mod saga;
 pub mod server;
+pub mod trace;
 
 pub use error::{Error, Result};

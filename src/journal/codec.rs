@@ -14,14 +14,43 @@
 //! Values: `[version:1][crc32 of body:4 LE][postcard body]`. A record whose
 //! version is unknown or whose checksum does not match is reported as damaged,
 //! never decoded as something else.
+//!
+//! Versions (postcard is not self-describing, so a changed shape needs a new one):
+//! - 1: the first format.
+//! - 2: `SagaStarted` gained `trace`. Version-1 records are still read, through
+//!   the old shapes in `codec/v1.rs` ([`Record::from_v1`]); this build writes 2.
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::JournalError;
-use crate::saga::SagaId;
+use super::{JournalError, SagaSummary};
+use crate::saga::{Event, Participant, SagaId};
+
+mod v1;
 
 /// The format version written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u8 = 1;
+
+/// A type stored as a journal value, and how its older encodings are read.
+pub trait Record: Serialize + DeserializeOwned {
+    /// Decodes a body written in format version 1. The default is for types
+    /// whose shape has not changed since.
+    fn from_v1(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes(body)
+    }
+}
+
+impl Record for Event {
+    fn from_v1(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v1::Event>(body).map(Event::from)
+    }
+}
+impl Record for SagaSummary {}
+impl Record for Participant {}
+impl Record for SagaId {}
+/// An offset index entry: which event of which saga.
+impl Record for (SagaId, u64) {}
 
 pub const EVENT: u8 = b'e';
 pub const UNFINISHED: u8 = b'u';
@@ -135,14 +164,16 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a value written by `encode`, checking version and checksum.
-pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, JournalError> {
+pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, JournalError> {
     let (&version, rest) = bytes
         .split_first()
         .ok_or_else(|| corrupt(key, "empty value"))?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(corrupt(
             key,
-            format!("format version {version}; this build reads version {FORMAT_VERSION}"),
+            format!(
+                "format version {version}; this build reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
+            ),
         ));
     }
     if rest.len() < 4 {
@@ -153,12 +184,18 @@ pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, Journa
     if crc32fast::hash(body) != expected {
         return Err(corrupt(key, "checksum mismatch"));
     }
-    postcard::from_bytes(body).map_err(|e| corrupt(key, format!("undecodable body: {e}")))
+    let value = match version {
+        1 => T::from_v1(body),
+        _ => postcard::from_bytes(body),
+    };
+    value.map_err(|e| corrupt(key, format!("undecodable body: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Record for (String, u64) {}
 
     #[test]
     fn round_trip_and_damage_detection() {
