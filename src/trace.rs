@@ -112,7 +112,8 @@ impl TraceContext {
         if bytes.len() < 55 {
             return Err(invalid("shorter than 55 characters"));
         }
-        let version = hex::<1>(&bytes[0..2]).ok_or_else(|| invalid("version is not 2 hex digits"))?;
+        let version =
+            hex::<1>(&bytes[0..2]).ok_or_else(|| invalid("version is not 2 hex digits"))?;
         match version[0] {
             0xff => return Err(invalid("version ff is invalid")),
             0x00 if bytes.len() != 55 => {
@@ -126,12 +127,12 @@ impl TraceContext {
         if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
             return Err(invalid("fields must be separated by '-'"));
         }
-        let trace_id =
-            hex::<16>(&bytes[3..35]).ok_or_else(|| invalid("trace id is not 32 lower-case hex digits"))?;
-        let parent_id =
-            hex::<8>(&bytes[36..52]).ok_or_else(|| invalid("parent id is not 16 lower-case hex digits"))?;
-        let flags =
-            hex::<1>(&bytes[53..55]).ok_or_else(|| invalid("flags are not 2 lower-case hex digits"))?;
+        let trace_id = hex::<16>(&bytes[3..35])
+            .ok_or_else(|| invalid("trace id is not 32 lower-case hex digits"))?;
+        let parent_id = hex::<8>(&bytes[36..52])
+            .ok_or_else(|| invalid("parent id is not 16 lower-case hex digits"))?;
+        let flags = hex::<1>(&bytes[53..55])
+            .ok_or_else(|| invalid("flags are not 2 lower-case hex digits"))?;
         if trace_id == [0; 16] {
             return Err(invalid("trace id is all zeros"));
         }
@@ -277,7 +278,10 @@ mod tests {
     #[test]
     fn parses_the_w3c_example() {
         let trace = TraceContext::parse(VALID, Some("congo=t61rcWkgMzE")).unwrap();
-        assert_eq!(trace.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            trace.trace_id.to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(trace.parent_id.to_string(), "00f067aa0ba902b7");
         assert_eq!(trace.flags, 1);
         assert!(trace.sampled());
@@ -293,17 +297,50 @@ mod tests {
     fn invalid_headers_say_why() {
         let cases = [
             ("", "shorter"),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0", "shorter"),
-            ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "ff"),
-            ("0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "version"),
-            ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "trace id"),
-            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", "all zeros"),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "all zeros"),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bz-01", "parent id"),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g", "flags"),
-            ("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "'-'"),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", "exactly 55"),
-            ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x", "follow a '-'"),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+                "shorter",
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "ff",
+            ),
+            (
+                "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "version",
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                "trace id",
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                "all zeros",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                "all zeros",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bz-01",
+                "parent id",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+                "flags",
+            ),
+            (
+                "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "'-'",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+                "exactly 55",
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+                "follow a '-'",
+            ),
         ];
         for (header, why) in cases {
             let err = TraceContext::parse(header, None).unwrap_err();
@@ -320,21 +357,34 @@ mod tests {
         .unwrap();
         assert!(!trace.sampled());
         // Passed on as the version this build speaks.
-        assert!(trace.traceparent(SpanId::random()).starts_with("00-4bf92f35"));
+        assert!(
+            trace
+                .traceparent(SpanId::random())
+                .starts_with("00-4bf92f35")
+        );
     }
 
     #[test]
     fn oversized_or_empty_tracestate_is_dropped() {
         let long = "a=".to_string() + &"b".repeat(TRACESTATE_MAX_LEN);
-        assert_eq!(TraceContext::parse(VALID, Some(&long)).unwrap().tracestate, None);
-        assert_eq!(TraceContext::parse(VALID, Some(" ")).unwrap().tracestate, None);
+        assert_eq!(
+            TraceContext::parse(VALID, Some(&long)).unwrap().tracestate,
+            None
+        );
+        assert_eq!(
+            TraceContext::parse(VALID, Some(" ")).unwrap().tracestate,
+            None
+        );
     }
 
     #[test]
     fn a_saga_without_a_caller_trace_uses_its_id() {
         let id: SagaId = "0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b".parse().unwrap();
         let trace = TraceContext::for_saga(id);
-        assert_eq!(trace.trace_id.to_string(), "0192f3c45d6e7f809a1b2c3d4e5f6a7b");
+        assert_eq!(
+            trace.trace_id.to_string(),
+            "0192f3c45d6e7f809a1b2c3d4e5f6a7b"
+        );
         assert_eq!(trace.parent_id.to_string(), "9a1b2c3d4e5f6a7b");
         assert!(trace.sampled());
         // What it sends parses back to the same trace.

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use sagad::config::{Config, ConfigError, Settings};
+use sagad::config::{Config, ConfigError, LogFormat, Settings};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -34,6 +34,7 @@ sagas = "/sagas/from/file"
 max_payload_bytes = 1000
 shutdown_grace = "1s"
 default_timeout = "1s"
+log_format = "json"
 "#,
     );
     let env = env(&[
@@ -54,6 +55,9 @@ default_timeout = "1s"
             // file only
             listen: addr("127.0.0.1:7001"),
             sagas: Some(PathBuf::from("/sagas/from/file")),
+            log_format: LogFormat::Json,
+            // never set
+            otlp_endpoint: None,
             // env over file
             data_dir: PathBuf::from("/from/env"),
             max_payload_bytes: 2000,
@@ -156,6 +160,9 @@ fn the_server_config_carries_every_setting() {
         max_payload_bytes: 77,
         shutdown_grace: Duration::from_secs(4),
         default_timeout: Duration::from_secs(6),
+        // Logging settings are the binary's, not the server's.
+        log_format: LogFormat::Json,
+        otlp_endpoint: None,
     };
     let server = config.server_config();
     assert_eq!(server.listen, addr("127.0.0.1:0"));

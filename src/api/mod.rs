@@ -87,9 +87,13 @@ fn caller_trace(metadata: &MetadataMap) -> Option<TraceContext> {
         .filter_map(|v| v.to_str().ok());
     let tracestate = match (states.next(), states.next()) {
         (Some(first), None) => Some(first.to_string()),
-        (Some(first), Some(second)) => {
-            Some([first, second].into_iter().chain(states).collect::<Vec<_>>().join(","))
-        }
+        (Some(first), Some(second)) => Some(
+            [first, second]
+                .into_iter()
+                .chain(states)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         (None, _) => None,
     };
     TraceContext::parse(traceparent, tracestate.as_deref())

@@ -15,9 +15,9 @@
 //! Shutdown: no new attempt starts; an in-flight call gets the grace period and
 //! its outcome is journaled; then the runner leaves the saga to the next start.
 //!
-//! Tracing: the runner runs in a `saga{saga_id, definition}` span (info), each
-//! call in an `attempt{step, action, attempt, participant}` span (debug) inside
-//! it. A call's `traceparent` carries the saga's trace (`crate::trace`), which
+//! Tracing: the runner runs in a `saga{saga_id, definition, trace_id}` span
+//! (info), each call in an `attempt{step, action, attempt, participant}` span
+//! (debug) inside it. A call's `traceparent` carries the saga's trace (`crate::trace`), which
 //! is journaled, so a saga resumed by recovery stays in the same trace.
 
 use std::{mem, time::Duration};
@@ -101,6 +101,7 @@ impl Runner {
             "saga",
             saga_id = %self.state.id,
             definition = %self.state.definition,
+            trace_id = %self.trace.trace_id,
         );
         trace::set_span_parent(&span, &self.trace);
         self.run_in_span().instrument(span).await;
@@ -274,7 +275,8 @@ impl Runner {
             )
         };
         let request = self.call_request(step, action, attempt, &span);
-        tracing::debug!(saga = %self.state.id, step = %request.step, %action, attempt, "calling");
+        // Inside the attempt span, which names the saga, step and attempt.
+        span.in_scope(|| tracing::debug!("calling"));
         let participants = self.engine.inner.participants.clone();
         let call = async move { participants.call(request).await }.instrument(span);
         tokio::pin!(call);
