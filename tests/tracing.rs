@@ -436,3 +436,143 @@ fn otlp_export_without_the_feature_is_refused_saying_how_to_get_it() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("SAGAD_OTLP_ENDPOINT"), "{stderr}");
 }
+
+/// With the `otlp` feature: a fake OTLP collector receives the saga and
+/// attempt spans, in the caller's trace, and the participants' parent span ids
+/// are the attempts' exported span ids.
+#[cfg(feature = "otlp")]
+mod otlp {
+    use std::sync::Mutex;
+
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+            trace_service_server::{TraceService, TraceServiceServer},
+        },
+        common::v1::any_value::Value as AnyValue,
+        trace::v1::Span,
+    };
+    use tokio::net::TcpListener;
+    use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+
+    use super::*;
+
+    /// Every span exported to it, in arrival order.
+    #[derive(Clone, Default)]
+    struct Collector {
+        spans: Arc<Mutex<Vec<Span>>>,
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: Request<ExportTraceServiceRequest>,
+        ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+            let mut spans = self.spans.lock().unwrap();
+            for resource in request.into_inner().resource_spans {
+                for scope in resource.scope_spans {
+                    spans.extend(scope.spans);
+                }
+            }
+            Ok(Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn attribute(span: &Span, key: &str) -> Option<String> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                AnyValue::StringValue(s) => Some(s.clone()),
+                AnyValue::IntValue(i) => Some(i.to_string()),
+                _ => None,
+            })
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn spans_are_exported_in_the_sagas_trace_and_participants_nest_under_attempts() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let collector_addr = listener.local_addr().unwrap();
+        let collector = Collector::default();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(collector.clone()))
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let endpoint = format!("http://{collector_addr}");
+        let process = tokio::task::spawn_blocking(move || {
+            SagadProcess::spawn_with(&data_dir, &["--otlp-endpoint", &endpoint], &[])
+        })
+        .await
+        .unwrap();
+        let mut client = CoordinatorClient::connect(format!("http://{}", process.addr))
+            .await
+            .unwrap();
+        let shop = rejecting_shop(&mut client).await;
+        let traced = start_traced(&mut client, "{}", Some(INCOMING), None, true).await;
+        let untraced = start_traced(&mut client, "{}", None, None, true).await;
+        // A clean stop exports what is still batched.
+        let (status, stderr) = tokio::task::spawn_blocking(move || process.terminate())
+            .await
+            .unwrap();
+        assert!(status.success(), "{status:?}\n{stderr}");
+
+        let spans = collector.spans.lock().unwrap().clone();
+        // A saga started without a trace hangs under a root span id derived
+        // from its id (the id's last 8 bytes), the same after any restart.
+        let own_root = own_trace(&untraced.id)[16..].to_string();
+        for (saga, trace, parent) in [
+            (
+                &traced,
+                INCOMING_TRACE.to_string(),
+                INCOMING_PARENT.to_string(),
+            ),
+            (&untraced, own_trace(&untraced.id), own_root),
+        ] {
+            let saga_spans: Vec<&Span> = spans
+                .iter()
+                .filter(|s| {
+                    s.name == "saga" && attribute(s, "saga_id").as_deref() == Some(&saga.id)
+                })
+                .collect();
+            assert_eq!(saga_spans.len(), 1, "one saga span: {spans:#?}");
+            let saga_span = saga_spans[0];
+            assert_eq!(hex(&saga_span.trace_id), trace);
+            assert_eq!(
+                hex(&saga_span.parent_span_id),
+                parent,
+                "the caller's span is the parent"
+            );
+            let attempts: Vec<&Span> = spans
+                .iter()
+                .filter(|s| s.name == "attempt" && s.parent_span_id == saga_span.span_id)
+                .collect();
+            assert_eq!(
+                attempts.len(),
+                5,
+                "forward and compensate attempts: {spans:#?}"
+            );
+            assert!(attempts.iter().all(|s| hex(&s.trace_id) == trace));
+            assert!(
+                attempts
+                    .iter()
+                    .any(|s| attribute(s, "action").as_deref() == Some("compensate"))
+            );
+            // What each participant was told is its parent is an exported attempt.
+            let exported: HashSet<String> = attempts.iter().map(|s| hex(&s.span_id)).collect();
+            let told: HashSet<String> = received(&shop, &saga.id)
+                .into_iter()
+                .map(|(_, tp)| tp.span_id)
+                .collect();
+            assert_eq!(told, exported);
+        }
+    }
+}
