@@ -13,8 +13,9 @@
 //!   filter) and its info-and-above events are exported over OTLP/gRPC in
 //!   batches; [`Logging::shutdown`] sends what is still buffered.
 
-use sagad::config::LogFormat;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+use sagad::config::LogFormat;
 
 /// The installed logging; keep it until the process ends, then call
 /// [`Logging::shutdown`] so buffered spans are exported.
