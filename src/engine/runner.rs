@@ -17,8 +17,9 @@
 //!
 //! Tracing: the runner runs in a `saga{saga_id, definition, trace_id}` span
 //! (info), each call in an `attempt{step, action, attempt, participant}` span
-//! (debug) inside it. A call's `traceparent` carries the saga's trace (`crate::trace`), which
-//! is journaled, so a saga resumed by recovery stays in the same trace.
+//! (debug) inside it. A call's `traceparent` carries the saga's trace
+//! (`crate::trace`), which is journaled, so a saga resumed by recovery stays in
+//! the same trace.
 
 use std::{mem, time::Duration};
 
