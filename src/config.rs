@@ -29,6 +29,12 @@
 //! | `default_timeout` | `--default-timeout` | `SAGAD_DEFAULT_TIMEOUT` | `10s` |
 //! | `metrics_listen` | `--metrics-listen` | `SAGAD_METRICS_LISTEN` | off (no metrics endpoint) |
 //! | `on_failed_webhook` | `--on-failed-webhook` | `SAGAD_ON_FAILED_WEBHOOK` | off (no webhook; `http://` only) |
+//! | `log_format` | `--log-format` | `SAGAD_LOG_FORMAT` | `text` (or `json`) |
+//! | `otlp_endpoint` | `--otlp-endpoint` | `SAGAD_OTLP_ENDPOINT` | none (needs the `otlp` build feature) |
+//!
+//! Which log lines are written is `SAGAD_LOG` (or `RUST_LOG`), an `EnvFilter`
+//! directive, read by the binary rather than here: it is not a setting of the
+//! coordinator, and every verb honours it.
 
 use std::{
     collections::HashMap,
@@ -55,7 +61,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 10] = [
     "listen",
     "data_dir",
     "sagas",
@@ -64,10 +70,12 @@ pub const KEYS: [&str; 8] = [
     "default_timeout",
     "metrics_listen",
     "on_failed_webhook",
+    "log_format",
+    "otlp_endpoint",
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 8] = [
+pub const ENV_VARS: [&str; 10] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
@@ -76,7 +84,19 @@ pub const ENV_VARS: [&str; 8] = [
     "SAGAD_DEFAULT_TIMEOUT",
     "SAGAD_METRICS_LISTEN",
     "SAGAD_ON_FAILED_WEBHOOK",
+    "SAGAD_LOG_FORMAT",
+    "SAGAD_OTLP_ENDPOINT",
 ];
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
 
 /// Why a configuration was refused. Every variant names where the bad input was.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +143,8 @@ pub struct Settings {
     pub default_timeout: Option<Duration>,
     pub metrics_listen: Option<SocketAddr>,
     pub on_failed_webhook: Option<Uri>,
+    pub log_format: Option<LogFormat>,
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The configuration `sagad serve` runs with.
@@ -144,6 +166,11 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Where to POST a notice for each saga that becomes FAILED; `None`: nowhere.
     pub on_failed_webhook: Option<Uri>,
+    /// How log lines are written to stderr.
+    pub log_format: LogFormat,
+    /// Where spans are exported over OTLP/gRPC (`http://host:port`); none means
+    /// no export. Only accepted by builds with the `otlp` feature.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -157,6 +184,8 @@ impl Default for Config {
             default_timeout: DEFAULT_STEP_TIMEOUT,
             metrics_listen: None,
             on_failed_webhook: None,
+            log_format: LogFormat::default(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -192,6 +221,8 @@ impl Config {
             default_timeout,
             metrics_listen,
             on_failed_webhook,
+            log_format,
+            otlp_endpoint,
         } = layer;
         if let Some(v) = listen {
             self.listen = v;
@@ -216,6 +247,12 @@ impl Config {
         }
         if let Some(v) = on_failed_webhook {
             self.on_failed_webhook = Some(v);
+        }
+        if let Some(v) = log_format {
+            self.log_format = v;
+        }
+        if let Some(v) = otlp_endpoint {
+            self.otlp_endpoint = Some(v);
         }
     }
 
@@ -340,6 +377,8 @@ impl Settings {
             "on_failed_webhook" => {
                 self.on_failed_webhook = Some(parse_webhook_url(text).map_err(bad)?)
             }
+            "log_format" => self.log_format = Some(parse_log_format(text).map_err(bad)?),
+            "otlp_endpoint" => self.otlp_endpoint = Some(parse_otlp_endpoint(text).map_err(bad)?),
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
         Ok(())
@@ -353,6 +392,8 @@ fn expected(key: &str) -> &'static str {
         "on_failed_webhook" => "a URL string \"http://host:port/path\"",
         "data_dir" | "sagas" => "a path string",
         "max_payload_bytes" => "a positive integer (bytes)",
+        "log_format" => "a string, \"text\" or \"json\"",
+        "otlp_endpoint" => "a URL string like \"http://127.0.0.1:4317\"",
         _ => "a duration string like \"10s\" or \"250ms\"",
     }
 }
@@ -383,6 +424,37 @@ pub fn parse_payload_bytes(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A log format: `text` or `json`.
+pub fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("'{text}' is not a log format (text or json)")),
+    }
+}
+
+/// An OTLP/gRPC collector endpoint, `http://host:port`. Refused by builds
+/// without the `otlp` feature, so a configured export is never silently off.
+pub fn parse_otlp_endpoint(text: &str) -> Result<String, String> {
+    if !cfg!(feature = "otlp") {
+        return Err(
+            "this sagad was built without the otlp feature; rebuild with --features otlp".into(),
+        );
+    }
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a URL like http://127.0.0.1:4317"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(text.to_string()),
+        (Some("https"), _) => Err(format!(
+            "'{text}': TLS to the collector is not built in; use an http:// endpoint (a local collector or agent)"
+        )),
+        _ => Err(format!(
+            "'{text}' is not a URL like http://127.0.0.1:4317 (scheme http, host and port)"
+        )),
+    }
+}
+
 /// A duration such as `10s`, `250ms` or `1m30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
@@ -408,6 +480,46 @@ mod tests {
         assert_eq!(config.max_payload_bytes, 1_048_576);
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert_eq!(config.default_timeout, Duration::from_secs(10));
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.otlp_endpoint, None);
+    }
+
+    #[test]
+    fn log_format_comes_from_every_layer() {
+        let file = Settings::from_toml(Path::new("s.toml"), "log_format = \"json\"").unwrap();
+        assert_eq!(file.log_format, Some(LogFormat::Json));
+        let from_env = Settings::from_env(env(&[("SAGAD_LOG_FORMAT", "text")])).unwrap();
+        let config = Config::build(Some(file.clone()), from_env, Settings::default());
+        assert_eq!(config.log_format, LogFormat::Text);
+        let config = Config::build(Some(file), Settings::default(), Settings::default());
+        assert_eq!(config.log_format, LogFormat::Json);
+        let err = Settings::from_env(env(&[("SAGAD_LOG_FORMAT", "xml")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("SAGAD_LOG_FORMAT"), "{text}");
+        assert!(text.contains("text or json"), "{text}");
+    }
+
+    #[test]
+    fn otlp_endpoint_needs_the_feature_and_an_http_url() {
+        let result = parse_otlp_endpoint("http://127.0.0.1:4317");
+        if cfg!(feature = "otlp") {
+            assert_eq!(result.unwrap(), "http://127.0.0.1:4317");
+            assert!(
+                parse_otlp_endpoint("https://collector:4317")
+                    .unwrap_err()
+                    .contains("TLS")
+            );
+            assert!(parse_otlp_endpoint("collector:4317").is_err());
+            assert!(parse_otlp_endpoint("not a url").is_err());
+        } else {
+            assert!(result.unwrap_err().contains("--features otlp"));
+            let err = Settings::from_toml(
+                Path::new("s.toml"),
+                "otlp_endpoint = \"http://127.0.0.1:4317\"",
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("s.toml: otlp_endpoint"), "{err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`api`]: the gRPC `Coordinator` service.
 //! - [`metrics`]: the Prometheus metrics and their HTTP endpoint.
 //! - [`webhook`]: the at-least-once POST for every saga that becomes FAILED.
+//! - [`trace`]: W3C trace context: the `traceparent` a saga runs under and passes on.
 
 pub mod api;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod participant;
 pub mod proto;
 pub mod saga;
 pub mod server;
+pub mod trace;
 pub mod webhook;
 
 pub use error::{Error, Result};

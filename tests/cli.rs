@@ -357,6 +357,8 @@ async fn start_wait_exit_codes_and_get_timeline() {
     assert_eq!(started["saga"]["payload"]["order_id"], "o-1");
     assert_eq!(started["saga"]["idempotency_key"], "order-o-1");
     let completed_id = started["saga"]["id"].as_str().unwrap().to_string();
+    // Started without a traceparent: the saga's own trace, named by its id.
+    assert_eq!(started["saga"]["trace_id"], completed_id.replace('-', ""));
 
     // The same key again: the same saga, not a second run.
     let again = client(

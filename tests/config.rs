@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use sagad::config::{Config, ConfigError, Settings};
+use sagad::config::{Config, ConfigError, LogFormat, Settings};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -36,6 +36,7 @@ shutdown_grace = "1s"
 default_timeout = "1s"
 metrics_listen = "127.0.0.1:9100"
 on_failed_webhook = "http://127.0.0.1:9/from-file"
+log_format = "json"
 "#,
     );
     let env = env(&[
@@ -59,6 +60,9 @@ on_failed_webhook = "http://127.0.0.1:9/from-file"
             // file only
             listen: addr("127.0.0.1:7001"),
             sagas: Some(PathBuf::from("/sagas/from/file")),
+            log_format: LogFormat::Json,
+            // never set
+            otlp_endpoint: None,
             // env over file
             data_dir: PathBuf::from("/from/env"),
             max_payload_bytes: 2000,
@@ -202,6 +206,9 @@ fn the_server_config_carries_every_setting() {
         default_timeout: Duration::from_secs(6),
         metrics_listen: Some(addr("127.0.0.1:0")),
         on_failed_webhook: Some("http://hooks.internal/sagad".parse().unwrap()),
+        // Logging settings are the binary's, not the server's.
+        log_format: LogFormat::Json,
+        otlp_endpoint: None,
     };
     let server = config.server_config();
     assert_eq!(server.listen, addr("127.0.0.1:0"));

@@ -51,6 +51,7 @@ async fn build(dir: &Path) -> Vec<(SagaId, Vec<EventKind>)> {
                 steps: vec![step("a"), step("b")],
                 payload: format!(r#"{{"order":{i}}}"#).into_bytes(),
                 idempotency_key: Some(format!("order-{i}")),
+                trace: None,
             },
             EventKind::AttemptStarted {
                 step: 0,

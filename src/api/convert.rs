@@ -226,6 +226,7 @@ pub fn saga(s: &SagaState) -> pb::Saga {
         created_at: Some(timestamp(s.created_at)),
         updated_at: Some(timestamp(s.updated_at)),
         finished_at: s.finished_at.map(timestamp),
+        trace_id: s.trace().trace_id.to_string(),
     }
 }
 

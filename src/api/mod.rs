@@ -17,13 +17,14 @@ use std::{
 };
 
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     engine::{Engine, FeedQuery, SagaSource, StartRequest},
     journal::ListQuery,
     proto::v1::{self as pb, coordinator_server::Coordinator},
     saga::{EventKind, Participant, SagaId},
+    trace::{self, TraceContext},
 };
 
 pub mod convert;
@@ -63,6 +64,41 @@ fn saga_id(field: &str, text: &str) -> Result<SagaId, Status> {
     }
     text.parse()
         .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+/// The W3C trace context a request carries, if its `traceparent` is valid. W3C
+/// says an invalid one (or several) is ignored, not refused: the saga then runs
+/// in a trace of its own, and a debug line says why.
+fn caller_trace(metadata: &MetadataMap) -> Option<TraceContext> {
+    let mut headers = metadata.get_all(trace::TRACEPARENT).iter();
+    let header = headers.next()?;
+    if headers.next().is_some() {
+        tracing::debug!("ignoring the request's traceparent: it was sent more than once");
+        return None;
+    }
+    let Ok(traceparent) = header.to_str() else {
+        tracing::debug!("ignoring the request's traceparent: not ASCII");
+        return None;
+    };
+    // Several tracestate headers are one list, in order (W3C).
+    let mut states = metadata
+        .get_all(trace::TRACESTATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let tracestate = match (states.next(), states.next()) {
+        (Some(first), None) => Some(first.to_string()),
+        (Some(first), Some(second)) => Some(
+            [first, second]
+                .into_iter()
+                .chain(states)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (None, _) => None,
+    };
+    TraceContext::parse(traceparent, tracestate.as_deref())
+        .inspect_err(|e| tracing::debug!(error = %e, "ignoring the request's traceparent"))
+        .ok()
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SagaEvent, Status>> + Send>>;
@@ -109,6 +145,7 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::StartSagaRequest>,
     ) -> Result<Response<pb::StartSagaResponse>, Status> {
         self.check_ready()?;
+        let trace = caller_trace(request.metadata());
         let r = request.into_inner();
         let source = match (r.definition.is_empty(), r.steps.is_empty()) {
             (false, true) => SagaSource::Definition(r.definition),
@@ -137,6 +174,7 @@ impl Coordinator for CoordinatorApi {
                 payload: r.payload,
                 idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
                 wait: r.wait,
+                trace,
             })
             .await?;
         Ok(Response::new(pb::StartSagaResponse {

@@ -97,6 +97,7 @@ pub fn saga(s: &pb::Saga) -> Value {
         "idempotency_key": text(&s.idempotency_key),
         "error": text(&s.error),
         "cancel_reason": text(&s.cancel_reason),
+        "trace_id": text(&s.trace_id),
         "created_at": time(s.created_at.as_ref()),
         "updated_at": time(s.updated_at.as_ref()),
         "finished_at": time(s.finished_at.as_ref()),

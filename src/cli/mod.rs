@@ -7,11 +7,11 @@
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
 //! - `demo`: a coordinator and three participants in one process.
 //! - `journal`: offline tools on a data directory (`journal check`).
+//! - `logging`: where `serve`'s logs and spans go (text or JSON, OTLP).
 
 use std::{future::Future, task::Poll};
 
 use tokio::sync::oneshot;
-use tracing_subscriber::EnvFilter;
 
 // The output macros come before the `mod` lines: macro_rules are in scope in
 // the modules declared after them, so every verb can use them unimported.
@@ -40,23 +40,12 @@ pub mod demo;
 pub mod error;
 pub mod journal;
 pub mod json;
+pub mod logging;
 pub mod output;
 pub mod render;
 pub mod saga;
 pub mod serve;
 pub mod tail;
-
-/// Logs to stderr (stdout is for results), filtered by `SAGAD_LOG`, then
-/// `RUST_LOG`, then `default`.
-pub fn init_logging(default: &str) {
-    let filter = std::env::var("SAGAD_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default.to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 /// Installs the SIGINT/SIGTERM handlers now, and returns a receiver that
 /// resolves at the first signal.

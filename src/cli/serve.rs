@@ -9,17 +9,20 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use http::Uri;
 
 use sagad::{
-    config::{self, Config, Settings},
+    config::{self, Config, LogFormat, Settings},
     saga::definition,
     server,
 };
+
+use crate::cli::logging;
 
 /// `sagad serve`. Every flag can also be set in the `--config` file and by an
 /// environment variable; see the README's configuration table.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
-    /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook).
+    /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook,
+    /// log_format, otlp_endpoint).
     #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
@@ -54,6 +57,14 @@ pub struct ServeArgs {
     /// [env: SAGAD_ON_FAILED_WEBHOOK] [default: off]
     #[arg(long, value_name = "URL", value_parser = config::parse_webhook_url)]
     pub on_failed_webhook: Option<Uri>,
+    /// How log lines are written to stderr: text, or json (one object per line).
+    /// Which lines: SAGAD_LOG (e.g. info,sagad=debug). [env: SAGAD_LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT", value_parser = config::parse_log_format)]
+    pub log_format: Option<LogFormat>,
+    /// Export spans over OTLP/gRPC to this collector (http://host:port); needs a
+    /// build with `--features otlp`. [env: SAGAD_OTLP_ENDPOINT] [default: none]
+    #[arg(long, value_name = "URL", value_parser = config::parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {
@@ -68,14 +79,24 @@ impl ServeArgs {
             default_timeout: self.default_timeout,
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),
+            log_format: self.log_format,
+            otlp_endpoint: self.otlp_endpoint.clone(),
         }
     }
 }
 
 /// Runs the coordinator until the first SIGINT/SIGTERM, then stops gracefully.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // The configuration comes first: it says how to log. Its errors are printed
+    // by main, without a subscriber.
     let config = Config::load(args.config.as_deref(), std::env::vars(), args.settings())?;
-    crate::cli::init_logging("info");
+    let logging = logging::init("info", config.log_format, config.otlp_endpoint.as_deref())?;
+    let served = serve(config).await;
+    logging.shutdown().await;
+    served
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let definitions = match config.sagas_dir() {
         Some(dir) => definition::load_dir(&dir)?,
         None => {

@@ -31,6 +31,7 @@ use crate::{
         Definition, Event, EventKind, FoldError, Participant, SagaId, SagaState, SagaStatus,
         StepDef, StepDefaults, Timestamp, definition,
     },
+    trace::TraceContext,
     webhook::Notifier,
 };
 
@@ -91,6 +92,10 @@ pub struct StartRequest {
     pub idempotency_key: Option<String>,
     /// Return only once the saga is terminal.
     pub wait: bool,
+    /// The caller's W3C trace context, journaled with the saga and passed on to
+    /// every participant call. Not part of the request's identity: a repeat
+    /// with the same idempotency key but another trace finds the same saga.
+    pub trace: Option<TraceContext>,
 }
 
 /// The answer to a start.
@@ -387,6 +392,7 @@ impl Engine {
                     steps: specs.clone(),
                     payload: request.payload.clone(),
                     idempotency_key: request.idempotency_key.clone(),
+                    trace: request.trace.clone(),
                 },
             };
             let state = SagaState::start(&started)?;

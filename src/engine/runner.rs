@@ -14,6 +14,12 @@
 //!
 //! Shutdown: no new attempt starts; an in-flight call gets the grace period and
 //! its outcome is journaled; then the runner leaves the saga to the next start.
+//!
+//! Tracing: the runner runs in a `saga{saga_id, definition, trace_id}` span
+//! (info), each call in an `attempt{step, action, attempt, participant}` span
+//! (debug) inside it. A call's `traceparent` carries the saga's trace
+//! (`crate::trace`), which is journaled, so a saga resumed by recovery stays in
+//! the same trace.
 
 use std::{mem, time::Duration};
 
@@ -21,6 +27,7 @@ use tokio::{
     sync::{broadcast, mpsc, oneshot},
     time::Instant,
 };
+use tracing::Instrument;
 
 use super::{Command, Engine};
 use crate::{
@@ -31,6 +38,7 @@ use crate::{
         Action, CallOutcome, Decision, Event, EventKind, SagaState, SagaStatus, Timestamp,
         attempt_finished, decide, idempotency_key,
     },
+    trace::{self, TraceContext},
 };
 
 /// Events a slow watcher may fall behind by before it re-reads the journal.
@@ -48,6 +56,8 @@ pub(super) struct Runner {
     waiters: Vec<oneshot::Sender<SagaState>>,
     /// Live events for watchers, created on the first watch.
     watchers: Option<broadcast::Sender<Event>>,
+    /// The trace every call carries, from the saga's first event.
+    trace: TraceContext,
 }
 
 /// Removes a saga's runner from the registry when dropped.
@@ -76,6 +86,7 @@ impl Runner {
     ) -> Self {
         Self {
             engine,
+            trace: state.trace(),
             state,
             pending,
             command_rx,
@@ -85,7 +96,19 @@ impl Runner {
         }
     }
 
-    pub(super) async fn run(mut self) {
+    /// Runs the saga to its end (or to shutdown) inside the saga's span.
+    pub(super) async fn run(self) {
+        let span = tracing::info_span!(
+            "saga",
+            saga_id = %self.state.id,
+            definition = %self.state.definition,
+            trace_id = %self.trace.trace_id,
+        );
+        trace::set_span_parent(&span, &self.trace);
+        self.run_in_span().instrument(span).await;
+    }
+
+    async fn run_in_span(mut self) {
         let id = self.state.id;
         // Deregister only after the last append: whoever finds no runner reads
         // a journal that already holds everything this runner did. A guard, so
@@ -206,7 +229,13 @@ impl Runner {
         Ok(())
     }
 
-    fn call_request(&self, step: u32, action: Action, attempt: u32) -> CallRequest {
+    fn call_request(
+        &self,
+        step: u32,
+        action: Action,
+        attempt: u32,
+        span: &tracing::Span,
+    ) -> CallRequest {
         let spec = &self.state.steps[step as usize];
         CallRequest {
             endpoint: spec.endpoint(action).clone(),
@@ -223,6 +252,8 @@ impl Runner {
                 .outputs()
                 .map(|(name, output)| (name.to_string(), output.to_vec()))
                 .collect(),
+            traceparent: self.trace.traceparent(trace::call_span_id(span)),
+            tracestate: self.trace.tracestate.clone(),
         }
     }
 
@@ -238,10 +269,21 @@ impl Runner {
         if action == Action::Compensate {
             crate::crash_point!("runner::before_compensate_call");
         }
-        let request = self.call_request(step, action, attempt);
-        tracing::debug!(saga = %self.state.id, step = %request.step, %action, attempt, "calling");
+        let span = {
+            let spec = &self.state.steps[step as usize];
+            tracing::debug_span!(
+                "attempt",
+                step = %spec.name,
+                %action,
+                attempt,
+                participant = %spec.participant,
+            )
+        };
+        let request = self.call_request(step, action, attempt, &span);
+        // Inside the attempt span, which names the saga, step and attempt.
+        span.in_scope(|| tracing::debug!("calling"));
         let participants = self.engine.inner.participants.clone();
-        let call = async move { participants.call(request).await };
+        let call = async move { participants.call(request).await }.instrument(span);
         tokio::pin!(call);
         let shutdown = self.engine.inner.shutdown.clone();
         loop {

@@ -15,23 +15,54 @@
 //! version is unknown or whose checksum does not match is reported as damaged,
 //! never decoded as something else.
 //!
+//! Versions (postcard is not self-describing, so a changed shape needs a new one):
+//! - 1: the first format.
+//! - 2: `SagaStarted` gained `trace`. Version-1 records are still read, through
+//!   the old shapes in `codec/v1.rs` ([`Record::from_v1`]).
+//! - 3: runs (below): `e` records hold runs and `o` entries point at runs. An
+//!   `e` record of version 1 or 2 (one event) still reads, as a run of one; an
+//!   offset index of an earlier version is rebuilt at open (`offsets.rs`).
+//!   Other records are unchanged since version 2. This build writes 3.
+//!
 //! **Runs.** The events one append writes for one saga (a step's result and the
 //! next step's start, say) share one record, a [`Run`]: one key, one checksum,
 //! the saga id and the first seq and offset once, then each event's time and
 //! kind. A W1 saga is 4 records instead of 8, and its offset index 4 entries
-//! instead of 8: half the store writes on the journal's hot path. Runs are
-//! written with version [`RUN_VERSION`]; an `e` record of version 1 (one event,
-//! as earlier builds wrote them) still reads, as a run of one.
+//! instead of 8: half the store writes on the journal's hot path.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::JournalError;
-use crate::saga::{Event, EventKind, SagaId, Timestamp};
+use super::{JournalError, SagaSummary};
+use crate::saga::{Event, EventKind, Participant, SagaId, Timestamp};
 
-/// The format version of every record but runs and run pointers.
-pub const FORMAT_VERSION: u8 = 1;
-/// The format version of runs of events and of the offset index's run pointers.
-pub const RUN_VERSION: u8 = 2;
+mod v1;
+
+/// The format version written by this build.
+pub const FORMAT_VERSION: u8 = 3;
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u8 = 1;
+/// The first version with runs of events and run pointers in the offset index.
+pub const RUNS_SINCE_VERSION: u8 = 3;
+
+/// A type stored as a journal value, and how its older encodings are read.
+pub trait Record: Serialize + DeserializeOwned {
+    /// Decodes a body written in format version 1. The default is for types
+    /// whose shape has not changed since.
+    fn from_v1(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes(body)
+    }
+}
+
+impl Record for Event {
+    fn from_v1(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v1::Event>(body).map(Event::from)
+    }
+}
+impl Record for SagaSummary {}
+impl Record for Participant {}
+impl Record for SagaId {}
+/// An offset index entry: which event of which saga.
+impl Record for (SagaId, u64) {}
 
 pub const EVENT: u8 = b'e';
 pub const UNFINISHED: u8 = b'u';
@@ -136,24 +167,26 @@ fn corrupt(key: &[u8], why: impl Into<String>) -> JournalError {
 
 /// Encodes a value with version and checksum.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    encode_as(FORMAT_VERSION, value)
-}
-
-fn encode_as<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
     // Serializing our own plain data types into a Vec cannot fail.
-    let mut out = postcard::to_extend(value, vec![version, 0, 0, 0, 0])
+    let mut out = postcard::to_extend(value, vec![FORMAT_VERSION, 0, 0, 0, 0])
         .expect("postcard encoding of a journal record");
     let crc = crc32fast::hash(&out[5..]);
     out[1..5].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
+/// Encodes as an earlier build did, for tests of reading older journals.
+#[cfg(test)]
+pub fn encode_as_version<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let mut out = encode(value);
+    out[0] = version;
+    out
+}
+
 /// Decodes a value written by `encode`, checking version and checksum.
-pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, JournalError> {
-    match open(key, bytes)? {
-        (FORMAT_VERSION, body) => body_of(key, body),
-        (version, _) => Err(unknown_version(key, version)),
-    }
+pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, JournalError> {
+    let (version, body) = open(key, bytes)?;
+    body_as(key, version, body)
 }
 
 /// The version and the checked body of a record.
@@ -161,8 +194,13 @@ fn open<'a>(key: &[u8], bytes: &'a [u8]) -> Result<(u8, &'a [u8]), JournalError>
     let (&version, rest) = bytes
         .split_first()
         .ok_or_else(|| corrupt(key, "empty value"))?;
-    if version != FORMAT_VERSION && version != RUN_VERSION {
-        return Err(unknown_version(key, version));
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
+        return Err(corrupt(
+            key,
+            format!(
+                "format version {version}; this build reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
+            ),
+        ));
     }
     if rest.len() < 4 {
         return Err(corrupt(key, "value shorter than its checksum"));
@@ -175,17 +213,12 @@ fn open<'a>(key: &[u8], bytes: &'a [u8]) -> Result<(u8, &'a [u8]), JournalError>
     Ok((version, body))
 }
 
-fn body_of<T: DeserializeOwned>(key: &[u8], body: &[u8]) -> Result<T, JournalError> {
-    postcard::from_bytes(body).map_err(|e| corrupt(key, format!("undecodable body: {e}")))
-}
-
-fn unknown_version(key: &[u8], version: u8) -> JournalError {
-    corrupt(
-        key,
-        format!(
-            "format version {version}; this build reads versions {FORMAT_VERSION} and {RUN_VERSION}"
-        ),
-    )
+fn body_as<T: Record>(key: &[u8], version: u8, body: &[u8]) -> Result<T, JournalError> {
+    let value = match version {
+        1 => T::from_v1(body),
+        _ => postcard::from_bytes(body),
+    };
+    value.map_err(|e| corrupt(key, format!("undecodable body: {e}")))
 }
 
 /// Consecutive events of one saga, as one record: what is common to them is
@@ -213,24 +246,24 @@ pub fn encode_run(events: &[Event]) -> Vec<u8> {
     debug_assert!(events.iter().enumerate().all(|(i, e)| e.saga == first.saga
         && e.seq == first.seq + i as u64
         && e.offset == first.offset + i as u64));
-    encode_as(
-        RUN_VERSION,
-        &Run {
-            saga: first.saga,
-            first_seq: first.seq,
-            first_offset: first.offset,
-            events: events.iter().map(|e| (e.at, &e.kind)).collect(),
-        },
-    )
+    encode(&Run {
+        saga: first.saga,
+        first_seq: first.seq,
+        first_offset: first.offset,
+        events: events.iter().map(|e| (e.at, &e.kind)).collect(),
+    })
 }
 
 /// Decodes the `e` record at `key`: a run, or one event as version 1 wrote it.
 /// The events must be the saga's and start at the seq the key names.
 pub fn decode_run(key: &[u8], bytes: &[u8]) -> Result<Vec<Event>, JournalError> {
     let events = match open(key, bytes)? {
-        (FORMAT_VERSION, body) => vec![body_of::<Event>(key, body)?],
+        (version, body) if version < RUNS_SINCE_VERSION => {
+            vec![body_as::<Event>(key, version, body)?]
+        }
         (_, body) => {
-            let run: OwnedRun = body_of(key, body)?;
+            let run: OwnedRun = postcard::from_bytes(body)
+                .map_err(|e| corrupt(key, format!("undecodable body: {e}")))?;
             let mut events = Vec::with_capacity(run.events.len());
             for (i, (at, kind)) in run.events.into_iter().enumerate() {
                 events.push(Event {
@@ -265,21 +298,25 @@ pub struct RunPointer {
 
 /// Encodes an offset index entry.
 pub fn encode_pointer(pointer: &RunPointer) -> Vec<u8> {
-    encode_as(RUN_VERSION, pointer)
+    encode(pointer)
 }
 
 /// Decodes an offset index entry; `None` for an entry of an earlier layout
 /// (one event per entry), which the index is rebuilt from.
 pub fn decode_pointer(key: &[u8], bytes: &[u8]) -> Result<Option<RunPointer>, JournalError> {
     match open(key, bytes)? {
-        (RUN_VERSION, body) => body_of(key, body).map(Some),
-        _ => Ok(None),
+        (version, _) if version < RUNS_SINCE_VERSION => Ok(None),
+        (_, body) => postcard::from_bytes(body)
+            .map(Some)
+            .map_err(|e| corrupt(key, format!("undecodable body: {e}"))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Record for (String, u64) {}
 
     #[test]
     fn round_trip_and_damage_detection() {
@@ -316,11 +353,11 @@ mod tests {
         let run = vec![first.clone(), second];
         let key = event_key(id, 1);
         assert_eq!(decode_run(&key, &encode_run(&run)).unwrap(), run);
-        assert_eq!(decode_run(&key, &encode(&first)).unwrap(), vec![first]);
+        let single = encode_as_version(2, &first);
+        assert_eq!(decode_run(&key, &single).unwrap(), vec![first]);
         // A run under another saga's or another seq's key is damage.
         let err = decode_run(&event_key(id, 2), &encode_run(&run)).unwrap_err();
         assert!(err.to_string().contains("it holds event 1"), "{err}");
-        // Only version 1 records decode as plain values.
         let pointer = RunPointer {
             saga: id,
             first_seq: 1,
@@ -328,8 +365,8 @@ mod tests {
         };
         let bytes = encode_pointer(&pointer);
         assert_eq!(decode_pointer(&key, &bytes).unwrap(), Some(pointer));
-        assert!(decode::<RunPointer>(&key, &bytes).is_err());
-        assert_eq!(decode_pointer(&key, &encode(&(id, 1u64))).unwrap(), None);
+        let old = encode_as_version(2, &(id, 1u64));
+        assert_eq!(decode_pointer(&key, &old).unwrap(), None);
     }
 
     #[test]

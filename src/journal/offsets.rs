@@ -230,7 +230,10 @@ mod tests {
         // Events and the offset counter, as an older build wrote them: no index.
         let mut writes: Vec<KeyWrite> = events
             .iter()
-            .map(|e| (codec::event_key(e.saga, e.seq), Some(codec::encode(e))))
+            .map(|e| {
+                let record = codec::encode_as_version(2, e);
+                (codec::event_key(e.saga, e.seq), Some(record))
+            })
             .collect();
         writes.push((NEXT_OFFSET_KEY.to_vec(), Some(3u64.to_be_bytes().to_vec())));
         store.write(writes).unwrap();
@@ -254,10 +257,13 @@ mod tests {
         for (i, e) in events.iter_mut().enumerate() {
             e.offset = i as u64 + 1;
             // As the previous build wrote them: an event per record and per entry.
-            writes.push((codec::event_key(e.saga, e.seq), Some(codec::encode(&*e))));
+            writes.push((
+                codec::event_key(e.saga, e.seq),
+                Some(codec::encode_as_version(2, &*e)),
+            ));
             writes.push((
                 codec::offset_key(e.offset),
-                Some(codec::encode(&(e.saga, e.seq))),
+                Some(codec::encode_as_version(2, &(e.saga, e.seq))),
             ));
         }
         writes.push((NEXT_OFFSET_KEY.to_vec(), Some(3u64.to_be_bytes().to_vec())));

@@ -6,12 +6,15 @@
 //! - Every call carries the step timeout as its gRPC deadline and is also cut off
 //!   locally at that timeout, so a participant that never answers cannot hold a
 //!   saga longer than its timeout.
+//! - Every call carries the request's W3C `traceparent` (and `tracestate`)
+//!   metadata, so the participant's traces join the saga's.
 
 use std::{collections::HashMap, str::FromStr, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
 use tonic::{
     codegen::http::uri::PathAndQuery,
+    metadata::{MetadataMap, MetadataValue},
     transport::{Channel, Endpoint as TonicEndpoint},
 };
 
@@ -19,6 +22,7 @@ use super::{CallRequest, Participants, classify};
 use crate::{
     proto::v1::{Action as ProtoAction, StepRequest, StepResponse},
     saga::{Action, CallOutcome},
+    trace,
 };
 
 /// How long connecting to a participant may take before the attempt counts as failed.
@@ -55,6 +59,19 @@ impl GrpcParticipants {
     }
 }
 
+/// Adds the W3C trace context headers. The runner builds the `traceparent`
+/// from hex digits, and a `tracestate` is only kept if it arrived as valid
+/// metadata, so neither can fail to convert; if one ever did, the call goes
+/// without it rather than not at all.
+fn set_trace_metadata(metadata: &mut MetadataMap, traceparent: &str, tracestate: Option<&str>) {
+    if let Ok(value) = MetadataValue::try_from(traceparent) {
+        metadata.insert(trace::TRACEPARENT, value);
+    }
+    if let Some(Ok(value)) = tracestate.map(MetadataValue::try_from) {
+        metadata.insert(trace::TRACESTATE, value);
+    }
+}
+
 #[async_trait]
 impl Participants for GrpcParticipants {
     async fn call(&self, request: CallRequest) -> CallOutcome {
@@ -82,6 +99,11 @@ impl Participants for GrpcParticipants {
             outputs: request.outputs.into_iter().collect(),
         });
         message.set_timeout(timeout);
+        set_trace_metadata(
+            message.metadata_mut(),
+            &request.traceparent,
+            request.tracestate.as_deref(),
+        );
         let mut grpc =
             tonic::client::Grpc::new(channel).max_decoding_message_size(self.max_message_bytes);
         let call = async {

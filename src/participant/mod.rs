@@ -33,6 +33,10 @@ pub struct CallRequest {
     pub payload: Vec<u8>,
     /// Outputs of the steps that succeeded so far, by step name.
     pub outputs: Vec<(String, Vec<u8>)>,
+    /// Sent as the W3C `traceparent` metadata: the saga's trace, this call's span.
+    pub traceparent: String,
+    /// Sent as the W3C `tracestate` metadata, if the saga's caller gave one.
+    pub tracestate: Option<String>,
 }
 
 /// Calls participant endpoints.

@@ -338,6 +338,7 @@ mod tests {
                         .collect(),
                     payload: b"{}".to_vec(),
                     idempotency_key: None,
+                    trace: None,
                 },
             };
             Self {
@@ -880,6 +881,7 @@ mod tests {
                 steps: run.state.steps.clone(),
                 payload: b"{}".to_vec(),
                 idempotency_key: None,
+                trace: None,
             },
         };
         history.push(started);

@@ -13,6 +13,7 @@ use super::{
     definition::{StepDef, StepSpec},
     id::{Action, SagaId, Timestamp},
 };
+use crate::trace::TraceContext;
 
 /// How a failed attempt failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,11 @@ pub enum EventKind {
         steps: Vec<StepSpec>,
         payload: Vec<u8>,
         idempotency_key: Option<String>,
+        /// The W3C trace context the StartSaga request carried, if a valid one;
+        /// every participant call of the saga passes it on (`crate::trace`).
+        /// Journaled so a saga resumed after a restart stays in its trace.
+        /// (New in journal format 2; format 1 records read as `None`.)
+        trace: Option<TraceContext>,
     },
     /// A call is about to be made. Journaled before the call, so a restart knows the
     /// attempt number was used and never reuses it.

@@ -15,6 +15,7 @@ use super::{
     event::{Event, EventKind, Failure},
     id::{Action, SagaId, Timestamp},
 };
+use crate::trace::TraceContext;
 
 /// The state of a saga as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -197,6 +198,9 @@ pub struct SagaState {
     pub steps: Vec<StepSpec>,
     pub payload: Vec<u8>,
     pub idempotency_key: Option<String>,
+    /// The trace context the saga was started under, if the request carried
+    /// one; [`SagaState::trace`] gives the one its calls use either way.
+    pub caller_trace: Option<TraceContext>,
     pub status: SagaStatus,
     pub progress: Vec<StepProgress>,
     /// Set by CancelRequested; the saga compensates once no forward call is in flight.
@@ -230,6 +234,7 @@ impl SagaState {
             steps,
             payload,
             idempotency_key,
+            trace,
         } = &event.kind
         else {
             return Err(FoldError::NotStarted {
@@ -251,6 +256,7 @@ impl SagaState {
             steps: steps.clone(),
             payload: payload.clone(),
             idempotency_key: idempotency_key.clone(),
+            caller_trace: trace.clone(),
             status: SagaStatus::Running,
             progress: vec![StepProgress::default(); steps.len()],
             cancel_reason: None,
@@ -260,6 +266,14 @@ impl SagaState {
             finished_at: None,
             last_seq: 1,
         })
+    }
+
+    /// The trace the saga's calls carry: the caller's, or one named by the saga
+    /// id when the start request carried none (`crate::trace`).
+    pub fn trace(&self) -> TraceContext {
+        self.caller_trace
+            .clone()
+            .unwrap_or_else(|| TraceContext::for_saga(self.id))
     }
 
     /// Applies the next event of this saga.

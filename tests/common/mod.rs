@@ -190,6 +190,9 @@ pub struct Call {
     /// The gRPC deadline the call carried, if any.
     pub deadline: Option<String>,
     pub outputs: Vec<String>,
+    /// The W3C `traceparent` and `tracestate` metadata the call carried.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 type Script = Arc<dyn Fn(&pb::StepRequest) -> Answer + Send + Sync>;
@@ -289,11 +292,18 @@ impl FakeParticipant {
         &self,
         request: Request<pb::StepRequest>,
     ) -> Result<Response<pb::StepResponse>, Status> {
-        let deadline = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (deadline, traceparent, tracestate) = (
+            header("grpc-timeout"),
+            header("traceparent"),
+            header("tracestate"),
+        );
         let r = request.into_inner();
         let index = {
             let mut ledger = self.ledger.lock().unwrap();
@@ -308,6 +318,8 @@ impl FakeParticipant {
                 answered: None,
                 deadline,
                 outputs: r.outputs.keys().cloned().collect(),
+                traceparent,
+                tracestate,
             });
             ledger.calls.len() - 1
         };

@@ -31,9 +31,15 @@ impl SagadProcess {
     /// waits for its address line. If the process dies before printing it, the
     /// address is `127.0.0.1:0` and `wait_exit` tells how it ended.
     pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(data_dir, &[], env)
+    }
+
+    /// As [`SagadProcess::spawn`], with extra `serve` flags.
+    pub fn spawn_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sagad"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "5s"])
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--sagas")

@@ -1,0 +1,290 @@
+//! The shapes of format version 1 that changed in version 2, read only to
+//! convert them.
+//!
+//! postcard encodes fields by position, with enum variants by index, so these
+//! types must keep the exact field and variant order of version 1; they are
+//! frozen and never written. Every type not named here kept its shape.
+
+use serde::Deserialize;
+
+use crate::saga::{
+    Action, EventKind as Current, Failure, SagaId, StepDef, StepSpec, Timestamp,
+    event::Event as CurrentEvent,
+};
+
+/// `Event` as version 1 wrote it (only its `kind` differs).
+#[derive(Deserialize)]
+pub(super) struct Event {
+    saga: SagaId,
+    seq: u64,
+    offset: u64,
+    at: Timestamp,
+    kind: EventKind,
+}
+
+/// `EventKind` as version 1 wrote it: `SagaStarted` had no `trace`.
+#[derive(Deserialize)]
+enum EventKind {
+    SagaStarted {
+        definition: String,
+        inline_steps: Option<Vec<StepDef>>,
+        steps: Vec<StepSpec>,
+        payload: Vec<u8>,
+        idempotency_key: Option<String>,
+    },
+    AttemptStarted {
+        step: u32,
+        action: Action,
+        attempt: u32,
+    },
+    AttemptSucceeded {
+        step: u32,
+        action: Action,
+        attempt: u32,
+        output: Vec<u8>,
+    },
+    AttemptFailed {
+        step: u32,
+        action: Action,
+        attempt: u32,
+        failure: Failure,
+        error: String,
+        retry_at: Option<Timestamp>,
+    },
+    CancelRequested {
+        reason: String,
+    },
+    CompensationStarted {
+        reason: String,
+    },
+    SagaCompleted,
+    SagaCompensated,
+    SagaFailed {
+        reason: String,
+    },
+    RetryRequested,
+}
+
+impl From<Event> for CurrentEvent {
+    fn from(e: Event) -> Self {
+        CurrentEvent {
+            saga: e.saga,
+            seq: e.seq,
+            offset: e.offset,
+            at: e.at,
+            kind: e.kind.into(),
+        }
+    }
+}
+
+impl From<EventKind> for Current {
+    fn from(kind: EventKind) -> Self {
+        match kind {
+            EventKind::SagaStarted {
+                definition,
+                inline_steps,
+                steps,
+                payload,
+                idempotency_key,
+            } => Current::SagaStarted {
+                definition,
+                inline_steps,
+                steps,
+                payload,
+                idempotency_key,
+                // Sagas started before version 2 run in the trace their id names.
+                trace: None,
+            },
+            EventKind::AttemptStarted {
+                step,
+                action,
+                attempt,
+            } => Current::AttemptStarted {
+                step,
+                action,
+                attempt,
+            },
+            EventKind::AttemptSucceeded {
+                step,
+                action,
+                attempt,
+                output,
+            } => Current::AttemptSucceeded {
+                step,
+                action,
+                attempt,
+                output,
+            },
+            EventKind::AttemptFailed {
+                step,
+                action,
+                attempt,
+                failure,
+                error,
+                retry_at,
+            } => Current::AttemptFailed {
+                step,
+                action,
+                attempt,
+                failure,
+                error,
+                retry_at,
+            },
+            EventKind::CancelRequested { reason } => Current::CancelRequested { reason },
+            EventKind::CompensationStarted { reason } => Current::CompensationStarted { reason },
+            EventKind::SagaCompleted => Current::SagaCompleted,
+            EventKind::SagaCompensated => Current::SagaCompensated,
+            EventKind::SagaFailed { reason } => Current::SagaFailed { reason },
+            EventKind::RetryRequested => Current::RetryRequested,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde::Serialize;
+
+    use super::super::{FORMAT_VERSION, Record, decode, encode, event_key};
+    use crate::saga::{
+        Action, Endpoint, Event, EventKind, Failure, SagaId, StepDef, StepDefaults, StepSpec,
+        Timestamp, event::Event as CurrentEvent,
+    };
+
+    /// Writes what a version-1 build wrote: the old shape, version byte 1.
+    fn encode_v1<T: Serialize>(value: &T) -> Vec<u8> {
+        let mut bytes = encode(value);
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        bytes[0] = 1;
+        bytes
+    }
+
+    /// The version-1 writer's types, for encoding test records.
+    #[derive(Serialize)]
+    struct EventV1W<'a> {
+        saga: SagaId,
+        seq: u64,
+        offset: u64,
+        at: Timestamp,
+        kind: KindV1W<'a>,
+    }
+
+    #[derive(Serialize)]
+    #[allow(dead_code)]
+    enum KindV1W<'a> {
+        SagaStarted {
+            definition: &'a str,
+            inline_steps: Option<Vec<StepDef>>,
+            steps: Vec<StepSpec>,
+            payload: &'a [u8],
+            idempotency_key: Option<&'a str>,
+        },
+        AttemptStarted {
+            step: u32,
+            action: Action,
+            attempt: u32,
+        },
+        AttemptSucceeded {
+            step: u32,
+            action: Action,
+            attempt: u32,
+            output: Vec<u8>,
+        },
+        AttemptFailed {
+            step: u32,
+            action: Action,
+            attempt: u32,
+            failure: Failure,
+            error: &'a str,
+            retry_at: Option<Timestamp>,
+        },
+    }
+
+    fn steps() -> Vec<StepSpec> {
+        vec![StepSpec {
+            name: "pay".into(),
+            participant: "payments".into(),
+            forward: Endpoint::parse("f", "http://127.0.0.1:1/p.P/Pay").unwrap(),
+            compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.P/Refund").unwrap(),
+            retry: StepDefaults::default().retry,
+            timeout: Duration::from_secs(3),
+        }]
+    }
+
+    #[test]
+    fn a_version_1_saga_started_still_decodes_without_a_trace() {
+        let saga = SagaId::generate();
+        let steps = steps();
+        let old = EventV1W {
+            saga,
+            seq: 1,
+            offset: 7,
+            at: Timestamp(1_700_000_000_000),
+            kind: KindV1W::SagaStarted {
+                definition: "t",
+                inline_steps: None,
+                steps: steps.clone(),
+                payload: b"{}",
+                idempotency_key: Some("k"),
+            },
+        };
+        let bytes = encode_v1(&old);
+        let event: Event = decode(&event_key(saga, 1), &bytes).unwrap();
+        assert_eq!(
+            event,
+            CurrentEvent {
+                saga,
+                seq: 1,
+                offset: 7,
+                at: Timestamp(1_700_000_000_000),
+                kind: EventKind::SagaStarted {
+                    definition: "t".into(),
+                    inline_steps: None,
+                    steps,
+                    payload: b"{}".to_vec(),
+                    idempotency_key: Some("k".into()),
+                    trace: None,
+                },
+            }
+        );
+        // The same bytes read as version 2 are not mistaken for a valid record.
+        let mut as_v2 = bytes.clone();
+        as_v2[0] = FORMAT_VERSION;
+        assert!(decode::<Event>(&event_key(saga, 1), &as_v2).is_err());
+    }
+
+    #[test]
+    fn other_version_1_events_decode_unchanged() {
+        let saga = SagaId::generate();
+        let old = EventV1W {
+            saga,
+            seq: 3,
+            offset: 9,
+            at: Timestamp(5),
+            kind: KindV1W::AttemptFailed {
+                step: 0,
+                action: Action::Compensate,
+                attempt: 2,
+                failure: Failure::Transient,
+                error: "boom",
+                retry_at: Some(Timestamp(6)),
+            },
+        };
+        let event = Event::from_v1(&encode_v1(&old)[5..]).unwrap();
+        assert_eq!(
+            event.kind,
+            EventKind::AttemptFailed {
+                step: 0,
+                action: Action::Compensate,
+                attempt: 2,
+                failure: Failure::Transient,
+                error: "boom".into(),
+                retry_at: Some(Timestamp(6)),
+            }
+        );
+        // Types whose shape did not change read version 1 as they are.
+        let id: SagaId = decode(b"i", &encode_v1(&saga)).unwrap();
+        assert_eq!(id, saga);
+    }
+}
