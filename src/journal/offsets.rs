@@ -15,15 +15,21 @@
 //! - An index entry and its event are written in the same batch: neither exists
 //!   without the other, also after a crash.
 //! - Offsets in the index are gap-free up to the journal's durable horizon (the
-//!   last offset of the last batch that was synced); a reader stops there, so it
+//!   last offset of the last batch that was synced), except for the events of
+//!   sagas removed by retention; a reader stops at the durable horizon, so it
 //!   never hands out an event a crash could still take back (and whose offset a
 //!   restarted journal would then hand out again).
+//! - Removal (`kv.rs`, `remove_sagas`) deletes a saga's index entries with its
+//!   events, and first raises the *archive horizon* (`m archived_through`) to
+//!   the highest offset it removes. So every hole in the index is at or below
+//!   the archive horizon: a reader skips those holes, and reports any hole above
+//!   it as damage, as before. Above the archive horizon the index is gap-free.
 //! - A journal written before the index existed gets it rebuilt from its events
 //!   the first time it is opened ([`ensure_index`]).
 
 use super::{
     JournalError,
-    codec::{self, EVENT, NEXT_OFFSET_KEY, OFFSET},
+    codec::{self, ARCHIVED_THROUGH_KEY, EVENT, NEXT_OFFSET_KEY, OFFSET},
     kv::{KeyWrite, KvStore},
 };
 use crate::saga::{Event, SagaId};
@@ -36,7 +42,19 @@ pub fn index_entry(event: &Event) -> KeyWrite {
     )
 }
 
-/// Events with `after < offset <= horizon`, in offset order, at most `limit`.
+/// The archive horizon: the highest offset of any event removed by retention
+/// (0 when nothing was removed).
+pub fn archived_through<S: KvStore + ?Sized>(store: &S) -> Result<u64, JournalError> {
+    match store.get(ARCHIVED_THROUGH_KEY)? {
+        Some(bytes) => codec::decode_u64(ARCHIVED_THROUGH_KEY, &bytes),
+        None => Ok(0),
+    }
+}
+
+/// Events with `after < offset <= horizon` that are still in the journal, in
+/// offset order, at most `limit`. Fewer than `limit` only when the horizon is
+/// reached. A missing offset at or below the archive horizon is an archived
+/// event and is skipped; one above it is damage.
 pub fn read_after<S: KvStore + ?Sized>(
     store: &S,
     after: u64,
@@ -44,15 +62,22 @@ pub fn read_after<S: KvStore + ?Sized>(
     limit: usize,
 ) -> Result<Vec<Event>, JournalError> {
     let mut found = Vec::new();
-    if after >= horizon || limit == 0 {
-        return Ok(found);
-    }
-    let mut pointers: Vec<(u64, SagaId, u64)> = Vec::new();
-    let want = limit.min((horizon - after) as usize);
-    store.scan_from(
-        &[OFFSET],
-        &codec::offset_key(after + 1),
-        &mut |key, value| {
+    // Read only when a hole is met, and again at each hole it does not cover: a
+    // removal raises it before it deletes anything, and applies its deletions
+    // while this read runs, so a fresh read covers every hole it made.
+    let mut archived = 0;
+    let mut archived_covers = |offset: u64| -> Result<bool, JournalError> {
+        if offset > archived {
+            archived = archived_through(store)?;
+        }
+        Ok(offset <= archived)
+    };
+    // The next offset to expect.
+    let mut next = after.saturating_add(1);
+    while found.len() < limit && next <= horizon {
+        let want = (limit - found.len()).min((horizon - next + 1) as usize);
+        let mut pointers: Vec<(u64, SagaId, u64)> = Vec::with_capacity(want);
+        store.scan_from(&[OFFSET], &codec::offset_key(next), &mut |key, value| {
             let offset = codec::offset_of_key(key)?;
             if offset > horizon {
                 return Ok(false);
@@ -60,33 +85,43 @@ pub fn read_after<S: KvStore + ?Sized>(
             let (saga, seq): (SagaId, u64) = codec::decode(key, value)?;
             pointers.push((offset, saga, seq));
             Ok(pointers.len() < want)
-        },
-    )?;
-    for (expected, (offset, saga, seq)) in (after + 1..).zip(pointers) {
-        if offset != expected {
-            return Err(JournalError::Corrupt {
-                key: format!("offset index at {expected}"),
-                why: format!(
-                    "the next entry is offset {offset}: offsets {expected}..{offset} are missing"
-                ),
-            });
-        }
-        let key = codec::event_key(saga, seq);
-        let value = store.get(&key)?.ok_or_else(|| JournalError::Corrupt {
-            key: format!("offset index at {offset}"),
-            why: format!("it points at event {seq} of saga {saga}, which does not exist"),
         })?;
-        let event: Event = codec::decode(&key, &value)?;
-        if event.offset != offset {
-            return Err(JournalError::Corrupt {
-                key: codec::describe_key(&key),
-                why: format!(
-                    "the offset index says offset {offset}; the event says {}",
-                    event.offset
-                ),
-            });
+        let index_ends = pointers.len() < want;
+        for (offset, saga, seq) in pointers {
+            if offset != next && !archived_covers(offset - 1)? {
+                return Err(JournalError::Corrupt {
+                    key: format!("offset index at {next}"),
+                    why: format!(
+                        "the next entry is offset {offset}: offsets {next}..{offset} are missing"
+                    ),
+                });
+            }
+            next = offset + 1;
+            let key = codec::event_key(saga, seq);
+            let Some(value) = store.get(&key)? else {
+                if archived_covers(offset)? {
+                    continue; // removed by retention after the scan saw its entry
+                }
+                return Err(JournalError::Corrupt {
+                    key: format!("offset index at {offset}"),
+                    why: format!("it points at event {seq} of saga {saga}, which does not exist"),
+                });
+            };
+            let event: Event = codec::decode(&key, &value)?;
+            if event.offset != offset {
+                return Err(JournalError::Corrupt {
+                    key: codec::describe_key(&key),
+                    why: format!(
+                        "the offset index says offset {offset}; the event says {}",
+                        event.offset
+                    ),
+                });
+            }
+            found.push(event);
         }
-        found.push(event);
+        if index_ends {
+            break;
+        }
     }
     Ok(found)
 }
