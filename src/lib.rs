@@ -6,8 +6,10 @@
 //! - [`participant`]: calling participant endpoints and classifying their answers.
 //! - [`engine`]: runs sagas, retries, recovery, shutdown.
 //! - [`api`]: the gRPC `Coordinator` service.
+//! - [`archive`]: retention: old final sagas move to archive files; export.
 
 pub mod api;
+pub mod archive;
 pub mod config;
 pub mod engine;
 pub mod error;

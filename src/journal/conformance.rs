@@ -501,7 +501,7 @@ pub async fn read_after_follows_offsets(journal: Arc<dyn Journal>) {
 }
 
 /// The events of a one-step saga that completes, timed from `at` (ms) on.
-fn completing(key: Option<&str>, at: u64) -> Vec<Event> {
+pub fn completing(key: Option<&str>, at: u64) -> Vec<Event> {
     let first = started("shop", key);
     let id = first.saga;
     let kinds = [
@@ -528,7 +528,7 @@ fn completing(key: Option<&str>, at: u64) -> Vec<Event> {
 }
 
 /// The events of a saga that ends with `last` after compensating, timed from `at`.
-fn turning_back(last: EventKind, at: u64) -> Vec<Event> {
+pub fn turning_back(last: EventKind, at: u64) -> Vec<Event> {
     let first = started("shop", None);
     let id = first.saga;
     let mut events = vec![
