@@ -371,8 +371,7 @@ mod tests {
                 ..FeedQuery::default()
             })
             .await
-            .err()
-            .expect("a resume below the archive horizon is refused");
+            .expect_err("a resume below the archive horizon is refused");
         match err {
             Error::FailedPrecondition(why) => {
                 assert!(why.contains(&format!("after_offset={horizon}")), "{why}")
