@@ -27,6 +27,7 @@
 //! | `max_payload_bytes` | `--max-payload-bytes` | `SAGAD_MAX_PAYLOAD_BYTES` | `1048576` |
 //! | `shutdown_grace` | `--shutdown-grace` | `SAGAD_SHUTDOWN_GRACE` | `10s` |
 //! | `default_timeout` | `--default-timeout` | `SAGAD_DEFAULT_TIMEOUT` | `10s` |
+//! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` |
 
 use std::{
     collections::HashMap,
@@ -49,26 +50,51 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The default step call timeout.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The word for "keep sagas in the journal forever" (the default retention).
+pub const RETENTION_FOREVER: &str = "forever";
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 6] = [
+pub const KEYS: [&str; 7] = [
     "listen",
     "data_dir",
     "sagas",
     "max_payload_bytes",
     "shutdown_grace",
     "default_timeout",
+    "retention",
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 6] = [
+pub const ENV_VARS: [&str; 7] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
     "SAGAD_MAX_PAYLOAD_BYTES",
     "SAGAD_SHUTDOWN_GRACE",
     "SAGAD_DEFAULT_TIMEOUT",
+    "SAGAD_RETENTION",
 ];
+
+/// How long a saga that ended for good (COMPLETED or COMPENSATED) stays in the
+/// journal before the archiver moves it to `DATA_DIR/archive` (`crate::archive`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Retention {
+    /// Never archive (the default).
+    #[default]
+    Forever,
+    /// Archive once this long has passed since the saga ended; never zero.
+    For(Duration),
+}
+
+impl Retention {
+    /// The period, if sagas are archived at all.
+    pub fn period(self) -> Option<Duration> {
+        match self {
+            Retention::Forever => None,
+            Retention::For(d) => Some(d),
+        }
+    }
+}
 
 /// Why a configuration was refused. Every variant names where the bad input was.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +139,7 @@ pub struct Settings {
     pub max_payload_bytes: Option<usize>,
     pub shutdown_grace: Option<Duration>,
     pub default_timeout: Option<Duration>,
+    pub retention: Option<Retention>,
 }
 
 /// The configuration `sagad serve` runs with.
@@ -130,6 +157,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Step call timeout when neither the step nor its participant sets one.
     pub default_timeout: Duration,
+    /// How long ended sagas stay in the journal before they are archived.
+    pub retention: Retention,
 }
 
 impl Default for Config {
@@ -141,6 +170,7 @@ impl Default for Config {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             default_timeout: DEFAULT_STEP_TIMEOUT,
+            retention: Retention::Forever,
         }
     }
 }
@@ -174,6 +204,7 @@ impl Config {
             max_payload_bytes,
             shutdown_grace,
             default_timeout,
+            retention,
         } = layer;
         if let Some(v) = listen {
             self.listen = v;
@@ -192,6 +223,9 @@ impl Config {
         }
         if let Some(v) = default_timeout {
             self.default_timeout = v;
+        }
+        if let Some(v) = retention {
+            self.retention = v;
         }
     }
 
@@ -217,6 +251,7 @@ impl Config {
                 max_payload_bytes: self.max_payload_bytes,
                 shutdown_grace: self.shutdown_grace,
             },
+            retention: self.retention.period(),
         }
     }
 }
@@ -310,6 +345,7 @@ impl Settings {
             }
             "shutdown_grace" => self.shutdown_grace = Some(parse_duration(text).map_err(bad)?),
             "default_timeout" => self.default_timeout = Some(parse_duration(text).map_err(bad)?),
+            "retention" => self.retention = Some(parse_retention(text).map_err(bad)?),
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
         Ok(())
@@ -322,6 +358,7 @@ fn expected(key: &str) -> &'static str {
         "listen" => "a string \"host:port\"",
         "data_dir" | "sagas" => "a path string",
         "max_payload_bytes" => "a positive integer (bytes)",
+        "retention" => "a duration string like \"7d\" or \"36h\", or \"forever\"",
         _ => "a duration string like \"10s\" or \"250ms\"",
     }
 }
@@ -343,6 +380,22 @@ pub fn parse_payload_bytes(text: &str) -> Result<usize, String> {
         Ok(0) => Err("must be greater than 0".into()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("'{text}' is not a positive integer (bytes)")),
+    }
+}
+
+/// A retention period: a duration greater than zero (`7d`, `36h`), or `forever`.
+pub fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text.trim() == RETENTION_FOREVER {
+        return Ok(Retention::Forever);
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "must be greater than 0 (use \"{RETENTION_FOREVER}\" to keep sagas forever)"
+        )),
+        Ok(d) => Ok(Retention::For(d)),
+        Err(e) => Err(format!(
+            "'{text}' is not a duration like 7d or 36h, nor \"{RETENTION_FOREVER}\" ({e})"
+        )),
     }
 }
 
@@ -371,6 +424,29 @@ mod tests {
         assert_eq!(config.max_payload_bytes, 1_048_576);
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert_eq!(config.default_timeout, Duration::from_secs(10));
+        assert_eq!(config.retention, Retention::Forever);
+    }
+
+    #[test]
+    fn retention_is_a_positive_duration_or_forever() {
+        assert_eq!(
+            parse_retention("7d"),
+            Ok(Retention::For(Duration::from_secs(7 * 86_400)))
+        );
+        assert_eq!(
+            parse_retention("36h").unwrap().period(),
+            Some(Duration::from_secs(36 * 3600))
+        );
+        assert_eq!(parse_retention("forever"), Ok(Retention::Forever));
+        assert!(parse_retention("0s").unwrap_err().contains("greater than 0"));
+        assert!(parse_retention("abc").unwrap_err().contains("'abc'"));
+        let err = Settings::from_env(env(&[("SAGAD_RETENTION", "0d")])).unwrap_err();
+        assert!(err.to_string().starts_with("SAGAD_RETENTION"), "{err}");
+        let file = Settings::from_toml(Path::new("s.toml"), "retention = \"2d\"").unwrap();
+        assert_eq!(
+            file.retention,
+            Some(Retention::For(Duration::from_secs(2 * 86_400)))
+        );
     }
 
     #[test]

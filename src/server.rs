@@ -5,9 +5,13 @@
 //! the Coordinator answering `UNAVAILABLE` until recovery has resumed every
 //! unfinished saga; then health turns `SERVING`.
 //!
+//! With a retention period, the archiver (`crate::archive`) starts once
+//! recovery is done.
+//!
 //! Stopping (a signal in `sagad serve`, [`Server::stop`] in tests) follows one
-//! order: stop accepting connections; stop starting new calls while in-flight
-//! ones get the grace period; journal their outcomes; flush and close the journal.
+//! order: stop accepting connections; stop the archiver after its current
+//! batch; stop starting new calls while in-flight ones get the grace period;
+//! journal their outcomes; flush and close the journal.
 
 use std::{
     net::SocketAddr,
@@ -25,6 +29,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     Error, Result,
     api::CoordinatorApi,
+    archive::{self, Archiver},
     engine::{Engine, EngineConfig, recovery},
     journal::{Journal, SledJournal},
     participant::GrpcParticipants,
@@ -40,9 +45,12 @@ const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
-    /// Where the journal lives.
+    /// Where the journal lives (and, with a retention, `archive/`).
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
+    /// How long ended sagas stay in the journal; `None` keeps them forever.
+    /// With a period, an archiver (`crate::archive`) runs once recovery is done.
+    pub retention: Option<std::time::Duration>,
 }
 
 /// A running coordinator.
@@ -67,13 +75,16 @@ pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result
 }
 
 /// As [`start`], over a journal the caller opened (tests inject faulty stores
-/// this way); `config.data_dir` is not used.
+/// this way); `config.data_dir` is used only for the archive, with a retention.
 pub async fn start_with_journal(
     config: ServerConfig,
     journal: Arc<dyn Journal>,
     definitions: Vec<Definition>,
 ) -> Result<Server> {
     let participants = Arc::new(GrpcParticipants::new(config.engine.max_payload_bytes));
+    let archiver = config
+        .retention
+        .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
     let engine = Engine::new(journal, participants, definitions, config.engine.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -120,9 +131,11 @@ pub async fn start_with_journal(
             let serve =
                 router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
             let recover_then_stop = async {
+                let mut archiving = None;
                 tokio::select! {
                     result = recovery::recover(&engine) => match result {
                         Ok(_) => {
+                            archiving = archiver.map(|a| a.spawn(shutdown.child_token()));
                             ready.store(true, Ordering::Release);
                             health.set_serving::<CoordinatorServer<CoordinatorApi>>().await;
                             health.set_service_status("", tonic_health::ServingStatus::Serving).await;
@@ -138,6 +151,11 @@ pub async fn start_with_journal(
                     _ = shutdown.cancelled() => {}
                 }
                 shutdown.cancelled().await;
+                // The archiver finishes the removals of its batch before the
+                // journal closes.
+                if let Some(archiving) = archiving {
+                    let _ = archiving.await;
+                }
                 health
                     .set_not_serving::<CoordinatorServer<CoordinatorApi>>()
                     .await;

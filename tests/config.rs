@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use sagad::config::{Config, ConfigError, Settings};
+use sagad::config::{Config, ConfigError, Retention, Settings};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -34,6 +34,7 @@ sagas = "/sagas/from/file"
 max_payload_bytes = 1000
 shutdown_grace = "1s"
 default_timeout = "1s"
+retention = "30d"
 "#,
     );
     let env = env(&[
@@ -41,10 +42,12 @@ default_timeout = "1s"
         ("SAGAD_MAX_PAYLOAD_BYTES", "2000"),
         ("SAGAD_SHUTDOWN_GRACE", "2s"),
         ("SAGAD_DEFAULT_TIMEOUT", "2s"),
+        ("SAGAD_RETENTION", "7d"),
     ]);
     let flags = Settings {
         shutdown_grace: Some(Duration::from_secs(3)),
         default_timeout: Some(Duration::from_secs(3)),
+        retention: Some(Retention::For(Duration::from_secs(36 * 3600))),
         ..Settings::default()
     };
     let config = Config::load(Some(&path), env, flags).unwrap();
@@ -60,6 +63,7 @@ default_timeout = "1s"
             // flags over env over file
             shutdown_grace: Duration::from_secs(3),
             default_timeout: Duration::from_secs(3),
+            retention: Retention::For(Duration::from_secs(36 * 3600)),
         }
     );
     drop(dir);
@@ -129,6 +133,15 @@ fn bad_values_name_their_source() {
     let (_dir, path) = file("max_payload_bytes = \"lots\"\n");
     let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
     assert!(err.to_string().contains("max_payload_bytes"), "{err}");
+
+    let (_dir, path) = file("retention = \"0s\"\n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&format!("{}: retention", path.display())), "{text}");
+    assert!(text.contains("greater than 0"), "{text}");
+    let err = Config::load(None, env(&[("SAGAD_RETENTION", "abc")]), Settings::default())
+        .unwrap_err();
+    assert!(err.to_string().starts_with("SAGAD_RETENTION"), "{err}");
 }
 
 #[test]
@@ -156,6 +169,7 @@ fn the_server_config_carries_every_setting() {
         max_payload_bytes: 77,
         shutdown_grace: Duration::from_secs(4),
         default_timeout: Duration::from_secs(6),
+        retention: Retention::For(Duration::from_secs(60)),
     };
     let server = config.server_config();
     assert_eq!(server.listen, addr("127.0.0.1:0"));
@@ -163,4 +177,10 @@ fn the_server_config_carries_every_setting() {
     assert_eq!(server.engine.max_payload_bytes, 77);
     assert_eq!(server.engine.shutdown_grace, Duration::from_secs(4));
     assert_eq!(server.engine.defaults.timeout, Duration::from_secs(6));
+    assert_eq!(server.retention, Some(Duration::from_secs(60)));
+    let forever = Config {
+        retention: Retention::Forever,
+        ..config
+    };
+    assert_eq!(forever.server_config().retention, None);
 }

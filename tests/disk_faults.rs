@@ -71,6 +71,7 @@ async fn start_faulty(dir: &Path, failing: Arc<AtomicBool>) -> server::Server {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         engine: EngineConfig::default(),
+        retention: None,
     };
     let server = server::start_with_journal(config, journal, vec![order_fulfillment()])
         .await

@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use sagad::{
-    config::{self, Config, Settings},
+    config::{self, Config, Retention, Settings},
     saga::definition,
     server,
 };
@@ -17,7 +17,7 @@ use sagad::{
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
-    /// shutdown_grace, default_timeout).
+    /// shutdown_grace, default_timeout, retention).
     #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
@@ -43,6 +43,11 @@ pub struct ServeArgs {
     /// [env: SAGAD_DEFAULT_TIMEOUT] [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub default_timeout: Option<Duration>,
+    /// How long a COMPLETED or COMPENSATED saga stays in the journal before it is
+    /// moved to DATA_DIR/archive/YYYY-MM-DD.jsonl.gz (e.g. 7d, 36h; "forever"
+    /// never archives). FAILED sagas always stay. [env: SAGAD_RETENTION] [default: forever]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_retention)]
+    pub retention: Option<Retention>,
 }
 
 impl ServeArgs {
@@ -55,6 +60,7 @@ impl ServeArgs {
             max_payload_bytes: self.max_payload_bytes,
             shutdown_grace: self.shutdown_grace,
             default_timeout: self.default_timeout,
+            retention: self.retention,
         }
     }
 }
@@ -82,6 +88,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         addr = %server.local_addr(),
         data_dir = %config.data_dir.display(),
         definitions = ?names,
+        retention = ?config.retention,
         "serving"
     );
     let token = server.shutdown_token();

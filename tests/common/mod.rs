@@ -50,6 +50,8 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
     definitions: Vec<Definition>,
     config: EngineConfig,
+    /// Archive sagas that ended longer ago than this (`--retention`).
+    pub retention: Option<Duration>,
 }
 
 impl TestServer {
@@ -59,6 +61,25 @@ impl TestServer {
     }
 
     pub async fn start_with(definitions: Vec<Definition>, config: EngineConfig) -> Self {
+        Self::start_full(definitions, config, None).await
+    }
+
+    /// A server with the shipped definitions that archives sagas ended longer
+    /// ago than `retention`.
+    pub async fn start_retaining(retention: Duration) -> Self {
+        Self::start_full(
+            vec![order_fulfillment()],
+            EngineConfig::default(),
+            Some(retention),
+        )
+        .await
+    }
+
+    async fn start_full(
+        definitions: Vec<Definition>,
+        config: EngineConfig,
+        retention: Option<Duration>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
         let mut s = Self {
@@ -68,6 +89,7 @@ impl TestServer {
             _dir: Some(dir),
             definitions,
             config,
+            retention,
         };
         s.boot().await;
         s
@@ -82,6 +104,7 @@ impl TestServer {
             _dir: None,
             definitions: vec![order_fulfillment()],
             config: EngineConfig::default(),
+            retention: None,
         };
         s.boot().await;
         s
@@ -93,6 +116,7 @@ impl TestServer {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 data_dir: self.data_dir.clone(),
                 engine: self.config.clone(),
+                retention: self.retention,
             },
             self.definitions.clone(),
         )

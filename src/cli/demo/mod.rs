@@ -102,6 +102,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             listen: args.listen,
             data_dir: data_dir.path().to_path_buf(),
             engine: EngineConfig::default(),
+            retention: None,
         },
         vec![definition],
     )
