@@ -438,7 +438,11 @@ mod tests {
             Some(Duration::from_secs(36 * 3600))
         );
         assert_eq!(parse_retention("forever"), Ok(Retention::Forever));
-        assert!(parse_retention("0s").unwrap_err().contains("greater than 0"));
+        assert!(
+            parse_retention("0s")
+                .unwrap_err()
+                .contains("greater than 0")
+        );
         assert!(parse_retention("abc").unwrap_err().contains("'abc'"));
         let err = Settings::from_env(env(&[("SAGAD_RETENTION", "0d")])).unwrap_err();
         assert!(err.to_string().starts_with("SAGAD_RETENTION"), "{err}");

@@ -137,10 +137,17 @@ fn bad_values_name_their_source() {
     let (_dir, path) = file("retention = \"0s\"\n");
     let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains(&format!("{}: retention", path.display())), "{text}");
+    assert!(
+        text.contains(&format!("{}: retention", path.display())),
+        "{text}"
+    );
     assert!(text.contains("greater than 0"), "{text}");
-    let err = Config::load(None, env(&[("SAGAD_RETENTION", "abc")]), Settings::default())
-        .unwrap_err();
+    let err = Config::load(
+        None,
+        env(&[("SAGAD_RETENTION", "abc")]),
+        Settings::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().starts_with("SAGAD_RETENTION"), "{err}");
 }
 
