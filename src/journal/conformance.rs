@@ -61,6 +61,12 @@ macro_rules! journal_conformance {
             $crate::journal::conformance::read_after_skips_removed_sagas(journal).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_reads_during_removals_see_whole_sagas_or_none() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::reads_during_removals_see_whole_sagas_or_none(journal)
+                .await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn conformance_close_refuses_later_writes() {
             let (journal, _guard) = $make;
             $crate::journal::conformance::close_refuses_later_writes(journal).await;
@@ -695,4 +701,51 @@ pub async fn read_after_skips_removed_sagas(journal: Arc<dyn Journal>) {
     assert_eq!(more[0].offset, written.last().unwrap().offset + 1);
     assert_eq!(journal.read_after(bs[1].offset, 10).await.unwrap(), more);
     assert_eq!(*journal.durable_offset().borrow(), more[0].offset);
+}
+
+pub async fn reads_during_removals_see_whole_sagas_or_none(journal: Arc<dyn Journal>) {
+    let mut sagas = Vec::new();
+    for i in 0..120 {
+        let events = completing(None, 1_000 + i * 10);
+        sagas.push(events[0].saga);
+        journal.append(events).await.unwrap();
+    }
+    let kept = journal.append(vec![started("shop", None)]).await.unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (journal, done, sagas) = (journal.clone(), done.clone(), sagas.clone());
+        let kept = kept.clone();
+        tokio::spawn(async move {
+            let mut rounds = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) || rounds == 0 {
+                rounds += 1;
+                let feed = journal.read_after(0, 10_000).await.unwrap();
+                assert_eq!(feed.last(), kept.last(), "the kept saga is always read");
+                assert!(feed.windows(2).all(|w| w[0].offset < w[1].offset));
+                for id in sagas.iter().step_by(7) {
+                    let history = journal.read_saga(*id).await.unwrap();
+                    assert!(
+                        history.is_empty() || history.len() == 4,
+                        "saga {id}: {} events",
+                        history.len()
+                    );
+                }
+                journal
+                    .list(&ListQuery {
+                        limit: 1000,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+            rounds
+        })
+    };
+    for chunk in sagas.chunks(8) {
+        assert_eq!(journal.remove_sagas(chunk.to_vec()).await.unwrap(), chunk);
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    assert!(reader.await.unwrap() > 0);
+    assert_eq!(journal.read_after(0, 10_000).await.unwrap(), kept);
 }

@@ -216,11 +216,14 @@ impl<S: KvStore> Journal for KvJournal<S> {
             }
             events.push(event);
         }
-        // Retention deletes the listing entry, then the events in seq order; a
-        // history without its first event is one being removed right now.
-        if events.first().is_some_and(|e| e.seq != 1)
-            && self.store.get(&codec::saga_key(SUMMARY, id))?.is_none()
-        {
+        // Retention deletes the listing entry, then the events in seq order, and
+        // a scan is no snapshot: a history with a hole, whose listing entry is
+        // gone, is one being removed right now.
+        let holed = events
+            .iter()
+            .enumerate()
+            .any(|(i, e)| e.seq != i as u64 + 1);
+        if holed && self.store.get(&codec::saga_key(SUMMARY, id))?.is_none() {
             events.clear();
         }
         Ok(events)

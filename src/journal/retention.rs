@@ -16,8 +16,9 @@
 //! - The archive horizon (`m archived_through`) is raised to the highest removed
 //!   offset *before* any deletion in the batch: a store that applies writes in
 //!   order never shows a hole in the offset index above the horizon.
-//! - The listing entry goes before the events: a reader that meets a saga whose
-//!   first event is gone finds the listing entry gone too (`kv.rs`, `read_saga`).
+//! - The listing entry goes before the events: a reader that meets a history
+//!   with a hole finds the listing entry gone too, and knows the saga is being
+//!   removed (`kv.rs`, `read_saga`).
 
 use std::collections::HashMap;
 
