@@ -20,7 +20,12 @@
 //!   readers keep one line per saga id (`sagad export` does).
 //! - **Sagas never wait for it.** It reads through the journal like any reader,
 //!   and its removals are ordinary requests in the writer's queue, in chunks of
-//!   [`REMOVE_CHUNK`] sagas; file work runs on a blocking thread.
+//!   [`REMOVE_CHUNK`] sagas; the search for old sagas and the file work run on
+//!   blocking threads.
+//! - **Cost of a pass.** The search reads the listing entries of the sagas
+//!   created before the cutoff that are still in the journal (the ones kept on
+//!   purpose: FAILED, still running, ended recently) plus one last event per
+//!   final candidate, never the whole journal; see `journal/retention.rs`.
 //! - **Retention is a lower bound.** A saga is archived no sooner than the
 //!   retention period after its terminal event, and usually within one interval
 //!   after that.
@@ -120,10 +125,7 @@ impl Archiver {
         let mut report = PassReport::default();
         let mut after = None;
         while !stop.is_cancelled() {
-            let ids = self
-                .journal
-                .finished_before(cutoff, after, ARCHIVE_BATCH_SAGAS)
-                .await?;
+            let ids = self.finished_before(cutoff, after).await?;
             let Some(last) = ids.last() else { break };
             after = Some(*last);
             let (days, archived) = self.records(&ids, &mut report).await?;
@@ -137,6 +139,24 @@ impl Archiver {
             }
         }
         Ok(report)
+    }
+
+    /// The next batch to archive. Looked up on a blocking thread: the scan
+    /// passes over the old sagas the journal keeps (FAILED, running), which
+    /// can be many, and the key-value journals read synchronously.
+    async fn finished_before(
+        &self,
+        cutoff: Timestamp,
+        after: Option<SagaId>,
+    ) -> Result<Vec<SagaId>, ArchiveError> {
+        let journal = self.journal.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            runtime.block_on(journal.finished_before(cutoff, after, ARCHIVE_BATCH_SAGAS))
+        })
+        .await
+        .map_err(|_| ArchiveError::Stopped)?
+        .map_err(ArchiveError::from)
     }
 
     /// The lines of these sagas by archive day, and the ids they cover.
