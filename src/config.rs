@@ -35,6 +35,7 @@
 //! Which log lines are written is `SAGAD_LOG` (or `RUST_LOG`), an `EnvFilter`
 //! directive, read by the binary rather than here: it is not a setting of the
 //! coordinator, and every verb honours it.
+//! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` |
 
 use std::{
     collections::HashMap,
@@ -59,9 +60,11 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The default step call timeout.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The word for "keep sagas in the journal forever" (the default retention).
+pub const RETENTION_FOREVER: &str = "forever";
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "listen",
     "data_dir",
     "sagas",
@@ -72,10 +75,11 @@ pub const KEYS: [&str; 10] = [
     "on_failed_webhook",
     "log_format",
     "otlp_endpoint",
+    "retention",
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 10] = [
+pub const ENV_VARS: [&str; 11] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
@@ -86,6 +90,7 @@ pub const ENV_VARS: [&str; 10] = [
     "SAGAD_ON_FAILED_WEBHOOK",
     "SAGAD_LOG_FORMAT",
     "SAGAD_OTLP_ENDPOINT",
+    "SAGAD_RETENTION",
 ];
 
 /// How log lines are written to stderr.
@@ -96,6 +101,27 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// How long a saga that ended for good (COMPLETED or COMPENSATED) stays in the
+/// journal before the archiver moves it to `DATA_DIR/archive` (`crate::archive`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Retention {
+    /// Never archive (the default).
+    #[default]
+    Forever,
+    /// Archive once this long has passed since the saga ended; never zero.
+    For(Duration),
+}
+
+impl Retention {
+    /// The period, if sagas are archived at all.
+    pub fn period(self) -> Option<Duration> {
+        match self {
+            Retention::Forever => None,
+            Retention::For(d) => Some(d),
+        }
+    }
 }
 
 /// Why a configuration was refused. Every variant names where the bad input was.
@@ -145,6 +171,7 @@ pub struct Settings {
     pub on_failed_webhook: Option<Uri>,
     pub log_format: Option<LogFormat>,
     pub otlp_endpoint: Option<String>,
+    pub retention: Option<Retention>,
 }
 
 /// The configuration `sagad serve` runs with.
@@ -171,6 +198,8 @@ pub struct Config {
     /// Where spans are exported over OTLP/gRPC (`http://host:port`); none means
     /// no export. Only accepted by builds with the `otlp` feature.
     pub otlp_endpoint: Option<String>,
+    /// How long ended sagas stay in the journal before they are archived.
+    pub retention: Retention,
 }
 
 impl Default for Config {
@@ -186,6 +215,7 @@ impl Default for Config {
             on_failed_webhook: None,
             log_format: LogFormat::default(),
             otlp_endpoint: None,
+            retention: Retention::Forever,
         }
     }
 }
@@ -223,6 +253,7 @@ impl Config {
             on_failed_webhook,
             log_format,
             otlp_endpoint,
+            retention,
         } = layer;
         if let Some(v) = listen {
             self.listen = v;
@@ -254,6 +285,9 @@ impl Config {
         if let Some(v) = otlp_endpoint {
             self.otlp_endpoint = Some(v);
         }
+        if let Some(v) = retention {
+            self.retention = v;
+        }
     }
 
     /// The definitions directory to load: the configured one, or `./sagas` if it
@@ -280,6 +314,7 @@ impl Config {
             },
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),
+            retention: self.retention.period(),
         }
     }
 }
@@ -379,6 +414,7 @@ impl Settings {
             }
             "log_format" => self.log_format = Some(parse_log_format(text).map_err(bad)?),
             "otlp_endpoint" => self.otlp_endpoint = Some(parse_otlp_endpoint(text).map_err(bad)?),
+            "retention" => self.retention = Some(parse_retention(text).map_err(bad)?),
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
         Ok(())
@@ -394,6 +430,7 @@ fn expected(key: &str) -> &'static str {
         "max_payload_bytes" => "a positive integer (bytes)",
         "log_format" => "a string, \"text\" or \"json\"",
         "otlp_endpoint" => "a URL string like \"http://127.0.0.1:4317\"",
+        "retention" => "a duration string like \"7d\" or \"36h\", or \"forever\"",
         _ => "a duration string like \"10s\" or \"250ms\"",
     }
 }
@@ -455,6 +492,22 @@ pub fn parse_otlp_endpoint(text: &str) -> Result<String, String> {
     }
 }
 
+/// A retention period: a duration greater than zero (`7d`, `36h`), or `forever`.
+pub fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text.trim() == RETENTION_FOREVER {
+        return Ok(Retention::Forever);
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "must be greater than 0 (use \"{RETENTION_FOREVER}\" to keep sagas forever)"
+        )),
+        Ok(d) => Ok(Retention::For(d)),
+        Err(e) => Err(format!(
+            "'{text}' is not a duration like 7d or 36h, nor \"{RETENTION_FOREVER}\" ({e})"
+        )),
+    }
+}
+
 /// A duration such as `10s`, `250ms` or `1m30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
@@ -480,6 +533,7 @@ mod tests {
         assert_eq!(config.max_payload_bytes, 1_048_576);
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert_eq!(config.default_timeout, Duration::from_secs(10));
+        assert_eq!(config.retention, Retention::Forever);
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.otlp_endpoint, None);
     }
@@ -520,6 +574,32 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().contains("s.toml: otlp_endpoint"), "{err}");
         }
+    }
+
+    #[test]
+    fn retention_is_a_positive_duration_or_forever() {
+        assert_eq!(
+            parse_retention("7d"),
+            Ok(Retention::For(Duration::from_secs(7 * 86_400)))
+        );
+        assert_eq!(
+            parse_retention("36h").unwrap().period(),
+            Some(Duration::from_secs(36 * 3600))
+        );
+        assert_eq!(parse_retention("forever"), Ok(Retention::Forever));
+        assert!(
+            parse_retention("0s")
+                .unwrap_err()
+                .contains("greater than 0")
+        );
+        assert!(parse_retention("abc").unwrap_err().contains("'abc'"));
+        let err = Settings::from_env(env(&[("SAGAD_RETENTION", "0d")])).unwrap_err();
+        assert!(err.to_string().starts_with("SAGAD_RETENTION"), "{err}");
+        let file = Settings::from_toml(Path::new("s.toml"), "retention = \"2d\"").unwrap();
+        assert_eq!(
+            file.retention,
+            Some(Retention::For(Duration::from_secs(2 * 86_400)))
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - `runner::after_call`: the participant answered; the answer is not journaled.
 //! - `journal::before_sync`: a group-commit batch is written, not yet flushed.
 //! - `recovery::after_resume`: recovery has resumed some sagas, not all.
+//! - `archive::after_flush`: an archive batch is durable in the archive files,
+//!   its sagas not yet removed from the journal.
 
 /// Kills the process here if the named crash point is armed.
 #[macro_export]

@@ -9,8 +9,10 @@
 //! - [`metrics`]: the Prometheus metrics and their HTTP endpoint.
 //! - [`webhook`]: the at-least-once POST for every saga that becomes FAILED.
 //! - [`trace`]: W3C trace context: the `traceparent` a saga runs under and passes on.
+//! - [`archive`]: retention: old final sagas move to archive files; export.
 
 pub mod api;
+pub mod archive;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -5,7 +5,9 @@
 //! - the client verbs (`start`, `get`, `list`, `watch`, `cancel`, `retry`,
 //!   `tail`, `participants`, `definitions`) talk to a running server over gRPC
 //!   (`cli/saga.rs`, `cli/catalog.rs`, `cli/tail.rs`);
-//! - `journal check` verifies a stopped server's data directory (`cli/journal.rs`).
+//! - `journal check` verifies a stopped server's data directory (`cli/journal.rs`);
+//!   `export` writes the sagas that ended in a time window as JSON lines, from
+//!   its archive files and journal (`cli/export.rs`).
 //!
 //! Every failure is one line on stderr, `sagad: ...`, and an exit code scripts
 //! can tell apart (`cli/error.rs`): 1 server error, 2 bad flags or input,
@@ -19,6 +21,7 @@ use cli::{
     catalog::{DefinitionsCommand, ParticipantsCommand},
     demo::DemoArgs,
     error::{CliError, EXIT_FAILURE, EXIT_USAGE},
+    export::ExportArgs,
     journal::JournalCommand,
     saga::{CancelArgs, GetArgs, ListArgs, RetryArgs, StartArgs, WatchArgs},
     serve::ServeArgs,
@@ -72,6 +75,9 @@ enum Command {
     /// Offline tools on a data directory.
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Write the sagas that ended in a time window as JSON lines, from a stopped
+    /// server's archive files and journal.
+    Export(ExportArgs),
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -88,6 +94,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Participants(command) => Ok(cli::catalog::participants(command).await?),
         Command::Definitions(command) => Ok(cli::catalog::definitions(command).await?),
         Command::Journal(command) => cli::journal::run(command),
+        Command::Export(args) => cli::export::run(args).await,
     }
 }
 

@@ -5,9 +5,13 @@
 //! the Coordinator answering `UNAVAILABLE` until recovery has resumed every
 //! unfinished saga; then health turns `SERVING`.
 //!
+//! With a retention period, the archiver (`crate::archive`) starts once
+//! recovery is done.
+//!
 //! Stopping (a signal in `sagad serve`, [`Server::stop`] in tests) follows one
-//! order: stop accepting connections; stop starting new calls while in-flight
-//! ones get the grace period; journal their outcomes; flush and close the journal.
+//! order: stop accepting connections; stop the archiver after its current
+//! batch; stop starting new calls while in-flight ones get the grace period;
+//! journal their outcomes; flush and close the journal.
 //!
 //! Optional parts: with `metrics_listen`, `GET /metrics` is served on its own
 //! listener (bound before `start` returns, so a bad address fails the start);
@@ -32,6 +36,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     Error, Result,
     api::CoordinatorApi,
+    archive::{self, Archiver},
     engine::{Engine, EngineConfig, recovery},
     journal::{Journal, SledJournal},
     metrics,
@@ -49,13 +54,17 @@ const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
-    /// Where the journal lives (and the webhook's ledger of acknowledged notices).
+    /// Where the journal lives (and the webhook's ledger of acknowledged notices,
+    /// and, with a retention, `archive/`).
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
     /// Where to serve `GET /metrics`; port 0 picks a free one. `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
     /// Where to POST a notice for each saga that becomes FAILED (`http://` only).
     pub on_failed_webhook: Option<Uri>,
+    /// How long ended sagas stay in the journal; `None` keeps them forever.
+    /// With a period, an archiver (`crate::archive`) runs once recovery is done.
+    pub retention: Option<std::time::Duration>,
 }
 
 /// A running coordinator.
@@ -81,13 +90,17 @@ pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result
 }
 
 /// As [`start`], over a journal the caller opened (tests inject faulty stores
-/// this way); `config.data_dir` holds only the webhook's ledger, if a webhook is set.
+/// this way); `config.data_dir` holds only the webhook's ledger and the archive,
+/// when they are on.
 pub async fn start_with_journal(
     config: ServerConfig,
     journal: Arc<dyn Journal>,
     definitions: Vec<Definition>,
 ) -> Result<Server> {
     let participants = Arc::new(GrpcParticipants::new(config.engine.max_payload_bytes));
+    let archiver = config
+        .retention
+        .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
     let engine = Engine::new(journal, participants, definitions, config.engine.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -171,12 +184,14 @@ pub async fn start_with_journal(
                 }
             };
             let recover_then_stop = async {
+                let mut archiving = None;
                 tokio::select! {
                     result = recovery::recover(&engine) => match result {
                         Ok(_) => {
                             if let Some(notifier) = &notifier {
                                 notifier.redeliver_in_background(engine.journal().clone());
                             }
+                            archiving = archiver.map(|a| a.spawn(shutdown.child_token()));
                             ready.store(true, Ordering::Release);
                             health.set_serving::<CoordinatorServer<CoordinatorApi>>().await;
                             health.set_service_status("", tonic_health::ServingStatus::Serving).await;
@@ -192,6 +207,11 @@ pub async fn start_with_journal(
                     _ = shutdown.cancelled() => {}
                 }
                 shutdown.cancelled().await;
+                // The archiver finishes the removals of its batch before the
+                // journal closes.
+                if let Some(archiving) = archiving {
+                    let _ = archiving.await;
+                }
                 health
                     .set_not_serving::<CoordinatorServer<CoordinatorApi>>()
                     .await;

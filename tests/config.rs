@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use sagad::config::{Config, ConfigError, LogFormat, Settings};
+use sagad::config::{Config, ConfigError, LogFormat, Retention, Settings};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -37,6 +37,7 @@ default_timeout = "1s"
 metrics_listen = "127.0.0.1:9100"
 on_failed_webhook = "http://127.0.0.1:9/from-file"
 log_format = "json"
+retention = "30d"
 "#,
     );
     let env = env(&[
@@ -46,11 +47,13 @@ log_format = "json"
         ("SAGAD_DEFAULT_TIMEOUT", "2s"),
         ("SAGAD_METRICS_LISTEN", ":9101"),
         ("SAGAD_ON_FAILED_WEBHOOK", "http://127.0.0.1:9/from-env"),
+        ("SAGAD_RETENTION", "7d"),
     ]);
     let flags = Settings {
         shutdown_grace: Some(Duration::from_secs(3)),
         default_timeout: Some(Duration::from_secs(3)),
         metrics_listen: Some(addr("127.0.0.1:9102")),
+        retention: Some(Retention::For(Duration::from_secs(36 * 3600))),
         ..Settings::default()
     };
     let config = Config::load(Some(&path), env, flags).unwrap();
@@ -71,6 +74,7 @@ log_format = "json"
             shutdown_grace: Duration::from_secs(3),
             default_timeout: Duration::from_secs(3),
             metrics_listen: Some(addr("127.0.0.1:9102")),
+            retention: Retention::For(Duration::from_secs(36 * 3600)),
         }
     );
     drop(dir);
@@ -177,6 +181,22 @@ fn bad_values_name_their_source() {
     let (_dir, path) = file("max_payload_bytes = \"lots\"\n");
     let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
     assert!(err.to_string().contains("max_payload_bytes"), "{err}");
+
+    let (_dir, path) = file("retention = \"0s\"\n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{}: retention", path.display())),
+        "{text}"
+    );
+    assert!(text.contains("greater than 0"), "{text}");
+    let err = Config::load(
+        None,
+        env(&[("SAGAD_RETENTION", "abc")]),
+        Settings::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("SAGAD_RETENTION"), "{err}");
 }
 
 #[test]
@@ -209,6 +229,7 @@ fn the_server_config_carries_every_setting() {
         // Logging settings are the binary's, not the server's.
         log_format: LogFormat::Json,
         otlp_endpoint: None,
+        retention: Retention::For(Duration::from_secs(60)),
     };
     let server = config.server_config();
     assert_eq!(server.listen, addr("127.0.0.1:0"));
@@ -221,4 +242,10 @@ fn the_server_config_carries_every_setting() {
         server.on_failed_webhook.unwrap().to_string(),
         "http://hooks.internal/sagad"
     );
+    assert_eq!(server.retention, Some(Duration::from_secs(60)));
+    let forever = Config {
+        retention: Retention::Forever,
+        ..config
+    };
+    assert_eq!(forever.server_config().retention, None);
 }

@@ -73,6 +73,7 @@ async fn start_faulty(dir: &Path, failing: Arc<AtomicBool>) -> server::Server {
         engine: EngineConfig::default(),
         metrics_listen: None,
         on_failed_webhook: None,
+        retention: None,
     };
     let server = server::start_with_journal(config, journal, vec![order_fulfillment()])
         .await

@@ -136,6 +136,7 @@ async fn server_posting_to(receiver: &Receiver) -> TestServer {
         Extras {
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             on_failed_webhook: Some(receiver.url()),
+            ..Extras::default()
         },
     )
     .await

@@ -6,7 +6,8 @@
 //! - `connect`, `error`: reaching the server; failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
 //! - `demo`: a coordinator and three participants in one process.
-//! - `journal`: offline tools on a data directory (`journal check`).
+//! - `journal`, `export`: offline tools on a data directory (`journal check`,
+//!   `export`).
 //! - `logging`: where `serve`'s logs and spans go (text or JSON, OTLP).
 
 use std::{future::Future, task::Poll};
@@ -38,6 +39,7 @@ pub mod catalog;
 pub mod connect;
 pub mod demo;
 pub mod error;
+pub mod export;
 pub mod journal;
 pub mod json;
 pub mod logging;

@@ -9,7 +9,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use http::Uri;
 
 use sagad::{
-    config::{self, Config, LogFormat, Settings},
+    config::{self, Config, LogFormat, Retention, Settings},
     saga::definition,
     server,
 };
@@ -22,7 +22,7 @@ use crate::cli::logging;
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
     /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook,
-    /// log_format, otlp_endpoint).
+    /// log_format, otlp_endpoint, retention).
     #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// build with `--features otlp`. [env: SAGAD_OTLP_ENDPOINT] [default: none]
     #[arg(long, value_name = "URL", value_parser = config::parse_otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
+    /// How long a COMPLETED or COMPENSATED saga stays in the journal before it is
+    /// moved to DATA_DIR/archive/YYYY-MM-DD.jsonl.gz (e.g. 7d, 36h; "forever"
+    /// never archives). FAILED sagas always stay. [env: SAGAD_RETENTION] [default: forever]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_retention)]
+    pub retention: Option<Retention>,
 }
 
 impl ServeArgs {
@@ -81,6 +86,7 @@ impl ServeArgs {
             on_failed_webhook: self.on_failed_webhook.clone(),
             log_format: self.log_format,
             otlp_endpoint: self.otlp_endpoint.clone(),
+            retention: self.retention,
         }
     }
 }
@@ -121,6 +127,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         definitions = ?names,
         metrics = ?server.metrics_addr(),
         on_failed_webhook = ?config.on_failed_webhook.as_ref().map(ToString::to_string),
+        retention = ?config.retention,
         "serving"
     );
     let token = server.shutdown_token();

@@ -7,10 +7,18 @@
 //! one cursor, the offset of the last event it handled, and only ever reads past
 //! it, so:
 //!
-//! - **Exactly once, in order.** Offsets are gap-free and assigned in durable
-//!   order; each read starts right after the cursor. Reconnecting with the last
-//!   offset received continues exactly after it, also across restarts (offsets
-//!   are journaled and never reused once durable).
+//! - **Exactly once, in order.** Offsets are assigned in durable order and are
+//!   gap-free but for sagas archived by retention; each read starts right after
+//!   the cursor. Reconnecting with the last offset received continues exactly
+//!   after it, also across restarts (offsets are journaled and never reused).
+//! - **Retention.** With `--retention`, sagas that ended long ago leave the
+//!   journal (`crate::archive`), and their offsets with them. A subscription
+//!   whose `after` is below the journal's archive horizon is refused with
+//!   `FAILED_PRECONDITION`: events after it were archived, and the subscriber
+//!   would miss them without a word. `after = 0` means "everything still in the
+//!   journal" and is always accepted. A running feed delivers every event still
+//!   in the journal when it gets there: one that falls further behind than the
+//!   retention period skips the sagas archived meanwhile.
 //! - **Nothing unstable.** The journal only hands out events below its durable
 //!   horizon, so a crash cannot take back an event a subscriber has seen.
 //! - **Slow subscribers never slow sagas.** The writer only publishes a number
@@ -147,11 +155,13 @@ impl Feed {
 
     /// Handles the next event; false when the stream should end.
     async fn deliver(&mut self, event: Event) -> bool {
-        debug_assert_eq!(event.offset, self.cursor + 1, "read_after is gap-free");
+        debug_assert!(event.offset > self.cursor, "read_after reads forward");
         self.cursor = event.offset;
         if !self.sagas.contains_key(&event.saga) {
             match self.learn(&event).await {
-                Ok(info) => {
+                // Archived since it was read: it is no longer in the journal.
+                Ok(None) => return true,
+                Ok(Some(info)) => {
                     if self.sagas.len() >= FEED_SAGAS_MAX {
                         self.sagas.clear();
                     }
@@ -198,12 +208,16 @@ impl Feed {
         }
     }
 
-    /// A saga's definition, steps and state just before `event`.
-    async fn learn(&self, event: &Event) -> Result<SagaInfo> {
+    /// A saga's definition, steps and state just before `event`; `None` when
+    /// the saga has been archived since.
+    async fn learn(&self, event: &Event) -> Result<Option<SagaInfo>> {
         if let Some(info) = SagaInfo::from_start(&event.kind) {
-            return Ok(info);
+            return Ok(Some(info));
         }
         let history = self.engine.journal().read_saga(event.saga).await?;
+        if history.is_empty() {
+            return Ok(None);
+        }
         let mut info = history
             .first()
             .and_then(|first| SagaInfo::from_start(&first.kind))
@@ -218,7 +232,7 @@ impl Feed {
                 info.status = status;
             }
         }
-        Ok(info)
+        Ok(Some(info))
     }
 }
 
@@ -227,6 +241,15 @@ impl Engine {
     /// the module docs describe. The stream ends only on an error or shutdown.
     pub async fn subscribe(&self, query: FeedQuery) -> Result<mpsc::Receiver<Result<FeedItem>>> {
         self.check_open()?;
+        let archived = self.journal().archived_through().await?;
+        if query.after > 0 && query.after < archived {
+            return Err(Error::FailedPrecondition(format!(
+                "events after offset {} were archived by retention (the journal is complete only after offset {archived}); \
+                 subscribe with after_offset={archived} to go on without them, or after_offset=0 for everything still in the journal; \
+                 archived sagas are in the data directory's archive/ files (sagad export)",
+                query.after
+            )));
+        }
         let (out, stream) = mpsc::channel(FEED_STREAM_BUFFER);
         let feed = Feed {
             engine: self.clone(),
@@ -327,6 +350,42 @@ mod tests {
             ]
         );
         assert!(stream.try_recv().is_err(), "nothing more than journaled");
+        engine.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn archived_sagas_are_skipped_and_a_resume_below_the_horizon_is_refused() {
+        let (engine, journal) = engine().await;
+        let gone = saga(&journal, "shop").await;
+        let kept = saga(&journal, "shop").await;
+        journal.remove_sagas(vec![gone[0].saga]).await.unwrap();
+        let horizon = gone.last().unwrap().offset;
+
+        let mut everything = engine.subscribe(FeedQuery::default()).await.unwrap();
+        for want in &kept {
+            assert_eq!(&next_item(&mut everything).await.event, want);
+        }
+        let err = engine
+            .subscribe(FeedQuery {
+                after: gone[1].offset,
+                ..FeedQuery::default()
+            })
+            .await
+            .expect_err("a resume below the archive horizon is refused");
+        match err {
+            Error::FailedPrecondition(why) => {
+                assert!(why.contains(&format!("after_offset={horizon}")), "{why}")
+            }
+            other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+        }
+        let mut resumed = engine
+            .subscribe(FeedQuery {
+                after: horizon,
+                ..FeedQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(next_item(&mut resumed).await.event, kept[0]);
         engine.shutdown().await.unwrap();
     }
 

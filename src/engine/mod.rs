@@ -362,7 +362,12 @@ impl Engine {
             if let Some(key) = &request.idempotency_key
                 && let Some(existing) = self.inner.journal.saga_for_key(key).await?
             {
-                let saga = self.get(existing).await?;
+                let saga = match self.get(existing).await {
+                    Ok(saga) => saga,
+                    // Archived by retention since the key was read: the key is free.
+                    Err(Error::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
                 if saga.definition != name
                     || saga.inline_steps != inline_steps
                     || saga.payload != request.payload
@@ -450,10 +455,15 @@ impl Engine {
         summaries.truncate(limit);
         let mut sagas = Vec::with_capacity(summaries.len());
         for summary in &summaries {
-            sagas.push(self.get(summary.id).await?);
+            match self.get(summary.id).await {
+                Ok(saga) => sagas.push(saga),
+                // Archived by retention since the listing was read.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         let next = if more {
-            sagas.last().map(|s| s.id)
+            summaries.last().map(|s| s.id)
         } else {
             None
         };

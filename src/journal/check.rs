@@ -2,6 +2,10 @@
 //! fold, and every index entry against the events it derives from. Used by
 //! `sagad journal check`; it reads, and reports every problem it finds instead
 //! of stopping at the first.
+//!
+//! Sagas removed by retention leave no trace but holes in the offset index, all
+//! at or below the archive horizon; the check holds the index to what the feed
+//! (`read_after`) relies on: no hole above that horizon.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -12,6 +16,7 @@ use super::{
     JournalError, SagaSummary,
     codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, OFFSET, PARTICIPANT, SUMMARY, UNFINISHED},
     kv::KvStore,
+    offsets,
 };
 use crate::saga::{Event, EventKind, Participant, SagaId, SagaState};
 
@@ -24,6 +29,8 @@ pub struct CheckReport {
     pub sagas: usize,
     pub events: usize,
     pub participants: usize,
+    /// The archive horizon: offsets at or below it may belong to removed sagas.
+    pub archived_through: u64,
     /// Sagas by state name.
     pub by_state: BTreeMap<&'static str, usize>,
     /// Every problem, as "where: what".
@@ -56,6 +63,13 @@ impl fmt::Display for CheckReport {
             self.events,
             self.participants
         )?;
+        if self.archived_through > 0 {
+            writeln!(
+                f,
+                "retention: sagas archived from the journal, offsets up to {} may be missing",
+                self.archived_through
+            )?;
+        }
         if self.is_clean() {
             return writeln!(
                 f,
@@ -127,9 +141,11 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
     report.sagas = histories.len();
 
     // The global offset counter must be past every event.
+    let mut next_offset = 1;
     match store.get(NEXT_OFFSET_KEY)? {
         Some(bytes) if bytes.len() == 8 => {
             let next = u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or_default());
+            next_offset = next;
             if report.events > 0 && next <= max_offset {
                 report.problems.push(format!(
                     "next_offset is {next} but an event has offset {max_offset}"
@@ -248,6 +264,24 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
             Err(e) => report.problems.push(e.to_string()),
         }
     }
+    // Above the archive horizon, every offset handed out is in the index.
+    match offsets::archived_through(store) {
+        Ok(horizon) => {
+            report.archived_through = horizon;
+            let mut present: Vec<u64> = indexed.iter().copied().filter(|o| *o > horizon).collect();
+            present.sort_unstable();
+            let mut expected = horizon + 1;
+            for offset in present.into_iter().chain([next_offset.max(expected)]) {
+                if offset > expected {
+                    report.problems.push(format!(
+                        "offset index: offsets {expected}..{offset} are missing above the archive horizon {horizon} (the feed stops there)"
+                    ));
+                }
+                expected = offset + 1;
+            }
+        }
+        Err(e) => report.problems.push(e.to_string()),
+    }
     let mut unindexed: Vec<u64> = offsets
         .keys()
         .filter(|o| !indexed.contains(o))
@@ -323,6 +357,44 @@ mod tests {
                 "offset {} is missing from the offset index",
                 other[0].offset
             )),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn removed_sagas_check_clean_and_holes_above_the_horizon_are_named() {
+        let journal = MemoryJournal::in_memory();
+        let first = conformance::started("shop", Some("k"));
+        let id = first.saga;
+        let mut history = vec![first];
+        for (seq, kind) in [
+            EventKind::CancelRequested { reason: "r".into() },
+            EventKind::CompensationStarted { reason: "r".into() },
+            EventKind::SagaCompensated,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            history.push(conformance::next(id, seq as u64 + 2, kind));
+        }
+        journal.append(history).await.unwrap();
+        let other = journal
+            .append(vec![conformance::started("shop", None)])
+            .await
+            .unwrap();
+        assert_eq!(journal.remove_sagas(vec![id]).await.unwrap(), vec![id]);
+        let report = check(journal.store()).unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert_eq!((report.sagas, report.archived_through), (1, 4));
+        assert!(report.to_string().contains("offsets up to 4"), "{report}");
+
+        journal
+            .store()
+            .write(vec![(codec::offset_key(other[0].offset), None)])
+            .unwrap();
+        let text = check(journal.store()).unwrap().to_string();
+        assert!(
+            text.contains("offsets 5..6 are missing above the archive horizon 4"),
             "{text}"
         );
     }

@@ -10,7 +10,12 @@
 //! p <participant name>          → participant
 //! o <first offset:8>            → run pointer     the offset index (`offsets.rs`)
 //! m next_offset                 → u64 BE          the next global event offset
+//! m archived_through            → u64 BE          highest offset of a removed event
 //! ```
+//!
+//! Retention (`remove_sagas`) deletes every key of a saga at once; offsets of
+//! removed events leave holes in the `o` index, all at or below
+//! `archived_through` (see `offsets.rs`).
 //! Values: `[version:1][crc32 of body:4 LE][postcard body]`. A record whose
 //! version is unknown or whose checksum does not match is reported as damaged,
 //! never decoded as something else.
@@ -71,6 +76,14 @@ pub const IDEMPOTENCY: u8 = b'i';
 pub const PARTICIPANT: u8 = b'p';
 pub const OFFSET: u8 = b'o';
 pub const NEXT_OFFSET_KEY: &[u8] = b"mnext_offset";
+pub const ARCHIVED_THROUGH_KEY: &[u8] = b"marchived_through";
+
+/// A `u64` stored big-endian under a meta key.
+pub fn decode_u64(key: &[u8], bytes: &[u8]) -> Result<u64, JournalError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| corrupt(key, format!("{} bytes where 8 were expected", bytes.len())))
+}
 
 /// `prefix` followed by the saga id.
 pub fn saga_key(prefix: u8, id: SagaId) -> Vec<u8> {

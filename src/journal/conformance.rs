@@ -51,6 +51,22 @@ macro_rules! journal_conformance {
             $crate::journal::conformance::read_after_follows_offsets(journal).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_retention_removes_only_final_sagas() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::retention_removes_only_final_sagas(journal).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_read_after_skips_removed_sagas() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::read_after_skips_removed_sagas(journal).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_reads_during_removals_see_whole_sagas_or_none() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::reads_during_removals_see_whole_sagas_or_none(journal)
+                .await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn conformance_close_refuses_later_writes() {
             let (journal, _guard) = $make;
             $crate::journal::conformance::close_refuses_later_writes(journal).await;
@@ -498,4 +514,248 @@ pub async fn read_after_follows_offsets(journal: Arc<dyn Journal>) {
         .unwrap();
     assert_eq!(seen, more[0].offset);
     assert_eq!(journal.read_after(32, 10).await.unwrap(), more);
+}
+
+/// The events of a one-step saga that completes, timed from `at` (ms) on.
+pub fn completing(key: Option<&str>, at: u64) -> Vec<Event> {
+    let first = started("shop", key);
+    let id = first.saga;
+    let kinds = [
+        attempt(1),
+        EventKind::AttemptSucceeded {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+            output: b"{}".to_vec(),
+        },
+        EventKind::SagaCompleted,
+    ];
+    let mut events = vec![first];
+    events.extend(
+        kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| next(id, i as u64 + 2, kind)),
+    );
+    for (i, e) in events.iter_mut().enumerate() {
+        e.at = Timestamp(at + i as u64);
+    }
+    events
+}
+
+/// The events of a saga that ends with `last` after compensating, timed from `at`.
+pub fn turning_back(last: EventKind, at: u64) -> Vec<Event> {
+    let first = started("shop", None);
+    let id = first.saga;
+    let mut events = vec![
+        first,
+        next(id, 2, EventKind::CancelRequested { reason: "r".into() }),
+        next(id, 3, EventKind::CompensationStarted { reason: "r".into() }),
+        next(id, 4, last),
+    ];
+    for (i, e) in events.iter_mut().enumerate() {
+        e.at = Timestamp(at + i as u64);
+    }
+    events
+}
+
+pub async fn retention_removes_only_final_sagas(journal: Arc<dyn Journal>) {
+    // Created in this order (ids are time-ordered), each ending a little later.
+    let completed = completing(Some("order-1"), 1_000);
+    let compensated = turning_back(EventKind::SagaCompensated, 2_000);
+    let mut running = started("shop", None);
+    running.at = Timestamp(3_000);
+    let failed = turning_back(EventKind::SagaFailed { reason: "r".into() }, 4_000);
+    for events in [&completed, &compensated, &vec![running.clone()], &failed] {
+        journal.append(events.clone()).await.unwrap();
+    }
+    let (c, k, r, f) = (
+        completed[0].saga,
+        compensated[0].saga,
+        running.saga,
+        failed[0].saga,
+    );
+
+    let later = Timestamp::now().plus(Duration::from_secs(60));
+    assert_eq!(
+        journal.finished_before(later, None, 100).await.unwrap(),
+        vec![c, k],
+        "only COMPLETED and COMPENSATED sagas, oldest first; never FAILED or running"
+    );
+    assert_eq!(
+        journal.finished_before(later, None, 1).await.unwrap(),
+        vec![c]
+    );
+    assert_eq!(
+        journal.finished_before(later, Some(c), 1).await.unwrap(),
+        vec![k],
+        "pages continue after the last id"
+    );
+    assert!(
+        journal
+            .finished_before(later, Some(k), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        journal
+            .finished_before(Timestamp(1_003), None, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a saga that ended at the cutoff is kept"
+    );
+    assert_eq!(
+        journal
+            .finished_before(Timestamp(2_002), None, 100)
+            .await
+            .unwrap(),
+        vec![c],
+        "the compensated saga started before this cutoff but ended after it"
+    );
+
+    let removed = journal
+        .remove_sagas(vec![r, f, c, SagaId::generate(), k])
+        .await
+        .unwrap();
+    assert_eq!(removed, vec![c, k], "only final sagas are removed");
+    assert!(journal.read_saga(c).await.unwrap().is_empty());
+    assert!(journal.read_saga(k).await.unwrap().is_empty());
+    assert_eq!(
+        journal.read_saga(r).await.unwrap().len(),
+        1,
+        "running untouched"
+    );
+    assert_eq!(
+        journal.read_saga(f).await.unwrap().len(),
+        4,
+        "FAILED untouched"
+    );
+    let listed: Vec<SagaId> = journal
+        .list(&ListQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, vec![f, r]);
+    assert_eq!(journal.unfinished().await.unwrap(), vec![r]);
+    assert!(
+        journal
+            .finished_before(later, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(journal.remove_sagas(vec![c]).await.unwrap().is_empty());
+
+    // The key is free again: retention bounds the idempotency window.
+    assert_eq!(journal.saga_for_key("order-1").await.unwrap(), None);
+    let again = started("shop", Some("order-1"));
+    journal.append(vec![again.clone()]).await.unwrap();
+    assert_eq!(
+        journal.saga_for_key("order-1").await.unwrap(),
+        Some(again.saga)
+    );
+}
+
+pub async fn read_after_skips_removed_sagas(journal: Arc<dyn Journal>) {
+    assert_eq!(journal.archived_through().await.unwrap(), 0);
+    // Interleaved offsets: a's, b's, a's, b's.
+    let a = completing(None, 1_000);
+    let b0 = started("shop", None);
+    let b = b0.saga;
+    let mut written = journal.append(vec![a[0].clone()]).await.unwrap();
+    written.extend(journal.append(vec![b0]).await.unwrap());
+    written.extend(journal.append(a[1..].to_vec()).await.unwrap());
+    written.extend(journal.append(vec![next(b, 2, attempt(1))]).await.unwrap());
+    assert_eq!(journal.read_after(0, 100).await.unwrap(), written);
+    let a_last = written
+        .iter()
+        .filter(|e| e.saga == a[0].saga)
+        .map(|e| e.offset)
+        .max();
+
+    assert_eq!(
+        journal.remove_sagas(vec![a[0].saga]).await.unwrap(),
+        vec![a[0].saga]
+    );
+    assert_eq!(
+        Some(journal.archived_through().await.unwrap()),
+        a_last,
+        "the archive horizon is the highest removed offset"
+    );
+    let bs: Vec<Event> = written.iter().filter(|e| e.saga == b).cloned().collect();
+    assert_eq!(
+        journal.read_after(0, 100).await.unwrap(),
+        bs,
+        "the removed saga's offsets are skipped, nothing else"
+    );
+    // Paging across the holes: a page is short only at the end.
+    assert_eq!(journal.read_after(0, 1).await.unwrap(), bs[..1]);
+    assert_eq!(journal.read_after(bs[0].offset, 1).await.unwrap(), bs[1..]);
+    assert!(
+        journal
+            .read_after(bs[1].offset, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Offsets go on after the last one handed out, gap-free above the horizon.
+    let more = journal.append(vec![started("shop", None)]).await.unwrap();
+    assert_eq!(more[0].offset, written.last().unwrap().offset + 1);
+    assert_eq!(journal.read_after(bs[1].offset, 10).await.unwrap(), more);
+    assert_eq!(*journal.durable_offset().borrow(), more[0].offset);
+}
+
+pub async fn reads_during_removals_see_whole_sagas_or_none(journal: Arc<dyn Journal>) {
+    let mut sagas = Vec::new();
+    for i in 0..120 {
+        let events = completing(None, 1_000 + i * 10);
+        sagas.push(events[0].saga);
+        journal.append(events).await.unwrap();
+    }
+    let kept = journal.append(vec![started("shop", None)]).await.unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (journal, done, sagas) = (journal.clone(), done.clone(), sagas.clone());
+        let kept = kept.clone();
+        tokio::spawn(async move {
+            let mut rounds = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) || rounds == 0 {
+                rounds += 1;
+                let feed = journal.read_after(0, 10_000).await.unwrap();
+                assert_eq!(feed.last(), kept.last(), "the kept saga is always read");
+                assert!(feed.windows(2).all(|w| w[0].offset < w[1].offset));
+                for id in sagas.iter().step_by(7) {
+                    let history = journal.read_saga(*id).await.unwrap();
+                    assert!(
+                        history.is_empty() || history.len() == 4,
+                        "saga {id}: {} events",
+                        history.len()
+                    );
+                }
+                journal
+                    .list(&ListQuery {
+                        limit: 1000,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+            rounds
+        })
+    };
+    for chunk in sagas.chunks(8) {
+        assert_eq!(journal.remove_sagas(chunk.to_vec()).await.unwrap(), chunk);
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    assert!(reader.await.unwrap() > 0);
+    assert_eq!(journal.read_after(0, 10_000).await.unwrap(), kept);
 }

@@ -14,7 +14,9 @@
 //!
 //! The writer also keeps the indexes the reads need (unfinished sagas, listing
 //! summaries, idempotency keys) in the same batch as the events they derive from,
-//! so an index is never ahead of or behind its events after a crash.
+//! so an index is never ahead of or behind its events after a crash. Retention's
+//! removals (`retention.rs`) go through the same queue, so a removal and an
+//! append are never interleaved within a batch's writes.
 //!
 //! Reads go to the store directly: the stores used here serve them from memory
 //! or a page cache, and after an append is acknowledged its writes are visible.
@@ -36,9 +38,9 @@ use super::{
     FlushObserver, JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JOURNAL_QUEUE_CAPACITY, Journal,
     JournalError, JournalStats, ListQuery, SagaSummary,
     codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
-    offsets,
+    offsets, retention,
 };
-use crate::saga::{Event, EventKind, Participant, SagaId, SagaStatus};
+use crate::saga::{Event, EventKind, Participant, SagaId, SagaStatus, Timestamp};
 
 /// One key write: `Some` puts the value, `None` removes the key.
 pub type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
@@ -105,6 +107,11 @@ enum WriteRequest {
         participant: Box<Participant>,
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
+    /// Retention: remove these sagas, the final ones only (`retention.rs`).
+    Remove {
+        ids: Vec<SagaId>,
+        reply: oneshot::Sender<Result<Vec<SagaId>, JournalError>>,
+    },
     Close {
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
@@ -146,6 +153,7 @@ impl<S: KvStore> KvJournal<S> {
             None => 1,
         };
         offsets::ensure_index(&*store, next_offset)?;
+        let archived_through = offsets::archived_through(&*store)?;
         let durable = Arc::new(watch::Sender::new(next_offset - 1));
         let (request_tx, request_rx) = mpsc::channel(JOURNAL_QUEUE_CAPACITY);
         let counters = Arc::new(Counters::default());
@@ -155,6 +163,7 @@ impl<S: KvStore> KvJournal<S> {
             counters: counters.clone(),
             failure: failure.clone(),
             next_offset,
+            archived_through,
             failed: None,
             durable: durable.clone(),
         };
@@ -210,6 +219,16 @@ impl<S: KvStore> Journal for KvJournal<S> {
             }
             events.extend(run);
         }
+        // Retention deletes the listing entry, then the events in seq order, and
+        // a scan is no snapshot: a history with a hole, whose listing entry is
+        // gone, is one being removed right now.
+        let holed = events
+            .iter()
+            .enumerate()
+            .any(|(i, e)| e.seq != i as u64 + 1);
+        if holed && self.store.get(&codec::saga_key(SUMMARY, id))?.is_none() {
+            events.clear();
+        }
         Ok(events)
     }
 
@@ -258,6 +277,27 @@ impl<S: KvStore> Journal for KvJournal<S> {
                 Ok(found.len() < query.limit)
             })?;
         Ok(found)
+    }
+
+    async fn finished_before(
+        &self,
+        cutoff: Timestamp,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> Result<Vec<SagaId>, JournalError> {
+        retention::finished_before(&*self.store, cutoff, after, limit)
+    }
+
+    async fn remove_sagas(&self, ids: Vec<SagaId>) -> Result<Vec<SagaId>, JournalError> {
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        self.request(|reply| WriteRequest::Remove { ids, reply })
+            .await
+    }
+
+    async fn archived_through(&self) -> Result<u64, JournalError> {
+        offsets::archived_through(&*self.store)
     }
 
     async fn put_participant(&self, participant: Participant) -> Result<(), JournalError> {
@@ -319,6 +359,8 @@ struct Writer<S: KvStore> {
     failure: Arc<Mutex<Option<String>>>,
     /// The offset the next event gets; advanced only once a batch is durable.
     next_offset: u64,
+    /// The archive horizon: the highest offset removed by retention so far.
+    archived_through: u64,
     /// Set by the first failed write or sync; every later write is refused.
     failed: Option<String>,
     /// Where the last durable offset is published (read by `read_after` and feeds).
@@ -332,6 +374,10 @@ enum Pending {
         Vec<Event>,
     ),
     Participant(oneshot::Sender<Result<(), JournalError>>),
+    Remove(
+        oneshot::Sender<Result<Vec<SagaId>, JournalError>>,
+        Vec<SagaId>,
+    ),
 }
 
 impl<S: KvStore> Writer<S> {
@@ -386,6 +432,31 @@ impl<S: KvStore> Writer<S> {
                 }
                 WriteRequest::PutParticipant { reply, .. } if self.failed.is_some() => {
                     let _ = reply.send(Err(self.refusal()));
+                }
+                WriteRequest::Remove { reply, .. } if self.failed.is_some() => {
+                    let _ = reply.send(Err(self.refusal()));
+                }
+                WriteRequest::Remove { ids, reply } => {
+                    let mut archived_through = self.archived_through;
+                    match retention::removal_writes(
+                        &*self.store,
+                        &ids,
+                        &batch_summaries,
+                        &mut archived_through,
+                    ) {
+                        Ok((_, removed)) if removed.is_empty() => {
+                            let _ = reply.send(Ok(removed));
+                        }
+                        Ok((w, removed)) => {
+                            // Spent like offsets: never lowered, even if the sync fails.
+                            self.archived_through = archived_through;
+                            writes.extend(w);
+                            pending.push(Pending::Remove(reply, removed));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
                 }
                 WriteRequest::Append { mut events, reply } => {
                     match self.idempotency_conflict(&events, &batch_keys) {
@@ -501,6 +572,9 @@ impl<S: KvStore> Writer<S> {
                         Pending::Participant(reply) => {
                             let _ = reply.send(Ok(()));
                         }
+                        Pending::Remove(reply, removed) => {
+                            let _ = reply.send(Ok(removed));
+                        }
                     }
                 }
             }
@@ -514,6 +588,9 @@ impl<S: KvStore> Writer<S> {
                             let _ = reply.send(Err(JournalError::Io(e.to_string())));
                         }
                         Pending::Participant(reply) => {
+                            let _ = reply.send(Err(JournalError::Io(e.to_string())));
+                        }
+                        Pending::Remove(reply, _) => {
                             let _ = reply.send(Err(JournalError::Io(e.to_string())));
                         }
                     }

@@ -15,9 +15,16 @@
 //! - **Offsets.** Every appended event gets a global offset: gap-free, increasing,
 //!   in the order events became durable.
 //! - **Reading by offset.** `read_after` returns durable events in offset order,
-//!   without gaps and without scanning every saga; it never returns an event that
-//!   a crash could still take back. `durable_offset` publishes the last durable
-//!   offset, so a feed can wait for more without polling.
+//!   without scanning every saga; it never returns an event that a crash could
+//!   still take back, and never skips an event still in the journal.
+//!   `durable_offset` publishes the last durable offset, so a feed can wait for
+//!   more without polling.
+//! - **Retention.** `remove_sagas` deletes whole sagas, and only final ones
+//!   (COMPLETED or COMPENSATED: nothing can change them any more; a FAILED saga
+//!   stays, as an operator may retry it). It raises the *archive horizon*
+//!   (`archived_through`) to the highest offset it removed: above the horizon,
+//!   offsets are gap-free; at or below it, offsets of removed sagas are missing
+//!   and `read_after` skips them. A removed saga's idempotency key is free again.
 //! - **Atomic appends.** An append is wholly written or not at all; an append whose
 //!   `SagaStarted` names an idempotency key another saga holds writes nothing and
 //!   fails with [`JournalError::IdempotencyConflict`].
@@ -42,6 +49,7 @@ pub mod conformance;
 pub mod kv;
 pub mod memory;
 mod offsets;
+mod retention;
 pub mod sled;
 pub mod wal;
 
@@ -127,9 +135,31 @@ pub trait Journal: Send + Sync + 'static {
     async fn read_saga(&self, id: SagaId) -> Result<Vec<Event>, JournalError>;
 
     /// Durable events with an offset above `after`, in offset order, at most
-    /// `limit` of them. Every offset from `after + 1` up to the last one returned
-    /// is there: an event is never skipped.
+    /// `limit` of them (fewer only when no more are durable). Every event still
+    /// in the journal is returned: the only offsets skipped are those of sagas
+    /// removed by retention, all at or below [`Journal::archived_through`].
     async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, JournalError>;
+
+    /// The archive horizon: the highest offset of any event removed by
+    /// [`Journal::remove_sagas`], 0 when none was. It only grows.
+    async fn archived_through(&self) -> Result<u64, JournalError>;
+
+    /// Final sagas (COMPLETED or COMPENSATED) whose terminal event is older
+    /// than `cutoff`, in id order (which is creation order), with ids above
+    /// `after`, at most `limit`; fewer only when there are no more. It must not
+    /// cost a scan of every saga: it may stop at the first saga created at or
+    /// after `cutoff` (such a saga cannot have ended before it).
+    async fn finished_before(
+        &self,
+        cutoff: Timestamp,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> Result<Vec<SagaId>, JournalError>;
+
+    /// Removes the final sagas among `ids` entirely (events, offsets, listing,
+    /// idempotency key), durably, in one batch; returns the ids removed. A saga
+    /// that is unknown or not final is left untouched and not returned.
+    async fn remove_sagas(&self, ids: Vec<SagaId>) -> Result<Vec<SagaId>, JournalError>;
 
     /// The last durable offset (0 when the journal is empty); it changes each time
     /// more events become durable, and the receiver sees the change.

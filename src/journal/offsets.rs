@@ -17,16 +17,22 @@
 //! - An index entry and its run are written in the same batch: neither exists
 //!   without the other, also after a crash.
 //! - Offsets in the index are gap-free up to the journal's durable horizon (the
-//!   last offset of the last batch that was synced); a reader stops there, so it
+//!   last offset of the last batch that was synced), except for the events of
+//!   sagas removed by retention; a reader stops at the durable horizon, so it
 //!   never hands out an event a crash could still take back (and whose offset a
 //!   restarted journal would then hand out again).
+//! - Removal (`kv.rs`, `remove_sagas`) deletes a saga's runs and their index
+//!   entries, and first raises the *archive horizon* (`m archived_through`) to
+//!   the highest offset it removes. So every hole in the index is at or below
+//!   the archive horizon: a reader skips those holes, and reports any hole above
+//!   it as damage, as before. Above the archive horizon the index is gap-free.
 //! - A journal written before this index existed, or with the one-entry-per-event
 //!   index of an earlier build, gets it rebuilt from its events the first time it
 //!   is opened ([`ensure_index`]).
 
 use super::{
     JournalError,
-    codec::{self, EVENT, NEXT_OFFSET_KEY, OFFSET, RunPointer},
+    codec::{self, ARCHIVED_THROUGH_KEY, EVENT, NEXT_OFFSET_KEY, OFFSET, RunPointer},
     kv::{KeyWrite, KvStore},
 };
 use crate::saga::Event;
@@ -44,7 +50,19 @@ pub fn index_entry(run: &[Event]) -> KeyWrite {
     )
 }
 
-/// Events with `after < offset <= horizon`, in offset order, at most `limit`.
+/// The archive horizon: the highest offset of any event removed by retention
+/// (0 when nothing was removed).
+pub fn archived_through<S: KvStore + ?Sized>(store: &S) -> Result<u64, JournalError> {
+    match store.get(ARCHIVED_THROUGH_KEY)? {
+        Some(bytes) => codec::decode_u64(ARCHIVED_THROUGH_KEY, &bytes),
+        None => Ok(0),
+    }
+}
+
+/// Events with `after < offset <= horizon` that are still in the journal, in
+/// offset order, at most `limit`. Fewer than `limit` only when the horizon is
+/// reached. A missing offset at or below the archive horizon is an archived
+/// event and is skipped; one above it is damage.
 pub fn read_after<S: KvStore + ?Sized>(
     store: &S,
     after: u64,
@@ -52,77 +70,98 @@ pub fn read_after<S: KvStore + ?Sized>(
     limit: usize,
 ) -> Result<Vec<Event>, JournalError> {
     let mut found = Vec::new();
-    if after >= horizon || limit == 0 {
-        return Ok(found);
-    }
-    let want = limit.min((horizon - after) as usize);
-    // The run holding `after + 1` starts at or before it; the next ones after it.
-    let mut runs = RunsAfter {
-        after,
-        horizon,
-        want,
-        covered: 0,
-        runs: Vec::new(),
-    };
-    store.scan_rev(
-        &[OFFSET],
-        Some(&codec::offset_key(after + 2)),
-        &mut |k, v| {
-            runs.visit(k, v)?;
-            Ok(false) // only the last entry at or before after + 1
-        },
-    )?;
-    if runs.covered < want {
-        store.scan_from(&[OFFSET], &codec::offset_key(after + 2), &mut |k, v| {
-            runs.visit(k, v)
-        })?;
-    }
-    let mut expected = after + 1;
-    for (first, pointer) in runs.runs {
-        let key = codec::event_key(pointer.saga, pointer.first_seq);
-        let value = store.get(&key)?.ok_or_else(|| JournalError::Corrupt {
-            key: format!("offset index at {first}"),
-            why: format!(
-                "it points at the events from {} of saga {}, which do not exist",
-                pointer.first_seq, pointer.saga
-            ),
-        })?;
-        let run = codec::decode_run(&key, &value)?;
-        if run[0].offset != first || run.len() as u64 != pointer.count {
-            return Err(JournalError::Corrupt {
-                key: codec::describe_key(&key),
-                why: format!(
-                    "the offset index says {} events from offset {first}; the record holds {} from {}",
-                    pointer.count,
-                    run.len(),
-                    run[0].offset
-                ),
-            });
+    // Read only when a hole is met, and again at each hole it does not cover: a
+    // removal raises it before it deletes anything, and applies its deletions
+    // while this read runs, so a fresh read covers every hole it made.
+    let mut archived = 0;
+    let mut archived_covers = |offset: u64| -> Result<bool, JournalError> {
+        if offset > archived {
+            archived = archived_through(store)?;
         }
-        for event in run {
-            if event.offset < expected {
-                continue;
-            }
-            if event.offset > horizon || found.len() == want {
-                return Ok(found);
-            }
-            if event.offset != expected {
+        Ok(offset <= archived)
+    };
+    // The next offset to expect.
+    let mut next = after.saturating_add(1);
+    while found.len() < limit && next <= horizon {
+        let want = (limit - found.len()).min((horizon - next + 1) as usize);
+        // The run holding `next` starts at or before it; the next ones after it.
+        let mut runs = RunsAfter {
+            after: next - 1,
+            horizon,
+            want,
+            covered: 0,
+            runs: Vec::new(),
+        };
+        store.scan_rev(
+            &[OFFSET],
+            Some(&codec::offset_key(next + 1)),
+            &mut |k, v| {
+                runs.visit(k, v)?;
+                Ok(false) // only the last entry at or before `next`
+            },
+        )?;
+        if runs.covered < want {
+            store.scan_from(&[OFFSET], &codec::offset_key(next + 1), &mut |k, v| {
+                runs.visit(k, v)
+            })?;
+        }
+        let index_ends = runs.covered < want;
+        for (first, pointer) in runs.runs {
+            let end = first + pointer.count; // one past the run's last offset
+            if first > next && !archived_covers(first - 1)? {
                 return Err(JournalError::Corrupt {
-                    key: format!("offset index at {expected}"),
+                    key: format!("offset index at {next}"),
                     why: format!(
-                        "the next entry is offset {}: offsets {expected}..{} are missing",
-                        event.offset, event.offset
+                        "the next entry is offset {first}: offsets {next}..{first} are missing"
                     ),
                 });
             }
-            expected += 1;
-            found.push(event);
+            let key = codec::event_key(pointer.saga, pointer.first_seq);
+            let Some(value) = store.get(&key)? else {
+                if archived_covers(end - 1)? {
+                    next = next.max(end);
+                    continue; // removed by retention after the scan saw its entry
+                }
+                return Err(JournalError::Corrupt {
+                    key: format!("offset index at {first}"),
+                    why: format!(
+                        "it points at the events from {} of saga {}, which do not exist",
+                        pointer.first_seq, pointer.saga
+                    ),
+                });
+            };
+            let run = codec::decode_run(&key, &value)?;
+            if run[0].offset != first || run.len() as u64 != pointer.count {
+                return Err(JournalError::Corrupt {
+                    key: codec::describe_key(&key),
+                    why: format!(
+                        "the offset index says {} events from offset {first}; the record holds {} from {}",
+                        pointer.count,
+                        run.len(),
+                        run[0].offset
+                    ),
+                });
+            }
+            for event in run {
+                if event.offset < next {
+                    continue;
+                }
+                if event.offset > horizon || found.len() == limit {
+                    return Ok(found);
+                }
+                found.push(event);
+            }
+            next = next.max(end);
+        }
+        if index_ends {
+            break;
         }
     }
-    if found.len() < want {
+    // Offsets up to the horizon that no entry holds: archived, or lost.
+    if found.len() < limit && next <= horizon && !archived_covers(horizon)? {
         return Err(JournalError::Corrupt {
-            key: format!("offset index at {expected}"),
-            why: format!("offsets {expected}..={horizon} are durable but missing from the index"),
+            key: format!("offset index at {next}"),
+            why: format!("offsets {next}..={horizon} are durable but missing from the index"),
         });
     }
     Ok(found)
@@ -159,26 +198,32 @@ impl RunsAfter {
     }
 }
 
-/// Builds the offset index from the events if the journal predates it (the
-/// entry of the last offset handed out is missing although events exist) or
-/// holds an earlier layout of it. Runs before the writer starts, and makes
-/// what it wrote durable.
+/// Builds the offset index from the events if the journal predates it (events
+/// exist but no index entry does) or holds an earlier layout of it (its newest
+/// entry is one). Runs before the writer starts, and makes what it wrote
+/// durable.
 pub fn ensure_index<S: KvStore + ?Sized>(store: &S, next_offset: u64) -> Result<(), JournalError> {
     if next_offset <= 1 {
         return Ok(());
     }
-    let mut current = false;
-    store.scan_rev(
-        &[OFFSET],
-        Some(&codec::offset_key(next_offset)),
-        &mut |k, v| {
-            current = codec::decode_pointer(k, v)?
-                .is_some_and(|p| codec::offset_of_key(k).is_ok_and(|o| o + p.count == next_offset));
-            Ok(false)
-        },
-    )?;
-    if current {
-        return Ok(());
+    let mut newest = None;
+    store.scan_rev(&[OFFSET], None, &mut |k, v| {
+        newest = Some(codec::decode_pointer(k, v)?.is_some());
+        Ok(false)
+    })?;
+    match newest {
+        Some(true) => return Ok(()),
+        Some(false) => {}
+        None => {
+            let mut any_event = false;
+            store.scan_from(&[EVENT], &[EVENT], &mut |_, _| {
+                any_event = true;
+                Ok(false)
+            })?;
+            if !any_event {
+                return Ok(());
+            }
+        }
     }
     let mut writes: Vec<KeyWrite> = store
         .scan(&[OFFSET])?

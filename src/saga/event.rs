@@ -3,7 +3,8 @@
 //! Invariants:
 //! - A saga's history is `SagaStarted` followed by the other events; `seq` counts
 //!   them from 1 without gaps, and `offset` is the event's place in the journal of
-//!   all sagas (gap-free, increasing), assigned by the journal when it appends.
+//!   all sagas (gap-free, increasing), assigned by the journal when it appends;
+//!   retention later removes whole sagas, and their offsets with them.
 //! - Events are facts, never commands: folding them (`state.rs`) is deterministic
 //!   and needs nothing but the events.
 

@@ -83,6 +83,14 @@ impl Timestamp {
         )
     }
 
+    /// This time minus `d` (saturating at the epoch).
+    pub fn minus(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(d.as_millis().min(u64::MAX as u128) as u64),
+        )
+    }
+
     /// How long from `earlier` to `self`; zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
@@ -154,6 +162,8 @@ mod tests {
         assert_eq!(t.plus(Duration::from_millis(250)), Timestamp(1_250));
         assert_eq!(Timestamp(1_250).since(t), Duration::from_millis(250));
         assert_eq!(t.since(Timestamp(2_000)), Duration::ZERO);
+        assert_eq!(t.minus(Duration::from_millis(250)), Timestamp(750));
+        assert_eq!(t.minus(Duration::from_secs(5)), Timestamp(0));
         assert_eq!(
             Timestamp(u64::MAX).plus(Duration::from_secs(1)),
             Timestamp(u64::MAX)

@@ -36,6 +36,13 @@ impl SagaStatus {
         )
     }
 
+    /// Completed and Compensated: the saga ended and nothing can change it any
+    /// more. Failed is terminal but not final: `RetrySaga` resumes it, so an
+    /// operator must still be able to find it (retention never archives it).
+    pub fn is_final(self) -> bool {
+        matches!(self, SagaStatus::Completed | SagaStatus::Compensated)
+    }
+
     /// The status an event moves a saga to, if it changes it.
     pub fn after(kind: &EventKind) -> Option<SagaStatus> {
         match kind {

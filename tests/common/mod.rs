@@ -49,6 +49,8 @@ pub struct Extras {
     pub metrics_listen: Option<SocketAddr>,
     /// POST FAILED sagas here.
     pub on_failed_webhook: Option<String>,
+    /// Archive sagas that ended longer ago than this (`--retention`).
+    pub retention: Option<Duration>,
 }
 
 /// A coordinator served in-process over loopback gRPC, on a temp sled journal.
@@ -62,6 +64,8 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
     definitions: Vec<Definition>,
     config: EngineConfig,
+    /// Archive sagas that ended longer ago than this (`--retention`).
+    pub retention: Option<Duration>,
 }
 
 impl TestServer {
@@ -74,6 +78,16 @@ impl TestServer {
         Self::start_with_extras(definitions, config, Extras::default()).await
     }
 
+    /// A server with the shipped definitions that archives sagas ended longer
+    /// ago than `retention`.
+    pub async fn start_retaining(retention: Duration) -> Self {
+        let extras = Extras {
+            retention: Some(retention),
+            ..Extras::default()
+        };
+        Self::start_with_extras(vec![order_fulfillment()], EngineConfig::default(), extras).await
+    }
+
     pub async fn start_with_extras(
         definitions: Vec<Definition>,
         config: EngineConfig,
@@ -81,6 +95,7 @@ impl TestServer {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
+        let retention = extras.retention;
         let mut s = Self {
             server: None,
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -90,6 +105,7 @@ impl TestServer {
             _dir: Some(dir),
             definitions,
             config,
+            retention,
         };
         s.boot().await;
         s
@@ -106,6 +122,7 @@ impl TestServer {
             _dir: None,
             definitions: vec![order_fulfillment()],
             config: EngineConfig::default(),
+            retention: None,
         };
         s.boot().await;
         s
@@ -123,6 +140,7 @@ impl TestServer {
                     .on_failed_webhook
                     .as_ref()
                     .map(|url| url.parse().unwrap()),
+                retention: self.retention,
             },
             self.definitions.clone(),
         )

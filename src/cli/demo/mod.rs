@@ -104,6 +104,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             engine: EngineConfig::default(),
             metrics_listen: None,
             on_failed_webhook: None,
+            retention: None,
         },
         vec![definition],
     )

@@ -1,0 +1,136 @@
+//! `sagad export`: the sagas that ended in a time window, as JSON lines, from a
+//! stopped server's data directory: its archive files and its journal, each
+//! saga once (`sagad::archive::export`).
+//!
+//! Like `journal check`, it takes the data directory's lock, so it refuses to
+//! run beside a server (the message names the directory and the server's pid).
+//! Times are UTC: RFC 3339 (`2024-05-01T12:00:00Z`) or a date (`2024-05-01`,
+//! its midnight). `--since` is inclusive, `--until` exclusive.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::PathBuf,
+};
+
+use anyhow::{Context, bail};
+use sagad::{
+    archive::{self, export::Window},
+    journal::{Journal, SledJournal},
+    saga::Timestamp,
+};
+
+use crate::cli::error::CliError;
+
+/// `sagad export`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The data directory of a stopped server.
+    #[arg(long, env = "SAGAD_DATA_DIR", default_value = "./sagad-data")]
+    pub data_dir: PathBuf,
+    /// Only sagas that ended at or after this time (UTC: 2024-05-01T12:00:00Z,
+    /// or a date, 2024-05-01).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<Timestamp>,
+    /// Only sagas that ended before this time (same forms as --since).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<Timestamp>,
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// A time on the command line: RFC 3339 in UTC, or a date meaning its midnight UTC.
+pub fn parse_time(text: &str) -> Result<Timestamp, String> {
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .map(Timestamp::from)
+        .map_err(|e| {
+            format!(
+                "'{text}' is not a time ({e}); use RFC 3339 in UTC (2024-05-01T12:00:00Z) or a date (2024-05-01)"
+            )
+        })
+}
+
+pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
+    if let (Some(since), Some(until)) = (args.since, args.until)
+        && since >= until
+    {
+        return Err(CliError::Usage("--since must be earlier than --until".into()).into());
+    }
+    let dir = &args.data_dir;
+    if !dir.join("journal").is_dir() {
+        bail!("--data-dir {}: no sagad journal there", dir.display());
+    }
+    let journal = SledJournal::open(dir)
+        .with_context(|| format!("journal in {} is unusable", dir.display()))?;
+    let window = Window {
+        since: args.since,
+        until: args.until,
+    };
+    let archive_dir = archive::archive_dir(dir);
+    let result = match &args.out {
+        Some(path) => {
+            let file = File::create(path)
+                .with_context(|| format!("--out {}: cannot create it", path.display()))?;
+            let mut out = BufWriter::new(file);
+            let result = archive::export::export(&journal, &archive_dir, window, &mut out).await;
+            let result = result.map_err(anyhow::Error::from).and_then(|report| {
+                let file = out.into_inner().map_err(|e| e.into_error())?;
+                file.sync_all()?;
+                Ok(report)
+            });
+            if result.is_err() {
+                // A partial export must not pass for a whole one.
+                let _ = std::fs::remove_file(path);
+            }
+            result.with_context(|| format!("--out {}", path.display()))
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            let result = archive::export::export(&journal, &archive_dir, window, &mut out).await;
+            let _ = out.flush();
+            result.map_err(anyhow::Error::from)
+        }
+    };
+    journal.close().await?;
+    let report = result?;
+    for (path, bytes) in &report.torn {
+        eprintln!(
+            "sagad: note: {} ends in a torn write ({bytes} bytes skipped: the server died while appending; those sagas are still in the journal)",
+            path.display()
+        );
+    }
+    eprintln!(
+        "exported {} sagas ({} from the archive, {} from the journal){}",
+        report.total(),
+        report.from_archive,
+        report.from_journal,
+        args.out
+            .as_ref()
+            .map(|p| format!(" to {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc_or_dates() {
+        let day = parse_time("2024-05-01").unwrap();
+        assert_eq!(parse_time("2024-05-01T00:00:00Z").unwrap(), day);
+        assert_eq!(
+            parse_time("2024-05-01T00:00:01.5Z").unwrap(),
+            Timestamp(day.0 + 1_500)
+        );
+        assert!(parse_time("yesterday").unwrap_err().contains("'yesterday'"));
+    }
+}
