@@ -16,7 +16,7 @@ use super::{
     JournalError, SagaSummary,
     codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, OFFSET, PARTICIPANT, SUMMARY, UNFINISHED},
     kv::KvStore,
-    offsets,
+    offsets, snapshots,
 };
 use crate::saga::{Event, EventKind, Participant, SagaId, SagaState};
 
@@ -97,7 +97,7 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
     // Offset → (saga, seq), to check the offset index against.
     let mut offsets: HashMap<u64, (SagaId, u64)> = HashMap::new();
     for (key, value) in store.scan(&[EVENT])? {
-        let run = match codec::decode_run(&key, &value) {
+        let run = match snapshots::decode_run(store, &key, &value) {
             Ok(run) => run,
             Err(e) => {
                 report.problems.push(e.to_string());
@@ -300,6 +300,21 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
         if let Err(e) = codec::decode::<Participant>(&key, &value) {
             report.problems.push(e.to_string());
         }
+    }
+
+    // Step snapshots are named by the hash of their content.
+    match snapshots::all(store) {
+        Ok(all) => {
+            for (id, steps) in all {
+                if codec::snapshot_id(&codec::encode(&steps)) != id {
+                    report.problems.push(format!(
+                        "{}: its content does not match its id",
+                        codec::describe_key(&codec::snapshot_key(id))
+                    ));
+                }
+            }
+        }
+        Err(e) => report.problems.push(e.to_string()),
     }
     Ok(report)
 }

@@ -9,6 +9,7 @@
 //! i <idempotency key>           → saga id:16
 //! p <participant name>          → participant
 //! o <first offset:8>            → run pointer     the offset index (`offsets.rs`)
+//! d <snapshot id:8>             → step snapshot   shared by sagas (`snapshots.rs`)
 //! m next_offset                 → u64 BE          the next global event offset
 //! m archived_through            → u64 BE          highest offset of a removed event
 //! ```
@@ -34,11 +35,21 @@
 //! the saga id and the first seq and offset once, then each event's time and
 //! kind. A W1 saga is 4 records instead of 8, and its offset index 4 entries
 //! instead of 8: half the store writes on the journal's hot path.
+//!
+//! **Step snapshots.** A `SagaStarted` holds the saga's steps as resolved at
+//! start (names, endpoints, retry policies, timeouts): the same for every saga
+//! of a definition, and most of a W1 saga's bytes. In a run it is stored once
+//! per distinct snapshot, as a `d` record named by a hash of its encoding, and
+//! the event refers to it ([`StoredKind::Started`]). Inline-step sagas keep
+//! their steps in the event (their snapshots rarely repeat).
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{JournalError, SagaSummary};
-use crate::saga::{Event, EventKind, Participant, SagaId, Timestamp};
+use crate::{
+    saga::{Event, EventKind, Participant, SagaId, StepSpec, Timestamp},
+    trace::TraceContext,
+};
 
 mod v1;
 
@@ -66,6 +77,8 @@ impl Record for Event {
 impl Record for SagaSummary {}
 impl Record for Participant {}
 impl Record for SagaId {}
+/// A step snapshot (new in version 3).
+impl Record for Vec<StepSpec> {}
 /// An offset index entry: which event of which saga.
 impl Record for (SagaId, u64) {}
 
@@ -75,6 +88,7 @@ pub const SUMMARY: u8 = b's';
 pub const IDEMPOTENCY: u8 = b'i';
 pub const PARTICIPANT: u8 = b'p';
 pub const OFFSET: u8 = b'o';
+pub const SNAPSHOT: u8 = b'd';
 pub const NEXT_OFFSET_KEY: &[u8] = b"mnext_offset";
 pub const ARCHIVED_THROUGH_KEY: &[u8] = b"marchived_through";
 
@@ -164,6 +178,10 @@ pub fn describe_key(key: &[u8]) -> String {
             Ok(offset) => format!("offset index entry {offset}"),
             Err(_) => format!("{key:?}"),
         },
+        Some(&SNAPSHOT) if key.len() == 9 => {
+            let id = u64::from_be_bytes(key[1..9].try_into().unwrap_or_default());
+            format!("step snapshot {id:016x}")
+        }
         Some(&(IDEMPOTENCY | PARTICIPANT)) => {
             format!("'{}'", String::from_utf8_lossy(&key[1..]))
         }
@@ -241,7 +259,7 @@ struct Run<'a> {
     saga: SagaId,
     first_seq: u64,
     first_offset: u64,
-    events: Vec<(Timestamp, &'a EventKind)>,
+    events: Vec<(Timestamp, StoredKind<'a>)>,
 }
 
 /// [`Run`], read back.
@@ -250,11 +268,40 @@ struct OwnedRun {
     saga: SagaId,
     first_seq: u64,
     first_offset: u64,
-    events: Vec<(Timestamp, EventKind)>,
+    events: Vec<(Timestamp, OwnedStoredKind)>,
+}
+
+/// An event's kind as a run stores it: as it is, or a `SagaStarted` whose steps
+/// are the step snapshot `snapshot` (a `d` record).
+#[derive(Serialize)]
+enum StoredKind<'a> {
+    Event(&'a EventKind),
+    Started {
+        definition: &'a str,
+        snapshot: u64,
+        payload: &'a [u8],
+        idempotency_key: &'a Option<String>,
+        trace: &'a Option<TraceContext>,
+    },
+}
+
+/// [`StoredKind`], read back.
+#[derive(Deserialize)]
+enum OwnedStoredKind {
+    Event(EventKind),
+    Started {
+        definition: String,
+        snapshot: u64,
+        payload: Vec<u8>,
+        idempotency_key: Option<String>,
+        trace: Option<TraceContext>,
+    },
 }
 
 /// Encodes consecutive events of one saga (seqs and offsets each without gaps).
-pub fn encode_run(events: &[Event]) -> Vec<u8> {
+/// With `snapshot`, a `SagaStarted` among them that has no inline steps is
+/// stored with a reference to that step snapshot instead of its steps.
+pub fn encode_run(events: &[Event], snapshot: Option<u64>) -> Vec<u8> {
     let first = &events[0];
     debug_assert!(events.iter().enumerate().all(|(i, e)| e.saga == first.saga
         && e.seq == first.seq + i as u64
@@ -263,13 +310,48 @@ pub fn encode_run(events: &[Event]) -> Vec<u8> {
         saga: first.saga,
         first_seq: first.seq,
         first_offset: first.offset,
-        events: events.iter().map(|e| (e.at, &e.kind)).collect(),
+        events: events
+            .iter()
+            .map(|e| (e.at, StoredKind::of(&e.kind, snapshot)))
+            .collect(),
     })
 }
 
-/// Decodes the `e` record at `key`: a run, or one event as version 1 wrote it.
-/// The events must be the saga's and start at the seq the key names.
-pub fn decode_run(key: &[u8], bytes: &[u8]) -> Result<Vec<Event>, JournalError> {
+impl StoredKind<'_> {
+    fn of(kind: &EventKind, snapshot: Option<u64>) -> StoredKind<'_> {
+        match (kind, snapshot) {
+            (
+                EventKind::SagaStarted {
+                    definition,
+                    inline_steps: None,
+                    steps: _,
+                    payload,
+                    idempotency_key,
+                    trace,
+                },
+                Some(snapshot),
+            ) => StoredKind::Started {
+                definition,
+                snapshot,
+                payload,
+                idempotency_key,
+                trace,
+            },
+            _ => StoredKind::Event(kind),
+        }
+    }
+}
+
+/// Where a run's step snapshots come from when it is decoded.
+pub type StepsOf<'a> = dyn Fn(u64) -> Result<Vec<StepSpec>, JournalError> + 'a;
+
+/// Decodes the `e` record at `key`: a run, or one event as versions 1 and 2
+/// wrote it. The events must be the saga's and start at the seq the key names.
+pub fn decode_run(
+    key: &[u8],
+    bytes: &[u8],
+    steps_of: &StepsOf<'_>,
+) -> Result<Vec<Event>, JournalError> {
     let events = match open(key, bytes)? {
         (version, body) if version < RUNS_SINCE_VERSION => {
             vec![body_as::<Event>(key, version, body)?]
@@ -278,7 +360,24 @@ pub fn decode_run(key: &[u8], bytes: &[u8]) -> Result<Vec<Event>, JournalError> 
             let run: OwnedRun = postcard::from_bytes(body)
                 .map_err(|e| corrupt(key, format!("undecodable body: {e}")))?;
             let mut events = Vec::with_capacity(run.events.len());
-            for (i, (at, kind)) in run.events.into_iter().enumerate() {
+            for (i, (at, stored)) in run.events.into_iter().enumerate() {
+                let kind = match stored {
+                    OwnedStoredKind::Event(kind) => kind,
+                    OwnedStoredKind::Started {
+                        definition,
+                        snapshot,
+                        payload,
+                        idempotency_key,
+                        trace,
+                    } => EventKind::SagaStarted {
+                        definition,
+                        inline_steps: None,
+                        steps: steps_of(snapshot)?,
+                        payload,
+                        idempotency_key,
+                        trace,
+                    },
+                };
                 events.push(Event {
                     saga: run.saga,
                     seq: run.first_seq + i as u64,
@@ -298,6 +397,26 @@ pub fn decode_run(key: &[u8], bytes: &[u8]) -> Result<Vec<Event>, JournalError> 
         )),
         None => Err(corrupt(key, "a run without events")),
     }
+}
+
+/// The key of a step snapshot.
+pub fn snapshot_key(id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(SNAPSHOT);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// A step snapshot's id: the FNV-1a hash of its encoding (stable across builds
+/// and platforms, unlike `std`'s hasher). Collisions are caught when writing:
+/// see `snapshots.rs`.
+pub fn snapshot_id(record: &[u8]) -> u64 {
+    // The body only: the version byte and checksum are not the content.
+    record[5..]
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// Where the offset index says a run of events is: the saga, the seq of its
@@ -365,11 +484,29 @@ mod tests {
         second.offset = 8;
         let run = vec![first.clone(), second];
         let key = event_key(id, 1);
-        assert_eq!(decode_run(&key, &encode_run(&run)).unwrap(), run);
+        let no_snapshots = |_: u64| -> Result<Vec<StepSpec>, JournalError> {
+            panic!("the run refers to no snapshot")
+        };
+        let whole = encode_run(&run, None);
+        assert_eq!(decode_run(&key, &whole, &no_snapshots).unwrap(), run);
+        // With a snapshot, the steps are stored once elsewhere and read back.
+        let EventKind::SagaStarted { steps, .. } = &first.kind else {
+            unreachable!()
+        };
+        let shared = encode_run(&run, Some(42));
+        assert!(shared.len() < whole.len());
+        let from_snapshot = |snapshot: u64| {
+            assert_eq!(snapshot, 42);
+            Ok(steps.clone())
+        };
+        assert_eq!(decode_run(&key, &shared, &from_snapshot).unwrap(), run);
         let single = encode_as_version(2, &first);
-        assert_eq!(decode_run(&key, &single).unwrap(), vec![first]);
+        assert_eq!(
+            decode_run(&key, &single, &no_snapshots).unwrap(),
+            vec![first.clone()]
+        );
         // A run under another saga's or another seq's key is damage.
-        let err = decode_run(&event_key(id, 2), &encode_run(&run)).unwrap_err();
+        let err = decode_run(&event_key(id, 2), &whole, &no_snapshots).unwrap_err();
         assert!(err.to_string().contains("it holds event 1"), "{err}");
         let pointer = RunPointer {
             saga: id,

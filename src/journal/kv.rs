@@ -39,6 +39,7 @@ use super::{
     JournalError, JournalStats, ListQuery, SagaSummary,
     codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
     offsets, retention,
+    snapshots::{SnapshotCache, SnapshotWriter},
 };
 use crate::saga::{Event, EventKind, Participant, SagaId, SagaStatus, Timestamp};
 
@@ -137,6 +138,8 @@ pub struct KvJournal<S: KvStore> {
     writer: Mutex<Option<thread::JoinHandle<()>>>,
     /// The last offset known durable, published by the writer after each sync.
     durable: Arc<watch::Sender<u64>>,
+    /// Step snapshots read so far (they never change).
+    snapshots: SnapshotCache,
 }
 
 impl<S: KvStore> KvJournal<S> {
@@ -164,6 +167,7 @@ impl<S: KvStore> KvJournal<S> {
             failure: failure.clone(),
             next_offset,
             archived_through,
+            snapshots: SnapshotWriter::default(),
             failed: None,
             durable: durable.clone(),
         };
@@ -178,6 +182,7 @@ impl<S: KvStore> KvJournal<S> {
             failure,
             writer: Mutex::new(Some(handle)),
             durable,
+            snapshots: SnapshotCache::default(),
         })
     }
 
@@ -210,7 +215,7 @@ impl<S: KvStore> Journal for KvJournal<S> {
         let entries = self.store.scan(&codec::saga_key(EVENT, id))?;
         let mut events: Vec<Event> = Vec::with_capacity(entries.len() * 2);
         for (key, value) in entries {
-            let run = codec::decode_run(&key, &value)?;
+            let run = codec::decode_run(&key, &value, &|id| self.snapshots.get(&*self.store, id))?;
             if run[0].seq != events.len() as u64 + 1 {
                 return Err(JournalError::Corrupt {
                     key: codec::describe_key(&key),
@@ -234,7 +239,7 @@ impl<S: KvStore> Journal for KvJournal<S> {
 
     async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, JournalError> {
         let horizon = *self.durable.borrow();
-        offsets::read_after(&*self.store, after, horizon, limit)
+        offsets::read_after(&*self.store, &self.snapshots, after, horizon, limit)
     }
 
     fn durable_offset(&self) -> watch::Receiver<u64> {
@@ -361,6 +366,8 @@ struct Writer<S: KvStore> {
     next_offset: u64,
     /// The archive horizon: the highest offset removed by retention so far.
     archived_through: u64,
+    /// Which step snapshots the store holds, so runs can refer to them.
+    snapshots: SnapshotWriter,
     /// Set by the first failed write or sync; every later write is refused.
     failed: Option<String>,
     /// Where the last durable offset is published (read by `read_after` and feeds).
@@ -469,6 +476,7 @@ impl<S: KvStore> Writer<S> {
                     let first_offset = offset;
                     match index_writes(
                         &*self.store,
+                        &mut self.snapshots,
                         &mut events,
                         &mut offset,
                         &mut batch_keys,
@@ -500,6 +508,7 @@ impl<S: KvStore> Writer<S> {
             let started = Instant::now();
             let result = match self.store.write(writes) {
                 Ok(()) => {
+                    self.snapshots.written();
                     // The batch is in the store: its offsets are spent whether or
                     // not this sync succeeds (a later sync may make it durable),
                     // so they are never handed out twice.
@@ -510,7 +519,10 @@ impl<S: KvStore> Writer<S> {
                     }
                     synced
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    self.snapshots.abandoned();
+                    Err(e)
+                }
             };
             self.finish(pending, offset, result, started);
         }
@@ -641,6 +653,7 @@ impl<S: KvStore> Writer<S> {
 /// `offset`, and the index entries they change.
 fn index_writes<S: KvStore>(
     store: &S,
+    snapshots: &mut SnapshotWriter,
     events: &mut [Event],
     offset: &mut u64,
     batch_keys: &mut HashMap<String, SagaId>,
@@ -653,10 +666,12 @@ fn index_writes<S: KvStore>(
     }
     // One record and one index entry per saga's consecutive events (an append
     // normally holds one saga's).
+    let mut new_snapshots = Vec::new();
     for run in events.chunk_by(|a, b| a.saga == b.saga && b.seq == a.seq + 1) {
+        let snapshot = snapshots.intern(store, run, &mut writes, &mut new_snapshots)?;
         writes.push((
             codec::event_key(run[0].saga, run[0].seq),
-            Some(codec::encode_run(run)),
+            Some(codec::encode_run(run, snapshot)),
         ));
         writes.push(offsets::index_entry(run));
     }
@@ -722,5 +737,6 @@ fn index_writes<S: KvStore>(
         ));
         batch_summaries.insert(event.saga, summary);
     }
+    snapshots.add(new_snapshots);
     Ok(writes)
 }

@@ -51,6 +51,7 @@ pub mod memory;
 mod offsets;
 mod retention;
 pub mod sled;
+mod snapshots;
 pub mod wal;
 
 pub use kv::KvJournal;

@@ -34,6 +34,7 @@ use super::{
     JournalError,
     codec::{self, ARCHIVED_THROUGH_KEY, EVENT, NEXT_OFFSET_KEY, OFFSET, RunPointer},
     kv::{KeyWrite, KvStore},
+    snapshots::{self, SnapshotCache},
 };
 use crate::saga::Event;
 
@@ -65,6 +66,7 @@ pub fn archived_through<S: KvStore + ?Sized>(store: &S) -> Result<u64, JournalEr
 /// event and is skipped; one above it is damage.
 pub fn read_after<S: KvStore + ?Sized>(
     store: &S,
+    snapshots: &SnapshotCache,
     after: u64,
     horizon: u64,
     limit: usize,
@@ -130,7 +132,7 @@ pub fn read_after<S: KvStore + ?Sized>(
                     ),
                 });
             };
-            let run = codec::decode_run(&key, &value)?;
+            let run = codec::decode_run(&key, &value, &|id| snapshots.get(store, id))?;
             if run[0].offset != first || run.len() as u64 != pointer.count {
                 return Err(JournalError::Corrupt {
                     key: codec::describe_key(&key),
@@ -232,7 +234,7 @@ pub fn ensure_index<S: KvStore + ?Sized>(store: &S, next_offset: u64) -> Result<
         .collect();
     let mut events = 0;
     for (key, value) in store.scan(&[EVENT])? {
-        let run = codec::decode_run(&key, &value)?;
+        let run = snapshots::decode_run(store, &key, &value)?;
         events += run.len();
         writes.push(index_entry(&run));
     }
@@ -342,16 +344,29 @@ mod tests {
         for run in [&events[..1], &events[1..4], &events[4..]] {
             writes.push((
                 codec::event_key(run[0].saga, run[0].seq),
-                Some(codec::encode_run(run)),
+                Some(codec::encode_run(run, None)),
             ));
             writes.push(index_entry(run));
         }
         store.write(writes).unwrap();
         let offsets = |v: Vec<Event>| v.iter().map(|e| e.offset).collect::<Vec<_>>();
-        assert_eq!(offsets(read_after(&store, 0, 3, 100).unwrap()), [1, 2, 3]);
-        assert_eq!(offsets(read_after(&store, 1, 5, 2).unwrap()), [2, 3]);
-        assert_eq!(offsets(read_after(&store, 4, 5, 100).unwrap()), [5]);
-        assert!(read_after(&store, 5, 5, 100).unwrap().is_empty());
+        assert_eq!(
+            offsets(read_after(&store, &SnapshotCache::default(), 0, 3, 100).unwrap()),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            offsets(read_after(&store, &SnapshotCache::default(), 1, 5, 2).unwrap()),
+            [2, 3]
+        );
+        assert_eq!(
+            offsets(read_after(&store, &SnapshotCache::default(), 4, 5, 100).unwrap()),
+            [5]
+        );
+        assert!(
+            read_after(&store, &SnapshotCache::default(), 5, 5, 100)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -367,14 +382,14 @@ mod tests {
                 [
                     (
                         codec::event_key(e.saga, e.seq),
-                        Some(codec::encode_run(std::slice::from_ref(e))),
+                        Some(codec::encode_run(std::slice::from_ref(e), None)),
                     ),
                     index_entry(std::slice::from_ref(e)),
                 ]
             })
             .collect();
         store.write(writes).unwrap();
-        let err = read_after(&store, 0, 3, 10).unwrap_err();
+        let err = read_after(&store, &SnapshotCache::default(), 0, 3, 10).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
     }
 }

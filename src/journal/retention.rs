@@ -26,6 +26,7 @@ use super::{
     JournalError, SagaSummary,
     codec::{self, ARCHIVED_THROUGH_KEY, EVENT, IDEMPOTENCY, SUMMARY, UNFINISHED},
     kv::{KeyWrite, KvStore},
+    snapshots,
 };
 use crate::saga::{Event, EventKind, SagaId, Timestamp};
 
@@ -85,11 +86,16 @@ pub fn finished_before<S: KvStore + ?Sized>(
 /// The last event of a saga, if it has any.
 fn last_event<S: KvStore + ?Sized>(store: &S, id: SagaId) -> Result<Option<Event>, JournalError> {
     let mut last = None;
+    // Decoded after the scan: a store may hold a lock while it visits, and
+    // decoding may read a step snapshot.
     store.scan_rev(&codec::saga_key(EVENT, id), None, &mut |key, value| {
-        last = codec::decode_run(key, value)?.pop();
+        last = Some((key.to_vec(), value.to_vec()));
         Ok(false)
     })?;
-    Ok(last)
+    match last {
+        Some((key, value)) => Ok(snapshots::decode_run(store, &key, &value)?.pop()),
+        None => Ok(None),
+    }
 }
 
 /// The key writes that remove the final sagas among `ids`, and which ones they
@@ -121,7 +127,7 @@ pub fn removal_writes<S: KvStore + ?Sized>(
         writes.push((summary_key, None));
         writes.push((codec::saga_key(UNFINISHED, id), None));
         for (key, value) in events {
-            let run = codec::decode_run(&key, &value)?;
+            let run = snapshots::decode_run(store, &key, &value)?;
             if let EventKind::SagaStarted {
                 idempotency_key: Some(k),
                 ..
