@@ -24,12 +24,12 @@
 use std::{mem, time::Duration};
 
 use tokio::{
-    sync::{broadcast, mpsc, oneshot},
+    sync::{broadcast, oneshot},
     time::Instant,
 };
 use tracing::Instrument;
 
-use super::{Command, Engine};
+use super::{Command, CommandRx, Engine};
 use crate::{
     Error, Result,
     journal::JournalError,
@@ -49,7 +49,7 @@ pub(super) struct Runner {
     state: SagaState,
     /// Applied to `state`, not yet journaled.
     pending: Vec<Event>,
-    command_rx: mpsc::Receiver<Command>,
+    command_rx: CommandRx,
     /// Told once the first append (the start or the retry) is durable.
     ack: Option<oneshot::Sender<Result<SagaState>>>,
     /// Told the terminal state.
@@ -80,7 +80,7 @@ impl Runner {
         engine: Engine,
         state: SagaState,
         pending: Vec<Event>,
-        command_rx: mpsc::Receiver<Command>,
+        command_rx: CommandRx,
         ack: Option<oneshot::Sender<Result<SagaState>>>,
         waiters: Vec<oneshot::Sender<SagaState>>,
     ) -> Self {
@@ -299,7 +299,7 @@ impl Runner {
         loop {
             tokio::select! {
                 outcome = &mut call => return Ok(Some(outcome)),
-                Some(command) = self.command_rx.recv() => self.handle(command).await?,
+                Some(command) = self.command_rx.recv() => self.handle(*command).await?,
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -323,7 +323,7 @@ impl Runner {
             _ = tokio::time::sleep_until(deadline) => Ok(true),
             Some(command) = self.command_rx.recv() => {
                 // A command (a cancel) may change what is next: decide again.
-                self.handle(command).await?;
+                self.handle(*command).await?;
                 Ok(true)
             }
             _ = shutdown.cancelled() => Ok(false),
@@ -372,6 +372,8 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use tokio::sync::mpsc;
 
     use super::*;
     use crate::{
