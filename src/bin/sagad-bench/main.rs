@@ -121,6 +121,12 @@ pub struct ScaleArgs {
     /// 2000 finished and 500 waiting sagas, fewer calls: a smoke test.
     #[arg(long)]
     pub quick: bool,
+    /// Measure the journals an earlier run seeded in --data-dir (with the same
+    /// counts) instead of seeding again; their ids are kept beside them
+    /// (`finished.ids`, `waiting.ids`). Waiting sagas are due an hour after
+    /// they were seeded: reuse them within the hour.
+    #[arg(long, requires = "data_dir")]
+    pub reuse: bool,
 }
 
 /// Options of `sagad-bench seed`.

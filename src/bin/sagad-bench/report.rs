@@ -164,9 +164,15 @@ pub fn summary(server_peak_rss_bytes: Option<u64>, data_dir_bytes: Option<u64>) 
 /// `scale`, finished sagas.
 pub struct ScaleFinishedLine {
     pub finished: usize,
-    pub seed: Duration,
+    /// `None` when an earlier seed was reused.
+    pub seed: Option<Duration>,
     pub restart_serving: Duration,
     pub listening: Duration,
+    /// The start after that one.
+    pub restart_again_serving: Duration,
+    /// Health checks: the floor of a unary call.
+    pub health_p50: Duration,
+    pub health_p99: Duration,
     pub get_p50: Duration,
     pub get_p99: Duration,
     /// The newest page.
@@ -185,14 +191,17 @@ impl fmt::Display for ScaleFinishedLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "SCALE finished={} seed_s={:.1} restart_serving_s={:.3} listening_s={:.3} \
-             get_p50_ms={:.3} get_p99_ms={:.3} list100_p50_ms={:.3} list100_p99_ms={:.3} \
+            "SCALE finished={} seed_s={} restart_serving_s={:.3} listening_s={:.3} \
+             restart_again_serving_s={:.3} health_p50_ms={:.3} health_p99_ms={:.3} get_p50_ms={:.3} get_p99_ms={:.3} list100_p50_ms={:.3} list100_p99_ms={:.3} \
              list100_deep_p50_ms={:.3} list100_deep_p99_ms={:.3} errors={} rss_mb={} \
              rss_peak_mb={} data_dir_mb={} data_dir_kb_per_saga={:.2}",
             self.finished,
-            self.seed.as_secs_f64(),
+            Na(self.seed.map(|s| format!("{:.1}", s.as_secs_f64()))),
             self.restart_serving.as_secs_f64(),
             self.listening.as_secs_f64(),
+            self.restart_again_serving.as_secs_f64(),
+            ms(self.health_p50),
+            ms(self.health_p99),
             ms(self.get_p50),
             ms(self.get_p99),
             ms(self.list_p50),
@@ -211,7 +220,8 @@ impl fmt::Display for ScaleFinishedLine {
 /// `scale`, sagas waiting in backoff.
 pub struct ScaleWaitingLine {
     pub waiting: usize,
-    pub seed: Duration,
+    /// `None` when an earlier seed was reused.
+    pub seed: Option<Duration>,
     pub restart_serving: Duration,
     pub listening: Duration,
     /// `sagad_recovery_resumed_sagas` after SERVING.
@@ -241,11 +251,11 @@ impl fmt::Display for ScaleWaitingLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "SCALE waiting={} seed_s={:.1} restart_serving_s={:.3} listening_s={:.3} resumed={} \
+            "SCALE waiting={} seed_s={} restart_serving_s={:.3} listening_s={:.3} resumed={} \
              active_running={} checked={} errors={} rss_mb={} rss_peak_mb={} baseline_rss_mb={} \
              kb_per_waiting_saga={:.2} stop_s={:.3} data_dir_mb={} data_dir_kb_per_saga={:.2}",
             self.waiting,
-            self.seed.as_secs_f64(),
+            Na(self.seed.map(|s| format!("{:.1}", s.as_secs_f64()))),
             self.restart_serving.as_secs_f64(),
             self.listening.as_secs_f64(),
             self.resumed,

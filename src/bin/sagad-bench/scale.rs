@@ -20,9 +20,14 @@
 //! - `restart_serving_s`: from spawning `sagad serve` to the first
 //!   `grpc.health.v1` answer `SERVING` (polled every [`HEALTH_POLL`]); that is
 //!   after every unfinished saga was resumed. `listening_s` is the part until
-//!   the coordinator printed its address (journal open, listener bound).
+//!   the coordinator printed its address (journal open, listener bound). The
+//!   first start after seeding is a restart after the journal was written in
+//!   one session; `restart_again_serving_s` is one more start right after.
 //! - GetSaga and ListSagas latencies: one connection, one call at a time, on
-//!   the monotonic clock around the call; nearest-rank percentiles. A deep
+//!   the monotonic clock around the call; nearest-rank percentiles.
+//!   `health_p50_ms`/`health_p99_ms` are those of as many `grpc.health.v1`
+//!   checks just before, on the same connection: the floor of any unary call
+//!   on this machine at that moment (no journal read behind it). A deep
 //!   ListSagas page passes a random seeded id as `page_token`: the keyset
 //!   cursor the page before it would have returned.
 //! - `rss_mb`: `VmRSS` once it stopped moving ([`settled_rss`]); `rss_peak_mb`:
@@ -125,9 +130,16 @@ async fn scale_to_end(args: ScaleArgs) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => scratch.path().join("data"),
     };
-    prepare_empty_dir(&root)?;
+    if args.reuse {
+        if args.data_dir.is_none() {
+            bail!("--reuse needs the --data-dir of an earlier run");
+        }
+    } else {
+        prepare_empty_dir(&root)?;
+    }
     let me = std::env::current_exe().context("finding the sagad-bench executable")?;
     let scale = Scale {
+        reuse: args.reuse,
         me: &me,
         scratch: scratch.path(),
     };
@@ -155,8 +167,17 @@ async fn scale_to_end(args: ScaleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sagas a scenario runs on.
+struct Seeded {
+    ids: Vec<SagaId>,
+    /// How long seeding took; `None` when an earlier seed is reused.
+    took: Option<Duration>,
+}
+
 /// What every scenario needs.
 struct Scale<'a> {
+    /// Measure the journals an earlier run seeded (`--reuse`).
+    reuse: bool,
     /// This executable (`sagad` is next to it).
     me: &'a Path,
     /// Definitions and logs.
@@ -167,6 +188,8 @@ struct Scale<'a> {
 struct Serving {
     child: ChildGuard,
     client: CoordinatorClient<Channel>,
+    /// The client's connection.
+    channel: Channel,
     metrics: SocketAddr,
     /// From spawn to the listening line.
     listening: Duration,
@@ -221,10 +244,57 @@ impl Scale<'_> {
         );
         Ok(Serving {
             child,
-            client: CoordinatorClient::new(channel),
+            client: CoordinatorClient::new(channel.clone()),
+            channel,
             metrics,
             listening,
             serving,
+        })
+    }
+
+    /// Seeds `n` sagas following `script` into `dir` and keeps their ids in
+    /// `dir.ids`; with `--reuse`, takes those of an earlier seed instead.
+    async fn seeded(&self, dir: &Path, script: Script, n: usize) -> anyhow::Result<Seeded> {
+        let ids_file = dir.with_extension("ids");
+        if self.reuse {
+            let bytes = std::fs::read(&ids_file).with_context(|| {
+                format!(
+                    "--reuse: reading the ids of the earlier seed, {}",
+                    ids_file.display()
+                )
+            })?;
+            let ids: Vec<SagaId> = bytes
+                .chunks_exact(16)
+                .map(|c| SagaId::from_bytes(c.try_into().expect("chunks of 16")))
+                .collect();
+            if ids.len() != n {
+                bail!(
+                    "--reuse: {} holds {} sagas, not the {n} asked for",
+                    dir.display(),
+                    ids.len()
+                );
+            }
+            eprintln!(
+                "sagad-bench: reusing the {n} sagas seeded in {}",
+                dir.display()
+            );
+            return Ok(Seeded { ids, took: None });
+        }
+        eprintln!(
+            "sagad-bench: seeding {n} sagas ({script:?}) into {}",
+            dir.display()
+        );
+        let seeded = seed::seed(dir, script, n).await?;
+        eprintln!(
+            "sagad-bench: seeded in {:.1} s; starting the coordinator on them",
+            seeded.took.as_secs_f64()
+        );
+        let bytes: Vec<u8> = seeded.ids.iter().flat_map(|id| *id.as_bytes()).collect();
+        std::fs::write(&ids_file, bytes)
+            .with_context(|| format!("writing {}", ids_file.display()))?;
+        Ok(Seeded {
+            ids: seeded.ids,
+            took: Some(seeded.took),
         })
     }
 
@@ -240,18 +310,29 @@ impl Scale<'_> {
             "sagad-bench: seeding {n} finished W1 sagas into {}",
             dir.display()
         );
-        let seeded = seed::seed(dir, Script::Complete, n).await?;
-        eprintln!(
-            "sagad-bench: seeded in {:.1} s; starting the coordinator on them",
-            seeded.took.as_secs_f64()
-        );
+        let seeded = self.seeded(dir, Script::Complete, n).await?;
         let mut ids = seeded.ids;
         ids.sort_unstable();
         let mut coordinator = self.start(dir, "finished").await?;
         let pid = coordinator.child.pid();
         let mut errors = Vec::new();
 
-        eprintln!("sagad-bench: {gets} GetSaga calls on random seeded ids");
+        // The floor: the same number of health checks (no journal behind
+        // them) on the same connection, so the GetSaga tail can be read
+        // against what any unary call costs on this machine right now.
+        eprintln!(
+            "sagad-bench: {gets} health checks, then {gets} GetSaga calls on random seeded ids"
+        );
+        let mut health = HealthClient::new(coordinator.channel.clone());
+        let mut health_times = Vec::with_capacity(gets);
+        for _ in 0..gets {
+            let called = Instant::now();
+            let answer = health.check(HealthCheckRequest::default()).await;
+            health_times.push(called.elapsed());
+            if let Err(s) = answer {
+                errors.push(format!("health check: {:?} {}", s.code(), s.message()));
+            }
+        }
         let mut get_times = Vec::with_capacity(gets);
         for _ in 0..gets {
             let id = ids[fastrand::usize(..ids.len())];
@@ -295,8 +376,13 @@ impl Scale<'_> {
         let rss = settled_rss(pid).await?;
         let rss_peak = procfs::status_bytes(pid, "VmHWM")?;
         stop(&mut coordinator.child)?;
+        // Again, now that the store was opened since it was written (sled
+        // replays its whole log since the previous open: see BENCHMARKS.md).
+        let mut again = self.start(dir, "finished-again").await?;
+        stop(&mut again.child)?;
         report_errors("finished", &errors);
-        let (get, newest, deep) = (
+        let (health, get, newest, deep) = (
+            Latencies::new(health_times),
             Latencies::new(get_times),
             Latencies::new(newest),
             Latencies::new(deep),
@@ -306,6 +392,9 @@ impl Scale<'_> {
             seed: seeded.took,
             restart_serving: coordinator.serving,
             listening: coordinator.listening,
+            restart_again_serving: again.serving,
+            health_p50: health.percentile(50.0),
+            health_p99: health.percentile(99.0),
             get_p50: get.percentile(50.0),
             get_p99: get.percentile(99.0),
             list_p50: newest.percentile(50.0),
@@ -333,11 +422,7 @@ impl Scale<'_> {
             "sagad-bench: seeding {n} W1 sagas waiting in backoff into {}",
             dir.display()
         );
-        let seeded = seed::seed(&dir, Script::WaitInBackoff, n).await?;
-        eprintln!(
-            "sagad-bench: seeded in {:.1} s; starting the coordinator on them",
-            seeded.took.as_secs_f64()
-        );
+        let seeded = self.seeded(&dir, Script::WaitInBackoff, n).await?;
         let mut coordinator = self.start(&dir, "waiting").await?;
         let pid = coordinator.child.pid();
         let metrics = scrape(coordinator.metrics).await?;
