@@ -306,10 +306,6 @@ impl Scale<'_> {
         gets: usize,
         lists: usize,
     ) -> anyhow::Result<ScaleFinishedLine> {
-        eprintln!(
-            "sagad-bench: seeding {n} finished W1 sagas into {}",
-            dir.display()
-        );
         let seeded = self.seeded(dir, Script::Complete, n).await?;
         let mut ids = seeded.ids;
         ids.sort_unstable();
@@ -418,10 +414,6 @@ impl Scale<'_> {
         stop(&mut baseline.child)?;
 
         let dir = root.join("waiting");
-        eprintln!(
-            "sagad-bench: seeding {n} W1 sagas waiting in backoff into {}",
-            dir.display()
-        );
         let seeded = self.seeded(&dir, Script::WaitInBackoff, n).await?;
         let mut coordinator = self.start(&dir, "waiting").await?;
         let pid = coordinator.child.pid();
