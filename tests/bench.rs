@@ -1,7 +1,11 @@
 //! The benchmark tool, end to end at smoke-test size: `sagad-bench run --quick
 //! --runs 1` starts a real coordinator and participants process, and prints
 //! well-formed LIMIT, RESULT, RATIO and SUMMARY lines with every saga ending as
-//! its workload requires. No speed is asserted.
+//! its workload requires; `sagad-bench scale --quick` seeds journals, restarts a
+//! real coordinator on them and prints well-formed SCALE and TARGETS lines, with
+//! every seeded saga read back right and every waiting one resumed; and a
+//! journal written by `sagad-bench seed` passes `sagad journal check`. No speed
+//! is asserted.
 
 use std::{
     io::Read,
@@ -44,7 +48,12 @@ const SUMMARY_KEYS: [&str; 3] = ["peer", "server_peak_rss_mb", "data_dir_mb"];
 
 /// Runs the bench and returns its stdout; fails the test if it fails or hangs.
 fn run_bench(args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sagad-bench"))
+    run_to_end(env!("CARGO_BIN_EXE_sagad-bench"), args)
+}
+
+/// Runs `program` and returns its stdout; fails the test if it fails or hangs.
+fn run_to_end(program: &str, args: &[&str]) -> String {
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -72,14 +81,14 @@ fn run_bench(args: &[&str]) -> String {
             // SIGKILL: the bench's children get SIGTERM through their parent-death signal.
             let _ = child.kill();
             let _ = child.wait();
-            panic!("sagad-bench did not finish within {DEADLINE:?}");
+            panic!("{program} {args:?} did not finish within {DEADLINE:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
     assert!(
         status.success(),
-        "sagad-bench failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        "{program} {args:?} failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     stdout
 }
@@ -178,4 +187,117 @@ fn quick_run_prints_every_line_and_every_saga_ends_right() {
     assert_eq!(summary.len(), 1, "one SUMMARY line in:\n{stdout}");
     well_formed(summary[0], "SUMMARY ", &SUMMARY_KEYS, &["peer"]);
     assert_eq!(lines.last(), Some(&summary[0]), "SUMMARY comes last");
+}
+
+const SCALE_FINISHED_KEYS: [&str; 18] = [
+    "finished",
+    "seed_s",
+    "restart_serving_s",
+    "listening_s",
+    "restart_again_serving_s",
+    "health_p50_ms",
+    "health_p99_ms",
+    "get_p50_ms",
+    "get_p99_ms",
+    "list100_p50_ms",
+    "list100_p99_ms",
+    "list100_deep_p50_ms",
+    "list100_deep_p99_ms",
+    "errors",
+    "rss_mb",
+    "rss_peak_mb",
+    "data_dir_mb",
+    "data_dir_kb_per_saga",
+];
+const SCALE_WAITING_KEYS: [&str; 15] = [
+    "waiting",
+    "seed_s",
+    "restart_serving_s",
+    "listening_s",
+    "resumed",
+    "active_running",
+    "checked",
+    "errors",
+    "rss_mb",
+    "rss_peak_mb",
+    "baseline_rss_mb",
+    "kb_per_waiting_saga",
+    "stop_s",
+    "data_dir_mb",
+    "data_dir_kb_per_saga",
+];
+const TARGET_KEYS: [&str; 7] = [
+    "finished_restart_serving",
+    "get_p99",
+    "list100_p99",
+    "finished_reads_right",
+    "waiting_restart_serving",
+    "all_resumed",
+    "kb_per_waiting_saga",
+];
+
+#[test]
+fn quick_scale_reads_back_every_seeded_saga_and_resumes_every_waiting_one() {
+    let stdout = run_bench(&["scale", "--quick"]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "two SCALE lines and TARGETS in:\n{stdout}");
+
+    let finished = well_formed(lines[0], "SCALE ", &SCALE_FINISHED_KEYS, &[]);
+    assert_eq!(value(&finished, "finished"), "2000", "{}", lines[0]);
+    assert_eq!(value(&finished, "errors"), "0", "{}", lines[0]);
+    assert!(
+        value(&finished, "restart_serving_s")
+            .parse::<f64>()
+            .unwrap()
+            >= value(&finished, "listening_s").parse::<f64>().unwrap(),
+        "{}",
+        lines[0]
+    );
+
+    let waiting = well_formed(lines[1], "SCALE ", &SCALE_WAITING_KEYS, &[]);
+    for (key, expected) in [
+        ("waiting", "500"),
+        ("resumed", "500"),
+        ("active_running", "500"),
+        ("checked", "100"),
+        ("errors", "0"),
+    ] {
+        assert_eq!(value(&waiting, key), expected, "{key} in {}", lines[1]);
+    }
+
+    let targets = fields(lines[2], "TARGETS ");
+    let names: Vec<&str> = targets.iter().map(|(k, _)| *k).collect();
+    assert_eq!(names, TARGET_KEYS, "{}", lines[2]);
+    for (name, verdict) in &targets {
+        assert!(matches!(*verdict, "met" | "missed"), "{name}={verdict}");
+    }
+    // Correctness, unlike speed, does not depend on the machine.
+    assert_eq!(value(&targets, "finished_reads_right"), "met");
+    assert_eq!(value(&targets, "all_resumed"), "met");
+}
+
+#[test]
+fn a_seeded_journal_passes_journal_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    run_bench(&[
+        "seed",
+        "--data-dir",
+        data,
+        "--finished",
+        "300",
+        "--waiting",
+        "100",
+    ]);
+    let report = run_to_end(
+        env!("CARGO_BIN_EXE_sagad"),
+        &["journal", "check", "--data-dir", data],
+    );
+    // 8 events per finished W1 saga, 3 per waiting one.
+    assert!(
+        report.contains("sagas: 400 (300 COMPLETED, 100 RUNNING); events: 2700; participants: 3"),
+        "{report}"
+    );
+    assert!(report.contains("journal OK"), "{report}");
 }

@@ -106,6 +106,17 @@ pub struct Started {
     pub created: bool,
 }
 
+/// The registry's end of a runner's command channel.
+///
+/// Commands travel boxed: a tokio channel allocates its first block of 32
+/// slots when it is created, and every saga with a runner has one (100,000
+/// sagas waiting in backoff have 100,000), so the slot is kept at 8 bytes
+/// (a 288-byte block) rather than `Command`'s 32 (1,056 bytes). Commands are
+/// rare; their allocation costs nothing that matters.
+type CommandTx = mpsc::Sender<Box<Command>>;
+/// The runner's end of its command channel (see [`CommandTx`]).
+type CommandRx = mpsc::Receiver<Box<Command>>;
+
 /// A command to the runner that owns a saga.
 enum Command {
     Cancel {
@@ -139,7 +150,7 @@ struct Inner {
     /// Serialises registrations so the registry and the journal agree on the last one.
     registering: tokio::sync::Mutex<()>,
     /// The command channel of each saga's runner. A std lock: never held across an await.
-    runners: Mutex<HashMap<SagaId, mpsc::Sender<Command>>>,
+    runners: Mutex<HashMap<SagaId, CommandTx>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     /// Sagas whose runner stopped because the journal could not write; they are
@@ -603,7 +614,7 @@ impl Engine {
         }
     }
 
-    fn lock_runners(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, mpsc::Sender<Command>>> {
+    fn lock_runners(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, CommandTx>> {
         self.inner.runners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -620,7 +631,7 @@ impl Engine {
     ) -> Option<T> {
         let command_tx = self.lock_runners().get(&id).cloned()?;
         let (reply, answer) = oneshot::channel();
-        command_tx.send(make(reply)).await.ok()?;
+        command_tx.send(Box::new(make(reply))).await.ok()?;
         answer.await.ok()
     }
 
@@ -628,7 +639,7 @@ impl Engine {
         &self,
         state: SagaState,
         pending: Vec<Event>,
-        command_rx: mpsc::Receiver<Command>,
+        command_rx: CommandRx,
         ack: Option<oneshot::Sender<Result<SagaState>>>,
         waiters: Vec<oneshot::Sender<SagaState>>,
     ) {

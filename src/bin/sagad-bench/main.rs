@@ -7,8 +7,16 @@
 //! prints the `LIMIT`, `RESULT`, `RATIO` and `SUMMARY` lines on stdout. Progress
 //! and diagnostics go to stderr.
 //!
+//! `sagad-bench scale` measures size rather than speed: it seeds a journal with
+//! a million finished sagas (and another with 100,000 waiting in backoff),
+//! restarts `sagad serve` on it, and prints `SCALE` and `TARGETS` lines.
+//! `sagad-bench seed` only seeds a data directory.
+//!
 //! Modules, one job each:
 //! - [`run`]: the `run` verb, start to finish (processes, setup, the measurement set).
+//! - [`scale`]: the `scale` verb: restart and reads over a big journal, memory
+//!   per waiting saga.
+//! - [`seed`]: writing sagas straight into a journal, as the coordinator would have.
 //! - [`child`]: child processes that announce their address and are stopped on drop.
 //! - [`participants`]: the no-op participant services (the `participants` verb).
 //! - [`limit`]: the physical limit (gRPC echo, fdatasync).
@@ -30,6 +38,8 @@ mod participants;
 mod procfs;
 mod report;
 mod run;
+mod scale;
+mod seed;
 mod stats;
 
 #[derive(Parser)]
@@ -49,6 +59,12 @@ enum Command {
     Run(RunArgs),
     /// Serve the no-op participants (started by `run`; useful on its own too).
     Participants(ParticipantsArgs),
+    /// Seed journals with finished and waiting sagas, restart sagad on them,
+    /// measure start-up, reads and memory.
+    Scale(ScaleArgs),
+    /// Seed one data directory with finished and waiting W1 sagas, as the
+    /// coordinator would have journaled them (for `scale`, or to look at).
+    Seed(SeedArgs),
 }
 
 /// Options of `sagad-bench run`.
@@ -83,6 +99,50 @@ pub struct RunArgs {
     pub channels: usize,
 }
 
+/// Options of `sagad-bench scale`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ScaleArgs {
+    /// Finished (COMPLETED) W1 sagas seeded; 0 skips that scenario. Default: 1000000.
+    #[arg(long)]
+    pub finished: Option<usize>,
+    /// W1 sagas seeded waiting in backoff; 0 skips that scenario. Default: 100000.
+    #[arg(long)]
+    pub waiting: Option<usize>,
+    /// GetSaga calls measured. Default: 10000.
+    #[arg(long)]
+    pub gets: Option<usize>,
+    /// ListSagas calls measured of each kind (newest page, deeper pages). Default: 1000.
+    #[arg(long)]
+    pub lists: Option<usize>,
+    /// Where the journals are seeded (`finished/`, `empty/`, `waiting/` in it):
+    /// must be empty or absent; kept afterwards. Default: a temporary directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// 2000 finished and 500 waiting sagas, fewer calls: a smoke test.
+    #[arg(long)]
+    pub quick: bool,
+    /// Measure the journals an earlier run seeded in --data-dir (with the same
+    /// counts) instead of seeding again; their ids are kept beside them
+    /// (`finished.ids`, `waiting.ids`). Waiting sagas are due an hour after
+    /// they were seeded: reuse them within the hour.
+    #[arg(long, requires = "data_dir")]
+    pub reuse: bool,
+}
+
+/// Options of `sagad-bench seed`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SeedArgs {
+    /// The data directory: must be empty or absent.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Finished (COMPLETED) W1 sagas.
+    #[arg(long, default_value_t = 0)]
+    pub finished: usize,
+    /// W1 sagas waiting in backoff (due in an hour).
+    #[arg(long, default_value_t = 0)]
+    pub waiting: usize,
+}
+
 /// Options of `sagad-bench participants`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ParticipantsArgs {
@@ -109,6 +169,8 @@ fn main() -> ExitCode {
         match args.command {
             Command::Run(args) => run::run(args).await,
             Command::Participants(args) => participants::serve(args).await,
+            Command::Scale(args) => scale::scale(args).await,
+            Command::Seed(args) => seed::run(args).await,
         }
     });
     match result {

@@ -8,6 +8,14 @@
 //! SUMMARY peer=sagad server_peak_rss_mb=… data_dir_mb=…
 //! ```
 //!
+//! and those of `scale` (see `scale.rs` for what each figure means):
+//!
+//! ```text
+//! SCALE finished=… seed_s=… restart_serving_s=… listening_s=… get_p50_ms=… get_p99_ms=… list100_p50_ms=… …
+//! SCALE waiting=… seed_s=… restart_serving_s=… listening_s=… resumed=… rss_mb=… kb_per_waiting_saga=… …
+//! TARGETS finished_restart_serving=met get_p99=met … (each target of issue 5: met or missed)
+//! ```
+//!
 //! A figure the bench cannot know (the CPU of a coordinator it did not start and
 //! whose pid it was not given) is printed `na`.
 
@@ -151,6 +159,190 @@ pub fn summary(server_peak_rss_bytes: Option<u64>, data_dir_bytes: Option<u64>) 
         Na(server_peak_rss_bytes.map(mib)),
         Na(data_dir_bytes.map(mib)),
     )
+}
+
+/// `scale`, finished sagas.
+pub struct ScaleFinishedLine {
+    pub finished: usize,
+    /// `None` when an earlier seed was reused.
+    pub seed: Option<Duration>,
+    pub restart_serving: Duration,
+    pub listening: Duration,
+    /// The start after that one.
+    pub restart_again_serving: Duration,
+    /// Health checks: the floor of a unary call.
+    pub health_p50: Duration,
+    pub health_p99: Duration,
+    pub get_p50: Duration,
+    pub get_p99: Duration,
+    /// The newest page.
+    pub list_p50: Duration,
+    pub list_p99: Duration,
+    /// Pages from random keyset positions.
+    pub list_deep_p50: Duration,
+    pub list_deep_p99: Duration,
+    pub errors: usize,
+    pub rss: u64,
+    pub rss_peak: u64,
+    pub data_dir_bytes: u64,
+}
+
+impl fmt::Display for ScaleFinishedLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SCALE finished={} seed_s={} restart_serving_s={:.3} listening_s={:.3} \
+             restart_again_serving_s={:.3} health_p50_ms={:.3} health_p99_ms={:.3} get_p50_ms={:.3} get_p99_ms={:.3} list100_p50_ms={:.3} list100_p99_ms={:.3} \
+             list100_deep_p50_ms={:.3} list100_deep_p99_ms={:.3} errors={} rss_mb={} \
+             rss_peak_mb={} data_dir_mb={} data_dir_kb_per_saga={:.2}",
+            self.finished,
+            Na(self.seed.map(|s| format!("{:.1}", s.as_secs_f64()))),
+            self.restart_serving.as_secs_f64(),
+            self.listening.as_secs_f64(),
+            self.restart_again_serving.as_secs_f64(),
+            ms(self.health_p50),
+            ms(self.health_p99),
+            ms(self.get_p50),
+            ms(self.get_p99),
+            ms(self.list_p50),
+            ms(self.list_p99),
+            ms(self.list_deep_p50),
+            ms(self.list_deep_p99),
+            self.errors,
+            mib(self.rss),
+            mib(self.rss_peak),
+            mib(self.data_dir_bytes),
+            kib_per(self.data_dir_bytes, self.finished),
+        )
+    }
+}
+
+/// `scale`, sagas waiting in backoff.
+pub struct ScaleWaitingLine {
+    pub waiting: usize,
+    /// `None` when an earlier seed was reused.
+    pub seed: Option<Duration>,
+    pub restart_serving: Duration,
+    pub listening: Duration,
+    /// `sagad_recovery_resumed_sagas` after SERVING.
+    pub resumed: usize,
+    /// `sagad_sagas_active{state="running"}` after SERVING.
+    pub active_running: usize,
+    /// Waiting sagas read back one by one.
+    pub checked: usize,
+    pub errors: usize,
+    pub rss: u64,
+    pub rss_peak: u64,
+    /// Settled RSS of the coordinator on an empty journal.
+    pub baseline_rss: u64,
+    /// From SIGTERM to exit.
+    pub stop: Duration,
+    pub data_dir_bytes: u64,
+}
+
+impl ScaleWaitingLine {
+    /// What each resumed waiting saga costs in RSS, in KiB.
+    pub fn kb_per_waiting_saga(&self) -> f64 {
+        kib_per(self.rss.saturating_sub(self.baseline_rss), self.waiting)
+    }
+}
+
+impl fmt::Display for ScaleWaitingLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SCALE waiting={} seed_s={} restart_serving_s={:.3} listening_s={:.3} resumed={} \
+             active_running={} checked={} errors={} rss_mb={} rss_peak_mb={} baseline_rss_mb={} \
+             kb_per_waiting_saga={:.2} stop_s={:.3} data_dir_mb={} data_dir_kb_per_saga={:.2}",
+            self.waiting,
+            Na(self.seed.map(|s| format!("{:.1}", s.as_secs_f64()))),
+            self.restart_serving.as_secs_f64(),
+            self.listening.as_secs_f64(),
+            self.resumed,
+            self.active_running,
+            self.checked,
+            self.errors,
+            mib(self.rss),
+            mib(self.rss_peak),
+            mib(self.baseline_rss),
+            self.kb_per_waiting_saga(),
+            self.stop.as_secs_f64(),
+            mib(self.data_dir_bytes),
+            kib_per(self.data_dir_bytes, self.waiting),
+        )
+    }
+}
+
+/// The targets of issue 5 ("scale, not just speed").
+pub mod target {
+    use std::time::Duration;
+
+    /// Restart to SERVING over 1,000,000 finished sagas.
+    pub const FINISHED_RESTART: Duration = Duration::from_secs(3);
+    /// GetSaga p99.
+    pub const GET_P99: Duration = Duration::from_millis(1);
+    /// ListSagas page of 100, p99.
+    pub const LIST100_P99: Duration = Duration::from_millis(20);
+    /// Restart to SERVING with 100,000 sagas waiting in backoff.
+    pub const WAITING_RESTART: Duration = Duration::from_secs(10);
+    /// Memory per waiting saga, KiB.
+    pub const KB_PER_WAITING_SAGA: f64 = 4.0;
+}
+
+/// Each target, met or missed, for the scenarios that ran.
+#[derive(Default)]
+pub struct Targets(Vec<(&'static str, bool)>);
+
+impl Targets {
+    pub fn finished(&mut self, line: &ScaleFinishedLine) {
+        self.0.extend([
+            (
+                "finished_restart_serving",
+                line.restart_serving <= target::FINISHED_RESTART,
+            ),
+            ("get_p99", line.get_p99 <= target::GET_P99),
+            (
+                "list100_p99",
+                line.list_p99.max(line.list_deep_p99) <= target::LIST100_P99,
+            ),
+            ("finished_reads_right", line.errors == 0),
+        ]);
+    }
+
+    pub fn waiting(&mut self, line: &ScaleWaitingLine) {
+        self.0.extend([
+            (
+                "waiting_restart_serving",
+                line.restart_serving <= target::WAITING_RESTART,
+            ),
+            (
+                "all_resumed",
+                line.resumed == line.waiting && line.errors == 0,
+            ),
+            (
+                "kb_per_waiting_saga",
+                line.kb_per_waiting_saga() <= target::KB_PER_WAITING_SAGA,
+            ),
+        ]);
+    }
+}
+
+impl fmt::Display for Targets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TARGETS")?;
+        for (name, met) in &self.0 {
+            write!(f, " {name}={}", if *met { "met" } else { "missed" })?;
+        }
+        Ok(())
+    }
+}
+
+/// `bytes / count` in KiB (0 for no count).
+fn kib_per(bytes: u64, count: usize) -> f64 {
+    if count == 0 {
+        return 0.0;
+    }
+    bytes as f64 / 1024.0 / count as f64
 }
 
 fn mib(bytes: u64) -> String {

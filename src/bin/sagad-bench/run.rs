@@ -68,10 +68,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often registration is retried while the coordinator is still recovering.
 const READY_POLL: Duration = Duration::from_millis(50);
 /// The definition the bench writes and starts.
-const DEFINITION: &str = "sagad-bench-order";
+pub(crate) const DEFINITION: &str = "sagad-bench-order";
 /// The saga's steps and their participants (the announced service, and the
 /// registered name, prefixed so a shared coordinator's own participants are kept).
-const STEPS: [(&str, &str); 3] = [
+pub(crate) const STEPS: [(&str, &str); 3] = [
     ("reserve-inventory", "inventory"),
     ("charge-payment", "payments"),
     ("ship-order", "shipping"),
@@ -123,7 +123,7 @@ fn plan(quick: bool) -> Plan {
     }
 }
 
-fn registered_name(service: &str) -> String {
+pub(crate) fn registered_name(service: &str) -> String {
     format!("bench-{service}")
 }
 
@@ -414,7 +414,7 @@ async fn measure_limit(
 }
 
 /// `count` HTTP/2 connections to `url`, Nagle off.
-async fn connect(url: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn connect(url: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("{url} is not a URL"))?
         .tcp_nodelay(true)
@@ -452,7 +452,7 @@ fn parse_announce(line: &str) -> anyhow::Result<HashMap<String, SocketAddr>> {
 }
 
 /// The data directory must be new: the measurements start on an empty journal.
-fn prepare_empty_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn prepare_empty_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!(
             "--data-dir {} is not empty: the benchmark starts on an empty journal",
@@ -468,6 +468,26 @@ fn start_coordinator(
     data_dir: &Path,
     scratch: &Path,
 ) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+    let mut child = spawn_coordinator(me, data_dir, scratch, &scratch.join("sagad.log"), &[])?;
+    let addr = listening_addr(&mut child, STARTUP_TIMEOUT)?;
+    eprintln!(
+        "sagad-bench: coordinator (pid {}) on {addr}, journal in {}",
+        child.pid(),
+        data_dir.display()
+    );
+    Ok((child, addr))
+}
+
+/// Writes the bench definition to `scratch/sagas` and spawns `sagad serve` (next
+/// to this executable) on `data_dir`, listening on any free loopback port, with
+/// `extra` flags; its stderr goes to `log`. Returns as soon as it is spawned.
+pub(crate) fn spawn_coordinator(
+    me: &Path,
+    data_dir: &Path,
+    scratch: &Path,
+    log: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> anyhow::Result<ChildGuard> {
     let sagad = me.with_file_name("sagad");
     if !sagad.is_file() {
         bail!(
@@ -481,7 +501,7 @@ fn start_coordinator(
         sagas_dir.join(format!("{DEFINITION}.toml")),
         definition_toml(),
     )?;
-    let args: Vec<&std::ffi::OsStr> = vec![
+    let mut args: Vec<&std::ffi::OsStr> = vec![
         "serve".as_ref(),
         "--listen".as_ref(),
         "127.0.0.1:0".as_ref(),
@@ -490,23 +510,26 @@ fn start_coordinator(
         "--sagas".as_ref(),
         sagas_dir.as_os_str(),
     ];
-    let mut child = ChildGuard::spawn("coordinator", &sagad, &args, &scratch.join("sagad.log"))?;
+    args.extend_from_slice(extra);
+    ChildGuard::spawn("coordinator", &sagad, &args, log)
+}
+
+/// The address a coordinator announces on stdout once its journal is open and
+/// its listener bound.
+pub(crate) fn listening_addr(
+    child: &mut ChildGuard,
+    timeout: Duration,
+) -> anyhow::Result<SocketAddr> {
     const PREFIX: &str = "sagad listening on ";
-    let line = child.line_starting_with(PREFIX, STARTUP_TIMEOUT)?;
-    let addr = line[PREFIX.len()..]
+    let line = child.line_starting_with(PREFIX, timeout)?;
+    line[PREFIX.len()..]
         .trim()
         .parse()
-        .with_context(|| format!("bad listening line {line:?}"))?;
-    eprintln!(
-        "sagad-bench: coordinator (pid {}) on {addr}, journal in {}",
-        child.pid(),
-        data_dir.display()
-    );
-    Ok((child, addr))
+        .with_context(|| format!("bad listening line {line:?}"))
 }
 
 /// The bench definition, as a user would write it.
-fn definition_toml() -> String {
+pub(crate) fn definition_toml() -> String {
     let mut text = format!(
         "# Written by sagad-bench: the saga of shared/WORKLOAD.md.\n\
          name = \"{DEFINITION}\"\n\
@@ -571,7 +594,7 @@ async fn register_participants(
 }
 
 /// Bytes the files under `dir` occupy on disk (as `du` counts them).
-fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+pub(crate) fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let mut pending: Vec<PathBuf> = vec![dir.to_path_buf()];
