@@ -20,8 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::saga::{
-    Action, Event, EventKind, Failure, FoldError, RetryPolicy, SagaState, SagaStatus, StepStatus,
-    Timestamp,
+    Action, Event, EventKind, Failure, FoldError, RetryPolicy, SagaState, SagaStatus, Timestamp,
 };
 
 /// One archived saga.
@@ -139,12 +138,7 @@ pub struct RecordHead {
     pub finished_at: Option<String>,
 }
 
-/// A timestamp as RFC 3339 UTC with milliseconds.
-pub fn rfc3339(t: Timestamp) -> String {
-    humantime::format_rfc3339_millis(t.to_system_time()).to_string()
-}
-
-/// The timestamp of an RFC 3339 string written by [`rfc3339`].
+/// The timestamp of an RFC 3339 string written by [`Timestamp::to_rfc3339`].
 pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     humantime::parse_rfc3339(text).ok().map(Timestamp::from)
 }
@@ -178,18 +172,6 @@ fn retry(p: &RetryPolicy) -> ArchivedRetry {
     }
 }
 
-fn status_name(s: StepStatus) -> &'static str {
-    match s {
-        StepStatus::Pending => "PENDING",
-        StepStatus::Running => "RUNNING",
-        StepStatus::Succeeded => "SUCCEEDED",
-        StepStatus::Failed => "FAILED",
-        StepStatus::Compensating => "COMPENSATING",
-        StepStatus::Compensated => "COMPENSATED",
-        StepStatus::Skipped => "SKIPPED",
-    }
-}
-
 fn outcome_name(f: Failure) -> &'static str {
     match f {
         Failure::Rejected => "REJECTED",
@@ -214,7 +196,7 @@ impl ArchivedSaga {
             .map(|e| ArchivedEvent {
                 seq: e.seq,
                 offset: e.offset,
-                at: rfc3339(e.at),
+                at: e.at.to_rfc3339(),
                 what: match &e.kind {
                     EventKind::SagaStarted { .. } => ArchivedEventKind::SagaStarted {},
                     EventKind::AttemptStarted {
@@ -254,7 +236,7 @@ impl ArchivedSaga {
                         attempt: *attempt,
                         outcome: outcome_name(*failure).into(),
                         error: error.clone(),
-                        next_attempt_at: retry_at.map(rfc3339),
+                        next_attempt_at: retry_at.map(Timestamp::to_rfc3339),
                     },
                     EventKind::CancelRequested { reason } => ArchivedEventKind::CancelRequested {
                         reason: reason.clone(),
@@ -283,7 +265,7 @@ impl ArchivedSaga {
                 ArchivedStep {
                     name: spec.name.clone(),
                     participant: spec.participant.clone(),
-                    state: status_name(state.step_status(i)).into(),
+                    state: state.step_status(i).as_str().into(),
                     forward_endpoint: spec.forward.url().into(),
                     compensate_endpoint: spec.compensate.url().into(),
                     timeout: duration(spec.timeout),
@@ -293,8 +275,8 @@ impl ArchivedSaga {
                     last_error: p.last_error.clone(),
                     output,
                     output_base64,
-                    started_at: p.started_at.map(rfc3339),
-                    finished_at: p.finished_at.map(rfc3339),
+                    started_at: p.started_at.map(Timestamp::to_rfc3339),
+                    finished_at: p.finished_at.map(Timestamp::to_rfc3339),
                 }
             })
             .collect();
@@ -303,8 +285,8 @@ impl ArchivedSaga {
             id: state.id.to_string(),
             definition: state.definition.clone(),
             state: state.status.as_str().into(),
-            created_at: rfc3339(state.created_at),
-            finished_at: state.finished_at.map(rfc3339),
+            created_at: state.created_at.to_rfc3339(),
+            finished_at: state.finished_at.map(Timestamp::to_rfc3339),
             idempotency_key: state.idempotency_key.clone(),
             payload,
             payload_base64,

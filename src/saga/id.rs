@@ -100,6 +100,11 @@ impl Timestamp {
     pub fn to_system_time(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0)
     }
+
+    /// RFC 3339 in UTC with milliseconds, as archives and notices print it.
+    pub fn to_rfc3339(self) -> String {
+        humantime::format_rfc3339_millis(self.to_system_time()).to_string()
+    }
 }
 
 impl From<SystemTime> for Timestamp {

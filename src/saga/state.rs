@@ -81,6 +81,21 @@ pub enum StepStatus {
     Skipped,
 }
 
+impl StepStatus {
+    /// Upper-case name, as in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "PENDING",
+            StepStatus::Running => "RUNNING",
+            StepStatus::Succeeded => "SUCCEEDED",
+            StepStatus::Failed => "FAILED",
+            StepStatus::Compensating => "COMPENSATING",
+            StepStatus::Compensated => "COMPENSATED",
+            StepStatus::Skipped => "SKIPPED",
+        }
+    }
+}
+
 /// How one attempt ended, or that it has not yet.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttemptResult {

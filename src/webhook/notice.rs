@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::saga::{SagaId, SagaState, SagaStatus, StepStatus, Timestamp};
+use crate::saga::{SagaId, SagaState, SagaStatus};
 
 /// Which failure a notice is about: the saga and the `seq` of its `SagaFailed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,8 +88,8 @@ impl Notice {
             failed_step: failed.map(|i| state.steps[i].name.clone()),
             last_error: failed.and_then(|i| state.progress[i].last_error.clone()),
             reason: state.error.clone(),
-            failed_at: rfc3339(state.finished_at.unwrap_or(state.updated_at)),
-            created_at: rfc3339(state.created_at),
+            failed_at: state.finished_at.unwrap_or(state.updated_at).to_rfc3339(),
+            created_at: state.created_at.to_rfc3339(),
             steps: state
                 .steps
                 .iter()
@@ -98,7 +98,7 @@ impl Notice {
                 .map(|(i, (spec, progress))| StepSummary {
                     name: spec.name.clone(),
                     participant: spec.participant.clone(),
-                    state: step_state(state.step_status(i)),
+                    state: state.step_status(i).as_str(),
                     forward_attempts: progress.forward.attempts,
                     compensate_attempts: progress.compensate.attempts,
                     last_error: progress.last_error.clone(),
@@ -107,22 +107,5 @@ impl Notice {
             delivery_attempt: 1,
             key,
         })
-    }
-}
-
-fn rfc3339(t: Timestamp) -> String {
-    humantime::format_rfc3339_millis(t.to_system_time()).to_string()
-}
-
-/// A step state's API name.
-fn step_state(status: StepStatus) -> &'static str {
-    match status {
-        StepStatus::Pending => "PENDING",
-        StepStatus::Running => "RUNNING",
-        StepStatus::Succeeded => "SUCCEEDED",
-        StepStatus::Failed => "FAILED",
-        StepStatus::Compensating => "COMPENSATING",
-        StepStatus::Compensated => "COMPENSATED",
-        StepStatus::Skipped => "SKIPPED",
     }
 }
