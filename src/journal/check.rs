@@ -379,19 +379,8 @@ mod tests {
     #[tokio::test]
     async fn removed_sagas_check_clean_and_holes_above_the_horizon_are_named() {
         let journal = MemoryJournal::in_memory();
-        let first = conformance::started("shop", Some("k"));
-        let id = first.saga;
-        let mut history = vec![first];
-        for (seq, kind) in [
-            EventKind::CancelRequested { reason: "r".into() },
-            EventKind::CompensationStarted { reason: "r".into() },
-            EventKind::SagaCompensated,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            history.push(conformance::next(id, seq as u64 + 2, kind));
-        }
+        let history = conformance::cancelled("shop", Some("k"), EventKind::SagaCompensated);
+        let id = history[0].saga;
         journal.append(history).await.unwrap();
         let other = journal
             .append(vec![conformance::started("shop", None)])

@@ -543,16 +543,22 @@ pub fn completing(key: Option<&str>, at: u64) -> Vec<Event> {
     events
 }
 
-/// The events of a saga that ends with `last` after compensating, timed from `at`.
-pub fn turning_back(last: EventKind, at: u64) -> Vec<Event> {
-    let first = started("shop", None);
+/// The events of a saga of `definition` that is cancelled, compensates and
+/// ends with `last`.
+pub fn cancelled(definition: &str, key: Option<&str>, last: EventKind) -> Vec<Event> {
+    let first = started(definition, key);
     let id = first.saga;
-    let mut events = vec![
+    vec![
         first,
         next(id, 2, EventKind::CancelRequested { reason: "r".into() }),
         next(id, 3, EventKind::CompensationStarted { reason: "r".into() }),
         next(id, 4, last),
-    ];
+    ]
+}
+
+/// The events of a saga that ends with `last` after compensating, timed from `at`.
+pub fn turning_back(last: EventKind, at: u64) -> Vec<Event> {
+    let mut events = cancelled("shop", None, last);
     for (i, e) in events.iter_mut().enumerate() {
         e.at = Timestamp(at + i as u64);
     }
