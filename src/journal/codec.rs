@@ -28,13 +28,21 @@
 //! - 3: runs (below): `e` records hold runs and `o` entries point at runs. An
 //!   `e` record of version 1 or 2 (one event) still reads, as a run of one; an
 //!   offset index of an earlier version is rebuilt at open (`offsets.rs`).
-//!   Other records are unchanged since version 2. This build writes 3.
+//!   Other records are unchanged since version 2.
+//! - 4: bundles (below), for `e` records only. Every other record, and every
+//!   `e` record the journal's writer makes, is still written as version 3.
 //!
 //! **Runs.** The events one append writes for one saga (a step's result and the
 //! next step's start, say) share one record, a [`Run`]: one key, one checksum,
 //! the saga id and the first seq and offset once, then each event's time and
 //! kind. A W1 saga is 4 records instead of 8, and its offset index 4 entries
 //! instead of 8: half the store writes on the journal's hot path.
+//!
+//! **Bundles.** A checkpoint (`compaction.rs`) stores the runs a saga appended
+//! since the last one as one `e` record, keyed by the first run's key: the
+//! runs' records as they were appended, each with its own checksum, inside one
+//! more. Reading the record gives every event of every run, in seq order. A W1
+//! saga that ends within a checkpoint interval is one store write instead of 4.
 //!
 //! **Step snapshots.** A `SagaStarted` holds the saga's steps as resolved at
 //! start (names, endpoints, retry policies, timeouts): the same for every saga
@@ -53,8 +61,10 @@ use crate::{
 
 mod v1;
 
-/// The format version written by this build.
-pub const FORMAT_VERSION: u8 = 3;
+/// The newest format version this build reads, and writes for bundles.
+pub const FORMAT_VERSION: u8 = 4;
+/// The version this build writes for every record but bundles.
+pub const RECORD_VERSION: u8 = 3;
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 /// The first version with runs of events and run pointers in the offset index.
@@ -199,7 +209,7 @@ fn corrupt(key: &[u8], why: impl Into<String>) -> JournalError {
 /// Encodes a value with version and checksum.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing our own plain data types into a Vec cannot fail.
-    let mut out = postcard::to_extend(value, vec![FORMAT_VERSION, 0, 0, 0, 0])
+    let mut out = postcard::to_extend(value, vec![RECORD_VERSION, 0, 0, 0, 0])
         .expect("postcard encoding of a journal record");
     let crc = crc32fast::hash(&out[5..]);
     out[1..5].copy_from_slice(&crc.to_le_bytes());
@@ -352,7 +362,62 @@ pub fn decode_run(
     bytes: &[u8],
     steps_of: &StepsOf<'_>,
 ) -> Result<Vec<Event>, JournalError> {
+    Ok(decode_runs(key, bytes, steps_of)?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// The runs of an `e` record (one, or a bundle's), each as appended.
+pub fn decode_runs(
+    key: &[u8],
+    bytes: &[u8],
+    steps_of: &StepsOf<'_>,
+) -> Result<Vec<Vec<Event>>, JournalError> {
+    let (version, body) = open(key, bytes)?;
+    if version < BUNDLE_VERSION {
+        return Ok(vec![decode_one_run(key, bytes, steps_of)?]);
+    }
+    let records: Vec<&[u8]> =
+        postcard::from_bytes(body).map_err(|e| corrupt(key, format!("undecodable bundle: {e}")))?;
+    let mut runs = Vec::with_capacity(records.len());
+    let mut next_key = key.to_vec();
+    for record in records {
+        // Each run must start where the one before it ended.
+        let run = decode_one_run(&next_key, record, steps_of)?;
+        let last = run.last().expect("decode_one_run returns events");
+        next_key = event_key(last.saga, last.seq + 1);
+        runs.push(run);
+    }
+    if runs.is_empty() {
+        return Err(corrupt(key, "a bundle without runs"));
+    }
+    Ok(runs)
+}
+
+/// The version of bundles of runs.
+const BUNDLE_VERSION: u8 = 4;
+
+/// One `e` record holding `records` (runs as the writer encoded them, of one
+/// saga, in seq order), stored under the first one's key.
+pub fn encode_bundle(records: &[&[u8]]) -> Vec<u8> {
+    let mut out = postcard::to_extend(records, vec![BUNDLE_VERSION, 0, 0, 0, 0])
+        .expect("postcard encoding of a bundle");
+    let crc = crc32fast::hash(&out[5..]);
+    out[1..5].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes one run (or a single event of a version before runs) at `key`.
+fn decode_one_run(
+    key: &[u8],
+    bytes: &[u8],
+    steps_of: &StepsOf<'_>,
+) -> Result<Vec<Event>, JournalError> {
     let events = match open(key, bytes)? {
+        (version, _) if version >= BUNDLE_VERSION => {
+            return Err(corrupt(key, "a bundle inside a bundle"));
+        }
         (version, body) if version < RUNS_SINCE_VERSION => {
             vec![body_as::<Event>(key, version, body)?]
         }

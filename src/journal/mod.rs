@@ -44,11 +44,13 @@ use crate::saga::{Event, Participant, SagaId, SagaStatus, Timestamp};
 
 pub mod check;
 mod codec;
+mod compaction;
 #[cfg(test)]
 pub mod conformance;
 pub mod kv;
 pub mod memory;
 mod offsets;
+mod overlay;
 mod retention;
 pub mod sled;
 mod snapshots;

@@ -118,8 +118,7 @@ pub fn read_after<S: KvStore + ?Sized>(
                     ),
                 });
             }
-            let key = codec::event_key(pointer.saga, pointer.first_seq);
-            let Some(value) = store.get(&key)? else {
+            let Some((key, run)) = run_at(store, snapshots, &pointer)? else {
                 if archived_covers(end - 1)? {
                     next = next.max(end);
                     continue; // removed by retention after the scan saw its entry
@@ -132,7 +131,6 @@ pub fn read_after<S: KvStore + ?Sized>(
                     ),
                 });
             };
-            let run = codec::decode_run(&key, &value, &|id| snapshots.get(store, id))?;
             if run[0].offset != first || run.len() as u64 != pointer.count {
                 return Err(JournalError::Corrupt {
                     key: codec::describe_key(&key),
@@ -167,6 +165,37 @@ pub fn read_after<S: KvStore + ?Sized>(
         });
     }
     Ok(found)
+}
+
+/// A run of events and the key of the record holding it.
+type KeyedRun = (Vec<u8>, Vec<Event>);
+
+/// The run `pointer` points at, with the key of the record holding it: its
+/// own record, or a bundle at or before its key (`compaction.rs`).
+fn run_at<S: KvStore + ?Sized>(
+    store: &S,
+    snapshots: &SnapshotCache,
+    pointer: &RunPointer,
+) -> Result<Option<KeyedRun>, JournalError> {
+    let mut record = None;
+    // Decoded after the scan: a store may hold a lock while it visits, and
+    // decoding may read a step snapshot.
+    store.scan_rev(
+        &codec::saga_key(EVENT, pointer.saga),
+        Some(&codec::event_key(pointer.saga, pointer.first_seq + 1)),
+        &mut |k, v| {
+            record = Some((k.to_vec(), v.to_vec()));
+            Ok(false)
+        },
+    )?;
+    let Some((key, value)) = record else {
+        return Ok(None);
+    };
+    let runs = codec::decode_runs(&key, &value, &|id| snapshots.get(store, id))?;
+    Ok(runs
+        .into_iter()
+        .find(|run| run[0].seq == pointer.first_seq)
+        .map(|run| (key, run)))
 }
 
 /// The index entries `read_after` collects: the runs with events after `after`,
@@ -234,9 +263,10 @@ pub fn ensure_index<S: KvStore + ?Sized>(store: &S, next_offset: u64) -> Result<
         .collect();
     let mut events = 0;
     for (key, value) in store.scan(&[EVENT])? {
-        let run = snapshots::decode_run(store, &key, &value)?;
-        events += run.len();
-        writes.push(index_entry(&run));
+        for run in snapshots::decode_runs(store, &key, &value)? {
+            events += run.len();
+            writes.push(index_entry(&run));
+        }
     }
     if events == 0 {
         return Ok(());

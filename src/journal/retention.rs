@@ -127,7 +127,12 @@ pub fn removal_writes<S: KvStore + ?Sized>(
         writes.push((summary_key, None));
         writes.push((codec::saga_key(UNFINISHED, id), None));
         for (key, value) in events {
-            let run = snapshots::decode_run(store, &key, &value)?;
+            let runs = snapshots::decode_runs(store, &key, &value)?;
+            // Each run has its index entry, also inside a bundle.
+            for run in &runs {
+                writes.push((codec::offset_key(run[0].offset), None));
+            }
+            let run: Vec<Event> = runs.into_iter().flatten().collect();
             if let EventKind::SagaStarted {
                 idempotency_key: Some(k),
                 ..
@@ -145,7 +150,6 @@ pub fn removal_writes<S: KvStore + ?Sized>(
             let last = run.last().map_or(run[0].offset, |e| e.offset);
             highest = highest.max(last);
             writes.push((key, None));
-            writes.push((codec::offset_key(run[0].offset), None));
         }
         removed.push(id);
     }

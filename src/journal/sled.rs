@@ -27,9 +27,9 @@ use std::{
 };
 
 use super::{
-    JournalError, codec,
+    JournalError, codec, compaction,
     kv::{Entry, KeyWrite, KvJournal, KvStore, Visit},
-    wal::WalStore,
+    wal::{WalOptions, WalStore},
 };
 
 /// The sled-backed journal: a write-ahead log in front of sled.
@@ -44,8 +44,18 @@ const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 impl SledJournal {
     /// Opens (or creates) the journal in `dir`, taking ownership of the directory.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        Self::open_with(dir, WalOptions::default())
+    }
+
+    /// `open` with other checkpoint options (`checkpoint_interval`); a
+    /// checkpoint always bundles runs (`compaction.rs`).
+    pub fn open_with(dir: &Path, options: WalOptions) -> Result<Self, JournalError> {
         let store = SledStore::open(dir)?;
-        KvJournal::new(WalStore::open(&dir.join("wal"), store)?)
+        let options = WalOptions {
+            compact: compaction::bundle_runs,
+            ..options
+        };
+        KvJournal::new(WalStore::open_with(&dir.join("wal"), store, options)?)
     }
 }
 
@@ -295,6 +305,26 @@ mod tests {
 
     crate::journal_conformance!(temp_journal());
 
+    /// The same contract with checkpoints running all the time: reads merge the
+    /// log's in-memory layer with sled while batches move from one to the other.
+    mod checkpointing {
+        use std::{sync::Arc, time::Duration};
+
+        use crate::journal::{Journal, SledJournal, wal::WalOptions};
+
+        fn temp_journal() -> (Arc<dyn Journal>, tempfile::TempDir) {
+            let dir = tempfile::tempdir().unwrap();
+            let options = WalOptions {
+                checkpoint_interval: Duration::from_millis(1),
+                ..WalOptions::default()
+            };
+            let journal = SledJournal::open_with(dir.path(), options).unwrap();
+            (Arc::new(journal), dir)
+        }
+
+        crate::journal_conformance!(temp_journal());
+    }
+
     #[tokio::test]
     async fn acknowledged_appends_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -317,6 +347,59 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(more[0].offset, events[0].offset + 1);
+    }
+
+    /// Sagas appended a run at a time, interleaved, all within one checkpoint:
+    /// the checkpoint bundles each saga's runs, and every read finds them.
+    #[tokio::test]
+    async fn bundled_runs_read_back_by_saga_by_offset_and_after_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let sagas: Vec<Vec<crate::saga::Event>> = (0..5)
+            .map(|i| conformance::completing(None, i * 100))
+            .collect();
+        let mut appended = Vec::new();
+        {
+            let journal = SledJournal::open(dir.path()).unwrap();
+            // One event per append, sagas interleaved: 4 runs per saga.
+            for seq in 0..4 {
+                for saga in &sagas {
+                    appended.extend(journal.append(vec![saga[seq].clone()]).await.unwrap());
+                }
+            }
+            journal.close().await.unwrap();
+        } // dropped: the last checkpoint bundles
+        let journal = SledJournal::open(dir.path()).unwrap();
+        let records = journal.store().inner().scan(&[codec::EVENT]).unwrap();
+        assert_eq!(records.len(), 5, "one record per saga in sled");
+
+        for saga in &sagas {
+            let read = journal.read_saga(saga[0].saga).await.unwrap();
+            let kinds: Vec<_> = read.iter().map(|e| &e.kind).collect();
+            assert_eq!(kinds, saga.iter().map(|e| &e.kind).collect::<Vec<_>>());
+        }
+        for after in [0, 1, 7, 19] {
+            let read = journal.read_after(after, 100).await.unwrap();
+            let offsets: Vec<u64> = read.iter().map(|e| e.offset).collect();
+            assert_eq!(
+                offsets,
+                ((after + 1)..=20).collect::<Vec<_>>(),
+                "after {after}"
+            );
+            assert_eq!(read[0], appended[after as usize]);
+        }
+        let report = crate::journal::check::check(journal.store()).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!((report.sagas, report.events), (5, 20));
+
+        // Retention removes a bundled saga whole, index entries included.
+        let gone = sagas[1][0].saga;
+        assert_eq!(journal.remove_sagas(vec![gone]).await.unwrap(), vec![gone]);
+        assert!(journal.read_saga(gone).await.unwrap().is_empty());
+        let read = journal.read_after(0, 100).await.unwrap();
+        assert_eq!(read.len(), 16);
+        assert!(read.iter().all(|e| e.saga != gone));
+        let report = crate::journal::check::check(journal.store()).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 
     #[tokio::test]

@@ -152,6 +152,16 @@ pub fn decode_run<S: KvStore + ?Sized>(
     codec::decode_run(key, bytes, &|id| read(store, id))
 }
 
+/// The runs of the `e` record at `key` (one, or a bundle's), reading
+/// snapshots straight from `store`.
+pub fn decode_runs<S: KvStore + ?Sized>(
+    store: &S,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<Vec<Vec<Event>>, JournalError> {
+    codec::decode_runs(key, bytes, &|id| read(store, id))
+}
+
 /// Every snapshot in `store`, for `journal check`.
 pub fn all<S: KvStore + ?Sized>(store: &S) -> Result<Vec<(u64, Vec<StepSpec>)>, JournalError> {
     store

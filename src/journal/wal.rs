@@ -2,10 +2,12 @@
 //! key-value store that serves reads.
 //!
 //! Every batch of key writes is appended to the log as one checksummed record and
-//! made durable with one `fdatasync` of the log file; only then is it applied to
-//! the store (in memory) and acknowledged. The store is made durable lazily, at
-//! checkpoints, after which the log segments it covers are deleted. On open, the
-//! log is verified and every batch the store does not hold yet is replayed.
+//! made durable with one `fdatasync` of the log file, then acknowledged. The
+//! batch goes to an in-memory layer over the store (`overlay.rs`), which serves
+//! reads; the store gets everything gathered there at the next checkpoint, in
+//! one pass, and is made durable, after which the log segments it covers are
+//! deleted. On open, the log is verified and every batch the store does not hold
+//! yet is replayed.
 //!
 //! Why not trust sled's own log: sled 0.34 recovers silently to the last good
 //! message when its file is truncated or a byte is flipped, which would drop
@@ -21,9 +23,12 @@
 //! record: len u32 · crc32 u32 (of the rest) · batch u64 · postcard(key writes)
 //! ```
 //!
-//! The store is written with `write_ordered` (in order, not atomically): each
-//! batch ends with its `m/wal_batch` marker, so a store that kept a batch's marker
-//! kept the whole batch, and one that lost part of it gets it back by replay.
+//! The store is written with `write_ordered` (in order, not atomically). Every
+//! batch holds the `m/wal_batch` marker, and a checkpoint writes it last, after
+//! the rest of what it applies: a store that kept the marker kept everything up
+//! to that batch, and one that lost part of a checkpoint still has the older
+//! marker, so replay writes every batch after it again, in order, and each key
+//! ends with its newest value.
 //!
 //! Invariants and what is detected:
 //! - Batches are numbered 1, 2, 3… without gaps across segments; the store keeps
@@ -44,7 +49,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     thread,
     time::Duration,
@@ -53,12 +58,23 @@ use std::{
 use super::{
     JournalError,
     kv::{Entry, KeyWrite, KvStore, Visit},
+    overlay::Overlay,
 };
 
 /// Size of a new segment. Preallocated, so appends never grow the file.
 pub const WAL_SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
-/// How often the store is made durable and covered segments deleted.
+/// How often the store gets the batches gathered in memory, is made durable,
+/// and covered segments are deleted.
 pub const WAL_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+/// Keys waiting in memory for a checkpoint beyond which one starts early
+/// (about 10,000 W1 sagas' worth, ~25 MB).
+const OVERLAY_KEYS_MAX: usize = 100_000;
+/// Keys written since the last checkpoint beyond which the writer waits for
+/// the checkpoint in progress: the store cannot keep up, and memory must not
+/// grow without bound (both layers together stay under ~150 MB).
+const OVERLAY_KEYS_HARD_MAX: usize = 250_000;
+/// How long a writer waits for room before it reports the store as stuck.
+const STORE_PATIENCE: Duration = Duration::from_secs(10);
 /// The store key holding the number of the last batch applied to it.
 pub const APPLIED_BATCH_KEY: &[u8] = b"mwal_batch";
 
@@ -68,14 +84,36 @@ const HEADER_BYTES: u64 = 48;
 /// len + crc + batch.
 const RECORD_HEADER_BYTES: u64 = 16;
 
+/// How a [`WalStore`] checkpoints.
+#[derive(Clone, Copy)]
+pub struct WalOptions {
+    /// How often the store gets what the log gathered.
+    pub checkpoint_interval: Duration,
+    /// What a checkpoint writes in place of the gathered writes (given in key
+    /// order, each key once, without the batch marker): the same keys' final
+    /// values, or fewer keys that read back the same (`compaction.rs`).
+    pub compact: fn(Vec<KeyWrite>) -> Vec<KeyWrite>,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: WAL_CHECKPOINT_INTERVAL,
+            compact: |writes| writes,
+        }
+    }
+}
+
 /// A store behind a write-ahead log; see the module docs.
 ///
-/// Checkpoints run on a thread of their own: a sled flush can take tens of
-/// milliseconds, and on the journal's writer thread it would stall every append
-/// queued behind it.
+/// Checkpoints run on a thread of their own: applying a few seconds of batches
+/// and a sled flush take tens of milliseconds, and on the journal's writer
+/// thread they would stall every append queued behind it.
 pub struct WalStore<S: KvStore> {
     shared: Arc<Shared<S>>,
     checkpointer: Option<thread::JoinHandle<()>>,
+    /// Whether dropping the store checkpoints (not for a simulated crash).
+    checkpoint_on_drop: bool,
 }
 
 /// What the writer thread and the checkpoint thread share.
@@ -84,8 +122,9 @@ struct Shared<S: KvStore> {
     dir: PathBuf,
     /// The log's write side. A std mutex: never held across a sled flush.
     log: Mutex<Log>,
-    /// The last batch applied to the store (its writes have returned).
-    applied: AtomicU64,
+    /// Batches durable in the log and not yet in the durable store.
+    overlay: Overlay,
+    options: WalOptions,
     /// The checkpoint thread, to wake it early when segments pile up.
     checkpointer: OnceLock<thread::Thread>,
     stop: AtomicBool,
@@ -357,6 +396,11 @@ impl<S: KvStore> WalStore<S> {
     /// Opens the log in `dir` in front of `inner`: verifies it, replays what
     /// `inner` lacks, checkpoints, and readies the tail for appends.
     pub fn open(dir: &Path, inner: S) -> Result<Self, JournalError> {
+        Self::open_with(dir, inner, WalOptions::default())
+    }
+
+    /// `open`, with other [`WalOptions`].
+    pub fn open_with(dir: &Path, inner: S, options: WalOptions) -> Result<Self, JournalError> {
         fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
         let found = scan(dir)?;
         let applied = applied_batch(&inner)?;
@@ -405,7 +449,8 @@ impl<S: KvStore> WalStore<S> {
                 next_batch: last_batch + 1,
                 checkpointed: last_batch,
             }),
-            applied: AtomicU64::new(last_batch),
+            overlay: Overlay::default(),
+            options,
             checkpointer: OnceLock::new(),
             stop: AtomicBool::new(false),
         });
@@ -420,7 +465,15 @@ impl<S: KvStore> WalStore<S> {
         Ok(Self {
             shared,
             checkpointer: Some(checkpointer),
+            checkpoint_on_drop: true,
         })
+    }
+
+    /// Stops like a killed process would: no last checkpoint, so the store
+    /// keeps only what earlier checkpoints gave it.
+    #[cfg(test)]
+    fn crash(mut self) {
+        self.checkpoint_on_drop = false;
     }
 
     /// The store behind the log.
@@ -441,7 +494,7 @@ impl<S: KvStore> Shared<S> {
     /// Checkpoints every interval (or when woken) until stopped.
     fn run_checkpoints(&self) {
         while !self.stop.load(Ordering::Acquire) {
-            thread::park_timeout(WAL_CHECKPOINT_INTERVAL);
+            thread::park_timeout(self.options.checkpoint_interval);
             if let Err(e) = self.checkpoint() {
                 // The log still holds everything: nothing is lost, the segments
                 // just stay until a checkpoint works.
@@ -450,15 +503,42 @@ impl<S: KvStore> Shared<S> {
         }
     }
 
-    /// Makes the store durable up to the last applied batch, then deletes the
-    /// segments that only hold batches up to there.
+    /// Applies what the overlay gathered to the store and makes it durable,
+    /// then deletes the segments that only hold batches up to there.
     fn checkpoint(&self) -> Result<(), JournalError> {
-        let upto = self.applied.load(Ordering::Acquire);
-        if upto <= self.lock().checkpointed {
+        let Some(frozen) = self.overlay.freeze() else {
             return Ok(());
+        };
+        // Not under the log lock: appends go on while the store is written.
+        let mut marker = None;
+        let mut writes = Vec::with_capacity(frozen.len());
+        for (key, value) in frozen.iter() {
+            if key.as_slice() == APPLIED_BATCH_KEY {
+                marker = Some((key.clone(), value.clone()));
+            } else {
+                writes.push((key.clone(), value.clone()));
+            }
         }
-        // Not under the log lock: appends go on while the store flushes.
+        // Every batch carries the marker, so a frozen layer always holds one.
+        let Some(marker) = marker else {
+            return Err(JournalError::Corrupt {
+                key: "wal_batch".into(),
+                why: "a checkpoint found batches without their marker".into(),
+            });
+        };
+        let upto = marker
+            .1
+            .as_deref()
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or_default();
+        let mut writes = (self.options.compact)(writes);
+        // The marker last: a store that kept it kept the rest.
+        writes.push(marker);
+        drop(frozen);
+        self.inner.write_ordered(writes)?;
         self.inner.sync()?;
+        self.overlay.release_frozen();
         let mut log = self.lock();
         log.checkpointed = upto;
         let current = log.segment.index;
@@ -483,16 +563,28 @@ impl<S: KvStore> Drop for WalStore<S> {
             checkpointer.thread().unpark();
             let _ = checkpointer.join();
         }
+        // A last checkpoint, so the next open has nothing to replay. If it
+        // fails, the log still holds everything.
+        if self.checkpoint_on_drop
+            && let Err(e) = self.shared.checkpoint()
+        {
+            tracing::warn!(error = %e, "final store checkpoint failed; the next start replays the log");
+        }
     }
 }
 
 impl<S: KvStore> KvStore for WalStore<S> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, JournalError> {
-        self.shared.inner.get(key)
+        self.shared.overlay.get(&self.shared.inner, key)
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, JournalError> {
-        self.shared.inner.scan(prefix)
+        let mut entries = Vec::new();
+        self.scan_from(prefix, prefix, &mut |k, v| {
+            entries.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })?;
+        Ok(entries)
     }
 
     fn scan_rev(
@@ -501,7 +593,9 @@ impl<S: KvStore> KvStore for WalStore<S> {
         before: Option<&[u8]>,
         visit: &mut Visit<'_>,
     ) -> Result<(), JournalError> {
-        self.shared.inner.scan_rev(prefix, before, visit)
+        self.shared
+            .overlay
+            .scan_rev(&self.shared.inner, prefix, before, visit)
     }
 
     fn scan_from(
@@ -510,10 +604,12 @@ impl<S: KvStore> KvStore for WalStore<S> {
         from: &[u8],
         visit: &mut Visit<'_>,
     ) -> Result<(), JournalError> {
-        self.shared.inner.scan_from(prefix, from, visit)
+        self.shared
+            .overlay
+            .scan_from(&self.shared.inner, prefix, from, visit)
     }
 
-    /// Appends the batch to the log (not yet synced), then applies it to the store.
+    /// Appends the batch to the log (not yet synced) and puts it in the overlay.
     fn write(&self, mut batch: Vec<KeyWrite>) -> Result<(), JournalError> {
         let mut log = self.lock();
         let number = log.next_batch;
@@ -553,11 +649,22 @@ impl<S: KvStore> KvStore for WalStore<S> {
         if let Some(last) = log.segments.last_mut() {
             last.2 = number;
         }
+        // Into the overlay under the log lock: the overlay then holds batches in
+        // the log's order, whoever writes.
+        self.shared.overlay.put(batch);
         drop(log);
-        // The log holds the batch whole; the store needs only the order, with
-        // the applied-batch marker last (so a store that kept it kept the rest).
-        self.shared.inner.write_ordered(batch)?;
-        self.shared.applied.store(number, Ordering::Release);
+        if !self
+            .shared
+            .overlay
+            .wait_for_room(OVERLAY_KEYS_HARD_MAX, STORE_PATIENCE)
+        {
+            // The batch is in the log and may become durable; the journal
+            // refuses writes until a sync works, like after any failed write.
+            return Err(JournalError::Io(format!(
+                "the store behind the log took no checkpoint for {} s while writes piled up",
+                STORE_PATIENCE.as_secs()
+            )));
+        }
         Ok(())
     }
 
@@ -568,10 +675,10 @@ impl<S: KvStore> KvStore for WalStore<S> {
             .file
             .sync_data()
             .map_err(|e| io("fdatasync of the log", e))?;
-        if log.segments.len() > 2
-            && let Some(checkpointer) = self.shared.checkpointer.get()
-        {
-            // Segments pile up faster than the interval clears them.
+        let piling_up = log.segments.len() > 2 || self.shared.overlay.len() > OVERLAY_KEYS_MAX;
+        if piling_up && let Some(checkpointer) = self.shared.checkpointer.get() {
+            // Writes come faster than the interval clears them: the log's
+            // segments and the overlay's memory would grow.
             checkpointer.unpark();
         }
         Ok(())
@@ -612,6 +719,40 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("batches 1..=5 are lost"), "{err}");
+    }
+
+    #[test]
+    fn a_checkpoint_cut_short_is_completed_by_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = WalStore::open(dir.path(), MemoryStore::default()).unwrap();
+        wal.write(vec![put("k1", "a"), put("u1", "")]).unwrap();
+        wal.write(vec![put("k1", "b"), put("k2", "x")]).unwrap();
+        wal.write(vec![(b"u1".to_vec(), None), put("k3", "y")])
+            .unwrap();
+        wal.sync().unwrap();
+        // Before any checkpoint the store has nothing; reads come from memory.
+        assert_eq!(wal.inner().get(b"k1").unwrap(), None);
+        assert_eq!(wal.get(b"k1").unwrap(), Some(b"b".to_vec()));
+        assert_eq!(wal.get(b"u1").unwrap(), None);
+        wal.crash();
+        // A store that a checkpoint had started to write (keys in order, the
+        // batch marker last) when the process died: its first key, no marker.
+        let store = MemoryStore::default();
+        store.write(vec![put("k1", "b")]).unwrap();
+        let wal = WalStore::open(dir.path(), store).unwrap();
+        for (key, value) in [
+            ("k1", Some("b")),
+            ("k2", Some("x")),
+            ("k3", Some("y")),
+            ("u1", None),
+        ] {
+            assert_eq!(
+                wal.inner().get(key.as_bytes()).unwrap(),
+                value.map(|v| v.as_bytes().to_vec()),
+                "{key}"
+            );
+        }
+        assert_eq!(applied_batch(wal.inner()).unwrap(), 3);
     }
 
     #[test]

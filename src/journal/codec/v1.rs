@@ -146,7 +146,7 @@ mod tests {
 
     use serde::Serialize;
 
-    use super::super::{FORMAT_VERSION, Record, decode, encode, event_key};
+    use super::super::{RECORD_VERSION, Record, decode, encode, event_key};
     use crate::saga::{
         Action, Endpoint, Event, EventKind, Failure, SagaId, StepDef, StepDefaults, StepSpec,
         Timestamp, event::Event as CurrentEvent,
@@ -155,7 +155,7 @@ mod tests {
     /// Writes what a version-1 build wrote: the old shape, version byte 1.
     fn encode_v1<T: Serialize>(value: &T) -> Vec<u8> {
         let mut bytes = encode(value);
-        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(bytes[0], RECORD_VERSION);
         bytes[0] = 1;
         bytes
     }
@@ -250,7 +250,7 @@ mod tests {
         );
         // The same bytes read as version 2 are not mistaken for a valid record.
         let mut as_v2 = bytes.clone();
-        as_v2[0] = FORMAT_VERSION;
+        as_v2[0] = RECORD_VERSION;
         assert!(decode::<Event>(&event_key(saga, 1), &as_v2).is_err());
     }
 

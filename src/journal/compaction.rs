@@ -1,0 +1,178 @@
+//! What a checkpoint writes to the store in place of the writes it gathered.
+//!
+//! The write-ahead log keeps every batch as appended; the store behind it only
+//! needs the result. A saga appends a run of events per transition that must
+//! be durable before it acts (a W1 saga: 4), and the store pays per key
+//! written, not per byte (sled copies a node and logs an update for each). So a
+//! checkpoint bundles the runs one saga appended since the last checkpoint
+//! into one `e` record under the first run's key (`codec::encode_bundle`).
+//!
+//! Guarantees:
+//! - Only keys the gathered writes put are touched: a bundle holds runs that
+//!   were all written since the last checkpoint, keyed by the first of them, and
+//!   every other run key of the group is left out (it was never in the store).
+//! - Readers find every event where they looked before: a saga's history is
+//!   still its `e` records in key order, and an offset index entry's run is
+//!   inside the record at or before its key (`offsets.rs`).
+//! - Removals pass through untouched and in place: a removed run key between
+//!   two put ones ends a group.
+
+use super::{
+    codec::{self, EVENT},
+    kv::KeyWrite,
+};
+
+/// `writes` (in key order, each key once) with each saga's consecutive run
+/// records bundled into one.
+pub fn bundle_runs(writes: Vec<KeyWrite>) -> Vec<KeyWrite> {
+    let mut out = Vec::with_capacity(writes.len());
+    // The group being gathered: consecutive puts of run records of one saga.
+    let mut group: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (key, value) in writes {
+        match value {
+            Some(value) if is_run_key(&key) => {
+                if group
+                    .first()
+                    .is_some_and(|(first, _)| !same_saga(first, &key))
+                {
+                    flush(&mut group, &mut out);
+                }
+                group.push((key, value));
+            }
+            value => {
+                flush(&mut group, &mut out);
+                out.push((key, value));
+            }
+        }
+    }
+    flush(&mut group, &mut out);
+    out
+}
+
+fn is_run_key(key: &[u8]) -> bool {
+    key.first() == Some(&EVENT) && key.len() == 25
+}
+
+fn same_saga(a: &[u8], b: &[u8]) -> bool {
+    a[..17] == b[..17]
+}
+
+/// Writes the group out: one record as it is, several as a bundle.
+fn flush(group: &mut Vec<(Vec<u8>, Vec<u8>)>, out: &mut Vec<KeyWrite>) {
+    match group.len() {
+        0 => {}
+        1 => {
+            let (key, value) = group.pop().expect("one entry");
+            out.push((key, Some(value)));
+        }
+        _ => {
+            let records: Vec<&[u8]> = group.iter().map(|(_, v)| v.as_slice()).collect();
+            let bundle = codec::encode_bundle(&records);
+            let key = std::mem::take(&mut group[0].0);
+            out.push((key, Some(bundle)));
+            group.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        journal::{codec::encode_run, conformance},
+        saga::{Event, EventKind},
+    };
+
+    /// Runs of `saga`: events `seqs` grouped as given, with offsets from `offset`.
+    fn runs(first: &Event, groups: &[&[u64]], offset: &mut u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        groups
+            .iter()
+            .map(|seqs| {
+                let events: Vec<Event> = seqs
+                    .iter()
+                    .map(|&seq| {
+                        *offset += 1;
+                        Event {
+                            seq,
+                            offset: *offset,
+                            kind: if seq == 1 {
+                                first.kind.clone()
+                            } else {
+                                EventKind::CancelRequested {
+                                    reason: format!("event {seq}"),
+                                }
+                            },
+                            ..first.clone()
+                        }
+                    })
+                    .collect();
+                (
+                    codec::event_key(first.saga, seqs[0]),
+                    encode_run(&events, None),
+                )
+            })
+            .collect()
+    }
+
+    fn no_snapshots(_: u64) -> Result<Vec<crate::saga::StepSpec>, crate::journal::JournalError> {
+        unreachable!("these runs keep their steps inline")
+    }
+
+    #[test]
+    fn a_sagas_runs_become_one_record_that_reads_back_as_the_same_runs() {
+        let a = conformance::started("shop", None);
+        let b = conformance::started("shop", None);
+        let mut offset = 0;
+        let a_runs = runs(&a, &[&[1, 2], &[3], &[4, 5, 6]], &mut offset);
+        let b_runs = runs(&b, &[&[1]], &mut offset);
+        let mut writes: Vec<KeyWrite> = a_runs
+            .iter()
+            .chain(&b_runs)
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        writes.push((b"s-other".to_vec(), None));
+        writes.sort_by(|x, y| x.0.cmp(&y.0));
+        let out = bundle_runs(writes);
+        assert_eq!(
+            out.len(),
+            3,
+            "a's three runs in one record, b's alone, the removal"
+        );
+        let (key, value) = out
+            .iter()
+            .find(|(k, _)| k == &a_runs[0].0)
+            .expect("a's record under its first run's key");
+        let runs = codec::decode_runs(key, value.as_ref().unwrap(), &no_snapshots).unwrap();
+        let shapes: Vec<Vec<u64>> = runs
+            .iter()
+            .map(|run| run.iter().map(|e| e.seq).collect())
+            .collect();
+        assert_eq!(shapes, [vec![1, 2], vec![3], vec![4, 5, 6]]);
+        assert_eq!(runs[2][0].offset, 4, "offsets as appended");
+        assert!(
+            out.iter()
+                .any(|(k, v)| k == &b_runs[0].0 && v.as_ref() == Some(&b_runs[0].1))
+        );
+    }
+
+    #[test]
+    fn a_damaged_or_misordered_bundle_is_reported() {
+        let a = conformance::started("shop", None);
+        let mut offset = 0;
+        let a_runs = runs(&a, &[&[1], &[2, 3]], &mut offset);
+        let records: Vec<&[u8]> = a_runs.iter().map(|(_, v)| v.as_slice()).collect();
+        let bundle = codec::encode_bundle(&records);
+        let key = &a_runs[0].0;
+        for i in 0..bundle.len() {
+            let mut flipped = bundle.clone();
+            flipped[i] ^= 0x20;
+            assert!(
+                codec::decode_runs(key, &flipped, &no_snapshots).is_err(),
+                "byte {i}"
+            );
+        }
+        // Runs out of order: the second does not start where the first ended.
+        let swapped = codec::encode_bundle(&[records[1], records[0]]);
+        assert!(codec::decode_runs(key, &swapped, &no_snapshots).is_err());
+    }
+}
