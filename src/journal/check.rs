@@ -14,7 +14,10 @@ use std::{
 
 use super::{
     JournalError, SagaSummary,
-    codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, OFFSET, PARTICIPANT, SUMMARY, UNFINISHED},
+    codec::{
+        self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, OFFSET, PARTICIPANT, RunPointer, SUMMARY,
+        UNFINISHED,
+    },
     kv::KvStore,
     offsets, snapshots,
 };
@@ -84,6 +87,34 @@ impl fmt::Display for CheckReport {
             writeln!(f, "  … and {} more", self.problems.len() - PROBLEMS_SHOWN)?;
         }
         Ok(())
+    }
+}
+
+/// Checks one pointer of the offset index against the events found.
+fn check_pointer(
+    first: u64,
+    pointer: &RunPointer,
+    offsets: &HashMap<u64, (SagaId, u64)>,
+    archived: u64,
+    indexed: &mut HashSet<u64>,
+    report: &mut CheckReport,
+) {
+    let last = first + pointer.count.saturating_sub(1);
+    if last <= archived && (first..=last).all(|o| !offsets.contains_key(&o)) {
+        // A removed saga's pointer that a checkpoint bundled while the removal
+        // was under way: readers skip it like any archived offset.
+        return;
+    }
+    for i in 0..pointer.count {
+        indexed.insert(first + i);
+        if offsets.get(&(first + i)) != Some(&(pointer.saga, pointer.first_seq + i)) {
+            report.problems.push(format!(
+                "offset index entry {first}: points at event {} of saga {}, which does not have offset {}",
+                pointer.first_seq + i,
+                pointer.saga,
+                first + i
+            ));
+        }
     }
 }
 
@@ -239,23 +270,18 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
         }
     }
 
-    // The offset index: one entry per run of events, pointing at it.
+    // The offset index: one pointer per run of events (an entry holds one, or
+    // a bundle of them).
+    let horizon = offsets::archived_through(store);
+    let archived = *horizon.as_ref().unwrap_or(&0);
     let mut indexed = HashSet::new();
     for (key, value) in store.scan(&[OFFSET])? {
         let entry = codec::offset_of_key(&key)
-            .and_then(|first| Ok((first, codec::decode_pointer(&key, &value)?)));
+            .and_then(|at| Ok((at, codec::decode_pointers(&key, &value)?)));
         match entry {
-            Ok((first, Some(pointer))) => {
-                for i in 0..pointer.count {
-                    indexed.insert(first + i);
-                    if offsets.get(&(first + i)) != Some(&(pointer.saga, pointer.first_seq + i)) {
-                        report.problems.push(format!(
-                            "offset index entry {first}: points at event {} of saga {}, which does not have offset {}",
-                            pointer.first_seq + i,
-                            pointer.saga,
-                            first + i
-                        ));
-                    }
+            Ok((_, Some(pointers))) => {
+                for (first, pointer) in pointers {
+                    check_pointer(first, &pointer, &offsets, archived, &mut indexed, &mut report);
                 }
             }
             Ok((first, None)) => report.problems.push(format!(
@@ -265,7 +291,7 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
         }
     }
     // Above the archive horizon, every offset handed out is in the index.
-    match offsets::archived_through(store) {
+    match horizon {
         Ok(horizon) => {
             report.archived_through = horizon;
             let mut present: Vec<u64> = indexed.iter().copied().filter(|o| *o > horizon).collect();

@@ -29,8 +29,8 @@
 //!   `e` record of version 1 or 2 (one event) still reads, as a run of one; an
 //!   offset index of an earlier version is rebuilt at open (`offsets.rs`).
 //!   Other records are unchanged since version 2.
-//! - 4: bundles (below), for `e` records only. Every other record, and every
-//!   `e` record the journal's writer makes, is still written as version 3.
+//! - 4: bundles (below), for `e` records and `o` entries only. Every other
+//!   record, and every record the journal's writer makes, is still version 3.
 //!
 //! **Runs.** The events one append writes for one saga (a step's result and the
 //! next step's start, say) share one record, a [`Run`]: one key, one checksum,
@@ -43,6 +43,8 @@
 //! runs' records as they were appended, each with its own checksum, inside one
 //! more. Reading the record gives every event of every run, in seq order. A W1
 //! saga that ends within a checkpoint interval is one store write instead of 4.
+//! Likewise consecutive offset index entries become one `o` entry under the
+//! first one's offset, a list of `(first offset, run pointer)`.
 //!
 //! **Step snapshots.** A `SagaStarted` holds the saga's steps as resolved at
 //! start (names, endpoints, retry policies, timeouts): the same for every saga
@@ -401,7 +403,11 @@ const BUNDLE_VERSION: u8 = 4;
 /// One `e` record holding `records` (runs as the writer encoded them, of one
 /// saga, in seq order), stored under the first one's key.
 pub fn encode_bundle(records: &[&[u8]]) -> Vec<u8> {
-    let mut out = postcard::to_extend(records, vec![BUNDLE_VERSION, 0, 0, 0, 0])
+    encode_as_bundle(&records)
+}
+
+fn encode_as_bundle<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = postcard::to_extend(value, vec![BUNDLE_VERSION, 0, 0, 0, 0])
         .expect("postcard encoding of a bundle");
     let crc = crc32fast::hash(&out[5..]);
     out[1..5].copy_from_slice(&crc.to_le_bytes());
@@ -498,15 +504,45 @@ pub fn encode_pointer(pointer: &RunPointer) -> Vec<u8> {
     encode(pointer)
 }
 
-/// Decodes an offset index entry; `None` for an entry of an earlier layout
-/// (one event per entry), which the index is rebuilt from.
-pub fn decode_pointer(key: &[u8], bytes: &[u8]) -> Result<Option<RunPointer>, JournalError> {
+/// Decodes an offset index entry into `(first offset, pointer)` pairs, in
+/// offset order: one for an entry as the writer made it, several for a
+/// bundle (`compaction.rs`); `None` for an entry of an earlier layout (one
+/// event per entry), which the index is rebuilt from.
+pub fn decode_pointers(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<Option<Vec<(u64, RunPointer)>>, JournalError> {
+    let undecodable = |e: postcard::Error| corrupt(key, format!("undecodable body: {e}"));
     match open(key, bytes)? {
         (version, _) if version < RUNS_SINCE_VERSION => Ok(None),
-        (_, body) => postcard::from_bytes(body)
-            .map(Some)
-            .map_err(|e| corrupt(key, format!("undecodable body: {e}"))),
+        (BUNDLE_VERSION, body) => {
+            let pointers: Vec<(u64, RunPointer)> =
+                postcard::from_bytes(body).map_err(undecodable)?;
+            // Retention may take the first pointer out: a bundle stays under
+            // its key, which is then below its first offset.
+            let at = offset_of_key(key)?;
+            match pointers.first() {
+                Some((first, _)) if *first >= at => Ok(Some(pointers)),
+                Some((first, _)) => Err(corrupt(key, format!("it starts at offset {first}"))),
+                None => Err(corrupt(key, "an index bundle without entries")),
+            }
+        }
+        (_, body) => {
+            let pointer = postcard::from_bytes(body).map_err(undecodable)?;
+            Ok(Some(vec![(offset_of_key(key)?, pointer)]))
+        }
     }
+}
+
+/// One offset index entry holding `pointers` (in offset order), stored under
+/// the first one's offset (or below it, once retention took that one out).
+pub fn encode_pointer_bundle(pointers: &[(u64, RunPointer)]) -> Vec<u8> {
+    encode_as_bundle(&pointers)
+}
+
+/// Whether `bytes` is a bundle (of runs or of index entries).
+pub fn is_bundle(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&BUNDLE_VERSION)
 }
 
 #[cfg(test)]
@@ -578,10 +614,28 @@ mod tests {
             first_seq: 1,
             count: 2,
         };
+        let index_key = offset_key(7);
         let bytes = encode_pointer(&pointer);
-        assert_eq!(decode_pointer(&key, &bytes).unwrap(), Some(pointer));
+        assert_eq!(
+            decode_pointers(&index_key, &bytes).unwrap(),
+            Some(vec![(7, pointer)])
+        );
         let old = encode_as_version(2, &(id, 1u64));
-        assert_eq!(decode_pointer(&key, &old).unwrap(), None);
+        assert_eq!(decode_pointers(&index_key, &old).unwrap(), None);
+        // A bundle of entries reads back whole, and only under its first offset.
+        let later = RunPointer {
+            first_seq: 3,
+            count: 1,
+            ..pointer
+        };
+        let bundle = encode_pointer_bundle(&[(7, pointer), (12, later)]);
+        assert!(is_bundle(&bundle) && !is_bundle(&bytes));
+        assert_eq!(
+            decode_pointers(&index_key, &bundle).unwrap(),
+            Some(vec![(7, pointer), (12, later)])
+        );
+        let err = decode_pointers(&offset_key(8), &bundle).unwrap_err();
+        assert!(err.to_string().contains("starts at offset 7"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! be durable before it acts (a W1 saga: 4), and the store pays per key
 //! written, not per byte (sled copies a node and logs an update for each). So a
 //! checkpoint bundles the runs one saga appended since the last checkpoint
-//! into one `e` record under the first run's key (`codec::encode_bundle`).
+//! into one `e` record under the first run's key (`codec::encode_bundle`), and
+//! consecutive offset index entries (one per run) into one `o` entry of up to
+//! [`POINTERS_PER_BUNDLE`] pointers (`codec::encode_pointer_bundle`).
 //!
 //! Guarantees:
 //! - Only keys the gathered writes put are touched: a bundle holds runs that
@@ -15,38 +17,91 @@
 //!   still its `e` records in key order, and an offset index entry's run is
 //!   inside the record at or before its key (`offsets.rs`).
 //! - Removals pass through untouched and in place: a removed run key between
-//!   two put ones ends a group.
+//!   two put ones ends a group. So do records that already are bundles
+//!   (retention rewrites index bundles), and anything that does not decode.
 
 use super::{
-    codec::{self, EVENT},
+    codec::{self, EVENT, OFFSET, RunPointer},
     kv::KeyWrite,
 };
 
+/// Most pointers in one offset index bundle: a feed reading from an offset
+/// decodes the whole bundle holding it.
+pub const POINTERS_PER_BUNDLE: usize = 128;
+
+/// An index entry gathered for a bundle: its key, its bytes, its pointer.
+type Gathered = (Vec<u8>, Vec<u8>, (u64, RunPointer));
+
 /// `writes` (in key order, each key once) with each saga's consecutive run
-/// records bundled into one.
+/// records bundled into one, and consecutive offset index entries too.
 pub fn bundle_runs(writes: Vec<KeyWrite>) -> Vec<KeyWrite> {
     let mut out = Vec::with_capacity(writes.len());
-    // The group being gathered: consecutive puts of run records of one saga.
-    let mut group: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    // The groups being gathered: consecutive puts of run records of one saga,
+    // and consecutive index entries. Keys are sorted, so at most one is open.
+    let mut runs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut pointers: Vec<Gathered> = Vec::new();
     for (key, value) in writes {
         match value {
-            Some(value) if is_run_key(&key) => {
-                if group
+            Some(value) if is_run_key(&key) && !codec::is_bundle(&value) => {
+                if runs
                     .first()
                     .is_some_and(|(first, _)| !same_saga(first, &key))
                 {
-                    flush(&mut group, &mut out);
+                    flush_runs(&mut runs, &mut out);
                 }
-                group.push((key, value));
+                runs.push((key, value));
             }
+            Some(value) if key.first() == Some(&OFFSET) => match single_pointer(&key, &value) {
+                Some(pointer) => {
+                    if pointers.len() == POINTERS_PER_BUNDLE {
+                        flush_pointers(&mut pointers, &mut out);
+                    }
+                    pointers.push((key, value, pointer));
+                }
+                None => {
+                    flush_pointers(&mut pointers, &mut out);
+                    out.push((key, Some(value)));
+                }
+            },
             value => {
-                flush(&mut group, &mut out);
+                flush_runs(&mut runs, &mut out);
+                flush_pointers(&mut pointers, &mut out);
                 out.push((key, value));
             }
         }
     }
-    flush(&mut group, &mut out);
+    flush_runs(&mut runs, &mut out);
+    flush_pointers(&mut pointers, &mut out);
     out
+}
+
+/// The one pointer of an index entry as the writer makes it; `None` for a
+/// bundle already, or anything else (left as it is).
+fn single_pointer(key: &[u8], value: &[u8]) -> Option<(u64, RunPointer)> {
+    if codec::is_bundle(value) {
+        return None;
+    }
+    match codec::decode_pointers(key, value) {
+        Ok(Some(pointers)) if pointers.len() == 1 => pointers.into_iter().next(),
+        _ => None,
+    }
+}
+
+/// Writes the gathered index entries out: one as it is, several as a bundle.
+fn flush_pointers(group: &mut Vec<Gathered>, out: &mut Vec<KeyWrite>) {
+    match group.len() {
+        0 => {}
+        1 => {
+            let (key, value, _) = group.pop().expect("one entry");
+            out.push((key, Some(value)));
+        }
+        _ => {
+            let pointers: Vec<(u64, RunPointer)> = group.iter().map(|(_, _, p)| *p).collect();
+            let key = std::mem::take(&mut group[0].0);
+            out.push((key, Some(codec::encode_pointer_bundle(&pointers))));
+            group.clear();
+        }
+    }
 }
 
 fn is_run_key(key: &[u8]) -> bool {
@@ -57,8 +112,8 @@ fn same_saga(a: &[u8], b: &[u8]) -> bool {
     a[..17] == b[..17]
 }
 
-/// Writes the group out: one record as it is, several as a bundle.
-fn flush(group: &mut Vec<(Vec<u8>, Vec<u8>)>, out: &mut Vec<KeyWrite>) {
+/// Writes the gathered runs out: one record as it is, several as a bundle.
+fn flush_runs(group: &mut Vec<(Vec<u8>, Vec<u8>)>, out: &mut Vec<KeyWrite>) {
     match group.len() {
         0 => {}
         1 => {
@@ -82,6 +137,7 @@ mod tests {
         journal::{codec::encode_run, conformance},
         saga::{Event, EventKind},
     };
+    use codec::RunPointer;
 
     /// Runs of `saga`: events `seqs` grouped as given, with offsets from `offset`.
     fn runs(first: &Event, groups: &[&[u64]], offset: &mut u64) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -153,6 +209,44 @@ mod tests {
             out.iter()
                 .any(|(k, v)| k == &b_runs[0].0 && v.as_ref() == Some(&b_runs[0].1))
         );
+    }
+
+    #[test]
+    fn consecutive_index_entries_become_bundles_of_at_most_the_limit() {
+        let saga = conformance::started("shop", None).saga;
+        let entry = |offset: u64| {
+            let pointer = RunPointer {
+                saga,
+                first_seq: offset,
+                count: 1,
+            };
+            (
+                codec::offset_key(offset),
+                Some(codec::encode_pointer(&pointer)),
+            )
+        };
+        let mut writes: Vec<KeyWrite> = (1..=300).map(entry).collect();
+        // A removal in the middle ends a bundle.
+        writes[199].1 = None;
+        let out = bundle_runs(writes);
+        let sizes: Vec<Option<usize>> = out
+            .iter()
+            .map(|(k, v)| {
+                v.as_ref()
+                    .map(|v| codec::decode_pointers(k, v).unwrap().unwrap().len())
+            })
+            .collect();
+        assert_eq!(sizes, [Some(128), Some(71), None, Some(100)]);
+        let (key, value) = &out[1];
+        assert_eq!(key, &codec::offset_key(129));
+        let pointers = codec::decode_pointers(key, value.as_ref().unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(pointers.iter().map(|(o, _)| *o).eq(129..200));
+        assert!(pointers.iter().all(|(o, p)| p.first_seq == *o));
+        // A bundle already made (by retention) stays as it is.
+        let again = bundle_runs(out.clone());
+        assert_eq!(again, out);
     }
 
     #[test]

@@ -430,6 +430,7 @@ impl<S: KvStore> Writer<S> {
         // Index state changed earlier in this same batch, ahead of the store.
         let mut batch_keys: HashMap<String, SagaId> = HashMap::new();
         let mut batch_summaries: HashMap<SagaId, SagaSummary> = HashMap::new();
+        let mut batch_index_entries = offsets::EditedEntries::new();
         let mut offset = self.next_offset;
         for request in requests.drain(..) {
             match request {
@@ -449,6 +450,7 @@ impl<S: KvStore> Writer<S> {
                         &*self.store,
                         &ids,
                         &batch_summaries,
+                        &mut batch_index_entries,
                         &mut archived_through,
                     ) {
                         Ok((_, removed)) if removed.is_empty() => {

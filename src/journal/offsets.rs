@@ -30,6 +30,8 @@
 //!   index of an earlier build, gets it rebuilt from its events the first time it
 //!   is opened ([`ensure_index`]).
 
+use std::collections::{BTreeSet, HashMap};
+
 use super::{
     JournalError,
     codec::{self, ARCHIVED_THROUGH_KEY, EVENT, NEXT_OFFSET_KEY, OFFSET, RunPointer},
@@ -49,6 +51,61 @@ pub fn index_entry(run: &[Event]) -> KeyWrite {
             count: run.len() as u64,
         })),
     )
+}
+
+/// Index entries rewritten earlier in the writer's current batch (ahead of
+/// the store), by key: what is left of each.
+pub type EditedEntries = HashMap<Vec<u8>, Vec<(u64, RunPointer)>>;
+
+/// The writes that take the runs starting at `firsts` out of the offset index:
+/// an entry left empty is removed, a bundle keeps its other pointers (under its
+/// key). `edited` carries rewrites between removals of one batch.
+pub fn unindex<S: KvStore + ?Sized>(
+    store: &S,
+    firsts: &[u64],
+    edited: &mut EditedEntries,
+) -> Result<Vec<KeyWrite>, JournalError> {
+    let mut touched = BTreeSet::new();
+    for &first in firsts {
+        // The entry holding `first` is the last one at or before it.
+        let mut entry = None;
+        store.scan_rev(
+            &[OFFSET],
+            Some(&codec::offset_key(first + 1)),
+            &mut |k, v| {
+                entry = Some((k.to_vec(), v.to_vec()));
+                Ok(false)
+            },
+        )?;
+        let Some((key, value)) = entry else {
+            continue; // no entry: nothing to take out
+        };
+        let pointers = match edited.get_mut(&key) {
+            Some(pointers) => pointers,
+            None => {
+                let pointers = codec::decode_pointers(&key, &value)?.unwrap_or_default();
+                edited.entry(key.clone()).or_insert(pointers)
+            }
+        };
+        let before = pointers.len();
+        pointers.retain(|(offset, _)| *offset != first);
+        if pointers.len() != before {
+            touched.insert(key);
+        }
+    }
+    Ok(touched
+        .into_iter()
+        .map(|key| {
+            let value = match edited[&key].as_slice() {
+                [] => None,
+                [(first, pointer)] if codec::offset_key(*first) == key => {
+                    Some(codec::encode_pointer(pointer))
+                }
+                pointers => Some(codec::encode_pointer_bundle(pointers)),
+            };
+            (key, value)
+        })
+        .collect())
 }
 
 /// The archive horizon: the highest offset of any event removed by retention
@@ -212,18 +269,23 @@ struct RunsAfter {
 impl RunsAfter {
     /// Takes one index entry; answers whether more are needed.
     fn visit(&mut self, key: &[u8], value: &[u8]) -> Result<bool, JournalError> {
-        let first = codec::offset_of_key(key)?;
-        if first > self.horizon {
+        if codec::offset_of_key(key)? > self.horizon {
             return Ok(false);
         }
-        let pointer = codec::decode_pointer(key, value)?.ok_or_else(|| JournalError::Corrupt {
-            key: codec::describe_key(key),
-            why: "an offset index entry of an earlier layout".into(),
-        })?;
-        let end = first + pointer.count; // one past the run's last offset
-        if end > self.after + 1 {
-            self.covered += (end - (self.after + 1).max(first)) as usize;
-            self.runs.push((first, pointer));
+        let pointers =
+            codec::decode_pointers(key, value)?.ok_or_else(|| JournalError::Corrupt {
+                key: codec::describe_key(key),
+                why: "an offset index entry of an earlier layout".into(),
+            })?;
+        for (first, pointer) in pointers {
+            if first > self.horizon || self.covered >= self.want {
+                return Ok(false);
+            }
+            let end = first + pointer.count; // one past the run's last offset
+            if end > self.after + 1 {
+                self.covered += (end - (self.after + 1).max(first)) as usize;
+                self.runs.push((first, pointer));
+            }
         }
         Ok(self.covered < self.want)
     }
@@ -239,7 +301,7 @@ pub fn ensure_index<S: KvStore + ?Sized>(store: &S, next_offset: u64) -> Result<
     }
     let mut newest = None;
     store.scan_rev(&[OFFSET], None, &mut |k, v| {
-        newest = Some(codec::decode_pointer(k, v)?.is_some());
+        newest = Some(codec::decode_pointers(k, v)?.is_some());
         Ok(false)
     })?;
     match newest {

@@ -26,7 +26,7 @@ use super::{
     JournalError, SagaSummary,
     codec::{self, ARCHIVED_THROUGH_KEY, EVENT, IDEMPOTENCY, SUMMARY, UNFINISHED},
     kv::{KeyWrite, KvStore},
-    snapshots,
+    offsets, snapshots,
 };
 use crate::saga::{Event, EventKind, SagaId, Timestamp};
 
@@ -106,6 +106,7 @@ pub fn removal_writes<S: KvStore + ?Sized>(
     store: &S,
     ids: &[SagaId],
     batch_summaries: &HashMap<SagaId, SagaSummary>,
+    edited_entries: &mut offsets::EditedEntries,
     archived_through: &mut u64,
 ) -> Result<(Vec<KeyWrite>, Vec<SagaId>), JournalError> {
     let mut writes: Vec<KeyWrite> = Vec::new();
@@ -128,10 +129,9 @@ pub fn removal_writes<S: KvStore + ?Sized>(
         writes.push((codec::saga_key(UNFINISHED, id), None));
         for (key, value) in events {
             let runs = snapshots::decode_runs(store, &key, &value)?;
-            // Each run has its index entry, also inside a bundle.
-            for run in &runs {
-                writes.push((codec::offset_key(run[0].offset), None));
-            }
+            // Each run has its pointer in the offset index, also inside a bundle.
+            let firsts: Vec<u64> = runs.iter().map(|run| run[0].offset).collect();
+            writes.extend(offsets::unindex(store, &firsts, edited_entries)?);
             let run: Vec<Event> = runs.into_iter().flatten().collect();
             if let EventKind::SagaStarted {
                 idempotency_key: Some(k),

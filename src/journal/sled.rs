@@ -369,8 +369,17 @@ mod tests {
             journal.close().await.unwrap();
         } // dropped: the last checkpoint bundles
         let journal = SledJournal::open(dir.path()).unwrap();
-        let records = journal.store().inner().scan(&[codec::EVENT]).unwrap();
-        assert_eq!(records.len(), 5, "one record per saga in sled");
+        let sled = journal.store().inner();
+        assert_eq!(
+            sled.scan(&[codec::EVENT]).unwrap().len(),
+            5,
+            "one record per saga"
+        );
+        assert_eq!(
+            sled.scan(&[codec::OFFSET]).unwrap().len(),
+            1,
+            "one index entry"
+        );
 
         for saga in &sagas {
             let read = journal.read_saga(saga[0].saga).await.unwrap();
@@ -391,15 +400,33 @@ mod tests {
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!((report.sagas, report.events), (5, 20));
 
-        // Retention removes a bundled saga whole, index entries included.
-        let gone = sagas[1][0].saga;
-        assert_eq!(journal.remove_sagas(vec![gone]).await.unwrap(), vec![gone]);
-        assert!(journal.read_saga(gone).await.unwrap().is_empty());
-        let read = journal.read_after(0, 100).await.unwrap();
-        assert_eq!(read.len(), 16);
-        assert!(read.iter().all(|e| e.saga != gone));
-        let report = crate::journal::check::check(journal.store()).unwrap();
-        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        // Retention removes bundled sagas whole, their pointers taken out of
+        // the index bundle (the first one too: the bundle keeps its key).
+        let gone = [sagas[0][0].saga, sagas[3][0].saga];
+        for id in gone {
+            assert_eq!(journal.remove_sagas(vec![id]).await.unwrap(), vec![id]);
+            assert!(journal.read_saga(id).await.unwrap().is_empty());
+        }
+        async fn verify(journal: &SledJournal, gone: &[crate::saga::SagaId]) {
+            let read = journal.read_after(0, 100).await.unwrap();
+            assert_eq!(read.len(), 12);
+            assert!(read.iter().all(|e| !gone.contains(&e.saga)));
+            for after in [0, 1, 2, 5, 9] {
+                let from = journal.read_after(after, 100).await.unwrap();
+                assert!(from.iter().all(|e| e.offset > after));
+                assert_eq!(from.len(), read.iter().filter(|e| e.offset > after).count());
+            }
+            let report = crate::journal::check::check(journal.store()).unwrap();
+            assert!(report.problems.is_empty(), "{:?}", report.problems);
+        }
+        verify(&journal, &gone).await;
+        journal.close().await.unwrap();
+        drop(journal); // the rewritten bundle reaches sled
+        let journal = SledJournal::open(dir.path()).unwrap();
+        let entries = journal.store().inner().scan(&[codec::OFFSET]).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].0, codec::offset_key(1), "under its old key");
+        verify(&journal, &gone).await;
     }
 
     #[tokio::test]
