@@ -739,10 +739,14 @@ async fn many_concurrent_sagas_share_journal_flushes() {
     }
     let after = journal.stats();
     let (events, flushes) = (after.events - before.events, after.flushes - before.flushes);
+    let appends = after.requests - before.requests;
     // 270 completed sagas of 8 events and 30 compensated ones of 13.
     assert_eq!(events, 270 * 8 + 30 * 13);
+    // How many appends share a flush depends on how long a flush takes (the
+    // faster the writer, the smaller its batches), so only that they share:
+    // a journal without group commit makes one flush per append.
     assert!(
-        flushes * 4 < events,
-        "concurrent sagas must share flushes: {flushes} flushes for {events} events"
+        flushes < appends,
+        "concurrent sagas must share flushes: {flushes} flushes for {appends} appends"
     );
 }
