@@ -169,3 +169,149 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Instant};
+
+    use super::*;
+    use crate::{
+        engine::EngineConfig,
+        journal::{Journal, MemoryJournal, conformance},
+        participant::GrpcParticipants,
+        saga::{Action, Event, EventKind, Failure, SagaStatus},
+    };
+
+    /// An engine over `journal` whose participants are unreachable
+    /// (127.0.0.1:1 refuses), parking waits of `park_after` or more.
+    async fn engine(journal: Arc<MemoryJournal>, park_after: Duration) -> Engine {
+        Engine::new(
+            journal,
+            Arc::new(GrpcParticipants::new(1024)),
+            vec![],
+            EngineConfig {
+                park_after,
+                shutdown_grace: Duration::from_millis(100),
+                ..EngineConfig::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Journals a one-step saga whose first forward attempt failed, the next
+    /// one due at `retry_at`; `None` leaves the attempt in flight instead.
+    async fn seed(journal: &MemoryJournal, retry_at: Option<Timestamp>) -> SagaId {
+        let started = conformance::started("d", None);
+        let id = started.saga;
+        let attempt = |attempt| EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt,
+        };
+        let mut events = vec![started, conformance::next(id, 2, attempt(1))];
+        if let Some(retry_at) = retry_at {
+            events.push(conformance::next(
+                id,
+                3,
+                EventKind::AttemptFailed {
+                    step: 0,
+                    action: Action::Forward,
+                    attempt: 1,
+                    failure: Failure::Transient,
+                    error: "busy".into(),
+                    retry_at: Some(retry_at),
+                },
+            ));
+        }
+        journal.append(events).await.unwrap();
+        id
+    }
+
+    async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn recovery_parks_waiting_sagas_without_a_runner_and_a_command_wakes_one() {
+        let journal = Arc::new(MemoryJournal::in_memory());
+        let far = Timestamp::now().plus(Duration::from_secs(3600));
+        let waiting = seed(&journal, Some(far)).await;
+        let soon = seed(
+            &journal,
+            Some(Timestamp::now().plus(Duration::from_millis(50))),
+        )
+        .await;
+        let in_flight = seed(&journal, None).await;
+        let engine = engine(journal.clone(), PARK_AFTER).await;
+
+        let report = recovery::recover(&engine).await.unwrap();
+        assert_eq!(
+            (report.resumed, report.parked, report.interrupted),
+            (3, 1, 1),
+            "only the far wait parks; a short one and an interrupted call get runners"
+        );
+        assert!(engine.lock_runners().is_parked(waiting));
+        for id in [soon, in_flight] {
+            assert!(engine.has_runner(id) && !engine.lock_runners().is_parked(id));
+        }
+        // Recovery journaled nothing for the parked saga.
+        assert_eq!(engine.get(waiting).await.unwrap().last_seq, 3);
+
+        let cancelled = engine.cancel(waiting, "test".into()).await.unwrap();
+        assert_eq!(cancelled.cancel_reason.as_deref(), Some("test"));
+        assert!(
+            !engine.lock_runners().is_parked(waiting),
+            "the cancel woke it"
+        );
+        assert!(engine.has_runner(waiting), "and it runs, compensating");
+        let journaled = engine.get(waiting).await.unwrap();
+        assert_eq!(journaled.cancel_reason.as_deref(), Some("test"));
+        engine.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_timer_wakes_a_parked_saga_when_due_and_not_before() {
+        let journal = Arc::new(MemoryJournal::in_memory());
+        let due = Timestamp::now().plus(Duration::from_millis(700));
+        let id = seed(&journal, Some(due)).await;
+        let engine = engine(journal.clone(), Duration::from_millis(200)).await;
+        let report = recovery::recover(&engine).await.unwrap();
+        assert_eq!(report.parked, 1);
+
+        // The second attempt starts (and fails: nothing listens) once due.
+        let second = poll("the second attempt", async || {
+            let events = journal.read_saga(id).await.unwrap();
+            events
+                .into_iter()
+                .find(|e: &Event| matches!(e.kind, EventKind::AttemptStarted { attempt: 2, .. }))
+        })
+        .await;
+        assert!(
+            second.at >= due,
+            "attempt 2 at {:?}, due {due:?}",
+            second.at
+        );
+        let events = journal.read_saga(id).await.unwrap();
+        let starts = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::AttemptStarted { attempt: 2, .. }))
+            .count();
+        assert_eq!(starts, 1, "one wake-up, one runner, one attempt 2");
+        assert_eq!(
+            SagaState::fold(&events).unwrap().status,
+            SagaStatus::Running
+        );
+        engine.shutdown().await.unwrap();
+    }
+}

@@ -96,6 +96,12 @@ impl Registry {
         self.slots.contains_key(&id)
     }
 
+    /// Whether the saga is parked.
+    #[cfg(test)]
+    pub(super) fn is_parked(&self, id: SagaId) -> bool {
+        matches!(self.slots.get(&id), Some(Slot::Parked(_)))
+    }
+
     /// Sagas owned, running or parked.
     pub(super) fn len(&self) -> usize {
         self.slots.len()
