@@ -42,6 +42,10 @@ use crate::saga::{Decision, SagaId, SagaState, Timestamp, decide};
 pub const PARK_AFTER: Duration = Duration::from_secs(2);
 /// Sagas the timer wakes under one hold of the registry lock.
 const WAKE_BATCH: usize = 256;
+/// Longest the timer sleeps without looking again: due times are wall-clock
+/// (journaled), sleeps monotonic, so a wall-clock step is noticed this soon.
+const TIMER_NAP_MAX: Duration = Duration::from_secs(60);
+
 /// Where a command went (see [`Engine::route`]).
 pub(super) enum Delivery {
     /// To a running saga: send it down this channel.
@@ -49,10 +53,6 @@ pub(super) enum Delivery {
     /// The command woke a parked saga and is queued for its new runner.
     Queued,
 }
-
-/// Longest the timer sleeps without looking again: due times are wall-clock
-/// (journaled), sleeps monotonic, so a wall-clock step is noticed this soon.
-const TIMER_NAP_MAX: Duration = Duration::from_secs(60);
 
 impl Engine {
     /// Whether a saga that must wait until `due` should park rather than sleep.
