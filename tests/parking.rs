@@ -394,3 +394,88 @@ async fn a_restart_parks_waiting_sagas_again_and_they_finish() {
     .await;
     parked(&server, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_racing_the_timer_are_all_answered_right() {
+    const RETRIES: u32 = 6;
+    // Just above PARK_AFTER: the saga parks and wakes again and again.
+    let hint = PARK_AFTER + Duration::from_millis(50);
+    let server = parking_server().await;
+    let shop = serve(FakeParticipant::new(move |r| {
+        if fwd(r) && r.step == "charge-payment" && r.attempt <= RETRIES {
+            Answer::Retry(Some(hint))
+        } else {
+            Answer::Ok
+        }
+    }))
+    .await;
+    let mut client = server.client().await;
+    register_shop(&mut client, &shop, quick_retry(100, 100)).await;
+    let saga = start_keyed(&mut client, "raced", false).await;
+    parked(&server, 1).await;
+
+    // Retries hammer the saga while it parks and wakes; halfway, a waiter joins
+    // (and keeps it awake from then on).
+    let engine = server.server.as_ref().unwrap().engine().clone();
+    let (mut waiter, mut refusals, mut seen_parked) = (None, 0, 0);
+    loop {
+        if engine.parked_sagas() == 1 {
+            seen_parked += 1;
+        }
+        let charged = shop
+            .fake
+            .trace(&saga.id)
+            .iter()
+            .filter(|c| c.starts_with("F:charge-payment"))
+            .count();
+        if waiter.is_none() && charged > RETRIES as usize / 2 {
+            let mut client = client.clone();
+            waiter = Some(tokio::spawn(async move {
+                start_keyed(&mut client, "raced", true).await
+            }));
+        }
+        let refused = client
+            .retry_saga(pb::RetrySagaRequest {
+                id: saga.id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        refusals += 1;
+        if refused.message().contains("COMPLETED") {
+            break;
+        }
+        assert!(refused.message().contains("RUNNING"), "{refused:?}");
+    }
+    assert!(refusals > 1 && seen_parked > 0, "{refusals} {seen_parked}");
+    // (Had the machine stalled past the end, the waiter joins a finished saga.)
+    let waiter = waiter.unwrap_or_else(|| {
+        let mut client = client.clone();
+        tokio::spawn(async move { start_keyed(&mut client, "raced", true).await })
+    });
+    let waited = waiter.await.unwrap();
+    assert_eq!(state(&waited), pb::SagaState::Completed);
+
+    // Each attempt ran once, none before its due time.
+    let charges: Vec<_> = shop
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.saga_id == saga.id && c.step == "charge-payment")
+        .collect();
+    let attempts: Vec<u32> = charges.iter().map(|c| c.attempt).collect();
+    assert_eq!(attempts, (1..=RETRIES + 1).collect::<Vec<_>>());
+    for pair in charges.windows(2) {
+        let gap = pair[1]
+            .arrived_wall
+            .duration_since(pair[0].arrived_wall)
+            .unwrap_or_default();
+        assert!(
+            gap + Duration::from_millis(5) >= hint,
+            "a retry after {gap:?}"
+        );
+    }
+    let done = get(&mut client, &saga.id).await;
+    assert_eq!(state(&done), pb::SagaState::Completed);
+    assert_eq!(done.steps[1].forward_attempts, RETRIES + 1);
+}
