@@ -311,6 +311,7 @@ impl Config {
                 },
                 max_payload_bytes: self.max_payload_bytes,
                 shutdown_grace: self.shutdown_grace,
+                park_after: crate::engine::PARK_AFTER,
             },
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),

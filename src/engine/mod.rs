@@ -1,15 +1,20 @@
 //! The engine: runs sagas to a terminal state, durably.
 //!
 //! Each unfinished saga is owned by one runner task (`runner.rs`) that alone
-//! holds its state and is the only writer of its events. The engine keeps a
-//! registry of runners so commands (cancel, retry, wait, watch) reach the owner;
-//! reads (get, list) go to the journal, which holds exactly what is durable.
+//! holds its state and is the only writer of its events, or, while it waits a
+//! long time for its next attempt, is *parked* (`parking.rs`): no task, only its
+//! due time in the engine's timer. The engine keeps a registry of owners
+//! (`registry.rs`) so commands (cancel, retry, wait, watch) reach the runner,
+//! waking a parked saga first; reads (get, list) go to the journal, which holds
+//! exactly what is durable.
 //!
 //! Invariants:
 //! - At most one runner per saga: a runner is registered before it is spawned,
-//!   under the registry lock, and deregisters itself only after its last append.
-//! - A saga with no runner is terminal, or the coordinator is shutting down (or
-//!   still recovering, when the API does not serve yet).
+//!   under the registry lock, and deregisters itself only after its last append
+//!   (or hands the saga to the timer when it parks, under the same lock).
+//! - A saga in neither the registry's running nor its parked sagas is terminal,
+//!   or the coordinator is shutting down (or still recovering, when the API does
+//!   not serve yet).
 //! - Nothing is answered before it is durable: a start returns once `SagaStarted`
 //!   is journaled, a cancel once `CancelRequested` is.
 
@@ -19,7 +24,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -37,12 +42,15 @@ use crate::{
 
 mod feed;
 mod observe;
+mod parking;
 pub mod recovery;
+mod registry;
 mod runner;
 pub mod shutdown;
 mod watch;
 
 pub use feed::{FeedItem, FeedQuery};
+pub use parking::PARK_AFTER;
 pub use watch::WatchItem;
 
 /// The definition name recorded for sagas started with inline steps.
@@ -63,6 +71,10 @@ pub struct EngineConfig {
     pub max_payload_bytes: usize,
     /// How long in-flight participant calls may run on after shutdown starts.
     pub shutdown_grace: Duration,
+    /// The shortest wait for a next attempt that parks a saga (no task while it
+    /// waits; see `parking.rs`). [`PARK_AFTER`] unless a test needs sagas to
+    /// park sooner; not an operator setting.
+    pub park_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +83,7 @@ impl Default for EngineConfig {
             defaults: StepDefaults::default(),
             max_payload_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            park_after: PARK_AFTER,
         }
     }
 }
@@ -149,8 +162,12 @@ struct Inner {
     registry: RwLock<HashMap<String, Participant>>,
     /// Serialises registrations so the registry and the journal agree on the last one.
     registering: tokio::sync::Mutex<()>,
-    /// The command channel of each saga's runner. A std lock: never held across an await.
-    runners: Mutex<HashMap<SagaId, CommandTx>>,
+    /// The owner of each unfinished saga (its runner's command channel, or the
+    /// timer when parked). A std lock: never held across an await.
+    runners: Mutex<registry::Registry>,
+    /// Told when a parked saga is due earlier than any before it (the timer
+    /// task shortens its sleep).
+    timer_changed: Notify,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     /// Sagas whose runner stopped because the journal could not write; they are
@@ -205,7 +222,8 @@ impl Engine {
                     .collect(),
                 registry: RwLock::new(registry),
                 registering: tokio::sync::Mutex::new(()),
-                runners: Mutex::new(HashMap::new()),
+                runners: Mutex::new(registry::Registry::default()),
+                timer_changed: Notify::new(),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 stalled: Mutex::new(HashSet::new()),
@@ -215,6 +233,7 @@ impl Engine {
         };
         engine.inner.tracker.spawn(engine.clone().heal());
         engine.inner.tracker.spawn(engine.clone().metrics_upkeep());
+        engine.inner.tracker.spawn(engine.clone().run_timer());
         Ok(engine)
     }
 
@@ -414,7 +433,8 @@ impl Engine {
             let state = SagaState::start(&started)?;
             let id = state.id;
             let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
-            self.lock_runners().insert(id, command_tx);
+            let claimed = self.lock_runners().claim(id, command_tx);
+            debug_assert!(claimed, "a fresh id is owned by no one");
             let (ack_tx, ack_rx) = oneshot::channel();
             let (wait_tx, wait_rx) = oneshot::channel();
             let waiters = if request.wait { vec![wait_tx] } else { vec![] };
@@ -521,18 +541,14 @@ impl Engine {
             }
             // Claim the saga: whoever inserts the runner first resumes it.
             let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
-            {
-                let mut runners = self.lock_runners();
-                if runners.contains_key(&id) {
-                    continue;
-                }
-                runners.insert(id, command_tx);
+            if !self.lock_runners().claim(id, command_tx) {
+                continue;
             }
             // Read again now that no one else can resume it.
             let saga = match self.get(id).await {
                 Ok(saga) if saga.status == SagaStatus::Failed => saga,
                 other => {
-                    self.lock_runners().remove(&id);
+                    self.lock_runners().release(id);
                     let saga = other?;
                     return Err(self.not_running(&saga, "retried", "FAILED"));
                 }
@@ -592,7 +608,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Sagas with a runner right now.
+    /// Sagas this engine owns right now: with a runner, or parked.
     pub fn active_sagas(&self) -> usize {
         self.lock_runners().len()
     }
@@ -614,24 +630,28 @@ impl Engine {
         }
     }
 
-    fn lock_runners(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, CommandTx>> {
+    fn lock_runners(&self) -> std::sync::MutexGuard<'_, registry::Registry> {
         self.inner.runners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the saga is owned: it has a runner, or is parked.
     fn has_runner(&self, id: SagaId) -> bool {
-        self.lock_runners().contains_key(&id)
+        self.lock_runners().contains(id)
     }
 
-    /// Sends a command to the saga's runner and waits for the answer; `None` when
-    /// there is no runner or it stopped before answering.
+    /// Sends a command to the saga's runner (waking the saga if it is parked)
+    /// and waits for the answer; `None` when the saga is not owned, or its runner
+    /// stopped or parked before answering (callers look again and ask again).
     async fn ask<T>(
         &self,
         id: SagaId,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Option<T> {
-        let command_tx = self.lock_runners().get(&id).cloned()?;
         let (reply, answer) = oneshot::channel();
-        command_tx.send(Box::new(make(reply))).await.ok()?;
+        match self.route(id, Box::new(make(reply)))? {
+            parking::Delivery::Send(command_tx, command) => command_tx.send(command).await.ok()?,
+            parking::Delivery::Queued => {}
+        }
         answer.await.ok()
     }
 

@@ -4,8 +4,10 @@
 //! records any call that was in flight when the coordinator stopped as an
 //! interrupted attempt (its outcome is unknown, so it is retried with the same
 //! idempotency key, under the usual budget and backoff), and hands each saga to a
-//! runner. Sagas waiting in backoff keep their journaled due time. Finished sagas
-//! are never read.
+//! runner. A saga waiting in backoff keeps its journaled due time; if that is at
+//! least the engine's `park_after` away (and nothing had to be recorded), it is
+//! parked at once (`parking.rs`): no task until it is due or a command arrives.
+//! Finished sagas are never read.
 
 use std::time::{Duration, Instant};
 
@@ -14,47 +16,38 @@ use tokio::sync::mpsc;
 use super::{Engine, RUNNER_COMMAND_CAPACITY};
 use crate::{
     Result,
-    saga::{self, Event, SagaId, Timestamp},
+    saga::{self, Event, SagaId, SagaState, Timestamp},
 };
 
 /// What recovery found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Sagas handed back to runners.
+    /// Sagas handed back to runners or parked.
     pub resumed: usize,
+    /// Of those, sagas parked until their next attempt is due.
+    pub parked: usize,
     /// Calls that were in flight when the coordinator stopped.
     pub interrupted: usize,
     pub took: Duration,
 }
 
-/// Hands one saga back to a runner, as its journal says it is. Returns how many
-/// in-flight calls were recorded as interrupted, or `None` when the saga is
-/// terminal or already has a runner. `count_active`: add the saga to the
-/// active-saga gauge (at start-up, not when a stalled saga resumes: it is counted).
-pub(crate) async fn resume(
-    engine: &Engine,
-    id: SagaId,
-    count_active: bool,
-) -> Result<Option<usize>> {
-    let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
-    {
-        let mut runners = engine.lock_runners();
-        if runners.contains_key(&id) {
-            return Ok(None);
-        }
-        runners.insert(id, command_tx);
-    }
-    // From here the saga is ours: read it only now, so nothing can change it.
-    let mut state = match engine.get(id).await {
-        Ok(state) if !state.status.is_terminal() => state,
-        other => {
-            engine.lock_runners().remove(&id);
-            other?;
-            return Ok(None);
-        }
-    };
-    if count_active {
-        engine.recovered_saga(&state);
+/// How one saga was resumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Resumed {
+    /// In-flight calls recorded as interrupted.
+    pub interrupted: usize,
+    /// Parked rather than given a runner.
+    pub parked: bool,
+}
+
+/// A saga's state as its journal says, made safe to run again: calls that were
+/// in flight are recorded as interrupted, in the returned events (applied to the
+/// state, not journaled yet). `None` when the saga is terminal. The caller must
+/// own the saga (a claim or a wake), so nothing changes it meanwhile.
+pub(super) async fn load(engine: &Engine, id: SagaId) -> Result<Option<(SagaState, Vec<Event>)>> {
+    let mut state = engine.get(id).await?;
+    if state.status.is_terminal() {
+        return Ok(None);
     }
     let now = Timestamp::now();
     let mut pending = Vec::new();
@@ -69,9 +62,51 @@ pub(crate) async fn resume(
         state.apply(&event)?;
         pending.push(event);
     }
+    Ok(Some((state, pending)))
+}
+
+/// Hands one saga back to a runner, or parks it, as its journal says it is.
+/// `None` when the saga is terminal or already owned. `count_active`: add the
+/// saga to the active-saga gauge (at start-up, not when a stalled saga
+/// resumes: it is counted).
+pub(crate) async fn resume(
+    engine: &Engine,
+    id: SagaId,
+    count_active: bool,
+) -> Result<Option<Resumed>> {
+    let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
+    if !engine.lock_runners().claim(id, command_tx) {
+        return Ok(None);
+    }
+    // From here the saga is ours: read it only now, so nothing can change it.
+    let (state, pending) = match load(engine, id).await {
+        Ok(Some(loaded)) => loaded,
+        other => {
+            engine.lock_runners().release(id);
+            other?;
+            return Ok(None);
+        }
+    };
+    if count_active {
+        engine.recovered_saga(&state);
+    }
+    // Interrupted attempts must be journaled first: the runner does that, and
+    // parks the saga itself if it then has long to wait.
+    if pending.is_empty()
+        && let Some(due) = engine.park_due(&state)
+        && engine.park(id, due, &command_rx)
+    {
+        return Ok(Some(Resumed {
+            interrupted: 0,
+            parked: true,
+        }));
+    }
     let interrupted = pending.len();
     engine.spawn_runner(state, pending, command_rx, None, vec![]);
-    Ok(Some(interrupted))
+    Ok(Some(Resumed {
+        interrupted,
+        parked: false,
+    }))
 }
 
 /// Resumes every unfinished saga of the engine's journal.
@@ -80,9 +115,10 @@ pub async fn recover(engine: &Engine) -> Result<RecoveryReport> {
     let journal = engine.journal().clone();
     let mut report = RecoveryReport::default();
     for id in journal.unfinished().await? {
-        if let Some(interrupted) = resume(engine, id, true).await? {
+        if let Some(resumed) = resume(engine, id, true).await? {
             report.resumed += 1;
-            report.interrupted += interrupted;
+            report.parked += usize::from(resumed.parked);
+            report.interrupted += resumed.interrupted;
         }
         crate::crash_point!("recovery::after_resume");
     }
@@ -90,6 +126,7 @@ pub async fn recover(engine: &Engine) -> Result<RecoveryReport> {
     engine.metrics().recovered(report.resumed, report.took);
     tracing::info!(
         resumed = report.resumed,
+        parked = report.parked,
         interrupted = report.interrupted,
         took_ms = report.took.as_millis() as u64,
         "recovery finished"

@@ -15,6 +15,10 @@
 //! Shutdown: no new attempt starts; an in-flight call gets the grace period and
 //! its outcome is journaled; then the runner leaves the saga to the next start.
 //!
+//! Parking: a wait for a due time at least `park_after` away ends the runner
+//! with the saga parked (`parking.rs`), unless someone waits on or watches the
+//! saga (they are served by this runner) or a command is queued for it.
+//!
 //! Tracing: the runner runs in a `saga{saga_id, definition, trace_id}` span
 //! (info), each call in an `attempt{step, action, attempt, participant}` span
 //! (debug) inside it. A call's `traceparent` carries the saga's trace
@@ -60,12 +64,20 @@ pub(super) struct Runner {
     trace: TraceContext,
 }
 
-/// Removes a saga's runner from the registry when dropped.
-struct Deregister(Engine, crate::saga::SagaId);
+/// Removes a saga's runner from the registry when dropped, unless disarmed
+/// because the runner parked the saga (it is the timer's then, and may even
+/// have a new runner already).
+struct Deregister {
+    engine: Engine,
+    id: crate::saga::SagaId,
+    armed: bool,
+}
 
 impl Drop for Deregister {
     fn drop(&mut self) {
-        self.0.lock_runners().remove(&self.1);
+        if self.armed {
+            self.engine.lock_runners().release(self.id);
+        }
     }
 }
 
@@ -73,6 +85,8 @@ impl Drop for Deregister {
 enum Exit {
     Finished,
     ShuttingDown,
+    /// The saga is parked until its next attempt is due.
+    Parked,
 }
 
 impl Runner {
@@ -120,8 +134,13 @@ impl Runner {
         // Deregister only after the last append: whoever finds no runner reads
         // a journal that already holds everything this runner did. A guard, so
         // that even a panicking runner does not leave a dead entry behind.
-        let deregister = Deregister(self.engine.clone(), id);
+        let mut deregister = Deregister {
+            engine: self.engine.clone(),
+            id,
+            armed: true,
+        };
         let result = self.drive().await;
+        deregister.armed = !matches!(result, Ok(Exit::Parked));
         drop(deregister);
         match result {
             Ok(Exit::Finished) => {
@@ -132,6 +151,9 @@ impl Runner {
             }
             Ok(Exit::ShuttingDown) => {
                 tracing::debug!(saga = %id, "saga left for the next start");
+            }
+            Ok(Exit::Parked) => {
+                tracing::debug!(saga = %id, "saga parked until its next attempt is due");
             }
             Err(e) => {
                 tracing::error!(saga = %id, error = %e, "saga paused: its progress could not be journaled");
@@ -188,6 +210,10 @@ impl Runner {
                 }
                 Decision::WaitUntil(due) => {
                     self.flush().await?;
+                    if self.may_park(due) && self.engine.park(self.state.id, due, &self.command_rx)
+                    {
+                        return Ok(Exit::Parked);
+                    }
                     if !self.wait_until(due).await? {
                         return Ok(Exit::ShuttingDown);
                     }
@@ -198,6 +224,18 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Whether waiting until `due` may end this runner with the saga parked:
+    /// the wait is long, and no one waits on or watches the saga here.
+    fn may_park(&self, due: Timestamp) -> bool {
+        self.engine.parks(due, Timestamp::now())
+            && self.ack.is_none()
+            && self.waiters.is_empty()
+            && self
+                .watchers
+                .as_ref()
+                .is_none_or(|watchers| watchers.receiver_count() == 0)
     }
 
     fn shutting_down(&self) -> bool {

@@ -116,12 +116,21 @@ impl Engine {
     /// the terminal event.
     pub async fn watch(&self, id: SagaId) -> Result<mpsc::Receiver<Result<WatchItem>>> {
         // Subscribe first, then check the saga exists: see the module docs.
-        let live = self.ask(id, |reply| Command::Watch { reply }).await;
-        if live.is_none() {
-            self.get(id).await?;
-        } else if self.journal().read_saga(id).await?.is_empty() {
-            return Err(Error::NotFound(format!("saga {id} not found")));
-        }
+        let live = loop {
+            if let Some(live) = self.ask(id, |reply| Command::Watch { reply }).await {
+                if self.journal().read_saga(id).await?.is_empty() {
+                    return Err(Error::NotFound(format!("saga {id} not found")));
+                }
+                break Some(live);
+            }
+            let saga = self.get(id).await?;
+            // Still owned yet unanswered: its runner was ending or parking
+            // (asking again wakes it). Otherwise the journal has it all.
+            if saga.status.is_terminal() || !self.has_runner(id) {
+                break None;
+            }
+            tokio::task::yield_now().await;
+        };
         let (out, stream) = mpsc::channel(WATCH_STREAM_BUFFER);
         let watcher = Watcher {
             engine: self.clone(),

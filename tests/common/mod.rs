@@ -449,21 +449,38 @@ pub fn quick_retry(max_attempts: u32, max_compensate_attempts: u32) -> pb::Retry
 }
 
 /// Registers `orders`, `payments` and `shipping` at the served fake.
+///
+/// A `sagad` process serves as soon as it prints its address, and answers
+/// UNAVAILABLE until its recovery is done (health SERVING): tests that register
+/// right after spawning one wait that out here.
 pub async fn register_shop(client: &mut Client, served: &Served, retry: pb::RetryPolicy) {
     for name in ["orders", "payments", "shipping"] {
-        client
-            .register_participant(pb::RegisterParticipantRequest {
-                name: name.into(),
-                forward_endpoint: served.forward_url(),
-                compensate_endpoint: served.compensate_url(),
-                retry: Some(retry),
-                timeout: Some(prost_types::Duration {
-                    seconds: 5,
-                    nanos: 0,
-                }),
-            })
-            .await
-            .unwrap();
+        let request = pb::RegisterParticipantRequest {
+            name: name.into(),
+            forward_endpoint: served.forward_url(),
+            compensate_endpoint: served.compensate_url(),
+            retry: Some(retry),
+            timeout: Some(prost_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+        };
+        poll_until("the coordinator to accept a registration", || {
+            let (mut client, request) = (client.clone(), request.clone());
+            async move {
+                match client.register_participant(request).await {
+                    Ok(_) => Some(()),
+                    Err(s)
+                        if s.code() == Code::Unavailable
+                            && s.message().contains("still recovering") =>
+                    {
+                        None
+                    }
+                    Err(s) => panic!("RegisterParticipant: {s:?}"),
+                }
+            }
+        })
+        .await;
     }
 }
 

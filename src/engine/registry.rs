@@ -1,0 +1,424 @@
+//! Who owns each unfinished saga: a running runner, or the parking timer.
+//!
+//! The registry is the one place that decides which task may write a saga's
+//! events. A saga is in it from the moment something claims it (a start, a
+//! retry, recovery) until its runner ends; in between it is either *running*
+//! (a runner task holds its state and serves its command channel) or *parked*
+//! (no task: its next attempt is journaled as due at a time, and the engine's
+//! timer holds `(due, id)`; see `parking.rs`).
+//!
+//! Invariants (each method keeps them under the engine's registry lock):
+//! - At most one runner per saga: only an unowned saga can be claimed, and only
+//!   a parked one woken, so two claims or two wakes of the same saga cannot both
+//!   succeed.
+//! - A saga is in the timer exactly when its slot is `Parked`, with the same due
+//!   time: parking adds both, waking (by the timer or by a command) removes both.
+//! - A runner parks only if no command is queued for it, so a command either
+//!   reaches a runner or finds the saga parked and wakes it; a command sent to a
+//!   runner that parked meanwhile is never answered, and its sender asks again.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tokio::sync::mpsc;
+
+use super::{Command, CommandRx, CommandTx, RUNNER_COMMAND_CAPACITY};
+use crate::saga::{SagaId, Timestamp};
+
+/// What the engine holds for one saga it owns.
+///
+/// Kept at 16 bytes: every waiting saga has one, and a parked saga has little else.
+pub(super) enum Slot {
+    /// A runner task owns the saga; commands go down this channel.
+    Running(CommandTx),
+    /// No task: the saga waits for its next attempt, due at this time.
+    Parked(Timestamp),
+}
+
+/// Parked sagas by due time: the timer's queue.
+///
+/// A `BTreeSet` of `(due, id)`: 24 bytes an entry plus the tree's nodes (a
+/// `DelayQueue` keeps a slab entry and wheel links per item, and needs a key
+/// kept beside the slot to remove one), ordered, and removable by its own value.
+#[derive(Default)]
+pub(super) struct Timer {
+    by_due: BTreeSet<(Timestamp, SagaId)>,
+}
+
+impl Timer {
+    /// Adds a saga; true when it is now the first one due (the timer task must
+    /// shorten its sleep).
+    pub(super) fn insert(&mut self, due: Timestamp, id: SagaId) -> bool {
+        self.by_due.insert((due, id));
+        self.by_due.first() == Some(&(due, id))
+    }
+
+    /// Removes a saga woken before its time; false if it was not there.
+    pub(super) fn remove(&mut self, due: Timestamp, id: SagaId) -> bool {
+        self.by_due.remove(&(due, id))
+    }
+
+    /// Takes the first saga due at or before `now`.
+    pub(super) fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, SagaId)> {
+        match self.by_due.first() {
+            Some(&(due, _)) if due <= now => self.by_due.pop_first(),
+            _ => None,
+        }
+    }
+
+    /// When the first parked saga is due.
+    pub(super) fn next_due(&self) -> Option<Timestamp> {
+        self.by_due.first().map(|&(due, _)| due)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_due.len()
+    }
+}
+
+/// Every saga this engine owns. Lives behind the engine's registry mutex (a std
+/// lock: no method awaits).
+#[derive(Default)]
+pub(super) struct Registry {
+    slots: HashMap<SagaId, Slot>,
+    timer: Timer,
+}
+
+/// A parked saga just woken: its runner's end of a fresh command channel
+/// (holding the command that woke it, if one did).
+pub(super) struct Woken {
+    pub(super) id: SagaId,
+    pub(super) command_rx: CommandRx,
+}
+
+impl Registry {
+    /// Whether the saga is owned (running or parked).
+    pub(super) fn contains(&self, id: SagaId) -> bool {
+        self.slots.contains_key(&id)
+    }
+
+    /// Whether the saga is parked.
+    #[cfg(test)]
+    pub(super) fn is_parked(&self, id: SagaId) -> bool {
+        matches!(self.slots.get(&id), Some(Slot::Parked(_)))
+    }
+
+    /// Sagas owned, running or parked.
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Sagas parked.
+    pub(super) fn parked(&self) -> usize {
+        self.timer.len()
+    }
+
+    /// When the first parked saga is due.
+    pub(super) fn next_due(&self) -> Option<Timestamp> {
+        self.timer.next_due()
+    }
+
+    /// Claims an unowned saga for a runner that will serve `command_tx`'s
+    /// channel; false (and nothing changes) if the saga is owned.
+    pub(super) fn claim(&mut self, id: SagaId, command_tx: CommandTx) -> bool {
+        if self.slots.contains_key(&id) {
+            return false;
+        }
+        self.slots.insert(id, Slot::Running(command_tx));
+        true
+    }
+
+    /// Forgets a saga whose runner (or claim) ended. A parked saga is left alone:
+    /// it belongs to the timer, not to whoever calls this.
+    pub(super) fn release(&mut self, id: SagaId) {
+        if let Some(Slot::Running(_)) = self.slots.get(&id) {
+            self.slots.remove(&id);
+        }
+    }
+
+    /// Where a command for the saga goes: `None` if the saga is not owned,
+    /// `Some(Ok(tx))` to its runner, `Some(Err(woken))` if it was parked and the
+    /// command woke it (the command is already queued in the woken channel).
+    pub(super) fn route(
+        &mut self,
+        id: SagaId,
+        command: Box<Command>,
+    ) -> Option<Result<(CommandTx, Box<Command>), Woken>> {
+        match self.slots.get(&id)? {
+            Slot::Running(command_tx) => Some(Ok((command_tx.clone(), command))),
+            Slot::Parked(_) => self.wake(id, Some(command)).map(Err),
+        }
+    }
+
+    /// Parks the running saga `id` until `due`, unless a command is queued on its
+    /// runner's channel (`command_rx`): the runner must serve that first. On
+    /// success the runner must end without touching the registry again. Returns
+    /// whether it parked, and whether `due` is now the first due time.
+    pub(super) fn park(
+        &mut self,
+        id: SagaId,
+        due: Timestamp,
+        command_rx: &CommandRx,
+    ) -> Option<bool> {
+        if !command_rx.is_empty() || !matches!(self.slots.get(&id), Some(Slot::Running(_))) {
+            return None;
+        }
+        self.slots.insert(id, Slot::Parked(due));
+        Some(self.timer.insert(due, id))
+    }
+
+    /// Wakes a parked saga: it leaves the timer and gets a fresh command channel
+    /// (with `first` queued in it). `None` if it is not parked (never parked, or
+    /// already woken by someone else).
+    pub(super) fn wake(&mut self, id: SagaId, first: Option<Box<Command>>) -> Option<Woken> {
+        let slot = self.slots.get_mut(&id)?;
+        let Slot::Parked(due) = *slot else {
+            return None;
+        };
+        let removed = self.timer.remove(due, id);
+        debug_assert!(removed, "a parked saga is in the timer");
+        let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
+        if let Some(command) = first {
+            // A new channel has room for RUNNER_COMMAND_CAPACITY commands.
+            let _ = command_tx.try_send(command);
+        }
+        *slot = Slot::Running(command_tx);
+        Some(Woken { id, command_rx })
+    }
+
+    /// Wakes up to `max` parked sagas due at or before `now`, first due first.
+    pub(super) fn wake_due(&mut self, now: Timestamp, max: usize) -> Vec<Woken> {
+        let mut woken = Vec::new();
+        while woken.len() < max {
+            let Some((_, id)) = self.timer.pop_due(now) else {
+                break;
+            };
+            let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
+            self.slots.insert(id, Slot::Running(command_tx));
+            woken.push(Woken { id, command_rx });
+        }
+        woken
+    }
+
+    /// Drops a parked saga from the registry and the timer (at shutdown: it is
+    /// left for the next start, its due time journaled). False if not parked.
+    pub(super) fn abandon(&mut self, id: SagaId) -> bool {
+        match self.slots.get(&id) {
+            Some(&Slot::Parked(due)) => {
+                self.timer.remove(due, id);
+                self.slots.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Barrier, Mutex},
+        thread,
+    };
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn ids(n: usize) -> Vec<SagaId> {
+        (0..n).map(|_| SagaId::generate()).collect()
+    }
+
+    /// A registry owning `id` as running, and the runner's channel end.
+    fn running(registry: &mut Registry, id: SagaId) -> CommandRx {
+        let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
+        assert!(registry.claim(id, command_tx));
+        command_rx
+    }
+
+    fn wait_command() -> (Box<Command>, oneshot::Receiver<crate::saga::SagaState>) {
+        let (reply, answer) = oneshot::channel();
+        (Box::new(Command::Wait { reply }), answer)
+    }
+
+    #[test]
+    fn a_slot_is_small() {
+        // Every waiting saga has one: a pointer or a due time, and the tag.
+        assert!(std::mem::size_of::<Slot>() <= 16);
+    }
+
+    #[test]
+    fn the_timer_yields_sagas_in_due_order_and_only_when_due() {
+        let mut timer = Timer::default();
+        let [a, b, c] = ids(3).try_into().unwrap();
+        assert!(
+            timer.insert(Timestamp(300), a),
+            "the only entry is the first"
+        );
+        assert!(
+            timer.insert(Timestamp(100), b),
+            "an earlier due time is first"
+        );
+        assert!(!timer.insert(Timestamp(200), c), "a later one is not");
+        assert_eq!(timer.next_due(), Some(Timestamp(100)));
+        assert_eq!(timer.pop_due(Timestamp(99)), None, "nothing due yet");
+        assert_eq!(timer.pop_due(Timestamp(250)), Some((Timestamp(100), b)));
+        assert_eq!(timer.pop_due(Timestamp(250)), Some((Timestamp(200), c)));
+        assert_eq!(timer.pop_due(Timestamp(250)), None);
+        assert_eq!(timer.len(), 1);
+        assert!(timer.remove(Timestamp(300), a));
+        assert!(!timer.remove(Timestamp(300), a), "removed once");
+        assert_eq!(timer.next_due(), None);
+    }
+
+    #[test]
+    fn sagas_due_at_the_same_time_are_all_kept() {
+        let mut timer = Timer::default();
+        let all = ids(5);
+        for &id in &all {
+            timer.insert(Timestamp(7), id);
+        }
+        let mut popped: Vec<_> = std::iter::from_fn(|| timer.pop_due(Timestamp(7)))
+            .map(|(_, id)| id)
+            .collect();
+        popped.sort();
+        let mut all = all;
+        all.sort();
+        assert_eq!(popped, all);
+    }
+
+    #[test]
+    fn a_saga_woken_by_a_command_leaves_the_timer() {
+        let mut registry = Registry::default();
+        let [early, late] = ids(2).try_into().unwrap();
+        for (id, due) in [(early, 100), (late, 200)] {
+            let command_rx = running(&mut registry, id);
+            assert!(registry.park(id, Timestamp(due), &command_rx).is_some());
+        }
+        assert_eq!((registry.len(), registry.parked()), (2, 2));
+
+        let (command, _answer) = wait_command();
+        let Some(Err(mut woken)) = registry.route(early, command) else {
+            panic!("a command for a parked saga wakes it");
+        };
+        assert_eq!(woken.id, early);
+        assert!(
+            woken.command_rx.try_recv().is_ok(),
+            "the command that woke it is queued for its runner"
+        );
+        assert_eq!((registry.len(), registry.parked()), (2, 1));
+        assert_eq!(registry.next_due(), Some(Timestamp(200)));
+        // The timer passes the woken saga's due time: only the other one wakes.
+        let due: Vec<_> = registry
+            .wake_due(Timestamp(1_000), 10)
+            .iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(due, vec![late]);
+        assert_eq!((registry.len(), registry.parked()), (2, 0));
+    }
+
+    #[test]
+    fn a_saga_is_woken_once() {
+        let mut registry = Registry::default();
+        let id = SagaId::generate();
+        let command_rx = running(&mut registry, id);
+        registry.park(id, Timestamp(100), &command_rx).unwrap();
+        assert_eq!(registry.wake_due(Timestamp(100), 10).len(), 1);
+        assert!(
+            registry.wake(id, None).is_none(),
+            "the timer woke it already"
+        );
+        assert!(registry.wake_due(Timestamp(100), 10).is_empty());
+        // A command now reaches the woken runner's channel.
+        let (command, _answer) = wait_command();
+        assert!(matches!(registry.route(id, command), Some(Ok(_))));
+        assert!(
+            !registry.claim(id, mpsc::channel(1).0),
+            "owned: no second runner"
+        );
+    }
+
+    #[test]
+    fn a_runner_with_a_queued_command_does_not_park() {
+        let mut registry = Registry::default();
+        let id = SagaId::generate();
+        let command_rx = running(&mut registry, id);
+        let (command, _answer) = wait_command();
+        let Some(Ok((command_tx, command))) = registry.route(id, command) else {
+            panic!("a running saga's commands go to its runner");
+        };
+        command_tx.try_send(command).unwrap();
+        assert_eq!(registry.park(id, Timestamp(100), &command_rx), None);
+        assert_eq!(registry.parked(), 0);
+        assert!(matches!(registry.slots.get(&id), Some(Slot::Running(_))));
+    }
+
+    #[test]
+    fn release_forgets_runners_not_parked_sagas() {
+        let mut registry = Registry::default();
+        let [a, b] = ids(2).try_into().unwrap();
+        let _a_rx = running(&mut registry, a);
+        let b_rx = running(&mut registry, b);
+        registry.park(b, Timestamp(5), &b_rx).unwrap();
+        registry.release(a);
+        registry.release(b);
+        assert!(!registry.contains(a));
+        assert!(registry.contains(b), "a parked saga is the timer's");
+        assert!(registry.abandon(b));
+        assert!(!registry.contains(b));
+        assert_eq!(registry.parked(), 0);
+    }
+
+    /// The timer and commands race for the same parked sagas from two threads:
+    /// every saga is woken exactly once, by one of them.
+    #[test]
+    fn the_timer_and_commands_racing_wake_each_saga_exactly_once() {
+        const SAGAS: usize = 2_000;
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let all = ids(SAGAS);
+        {
+            let mut registry = registry.lock().unwrap();
+            for (i, &id) in all.iter().enumerate() {
+                let command_rx = running(&mut registry, id);
+                registry.park(id, Timestamp(i as u64), &command_rx).unwrap();
+            }
+        }
+        let start = Arc::new(Barrier::new(2));
+        let timer = {
+            let (registry, start) = (registry.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let mut woken = Vec::new();
+                loop {
+                    let batch = registry.lock().unwrap().wake_due(Timestamp(u64::MAX), 7);
+                    if batch.is_empty() {
+                        return woken;
+                    }
+                    woken.extend(batch.into_iter().map(|w| w.id));
+                }
+            })
+        };
+        let commands = {
+            let (registry, start, all) = (registry.clone(), start.clone(), all.clone());
+            thread::spawn(move || {
+                start.wait();
+                let mut woken = Vec::new();
+                for &id in all.iter().rev() {
+                    let (command, _answer) = wait_command();
+                    if let Some(Err(w)) = registry.lock().unwrap().route(id, command) {
+                        woken.push(w.id);
+                    }
+                }
+                woken
+            })
+        };
+        let mut woken = timer.join().unwrap();
+        woken.extend(commands.join().unwrap());
+        woken.sort();
+        let mut all = all;
+        all.sort();
+        assert_eq!(woken, all, "each saga woken exactly once");
+        let registry = registry.lock().unwrap();
+        assert_eq!((registry.len(), registry.parked()), (SAGAS, 0));
+    }
+}
