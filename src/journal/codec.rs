@@ -3,12 +3,12 @@
 //!
 //! Keys (big-endian integers, so byte order is numeric order):
 //! ```text
-//! e <saga id:16> <first seq:8>  → run of events   a saga's history, in seq order
+//! e <saga id:16> <first seq:8>  → run of events   a saga's history, in seq order (or a bundle of runs)
 //! u <saga id:16>                → (empty)         sagas not yet terminal
 //! s <saga id:16>                → summary         listing fields; id order = age
 //! i <idempotency key>           → saga id:16
 //! p <participant name>          → participant
-//! o <first offset:8>            → run pointer     the offset index (`offsets.rs`)
+//! o <first offset:8>            → run pointer     the offset index (`offsets.rs`; or a bundle)
 //! d <snapshot id:8>             → step snapshot   shared by sagas (`snapshots.rs`)
 //! m next_offset                 → u64 BE          the next global event offset
 //! m archived_through            → u64 BE          highest offset of a removed event

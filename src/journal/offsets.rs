@@ -11,7 +11,11 @@
 //! ```
 //!
 //! so "the events after offset N" is the entry at or before `N + 1` and a range
-//! scan from there, never a scan of every saga.
+//! scan from there, never a scan of every saga. A checkpoint bundles consecutive
+//! entries into one under the first one's offset, and a saga's runs into one
+//! record under the first run's key (`compaction.rs`): an entry then holds
+//! several pointers, and a pointer's run is inside the record at or before its
+//! key. Neither changes what a reader finds.
 //!
 //! Invariants:
 //! - An index entry and its run are written in the same batch: neither exists
@@ -22,7 +26,7 @@
 //!   never hands out an event a crash could still take back (and whose offset a
 //!   restarted journal would then hand out again).
 //! - Removal (`kv.rs`, `remove_sagas`) deletes a saga's runs and their index
-//!   entries, and first raises the *archive horizon* (`m archived_through`) to
+//!   entries (or takes their pointers out of a bundle), and first raises the *archive horizon* (`m archived_through`) to
 //!   the highest offset it removes. So every hole in the index is at or below
 //!   the archive horizon: a reader skips those holes, and reports any hole above
 //!   it as damage, as before. Above the archive horizon the index is gap-free.
