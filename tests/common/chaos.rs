@@ -25,6 +25,11 @@ pub const STEPS: [&str; 3] = ["validate-order", "charge-payment", "ship-order"];
 
 /// How long the whole run may take to settle: generous, never a speed assertion.
 pub const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
+/// How long one call may go unanswered. A coordinator that is killed drops its
+/// connections at once (the call then fails and is retried), so a call that
+/// hangs this long was accepted by a live coordinator that never answered it: a
+/// bug to report, not to wait out.
+const CALL_DEADLINE: Duration = Duration::from_secs(60);
 
 /// What a saga's participants are scripted to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -213,11 +218,22 @@ impl Harness {
                 start.elapsed() < SETTLE_DEADLINE,
                 "the coordinator never answered"
             );
-            let Some(client) = self.client().await else {
+            let answer = tokio::time::timeout(CALL_DEADLINE, async {
+                let client = self.client().await?;
+                Some(f(client).await)
+            })
+            .await;
+            let Ok(answer) = answer else {
+                panic!(
+                    "a call to the coordinator at {} got no answer in {CALL_DEADLINE:?}",
+                    *self.addr_rx.borrow()
+                );
+            };
+            let Some(answer) = answer else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             };
-            match f(client).await {
+            match answer {
                 Ok(response) => return response.into_inner(),
                 Err(s)
                     if matches!(
