@@ -326,6 +326,8 @@ async fn a_restart_parks_waiting_sagas_again_and_they_finish() {
     assert_eq!(state(&refund), pb::SagaState::Compensating);
     // Parking moves no gauge: a parked saga is active in its state.
     assert_eq!(gauges(&server).await, (Some(4.0), Some(1.0)));
+    let text = scrape(server.metrics_addr.unwrap()).await;
+    assert_eq!(sample(&text, "sagad_sagas_parked"), Some(5.0), "{text}");
 
     server.restart().await;
     let text = scrape(server.metrics_addr.unwrap()).await;

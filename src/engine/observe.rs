@@ -23,7 +23,9 @@ impl Engine {
 
     /// The metrics in the Prometheus text format, journal counters included.
     pub fn render_metrics(&self) -> String {
-        self.inner.metrics.render(self.inner.journal.stats())
+        self.inner
+            .metrics
+            .render(self.inner.journal.stats(), self.parked_sagas())
     }
 
     /// Sends a notice to `notifier` for every saga that becomes FAILED from now

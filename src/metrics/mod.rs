@@ -10,6 +10,7 @@
 //! | `sagad_sagas_failed_total` | counter | `definition` | sagas that became FAILED (a compensation gave up): alert on any increase |
 //! | `sagad_sagas_retried_total` | counter | `definition` | FAILED sagas resumed by `RetrySaga` |
 //! | `sagad_sagas_active` | gauge | `definition`, `state` | sagas whose journaled state is `running` or `compensating` |
+//! | `sagad_sagas_parked` | gauge | | active sagas parked until their next attempt is due (no runner; read at each scrape) |
 //! | `sagad_compensations_started_total` | counter | `definition`, `cause` | sagas that turned back to compensate; `cause` is `step_failed` or `cancelled` |
 //! | `sagad_step_attempts_total` | counter | `participant`, `action`, `outcome` | finished calls; `action` is `forward`/`compensate`, `outcome` is `succeeded`, `rejected`, `transient` or `interrupted` |
 //! | `sagad_step_call_duration_seconds` | histogram | `participant`, `action` | how long participant calls took, as the coordinator saw them |
@@ -95,6 +96,7 @@ pub mod names {
     pub const SAGAS_FAILED: &str = "sagad_sagas_failed_total";
     pub const SAGAS_RETRIED: &str = "sagad_sagas_retried_total";
     pub const SAGAS_ACTIVE: &str = "sagad_sagas_active";
+    pub const SAGAS_PARKED: &str = "sagad_sagas_parked";
     pub const COMPENSATIONS_STARTED: &str = "sagad_compensations_started_total";
     pub const STEP_ATTEMPTS: &str = "sagad_step_attempts_total";
     pub const STEP_CALL_DURATION: &str = "sagad_step_call_duration_seconds";
@@ -174,6 +176,10 @@ impl Metrics {
             describe_gauge!(
                 SAGAS_ACTIVE,
                 "Sagas whose journaled state is running or compensating."
+            );
+            describe_gauge!(
+                SAGAS_PARKED,
+                "Active sagas parked until their next attempt is due."
             );
             describe_counter!(
                 COMPENSATIONS_STARTED,
@@ -360,11 +366,14 @@ impl Metrics {
     }
 
     /// Everything in the Prometheus text format, with the journal's counters as
-    /// of `journal` (they live in the journal as plain atomics; copied here).
-    pub fn render(&self, journal: JournalStats) -> String {
+    /// of `journal` (they live in the journal as plain atomics; copied here) and
+    /// `parked` sagas (counted by the engine's registry; read at each scrape
+    /// rather than kept in step at every park and wake).
+    pub fn render(&self, journal: JournalStats, parked: usize) -> String {
         self.with(|| {
             metrics::counter!(JOURNAL_FLUSHES).absolute(journal.flushes);
             metrics::counter!(JOURNAL_EVENTS).absolute(journal.events);
+            metrics::gauge!(SAGAS_PARKED).set(parked as f64);
         });
         self.inner.handle.render()
     }
@@ -414,11 +423,11 @@ mod tests {
         b.saga_started("order");
         let series = "sagad_sagas_started_total{definition=\"order\"}";
         assert_eq!(
-            sample(&a.render(JournalStats::default()), series),
+            sample(&a.render(JournalStats::default(), 0), series),
             Some(2.0)
         );
         assert_eq!(
-            sample(&b.render(JournalStats::default()), series),
+            sample(&b.render(JournalStats::default(), 0), series),
             Some(1.0)
         );
     }
@@ -431,7 +440,7 @@ mod tests {
         m.saga_moved("d", Some(SagaStatus::Running), SagaStatus::Compensating);
         m.saga_moved("d", Some(SagaStatus::Compensating), SagaStatus::Failed);
         m.saga_moved("d", Some(SagaStatus::Failed), SagaStatus::Compensating);
-        let text = m.render(JournalStats::default());
+        let text = m.render(JournalStats::default(), 0);
         let running = "sagad_sagas_active{definition=\"d\",state=\"running\"}";
         let compensating = "sagad_sagas_active{definition=\"d\",state=\"compensating\"}";
         assert_eq!(sample(&text, running), Some(1.0), "{text}");
@@ -444,11 +453,15 @@ mod tests {
         let m = Metrics::new();
         m.call_returned("payments", Action::Forward, Duration::from_millis(3));
         m.flush_observer().flushed(7, Duration::from_micros(300));
-        let text = m.render(JournalStats {
-            flushes: 5,
-            requests: 6,
-            events: 9,
-        });
+        let text = m.render(
+            JournalStats {
+                flushes: 5,
+                requests: 6,
+                events: 9,
+            },
+            3,
+        );
+        assert_eq!(sample(&text, "sagad_sagas_parked"), Some(3.0), "{text}");
         assert!(
             text.contains("sagad_step_call_duration_seconds_bucket{participant=\"payments\",action=\"forward\",le=\"0.005\"} 1"),
             "{text}"
@@ -478,11 +491,11 @@ mod tests {
     fn known_definitions_export_a_zero_failed_count_to_alert_on() {
         let m = Metrics::new();
         m.known_definitions(["order", "inline"]);
-        let text = m.render(JournalStats::default());
+        let text = m.render(JournalStats::default(), 0);
         let series = "sagad_sagas_failed_total{definition=\"order\"}";
         assert_eq!(sample(&text, series), Some(0.0), "{text}");
         m.saga_finished("order", SagaStatus::Failed);
-        let text = m.render(JournalStats::default());
+        let text = m.render(JournalStats::default(), 0);
         assert_eq!(sample(&text, series), Some(1.0), "{text}");
     }
 }
