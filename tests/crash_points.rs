@@ -77,6 +77,13 @@ async fn crash_between_a_batch_write_and_its_flush() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_in_the_middle_of_a_store_checkpoint() {
+    // The first checkpoint with anything to apply (within ~2 s of the start,
+    // while the sagas are being started); half of it is durable in sled.
+    crash_at("journal::mid_checkpoint", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_during_recovery_itself() {
     let harness: Arc<Harness> = Harness::start(&[]).await;
     // Slow sagas, so that plenty are unfinished when the coordinator is killed.
