@@ -21,10 +21,13 @@
 //!   store's value. A read never sees an older value than one it could have
 //!   seen before (layers are only ever handed downwards: active → frozen →
 //!   store, and the frozen layer is dropped only after the store has it).
-//! - **Short locks.** Scans copy this layer's entries in small chunks under a
-//!   read lock and merge them with the store's scan outside it, so a long scan
-//!   never holds up the writer. Like the store's own scans, a merged scan is no
-//!   snapshot: a key written during it may or may not be seen.
+//! - **Scans miss nothing that was here when they started**, whatever the
+//!   checkpoints do meanwhile: a scan copies the active layer's entries of its
+//!   range and holds the frozen layer (it never changes) under one short read
+//!   lock, then merges them with the store's scan outside any lock, so a long
+//!   scan never holds up the writer or a checkpoint. Like the store's own
+//!   scans, a merged scan is no snapshot: a key written during it may or may
+//!   not be seen.
 
 use std::{
     collections::BTreeMap,
@@ -40,9 +43,6 @@ use super::{
 
 /// A layer: the newest write of each key; `None` is a removal.
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
-/// Entries copied out of the layers per lock, during a scan.
-const SCAN_CHUNK: usize = 64;
 
 /// The in-memory layers; see the module docs.
 #[derive(Default)]
@@ -221,59 +221,6 @@ impl Overlay {
         })?;
         mine.drain(stopped, visit)
     }
-
-    /// Up to `SCAN_CHUNK` keys of `lo..hi` in `direction`, newest value of each.
-    fn chunk(
-        &self,
-        direction: Direction,
-        lo: Bound<&[u8]>,
-        hi: Bound<&[u8]>,
-    ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        let layers = self.read();
-        let range = (lo, hi);
-        let active = layers.active.range::<[u8], _>(range);
-        let frozen = layers
-            .frozen
-            .as_ref()
-            .into_iter()
-            .flat_map(|f| f.range::<[u8], _>(range));
-        let mut out = Vec::new();
-        match direction {
-            Direction::Ascending => merge(active, frozen, &mut out, |a, b| a.cmp(b)),
-            Direction::Descending => merge(active.rev(), frozen.rev(), &mut out, |a, b| b.cmp(a)),
-        }
-        out
-    }
-}
-
-/// Merges two sorted runs of entries (`newer` wins on equal keys) into `out`,
-/// up to `SCAN_CHUNK` keys; `order` says which key comes first.
-fn merge<'a>(
-    newer: impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
-    older: impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
-    out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    order: impl Fn(&[u8], &[u8]) -> std::cmp::Ordering,
-) {
-    use std::cmp::Ordering::*;
-    let (mut newer, mut older) = (newer.peekable(), older.peekable());
-    while out.len() < SCAN_CHUNK {
-        let next = match (newer.peek(), older.peek()) {
-            (None, None) => break,
-            (Some(_), None) => newer.next(),
-            (None, Some(_)) => older.next(),
-            (Some((a, _)), Some((b, _))) => match order(a, b) {
-                Less => newer.next(),
-                Greater => older.next(),
-                Equal => {
-                    older.next();
-                    newer.next()
-                }
-            },
-        };
-        if let Some((k, v)) = next {
-            out.push((k.clone(), v.clone()));
-        }
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -282,69 +229,110 @@ enum Direction {
     Descending,
 }
 
-/// Walks the layers' entries of a range in chunks, taking the lock per chunk.
-struct Cursor<'a> {
-    overlay: &'a Overlay,
+type Entry = (Vec<u8>, Option<Vec<u8>>);
+
+/// This layer's entries of `[lo, hi)` in scan order, as they were when the
+/// scan started: the active layer's copied (it keeps changing), the frozen
+/// one held (it never changes, and is kept alive here even if a checkpoint
+/// drops it meanwhile). So every key here at the start is seen, whatever the
+/// checkpoints do during the scan.
+struct Cursor {
     direction: Direction,
-    /// The range still to walk: the bound on the side we walk from moves.
-    lo: Vec<u8>,
-    lo_inclusive: bool,
-    hi: Vec<u8>,
-    hi_inclusive: bool,
-    chunk: std::vec::IntoIter<(Vec<u8>, Option<Vec<u8>>)>,
-    current: Option<(Vec<u8>, Option<Vec<u8>>)>,
-    exhausted: bool,
+    active: std::iter::Peekable<std::vec::IntoIter<Entry>>,
+    frozen: Option<Arc<Layer>>,
+    /// The frozen layer's next entry, and the range still to walk in it.
+    frozen_next: Option<Entry>,
+    lo: (Vec<u8>, bool),
+    hi: (Vec<u8>, bool),
+    current: Option<Entry>,
 }
 
-fn bound(key: &[u8], inclusive: bool) -> Bound<&[u8]> {
-    if inclusive {
-        Bound::Included(key)
-    } else {
-        Bound::Excluded(key)
+fn bound(key: &(Vec<u8>, bool)) -> Bound<&[u8]> {
+    match key {
+        (key, true) => Bound::Included(key),
+        (key, false) => Bound::Excluded(key),
     }
 }
 
-impl<'a> Cursor<'a> {
-    /// Walks `[lo, hi)`.
-    fn new(overlay: &'a Overlay, direction: Direction, lo: &[u8], hi: &[u8]) -> Self {
-        let mut cursor = Self {
-            overlay,
-            direction,
-            lo: lo.to_vec(),
-            lo_inclusive: true,
-            hi: hi.to_vec(),
-            hi_inclusive: false,
-            chunk: Vec::new().into_iter(),
-            current: None,
-            exhausted: false,
+impl Cursor {
+    /// Walks `[lo, hi)` in `direction`.
+    fn new(overlay: &Overlay, direction: Direction, lo: &[u8], hi: &[u8]) -> Self {
+        let range = (Bound::Included(lo), Bound::Excluded(hi));
+        let (active, frozen) = {
+            let layers = overlay.read();
+            let entries = layers.active.range::<[u8], _>(range);
+            let active: Vec<Entry> = match direction {
+                Direction::Ascending => entries.map(|(k, v)| (k.clone(), v.clone())).collect(),
+                Direction::Descending => {
+                    entries.rev().map(|(k, v)| (k.clone(), v.clone())).collect()
+                }
+            };
+            (active, layers.frozen.clone())
         };
+        let mut cursor = Self {
+            direction,
+            active: active.into_iter().peekable(),
+            frozen,
+            frozen_next: None,
+            lo: (lo.to_vec(), true),
+            hi: (hi.to_vec(), false),
+            current: None,
+        };
+        cursor.step_frozen();
         cursor.advance();
         cursor
+    }
+
+    /// Takes the frozen layer's next entry and moves its range past it.
+    fn step_frozen(&mut self) {
+        let Some(frozen) = &self.frozen else {
+            return;
+        };
+        let mut range = frozen.range::<[u8], _>((bound(&self.lo), bound(&self.hi)));
+        let next = match self.direction {
+            Direction::Ascending => range.next(),
+            Direction::Descending => range.next_back(),
+        };
+        self.frozen_next = next.map(|(k, v)| (k.clone(), v.clone()));
+        if let Some((key, _)) = &self.frozen_next {
+            match self.direction {
+                Direction::Ascending => self.lo = (key.clone(), false),
+                Direction::Descending => self.hi = (key.clone(), false),
+            }
+        }
     }
 
     fn peek(&self) -> Option<(&Vec<u8>, &Option<Vec<u8>>)> {
         self.current.as_ref().map(|(k, v)| (k, v))
     }
 
+    /// Moves to the next key of either layer; the active one wins a tie.
     fn advance(&mut self) {
-        self.current = self.chunk.next();
-        if self.current.is_some() || self.exhausted {
-            return;
-        }
-        let chunk = self.overlay.chunk(
-            self.direction,
-            bound(&self.lo, self.lo_inclusive),
-            bound(&self.hi, self.hi_inclusive),
-        );
-        self.exhausted = chunk.len() < SCAN_CHUNK;
-        if let Some((last, _)) = chunk.last() {
-            match self.direction {
-                Direction::Ascending => (self.lo, self.lo_inclusive) = (last.clone(), false),
-                Direction::Descending => (self.hi, self.hi_inclusive) = (last.clone(), false),
+        let first = |a: &[u8], b: &[u8]| match self.direction {
+            Direction::Ascending => a.cmp(b),
+            Direction::Descending => b.cmp(a),
+        };
+        let order = match (self.active.peek(), &self.frozen_next) {
+            (None, None) => {
+                self.current = None;
+                return;
             }
-        }
-        self.chunk = chunk.into_iter();
-        self.current = self.chunk.next();
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((a, _)), Some((f, _))) => first(a, f),
+        };
+        self.current = match order {
+            std::cmp::Ordering::Less => self.active.next(),
+            std::cmp::Ordering::Greater => {
+                let entry = self.frozen_next.take();
+                self.step_frozen();
+                entry
+            }
+            std::cmp::Ordering::Equal => {
+                self.step_frozen(); // the older value of the same key
+                self.active.next()
+            }
+        };
     }
 
     /// Visits what is left of ours after the store's scan ended (unless the
@@ -488,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn scans_longer_than_a_chunk_see_every_key_once_in_order() {
+    fn long_scans_see_every_key_once_in_order() {
         let store = MemoryStore::default();
         // Even keys in the store, odd ones here, some of each removed here.
         store
@@ -547,6 +535,46 @@ mod tests {
         };
         assert!(overlay.wait_for_room(1, Duration::from_secs(60)));
         releaser.join().unwrap();
+    }
+
+    #[test]
+    fn a_scan_sees_every_key_that_was_here_when_it_started() {
+        let store = MemoryStore::default();
+        store.write(vec![put("k0000", "store")]).unwrap();
+        for direction in [Direction::Ascending, Direction::Descending] {
+            let overlay = Overlay::default();
+            overlay.put(
+                (1..300)
+                    .map(|i| put(&format!("k{i:04}"), "frozen"))
+                    .collect(),
+            );
+            overlay.freeze().unwrap();
+            overlay.put(
+                (300..600)
+                    .map(|i| put(&format!("k{i:04}"), "active"))
+                    .collect(),
+            );
+            let mut seen = 0;
+            let mut visit = |_: &[u8], _: &[u8]| {
+                if seen == 0 {
+                    // Two checkpoints go by after the first key: every layer
+                    // the scan started with is gone from the overlay (and, as
+                    // far as this store's own scan can tell, not in it yet).
+                    overlay.release_frozen();
+                    overlay.freeze().unwrap();
+                    overlay.release_frozen();
+                    assert_eq!(overlay.len(), 0);
+                }
+                seen += 1;
+                Ok(true)
+            };
+            match direction {
+                Direction::Ascending => overlay.scan_from(&store, b"k", b"k", &mut visit),
+                Direction::Descending => overlay.scan_rev(&store, b"k", None, &mut visit),
+            }
+            .unwrap();
+            assert_eq!(seen, 600);
+        }
     }
 
     #[test]
