@@ -158,24 +158,7 @@ impl Overlay {
         let mut mine = Cursor::new(self, Direction::Ascending, start, &end);
         let mut stopped = false;
         store.scan_from(prefix, from, &mut |key, value| {
-            // Ours first while they sort before the store's key.
-            while let Some((k, v)) = mine.peek().filter(|(k, _)| k.as_slice() < key) {
-                if let Some(v) = v
-                    && !visit(k, v)?
-                {
-                    stopped = true;
-                    return Ok(false);
-                }
-                mine.advance();
-            }
-            let go_on = match mine.peek().filter(|(k, _)| k.as_slice() == key) {
-                Some((_, Some(newer))) => visit(key, newer)?,
-                Some((_, None)) => true, // removed here
-                None => visit(key, value)?,
-            };
-            if mine.peek().is_some_and(|(k, _)| k.as_slice() == key) {
-                mine.advance();
-            }
+            let go_on = mine.merge(key, value, visit)?;
             stopped = !go_on;
             Ok(go_on)
         })?;
@@ -199,23 +182,7 @@ impl Overlay {
         let mut mine = Cursor::new(self, Direction::Descending, prefix, upper);
         let mut stopped = false;
         store.scan_rev(prefix, before, &mut |key, value| {
-            while let Some((k, v)) = mine.peek().filter(|(k, _)| k.as_slice() > key) {
-                if let Some(v) = v
-                    && !visit(k, v)?
-                {
-                    stopped = true;
-                    return Ok(false);
-                }
-                mine.advance();
-            }
-            let go_on = match mine.peek().filter(|(k, _)| k.as_slice() == key) {
-                Some((_, Some(newer))) => visit(key, newer)?,
-                Some((_, None)) => true,
-                None => visit(key, value)?,
-            };
-            if mine.peek().is_some_and(|(k, _)| k.as_slice() == key) {
-                mine.advance();
-            }
+            let go_on = mine.merge(key, value, visit)?;
             stopped = !go_on;
             Ok(go_on)
         })?;
@@ -333,6 +300,38 @@ impl Cursor {
                 self.active.next()
             }
         };
+    }
+
+    /// Takes the store's next entry: visits ours that come before it, then
+    /// the newest value of its key (none if removed here). Answers whether to
+    /// go on.
+    fn merge(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        visit: &mut Visit<'_>,
+    ) -> Result<bool, JournalError> {
+        let ascending = matches!(self.direction, Direction::Ascending);
+        while let Some((k, v)) = self
+            .peek()
+            .filter(|(k, _)| (k.as_slice() < key) == ascending && k.as_slice() != key)
+        {
+            if let Some(v) = v
+                && !visit(k, v)?
+            {
+                return Ok(false);
+            }
+            self.advance();
+        }
+        let go_on = match self.peek().filter(|(k, _)| k.as_slice() == key) {
+            Some((_, Some(newer))) => visit(key, newer)?,
+            Some((_, None)) => true, // removed here
+            None => visit(key, value)?,
+        };
+        if self.peek().is_some_and(|(k, _)| k.as_slice() == key) {
+            self.advance();
+        }
+        Ok(go_on)
     }
 
     /// Visits what is left of ours after the store's scan ended (unless the
