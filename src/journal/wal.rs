@@ -72,9 +72,9 @@ const OVERLAY_KEYS_MAX: usize = 100_000;
 /// Keys written since the last checkpoint beyond which the writer waits for
 /// the checkpoint in progress: the store cannot keep up, and memory must not
 /// grow without bound (both layers together stay under ~150 MB).
-const OVERLAY_KEYS_HARD_MAX: usize = 250_000;
+pub const OVERLAY_KEYS_HARD_MAX: usize = 250_000;
 /// How long a writer waits for room before it reports the store as stuck.
-const STORE_PATIENCE: Duration = Duration::from_secs(10);
+pub const STORE_PATIENCE: Duration = Duration::from_secs(10);
 /// The store key holding the number of the last batch applied to it.
 pub const APPLIED_BATCH_KEY: &[u8] = b"mwal_batch";
 
@@ -93,6 +93,11 @@ pub struct WalOptions {
     /// order, each key once, without the batch marker): the same keys' final
     /// values, or fewer keys that read back the same (`compaction.rs`).
     pub compact: fn(Vec<KeyWrite>) -> Vec<KeyWrite>,
+    /// Keys written since the last checkpoint beyond which a writer waits for
+    /// the checkpoint in progress ([`OVERLAY_KEYS_HARD_MAX`]).
+    pub max_pending_keys: usize,
+    /// How long it waits before it reports the store as stuck ([`STORE_PATIENCE`]).
+    pub store_patience: Duration,
 }
 
 impl Default for WalOptions {
@@ -100,6 +105,8 @@ impl Default for WalOptions {
         Self {
             checkpoint_interval: WAL_CHECKPOINT_INTERVAL,
             compact: |writes| writes,
+            max_pending_keys: OVERLAY_KEYS_HARD_MAX,
+            store_patience: STORE_PATIENCE,
         }
     }
 }
@@ -663,16 +670,17 @@ impl<S: KvStore> KvStore for WalStore<S> {
         // the log's order, whoever writes.
         self.shared.overlay.put(batch);
         drop(log);
+        let options = &self.shared.options;
         if !self
             .shared
             .overlay
-            .wait_for_room(OVERLAY_KEYS_HARD_MAX, STORE_PATIENCE)
+            .wait_for_room(options.max_pending_keys, options.store_patience)
         {
             // The batch is in the log and may become durable; the journal
             // refuses writes until a sync works, like after any failed write.
             return Err(JournalError::Io(format!(
-                "the store behind the log took no checkpoint for {} s while writes piled up",
-                STORE_PATIENCE.as_secs()
+                "the store behind the log took no checkpoint for {:?} while writes piled up",
+                options.store_patience
             )));
         }
         Ok(())
@@ -763,6 +771,77 @@ mod tests {
             );
         }
         assert_eq!(applied_batch(wal.inner()).unwrap(), 3);
+    }
+
+    /// A store whose syncs fail while `failing` is set, as on a full disk.
+    #[derive(Default)]
+    struct Flaky {
+        inner: MemoryStore,
+        failing: AtomicBool,
+    }
+
+    impl KvStore for Flaky {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, JournalError> {
+            self.inner.get(key)
+        }
+        fn scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, JournalError> {
+            self.inner.scan(prefix)
+        }
+        fn scan_rev(
+            &self,
+            prefix: &[u8],
+            before: Option<&[u8]>,
+            visit: &mut Visit<'_>,
+        ) -> Result<(), JournalError> {
+            self.inner.scan_rev(prefix, before, visit)
+        }
+        fn write(&self, batch: Vec<KeyWrite>) -> Result<(), JournalError> {
+            self.inner.write(batch)
+        }
+        fn sync(&self) -> Result<(), JournalError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(JournalError::Io("injected: no space left".into()));
+            }
+            self.inner.sync()
+        }
+    }
+
+    #[test]
+    fn a_store_that_cannot_checkpoint_stops_writes_after_a_while_and_catches_up_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions {
+            checkpoint_interval: Duration::from_millis(5),
+            max_pending_keys: 50,
+            store_patience: Duration::from_millis(200),
+            ..WalOptions::default()
+        };
+        let wal = WalStore::open_with(dir.path(), Flaky::default(), options).unwrap();
+        wal.inner().failing.store(true, Ordering::SeqCst);
+        // The log takes writes while checkpoints fail, until too many wait.
+        let mut refused = None;
+        for i in 0..1_000 {
+            match wal.write(vec![put(&format!("k{i:04}"), "v")]) {
+                Ok(()) => wal.sync().unwrap(),
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (written, err) = refused.expect("writes stop while the store is stuck");
+        assert!(written > 50, "{written} writes before the limit");
+        assert!(err.to_string().contains("took no checkpoint"), "{err}");
+        // Everything written (the refused batch too: it is in the log) reads back.
+        assert_eq!(wal.get(b"k0000").unwrap(), Some(b"v".to_vec()));
+        // The disk works again: the checkpoint goes through and writes resume.
+        wal.inner().failing.store(false, Ordering::SeqCst);
+        wal.write(vec![put("after", "v")]).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while wal.inner().inner.get(b"k0000").unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(wal.get(b"after").unwrap(), Some(b"v".to_vec()));
     }
 
     #[test]
