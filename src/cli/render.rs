@@ -99,19 +99,28 @@ pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
 
 /// Every attempt of every step, in the order they started.
 fn timeline(s: &pb::Saga, palette: &Palette) -> String {
-    let mut attempts: Vec<(&pb::Step, &pb::Attempt)> = s
+    let mut attempts: Vec<(usize, &pb::Step, &pb::Attempt)> = s
         .steps
         .iter()
-        .flat_map(|step| step.attempts.iter().map(move |a| (step, a)))
+        .enumerate()
+        .flat_map(|(i, step)| step.attempts.iter().map(move |a| (i, step, a)))
         .collect();
     if attempts.is_empty() {
         return "  no attempts yet\n".to_string();
     }
-    attempts.sort_by_key(|(_, a)| {
-        a.started_at
+    // Start times have millisecond resolution, so fast steps tie: within one
+    // millisecond, forward calls come before compensations, forward steps go
+    // first to last and compensations last to first, as the engine runs them.
+    attempts.sort_by_key(|&(i, _, a)| {
+        let compensating = a.action == pb::Action::Compensate as i32;
+        let order = if compensating { usize::MAX - i } else { i };
+        let at = a
+            .started_at
             .map(|t| (t.seconds, t.nanos))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (at, compensating, order, a.number)
     });
+    let attempts = attempts.into_iter().map(|(_, step, a)| (step, a));
     let mut table = Table::new(&[
         "  TIME (UTC)",
         "+AT",
@@ -393,4 +402,76 @@ pub fn definition_table(definitions: &[pb::SagaDefinition], palette: &Palette) -
         ]);
     }
     table.render(palette)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(action: pb::Action, number: u32, ms: i64) -> pb::Attempt {
+        pb::Attempt {
+            action: action as i32,
+            number,
+            outcome: pb::AttemptOutcome::Succeeded as i32,
+            started_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 + ms / 1000,
+                nanos: (ms % 1000) as i32 * 1_000_000,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attempts_in_the_same_millisecond_show_in_the_order_they_ran() {
+        use pb::Action::{Compensate, Forward};
+        let step = |name: &str, attempts: Vec<pb::Attempt>| pb::Step {
+            name: name.into(),
+            attempts,
+            ..Default::default()
+        };
+        // Everything in one millisecond but the failed retry.
+        let saga = pb::Saga {
+            steps: vec![
+                step(
+                    "first",
+                    vec![attempt(Forward, 1, 0), attempt(Compensate, 1, 5)],
+                ),
+                step(
+                    "second",
+                    vec![attempt(Forward, 1, 0), attempt(Compensate, 1, 5)],
+                ),
+                step(
+                    "third",
+                    vec![
+                        attempt(Forward, 1, 0),
+                        attempt(Forward, 2, 5),
+                        attempt(Compensate, 1, 5),
+                    ],
+                ),
+            ],
+            ..Default::default()
+        };
+        let text = timeline(&saga, &Palette::plain());
+        let order: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let mut words = line.split_whitespace().skip(1);
+                format!("{} {}", words.next().unwrap(), words.next().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "first forward",
+                "second forward",
+                "third forward",
+                "third forward",
+                "third compensate",
+                "second compensate",
+                "first compensate"
+            ],
+            "{text}"
+        );
+    }
 }

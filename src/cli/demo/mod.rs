@@ -244,9 +244,11 @@ fn summarise(sagas: &[pb::Saga], palette: &Palette) {
         } else {
             palette.paint(Tone::Bad, "✗")
         };
+        // In the order they were undone: last step first.
         let undone: Vec<&str> = saga
             .steps
             .iter()
+            .rev()
             .filter(|s| step_state_name(s.state) == "COMPENSATED")
             .map(|s| s.name.as_str())
             .collect();
