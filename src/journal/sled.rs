@@ -24,6 +24,7 @@ use std::{
     io::{Read, Seek, Write},
     path::{Path, PathBuf},
     sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use super::{
@@ -40,6 +41,8 @@ const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// sled segment size. Values over a quarter of a segment go to unsynced blob files,
 /// so 8 MiB keeps any record up to 2 MiB (a 1 MiB payload and its snapshot) inline.
 const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
+/// How long an open waits for sled's file lock once `DATA_DIR/LOCK` is ours.
+const SLED_LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
 impl SledJournal {
     /// Opens (or creates) the journal in `dir`, taking ownership of the directory.
@@ -89,13 +92,28 @@ impl SledStore {
         fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("journal");
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
             .cache_capacity(SLED_CACHE_BYTES)
             .segment_size(SLED_SEGMENT_BYTES)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_error(dir, format!("sled: {e}")))?;
+            .flush_every_ms(None);
+        // With `DATA_DIR/LOCK` held, sled's own lock on its file can only be
+        // held by this process's previous store of the same directory, whose
+        // last handles sled's IO threads drop a moment after the store itself
+        // (seen when a directory is closed and opened again at once).
+        let released_by = Instant::now() + SLED_LOCK_PATIENCE;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    // sled 0.34 says so only in the message (`config.rs`).
+                    if e.to_string().starts_with("could not acquire lock")
+                        && Instant::now() < released_by =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other.map_err(|e| open_error(dir, format!("sled: {e}")))?,
+            }
+        };
         let db_file = File::open(path.join("db")).map_err(|e| open_error(dir, e))?;
         let blob_dir = path.join("blobs");
         let synced_blobs = fs::read_dir(&blob_dir)
@@ -427,6 +445,20 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].0, codec::offset_key(1), "under its old key");
         verify(&journal, &gone).await;
+    }
+
+    #[tokio::test]
+    async fn a_directory_closed_and_opened_again_at_once_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let journal =
+                SledJournal::open(dir.path()).unwrap_or_else(|e| panic!("round {round}: {e}"));
+            let first = conformance::started("shop", None);
+            journal.append(vec![first]).await.unwrap();
+            journal.close().await.unwrap();
+        }
+        let journal = SledJournal::open(dir.path()).unwrap();
+        assert_eq!(journal.unfinished().await.unwrap().len(), 20);
     }
 
     #[tokio::test]
