@@ -101,8 +101,9 @@ fn check_pointer(
 ) {
     let last = first + pointer.count.saturating_sub(1);
     if last <= archived && (first..=last).all(|o| !offsets.contains_key(&o)) {
-        // A removed saga's pointer that a checkpoint bundled while the removal
-        // was under way: readers skip it like any archived offset.
+        // A removed saga's pointer left in a bundle, as a build without the
+        // rewrite hold (`overlay.rs`) could leave it: readers skip it like
+        // any archived offset.
         return;
     }
     for i in 0..pointer.count {

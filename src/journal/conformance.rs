@@ -121,7 +121,7 @@ pub fn next(saga: SagaId, seq: u64, kind: EventKind) -> Event {
     }
 }
 
-fn attempt(step_seq: u32) -> EventKind {
+pub fn attempt(step_seq: u32) -> EventKind {
     EventKind::AttemptStarted {
         step: 0,
         action: Action::Forward,

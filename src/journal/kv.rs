@@ -24,7 +24,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     thread,
@@ -96,6 +96,13 @@ pub trait KvStore: Send + Sync + 'static {
     }
     /// Makes every write so far durable.
     fn sync(&self) -> Result<(), JournalError>;
+    /// Keeps the store from rewriting what was written before (a
+    /// checkpoint's bundling, `overlay.rs`) until the guard drops. A writer
+    /// that reads keys to work out edits of them holds it from its first read
+    /// until its `write` returns. `None`: this store never rewrites.
+    fn hold_rewrites(&self) -> Option<MutexGuard<'_, ()>> {
+        None
+    }
 }
 
 /// What the writer thread is asked to do.
@@ -432,6 +439,8 @@ impl<S: KvStore> Writer<S> {
         let mut batch_summaries: HashMap<SagaId, SagaSummary> = HashMap::new();
         let mut batch_index_entries = offsets::EditedEntries::new();
         let mut offset = self.next_offset;
+        let store = self.store.clone();
+        let mut rewrites_held = None;
         for request in requests.drain(..) {
             match request {
                 WriteRequest::Close { reply } => close = Some(reply),
@@ -445,6 +454,9 @@ impl<S: KvStore> Writer<S> {
                     let _ = reply.send(Err(self.refusal()));
                 }
                 WriteRequest::Remove { ids, reply } => {
+                    // Until the batch is written: removal edits index entries
+                    // it reads (`overlay.rs`).
+                    rewrites_held.get_or_insert_with(|| store.hold_rewrites());
                     let mut archived_through = self.archived_through;
                     match retention::removal_writes(
                         &*self.store,
@@ -508,7 +520,10 @@ impl<S: KvStore> Writer<S> {
                 Some(offset.to_be_bytes().to_vec()),
             ));
             let started = Instant::now();
-            let result = match self.store.write(writes) {
+            let written = self.store.write(writes);
+            // The edits are in (or failed): a checkpoint may bundle them now.
+            drop(rewrites_held);
+            let result = match written {
                 Ok(()) => {
                     self.snapshots.written();
                     // The batch is in the store: its offsets are spent whether or

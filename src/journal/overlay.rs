@@ -28,11 +28,19 @@
 //!   scan never holds up the writer or a checkpoint. Like the store's own
 //!   scans, a merged scan is no snapshot: a key written during it may or may
 //!   not be seen.
+//! - **Edits never meet a rewrite half-way.** A frozen layer is compacted as
+//!   it is frozen (`compaction.rs`: several keys' writes bundled under one
+//!   key), and readers see its compacted form from then on. A writer that
+//!   reads keys to work out edits of them (retention taking pointers out of
+//!   the offset index) holds [`Overlay::hold_rewrites`] from its first read
+//!   until its edit is put here, so it works from one form or the other: an
+//!   edit of entries read before they were bundled would, put over the
+//!   bundle, drop everything else the bundle holds.
 
 use std::{
     collections::BTreeMap,
     ops::Bound,
-    sync::{Arc, Condvar, Mutex, RwLock},
+    sync::{Arc, Condvar, Mutex, MutexGuard, RwLock},
     time::Duration,
 };
 
@@ -44,10 +52,18 @@ use super::{
 /// A layer: the newest write of each key; `None` is a removal.
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// What a frozen layer's writes (in key order, each key once) are rewritten
+/// to: the same keys' final values, or fewer keys that read back the same
+/// (`compaction.rs`).
+pub type Compact = fn(Vec<KeyWrite>) -> Vec<KeyWrite>;
+
 /// The in-memory layers; see the module docs.
 #[derive(Default)]
 pub struct Overlay {
     layers: RwLock<Layers>,
+    /// Held while a layer is frozen and compacted, and by writers editing
+    /// what they read (see the module docs).
+    rewrites: Mutex<()>,
     /// Signalled when a frozen layer is dropped (for `wait_for_room`).
     released: (Mutex<()>, Condvar),
 }
@@ -76,14 +92,36 @@ impl Overlay {
     }
 
     /// The frozen layer to apply to the store: the one a failed checkpoint
-    /// left, or else everything written since the last freeze. `None` when
-    /// there is nothing to apply.
-    pub fn freeze(&self) -> Option<Arc<Layer>> {
-        let mut layers = self.write();
-        if layers.frozen.is_none() && !layers.active.is_empty() {
-            layers.frozen = Some(Arc::new(std::mem::take(&mut layers.active)));
+    /// left, or else everything written since the last freeze, as `compact`
+    /// rewrites it. `None` when there is nothing to apply.
+    pub fn freeze(&self, compact: Compact) -> Option<Arc<Layer>> {
+        if let Some(frozen) = self.read().frozen.clone() {
+            return Some(frozen);
         }
-        layers.frozen.clone()
+        // Only the checkpoint thread freezes, so nothing else can have frozen
+        // a layer since the check above.
+        let _rewrites = self.hold_rewrites();
+        let taken = {
+            let mut layers = self.write();
+            if layers.active.is_empty() {
+                return None;
+            }
+            let taken = Arc::new(std::mem::take(&mut layers.active));
+            layers.frozen = Some(taken.clone());
+            taken
+        };
+        // Outside the lock: readers and the writer go on meanwhile, reading
+        // the layer as it was written.
+        let writes = taken.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let compacted = Arc::new(compact(writes).into_iter().collect::<Layer>());
+        self.write().frozen = Some(compacted.clone());
+        Some(compacted)
+    }
+
+    /// Keeps a frozen layer from being compacted until the guard drops; see
+    /// the module docs.
+    pub fn hold_rewrites(&self) -> MutexGuard<'_, ()> {
+        self.rewrites.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Drops the frozen layer: the store holds it durably now.
@@ -406,7 +444,7 @@ mod tests {
             remove("k2"),
             put("k45", "frozen"),
         ]);
-        overlay.freeze().unwrap();
+        overlay.freeze(|w| w).unwrap();
         overlay.put(vec![
             put("k1", "active"),
             put("k2", "active"),
@@ -493,7 +531,7 @@ mod tests {
                 .map(|i| put(&format!("k{i:04}"), "mine"))
                 .collect(),
         );
-        overlay.freeze().unwrap();
+        overlay.freeze(|w| w).unwrap();
         overlay.put(
             (0..500)
                 .step_by(7)
@@ -521,7 +559,7 @@ mod tests {
     fn a_writer_past_the_limit_waits_for_the_checkpoint_in_progress() {
         let overlay = Arc::new(Overlay::default());
         overlay.put(vec![put("k1", "a")]);
-        overlay.freeze().unwrap();
+        overlay.freeze(|w| w).unwrap();
         overlay.put(vec![put("k2", "b"), put("k3", "c")]);
         assert!(overlay.wait_for_room(2, Duration::ZERO), "within the limit");
         assert!(
@@ -547,7 +585,7 @@ mod tests {
                     .map(|i| put(&format!("k{i:04}"), "frozen"))
                     .collect(),
             );
-            overlay.freeze().unwrap();
+            overlay.freeze(|w| w).unwrap();
             overlay.put(
                 (300..600)
                     .map(|i| put(&format!("k{i:04}"), "active"))
@@ -560,7 +598,7 @@ mod tests {
                     // the scan started with is gone from the overlay (and, as
                     // far as this store's own scan can tell, not in it yet).
                     overlay.release_frozen();
-                    overlay.freeze().unwrap();
+                    overlay.freeze(|w| w).unwrap();
                     overlay.release_frozen();
                     assert_eq!(overlay.len(), 0);
                 }
@@ -580,18 +618,43 @@ mod tests {
     fn the_frozen_layer_stays_until_released_and_a_failed_checkpoint_gets_it_again() {
         let store = MemoryStore::default();
         let overlay = Overlay::default();
-        assert!(overlay.freeze().is_none(), "nothing to apply");
+        assert!(overlay.freeze(|w| w).is_none(), "nothing to apply");
         overlay.put(vec![put("k1", "a")]);
-        let first = overlay.freeze().unwrap();
+        let first = overlay.freeze(|w| w).unwrap();
         overlay.put(vec![put("k2", "b")]);
         // Not released (the checkpoint failed): the same layer comes back.
-        let again = overlay.freeze().unwrap();
+        let again = overlay.freeze(|w| w).unwrap();
         assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(overlay.len(), 2);
         store.write(vec![put("k1", "a")]).unwrap();
         overlay.release_frozen();
         assert_eq!(overlay.get(&store, b"k1").unwrap(), Some(b"a".to_vec()));
-        let second = overlay.freeze().unwrap();
+        let second = overlay.freeze(|w| w).unwrap();
         assert_eq!(second.keys().collect::<Vec<_>>(), [&b"k2".to_vec()]);
+    }
+
+    #[test]
+    fn an_edit_under_the_rewrite_hold_is_compacted_with_what_it_read() {
+        let store = MemoryStore::default();
+        let overlay = Arc::new(Overlay::default());
+        overlay.put(vec![put("k1", "a"), put("k2", "b")]);
+        // A writer reads k1 to edit it...
+        let held = overlay.hold_rewrites();
+        assert_eq!(overlay.get(&store, b"k1").unwrap(), Some(b"a".to_vec()));
+        // ...a checkpoint starts meanwhile...
+        let checkpoint = {
+            let overlay = overlay.clone();
+            std::thread::spawn(move || overlay.freeze(|writes| writes).unwrap())
+        };
+        // ...and the edit goes in before the layer is frozen and compacted.
+        overlay.put(vec![put("k1", "a, edited")]);
+        drop(held);
+        let frozen = checkpoint.join().unwrap();
+        assert_eq!(
+            frozen.get(b"k1".as_slice()),
+            Some(&Some(b"a, edited".to_vec())),
+            "the compaction saw the edit, not what it was worked out from"
+        );
+        assert_eq!(overlay.len(), 2);
     }
 }

@@ -341,6 +341,31 @@ mod tests {
         }
 
         crate::journal_conformance!(temp_journal());
+
+        /// A removal reads the index entries it edits; a checkpoint bundles
+        /// entries of several sagas into one. An edit worked out from entries
+        /// the checkpoint bundled meanwhile would drop the other sagas' pointers
+        /// with the bundle (seen once: a whole journal's index gone).
+        #[tokio::test]
+        async fn removals_racing_checkpoints_leave_other_sagas_indexed() {
+            use crate::journal::conformance::{attempt, completing, next, started};
+
+            let (journal, _dir) = temp_journal();
+            let mut kept = Vec::new();
+            for round in 0..100 {
+                // Interleaved offsets, so bundles mix the two sagas.
+                let gone = completing(None, 1_000);
+                let stay = started("shop", None);
+                let id = stay.saga;
+                journal.append(vec![gone[0].clone()]).await.unwrap();
+                kept.extend(journal.append(vec![stay]).await.unwrap());
+                journal.append(gone[1..].to_vec()).await.unwrap();
+                kept.extend(journal.append(vec![next(id, 2, attempt(1))]).await.unwrap());
+                journal.remove_sagas(vec![gone[0].saga]).await.unwrap();
+                let read = journal.read_after(0, 10_000).await;
+                assert_eq!(read.as_ref().ok(), Some(&kept), "round {round}: {read:?}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -48,7 +48,7 @@ use std::{
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -58,7 +58,7 @@ use std::{
 use super::{
     JournalError,
     kv::{Entry, KeyWrite, KvStore, Visit},
-    overlay::Overlay,
+    overlay::{Compact, Overlay},
 };
 
 /// Size of a new segment. Preallocated, so appends never grow the file.
@@ -89,10 +89,9 @@ const RECORD_HEADER_BYTES: u64 = 16;
 pub struct WalOptions {
     /// How often the store gets what the log gathered.
     pub checkpoint_interval: Duration,
-    /// What a checkpoint writes in place of the gathered writes (given in key
-    /// order, each key once, without the batch marker): the same keys' final
-    /// values, or fewer keys that read back the same (`compaction.rs`).
-    pub compact: fn(Vec<KeyWrite>) -> Vec<KeyWrite>,
+    /// What a checkpoint writes in place of the gathered writes
+    /// (`overlay::Compact`); it leaves keys outside `e` and `o` as they are.
+    pub compact: Compact,
     /// Keys written since the last checkpoint beyond which a writer waits for
     /// the checkpoint in progress ([`OVERLAY_KEYS_HARD_MAX`]).
     pub max_pending_keys: usize,
@@ -513,7 +512,7 @@ impl<S: KvStore> Shared<S> {
     /// Applies what the overlay gathered to the store and makes it durable,
     /// then deletes the segments that only hold batches up to there.
     fn checkpoint(&self) -> Result<(), JournalError> {
-        let Some(frozen) = self.overlay.freeze() else {
+        let Some(frozen) = self.overlay.freeze(self.options.compact) else {
             return Ok(());
         };
         // Not under the log lock: appends go on while the store is written.
@@ -539,7 +538,6 @@ impl<S: KvStore> Shared<S> {
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(u64::from_be_bytes)
             .unwrap_or_default();
-        let mut writes = (self.options.compact)(writes);
         // The marker last: a store that kept it kept the rest.
         writes.push(marker);
         drop(frozen);
@@ -624,6 +622,10 @@ impl<S: KvStore> KvStore for WalStore<S> {
         self.shared
             .overlay
             .scan_from(&self.shared.inner, prefix, from, visit)
+    }
+
+    fn hold_rewrites(&self) -> Option<MutexGuard<'_, ()>> {
+        Some(self.shared.overlay.hold_rewrites())
     }
 
     /// Appends the batch to the log (not yet synced) and puts it in the overlay.
