@@ -21,6 +21,7 @@ pub mod journal;
 pub mod metrics;
 pub mod participant;
 pub mod proto;
+pub mod runtime;
 pub mod saga;
 pub mod server;
 pub mod trace;

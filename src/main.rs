@@ -113,10 +113,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     sagad::failpoint::setup();
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match sagad::runtime::build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sagad: cannot start the async runtime: {e}");

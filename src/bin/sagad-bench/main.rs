@@ -153,10 +153,7 @@ pub struct ParticipantsArgs {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match sagad::runtime::build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sagad-bench: cannot start the async runtime: {e}");
