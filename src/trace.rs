@@ -22,7 +22,7 @@
 //! - Each call gets a fresh span id (never zero), so a participant sees one
 //!   parent span per attempt.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -65,8 +65,20 @@ impl fmt::Display for SpanId {
     }
 }
 
+/// Lower-case hex, by table: every participant call formats a `traceparent`,
+/// and a `write!` per byte showed in the coordinator's profile.
 fn write_hex(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
-    bytes.iter().try_for_each(|b| write!(out, "{b:02x}"))
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for chunk in bytes.chunks(16) {
+        for (i, b) in chunk.iter().enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        }
+        let text = std::str::from_utf8(&buf[..2 * chunk.len()]).map_err(|_| fmt::Error)?;
+        out.write_str(text)?;
+    }
+    Ok(())
 }
 
 /// The trace a saga belongs to: journaled with the saga when it came with the
@@ -175,7 +187,12 @@ impl TraceContext {
     pub fn traceparent(&self, span: SpanId) -> String {
         let mut out = String::with_capacity(55);
         // Writing into a String cannot fail.
-        let _ = write!(out, "00-{}-{}-{:02x}", self.trace_id, span, self.flags);
+        out.push_str("00-");
+        let _ = write_hex(&mut out, &self.trace_id.0);
+        out.push('-');
+        let _ = write_hex(&mut out, &span.0);
+        out.push('-');
+        let _ = write_hex(&mut out, &[self.flags]);
         out
     }
 

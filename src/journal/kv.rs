@@ -46,6 +46,9 @@ use crate::saga::{Event, EventKind, Participant, SagaId, SagaStatus, Timestamp};
 /// One key write: `Some` puts the value, `None` removes the key.
 pub type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
 
+/// A [`KeyWrite`] by reference.
+pub type KeyWriteRef<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// A key/value entry read back.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -91,8 +94,17 @@ pub trait KvStore: Send + Sync + 'static {
     /// a `sync`) the store holds a prefix of all writes made. A write-ahead log
     /// that ends each batch with its own marker needs no more than this, and a
     /// store may do it much more cheaply than an atomic batch.
-    fn write_ordered(&self, batch: Vec<KeyWrite>) -> Result<(), JournalError> {
-        self.write(batch)
+    /// The writes are lent, not given: a checkpoint writes from the layer
+    /// readers still see, and the store copies what it keeps anyway.
+    fn write_ordered(
+        &self,
+        batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>,
+    ) -> Result<(), JournalError> {
+        self.write(
+            batch
+                .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                .collect(),
+        )
     }
     /// Makes every write so far durable.
     fn sync(&self) -> Result<(), JournalError>;

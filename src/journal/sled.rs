@@ -29,7 +29,7 @@ use std::{
 
 use super::{
     JournalError, codec, compaction,
-    kv::{Entry, KeyWrite, KvJournal, KvStore, Visit},
+    kv::{Entry, KeyWrite, KeyWriteRef, KvJournal, KvStore, Visit},
     wal::{WalOptions, WalStore},
 };
 
@@ -272,7 +272,10 @@ impl KvStore for SledStore {
     /// every batch (sled 0.34 `pin_log`), which put a buffer write on sled's IO
     /// threads for every journal batch. sled's log keeps the order of writes and
     /// recovers a prefix of them, which is all `write_ordered` promises.
-    fn write_ordered(&self, batch: Vec<KeyWrite>) -> Result<(), JournalError> {
+    fn write_ordered(
+        &self,
+        batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>,
+    ) -> Result<(), JournalError> {
         for (key, value) in batch {
             match value {
                 Some(v) => self.db.insert(key, v).map(drop),

@@ -57,7 +57,7 @@ use std::{
 
 use super::{
     JournalError,
-    kv::{Entry, KeyWrite, KvStore, Visit},
+    kv::{Entry, KeyWrite, KeyWriteRef, KvStore, Visit},
     overlay::{Compact, Overlay},
 };
 
@@ -161,6 +161,11 @@ fn damaged(path: &Path, at: u64, why: impl Into<String>) -> JournalError {
         key: format!("{} at byte {at}", path.display()),
         why: why.into(),
     }
+}
+
+/// `writes` lent to [`KvStore::write_ordered`].
+fn lend(writes: &[KeyWrite]) -> impl Iterator<Item = KeyWriteRef<'_>> {
+    writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
 }
 
 fn io(what: impl std::fmt::Display, e: std::io::Error) -> JournalError {
@@ -427,7 +432,7 @@ impl<S: KvStore> WalStore<S> {
         let mut replayed = 0;
         for (_, record) in &found.records {
             if record.batch > applied {
-                inner.write_ordered(record.writes.clone())?;
+                inner.write_ordered(&mut lend(&record.writes))?;
                 replayed += 1;
             }
         }
@@ -516,33 +521,24 @@ impl<S: KvStore> Shared<S> {
             return Ok(());
         };
         // Not under the log lock: appends go on while the store is written.
-        let mut marker = None;
-        let mut writes = Vec::with_capacity(frozen.len());
-        for (key, value) in frozen.iter() {
-            if key.as_slice() == APPLIED_BATCH_KEY {
-                marker = Some((key.clone(), value.clone()));
-            } else {
-                writes.push((key.clone(), value.clone()));
-            }
-        }
         // Every batch carries the marker, so a frozen layer always holds one.
-        let Some(marker) = marker else {
+        let Some(Some(marker)) = frozen.get(APPLIED_BATCH_KEY) else {
             return Err(JournalError::Corrupt {
                 key: "wal_batch".into(),
                 why: "a checkpoint found batches without their marker".into(),
             });
         };
-        let upto = marker
-            .1
-            .as_deref()
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        let upto = <[u8; 8]>::try_from(marker.as_slice())
             .map(u64::from_be_bytes)
             .unwrap_or_default();
-        // The marker last: a store that kept it kept the rest.
-        writes.push(marker);
-        drop(frozen);
-        let rest = writes.split_off(writes.len() / 2);
-        self.inner.write_ordered(writes)?;
+        let writes = || {
+            frozen
+                .iter()
+                .filter(|(key, _)| key.as_slice() != APPLIED_BATCH_KEY)
+                .map(|(key, value)| (key.as_slice(), value.as_deref()))
+        };
+        let half = (frozen.len() - 1) / 2;
+        self.inner.write_ordered(&mut writes().take(half))?;
         // Half of the checkpoint durable in the store, its marker not: the worst
         // a crash in the middle can leave (a disk may write any part of what
         // was not synced); replay at the next open completes it.
@@ -551,7 +547,11 @@ impl<S: KvStore> Shared<S> {
             let _ = self.inner.sync();
             crate::failpoint::die("journal::mid_checkpoint");
         }
-        self.inner.write_ordered(rest)?;
+        // The marker last: a store that kept it kept the rest.
+        let marker = (APPLIED_BATCH_KEY, Some(marker.as_slice()));
+        self.inner
+            .write_ordered(&mut writes().skip(half).chain(std::iter::once(marker)))?;
+        drop(frozen);
         self.inner.sync()?;
         self.overlay.release_frozen();
         let mut log = self.lock();
