@@ -113,7 +113,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     sagad::failpoint::setup();
     let args = Args::parse();
-    let runtime = match sagad::runtime::build() {
+    let runtime = match sagad::runtime::build(None) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sagad: cannot start the async runtime: {e}");

@@ -18,10 +18,14 @@ use std::io;
 
 use tokio::runtime::{Builder, Runtime};
 
-/// The runtime for `sagad` and `sagad-bench`.
-pub fn build() -> io::Result<Runtime> {
+/// The runtime for `sagad` and `sagad-bench`, with `workers` threads (`None`:
+/// one per core, or `TOKIO_WORKER_THREADS`).
+pub fn build(workers: Option<usize>) -> io::Result<Runtime> {
     let mut builder = Builder::new_multi_thread();
     builder.enable_all();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
     #[cfg(tokio_unstable)]
     builder.disable_lifo_slot();
     builder.build()

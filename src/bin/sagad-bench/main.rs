@@ -153,7 +153,11 @@ pub struct ParticipantsArgs {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match sagad::runtime::build() {
+    // One worker: the load client and the no-op participants are light, and
+    // on the 2-core machine the bench is for, worker threads of three
+    // processes mostly wake and steal from one another (BENCHMARKS.md,
+    // session 4). The coordinator keeps one worker per core.
+    let runtime = match sagad::runtime::build(Some(1)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sagad-bench: cannot start the async runtime: {e}");
