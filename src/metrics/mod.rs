@@ -43,9 +43,11 @@
 //!
 //! ## Cost on the hot paths
 //!
-//! - Counters and gauges are atomics. A labelled one is found by a hash lookup
-//!   under a sharded read lock (the `metrics-util` registry), a few times per
-//!   journaled append, on the saga's own runner task.
+//! - Counters and gauges are atomics. A labelled series is registered with
+//!   the recorder the first time it is used; its handle is kept in a map by
+//!   the name it is labelled with (a definition or participant) and its
+//!   static label values, so the runners' few lookups per journaled append
+//!   cost no allocation (building a series' key allocated per label).
 //! - The journal writer thread never touches the registry: it is handed two
 //!   histogram handles registered up front ([`Metrics::flush_observer`]) and
 //!   records two samples per flush, not per event (a lock-free push each).
@@ -62,9 +64,13 @@
 //! - Counters count what this process saw since it started; Prometheus treats
 //!   the drop to zero at a restart as a counter reset.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use metrics::{Counter, Histogram, Unit};
+use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -123,7 +129,26 @@ pub struct Metrics {
 struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    series: Mutex<Series>,
 }
+
+/// Handles of the labelled series met so far. Finding a series through the
+/// recorder builds its key (an allocation per label) and hashes it into the
+/// registry, and the runners record a few per journaled append; here a handle
+/// is found by the name it is labelled with (a definition or a participant,
+/// so as few as the configuration has) and its other, static, label values.
+#[derive(Default)]
+struct Series {
+    counters: HashMap<String, HashMap<SeriesId, Counter>>,
+    gauges: HashMap<String, HashMap<SeriesId, Gauge>>,
+    histograms: HashMap<String, HashMap<SeriesId, Histogram>>,
+}
+
+/// A series among those of one name: its metric and static label values.
+type SeriesId = (&'static str, &'static str, &'static str);
+
+/// The handles of one kind, by name and series.
+type Handles<H> = HashMap<String, HashMap<SeriesId, H>>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -149,7 +174,11 @@ impl Metrics {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let metrics = Self {
-            inner: Arc::new(Inner { recorder, handle }),
+            inner: Arc::new(Inner {
+                recorder,
+                handle,
+                series: Mutex::default(),
+            }),
         };
         metrics.describe();
         metrics
@@ -228,6 +257,35 @@ impl Metrics {
         self.with(make)
     }
 
+    /// The handle of series `id` labelled `name`, made by `make` the first time.
+    fn cached<H: Clone>(
+        &self,
+        kind: impl FnOnce(&mut Series) -> &mut Handles<H>,
+        name: &str,
+        id: SeriesId,
+        make: impl FnOnce() -> H,
+    ) -> H {
+        let mut series = self.inner.series.lock().unwrap_or_else(|p| p.into_inner());
+        let handles = kind(&mut series);
+        if let Some(handle) = handles.get(name).and_then(|by_id| by_id.get(&id)) {
+            return handle.clone();
+        }
+        let handle = self.with(make);
+        handles
+            .entry(name.to_owned())
+            .or_default()
+            .insert(id, handle.clone());
+        handle
+    }
+
+    fn counter_of(&self, name: &str, id: SeriesId, make: impl FnOnce() -> Counter) -> Counter {
+        self.cached(|s| &mut s.counters, name, id, make)
+    }
+
+    fn gauge_of(&self, name: &str, id: SeriesId, make: impl FnOnce() -> Gauge) -> Gauge {
+        self.cached(|s| &mut s.gauges, name, id, make)
+    }
+
     /// Exports `sagad_sagas_failed_total` at 0 for each definition up front: an
     /// alert on `increase(...)` needs a series that exists before the first
     /// failure, or that first failure is never an increase.
@@ -240,41 +298,56 @@ impl Metrics {
 
     /// A saga's `SagaStarted` is durable.
     pub fn saga_started(&self, definition: &str) {
-        self.counter(|| metrics::counter!(SAGAS_STARTED, "definition" => definition.to_owned()))
-            .increment(1);
+        self.counter_of(
+            definition,
+            (SAGAS_STARTED, "", ""),
+            || metrics::counter!(SAGAS_STARTED, "definition" => definition.to_owned()),
+        )
+        .increment(1);
     }
 
     /// A saga's terminal event is durable.
     pub fn saga_finished(&self, definition: &str, state: SagaStatus) {
-        self.counter(|| {
-            metrics::counter!(SAGAS_FINISHED, "definition" => definition.to_owned(), "state" => state_label(state))
+        let label = state_label(state);
+        self.counter_of(definition, (SAGAS_FINISHED, label, ""), || {
+            metrics::counter!(SAGAS_FINISHED, "definition" => definition.to_owned(), "state" => label)
         })
         .increment(1);
         if state == SagaStatus::Failed {
-            self.counter(|| metrics::counter!(SAGAS_FAILED, "definition" => definition.to_owned()))
-                .increment(1);
+            self.counter_of(
+                definition,
+                (SAGAS_FAILED, "", ""),
+                || metrics::counter!(SAGAS_FAILED, "definition" => definition.to_owned()),
+            )
+            .increment(1);
         }
     }
 
     /// A FAILED saga was resumed by an operator.
     pub fn saga_retried(&self, definition: &str) {
-        self.counter(|| metrics::counter!(SAGAS_RETRIED, "definition" => definition.to_owned()))
-            .increment(1);
+        self.counter_of(
+            definition,
+            (SAGAS_RETRIED, "", ""),
+            || metrics::counter!(SAGAS_RETRIED, "definition" => definition.to_owned()),
+        )
+        .increment(1);
     }
 
     /// Moves a saga from one journaled state to another in `sagad_sagas_active`;
     /// `None` (not yet started) and terminal states are not counted.
     pub fn saga_moved(&self, definition: &str, from: Option<SagaStatus>, to: SagaStatus) {
-        self.with(|| {
-            if let Some(from) = from.filter(|s| !s.is_terminal()) {
-                metrics::gauge!(SAGAS_ACTIVE, "definition" => definition.to_owned(), "state" => state_label(from))
-                    .decrement(1.0);
-            }
-            if !to.is_terminal() {
-                metrics::gauge!(SAGAS_ACTIVE, "definition" => definition.to_owned(), "state" => state_label(to))
-                    .increment(1.0);
-            }
-        });
+        let active = |state: SagaStatus| {
+            let label = state_label(state);
+            self.gauge_of(definition, (SAGAS_ACTIVE, label, ""), || {
+                metrics::gauge!(SAGAS_ACTIVE, "definition" => definition.to_owned(), "state" => label)
+            })
+        };
+        if let Some(from) = from.filter(|s| !s.is_terminal()) {
+            active(from).decrement(1.0);
+        }
+        if !to.is_terminal() {
+            active(to).increment(1.0);
+        }
     }
 
     /// A saga began compensating; `cancelled` when an operator asked for it.
@@ -284,7 +357,7 @@ impl Metrics {
         } else {
             "step_failed"
         };
-        self.counter(|| {
+        self.counter_of(definition, (COMPENSATIONS_STARTED, cause, ""), || {
             metrics::counter!(COMPENSATIONS_STARTED, "definition" => definition.to_owned(), "cause" => cause)
         })
         .increment(1);
@@ -298,11 +371,12 @@ impl Metrics {
             Some(Failure::Transient) => "transient",
             Some(Failure::Interrupted) => "interrupted",
         };
-        self.counter(|| {
+        let action = action.as_str();
+        self.counter_of(participant, (STEP_ATTEMPTS, action, outcome), || {
             metrics::counter!(
                 STEP_ATTEMPTS,
                 "participant" => participant.to_owned(),
-                "action" => action.as_str(),
+                "action" => action,
                 "outcome" => outcome
             )
         })
@@ -311,9 +385,15 @@ impl Metrics {
 
     /// A participant call returned after `took`.
     pub fn call_returned(&self, participant: &str, action: Action, took: Duration) {
-        self.with(|| {
-            metrics::histogram!(STEP_CALL_DURATION, "participant" => participant.to_owned(), "action" => action.as_str())
-        })
+        let action = action.as_str();
+        self.cached(
+            |s| &mut s.histograms,
+            participant,
+            (STEP_CALL_DURATION, action, ""),
+            || {
+                metrics::histogram!(STEP_CALL_DURATION, "participant" => participant.to_owned(), "action" => action)
+            },
+        )
         .record(took.as_secs_f64());
     }
 
@@ -497,5 +577,37 @@ mod tests {
         m.saga_finished("order", SagaStatus::Failed);
         let text = m.render(JournalStats::default(), 0);
         assert_eq!(sample(&text, series), Some(1.0), "{text}");
+    }
+
+    #[test]
+    fn cached_handles_keep_every_series_apart() {
+        let m = Metrics::new();
+        m.attempt_finished("p", Action::Forward, None);
+        m.attempt_finished("p", Action::Forward, None);
+        m.attempt_finished("p", Action::Compensate, None);
+        m.attempt_finished("p", Action::Forward, Some(Failure::Rejected));
+        m.attempt_finished("q", Action::Forward, None);
+        let text = m.render(JournalStats::default(), 0);
+        for (labels, count) in [
+            (
+                "participant=\"p\",action=\"forward\",outcome=\"succeeded\"",
+                2.0,
+            ),
+            (
+                "participant=\"p\",action=\"compensate\",outcome=\"succeeded\"",
+                1.0,
+            ),
+            (
+                "participant=\"p\",action=\"forward\",outcome=\"rejected\"",
+                1.0,
+            ),
+            (
+                "participant=\"q\",action=\"forward\",outcome=\"succeeded\"",
+                1.0,
+            ),
+        ] {
+            let series = format!("sagad_step_attempts_total{{{labels}}}");
+            assert_eq!(sample(&text, &series), Some(count), "{series} in {text}");
+        }
     }
 }
