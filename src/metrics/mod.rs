@@ -139,9 +139,9 @@ struct Inner {
 /// so as few as the configuration has) and its other, static, label values.
 #[derive(Default)]
 struct Series {
-    counters: HashMap<String, HashMap<SeriesId, Counter>>,
-    gauges: HashMap<String, HashMap<SeriesId, Gauge>>,
-    histograms: HashMap<String, HashMap<SeriesId, Histogram>>,
+    counters: Handles<Counter>,
+    gauges: Handles<Gauge>,
+    histograms: Handles<Histogram>,
 }
 
 /// A series among those of one name: its metric and static label values.
