@@ -22,7 +22,7 @@
 
 use super::{
     codec::{self, EVENT, OFFSET, RunPointer},
-    kv::KeyWrite,
+    kv::{KeyWrite, KeyWriteRef},
 };
 
 /// Most pointers in one offset index bundle: a feed reading from an offset
@@ -30,28 +30,30 @@ use super::{
 pub const POINTERS_PER_BUNDLE: usize = 128;
 
 /// An index entry gathered for a bundle: its key, its bytes, its pointer.
-type Gathered = (Vec<u8>, Vec<u8>, (u64, RunPointer));
+type Gathered<'a> = (&'a [u8], &'a [u8], (u64, RunPointer));
 
 /// `writes` (in key order, each key once) with each saga's consecutive run
-/// records bundled into one, and consecutive offset index entries too.
-pub fn bundle_runs(writes: Vec<KeyWrite>) -> Vec<KeyWrite> {
-    let mut out = Vec::with_capacity(writes.len());
+/// records bundled into one, and consecutive offset index entries too. The
+/// writes are borrowed (from the frozen layer readers still see): only what
+/// passes through is copied, bundles are built from the borrowed bytes.
+pub fn bundle_runs(writes: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Vec<KeyWrite> {
+    let mut out = Vec::new();
     // The groups being gathered: consecutive puts of run records of one saga,
     // and consecutive index entries. Keys are sorted, so at most one is open.
-    let mut runs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut pointers: Vec<Gathered> = Vec::new();
+    let mut runs: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut pointers: Vec<Gathered<'_>> = Vec::new();
     for (key, value) in writes {
         match value {
-            Some(value) if is_run_key(&key) && !codec::is_bundle(&value) => {
+            Some(value) if is_run_key(key) && !codec::is_bundle(value) => {
                 if runs
                     .first()
-                    .is_some_and(|(first, _)| !same_saga(first, &key))
+                    .is_some_and(|(first, _)| !same_saga(first, key))
                 {
                     flush_runs(&mut runs, &mut out);
                 }
                 runs.push((key, value));
             }
-            Some(value) if key.first() == Some(&OFFSET) => match single_pointer(&key, &value) {
+            Some(value) if key.first() == Some(&OFFSET) => match single_pointer(key, value) {
                 Some(pointer) => {
                     if pointers.len() == POINTERS_PER_BUNDLE {
                         flush_pointers(&mut pointers, &mut out);
@@ -60,13 +62,13 @@ pub fn bundle_runs(writes: Vec<KeyWrite>) -> Vec<KeyWrite> {
                 }
                 None => {
                     flush_pointers(&mut pointers, &mut out);
-                    out.push((key, Some(value)));
+                    out.push((key.to_vec(), Some(value.to_vec())));
                 }
             },
             value => {
                 flush_runs(&mut runs, &mut out);
                 flush_pointers(&mut pointers, &mut out);
-                out.push((key, value));
+                out.push((key.to_vec(), value.map(<[u8]>::to_vec)));
             }
         }
     }
@@ -88,20 +90,16 @@ fn single_pointer(key: &[u8], value: &[u8]) -> Option<(u64, RunPointer)> {
 }
 
 /// Writes the gathered index entries out: one as it is, several as a bundle.
-fn flush_pointers(group: &mut Vec<Gathered>, out: &mut Vec<KeyWrite>) {
-    match group.len() {
-        0 => {}
-        1 => {
-            let (key, value, _) = group.pop().expect("one entry");
-            out.push((key, Some(value)));
-        }
-        _ => {
+fn flush_pointers(group: &mut Vec<Gathered<'_>>, out: &mut Vec<KeyWrite>) {
+    match group.as_slice() {
+        [] => {}
+        [(key, value, _)] => out.push((key.to_vec(), Some(value.to_vec()))),
+        [(key, _, _), ..] => {
             let pointers: Vec<(u64, RunPointer)> = group.iter().map(|(_, _, p)| *p).collect();
-            let key = std::mem::take(&mut group[0].0);
-            out.push((key, Some(codec::encode_pointer_bundle(&pointers))));
-            group.clear();
+            out.push((key.to_vec(), Some(codec::encode_pointer_bundle(&pointers))));
         }
     }
+    group.clear();
 }
 
 fn is_run_key(key: &[u8]) -> bool {
@@ -113,26 +111,22 @@ fn same_saga(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Writes the gathered runs out: one record as it is, several as a bundle.
-fn flush_runs(group: &mut Vec<(Vec<u8>, Vec<u8>)>, out: &mut Vec<KeyWrite>) {
-    match group.len() {
-        0 => {}
-        1 => {
-            let (key, value) = group.pop().expect("one entry");
-            out.push((key, Some(value)));
-        }
-        _ => {
-            let records: Vec<&[u8]> = group.iter().map(|(_, v)| v.as_slice()).collect();
-            let bundle = codec::encode_bundle(&records);
-            let key = std::mem::take(&mut group[0].0);
-            out.push((key, Some(bundle)));
-            group.clear();
+fn flush_runs(group: &mut Vec<(&[u8], &[u8])>, out: &mut Vec<KeyWrite>) {
+    match group.as_slice() {
+        [] => {}
+        [(key, value)] => out.push((key.to_vec(), Some(value.to_vec()))),
+        [(key, _), ..] => {
+            let records: Vec<&[u8]> = group.iter().map(|(_, v)| *v).collect();
+            out.push((key.to_vec(), Some(codec::encode_bundle(&records))));
         }
     }
+    group.clear();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::kv::lend;
     use crate::{
         journal::{codec::encode_run, conformance},
         saga::{Event, EventKind},
@@ -188,7 +182,7 @@ mod tests {
             .collect();
         writes.push((b"s-other".to_vec(), None));
         writes.sort_by(|x, y| x.0.cmp(&y.0));
-        let out = bundle_runs(writes);
+        let out = bundle_runs(&mut lend(&writes));
         assert_eq!(
             out.len(),
             3,
@@ -228,7 +222,7 @@ mod tests {
         let mut writes: Vec<KeyWrite> = (1..=300).map(entry).collect();
         // A removal in the middle ends a bundle.
         writes[199].1 = None;
-        let out = bundle_runs(writes);
+        let out = bundle_runs(&mut lend(&writes));
         let sizes: Vec<Option<usize>> = out
             .iter()
             .map(|(k, v)| {
@@ -245,7 +239,7 @@ mod tests {
         assert!(pointers.iter().map(|(o, _)| *o).eq(129..200));
         assert!(pointers.iter().all(|(o, p)| p.first_seq == *o));
         // A bundle already made (by retention) stays as it is.
-        let again = bundle_runs(out.clone());
+        let again = bundle_runs(&mut lend(&out));
         assert_eq!(again, out);
     }
 

@@ -49,6 +49,11 @@ pub type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
 /// A [`KeyWrite`] by reference.
 pub type KeyWriteRef<'a> = (&'a [u8], Option<&'a [u8]>);
 
+/// `writes` lent, as [`KvStore::write_ordered`] and compaction take them.
+pub fn lend(writes: &[KeyWrite]) -> impl Iterator<Item = KeyWriteRef<'_>> {
+    writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+}
+
 /// A key/value entry read back.
 pub type Entry = (Vec<u8>, Vec<u8>);
 

@@ -46,16 +46,23 @@ use std::{
 
 use super::{
     JournalError, codec,
-    kv::{KeyWrite, KvStore, Visit},
+    kv::{KeyWrite, KeyWriteRef, KvStore, Visit},
 };
 
 /// A layer: the newest write of each key; `None` is a removal.
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// What a frozen layer's writes (in key order, each key once) are rewritten
-/// to: the same keys' final values, or fewer keys that read back the same
-/// (`compaction.rs`).
-pub type Compact = fn(Vec<KeyWrite>) -> Vec<KeyWrite>;
+/// What a frozen layer's writes (lent in key order, each key once) are
+/// rewritten to: the same keys' final values, or fewer keys that read back
+/// the same (`compaction.rs`).
+pub type Compact = fn(&mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Vec<KeyWrite>;
+
+/// The [`Compact`] that rewrites nothing.
+pub fn keep_as_written(writes: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Vec<KeyWrite> {
+    writes
+        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+        .collect()
+}
 
 /// The in-memory layers; see the module docs.
 #[derive(Default)]
@@ -112,8 +119,8 @@ impl Overlay {
         };
         // Outside the lock: readers and the writer go on meanwhile, reading
         // the layer as it was written.
-        let writes = taken.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let compacted = Arc::new(compact(writes).into_iter().collect::<Layer>());
+        let mut writes = taken.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+        let compacted = Arc::new(compact(&mut writes).into_iter().collect::<Layer>());
         self.write().frozen = Some(compacted.clone());
         Some(compacted)
     }
@@ -444,7 +451,7 @@ mod tests {
             remove("k2"),
             put("k45", "frozen"),
         ]);
-        overlay.freeze(|w| w).unwrap();
+        overlay.freeze(keep_as_written).unwrap();
         overlay.put(vec![
             put("k1", "active"),
             put("k2", "active"),
@@ -531,7 +538,7 @@ mod tests {
                 .map(|i| put(&format!("k{i:04}"), "mine"))
                 .collect(),
         );
-        overlay.freeze(|w| w).unwrap();
+        overlay.freeze(keep_as_written).unwrap();
         overlay.put(
             (0..500)
                 .step_by(7)
@@ -559,7 +566,7 @@ mod tests {
     fn a_writer_past_the_limit_waits_for_the_checkpoint_in_progress() {
         let overlay = Arc::new(Overlay::default());
         overlay.put(vec![put("k1", "a")]);
-        overlay.freeze(|w| w).unwrap();
+        overlay.freeze(keep_as_written).unwrap();
         overlay.put(vec![put("k2", "b"), put("k3", "c")]);
         assert!(overlay.wait_for_room(2, Duration::ZERO), "within the limit");
         assert!(
@@ -585,7 +592,7 @@ mod tests {
                     .map(|i| put(&format!("k{i:04}"), "frozen"))
                     .collect(),
             );
-            overlay.freeze(|w| w).unwrap();
+            overlay.freeze(keep_as_written).unwrap();
             overlay.put(
                 (300..600)
                     .map(|i| put(&format!("k{i:04}"), "active"))
@@ -598,7 +605,7 @@ mod tests {
                     // the scan started with is gone from the overlay (and, as
                     // far as this store's own scan can tell, not in it yet).
                     overlay.release_frozen();
-                    overlay.freeze(|w| w).unwrap();
+                    overlay.freeze(keep_as_written).unwrap();
                     overlay.release_frozen();
                     assert_eq!(overlay.len(), 0);
                 }
@@ -618,18 +625,21 @@ mod tests {
     fn the_frozen_layer_stays_until_released_and_a_failed_checkpoint_gets_it_again() {
         let store = MemoryStore::default();
         let overlay = Overlay::default();
-        assert!(overlay.freeze(|w| w).is_none(), "nothing to apply");
+        assert!(
+            overlay.freeze(keep_as_written).is_none(),
+            "nothing to apply"
+        );
         overlay.put(vec![put("k1", "a")]);
-        let first = overlay.freeze(|w| w).unwrap();
+        let first = overlay.freeze(keep_as_written).unwrap();
         overlay.put(vec![put("k2", "b")]);
         // Not released (the checkpoint failed): the same layer comes back.
-        let again = overlay.freeze(|w| w).unwrap();
+        let again = overlay.freeze(keep_as_written).unwrap();
         assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(overlay.len(), 2);
         store.write(vec![put("k1", "a")]).unwrap();
         overlay.release_frozen();
         assert_eq!(overlay.get(&store, b"k1").unwrap(), Some(b"a".to_vec()));
-        let second = overlay.freeze(|w| w).unwrap();
+        let second = overlay.freeze(keep_as_written).unwrap();
         assert_eq!(second.keys().collect::<Vec<_>>(), [&b"k2".to_vec()]);
     }
 
@@ -644,7 +654,7 @@ mod tests {
         // ...a checkpoint starts meanwhile...
         let checkpoint = {
             let overlay = overlay.clone();
-            std::thread::spawn(move || overlay.freeze(|writes| writes).unwrap())
+            std::thread::spawn(move || overlay.freeze(keep_as_written).unwrap())
         };
         // ...and the edit goes in before the layer is frozen and compacted.
         overlay.put(vec![put("k1", "a, edited")]);

@@ -57,8 +57,8 @@ use std::{
 
 use super::{
     JournalError,
-    kv::{Entry, KeyWrite, KeyWriteRef, KvStore, Visit},
-    overlay::{Compact, Overlay},
+    kv::{Entry, KeyWrite, KvStore, Visit, lend},
+    overlay::{self, Compact, Overlay},
 };
 
 /// Size of a new segment. Preallocated, so appends never grow the file.
@@ -103,7 +103,7 @@ impl Default for WalOptions {
     fn default() -> Self {
         Self {
             checkpoint_interval: WAL_CHECKPOINT_INTERVAL,
-            compact: |writes| writes,
+            compact: overlay::keep_as_written,
             max_pending_keys: OVERLAY_KEYS_HARD_MAX,
             store_patience: STORE_PATIENCE,
         }
@@ -161,11 +161,6 @@ fn damaged(path: &Path, at: u64, why: impl Into<String>) -> JournalError {
         key: format!("{} at byte {at}", path.display()),
         why: why.into(),
     }
-}
-
-/// `writes` lent to [`KvStore::write_ordered`].
-fn lend(writes: &[KeyWrite]) -> impl Iterator<Item = KeyWriteRef<'_>> {
-    writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
 }
 
 fn io(what: impl std::fmt::Display, e: std::io::Error) -> JournalError {
