@@ -79,6 +79,18 @@ fn due(step: &pb::Step) -> SystemTime {
         .expect("a step waiting in backoff has a due time")
 }
 
+/// The shop, whose first `times` charges ask to be retried after `hint`.
+async fn charge_retried(times: u32, hint: Duration) -> Served {
+    serve(FakeParticipant::new(move |r| {
+        if fwd(r) && r.step == "charge-payment" && r.attempt <= times {
+            Answer::Retry(Some(hint))
+        } else {
+            Answer::Ok
+        }
+    }))
+    .await
+}
+
 async fn start_keyed(client: &mut Client, key: &str, wait: bool) -> pb::Saga {
     client
         .start_saga(pb::StartSagaRequest {
@@ -98,14 +110,7 @@ async fn start_keyed(client: &mut Client, key: &str, wait: bool) -> pb::Saga {
 #[tokio::test]
 async fn a_saga_waiting_long_parks_and_runs_its_attempt_when_due() {
     let server = parking_server().await;
-    let shop = serve(FakeParticipant::new(|r| {
-        if fwd(r) && r.step == "charge-payment" && r.attempt == 1 {
-            Answer::Retry(Some(HINT))
-        } else {
-            Answer::Ok
-        }
-    }))
-    .await;
+    let shop = charge_retried(1, HINT).await;
     let mut client = server.client().await;
     register_shop(&mut client, &shop, quick_retry(5, 5)).await;
     let saga = start_order(&mut client, "parks", false).await;
@@ -239,19 +244,7 @@ async fn commands_wake_parked_sagas_and_are_answered_right() {
     while let Some(event) = stream.message().await.unwrap() {
         events.push(event);
     }
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|e| match e.event.as_ref().unwrap() {
-            E::SagaStarted(_) => "started",
-            E::AttemptStarted(_) => "attempt",
-            E::AttemptSucceeded(_) => "ok",
-            E::AttemptFailed(_) => "failed",
-            E::CancelRequested(_) => "cancel",
-            E::CompensationStarted(_) => "compensating",
-            E::SagaCompensated(_) => "compensated",
-            _ => "other",
-        })
-        .collect();
+    let kinds: Vec<&str> = events.iter().map(event_kind).collect();
     assert_eq!(
         kinds,
         [
@@ -403,14 +396,7 @@ async fn commands_racing_the_timer_are_all_answered_right() {
     // Just above PARK_AFTER: the saga parks and wakes again and again.
     let hint = PARK_AFTER + Duration::from_millis(50);
     let server = parking_server().await;
-    let shop = serve(FakeParticipant::new(move |r| {
-        if fwd(r) && r.step == "charge-payment" && r.attempt <= RETRIES {
-            Answer::Retry(Some(hint))
-        } else {
-            Answer::Ok
-        }
-    }))
-    .await;
+    let shop = charge_retried(RETRIES, hint).await;
     let mut client = server.client().await;
     register_shop(&mut client, &shop, quick_retry(100, 100)).await;
     let saga = start_keyed(&mut client, "raced", false).await;

@@ -450,17 +450,7 @@ async fn watch_streams_every_event_in_order_and_ends_at_the_terminal_one() {
         events.push(event);
     }
     use pb::saga_event::Event as E;
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|e| match e.event.as_ref().unwrap() {
-            E::SagaStarted(_) => "started",
-            E::AttemptStarted(_) => "attempt",
-            E::AttemptSucceeded(_) => "ok",
-            E::AttemptFailed(_) => "failed",
-            E::SagaCompleted(_) => "completed",
-            _ => "other",
-        })
-        .collect();
+    let kinds: Vec<&str> = events.iter().map(event_kind).collect();
     assert_eq!(
         kinds,
         vec![

@@ -484,6 +484,24 @@ pub async fn register_shop(client: &mut Client, served: &Served, retry: pb::Retr
     }
 }
 
+/// A short name for a journaled event's kind, to assert a history's shape.
+pub fn event_kind(event: &pb::SagaEvent) -> &'static str {
+    use pb::saga_event::Event as E;
+    match event.event.as_ref() {
+        Some(E::SagaStarted(_)) => "started",
+        Some(E::AttemptStarted(_)) => "attempt",
+        Some(E::AttemptSucceeded(_)) => "ok",
+        Some(E::AttemptFailed(_)) => "failed",
+        Some(E::CancelRequested(_)) => "cancel",
+        Some(E::CompensationStarted(_)) => "compensating",
+        Some(E::SagaCompleted(_)) => "completed",
+        Some(E::SagaCompensated(_)) => "compensated",
+        Some(E::SagaFailed(_)) => "saga-failed",
+        Some(E::RetryRequested(_)) => "retry",
+        None => "none",
+    }
+}
+
 /// Starts an order-fulfillment saga and returns its id.
 pub async fn start_order(client: &mut Client, payload: &str, wait: bool) -> pb::Saga {
     client
