@@ -175,6 +175,55 @@ async fn transient_failures_are_retried_with_growing_gaps() {
     assert_eq!(attempts[3].outcome, pb::AttemptOutcome::Succeeded as i32);
 }
 
+/// A participant that goes away and comes back on the same address (a
+/// restart, a deploy): the calls made while it is down fail as transient and
+/// are retried, and once it is back the coordinator connects again by itself.
+#[tokio::test]
+async fn a_participant_that_restarts_is_reached_again() {
+    let server = TestServer::start().await;
+    let shop = serve(FakeParticipant::new(|_| Answer::Ok)).await;
+    let addr = shop.addr;
+    let mut client = server.client().await;
+    register_shop(&mut client, &shop, quick_retry(1000, 3)).await;
+    // One saga first, so that the coordinator holds a connection when the
+    // participant goes away.
+    let first = start_order(&mut client, ORDER, true).await;
+    assert_eq!(state(&first), pb::SagaState::Completed);
+
+    drop(shop);
+    let saga = start_order(&mut client, r#"{"order_id":"o-2"}"#, false).await;
+    let failed = poll_until("a failed attempt while the participant is down", || {
+        let (mut client, id) = (client.clone(), saga.id.clone());
+        async move {
+            let saga = get(&mut client, &id).await;
+            let attempt = saga.steps[0].attempts.first()?.clone();
+            (attempt.outcome == pb::AttemptOutcome::Transient as i32).then_some(attempt)
+        }
+    })
+    .await;
+    assert!(
+        failed.error.contains("cannot reach") || failed.error.contains("Unavailable"),
+        "{}",
+        failed.error
+    );
+
+    let back = serve_at(FakeParticipant::new(|_| Answer::Ok), addr).await;
+    let saga = until_terminal(&mut client, &saga.id).await;
+    assert_eq!(state(&saga), pb::SagaState::Completed);
+    assert_eq!(
+        back.fake.applied(&saga.id),
+        ["F:validate-order", "F:charge-payment", "F:ship-order"]
+    );
+    // Later sagas go straight through on the new connection.
+    let later = start_order(&mut client, r#"{"order_id":"o-3"}"#, true).await;
+    assert_eq!(state(&later), pb::SagaState::Completed);
+    assert!(
+        later.steps.iter().all(|s| s.forward_attempts == 1),
+        "{:?}",
+        later.steps
+    );
+}
+
 #[tokio::test]
 async fn exhausted_forward_retries_compensate_the_unknown_step_and_earlier_ones() {
     let server = TestServer::start().await;

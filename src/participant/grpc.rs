@@ -1,37 +1,33 @@
 //! Calls any gRPC method URL with `StepRequest` → `StepResponse`.
 //!
 //! Guarantees:
-//! - One HTTP/2 channel per participant origin (`http://host:port`), created on
-//!   first use and reused by every later call, with Nagle off.
+//! - One HTTP/2 connection per participant origin (`http://host:port`), made on
+//!   first use, shared by every later call, replaced when it closes
+//!   (`connections.rs`).
 //! - Every call carries the step timeout as its gRPC deadline and is also cut off
 //!   locally at that timeout, so a participant that never answers cannot hold a
 //!   saga longer than its timeout.
 //! - Every call carries the request's W3C `traceparent` (and `tracestate`)
 //!   metadata, so the participant's traces join the saga's.
 
-use std::{collections::HashMap, str::FromStr, sync::Mutex, time::Duration};
+use std::str::FromStr;
 
 use async_trait::async_trait;
 use tonic::{
     codegen::http::uri::PathAndQuery,
     metadata::{MetadataMap, MetadataValue},
-    transport::{Channel, Endpoint as TonicEndpoint},
 };
 
-use super::{CallRequest, Participants, classify};
+use super::{CallRequest, Participants, classify, connections::Connections};
 use crate::{
     proto::v1::{Action as ProtoAction, StepRequest, StepResponse},
     saga::{Action, CallOutcome},
     trace,
 };
 
-/// How long connecting to a participant may take before the attempt counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Calls participants over gRPC.
 pub struct GrpcParticipants {
-    /// One channel per origin. A std mutex: held only to look up or insert.
-    channels: Mutex<HashMap<String, Channel>>,
+    connections: Connections,
     /// Largest answer accepted; a larger one is a transient error.
     max_message_bytes: usize,
 }
@@ -40,22 +36,9 @@ impl GrpcParticipants {
     /// A caller that accepts answers up to `max_message_bytes`.
     pub fn new(max_message_bytes: usize) -> Self {
         Self {
-            channels: Mutex::new(HashMap::new()),
+            connections: Connections::default(),
             max_message_bytes,
         }
-    }
-
-    fn channel(&self, origin: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(origin) {
-            return Ok(channel.clone());
-        }
-        let channel = TonicEndpoint::from_shared(origin.to_string())?
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect_lazy();
-        channels.insert(origin.to_string(), channel.clone());
-        Ok(channel)
     }
 }
 
@@ -75,14 +58,10 @@ fn set_trace_metadata(metadata: &mut MetadataMap, traceparent: &str, tracestate:
 #[async_trait]
 impl Participants for GrpcParticipants {
     async fn call(&self, request: CallRequest) -> CallOutcome {
-        let origin = request.endpoint.origin().to_string();
-        let channel = match self.channel(&origin) {
-            Ok(c) => c,
-            Err(e) => return classify::unreachable(&origin, e),
-        };
+        let origin = request.endpoint.origin();
         // Endpoint::parse checked the path, so this cannot fail for a stored endpoint.
         let Ok(path) = PathAndQuery::from_str(request.endpoint.path()) else {
-            return classify::unreachable(&origin, "malformed method path");
+            return classify::unreachable(origin, "malformed method path");
         };
         let timeout = request.timeout;
         let mut message = tonic::Request::new(StepRequest {
@@ -104,25 +83,25 @@ impl Participants for GrpcParticipants {
             &request.traceparent,
             request.tracestate.as_deref(),
         );
-        let mut grpc =
-            tonic::client::Grpc::new(channel).max_decoding_message_size(self.max_message_bytes);
         let call = async {
+            let sender = self
+                .connections
+                .sender(origin)
+                .await
+                .map_err(|e| classify::unreachable(origin, e))?;
+            let origin_uri = sender.origin_uri();
+            let mut grpc = tonic::client::Grpc::with_origin(sender, origin_uri)
+                .max_decoding_message_size(self.max_message_bytes);
             grpc.ready()
                 .await
-                .map_err(|e| classify::unreachable(&origin, e))?;
+                .map_err(|e| classify::unreachable(origin, e))?;
             let codec = tonic_prost::ProstCodec::<StepRequest, StepResponse>::default();
             grpc.unary(message, path, codec)
                 .await
                 .map(|r| classify::response(r.into_inner()))
-                .map_err(|s| match s.code() {
-                    // tonic enforces the deadline it sends, and may fire first:
-                    // the same timeout as ours, said the same way.
-                    tonic::Code::Cancelled if s.message() == "Timeout expired" => {
-                        classify::timeout(timeout)
-                    }
-                    _ => classify::status(&s),
-                })
+                .map_err(|s| classify::status(&s))
         };
+        // Connecting counts against the step's timeout too.
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(outcome) | Err(outcome)) => outcome,
             Err(_) => classify::timeout(timeout),

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use crate::saga::{Action, CallOutcome, Endpoint, SagaId};
 
 pub mod classify;
+mod connections;
 pub mod grpc;
 
 pub use grpc::GrpcParticipants;

@@ -418,7 +418,20 @@ impl Served {
 }
 
 pub async fn serve(fake: FakeParticipant) -> Served {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(fake, TcpListener::bind("127.0.0.1:0").await.unwrap())
+}
+
+/// Serves `fake` at `addr`, the address of a fake that was served and dropped
+/// (a participant restarting): waits for the old server to let go of the port.
+pub async fn serve_at(fake: FakeParticipant, addr: SocketAddr) -> Served {
+    let listener = poll_until("the old participant to free its port", || async move {
+        TcpListener::bind(addr).await.ok()
+    })
+    .await;
+    serve_on(fake, listener)
+}
+
+fn serve_on(fake: FakeParticipant, listener: TcpListener) -> Served {
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
