@@ -312,6 +312,8 @@ impl Config {
                 max_payload_bytes: self.max_payload_bytes,
                 shutdown_grace: self.shutdown_grace,
                 park_after: crate::engine::PARK_AFTER,
+                // Decided by `server::start`, from `metrics_listen`.
+                record_metrics: true,
             },
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),

@@ -101,7 +101,11 @@ pub async fn start_with_journal(
     let archiver = config
         .retention
         .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
-    let engine = Engine::new(journal, participants, definitions, config.engine.clone()).await?;
+    let engine_config = EngineConfig {
+        record_metrics: config.metrics_listen.is_some(),
+        ..config.engine.clone()
+    };
+    let engine = Engine::new(journal, participants, definitions, engine_config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Io {

@@ -75,6 +75,10 @@ pub struct EngineConfig {
     /// waits; see `parking.rs`). [`PARK_AFTER`] unless a test needs sagas to
     /// park sooner; not an operator setting.
     pub park_after: Duration,
+    /// Whether the per-saga metrics are recorded (`Metrics::unread` when not).
+    /// `server::start` sets it from whether `/metrics` is served: nothing
+    /// else reads them.
+    pub record_metrics: bool,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +88,7 @@ impl Default for EngineConfig {
             max_payload_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             park_after: PARK_AFTER,
+            record_metrics: true,
         }
     }
 }
@@ -203,8 +208,14 @@ impl Engine {
             .into_iter()
             .map(|p| (p.name.clone(), p))
             .collect();
-        let metrics = Metrics::new();
-        journal.observe_flushes(metrics.flush_observer());
+        let metrics = if config.record_metrics {
+            Metrics::new()
+        } else {
+            Metrics::unread()
+        };
+        if metrics.recording() {
+            journal.observe_flushes(metrics.flush_observer());
+        }
         metrics.known_definitions(
             definitions
                 .iter()
