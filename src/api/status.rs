@@ -24,13 +24,45 @@ impl From<Error> for Status {
                 Status::already_exists(message)
             }
             Error::Journal(JournalError::Corrupt { .. }) => Status::data_loss(message),
-            Error::Journal(
-                JournalError::Io(_) | JournalError::Failed(_) | JournalError::Closed,
-            ) => Status::unavailable(format!("{message}; nothing was changed")),
+            // The batch's write or sync failed part-way: what it wrote may
+            // still become durable with the next sync that works, so the
+            // change may yet take effect.
+            Error::Journal(JournalError::Io(_)) => Status::unavailable(format!(
+                "{message}; the change may still take effect once the disk works again \
+                 (a StartSaga retried with the same idempotency key starts no second saga)"
+            )),
+            // Refused before anything was written.
+            Error::Journal(JournalError::Failed(_) | JournalError::Closed) => {
+                Status::unavailable(format!("{message}; nothing was changed"))
+            }
             Error::Journal(JournalError::Locked { .. } | JournalError::Open { .. }) => {
                 Status::internal(message)
             }
             Error::Io { .. } => Status::internal(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_does_not_claim_that_nothing_changed() {
+        let failed_write = Status::from(Error::Journal(JournalError::Io("EIO".into())));
+        assert_eq!(failed_write.code(), tonic::Code::Unavailable);
+        assert!(
+            failed_write.message().contains("may still take effect")
+                && !failed_write.message().contains("nothing was changed"),
+            "{}",
+            failed_write.message()
+        );
+        let refused = Status::from(Error::Journal(JournalError::Failed("EIO".into())));
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(
+            refused.message().contains("nothing was changed"),
+            "{}",
+            refused.message()
+        );
     }
 }

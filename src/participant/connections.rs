@@ -3,8 +3,8 @@
 //! Why not tonic's `Channel`: it puts a tower `Buffer` (a queue and a worker
 //! task of its own) and a boxed reconnect stack in front of every call. A
 //! participant call needs much less: a live connection to send on, and a new
-//! one when that one died. In the W1 c64 profile the `Channel` stack was 5–7%
-//! of the coordinator's CPU.
+//! one when that one died. Without the `Channel`, the coordinator spends 13%
+//! less CPU per W1 saga (`BENCHMARKS.md`, session 5).
 //!
 //! Guarantees:
 //! - One connection per origin (`http://host:port`), made on first use, Nagle
@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tonic::{Status, body::Body, codegen::Service};
 
 /// How long connecting to a participant may take before the attempt counts as failed.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// With a call open and nothing heard for this long, the connection is pinged…
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
