@@ -4,6 +4,8 @@
 //!   clock ticks, converted with `CLK_TCK` (read once from `getconf`).
 //! - Memory: `VmRSS` (now) and `VmHWM` (the peak so far) of `/proc/PID/status`.
 //!   [`RssSampler`] polls `VmRSS` on a thread, for the peak of one measurement.
+//! - The whole machine: busy, idle and steal ticks of `/proc/stat` ([`MachineTicks`]),
+//!   so a run the host slowed down (steal) can be told from one we did.
 
 use std::{
     process::Command,
@@ -57,6 +59,64 @@ pub fn cpu_seconds(pid: Option<u32>) -> anyhow::Result<f64> {
     };
     let ticks: u64 = utime.parse::<u64>()? + stime.parse::<u64>()?;
     Ok(ticks as f64 / clk_tck() as f64)
+}
+
+/// The machine's CPU ticks so far, summed over its CPUs (the `cpu` line of
+/// `/proc/stat`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MachineTicks {
+    /// user, nice, system, irq, softirq.
+    pub busy: u64,
+    /// idle and iowait.
+    pub idle: u64,
+    /// Time the hypervisor ran something else while this machine had work.
+    pub steal: u64,
+}
+
+impl MachineTicks {
+    pub fn now() -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        Self::parse(&text)
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("cpu "))
+            .context("/proc/stat: no cpu line")?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .context("/proc/stat: a cpu field is not a number")?;
+        // user nice system idle iowait irq softirq steal [guest guest_nice]:
+        // guest time is already counted in user.
+        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = ticks[..] else {
+            bail!(
+                "/proc/stat: the cpu line has {} fields, expected 8 or more",
+                ticks.len()
+            );
+        };
+        Ok(Self {
+            busy: user + nice + system + irq + softirq,
+            idle: idle + iowait,
+            steal,
+        })
+    }
+
+    /// Shares of busy, idle and steal time between `self` (earlier) and `later`, in %.
+    pub fn shares_until(&self, later: &Self) -> (f64, f64, f64) {
+        let busy = later.busy.saturating_sub(self.busy) as f64;
+        let idle = later.idle.saturating_sub(self.idle) as f64;
+        let steal = later.steal.saturating_sub(self.steal) as f64;
+        let total = (busy + idle + steal).max(1.0);
+        (
+            100.0 * busy / total,
+            100.0 * idle / total,
+            100.0 * steal / total,
+        )
+    }
 }
 
 /// A `kB` field of `/proc/PID/status`, in bytes.
@@ -124,5 +184,22 @@ impl RssSampler {
 impl Drop for RssSampler {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_ticks_split_busy_idle_and_steal() {
+        let before = MachineTicks::parse("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n").unwrap();
+        let after = MachineTicks::parse("cpu  160 0 70 880 60 5 5 20 0 0\n").unwrap();
+        let (busy, idle, steal) = before.shares_until(&after);
+        // 90 busy, 90 idle, 20 steal ticks.
+        assert!((busy - 45.0).abs() < 1e-9, "{busy}");
+        assert!((idle - 45.0).abs() < 1e-9, "{idle}");
+        assert!((steal - 10.0).abs() < 1e-9, "{steal}");
+        assert!(MachineTicks::parse("cpu  1 2 3\n").is_err());
     }
 }

@@ -297,10 +297,16 @@ async fn measure(
         tag,
     };
     let cpu_before = cpu_now(pids)?;
+    let machine_before = procfs::MachineTicks::now()?;
     let sampler = pids.server.map(RssSampler::start);
     let mut result = load::drive(clients, source, &load).await?;
     let rss_peak = sampler.map(RssSampler::finish);
     let cpu_after = cpu_now(pids)?;
+    let (busy, idle, steal) = machine_before.shares_until(&procfs::MachineTicks::now()?);
+    eprintln!(
+        "sagad-bench: {name}: the machine's CPUs were {busy:.0}% busy, {idle:.0}% idle, \
+         {steal:.0}% stolen by the host (a run with steal is a disturbed run)"
+    );
 
     if m.workload == Workload::W2 {
         check_journal_order(&clients[0], &mut result).await;
