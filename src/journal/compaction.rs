@@ -22,7 +22,7 @@
 
 use super::{
     codec::{self, EVENT, OFFSET, RunPointer},
-    kv::{KeyWrite, KeyWriteRef},
+    kv::{self, KeyWrite, KeyWriteRef},
 };
 
 /// Most pointers in one offset index bundle: a feed reading from an offset
@@ -68,7 +68,7 @@ pub fn bundle_runs(writes: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Vec<Key
             value => {
                 flush_runs(&mut runs, &mut out);
                 flush_pointers(&mut pointers, &mut out);
-                out.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+                out.push(kv::own((key, value)));
             }
         }
     }

@@ -54,6 +54,11 @@ pub fn lend(writes: &[KeyWrite]) -> impl Iterator<Item = KeyWriteRef<'_>> {
     writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
 }
 
+/// A lent write copied into one of its own.
+pub fn own((key, value): KeyWriteRef<'_>) -> KeyWrite {
+    (key.to_vec(), value.map(<[u8]>::to_vec))
+}
+
 /// A key/value entry read back.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -105,11 +110,7 @@ pub trait KvStore: Send + Sync + 'static {
         &self,
         batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>,
     ) -> Result<(), JournalError> {
-        self.write(
-            batch
-                .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
-                .collect(),
-        )
+        self.write(batch.map(own).collect())
     }
     /// Makes every write so far durable.
     fn sync(&self) -> Result<(), JournalError>;

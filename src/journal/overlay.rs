@@ -46,7 +46,7 @@ use std::{
 
 use super::{
     JournalError, codec,
-    kv::{KeyWrite, KeyWriteRef, KvStore, Visit},
+    kv::{self, KeyWrite, KeyWriteRef, KvStore, Visit},
 };
 
 /// A layer: the newest write of each key; `None` is a removal.
@@ -59,9 +59,7 @@ pub type Compact = fn(&mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Vec<KeyWrite
 
 /// The [`Compact`] that rewrites nothing.
 pub fn keep_as_written(writes: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Vec<KeyWrite> {
-    writes
-        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
-        .collect()
+    writes.map(kv::own).collect()
 }
 
 /// The in-memory layers; see the module docs.
