@@ -17,8 +17,13 @@
 //!   still its `e` records in key order, and an offset index entry's run is
 //!   inside the record at or before its key (`offsets.rs`).
 //! - Removals pass through untouched and in place: a removed run key between
-//!   two put ones ends a group. So do records that already are bundles
-//!   (retention rewrites index bundles), and anything that does not decode.
+//!   two put ones ends a group. So do records that already are bundles, and
+//!   anything that does not decode.
+//! - Single index entries consecutive among the gathered writes are
+//!   consecutive in the store too, so a bundle never reaches over an entry it
+//!   does not hold: the writer adds entries only above every existing one, and
+//!   retention writes each entry it edits (an older one) as a bundle
+//!   (`offsets::unindex`), which ends a group.
 
 use super::{
     codec::{self, EVENT, OFFSET, RunPointer},

@@ -97,14 +97,18 @@ pub fn unindex<S: KvStore + ?Sized>(
             touched.insert(key);
         }
     }
+    // What is left is written as a bundle, even a single pointer under its own
+    // key: the entry is older than those the writer is adding, and younger
+    // entries may sit between it and them in the store. A checkpoint bundles
+    // consecutive single entries of what it gathered (`compaction.rs`), and
+    // would otherwise fold this one together with later ones over the entries
+    // in between, which a reader then no longer finds (seen under load: an
+    // event missing from `read_after`).
     Ok(touched
         .into_iter()
         .map(|key| {
             let value = match edited[&key].as_slice() {
                 [] => None,
-                [(first, pointer)] if codec::offset_key(*first) == key => {
-                    Some(codec::encode_pointer(pointer))
-                }
                 pointers => Some(codec::encode_pointer_bundle(pointers)),
             };
             (key, value)
@@ -487,5 +491,49 @@ mod tests {
         store.write(writes).unwrap();
         let err = read_after(&store, &SnapshotCache::default(), 0, 3, 10).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    /// An entry retention edits down to one pointer stays a bundle: a
+    /// checkpoint gathering it with the writer's newer entries must not fold
+    /// them into it over the entry the store holds in between.
+    #[test]
+    fn an_entry_edited_by_retention_is_not_bundled_with_newer_ones() {
+        let saga = started("shop", None).saga;
+        let pointer = |first_seq| RunPointer {
+            saga,
+            first_seq,
+            count: 1,
+        };
+        let store = MemoryStore::default();
+        store
+            .write(vec![
+                (
+                    codec::offset_key(44),
+                    Some(codec::encode_pointer_bundle(&[(44, pointer(1)), (45, pointer(2))])),
+                ),
+                (codec::offset_key(48), Some(codec::encode_pointer(&pointer(3)))),
+            ])
+            .unwrap();
+        let edits = unindex(&store, &[45], &mut EditedEntries::new()).unwrap();
+        assert_eq!(edits.len(), 1);
+        let (key, value) = &edits[0];
+        assert_eq!(key, &codec::offset_key(44));
+        let value = value.clone().expect("44 is left");
+        assert!(codec::is_bundle(&value), "written as a bundle");
+        assert_eq!(
+            codec::decode_pointers(key, &value).unwrap(),
+            Some(vec![(44, pointer(1))])
+        );
+        // The next checkpoint gathers the edit and a new entry above 48.
+        let gathered = [
+            (key.clone(), Some(value)),
+            (codec::offset_key(49), Some(codec::encode_pointer(&pointer(4)))),
+        ];
+        let written = super::super::compaction::bundle_runs(&mut crate::journal::kv::lend(&gathered));
+        let keys: Vec<u64> = written
+            .iter()
+            .map(|(k, _)| codec::offset_of_key(k).unwrap())
+            .collect();
+        assert_eq!(keys, [44, 49], "49 stays after 48, where readers look for it");
     }
 }
