@@ -54,6 +54,7 @@ mod overlay;
 mod retention;
 pub mod sled;
 mod snapshots;
+mod spare;
 pub mod wal;
 
 pub use kv::KvJournal;

@@ -509,9 +509,15 @@ mod tests {
             .write(vec![
                 (
                     codec::offset_key(44),
-                    Some(codec::encode_pointer_bundle(&[(44, pointer(1)), (45, pointer(2))])),
+                    Some(codec::encode_pointer_bundle(&[
+                        (44, pointer(1)),
+                        (45, pointer(2)),
+                    ])),
                 ),
-                (codec::offset_key(48), Some(codec::encode_pointer(&pointer(3)))),
+                (
+                    codec::offset_key(48),
+                    Some(codec::encode_pointer(&pointer(3))),
+                ),
             ])
             .unwrap();
         let edits = unindex(&store, &[45], &mut EditedEntries::new()).unwrap();
@@ -527,13 +533,21 @@ mod tests {
         // The next checkpoint gathers the edit and a new entry above 48.
         let gathered = [
             (key.clone(), Some(value)),
-            (codec::offset_key(49), Some(codec::encode_pointer(&pointer(4)))),
+            (
+                codec::offset_key(49),
+                Some(codec::encode_pointer(&pointer(4))),
+            ),
         ];
-        let written = super::super::compaction::bundle_runs(&mut crate::journal::kv::lend(&gathered));
+        let written =
+            super::super::compaction::bundle_runs(&mut crate::journal::kv::lend(&gathered));
         let keys: Vec<u64> = written
             .iter()
             .map(|(k, _)| codec::offset_of_key(k).unwrap())
             .collect();
-        assert_eq!(keys, [44, 49], "49 stays after 48, where readers look for it");
+        assert_eq!(
+            keys,
+            [44, 49],
+            "49 stays after 48, where readers look for it"
+        );
     }
 }
