@@ -18,6 +18,11 @@
 //!   [`PREPARING`] file, which the next start deletes.
 //! - Between [`Spares::take`] and [`Spares::used`] the preparer leaves the spare
 //!   alone, so the taker can rename it into a segment without a race.
+//! - A spare is written when one is wanted: at once when a start finds none
+//!   (the log's first segment is then sparse), and after a spare was used only
+//!   once the log asks again ([`Spares::want`], when its segment is half full).
+//!   A restart, which takes the spare for its fresh segment, so does not write
+//!   a segment of zeros while it begins to serve.
 //! - Neither name ends in `.wal`: a scan of the log never reads them.
 
 use std::{
@@ -54,21 +59,25 @@ pub struct Spares {
 struct State {
     /// A whole spare is at `path` and nobody has taken it.
     ready: AtomicBool,
+    /// The log wants a spare and none is ready: the preparer works on one.
+    wanted: AtomicBool,
     stop: AtomicBool,
 }
 
 impl Spares {
     /// Deletes a half-written spare left by a crash, keeps a whole one, and
-    /// starts the thread that prepares a spare of `size` bytes whenever none is
-    /// ready.
+    /// starts the thread that prepares a spare of `size` bytes when one is
+    /// wanted, beginning now if none is ready.
     pub fn start(dir: &Path, size: u64) -> io::Result<Self> {
         match fs::remove_file(dir.join(PREPARING)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
         let path = dir.join(SPARE);
+        let ready = is_whole(&path, size);
         let state = Arc::new(State {
-            ready: AtomicBool::new(is_whole(&path, size)),
+            ready: AtomicBool::new(ready),
+            wanted: AtomicBool::new(!ready),
             stop: AtomicBool::new(false),
         });
         let preparer = {
@@ -105,9 +114,24 @@ impl Spares {
         Some((file, &self.path))
     }
 
-    /// The taken spare is gone (or is left as it was): prepare the next one.
+    /// The taken spare is gone (or is left as it was); the next one is
+    /// prepared when [`Spares::want`] asks.
     pub fn used(&self) {
         self.state.ready.store(false, Ordering::Release);
+        // A `want` that met the preparer finishing may have left this set
+        // with the spare ready; cleared, so the next `want` wakes the preparer.
+        self.state.wanted.store(false, Ordering::Release);
+    }
+
+    /// Asks for the next spare, if none is ready or being prepared. Cheap
+    /// enough to call on every append. Calls of `take`, `used` and `want`
+    /// must not overlap (the log makes them under its lock).
+    pub fn want(&self) {
+        if self.state.ready.load(Ordering::Acquire)
+            || self.state.wanted.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
         if let Some(preparer) = &self.preparer {
             preparer.thread().unpark();
         }
@@ -129,20 +153,25 @@ fn is_whole(path: &Path, size: u64) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
 }
 
-/// The preparer thread: makes a spare whenever none is ready, until stopped.
+/// The preparer thread: makes a spare whenever one is wanted and none is
+/// ready, until stopped.
 fn keep_one_ready(dir: &Path, path: &Path, size: u64, state: &State) {
+    let done = || {
+        state.ready.store(true, Ordering::Release);
+        state.wanted.store(false, Ordering::Release);
+    };
     while !state.stop.load(Ordering::Acquire) {
-        if state.ready.load(Ordering::Acquire) {
+        if state.ready.load(Ordering::Acquire) || !state.wanted.load(Ordering::Acquire) {
             thread::park();
             continue;
         }
         // A taker whose rename failed left the spare where it was.
         if is_whole(path, size) {
-            state.ready.store(true, Ordering::Release);
+            done();
             continue;
         }
         match prepare(dir, path, size, &state.stop) {
-            Ok(true) => state.ready.store(true, Ordering::Release),
+            Ok(true) => done(),
             Ok(false) => {}
             Err(e) => {
                 // Not fatal: the log falls back to sparse segments meanwhile.
@@ -192,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn a_spare_is_whole_zeros_and_a_new_one_follows_each_use() {
+    fn a_spare_is_whole_zeros_and_a_new_one_is_made_when_wanted() {
         let dir = tempfile::tempdir().unwrap();
         let size = 3 * STEP_BYTES as u64 + 100;
         let spares = Spares::start(dir.path(), size).unwrap();
@@ -207,6 +236,8 @@ mod tests {
         let taken = dir.path().join("0000000000000002.wal");
         fs::rename(path, &taken).unwrap();
         spares.used();
+        assert!(!spares.ready());
+        spares.want();
         wait_ready(&spares);
         assert_eq!(fs::metadata(dir.path().join(SPARE)).unwrap().len(), size);
         assert_eq!(

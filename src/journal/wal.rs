@@ -735,6 +735,13 @@ impl<S: KvStore> KvStore for WalStore<S> {
             .write_all_at(&record, log.segment.position)
             .map_err(|e| io("writing the log", e))?;
         log.segment.position += needed;
+        if log.segment.position > log.segment.size / 2
+            && let Some(spares) = &self.shared.spares
+        {
+            // Half full: time to zero the next segment (not at once after a
+            // rollover or a start, when other work competes for the disk).
+            spares.want();
+        }
         log.next_batch = number + 1;
         if let Some(last) = log.segments.last_mut() {
             last.2 = number;
