@@ -4,8 +4,8 @@
 //! Why: an append into a hole of a sparse file (or into a range `fallocate`
 //! reserved) allocates blocks, so its `fdatasync` must also commit the
 //! filesystem's journal; into blocks that were written before, it only writes
-//! the data. Measured on this project's ext4 VM disk (`BENCHMARKS.md`, session 6), for
-//! 4.5 KiB appends (a W1 c64 group commit): p50 0.32–0.35 ms and 128–154 µs of
+//! the data. Measured on this project's ext4 VM disk (`BENCHMARKS.md`,
+//! session 6), for 4.5 KiB appends (a W1 c64 group commit): p50 0.32–0.35 ms and 128–154 µs of
 //! CPU per sync in a sparse file, 0.18–0.20 ms and 78–84 µs in a zero-filled one.
 //! Writing the zeros costs a segment's worth of sequential writes, done here
 //! where no append waits for it.
@@ -21,7 +21,7 @@
 //! - A spare is written when one is wanted: at once when a start finds none
 //!   (the log's first segment is then sparse), and after a spare was used only
 //!   once the log asks again ([`Spares::want`], when its segment is half full).
-//!   A restart, which takes the spare for its fresh segment, so does not write
+//!   So a restart, which takes the spare for its fresh segment, does not write
 //!   a segment of zeros while it begins to serve.
 //! - Neither name ends in `.wal`: a scan of the log never reads them.
 

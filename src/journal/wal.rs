@@ -800,7 +800,7 @@ mod tests {
     /// not have a spare's arrival move its batches to a new segment.
     fn open(dir: &Path, store: MemoryStore) -> Result<WalStore<MemoryStore>, JournalError> {
         let options = WalOptions {
-            zero_filled_segments: true,
+            zero_filled_segments: false,
             ..WalOptions::default()
         };
         WalStore::open_with(dir, store, options)
