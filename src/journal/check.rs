@@ -276,14 +276,33 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
     let horizon = offsets::archived_through(store);
     let archived = *horizon.as_ref().unwrap_or(&0);
     let mut indexed = HashSet::new();
+    // The previous entry and the highest offset it holds: a reader looks for
+    // an offset in the last entry at or before it, so an entry must hold
+    // nothing at or past the next one's key.
+    let mut previous: Option<(u64, u64)> = None;
     for (key, value) in store.scan(&[OFFSET])? {
         let entry = codec::offset_of_key(&key)
             .and_then(|at| Ok((at, codec::decode_pointers(&key, &value)?)));
         match entry {
-            Ok((_, Some(pointers))) => {
+            Ok((at, Some(pointers))) => {
+                if let Some((before, reach)) = previous
+                    && reach >= at
+                {
+                    report.problems.push(format!(
+                        "offset index entry {before}: holds offsets up to {reach}, past entry {at}: the feed misses the events between (the events themselves are intact)"
+                    ));
+                }
+                let mut reach = at;
                 for (first, pointer) in pointers {
+                    if first < at {
+                        report.problems.push(format!(
+                            "offset index entry {at}: holds offset {first}, before its own key: readers do not look for it there"
+                        ));
+                    }
+                    reach = reach.max(first + pointer.count.saturating_sub(1));
                     check_pointer(first, &pointer, &offsets, archived, &mut indexed, &mut report);
                 }
+                previous = Some((at, reach));
             }
             Ok((first, None)) => report.problems.push(format!(
                 "offset index entry {first}: of an earlier layout (opening the journal rebuilds the index)"
@@ -426,6 +445,45 @@ mod tests {
         let text = check(journal.store()).unwrap().to_string();
         assert!(
             text.contains("offsets 5..6 are missing above the archive horizon 4"),
+            "{text}"
+        );
+    }
+
+    /// The shape a retention edit could leave before it wrote edited entries
+    /// as bundles (`offsets::unindex`): a bundle reaching over the next entry.
+    #[tokio::test]
+    async fn an_index_bundle_reaching_past_the_next_entry_is_named() {
+        let journal = MemoryJournal::in_memory();
+        let mut pointers = Vec::new();
+        for _ in 0..3 {
+            let run = journal
+                .append(vec![conformance::started("shop", None)])
+                .await
+                .unwrap();
+            pointers.push((
+                run[0].offset,
+                RunPointer {
+                    saga: run[0].saga,
+                    first_seq: 1,
+                    count: 1,
+                },
+            ));
+        }
+        assert!(check(journal.store()).unwrap().is_clean());
+        // Offsets 1 and 3 bundled under 1, while 2 keeps its own entry.
+        journal
+            .store()
+            .write(vec![
+                (
+                    codec::offset_key(1),
+                    Some(codec::encode_pointer_bundle(&[pointers[0], pointers[2]])),
+                ),
+                (codec::offset_key(3), None),
+            ])
+            .unwrap();
+        let text = check(journal.store()).unwrap().to_string();
+        assert!(
+            text.contains("offset index entry 1: holds offsets up to 3, past entry 2"),
             "{text}"
         );
     }
