@@ -15,13 +15,13 @@ use std::{
 use super::{
     JournalError, SagaSummary,
     codec::{
-        self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, OFFSET, PARTICIPANT, RunPointer, SUMMARY,
-        UNFINISHED,
+        self, EVENT, FAILED, FAILED_INDEX_KEY, IDEMPOTENCY, NEXT_OFFSET_KEY, OFFSET, PARTICIPANT,
+        RunPointer, SUMMARY, UNFINISHED,
     },
     kv::KvStore,
     offsets, snapshots,
 };
-use crate::saga::{Event, EventKind, Participant, SagaId, SagaState};
+use crate::saga::{Event, EventKind, Participant, SagaId, SagaState, SagaStatus};
 
 /// Problems listed in full before the rest are only counted.
 const PROBLEMS_SHOWN: usize = 50;
@@ -248,6 +248,36 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
         report.problems.push(format!(
             "saga {id}: in the unfinished index but has no events"
         ));
+    }
+
+    // The failed index, once built: exactly the FAILED sagas.
+    if store.get(FAILED_INDEX_KEY)?.is_some() {
+        let mut failed = HashSet::new();
+        for (key, _) in store.scan(&[FAILED])? {
+            match codec::saga_of_key(&key) {
+                Ok(id) => {
+                    failed.insert(id);
+                }
+                Err(e) => report.problems.push(e.to_string()),
+            }
+        }
+        for (id, state) in &states {
+            match (state.status == SagaStatus::Failed, failed.contains(id)) {
+                (true, false) => report.problems.push(format!(
+                    "saga {id}: FAILED but not in the failed index (a list of FAILED sagas misses it)"
+                )),
+                (false, true) => report.problems.push(format!(
+                    "saga {id}: {} but in the failed index",
+                    state.status.as_str()
+                )),
+                _ => {}
+            }
+        }
+        for id in failed.iter().filter(|id| !histories.contains_key(id)) {
+            report
+                .problems
+                .push(format!("saga {id}: in the failed index but has no events"));
+        }
     }
 
     // Idempotency keys name sagas started with that key.
@@ -484,6 +514,32 @@ mod tests {
         let text = check(journal.store()).unwrap().to_string();
         assert!(
             text.contains("offset index entry 1: holds offsets up to 3, past entry 2"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_saga_missing_from_the_failed_index_is_named() {
+        let journal = MemoryJournal::in_memory();
+        let history = conformance::cancelled(
+            "shop",
+            None,
+            EventKind::SagaFailed {
+                reason: "gave up".into(),
+            },
+        );
+        let id = history[0].saga;
+        journal.append(history).await.unwrap();
+        let report = check(journal.store()).unwrap();
+        assert!(report.is_clean(), "{report}");
+
+        journal
+            .store()
+            .write(vec![(codec::saga_key(FAILED, id), None)])
+            .unwrap();
+        let text = check(journal.store()).unwrap().to_string();
+        assert!(
+            text.contains(&format!("saga {id}: FAILED but not in the failed index")),
             "{text}"
         );
     }

@@ -96,6 +96,8 @@ impl Record for (SagaId, u64) {}
 
 pub const EVENT: u8 = b'e';
 pub const UNFINISHED: u8 = b'u';
+/// The failed index (`by_status.rs`).
+pub const FAILED: u8 = b'f';
 pub const SUMMARY: u8 = b's';
 pub const IDEMPOTENCY: u8 = b'i';
 pub const PARTICIPANT: u8 = b'p';
@@ -103,6 +105,8 @@ pub const OFFSET: u8 = b'o';
 pub const SNAPSHOT: u8 = b'd';
 pub const NEXT_OFFSET_KEY: &[u8] = b"mnext_offset";
 pub const ARCHIVED_THROUGH_KEY: &[u8] = b"marchived_through";
+/// Present once the failed index covers every saga (`by_status.rs`).
+pub const FAILED_INDEX_KEY: &[u8] = b"mfailed_index";
 
 /// A `u64` stored big-endian under a meta key.
 pub fn decode_u64(key: &[u8], bytes: &[u8]) -> Result<u64, JournalError> {
@@ -182,7 +186,7 @@ pub fn describe_key(key: &[u8]) -> String {
                 Err(_) => format!("{key:?}"),
             }
         }
-        Some(&(UNFINISHED | SUMMARY)) if key.len() == 17 => match saga_of_key(key) {
+        Some(&(UNFINISHED | SUMMARY | FAILED)) if key.len() == 17 => match saga_of_key(key) {
             Ok(id) => format!("index entry of saga {id}"),
             Err(_) => format!("{key:?}"),
         },

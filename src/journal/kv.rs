@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     FlushObserver, JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JOURNAL_QUEUE_CAPACITY, Journal,
-    JournalError, JournalStats, ListQuery, SagaSummary,
+    JournalError, JournalStats, ListQuery, SagaSummary, by_status,
     codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
     offsets, retention,
     snapshots::{SnapshotCache, SnapshotWriter},
@@ -181,6 +181,7 @@ impl<S: KvStore> KvJournal<S> {
             None => 1,
         };
         offsets::ensure_index(&*store, next_offset)?;
+        by_status::ensure_failed_index(&*store, next_offset)?;
         let archived_through = offsets::archived_through(&*store)?;
         let durable = Arc::new(watch::Sender::new(next_offset - 1));
         let (request_tx, request_rx) = mpsc::channel(JOURNAL_QUEUE_CAPACITY);
@@ -288,20 +289,18 @@ impl<S: KvStore> Journal for KvJournal<S> {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<SagaSummary>, JournalError> {
-        let before = query.before.map(|id| codec::saga_key(SUMMARY, id));
         let mut found = Vec::new();
         if query.limit == 0 {
             return Ok(found);
         }
+        if let Some(index) = query.status.and_then(by_status::index_of) {
+            return by_status::list(&*self.store, index, query);
+        }
+        let before = query.before.map(|id| codec::saga_key(SUMMARY, id));
         self.store
             .scan_rev(&[SUMMARY], before.as_deref(), &mut |key, value| {
                 let summary: SagaSummary = codec::decode(key, value)?;
-                let wanted = query.status.is_none_or(|s| s == summary.status)
-                    && query
-                        .definition
-                        .as_ref()
-                        .is_none_or(|d| *d == summary.definition);
-                if wanted {
+                if by_status::wanted(query, &summary) {
                     found.push(summary);
                 }
                 Ok(found.len() < query.limit)
@@ -716,6 +715,7 @@ fn index_writes<S: KvStore>(
         };
         // Whether the saga was out of the unfinished index before this event.
         let mut was_out = true;
+        let mut previous = None;
         let summary = match &event.kind {
             EventKind::SagaStarted {
                 definition,
@@ -756,6 +756,7 @@ fn index_writes<S: KvStore>(
                     }
                 };
                 was_out = summary.status.is_terminal();
+                previous = Some(summary.status);
                 summary.status = status;
                 summary
             }
@@ -766,6 +767,7 @@ fn index_writes<S: KvStore>(
             let unfinished = codec::saga_key(UNFINISHED, event.saga);
             writes.push((unfinished, (!status.is_terminal()).then(Vec::new)));
         }
+        writes.extend(by_status::failed_index_write(event.saga, previous, status));
         writes.push((
             codec::saga_key(SUMMARY, event.saga),
             Some(codec::encode(&summary)),
