@@ -23,7 +23,7 @@ use super::{
     codec::{self, FAILED, FAILED_INDEX_KEY, NEXT_OFFSET_KEY, SUMMARY, UNFINISHED},
     kv::{KeyWrite, KvStore},
 };
-use crate::saga::SagaStatus;
+use crate::saga::{SagaId, SagaStatus};
 
 /// Index entries read per pass: each pass then reads their listing entries.
 const IDS_PER_PASS: usize = 256;
@@ -90,7 +90,7 @@ pub fn list<S: KvStore + ?Sized>(
 /// The failed index's entry of a saga going from `before` (`None`: new) to
 /// `after`, if that changes it.
 pub fn failed_index_write(
-    id: crate::saga::SagaId,
+    id: SagaId,
     before: Option<SagaStatus>,
     after: SagaStatus,
 ) -> Option<KeyWrite> {
