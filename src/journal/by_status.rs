@@ -20,8 +20,8 @@
 
 use super::{
     JournalError, ListQuery, SagaSummary,
-    codec::{self, FAILED, FAILED_INDEX_KEY, NEXT_OFFSET_KEY, SUMMARY, UNFINISHED},
-    kv::{KeyWrite, KvStore},
+    codec::{self, FAILED, FAILED_INDEX_KEY, SUMMARY, UNFINISHED},
+    kv::{self, KeyWrite, KvStore},
 };
 use crate::saga::{SagaId, SagaStatus};
 
@@ -127,13 +127,7 @@ pub fn ensure_failed_index<S: KvStore + ?Sized>(
         );
     }
     writes.push((FAILED_INDEX_KEY.to_vec(), Some(Vec::new())));
-    // With the offset counter unchanged, as `offsets::ensure_index` does.
-    writes.push((
-        NEXT_OFFSET_KEY.to_vec(),
-        Some(next_offset.to_be_bytes().to_vec()),
-    ));
-    store.write(writes)?;
-    store.sync()
+    kv::write_at_open(store, writes, next_offset)
 }
 
 #[cfg(test)]

@@ -59,6 +59,23 @@ pub fn own((key, value): KeyWriteRef<'_>) -> KeyWrite {
     (key.to_vec(), value.map(<[u8]>::to_vec))
 }
 
+/// Writes what an open adds to a journal of an earlier version (an index built
+/// from the records) before the writer starts, durably. The offset counter goes
+/// with it, unchanged, so a store that requires every batch to carry something
+/// the writer would also write stays consistent.
+pub(super) fn write_at_open<S: KvStore + ?Sized>(
+    store: &S,
+    mut writes: Vec<KeyWrite>,
+    next_offset: u64,
+) -> Result<(), JournalError> {
+    writes.push((
+        NEXT_OFFSET_KEY.to_vec(),
+        Some(next_offset.to_be_bytes().to_vec()),
+    ));
+    store.write(writes)?;
+    store.sync()
+}
+
 /// A key/value entry read back.
 pub type Entry = (Vec<u8>, Vec<u8>);
 

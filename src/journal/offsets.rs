@@ -38,8 +38,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::{
     JournalError,
-    codec::{self, ARCHIVED_THROUGH_KEY, EVENT, NEXT_OFFSET_KEY, OFFSET, RunPointer},
-    kv::{KeyWrite, KvStore},
+    codec::{self, ARCHIVED_THROUGH_KEY, EVENT, OFFSET, RunPointer},
+    kv::{self, KeyWrite, KvStore},
     snapshots::{self, SnapshotCache},
 };
 use crate::saga::Event;
@@ -345,14 +345,7 @@ pub fn ensure_index<S: KvStore + ?Sized>(store: &S, next_offset: u64) -> Result<
         events,
         "building the journal's offset index (first open by this version)"
     );
-    // Written with the offset counter unchanged, so a store that requires every
-    // batch to carry something the writer would also write stays consistent.
-    writes.push((
-        NEXT_OFFSET_KEY.to_vec(),
-        Some(next_offset.to_be_bytes().to_vec()),
-    ));
-    store.write(writes)?;
-    store.sync()
+    kv::write_at_open(store, writes, next_offset)
 }
 
 #[cfg(test)]
@@ -382,7 +375,10 @@ mod tests {
                 (codec::event_key(e.saga, e.seq), Some(record))
             })
             .collect();
-        writes.push((NEXT_OFFSET_KEY.to_vec(), Some(3u64.to_be_bytes().to_vec())));
+        writes.push((
+            codec::NEXT_OFFSET_KEY.to_vec(),
+            Some(3u64.to_be_bytes().to_vec()),
+        ));
         store.write(writes).unwrap();
 
         let journal = MemoryJournal::new(store).unwrap();
@@ -413,7 +409,10 @@ mod tests {
                 Some(codec::encode_as_version(2, &(e.saga, e.seq))),
             ));
         }
-        writes.push((NEXT_OFFSET_KEY.to_vec(), Some(3u64.to_be_bytes().to_vec())));
+        writes.push((
+            codec::NEXT_OFFSET_KEY.to_vec(),
+            Some(3u64.to_be_bytes().to_vec()),
+        ));
         store.write(writes).unwrap();
 
         let journal = MemoryJournal::new(store).unwrap();
