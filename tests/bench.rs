@@ -1,7 +1,7 @@
 //! The benchmark tool, end to end at smoke-test size: `sagad-bench run --quick
-//! --runs 1` starts a real coordinator and participants process, and prints
-//! well-formed LIMIT, RESULT, RATIO and SUMMARY lines with every saga ending as
-//! its workload requires; `sagad-bench scale --quick` seeds journals, restarts a
+//! --runs 1 --floor` starts a real coordinator, participants process and
+//! `sagad-floor`, and prints well-formed LIMIT, RESULT, RATIO and SUMMARY lines
+//! with every saga, on both, ending as its workload requires; `sagad-bench scale --quick` seeds journals, restarts a
 //! real coordinator on them and prints well-formed SCALE and TARGETS lines, with
 //! every seeded saga read back right and every waiting one resumed; and a
 //! journal written by `sagad-bench seed` passes `sagad journal check`. No speed
@@ -140,7 +140,7 @@ fn value<'a>(fields: &[(&'a str, &'a str)], key: &str) -> &'a str {
 
 #[test]
 fn quick_run_prints_every_line_and_every_saga_ends_right() {
-    let stdout = run_bench(&["run", "--quick", "--runs", "1"]);
+    let stdout = run_bench(&["run", "--quick", "--runs", "1", "--floor"]);
     let lines: Vec<&str> = stdout.lines().collect();
     let starting = |prefix: &str| -> Vec<&str> {
         lines
@@ -155,10 +155,13 @@ fn quick_run_prints_every_line_and_every_saga_ends_right() {
     let limit = well_formed(limit[0], "LIMIT ", &LIMIT_KEYS, &[]);
     assert_eq!(value(&limit, "echo_conc"), "64");
 
+    // Each of sagad's measurements, then the same on sagad-floor.
     let results = starting("RESULT ");
-    let expected = [("W1", "64"), ("W2", "64"), ("W1", "1")];
-    assert_eq!(results.len(), expected.len(), "RESULT lines in:\n{stdout}");
-    for (line, (workload, conc)) in results.iter().zip(expected) {
+    let expected = [("W1", "64"), ("W2", "64"), ("W1", "1")]
+        .into_iter()
+        .flat_map(|(w, c)| [("sagad", w, c), ("floor", w, c)]);
+    assert_eq!(results.len(), 6, "RESULT lines in:\n{stdout}");
+    for (line, (peer, workload, conc)) in results.iter().zip(expected) {
         let f = well_formed(line, "RESULT ", &RESULT_KEYS, &["peer", "workload", "run"]);
         assert_eq!(
             (
@@ -167,7 +170,7 @@ fn quick_run_prints_every_line_and_every_saga_ends_right() {
                 value(&f, "conc"),
                 value(&f, "run")
             ),
-            ("sagad", workload, conc, "run1"),
+            (peer, workload, conc, "run1"),
             "{line}"
         );
         assert!(value(&f, "sagas").parse::<u64>().unwrap() > 0, "{line}");
@@ -175,7 +178,18 @@ fn quick_run_prints_every_line_and_every_saga_ends_right() {
     }
 
     let ratios = starting("RATIO ");
-    assert_eq!(ratios.len(), 2, "RATIO lines in:\n{stdout}");
+    let names: Vec<&str> = ratios.iter().map(|l| fields(l, "RATIO ")[1].0).collect();
+    assert_eq!(
+        names,
+        [
+            "w1_c64_tput_over_rpc_bound",
+            "w1_c64_tput_over_floor",
+            "w2_c64_tput_over_floor",
+            "w1_c1_p50_over_c1_floor",
+            "w1_c1_tput_over_floor",
+        ],
+        "RATIO lines in:\n{stdout}"
+    );
     for line in ratios {
         let f = fields(line, "RATIO ");
         assert_eq!(f.len(), 2, "{line}");

@@ -5,7 +5,10 @@
 //! measures the machine's physical limit (a no-op gRPC echo and an fdatasync
 //! loop), then runs W1 c64, W2 c64 and W1 c1 in closed loop, `--runs` times, and
 //! prints the `LIMIT`, `RESULT`, `RATIO` and `SUMMARY` lines on stdout. Progress
-//! and diagnostics go to stderr.
+//! and diagnostics go to stderr. With `--floor` every measurement also runs
+//! against `sagad-floor` (`src/bin/sagad-floor`), the least a durable coordinator
+//! can do with the same RPC stack and disk, so sagad's own cost shows as a ratio
+//! measured in the same minute.
 //!
 //! `sagad-bench scale` measures size rather than speed: it seeds a journal with
 //! a million finished sagas (and another with 100,000 waiting in backoff),
@@ -97,6 +100,12 @@ pub struct RunArgs {
     /// gRPC connections the load client spreads its lanes over.
     #[arg(long, default_value_t = 4)]
     pub channels: usize,
+    /// Also run every measurement against `sagad-floor` (the least a durable
+    /// coordinator can do on this machine and stack), right after sagad's, and
+    /// print its RESULT lines (`peer=floor`) and sagad's ratio to it. Its log
+    /// goes to the bench's scratch directory, under the system's temp dir.
+    #[arg(long)]
+    pub floor: bool,
 }
 
 /// Options of `sagad-bench scale`.

@@ -5,6 +5,8 @@
 //! RESULT peer=sagad workload=W1 conc=64 run=run1 sagas=… errors=… wall_s=… tput_per_s=… p50_ms=… …
 //! RATIO run=run1 w1_c64_tput_over_rpc_bound=…
 //! RATIO run=run1 w1_c1_p50_over_c1_floor=…
+//! RESULT peer=floor workload=W1 conc=64 run=run1 …   (with --floor, after each sagad one)
+//! RATIO run=run1 w1_c64_tput_over_floor=…            (with --floor, for each measurement)
 //! SUMMARY peer=sagad server_peak_rss_mb=… data_dir_mb=…
 //! ```
 //!
@@ -68,6 +70,8 @@ impl fmt::Display for LimitLine {
 
 /// One measurement.
 pub struct ResultLine {
+    /// `sagad`, or `floor` for `sagad-floor` (`run --floor`).
+    pub peer: &'static str,
     pub workload: &'static str,
     pub conc: usize,
     /// 1-based.
@@ -112,10 +116,11 @@ impl fmt::Display for ResultLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "RESULT peer=sagad workload={} conc={} run=run{} sagas={} errors={} wall_s={:.3} \
+            "RESULT peer={} workload={} conc={} run=run{} sagas={} errors={} wall_s={:.3} \
              tput_per_s={:.1} p50_ms={:.3} p95_ms={:.3} p99_ms={:.3} max_ms={:.3} \
              server_cpu_s={} worker_cpu_s={:.2} client_cpu_s={:.2} cpu_ms_per_saga={} \
              server_rss_peak_mb={}",
+            self.peer,
             self.workload,
             self.conc,
             self.run,
@@ -149,6 +154,17 @@ pub fn ratio_c1(run: usize, p50: Duration, limit: &LimitLine) -> String {
     format!(
         "RATIO run=run{run} w1_c1_p50_over_c1_floor={:.3}",
         ms(p50) / limit.c1_floor_ms()
+    )
+}
+
+/// sagad's throughput over `sagad-floor`'s in the same run (`run --floor`).
+pub fn ratio_floor(sagad: &ResultLine, floor: &ResultLine) -> String {
+    format!(
+        "RATIO run=run{} {}_c{}_tput_over_floor={:.3}",
+        sagad.run,
+        sagad.workload.to_lowercase(),
+        sagad.conc,
+        sagad.tput_per_s() / floor.tput_per_s()
     )
 }
 
@@ -385,6 +401,7 @@ mod tests {
     #[test]
     fn unknown_server_figures() {
         let line = ResultLine {
+            peer: "sagad",
             workload: "W2",
             conc: 64,
             run: 2,
@@ -406,6 +423,37 @@ mod tests {
              tput_per_s=5.0 p50_ms=1.000 p95_ms=2.000 p99_ms=3.000 max_ms=4.000 \
              server_cpu_s=na worker_cpu_s=0.50 client_cpu_s=0.25 cpu_ms_per_saga=na \
              server_rss_peak_mb=na"
+        );
+    }
+
+    #[test]
+    fn floor_ratio_names_the_measurement() {
+        let line = |peer, wall| ResultLine {
+            peer,
+            workload: "W2",
+            conc: 64,
+            run: 1,
+            sagas: 100,
+            errors: 0,
+            wall: Duration::from_secs(wall),
+            p50: Duration::from_millis(1),
+            p95: Duration::from_millis(2),
+            p99: Duration::from_millis(3),
+            max: Duration::from_millis(4),
+            server_cpu_s: None,
+            worker_cpu_s: 0.5,
+            client_cpu_s: 0.25,
+            server_rss_peak_bytes: None,
+        };
+        let (sagad, floor) = (line("sagad", 4), line("floor", 2));
+        assert!(
+            floor
+                .to_string()
+                .starts_with("RESULT peer=floor workload=W2 ")
+        );
+        assert_eq!(
+            ratio_floor(&sagad, &floor),
+            "RATIO run=run1 w2_c64_tput_over_floor=0.500"
         );
     }
 }

@@ -6,8 +6,8 @@
 //!  coordinator (sagad serve, empty data dir, the bench definition)
 //!        │  register the three participants
 //!        ▼
-//!  run1: W1 c64 · W2 c64 · W1 c1   (each: warm-up, measurement, RESULT)
-//!  run2: …
+//!  run1: W1 c64 · W2 c64 · W1 c1   (each: warm-up, measurement, RESULT;
+//!  run2: …                           with --floor, then the same on sagad-floor)
 //!        ▼
 //!  stop the coordinator (SIGTERM), SUMMARY, stop the participants
 //! ```
@@ -208,6 +208,12 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     register_participants(&clients[0], &services).await?;
 
+    // The floor, if asked for: the same measurements right after each of sagad's.
+    let mut floor = match args.floor {
+        true => Some(Floor::start(&me, scratch.path(), args.channels, &services).await?),
+        false => None,
+    };
+
     let mut peak_rss = None;
     for run in 1..=args.runs {
         for m in measurements(&args) {
@@ -219,7 +225,13 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
                 server: server_pid,
                 worker: participants.pid(),
             };
-            let line = measure(&clients, &source, &m, run, args.duration_cap, pids).await?;
+            let target = Target {
+                peer: "sagad",
+                clients: &clients,
+                source: &source,
+                journal_order: true,
+            };
+            let line = measure(target, &m, run, args.duration_cap, pids).await?;
             peak_rss = peak_rss.max(line.server_rss_peak_bytes);
             println!("{line}");
             match (m.workload, m.concurrency) {
@@ -229,7 +241,21 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
                 (Workload::W1, 1) => println!("{}", report::ratio_c1(run, line.p50, &limit)),
                 _ => {}
             }
+            if let Some(floor) = &mut floor {
+                floor.child.ensure_running()?;
+                let pids = Pids {
+                    server: Some(floor.child.pid()),
+                    worker: participants.pid(),
+                };
+                let floor_line = measure(floor.target(), &m, run, args.duration_cap, pids).await?;
+                println!("{floor_line}");
+                println!("{}", report::ratio_floor(&line, &floor_line));
+            }
         }
+    }
+    if let Some(mut floor) = floor {
+        drop(floor.clients);
+        floor.child.stop()?;
     }
 
     // The end: the coordinator's lifetime peak, a clean stop, the journal's size.
@@ -257,17 +283,109 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a measurement's sagas go.
+struct Target<'a> {
+    /// The RESULT line's `peer`.
+    peer: &'static str,
+    clients: &'a [CoordinatorClient<Channel>],
+    source: &'a SagaSource,
+    /// Whether W2's compensation order is also checked in the journal
+    /// (`WatchSaga`; `sagad-floor` has no journal to read).
+    journal_order: bool,
+}
+
+/// `sagad-floor` (`run --floor`): the least a durable coordinator can do here.
+struct Floor {
+    child: ChildGuard,
+    clients: Vec<CoordinatorClient<Channel>>,
+    source: SagaSource,
+}
+
+impl Floor {
+    /// Starts `sagad-floor` (next to this executable) with its log in
+    /// `scratch/floor`, connects, and registers the participants with it.
+    async fn start(
+        me: &Path,
+        scratch: &Path,
+        channels: usize,
+        services: &HashMap<String, SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        const PREFIX: &str = "sagad-floor listening on ";
+        let program = me.with_file_name("sagad-floor");
+        if !program.is_file() {
+            bail!(
+                "--floor needs the sagad-floor executable next to {} (build all: cargo build --release)",
+                me.display()
+            );
+        }
+        let dir = scratch.join("floor");
+        let mut child = ChildGuard::spawn(
+            "sagad-floor",
+            &program,
+            &[
+                "--data-dir".as_ref(),
+                dir.as_os_str(),
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+            ],
+            &scratch.join("floor.log"),
+        )?;
+        let line = child.line_starting_with(PREFIX, STARTUP_TIMEOUT)?;
+        let addr: SocketAddr = line[PREFIX.len()..]
+            .trim()
+            .parse()
+            .with_context(|| format!("bad listening line {line:?}"))?;
+        eprintln!("sagad-bench: sagad-floor (pid {}) on {addr}", child.pid());
+        let clients: Vec<_> = connect(&format!("http://{addr}"), channels)
+            .await?
+            .into_iter()
+            .map(CoordinatorClient::new)
+            .collect();
+        register_participants(&clients[0], services).await?;
+        Ok(Self {
+            child,
+            clients,
+            source: inline_source(),
+        })
+    }
+
+    fn target(&self) -> Target<'_> {
+        Target {
+            peer: "floor",
+            clients: &self.clients,
+            source: &self.source,
+            journal_order: false,
+        }
+    }
+}
+
 /// Warm-up, then the measurement with its CPU and RSS figures.
 async fn measure(
-    clients: &[CoordinatorClient<Channel>],
-    source: &SagaSource,
+    target: Target<'_>,
     m: &Measurement,
     run: usize,
     cap: Duration,
     pids: Pids,
 ) -> anyhow::Result<ResultLine> {
-    let name = format!("run{run} {} c{}", m.workload.as_str(), m.concurrency);
-    let tag = format!("run{run}-{}-c{}", m.workload.as_str(), m.concurrency);
+    let Target {
+        peer,
+        clients,
+        source,
+        journal_order,
+    } = target;
+    // sagad's names are those of the runs without a floor.
+    let prefix = if peer == "sagad" { "" } else { "floor " };
+    let name = format!(
+        "{prefix}run{run} {} c{}",
+        m.workload.as_str(),
+        m.concurrency
+    );
+    let tag = format!(
+        "{}run{run}-{}-c{}",
+        prefix.replace(' ', "-"),
+        m.workload.as_str(),
+        m.concurrency
+    );
     let warmup = Load {
         workload: m.workload,
         concurrency: m.concurrency,
@@ -308,7 +426,7 @@ async fn measure(
          {steal:.0}% stolen by the host (a run with steal is a disturbed run)"
     );
 
-    if m.workload == Workload::W2 {
+    if m.workload == Workload::W2 && journal_order {
         check_journal_order(&clients[0], &mut result).await;
     }
     for why in result.errors.iter().take(ERRORS_SHOWN) {
@@ -323,6 +441,7 @@ async fn measure(
     let latencies = Latencies::new(result.latencies);
     debug_assert_eq!(latencies.len(), result.started - result.errors.len());
     Ok(ResultLine {
+        peer,
         workload: m.workload.as_str(),
         conc: m.concurrency,
         run,
