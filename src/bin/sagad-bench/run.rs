@@ -242,6 +242,11 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
                 _ => {}
             }
             if let Some(floor) = &mut floor {
+                // What sagad does after a measurement (its last checkpoint)
+                // would otherwise be taken from the floor's.
+                if let Some(pid) = server_pid {
+                    settle(pid).await?;
+                }
                 floor.child.ensure_running()?;
                 let pids = Pids {
                     server: Some(floor.child.pid()),
@@ -280,6 +285,32 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.data_dir {
         eprintln!("sagad-bench: the journal is kept in {}", dir.display());
     }
+    Ok(())
+}
+
+/// How often [`settle`] looks, how long a process must have been quiet, and
+/// for how long it waits at most.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+const SETTLE_QUIET: Duration = Duration::from_millis(500);
+const SETTLE_MAX: Duration = Duration::from_secs(10);
+
+/// Waits until process `pid` has used no more than a clock tick of CPU for
+/// [`SETTLE_QUIET`], or [`SETTLE_MAX`] passed (then says so on stderr).
+async fn settle(pid: u32) -> anyhow::Result<()> {
+    let start = tokio::time::Instant::now();
+    let mut quiet_since = start;
+    let mut last = procfs::cpu_seconds(Some(pid))?;
+    while start.elapsed() < SETTLE_MAX {
+        tokio::time::sleep(SETTLE_POLL).await;
+        let now = procfs::cpu_seconds(Some(pid))?;
+        if now - last > 0.01 {
+            quiet_since = tokio::time::Instant::now();
+        } else if quiet_since.elapsed() >= SETTLE_QUIET {
+            return Ok(());
+        }
+        last = now;
+    }
+    eprintln!("sagad-bench: the coordinator was still busy {SETTLE_MAX:?} after a measurement");
     Ok(())
 }
 
