@@ -341,7 +341,6 @@ impl Floor {
         channels: usize,
         services: &HashMap<String, SocketAddr>,
     ) -> anyhow::Result<Self> {
-        const PREFIX: &str = "sagad-floor listening on ";
         let program = me.with_file_name("sagad-floor");
         if !program.is_file() {
             bail!(
@@ -361,11 +360,7 @@ impl Floor {
             ],
             &scratch.join("floor.log"),
         )?;
-        let line = child.line_starting_with(PREFIX, STARTUP_TIMEOUT)?;
-        let addr: SocketAddr = line[PREFIX.len()..]
-            .trim()
-            .parse()
-            .with_context(|| format!("bad listening line {line:?}"))?;
+        let addr = announced_addr(&mut child, "sagad-floor listening on ", STARTUP_TIMEOUT)?;
         eprintln!("sagad-bench: sagad-floor (pid {}) on {addr}", child.pid());
         let clients: Vec<_> = connect(&format!("http://{addr}"), channels)
             .await?
@@ -676,9 +671,17 @@ pub(crate) fn listening_addr(
     child: &mut ChildGuard,
     timeout: Duration,
 ) -> anyhow::Result<SocketAddr> {
-    const PREFIX: &str = "sagad listening on ";
-    let line = child.line_starting_with(PREFIX, timeout)?;
-    line[PREFIX.len()..]
+    announced_addr(child, "sagad listening on ", timeout)
+}
+
+/// The address on the line of `child`'s stdout that starts with `prefix`.
+fn announced_addr(
+    child: &mut ChildGuard,
+    prefix: &str,
+    timeout: Duration,
+) -> anyhow::Result<SocketAddr> {
+    let line = child.line_starting_with(prefix, timeout)?;
+    line[prefix.len()..]
         .trim()
         .parse()
         .with_context(|| format!("bad listening line {line:?}"))

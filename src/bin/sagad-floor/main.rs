@@ -10,7 +10,8 @@
 //!   first call, one after every call (the last one is the outcome), so a W1 saga
 //!   makes 4 durable writes in sequence and a W2 saga 6, as in sagad;
 //! - the participant calls through sagad's own client ([`GrpcParticipants`]);
-//! - a W2 saga compensates the steps that succeeded, newest first;
+//! - a W2 saga compensates the steps that succeeded, newest first (a failed
+//!   call of any kind ends the forward path: the floor never retries);
 //! - durability by group commit: one writer thread appends everything queued
 //!   with one `pwrite` and one `fdatasync` into a zero-filled file, then answers
 //!   every caller of that batch.
