@@ -398,16 +398,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn unknown_server_figures() {
-        let line = ResultLine {
-            peer: "sagad",
+    /// A W2 c64 line whose coordinator figures are unknown.
+    fn w2_line(peer: &'static str, run: usize, sagas: usize, wall_s: u64) -> ResultLine {
+        ResultLine {
+            peer,
             workload: "W2",
             conc: 64,
-            run: 2,
-            sagas: 10,
+            run,
+            sagas,
             errors: 0,
-            wall: Duration::from_secs(2),
+            wall: Duration::from_secs(wall_s),
             p50: Duration::from_millis(1),
             p95: Duration::from_millis(2),
             p99: Duration::from_millis(3),
@@ -416,7 +416,12 @@ mod tests {
             worker_cpu_s: 0.5,
             client_cpu_s: 0.25,
             server_rss_peak_bytes: None,
-        };
+        }
+    }
+
+    #[test]
+    fn unknown_server_figures() {
+        let line = w2_line("sagad", 2, 10, 2);
         assert_eq!(
             line.to_string(),
             "RESULT peer=sagad workload=W2 conc=64 run=run2 sagas=10 errors=0 wall_s=2.000 \
@@ -428,24 +433,7 @@ mod tests {
 
     #[test]
     fn floor_ratio_names_the_measurement() {
-        let line = |peer, wall| ResultLine {
-            peer,
-            workload: "W2",
-            conc: 64,
-            run: 1,
-            sagas: 100,
-            errors: 0,
-            wall: Duration::from_secs(wall),
-            p50: Duration::from_millis(1),
-            p95: Duration::from_millis(2),
-            p99: Duration::from_millis(3),
-            max: Duration::from_millis(4),
-            server_cpu_s: None,
-            worker_cpu_s: 0.5,
-            client_cpu_s: 0.25,
-            server_rss_peak_bytes: None,
-        };
-        let (sagad, floor) = (line("sagad", 4), line("floor", 2));
+        let (sagad, floor) = (w2_line("sagad", 1, 100, 4), w2_line("floor", 1, 100, 2));
         assert!(
             floor
                 .to_string()

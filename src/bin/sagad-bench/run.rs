@@ -341,13 +341,7 @@ impl Floor {
         channels: usize,
         services: &HashMap<String, SocketAddr>,
     ) -> anyhow::Result<Self> {
-        let program = me.with_file_name("sagad-floor");
-        if !program.is_file() {
-            bail!(
-                "--floor needs the sagad-floor executable next to {} (build all: cargo build --release)",
-                me.display()
-            );
-        }
+        let program = sibling(me, "sagad-floor")?;
         let dir = scratch.join("floor");
         let mut child = ChildGuard::spawn(
             "sagad-floor",
@@ -639,13 +633,7 @@ pub(crate) fn spawn_coordinator(
     log: &Path,
     extra: &[&std::ffi::OsStr],
 ) -> anyhow::Result<ChildGuard> {
-    let sagad = me.with_file_name("sagad");
-    if !sagad.is_file() {
-        bail!(
-            "no sagad executable next to {} (build both: cargo build --release)",
-            me.display()
-        );
-    }
+    let sagad = sibling(me, "sagad")?;
     let sagas_dir = scratch.join("sagas");
     std::fs::create_dir_all(&sagas_dir)?;
     std::fs::write(
@@ -663,6 +651,18 @@ pub(crate) fn spawn_coordinator(
     ];
     args.extend_from_slice(extra);
     ChildGuard::spawn("coordinator", &sagad, &args, log)
+}
+
+/// The executable `name` next to this one (cargo builds them side by side).
+fn sibling(me: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = me.with_file_name(name);
+    if !path.is_file() {
+        bail!(
+            "no {name} executable next to {} (build them all: cargo build --release)",
+            me.display()
+        );
+    }
+    Ok(path)
 }
 
 /// The address a coordinator announces on stdout once its journal is open and
