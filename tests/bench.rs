@@ -1,11 +1,14 @@
-//! The benchmark tool, end to end at smoke-test size: `sagad-bench run --quick
-//! --runs 1 --floor` starts a real coordinator, participants process and
-//! `sagad-floor`, and prints well-formed LIMIT, RESULT, RATIO and SUMMARY lines
-//! with every saga, on both, ending as its workload requires; `sagad-bench scale --quick` seeds journals, restarts a
-//! real coordinator on them and prints well-formed SCALE and TARGETS lines, with
-//! every seeded saga read back right and every waiting one resumed; and a
-//! journal written by `sagad-bench seed` passes `sagad journal check`. No speed
-//! is asserted.
+//! The benchmark tool, end to end at smoke-test size:
+//! - `sagad-bench run --quick --runs 1 --floor` starts a real coordinator, a
+//!   participants process and `sagad-floor`, and prints well-formed LIMIT,
+//!   RESULT, RATIO and SUMMARY lines, with every saga, on both servers, ending
+//!   as its workload requires;
+//! - `sagad-bench scale --quick` seeds journals, restarts a real coordinator on
+//!   them and prints well-formed SCALE and TARGETS lines, with every seeded saga
+//!   read back right and every waiting one resumed;
+//! - a journal written by `sagad-bench seed` passes `sagad journal check`.
+//!
+//! No speed is asserted.
 
 use std::{
     io::Read,
