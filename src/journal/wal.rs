@@ -406,6 +406,16 @@ fn new_segment(
             }
         }
     }
+    // A file already at this index can only be what a failed rollover to it
+    // left (the log never writes past its current segment, and an open starts
+    // past every segment it found): replace it, or every later rollover fails.
+    match fs::remove_file(&path) {
+        Ok(()) => {
+            tracing::warn!(segment = %path.display(), "replacing what a failed rollover left")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(format!("removing {}", path.display()), e)),
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -1018,5 +1028,35 @@ mod tests {
         let wal = WalStore::open(dir.path(), MemoryStore::default()).unwrap();
         assert_eq!(wal.get(b"before").unwrap(), Some(b"v".to_vec()));
         assert_eq!(wal.get(b"after").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn a_rollover_replaces_what_a_failed_one_left() {
+        let dir = tempfile::tempdir().unwrap();
+        // No checkpoint meanwhile: it would delete the first segment.
+        let options = WalOptions {
+            checkpoint_interval: Duration::from_secs(3600),
+            zero_filled_segments: false,
+            ..WalOptions::default()
+        };
+        {
+            let wal = WalStore::open_with(dir.path(), MemoryStore::default(), options).unwrap();
+            wal.write(vec![put("first", "v")]).unwrap();
+            wal.sync().unwrap();
+            // A rollover that failed after creating the next segment's file
+            // (a full disk while its header was written) left it behind.
+            let next = segment_path(dir.path(), wal.lock().segment.index + 1);
+            std::fs::write(&next, b"sagad").unwrap();
+            // A record larger than what is left of the segment rolls over.
+            let big = "x".repeat(WAL_SEGMENT_BYTES as usize);
+            wal.write(vec![put("big", &big), put("second", "v")])
+                .expect("the rollover replaces the leftover");
+            wal.sync().unwrap();
+            assert_eq!(wal.lock().segment.index, 2);
+            wal.crash();
+        }
+        let wal = open(dir.path(), MemoryStore::default()).unwrap();
+        assert_eq!(wal.get(b"first").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(wal.get(b"second").unwrap(), Some(b"v".to_vec()));
     }
 }
