@@ -242,6 +242,10 @@ fn serve_announces_its_port_refuses_a_second_owner_and_stops_on_sigterm() {
         stderr.contains("stopped cleanly"),
         "it logs the clean stop: {stderr}"
     );
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes into a pipe: {stderr:?}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //!   default (an `EnvFilter` directive such as `info,sagad=debug`). The filter
 //!   applies to stderr only, so debug-level attempt spans cost nothing unless
 //!   something wants them.
+//! - Text lines are coloured only when stderr is a terminal.
 //! - JSON lines carry `timestamp`, `level`, `target`, the event's fields
 //!   (`message` among them) at the top level, and `spans`: the enclosing spans
 //!   with their fields (`saga` has `saga_id`, `definition` and `trace_id`; `attempt` has
@@ -12,6 +13,8 @@
 //! - With `--otlp-endpoint`, sagad's spans (saga and attempt, whatever the log
 //!   filter) and its info-and-above events are exported over OTLP/gRPC in
 //!   batches; [`Logging::shutdown`] sends what is still buffered.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -38,6 +41,9 @@ pub fn init(
         .unwrap_or_else(|_| default_filter.to_string());
     let stderr = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            // Colours only for a person at a terminal: a log file or collector
+            // would get escape codes, and every saga's span would pay for them.
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

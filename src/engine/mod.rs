@@ -446,21 +446,27 @@ impl Engine {
             let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
             let claimed = self.lock_runners().claim(id, command_tx);
             debug_assert!(claimed, "a fresh id is owned by no one");
-            let (ack_tx, ack_rx) = oneshot::channel();
+            // `Some(state)` once journaled, or `None` when the waiter answers.
             let (wait_tx, wait_rx) = oneshot::channel();
-            let waiters = if request.wait { vec![wait_tx] } else { vec![] };
-            self.spawn_runner(state, vec![started], command_rx, Some(ack_tx), waiters);
-            match ack_rx.await {
-                Ok(Ok(saga)) if !request.wait => {
-                    return Ok(Started {
-                        saga,
-                        created: true,
-                    });
-                }
-                Ok(Ok(_)) => {
-                    let saga = match wait_rx.await {
-                        Ok(saga) => saga,
-                        Err(_) => self.wait(id).await?,
+            let journaled = if request.wait {
+                let (ack_tx, ack_rx) = oneshot::channel();
+                let ack = Some(runner::Ack::Durable(ack_tx));
+                self.spawn_runner(state, vec![started], command_rx, ack, vec![wait_tx]);
+                ack_rx.await.map(|acked| acked.map(|()| None))
+            } else {
+                let (ack_tx, ack_rx) = oneshot::channel();
+                let ack = Some(runner::Ack::State(ack_tx));
+                self.spawn_runner(state, vec![started], command_rx, ack, vec![]);
+                ack_rx.await.map(|acked| acked.map(Some))
+            };
+            match journaled {
+                Ok(Ok(journaled)) => {
+                    let saga = match journaled {
+                        Some(saga) => saga,
+                        None => match wait_rx.await {
+                            Ok(saga) => saga,
+                            Err(_) => self.wait(id).await?,
+                        },
                     };
                     return Ok(Started {
                         saga,
@@ -574,7 +580,8 @@ impl Engine {
             let mut state = saga;
             state.apply(&retry)?;
             let (ack_tx, ack_rx) = oneshot::channel();
-            self.spawn_runner(state, vec![retry], command_rx, Some(ack_tx), vec![]);
+            let ack = Some(runner::Ack::State(ack_tx));
+            self.spawn_runner(state, vec![retry], command_rx, ack, vec![]);
             tracing::info!(saga = %id, "saga retried by an operator");
             return ack_rx.await.unwrap_or_else(|_| {
                 Err(Error::Unavailable(
@@ -671,7 +678,7 @@ impl Engine {
         state: SagaState,
         pending: Vec<Event>,
         command_rx: CommandRx,
-        ack: Option<oneshot::Sender<Result<SagaState>>>,
+        ack: Option<runner::Ack>,
         waiters: Vec<oneshot::Sender<SagaState>>,
     ) {
         let runner = runner::Runner::new(self.clone(), state, pending, command_rx, ack, waiters);

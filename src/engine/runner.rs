@@ -55,13 +55,40 @@ pub(super) struct Runner {
     pending: Vec<Event>,
     command_rx: CommandRx,
     /// Told once the first append (the start or the retry) is durable.
-    ack: Option<oneshot::Sender<Result<SagaState>>>,
+    ack: Option<Ack>,
     /// Told the terminal state.
     waiters: Vec<oneshot::Sender<SagaState>>,
     /// Live events for watchers, created on the first watch.
     watchers: Option<broadcast::Sender<Event>>,
     /// The trace every call carries, from the saga's first event.
     trace: TraceContext,
+}
+
+/// Whom a runner tells once its first append (the start or the retry) is
+/// durable, or that it could not be made so.
+pub(super) enum Ack {
+    /// Told the saga's state then.
+    State(oneshot::Sender<Result<SagaState>>),
+    /// Told only that it is durable: a start that waits for the end, whose
+    /// answer is its waiter's (so the state is not copied for nothing).
+    Durable(oneshot::Sender<Result<()>>),
+}
+
+impl Ack {
+    // A caller that has gone away is no one's concern here: sends may fail.
+    fn durable(self, state: &SagaState) {
+        match self {
+            Ack::State(reply) => drop(reply.send(Ok(state.clone()))),
+            Ack::Durable(reply) => drop(reply.send(Ok(()))),
+        }
+    }
+
+    fn failed(self, e: Error) {
+        match self {
+            Ack::State(reply) => drop(reply.send(Err(e))),
+            Ack::Durable(reply) => drop(reply.send(Err(e))),
+        }
+    }
 }
 
 /// Removes a saga's runner from the registry when dropped, unless disarmed
@@ -95,7 +122,7 @@ impl Runner {
         state: SagaState,
         pending: Vec<Event>,
         command_rx: CommandRx,
-        ack: Option<oneshot::Sender<Result<SagaState>>>,
+        ack: Option<Ack>,
         waiters: Vec<oneshot::Sender<SagaState>>,
     ) -> Self {
         Self {
@@ -145,8 +172,15 @@ impl Runner {
         match result {
             Ok(Exit::Finished) => {
                 tracing::debug!(saga = %id, definition = %self.state.definition, state = self.state.status.as_str(), "saga finished");
-                for waiter in self.waiters.drain(..) {
-                    let _ = waiter.send(self.state.clone());
+                let Runner {
+                    state, mut waiters, ..
+                } = *self;
+                // The last waiter takes the state itself: no copy when one waits.
+                if let Some(last) = waiters.pop() {
+                    for waiter in waiters {
+                        let _ = waiter.send(state.clone());
+                    }
+                    let _ = last.send(state);
                 }
             }
             Ok(Exit::ShuttingDown) => {
@@ -164,7 +198,7 @@ impl Runner {
                     self.engine.stall(id);
                 }
                 if let Some(ack) = self.ack.take() {
-                    let _ = ack.send(Err(e));
+                    ack.failed(e);
                 }
             }
         }
@@ -172,13 +206,14 @@ impl Runner {
 
     async fn drive(&mut self) -> Result<Exit> {
         loop {
-            match decide(&self.state, Timestamp::now()) {
+            let now = Timestamp::now();
+            match decide(&self.state, now) {
                 Decision::Record(kind) => {
                     if matches!(kind, EventKind::AttemptStarted { .. }) && self.shutting_down() {
                         self.flush().await?;
                         return Ok(Exit::ShuttingDown);
                     }
-                    self.record(kind)?;
+                    self.record(kind, now)?;
                 }
                 Decision::Call {
                     step,
@@ -206,7 +241,7 @@ impl Runner {
                         now,
                         fastrand::f64(),
                     );
-                    self.record(kind)?;
+                    self.record(kind, now)?;
                 }
                 Decision::WaitUntil(due) => {
                     self.flush().await?;
@@ -242,13 +277,14 @@ impl Runner {
         self.engine.inner.shutdown.is_cancelled()
     }
 
-    /// Applies a transition to the state and queues it for the next append.
-    fn record(&mut self, kind: EventKind) -> Result<()> {
+    /// Applies a transition, decided at `at`, to the state and queues it for
+    /// the next append.
+    fn record(&mut self, kind: EventKind, at: Timestamp) -> Result<()> {
         let event = Event {
             saga: self.state.id,
             seq: self.state.last_seq + 1,
             offset: 0,
-            at: Timestamp::now(),
+            at,
             kind,
         };
         // decide() only proposes events that fit the state; an error here is a bug,
@@ -272,7 +308,7 @@ impl Runner {
             }
         }
         if let Some(ack) = self.ack.take() {
-            let _ = ack.send(Ok(self.state.clone()));
+            ack.durable(&self.state);
         }
         Ok(())
     }
@@ -373,7 +409,7 @@ impl Runner {
             Command::Cancel { reason, reply } => {
                 let answer = match (self.state.status, &self.state.cancel_reason) {
                     (SagaStatus::Running, None) => {
-                        self.record(EventKind::CancelRequested { reason })?;
+                        self.record(EventKind::CancelRequested { reason }, Timestamp::now())?;
                         self.flush().await?;
                         tracing::info!(saga = %self.state.id, "saga cancelled by an operator");
                         Ok(self.state.clone())

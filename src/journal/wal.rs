@@ -56,7 +56,7 @@ use std::{
 };
 
 use super::{
-    JournalError,
+    JournalError, codec,
     kv::{Entry, KeyWrite, KvStore, Visit, lend},
     overlay::{self, Compact, Overlay},
     spare::Spares,
@@ -707,9 +707,9 @@ impl<S: KvStore> KvStore for WalStore<S> {
             APPLIED_BATCH_KEY.to_vec(),
             Some(number.to_be_bytes().to_vec()),
         ));
-        let mut record = vec![0u8; RECORD_HEADER_BYTES as usize];
-        record[8..16].copy_from_slice(&number.to_le_bytes());
-        let mut record = postcard::to_extend(&batch, record)
+        let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+        header[8..16].copy_from_slice(&number.to_le_bytes());
+        let mut record = codec::encode_after(&header, &batch)
             .map_err(|e| JournalError::Io(format!("encoding a log record: {e}")))?;
         let len = (record.len() - 8) as u32;
         record[..4].copy_from_slice(&len.to_le_bytes());

@@ -14,6 +14,7 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     str::FromStr,
+    sync::Arc,
     time::Duration,
 };
 
@@ -103,8 +104,9 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), DefinitionErr
 /// A gRPC method URL: `http://host:port/package.Service/Method`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
-    /// The URL as given.
-    url: String,
+    /// The URL as given. Shared: every participant call takes a copy of its
+    /// endpoint, and a string copy per call showed in the coordinator's profile.
+    url: Arc<str>,
     /// Length of `scheme://authority`, the part a channel connects to.
     origin_len: usize,
 }
@@ -155,7 +157,7 @@ impl Endpoint {
         }
         http::uri::PathAndQuery::from_str(path).map_err(|_| err("its path is malformed"))?;
         Ok(Self {
-            url: url.to_string(),
+            url: url.into(),
             origin_len: "http://".len() + authority.len(),
         })
     }
