@@ -446,8 +446,8 @@ impl Engine {
             let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
             let claimed = self.lock_runners().claim(id, command_tx);
             debug_assert!(claimed, "a fresh id is owned by no one");
-            // `Some(state)` once journaled, or `None` when the waiter answers.
             let (wait_tx, wait_rx) = oneshot::channel();
+            // `Some(state)` once journaled, or `None` when the waiter answers.
             let journaled = if request.wait {
                 let (ack_tx, ack_rx) = oneshot::channel();
                 let ack = Some(runner::Ack::Durable(ack_tx));
