@@ -55,7 +55,7 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{JournalError, SagaSummary};
+use super::{JournalError, SagaSummary, kv::KeyWrite};
 use crate::{
     saga::{Event, EventKind, Participant, SagaId, StepSpec, Timestamp},
     trace::TraceContext,
@@ -238,6 +238,33 @@ pub fn encode_after<T: Serialize + ?Sized>(header: &[u8], value: &T) -> postcard
     let mut out = Vec::with_capacity(header.len() + size);
     out.extend_from_slice(header);
     postcard::to_extend(value, out)
+}
+
+/// A byte string serialized as one: postcard writes its length and then the
+/// bytes at once. serde serializes a `[u8]` or `Vec<u8>` as a sequence, which
+/// postcard writes as the same length and bytes, one call per byte (in the
+/// sizing pass and again in the writing one). Decoders read either as a
+/// `Vec<u8>` or `&[u8]`.
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// Key writes serialized as `[KeyWrite]` is, with their byte strings as
+/// [`Bytes`].
+pub struct KeyWrites<'a>(pub &'a [KeyWrite]);
+
+impl Serialize for KeyWrites<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            self.0
+                .iter()
+                .map(|(key, value)| (Bytes(key), value.as_deref().map(Bytes))),
+        )
+    }
 }
 
 /// Encodes as an earlier build did, for tests of reading older journals.
@@ -425,6 +452,7 @@ const BUNDLE_VERSION: u8 = 4;
 /// One `e` record holding `records` (runs as the writer encoded them, of one
 /// saga, in seq order), stored under the first one's key.
 pub fn encode_bundle(records: &[&[u8]]) -> Vec<u8> {
+    let records: Vec<Bytes<'_>> = records.iter().map(|r| Bytes(r)).collect();
     encode_as_bundle(&records)
 }
 
@@ -566,6 +594,25 @@ pub fn is_bundle(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_strings_encode_as_their_sequences_do() {
+        let writes: Vec<KeyWrite> = vec![
+            (b"k1".to_vec(), Some(vec![0, 1, 2, 255])),
+            (b"k2".to_vec(), None),
+            (Vec::new(), Some(vec![7; 300])),
+        ];
+        assert_eq!(
+            postcard::to_stdvec(&KeyWrites(&writes)).unwrap(),
+            postcard::to_stdvec(&writes).unwrap()
+        );
+        let records: Vec<&[u8]> = vec![b"run one", &[0; 200], b""];
+        let as_bytes: Vec<Bytes<'_>> = records.iter().map(|r| Bytes(r)).collect();
+        assert_eq!(
+            postcard::to_stdvec(&as_bytes).unwrap(),
+            postcard::to_stdvec(&records).unwrap()
+        );
+    }
 
     impl Record for (String, u64) {}
 

@@ -709,7 +709,7 @@ impl<S: KvStore> KvStore for WalStore<S> {
         ));
         let mut header = [0u8; RECORD_HEADER_BYTES as usize];
         header[8..16].copy_from_slice(&number.to_le_bytes());
-        let mut record = codec::encode_after(&header, &batch)
+        let mut record = codec::encode_after(&header, &codec::KeyWrites(&batch))
             .map_err(|e| JournalError::Io(format!("encoding a log record: {e}")))?;
         let len = (record.len() - 8) as u32;
         record[..4].copy_from_slice(&len.to_le_bytes());
