@@ -11,6 +11,7 @@
 //! - [`trace`]: W3C trace context: the `traceparent` a saga runs under and passes on.
 //! - [`archive`]: retention: old final sagas move to archive files; export.
 
+pub mod allocator;
 pub mod api;
 pub mod archive;
 pub mod config;

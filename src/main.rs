@@ -28,13 +28,8 @@ use cli::{
     tail::TailArgs,
 };
 
-/// jemalloc instead of glibc's malloc. The coordinator allocates on one thread
-/// and frees on another all the time (a tokio worker builds an event, the
-/// journal writer drops it; tasks move between workers), and glibc then takes
-/// the owning arena's lock, with futex calls when threads meet. Measured in 5
-/// A/B pairs of W1 c64: coordinator CPU 5.97 -> 5.21 s per 20,000 sagas.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// jemalloc, tuned: see `sagad::allocator`.
+sagad::use_jemalloc!();
 
 mod cli;
 

@@ -10,12 +10,12 @@
 //! - Every call carries the request's W3C `traceparent` (and `tracestate`)
 //!   metadata, so the participant's traces join the saga's.
 
-use std::str::FromStr;
+use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use tonic::{
     codegen::http::uri::PathAndQuery,
-    metadata::{MetadataMap, MetadataValue},
+    metadata::{AsciiMetadataValue, MetadataMap, MetadataValue},
 };
 
 use super::{CallRequest, Participants, classify, connections::Connections};
@@ -63,6 +63,40 @@ fn set_trace_metadata(metadata: &mut MetadataMap, traceparent: &str, tracestate:
     }
 }
 
+/// The metadata key of a call's deadline.
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// The `grpc-timeout` value for `timeout`, as tonic's `Request::set_timeout`
+/// writes it: the count in the finest unit that fits the 8 digits gRPC allows.
+/// Written by hand because `set_timeout` runs `format!` on every call (0.9% of
+/// the coordinator's instructions, session 9).
+fn grpc_timeout(timeout: Duration) -> AsciiMetadataValue {
+    const MAX: u128 = 99_999_999;
+    let secs = u128::from(timeout.as_secs());
+    let (mut count, unit) = [
+        (timeout.as_nanos(), b'n'),
+        (timeout.as_micros(), b'u'),
+        (timeout.as_millis(), b'm'),
+        (secs, b'S'),
+        (secs / 60, b'M'),
+    ]
+    .into_iter()
+    .find(|&(count, _)| count <= MAX)
+    .unwrap_or(((secs / 3600).min(MAX), b'H'));
+    let mut text = [0u8; 9];
+    let mut start = text.len() - 1;
+    text[start] = unit;
+    loop {
+        start -= 1;
+        text[start] = b'0' + (count % 10) as u8;
+        count /= 10;
+        if count == 0 {
+            break;
+        }
+    }
+    AsciiMetadataValue::try_from(&text[start..]).expect("digits and a unit letter are ASCII")
+}
+
 #[async_trait]
 impl Participants for GrpcParticipants {
     async fn call(&self, request: CallRequest) -> CallOutcome {
@@ -85,7 +119,9 @@ impl Participants for GrpcParticipants {
             payload: request.payload,
             outputs: request.outputs.into_iter().collect(),
         });
-        message.set_timeout(timeout);
+        message
+            .metadata_mut()
+            .insert(GRPC_TIMEOUT, grpc_timeout(timeout));
         set_trace_metadata(
             message.metadata_mut(),
             &request.traceparent,
@@ -120,6 +156,29 @@ impl Participants for GrpcParticipants {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_are_written_as_tonic_writes_them() {
+        for timeout in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_nanos(99_999_999),
+            Duration::from_nanos(100_000_000),
+            Duration::from_millis(30_000),
+            Duration::from_micros(123_456_789),
+            Duration::from_secs(99_999_999),
+            Duration::from_secs(100_000_000),
+            Duration::from_secs(6_000_000_000),
+        ] {
+            let mut expected = tonic::Request::new(());
+            expected.set_timeout(timeout);
+            assert_eq!(
+                Some(&grpc_timeout(timeout)),
+                expected.metadata().get(GRPC_TIMEOUT),
+                "{timeout:?}"
+            );
+        }
+    }
 
     #[test]
     fn trace_headers_are_sent_and_never_indexed() {

@@ -46,8 +46,8 @@ use sagad::{
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, transport::server::TcpIncoming};
 
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// The same allocator and tuning as `sagad`, so the two compare like for like.
+sagad::use_jemalloc!();
 
 /// What the bench waits for on stdout (the same words as `sagad serve`'s).
 const ANNOUNCE: &str = "sagad-floor listening on ";
