@@ -42,6 +42,7 @@ use tokio::sync::watch;
 
 use crate::saga::{Event, Participant, SagaId, SagaStatus, Timestamp};
 
+mod background;
 mod by_status;
 pub mod check;
 mod codec;

@@ -570,6 +570,7 @@ impl<S: KvStore> Shared<S> {
 
     /// Checkpoints every interval (or when woken) until stopped.
     fn run_checkpoints(&self) {
+        super::background::lower_priority();
         loop {
             thread::park_timeout(self.options.checkpoint_interval);
             // Woken to stop: the last checkpoint is the dropping owner's call
