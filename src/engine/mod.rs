@@ -370,6 +370,7 @@ impl Engine {
                 key.len()
             )));
         }
+        // The steps are borrowed: only a saga's own copy of them is made below.
         let (name, steps, inline_steps) = match &request.source {
             SagaSource::Definition(name) => {
                 let definition = self.inner.definitions.get(name).ok_or_else(|| {
@@ -383,11 +384,11 @@ impl Engine {
                         }
                     ))
                 })?;
-                (name.clone(), definition.steps.clone(), None)
+                (name.clone(), definition.steps.as_slice(), None)
             }
             SagaSource::Inline(steps) => (
                 INLINE_DEFINITION.to_string(),
-                steps.clone(),
+                steps.as_slice(),
                 Some(steps.clone()),
             ),
         };
@@ -397,7 +398,7 @@ impl Engine {
                 .registry
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
-            definition::resolve(&steps, &registry, &self.inner.config.defaults)?
+            definition::resolve(steps, &registry, &self.inner.config.defaults)?
         };
         loop {
             if let Some(key) = &request.idempotency_key

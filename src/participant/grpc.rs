@@ -10,13 +10,10 @@
 //! - Every call carries the request's W3C `traceparent` (and `tracestate`)
 //!   metadata, so the participant's traces join the saga's.
 
-use std::{str::FromStr, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tonic::{
-    codegen::http::uri::PathAndQuery,
-    metadata::{AsciiMetadataValue, MetadataMap, MetadataValue},
-};
+use tonic::metadata::{AsciiMetadataValue, MetadataMap, MetadataValue};
 
 use super::{CallRequest, Participants, classify, connections::Connections};
 use crate::{
@@ -101,10 +98,7 @@ fn grpc_timeout(timeout: Duration) -> AsciiMetadataValue {
 impl Participants for GrpcParticipants {
     async fn call(&self, request: CallRequest) -> CallOutcome {
         let origin = request.endpoint.origin();
-        // Endpoint::parse checked the path, so this cannot fail for a stored endpoint.
-        let Ok(path) = PathAndQuery::from_str(request.endpoint.path()) else {
-            return classify::unreachable(origin, "malformed method path");
-        };
+        let path = request.endpoint.path_and_query().clone();
         let timeout = request.timeout;
         let mut message = tonic::Request::new(StepRequest {
             saga_id: request.saga_id.to_string(),

@@ -103,12 +103,49 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), DefinitionErr
 
 /// A gRPC method URL: `http://host:port/package.Service/Method`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "StoredEndpoint", try_from = "StoredEndpoint")]
 pub struct Endpoint {
     /// The URL as given. Shared: every participant call takes a copy of its
     /// endpoint, and a string copy per call showed in the coordinator's profile.
     url: Arc<str>,
     /// Length of `scheme://authority`, the part a channel connects to.
     origin_len: usize,
+    /// The path, parsed once: every call needs it in this form, and parsing
+    /// it per call (a check of each byte and a copy) showed in the profile.
+    path: http::uri::PathAndQuery,
+}
+
+/// An [`Endpoint`] as stored: its URL and where the path starts.
+#[derive(Serialize, Deserialize)]
+struct StoredEndpoint {
+    url: Arc<str>,
+    origin_len: usize,
+}
+
+impl From<Endpoint> for StoredEndpoint {
+    fn from(endpoint: Endpoint) -> Self {
+        Self {
+            url: endpoint.url,
+            origin_len: endpoint.origin_len,
+        }
+    }
+}
+
+impl TryFrom<StoredEndpoint> for Endpoint {
+    type Error = String;
+
+    fn try_from(stored: StoredEndpoint) -> Result<Self, String> {
+        let path = stored
+            .url
+            .get(stored.origin_len..)
+            .and_then(|path| http::uri::PathAndQuery::from_str(path).ok())
+            .ok_or_else(|| format!("endpoint {:?} has no valid path", stored.url))?;
+        Ok(Self {
+            url: stored.url,
+            origin_len: stored.origin_len,
+            path,
+        })
+    }
 }
 
 impl Endpoint {
@@ -155,10 +192,12 @@ impl Endpoint {
             (Some(s), Some(m), None) if valid(s) && valid(m) => {}
             _ => return Err(err("its path must be exactly /package.Service/Method")),
         }
-        http::uri::PathAndQuery::from_str(path).map_err(|_| err("its path is malformed"))?;
+        let parsed_path =
+            http::uri::PathAndQuery::from_str(path).map_err(|_| err("its path is malformed"))?;
         Ok(Self {
             url: url.into(),
             origin_len: "http://".len() + authority.len(),
+            path: parsed_path,
         })
     }
 
@@ -175,6 +214,11 @@ impl Endpoint {
     /// `/package.Service/Method`: the gRPC path of the call.
     pub fn path(&self) -> &str {
         &self.url[self.origin_len..]
+    }
+
+    /// [`Endpoint::path`] as a request takes it.
+    pub fn path_and_query(&self) -> &http::uri::PathAndQuery {
+        &self.path
     }
 }
 
@@ -484,6 +528,29 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Definition>, DefinitionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_is_stored_as_its_url_and_origin_length() {
+        let e =
+            Endpoint::parse("forward_endpoint", "http://[::1]:7002/shop.Payments/Charge").unwrap();
+        let stored = postcard::to_allocvec(&e).unwrap();
+        let as_before = postcard::to_allocvec(&StoredEndpoint {
+            url: "http://[::1]:7002/shop.Payments/Charge".into(),
+            origin_len: "http://[::1]:7002".len(),
+        })
+        .unwrap();
+        assert_eq!(stored, as_before, "the encoding on disk must not change");
+        let back: Endpoint = postcard::from_bytes(&stored).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.path_and_query().as_str(), "/shop.Payments/Charge");
+
+        let damaged = postcard::to_allocvec(&StoredEndpoint {
+            url: "http://[::1]:7002/shop.Payments/Charge".into(),
+            origin_len: 99,
+        })
+        .unwrap();
+        assert!(postcard::from_bytes::<Endpoint>(&damaged).is_err());
+    }
 
     #[test]
     fn endpoint_splits_origin_and_path() {

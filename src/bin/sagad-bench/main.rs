@@ -45,6 +45,11 @@ mod scale;
 mod seed;
 mod stats;
 
+// The load client and the no-op participants run on the same two cores as
+// the coordinator: the less CPU they spend per call, the more the coordinator
+// gets. Same allocator and tuning as `sagad` (`sagad::allocator`).
+sagad::use_jemalloc!();
+
 #[derive(Parser)]
 #[command(
     name = "sagad-bench",
