@@ -26,7 +26,7 @@
 //!   (`offsets::unindex`), which ends a group.
 
 use super::{
-    codec::{self, EVENT, OFFSET, RunPointer},
+    codec::{self, EVENT, OFFSET, RunPointer, UNFINISHED},
     kv::{self, KeyWrite, KeyWriteRef},
 };
 
@@ -105,6 +105,15 @@ fn flush_pointers(group: &mut Vec<Gathered<'_>>, out: &mut Vec<KeyWrite>) {
         }
     }
     group.clear();
+}
+
+/// Whether `key` is a saga's unfinished-index entry. The writer puts one
+/// only when its saga enters the index (`kv.rs`, `index_writes`: from a final
+/// status, or at start), so wherever it is put it was absent: the
+/// [`overlay::PutOnlyOverAbsent`](super::overlay::PutOnlyOverAbsent) of the
+/// sled journal.
+pub fn unfinished_entry(key: &[u8]) -> bool {
+    key.first() == Some(&UNFINISHED) && key.len() == 17
 }
 
 fn is_run_key(key: &[u8]) -> bool {

@@ -57,15 +57,31 @@ type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// the same (`compaction.rs`).
 pub type Compact = fn(&mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Vec<KeyWrite>;
 
+/// Which keys the writer only ever puts where they are absent, by a rule of
+/// its own (a saga's unfinished-index entry is put when the saga enters the
+/// index: `compaction::unfinished_entry`). A removal of such a key that
+/// finds its put still in the active layer takes the put back out of the
+/// layer instead of covering it: below the active layer the key was absent
+/// when it was put and still is, so the store need not be told anything. A
+/// W1 saga that starts and ends between two checkpoints thus costs the store
+/// no removal of a key it never had.
+pub type PutOnlyOverAbsent = fn(&[u8]) -> bool;
+
+/// The [`PutOnlyOverAbsent`] that names no key.
+pub fn no_key(_: &[u8]) -> bool {
+    false
+}
+
 /// The [`Compact`] that rewrites nothing.
 pub fn keep_as_written(writes: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Vec<KeyWrite> {
     writes.map(kv::own).collect()
 }
 
 /// The in-memory layers; see the module docs.
-#[derive(Default)]
 pub struct Overlay {
     layers: RwLock<Layers>,
+    /// Keys whose removal can take their put back (see [`PutOnlyOverAbsent`]).
+    put_only_over_absent: PutOnlyOverAbsent,
     /// Held while a layer is frozen and compacted, and by writers editing
     /// what they read (see the module docs).
     rewrites: Mutex<()>,
@@ -79,7 +95,24 @@ struct Layers {
     frozen: Option<Arc<Layer>>,
 }
 
+impl Default for Overlay {
+    fn default() -> Self {
+        Self::new(no_key)
+    }
+}
+
 impl Overlay {
+    /// Empty layers; removals of `put_only_over_absent` keys take back their
+    /// puts while those are in the active layer.
+    pub fn new(put_only_over_absent: PutOnlyOverAbsent) -> Self {
+        Self {
+            layers: RwLock::default(),
+            put_only_over_absent,
+            rewrites: Mutex::default(),
+            released: Default::default(),
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Layers> {
         self.layers.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -92,6 +125,13 @@ impl Overlay {
     pub fn put(&self, batch: Vec<KeyWrite>) {
         let mut layers = self.write();
         for (key, value) in batch {
+            if value.is_none()
+                && (self.put_only_over_absent)(&key)
+                && matches!(layers.active.get(&key), Some(Some(_)))
+            {
+                layers.active.remove(&key);
+                continue;
+            }
             layers.active.insert(key, value);
         }
     }
@@ -435,6 +475,45 @@ mod tests {
             })
             .unwrap();
         seen
+    }
+
+    #[test]
+    fn a_removal_takes_back_a_put_over_absent_while_it_is_active() {
+        let store = MemoryStore::default();
+        store.write(vec![put("u-old", "")]).unwrap();
+        let overlay = Overlay::new(|key| key.starts_with(b"u-"));
+        // Put and removed in one active layer: nothing is left to hand down.
+        overlay.put(vec![put("u-a", ""), put("k", "v")]);
+        overlay.put(vec![remove("u-a")]);
+        assert_eq!(overlay.get(&store, b"u-a").unwrap(), None);
+        // A put that was frozen meanwhile is covered by the removal, as
+        // the store gets it at the next checkpoint.
+        overlay.put(vec![put("u-b", "")]);
+        let frozen = overlay.freeze(keep_as_written).unwrap();
+        overlay.put(vec![remove("u-b"), remove("u-old"), remove("k")]);
+        assert_eq!(overlay.get(&store, b"u-b").unwrap(), None);
+        assert_eq!(overlay.get(&store, b"u-old").unwrap(), None);
+        overlay.release_frozen();
+        let next = overlay.freeze(keep_as_written).unwrap();
+        assert!(!frozen.contains_key(b"u-a".as_slice()));
+        assert_eq!(
+            next.keys()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>(),
+            ["k", "u-b", "u-old"],
+            "removals of keys not put in the same layer reach the store"
+        );
+        // Other keys keep their removal even over a put in the same layer.
+        overlay.release_frozen();
+        overlay.put(vec![put("k", "v")]);
+        overlay.put(vec![remove("k")]);
+        assert_eq!(
+            overlay
+                .freeze(keep_as_written)
+                .unwrap()
+                .get(b"k".as_slice()),
+            Some(&None)
+        );
     }
 
     /// A store holding k0..k9 = "old", an overlay frozen and active on top.

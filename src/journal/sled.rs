@@ -51,11 +51,14 @@ impl SledJournal {
     }
 
     /// `open` with other checkpoint options (`checkpoint_interval`); a
-    /// checkpoint always bundles runs (`compaction.rs`).
+    /// checkpoint always bundles runs, and an unfinished-index entry put and
+    /// removed between two checkpoints never reaches the store
+    /// (`compaction.rs`).
     pub fn open_with(dir: &Path, options: WalOptions) -> Result<Self, JournalError> {
         let store = SledStore::open(dir)?;
         let options = WalOptions {
             compact: compaction::bundle_runs,
+            put_only_over_absent: compaction::unfinished_entry,
             ..options
         };
         KvJournal::new(WalStore::open_with(&dir.join("wal"), store, options)?)

@@ -58,7 +58,7 @@ use std::{
 use super::{
     JournalError, codec,
     kv::{Entry, KeyWrite, KvStore, Visit, lend},
-    overlay::{self, Compact, Overlay},
+    overlay::{self, Compact, Overlay, PutOnlyOverAbsent},
     spare::Spares,
 };
 
@@ -102,6 +102,9 @@ pub struct WalOptions {
     /// Whether segments come from zero-filled spares prepared on a thread of
     /// their own (`spare.rs`); without, every segment is a sparse file.
     pub zero_filled_segments: bool,
+    /// Keys the writer only puts where they are absent, whose removal may
+    /// take back a put not yet checkpointed (`overlay::PutOnlyOverAbsent`).
+    pub put_only_over_absent: PutOnlyOverAbsent,
 }
 
 impl Default for WalOptions {
@@ -112,6 +115,7 @@ impl Default for WalOptions {
             max_pending_keys: OVERLAY_KEYS_HARD_MAX,
             store_patience: STORE_PATIENCE,
             zero_filled_segments: true,
+            put_only_over_absent: overlay::no_key,
         }
     }
 }
@@ -525,7 +529,7 @@ impl<S: KvStore> WalStore<S> {
                 next_batch: last_batch + 1,
                 checkpointed: last_batch,
             }),
-            overlay: Overlay::default(),
+            overlay: Overlay::new(options.put_only_over_absent),
             options,
             checkpointer: OnceLock::new(),
             spares,
