@@ -10,8 +10,9 @@
 //! Why bigger caches ([`TUNING`]): with the defaults, every freed block went
 //! through a thread cache that was flushed to its arena, refilled from it and
 //! trimmed by a garbage collection every 64 KB allocated, and allocation
-//! cost 12% of the coordinator's instructions. Eight times the slots per size
-//! class and a collection every 4 MB cost 2.9% fewer instructions in all
+//! cost 12% of the coordinator's instructions. Four times the slots per size
+//! class (at most 1,000 instead of 200) and a collection every 4 MB instead
+//! of 64 KB cost 2.9% fewer instructions in all
 //! (`BENCHMARKS.md`, session 9). `_RJEM_MALLOC_CONF` in the environment still
 //! overrides any of them.
 //!

@@ -10,6 +10,7 @@
 //! - [`webhook`]: the at-least-once POST for every saga that becomes FAILED.
 //! - [`trace`]: W3C trace context: the `traceparent` a saga runs under and passes on.
 //! - [`archive`]: retention: old final sagas move to archive files; export.
+//! - [`allocator`]: jemalloc, tuned, for the binaries (`use_jemalloc!`).
 
 pub mod allocator;
 pub mod api;
