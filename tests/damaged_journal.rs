@@ -10,7 +10,7 @@ use std::{
 };
 
 use sagad::{
-    journal::{Journal, SledJournal, check, wal::WalOptions},
+    journal::{Journal, SledJournal, check, store::WalOptions},
     saga::{Action, Endpoint, Event, EventKind, Failure, RetryPolicy, SagaId, StepSpec, Timestamp},
 };
 

@@ -1,16 +1,14 @@
-//! Disk faults: the journal's flushes fail (an injected fault standing in for a
-//! full or broken disk). sagad must refuse new work with UNAVAILABLE, act on
-//! nothing it could not make durable, and carry on once the disk works again —
-//! or after a restart.
+//! Disk faults: the write-ahead log's `fdatasync` fails (an injected fault
+//! standing in for a full or broken disk), on the stack production runs
+//! (`KvJournal<WalStore<SledStore>>`). sagad must refuse new work with
+//! UNAVAILABLE, act on nothing it could not make durable, and carry on once
+//! the disk works again — or after a restart.
 
 mod common;
 
 use std::{
     path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,55 +16,21 @@ use common::*;
 use sagad::{
     engine::EngineConfig,
     journal::{
-        Journal, JournalError, KvJournal,
-        kv::{Entry, KeyWrite, KvStore, Visit},
-        sled::SledStore,
+        Journal, SledJournal,
+        store::{DiskFault, WalOptions},
     },
     proto::v1 as pb,
     server::{self, ServerConfig},
 };
 use tonic::Code;
 
-/// A sled store whose syncs fail while `failing` is set, as on a full disk.
-struct FaultyStore {
-    inner: SledStore,
-    failing: Arc<AtomicBool>,
-}
-
-impl KvStore for FaultyStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, JournalError> {
-        self.inner.get(key)
-    }
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, JournalError> {
-        self.inner.scan(prefix)
-    }
-    fn scan_rev(
-        &self,
-        prefix: &[u8],
-        before: Option<&[u8]>,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), JournalError> {
-        self.inner.scan_rev(prefix, before, visit)
-    }
-    fn write(&self, batch: Vec<KeyWrite>) -> Result<(), JournalError> {
-        self.inner.write(batch)
-    }
-    fn sync(&self) -> Result<(), JournalError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(JournalError::Io(
-                "injected: No space left on device (os error 28)".into(),
-            ));
-        }
-        self.inner.sync()
-    }
-}
-
-async fn start_faulty(dir: &Path, failing: Arc<AtomicBool>) -> server::Server {
-    let store = FaultyStore {
-        inner: SledStore::open(dir).unwrap(),
-        failing,
+/// A server over the sled journal whose log syncs fail while `fault` says so.
+async fn start_faulty(dir: &Path, fault: Arc<DiskFault>) -> server::Server {
+    let options = WalOptions {
+        log_fault: Some(fault),
+        ..WalOptions::default()
     };
-    let journal: Arc<dyn Journal> = Arc::new(KvJournal::new(store).unwrap());
+    let journal: Arc<dyn Journal> = Arc::new(SledJournal::open_with(dir, options).unwrap());
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
@@ -127,8 +91,8 @@ async fn until_refused(client: &mut Client) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_flushes_stop_new_work_and_everything_resumes_when_the_disk_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let failing = Arc::new(AtomicBool::new(false));
-    let server = start_faulty(dir.path(), failing.clone()).await;
+    let fault = DiskFault::new();
+    let server = start_faulty(dir.path(), fault.clone()).await;
     let shop = slow_shop().await;
     let mut client = connect(&server).await;
     register_shop(&mut client, &shop, quick_retry(3, 3)).await;
@@ -141,7 +105,7 @@ async fn failed_flushes_stop_new_work_and_everything_resumes_when_the_disk_recov
     .await;
 
     // The disk fails while the first call is in flight.
-    failing.store(true, Ordering::SeqCst);
+    fault.fail();
     let message = until_refused(&mut client).await;
     // From here the journal is known to fail: no call may start until it works.
     let failed_at = Instant::now();
@@ -160,7 +124,7 @@ async fn failed_flushes_stop_new_work_and_everything_resumes_when_the_disk_recov
     let saga_before = get(&mut client, &saga.id).await;
     assert_eq!(state(&saga_before), pb::SagaState::Running);
 
-    failing.store(false, Ordering::SeqCst);
+    fault.heal();
     let recovered_at = Instant::now();
     for call in shop.fake.calls() {
         assert!(
@@ -185,8 +149,8 @@ async fn failed_flushes_stop_new_work_and_everything_resumes_when_the_disk_recov
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_a_disk_fault_finishes_every_saga() {
     let dir = tempfile::tempdir().unwrap();
-    let failing = Arc::new(AtomicBool::new(false));
-    let server = start_faulty(dir.path(), failing.clone()).await;
+    let fault = DiskFault::new();
+    let server = start_faulty(dir.path(), fault.clone()).await;
     let shop = slow_shop().await;
     let mut client = connect(&server).await;
     register_shop(&mut client, &shop, quick_retry(3, 3)).await;
@@ -198,7 +162,7 @@ async fn a_restart_after_a_disk_fault_finishes_every_saga() {
                 .id,
         );
     }
-    failing.store(true, Ordering::SeqCst);
+    fault.fail();
     until_refused(&mut client).await;
     // The disk never comes back in this process: stopping cannot flush.
     let stopped = server.stop().await;

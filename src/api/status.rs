@@ -2,7 +2,11 @@
 
 use tonic::Status;
 
-use crate::{Error, journal::JournalError, saga::DefinitionError};
+use crate::{
+    Error,
+    journal::{JournalError, StoreError},
+    saga::DefinitionError,
+};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -23,11 +27,13 @@ impl From<Error> for Status {
             Error::Journal(JournalError::IdempotencyConflict { .. }) => {
                 Status::already_exists(message)
             }
-            Error::Journal(JournalError::Corrupt { .. }) => Status::data_loss(message),
+            Error::Journal(
+                JournalError::Corrupt { .. } | JournalError::Store(StoreError::Corrupt { .. }),
+            ) => Status::data_loss(message),
             // The batch's write or sync failed part-way: what it wrote may
             // still become durable with the next sync that works, so the
             // change may yet take effect.
-            Error::Journal(JournalError::Io(_)) => Status::unavailable(format!(
+            Error::Journal(JournalError::Write(_)) => Status::unavailable(format!(
                 "{message}; the change may still take effect once the disk works again \
                  (a StartSaga retried with the same idempotency key starts no second saga)"
             )),
@@ -35,9 +41,12 @@ impl From<Error> for Status {
             Error::Journal(JournalError::Failed(_) | JournalError::Closed) => {
                 Status::unavailable(format!("{message}; nothing was changed"))
             }
-            Error::Journal(JournalError::Locked { .. } | JournalError::Open { .. }) => {
-                Status::internal(message)
-            }
+            Error::Journal(
+                JournalError::Store(StoreError::Locked { .. } | StoreError::Open { .. })
+                | JournalError::Start(_),
+            ) => Status::internal(message),
+            // A read failed: nothing was asked to change.
+            Error::Journal(JournalError::Store(_)) => Status::unavailable(message),
             Error::Io { .. } => Status::internal(message),
         }
     }
@@ -49,7 +58,13 @@ mod tests {
 
     #[test]
     fn a_failed_write_does_not_claim_that_nothing_changed() {
-        let failed_write = Status::from(Error::Journal(JournalError::Io("EIO".into())));
+        let eio = || {
+            std::sync::Arc::new(StoreError::io(
+                "fdatasync of the log",
+                std::io::Error::from_raw_os_error(libc::EIO),
+            ))
+        };
+        let failed_write = Status::from(Error::Journal(JournalError::Write(eio())));
         assert_eq!(failed_write.code(), tonic::Code::Unavailable);
         assert!(
             failed_write.message().contains("may still take effect")
@@ -57,7 +72,7 @@ mod tests {
             "{}",
             failed_write.message()
         );
-        let refused = Status::from(Error::Journal(JournalError::Failed("EIO".into())));
+        let refused = Status::from(Error::Journal(JournalError::Failed(eio())));
         assert_eq!(refused.code(), tonic::Code::Unavailable);
         assert!(
             refused.message().contains("nothing was changed"),

@@ -193,7 +193,7 @@ impl Runner {
                 tracing::error!(saga = %id, error = %e, "saga paused: its progress could not be journaled");
                 if matches!(
                     e,
-                    Error::Journal(JournalError::Io(_) | JournalError::Failed(_))
+                    Error::Journal(JournalError::Write(_) | JournalError::Failed(_))
                 ) {
                     self.engine.stall(id);
                 }

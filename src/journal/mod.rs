@@ -3,7 +3,76 @@
 //!
 //! The engine talks to storage only through the [`Journal`] trait: async,
 //! batch-oriented, and free of storage types, so a shared PostgreSQL journal can
-//! sit behind it later without touching the engine.
+//! sit behind it beside the sled one without touching the engine.
+//!
+//! # The map
+//!
+//! Three floors; each imports only from the floors below it.
+//!
+//! ```text
+//!  engine ──▶ Journal            this file: the contract, its errors and values
+//!                 ▲ implemented by            (sled.rs, memory.rs: assembly only)
+//!  kv/        KvJournal          the saga schema over ordered keys: the writer
+//!                 │              thread, the codec, the indexes, retention, check
+//!                 ▼ keys and values through
+//!  store/     KvStore            ordered key-value stores that know nothing of
+//!                                sagas: WalStore (log, overlay, checkpoints)
+//!                                in front of SledStore; MemoryStore
+//! ```
+//!
+//! | journal | assembled as | for |
+//! |---|---|---|
+//! | [`SledJournal`] | `KvJournal<WalStore<SledStore>>` | `sagad serve`: the embedded default |
+//! | [`MemoryJournal`] | `KvJournal<MemoryStore>` | tests |
+//!
+//! ## The write path (an append on the sled journal)
+//!
+//! 1. [`Journal::append`] queues a request for the writer thread (a bounded
+//!    queue, [`JOURNAL_QUEUE_CAPACITY`]) and awaits its reply (`kv/mod.rs`).
+//! 2. The writer drains up to [`JOURNAL_BATCH_MAX`] requests, gives their
+//!    events offsets, and works out every key write: each run of events, its
+//!    offset index entry, the saga's summary, its unfinished and failed index
+//!    entries, the idempotency key, new step snapshots (`kv/writer.rs`, with
+//!    `kv/codec/`, `kv/offsets.rs`, `kv/by_status.rs`, `kv/snapshots.rs`).
+//! 3. `WalStore::write` appends the whole batch as one checksummed record to
+//!    the current log segment and puts it in the in-memory overlay
+//!    (`store/wal/mod.rs`, `segment.rs`, `overlay.rs`).
+//! 4. `WalStore::sync` is one `fdatasync` of the segment. Only then does the
+//!    writer publish the new durable offset and answer every caller.
+//! 5. Later, on the checkpoint thread: the overlay's layer is frozen and
+//!    compacted (`kv/compaction.rs` bundles each saga's runs), written to sled
+//!    in key order with the log's batch marker last, sled is made durable
+//!    (`store/sled.rs`), and the segments it covers are deleted
+//!    (`store/wal/checkpoint.rs`). The next segment is zero-filled ahead of
+//!    need (`spare.rs`); both threads run at a lower priority (`priority.rs`).
+//!
+//! ## The read path
+//!
+//! Reads (`read_saga`, `list`, `read_after`, …) skip the writer: `KvJournal`
+//! reads keys from its store directly. `WalStore` answers from the overlay's
+//! active layer, then its frozen one, then sled, merging range reads key by
+//! key (`store/wal/overlay.rs`). Every value's version and checksum are checked
+//! as it is decoded (`kv/codec/record.rs`); step snapshots come from a cache
+//! (`kv/snapshots.rs`).
+//!
+//! ## Why two logs
+//!
+//! sled keeps a log of its own, and still a write-ahead log sits in front of
+//! it, because sled 0.34 (the last release; its 1.0 is a rewrite):
+//! - recovers silently to its last good prefix when a file is truncated or a
+//!   byte flipped, so acknowledged sagas could vanish without a word; the
+//!   log checksums every record, names the file and byte of any damage, and
+//!   tells a torn tail (a crash mid-write) from damage;
+//! - ends `flush()` in `sync_file_range`, which does not reach through a disk's
+//!   write cache (sled#1452), and never syncs its blob files: `SledStore`
+//!   syncs them itself, which costs several syncs, so it happens at
+//!   checkpoints, not per batch;
+//! - copies a node on every insert: applying each batch to sled on the
+//!   writer's path cost more than the log itself, while a checkpoint applies
+//!   seconds of batches at once, each key once.
+//!
+//! So the log is the source of truth, sled a durable-at-checkpoints copy that
+//! serves reads, and an open replays into sled whatever it lacks.
 //!
 //! Contract of every implementation:
 //! - **Durable on `Ok`.** When `append` or `put_participant` returns `Ok`, what it
@@ -34,34 +103,28 @@
 //!   every write until a sync succeeds again (it probes the disk meanwhile): nothing
 //!   may go on in a state that is not known to be on disk. An append that failed
 //!   may still become durable by a later sync; its offsets are never reused.
+//!
+//! Every implementation runs the suite in `conformance.rs`; every store under
+//! `KvJournal` runs the one in `store/conformance.rs`.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::saga::{Event, Participant, SagaId, SagaStatus, Timestamp};
 
-mod background;
-mod by_status;
-pub mod check;
-mod codec;
-mod compaction;
 #[cfg(test)]
 pub mod conformance;
 pub mod kv;
 pub mod memory;
-mod offsets;
-mod overlay;
-mod retention;
 pub mod sled;
-mod snapshots;
-mod spare;
-pub mod wal;
+pub mod store;
 
-pub use kv::KvJournal;
+pub use kv::{KvJournal, check};
 pub use memory::MemoryJournal;
 pub use sled::SledJournal;
+pub use store::StoreError;
 
 /// Most write requests one flush takes; more wait for the next batch.
 pub const JOURNAL_BATCH_MAX: usize = 1024;
@@ -73,22 +136,27 @@ pub const JOURNAL_PROBE_INTERVAL: std::time::Duration = std::time::Duration::fro
 /// What can go wrong with the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error(
-        "data directory {dir} is already in use by another sagad process ({holder}); stop it or choose another --data-dir"
-    )]
-    Locked { dir: PathBuf, holder: String },
-    #[error("cannot open the journal in {dir}: {why}")]
-    Open { dir: PathBuf, why: String },
+    /// The store failed: opening it, or reading from it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A batch's write or sync failed: what it wrote may still become durable
+    /// by a later sync that works.
     #[error("journal write failed: {0}")]
-    Io(String),
+    Write(#[source] Arc<StoreError>),
+    /// Refused before anything was written: an earlier write failed and no
+    /// sync has worked since.
     #[error(
         "the journal refuses writes after an earlier failure ({0}); restart sagad once the disk is healthy"
     )]
-    Failed(String),
+    Failed(#[source] Arc<StoreError>),
+    /// A record of the saga schema is damaged.
     #[error("journal record {key} is damaged: {why}")]
     Corrupt { key: String, why: String },
     #[error("idempotency key '{key}' already belongs to saga {existing}")]
     IdempotencyConflict { key: String, existing: SagaId },
+    /// The writer thread could not be started.
+    #[error("cannot start the journal writer: {0}")]
+    Start(#[source] std::io::Error),
     #[error("the journal is closed")]
     Closed,
 }

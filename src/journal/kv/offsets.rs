@@ -37,12 +37,17 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::{
-    JournalError,
+    TryScan,
     codec::{self, ARCHIVED_THROUGH_KEY, EVENT, OFFSET, RunPointer},
-    kv::{self, KeyWrite, KvStore},
-    snapshots::{self, SnapshotCache},
+    snapshots::SnapshotCache,
 };
-use crate::saga::Event;
+use crate::{
+    journal::{
+        JournalError,
+        store::{KeyWrite, KvStore},
+    },
+    saga::Event,
+};
 
 /// The index entry of a run of events whose offsets are assigned.
 pub fn index_entry(run: &[Event]) -> KeyWrite {
@@ -78,7 +83,7 @@ pub fn unindex<S: KvStore + ?Sized>(
             Some(&codec::offset_key(first + 1)),
             &mut |k, v| {
                 entry = Some((k.to_vec(), v.to_vec()));
-                Ok(false)
+                false
             },
         )?;
         let Some((key, value)) = entry else {
@@ -159,16 +164,12 @@ pub fn read_after<S: KvStore + ?Sized>(
             covered: 0,
             runs: Vec::new(),
         };
-        store.scan_rev(
-            &[OFFSET],
-            Some(&codec::offset_key(next + 1)),
-            &mut |k, v| {
-                runs.visit(k, v)?;
-                Ok(false) // only the last entry at or before `next`
-            },
-        )?;
+        store.try_scan_rev(&[OFFSET], Some(&codec::offset_key(next + 1)), |k, v| {
+            runs.visit(k, v)?;
+            Ok(false) // only the last entry at or before `next`
+        })?;
         if runs.covered < want {
-            store.scan_from(&[OFFSET], &codec::offset_key(next + 1), &mut |k, v| {
+            store.try_scan_from(&[OFFSET], &codec::offset_key(next + 1), |k, v| {
                 runs.visit(k, v)
             })?;
         }
@@ -250,7 +251,7 @@ fn run_at<S: KvStore + ?Sized>(
         Some(&codec::event_key(pointer.saga, pointer.first_seq + 1)),
         &mut |k, v| {
             record = Some((k.to_vec(), v.to_vec()));
-            Ok(false)
+            false
         },
     )?;
     let Some((key, value)) = record else {
@@ -299,132 +300,14 @@ impl RunsAfter {
     }
 }
 
-/// Builds the offset index from the events if the journal predates it (events
-/// exist but no index entry does) or holds an earlier layout of it (its newest
-/// entry is one). Runs before the writer starts, and makes what it wrote
-/// durable.
-pub fn ensure_index<S: KvStore + ?Sized>(store: &S, next_offset: u64) -> Result<(), JournalError> {
-    if next_offset <= 1 {
-        return Ok(());
-    }
-    let mut newest = None;
-    store.scan_rev(&[OFFSET], None, &mut |k, v| {
-        newest = Some(codec::decode_pointers(k, v)?.is_some());
-        Ok(false)
-    })?;
-    match newest {
-        Some(true) => return Ok(()),
-        Some(false) => {}
-        None => {
-            let mut any_event = false;
-            store.scan_from(&[EVENT], &[EVENT], &mut |_, _| {
-                any_event = true;
-                Ok(false)
-            })?;
-            if !any_event {
-                return Ok(());
-            }
-        }
-    }
-    let mut writes: Vec<KeyWrite> = store
-        .scan(&[OFFSET])?
-        .into_iter()
-        .map(|(key, _)| (key, None))
-        .collect();
-    let mut events = 0;
-    for (key, value) in store.scan(&[EVENT])? {
-        for run in snapshots::decode_runs(store, &key, &value)? {
-            events += run.len();
-            writes.push(index_entry(&run));
-        }
-    }
-    if events == 0 {
-        return Ok(());
-    }
-    tracing::info!(
-        events,
-        "building the journal's offset index (first open by this version)"
-    );
-    kv::write_at_open(store, writes, next_offset)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::journal::{
-        Journal, MemoryJournal,
         conformance::{next, started},
-        memory::MemoryStore,
+        store::MemoryStore,
     };
     use crate::saga::EventKind;
-
-    #[tokio::test]
-    async fn a_journal_without_the_index_gets_it_rebuilt() {
-        let store = MemoryStore::default();
-        let first = started("shop", None);
-        let id = first.saga;
-        let mut events = vec![first, next(id, 2, EventKind::SagaCompleted)];
-        for (i, e) in events.iter_mut().enumerate() {
-            e.offset = i as u64 + 1;
-        }
-        // Events and the offset counter, as an older build wrote them: no index.
-        let mut writes: Vec<KeyWrite> = events
-            .iter()
-            .map(|e| {
-                let record = codec::encode_as_version(2, e);
-                (codec::event_key(e.saga, e.seq), Some(record))
-            })
-            .collect();
-        writes.push((
-            codec::NEXT_OFFSET_KEY.to_vec(),
-            Some(3u64.to_be_bytes().to_vec()),
-        ));
-        store.write(writes).unwrap();
-
-        let journal = MemoryJournal::new(store).unwrap();
-        let read = journal.read_after(0, 10).await.unwrap();
-        assert_eq!(read, events);
-        assert_eq!(journal.read_after(1, 10).await.unwrap(), events[1..]);
-    }
-
-    #[tokio::test]
-    async fn an_index_of_the_one_entry_per_event_layout_is_rebuilt() {
-        let store = MemoryStore::default();
-        let first = started("shop", None);
-        let id = first.saga;
-        let mut events = vec![
-            first,
-            next(id, 2, EventKind::CancelRequested { reason: "r".into() }),
-        ];
-        let mut writes: Vec<KeyWrite> = Vec::new();
-        for (i, e) in events.iter_mut().enumerate() {
-            e.offset = i as u64 + 1;
-            // As the previous build wrote them: an event per record and per entry.
-            writes.push((
-                codec::event_key(e.saga, e.seq),
-                Some(codec::encode_as_version(2, &*e)),
-            ));
-            writes.push((
-                codec::offset_key(e.offset),
-                Some(codec::encode_as_version(2, &(e.saga, e.seq))),
-            ));
-        }
-        writes.push((
-            codec::NEXT_OFFSET_KEY.to_vec(),
-            Some(3u64.to_be_bytes().to_vec()),
-        ));
-        store.write(writes).unwrap();
-
-        let journal = MemoryJournal::new(store).unwrap();
-        assert_eq!(journal.read_after(0, 10).await.unwrap(), events);
-        assert_eq!(journal.read_after(1, 10).await.unwrap(), events[1..]);
-        // (The hand-written journal has no listing entries; only the index counts.)
-        let report = crate::journal::check::check(journal.store()).unwrap();
-        assert!(
-            !report.problems.iter().any(|p| p.contains("offset")),
-            "{report}"
-        );
-    }
 
     #[test]
     fn reading_stops_at_the_horizon_and_at_the_limit() {
@@ -538,7 +421,7 @@ mod tests {
             ),
         ];
         let written =
-            super::super::compaction::bundle_runs(&mut crate::journal::kv::lend(&gathered));
+            super::super::compaction::bundle_runs(&mut crate::journal::store::lend(&gathered));
         let keys: Vec<u64> = written
             .iter()
             .map(|(k, _)| codec::offset_of_key(k).unwrap())

@@ -23,12 +23,17 @@
 use std::collections::HashMap;
 
 use super::{
-    JournalError, SagaSummary,
+    TryScan,
     codec::{self, ARCHIVED_THROUGH_KEY, EVENT, IDEMPOTENCY, SUMMARY, UNFINISHED},
-    kv::{KeyWrite, KvStore},
     offsets, snapshots,
 };
-use crate::saga::{Event, EventKind, SagaId, Timestamp};
+use crate::{
+    journal::{
+        JournalError, SagaSummary,
+        store::{KeyWrite, KvStore},
+    },
+    saga::{Event, EventKind, SagaId, Timestamp},
+};
 
 /// Final sagas whose last event is older than `cutoff`, in id order, with ids
 /// above `after`, at most `limit`; fewer only when there are no more.
@@ -54,7 +59,7 @@ pub fn finished_before<S: KvStore + ?Sized>(
         };
         let mut candidates = Vec::new();
         let mut more = false;
-        store.scan_from(&[SUMMARY], &from, &mut |key, value| {
+        store.try_scan_from(&[SUMMARY], &from, |key, value| {
             let summary: SagaSummary = codec::decode(key, value)?;
             if summary.created_at >= cutoff {
                 return Ok(false); // created after the cutoff: it ended after it too
@@ -90,7 +95,7 @@ fn last_event<S: KvStore + ?Sized>(store: &S, id: SagaId) -> Result<Option<Event
     // decoding may read a step snapshot.
     store.scan_rev(&codec::saga_key(EVENT, id), None, &mut |key, value| {
         last = Some((key.to_vec(), value.to_vec()));
-        Ok(false)
+        false
     })?;
     match last {
         Some((key, value)) => Ok(snapshots::decode_run(store, &key, &value)?.pop()),

@@ -1,7 +1,7 @@
 //! Background threads of the journal run at a lower CPU priority than the
 //! threads that answer callers.
 //!
-//! A checkpoint (`wal.rs`) moves a few seconds' worth of writes into the store
+//! A checkpoint (`checkpoint.rs`) moves a few seconds' worth of writes into the store
 //! in one burst, and a spare log segment (`spare.rs`) is zero-filled ahead of
 //! need. Neither is waited for by any caller, but at full priority each took a
 //! core away from the sagas for as long as it ran: on two cores, half the
@@ -17,7 +17,7 @@
 pub const BACKGROUND_NICE: i32 = 10;
 
 /// Lowers the calling thread's CPU priority to [`BACKGROUND_NICE`].
-pub fn lower_priority() {
+pub fn lower() {
     #[cfg(target_os = "linux")]
     {
         // On Linux the nice value belongs to a thread, and `setpriority`
@@ -53,7 +53,7 @@ mod tests {
     fn lowers_the_calling_thread_only() {
         let before = own_nice();
         let lowered = std::thread::spawn(|| {
-            lower_priority();
+            lower();
             own_nice()
         })
         .join()

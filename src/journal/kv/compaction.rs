@@ -25,10 +25,8 @@
 //!   retention writes each entry it edits (an older one) as a bundle
 //!   (`offsets::unindex`), which ends a group.
 
-use super::{
-    codec::{self, EVENT, OFFSET, RunPointer, UNFINISHED},
-    kv::{self, KeyWrite, KeyWriteRef},
-};
+use super::codec::{self, EVENT, OFFSET, RunPointer, UNFINISHED};
+use crate::journal::store::{KeyWrite, KeyWriteRef, own};
 
 /// Most pointers in one offset index bundle: a feed reading from an offset
 /// decodes the whole bundle holding it.
@@ -73,7 +71,7 @@ pub fn bundle_runs(writes: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Vec<Key
             value => {
                 flush_runs(&mut runs, &mut out);
                 flush_pointers(&mut pointers, &mut out);
-                out.push(kv::own((key, value)));
+                out.push(own((key, value)));
             }
         }
     }
@@ -110,7 +108,7 @@ fn flush_pointers(group: &mut Vec<Gathered<'_>>, out: &mut Vec<KeyWrite>) {
 /// Whether `key` is a saga's unfinished-index entry. The writer puts one
 /// only when its saga enters the index (`kv.rs`, `index_writes`: from a final
 /// status, or at start), so wherever it is put it was absent: the
-/// [`overlay::PutOnlyOverAbsent`](super::overlay::PutOnlyOverAbsent) of the
+/// [`overlay::PutOnlyOverAbsent`](crate::journal::store::wal::overlay::PutOnlyOverAbsent) of the
 /// sled journal.
 pub fn unfinished_entry(key: &[u8]) -> bool {
     key.first() == Some(&UNFINISHED) && key.len() == 17
@@ -140,9 +138,9 @@ fn flush_runs(group: &mut Vec<(&[u8], &[u8])>, out: &mut Vec<KeyWrite>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::kv::lend;
+    use crate::journal::store::lend;
     use crate::{
-        journal::{codec::encode_run, conformance},
+        journal::{conformance, kv::codec::encode_run},
         saga::{Event, EventKind},
     };
     use codec::RunPointer;

@@ -44,9 +44,8 @@ use std::{
     time::Duration,
 };
 
-use super::{
-    JournalError, codec,
-    kv::{self, KeyWrite, KeyWriteRef, KvStore, Visit},
+use crate::journal::store::{
+    Direction, KeyRange, KeyWrite, KeyWriteRef, KvStore, StoreError, Visit, own,
 };
 
 /// A layer: the newest write of each key; `None` is a removal.
@@ -74,7 +73,7 @@ pub fn no_key(_: &[u8]) -> bool {
 
 /// The [`Compact`] that rewrites nothing.
 pub fn keep_as_written(writes: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Vec<KeyWrite> {
-    writes.map(kv::own).collect()
+    writes.map(own).collect()
 }
 
 /// The in-memory layers; see the module docs.
@@ -203,13 +202,13 @@ impl Overlay {
     }
 
     /// How many keys wait for a checkpoint (both layers).
-    pub fn len(&self) -> usize {
+    pub fn waiting_keys(&self) -> usize {
         let layers = self.read();
         layers.active.len() + layers.frozen.as_ref().map_or(0, |f| f.len())
     }
 
     /// The newest value of `key` in the store seen through the layers.
-    pub fn get<S: KvStore>(&self, store: &S, key: &[u8]) -> Result<Option<Vec<u8>>, JournalError> {
+    pub fn get<S: KvStore>(&self, store: &S, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         {
             let layers = self.read();
             let found = layers
@@ -225,63 +224,32 @@ impl Overlay {
         store.get(key)
     }
 
-    /// Entries of `prefix` at or after `from`, ascending, merged with `store`'s.
-    pub fn scan_from<S: KvStore>(
+    /// The entries of `range` in `direction`, merged with `store`'s: the
+    /// newest value of each key, none for a key removed here.
+    pub fn range<S: KvStore>(
         &self,
         store: &S,
-        prefix: &[u8],
-        from: &[u8],
+        range: KeyRange<'_>,
+        direction: Direction,
         visit: &mut Visit<'_>,
-    ) -> Result<(), JournalError> {
-        let end = codec::prefix_end(prefix);
-        let start = from.max(prefix);
-        if start >= end.as_slice() {
-            return Ok(());
-        }
-        let mut mine = Cursor::new(self, Direction::Ascending, start, &end);
+    ) -> Result<(), StoreError> {
+        let mut mine = Cursor::new(self, direction, range);
         let mut stopped = false;
-        store.scan_from(prefix, from, &mut |key, value| {
-            let go_on = mine.merge(key, value, visit)?;
+        store.range(range, direction, &mut |key, value| {
+            let go_on = mine.merge(key, value, visit);
             stopped = !go_on;
-            Ok(go_on)
+            go_on
         })?;
-        mine.drain(stopped, visit)
-    }
-
-    /// Entries of `prefix` sorting before `before` (if given), descending,
-    /// merged with `store`'s.
-    pub fn scan_rev<S: KvStore>(
-        &self,
-        store: &S,
-        prefix: &[u8],
-        before: Option<&[u8]>,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), JournalError> {
-        let end = codec::prefix_end(prefix);
-        let upper = before.map_or(end.as_slice(), |b| b.min(end.as_slice()));
-        if upper <= prefix {
-            return Ok(());
+        if !stopped {
+            mine.drain(visit);
         }
-        let mut mine = Cursor::new(self, Direction::Descending, prefix, upper);
-        let mut stopped = false;
-        store.scan_rev(prefix, before, &mut |key, value| {
-            let go_on = mine.merge(key, value, visit)?;
-            stopped = !go_on;
-            Ok(go_on)
-        })?;
-        mine.drain(stopped, visit)
+        Ok(())
     }
-}
-
-#[derive(Clone, Copy)]
-enum Direction {
-    Ascending,
-    Descending,
 }
 
 type Entry = (Vec<u8>, Option<Vec<u8>>);
 
-/// This layer's entries of `[lo, hi)` in scan order, as they were when the
+/// This layer's entries of a range in scan order, as they were when the
 /// scan started: the active layer's copied (it keeps changing), the frozen
 /// one held (it never changes, and is kept alive here even if a checkpoint
 /// drops it meanwhile). So every key here at the start is seen, whatever the
@@ -292,25 +260,17 @@ struct Cursor {
     frozen: Option<Arc<Layer>>,
     /// The frozen layer's next entry, and the range still to walk in it.
     frozen_next: Option<Entry>,
-    lo: (Vec<u8>, bool),
-    hi: (Vec<u8>, bool),
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
     current: Option<Entry>,
 }
 
-fn bound(key: &(Vec<u8>, bool)) -> Bound<&[u8]> {
-    match key {
-        (key, true) => Bound::Included(key),
-        (key, false) => Bound::Excluded(key),
-    }
-}
-
 impl Cursor {
-    /// Walks `[lo, hi)` in `direction`.
-    fn new(overlay: &Overlay, direction: Direction, lo: &[u8], hi: &[u8]) -> Self {
-        let range = (Bound::Included(lo), Bound::Excluded(hi));
+    /// Walks `range` in `direction`.
+    fn new(overlay: &Overlay, direction: Direction, range: KeyRange<'_>) -> Self {
         let (active, frozen) = {
             let layers = overlay.read();
-            let entries = layers.active.range::<[u8], _>(range);
+            let entries = layers.active.range::<[u8], _>(range.bounds());
             let active: Vec<Entry> = match direction {
                 Direction::Ascending => entries.map(|(k, v)| (k.clone(), v.clone())).collect(),
                 Direction::Descending => {
@@ -319,13 +279,14 @@ impl Cursor {
             };
             (active, layers.frozen.clone())
         };
+        let (lo, hi) = range.bounds();
         let mut cursor = Self {
             direction,
             active: active.into_iter().peekable(),
             frozen,
             frozen_next: None,
-            lo: (lo.to_vec(), true),
-            hi: (hi.to_vec(), false),
+            lo: lo.map(<[u8]>::to_vec),
+            hi: hi.map(<[u8]>::to_vec),
             current: None,
         };
         cursor.step_frozen();
@@ -338,7 +299,14 @@ impl Cursor {
         let Some(frozen) = &self.frozen else {
             return;
         };
-        let mut range = frozen.range::<[u8], _>((bound(&self.lo), bound(&self.hi)));
+        fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+            bound.as_ref().map(Vec::as_slice)
+        }
+        let Some(left) = KeyRange::new(as_slice(&self.lo), as_slice(&self.hi)) else {
+            self.frozen_next = None;
+            return;
+        };
+        let mut range = frozen.range::<[u8], _>(left.bounds());
         let next = match self.direction {
             Direction::Ascending => range.next(),
             Direction::Descending => range.next_back(),
@@ -346,8 +314,8 @@ impl Cursor {
         self.frozen_next = next.map(|(k, v)| (k.clone(), v.clone()));
         if let Some((key, _)) = &self.frozen_next {
             match self.direction {
-                Direction::Ascending => self.lo = (key.clone(), false),
-                Direction::Descending => self.hi = (key.clone(), false),
+                Direction::Ascending => self.lo = Bound::Excluded(key.clone()),
+                Direction::Descending => self.hi = Bound::Excluded(key.clone()),
             }
         }
     }
@@ -388,57 +356,47 @@ impl Cursor {
     /// Takes the store's next entry: visits ours that come before it, then
     /// the newest value of its key (none if removed here). Answers whether to
     /// go on.
-    fn merge(
-        &mut self,
-        key: &[u8],
-        value: &[u8],
-        visit: &mut Visit<'_>,
-    ) -> Result<bool, JournalError> {
+    fn merge(&mut self, key: &[u8], value: &[u8], visit: &mut Visit<'_>) -> bool {
         let ascending = matches!(self.direction, Direction::Ascending);
         while let Some((k, v)) = self
             .peek()
             .filter(|(k, _)| (k.as_slice() < key) == ascending && k.as_slice() != key)
         {
             if let Some(v) = v
-                && !visit(k, v)?
+                && !visit(k, v)
             {
-                return Ok(false);
+                return false;
             }
             self.advance();
         }
         let go_on = match self.peek().filter(|(k, _)| k.as_slice() == key) {
-            Some((_, Some(newer))) => visit(key, newer)?,
+            Some((_, Some(newer))) => visit(key, newer),
             Some((_, None)) => true, // removed here
-            None => visit(key, value)?,
+            None => visit(key, value),
         };
         if self.peek().is_some_and(|(k, _)| k.as_slice() == key) {
             self.advance();
         }
-        Ok(go_on)
+        go_on
     }
 
-    /// Visits what is left of ours after the store's scan ended (unless the
-    /// visitor stopped it).
-    fn drain(mut self, stopped: bool, visit: &mut Visit<'_>) -> Result<(), JournalError> {
-        if stopped {
-            return Ok(());
-        }
+    /// Visits what is left of ours after the store's range ended.
+    fn drain(mut self, visit: &mut Visit<'_>) {
         while let Some((k, v)) = self.current.take() {
             if let Some(v) = v
-                && !visit(&k, &v)?
+                && !visit(&k, &v)
             {
                 break;
             }
             self.advance();
         }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::memory::MemoryStore;
+    use crate::journal::store::MemoryStore;
 
     fn put(key: &str, value: &str) -> KeyWrite {
         (key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()))
@@ -448,15 +406,21 @@ mod tests {
         (key.as_bytes().to_vec(), None)
     }
 
+    /// Every key that starts with `k`.
+    fn every_k() -> KeyRange<'static> {
+        KeyRange::new(Bound::Included(b"k"), Bound::Excluded(b"l")).unwrap()
+    }
+
     fn ascending(overlay: &Overlay, store: &MemoryStore, from: &str) -> Vec<(String, String)> {
         let mut seen = Vec::new();
+        let range = KeyRange::new(Bound::Included(from.as_bytes()), Bound::Excluded(b"l")).unwrap();
         overlay
-            .scan_from(store, b"k", from.as_bytes(), &mut |k, v| {
+            .range(store, range, Direction::Ascending, &mut |k, v| {
                 seen.push((
                     String::from_utf8(k.to_vec()).unwrap(),
                     String::from_utf8(v.to_vec()).unwrap(),
                 ));
-                Ok(true)
+                true
             })
             .unwrap();
         seen
@@ -464,14 +428,16 @@ mod tests {
 
     fn descending(overlay: &Overlay, store: &MemoryStore, before: Option<&str>) -> Vec<String> {
         let mut seen = Vec::new();
+        let hi = before.map_or(b"l".as_slice(), str::as_bytes);
+        let range = KeyRange::new(Bound::Included(b"k"), Bound::Excluded(hi)).unwrap();
         overlay
-            .scan_rev(store, b"k", before.map(str::as_bytes), &mut |k, v| {
+            .range(store, range, Direction::Descending, &mut |k, v| {
                 seen.push(format!(
                     "{}={}",
                     String::from_utf8_lossy(k),
                     String::from_utf8_lossy(v)
                 ));
-                Ok(true)
+                true
             })
             .unwrap();
         seen
@@ -577,22 +543,16 @@ mod tests {
     fn a_visitor_that_stops_is_not_called_again() {
         let (overlay, store) = layered();
         for wanted in 1..=11 {
-            let mut seen = 0;
-            overlay
-                .scan_from(&store, b"k", b"k", &mut |_, _| {
-                    seen += 1;
-                    Ok(seen < wanted)
-                })
-                .unwrap();
-            assert_eq!(seen, wanted);
-            let mut seen = 0;
-            overlay
-                .scan_rev(&store, b"k", None, &mut |_, _| {
-                    seen += 1;
-                    Ok(seen < wanted)
-                })
-                .unwrap();
-            assert_eq!(seen, wanted);
+            for direction in [Direction::Ascending, Direction::Descending] {
+                let mut seen = 0;
+                overlay
+                    .range(&store, every_k(), direction, &mut |_, _| {
+                        seen += 1;
+                        seen < wanted
+                    })
+                    .unwrap();
+                assert_eq!(seen, wanted, "{direction:?}");
+            }
         }
     }
 
@@ -684,16 +644,14 @@ mod tests {
                     overlay.release_frozen();
                     overlay.freeze(keep_as_written).unwrap();
                     overlay.release_frozen();
-                    assert_eq!(overlay.len(), 0);
+                    assert_eq!(overlay.waiting_keys(), 0);
                 }
                 seen += 1;
-                Ok(true)
+                true
             };
-            match direction {
-                Direction::Ascending => overlay.scan_from(&store, b"k", b"k", &mut visit),
-                Direction::Descending => overlay.scan_rev(&store, b"k", None, &mut visit),
-            }
-            .unwrap();
+            overlay
+                .range(&store, every_k(), direction, &mut visit)
+                .unwrap();
             assert_eq!(seen, 600);
         }
     }
@@ -712,7 +670,7 @@ mod tests {
         // Not released (the checkpoint failed): the same layer comes back.
         let again = overlay.freeze(keep_as_written).unwrap();
         assert!(Arc::ptr_eq(&first, &again));
-        assert_eq!(overlay.len(), 2);
+        assert_eq!(overlay.waiting_keys(), 2);
         store.write(vec![put("k1", "a")]).unwrap();
         overlay.release_frozen();
         assert_eq!(overlay.get(&store, b"k1").unwrap(), Some(b"a".to_vec()));
@@ -742,6 +700,6 @@ mod tests {
             Some(&Some(b"a, edited".to_vec())),
             "the compaction saw the edit, not what it was worked out from"
         );
-        assert_eq!(overlay.len(), 2);
+        assert_eq!(overlay.waiting_keys(), 2);
     }
 }

@@ -19,12 +19,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::{
-    JournalError,
-    codec::{self, SNAPSHOT},
-    kv::{KeyWrite, KvStore},
+use super::codec::{self, SNAPSHOT};
+use crate::{
+    journal::{
+        JournalError,
+        store::{KeyWrite, KvStore},
+    },
+    saga::{Event, EventKind, StepSpec},
 };
-use crate::saga::{Event, EventKind, StepSpec};
 
 /// Snapshots a reader keeps; it forgets them all beyond this (they are read
 /// again when needed).

@@ -19,11 +19,16 @@
 //!   once: the `m failed_index` key says it was.
 
 use super::{
-    JournalError, ListQuery, SagaSummary,
-    codec::{self, FAILED, FAILED_INDEX_KEY, SUMMARY, UNFINISHED},
-    kv::{self, KeyWrite, KvStore},
+    TryScan,
+    codec::{self, FAILED, SUMMARY, UNFINISHED},
 };
-use crate::saga::{SagaId, SagaStatus};
+use crate::{
+    journal::{
+        JournalError, ListQuery, SagaSummary,
+        store::{KeyWrite, KvStore},
+    },
+    saga::{SagaId, SagaStatus},
+};
 
 /// Index entries read per pass: each pass then reads their listing entries.
 const IDS_PER_PASS: usize = 256;
@@ -57,7 +62,7 @@ pub fn list<S: KvStore + ?Sized>(
     while found.len() < query.limit {
         let mut ids = Vec::with_capacity(IDS_PER_PASS);
         // Summaries are read after the scan: a store may hold a lock while it visits.
-        store.scan_rev(&[prefix], before.as_deref(), &mut |key, _| {
+        store.try_scan_rev(&[prefix], before.as_deref(), |key, _| {
             ids.push(codec::saga_of_key(key)?);
             Ok(ids.len() < IDS_PER_PASS)
         })?;
@@ -99,87 +104,14 @@ pub fn failed_index_write(
     (was != is).then(|| (codec::saga_key(FAILED, id), is.then(Vec::new)))
 }
 
-/// Builds the failed index from the listing entries if this journal has not
-/// got it yet (written by an earlier version), and makes that durable. Runs
-/// before the writer starts.
-pub fn ensure_failed_index<S: KvStore + ?Sized>(
-    store: &S,
-    next_offset: u64,
-) -> Result<(), JournalError> {
-    if store.get(FAILED_INDEX_KEY)?.is_some() {
-        return Ok(());
-    }
-    let mut writes: Vec<KeyWrite> = Vec::new();
-    let mut sagas = 0usize;
-    store.scan_from(&[SUMMARY], &[SUMMARY], &mut |key, value| {
-        sagas += 1;
-        let summary: SagaSummary = codec::decode(key, value)?;
-        if summary.status == SagaStatus::Failed {
-            writes.push((codec::saga_key(FAILED, summary.id), Some(Vec::new())));
-        }
-        Ok(true)
-    })?;
-    if sagas > 0 {
-        tracing::info!(
-            sagas,
-            failed = writes.len(),
-            "building the journal's index of FAILED sagas (first open by this version)"
-        );
-    }
-    writes.push((FAILED_INDEX_KEY.to_vec(), Some(Vec::new())));
-    kv::write_at_open(store, writes, next_offset)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::journal::{
         Journal, MemoryJournal,
         conformance::{next, started},
-        memory::MemoryStore,
     };
     use crate::saga::EventKind;
-
-    /// A journal of an earlier version: a FAILED saga, no failed index.
-    #[tokio::test]
-    async fn an_earlier_journal_gets_its_failed_index_at_first_open() {
-        let journal = MemoryJournal::in_memory();
-        let failed = started("shop", None);
-        let id = failed.saga;
-        let running = started("shop", None);
-        journal.append(vec![failed, running]).await.unwrap();
-        journal
-            .append(vec![next(
-                id,
-                2,
-                EventKind::SagaFailed { reason: "r".into() },
-            )])
-            .await
-            .unwrap();
-        // Back to what an earlier version left: no index, no marker.
-        let store = MemoryStore::default();
-        let mut writes: Vec<KeyWrite> = journal
-            .store()
-            .scan(&[])
-            .unwrap()
-            .into_iter()
-            .filter(|(k, _)| k.first() != Some(&FAILED) && k.as_slice() != FAILED_INDEX_KEY)
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
-        writes.sort();
-        store.write(writes).unwrap();
-        assert_eq!(store.get(&codec::saga_key(FAILED, id)).unwrap(), None);
-
-        let reopened = MemoryJournal::new(store).unwrap();
-        let query = ListQuery {
-            status: Some(SagaStatus::Failed),
-            limit: 10,
-            ..Default::default()
-        };
-        let listed: Vec<_> = reopened.list(&query).await.unwrap();
-        assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), vec![id]);
-        assert!(reopened.store().get(FAILED_INDEX_KEY).unwrap().is_some());
-    }
 
     /// More sagas in an index than one pass reads, with other statuses mixed
     /// in: pages continue across passes, newest first.

@@ -13,15 +13,16 @@ use std::{
 };
 
 use super::{
-    JournalError, SagaSummary,
     codec::{
         self, EVENT, FAILED, FAILED_INDEX_KEY, IDEMPOTENCY, NEXT_OFFSET_KEY, OFFSET, PARTICIPANT,
         RunPointer, SUMMARY, UNFINISHED,
     },
-    kv::KvStore,
     offsets, snapshots,
 };
-use crate::saga::{Event, EventKind, Participant, SagaId, SagaState, SagaStatus};
+use crate::{
+    journal::{JournalError, SagaSummary, store::KvStore},
+    saga::{Event, EventKind, Participant, SagaId, SagaState, SagaStatus},
+};
 
 /// Problems listed in full before the rest are only counted.
 const PROBLEMS_SHOWN: usize = 50;

@@ -156,7 +156,7 @@ fn is_whole(path: &Path, size: u64) -> bool {
 /// The preparer thread: makes a spare whenever one is wanted and none is
 /// ready, until stopped.
 fn keep_one_ready(dir: &Path, path: &Path, size: u64, state: &State) {
-    super::background::lower_priority();
+    super::priority::lower();
     let done = || {
         state.ready.store(true, Ordering::Release);
         state.wanted.store(false, Ordering::Release);

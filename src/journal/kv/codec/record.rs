@@ -1,0 +1,121 @@
+//! A value of the saga schema: a format version, a checksum, a postcard body.
+//!
+//! ```text
+//! [version:1][crc32 of body:4 LE][postcard body]
+//! ```
+//!
+//! A record whose version is unknown or whose checksum does not match is
+//! reported as damaged, never decoded as something else. Older versions are
+//! read through [`Record::from_v1`] (the shapes of `v1.rs`).
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{corrupt, v1};
+use crate::{
+    journal::{JournalError, SagaSummary, store::encode_after},
+    saga::{Event, Participant, SagaId, StepSpec},
+};
+
+/// The newest format version this build reads, and writes for bundles.
+pub const FORMAT_VERSION: u8 = 4;
+/// The version this build writes for every record but bundles.
+pub const RECORD_VERSION: u8 = 3;
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u8 = 1;
+/// The first version with runs of events and run pointers in the offset index.
+pub const RUNS_SINCE_VERSION: u8 = 3;
+
+/// A type stored as a journal value, and how its older encodings are read.
+pub trait Record: Serialize + DeserializeOwned {
+    /// Decodes a body written in format version 1. The default is for types
+    /// whose shape has not changed since.
+    fn from_v1(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes(body)
+    }
+}
+
+impl Record for Event {
+    fn from_v1(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v1::Event>(body).map(Event::from)
+    }
+}
+impl Record for SagaSummary {}
+impl Record for Participant {}
+impl Record for SagaId {}
+/// A step snapshot (new in version 3).
+impl Record for Vec<StepSpec> {}
+/// An offset index entry: which event of which saga.
+impl Record for (SagaId, u64) {}
+
+/// Encodes a value with version and checksum.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    checked(RECORD_VERSION, value)
+}
+
+/// `version`, a checksum, then the value.
+fn checked<T: Serialize + ?Sized>(version: u8, value: &T) -> Vec<u8> {
+    // Serializing our own plain data types into a Vec cannot fail.
+    let mut out =
+        encode_after(&[version, 0, 0, 0, 0], value).expect("postcard encoding of a journal record");
+    let crc = crc32fast::hash(&out[5..]);
+    out[1..5].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The version of bundles of runs.
+pub const BUNDLE_VERSION: u8 = 4;
+
+pub fn encode_as_bundle<T: Serialize>(value: &T) -> Vec<u8> {
+    checked(BUNDLE_VERSION, value)
+}
+
+/// Encodes as an earlier build did, for tests of reading older journals.
+#[cfg(test)]
+pub fn encode_as_version<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let mut out = encode(value);
+    out[0] = version;
+    out
+}
+
+/// Decodes a value written by `encode`, checking version and checksum.
+pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, JournalError> {
+    let (version, body) = open(key, bytes)?;
+    body_as(key, version, body)
+}
+
+/// The version and the checked body of a record.
+pub fn open<'a>(key: &[u8], bytes: &'a [u8]) -> Result<(u8, &'a [u8]), JournalError> {
+    let (&version, rest) = bytes
+        .split_first()
+        .ok_or_else(|| corrupt(key, "empty value"))?;
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
+        return Err(corrupt(
+            key,
+            format!(
+                "format version {version}; this build reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
+            ),
+        ));
+    }
+    if rest.len() < 4 {
+        return Err(corrupt(key, "value shorter than its checksum"));
+    }
+    let (crc, body) = rest.split_at(4);
+    let expected = u32::from_le_bytes(crc.try_into().unwrap_or_default());
+    if crc32fast::hash(body) != expected {
+        return Err(corrupt(key, "checksum mismatch"));
+    }
+    Ok((version, body))
+}
+
+pub fn body_as<T: Record>(key: &[u8], version: u8, body: &[u8]) -> Result<T, JournalError> {
+    let value = match version {
+        1 => T::from_v1(body),
+        _ => postcard::from_bytes(body),
+    };
+    value.map_err(|e| corrupt(key, format!("undecodable body: {e}")))
+}
+
+/// Whether `bytes` is a bundle (of runs or of index entries).
+pub fn is_bundle(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&BUNDLE_VERSION)
+}

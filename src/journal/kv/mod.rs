@@ -1,0 +1,312 @@
+//! The saga schema over any ordered key-value store: [`KvJournal`].
+//!
+//! Everything the [`Journal`] contract promises is built here out of keys and
+//! values of a [`KvStore`] (`store/`), which knows nothing of sagas:
+//!
+//! | file | job |
+//! |---|---|
+//! | `mod.rs` | [`KvJournal`]: the reads, and the handle to the writer |
+//! | `writer.rs` | the writer thread: group commit, batching, failure probing, index writes |
+//! | `codec/` | the keys (one table of every key), the values, runs and bundles, older formats |
+//! | `offsets.rs` | the offset index: reading the journal of all sagas in order |
+//! | `by_status.rs` | the failed and unfinished indexes: listing by status |
+//! | `snapshots.rs` | step snapshots stored once per definition |
+//! | `retention.rs` | removing whole final sagas |
+//! | `compaction.rs` | what a checkpoint bundles (handed to the log, `store/wal/`) |
+//! | `upgrade.rs` | what an open adds to a journal of an earlier version |
+//! | `check.rs` | verifying a whole journal (`sagad journal check`) |
+//!
+//! Writes go through the writer thread (`writer.rs`); reads go to the store
+//! directly: the stores used here serve them from memory or a page cache,
+//! and after an append is acknowledged its writes are visible.
+
+use std::{
+    sync::{Arc, Mutex, atomic::Ordering},
+    thread,
+};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::{
+    codec::{EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
+    snapshots::{SnapshotCache, SnapshotWriter},
+    writer::{Counters, WriteRequest, Writer},
+};
+use crate::{
+    journal::{
+        FlushObserver, Journal, JournalError, JournalStats, ListQuery, SagaSummary, store::KvStore,
+    },
+    saga::{Event, Participant, SagaId, Timestamp},
+};
+
+mod by_status;
+pub mod check;
+pub(in crate::journal) mod codec;
+pub mod compaction;
+mod offsets;
+mod retention;
+mod snapshots;
+mod upgrade;
+mod writer;
+
+/// Scans whose visitor decodes what it visits, and so may fail: the
+/// visitor's first error stops the scan and is what the scan returns.
+trait TryScan: KvStore {
+    /// [`KvStore::scan_from`] with a visitor that may fail.
+    fn try_scan_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, JournalError>,
+    ) -> Result<(), JournalError> {
+        let mut failed = None;
+        self.scan_from(prefix, from, &mut |k, v| go_on(&mut failed, visit(k, v)))?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// [`KvStore::scan_rev`] with a visitor that may fail.
+    fn try_scan_rev(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, JournalError>,
+    ) -> Result<(), JournalError> {
+        let mut failed = None;
+        self.scan_rev(prefix, before, &mut |k, v| go_on(&mut failed, visit(k, v)))?;
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+impl<S: KvStore + ?Sized> TryScan for S {}
+
+/// Whether a scan goes on after a visit; keeps the visit's error.
+fn go_on(failed: &mut Option<JournalError>, visited: Result<bool, JournalError>) -> bool {
+    visited.unwrap_or_else(|e| {
+        *failed = Some(e);
+        false
+    })
+}
+
+/// A journal over a [`KvStore`]; see the module docs.
+pub struct KvJournal<S: KvStore> {
+    store: Arc<S>,
+    request_tx: mpsc::Sender<WriteRequest>,
+    counters: Arc<Counters>,
+    /// Why writes fail, while they do (a std mutex: never held across an await).
+    failure: Arc<Mutex<Option<String>>>,
+    /// The writer thread, joined by `close` (a std mutex: never held across await).
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    /// The last offset known durable, published by the writer after each sync.
+    durable: Arc<watch::Sender<u64>>,
+    /// Step snapshots read so far (they never change).
+    snapshots: SnapshotCache,
+}
+
+impl<S: KvStore> KvJournal<S> {
+    /// Starts the writer thread over `store`.
+    pub fn new(store: S) -> Result<Self, JournalError> {
+        let store = Arc::new(store);
+        let next_offset = match store.get(NEXT_OFFSET_KEY)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                JournalError::Corrupt {
+                    key: "next_offset".into(),
+                    why: format!("{} bytes where 8 were expected", bytes.len()),
+                }
+            })?),
+            None => 1,
+        };
+        upgrade::at_open(&*store, next_offset)?;
+        let archived_through = offsets::archived_through(&*store)?;
+        let durable = Arc::new(watch::Sender::new(next_offset - 1));
+        let counters = Arc::new(Counters::default());
+        let failure = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            store: store.clone(),
+            counters: counters.clone(),
+            failure: failure.clone(),
+            next_offset,
+            archived_through,
+            snapshots: SnapshotWriter::default(),
+            failed: None,
+            durable: durable.clone(),
+        };
+        let (request_tx, handle) = writer.spawn()?;
+        Ok(Self {
+            store,
+            request_tx,
+            counters,
+            failure,
+            writer: Mutex::new(Some(handle)),
+            durable,
+            snapshots: SnapshotCache::default(),
+        })
+    }
+
+    /// The store under this journal.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> WriteRequest,
+    ) -> Result<T, JournalError> {
+        let (reply, result) = oneshot::channel();
+        self.request_tx
+            .send(make(reply))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        result.await.map_err(|_| JournalError::Closed)?
+    }
+}
+
+#[async_trait]
+impl<S: KvStore> Journal for KvJournal<S> {
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<Event>, JournalError> {
+        self.request(|reply| WriteRequest::Append { events, reply })
+            .await
+    }
+
+    async fn read_saga(&self, id: SagaId) -> Result<Vec<Event>, JournalError> {
+        let entries = self.store.scan(&codec::saga_key(EVENT, id))?;
+        let mut events: Vec<Event> = Vec::with_capacity(entries.len() * 2);
+        for (key, value) in entries {
+            let run = codec::decode_run(&key, &value, &|id| self.snapshots.get(&*self.store, id))?;
+            if run[0].seq != events.len() as u64 + 1 {
+                return Err(JournalError::Corrupt {
+                    key: codec::describe_key(&key),
+                    why: format!("saga {id} has {} events before it", events.len()),
+                });
+            }
+            events.extend(run);
+        }
+        // Retention deletes the listing entry, then the events in seq order, and
+        // a scan is no snapshot: a history with a hole, whose listing entry is
+        // gone, is one being removed right now.
+        let holed = events
+            .iter()
+            .enumerate()
+            .any(|(i, e)| e.seq != i as u64 + 1);
+        if holed && self.store.get(&codec::saga_key(SUMMARY, id))?.is_none() {
+            events.clear();
+        }
+        Ok(events)
+    }
+
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, JournalError> {
+        let horizon = *self.durable.borrow();
+        offsets::read_after(&*self.store, &self.snapshots, after, horizon, limit)
+    }
+
+    fn durable_offset(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    async fn unfinished(&self) -> Result<Vec<SagaId>, JournalError> {
+        self.store
+            .scan(&[UNFINISHED])?
+            .iter()
+            .map(|(key, _)| codec::saga_of_key(key))
+            .collect()
+    }
+
+    async fn saga_for_key(&self, key: &str) -> Result<Option<SagaId>, JournalError> {
+        let k = codec::name_key(IDEMPOTENCY, key);
+        self.store
+            .get(&k)?
+            .map(|v| codec::decode(&k, &v))
+            .transpose()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<SagaSummary>, JournalError> {
+        let mut found = Vec::new();
+        if query.limit == 0 {
+            return Ok(found);
+        }
+        if let Some(index) = query.status.and_then(by_status::index_of) {
+            return by_status::list(&*self.store, index, query);
+        }
+        let before = query.before.map(|id| codec::saga_key(SUMMARY, id));
+        self.store
+            .try_scan_rev(&[SUMMARY], before.as_deref(), |key, value| {
+                let summary: SagaSummary = codec::decode(key, value)?;
+                if by_status::wanted(query, &summary) {
+                    found.push(summary);
+                }
+                Ok(found.len() < query.limit)
+            })?;
+        Ok(found)
+    }
+
+    async fn finished_before(
+        &self,
+        cutoff: Timestamp,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> Result<Vec<SagaId>, JournalError> {
+        retention::finished_before(&*self.store, cutoff, after, limit)
+    }
+
+    async fn remove_sagas(&self, ids: Vec<SagaId>) -> Result<Vec<SagaId>, JournalError> {
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        self.request(|reply| WriteRequest::Remove { ids, reply })
+            .await
+    }
+
+    async fn archived_through(&self) -> Result<u64, JournalError> {
+        offsets::archived_through(&*self.store)
+    }
+
+    async fn put_participant(&self, participant: Participant) -> Result<(), JournalError> {
+        self.request(|reply| WriteRequest::PutParticipant {
+            participant: Box::new(participant),
+            reply,
+        })
+        .await
+    }
+
+    async fn participants(&self) -> Result<Vec<Participant>, JournalError> {
+        self.store
+            .scan(&[PARTICIPANT])?
+            .iter()
+            .map(|(key, value)| codec::decode(key, value))
+            .collect()
+    }
+
+    fn stats(&self) -> JournalStats {
+        JournalStats {
+            flushes: self.counters.flushes.load(Ordering::Relaxed),
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            events: self.counters.events.load(Ordering::Relaxed),
+        }
+    }
+
+    fn observe_flushes(&self, observer: Arc<dyn FlushObserver>) {
+        let _ = self.counters.observer.set(observer);
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn close(&self) -> Result<(), JournalError> {
+        let result = match self.request(|reply| WriteRequest::Close { reply }).await {
+            Err(JournalError::Closed) => Ok(()),
+            other => other,
+        };
+        let handle = self.writer.lock().expect("writer handle lock").take();
+        if let Some(handle) = handle {
+            // The writer answered Close and is about to return; joining is quick.
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .ok();
+        }
+        result
+    }
+}

@@ -1,0 +1,108 @@
+//! Checkpoints: the store behind the log gets what the log gathered, is made
+//! durable, and the segments it then covers are deleted.
+//!
+//! They run on a thread of their own ([`Shared::run_checkpoints`]), every
+//! [`WalOptions::checkpoint_interval`](super::WalOptions) or when the writer
+//! wakes it because segments or the overlay pile up: applying a few seconds of
+//! batches and a sled flush take tens of milliseconds, and on the journal's
+//! writer thread they would stall every append queued behind it.
+//!
+//! The store is written with `write_ordered` (in order, not atomically), the
+//! batch marker (`m wal_batch`) last: a store that kept the marker kept
+//! everything up to that batch, and one that lost part of a checkpoint still
+//! has the older marker, so the next open replays every batch after it, in
+//! order, and each key ends with its newest value.
+
+use std::{fs, sync::atomic::Ordering, thread};
+
+use super::{APPLIED_BATCH_KEY, Shared, priority, segment::io};
+use crate::journal::store::{KvStore, StoreError};
+
+/// The number of the last batch `inner` holds (0: none).
+pub(super) fn applied_batch<S: KvStore>(inner: &S) -> Result<u64, StoreError> {
+    match inner.get(APPLIED_BATCH_KEY)? {
+        Some(bytes) => Ok(u64::from_be_bytes(bytes.as_slice().try_into().map_err(
+            |_| StoreError::Corrupt {
+                at: "the log's batch marker (wal_batch)".into(),
+                why: format!("{} bytes where 8 were expected", bytes.len()),
+            },
+        )?)),
+        None => Ok(0),
+    }
+}
+
+impl<S: KvStore> Shared<S> {
+    /// Checkpoints every interval (or when woken) until stopped.
+    pub(super) fn run_checkpoints(&self) {
+        priority::lower();
+        loop {
+            thread::park_timeout(self.options.checkpoint_interval);
+            // Woken to stop: the last checkpoint is the dropping owner's call
+            // (a simulated crash takes none).
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            if let Err(e) = self.checkpoint() {
+                // The log still holds everything: nothing is lost, the segments
+                // just stay until a checkpoint works.
+                tracing::warn!(error = %e, "store checkpoint failed; keeping the log segments");
+            }
+        }
+    }
+
+    /// Applies what the overlay gathered to the store and makes it durable,
+    /// then deletes the segments that only hold batches up to there.
+    pub(super) fn checkpoint(&self) -> Result<(), StoreError> {
+        let Some(frozen) = self.overlay.freeze(self.options.compact) else {
+            return Ok(());
+        };
+        // Not under the log lock: appends go on while the store is written.
+        // Every batch carries the marker, so a frozen layer always holds one.
+        let Some(Some(marker)) = frozen.get(APPLIED_BATCH_KEY) else {
+            return Err(StoreError::Corrupt {
+                at: "the log's batch marker (wal_batch)".into(),
+                why: "a checkpoint found batches without their marker".into(),
+            });
+        };
+        let upto = <[u8; 8]>::try_from(marker.as_slice())
+            .map(u64::from_be_bytes)
+            .unwrap_or_default();
+        let writes = || {
+            frozen
+                .iter()
+                .filter(|(key, _)| key.as_slice() != APPLIED_BATCH_KEY)
+                .map(|(key, value)| (key.as_slice(), value.as_deref()))
+        };
+        let half = (frozen.len() - 1) / 2;
+        self.inner.write_ordered(&mut writes().take(half))?;
+        // Half of the checkpoint durable in the store, its marker not: the worst
+        // a crash in the middle can leave (a disk may write any part of what
+        // was not synced); replay at the next open completes it.
+        #[cfg(all(feature = "failpoints", debug_assertions))]
+        if ::fail::eval("journal::mid_checkpoint", |_| ()).is_some() {
+            let _ = self.inner.sync();
+            crate::failpoint::die("journal::mid_checkpoint");
+        }
+        // The marker last: a store that kept it kept the rest.
+        let marker = (APPLIED_BATCH_KEY, Some(marker.as_slice()));
+        self.inner
+            .write_ordered(&mut writes().skip(half).chain(std::iter::once(marker)))?;
+        drop(frozen);
+        self.inner.sync()?;
+        self.overlay.release_frozen();
+        let mut log = self.lock();
+        log.checkpointed = upto;
+        let current = log.segment.index;
+        let mut kept = Vec::new();
+        for (index, path, last) in std::mem::take(&mut log.segments) {
+            if index != current && last <= upto {
+                fs::remove_file(&path)
+                    .map_err(|e| io(format!("removing {}", path.display()), e))?;
+            } else {
+                kept.push((index, path, last));
+            }
+        }
+        log.segments = kept;
+        Ok(())
+    }
+}
