@@ -18,9 +18,12 @@
 //!   listing entries at the first open by this version ([`ensure_failed_index`]),
 //!   once: the `m failed_index` key says it was.
 
+use std::collections::HashSet;
+
 use super::{
     TryScan,
-    codec::{self, FAILED, SUMMARY, UNFINISHED},
+    check::{CheckReport, Histories},
+    codec::{self, FAILED, FAILED_INDEX_KEY, SUMMARY, UNFINISHED},
 };
 use crate::{
     journal::{
@@ -102,6 +105,90 @@ pub fn failed_index_write(
     let was = before == Some(SagaStatus::Failed);
     let is = after == SagaStatus::Failed;
     (was != is).then(|| (codec::saga_key(FAILED, id), is.then(Vec::new)))
+}
+
+/// `sagad journal check`: the unfinished index holds exactly the sagas that
+/// are not terminal.
+pub(super) fn check_unfinished_index<S: KvStore>(
+    store: &S,
+    histories: &Histories,
+    report: &mut CheckReport,
+) -> Result<(), JournalError> {
+    let unfinished = index_members(store, UNFINISHED, report)?;
+    for (id, state) in &histories.states {
+        match (state.status.is_terminal(), unfinished.contains(id)) {
+            (false, false) => report.problems.push(format!(
+                "saga {id}: {} but not in the unfinished index (it would never resume)",
+                state.status.as_str()
+            )),
+            (true, true) => report.problems.push(format!(
+                "saga {id}: {} but still in the unfinished index",
+                state.status.as_str()
+            )),
+            _ => {}
+        }
+    }
+    for id in unfinished
+        .iter()
+        .filter(|id| !histories.events.contains_key(id))
+    {
+        report.problems.push(format!(
+            "saga {id}: in the unfinished index but has no events"
+        ));
+    }
+    Ok(())
+}
+
+/// `sagad journal check`: the failed index, once built, holds exactly the
+/// FAILED sagas.
+pub(super) fn check_failed_index<S: KvStore>(
+    store: &S,
+    histories: &Histories,
+    report: &mut CheckReport,
+) -> Result<(), JournalError> {
+    if store.get(FAILED_INDEX_KEY)?.is_none() {
+        return Ok(());
+    }
+    let failed = index_members(store, FAILED, report)?;
+    for (id, state) in &histories.states {
+        match (state.status == SagaStatus::Failed, failed.contains(id)) {
+            (true, false) => report.problems.push(format!(
+                "saga {id}: FAILED but not in the failed index (a list of FAILED sagas misses it)"
+            )),
+            (false, true) => report.problems.push(format!(
+                "saga {id}: {} but in the failed index",
+                state.status.as_str()
+            )),
+            _ => {}
+        }
+    }
+    for id in failed
+        .iter()
+        .filter(|id| !histories.events.contains_key(id))
+    {
+        report
+            .problems
+            .push(format!("saga {id}: in the failed index but has no events"));
+    }
+    Ok(())
+}
+
+/// The sagas an index (`prefix`) names; keys that name none are problems.
+fn index_members<S: KvStore>(
+    store: &S,
+    prefix: u8,
+    report: &mut CheckReport,
+) -> Result<HashSet<SagaId>, JournalError> {
+    let mut members = HashSet::new();
+    for (key, _) in store.scan(&[prefix])? {
+        match codec::saga_of_key(&key) {
+            Ok(id) => {
+                members.insert(id);
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+    }
+    Ok(members)
 }
 
 #[cfg(test)]

@@ -6,6 +6,12 @@
 //! Sagas removed by retention leave no trace but holes in the offset index, all
 //! at or below the archive horizon; the check holds the index to what the feed
 //! (`read_after`) relies on: no hole above that horizon.
+//!
+//! [`check`] reads every event first ([`Histories`]), then holds each index
+//! against them. An index's checker lives beside the code that keeps the
+//! index: `by_status.rs` (unfinished, failed), `offsets.rs` (the offset
+//! index), `snapshots.rs` (step snapshots); the rest (the offset counter,
+//! listing entries, idempotency keys, participants) are checked here.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -13,15 +19,13 @@ use std::{
 };
 
 use super::{
-    codec::{
-        self, EVENT, FAILED, FAILED_INDEX_KEY, IDEMPOTENCY, NEXT_OFFSET_KEY, OFFSET, PARTICIPANT,
-        RunPointer, SUMMARY, UNFINISHED,
-    },
+    by_status,
+    codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY},
     offsets, snapshots,
 };
 use crate::{
     journal::{JournalError, SagaSummary, store::KvStore},
-    saga::{Event, EventKind, Participant, SagaId, SagaState, SagaStatus},
+    saga::{Event, EventKind, Participant, SagaId, SagaState},
 };
 
 /// Problems listed in full before the rest are only counted.
@@ -91,44 +95,45 @@ impl fmt::Display for CheckReport {
     }
 }
 
-/// Checks one pointer of the offset index against the events found.
-fn check_pointer(
-    first: u64,
-    pointer: &RunPointer,
-    offsets: &HashMap<u64, (SagaId, u64)>,
-    archived: u64,
-    indexed: &mut HashSet<u64>,
-    report: &mut CheckReport,
-) {
-    let last = first + pointer.count.saturating_sub(1);
-    if last <= archived && (first..=last).all(|o| !offsets.contains_key(&o)) {
-        // A removed saga's pointer left in a bundle, as a build without the
-        // rewrite hold (`overlay.rs`) could leave it: readers skip it like
-        // any archived offset.
-        return;
-    }
-    for i in 0..pointer.count {
-        indexed.insert(first + i);
-        if offsets.get(&(first + i)) != Some(&(pointer.saga, pointer.first_seq + i)) {
-            report.problems.push(format!(
-                "offset index entry {first}: points at event {} of saga {}, which does not have offset {}",
-                pointer.first_seq + i,
-                pointer.saga,
-                first + i
-            ));
-        }
-    }
+/// Every event of the journal, as the indexes are checked against them.
+pub(super) struct Histories {
+    /// Each saga's events, in seq order.
+    pub(super) events: BTreeMap<SagaId, Vec<Event>>,
+    /// Each saga's state, for the sagas whose events fold.
+    pub(super) states: HashMap<SagaId, SagaState>,
+    /// Offset → (saga, seq), for every event.
+    pub(super) offsets: HashMap<u64, (SagaId, u64)>,
+    /// The highest offset of any event (0: none).
+    pub(super) max_offset: u64,
 }
 
 /// Checks everything in `store`.
 pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
     let mut report = CheckReport::default();
+    let histories = read_histories(store, &mut report)?;
+    let next_offset = check_offset_counter(store, &histories, &mut report)?;
+    check_listing(store, &histories, &mut report)?;
+    by_status::check_unfinished_index(store, &histories, &mut report)?;
+    by_status::check_failed_index(store, &histories, &mut report)?;
+    check_idempotency_keys(store, &histories, &mut report)?;
+    offsets::check_index(store, &histories, next_offset, &mut report)?;
+    check_participants(store, &mut report)?;
+    snapshots::check_snapshots(store, &mut report);
+    Ok(report)
+}
 
-    // Events, grouped by saga (keys sort by saga, then seq).
-    let mut histories: BTreeMap<SagaId, Vec<Event>> = BTreeMap::new();
-    let mut max_offset = 0;
-    // Offset → (saga, seq), to check the offset index against.
-    let mut offsets: HashMap<u64, (SagaId, u64)> = HashMap::new();
+/// Reads every event, grouped by saga (keys sort by saga, then seq), and
+/// folds each saga's history.
+fn read_histories<S: KvStore>(
+    store: &S,
+    report: &mut CheckReport,
+) -> Result<Histories, JournalError> {
+    let mut histories = Histories {
+        events: BTreeMap::new(),
+        states: HashMap::new(),
+        offsets: HashMap::new(),
+        max_offset: 0,
+    };
     for (key, value) in store.scan(&[EVENT])? {
         let run = match snapshots::decode_run(store, &key, &value) {
             Ok(run) => run,
@@ -137,7 +142,7 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
                 continue;
             }
         };
-        let history = histories.entry(run[0].saga).or_default();
+        let history = histories.events.entry(run[0].saga).or_default();
         if run[0].seq != history.len() as u64 + 1 {
             report.problems.push(format!(
                 "{}: follows {} events of the saga",
@@ -147,7 +152,8 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
         }
         for event in run {
             report.events += 1;
-            if offsets
+            if histories
+                .offsets
                 .insert(event.offset, (event.saga, event.seq))
                 .is_some()
             {
@@ -157,31 +163,39 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
                     event.offset
                 ));
             }
-            max_offset = max_offset.max(event.offset);
+            histories.max_offset = histories.max_offset.max(event.offset);
             history.push(event);
         }
     }
-    let mut states: HashMap<SagaId, SagaState> = HashMap::new();
-    for (id, events) in &histories {
+    for (id, events) in &histories.events {
         match SagaState::fold(events) {
             Ok(state) => {
                 *report.by_state.entry(state.status.as_str()).or_default() += 1;
-                states.insert(*id, state);
+                histories.states.insert(*id, state);
             }
             Err(e) => report.problems.push(format!("saga {id}: {e}")),
         }
     }
-    report.sagas = histories.len();
+    report.sagas = histories.events.len();
+    Ok(histories)
+}
 
-    // The global offset counter must be past every event.
+/// The global offset counter must be past every event; returns it (1 when
+/// missing or unreadable).
+fn check_offset_counter<S: KvStore>(
+    store: &S,
+    histories: &Histories,
+    report: &mut CheckReport,
+) -> Result<u64, JournalError> {
     let mut next_offset = 1;
     match store.get(NEXT_OFFSET_KEY)? {
         Some(bytes) if bytes.len() == 8 => {
             let next = u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or_default());
             next_offset = next;
-            if report.events > 0 && next <= max_offset {
+            if report.events > 0 && next <= histories.max_offset {
                 report.problems.push(format!(
-                    "next_offset is {next} but an event has offset {max_offset}"
+                    "next_offset is {next} but an event has offset {}",
+                    histories.max_offset
                 ));
             }
         }
@@ -192,14 +206,21 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
         None if report.events > 0 => report.problems.push("next_offset is missing".into()),
         None => {}
     }
+    Ok(next_offset)
+}
 
-    // Listing summaries: one per saga, with its current state.
+/// Listing summaries: one per saga, with its current state.
+fn check_listing<S: KvStore>(
+    store: &S,
+    histories: &Histories,
+    report: &mut CheckReport,
+) -> Result<(), JournalError> {
     let mut summarised = HashSet::new();
     for (key, value) in store.scan(&[SUMMARY])? {
         match codec::decode::<SagaSummary>(&key, &value) {
             Ok(summary) => {
                 summarised.insert(summary.id);
-                match states.get(&summary.id) {
+                match histories.states.get(&summary.id) {
                     Some(state) if state.status != summary.status => report.problems.push(format!(
                         "saga {}: listed as {} but its events say {}",
                         summary.id,
@@ -207,7 +228,7 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
                         state.status.as_str()
                     )),
                     Some(_) => {}
-                    None if histories.contains_key(&summary.id) => {}
+                    None if histories.events.contains_key(&summary.id) => {}
                     None => report
                         .problems
                         .push(format!("saga {}: listed but has no events", summary.id)),
@@ -216,82 +237,38 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
             Err(e) => report.problems.push(e.to_string()),
         }
     }
-    for id in states.keys().filter(|id| !summarised.contains(id)) {
+    for id in histories
+        .states
+        .keys()
+        .filter(|id| !summarised.contains(id))
+    {
         report
             .problems
             .push(format!("saga {id}: has events but no listing entry"));
     }
+    Ok(())
+}
 
-    // The unfinished index: exactly the sagas that are not terminal.
-    let mut unfinished = HashSet::new();
-    for (key, _) in store.scan(&[UNFINISHED])? {
-        match codec::saga_of_key(&key) {
-            Ok(id) => {
-                unfinished.insert(id);
-            }
-            Err(e) => report.problems.push(e.to_string()),
-        }
-    }
-    for (id, state) in &states {
-        match (state.status.is_terminal(), unfinished.contains(id)) {
-            (false, false) => report.problems.push(format!(
-                "saga {id}: {} but not in the unfinished index (it would never resume)",
-                state.status.as_str()
-            )),
-            (true, true) => report.problems.push(format!(
-                "saga {id}: {} but still in the unfinished index",
-                state.status.as_str()
-            )),
-            _ => {}
-        }
-    }
-    for id in unfinished.iter().filter(|id| !histories.contains_key(id)) {
-        report.problems.push(format!(
-            "saga {id}: in the unfinished index but has no events"
-        ));
-    }
-
-    // The failed index, once built: exactly the FAILED sagas.
-    if store.get(FAILED_INDEX_KEY)?.is_some() {
-        let mut failed = HashSet::new();
-        for (key, _) in store.scan(&[FAILED])? {
-            match codec::saga_of_key(&key) {
-                Ok(id) => {
-                    failed.insert(id);
-                }
-                Err(e) => report.problems.push(e.to_string()),
-            }
-        }
-        for (id, state) in &states {
-            match (state.status == SagaStatus::Failed, failed.contains(id)) {
-                (true, false) => report.problems.push(format!(
-                    "saga {id}: FAILED but not in the failed index (a list of FAILED sagas misses it)"
-                )),
-                (false, true) => report.problems.push(format!(
-                    "saga {id}: {} but in the failed index",
-                    state.status.as_str()
-                )),
-                _ => {}
-            }
-        }
-        for id in failed.iter().filter(|id| !histories.contains_key(id)) {
-            report
-                .problems
-                .push(format!("saga {id}: in the failed index but has no events"));
-        }
-    }
-
-    // Idempotency keys name sagas started with that key.
+/// Idempotency keys name sagas started with that key.
+fn check_idempotency_keys<S: KvStore>(
+    store: &S,
+    histories: &Histories,
+    report: &mut CheckReport,
+) -> Result<(), JournalError> {
     for (key, value) in store.scan(&[IDEMPOTENCY])? {
         let name = String::from_utf8_lossy(&key[1..]).into_owned();
         match codec::decode::<SagaId>(&key, &value) {
             Ok(id) => {
-                let started_with = histories.get(&id).and_then(|events| match &events[0].kind {
-                    EventKind::SagaStarted {
-                        idempotency_key, ..
-                    } => idempotency_key.clone(),
-                    _ => None,
-                });
+                let started_with =
+                    histories
+                        .events
+                        .get(&id)
+                        .and_then(|events| match &events[0].kind {
+                            EventKind::SagaStarted {
+                                idempotency_key, ..
+                            } => idempotency_key.clone(),
+                            _ => None,
+                        });
                 if started_with.as_deref() != Some(name.as_str()) {
                     report.problems.push(format!(
                         "idempotency key '{name}': names saga {id}, which was not started with it"
@@ -301,105 +278,27 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
             Err(e) => report.problems.push(e.to_string()),
         }
     }
+    Ok(())
+}
 
-    // The offset index: one pointer per run of events (an entry holds one, or
-    // a bundle of them).
-    let horizon = offsets::archived_through(store);
-    let archived = *horizon.as_ref().unwrap_or(&0);
-    let mut indexed = HashSet::new();
-    // The previous entry and the highest offset it holds: a reader looks for
-    // an offset in the last entry at or before it, so an entry must hold
-    // nothing at or past the next one's key.
-    let mut previous: Option<(u64, u64)> = None;
-    for (key, value) in store.scan(&[OFFSET])? {
-        let entry = codec::offset_of_key(&key)
-            .and_then(|at| Ok((at, codec::decode_pointers(&key, &value)?)));
-        match entry {
-            Ok((at, Some(pointers))) => {
-                if let Some((before, reach)) = previous
-                    && reach >= at
-                {
-                    report.problems.push(format!(
-                        "offset index entry {before}: holds offsets up to {reach}, past entry {at}: the feed misses the events between (the events themselves are intact)"
-                    ));
-                }
-                let mut reach = at;
-                for (first, pointer) in pointers {
-                    if first < at {
-                        report.problems.push(format!(
-                            "offset index entry {at}: holds offset {first}, before its own key: readers do not look for it there"
-                        ));
-                    }
-                    reach = reach.max(first + pointer.count.saturating_sub(1));
-                    check_pointer(first, &pointer, &offsets, archived, &mut indexed, &mut report);
-                }
-                previous = Some((at, reach));
-            }
-            Ok((first, None)) => report.problems.push(format!(
-                "offset index entry {first}: of an earlier layout (opening the journal rebuilds the index)"
-            )),
-            Err(e) => report.problems.push(e.to_string()),
-        }
-    }
-    // Above the archive horizon, every offset handed out is in the index.
-    match horizon {
-        Ok(horizon) => {
-            report.archived_through = horizon;
-            let mut present: Vec<u64> = indexed.iter().copied().filter(|o| *o > horizon).collect();
-            present.sort_unstable();
-            let mut expected = horizon + 1;
-            for offset in present.into_iter().chain([next_offset.max(expected)]) {
-                if offset > expected {
-                    report.problems.push(format!(
-                        "offset index: offsets {expected}..{offset} are missing above the archive horizon {horizon} (the feed stops there)"
-                    ));
-                }
-                expected = offset + 1;
-            }
-        }
-        Err(e) => report.problems.push(e.to_string()),
-    }
-    let mut unindexed: Vec<u64> = offsets
-        .keys()
-        .filter(|o| !indexed.contains(o))
-        .copied()
-        .collect();
-    unindexed.sort_unstable();
-    for offset in unindexed {
-        let (saga, seq) = offsets[&offset];
-        report.problems.push(format!(
-            "event {seq} of saga {saga}: offset {offset} is missing from the offset index"
-        ));
-    }
-
+/// Every participant record decodes.
+fn check_participants<S: KvStore>(store: &S, report: &mut CheckReport) -> Result<(), JournalError> {
     for (key, value) in store.scan(&[PARTICIPANT])? {
         report.participants += 1;
         if let Err(e) = codec::decode::<Participant>(&key, &value) {
             report.problems.push(e.to_string());
         }
     }
-
-    // Step snapshots are named by the hash of their content.
-    match snapshots::all(store) {
-        Ok(all) => {
-            for (id, steps) in all {
-                if codec::snapshot_id(&codec::encode(&steps)) != id {
-                    report.problems.push(format!(
-                        "{}: its content does not match its id",
-                        codec::describe_key(&codec::snapshot_key(id))
-                    ));
-                }
-            }
-        }
-        Err(e) => report.problems.push(e.to_string()),
-    }
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Journal, MemoryJournal, conformance};
+    use crate::journal::{
+        Journal, MemoryJournal, conformance,
+        kv::codec::{FAILED, RunPointer, UNFINISHED},
+    };
 
     #[tokio::test]
     async fn a_clean_journal_checks_clean_and_damage_is_named() {

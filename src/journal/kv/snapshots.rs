@@ -19,7 +19,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::codec::{self, SNAPSHOT};
+use super::{
+    check::CheckReport,
+    codec::{self, SNAPSHOT},
+};
 use crate::{
     journal::{
         JournalError,
@@ -178,6 +181,24 @@ pub fn all<S: KvStore + ?Sized>(store: &S) -> Result<Vec<(u64, Vec<StepSpec>)>, 
             Ok((id, codec::decode(&key, &value)?))
         })
         .collect()
+}
+
+/// `sagad journal check`: step snapshots are named by the hash of their
+/// content.
+pub(super) fn check_snapshots<S: KvStore>(store: &S, report: &mut CheckReport) {
+    match all(store) {
+        Ok(all) => {
+            for (id, steps) in all {
+                if codec::snapshot_id(&codec::encode(&steps)) != id {
+                    report.problems.push(format!(
+                        "{}: its content does not match its id",
+                        codec::describe_key(&codec::snapshot_key(id))
+                    ));
+                }
+            }
+        }
+        Err(e) => report.problems.push(e.to_string()),
+    }
 }
 
 #[cfg(test)]
