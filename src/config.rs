@@ -31,11 +31,11 @@
 //! | `on_failed_webhook` | `--on-failed-webhook` | `SAGAD_ON_FAILED_WEBHOOK` | off (no webhook; `http://` only) |
 //! | `log_format` | `--log-format` | `SAGAD_LOG_FORMAT` | `text` (or `json`) |
 //! | `otlp_endpoint` | `--otlp-endpoint` | `SAGAD_OTLP_ENDPOINT` | none (needs the `otlp` build feature) |
+//! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` (never archive) |
 //!
 //! Which log lines are written is `SAGAD_LOG` (or `RUST_LOG`), an `EnvFilter`
 //! directive, read by the binary rather than here: it is not a setting of the
 //! coordinator, and every verb honours it.
-//! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` |
 
 use std::{
     collections::HashMap,

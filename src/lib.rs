@@ -10,6 +10,7 @@
 //! - [`webhook`]: the at-least-once POST for every saga that becomes FAILED.
 //! - [`trace`]: W3C trace context: the `traceparent` a saga runs under and passes on.
 //! - [`archive`]: retention: old final sagas move to archive files; export.
+//! - [`json`]: the JSON conventions shared by `--output json`, archives and notices.
 //! - [`allocator`]: jemalloc, tuned, for the binaries (`use_jemalloc!`).
 
 pub mod allocator;
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod failpoint;
 pub mod journal;
+pub mod json;
 pub mod metrics;
 pub mod participant;
 pub mod proto;

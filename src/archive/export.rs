@@ -22,10 +22,11 @@ use std::{
 
 use super::{
     ArchiveError, file,
-    record::{self, ArchivedSaga, RecordHead},
+    record::{ArchivedSaga, RecordHead},
 };
 use crate::{
     journal::{Journal, ListQuery},
+    json::parse_rfc3339,
     saga::{SagaId, SagaState, Timestamp},
 };
 
@@ -48,7 +49,7 @@ impl Window {
 
     /// Whether the archive file of `day` (`YYYY-MM-DD`) may hold such sagas.
     fn overlaps_day(&self, day: &str) -> bool {
-        let Some(start) = record::parse_rfc3339(&format!("{day}T00:00:00Z")) else {
+        let Some(start) = parse_rfc3339(&format!("{day}T00:00:00Z")) else {
             return true; // unreadable name: read it rather than miss sagas
         };
         let end = Timestamp(start.0 + DAY_MS);
@@ -102,7 +103,7 @@ pub async fn export(
                 report.duplicates += 1;
                 return Ok(());
             }
-            let ended = head.finished_at.as_deref().and_then(record::parse_rfc3339);
+            let ended = head.finished_at.as_deref().and_then(parse_rfc3339);
             if !ended.is_some_and(|t| window.contains(t)) {
                 return Ok(());
             }
@@ -182,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_window_is_half_open_and_picks_day_files() {
-        let day = record::parse_rfc3339("2024-05-02T00:00:00Z").unwrap();
+        let day = parse_rfc3339("2024-05-02T00:00:00Z").unwrap();
         let window = Window {
             since: Some(day),
             until: Some(Timestamp(day.0 + DAY_MS)),

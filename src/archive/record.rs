@@ -1,12 +1,12 @@
 //! The JSON of one archived saga: one line of an archive file, and of
 //! `sagad export`.
 //!
-//! The shape follows the CLI's `--output json` conventions: enum values without
-//! their prefix (`"state": "COMPENSATED"`, `"action": "forward"`), timestamps as
-//! RFC 3339 UTC strings with milliseconds, durations as strings like `"250ms"`.
-//! Bytes (the payload, step outputs) are embedded as the JSON they hold; when
-//! they are not JSON, the field is `null` and a `..._base64` field next to it
-//! holds them (standard alphabet, padded), so nothing is lost.
+//! The conventions are those of every JSON document sagad writes ([`crate::json`]):
+//! enum values without their prefix (`"state": "COMPENSATED"`, `"action":
+//! "forward"`), timestamps as RFC 3339 UTC strings with milliseconds, durations
+//! as strings like `"250ms"`. A record is the *record* kind of document there:
+//! bytes (the payload, step outputs) that are not JSON are `null` with a
+//! `..._base64` field next to them, so nothing is lost.
 //!
 //! Invariants:
 //! - A record holds the saga's whole history: every event with its `seq`,
@@ -15,12 +15,12 @@
 //! - A record depends on nothing but the events, so the same saga archived
 //!   twice (see `archiver.rs`) gives the same line.
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::saga::{
-    Action, Event, EventKind, Failure, FoldError, RetryPolicy, SagaState, SagaStatus, Timestamp,
+use crate::{
+    json::{bytes_or_base64, duration, timestamp},
+    saga::{Action, Event, EventKind, Failure, FoldError, RetryPolicy, SagaState, SagaStatus},
 };
 
 /// One archived saga.
@@ -138,29 +138,6 @@ pub struct RecordHead {
     pub finished_at: Option<String>,
 }
 
-/// The timestamp of an RFC 3339 string written by [`Timestamp::to_rfc3339`].
-pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-    humantime::parse_rfc3339(text).ok().map(Timestamp::from)
-}
-
-/// Bytes as (JSON value, base64 when not JSON).
-fn bytes(b: &[u8]) -> (Value, Option<String>) {
-    if b.is_empty() {
-        return (Value::Null, None);
-    }
-    match serde_json::from_slice(b) {
-        Ok(value) => (value, None),
-        Err(_) => (
-            Value::Null,
-            Some(base64::engine::general_purpose::STANDARD.encode(b)),
-        ),
-    }
-}
-
-fn duration(d: std::time::Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
 fn retry(p: &RetryPolicy) -> ArchivedRetry {
     ArchivedRetry {
         initial_interval: duration(p.initial_interval),
@@ -196,7 +173,7 @@ impl ArchivedSaga {
             .map(|e| ArchivedEvent {
                 seq: e.seq,
                 offset: e.offset,
-                at: e.at.to_rfc3339(),
+                at: timestamp(e.at),
                 what: match &e.kind {
                     EventKind::SagaStarted { .. } => ArchivedEventKind::SagaStarted {},
                     EventKind::AttemptStarted {
@@ -214,7 +191,7 @@ impl ArchivedSaga {
                         attempt,
                         output,
                     } => {
-                        let (output, output_base64) = bytes(output);
+                        let (output, output_base64) = bytes_or_base64(output);
                         ArchivedEventKind::AttemptSucceeded {
                             step: step_name(*step),
                             action: action(*a),
@@ -236,7 +213,7 @@ impl ArchivedSaga {
                         attempt: *attempt,
                         outcome: outcome_name(*failure).into(),
                         error: error.clone(),
-                        next_attempt_at: retry_at.map(Timestamp::to_rfc3339),
+                        next_attempt_at: retry_at.map(timestamp),
                     },
                     EventKind::CancelRequested { reason } => ArchivedEventKind::CancelRequested {
                         reason: reason.clone(),
@@ -261,7 +238,8 @@ impl ArchivedSaga {
             .zip(&state.progress)
             .enumerate()
             .map(|(i, (spec, p))| {
-                let (output, output_base64) = bytes(p.output.as_deref().unwrap_or_default());
+                let (output, output_base64) =
+                    bytes_or_base64(p.output.as_deref().unwrap_or_default());
                 ArchivedStep {
                     name: spec.name.clone(),
                     participant: spec.participant.clone(),
@@ -275,18 +253,18 @@ impl ArchivedSaga {
                     last_error: p.last_error.clone(),
                     output,
                     output_base64,
-                    started_at: p.started_at.map(Timestamp::to_rfc3339),
-                    finished_at: p.finished_at.map(Timestamp::to_rfc3339),
+                    started_at: p.started_at.map(timestamp),
+                    finished_at: p.finished_at.map(timestamp),
                 }
             })
             .collect();
-        let (payload, payload_base64) = bytes(&state.payload);
+        let (payload, payload_base64) = bytes_or_base64(&state.payload);
         Ok(Self {
             id: state.id.to_string(),
             definition: state.definition.clone(),
             state: state.status.as_str().into(),
-            created_at: state.created_at.to_rfc3339(),
-            finished_at: state.finished_at.map(Timestamp::to_rfc3339),
+            created_at: timestamp(state.created_at),
+            finished_at: state.finished_at.map(timestamp),
             idempotency_key: state.idempotency_key.clone(),
             payload,
             payload_base64,
@@ -321,7 +299,10 @@ impl ArchivedSaga {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::conformance::{next, started};
+    use crate::{
+        journal::conformance::{next, started},
+        saga::Timestamp,
+    };
 
     #[test]
     fn a_record_holds_the_whole_history_and_round_trips() {

@@ -1,15 +1,16 @@
 //! The JSON that `--output json` prints: a stable shape for scripts.
 //!
-//! Conventions, the same in every document:
-//! - enum values without their prefix: `"state": "COMPENSATED"`, `"outcome":
-//!   "TRANSIENT"`, `"action": "forward"`;
-//! - timestamps as RFC 3339 UTC strings with milliseconds, `null` when unset;
-//! - policy durations as strings in the form definitions use (`"250ms"`);
-//!   attempt durations as `duration_ms` numbers;
-//! - payloads and outputs as the JSON they hold, or as a string when they are
-//!   not JSON (UTF-8, lossy), `null` when empty.
+//! The conventions are those of every JSON document sagad writes
+//! (`sagad::json`): enum values without their prefix (`"state": "COMPENSATED"`,
+//! `"outcome": "TRANSIENT"`, `"action": "forward"`); timestamps as RFC 3339 UTC
+//! strings with milliseconds, `null` when unset; policy durations as strings in
+//! the form definitions use (`"250ms"`), attempt durations as `duration_ms`
+//! numbers. These documents are *views* (the API's current state of a saga, or
+//! its events as they come): payloads and outputs are the JSON they hold, or a
+//! string when they are not JSON (UTF-8, lossy), `null` when empty. Empty API
+//! strings are `null`.
 
-use sagad::proto::v1 as pb;
+use sagad::{json::bytes_or_text, proto::v1 as pb};
 use serde_json::{Value, json};
 
 use crate::cli::output::{
@@ -23,14 +24,6 @@ fn time(ts: Option<&prost_types::Timestamp>) -> Value {
 fn duration(d: Option<&prost_types::Duration>) -> Value {
     d.map(|d| Value::String(config_duration(d)))
         .unwrap_or(Value::Null)
-}
-
-/// Bytes as the JSON they hold, or a string, or null when empty.
-pub fn bytes(b: &[u8]) -> Value {
-    if b.is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_slice(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into()))
 }
 
 fn text(s: &str) -> Value {
@@ -75,7 +68,7 @@ fn step(s: &pb::Step) -> Value {
         "forward_attempts": s.forward_attempts,
         "compensate_attempts": s.compensate_attempts,
         "last_error": text(&s.last_error),
-        "output": bytes(&s.output),
+        "output": bytes_or_text(&s.output),
         "started_at": time(s.started_at.as_ref()),
         "finished_at": time(s.finished_at.as_ref()),
         "next_attempt_at": time(s.next_attempt_at.as_ref()),
@@ -93,7 +86,7 @@ pub fn saga(s: &pb::Saga) -> Value {
         "id": s.id,
         "definition": s.definition,
         "state": saga_state_name(s.state),
-        "payload": bytes(&s.payload),
+        "payload": bytes_or_text(&s.payload),
         "idempotency_key": text(&s.idempotency_key),
         "error": text(&s.error),
         "cancel_reason": text(&s.cancel_reason),
@@ -159,7 +152,7 @@ pub fn event(e: &pb::SagaEvent) -> Value {
                 "step": a.step,
                 "action": action_name(a.action),
                 "attempt": a.attempt,
-                "output": bytes(&a.output),
+                "output": bytes_or_text(&a.output),
             }),
         ),
         Some(E::AttemptFailed(a)) => (

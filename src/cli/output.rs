@@ -237,7 +237,7 @@ pub fn system_time(ts: &prost_types::Timestamp) -> Option<SystemTime> {
 /// `2025-01-31T12:00:00.123Z`, the form JSON output uses.
 pub fn rfc3339(ts: &prost_types::Timestamp) -> String {
     system_time(ts)
-        .map(|t| humantime::format_rfc3339_millis(t).to_string())
+        .map(sagad::json::rfc3339)
         .unwrap_or_default()
 }
 
@@ -298,7 +298,7 @@ pub fn offset(d: Duration) -> String {
 
 /// A configuration-style duration (`250ms`, `5s`), as definitions and flags write them.
 pub fn config_duration(d: &prost_types::Duration) -> String {
-    humantime::format_duration(std_duration(d)).to_string()
+    sagad::json::duration(std_duration(d))
 }
 
 /// Bytes as text for one line: one-line UTF-8 as written (so JSON keeps its

@@ -1,4 +1,4 @@
-//! The participant answer table of DESIGN.md, in one place.
+//! The participant answer table of docs/participant.md, in one place.
 //!
 //! | answer | outcome |
 //! | --- | --- |

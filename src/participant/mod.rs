@@ -3,8 +3,9 @@
 //!
 //! The engine only sees [`Participants::call`], which never fails: every answer,
 //! error status, timeout or refused connection is classified into a
-//! [`CallOutcome`] per the table in DESIGN.md (`classify.rs`). Tests inject faults
-//! by running real loopback participants, or by implementing this trait.
+//! [`CallOutcome`] per the answer table of docs/participant.md (`classify.rs`).
+//! Tests inject faults by running real loopback participants, or by
+//! implementing this trait.
 
 use std::time::Duration;
 

@@ -12,10 +12,11 @@
 //! Delivery is **at least once**, across restarts:
 //! - A notice is posted only after its `SagaFailed` is durable (the runner calls
 //!   [`Notifier::notify`] after the append), and is retried with capped
-//!   exponential backoff and jitter (from [`WEBHOOK_INITIAL_BACKOFF`] up to
-//!   [`WEBHOOK_MAX_BACKOFF`], [`WEBHOOK_MAX_ATTEMPTS`] POSTs) until the receiver
-//!   answers 2xx. Any other status, a refused connection or a timeout
-//!   ([`WEBHOOK_REQUEST_TIMEOUT`]) is retried.
+//!   exponential backoff and jitter (from [`WEBHOOK_INITIAL_BACKOFF`], times
+//!   [`WEBHOOK_BACKOFF_MULTIPLIER`] up to [`WEBHOOK_MAX_BACKOFF`], each delay
+//!   spread by ±[`WEBHOOK_BACKOFF_JITTER`]; [`WEBHOOK_MAX_ATTEMPTS`] POSTs) until
+//!   the receiver answers 2xx. Any other status, a refused connection or a
+//!   timeout ([`WEBHOOK_REQUEST_TIMEOUT`]) is retried.
 //! - An acknowledged notice is recorded in the ledger (`ledger.rs`). At every
 //!   start, after recovery, [`Notifier::redeliver`] lists the journal's FAILED
 //!   sagas and posts each one whose failure is not in the ledger: a notice not
@@ -26,11 +27,19 @@
 //!   `Idempotency-Key` header). A saga retried by an operator that fails again
 //!   is a new failure with a new `delivery_id`.
 //!
+//! Why the retries live in memory, unlike a step's (whose due time is journaled,
+//! `saga::retry`): nothing depends on when the next POST goes out, and what
+//! must survive a restart is already durable, the failure in the journal and
+//! the acknowledgement in the ledger. A restart posts every unacknowledged
+//! notice again, from a fresh backoff. So the delays are a plain
+//! `backoff::ExponentialBackoff` iterator ([`delivery_backoff`]).
+//!
 //! Costs and bounds: at most [`WEBHOOK_CONCURRENCY`] POSTs are in flight; the
 //! others wait, one small task per undelivered notice, so memory grows only with
 //! the number of FAILED sagas the receiver has not acknowledged. The start-up
-//! scan reads every saga's listing summary once (the journal has no index by
-//! state); it runs in the background and does not delay readiness.
+//! scan lists the FAILED sagas through the journal's index of them (it reads
+//! neither finished nor running sagas) and reads each one's history; it runs in
+//! the background and does not delay readiness.
 //!
 //! Only `http://` is supported: sagad carries no TLS client, and an `https://`
 //! URL is refused at start-up (`config.rs`); point it at a local relay to reach
@@ -42,6 +51,7 @@ use std::{
     time::Duration,
 };
 
+use backoff::{ExponentialBackoff, ExponentialBackoffBuilder, backoff::Backoff};
 use http::{Uri, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -67,8 +77,14 @@ pub use notice::{DeliveryKey, Notice, StepSummary};
 
 /// Delay before the second POST of a notice; it doubles up to the cap.
 pub const WEBHOOK_INITIAL_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest delay between two POSTs of one notice.
+/// Each delay between two POSTs of one notice is the previous one times this.
+pub const WEBHOOK_BACKOFF_MULTIPLIER: f64 = 2.0;
+/// Longest delay between two POSTs of one notice, before jitter.
 pub const WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Random spread of each delay: 0.2 draws it from ±20% of the nominal one (so
+/// a delay at the cap is 48–72 s), so receivers that come back are not hit by
+/// every notice at once.
+pub const WEBHOOK_BACKOFF_JITTER: f64 = 0.2;
 /// POSTs of one notice before this process gives up on it (it is posted again
 /// at the next start): about an hour at the cap.
 pub const WEBHOOK_MAX_ATTEMPTS: u32 = 64;
@@ -78,6 +94,21 @@ pub const WEBHOOK_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WEBHOOK_CONCURRENCY: usize = 4;
 /// Sagas listed per page by the start-up scan.
 const SCAN_PAGE: usize = 256;
+
+/// The delays between the POSTs of one notice, in order: from
+/// [`WEBHOOK_INITIAL_BACKOFF`], times [`WEBHOOK_BACKOFF_MULTIPLIER`], capped at
+/// [`WEBHOOK_MAX_BACKOFF`], each spread by ±[`WEBHOOK_BACKOFF_JITTER`]. It has no
+/// time limit of its own (`next_backoff` never answers `None`):
+/// [`WEBHOOK_MAX_ATTEMPTS`] bounds the POSTs.
+pub fn delivery_backoff() -> ExponentialBackoff {
+    ExponentialBackoffBuilder::new()
+        .with_initial_interval(WEBHOOK_INITIAL_BACKOFF)
+        .with_multiplier(WEBHOOK_BACKOFF_MULTIPLIER)
+        .with_max_interval(WEBHOOK_MAX_BACKOFF)
+        .with_randomization_factor(WEBHOOK_BACKOFF_JITTER)
+        .with_max_elapsed_time(None)
+        .build()
+}
 
 /// Posts FAILED-saga notices; cheap to clone.
 #[derive(Clone)]
@@ -243,14 +274,14 @@ impl Notifier {
     async fn deliver(self, mut notice: Notice) {
         let shutdown = self.inner.shutdown.clone();
         let key = notice.key;
-        let mut delay = WEBHOOK_INITIAL_BACKOFF;
+        let mut backoff = delivery_backoff();
         let delivered = loop {
             let posted = tokio::select! {
                 _ = shutdown.cancelled() => break false,
                 posted = self.post_one(&notice) => posted,
             };
             self.inner.metrics.webhook_attempt(posted.is_ok());
-            match posted {
+            let delay = match posted {
                 Ok(()) => break true,
                 Err(why) if notice.delivery_attempt >= WEBHOOK_MAX_ATTEMPTS => {
                     tracing::error!(saga = %key.saga, delivery_id = %key, attempts = notice.delivery_attempt, error = %why, "on-failed webhook gave up; the notice is posted again at the next start");
@@ -258,15 +289,17 @@ impl Notifier {
                     break false;
                 }
                 Err(why) => {
+                    // Without a time limit the backoff never runs out; the cap
+                    // is only a fallback that cannot be reached.
+                    let delay = backoff.next_backoff().unwrap_or(WEBHOOK_MAX_BACKOFF);
                     tracing::warn!(saga = %key.saga, delivery_id = %key, attempt = notice.delivery_attempt, error = %why, retry_in_ms = delay.as_millis() as u64, "on-failed webhook POST failed; retrying");
+                    delay
                 }
-            }
-            let jittered = delay.mul_f64(0.8 + 0.4 * fastrand::f64());
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break false,
-                _ = tokio::time::sleep(jittered) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(WEBHOOK_MAX_BACKOFF);
             notice.delivery_attempt += 1;
         };
         if delivered {
@@ -360,6 +393,32 @@ pub fn parse_url(text: &str) -> Result<Uri, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_delays_double_from_the_first_up_to_the_cap_with_jitter() {
+        let mut backoff = delivery_backoff();
+        let mut nominal = WEBHOOK_INITIAL_BACKOFF;
+        let mut total = Duration::ZERO;
+        // One delay after each POST but the last.
+        for attempt in 1..WEBHOOK_MAX_ATTEMPTS {
+            let delay = backoff.next_backoff().expect("no time limit");
+            let low = nominal.mul_f64(1.0 - WEBHOOK_BACKOFF_JITTER);
+            // The crate draws up to one nanosecond past the band.
+            let high = nominal.mul_f64(1.0 + WEBHOOK_BACKOFF_JITTER) + Duration::from_micros(1);
+            assert!(
+                (low..=high).contains(&delay),
+                "delay after POST {attempt}: {delay:?} outside {low:?}..={high:?}"
+            );
+            total += delay;
+            nominal = nominal
+                .mul_f64(WEBHOOK_BACKOFF_MULTIPLIER)
+                .min(WEBHOOK_MAX_BACKOFF);
+        }
+        assert_eq!(nominal, WEBHOOK_MAX_BACKOFF, "the cap is reached");
+        // "About an hour" of retries, as the README says.
+        let minutes = total.as_secs() / 60;
+        assert!((40..=75).contains(&minutes), "{minutes} min of retries");
+    }
 
     #[test]
     fn only_http_urls_with_a_host_are_accepted() {

@@ -9,7 +9,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::saga::{SagaId, SagaState, SagaStatus};
+use crate::{
+    json::timestamp,
+    saga::{SagaId, SagaState, SagaStatus},
+};
 
 /// Which failure a notice is about: the saga and the `seq` of its `SagaFailed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,7 +56,7 @@ pub struct Notice {
     pub last_error: Option<String>,
     /// Why the saga failed, as `GetSaga` shows it.
     pub reason: Option<String>,
-    /// When the failure was journaled (RFC 3339, UTC).
+    /// When the failure was journaled (RFC 3339, UTC: `crate::json`).
     pub failed_at: String,
     pub created_at: String,
     pub steps: Vec<StepSummary>,
@@ -88,8 +91,8 @@ impl Notice {
             failed_step: failed.map(|i| state.steps[i].name.clone()),
             last_error: failed.and_then(|i| state.progress[i].last_error.clone()),
             reason: state.error.clone(),
-            failed_at: state.finished_at.unwrap_or(state.updated_at).to_rfc3339(),
-            created_at: state.created_at.to_rfc3339(),
+            failed_at: timestamp(state.finished_at.unwrap_or(state.updated_at)),
+            created_at: timestamp(state.created_at),
             steps: state
                 .steps
                 .iter()

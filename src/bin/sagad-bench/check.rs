@@ -1,4 +1,4 @@
-//! Whether a saga ended as its workload requires (WORKLOAD.md: any other outcome
+//! Whether a saga ended as its workload requires (docs/workload.md: any other outcome
 //! is an error and is left out of the latency figures).
 //!
 //! - W1: `COMPLETED`, every step `SUCCEEDED` at its first attempt.

@@ -1,5 +1,5 @@
 //! The machine's physical limit, measured in the same run as the workloads
-//! (WORKLOAD.md "The physical limit"):
+//! (docs/workload.md, "The physical limit"):
 //!
 //! - a no-op unary gRPC call between two processes (this one and the
 //!   participants process: a `Forward` of step [`ECHO_STEP`], answered at once),

@@ -1,4 +1,4 @@
-//! The closed-loop load of one measurement (WORKLOAD.md "Load model").
+//! The closed-loop load of one measurement (docs/workload.md, "Load model").
 //!
 //! `C` lanes share a counter of sagas to start. Each lane takes the next number,
 //! calls StartSaga with `wait = true` and, once the answer (the saga in its

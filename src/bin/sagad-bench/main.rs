@@ -1,4 +1,4 @@
-//! `sagad-bench`: the load generator of `shared/WORKLOAD.md`.
+//! `sagad-bench`: the load generator of `docs/workload.md`.
 //!
 //! `sagad-bench run` starts a coordinator (`sagad serve` on a fresh data
 //! directory) and a participants process (this binary again, `participants`),
@@ -54,7 +54,7 @@ sagad::use_jemalloc!();
 #[command(
     name = "sagad-bench",
     version,
-    about = "Benchmark of sagad (shared/WORKLOAD.md)"
+    about = "Benchmark of sagad (docs/workload.md)"
 )]
 struct Args {
     #[command(subcommand)]

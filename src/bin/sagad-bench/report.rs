@@ -1,4 +1,4 @@
-//! The output lines, fields in the order of WORKLOAD.md "Output".
+//! The output lines, fields in the order of docs/workload.md, "Output".
 //!
 //! ```text
 //! LIMIT echo_conc=64 echo_calls_per_s=… rpc_bound=… echo_c1_p50_ms=… fdatasync_per_s=… fdatasync_p50_ms=… c1_floor_ms=…

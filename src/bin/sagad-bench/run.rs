@@ -56,7 +56,7 @@ const C1_SAGAS: usize = 2_000;
 const QUICK_C64_SAGAS: usize = 300;
 /// Sagas of a `--quick` c1 measurement.
 const QUICK_C1_SAGAS: usize = 100;
-/// Warm-up sagas before each measurement, at most (WORKLOAD.md: min(200, N)).
+/// Warm-up sagas before each measurement, at most (docs/workload.md: min(200, N)).
 const WARMUP_SAGAS: usize = 200;
 /// Concurrency of the c64 measurements and of the echo throughput probe.
 const HIGH_CONCURRENCY: usize = 64;
@@ -86,7 +86,7 @@ struct Measurement {
     sagas: usize,
 }
 
-/// The measurement set, in WORKLOAD.md's order.
+/// The measurement set, in the order of docs/workload.md.
 fn measurements(args: &RunArgs) -> [Measurement; 3] {
     let (c64, c1) = match (args.sagas_per_measurement, args.quick) {
         (Some(n), _) => (n, (n / 10).max(1)),
@@ -690,7 +690,7 @@ fn announced_addr(
 /// The bench definition, as a user would write it.
 pub(crate) fn definition_toml() -> String {
     let mut text = format!(
-        "# Written by sagad-bench: the saga of shared/WORKLOAD.md.\n\
+        "# Written by sagad-bench: the saga of docs/workload.md.\n\
          name = \"{DEFINITION}\"\n\
          description = \"Reserve inventory, charge payment, ship order (no-op participants)\"\n"
     );

@@ -3,7 +3,7 @@
 //! state, reads nothing back, recovers nothing, and answers every method but
 //! `RegisterParticipant` and `StartSaga` with `UNIMPLEMENTED`.
 //!
-//! What it does is what any coordinator must do for a saga of shared/WORKLOAD.md,
+//! What it does is what any coordinator must do for a saga of docs/workload.md,
 //! and nothing else, with the same parts sagad uses:
 //! - the same tonic server, tokio runtime and allocator as `sagad serve`;
 //! - `StartSaga` (inline steps; always waits): one durable record before the
