@@ -14,7 +14,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use super::{Direction, KeyRange, KeyWrite, KeyWriteRef, KvStore, StoreError, Visit};
+use super::{Direction, KeyRange, KeyWrite, KeyWriteRef, KvStore, Result, StoreError, Visit};
 
 /// Whether syncs fail right now; shared between a test and the stores it
 /// injects faults into.
@@ -45,7 +45,7 @@ impl DiskFault {
     }
 
     /// The error a sync of `what` meets, while failing.
-    pub fn check(&self, what: &str) -> Result<(), StoreError> {
+    pub fn check(&self, what: &str) -> Result<()> {
         if self.is_failing() {
             return Err(StoreError::io(
                 format!("{what} (injected)"),
@@ -76,31 +76,23 @@ impl<S: KvStore> FaultyStore<S> {
 }
 
 impl<S: KvStore> KvStore for FaultyStore<S> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.get(key)
     }
 
-    fn range(
-        &self,
-        range: KeyRange<'_>,
-        direction: Direction,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StoreError> {
-        self.inner.range(range, direction, visit)
+    fn range(&self, range: KeyRange<'_>, dir: Direction, visit: &mut Visit<'_>) -> Result<()> {
+        self.inner.range(range, dir, visit)
     }
 
-    fn write(&self, batch: Vec<KeyWrite>) -> Result<(), StoreError> {
+    fn write(&self, batch: Vec<KeyWrite>) -> Result<()> {
         self.inner.write(batch)
     }
 
-    fn write_ordered(
-        &self,
-        batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>,
-    ) -> Result<(), StoreError> {
+    fn write_ordered(&self, batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Result<()> {
         self.inner.write_ordered(batch)
     }
 
-    fn sync(&self) -> Result<(), StoreError> {
+    fn sync(&self) -> Result<()> {
         self.fault.check("sync of the store")?;
         self.inner.sync()
     }

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
-use super::{Direction, KeyRange, KeyWrite, KvStore, StoreError, Visit, walk};
+use super::{Direction, KeyRange, KeyWrite, KvStore, Result, Visit, walk};
 
 /// A `BTreeMap` behind a std mutex: no operation awaits while holding it.
 #[derive(Default)]
@@ -31,22 +31,17 @@ impl MemoryStore {
 }
 
 impl KvStore for MemoryStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.map().get(key).cloned())
     }
 
-    fn range(
-        &self,
-        range: KeyRange<'_>,
-        direction: Direction,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StoreError> {
+    fn range(&self, range: KeyRange<'_>, dir: Direction, visit: &mut Visit<'_>) -> Result<()> {
         let map = self.map();
         let entries = map.range::<[u8], _>(range.bounds()).map(Ok);
-        walk(entries, direction, visit)
+        walk(entries, dir, visit)
     }
 
-    fn write(&self, batch: Vec<KeyWrite>) -> Result<(), StoreError> {
+    fn write(&self, batch: Vec<KeyWrite>) -> Result<()> {
         let mut map = self.map();
         for (key, value) in batch {
             match value {
@@ -57,7 +52,7 @@ impl KvStore for MemoryStore {
         Ok(())
     }
 
-    fn sync(&self) -> Result<(), StoreError> {
+    fn sync(&self) -> Result<()> {
         if !self.sync_delay.is_zero() {
             std::thread::sleep(self.sync_delay);
         }

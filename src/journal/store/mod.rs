@@ -90,6 +90,9 @@ impl StoreError {
     }
 }
 
+/// Results of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
 /// One key write: `Some` puts the value, `None` removes the key.
 pub type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
 
@@ -229,33 +232,25 @@ where
 /// once.
 pub trait KvStore: Send + Sync + 'static {
     /// One key's value.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
-    /// Visits the entries in `range`, walking in `direction`, as long as
+    /// Visits the entries in `range`, walking in direction `dir`, as long as
     /// `visit` answers true.
-    fn range(
-        &self,
-        range: KeyRange<'_>,
-        direction: Direction,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StoreError>;
+    fn range(&self, range: KeyRange<'_>, dir: Direction, visit: &mut Visit<'_>) -> Result<()>;
 
     /// Applies a batch atomically; not yet durable.
-    fn write(&self, batch: Vec<KeyWrite>) -> Result<(), StoreError>;
+    fn write(&self, batch: Vec<KeyWrite>) -> Result<()>;
 
     /// Applies a batch's writes in order, not atomically (see the module docs:
     /// after a crash the store **must** hold a prefix of the writes). The
     /// writes are lent, not given: a checkpoint writes from the layer readers
     /// still see, and the store copies what it keeps anyway.
-    fn write_ordered(
-        &self,
-        batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>,
-    ) -> Result<(), StoreError> {
+    fn write_ordered(&self, batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Result<()> {
         self.write(batch.map(own).collect())
     }
 
     /// Makes every write so far durable.
-    fn sync(&self) -> Result<(), StoreError>;
+    fn sync(&self) -> Result<()>;
 
     /// Keeps the store from rewriting what was written before (a
     /// checkpoint's bundling, `wal/overlay.rs`) until the guard drops. A writer
@@ -266,7 +261,7 @@ pub trait KvStore: Send + Sync + 'static {
     }
 
     /// Entries whose keys start with `prefix`, in ascending key order.
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<Entry>> {
         let mut entries = Vec::new();
         self.scan_from(prefix, prefix, &mut |k, v| {
             entries.push((k.to_vec(), v.to_vec()));
@@ -277,12 +272,7 @@ pub trait KvStore: Send + Sync + 'static {
 
     /// Entries whose keys start with `prefix` and sort at or after `from`, in
     /// ascending key order, as long as `visit` says so.
-    fn scan_from(
-        &self,
-        prefix: &[u8],
-        from: &[u8],
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StoreError> {
+    fn scan_from(&self, prefix: &[u8], from: &[u8], visit: &mut Visit<'_>) -> Result<()> {
         let end = prefix_end(prefix);
         match KeyRange::new(Bound::Included(from.max(prefix)), upper(&end)) {
             Some(range) => self.range(range, Direction::Ascending, visit),
@@ -292,12 +282,7 @@ pub trait KvStore: Send + Sync + 'static {
 
     /// Entries whose keys start with `prefix` and sort before `before` (if
     /// given), in descending key order, as long as `visit` says so.
-    fn scan_rev(
-        &self,
-        prefix: &[u8],
-        before: Option<&[u8]>,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StoreError> {
+    fn scan_rev(&self, prefix: &[u8], before: Option<&[u8]>, visit: &mut Visit<'_>) -> Result<()> {
         let end = prefix_end(prefix);
         let hi = match (before, upper(&end)) {
             (Some(before), Bound::Excluded(end)) => Bound::Excluded(before.min(end)),

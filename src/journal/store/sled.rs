@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Direction, KeyRange, KeyWrite, KeyWriteRef, KvStore, StoreError, Visit, walk};
+use super::{Direction, KeyRange, KeyWrite, KeyWriteRef, KvStore, Result, StoreError, Visit, walk};
 
 /// Bytes of sled's page cache; the rest of the journal lives on disk.
 const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -54,7 +54,7 @@ fn open_error(dir: &Path, why: impl std::fmt::Display) -> StoreError {
 
 impl SledStore {
     /// Locks `dir` and opens sled in `dir/journal`.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("journal");
@@ -99,7 +99,7 @@ impl SledStore {
     }
 
     /// fsyncs blob files that appeared since the last sync, and their directory.
-    fn sync_new_blobs(&self) -> Result<(), StoreError> {
+    fn sync_new_blobs(&self) -> Result<()> {
         let Ok(entries) = fs::read_dir(&self.blob_dir) else {
             return Ok(()); // no blob directory yet: no blobs
         };
@@ -124,7 +124,7 @@ impl SledStore {
 }
 
 /// Takes the exclusive lock on `dir/LOCK`, recording our pid in it.
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
     let mut file = OpenOptions::new()
         .read(true)
@@ -172,23 +172,18 @@ fn sled_error(e: sled::Error) -> StoreError {
 }
 
 impl KvStore for SledStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db
             .get(key)
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(sled_error)
     }
 
-    fn range(
-        &self,
-        range: KeyRange<'_>,
-        direction: Direction,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StoreError> {
-        walk(self.db.range::<&[u8], _>(range.bounds()), direction, visit).map_err(sled_error)
+    fn range(&self, range: KeyRange<'_>, dir: Direction, visit: &mut Visit<'_>) -> Result<()> {
+        walk(self.db.range::<&[u8], _>(range.bounds()), dir, visit).map_err(sled_error)
     }
 
-    fn write(&self, batch: Vec<KeyWrite>) -> Result<(), StoreError> {
+    fn write(&self, batch: Vec<KeyWrite>) -> Result<()> {
         let mut sled_batch = sled::Batch::default();
         for (key, value) in batch {
             match value {
@@ -203,10 +198,7 @@ impl KvStore for SledStore {
     /// every batch (sled 0.34 `pin_log`), which put a buffer write on sled's IO
     /// threads for every journal batch. sled's log keeps the order of writes and
     /// recovers a prefix of them, which is all `write_ordered` promises.
-    fn write_ordered(
-        &self,
-        batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>,
-    ) -> Result<(), StoreError> {
+    fn write_ordered(&self, batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Result<()> {
         for (key, value) in batch {
             match value {
                 Some(v) => self.db.insert(key, v).map(drop),
@@ -218,7 +210,7 @@ impl KvStore for SledStore {
         Ok(())
     }
 
-    fn sync(&self) -> Result<(), StoreError> {
+    fn sync(&self) -> Result<()> {
         self.db.flush().map_err(sled_error)?;
         release_retired_buffers();
         self.sync_new_blobs()?;

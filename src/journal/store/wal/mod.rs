@@ -55,7 +55,7 @@ use self::{
     segment::{HEADER_BYTES, Segment, encode_record, io, new_segment, segment_path},
     spare::Spares,
 };
-use super::{Direction, DiskFault, KeyRange, KeyWrite, KvStore, StoreError, Visit, lend};
+use super::{Direction, DiskFault, KeyRange, KeyWrite, KvStore, Result, StoreError, Visit, lend};
 
 mod checkpoint;
 pub mod overlay;
@@ -163,12 +163,12 @@ struct Log {
 impl<S: KvStore> WalStore<S> {
     /// Opens the log in `dir` in front of `inner`: verifies it, replays what
     /// `inner` lacks, checkpoints, and readies the tail for appends.
-    pub fn open(dir: &Path, inner: S) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, inner: S) -> Result<Self> {
         Self::open_with(dir, inner, WalOptions::default())
     }
 
     /// `open`, with other [`WalOptions`].
-    pub fn open_with(dir: &Path, inner: S, options: WalOptions) -> Result<Self, StoreError> {
+    pub fn open_with(dir: &Path, inner: S, options: WalOptions) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
         let found = scan(dir)?;
         let applied = applied_batch(&inner)?;
@@ -293,19 +293,14 @@ impl<S: KvStore> Drop for WalStore<S> {
 }
 
 impl<S: KvStore> KvStore for WalStore<S> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.shared.overlay.get(&self.shared.inner, key)
     }
 
-    fn range(
-        &self,
-        range: KeyRange<'_>,
-        direction: Direction,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), StoreError> {
+    fn range(&self, range: KeyRange<'_>, dir: Direction, visit: &mut Visit<'_>) -> Result<()> {
         self.shared
             .overlay
-            .range(&self.shared.inner, range, direction, visit)
+            .range(&self.shared.inner, range, dir, visit)
     }
 
     fn hold_rewrites(&self) -> Option<MutexGuard<'_, ()>> {
@@ -313,7 +308,7 @@ impl<S: KvStore> KvStore for WalStore<S> {
     }
 
     /// Appends the batch to the log (not yet synced) and puts it in the overlay.
-    fn write(&self, mut batch: Vec<KeyWrite>) -> Result<(), StoreError> {
+    fn write(&self, mut batch: Vec<KeyWrite>) -> Result<()> {
         let mut log = self.lock();
         let number = log.next_batch;
         batch.push((
@@ -383,7 +378,7 @@ impl<S: KvStore> KvStore for WalStore<S> {
     }
 
     /// fdatasync of the log (checkpoints of the store run on their own thread).
-    fn sync(&self) -> Result<(), StoreError> {
+    fn sync(&self) -> Result<()> {
         let log = self.lock();
         if let Some(fault) = &self.shared.options.log_fault {
             fault.check("fdatasync of the log")?;
@@ -418,7 +413,7 @@ mod tests {
 
     /// Opens with sparse segments only: a test that reads segment files must
     /// not have a spare's arrival move its batches to a new segment.
-    fn open(dir: &Path, store: MemoryStore) -> Result<WalStore<MemoryStore>, StoreError> {
+    fn open(dir: &Path, store: MemoryStore) -> Result<WalStore<MemoryStore>> {
         let options = WalOptions {
             zero_filled_segments: false,
             ..WalOptions::default()
