@@ -1,5 +1,6 @@
 //! Checkpoints: the store behind the log gets what the log gathered, is made
-//! durable, and the segments it then covers are deleted.
+//! durable, and the segments it then covers are deleted. And their mirror at
+//! open, [`replay`]: the store gets every batch of the log it lacks.
 //!
 //! They run on a thread of their own ([`Shared::run_checkpoints`]), every
 //! [`WalOptions::checkpoint_interval`](super::WalOptions) or when the writer
@@ -13,13 +14,51 @@
 //! has the older marker, so the next open replays every batch after it, in
 //! order, and each key ends with its newest value.
 
-use std::{fs, sync::atomic::Ordering, thread};
+use std::{fs, path::Path, sync::atomic::Ordering, thread};
 
-use super::{APPLIED_BATCH_KEY, Shared, priority, segment::io};
-use crate::journal::store::{KvStore, StoreError};
+use super::{APPLIED_BATCH_KEY, Scan, Shared, priority, segment::io};
+use crate::journal::store::{KvStore, Result, StoreError, lend};
+
+/// Puts back into `inner` every batch of the log (`found`) it does not hold
+/// yet, in order, and makes it durable; returns the number of the last batch
+/// the store now holds. A store that lost batches the log no longer holds is
+/// refused: nothing can restore them.
+pub(super) fn replay<S: KvStore>(dir: &Path, inner: &S, found: &Scan) -> Result<u64> {
+    let applied = applied_batch(inner)?;
+    if !found.segments.is_empty() && found.first_batch > applied + 1 {
+        return Err(StoreError::Corrupt {
+            at: format!("the store beside {}", dir.display()),
+            why: format!(
+                "it holds batches up to {applied} but the log starts at batch {}: batches {}..={} are lost (the store's files were damaged or replaced)",
+                found.first_batch,
+                applied + 1,
+                found.first_batch - 1
+            ),
+        });
+    }
+    if let Some((path, at)) = &found.torn {
+        tracing::warn!(segment = %path.display(), at, "cutting off a torn, unacknowledged write at the end of the log");
+    }
+    let mut replayed = 0;
+    for (_, record) in &found.records {
+        if record.batch > applied {
+            inner.write_ordered(&mut lend(&record.writes))?;
+            replayed += 1;
+        }
+    }
+    let last_batch = found
+        .records
+        .last()
+        .map_or(applied, |(_, r)| r.batch.max(applied));
+    if replayed > 0 {
+        tracing::info!(replayed, "replayed log batches into the store");
+    }
+    inner.sync()?;
+    Ok(last_batch)
+}
 
 /// The number of the last batch `inner` holds (0: none).
-pub(super) fn applied_batch<S: KvStore>(inner: &S) -> Result<u64, StoreError> {
+pub(super) fn applied_batch<S: KvStore>(inner: &S) -> Result<u64> {
     match inner.get(APPLIED_BATCH_KEY)? {
         Some(bytes) => Ok(u64::from_be_bytes(bytes.as_slice().try_into().map_err(
             |_| StoreError::Corrupt {
@@ -52,7 +91,7 @@ impl<S: KvStore> Shared<S> {
 
     /// Applies what the overlay gathered to the store and makes it durable,
     /// then deletes the segments that only hold batches up to there.
-    pub(super) fn checkpoint(&self) -> Result<(), StoreError> {
+    pub(super) fn checkpoint(&self) -> Result<()> {
         let Some(frozen) = self.overlay.freeze(self.options.compact) else {
             return Ok(());
         };

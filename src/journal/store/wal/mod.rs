@@ -50,12 +50,11 @@ use std::{
 };
 
 use self::{
-    checkpoint::applied_batch,
     overlay::{Compact, Overlay, PutOnlyOverAbsent},
     segment::{HEADER_BYTES, Segment, encode_record, io, new_segment, segment_path},
     spare::Spares,
 };
-use super::{Direction, DiskFault, KeyRange, KeyWrite, KvStore, Result, StoreError, Visit, lend};
+use super::{Direction, DiskFault, KeyRange, KeyWrite, KvStore, Result, StoreError, Visit};
 
 mod checkpoint;
 pub mod overlay;
@@ -171,43 +170,13 @@ impl<S: KvStore> WalStore<S> {
     pub fn open_with(dir: &Path, inner: S, options: WalOptions) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
         let found = scan(dir)?;
-        let applied = applied_batch(&inner)?;
-        if !found.segments.is_empty() && found.first_batch > applied + 1 {
-            return Err(StoreError::Corrupt {
-                at: format!("the store beside {}", dir.display()),
-                why: format!(
-                    "it holds batches up to {applied} but the log starts at batch {}: batches {}..={} are lost (the store's files were damaged or replaced)",
-                    found.first_batch,
-                    applied + 1,
-                    found.first_batch - 1
-                ),
-            });
-        }
-        if let Some((path, at)) = &found.torn {
-            tracing::warn!(segment = %path.display(), at, "cutting off a torn, unacknowledged write at the end of the log");
-        }
-        let mut replayed = 0;
-        for (_, record) in &found.records {
-            if record.batch > applied {
-                inner.write_ordered(&mut lend(&record.writes))?;
-                replayed += 1;
-            }
-        }
-        let last_batch = found
-            .records
-            .last()
-            .map_or(applied, |(_, r)| r.batch.max(applied));
-        if replayed > 0 {
-            tracing::info!(replayed, "replayed log batches into the store");
-        }
-        inner.sync()?;
-        let spares = if options.zero_filled_segments {
-            Some(
+        let last_batch = checkpoint::replay(dir, &inner, &found)?;
+        let spares = match options.zero_filled_segments {
+            true => Some(
                 Spares::start(dir, WAL_SEGMENT_BYTES)
                     .map_err(|e| io(format!("preparing spare segments in {}", dir.display()), e))?,
-            )
-        } else {
-            None
+            ),
+            false => None,
         };
         // Everything is in the durable store now: start a fresh segment and drop
         // the old ones (their batches are checkpointed).
@@ -400,7 +369,7 @@ impl<S: KvStore> KvStore for WalStore<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{checkpoint::applied_batch, *};
     use crate::journal::store::{FaultyStore, MemoryStore};
 
     fn put(key: &str, value: &str) -> KeyWrite {
