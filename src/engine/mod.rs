@@ -33,8 +33,8 @@ use crate::{
     metrics::Metrics,
     participant::Participants,
     saga::{
-        Definition, Event, EventKind, FoldError, Participant, SagaId, SagaState, SagaStatus,
-        StepDef, StepDefaults, Timestamp, definition,
+        Definition, Event, EventKind, Participant, SagaId, SagaState, SagaStatus, StepDef,
+        StepDefaults, Timestamp, definition,
     },
     trace::TraceContext,
     webhook::Notifier,
@@ -182,15 +182,6 @@ struct Inner {
     metrics: Metrics,
     /// Told about every saga that becomes FAILED (the on-failed webhook), if set.
     on_failed: OnceLock<Notifier>,
-}
-
-impl From<FoldError> for Error {
-    fn from(e: FoldError) -> Self {
-        Error::Journal(JournalError::Corrupt {
-            key: "saga history".into(),
-            why: e.to_string(),
-        })
-    }
 }
 
 impl Engine {
