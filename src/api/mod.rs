@@ -23,7 +23,7 @@ use crate::{
     engine::{Engine, FeedQuery, SagaSource, StartRequest},
     journal::ListQuery,
     proto::v1::{self as pb, coordinator_server::Coordinator},
-    saga::{EventKind, Participant, SagaId},
+    saga::{EventKind, Participant, SagaId, Timestamp},
     trace::{self, TraceContext},
 };
 
@@ -120,6 +120,7 @@ impl Coordinator for CoordinatorApi {
             &r.compensate_endpoint,
             retry,
             timeout,
+            Timestamp::now(),
         )
         .map_err(crate::Error::from)?;
         let participant = self.engine.register_participant(participant).await?;

@@ -408,6 +408,7 @@ pub async fn participants_are_replaced_by_name(journal: Arc<dyn Journal>) {
             "http://127.0.0.1:7/shop.Payments/Refund",
             RetryOverrides::default(),
             None,
+            Timestamp::now(),
         )
         .unwrap()
     };

@@ -241,13 +241,15 @@ pub struct Participant {
 }
 
 impl Participant {
-    /// Builds and checks a participant.
+    /// Builds and checks a participant registered at `registered_at`: the
+    /// caller reads the clock (the domain reads none).
     pub fn new(
         name: &str,
         forward: &str,
         compensate: &str,
         retry: RetryOverrides,
         timeout: Option<Duration>,
+        registered_at: Timestamp,
     ) -> Result<Self, DefinitionError> {
         validate_name("participant name", name)?;
         let forward = Endpoint::parse("forward_endpoint", forward)?;
@@ -260,7 +262,7 @@ impl Participant {
             compensate,
             retry,
             timeout,
-            registered_at: Timestamp::now(),
+            registered_at,
         })
     }
 }
@@ -600,6 +602,7 @@ mod tests {
                 ..Default::default()
             },
             Some(Duration::from_secs(2)),
+            Timestamp(1_000),
         )
         .unwrap()
     }
