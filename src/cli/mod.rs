@@ -1,7 +1,8 @@
 //! Modules of the `sagad` binary (not the library): one per group of verbs,
 //! plus what they share.
 //!
-//! - `serve`: the coordinator itself, configured through `sagad::config`.
+//! - `serve`: the coordinator itself, configured through `sagad::config`;
+//!   `definitions` reads the saga definitions it starts with from `--sagas`.
 //! - `saga`, `catalog`, `tail`: the client verbs, over gRPC to a running server.
 //! - `connect`, `error`: reaching the server; failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
@@ -37,6 +38,7 @@ macro_rules! out {
 
 pub mod catalog;
 pub mod connect;
+pub mod definitions;
 pub mod demo;
 pub mod error;
 pub mod export;

@@ -10,11 +10,10 @@ use http::Uri;
 
 use sagad::{
     config::{self, Config, LogFormat, Retention, Settings},
-    saga::definition,
     server,
 };
 
-use crate::cli::logging;
+use crate::cli::{definitions, logging};
 
 /// `sagad serve`. Every flag can also be set in the `--config` file and by an
 /// environment variable; see the README's configuration table.
@@ -104,7 +103,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let definitions = match config.sagas_dir() {
-        Some(dir) => definition::load_dir(&dir)?,
+        Some(dir) => definitions::load_dir(&dir)?,
         None => {
             tracing::warn!(
                 "no --sagas directory and no ./sagas: starting without saga definitions (inline steps still work)"
