@@ -2,6 +2,8 @@
 //!
 //! Dependencies point one way: `api → engine → {journal, participant} → saga`.
 //! - [`saga`]: the pure domain (events, fold, decisions).
+//! - [`clock`]: the wall-clock reads the domain leaves to the edge
+//!   (`Timestamp::now`, `SagaId::generate`).
 //! - [`journal`]: the durable, group-committed event log.
 //! - [`participant`]: calling participant endpoints and classifying their answers.
 //! - [`engine`]: runs sagas, retries, recovery, shutdown.
@@ -15,6 +17,7 @@
 pub mod allocator;
 pub mod api;
 pub mod archive;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -3,6 +3,12 @@
 //! Nothing in here does I/O, reads a clock on its own or names tokio, sled or
 //! tonic: every function takes the time and any randomness it needs as arguments,
 //! so the state machine can be tested with plain tables and replayed anywhere.
+//!
+//! The reads it leaves out happen at the edge: `Timestamp::now` and
+//! `SagaId::generate` are defined in `crate::clock` (whose test checks this
+//! folder's source for clock, file and runtime calls), and definition files are
+//! found and read by `sagad serve`, which hands their text to
+//! [`definition::parse_definition`].
 
 pub mod decide;
 pub mod definition;
