@@ -10,7 +10,8 @@
 //! - [`api`]: the gRPC `Coordinator` service.
 //! - [`metrics`]: the Prometheus metrics and their HTTP endpoint.
 //! - [`webhook`]: the at-least-once POST for every saga that becomes FAILED.
-//! - [`trace`]: W3C trace context: the `traceparent` a saga runs under and passes on.
+//! - [`trace`]: W3C trace context at the edge: its gRPC headers, call span ids,
+//!   exported spans (the value a saga journals is `saga::TraceContext`).
 //! - [`archive`]: retention: old final sagas move to archive files; export.
 //! - [`allocator`]: jemalloc, tuned, for the binaries (`use_jemalloc!`).
 

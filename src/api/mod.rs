@@ -23,8 +23,8 @@ use crate::{
     engine::{Engine, FeedQuery, SagaSource, StartRequest},
     journal::ListQuery,
     proto::v1::{self as pb, coordinator_server::Coordinator},
-    saga::{EventKind, Participant, SagaId, Timestamp},
-    trace::{self, TraceContext},
+    saga::{EventKind, Participant, SagaId, Timestamp, TraceContext},
+    trace,
 };
 
 pub mod convert;

@@ -34,9 +34,8 @@ use crate::{
     participant::Participants,
     saga::{
         Definition, Event, EventKind, Participant, SagaId, SagaState, SagaStatus, StepDef,
-        StepDefaults, Timestamp, definition,
+        StepDefaults, Timestamp, TraceContext, definition,
     },
-    trace::TraceContext,
     webhook::Notifier,
 };
 

@@ -40,9 +40,9 @@ use crate::{
     participant::CallRequest,
     saga::{
         Action, CallOutcome, Decision, Event, EventKind, SagaState, SagaStatus, Timestamp,
-        attempt_finished, decide, idempotency_key,
+        TraceContext, attempt_finished, decide, idempotency_key,
     },
-    trace::{self, TraceContext},
+    trace,
 };
 
 /// Events a slow watcher may fall behind by before it re-reads the journal.

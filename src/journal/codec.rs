@@ -56,10 +56,7 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{JournalError, SagaSummary, kv::KeyWrite};
-use crate::{
-    saga::{Event, EventKind, Participant, SagaId, StepSpec, Timestamp},
-    trace::TraceContext,
-};
+use crate::saga::{Event, EventKind, Participant, SagaId, StepSpec, Timestamp, TraceContext};
 
 mod v1;
 
