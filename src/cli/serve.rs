@@ -114,7 +114,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let names: Vec<_> = definitions.iter().map(|d| d.name.clone()).collect();
     let server_config = config.server_config();
     let server = server::start(server_config, definitions).await?;
-    let stop = crate::cli::stop_signal().await;
+    let stop = crate::cli::signal::stop_signal().await;
     // One line on stdout that scripts and tests read to find the port.
     outln!("sagad listening on {}", server.local_addr());
     if let Some(addr) = server.metrics_addr() {

@@ -45,7 +45,6 @@ mod parking;
 pub mod recovery;
 mod registry;
 mod runner;
-pub mod shutdown;
 mod watch;
 
 pub use feed::{FeedItem, FeedQuery};
