@@ -6,7 +6,8 @@
 //! due time in the engine's timer. The engine keeps the owner of every saga
 //! (`owners.rs`) so commands (cancel, retry, wait, watch) reach the runner,
 //! waking a parked saga first; reads (get, list) go to the journal, which holds
-//! exactly what is durable.
+//! exactly what is durable. A start (`start.rs`) claims a fresh saga and hands
+//! it to a new runner, whose first append is `SagaStarted`.
 //!
 //! Invariants:
 //! - At most one runner per saga: a saga is claimed for its runner before the
@@ -30,12 +31,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     Error, Result,
-    journal::{Journal, JournalError, ListQuery},
+    journal::{Journal, ListQuery},
     metrics::Metrics,
     participant::Participants,
     saga::{
-        Definition, Event, EventKind, Participant, SagaId, SagaState, SagaStatus, StepDef,
-        StepDefaults, Timestamp, TraceContext, definition,
+        Definition, Event, EventKind, Participant, SagaId, SagaState, SagaStatus, StepDefaults,
+        Timestamp,
     },
     webhook::Notifier,
 };
@@ -46,10 +47,12 @@ mod owners;
 mod parking;
 pub mod recovery;
 mod runner;
+mod start;
 mod watch;
 
 pub use feed::{FeedItem, FeedQuery};
 pub use parking::PARK_AFTER;
+pub use start::{SagaSource, StartRequest, Started};
 pub use watch::WatchItem;
 
 /// The definition name recorded for sagas started with inline steps.
@@ -90,37 +93,6 @@ impl Default for EngineConfig {
             record_metrics: true,
         }
     }
-}
-
-/// Where a saga's steps come from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SagaSource {
-    /// A definition loaded at start.
-    Definition(String),
-    /// Steps given in the request.
-    Inline(Vec<StepDef>),
-}
-
-/// A request to start a saga.
-#[derive(Clone, Debug)]
-pub struct StartRequest {
-    pub source: SagaSource,
-    pub payload: Vec<u8>,
-    pub idempotency_key: Option<String>,
-    /// Return only once the saga is terminal.
-    pub wait: bool,
-    /// The caller's W3C trace context, journaled with the saga and passed on to
-    /// every participant call. Not part of the request's identity: a repeat
-    /// with the same idempotency key but another trace finds the same saga.
-    pub trace: Option<TraceContext>,
-}
-
-/// The answer to a start.
-#[derive(Clone, Debug)]
-pub struct Started {
-    pub saga: SagaState,
-    /// False when the idempotency key named an existing saga.
-    pub created: bool,
 }
 
 /// The owners' end of a runner's command channel.
@@ -361,140 +333,6 @@ impl Engine {
     /// The definitions loaded at start, by name.
     pub fn definitions(&self) -> Vec<Definition> {
         self.inner.definitions.values().cloned().collect()
-    }
-
-    /// Starts a saga (or finds the one its idempotency key names).
-    pub async fn start_saga(&self, request: StartRequest) -> Result<Started> {
-        self.check_writable()?;
-        let max = self.inner.config.max_payload_bytes;
-        if request.payload.len() > max {
-            return Err(Error::InvalidArgument(format!(
-                "payload is {} bytes; the limit is {max} bytes (--max-payload-bytes)",
-                request.payload.len()
-            )));
-        }
-        if let Some(key) = &request.idempotency_key
-            && key.len() > IDEMPOTENCY_KEY_MAX_LEN
-        {
-            return Err(Error::InvalidArgument(format!(
-                "idempotency_key is {} bytes; at most {IDEMPOTENCY_KEY_MAX_LEN} are allowed",
-                key.len()
-            )));
-        }
-        // The steps are borrowed: only a saga's own copy of them is made below.
-        let (name, steps, inline_steps) = match &request.source {
-            SagaSource::Definition(name) => {
-                let definition = self.inner.definitions.get(name).ok_or_else(|| {
-                    let known: Vec<_> = self.inner.definitions.keys().map(String::as_str).collect();
-                    Error::NotFound(format!(
-                        "definition '{name}' not found; known definitions: {}",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ))
-                })?;
-                (name.clone(), definition.steps.as_slice(), None)
-            }
-            SagaSource::Inline(steps) => (
-                INLINE_DEFINITION.to_string(),
-                steps.as_slice(),
-                Some(steps.clone()),
-            ),
-        };
-        let specs = {
-            let participants = self
-                .inner
-                .participants
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            definition::resolve(steps, &participants, &self.inner.config.defaults)?
-        };
-        loop {
-            if let Some(key) = &request.idempotency_key
-                && let Some(existing) = self.inner.journal.saga_for_key(key).await?
-            {
-                let saga = match self.get(existing).await {
-                    Ok(saga) => saga,
-                    // Archived by retention since the key was read: the key is free.
-                    Err(Error::NotFound(_)) => continue,
-                    Err(e) => return Err(e),
-                };
-                if saga.definition != name
-                    || saga.inline_steps != inline_steps
-                    || saga.payload != request.payload
-                {
-                    return Err(Error::AlreadyExists(format!(
-                        "idempotency_key '{key}' already started saga {existing} with a different request (definition, steps or payload differ); use a new key for a new saga"
-                    )));
-                }
-                let saga = if request.wait {
-                    self.wait(existing).await?
-                } else {
-                    saga
-                };
-                return Ok(Started {
-                    saga,
-                    created: false,
-                });
-            }
-            let started = Event {
-                saga: SagaId::generate(),
-                seq: 1,
-                offset: 0,
-                at: Timestamp::now(),
-                kind: EventKind::SagaStarted {
-                    definition: name.clone(),
-                    inline_steps: inline_steps.clone(),
-                    steps: specs.clone(),
-                    payload: request.payload.clone(),
-                    idempotency_key: request.idempotency_key.clone(),
-                    trace: request.trace.clone(),
-                },
-            };
-            let state = SagaState::start(&started)?;
-            let id = state.id;
-            let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
-            let claimed = self.lock_owners().claim(id, command_tx);
-            debug_assert!(claimed, "a fresh id is owned by no one");
-            let (wait_tx, wait_rx) = oneshot::channel();
-            // `Some(state)` once journaled, or `None` when the waiter answers.
-            let journaled = if request.wait {
-                let (ack_tx, ack_rx) = oneshot::channel();
-                let ack = Some(runner::Ack::Durable(ack_tx));
-                self.spawn_runner(state, vec![started], command_rx, ack, vec![wait_tx]);
-                ack_rx.await.map(|acked| acked.map(|()| None))
-            } else {
-                let (ack_tx, ack_rx) = oneshot::channel();
-                let ack = Some(runner::Ack::State(ack_tx));
-                self.spawn_runner(state, vec![started], command_rx, ack, vec![]);
-                ack_rx.await.map(|acked| acked.map(Some))
-            };
-            match journaled {
-                Ok(Ok(journaled)) => {
-                    let saga = match journaled {
-                        Some(saga) => saga,
-                        None => match wait_rx.await {
-                            Ok(saga) => saga,
-                            Err(_) => self.wait(id).await?,
-                        },
-                    };
-                    return Ok(Started {
-                        saga,
-                        created: true,
-                    });
-                }
-                // Another start with this key won the race: answer with its saga.
-                Ok(Err(Error::Journal(JournalError::IdempotencyConflict { .. }))) => continue,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(Error::Unavailable(
-                        "the coordinator is shutting down".into(),
-                    ));
-                }
-            }
-        }
     }
 
     /// A saga as the journal holds it.
