@@ -1,7 +1,10 @@
 //! The crate's error: what the engine answers its callers, classified so the API
 //! layer can map it to one gRPC status (the mapping lives in `api/`, only there).
 
-use crate::{journal::JournalError, saga::DefinitionError};
+use crate::{
+    journal::JournalError,
+    saga::{DefinitionError, FoldError},
+};
 
 /// An error from the engine.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,17 @@ impl Error {
             ),
             _ => false,
         }
+    }
+}
+
+/// A saga's events that do not fold are a damaged journal: the events were
+/// valid when they were written, so the store, not the request, is at fault.
+impl From<FoldError> for Error {
+    fn from(e: FoldError) -> Self {
+        Error::Journal(JournalError::Corrupt {
+            key: "saga history".into(),
+            why: e.to_string(),
+        })
     }
 }
 

@@ -31,7 +31,11 @@ use std::{
 use http::Uri;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
+use tonic::{
+    server::NamedService,
+    transport::server::{Router, TcpIncoming},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     Error, Result,
@@ -97,62 +101,115 @@ pub async fn start_with_journal(
     journal: Arc<dyn Journal>,
     definitions: Vec<Definition>,
 ) -> Result<Server> {
-    let participants = Arc::new(GrpcParticipants::new(config.engine.max_payload_bytes));
     let archiver = config
         .retention
         .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
+    let engine = start_engine(&config, journal, definitions).await?;
+    let (listener, addr) = bind(config.listen).await?;
+    let shutdown = CancellationToken::new();
+    let (metrics_listener, metrics_addr) = bind_metrics(config.metrics_listen).await?;
+    let notifier = open_notifier(&config, &engine, &shutdown).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let (health, router) = grpc_services(&config, &engine, &ready).await?;
+    // Nagle must be turned off on the incoming stream itself: the server builder's
+    // tcp_nodelay is ignored by serve_with_incoming (STACK.md).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serving = Serving {
+        engine: engine.clone(),
+        shutdown: shutdown.clone(),
+        health,
+        ready,
+        ready_tx,
+        notifier,
+    };
+    let task = tokio::spawn(serving.run(router, incoming, metrics_listener, archiver));
+    Ok(Server {
+        addr,
+        metrics_addr,
+        engine,
+        shutdown,
+        ready_rx,
+        task,
+    })
+}
+
+/// The engine over `journal`, calling participants over gRPC, recording
+/// metrics only when they are served.
+async fn start_engine(
+    config: &ServerConfig,
+    journal: Arc<dyn Journal>,
+    definitions: Vec<Definition>,
+) -> Result<Engine> {
+    let caller = Arc::new(GrpcParticipants::new(config.engine.max_payload_bytes));
     let engine_config = EngineConfig {
         record_metrics: config.metrics_listen.is_some(),
         ..config.engine.clone()
     };
-    let engine = Engine::new(journal, participants, definitions, engine_config).await?;
-    let listener = TcpListener::bind(config.listen)
+    Engine::new(journal, caller, definitions, engine_config).await
+}
+
+/// Binds the gRPC listener; port 0 picks a free port, so the bound address is
+/// returned too.
+async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| Error::Io {
-            what: format!("cannot listen on {}", config.listen),
+            what: format!("cannot listen on {listen}"),
             source,
         })?;
     let addr = listener.local_addr().map_err(|source| Error::Io {
         what: "cannot read the bound address".into(),
         source,
     })?;
-    let shutdown = CancellationToken::new();
-    let metrics_listener = match config.metrics_listen {
-        Some(at) => Some(metrics::http::bind(at).await?),
-        None => None,
-    };
-    let metrics_addr = metrics_listener
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()
-        .map_err(|source| Error::Io {
-            what: "cannot read the metrics address".into(),
-            source,
-        })?;
-    let notifier = match &config.on_failed_webhook {
-        Some(url) => {
-            let notifier = Notifier::open(
-                url.clone(),
-                &config.data_dir,
-                engine.metrics().clone(),
-                shutdown.clone(),
-            )
-            .await?;
-            engine.notify_failed_to(notifier.clone());
-            Some(notifier)
-        }
-        None => None,
-    };
+    Ok((listener, addr))
+}
 
-    let ready = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = watch::channel(false);
+/// Binds the `/metrics` listener, when one is asked for.
+async fn bind_metrics(
+    listen: Option<SocketAddr>,
+) -> Result<(Option<TcpListener>, Option<SocketAddr>)> {
+    let Some(at) = listen else {
+        return Ok((None, None));
+    };
+    let listener = metrics::http::bind(at).await?;
+    let addr = listener.local_addr().map_err(|source| Error::Io {
+        what: "cannot read the metrics address".into(),
+        source,
+    })?;
+    Ok((Some(listener), Some(addr)))
+}
+
+/// Opens the on-failed webhook's notifier, when one is configured, and tells
+/// the engine to use it.
+async fn open_notifier(
+    config: &ServerConfig,
+    engine: &Engine,
+    shutdown: &CancellationToken,
+) -> Result<Option<Notifier>> {
+    let Some(url) = &config.on_failed_webhook else {
+        return Ok(None);
+    };
+    let notifier = Notifier::open(
+        url.clone(),
+        &config.data_dir,
+        engine.metrics().clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    engine.notify_failed_to(notifier.clone());
+    Ok(Some(notifier))
+}
+
+/// The gRPC services: health (NOT_SERVING until recovery is done), reflection,
+/// and the Coordinator, which answers `UNAVAILABLE` until `ready` is set.
+async fn grpc_services(
+    config: &ServerConfig,
+    engine: &Engine,
+    ready: &Arc<AtomicBool>,
+) -> Result<(HealthReporter, Router)> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<CoordinatorServer<CoordinatorApi>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    report_health(&health, ServingStatus::NotServing).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -162,89 +219,127 @@ pub async fn start_with_journal(
     let coordinator = CoordinatorServer::new(CoordinatorApi::new(engine.clone(), ready.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(usize::MAX);
-    // Nagle must be turned off on the incoming stream itself: the server builder's
-    // tcp_nodelay is ignored by serve_with_incoming (STACK.md).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(coordinator);
+    Ok((health, router))
+}
 
-    let task = {
-        let engine = engine.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let serve =
-                router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-            let serve_metrics = async {
-                match metrics_listener {
-                    Some(listener) => {
-                        let render_engine = engine.clone();
-                        let render: metrics::http::Render =
-                            Arc::new(move || render_engine.render_metrics());
-                        metrics::http::serve(listener, render, shutdown.clone()).await
-                    }
-                    None => Ok(()),
-                }
-            };
-            let recover_then_stop = async {
-                let mut archiving = None;
-                tokio::select! {
-                    result = recovery::recover(&engine) => match result {
-                        Ok(_) => {
-                            if let Some(notifier) = &notifier {
-                                notifier.redeliver_in_background(engine.journal().clone());
-                            }
-                            archiving = archiver.map(|a| a.spawn(shutdown.child_token()));
-                            ready.store(true, Ordering::Release);
-                            health.set_serving::<CoordinatorServer<CoordinatorApi>>().await;
-                            health.set_service_status("", tonic_health::ServingStatus::Serving).await;
-                            let _ = ready_tx.send(true);
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "recovery failed; stopping");
-                            shutdown.cancel();
-                            let _ = engine.shutdown().await;
-                            return Err(e);
-                        }
-                    },
-                    _ = shutdown.cancelled() => {}
-                }
-                shutdown.cancelled().await;
-                // The archiver finishes the removals of its batch before the
-                // journal closes.
-                if let Some(archiving) = archiving {
-                    let _ = archiving.await;
-                }
-                health
-                    .set_not_serving::<CoordinatorServer<CoordinatorApi>>()
-                    .await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-                let stopped = engine.shutdown().await;
-                if let Some(notifier) = &notifier {
-                    notifier.stopped().await;
-                }
-                stopped
-            };
-            let (served, metrics_served, stopped) =
-                tokio::join!(serve, serve_metrics, recover_then_stop);
-            served.map_err(|e| Error::Unavailable(format!("gRPC server failed: {e}")))?;
-            if let Err(e) = metrics_served {
-                tracing::error!(error = %e, "the metrics endpoint failed");
-            }
-            stopped
-        })
+/// Reports `status` for the Coordinator and for the server as a whole (the
+/// empty service name), the two that health checks ask about.
+async fn report_health(health: &HealthReporter, status: ServingStatus) {
+    health
+        .set_service_status(
+            <CoordinatorServer<CoordinatorApi> as NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
+}
+
+/// Serves `GET /metrics` on `listener` until shutdown; nothing without one.
+async fn serve_metrics(
+    listener: Option<TcpListener>,
+    engine: &Engine,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let Some(listener) = listener else {
+        return Ok(());
     };
-    Ok(Server {
-        addr,
-        metrics_addr,
-        engine,
-        shutdown,
-        ready_rx,
-        task,
-    })
+    let render_engine = engine.clone();
+    let render: metrics::http::Render = Arc::new(move || render_engine.render_metrics());
+    metrics::http::serve(listener, render, shutdown.clone()).await
+}
+
+/// What the server task holds while it serves: the parts recovery and the stop
+/// act on.
+struct Serving {
+    engine: Engine,
+    /// Cancelled to stop (a signal, [`Server::stop`], or a failed recovery).
+    shutdown: CancellationToken,
+    /// What health checks are told: NOT_SERVING until recovery is done and
+    /// again once the stop begins.
+    health: HealthReporter,
+    /// Read by the Coordinator on every call; set once recovery is done.
+    ready: Arc<AtomicBool>,
+    /// Tells [`Server::ready`] the same.
+    ready_tx: watch::Sender<bool>,
+    /// The on-failed webhook, when configured: redelivers after recovery,
+    /// finishes after the engine stopped.
+    notifier: Option<Notifier>,
+}
+
+impl Serving {
+    /// Serves gRPC (and metrics) while recovery runs, until shutdown; then
+    /// stops in order (see the module docs).
+    async fn run(
+        self,
+        router: Router,
+        incoming: TcpIncoming,
+        metrics_listener: Option<TcpListener>,
+        archiver: Option<Archiver>,
+    ) -> Result<()> {
+        let serve =
+            router.serve_with_incoming_shutdown(incoming, self.shutdown.clone().cancelled_owned());
+        let serve_metrics = serve_metrics(metrics_listener, &self.engine, &self.shutdown);
+        let (served, metrics_served, stopped) =
+            tokio::join!(serve, serve_metrics, self.recover_then_stop(archiver));
+        served.map_err(|e| Error::Unavailable(format!("gRPC server failed: {e}")))?;
+        if let Err(e) = metrics_served {
+            tracing::error!(error = %e, "the metrics endpoint failed");
+        }
+        stopped
+    }
+
+    /// Recovers every unfinished saga, opens for business, and once shutdown
+    /// starts, stops. A failed recovery stops the server at once.
+    async fn recover_then_stop(&self, archiver: Option<Archiver>) -> Result<()> {
+        let mut archiving = None;
+        tokio::select! {
+            result = recovery::recover(&self.engine) => match result {
+                Ok(_) => archiving = self.open(archiver).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "recovery failed; stopping");
+                    self.shutdown.cancel();
+                    let _ = self.engine.shutdown().await;
+                    return Err(e);
+                }
+            },
+            _ = self.shutdown.cancelled() => {}
+        }
+        self.shutdown.cancelled().await;
+        self.stop(archiving).await
+    }
+
+    /// After recovery: posts again the FAILED notices never acknowledged,
+    /// starts the archiver, and reports SERVING. Returns the archiver's task.
+    async fn open(&self, archiver: Option<Archiver>) -> Option<JoinHandle<()>> {
+        if let Some(notifier) = &self.notifier {
+            notifier.redeliver_in_background(self.engine.journal().clone());
+        }
+        let archiving = archiver.map(|a| a.spawn(self.shutdown.child_token()));
+        self.ready.store(true, Ordering::Release);
+        report_health(&self.health, ServingStatus::Serving).await;
+        let _ = self.ready_tx.send(true);
+        archiving
+    }
+
+    /// The stop, once shutdown started: the archiver finishes the removals of
+    /// its batch before the journal closes, health turns NOT_SERVING, the engine
+    /// stops (in-flight calls get their grace, the journal is flushed and
+    /// closed), and the notifier finishes.
+    async fn stop(&self, archiving: Option<JoinHandle<()>>) -> Result<()> {
+        if let Some(archiving) = archiving {
+            let _ = archiving.await;
+        }
+        report_health(&self.health, ServingStatus::NotServing).await;
+        let stopped = self.engine.shutdown().await;
+        if let Some(notifier) = &self.notifier {
+            notifier.stopped().await;
+        }
+        stopped
+    }
 }
 
 impl Server {

@@ -23,8 +23,8 @@ use crate::{
     engine::{Engine, FeedQuery, SagaSource, StartRequest},
     journal::ListQuery,
     proto::v1::{self as pb, coordinator_server::Coordinator},
-    saga::{EventKind, Participant, SagaId},
-    trace::{self, TraceContext},
+    saga::{EventKind, Participant, SagaId, Timestamp, TraceContext},
+    trace,
 };
 
 pub mod convert;
@@ -120,6 +120,7 @@ impl Coordinator for CoordinatorApi {
             &r.compensate_endpoint,
             retry,
             timeout,
+            Timestamp::now(),
         )
         .map_err(crate::Error::from)?;
         let participant = self.engine.register_participant(participant).await?;

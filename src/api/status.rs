@@ -20,9 +20,7 @@ impl From<Error> for Status {
             Error::Definition(DefinitionError::UnknownParticipant { .. }) => {
                 Status::not_found(message)
             }
-            Error::Definition(DefinitionError::Io { .. } | DefinitionError::File { .. }) => {
-                Status::internal(message)
-            }
+            Error::Definition(DefinitionError::File { .. }) => Status::internal(message),
             Error::Definition(_) => Status::invalid_argument(message),
             Error::Journal(JournalError::IdempotencyConflict { .. }) => {
                 Status::already_exists(message)

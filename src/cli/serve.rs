@@ -10,11 +10,10 @@ use http::Uri;
 
 use sagad::{
     config::{self, Config, LogFormat, Retention, Settings},
-    saga::definition,
     server,
 };
 
-use crate::cli::logging;
+use crate::cli::{definitions, logging};
 
 /// `sagad serve`. Every flag can also be set in the `--config` file and by an
 /// environment variable; see the README's configuration table.
@@ -104,7 +103,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let definitions = match config.sagas_dir() {
-        Some(dir) => definition::load_dir(&dir)?,
+        Some(dir) => definitions::load_dir(&dir)?,
         None => {
             tracing::warn!(
                 "no --sagas directory and no ./sagas: starting without saga definitions (inline steps still work)"
@@ -115,7 +114,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let names: Vec<_> = definitions.iter().map(|d| d.name.clone()).collect();
     let server_config = config.server_config();
     let server = server::start(server_config, definitions).await?;
-    let stop = crate::cli::stop_signal().await;
+    let stop = crate::cli::signal::stop_signal().await;
     // One line on stdout that scripts and tests read to find the port.
     outln!("sagad listening on {}", server.local_addr());
     if let Some(addr) = server.metrics_addr() {

@@ -3,16 +3,18 @@
 //! Each unfinished saga is owned by one runner task (`runner.rs`) that alone
 //! holds its state and is the only writer of its events, or, while it waits a
 //! long time for its next attempt, is *parked* (`parking.rs`): no task, only its
-//! due time in the engine's timer. The engine keeps a registry of owners
-//! (`registry.rs`) so commands (cancel, retry, wait, watch) reach the runner,
+//! due time in the engine's timer. The engine keeps the owner of every saga
+//! (`owners.rs`) so commands (cancel, retry, wait, watch) reach the runner,
 //! waking a parked saga first; reads (get, list) go to the journal, which holds
-//! exactly what is durable.
+//! exactly what is durable. A start (`start.rs`) claims a fresh saga and hands
+//! it to a new runner, whose first append is `SagaStarted`.
 //!
 //! Invariants:
-//! - At most one runner per saga: a runner is registered before it is spawned,
-//!   under the registry lock, and deregisters itself only after its last append
-//!   (or hands the saga to the timer when it parks, under the same lock).
-//! - A saga in neither the registry's running nor its parked sagas is terminal,
+//! - At most one runner per saga: a saga is claimed for its runner before the
+//!   runner is spawned, under the owners lock, and the runner releases it only
+//!   after its last append (or hands the saga to the timer when it parks, under
+//!   the same lock).
+//! - A saga that is neither running nor parked in the owners is terminal,
 //!   or the coordinator is shutting down (or still recovering, when the API does
 //!   not serve yet).
 //! - Nothing is answered before it is durable: a start returns once `SagaStarted`
@@ -29,28 +31,28 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     Error, Result,
-    journal::{Journal, JournalError, ListQuery},
+    journal::{Journal, ListQuery},
     metrics::Metrics,
     participant::Participants,
     saga::{
-        Definition, Event, EventKind, FoldError, Participant, SagaId, SagaState, SagaStatus,
-        StepDef, StepDefaults, Timestamp, definition,
+        Definition, Event, EventKind, Participant, SagaId, SagaState, SagaStatus, StepDefaults,
+        Timestamp,
     },
-    trace::TraceContext,
     webhook::Notifier,
 };
 
 mod feed;
 mod observe;
+mod owners;
 mod parking;
 pub mod recovery;
-mod registry;
 mod runner;
-pub mod shutdown;
+mod start;
 mod watch;
 
 pub use feed::{FeedItem, FeedQuery};
 pub use parking::PARK_AFTER;
+pub use start::{SagaSource, StartRequest, Started};
 pub use watch::WatchItem;
 
 /// The definition name recorded for sagas started with inline steps.
@@ -93,38 +95,7 @@ impl Default for EngineConfig {
     }
 }
 
-/// Where a saga's steps come from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SagaSource {
-    /// A definition loaded at start.
-    Definition(String),
-    /// Steps given in the request.
-    Inline(Vec<StepDef>),
-}
-
-/// A request to start a saga.
-#[derive(Clone, Debug)]
-pub struct StartRequest {
-    pub source: SagaSource,
-    pub payload: Vec<u8>,
-    pub idempotency_key: Option<String>,
-    /// Return only once the saga is terminal.
-    pub wait: bool,
-    /// The caller's W3C trace context, journaled with the saga and passed on to
-    /// every participant call. Not part of the request's identity: a repeat
-    /// with the same idempotency key but another trace finds the same saga.
-    pub trace: Option<TraceContext>,
-}
-
-/// The answer to a start.
-#[derive(Clone, Debug)]
-pub struct Started {
-    pub saga: SagaState,
-    /// False when the idempotency key named an existing saga.
-    pub created: bool,
-}
-
-/// The registry's end of a runner's command channel.
+/// The owners' end of a runner's command channel.
 ///
 /// Commands travel boxed: a tokio channel allocates its first block of 32
 /// slots when it is created, and every saga with a runner has one (100,000
@@ -158,39 +129,51 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// What every clone of the engine shares.
+///
+/// Four locks, the last four fields, each guarding one thing:
+/// - `participants` (std `RwLock`): read at every start to resolve its steps,
+///   written once per registration. Never held across an await.
+/// - `registering` (tokio `Mutex`): held across one registration's journal
+///   write, so the map and the journal agree on which registration was last.
+///   The only lock held across an await, and only registrations take it.
+/// - `owners` (std `Mutex`): taken for a few map operations at every start,
+///   command, park, wake and runner end; no method of [`owners::Owners`] awaits.
+/// - `stalled` (std `Mutex`): taken when a write failure stops a runner and by
+///   `heal`. No await inside.
+///
+/// Only `registering` and then `participants` are ever held together (a
+/// registration updates the map during its turn). No other two ever are: each
+/// std lock is taken and released in one statement or one block that takes no
+/// other lock, so there is no lock order to get wrong.
 struct Inner {
     journal: Arc<dyn Journal>,
-    participants: Arc<dyn Participants>,
+    /// How participant endpoints are called (gRPC, or a test's fault injector).
+    caller: Arc<dyn Participants>,
     config: EngineConfig,
+    /// The definitions loaded at start, by name; never changed after.
     definitions: BTreeMap<String, Definition>,
-    /// Registered participants. A std lock: never held across an await.
-    registry: RwLock<HashMap<String, Participant>>,
-    /// Serialises registrations so the registry and the journal agree on the last one.
-    registering: tokio::sync::Mutex<()>,
-    /// The owner of each unfinished saga (its runner's command channel, or the
-    /// timer when parked). A std lock: never held across an await.
-    runners: Mutex<registry::Registry>,
     /// Told when a parked saga is due earlier than any before it (the timer
     /// task shortens its sleep).
     timer_changed: Notify,
+    /// Every task the engine spawns (runners, timer, heal), waited for at shutdown.
     tracker: TaskTracker,
+    /// Cancelled when the engine stops: no new work, no new calls.
     shutdown: CancellationToken,
-    /// Sagas whose runner stopped because the journal could not write; they are
-    /// resumed from the journal once it can (see `heal`). A std lock: no await inside.
-    stalled: Mutex<HashSet<SagaId>>,
     /// This engine's own recorder (see `crate::metrics` for why not a global one).
     metrics: Metrics,
     /// Told about every saga that becomes FAILED (the on-failed webhook), if set.
     on_failed: OnceLock<Notifier>,
-}
-
-impl From<FoldError> for Error {
-    fn from(e: FoldError) -> Self {
-        Error::Journal(JournalError::Corrupt {
-            key: "saga history".into(),
-            why: e.to_string(),
-        })
-    }
+    /// The registered participants, by name, as the journal holds them.
+    participants: RwLock<HashMap<String, Participant>>,
+    /// Taken by one registration at a time (see above).
+    registering: tokio::sync::Mutex<()>,
+    /// The owner of each unfinished saga: its runner's command channel, or the
+    /// timer when parked.
+    owners: Mutex<owners::Owners>,
+    /// Sagas whose runner stopped because the journal could not write; they are
+    /// resumed from the journal once it can (see `heal`).
+    stalled: Mutex<HashSet<SagaId>>,
 }
 
 impl Engine {
@@ -198,11 +181,11 @@ impl Engine {
     /// Unfinished sagas are not resumed until [`recovery::recover`] runs.
     pub async fn new(
         journal: Arc<dyn Journal>,
-        participants: Arc<dyn Participants>,
+        caller: Arc<dyn Participants>,
         definitions: Vec<Definition>,
         config: EngineConfig,
     ) -> Result<Self> {
-        let registry = journal
+        let participants = journal
             .participants()
             .await?
             .into_iter()
@@ -225,21 +208,21 @@ impl Engine {
         let engine = Self {
             inner: Arc::new(Inner {
                 journal,
-                participants,
+                caller,
                 config,
                 definitions: definitions
                     .into_iter()
                     .map(|d| (d.name.clone(), d))
                     .collect(),
-                registry: RwLock::new(registry),
-                registering: tokio::sync::Mutex::new(()),
-                runners: Mutex::new(registry::Registry::default()),
                 timer_changed: Notify::new(),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
-                stalled: Mutex::new(HashSet::new()),
                 metrics,
                 on_failed: OnceLock::new(),
+                participants: RwLock::new(participants),
+                registering: tokio::sync::Mutex::new(()),
+                owners: Mutex::new(owners::Owners::default()),
+                stalled: Mutex::new(HashSet::new()),
             }),
         };
         engine.inner.tracker.spawn(engine.clone().heal());
@@ -327,7 +310,7 @@ impl Engine {
             .put_participant(participant.clone())
             .await?;
         self.inner
-            .registry
+            .participants
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(participant.name.clone(), participant.clone());
@@ -337,12 +320,12 @@ impl Engine {
 
     /// Every registered participant, by name.
     pub fn participants(&self) -> Vec<Participant> {
-        let registry = self
+        let participants = self
             .inner
-            .registry
+            .participants
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<_> = registry.values().cloned().collect();
+        let mut all: Vec<_> = participants.values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -350,140 +333,6 @@ impl Engine {
     /// The definitions loaded at start, by name.
     pub fn definitions(&self) -> Vec<Definition> {
         self.inner.definitions.values().cloned().collect()
-    }
-
-    /// Starts a saga (or finds the one its idempotency key names).
-    pub async fn start_saga(&self, request: StartRequest) -> Result<Started> {
-        self.check_writable()?;
-        let max = self.inner.config.max_payload_bytes;
-        if request.payload.len() > max {
-            return Err(Error::InvalidArgument(format!(
-                "payload is {} bytes; the limit is {max} bytes (--max-payload-bytes)",
-                request.payload.len()
-            )));
-        }
-        if let Some(key) = &request.idempotency_key
-            && key.len() > IDEMPOTENCY_KEY_MAX_LEN
-        {
-            return Err(Error::InvalidArgument(format!(
-                "idempotency_key is {} bytes; at most {IDEMPOTENCY_KEY_MAX_LEN} are allowed",
-                key.len()
-            )));
-        }
-        // The steps are borrowed: only a saga's own copy of them is made below.
-        let (name, steps, inline_steps) = match &request.source {
-            SagaSource::Definition(name) => {
-                let definition = self.inner.definitions.get(name).ok_or_else(|| {
-                    let known: Vec<_> = self.inner.definitions.keys().map(String::as_str).collect();
-                    Error::NotFound(format!(
-                        "definition '{name}' not found; known definitions: {}",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ))
-                })?;
-                (name.clone(), definition.steps.as_slice(), None)
-            }
-            SagaSource::Inline(steps) => (
-                INLINE_DEFINITION.to_string(),
-                steps.as_slice(),
-                Some(steps.clone()),
-            ),
-        };
-        let specs = {
-            let registry = self
-                .inner
-                .registry
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            definition::resolve(steps, &registry, &self.inner.config.defaults)?
-        };
-        loop {
-            if let Some(key) = &request.idempotency_key
-                && let Some(existing) = self.inner.journal.saga_for_key(key).await?
-            {
-                let saga = match self.get(existing).await {
-                    Ok(saga) => saga,
-                    // Archived by retention since the key was read: the key is free.
-                    Err(Error::NotFound(_)) => continue,
-                    Err(e) => return Err(e),
-                };
-                if saga.definition != name
-                    || saga.inline_steps != inline_steps
-                    || saga.payload != request.payload
-                {
-                    return Err(Error::AlreadyExists(format!(
-                        "idempotency_key '{key}' already started saga {existing} with a different request (definition, steps or payload differ); use a new key for a new saga"
-                    )));
-                }
-                let saga = if request.wait {
-                    self.wait(existing).await?
-                } else {
-                    saga
-                };
-                return Ok(Started {
-                    saga,
-                    created: false,
-                });
-            }
-            let started = Event {
-                saga: SagaId::generate(),
-                seq: 1,
-                offset: 0,
-                at: Timestamp::now(),
-                kind: EventKind::SagaStarted {
-                    definition: name.clone(),
-                    inline_steps: inline_steps.clone(),
-                    steps: specs.clone(),
-                    payload: request.payload.clone(),
-                    idempotency_key: request.idempotency_key.clone(),
-                    trace: request.trace.clone(),
-                },
-            };
-            let state = SagaState::start(&started)?;
-            let id = state.id;
-            let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
-            let claimed = self.lock_runners().claim(id, command_tx);
-            debug_assert!(claimed, "a fresh id is owned by no one");
-            let (wait_tx, wait_rx) = oneshot::channel();
-            // `Some(state)` once journaled, or `None` when the waiter answers.
-            let journaled = if request.wait {
-                let (ack_tx, ack_rx) = oneshot::channel();
-                let ack = Some(runner::Ack::Durable(ack_tx));
-                self.spawn_runner(state, vec![started], command_rx, ack, vec![wait_tx]);
-                ack_rx.await.map(|acked| acked.map(|()| None))
-            } else {
-                let (ack_tx, ack_rx) = oneshot::channel();
-                let ack = Some(runner::Ack::State(ack_tx));
-                self.spawn_runner(state, vec![started], command_rx, ack, vec![]);
-                ack_rx.await.map(|acked| acked.map(Some))
-            };
-            match journaled {
-                Ok(Ok(journaled)) => {
-                    let saga = match journaled {
-                        Some(saga) => saga,
-                        None => match wait_rx.await {
-                            Ok(saga) => saga,
-                            Err(_) => self.wait(id).await?,
-                        },
-                    };
-                    return Ok(Started {
-                        saga,
-                        created: true,
-                    });
-                }
-                // Another start with this key won the race: answer with its saga.
-                Ok(Err(Error::Journal(JournalError::IdempotencyConflict { .. }))) => continue,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(Error::Unavailable(
-                        "the coordinator is shutting down".into(),
-                    ));
-                }
-            }
-        }
     }
 
     /// A saga as the journal holds it.
@@ -533,7 +382,7 @@ impl Engine {
                 return answer;
             }
             let saga = self.get(id).await?;
-            if self.has_runner(id) {
+            if self.is_owned(id) {
                 // A runner is finishing, or a retry just started one: ask again.
                 tokio::task::yield_now().await;
                 continue;
@@ -551,7 +400,7 @@ impl Engine {
             }
             let saga = self.get(id).await?;
             if saga.status != SagaStatus::Failed {
-                if self.has_runner(id) {
+                if self.is_owned(id) {
                     tokio::task::yield_now().await;
                     continue;
                 }
@@ -559,14 +408,14 @@ impl Engine {
             }
             // Claim the saga: whoever inserts the runner first resumes it.
             let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
-            if !self.lock_runners().claim(id, command_tx) {
+            if !self.lock_owners().claim(id, command_tx) {
                 continue;
             }
             // Read again now that no one else can resume it.
             let saga = match self.get(id).await {
                 Ok(saga) if saga.status == SagaStatus::Failed => saga,
                 other => {
-                    self.lock_runners().release(id);
+                    self.lock_owners().release(id);
                     let saga = other?;
                     return Err(self.not_running(&saga, "retried", "FAILED"));
                 }
@@ -602,7 +451,7 @@ impl Engine {
             if saga.status.is_terminal() {
                 return Ok(saga);
             }
-            if !self.has_runner(id) {
+            if !self.is_owned(id) {
                 return Err(Error::Unavailable(format!(
                     "the coordinator is shutting down before saga {id} finished; it resumes at the next start"
                 )));
@@ -629,7 +478,7 @@ impl Engine {
 
     /// Sagas this engine owns right now: with a runner, or parked.
     pub fn active_sagas(&self) -> usize {
-        self.lock_runners().len()
+        self.lock_owners().len()
     }
 
     fn not_running(&self, saga: &SagaState, verb: &str, wanted: &str) -> Error {
@@ -649,13 +498,13 @@ impl Engine {
         }
     }
 
-    fn lock_runners(&self) -> std::sync::MutexGuard<'_, registry::Registry> {
-        self.inner.runners.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_owners(&self) -> std::sync::MutexGuard<'_, owners::Owners> {
+        self.inner.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the saga is owned: it has a runner, or is parked.
-    fn has_runner(&self, id: SagaId) -> bool {
-        self.lock_runners().contains(id)
+    fn is_owned(&self, id: SagaId) -> bool {
+        self.lock_owners().contains(id)
     }
 
     /// Sends a command to the saga's runner (waking the saga if it is parked)

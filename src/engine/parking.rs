@@ -3,8 +3,8 @@
 //! A runner holds a task, its future, the saga's state, a command channel and a
 //! tracing span: ~5 KB, which is what 100,000 sagas waiting in backoff would
 //! cost. A saga whose decision is to wait until a journaled due time at least
-//! [`PARK_AFTER`] away needs none of it: the runner *parks* it (its slot in the
-//! registry becomes `Parked(due)` and one engine-wide timer holds `(due, id)`,
+//! [`PARK_AFTER`] away needs none of it: the runner *parks* it (its owner slot
+//! becomes `Parked(due)` and one engine-wide timer holds `(due, id)`,
 //! ~100 bytes together) and ends. The saga is *woken* — read back from the
 //! journal and given a new runner, as recovery does — when it is due (by the
 //! timer task) or when a command (cancel, retry, wait, watch) arrives for it.
@@ -18,9 +18,9 @@
 //! Guarantees:
 //! - Nothing is lost by parking: a runner parks only once everything it did is
 //!   journaled (the due time included), so the journal alone says how to go on.
-//! - A parked saga is still owned (`has_runner`, the active gauge, recovery all
+//! - A parked saga is still owned (`is_owned`, the active gauge, recovery all
 //!   see it), and is woken exactly once per park: the timer and a command race
-//!   under the registry lock, and only a `Parked` slot can be woken.
+//!   under the owners lock, and only a `Parked` slot can be woken.
 //! - No command is lost or answered wrongly: a command that wakes a saga is
 //!   queued in the new runner's channel before anyone else can see it; a runner
 //!   with a command queued does not park; a command sent to a runner that parked
@@ -34,13 +34,13 @@
 
 use std::time::Duration;
 
-use super::{Command, CommandRx, CommandTx, Engine, recovery, registry::Woken};
+use super::{Command, CommandRx, CommandTx, Engine, owners::Woken, recovery};
 use crate::saga::{Decision, SagaId, SagaState, Timestamp, decide};
 
 /// The shortest wait that parks a saga by default. Shorter waits keep their
 /// runner: waking costs a journal read and a fold, more than a short sleep.
 pub const PARK_AFTER: Duration = Duration::from_secs(2);
-/// Sagas the timer wakes under one hold of the registry lock.
+/// Sagas the timer wakes under one hold of the owners lock.
 const WAKE_BATCH: usize = 256;
 /// Longest the timer sleeps without looking again: due times are wall-clock
 /// (journaled), sleeps monotonic, so a wall-clock step is noticed this soon.
@@ -73,9 +73,9 @@ impl Engine {
     /// Parks the running saga `id` until `due`, unless a command is queued on
     /// `command_rx` (the caller serves it first). On true the caller (the
     /// saga's runner or its claimer) must drop the channel and never touch the
-    /// registry for this saga again.
+    /// saga's owner slot again.
     pub(super) fn park(&self, id: SagaId, due: Timestamp, command_rx: &CommandRx) -> bool {
-        match self.lock_runners().park(id, due, command_rx) {
+        match self.lock_owners().park(id, due, command_rx) {
             Some(first) => {
                 if first {
                     // A permit is stored if the timer is not waiting right now.
@@ -89,21 +89,21 @@ impl Engine {
 
     /// Sagas parked right now.
     pub fn parked_sagas(&self) -> usize {
-        self.lock_runners().parked()
+        self.lock_owners().parked()
     }
 
     /// Routes a command to the saga's runner, waking the saga if it is parked.
     /// `None` when the saga is not owned (or is parked while the engine shuts
     /// down: it is left for the next start).
     pub(super) fn route(&self, id: SagaId, command: Box<Command>) -> Option<Delivery> {
-        let mut runners = self.lock_runners();
-        if self.inner.shutdown.is_cancelled() && runners.abandon(id) {
+        let mut owners = self.lock_owners();
+        if self.inner.shutdown.is_cancelled() && owners.abandon(id) {
             return None;
         }
-        match runners.route(id, command)? {
+        match owners.route(id, command)? {
             Ok((command_tx, command)) => Some(Delivery::Send(command_tx, command)),
             Err(woken) => {
-                drop(runners);
+                drop(owners);
                 tracing::debug!(saga = %id, "parked saga woken by a command");
                 self.unpark(woken);
                 Some(Delivery::Queued)
@@ -125,11 +125,11 @@ impl Engine {
                     // Only this engine writes its sagas, and it parked this one
                     // unfinished: nothing to run, nothing to keep.
                     tracing::warn!(saga = %id, "a parked saga was found finished or gone when woken");
-                    engine.lock_runners().release(id);
+                    engine.lock_owners().release(id);
                 }
                 Err(e) => {
                     tracing::error!(saga = %id, error = %e, "cannot read a parked saga back; it is retried once the journal recovers");
-                    engine.lock_runners().release(id);
+                    engine.lock_owners().release(id);
                     engine.stall(id);
                 }
             }
@@ -145,9 +145,9 @@ impl Engine {
             }
             let now = Timestamp::now();
             let (woken, next) = {
-                let mut runners = self.lock_runners();
-                let woken = runners.wake_due(now, WAKE_BATCH);
-                (woken, runners.next_due())
+                let mut owners = self.lock_owners();
+                let woken = owners.wake_due(now, WAKE_BATCH);
+                (woken, owners.next_due())
             };
             let full = woken.len() == WAKE_BATCH;
             for woken in woken {
@@ -261,9 +261,9 @@ mod tests {
             (3, 1, 1),
             "only the far wait parks; a short one and an interrupted call get runners"
         );
-        assert!(engine.lock_runners().is_parked(waiting));
+        assert!(engine.lock_owners().is_parked(waiting));
         for id in [soon, in_flight] {
-            assert!(engine.has_runner(id) && !engine.lock_runners().is_parked(id));
+            assert!(engine.is_owned(id) && !engine.lock_owners().is_parked(id));
         }
         // Recovery journaled nothing for the parked saga.
         assert_eq!(engine.get(waiting).await.unwrap().last_seq, 3);
@@ -271,10 +271,10 @@ mod tests {
         let cancelled = engine.cancel(waiting, "test".into()).await.unwrap();
         assert_eq!(cancelled.cancel_reason.as_deref(), Some("test"));
         assert!(
-            !engine.lock_runners().is_parked(waiting),
+            !engine.lock_owners().is_parked(waiting),
             "the cancel woke it"
         );
-        assert!(engine.has_runner(waiting), "and it runs, compensating");
+        assert!(engine.is_owned(waiting), "and it runs, compensating");
         let journaled = engine.get(waiting).await.unwrap();
         assert_eq!(journaled.cancel_reason.as_deref(), Some("test"));
         engine.shutdown().await.unwrap();

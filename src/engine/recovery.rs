@@ -75,14 +75,14 @@ pub(crate) async fn resume(
     count_active: bool,
 ) -> Result<Option<Resumed>> {
     let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
-    if !engine.lock_runners().claim(id, command_tx) {
+    if !engine.lock_owners().claim(id, command_tx) {
         return Ok(None);
     }
     // From here the saga is ours: read it only now, so nothing can change it.
     let (state, pending) = match load(engine, id).await {
         Ok(Some(loaded)) => loaded,
         other => {
-            engine.lock_runners().release(id);
+            engine.lock_owners().release(id);
             other?;
             return Ok(None);
         }

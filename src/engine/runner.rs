@@ -40,9 +40,9 @@ use crate::{
     participant::CallRequest,
     saga::{
         Action, CallOutcome, Decision, Event, EventKind, SagaState, SagaStatus, Timestamp,
-        attempt_finished, decide, idempotency_key,
+        TraceContext, attempt_finished, decide, idempotency_key,
     },
-    trace::{self, TraceContext},
+    trace,
 };
 
 /// Events a slow watcher may fall behind by before it re-reads the journal.
@@ -91,7 +91,7 @@ impl Ack {
     }
 }
 
-/// Removes a saga's runner from the registry when dropped, unless disarmed
+/// Releases a saga's owner slot when its runner is dropped, unless disarmed
 /// because the runner parked the saga (it is the timer's then, and may even
 /// have a new runner already).
 struct Deregister {
@@ -103,7 +103,7 @@ struct Deregister {
 impl Drop for Deregister {
     fn drop(&mut self) {
         if self.armed {
-            self.engine.lock_runners().release(self.id);
+            self.engine.lock_owners().release(self.id);
         }
     }
 }
@@ -366,8 +366,8 @@ impl Runner {
         let request = self.call_request(step, action, attempt, &span);
         // Inside the attempt span, which names the saga, step and attempt.
         span.in_scope(|| tracing::debug!("calling"));
-        let participants = self.engine.inner.participants.clone();
-        let call = async move { participants.call(request).await }.instrument(span);
+        let caller = self.engine.inner.caller.clone();
+        let call = async move { caller.call(request).await }.instrument(span);
         tokio::pin!(call);
         let shutdown = self.engine.inner.shutdown.clone();
         loop {

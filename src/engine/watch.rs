@@ -126,7 +126,7 @@ impl Engine {
             let saga = self.get(id).await?;
             // Still owned yet unanswered: its runner was ending or parking
             // (asking again wakes it). Otherwise the journal has it all.
-            if saga.status.is_terminal() || !self.has_runner(id) {
+            if saga.status.is_terminal() || !self.is_owned(id) {
                 break None;
             }
             tokio::task::yield_now().await;

@@ -100,7 +100,7 @@ pub fn started(definition: &str, key: Option<&str>) -> Event {
             idempotency_key: key.map(str::to_string),
             // Journaled like every other field: reads must give it back.
             trace: Some(
-                crate::trace::TraceContext::parse(
+                crate::saga::TraceContext::parse(
                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                     Some("congo=t61rcWkgMzE"),
                 )
@@ -408,6 +408,7 @@ pub async fn participants_are_replaced_by_name(journal: Arc<dyn Journal>) {
             "http://127.0.0.1:7/shop.Payments/Refund",
             RetryOverrides::default(),
             None,
+            Timestamp::now(),
         )
         .unwrap()
     };

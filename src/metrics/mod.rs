@@ -472,7 +472,7 @@ impl Metrics {
 
     /// Everything in the Prometheus text format, with the journal's counters as
     /// of `journal` (they live in the journal as plain atomics; copied here) and
-    /// `parked` sagas (counted by the engine's registry; read at each scrape
+    /// `parked` sagas (counted by the engine's owners; read at each scrape
     /// rather than kept in step at every park and wake).
     pub fn render(&self, journal: JournalStats, parked: usize) -> String {
         self.with(|| {

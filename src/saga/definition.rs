@@ -1,5 +1,6 @@
 //! Participants, saga definitions and the step snapshot a saga runs with, plus
-//! loading definitions from `sagas/*.toml`.
+//! parsing the text of one `sagas/*.toml` file (finding and reading the files
+//! is the caller's: `sagad serve` does it, this module reads nothing).
 //!
 //! Invariants:
 //! - A `Definition` that exists has passed `validate`: a valid name, at least one
@@ -31,7 +32,7 @@ pub const NAME_MAX_LEN: usize = 128;
 /// a step, and gRPC deadlines cannot express absurd ones.
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
 
-/// What is wrong with a participant, a definition or a definitions file.
+/// What is wrong with a participant, a definition or a definition file's text.
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionError {
     #[error("{what} must not be empty")]
@@ -66,23 +67,12 @@ pub enum DefinitionError {
         url: String,
         why: &'static str,
     },
+    /// A definition file's text is wrong; `path` is the name the caller gave it.
     #[error("{path}:{line}: {message}")]
     File {
         path: PathBuf,
         line: usize,
         message: String,
-    },
-    #[error("cannot read saga definitions from {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: definition '{name}' is already defined in {first}")]
-    DuplicateDefinition {
-        path: PathBuf,
-        name: String,
-        first: PathBuf,
     },
 }
 
@@ -241,13 +231,15 @@ pub struct Participant {
 }
 
 impl Participant {
-    /// Builds and checks a participant.
+    /// Builds and checks a participant registered at `registered_at`: the
+    /// caller reads the clock (the domain reads none).
     pub fn new(
         name: &str,
         forward: &str,
         compensate: &str,
         retry: RetryOverrides,
         timeout: Option<Duration>,
+        registered_at: Timestamp,
     ) -> Result<Self, DefinitionError> {
         validate_name("participant name", name)?;
         let forward = Endpoint::parse("forward_endpoint", forward)?;
@@ -260,7 +252,7 @@ impl Participant {
             compensate,
             retry,
             timeout,
-            registered_at: Timestamp::now(),
+            registered_at,
         })
     }
 }
@@ -493,38 +485,6 @@ pub fn parse_definition(path: &Path, text: &str) -> Result<Definition, Definitio
     })
 }
 
-/// Loads every `*.toml` file of `dir`, in name order. A missing directory is an
-/// error naming it; so is any file that does not parse or validate.
-pub fn load_dir(dir: &Path) -> Result<Vec<Definition>, DefinitionError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| DefinitionError::Io { path, source }
-    };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(io(dir))?;
-    paths.retain(|p| p.extension().is_some_and(|e| e == "toml"));
-    paths.sort();
-    let mut by_name: HashMap<String, PathBuf> = HashMap::new();
-    let mut definitions = Vec::with_capacity(paths.len());
-    for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let definition = parse_definition(&path, &text)?;
-        if let Some(first) = by_name.get(&definition.name) {
-            return Err(DefinitionError::DuplicateDefinition {
-                path,
-                name: definition.name,
-                first: first.clone(),
-            });
-        }
-        by_name.insert(definition.name.clone(), path);
-        definitions.push(definition);
-    }
-    Ok(definitions)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,6 +560,7 @@ mod tests {
                 ..Default::default()
             },
             Some(Duration::from_secs(2)),
+            Timestamp(1_000),
         )
         .unwrap()
     }
@@ -648,9 +609,8 @@ mod tests {
 
     #[test]
     fn shipped_order_fulfillment_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sagas/order-fulfillment.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let d = parse_definition(&path, &text).unwrap();
+        let text = include_str!("../../sagas/order-fulfillment.toml");
+        let d = parse_definition(Path::new("sagas/order-fulfillment.toml"), text).unwrap();
         assert_eq!(d.name, "order-fulfillment");
         let names: Vec<_> = d
             .steps

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     definition::{StepDef, StepSpec},
     id::{Action, SagaId, Timestamp},
+    trace::TraceContext,
 };
-use crate::trace::TraceContext;
 
 /// How a failed attempt failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

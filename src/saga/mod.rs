@@ -1,8 +1,15 @@
-//! The domain: ids, definitions, events, the pure fold and the pure decisions.
+//! The domain: ids, definitions, events, the pure fold and the pure decisions,
+//! and the W3C trace context a saga is journaled with.
 //!
 //! Nothing in here does I/O, reads a clock on its own or names tokio, sled or
 //! tonic: every function takes the time and any randomness it needs as arguments,
 //! so the state machine can be tested with plain tables and replayed anywhere.
+//!
+//! The reads it leaves out happen at the edge: `Timestamp::now` and
+//! `SagaId::generate` are defined in `crate::clock` (whose test checks this
+//! folder's source for clock, file and runtime calls), and definition files are
+//! found and read by `sagad serve`, which hands their text to
+//! [`definition::parse_definition`].
 
 pub mod decide;
 pub mod definition;
@@ -10,6 +17,7 @@ pub mod event;
 pub mod id;
 pub mod retry;
 pub mod state;
+pub mod trace;
 
 pub use decide::{CallOutcome, Decision, attempt_finished, decide, recover};
 pub use definition::{
@@ -19,3 +27,4 @@ pub use event::{Event, EventKind, Failure};
 pub use id::{Action, SagaId, Timestamp, idempotency_key};
 pub use retry::{RetryOverrides, RetryPolicy};
 pub use state::{AttemptRecord, AttemptResult, FoldError, SagaState, SagaStatus, StepStatus};
+pub use trace::TraceContext;

@@ -14,8 +14,8 @@ use super::{
     definition::StepSpec,
     event::{Event, EventKind, Failure},
     id::{Action, SagaId, Timestamp},
+    trace::TraceContext,
 };
-use crate::trace::TraceContext;
 
 /// The state of a saga as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

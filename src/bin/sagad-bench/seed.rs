@@ -94,6 +94,7 @@ pub fn participants() -> anyhow::Result<Vec<Participant>> {
                 &format!("{base}/Compensate"),
                 RetryOverrides::default(),
                 None,
+                Timestamp::now(),
             )
             .map_err(anyhow::Error::from)
         })

@@ -40,8 +40,10 @@ use sagad::{
         self as pb,
         coordinator_server::{Coordinator, CoordinatorServer},
     },
-    saga::{Action, CallOutcome, SagaId, definition::Endpoint, idempotency_key},
-    trace::{SpanId, TraceContext},
+    saga::{
+        Action, CallOutcome, SagaId, TraceContext, definition::Endpoint, idempotency_key,
+        trace::SpanId,
+    },
 };
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, transport::server::TcpIncoming};

@@ -128,7 +128,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         summarise(&sagas, &palette);
         if args.serve {
             // Armed before the commands are printed: a signal right after must stop cleanly.
-            let stop = crate::cli::stop_signal().await;
+            let stop = crate::cli::signal::stop_signal().await;
             print_try_next(addr, &sagas, &palette);
             let _ = stop.await;
             outln!("\nstopping the demo");

@@ -1,13 +1,13 @@
 //! Who owns each unfinished saga: a running runner, or the parking timer.
 //!
-//! The registry is the one place that decides which task may write a saga's
+//! [`Owners`] is the one place that decides which task may write a saga's
 //! events. A saga is in it from the moment something claims it (a start, a
 //! retry, recovery) until its runner ends; in between it is either *running*
 //! (a runner task holds its state and serves its command channel) or *parked*
 //! (no task: its next attempt is journaled as due at a time, and the engine's
 //! timer holds `(due, id)`; see `parking.rs`).
 //!
-//! Invariants (each method keeps them under the engine's registry lock):
+//! Invariants (each method keeps them under the engine's owners lock):
 //! - At most one runner per saga: only an unowned saga can be claimed, and only
 //!   a parked one woken, so two claims or two wakes of the same saga cannot both
 //!   succeed.
@@ -75,10 +75,10 @@ impl Timer {
     }
 }
 
-/// Every saga this engine owns. Lives behind the engine's registry mutex (a std
-/// lock: no method awaits).
+/// Every saga this engine owns, with its owner. Lives behind the engine's
+/// owners mutex (a std lock: no method awaits).
 #[derive(Default)]
-pub(super) struct Registry {
+pub(super) struct Owners {
     slots: HashMap<SagaId, Slot>,
     timer: Timer,
 }
@@ -90,7 +90,7 @@ pub(super) struct Woken {
     pub(super) command_rx: CommandRx,
 }
 
-impl Registry {
+impl Owners {
     /// Whether the saga is owned (running or parked).
     pub(super) fn contains(&self, id: SagaId) -> bool {
         self.slots.contains_key(&id)
@@ -151,7 +151,7 @@ impl Registry {
 
     /// Parks the running saga `id` until `due`, unless a command is queued on its
     /// runner's channel (`command_rx`): the runner must serve that first. On
-    /// success the runner must end without touching the registry again. Returns
+    /// success the runner must end without touching the saga's slot again. Returns
     /// whether it parked, and whether `due` is now the first due time.
     pub(super) fn park(
         &mut self,
@@ -199,7 +199,7 @@ impl Registry {
         woken
     }
 
-    /// Drops a parked saga from the registry and the timer (at shutdown: it is
+    /// Drops a parked saga from the owners and the timer (at shutdown: it is
     /// left for the next start, its due time journaled). False if not parked.
     pub(super) fn abandon(&mut self, id: SagaId) -> bool {
         match self.slots.get(&id) {
@@ -228,10 +228,10 @@ mod tests {
         (0..n).map(|_| SagaId::generate()).collect()
     }
 
-    /// A registry owning `id` as running, and the runner's channel end.
-    fn running(registry: &mut Registry, id: SagaId) -> CommandRx {
+    /// Owners holding `id` as running, and the runner's channel end.
+    fn running(owners: &mut Owners, id: SagaId) -> CommandRx {
         let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
-        assert!(registry.claim(id, command_tx));
+        assert!(owners.claim(id, command_tx));
         command_rx
     }
 
@@ -288,16 +288,16 @@ mod tests {
 
     #[test]
     fn a_saga_woken_by_a_command_leaves_the_timer() {
-        let mut registry = Registry::default();
+        let mut owners = Owners::default();
         let [early, late] = ids(2).try_into().unwrap();
         for (id, due) in [(early, 100), (late, 200)] {
-            let command_rx = running(&mut registry, id);
-            assert!(registry.park(id, Timestamp(due), &command_rx).is_some());
+            let command_rx = running(&mut owners, id);
+            assert!(owners.park(id, Timestamp(due), &command_rx).is_some());
         }
-        assert_eq!((registry.len(), registry.parked()), (2, 2));
+        assert_eq!((owners.len(), owners.parked()), (2, 2));
 
         let (command, _answer) = wait_command();
-        let Some(Err(mut woken)) = registry.route(early, command) else {
+        let Some(Err(mut woken)) = owners.route(early, command) else {
             panic!("a command for a parked saga wakes it");
         };
         assert_eq!(woken.id, early);
@@ -305,68 +305,65 @@ mod tests {
             woken.command_rx.try_recv().is_ok(),
             "the command that woke it is queued for its runner"
         );
-        assert_eq!((registry.len(), registry.parked()), (2, 1));
-        assert_eq!(registry.next_due(), Some(Timestamp(200)));
+        assert_eq!((owners.len(), owners.parked()), (2, 1));
+        assert_eq!(owners.next_due(), Some(Timestamp(200)));
         // The timer passes the woken saga's due time: only the other one wakes.
-        let due: Vec<_> = registry
+        let due: Vec<_> = owners
             .wake_due(Timestamp(1_000), 10)
             .iter()
             .map(|w| w.id)
             .collect();
         assert_eq!(due, vec![late]);
-        assert_eq!((registry.len(), registry.parked()), (2, 0));
+        assert_eq!((owners.len(), owners.parked()), (2, 0));
     }
 
     #[test]
     fn a_saga_is_woken_once() {
-        let mut registry = Registry::default();
+        let mut owners = Owners::default();
         let id = SagaId::generate();
-        let command_rx = running(&mut registry, id);
-        registry.park(id, Timestamp(100), &command_rx).unwrap();
-        assert_eq!(registry.wake_due(Timestamp(100), 10).len(), 1);
-        assert!(
-            registry.wake(id, None).is_none(),
-            "the timer woke it already"
-        );
-        assert!(registry.wake_due(Timestamp(100), 10).is_empty());
+        let command_rx = running(&mut owners, id);
+        owners.park(id, Timestamp(100), &command_rx).unwrap();
+        assert_eq!(owners.wake_due(Timestamp(100), 10).len(), 1);
+        assert!(owners.wake(id, None).is_none(), "the timer woke it already");
+        assert!(owners.wake_due(Timestamp(100), 10).is_empty());
         // A command now reaches the woken runner's channel.
         let (command, _answer) = wait_command();
-        assert!(matches!(registry.route(id, command), Some(Ok(_))));
+        assert!(matches!(owners.route(id, command), Some(Ok(_))));
         assert!(
-            !registry.claim(id, mpsc::channel(1).0),
+            !owners.claim(id, mpsc::channel(1).0),
             "owned: no second runner"
         );
     }
 
     #[test]
     fn a_runner_with_a_queued_command_does_not_park() {
-        let mut registry = Registry::default();
+        let mut owners = Owners::default();
         let id = SagaId::generate();
-        let command_rx = running(&mut registry, id);
+        let command_rx = running(&mut owners, id);
         let (command, _answer) = wait_command();
-        let Some(Ok((command_tx, command))) = registry.route(id, command) else {
+        let Some(Ok((command_tx, command))) = owners.route(id, command) else {
             panic!("a running saga's commands go to its runner");
         };
         command_tx.try_send(command).unwrap();
-        assert_eq!(registry.park(id, Timestamp(100), &command_rx), None);
-        assert_eq!(registry.parked(), 0);
-        assert!(matches!(registry.slots.get(&id), Some(Slot::Running(_))));
+        assert_eq!(owners.park(id, Timestamp(100), &command_rx), None);
+        assert_eq!(owners.parked(), 0);
+        assert!(matches!(owners.slots.get(&id), Some(Slot::Running(_))));
     }
 
     #[test]
     fn release_forgets_runners_not_parked_sagas() {
-        let mut registry = Registry::default();
+        let mut owners = Owners::default();
         let [a, b] = ids(2).try_into().unwrap();
-        let _a_rx = running(&mut registry, a);
-        let b_rx = running(&mut registry, b);
-        registry.park(b, Timestamp(5), &b_rx).unwrap();
-        registry.release(a);
-        registry.release(b);
-        assert!(!registry.contains(a));
-        assert!(registry.contains(b), "a parked saga is the timer's");
-        assert!(registry.abandon(b));
-        assert!(!registry.contains(b));
-        assert_eq!(registry.parked(), 0);
+        let _a_rx = running(&mut owners, a);
+        let b_rx = running(&mut owners, b);
+        owners.park(b, Timestamp(5), &b_rx).unwrap();
+        owners.release(a);
+        owners.release(b);
+        assert!(!owners.contains(a));
+        assert!(owners.contains(b), "a parked saga is the timer's");
+        assert!(owners.abandon(b));
+        assert!(!owners.contains(b));
+        assert_eq!(owners.parked(), 0);
     }
 
     /// The timer and commands race for the same parked sagas from two threads:
@@ -374,23 +371,23 @@ mod tests {
     #[test]
     fn the_timer_and_commands_racing_wake_each_saga_exactly_once() {
         const SAGAS: usize = 2_000;
-        let registry = Arc::new(Mutex::new(Registry::default()));
+        let owners = Arc::new(Mutex::new(Owners::default()));
         let all = ids(SAGAS);
         {
-            let mut registry = registry.lock().unwrap();
+            let mut owners = owners.lock().unwrap();
             for (i, &id) in all.iter().enumerate() {
-                let command_rx = running(&mut registry, id);
-                registry.park(id, Timestamp(i as u64), &command_rx).unwrap();
+                let command_rx = running(&mut owners, id);
+                owners.park(id, Timestamp(i as u64), &command_rx).unwrap();
             }
         }
         let start = Arc::new(Barrier::new(2));
         let timer = {
-            let (registry, start) = (registry.clone(), start.clone());
+            let (owners, start) = (owners.clone(), start.clone());
             thread::spawn(move || {
                 start.wait();
                 let mut woken = Vec::new();
                 loop {
-                    let batch = registry.lock().unwrap().wake_due(Timestamp(u64::MAX), 7);
+                    let batch = owners.lock().unwrap().wake_due(Timestamp(u64::MAX), 7);
                     if batch.is_empty() {
                         return woken;
                     }
@@ -399,13 +396,13 @@ mod tests {
             })
         };
         let commands = {
-            let (registry, start, all) = (registry.clone(), start.clone(), all.clone());
+            let (owners, start, all) = (owners.clone(), start.clone(), all.clone());
             thread::spawn(move || {
                 start.wait();
                 let mut woken = Vec::new();
                 for &id in all.iter().rev() {
                     let (command, _answer) = wait_command();
-                    if let Some(Err(w)) = registry.lock().unwrap().route(id, command) {
+                    if let Some(Err(w)) = owners.lock().unwrap().route(id, command) {
                         woken.push(w.id);
                     }
                 }
@@ -418,7 +415,7 @@ mod tests {
         let mut all = all;
         all.sort();
         assert_eq!(woken, all, "each saga woken exactly once");
-        let registry = registry.lock().unwrap();
-        assert_eq!((registry.len(), registry.parked()), (SAGAS, 0));
+        let owners = owners.lock().unwrap();
+        assert_eq!((owners.len(), owners.parked()), (SAGAS, 0));
     }
 }

@@ -1,0 +1,65 @@
+//! The signals that stop the server: the binary's, because only a process
+//! decides what its signals mean (the library stops through a
+//! `CancellationToken`, `Server::shutdown_token`).
+//!
+//! The first SIGINT or SIGTERM starts a graceful shutdown; a second one exits at
+//! once (the journal is still consistent: only acknowledged work is promised).
+
+use std::{future::Future, task::Poll};
+
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::oneshot,
+};
+
+/// Installs the SIGINT/SIGTERM handlers now, and returns a receiver that
+/// resolves at the first signal.
+///
+/// `first_signal` installs its handlers when it is first polled. Until then a
+/// SIGTERM would kill the process with the default action, and scripts, tests
+/// and init systems may signal as soon as the process says it is ready. So
+/// this polls it once, and only then returns: call it before printing
+/// "listening".
+pub async fn stop_signal() -> oneshot::Receiver<()> {
+    let (armed_tx, armed_rx) = oneshot::channel();
+    let (fired_tx, fired_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut signal = std::pin::pin!(first_signal());
+        let fired =
+            std::future::poll_fn(|cx| Poll::Ready(signal.as_mut().poll(cx).is_ready())).await;
+        let _ = armed_tx.send(());
+        if !fired {
+            signal.await;
+        }
+        let _ = fired_tx.send(());
+    });
+    // The task polls the signal future before it answers; it cannot drop the
+    // sender without sending, short of the runtime shutting down.
+    let _ = armed_rx.await;
+    fired_rx
+}
+
+/// Resolves at the first SIGINT or SIGTERM, and arms the second-signal exit.
+async fn first_signal() {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop sagad with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight calls (a second signal exits at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
