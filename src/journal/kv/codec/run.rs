@@ -30,8 +30,7 @@ use super::{
 };
 use crate::{
     journal::{JournalError, store::Bytes},
-    saga::{Event, EventKind, SagaId, StepSpec, Timestamp},
-    trace::TraceContext,
+    saga::{Event, EventKind, SagaId, StepSpec, Timestamp, TraceContext},
 };
 
 /// stored once.
