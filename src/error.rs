@@ -1,8 +1,13 @@
 //! The crate's error: what the engine answers its callers, classified so the API
 //! layer can map it to one gRPC status (the mapping lives in `api/`, only there).
+//!
+//! A journal error keeps its whole chain of sources (down to the `io::Error`
+//! that tells a full disk from a broken one), and is classified here, once,
+//! into a [`JournalFault`]: what the failure means to a caller. Callers match
+//! on the fault, never on the journal's own variants.
 
 use crate::{
-    journal::JournalError,
+    journal::{JournalError, StoreError},
     saga::{DefinitionError, FoldError},
 };
 
@@ -45,12 +50,73 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Unavailable(_) => true,
-            Error::Journal(e) => !matches!(
-                e,
-                JournalError::Corrupt { .. } | JournalError::IdempotencyConflict { .. }
-            ),
+            Error::Journal(e) => JournalFault::of(e).is_retryable(),
             _ => false,
         }
+    }
+
+    /// What a journal failure means to the caller; `None` for other errors.
+    pub fn journal_fault(&self) -> Option<JournalFault> {
+        match self {
+            Error::Journal(e) => Some(JournalFault::of(e)),
+            _ => None,
+        }
+    }
+}
+
+/// What a journal failure means to a caller: the one classification of
+/// [`JournalError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalFault {
+    /// A write or sync failed part-way: what it wrote may still become durable
+    /// once the disk works again, so the change may yet take effect.
+    WriteUncertain,
+    /// Refused before anything was written: an earlier write failed and the
+    /// disk has not worked since.
+    Refused,
+    /// Refused before anything was written: the journal is closed (sagad is
+    /// stopping).
+    Closed,
+    /// A read failed; nothing was asked to change.
+    ReadFailed,
+    /// What the journal holds is damaged.
+    Damaged,
+    /// The idempotency key belongs to another saga.
+    KeyTaken,
+    /// The journal cannot be opened or started (another process owns the
+    /// directory, the directory is unusable, no thread).
+    CannotOpen,
+}
+
+impl JournalFault {
+    /// The fault of `e`.
+    pub fn of(e: &JournalError) -> Self {
+        match e {
+            JournalError::Write(_) => JournalFault::WriteUncertain,
+            JournalError::Failed(_) => JournalFault::Refused,
+            JournalError::Closed => JournalFault::Closed,
+            JournalError::Corrupt { .. } | JournalError::Store(StoreError::Corrupt { .. }) => {
+                JournalFault::Damaged
+            }
+            JournalError::IdempotencyConflict { .. } => JournalFault::KeyTaken,
+            JournalError::Store(StoreError::Locked { .. } | StoreError::Open { .. })
+            | JournalError::Start(_) => JournalFault::CannotOpen,
+            JournalError::Store(
+                StoreError::Io { .. } | StoreError::Stuck(_) | StoreError::Engine(_),
+            ) => JournalFault::ReadFailed,
+        }
+    }
+
+    /// True when the same request may succeed later: the disk may come back;
+    /// damage and a taken key do not go away by themselves.
+    pub fn is_retryable(self) -> bool {
+        !matches!(self, JournalFault::Damaged | JournalFault::KeyTaken)
+    }
+
+    /// True when the journal refuses writes for now, and the work that met
+    /// the fault should wait for it to take writes again.
+    pub fn stalls_writes(self) -> bool {
+        matches!(self, JournalFault::WriteUncertain | JournalFault::Refused)
     }
 }
 

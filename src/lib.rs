@@ -1,20 +1,44 @@
 //! sagad: a durable saga coordinator.
 //!
+//! Clients start sagas over gRPC; sagad calls each step's participant, journals
+//! every transition durably before acting on it, retries transient failures,
+//! compensates the steps already done when one fails for good, and on restart
+//! finishes everything it had begun.
+//!
+//! What sagad is not:
+//! - not a workflow engine with steps defined in code: a saga is data (a
+//!   definition of steps and participants), and participants are services;
+//! - not a message broker: it calls participants and waits for their answers;
+//! - not distributed, yet: one process owns one data directory (a second is
+//!   refused); several coordinators over one shared journal are still to come;
+//! - not a store for business data: payloads and outputs are carried, not queried.
+//!
 //! Dependencies point one way: `api → engine → {journal, participant} → saga`.
-//! - [`saga`]: the pure domain (events, fold, decisions).
-//! - [`clock`]: the wall-clock reads the domain leaves to the edge
-//!   (`Timestamp::now`, `SagaId::generate`).
-//! - [`journal`]: the durable, group-committed event log.
-//! - [`participant`]: calling participant endpoints and classifying their answers.
-//! - [`engine`]: runs sagas, retries, recovery, shutdown.
-//! - [`api`]: the gRPC `Coordinator` service.
-//! - [`metrics`]: the Prometheus metrics and their HTTP endpoint.
-//! - [`webhook`]: the at-least-once POST for every saga that becomes FAILED.
-//! - [`trace`]: W3C trace context at the edge: its gRPC headers, call span ids,
-//!   exported spans (the value a saga journals is `saga::TraceContext`).
-//! - [`archive`]: retention: old final sagas move to archive files; export.
-//! - [`json`]: the JSON conventions shared by `--output json`, archives and notices.
-//! - [`allocator`]: jemalloc, tuned, for the binaries (`use_jemalloc!`).
+//!
+//! | module | what it is for |
+//! |---|---|
+//! | [`saga`] | the pure domain: ids, definitions, events, the fold, decisions, retry policies, trace context; no I/O, no clock |
+//! | [`clock`] | the wall-clock reads the domain leaves to the edge (`Timestamp::now`, `SagaId::generate`) |
+//! | [`journal`] | the durable, group-committed event log: the contract, the saga schema, the stores (its `mod.rs` draws the map) |
+//! | [`participant`] | calling participant endpoints and classifying their answers |
+//! | [`engine`] | runs sagas: runners, timers and parking, retries, recovery, watch and the feed, shutdown |
+//! | [`api`] | the gRPC `Coordinator` service: validation, proto ↔ domain, errors → statuses |
+//! | [`server`] | assembles a server: journal, engine, listeners, services, background tasks |
+//! | [`config`] | one configuration: defaults, then file, then environment, then flags |
+//! | [`error`] | the crate's error, classified for callers |
+//! | [`metrics`] | the Prometheus metrics and their HTTP endpoint |
+//! | [`webhook`] | the at-least-once POST for every saga that becomes FAILED |
+//! | [`archive`] | retention: old final sagas move to archive files; export |
+//! | [`trace`] | W3C trace context at the edge: gRPC headers, call span ids, exported spans |
+//! | [`json`] | the JSON conventions shared by `--output json`, archives and notices |
+//! | [`proto`] | the generated protobuf types and services |
+//! | [`runtime`] | the tokio runtime the binaries run on |
+//! | [`failpoint`] | crash points for the crash tests (debug builds only) |
+//! | [`allocator`] | jemalloc, tuned, for the binaries (`use_jemalloc!`) |
+//!
+//! The design the code holds to is in `docs/design.md`, the participant
+//! contract in `docs/participant.md`, the benchmark workloads in
+//! `docs/workload.md`.
 
 pub mod allocator;
 pub mod api;
@@ -32,6 +56,8 @@ pub mod proto;
 pub mod runtime;
 pub mod saga;
 pub mod server;
+#[cfg(test)]
+pub mod testing;
 pub mod trace;
 pub mod webhook;
 

@@ -20,8 +20,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    engine::{Engine, FeedQuery, SagaSource, StartRequest},
-    journal::ListQuery,
+    engine::{Engine, FeedQuery, ListQuery, SagaSource, StartRequest},
     proto::v1::{self as pb, coordinator_server::Coordinator},
     saga::{EventKind, Participant, SagaId, Timestamp, TraceContext},
     trace,

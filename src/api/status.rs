@@ -2,11 +2,7 @@
 
 use tonic::Status;
 
-use crate::{
-    Error,
-    journal::{JournalError, StoreError},
-    saga::DefinitionError,
-};
+use crate::{Error, error::JournalFault, saga::DefinitionError};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -22,29 +18,24 @@ impl From<Error> for Status {
             }
             Error::Definition(DefinitionError::File { .. }) => Status::internal(message),
             Error::Definition(_) => Status::invalid_argument(message),
-            Error::Journal(JournalError::IdempotencyConflict { .. }) => {
-                Status::already_exists(message)
-            }
-            Error::Journal(
-                JournalError::Corrupt { .. } | JournalError::Store(StoreError::Corrupt { .. }),
-            ) => Status::data_loss(message),
-            // The batch's write or sync failed part-way: what it wrote may
-            // still become durable with the next sync that works, so the
-            // change may yet take effect.
-            Error::Journal(JournalError::Write(_)) => Status::unavailable(format!(
-                "{message}; the change may still take effect once the disk works again \
-                 (a StartSaga retried with the same idempotency key starts no second saga)"
-            )),
-            // Refused before anything was written.
-            Error::Journal(JournalError::Failed(_) | JournalError::Closed) => {
-                Status::unavailable(format!("{message}; nothing was changed"))
-            }
-            Error::Journal(
-                JournalError::Store(StoreError::Locked { .. } | StoreError::Open { .. })
-                | JournalError::Start(_),
-            ) => Status::internal(message),
-            // A read failed: nothing was asked to change.
-            Error::Journal(JournalError::Store(_)) => Status::unavailable(message),
+            Error::Journal(e) => match JournalFault::of(&e) {
+                JournalFault::KeyTaken => Status::already_exists(message),
+                JournalFault::Damaged => Status::data_loss(message),
+                // The batch's write or sync failed part-way: what it wrote may
+                // still become durable with the next sync that works, so the
+                // change may yet take effect.
+                JournalFault::WriteUncertain => Status::unavailable(format!(
+                    "{message}; the change may still take effect once the disk works again \
+                     (a StartSaga retried with the same idempotency key starts no second saga)"
+                )),
+                // Refused before anything was written.
+                JournalFault::Refused | JournalFault::Closed => {
+                    Status::unavailable(format!("{message}; nothing was changed"))
+                }
+                // A read failed: nothing was asked to change.
+                JournalFault::ReadFailed => Status::unavailable(message),
+                JournalFault::CannotOpen => Status::internal(message),
+            },
             Error::Io { .. } => Status::internal(message),
         }
     }
@@ -53,6 +44,7 @@ impl From<Error> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::{JournalError, StoreError};
 
     #[test]
     fn a_failed_write_does_not_claim_that_nothing_changed() {

@@ -215,11 +215,9 @@ mod tests {
     use super::*;
     use crate::{
         archive::{export, file},
-        journal::{
-            MemoryJournal,
-            conformance::{completing, started, turning_back},
-        },
+        journal::MemoryJournal,
         saga::EventKind,
+        testing::{completing, started, turning_back},
     };
 
     fn lines(dir: &std::path::Path) -> Vec<ArchivedSaga> {

@@ -300,8 +300,8 @@ impl ArchivedSaga {
 mod tests {
     use super::*;
     use crate::{
-        journal::conformance::{next, started},
         saga::Timestamp,
+        testing::{next, started},
     };
 
     #[test]

@@ -271,9 +271,10 @@ mod tests {
     use super::*;
     use crate::{
         engine::EngineConfig,
-        journal::{Journal, MemoryJournal, conformance},
+        journal::{Journal, MemoryJournal},
         participant::Participants,
         saga::{CallOutcome, EventKind},
+        testing,
     };
 
     struct Nobody;
@@ -309,7 +310,7 @@ mod tests {
     /// Appends a saga of `definition`: started, cancelled, compensating, compensated.
     async fn saga(journal: &Arc<dyn Journal>, definition: &str) -> Vec<Event> {
         let mut all = Vec::new();
-        for event in conformance::cancelled(definition, None, EventKind::SagaCompensated) {
+        for event in testing::cancelled(definition, None, EventKind::SagaCompensated) {
             all.extend(journal.append(vec![event]).await.unwrap());
         }
         all

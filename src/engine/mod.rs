@@ -31,7 +31,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     Error, Result,
-    journal::{Journal, ListQuery},
+    journal::Journal,
     metrics::Metrics,
     participant::Participants,
     saga::{
@@ -50,6 +50,9 @@ mod runner;
 mod start;
 mod watch;
 
+/// Which sagas [`Engine::list`] lists: the journal's query, which the engine
+/// passes on as it is (its `limit` capped, its page continued).
+pub use crate::journal::ListQuery;
 pub use feed::{FeedItem, FeedQuery};
 pub use parking::PARK_AFTER;
 pub use start::{SagaSource, StartRequest, Started};

@@ -177,9 +177,10 @@ mod tests {
     use super::*;
     use crate::{
         engine::EngineConfig,
-        journal::{Journal, MemoryJournal, conformance},
+        journal::{Journal, MemoryJournal},
         participant::GrpcParticipants,
         saga::{Action, Event, EventKind, Failure, SagaStatus},
+        testing,
     };
 
     /// An engine over `journal` whose participants are unreachable
@@ -202,16 +203,16 @@ mod tests {
     /// Journals a one-step saga whose first forward attempt failed, the next
     /// one due at `retry_at`; `None` leaves the attempt in flight instead.
     async fn seed(journal: &MemoryJournal, retry_at: Option<Timestamp>) -> SagaId {
-        let started = conformance::started("d", None);
+        let started = testing::started("d", None);
         let id = started.saga;
         let attempt = |attempt| EventKind::AttemptStarted {
             step: 0,
             action: Action::Forward,
             attempt,
         };
-        let mut events = vec![started, conformance::next(id, 2, attempt(1))];
+        let mut events = vec![started, testing::next(id, 2, attempt(1))];
         if let Some(retry_at) = retry_at {
-            events.push(conformance::next(
+            events.push(testing::next(
                 id,
                 3,
                 EventKind::AttemptFailed {

@@ -36,7 +36,7 @@ use tracing::Instrument;
 use super::{Command, CommandRx, Engine};
 use crate::{
     Error, Result,
-    journal::JournalError,
+    error::JournalFault,
     participant::CallRequest,
     saga::{
         Action, CallOutcome, Decision, Event, EventKind, SagaState, SagaStatus, Timestamp,
@@ -191,10 +191,7 @@ impl Runner {
             }
             Err(e) => {
                 tracing::error!(saga = %id, error = %e, "saga paused: its progress could not be journaled");
-                if matches!(
-                    e,
-                    Error::Journal(JournalError::Write(_) | JournalError::Failed(_))
-                ) {
+                if e.journal_fault().is_some_and(JournalFault::stalls_writes) {
                     self.engine.stall(id);
                 }
                 if let Some(ack) = self.ack.take() {
@@ -452,8 +449,9 @@ mod tests {
     use super::*;
     use crate::{
         engine::{EngineConfig, RUNNER_COMMAND_CAPACITY},
-        journal::{MemoryJournal, conformance},
+        journal::MemoryJournal,
         participant::GrpcParticipants,
+        testing,
     };
 
     /// Most bytes the future of a runner may take, its boxed runner included.
@@ -472,7 +470,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let state = SagaState::start(&conformance::started("d", None)).unwrap();
+        let state = SagaState::start(&testing::started("d", None)).unwrap();
         let (_command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
         let runner = Runner::new(engine, state, vec![], command_rx, None, vec![]);
         let boxed = std::mem::size_of_val(&runner);

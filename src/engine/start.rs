@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     Error, Result,
-    journal::JournalError,
+    error::JournalFault,
     saga::{
         Event, EventKind, SagaId, SagaState, StepDef, StepSpec, Timestamp, TraceContext, definition,
     },
@@ -209,7 +209,7 @@ impl Engine {
         let waiter = request.wait.then_some(wait_tx);
         let journaled = match self.journal_start(state, started, command_rx, waiter).await {
             Ok(journaled) => journaled,
-            Err(Error::Journal(JournalError::IdempotencyConflict { .. })) => return Ok(None),
+            Err(e) if e.journal_fault() == Some(JournalFault::KeyTaken) => return Ok(None),
             Err(e) => return Err(e),
         };
         let saga = match journaled {

@@ -50,7 +50,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::journal::{Journal, StoreError, conformance, kv::codec, store::KvStore};
+    use crate::journal::{Journal, StoreError, kv::codec, store::KvStore};
+    use crate::testing;
 
     fn temp_journal() -> (Arc<dyn Journal>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -85,7 +86,7 @@ mod tests {
         /// with the bundle (seen once: a whole journal's index gone).
         #[tokio::test]
         async fn removals_racing_checkpoints_leave_other_sagas_indexed() {
-            use crate::journal::conformance::{attempt, completing, next, started};
+            use crate::testing::{attempt, completing, next, started};
 
             let (journal, _dir) = temp_journal();
             let mut kept = Vec::new();
@@ -108,7 +109,7 @@ mod tests {
     #[tokio::test]
     async fn acknowledged_appends_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let first = conformance::started("shop", Some("k1"));
+        let first = testing::started("shop", Some("k1"));
         let id = first.saga;
         {
             let journal = SledJournal::open(dir.path()).unwrap();
@@ -123,7 +124,7 @@ mod tests {
         assert_eq!(journal.saga_for_key("k1").await.unwrap(), Some(id));
         // Offsets continue after a reopen instead of starting over.
         let more = journal
-            .append(vec![conformance::started("shop", None)])
+            .append(vec![testing::started("shop", None)])
             .await
             .unwrap();
         assert_eq!(more[0].offset, events[0].offset + 1);
@@ -134,9 +135,8 @@ mod tests {
     #[tokio::test]
     async fn bundled_runs_read_back_by_saga_by_offset_and_after_removal() {
         let dir = tempfile::tempdir().unwrap();
-        let sagas: Vec<Vec<crate::saga::Event>> = (0..5)
-            .map(|i| conformance::completing(None, i * 100))
-            .collect();
+        let sagas: Vec<Vec<crate::saga::Event>> =
+            (0..5).map(|i| testing::completing(None, i * 100)).collect();
         let mut appended = Vec::new();
         {
             let journal = SledJournal::open(dir.path()).unwrap();
@@ -215,7 +215,7 @@ mod tests {
         for round in 0..20 {
             let journal =
                 SledJournal::open(dir.path()).unwrap_or_else(|e| panic!("round {round}: {e}"));
-            let first = conformance::started("shop", None);
+            let first = testing::started("shop", None);
             journal.append(vec![first]).await.unwrap();
             journal.close().await.unwrap();
         }
@@ -248,7 +248,7 @@ mod tests {
     #[tokio::test]
     async fn large_values_are_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut first = conformance::started("shop", None);
+        let mut first = testing::started("shop", None);
         if let crate::saga::EventKind::SagaStarted { payload, .. } = &mut first.kind {
             *payload = vec![7u8; 1024 * 1024];
         }

@@ -194,11 +194,9 @@ fn index_members<S: KvStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{
-        Journal, MemoryJournal,
-        conformance::{next, started},
-    };
+    use crate::journal::{Journal, MemoryJournal};
     use crate::saga::EventKind;
+    use crate::testing::{next, started};
 
     /// More sagas in an index than one pass reads, with other statuses mixed
     /// in: pages continue across passes, newest first.

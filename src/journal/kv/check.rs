@@ -296,14 +296,15 @@ fn check_participants<S: KvStore>(store: &S, report: &mut CheckReport) -> Result
 mod tests {
     use super::*;
     use crate::journal::{
-        Journal, MemoryJournal, conformance,
+        Journal, MemoryJournal,
         kv::codec::{FAILED, RunPointer, UNFINISHED},
     };
+    use crate::testing;
 
     #[tokio::test]
     async fn a_clean_journal_checks_clean_and_damage_is_named() {
         let journal = MemoryJournal::in_memory();
-        let first = conformance::started("shop", Some("k"));
+        let first = testing::started("shop", Some("k"));
         let id = first.saga;
         journal.append(vec![first]).await.unwrap();
         let report = check(journal.store()).unwrap();
@@ -335,7 +336,7 @@ mod tests {
 
         // An offset index entry that is gone is named too.
         let other = journal
-            .append(vec![conformance::started("shop", None)])
+            .append(vec![testing::started("shop", None)])
             .await
             .unwrap();
         journal
@@ -355,11 +356,11 @@ mod tests {
     #[tokio::test]
     async fn removed_sagas_check_clean_and_holes_above_the_horizon_are_named() {
         let journal = MemoryJournal::in_memory();
-        let history = conformance::cancelled("shop", Some("k"), EventKind::SagaCompensated);
+        let history = testing::cancelled("shop", Some("k"), EventKind::SagaCompensated);
         let id = history[0].saga;
         journal.append(history).await.unwrap();
         let other = journal
-            .append(vec![conformance::started("shop", None)])
+            .append(vec![testing::started("shop", None)])
             .await
             .unwrap();
         assert_eq!(journal.remove_sagas(vec![id]).await.unwrap(), vec![id]);
@@ -387,7 +388,7 @@ mod tests {
         let mut pointers = Vec::new();
         for _ in 0..3 {
             let run = journal
-                .append(vec![conformance::started("shop", None)])
+                .append(vec![testing::started("shop", None)])
                 .await
                 .unwrap();
             pointers.push((
@@ -421,7 +422,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_saga_missing_from_the_failed_index_is_named() {
         let journal = MemoryJournal::in_memory();
-        let history = conformance::cancelled(
+        let history = testing::cancelled(
             "shop",
             None,
             EventKind::SagaFailed {

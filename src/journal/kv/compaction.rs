@@ -140,8 +140,9 @@ mod tests {
     use super::*;
     use crate::journal::store::lend;
     use crate::{
-        journal::{conformance, kv::codec::encode_run},
+        journal::kv::codec::encode_run,
         saga::{Event, EventKind},
+        testing,
     };
     use codec::RunPointer;
 
@@ -182,8 +183,8 @@ mod tests {
 
     #[test]
     fn a_sagas_runs_become_one_record_that_reads_back_as_the_same_runs() {
-        let a = conformance::started("shop", None);
-        let b = conformance::started("shop", None);
+        let a = testing::started("shop", None);
+        let b = testing::started("shop", None);
         let mut offset = 0;
         let a_runs = runs(&a, &[&[1, 2], &[3], &[4, 5, 6]], &mut offset);
         let b_runs = runs(&b, &[&[1]], &mut offset);
@@ -219,7 +220,7 @@ mod tests {
 
     #[test]
     fn consecutive_index_entries_become_bundles_of_at_most_the_limit() {
-        let saga = conformance::started("shop", None).saga;
+        let saga = testing::started("shop", None).saga;
         let entry = |offset: u64| {
             let pointer = RunPointer {
                 saga,
@@ -257,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_damaged_or_misordered_bundle_is_reported() {
-        let a = conformance::started("shop", None);
+        let a = testing::started("shop", None);
         let mut offset = 0;
         let a_runs = runs(&a, &[&[1], &[2, 3]], &mut offset);
         let records: Vec<&[u8]> = a_runs.iter().map(|(_, v)| v.as_slice()).collect();

@@ -415,11 +415,9 @@ fn check_pointer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{
-        conformance::{next, started},
-        store::MemoryStore,
-    };
+    use crate::journal::store::MemoryStore;
     use crate::saga::EventKind;
+    use crate::testing::{next, started};
 
     #[test]
     fn reading_stops_at_the_horizon_and_at_the_limit() {

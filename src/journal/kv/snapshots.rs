@@ -204,7 +204,8 @@ pub(super) fn check_snapshots<S: KvStore>(store: &S, report: &mut CheckReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Journal, MemoryJournal, check, conformance::started};
+    use crate::journal::{Journal, MemoryJournal, check};
+    use crate::testing::started;
 
     fn with_steps(mut event: Event, names: &[&str], inline: bool) -> Event {
         let EventKind::SagaStarted {

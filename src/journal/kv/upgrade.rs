@@ -125,12 +125,9 @@ fn failed_index<S: KvStore>(store: &S) -> Result<Option<Vec<KeyWrite>>, JournalE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{
-        Journal, ListQuery, MemoryJournal,
-        conformance::{next, started},
-        store::MemoryStore,
-    };
+    use crate::journal::{Journal, ListQuery, MemoryJournal, store::MemoryStore};
     use crate::saga::EventKind;
+    use crate::testing::{next, started};
 
     #[tokio::test]
     async fn a_journal_without_the_index_gets_it_rebuilt() {

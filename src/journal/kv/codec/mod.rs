@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn runs_round_trip_and_single_events_of_version_1_read_as_runs() {
-        use crate::journal::conformance::{next, started};
+        use crate::testing::{next, started};
         let mut first = started("shop", None);
         first.offset = 7;
         let id = first.saga;

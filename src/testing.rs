@@ -1,0 +1,113 @@
+//! Events to test with: the histories the journal, feed, index, archive and
+//! engine tests build their cases from, written once.
+
+use std::time::Duration;
+
+use crate::saga::{
+    Action, Endpoint, Event, EventKind, RetryPolicy, SagaId, StepSpec, Timestamp, TraceContext,
+};
+
+/// A step of participant `p`, on endpoints nothing listens on.
+pub fn spec(name: &str) -> StepSpec {
+    StepSpec {
+        name: name.into(),
+        participant: "p".into(),
+        forward: Endpoint::parse("f", "http://127.0.0.1:1/p.S/Do").unwrap(),
+        compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
+        retry: RetryPolicy::default(),
+        timeout: Duration::from_secs(1),
+    }
+}
+
+/// The `SagaStarted` event of a fresh one-step saga.
+pub fn started(definition: &str, key: Option<&str>) -> Event {
+    Event {
+        saga: SagaId::generate(),
+        seq: 1,
+        offset: 0,
+        at: Timestamp::now(),
+        kind: EventKind::SagaStarted {
+            definition: definition.into(),
+            inline_steps: None,
+            steps: vec![spec("only")],
+            payload: br#"{"order_id":1}"#.to_vec(),
+            idempotency_key: key.map(str::to_string),
+            // Journaled like every other field: reads must give it back.
+            trace: Some(
+                TraceContext::parse(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    Some("congo=t61rcWkgMzE"),
+                )
+                .expect("a valid traceparent"),
+            ),
+        },
+    }
+}
+
+/// Event `seq` of `saga`.
+pub fn next(saga: SagaId, seq: u64, kind: EventKind) -> Event {
+    Event {
+        saga,
+        seq,
+        offset: 0,
+        at: Timestamp::now(),
+        kind,
+    }
+}
+
+pub fn attempt(step_seq: u32) -> EventKind {
+    EventKind::AttemptStarted {
+        step: 0,
+        action: Action::Forward,
+        attempt: step_seq,
+    }
+}
+
+/// The events of a one-step saga that completes, timed from `at` (ms) on.
+pub fn completing(key: Option<&str>, at: u64) -> Vec<Event> {
+    let first = started("shop", key);
+    let id = first.saga;
+    let kinds = [
+        attempt(1),
+        EventKind::AttemptSucceeded {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+            output: b"{}".to_vec(),
+        },
+        EventKind::SagaCompleted,
+    ];
+    let mut events = vec![first];
+    events.extend(
+        kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| next(id, i as u64 + 2, kind)),
+    );
+    for (i, e) in events.iter_mut().enumerate() {
+        e.at = Timestamp(at + i as u64);
+    }
+    events
+}
+
+/// The events of a saga of `definition` that is cancelled, compensates and
+/// ends with `last`.
+pub fn cancelled(definition: &str, key: Option<&str>, last: EventKind) -> Vec<Event> {
+    let first = started(definition, key);
+    let id = first.saga;
+    vec![
+        first,
+        next(id, 2, EventKind::CancelRequested { reason: "r".into() }),
+        next(id, 3, EventKind::CompensationStarted { reason: "r".into() }),
+        next(id, 4, last),
+    ]
+}
+
+/// The events of a saga that ends with `last` after compensating, timed from `at`.
+pub fn turning_back(last: EventKind, at: u64) -> Vec<Event> {
+    let mut events = cancelled("shop", None, last);
+    for (i, e) in events.iter_mut().enumerate() {
+        e.at = Timestamp(at + i as u64);
+    }
+    events
+}
