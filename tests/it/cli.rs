@@ -3,8 +3,6 @@
 //! participants. Every verb, its `--json` output parsed and checked, and the
 //! exit code of every failure scripts rely on.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader, Read},
     net::SocketAddr,
@@ -18,11 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
 use sagad::proto::v1 as pb;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tonic::Code;
+
+use crate::common::*;
 
 /// A saga id no server has issued.
 const UNKNOWN_ID: &str = "0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b";

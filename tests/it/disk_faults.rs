@@ -3,8 +3,6 @@
 //! nothing it could not make durable, and carry on once the disk works again —
 //! or after a restart.
 
-mod common;
-
 use std::{
     path::Path,
     sync::{
@@ -14,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
 use sagad::{
     engine::EngineConfig,
     journal::{
@@ -26,6 +23,8 @@ use sagad::{
     server::{self, ServerConfig},
 };
 use tonic::Code;
+
+use crate::common::*;
 
 /// A sled store whose syncs fail while `failing` is set, as on a full disk.
 struct FaultyStore {

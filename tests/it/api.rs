@@ -2,11 +2,8 @@
 //! refused with the right code and a message that says what to fix, and changes
 //! nothing; registration, definitions, health and reflection work as documented.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Answer, Client, FakeParticipant, TestServer};
 use sagad::proto::v1 as pb;
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{
@@ -16,6 +13,8 @@ use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
+
+use crate::common::{self, Answer, Client, FakeParticipant, TestServer};
 
 /// A well-formed saga id no saga has.
 const UNKNOWN_ID: &str = "0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b";
