@@ -4,8 +4,6 @@
 //! saga; and `sagad serve --log-format json` writes JSON lines that carry the
 //! saga and attempt spans.
 
-mod common;
-
 use std::{
     collections::HashSet,
     process::Command,
@@ -16,10 +14,11 @@ use std::{
     time::Instant,
 };
 
-use common::{process::SagadProcess, *};
 use sagad::proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 use serde_json::Value;
 use tonic::Code;
+
+use crate::common::{process::SagadProcess, *};
 
 /// The W3C specification's example.
 const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

@@ -5,8 +5,6 @@
 //! The servers here park waits of `PARK_AFTER` or more (the default is 2 s) and
 //! participants ask for `HINT` between attempts, so a test takes seconds.
 
-mod common;
-
 use std::{
     sync::{
         Arc,
@@ -15,9 +13,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use common::*;
 use sagad::{engine::EngineConfig, proto::v1 as pb};
 use tonic::Code;
+
+use crate::common::*;
 
 /// The shortest wait that parks a saga in these tests.
 const PARK_AFTER: Duration = Duration::from_millis(300);

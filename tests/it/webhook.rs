@@ -3,8 +3,6 @@
 //! the body, at-least-once delivery across a restart, no repeat of an
 //! acknowledged notice, and the refusal of URLs sagad cannot post to.
 
-mod common;
-
 use std::{
     net::SocketAddr,
     sync::{
@@ -14,7 +12,6 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::HeaderMap, http::StatusCode, routing::post};
-use common::*;
 use sagad::{
     config::{Config, Settings},
     engine::EngineConfig,
@@ -22,6 +19,8 @@ use sagad::{
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
 
 /// One POST as the receiver saw it, and what it answered.
 #[derive(Clone, Debug)]

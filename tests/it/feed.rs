@@ -2,14 +2,13 @@
 //! sled journal, from the first offset, from a middle one, and across a
 //! coordinator restart; and `sagad tail` as a real process.
 
-mod common;
-
 use std::{collections::HashMap, time::Instant};
 
-use common::*;
 use sagad::proto::v1::{self as pb, saga_event::Event as E};
 use tokio_stream::StreamExt;
 use tonic::Streaming;
+
+use crate::common::*;
 
 /// Payload that makes the payments step reject, so the saga compensates.
 const DECLINED: &str = r#"{"card":"declined"}"#;

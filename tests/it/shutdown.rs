@@ -1,10 +1,9 @@
 //! SIGTERM while hundreds of sagas run: in-flight calls finish, everything is
 //! flushed, the process exits 0, and the next start finishes every saga.
 
-mod common;
-
-use common::chaos::{Fate, Harness};
 use sagad::proto::v1 as pb;
+
+use crate::common::chaos::{Fate, Harness};
 
 const SAGAS: usize = 400;
 

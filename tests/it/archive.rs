@@ -4,8 +4,6 @@
 //! `sagad export` reads archive and journal back; and a coordinator killed
 //! between an archive flush and the removal loses nothing.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, HashSet},
     io::Read,
@@ -14,10 +12,6 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    Answer, Client, FakeParticipant, TestServer, get, poll_until, process::SagadProcess,
-    quick_retry, register_shop, serve, start_order, state,
-};
 use sagad::{
     archive::record::ArchivedSaga,
     journal::{Journal, SledJournal, check},
@@ -26,6 +20,11 @@ use sagad::{
 };
 use serde_json::Value;
 use tonic::Code;
+
+use crate::common::{
+    Answer, Client, FakeParticipant, TestServer, get, poll_until, process::SagadProcess,
+    quick_retry, register_shop, serve, start_order, state,
+};
 
 /// A shop whose `charge-payment` rejects payloads saying `"card":"declined"`
 /// and whose `validate-order` answers RETRY forever to `"stuck":true`.

@@ -2,10 +2,7 @@
 //! temporary sled journal, scriptable participants served over real gRPC, and
 //! polling helpers (no test sleeps and hopes).
 
-#![allow(dead_code)]
-
 use std::{
-    collections::HashMap,
     future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -31,6 +28,26 @@ use tonic::{Code, Request, Response, Status, transport::Channel, transport::serv
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 pub type Client = CoordinatorClient<Channel>;
+
+/// Held by each test that loads the whole machine for a long while with real
+/// processes: the crash and shutdown runs (a `chaos::Harness` holds it) and the
+/// benchmark's `run` and `scale`. Each used to run in a test binary of its own,
+/// alone or beside its own kind; two of them at once on two cores slow each
+/// other until the timing the crash checks rely on (a 2 s step timeout, a call
+/// seen before its retry) no longer holds. Lighter tests still run beside them.
+/// A tokio mutex, as it is held across awaits; and a test that fails holding it
+/// does not poison it for the others.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until no other heavy test runs; see [`HEAVY`].
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
+
+/// [`heavy`] for a synchronous test (never call it inside a runtime).
+pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.blocking_lock()
+}
 
 pub mod chaos;
 pub mod process;
@@ -267,11 +284,6 @@ impl FakeParticipant {
     /// Every call so far, in arrival order.
     pub fn calls(&self) -> Vec<Call> {
         self.ledger.lock().unwrap().calls.clone()
-    }
-
-    /// Every applied effect's key, in order.
-    pub fn applied_keys(&self) -> Vec<String> {
-        self.ledger.lock().unwrap().applied.clone()
     }
 
     /// Calls of one saga as compact tags: `F:step#n` / `C:step#n`.
@@ -583,14 +595,6 @@ pub fn step_states(saga: &pb::Saga) -> Vec<pb::StepState> {
     saga.steps
         .iter()
         .map(|s| pb::StepState::try_from(s.state).unwrap())
-        .collect()
-}
-
-/// Step names by step, for quick lookups in scripts.
-pub fn by_step<T: Clone>(pairs: &[(&str, T)]) -> HashMap<String, T> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
 }
 

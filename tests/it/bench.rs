@@ -16,6 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::common;
+
 /// Generous: a debug build takes some 15 s on two busy cores.
 const DEADLINE: Duration = Duration::from_secs(240);
 
@@ -143,6 +145,7 @@ fn value<'a>(fields: &[(&'a str, &'a str)], key: &str) -> &'a str {
 
 #[test]
 fn quick_run_prints_every_line_and_every_saga_ends_right() {
+    let _heavy = common::heavy_blocking();
     let stdout = run_bench(&["run", "--quick", "--runs", "1", "--floor"]);
     let lines: Vec<&str> = stdout.lines().collect();
     let starting = |prefix: &str| -> Vec<&str> {
@@ -255,6 +258,7 @@ const TARGET_KEYS: [&str; 7] = [
 
 #[test]
 fn quick_scale_reads_back_every_seeded_saga_and_resumes_every_waiting_one() {
+    let _heavy = common::heavy_blocking();
     let stdout = run_bench(&["scale", "--quick"]);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "two SCALE lines and TARGETS in:\n{stdout}");

@@ -111,11 +111,14 @@ pub struct Harness {
     /// Acknowledged starts: idempotency key → (saga id, fate).
     pub started: Mutex<HashMap<String, (String, Fate)>>,
     pub kills: Mutex<u32>,
+    /// No other heavy test runs while this harness lives.
+    _heavy: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Harness {
     /// Starts the participants and a coordinator (with `env`), and registers the shop.
     pub async fn start(env: &[(&str, &str)]) -> Arc<Self> {
+        let heavy = super::heavy().await;
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
         let shop = serve(FakeParticipant::new(script)).await;
@@ -130,6 +133,7 @@ impl Harness {
             addr_rx,
             started: Mutex::new(HashMap::new()),
             kills: Mutex::new(0),
+            _heavy: heavy,
         });
         let retry = pb::RetryPolicy {
             initial_interval: Some(prost_types::Duration {

@@ -1,13 +1,12 @@
 //! Saga behaviour end to end: a real coordinator over loopback gRPC, a real sled
 //! journal in a temp dir, and scripted participants that log every call.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use sagad::proto::v1 as pb;
 use tonic::Code;
+
+use crate::common::*;
 
 const ORDER: &str = r#"{"order_id":"o-1"}"#;
 

@@ -5,8 +5,6 @@
 //! `SAGAD_CRASH_SEED` replays a run; `SAGAD_CRASH_ROUNDS` runs more rounds (each
 //! with its own sagas and kills) for a longer soak.
 
-mod common;
-
 use std::{
     sync::{
         Arc,
@@ -15,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::chaos::{Fate, Harness};
+use crate::common::chaos::{Fate, Harness};
 
 const SAGAS_PER_ROUND: usize = 300;
 const KILLS_PER_ROUND: u32 = 20;

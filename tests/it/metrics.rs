@@ -3,8 +3,6 @@
 //! gauge across a restart, the call-latency histogram, one recorder per server,
 //! and the `sagad serve` flags.
 
-mod common;
-
 use std::{
     net::SocketAddr,
     process::{Command, Stdio},
@@ -15,9 +13,10 @@ use std::{
     time::Duration,
 };
 
-use common::*;
 use sagad::{engine::EngineConfig, proto::v1 as pb, saga::SagaStatus};
 use tonic::Code;
+
+use crate::common::*;
 
 const DEF: &str = "order-fulfillment";
 

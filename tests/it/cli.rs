@@ -3,8 +3,6 @@
 //! participants. Every verb, its `--json` output parsed and checked, and the
 //! exit code of every failure scripts rely on.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader, Read},
     net::SocketAddr,
@@ -18,11 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
 use sagad::proto::v1 as pb;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tonic::Code;
+
+use crate::common::*;
 
 /// A saga id no server has issued.
 const UNKNOWN_ID: &str = "0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b";
@@ -260,6 +259,87 @@ fn names(values: &Value, field: &str) -> Vec<String> {
         .iter()
         .map(|v| v[field].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// A command line sagad must refuse, in a table of them.
+struct Refusal<'a> {
+    /// Names the case in every failure message.
+    name: &'a str,
+    args: Vec<&'a str>,
+    env: Vec<(&'a str, &'a str)>,
+    code: i32,
+    /// Every one of these is on stderr.
+    needles: Vec<&'a str>,
+    /// Whether stderr is the one `sagad: ...` line of a failure sagad reports
+    /// itself; clap's usage errors span several lines.
+    one_line: bool,
+}
+
+impl<'a> Refusal<'a> {
+    /// A failure sagad reports: exit `code` and one error line saying `needles`.
+    fn line(name: &'a str, args: &[&'a str], code: i32, needles: &[&'a str]) -> Self {
+        Self {
+            name,
+            args: args.to_vec(),
+            env: Vec::new(),
+            code,
+            needles: needles.to_vec(),
+            one_line: true,
+        }
+    }
+
+    /// A usage error from clap: exit `code` and a stderr (of any length) that
+    /// is not empty and says `needles`.
+    fn usage(name: &'a str, args: &[&'a str], code: i32, needles: &[&'a str]) -> Self {
+        Self {
+            one_line: false,
+            ..Self::line(name, args, code, needles)
+        }
+    }
+
+    fn with_env(self, env: &[(&'a str, &'a str)]) -> Self {
+        Self {
+            env: env.to_vec(),
+            ..self
+        }
+    }
+
+    /// Runs `sagad` with the case's arguments, then `extra`, and its environment.
+    async fn run(&self, extra: &[&str]) -> Run {
+        let mut args = self.args.clone();
+        args.extend(extra);
+        Proc::spawn(&args, &self.env).finish().await
+    }
+
+    /// Asserts `run` is this case's refusal.
+    #[track_caller]
+    fn check(&self, run: &Run) {
+        let name = self.name;
+        assert_eq!(
+            run.code,
+            Some(self.code),
+            "{name}: unexpected exit: {run:#?}"
+        );
+        let said = if self.one_line {
+            let text = run.stderr.trim_end();
+            assert_eq!(
+                text.lines().count(),
+                1,
+                "{name}: a failure prints exactly one line on stderr: {run:#?}"
+            );
+            assert!(text.starts_with("sagad: "), "{name}: {run:#?}");
+            text
+        } else {
+            assert!(!run.stderr.is_empty(), "{name}: {run:#?}");
+            run.stderr.as_str()
+        };
+        for needle in &self.needles {
+            assert!(
+                said.contains(needle),
+                "{name}: stderr does not say {needle:?}: {run:#?}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,53 +815,87 @@ async fn wait_exits_5_on_failed_and_retry_resumes_compensation() {
         "{again:#?}"
     );
 }
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_exit_1_with_the_status_and_message() {
     let server = TestServer::start().await;
+    let mut grpc = server.client().await;
+    let addr = format!("http://{}", server.addr);
 
-    let run = client(&server, &["get", UNKNOWN_ID]).await;
-    run.expect_code(1);
-    let line = run.error_line();
-    assert!(line.contains("NOT_FOUND"), "{line}");
-    assert!(line.contains(UNKNOWN_ID), "{line}");
-    assert!(run.stdout.is_empty(), "{run:#?}");
+    let cases = [
+        Refusal::line(
+            "get of an unknown id",
+            &["get", UNKNOWN_ID],
+            1,
+            &["NOT_FOUND", UNKNOWN_ID],
+        ),
+        Refusal::line(
+            "cancel of an unknown id",
+            &["cancel", UNKNOWN_ID, "--json"],
+            1,
+            &["NOT_FOUND"],
+        ),
+        Refusal::line(
+            "watch of an unknown id",
+            &["watch", UNKNOWN_ID],
+            1,
+            &["NOT_FOUND"],
+        ),
+        Refusal::line(
+            "get of a malformed id",
+            &["get", "not-an-id"],
+            1,
+            &["INVALID_ARGUMENT"],
+        ),
+        Refusal::line(
+            "start of an unknown definition",
+            &["start", "no-such-definition", "--wait"],
+            1,
+            &["NOT_FOUND", "no-such-definition"],
+        ),
+        Refusal::line(
+            "register with a malformed forward URL",
+            &[
+                "participants",
+                "register",
+                "payments",
+                "--forward",
+                "not a url",
+                "--compensate",
+                "http://127.0.0.1:1/x.Y/Z",
+            ],
+            1,
+            &["INVALID_ARGUMENT"],
+        ),
+    ];
 
-    let run = client(&server, &["cancel", UNKNOWN_ID, "--json"]).await;
-    run.expect_code(1);
-    assert!(run.error_line().contains("NOT_FOUND"), "{run:#?}");
-
-    let run = client(&server, &["watch", UNKNOWN_ID]).await;
-    run.expect_code(1);
-    assert!(run.error_line().contains("NOT_FOUND"), "{run:#?}");
-
-    let run = client(&server, &["get", "not-an-id"]).await;
-    run.expect_code(1);
-    assert!(run.error_line().contains("INVALID_ARGUMENT"), "{run:#?}");
-
-    let run = client(&server, &["start", "no-such-definition", "--wait"]).await;
-    run.expect_code(1);
-    let line = run.error_line();
-    assert!(
-        line.contains("NOT_FOUND") && line.contains("no-such-definition"),
-        "{line}"
-    );
-
-    let run = client(
-        &server,
-        &[
-            "participants",
-            "register",
-            "payments",
-            "--forward",
-            "not a url",
-            "--compensate",
-            "http://127.0.0.1:1/x.Y/Z",
-        ],
-    )
-    .await;
-    run.expect_code(1);
-    assert!(run.error_line().contains("INVALID_ARGUMENT"), "{run:#?}");
+    // A refused command prints nothing on stdout and changes nothing on the server.
+    for case in &cases {
+        let run = case.run(&["--addr", &addr]).await;
+        case.check(&run);
+        assert!(
+            run.stdout.is_empty(),
+            "{}: something on stdout: {run:#?}",
+            case.name
+        );
+        let sagas = grpc
+            .list_sagas(pb::ListSagasRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .sagas;
+        assert!(sagas.is_empty(), "{}: a saga was started", case.name);
+        let participants = grpc
+            .list_participants(pb::ListParticipantsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .participants;
+        assert!(
+            participants.is_empty(),
+            "{}: a participant was registered",
+            case.name
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -815,72 +929,78 @@ async fn an_unreachable_server_exits_3_naming_the_address() {
     run.expect_code(3);
     assert!(run.error_line().contains(&addr), "{run:#?}");
 }
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_flags_and_bad_payloads_exit_2_before_any_call() {
     // The address is dead: these must fail on their input, not on the connection.
     let addr = dead_addr();
-    for args in [
-        vec!["list", "--bogus"],
-        vec!["list", "--state", "sideways"],
-        vec!["list", "--limit", "many"],
-        vec!["start"],
-        vec!["get"],
-        vec![
-            "participants",
-            "register",
-            "p",
-            "--forward",
-            "http://h:1/a.B/C",
-        ],
-        vec![
-            "participants",
-            "register",
-            "p",
-            "--forward",
-            "u",
-            "--compensate",
-            "u",
-            "--timeout",
-            "soon",
-        ],
-        vec!["start", "d", "--payload", "{}", "--payload-file", "f"],
-        vec!["nonsense-verb"],
-    ] {
-        let mut all = args.clone();
-        all.extend(["--addr", &addr]);
-        let run = sagad(&all).await;
-        run.expect_code(2);
-        assert!(!run.stderr.is_empty(), "{args:?}: {run:#?}");
+    let cases = [
+        Refusal::usage("an unknown flag", &["list", "--bogus"], 2, &[]),
+        Refusal::usage("an unknown state", &["list", "--state", "sideways"], 2, &[]),
+        Refusal::usage(
+            "a limit that is no number",
+            &["list", "--limit", "many"],
+            2,
+            &[],
+        ),
+        Refusal::usage("start without a definition", &["start"], 2, &[]),
+        Refusal::usage("get without an id", &["get"], 2, &[]),
+        Refusal::usage(
+            "register without --compensate",
+            &[
+                "participants",
+                "register",
+                "p",
+                "--forward",
+                "http://h:1/a.B/C",
+            ],
+            2,
+            &[],
+        ),
+        Refusal::usage(
+            "register with a timeout that is no duration",
+            &[
+                "participants",
+                "register",
+                "p",
+                "--forward",
+                "u",
+                "--compensate",
+                "u",
+                "--timeout",
+                "soon",
+            ],
+            2,
+            &[],
+        ),
+        Refusal::usage(
+            "both --payload and --payload-file",
+            &["start", "d", "--payload", "{}", "--payload-file", "f"],
+            2,
+            &[],
+        ),
+        Refusal::usage("an unknown verb", &["nonsense-verb"], 2, &[]),
+        Refusal::line(
+            "a --payload that is not JSON",
+            &["start", "order-fulfillment", "--payload", "{bad"],
+            2,
+            &["--payload is not valid JSON"],
+        ),
+        Refusal::line(
+            "a --payload-file that does not exist",
+            &[
+                "start",
+                "order-fulfillment",
+                "--payload-file",
+                "/nonexistent/payload.json",
+            ],
+            2,
+            &["/nonexistent/payload.json"],
+        ),
+    ];
+    for case in &cases {
+        let run = case.run(&["--addr", &addr]).await;
+        case.check(&run);
     }
-
-    let run = sagad(&[
-        "start",
-        "order-fulfillment",
-        "--payload",
-        "{bad",
-        "--addr",
-        &addr,
-    ])
-    .await;
-    run.expect_code(2);
-    let line = run.error_line();
-    assert!(line.contains("--payload is not valid JSON"), "{line}");
-
-    let run = sagad(&[
-        "start",
-        "order-fulfillment",
-        "--payload-file",
-        "/nonexistent/payload.json",
-        "--addr",
-        &addr,
-    ])
-    .await;
-    run.expect_code(2);
-    assert!(
-        run.error_line().contains("/nonexistent/payload.json"),
-        "{run:#?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1015,44 +1135,43 @@ async fn serve_config_file_env_and_flags_apply_in_order() {
     server.terminate();
     server.finish().await.ok();
 }
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_bad_configuration_naming_where_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sagad.toml");
     std::fs::write(&config, "listen = \":0\"\nshutdown_grace_period = \"5s\"\n").unwrap();
-    let run = sagad(&["serve", "--config", config.to_str().unwrap()]).await;
-    run.expect_code(2);
-    let line = run.error_line();
-    assert!(
-        line.contains(config.to_str().unwrap()),
-        "names the file: {line}"
-    );
-    assert!(
-        line.contains("shutdown_grace_period"),
-        "names the key: {line}"
-    );
-
-    let run = Proc::spawn(
-        &[
-            "serve",
-            "--listen",
-            ":0",
-            "--data-dir",
-            dir.path().join("d").to_str().unwrap(),
-        ],
-        &[("SAGAD_DEFAULT_TIMEOUT", "soonish")],
-    )
-    .finish()
-    .await;
-    run.expect_code(2);
-    let line = run.error_line();
-    assert!(
-        line.contains("SAGAD_DEFAULT_TIMEOUT") && line.contains("soonish"),
-        "{line}"
-    );
-
-    let run = sagad(&["serve", "--max-payload-bytes", "0"]).await;
-    run.expect_code(2);
-    assert!(run.stderr.contains("--max-payload-bytes"), "{run:#?}");
+    let config = config.to_str().unwrap();
+    let data_dir = dir.path().join("d");
+    let cases = [
+        // Names the file and the key.
+        Refusal::line(
+            "a config file with an unknown key",
+            &["serve", "--config", config],
+            2,
+            &[config, "shutdown_grace_period"],
+        ),
+        Refusal::line(
+            "a SAGAD_DEFAULT_TIMEOUT that is no duration",
+            &[
+                "serve",
+                "--listen",
+                ":0",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+            ],
+            2,
+            &["SAGAD_DEFAULT_TIMEOUT", "soonish"],
+        )
+        .with_env(&[("SAGAD_DEFAULT_TIMEOUT", "soonish")]),
+        Refusal::usage(
+            "--max-payload-bytes 0",
+            &["serve", "--max-payload-bytes", "0"],
+            2,
+            &["--max-payload-bytes"],
+        ),
+    ];
+    for case in &cases {
+        let run = case.run(&[]).await;
+        case.check(&run);
+    }
 }

@@ -2,11 +2,9 @@
 //! the crash points of `src/failpoint.rs` (armed with `FAILPOINTS`): it restarts
 //! on the same data dir and every promise is checked (`common::chaos::check`).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::chaos::{Fate, Harness};
+use crate::common::chaos::{Fate, Harness};
 
 /// A mix that goes through every kind of transition, compensations included.
 fn fates() -> Vec<Fate> {

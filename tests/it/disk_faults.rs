@@ -4,15 +4,12 @@
 //! UNAVAILABLE, act on nothing it could not make durable, and carry on once
 //! the disk works again — or after a restart.
 
-mod common;
-
 use std::{
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use common::*;
 use sagad::{
     engine::EngineConfig,
     journal::{
@@ -23,6 +20,8 @@ use sagad::{
     server::{self, ServerConfig},
 };
 use tonic::Code;
+
+use crate::common::*;
 
 /// A server over the sled journal whose log syncs fail while `fault` says so.
 async fn start_faulty(dir: &Path, fault: Arc<DiskFault>) -> server::Server {

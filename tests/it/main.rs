@@ -1,0 +1,31 @@
+//! The integration suite: one test crate, a module per area.
+//!
+//! One crate, not a crate per file, because each test crate links the whole
+//! dependency tree again (tonic, hyper, sled, the sagad library): seventeen links
+//! on a two-core CI cost more than the tests themselves. Cargo finds this file as
+//! the test target `it`; run one area with `cargo test --test it api::`.
+//!
+//! All modules share one process. Nothing here may set process-wide state (a
+//! global tracing subscriber or metrics recorder, environment variables, crash
+//! points, signal handlers): whatever needs that runs in a `sagad` child
+//! process, which gets its own environment (`common::process`, `cli::Proc`).
+
+mod common;
+
+mod api;
+mod archive;
+mod bench;
+mod cli;
+mod config;
+mod crash;
+mod crash_points;
+mod damaged_journal;
+mod disk_faults;
+mod feed;
+mod metrics;
+mod parking;
+mod process;
+mod sagas;
+mod shutdown;
+mod tracing;
+mod webhook;
