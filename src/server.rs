@@ -113,7 +113,8 @@ pub async fn start_with_journal(
     let (ready_tx, ready_rx) = watch::channel(false);
     let (health, router) = grpc_services(&config, &engine, &ready).await?;
     // Nagle must be turned off on the incoming stream itself: the server builder's
-    // tcp_nodelay is ignored by serve_with_incoming (STACK.md).
+    // tcp_nodelay is ignored by serve_with_incoming (64 concurrent calls on one
+    // connection reached 26–30k calls/s with it on, against 42–51k with it off).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let serving = Serving {
         engine: engine.clone(),

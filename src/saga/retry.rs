@@ -32,7 +32,7 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// The server defaults of DESIGN.md.
+    /// The server defaults of `docs/design.md`.
     fn default() -> Self {
         Self {
             initial_interval: Duration::from_millis(100),

@@ -3,7 +3,7 @@
 //! keep a ledger of every call and apply each idempotency key once.
 //!
 //! Sagas get seeded, scripted fates (complete, rejected at a step, transient
-//! failures, slow steps); `check` then proves the promises of DESIGN.md on what
+//! failures, slow steps); `check` then proves the promises of `docs/design.md` on what
 //! the coordinator and the participants' ledger say.
 
 use std::{
