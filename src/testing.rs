@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::saga::{
-    Action, Endpoint, Event, EventKind, RetryPolicy, SagaId, StepSpec, Timestamp, TraceContext,
+    Action, Endpoint, Event, EventKind, Offset, RetryPolicy, SagaId, StepSpec, Timestamp,
+    TraceContext,
 };
 
 /// A step of participant `p`, on endpoints nothing listens on.
@@ -24,7 +25,7 @@ pub fn started(definition: &str, key: Option<&str>) -> Event {
     Event {
         saga: SagaId::generate(),
         seq: 1,
-        offset: 0,
+        offset: Offset::ZERO,
         at: Timestamp::now(),
         kind: EventKind::SagaStarted {
             definition: definition.into(),
@@ -49,7 +50,7 @@ pub fn next(saga: SagaId, seq: u64, kind: EventKind) -> Event {
     Event {
         saga,
         seq,
-        offset: 0,
+        offset: Offset::ZERO,
         at: Timestamp::now(),
         kind,
     }

@@ -311,7 +311,7 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
     pb::SagaEvent {
         saga_id: e.saga.to_string(),
         seq: e.seq,
-        offset: e.offset,
+        offset: e.offset.get(),
         at: Some(timestamp(e.at)),
         state: saga_state(status) as i32,
         event: Some(body),

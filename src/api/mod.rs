@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use crate::{
     engine::{Engine, FeedQuery, ListQuery, SagaSource, StartRequest},
     proto::v1::{self as pb, coordinator_server::Coordinator},
-    saga::{EventKind, Participant, SagaId, Timestamp, TraceContext},
+    saga::{EventKind, Offset, Participant, SagaId, Timestamp, TraceContext},
     trace,
 };
 
@@ -290,7 +290,7 @@ impl Coordinator for CoordinatorApi {
         let items = self
             .engine
             .subscribe(FeedQuery {
-                after: r.after_offset,
+                after: Offset(r.after_offset),
                 definition: (!r.definition.is_empty()).then_some(r.definition),
                 state_changes_only: r.state_changes_only,
             })

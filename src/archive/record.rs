@@ -172,7 +172,7 @@ impl ArchivedSaga {
             .iter()
             .map(|e| ArchivedEvent {
                 seq: e.seq,
-                offset: e.offset,
+                offset: e.offset.get(),
                 at: timestamp(e.at),
                 what: match &e.kind {
                     EventKind::SagaStarted { .. } => ArchivedEventKind::SagaStarted {},
@@ -299,6 +299,7 @@ impl ArchivedSaga {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saga::Offset;
     use crate::{
         saga::Timestamp,
         testing::{next, started},
@@ -308,7 +309,7 @@ mod tests {
     fn a_record_holds_the_whole_history_and_round_trips() {
         let mut first = started("shop", Some("order-7"));
         let id = first.saga;
-        first.offset = 10;
+        first.offset = Offset(10);
         let mut events = vec![first];
         for (seq, kind) in [
             EventKind::AttemptStarted {
@@ -341,7 +342,7 @@ mod tests {
         .enumerate()
         {
             let mut e = next(id, seq as u64 + 2, kind);
-            e.offset = 20 + seq as u64;
+            e.offset = Offset(20 + seq as u64);
             events.push(e);
         }
         let record = ArchivedSaga::from_events(&events).unwrap();

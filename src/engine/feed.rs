@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use super::Engine;
 use crate::{
     Error, Result,
-    saga::{Event, EventKind, SagaId, SagaStatus},
+    saga::{Event, EventKind, Offset, SagaId, SagaStatus},
 };
 
 /// Events read from the journal at a time.
@@ -50,8 +50,9 @@ const FEED_SAGAS_MAX: usize = 100_000;
 /// What to subscribe to.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FeedQuery {
-    /// Events with a greater offset are delivered; 0 starts at the first.
-    pub after: u64,
+    /// Events with a greater offset are delivered; `Offset::ZERO` starts at
+    /// the first.
+    pub after: Offset,
     /// Only events of sagas of this definition.
     pub definition: Option<String>,
     /// Only events that change a saga's state.
@@ -97,7 +98,7 @@ struct Feed {
     engine: Engine,
     query: FeedQuery,
     /// The offset of the last event handled (sent or filtered out).
-    cursor: u64,
+    cursor: Offset,
     sagas: HashMap<SagaId, SagaInfo>,
     out: mpsc::Sender<Result<FeedItem>>,
 }
@@ -242,7 +243,7 @@ impl Engine {
     pub async fn subscribe(&self, query: FeedQuery) -> Result<mpsc::Receiver<Result<FeedItem>>> {
         self.check_open()?;
         let archived = self.journal().archived_through().await?;
-        if query.after > 0 && query.after < archived {
+        if query.after > Offset::ZERO && query.after < archived {
             return Err(Error::FailedPrecondition(format!(
                 "events after offset {} were archived by retention (the journal is complete only after offset {archived}); \
                  subscribe with after_offset={archived} to go on without them, or after_offset=0 for everything still in the journal; \
@@ -401,7 +402,7 @@ mod tests {
 
         let mut changes = engine
             .subscribe(FeedQuery {
-                after: 0,
+                after: Offset::ZERO,
                 definition: Some("other".into()),
                 state_changes_only: true,
             })

@@ -35,8 +35,8 @@ use crate::{
     metrics::Metrics,
     participant::Participants,
     saga::{
-        Definition, Event, EventKind, Participant, SagaId, SagaState, SagaStatus, StepDefaults,
-        Timestamp,
+        Definition, Event, EventKind, Offset, Participant, SagaId, SagaState, SagaStatus,
+        StepDefaults, Timestamp,
     },
     webhook::Notifier,
 };
@@ -426,7 +426,7 @@ impl Engine {
             let retry = Event {
                 saga: id,
                 seq: saga.last_seq + 1,
-                offset: 0,
+                offset: Offset::ZERO,
                 at: Timestamp::now(),
                 kind: EventKind::RetryRequested,
             };

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::{Engine, RUNNER_COMMAND_CAPACITY};
 use crate::{
     Result,
-    saga::{self, Event, SagaId, SagaState, Timestamp},
+    saga::{self, Event, Offset, SagaId, SagaState, Timestamp},
 };
 
 /// What recovery found.
@@ -55,7 +55,7 @@ pub(super) async fn load(engine: &Engine, id: SagaId) -> Result<Option<(SagaStat
         let event = Event {
             saga: id,
             seq: state.last_seq + 1,
-            offset: 0,
+            offset: Offset::ZERO,
             at: now,
             kind,
         };

@@ -39,7 +39,7 @@ use crate::{
     error::JournalFault,
     participant::CallRequest,
     saga::{
-        Action, CallOutcome, Decision, Event, EventKind, SagaState, SagaStatus, Timestamp,
+        Action, CallOutcome, Decision, Event, EventKind, Offset, SagaState, SagaStatus, Timestamp,
         TraceContext, attempt_finished, decide, idempotency_key,
     },
     trace,
@@ -280,7 +280,7 @@ impl Runner {
         let event = Event {
             saga: self.state.id,
             seq: self.state.last_seq + 1,
-            offset: 0,
+            offset: Offset::ZERO,
             at,
             kind,
         };

@@ -21,7 +21,8 @@ use crate::{
     Error, Result,
     error::JournalFault,
     saga::{
-        Event, EventKind, SagaId, SagaState, StepDef, StepSpec, Timestamp, TraceContext, definition,
+        Event, EventKind, Offset, SagaId, SagaState, StepDef, StepSpec, Timestamp, TraceContext,
+        definition,
     },
 };
 
@@ -261,7 +262,7 @@ fn started_event(request: &StartRequest, source: &Source<'_>, specs: &[StepSpec]
     Event {
         saga: SagaId::generate(),
         seq: 1,
-        offset: 0,
+        offset: Offset::ZERO,
         at: Timestamp::now(),
         kind: EventKind::SagaStarted {
             definition: source.name.clone(),

@@ -5,7 +5,10 @@ use std::{sync::Arc, time::Duration};
 
 use super::{Journal, JournalError, ListQuery};
 use crate::{
-    saga::{Action, Event, EventKind, Participant, RetryOverrides, SagaId, SagaStatus, Timestamp},
+    saga::{
+        Action, Event, EventKind, Offset, Participant, RetryOverrides, SagaId, SagaStatus,
+        Timestamp,
+    },
     testing::{attempt, completing, next, started, turning_back},
 };
 
@@ -392,8 +395,12 @@ pub async fn close_refuses_later_writes(journal: Arc<dyn Journal>) {
 
 pub async fn read_after_follows_offsets(journal: Arc<dyn Journal>) {
     let mut durable = journal.durable_offset();
-    assert_eq!(*durable.borrow_and_update(), 0, "an empty journal");
-    assert!(journal.read_after(0, 100).await.unwrap().is_empty());
+    assert_eq!(
+        *durable.borrow_and_update(),
+        Offset::ZERO,
+        "an empty journal"
+    );
+    assert!(journal.read_after(Offset(0), 100).await.unwrap().is_empty());
     // Concurrent appends of several sagas: the offset order interleaves them.
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -427,14 +434,14 @@ pub async fn read_after_follows_offsets(journal: Arc<dyn Journal>) {
     );
     assert_eq!(*durable.borrow_and_update(), appended[31].offset);
 
-    let all = journal.read_after(0, 1000).await.unwrap();
+    let all = journal.read_after(Offset(0), 1000).await.unwrap();
     assert_eq!(all, appended, "every acknowledged event, in offset order");
-    let offsets: Vec<u64> = all.iter().map(|e| e.offset).collect();
+    let offsets: Vec<u64> = all.iter().map(|e| e.offset.get()).collect();
     assert_eq!(offsets, (1..=32).collect::<Vec<_>>(), "gap-free from 1");
 
     // Paging by the last offset seen reads each event exactly once.
     let mut paged = Vec::new();
-    let mut after = 0;
+    let mut after = Offset::ZERO;
     loop {
         let page = journal.read_after(after, 5).await.unwrap();
         if page.is_empty() {
@@ -445,8 +452,11 @@ pub async fn read_after_follows_offsets(journal: Arc<dyn Journal>) {
         paged.extend(page);
     }
     assert_eq!(paged, appended);
-    assert_eq!(journal.read_after(10, 3).await.unwrap(), appended[10..13]);
-    assert!(journal.read_after(32, 10).await.unwrap().is_empty());
+    assert_eq!(
+        journal.read_after(Offset(10), 3).await.unwrap(),
+        appended[10..13]
+    );
+    assert!(journal.read_after(Offset(32), 10).await.unwrap().is_empty());
 
     // A waiter sees the next append.
     let waiter = tokio::spawn(async move {
@@ -459,7 +469,7 @@ pub async fn read_after_follows_offsets(journal: Arc<dyn Journal>) {
         .unwrap()
         .unwrap();
     assert_eq!(seen, more[0].offset);
-    assert_eq!(journal.read_after(32, 10).await.unwrap(), more);
+    assert_eq!(journal.read_after(Offset(32), 10).await.unwrap(), more);
 }
 
 pub async fn retention_removes_only_final_sagas(journal: Arc<dyn Journal>) {
@@ -567,7 +577,7 @@ pub async fn retention_removes_only_final_sagas(journal: Arc<dyn Journal>) {
 }
 
 pub async fn read_after_skips_removed_sagas(journal: Arc<dyn Journal>) {
-    assert_eq!(journal.archived_through().await.unwrap(), 0);
+    assert_eq!(journal.archived_through().await.unwrap(), Offset::ZERO);
     // Interleaved offsets: a's, b's, a's, b's.
     let a = completing(None, 1_000);
     let b0 = started("shop", None);
@@ -576,7 +586,7 @@ pub async fn read_after_skips_removed_sagas(journal: Arc<dyn Journal>) {
     written.extend(journal.append(vec![b0]).await.unwrap());
     written.extend(journal.append(a[1..].to_vec()).await.unwrap());
     written.extend(journal.append(vec![next(b, 2, attempt(1))]).await.unwrap());
-    assert_eq!(journal.read_after(0, 100).await.unwrap(), written);
+    assert_eq!(journal.read_after(Offset(0), 100).await.unwrap(), written);
     let a_last = written
         .iter()
         .filter(|e| e.saga == a[0].saga)
@@ -594,12 +604,12 @@ pub async fn read_after_skips_removed_sagas(journal: Arc<dyn Journal>) {
     );
     let bs: Vec<Event> = written.iter().filter(|e| e.saga == b).cloned().collect();
     assert_eq!(
-        journal.read_after(0, 100).await.unwrap(),
+        journal.read_after(Offset(0), 100).await.unwrap(),
         bs,
         "the removed saga's offsets are skipped, nothing else"
     );
     // Paging across the holes: a page is short only at the end.
-    assert_eq!(journal.read_after(0, 1).await.unwrap(), bs[..1]);
+    assert_eq!(journal.read_after(Offset(0), 1).await.unwrap(), bs[..1]);
     assert_eq!(journal.read_after(bs[0].offset, 1).await.unwrap(), bs[1..]);
     assert!(
         journal
@@ -632,7 +642,7 @@ pub async fn reads_during_removals_see_whole_sagas_or_none(journal: Arc<dyn Jour
             let mut rounds = 0;
             while !done.load(std::sync::atomic::Ordering::Acquire) || rounds == 0 {
                 rounds += 1;
-                let feed = journal.read_after(0, 10_000).await.unwrap();
+                let feed = journal.read_after(Offset(0), 10_000).await.unwrap();
                 assert_eq!(feed.last(), kept.last(), "the kept saga is always read");
                 assert!(feed.windows(2).all(|w| w[0].offset < w[1].offset));
                 for id in sagas.iter().step_by(7) {
@@ -660,5 +670,5 @@ pub async fn reads_during_removals_see_whole_sagas_or_none(journal: Arc<dyn Jour
     }
     done.store(true, std::sync::atomic::Ordering::Release);
     assert!(reader.await.unwrap() > 0);
-    assert_eq!(journal.read_after(0, 10_000).await.unwrap(), kept);
+    assert_eq!(journal.read_after(Offset(0), 10_000).await.unwrap(), kept);
 }

@@ -112,7 +112,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::saga::{Event, Participant, SagaId, SagaStatus, Timestamp};
+use crate::saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp};
 
 #[cfg(test)]
 pub mod conformance;
@@ -212,11 +212,11 @@ pub trait Journal: Send + Sync + 'static {
     /// `limit` of them (fewer only when no more are durable). Every event still
     /// in the journal is returned: the only offsets skipped are those of sagas
     /// removed by retention, all at or below [`Journal::archived_through`].
-    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, JournalError>;
+    async fn read_after(&self, after: Offset, limit: usize) -> Result<Vec<Event>, JournalError>;
 
     /// The archive horizon: the highest offset of any event removed by
     /// [`Journal::remove_sagas`], 0 when none was. It only grows.
-    async fn archived_through(&self) -> Result<u64, JournalError>;
+    async fn archived_through(&self) -> Result<Offset, JournalError>;
 
     /// Final sagas (COMPLETED or COMPENSATED) whose terminal event is older
     /// than `cutoff`, in id order (which is creation order), with ids above
@@ -237,7 +237,7 @@ pub trait Journal: Send + Sync + 'static {
 
     /// The last durable offset (0 when the journal is empty); it changes each time
     /// more events become durable, and the receiver sees the change.
-    fn durable_offset(&self) -> watch::Receiver<u64>;
+    fn durable_offset(&self) -> watch::Receiver<Offset>;
 
     /// Every saga that has not reached a terminal state.
     async fn unfinished(&self) -> Result<Vec<SagaId>, JournalError>;

@@ -51,6 +51,7 @@ mod tests {
 
     use super::*;
     use crate::journal::{Journal, StoreError, kv::codec, store::KvStore};
+    use crate::saga::Offset;
     use crate::testing;
 
     fn temp_journal() -> (Arc<dyn Journal>, tempfile::TempDir) {
@@ -66,7 +67,10 @@ mod tests {
     mod checkpointing {
         use std::{sync::Arc, time::Duration};
 
-        use crate::journal::{Journal, SledJournal, store::WalOptions};
+        use crate::{
+            journal::{Journal, SledJournal, store::WalOptions},
+            saga::Offset,
+        };
 
         fn temp_journal() -> (Arc<dyn Journal>, tempfile::TempDir) {
             let dir = tempfile::tempdir().unwrap();
@@ -100,7 +104,7 @@ mod tests {
                 journal.append(gone[1..].to_vec()).await.unwrap();
                 kept.extend(journal.append(vec![next(id, 2, attempt(1))]).await.unwrap());
                 journal.remove_sagas(vec![gone[0].saga]).await.unwrap();
-                let read = journal.read_after(0, 10_000).await;
+                let read = journal.read_after(Offset(0), 10_000).await;
                 assert_eq!(read.as_ref().ok(), Some(&kept), "round {round}: {read:?}");
             }
         }
@@ -167,8 +171,8 @@ mod tests {
             assert_eq!(kinds, saga.iter().map(|e| &e.kind).collect::<Vec<_>>());
         }
         for after in [0, 1, 7, 19] {
-            let read = journal.read_after(after, 100).await.unwrap();
-            let offsets: Vec<u64> = read.iter().map(|e| e.offset).collect();
+            let read = journal.read_after(Offset(after), 100).await.unwrap();
+            let offsets: Vec<u64> = read.iter().map(|e| e.offset.get()).collect();
             assert_eq!(
                 offsets,
                 ((after + 1)..=20).collect::<Vec<_>>(),
@@ -188,13 +192,14 @@ mod tests {
             assert!(journal.read_saga(id).await.unwrap().is_empty());
         }
         async fn verify(journal: &SledJournal, gone: &[crate::saga::SagaId]) {
-            let read = journal.read_after(0, 100).await.unwrap();
+            let read = journal.read_after(Offset(0), 100).await.unwrap();
             assert_eq!(read.len(), 12);
             assert!(read.iter().all(|e| !gone.contains(&e.saga)));
             for after in [0, 1, 2, 5, 9] {
-                let from = journal.read_after(after, 100).await.unwrap();
-                assert!(from.iter().all(|e| e.offset > after));
-                assert_eq!(from.len(), read.iter().filter(|e| e.offset > after).count());
+                let from = journal.read_after(Offset(after), 100).await.unwrap();
+                assert!(from.iter().all(|e| e.offset > Offset(after)));
+                let later = read.iter().filter(|e| e.offset > Offset(after));
+                assert_eq!(from.len(), later.count());
             }
             let report = crate::journal::check::check(journal.store()).unwrap();
             assert!(report.problems.is_empty(), "{:?}", report.problems);

@@ -285,6 +285,7 @@ mod tests {
 
     use super::*;
     use crate::saga::{
+        Offset,
         definition::{Endpoint, StepSpec},
         event::Event,
         id::SagaId,
@@ -327,7 +328,7 @@ mod tests {
             let started = Event {
                 saga: SagaId::from_bytes([7; 16]),
                 seq: 1,
-                offset: 0,
+                offset: Offset::ZERO,
                 at: T0,
                 kind: EventKind::SagaStarted {
                     definition: "shop".into(),
@@ -354,7 +355,7 @@ mod tests {
             let event = Event {
                 saga: self.state.id,
                 seq: self.state.last_seq + 1,
-                offset: 0,
+                offset: Offset::ZERO,
                 at: self.now,
                 kind,
             };
@@ -801,7 +802,7 @@ mod tests {
             let event = Event {
                 saga: run.state.id,
                 seq,
-                offset: 0,
+                offset: Offset::ZERO,
                 at: T0,
                 kind,
             };
@@ -873,7 +874,7 @@ mod tests {
         let started = Event {
             saga: run.state.id,
             seq: 1,
-            offset: 0,
+            offset: Offset::ZERO,
             at: T0,
             kind: EventKind::SagaStarted {
                 definition: "shop".into(),
@@ -905,7 +906,7 @@ mod tests {
             history.push(Event {
                 saga: run.state.id,
                 seq: run.state.last_seq + 1,
-                offset: 0,
+                offset: Offset::ZERO,
                 at: run.now,
                 kind: kind.clone(),
             });

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     definition::{StepDef, StepSpec},
-    id::{Action, SagaId, Timestamp},
+    id::{Action, Offset, SagaId, Timestamp},
     trace::TraceContext,
 };
 
@@ -116,8 +116,9 @@ pub struct Event {
     pub saga: SagaId,
     /// Position in the saga's history, from 1.
     pub seq: u64,
-    /// Position in the journal of all sagas; 0 until the journal assigns it.
-    pub offset: u64,
+    /// Position in the journal of all sagas; `Offset::ZERO` until the journal
+    /// assigns it.
+    pub offset: Offset,
     pub at: Timestamp,
     pub kind: EventKind,
 }

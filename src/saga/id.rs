@@ -94,11 +94,6 @@ impl Timestamp {
     pub fn to_system_time(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0)
     }
-
-    /// RFC 3339 in UTC with milliseconds, as archives and notices print it.
-    pub fn to_rfc3339(self) -> String {
-        humantime::format_rfc3339_millis(self.to_system_time()).to_string()
-    }
 }
 
 impl From<SystemTime> for Timestamp {
@@ -106,6 +101,46 @@ impl From<SystemTime> for Timestamp {
         // A clock before 1970 is a broken clock; treat it as the epoch rather than panic.
         let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         Self(d.as_millis().min(u64::MAX as u128) as u64)
+    }
+}
+
+/// An event's place in the journal of all sagas: assigned when the event is
+/// journaled, increasing in the order events became durable, gap-free above
+/// the archive horizon. `Offset(0)` is the place before the first event (a
+/// feed that has read nothing yet); every journaled event's offset is above it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Offset(pub u64);
+
+impl Offset {
+    /// Before the first event.
+    pub const ZERO: Offset = Offset(0);
+
+    /// The number, for keys, wire formats and arithmetic.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The next place.
+    pub fn next(self) -> Offset {
+        Offset(self.0 + 1)
+    }
+}
+
+/// The place `n` events later.
+impl std::ops::Add<u64> for Offset {
+    type Output = Offset;
+
+    fn add(self, n: u64) -> Offset {
+        Offset(self.0 + n)
+    }
+}
+
+impl fmt::Display for Offset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 

@@ -24,7 +24,7 @@ pub use definition::{
     Definition, DefinitionError, Endpoint, Participant, StepDef, StepDefaults, StepSpec,
 };
 pub use event::{Event, EventKind, Failure};
-pub use id::{Action, SagaId, Timestamp, idempotency_key};
+pub use id::{Action, Offset, SagaId, Timestamp, idempotency_key};
 pub use retry::{RetryOverrides, RetryPolicy};
 pub use state::{AttemptRecord, AttemptResult, FoldError, SagaState, SagaStatus, StepStatus};
 pub use trace::TraceContext;

@@ -11,7 +11,10 @@ use std::{
 
 use sagad::{
     journal::{Journal, SledJournal, check, store::WalOptions},
-    saga::{Action, Endpoint, Event, EventKind, Failure, RetryPolicy, SagaId, StepSpec, Timestamp},
+    saga::{
+        Action, Endpoint, Event, EventKind, Failure, Offset, RetryPolicy, SagaId, StepSpec,
+        Timestamp,
+    },
 };
 
 const SAGAS: usize = 40;
@@ -31,7 +34,7 @@ fn event(saga: SagaId, seq: u64, kind: EventKind) -> Event {
     Event {
         saga,
         seq,
-        offset: 0,
+        offset: Offset::ZERO,
         at: Timestamp::now(),
         kind,
     }

@@ -38,8 +38,8 @@ use anyhow::{Context, bail};
 use sagad::{
     journal::{JOURNAL_BATCH_MAX, Journal, SledJournal},
     saga::{
-        CallOutcome, Decision, Event, EventKind, Participant, RetryOverrides, SagaId, SagaState,
-        StepDefaults, StepSpec, Timestamp, attempt_finished, decide, definition,
+        CallOutcome, Decision, Event, EventKind, Offset, Participant, RetryOverrides, SagaId,
+        SagaState, StepDefaults, StepSpec, Timestamp, attempt_finished, decide, definition,
     },
 };
 
@@ -127,7 +127,7 @@ pub fn history(
     let started = Event {
         saga: SagaId::generate(),
         seq: 1,
-        offset: 0,
+        offset: Offset::ZERO,
         at: Timestamp::now(),
         kind: EventKind::SagaStarted {
             definition: DEFINITION.into(),
@@ -186,7 +186,7 @@ fn record(state: &mut SagaState, pending: &mut Vec<Event>, kind: EventKind) -> a
     let event = Event {
         saga: state.id,
         seq: state.last_seq + 1,
-        offset: 0,
+        offset: Offset::ZERO,
         at: Timestamp::now(),
         kind,
     };

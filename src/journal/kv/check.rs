@@ -154,7 +154,7 @@ fn read_histories<S: KvStore>(
             report.events += 1;
             if histories
                 .offsets
-                .insert(event.offset, (event.saga, event.seq))
+                .insert(event.offset.get(), (event.saga, event.seq))
                 .is_some()
             {
                 report.problems.push(format!(
@@ -163,7 +163,7 @@ fn read_histories<S: KvStore>(
                     event.offset
                 ));
             }
-            histories.max_offset = histories.max_offset.max(event.offset);
+            histories.max_offset = histories.max_offset.max(event.offset.get());
             history.push(event);
         }
     }
@@ -341,7 +341,7 @@ mod tests {
             .unwrap();
         journal
             .store()
-            .write(vec![(codec::offset_key(other[0].offset), None)])
+            .write(vec![(codec::offset_key(other[0].offset.get()), None)])
             .unwrap();
         let text = check(journal.store()).unwrap().to_string();
         assert!(
@@ -371,7 +371,7 @@ mod tests {
 
         journal
             .store()
-            .write(vec![(codec::offset_key(other[0].offset), None)])
+            .write(vec![(codec::offset_key(other[0].offset.get()), None)])
             .unwrap();
         let text = check(journal.store()).unwrap().to_string();
         assert!(
@@ -392,7 +392,7 @@ mod tests {
                 .await
                 .unwrap();
             pointers.push((
-                run[0].offset,
+                run[0].offset.get(),
                 RunPointer {
                     saga: run[0].saga,
                     first_seq: 1,

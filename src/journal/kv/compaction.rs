@@ -139,6 +139,7 @@ fn flush_runs(group: &mut Vec<(&[u8], &[u8])>, out: &mut Vec<KeyWrite>) {
 mod tests {
     use super::*;
     use crate::journal::store::lend;
+    use crate::saga::Offset;
     use crate::{
         journal::kv::codec::encode_run,
         saga::{Event, EventKind},
@@ -157,7 +158,7 @@ mod tests {
                         *offset += 1;
                         Event {
                             seq,
-                            offset: *offset,
+                            offset: Offset(*offset),
                             kind: if seq == 1 {
                                 first.kind.clone()
                             } else {
@@ -211,7 +212,7 @@ mod tests {
             .map(|run| run.iter().map(|e| e.seq).collect())
             .collect();
         assert_eq!(shapes, [vec![1, 2], vec![3], vec![4, 5, 6]]);
-        assert_eq!(runs[2][0].offset, 4, "offsets as appended");
+        assert_eq!(runs[2][0].offset, Offset(4), "offsets as appended");
         assert!(
             out.iter()
                 .any(|(k, v)| k == &b_runs[0].0 && v.as_ref() == Some(&b_runs[0].1))

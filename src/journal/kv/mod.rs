@@ -37,7 +37,7 @@ use crate::{
     journal::{
         FlushObserver, Journal, JournalError, JournalStats, ListQuery, SagaSummary, store::KvStore,
     },
-    saga::{Event, Participant, SagaId, Timestamp},
+    saga::{Event, Offset, Participant, SagaId, Timestamp},
 };
 
 mod by_status;
@@ -98,7 +98,7 @@ pub struct KvJournal<S: KvStore> {
     /// The writer thread, joined by `close` (a std mutex: never held across await).
     writer: Mutex<Option<thread::JoinHandle<()>>>,
     /// The last offset known durable, published by the writer after each sync.
-    durable: Arc<watch::Sender<u64>>,
+    durable: Arc<watch::Sender<Offset>>,
     /// Step snapshots read so far (they never change).
     snapshots: SnapshotCache,
 }
@@ -118,7 +118,7 @@ impl<S: KvStore> KvJournal<S> {
         };
         upgrade::at_open(&*store, next_offset)?;
         let archived_through = offsets::archived_through(&*store)?;
-        let durable = Arc::new(watch::Sender::new(next_offset - 1));
+        let durable = Arc::new(watch::Sender::new(Offset(next_offset - 1)));
         let counters = Arc::new(Counters::default());
         let failure = Arc::new(Mutex::new(None));
         let writer = Writer {
@@ -194,12 +194,12 @@ impl<S: KvStore> Journal for KvJournal<S> {
         Ok(events)
     }
 
-    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, JournalError> {
-        let horizon = *self.durable.borrow();
-        offsets::read_after(&*self.store, &self.snapshots, after, horizon, limit)
+    async fn read_after(&self, after: Offset, limit: usize) -> Result<Vec<Event>, JournalError> {
+        let horizon = self.durable.borrow().get();
+        offsets::read_after(&*self.store, &self.snapshots, after.get(), horizon, limit)
     }
 
-    fn durable_offset(&self) -> watch::Receiver<u64> {
+    fn durable_offset(&self) -> watch::Receiver<Offset> {
         self.durable.subscribe()
     }
 
@@ -256,8 +256,8 @@ impl<S: KvStore> Journal for KvJournal<S> {
             .await
     }
 
-    async fn archived_through(&self) -> Result<u64, JournalError> {
-        offsets::archived_through(&*self.store)
+    async fn archived_through(&self) -> Result<Offset, JournalError> {
+        offsets::archived_through(&*self.store).map(Offset)
     }
 
     async fn put_participant(&self, participant: Participant) -> Result<(), JournalError> {

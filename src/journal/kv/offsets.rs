@@ -54,7 +54,7 @@ use crate::{
 pub fn index_entry(run: &[Event]) -> KeyWrite {
     let first = &run[0];
     (
-        codec::offset_key(first.offset),
+        codec::offset_key(first.offset.get()),
         Some(codec::encode_pointer(&RunPointer {
             saga: first.saga,
             first_seq: first.seq,
@@ -198,7 +198,7 @@ pub fn read_after<S: KvStore + ?Sized>(
                     ),
                 });
             };
-            if run[0].offset != first || run.len() as u64 != pointer.count {
+            if run[0].offset.get() != first || run.len() as u64 != pointer.count {
                 return Err(JournalError::Corrupt {
                     key: codec::describe_key(&key),
                     why: format!(
@@ -210,10 +210,10 @@ pub fn read_after<S: KvStore + ?Sized>(
                 });
             }
             for event in run {
-                if event.offset < next {
+                if event.offset.get() < next {
                     continue;
                 }
-                if event.offset > horizon || found.len() == limit {
+                if event.offset.get() > horizon || found.len() == limit {
                     return Ok(found);
                 }
                 found.push(event);
@@ -417,6 +417,7 @@ mod tests {
     use super::*;
     use crate::journal::store::MemoryStore;
     use crate::saga::EventKind;
+    use crate::saga::Offset;
     use crate::testing::{next, started};
 
     #[test]
@@ -429,7 +430,7 @@ mod tests {
             events.push(next(id, seq, EventKind::RetryRequested));
         }
         for (i, e) in events.iter_mut().enumerate() {
-            e.offset = i as u64 + 1;
+            e.offset = Offset(i as u64 + 1);
         }
         // Runs [1], [2, 3, 4], [5]: the horizon and the limit fall inside a run.
         let mut writes = Vec::new();
@@ -441,7 +442,7 @@ mod tests {
             writes.push(index_entry(run));
         }
         store.write(writes).unwrap();
-        let offsets = |v: Vec<Event>| v.iter().map(|e| e.offset).collect::<Vec<_>>();
+        let offsets = |v: Vec<Event>| v.iter().map(|e| e.offset.get()).collect::<Vec<_>>();
         assert_eq!(
             offsets(read_after(&store, &SnapshotCache::default(), 0, 3, 100).unwrap()),
             [1, 2, 3]
@@ -466,8 +467,8 @@ mod tests {
         let store = MemoryStore::default();
         let mut a = started("shop", None);
         let mut b = started("shop", None);
-        a.offset = 1;
-        b.offset = 3;
+        a.offset = Offset(1);
+        b.offset = Offset(3);
         let writes = [&a, &b]
             .into_iter()
             .flat_map(|e| {

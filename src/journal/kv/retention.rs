@@ -135,7 +135,7 @@ pub fn removal_writes<S: KvStore + ?Sized>(
         for (key, value) in events {
             let runs = snapshots::decode_runs(store, &key, &value)?;
             // Each run has its pointer in the offset index, also inside a bundle.
-            let firsts: Vec<u64> = runs.iter().map(|run| run[0].offset).collect();
+            let firsts: Vec<u64> = runs.iter().map(|run| run[0].offset.get()).collect();
             writes.extend(offsets::unindex(store, &firsts, edited_entries)?);
             let run: Vec<Event> = runs.into_iter().flatten().collect();
             if let EventKind::SagaStarted {
@@ -152,7 +152,7 @@ pub fn removal_writes<S: KvStore + ?Sized>(
                     writes.push((key_key, None));
                 }
             }
-            let last = run.last().map_or(run[0].offset, |e| e.offset);
+            let last = run.last().map_or(run[0].offset, |e| e.offset).get();
             highest = highest.max(last);
             writes.push((key, None));
         }

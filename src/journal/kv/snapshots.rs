@@ -205,6 +205,7 @@ pub(super) fn check_snapshots<S: KvStore>(store: &S, report: &mut CheckReport) {
 mod tests {
     use super::*;
     use crate::journal::{Journal, MemoryJournal, check};
+    use crate::saga::Offset;
     use crate::testing::started;
 
     fn with_steps(mut event: Event, names: &[&str], inline: bool) -> Event {
@@ -256,7 +257,7 @@ mod tests {
                 std::slice::from_ref(event)
             );
         }
-        assert_eq!(journal.read_after(0, 100).await.unwrap(), written);
+        assert_eq!(journal.read_after(Offset(0), 100).await.unwrap(), written);
         let report = check::check(journal.store()).unwrap();
         assert!(
             !report.problems.iter().any(|p| p.contains("snapshot")),

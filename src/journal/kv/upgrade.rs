@@ -127,6 +127,7 @@ mod tests {
     use super::*;
     use crate::journal::{Journal, ListQuery, MemoryJournal, store::MemoryStore};
     use crate::saga::EventKind;
+    use crate::saga::Offset;
     use crate::testing::{next, started};
 
     #[tokio::test]
@@ -136,7 +137,7 @@ mod tests {
         let id = first.saga;
         let mut events = vec![first, next(id, 2, EventKind::SagaCompleted)];
         for (i, e) in events.iter_mut().enumerate() {
-            e.offset = i as u64 + 1;
+            e.offset = Offset(i as u64 + 1);
         }
         // Events and the offset counter, as an older build wrote them: no index.
         let mut writes: Vec<KeyWrite> = events
@@ -153,9 +154,12 @@ mod tests {
         store.write(writes).unwrap();
 
         let journal = MemoryJournal::new(store).unwrap();
-        let read = journal.read_after(0, 10).await.unwrap();
+        let read = journal.read_after(Offset(0), 10).await.unwrap();
         assert_eq!(read, events);
-        assert_eq!(journal.read_after(1, 10).await.unwrap(), events[1..]);
+        assert_eq!(
+            journal.read_after(Offset(1), 10).await.unwrap(),
+            events[1..]
+        );
     }
 
     #[tokio::test]
@@ -169,14 +173,14 @@ mod tests {
         ];
         let mut writes: Vec<KeyWrite> = Vec::new();
         for (i, e) in events.iter_mut().enumerate() {
-            e.offset = i as u64 + 1;
+            e.offset = Offset(i as u64 + 1);
             // As the previous build wrote them: an event per record and per entry.
             writes.push((
                 codec::event_key(e.saga, e.seq),
                 Some(codec::encode_as_version(2, &*e)),
             ));
             writes.push((
-                codec::offset_key(e.offset),
+                codec::offset_key(e.offset.get()),
                 Some(codec::encode_as_version(2, &(e.saga, e.seq))),
             ));
         }
@@ -187,8 +191,11 @@ mod tests {
         store.write(writes).unwrap();
 
         let journal = MemoryJournal::new(store).unwrap();
-        assert_eq!(journal.read_after(0, 10).await.unwrap(), events);
-        assert_eq!(journal.read_after(1, 10).await.unwrap(), events[1..]);
+        assert_eq!(journal.read_after(Offset(0), 10).await.unwrap(), events);
+        assert_eq!(
+            journal.read_after(Offset(1), 10).await.unwrap(),
+            events[1..]
+        );
         // (The hand-written journal has no listing entries; only the index counts.)
         let report = crate::journal::check::check(journal.store()).unwrap();
         assert!(

@@ -53,7 +53,7 @@ use crate::{
         FlushObserver, JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JournalError, SagaSummary,
         store::{KeyWrite, KvStore, StoreError},
     },
-    saga::{Event, EventKind, Participant, SagaId, SagaStatus},
+    saga::{Event, EventKind, Offset, Participant, SagaId, SagaStatus},
 };
 
 /// What the writer thread is asked to do.
@@ -113,7 +113,7 @@ pub(super) struct Writer<S: KvStore> {
     /// Set by the first failed write or sync; every later write is refused.
     pub(super) failed: Option<Arc<StoreError>>,
     /// Where the last durable offset is published (read by `read_after` and feeds).
-    pub(super) durable: Arc<watch::Sender<u64>>,
+    pub(super) durable: Arc<watch::Sender<Offset>>,
 }
 
 /// A request accepted into the current batch, waiting for the flush.
@@ -386,7 +386,7 @@ impl<S: KvStore> Writer<S> {
             self.failed = None;
             *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
             // Everything written so far, spent offsets included, is durable now.
-            self.durable.send_replace(self.next_offset - 1);
+            self.durable.send_replace(Offset(self.next_offset - 1));
         }
     }
 
@@ -413,7 +413,7 @@ impl<S: KvStore> Writer<S> {
                     .fetch_add(offset - self.next_offset, Ordering::Relaxed);
                 self.next_offset = offset;
                 // Before the acks: an acknowledged event is readable by offset.
-                self.durable.send_replace(offset - 1);
+                self.durable.send_replace(Offset(offset - 1));
                 pending.into_iter().for_each(Pending::succeed);
             }
             Err(e) => {
@@ -481,7 +481,7 @@ fn index_writes<S: KvStore>(
 ) -> Result<Vec<KeyWrite>, JournalError> {
     let mut writes = Vec::with_capacity(4);
     for event in events.iter_mut() {
-        event.offset = *offset;
+        event.offset = Offset(*offset);
         *offset += 1;
     }
     // One record and one index entry per saga's consecutive events (an append

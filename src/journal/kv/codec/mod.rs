@@ -35,6 +35,7 @@ fn corrupt(key: &[u8], why: impl Into<String>) -> JournalError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saga::Offset;
 
     use crate::{
         journal::store::{Bytes, KeyWrite, KeyWrites},
@@ -90,10 +91,10 @@ mod tests {
     fn runs_round_trip_and_single_events_of_version_1_read_as_runs() {
         use crate::testing::{next, started};
         let mut first = started("shop", None);
-        first.offset = 7;
+        first.offset = Offset(7);
         let id = first.saga;
         let mut second = next(id, 2, EventKind::SagaCompleted);
-        second.offset = 8;
+        second.offset = Offset(8);
         let run = vec![first.clone(), second];
         let key = event_key(id, 1);
         let no_snapshots = |_: u64| -> Result<Vec<StepSpec>, JournalError> {

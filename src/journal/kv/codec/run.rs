@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     journal::{JournalError, store::Bytes},
-    saga::{Event, EventKind, SagaId, StepSpec, Timestamp, TraceContext},
+    saga::{Event, EventKind, Offset, SagaId, StepSpec, Timestamp, TraceContext},
 };
 
 /// stored once.
@@ -85,11 +85,11 @@ pub fn encode_run(events: &[Event], snapshot: Option<u64>) -> Vec<u8> {
     let first = &events[0];
     debug_assert!(events.iter().enumerate().all(|(i, e)| e.saga == first.saga
         && e.seq == first.seq + i as u64
-        && e.offset == first.offset + i as u64));
+        && e.offset.get() == first.offset.get() + i as u64));
     encode(&Run {
         saga: first.saga,
         first_seq: first.seq,
-        first_offset: first.offset,
+        first_offset: first.offset.get(),
         events: events
             .iter()
             .map(|e| (e.at, StoredKind::of(&e.kind, snapshot)))
@@ -210,7 +210,7 @@ fn decode_one_run(
                 events.push(Event {
                     saga: run.saga,
                     seq: run.first_seq + i as u64,
-                    offset: run.first_offset + i as u64,
+                    offset: Offset(run.first_offset + i as u64),
                     at,
                     kind,
                 });

@@ -70,7 +70,7 @@ impl From<Event> for CurrentEvent {
         CurrentEvent {
             saga: e.saga,
             seq: e.seq,
-            offset: e.offset,
+            offset: crate::saga::Offset(e.offset),
             at: e.at,
             kind: e.kind.into(),
         }
@@ -236,7 +236,7 @@ mod tests {
             CurrentEvent {
                 saga,
                 seq: 1,
-                offset: 7,
+                offset: crate::saga::Offset(7),
                 at: Timestamp(1_700_000_000_000),
                 kind: EventKind::SagaStarted {
                     definition: "t".into(),
