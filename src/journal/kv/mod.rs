@@ -108,12 +108,7 @@ impl<S: KvStore> KvJournal<S> {
     pub fn new(store: S) -> Result<Self, JournalError> {
         let store = Arc::new(store);
         let next_offset = match store.get(NEXT_OFFSET_KEY)? {
-            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
-                JournalError::Corrupt {
-                    key: "next_offset".into(),
-                    why: format!("{} bytes where 8 were expected", bytes.len()),
-                }
-            })?),
+            Some(bytes) => codec::decode_u64(NEXT_OFFSET_KEY, &bytes)?,
             None => 1,
         };
         upgrade::at_open(&*store, next_offset)?;
