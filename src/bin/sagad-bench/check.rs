@@ -15,7 +15,23 @@
 use sagad::proto::v1::{self as pb, coordinator_client::CoordinatorClient, saga_event};
 use tonic::transport::Channel;
 
-use crate::load::Workload;
+/// Which saga outcome a measurement drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Every step succeeds: `COMPLETED`.
+    W1,
+    /// `ship-order` rejects: `COMPENSATED`.
+    W2,
+}
+
+impl Workload {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workload::W1 => "W1",
+            Workload::W2 => "W2",
+        }
+    }
+}
 
 /// The benchmark saga's steps, in order.
 pub const STEPS: [&str; 3] = ["reserve-inventory", "charge-payment", "ship-order"];

@@ -20,28 +20,10 @@ use std::{
 use sagad::proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 use tonic::transport::Channel;
 
-use crate::check;
+use crate::check::{self, Workload};
 
 /// How long one StartSaga(wait) may take before it counts as an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Which saga outcome a measurement drives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Workload {
-    /// Every step succeeds: `COMPLETED`.
-    W1,
-    /// `ship-order` rejects: `COMPENSATED`.
-    W2,
-}
-
-impl Workload {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Workload::W1 => "W1",
-            Workload::W2 => "W2",
-        }
-    }
-}
 
 /// How sagas are started: the parts of StartSagaRequest every saga shares.
 #[derive(Clone, Debug)]

@@ -39,9 +39,10 @@ use tonic::{
 
 use crate::{
     RunArgs, check,
+    check::Workload,
     child::ChildGuard,
     limit::{self, Plan},
-    load::{self, Load, LoadResult, SagaSource, Workload},
+    load::{self, Load, LoadResult, SagaSource},
     participants,
     procfs::{self, RssSampler},
     report::{self, LimitLine, ResultLine},

@@ -22,7 +22,7 @@ use std::collections::HashSet;
 
 use super::{
     TryScan,
-    check::{CheckReport, Histories},
+    check::report::{CheckReport, Histories},
     codec::{self, FAILED, FAILED_INDEX_KEY, SUMMARY, UNFINISHED},
 };
 use crate::{

@@ -38,7 +38,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{
     TryScan,
-    check::{CheckReport, Histories},
+    check::report::{CheckReport, Histories},
     codec::{self, ARCHIVED_THROUGH_KEY, EVENT, OFFSET, RunPointer},
     snapshots::SnapshotCache,
 };

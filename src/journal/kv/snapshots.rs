@@ -20,7 +20,7 @@ use std::{
 };
 
 use super::{
-    check::CheckReport,
+    check::report::CheckReport,
     codec::{self, SNAPSHOT},
 };
 use crate::{

@@ -13,11 +13,10 @@
 //! index), `snapshots.rs` (step snapshots); the rest (the offset counter,
 //! listing entries, idempotency keys, participants) are checked here.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    fmt,
-};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+pub use self::report::CheckReport;
+use self::report::Histories;
 use super::{
     by_status,
     codec::{self, EVENT, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY},
@@ -25,87 +24,10 @@ use super::{
 };
 use crate::{
     journal::{JournalError, SagaSummary, store::KvStore},
-    saga::{Event, EventKind, Participant, SagaId, SagaState},
+    saga::{EventKind, Participant, SagaId, SagaState},
 };
 
-/// Problems listed in full before the rest are only counted.
-const PROBLEMS_SHOWN: usize = 50;
-
-/// What a check found.
-#[derive(Debug, Default)]
-pub struct CheckReport {
-    pub sagas: usize,
-    pub events: usize,
-    pub participants: usize,
-    /// The archive horizon: offsets at or below it may belong to removed sagas.
-    pub archived_through: u64,
-    /// Sagas by state name.
-    pub by_state: BTreeMap<&'static str, usize>,
-    /// Every problem, as "where: what".
-    pub problems: Vec<String>,
-}
-
-impl CheckReport {
-    /// True when nothing is damaged.
-    pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
-    }
-}
-
-impl fmt::Display for CheckReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let states: Vec<String> = self
-            .by_state
-            .iter()
-            .map(|(s, n)| format!("{n} {s}"))
-            .collect();
-        writeln!(
-            f,
-            "sagas: {} ({}); events: {}; participants: {}",
-            self.sagas,
-            if states.is_empty() {
-                "none".to_string()
-            } else {
-                states.join(", ")
-            },
-            self.events,
-            self.participants
-        )?;
-        if self.archived_through > 0 {
-            writeln!(
-                f,
-                "retention: sagas archived from the journal, offsets up to {} may be missing",
-                self.archived_through
-            )?;
-        }
-        if self.is_clean() {
-            return writeln!(
-                f,
-                "journal OK: every record verified, every saga folds, indexes agree"
-            );
-        }
-        writeln!(f, "journal DAMAGED: {} problem(s)", self.problems.len())?;
-        for problem in self.problems.iter().take(PROBLEMS_SHOWN) {
-            writeln!(f, "  {problem}")?;
-        }
-        if self.problems.len() > PROBLEMS_SHOWN {
-            writeln!(f, "  … and {} more", self.problems.len() - PROBLEMS_SHOWN)?;
-        }
-        Ok(())
-    }
-}
-
-/// Every event of the journal, as the indexes are checked against them.
-pub(super) struct Histories {
-    /// Each saga's events, in seq order.
-    pub(super) events: BTreeMap<SagaId, Vec<Event>>,
-    /// Each saga's state, for the sagas whose events fold.
-    pub(super) states: HashMap<SagaId, SagaState>,
-    /// Offset → (saga, seq), for every event.
-    pub(super) offsets: HashMap<u64, (SagaId, u64)>,
-    /// The highest offset of any event (0: none).
-    pub(super) max_offset: u64,
-}
+pub(super) mod report;
 
 /// Checks everything in `store`.
 pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
