@@ -32,6 +32,7 @@
 //! | `log_format` | `--log-format` | `SAGAD_LOG_FORMAT` | `text` (or `json`) |
 //! | `otlp_endpoint` | `--otlp-endpoint` | `SAGAD_OTLP_ENDPOINT` | none (needs the `otlp` build feature) |
 //! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` (never archive) |
+//! | `disk_reserve` | `--disk-reserve` | `SAGAD_DISK_RESERVE` | `64MiB` (free space the journal leaves on its disk) |
 //!
 //! Which log lines are written is `SAGAD_LOG` (or `RUST_LOG`), an `EnvFilter`
 //! directive, read by the binary rather than here: it is not a setting of the
@@ -64,7 +65,7 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETENTION_FOREVER: &str = "forever";
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "listen",
     "data_dir",
     "sagas",
@@ -76,10 +77,11 @@ pub const KEYS: [&str; 11] = [
     "log_format",
     "otlp_endpoint",
     "retention",
+    "disk_reserve",
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 11] = [
+pub const ENV_VARS: [&str; 12] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
@@ -91,6 +93,7 @@ pub const ENV_VARS: [&str; 11] = [
     "SAGAD_LOG_FORMAT",
     "SAGAD_OTLP_ENDPOINT",
     "SAGAD_RETENTION",
+    "SAGAD_DISK_RESERVE",
 ];
 
 /// How log lines are written to stderr.
@@ -172,6 +175,7 @@ pub struct Settings {
     pub log_format: Option<LogFormat>,
     pub otlp_endpoint: Option<String>,
     pub retention: Option<Retention>,
+    pub disk_reserve: Option<u64>,
 }
 
 /// The configuration `sagad serve` runs with.
@@ -200,6 +204,9 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// How long ended sagas stay in the journal before they are archived.
     pub retention: Retention,
+    /// Free bytes the journal leaves on its disk: it prepares no log segment
+    /// that would take them, and does not start with less free.
+    pub disk_reserve: u64,
 }
 
 impl Default for Config {
@@ -216,6 +223,7 @@ impl Default for Config {
             log_format: LogFormat::default(),
             otlp_endpoint: None,
             retention: Retention::Forever,
+            disk_reserve: crate::journal::store::wal::DEFAULT_DISK_RESERVE,
         }
     }
 }
@@ -254,6 +262,7 @@ impl Config {
             log_format,
             otlp_endpoint,
             retention,
+            disk_reserve,
         } = layer;
         if let Some(v) = listen {
             self.listen = v;
@@ -288,6 +297,9 @@ impl Config {
         if let Some(v) = retention {
             self.retention = v;
         }
+        if let Some(v) = disk_reserve {
+            self.disk_reserve = v;
+        }
     }
 
     /// The definitions directory to load: the configured one, or `./sagas` if it
@@ -318,6 +330,7 @@ impl Config {
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),
             retention: self.retention.period(),
+            disk_reserve: self.disk_reserve,
         }
     }
 }
@@ -370,7 +383,9 @@ impl Settings {
             // Integers may be written bare (1048576); everything else is a string.
             let text = match value {
                 toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) if key == "max_payload_bytes" => i.to_string(),
+                toml::Value::Integer(i) if key == "max_payload_bytes" || key == "disk_reserve" => {
+                    i.to_string()
+                }
                 other => {
                     return Err(ConfigError::BadValue {
                         origin,
@@ -418,6 +433,7 @@ impl Settings {
             "log_format" => self.log_format = Some(parse_log_format(text).map_err(bad)?),
             "otlp_endpoint" => self.otlp_endpoint = Some(parse_otlp_endpoint(text).map_err(bad)?),
             "retention" => self.retention = Some(parse_retention(text).map_err(bad)?),
+            "disk_reserve" => self.disk_reserve = Some(parse_bytes(text).map_err(bad)?),
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
         Ok(())
@@ -434,6 +450,7 @@ fn expected(key: &str) -> &'static str {
         "log_format" => "a string, \"text\" or \"json\"",
         "otlp_endpoint" => "a URL string like \"http://127.0.0.1:4317\"",
         "retention" => "a duration string like \"7d\" or \"36h\", or \"forever\"",
+        "disk_reserve" => "a size like \"64MiB\" or \"1GiB\", or bytes",
         _ => "a duration string like \"10s\" or \"250ms\"",
     }
 }
@@ -462,6 +479,32 @@ pub fn parse_payload_bytes(text: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(_) => Err(format!("'{text}' is not a positive integer (bytes)")),
     }
+}
+
+/// A size in bytes: a number, optionally followed by `KiB`, `MiB` or `GiB`
+/// (`64MiB`); zero is allowed (no reserve).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "'{text}': unknown unit '{other}' (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("'{text}' is not a size like 64MiB"))
 }
 
 /// A log format: `text` or `json`.

@@ -94,16 +94,13 @@ impl JournalFault {
         match e {
             JournalError::Write(_) => JournalFault::WriteUncertain,
             JournalError::Failed(_) => JournalFault::Refused,
-            JournalError::Closed => JournalFault::Closed,
-            JournalError::Corrupt { .. } | JournalError::Store(StoreError::Corrupt { .. }) => {
-                JournalFault::Damaged
-            }
+            JournalError::Closed | JournalError::Close(_) => JournalFault::Closed,
+            JournalError::Corrupt { .. }
+            | JournalError::Open(StoreError::Corrupt { .. })
+            | JournalError::Read(StoreError::Corrupt { .. }) => JournalFault::Damaged,
             JournalError::IdempotencyConflict { .. } => JournalFault::KeyTaken,
-            JournalError::Store(StoreError::Locked { .. } | StoreError::Open { .. })
-            | JournalError::Start(_) => JournalFault::CannotOpen,
-            JournalError::Store(
-                StoreError::Io { .. } | StoreError::Stuck(_) | StoreError::Engine(_),
-            ) => JournalFault::ReadFailed,
+            JournalError::Open(_) | JournalError::Start(_) => JournalFault::CannotOpen,
+            JournalError::Read(_) => JournalFault::ReadFailed,
         }
     }
 

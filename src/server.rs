@@ -42,7 +42,7 @@ use crate::{
     api::CoordinatorApi,
     archive::{self, Archiver},
     engine::{Engine, EngineConfig, recovery},
-    journal::{Journal, SledJournal},
+    journal::{Journal, SledJournal, store::WalOptions},
     metrics,
     participant::GrpcParticipants,
     proto::{self, v1::coordinator_server::CoordinatorServer},
@@ -69,6 +69,8 @@ pub struct ServerConfig {
     /// How long ended sagas stay in the journal; `None` keeps them forever.
     /// With a period, an archiver (`crate::archive`) runs once recovery is done.
     pub retention: Option<std::time::Duration>,
+    /// Free bytes the journal leaves on its disk (`WalOptions::disk_reserve`).
+    pub disk_reserve: u64,
 }
 
 /// A running coordinator.
@@ -86,8 +88,12 @@ pub struct Server {
 /// data directory, address in use.
 pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result<Server> {
     let dir = config.data_dir.clone();
+    let options = WalOptions {
+        disk_reserve: config.disk_reserve,
+        ..WalOptions::default()
+    };
     // Opening sled reads its files: keep that off the async workers.
-    let journal = tokio::task::spawn_blocking(move || SledJournal::open(&dir))
+    let journal = tokio::task::spawn_blocking(move || SledJournal::open_with(&dir, options))
         .await
         .map_err(|e| Error::Unavailable(format!("journal open task failed: {e}")))??;
     start_with_journal(config, Arc::new(journal), definitions).await

@@ -21,7 +21,7 @@ use crate::cli::{definitions, logging};
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
     /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook,
-    /// log_format, otlp_endpoint, retention).
+    /// log_format, otlp_endpoint, retention, disk_reserve).
     #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
@@ -69,6 +69,11 @@ pub struct ServeArgs {
     /// never archives). FAILED sagas always stay. [env: SAGAD_RETENTION] [default: forever]
     #[arg(long, value_name = "DURATION", value_parser = config::parse_retention)]
     pub retention: Option<Retention>,
+    /// Free space the journal leaves on its disk (e.g. 64MiB, 1GiB): it
+    /// prepares no log segment that would take it, and refuses to start with
+    /// less free. [env: SAGAD_DISK_RESERVE] [default: 64MiB]
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_bytes)]
+    pub disk_reserve: Option<u64>,
 }
 
 impl ServeArgs {
@@ -86,6 +91,7 @@ impl ServeArgs {
             log_format: self.log_format,
             otlp_endpoint: self.otlp_endpoint.clone(),
             retention: self.retention,
+            disk_reserve: self.disk_reserve,
         }
     }
 }
@@ -135,6 +141,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             token.cancel();
         }
     });
+    // An error here (the journal's last checkpoint failed, say) is main's
+    // to print; only a stop that did all it had to is a clean one.
     server.wait().await?;
     tracing::info!("stopped cleanly");
     Ok(())

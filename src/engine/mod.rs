@@ -248,6 +248,12 @@ impl Engine {
             for id in stalled {
                 match recovery::resume(&self, id, false).await {
                     Ok(_) => tracing::info!(saga = %id, "saga resumed after the journal recovered"),
+                    // The journal writes again, so whatever was written is
+                    // durable: a saga it does not hold never started (its
+                    // StartSaga failed, and said so).
+                    Err(Error::NotFound(_)) => {
+                        tracing::debug!(saga = %id, "a saga whose start was never journaled is dropped");
+                    }
                     Err(e) => {
                         tracing::error!(saga = %id, error = %e, "cannot resume saga yet");
                         self.lock_stalled().insert(id);

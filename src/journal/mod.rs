@@ -136,9 +136,13 @@ pub const JOURNAL_PROBE_INTERVAL: std::time::Duration = std::time::Duration::fro
 /// What can go wrong with the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    /// The store failed: opening it, or reading from it.
+    /// The store cannot be opened (another process owns the directory, the
+    /// directory is unusable), or what an open adds to it cannot be written.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Open(StoreError),
+    /// A read from the store failed; nothing was asked to change.
+    #[error("journal read failed: {0}")]
+    Read(#[source] StoreError),
     /// A batch's write or sync failed: what it wrote may still become durable
     /// by a later sync that works.
     #[error("journal write failed: {0}")]
@@ -154,11 +158,29 @@ pub enum JournalError {
     Corrupt { key: String, why: String },
     #[error("idempotency key '{key}' already belongs to saga {existing}")]
     IdempotencyConflict { key: String, existing: SagaId },
+    /// The store's last work at close failed (the log's last checkpoint):
+    /// nothing acknowledged is lost, the next open replays the log.
+    #[error(
+        "closing the journal failed ({0}); nothing acknowledged is lost: the next start replays the log"
+    )]
+    Close(#[source] StoreError),
     /// The writer thread could not be started.
     #[error("cannot start the journal writer: {0}")]
     Start(#[source] std::io::Error),
     #[error("the journal is closed")]
     Closed,
+}
+
+/// A store error met on the way: one that says the store cannot be opened is
+/// an open failure, any other one a failed read (writes go through the
+/// writer, which says [`JournalError::Write`] itself).
+impl From<StoreError> for JournalError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Locked { .. } | StoreError::Open { .. } => JournalError::Open(e),
+            e => JournalError::Read(e),
+        }
+    }
 }
 
 /// The listing fields of one saga, kept current by the journal as events land.

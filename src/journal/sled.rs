@@ -35,13 +35,15 @@ impl SledJournal {
     /// removed between two checkpoints never reaches the store
     /// (`compaction.rs`).
     pub fn open_with(dir: &Path, options: WalOptions) -> Result<Self, JournalError> {
-        let store = SledStore::open(dir)?;
+        let store = SledStore::open(dir).map_err(JournalError::Open)?;
         let options = WalOptions {
             compact: compaction::bundle_runs,
             put_only_over_absent: compaction::unfinished_entry,
             ..options
         };
-        KvJournal::new(WalStore::open_with(&dir.join("wal"), store, options)?)
+        let store =
+            WalStore::open_with(&dir.join("wal"), store, options).map_err(JournalError::Open)?;
+        KvJournal::new(store)
     }
 }
 
@@ -237,7 +239,7 @@ mod tests {
             .expect("second open must fail");
         let message = err.to_string();
         assert!(
-            matches!(err, JournalError::Store(StoreError::Locked { .. })),
+            matches!(err, JournalError::Open(StoreError::Locked { .. })),
             "{message}"
         );
         assert!(

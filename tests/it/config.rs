@@ -66,6 +66,7 @@ retention = "30d"
             log_format: LogFormat::Json,
             // never set
             otlp_endpoint: None,
+            disk_reserve: Config::default().disk_reserve,
             // env over file
             data_dir: PathBuf::from("/from/env"),
             max_payload_bytes: 2000,
@@ -78,6 +79,32 @@ retention = "30d"
         }
     );
     drop(dir);
+}
+
+#[test]
+fn the_disk_reserve_is_a_size_from_any_layer_and_a_bad_one_names_its_source() {
+    let (_dir, path) = file("disk_reserve = \"1GiB\"\n");
+    let config = Config::load(Some(&path), env(&[]), Settings::default()).unwrap();
+    assert_eq!(config.disk_reserve, 1 << 30);
+    let config = Config::load(
+        None,
+        env(&[("SAGAD_DISK_RESERVE", "0")]),
+        Settings::default(),
+    )
+    .unwrap();
+    assert_eq!(config.disk_reserve, 0, "no reserve at all");
+    assert_eq!(Config::default().disk_reserve, 64 << 20);
+    let err = Config::load(
+        None,
+        env(&[("SAGAD_DISK_RESERVE", "12 parsecs")]),
+        Settings::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("SAGAD_DISK_RESERVE") && err.contains("unknown unit"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -230,6 +257,7 @@ fn the_server_config_carries_every_setting() {
         log_format: LogFormat::Json,
         otlp_endpoint: None,
         retention: Retention::For(Duration::from_secs(60)),
+        disk_reserve: 123,
     };
     let server = config.server_config();
     assert_eq!(server.listen, addr("127.0.0.1:0"));
@@ -243,6 +271,7 @@ fn the_server_config_carries_every_setting() {
         "http://hooks.internal/sagad"
     );
     assert_eq!(server.retention, Some(Duration::from_secs(60)));
+    assert_eq!(server.disk_reserve, 123);
     let forever = Config {
         retention: Retention::Forever,
         ..config

@@ -21,6 +21,7 @@ mod crash;
 mod crash_points;
 mod damaged_journal;
 mod disk_faults;
+mod disk_full;
 mod feed;
 mod metrics;
 mod parking;

@@ -105,6 +105,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             metrics_listen: None,
             on_failed_webhook: None,
             retention: None,
+            disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
         },
         vec![definition],
     )

@@ -35,7 +35,8 @@ use self::{
 };
 use crate::{
     journal::{
-        FlushObserver, Journal, JournalError, JournalStats, ListQuery, SagaSummary, store::KvStore,
+        FlushObserver, Journal, JournalError, JournalStats, ListQuery, SagaSummary,
+        store::{KvStore, StoreError},
     },
     saga::{Event, Offset, Participant, SagaId, Timestamp},
 };
@@ -302,6 +303,12 @@ impl<S: KvStore> Journal for KvJournal<S> {
                 .await
                 .ok();
         }
-        result
+        // The store's last work (the log's last checkpoint) runs whatever the
+        // writer said: its threads stop either way.
+        let store = self.store.clone();
+        let closed = tokio::task::spawn_blocking(move || store.close())
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Engine(format!("closing the store: {e}"))));
+        result.and(closed.map_err(JournalError::Close))
     }
 }

@@ -39,8 +39,9 @@ pub(super) fn at_open<S: KvStore>(store: &S, next_offset: u64) -> Result<(), Jou
         NEXT_OFFSET_KEY.to_vec(),
         Some(next_offset.to_be_bytes().to_vec()),
     ));
-    store.write(writes)?;
-    Ok(store.sync()?)
+    // Failures here are the open's: the journal cannot start as it is.
+    store.write(writes).map_err(JournalError::Open)?;
+    store.sync().map_err(JournalError::Open)
 }
 
 /// The offset index built from the events if the journal predates it (events

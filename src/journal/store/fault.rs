@@ -97,6 +97,14 @@ impl<S: KvStore> KvStore for FaultyStore<S> {
         self.inner.sync()
     }
 
+    fn recover(&self) -> Result<()> {
+        self.inner.recover()
+    }
+
+    fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+
     fn hold_rewrites(&self) -> Option<MutexGuard<'_, ()>> {
         self.inner.hold_rewrites()
     }

@@ -252,6 +252,21 @@ pub trait KvStore: Send + Sync + 'static {
     /// Makes every write so far durable.
     fn sync(&self) -> Result<()>;
 
+    /// Readies the store to be dropped, and says whether what it had to do
+    /// for that worked (the log's last checkpoint). Reads may still be made;
+    /// writes must not. The default has nothing to do.
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// After a failed write or sync, makes the store able to take writes
+    /// again if it can (by opening it afresh, say); it is called before a
+    /// write is tried again. The default has nothing to do: the next write
+    /// either works or fails again.
+    fn recover(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Keeps the store from rewriting what was written before (a
     /// checkpoint's bundling, `wal/overlay.rs`) until the guard drops. A writer
     /// that reads keys to work out edits of them holds it from its first read

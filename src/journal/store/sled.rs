@@ -4,6 +4,13 @@
 //! - **One owner.** `open` takes an exclusive lock on `DATA_DIR/LOCK` first; a
 //!   second process gets [`StoreError::Locked`] naming the directory and the pid
 //!   holding it, before sled is touched.
+//! - **Reopened after a failure.** sled 0.34 answers every operation, reads
+//!   included, with the first I/O error it met (a full disk, say) for as long
+//!   as it is open. So a failed operation marks the store failed, and
+//!   [`KvStore::recover`] (which the log's checkpoint thread calls before it
+//!   tries again) opens sled afresh: it comes back with what its last
+//!   successful sync made durable, and the log in front of it still holds
+//!   every batch since, for the next checkpoint to write again.
 //! - **Really durable at a sync.** sled 0.34's `flush()` ends in
 //!   `sync_file_range`, which does not flush the disk's write cache (sled#1452),
 //!   and it writes large values to blob files it never syncs. So a sync here is
@@ -18,7 +25,10 @@ use std::{
     fs::{self, File, OpenOptions, TryLockError},
     io::{Read, Seek, Write},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Mutex, RwLock, RwLockReadGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -34,7 +44,16 @@ const SLED_LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
 /// sled plus the file handles needed to make its writes durable.
 pub struct SledStore {
-    db: sled::Db,
+    /// sled itself; `None` only while a reopen after a failure has not
+    /// worked yet. The lock is taken for writing only to replace it
+    /// (`recover`): every operation holds it for reading, briefly.
+    db: RwLock<Option<sled::Db>>,
+    /// Set by any failed sled operation: sled fails every later one until it
+    /// is opened again.
+    failed: AtomicBool,
+    /// The data directory, for messages, and sled's directory in it.
+    dir: PathBuf,
+    path: PathBuf,
     /// sled's data file, fdatasync'ed after every flush.
     db_file: File,
     /// Where sled puts values too large for a segment.
@@ -58,28 +77,7 @@ impl SledStore {
         fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("journal");
-        let config = sled::Config::new()
-            .path(&path)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .segment_size(SLED_SEGMENT_BYTES)
-            .flush_every_ms(None);
-        // With `DATA_DIR/LOCK` held, sled's own lock on its file can only be
-        // held by this process's previous store of the same directory, whose
-        // last handles sled's IO threads drop a moment after the store itself
-        // (seen when a directory is closed and opened again at once).
-        let released_by = Instant::now() + SLED_LOCK_PATIENCE;
-        let db = loop {
-            match config.open() {
-                Err(sled::Error::Io(e))
-                    // sled 0.34 says so only in the message (`config.rs`).
-                    if e.to_string().starts_with("could not acquire lock")
-                        && Instant::now() < released_by =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                other => break other.map_err(|e| open_error(dir, format!("sled: {e}")))?,
-            }
-        };
+        let db = open_sled(dir, &path)?;
         let db_file = File::open(path.join("db")).map_err(|e| open_error(dir, e))?;
         let blob_dir = path.join("blobs");
         let synced_blobs = fs::read_dir(&blob_dir)
@@ -90,12 +88,35 @@ impl SledStore {
             })
             .unwrap_or_default();
         Ok(Self {
-            db,
+            db: RwLock::new(Some(db)),
+            failed: AtomicBool::new(false),
+            dir: dir.to_path_buf(),
+            path,
             db_file,
             blob_dir,
             synced_blobs: Mutex::new(synced_blobs),
             _lock: lock,
         })
+    }
+
+    /// Runs `op` on sled; a failure marks the store failed (see the module docs).
+    fn with_db<T>(&self, op: impl FnOnce(&sled::Db) -> sled::Result<T>) -> Result<T> {
+        let db = self.db();
+        let Some(db) = db.as_ref() else {
+            return Err(StoreError::Engine(format!(
+                "sled in {} is closed after a failure, and could not be opened again yet",
+                self.path.display()
+            )));
+        };
+        op(db).map_err(|e| {
+            self.failed.store(true, Ordering::Release);
+            sled_error(e)
+        })
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, Option<sled::Db>> {
+        // A panic while holding the lock leaves the value as it was.
+        self.db.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// fsyncs blob files that appeared since the last sync, and their directory.
@@ -120,6 +141,33 @@ impl SledStore {
                 .map_err(|e| StoreError::io("syncing the sled blob directory", e))?;
         }
         Ok(())
+    }
+}
+
+/// Opens sled at `path` (in the data directory `dir`).
+fn open_sled(dir: &Path, path: &Path) -> Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(SLED_CACHE_BYTES)
+        .segment_size(SLED_SEGMENT_BYTES)
+        .flush_every_ms(None);
+    // With `DATA_DIR/LOCK` held, sled's own lock on its file can only be
+    // held by this process's previous store of the same directory, whose
+    // last handles sled's IO threads drop a moment after the store itself
+    // (seen when a directory is closed and opened again at once, and when
+    // sled is reopened after a failure).
+    let released_by = Instant::now() + SLED_LOCK_PATIENCE;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                // sled 0.34 says so only in the message (`config.rs`).
+                if e.to_string().starts_with("could not acquire lock")
+                    && Instant::now() < released_by =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other.map_err(|e| open_error(dir, format!("sled: {e}"))),
+        }
     }
 }
 
@@ -166,6 +214,11 @@ fn sled_error(e: sled::Error) -> StoreError {
             at: format!("sled storage at {at:?}"),
             why: "sled reports corruption".into(),
         },
+        // sled wraps the OS error in one of its own, whose message is the
+        // debug form of the original: give a full disk its own words back.
+        sled::Error::Io(source) if source.kind() == std::io::ErrorKind::StorageFull => {
+            StoreError::io("sled", std::io::Error::from_raw_os_error(libc::ENOSPC))
+        }
         sled::Error::Io(source) => StoreError::io("sled", source),
         other => StoreError::Engine(format!("sled: {other}")),
     }
@@ -173,14 +226,11 @@ fn sled_error(e: sled::Error) -> StoreError {
 
 impl KvStore for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db
-            .get(key)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(sled_error)
+        self.with_db(|db| db.get(key).map(|v| v.map(|v| v.to_vec())))
     }
 
     fn range(&self, range: KeyRange<'_>, dir: Direction, visit: &mut Visit<'_>) -> Result<()> {
-        walk(self.db.range::<&[u8], _>(range.bounds()), dir, visit).map_err(sled_error)
+        self.with_db(|db| walk(db.range::<&[u8], _>(range.bounds()), dir, visit))
     }
 
     fn write(&self, batch: Vec<KeyWrite>) -> Result<()> {
@@ -191,7 +241,7 @@ impl KvStore for SledStore {
                 None => sled_batch.remove(key),
             }
         }
-        self.db.apply_batch(sled_batch).map_err(sled_error)
+        self.with_db(|db| db.apply_batch(sled_batch))
     }
 
     /// Plain inserts: sled's `apply_batch` rolls its IO buffer before and after
@@ -199,24 +249,40 @@ impl KvStore for SledStore {
     /// threads for every journal batch. sled's log keeps the order of writes and
     /// recovers a prefix of them, which is all `write_ordered` promises.
     fn write_ordered(&self, batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Result<()> {
-        for (key, value) in batch {
-            match value {
-                Some(v) => self.db.insert(key, v).map(drop),
-                None => self.db.remove(key).map(drop),
+        self.with_db(|db| {
+            for (key, value) in batch {
+                match value {
+                    Some(v) => db.insert(key, v).map(drop),
+                    None => db.remove(key).map(drop),
+                }?;
             }
-            .map_err(sled_error)?;
-        }
+            Ok(())
+        })?;
         release_retired_buffers();
         Ok(())
     }
 
     fn sync(&self) -> Result<()> {
-        self.db.flush().map_err(sled_error)?;
+        self.with_db(|db| db.flush())?;
         release_retired_buffers();
         self.sync_new_blobs()?;
         self.db_file
             .sync_data()
             .map_err(|e| StoreError::io("fdatasync of the sled db file", e))
+    }
+
+    /// Opens sled afresh if an operation failed since it was opened.
+    fn recover(&self) -> Result<()> {
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // sled lets go of its files only once this handle is gone.
+        drop(db.take());
+        *db = Some(open_sled(&self.dir, &self.path)?);
+        self.failed.store(false, Ordering::Release);
+        tracing::warn!(path = %self.path.display(), "sled opened again after a failure");
+        Ok(())
     }
 }
 

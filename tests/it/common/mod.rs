@@ -158,6 +158,7 @@ impl TestServer {
                     .as_ref()
                     .map(|url| url.parse().unwrap()),
                 retention: self.retention,
+                disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
             },
             self.definitions.clone(),
         )

@@ -14,10 +14,35 @@
 //! has the older marker, so the next open replays every batch after it, in
 //! order, and each key ends with its newest value.
 
-use std::{fs, path::Path, sync::atomic::Ordering, thread};
+use std::{
+    fs,
+    path::Path,
+    sync::atomic::Ordering,
+    thread,
+    time::{Duration, Instant},
+};
+
+use backoff::{ExponentialBackoff, ExponentialBackoffBuilder, backoff::Backoff};
 
 use super::{APPLIED_BATCH_KEY, Scan, Shared, priority, segment::io};
 use crate::journal::store::{KvStore, Result, StoreError, lend};
+
+/// The longest wait between two tries of a failing checkpoint: how long a
+/// store that works again may wait for its first checkpoint.
+pub const CHECKPOINT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The waits between the tries of a failing checkpoint: from one checkpoint
+/// interval, doubling up to [`CHECKPOINT_RETRY_MAX`], with jitter, without end
+/// (the log holds everything meanwhile).
+fn retry_backoff(interval: Duration) -> ExponentialBackoff {
+    ExponentialBackoffBuilder::new()
+        .with_initial_interval(interval.min(CHECKPOINT_RETRY_MAX))
+        .with_multiplier(2.0)
+        .with_max_interval(CHECKPOINT_RETRY_MAX)
+        .with_randomization_factor(0.2)
+        .with_max_elapsed_time(None)
+        .build()
+}
 
 /// Puts back into `inner` every batch of the log (`found`) it does not hold
 /// yet, in order, and makes it durable; returns the number of the last batch
@@ -71,20 +96,54 @@ pub(super) fn applied_batch<S: KvStore>(inner: &S) -> Result<u64> {
 }
 
 impl<S: KvStore> Shared<S> {
-    /// Checkpoints every interval (or when woken) until stopped.
+    /// Checkpoints every interval (or when woken) until stopped; after a
+    /// failure, tries again only after a backoff ([`retry_backoff`]), and
+    /// lets the store recover first (sled is opened afresh): a store that
+    /// fails (a full disk) is neither hammered nor grown by retries, and
+    /// checkpoints come back by themselves once it works.
     pub(super) fn run_checkpoints(&self) {
         priority::lower();
+        let mut failing: Option<ExponentialBackoff> = None;
         loop {
-            thread::park_timeout(self.options.checkpoint_interval);
-            // Woken to stop: the last checkpoint is the dropping owner's call
-            // (a simulated crash takes none).
+            let wait = match failing.as_mut() {
+                None => self.options.checkpoint_interval,
+                Some(backoff) => backoff.next_backoff().unwrap_or(CHECKPOINT_RETRY_MAX),
+            };
+            // While failing, a wake-up from the writer (segments piling up)
+            // does not cut the backoff short: only the stop does.
+            let due = Instant::now() + wait;
+            loop {
+                thread::park_timeout(due.saturating_duration_since(Instant::now()));
+                if self.stop.load(Ordering::Acquire) || failing.is_none() || Instant::now() >= due {
+                    break;
+                }
+            }
+            // Woken to stop: the last checkpoint is the owner's call (`close`;
+            // a simulated crash takes none).
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
-            if let Err(e) = self.checkpoint() {
-                // The log still holds everything: nothing is lost, the segments
-                // just stay until a checkpoint works.
-                tracing::warn!(error = %e, "store checkpoint failed; keeping the log segments");
+            let result = match failing {
+                Some(_) => self.inner.recover().and_then(|()| self.checkpoint()),
+                None => self.checkpoint(),
+            };
+            match result {
+                Ok(()) => {
+                    if failing.take().is_some() {
+                        tracing::warn!("store checkpoints work again");
+                    }
+                }
+                Err(e) => {
+                    let interval = self.options.checkpoint_interval;
+                    let backoff = failing.get_or_insert_with(|| retry_backoff(interval));
+                    // The log still holds everything: nothing is lost, the
+                    // segments just stay until a checkpoint works.
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_ms = backoff.current_interval.as_millis() as u64,
+                        "store checkpoint failed; keeping the log segments"
+                    );
+                }
             }
         }
     }

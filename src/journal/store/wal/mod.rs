@@ -60,7 +60,10 @@ mod checkpoint;
 pub mod overlay;
 mod priority;
 mod segment;
+mod space;
 mod spare;
+
+pub use space::DEFAULT_DISK_RESERVE;
 
 pub use segment::{Record, Scan, scan};
 
@@ -104,6 +107,9 @@ pub struct WalOptions {
     /// Makes the log's own `fdatasync` fail while set, as on a full disk: how
     /// tests reach the one sync per batch that production does (`fault.rs`).
     pub log_fault: Option<Arc<DiskFault>>,
+    /// Free bytes the log leaves on its disk: no spare is prepared that
+    /// would eat into them, and no open starts with less free (`space.rs`).
+    pub disk_reserve: u64,
 }
 
 impl Default for WalOptions {
@@ -116,6 +122,7 @@ impl Default for WalOptions {
             zero_filled_segments: true,
             put_only_over_absent: overlay::no_key,
             log_fault: None,
+            disk_reserve: space::DEFAULT_DISK_RESERVE,
         }
     }
 }
@@ -127,9 +134,12 @@ impl Default for WalOptions {
 /// thread they would stall every append queued behind it.
 pub struct WalStore<S: KvStore> {
     shared: Arc<Shared<S>>,
-    checkpointer: Option<thread::JoinHandle<()>>,
-    /// Whether dropping the store checkpoints (not for a simulated crash).
-    checkpoint_on_drop: bool,
+    /// The checkpoint thread, joined by `close` or the drop (a std mutex: only
+    /// they take it).
+    checkpointer: Mutex<Option<thread::JoinHandle<()>>>,
+    /// Whether a last checkpoint is still to be taken, by `close` or the drop
+    /// (not for a simulated crash, nor twice).
+    last_checkpoint: AtomicBool,
 }
 
 /// What the writer thread and the checkpoint thread share.
@@ -159,6 +169,24 @@ struct Log {
     checkpointed: u64,
 }
 
+/// Refuses to open a log on a disk with less than `reserve` free: it would
+/// soon be full, and a full disk should be noticed before it is.
+fn check_free_space(dir: &Path, reserve: u64) -> Result<()> {
+    let free = space::free_bytes(dir)
+        .map_err(|e| io(format!("reading the free space of {}", dir.display()), e))?;
+    if free < reserve {
+        return Err(StoreError::Open {
+            dir: dir.to_path_buf(),
+            why: format!(
+                "its disk has {} free, less than the {} sagad keeps in reserve (--disk-reserve): free some space, or lower the reserve",
+                space::mib(free),
+                space::mib(reserve)
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl<S: KvStore> WalStore<S> {
     /// Opens the log in `dir` in front of `inner`: verifies it, replays what
     /// `inner` lacks, checkpoints, and readies the tail for appends.
@@ -169,15 +197,21 @@ impl<S: KvStore> WalStore<S> {
     /// `open`, with other [`WalOptions`].
     pub fn open_with(dir: &Path, inner: S, options: WalOptions) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
+        check_free_space(dir, options.disk_reserve)?;
         let found = scan(dir)?;
         let last_batch = checkpoint::replay(dir, &inner, &found)?;
         let spares = match options.zero_filled_segments {
             true => Some(
-                Spares::start(dir, WAL_SEGMENT_BYTES)
+                Spares::start(dir, WAL_SEGMENT_BYTES, options.disk_reserve)
                     .map_err(|e| io(format!("preparing spare segments in {}", dir.display()), e))?,
             ),
             false => None,
         };
+        // What a failed rollover left goes first: the fresh segment may take
+        // its name.
+        if let Some(path) = &found.unused {
+            fs::remove_file(path).map_err(|e| io(format!("removing {}", path.display()), e))?;
+        }
         // Everything is in the durable store now: start a fresh segment and drop
         // the old ones (their batches are checkpointed).
         let next_index = found.segments.last().map_or(1, |(i, _, _)| i + 1);
@@ -216,16 +250,38 @@ impl<S: KvStore> WalStore<S> {
         let _ = shared.checkpointer.set(checkpointer.thread().clone());
         Ok(Self {
             shared,
-            checkpointer: Some(checkpointer),
-            checkpoint_on_drop: true,
+            checkpointer: Mutex::new(Some(checkpointer)),
+            last_checkpoint: AtomicBool::new(true),
         })
     }
 
     /// Stops like a killed process would: no last checkpoint, so the store
     /// keeps only what earlier checkpoints gave it.
     #[cfg(test)]
-    fn crash(mut self) {
-        self.checkpoint_on_drop = false;
+    fn crash(self) {
+        self.last_checkpoint.store(false, Ordering::Release);
+    }
+
+    /// Stops the checkpoint and spare threads (a half-written spare is
+    /// deleted); then takes the last checkpoint, if it is still to be taken.
+    fn finish(&self) -> Result<()> {
+        self.shared.stop.store(true, Ordering::Release);
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(checkpointer) = checkpointer {
+            checkpointer.thread().unpark();
+            let _ = checkpointer.join();
+        }
+        if let Some(spares) = &self.shared.spares {
+            spares.stop();
+        }
+        match self.last_checkpoint.swap(false, Ordering::AcqRel) {
+            true => self.shared.checkpoint(),
+            false => Ok(()),
+        }
     }
 
     /// The store behind the log.
@@ -245,17 +301,10 @@ impl<S: KvStore> Shared<S> {
 }
 
 impl<S: KvStore> Drop for WalStore<S> {
+    /// A store dropped without `close` (a test, an error path) still takes
+    /// its last checkpoint; a failure is only logged: the log holds everything.
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        if let Some(checkpointer) = self.checkpointer.take() {
-            checkpointer.thread().unpark();
-            let _ = checkpointer.join();
-        }
-        // A last checkpoint, so the next open has nothing to replay. If it
-        // fails, the log still holds everything.
-        if self.checkpoint_on_drop
-            && let Err(e) = self.shared.checkpoint()
-        {
+        if let Err(e) = self.finish() {
             tracing::warn!(error = %e, "final store checkpoint failed; the next start replays the log");
         }
     }
@@ -346,10 +395,26 @@ impl<S: KvStore> KvStore for WalStore<S> {
         Ok(())
     }
 
+    /// The last checkpoint, so the next open has nothing to replay; its
+    /// failure is the caller's to report (the log still holds everything).
+    fn close(&self) -> Result<()> {
+        self.finish()
+    }
+
     /// fdatasync of the log (checkpoints of the store run on their own thread).
+    /// A sync also fails while the store is stuck (writes wait for room that
+    /// a failing checkpoint does not make): the journal then keeps refusing
+    /// writes, instead of taking one that would only wait and fail.
     fn sync(&self) -> Result<()> {
+        let options = &self.shared.options;
+        if !self.shared.overlay.has_room(options.max_pending_keys) {
+            return Err(StoreError::Stuck(format!(
+                "the store behind the log takes no checkpoint, and {} writes wait for it",
+                self.shared.overlay.waiting_keys()
+            )));
+        }
         let log = self.lock();
-        if let Some(fault) = &self.shared.options.log_fault {
+        if let Some(fault) = &options.log_fault {
             fault.check("fdatasync of the log")?;
         }
         log.segment
@@ -369,7 +434,7 @@ impl<S: KvStore> KvStore for WalStore<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::{checkpoint::applied_batch, *};
+    use super::{checkpoint::applied_batch, segment::MAGIC, *};
     use crate::journal::store::{FaultyStore, MemoryStore};
 
     fn put(key: &str, value: &str) -> KeyWrite {
@@ -478,10 +543,16 @@ mod tests {
         assert!(err.to_string().contains("took no checkpoint"), "{err}");
         // Everything written (the refused batch too: it is in the log) reads back.
         assert_eq!(wal.get(b"k0000").unwrap(), Some(b"v".to_vec()));
-        // The disk works again: the checkpoint goes through and writes resume.
+        // The disk works again: the checkpoint goes through (at its next try,
+        // after a backoff) and writes resume.
         fault.heal();
-        wal.write(vec![put("after", "v")]).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while let Err(e) = wal.write(vec![put("after", "v")]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writes never resumed: {e}"
+            );
+        }
         while wal.inner().inner().get(b"k0000").unwrap().is_none() {
             assert!(std::time::Instant::now() < deadline, "no checkpoint");
             std::thread::sleep(Duration::from_millis(5));
@@ -601,6 +672,120 @@ mod tests {
         let wal = open(dir.path(), MemoryStore::default()).unwrap();
         assert_eq!(wal.get(b"first").unwrap(), Some(b"v".to_vec()));
         assert_eq!(wal.get(b"second").unwrap(), Some(b"v".to_vec()));
+    }
+
+    /// A rollover that failed before it wrote the next segment's header (a
+    /// full disk) left an empty file: the next open takes it for what it is,
+    /// never for damage, and the log goes on. Any other header-less file is a
+    /// segment cut short: damage, as before.
+    #[test]
+    fn a_trailing_segment_without_a_header_is_left_over_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let wal = open(dir.path(), MemoryStore::default()).unwrap();
+            wal.write(vec![put("k", "v")]).unwrap();
+            wal.sync().unwrap();
+            let next = segment_path(dir.path(), wal.lock().segment.index + 1);
+            std::fs::write(&next, b"").unwrap();
+            wal.crash();
+        }
+        let store = MemoryStore::default();
+        let wal = open(dir.path(), store).unwrap();
+        assert_eq!(wal.get(b"k").unwrap(), Some(b"v".to_vec()));
+        wal.write(vec![put("after", "v")]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        // A header-less segment with data after it is damage, as before.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let wal = open(dir.path(), MemoryStore::default()).unwrap();
+            wal.write(vec![put("k", "v")]).unwrap();
+            wal.sync().unwrap();
+            let next = segment_path(dir.path(), wal.lock().segment.index + 1);
+            std::fs::write(&next, &MAGIC[..5]).unwrap();
+            wal.crash();
+        }
+        let err = open(dir.path(), MemoryStore::default())
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("0000000000000002.wal"), "{err}");
+        assert!(err.to_string().contains("is damaged"), "{err}");
+    }
+
+    #[test]
+    fn a_segment_that_cannot_be_prepared_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // No filesystem takes a file this large: preparing it fails part-way.
+        let Err(err) = new_segment(dir.path(), 7, u64::MAX / 2, 1, None) else {
+            panic!("a segment no filesystem takes was prepared");
+        };
+        assert!(err.to_string().contains("preparing"), "{err}");
+        assert!(!segment_path(dir.path(), 7).exists(), "nothing left behind");
+    }
+
+    #[test]
+    fn a_disk_without_the_reserve_free_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions {
+            disk_reserve: u64::MAX,
+            ..WalOptions::default()
+        };
+        let err = WalStore::open_with(dir.path(), MemoryStore::default(), options)
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(
+            text.contains("free") && text.contains("--disk-reserve"),
+            "{text}"
+        );
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing written"
+        );
+    }
+
+    #[test]
+    fn no_spare_is_prepared_that_would_eat_into_the_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = space::free_bytes(dir.path()).unwrap();
+        // Room to start, not for a spare beside the reserve.
+        let options = WalOptions {
+            disk_reserve: free.saturating_sub(WAL_SEGMENT_BYTES / 2),
+            ..WalOptions::default()
+        };
+        let wal = WalStore::open_with(dir.path(), MemoryStore::default(), options).unwrap();
+        for i in 0..100 {
+            wal.write(vec![put(&format!("k{i}"), "v")]).unwrap();
+            wal.sync().unwrap();
+        }
+        assert!(!wal.shared.spares.as_ref().unwrap().ready());
+        assert!(!dir.path().join(spare::SPARE).exists());
+        assert!(!dir.path().join(spare::PREPARING).exists());
+    }
+
+    /// A close says when its last checkpoint failed (the log holds it all),
+    /// and a drop after it does not try again.
+    #[test]
+    fn a_close_reports_a_failed_last_checkpoint_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = DiskFault::new();
+        let store = FaultyStore::new(MemoryStore::default(), fault.clone());
+        let options = WalOptions {
+            checkpoint_interval: Duration::from_secs(3600),
+            ..WalOptions::default()
+        };
+        let wal = WalStore::open_with(dir.path(), store, options).unwrap();
+        wal.write(vec![put("k", "v")]).unwrap();
+        wal.sync().unwrap();
+        fault.fail();
+        let err = wal.close().expect_err("the last checkpoint failed");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert!(wal.close().is_ok(), "taken once");
+        drop(wal);
+        // The log still holds the batch.
+        let wal = open(dir.path(), MemoryStore::default()).unwrap();
+        assert_eq!(wal.get(b"k").unwrap(), Some(b"v".to_vec()));
     }
 
     /// The store contract, through the log, with checkpoints moving batches

@@ -175,6 +175,12 @@ impl Overlay {
         self.released.1.notify_all();
     }
 
+    /// Whether a writer would find room now (see [`Overlay::wait_for_room`]).
+    pub fn has_room(&self, max_keys: usize) -> bool {
+        let layers = self.read();
+        layers.active.len() <= max_keys || layers.frozen.is_none()
+    }
+
     /// Waits while the active layer holds more than `max_keys` and a frozen
     /// layer is still being applied: writes then come faster than the store
     /// takes them, and without a limit memory would grow until they stop.
@@ -183,11 +189,8 @@ impl Overlay {
     pub fn wait_for_room(&self, max_keys: usize, patience: Duration) -> bool {
         let deadline = std::time::Instant::now() + patience;
         loop {
-            {
-                let layers = self.read();
-                if layers.active.len() <= max_keys || layers.frozen.is_none() {
-                    return true;
-                }
+            if self.has_room(max_keys) {
+                return true;
             }
             if std::time::Instant::now() >= deadline {
                 return false;

@@ -27,7 +27,7 @@ use std::{
 use super::spare::Spares;
 use crate::journal::store::{KeyWrite, KeyWrites, StoreError, encode_after};
 
-const MAGIC: &[u8; 8] = b"SAGADWAL";
+pub(super) const MAGIC: &[u8; 8] = b"SAGADWAL";
 const VERSION: u32 = 1;
 /// The header's size on disk: 40 bytes of fields and crc, zero-padded.
 pub(super) const HEADER_BYTES: u64 = 48;
@@ -77,6 +77,19 @@ pub struct Scan {
     pub records: Vec<(u64, Record)>,
     /// A torn tail found at the end: (segment path, byte offset).
     pub torn: Option<(PathBuf, u64)>,
+    /// An empty last segment: what a rollover that failed before it wrote
+    /// the header left (a full disk, a crash), never written to; left out of
+    /// `segments`.
+    pub unused: Option<PathBuf>,
+}
+
+/// Whether the segment file at `path` is empty. Only an empty file is known
+/// never to have held a record: a segment gets its header and its full size
+/// before its first record, so any other file without a valid header (a
+/// segment cut short, say) may have lost acknowledged batches, and is damage.
+fn is_empty(path: &Path) -> Result<bool, StoreError> {
+    let meta = fs::metadata(path).map_err(|e| io(format!("reading {}", path.display()), e))?;
+    Ok(meta.len() == 0)
 }
 
 /// (segment size, index, first batch) from a segment's header.
@@ -126,6 +139,7 @@ pub fn scan(dir: &Path) -> Result<Scan, StoreError> {
         segments: Vec::new(),
         records: Vec::new(),
         torn: None,
+        unused: None,
     };
     let count = paths.len();
     let mut expected_batch = None;
@@ -133,7 +147,16 @@ pub fn scan(dir: &Path) -> Result<Scan, StoreError> {
         let last_segment = n + 1 == count;
         let mut file =
             File::open(&path).map_err(|e| io(format!("opening {}", path.display()), e))?;
-        let (size, index, first_batch) = read_header(&path, &mut file)?;
+        let (size, index, first_batch) = match read_header(&path, &mut file) {
+            // A rollover that failed (a full disk) before it wrote the header
+            // of the next segment: nothing was ever written to it.
+            Err(_) if last_segment && is_empty(&path)? => {
+                tracing::warn!(segment = %path.display(), "ignoring an empty log segment a failed rollover left (it holds no record)");
+                result.unused = Some(path);
+                continue;
+            }
+            header => header?,
+        };
         match expected_batch {
             None => result.first_batch = first_batch,
             Some(expected) if expected != first_batch => {
@@ -301,10 +324,17 @@ pub(super) fn new_segment(
         .create_new(true)
         .open(&path)
         .map_err(|e| io(format!("creating {}", path.display()), e))?;
-    file.write_all(&segment_header(size, index, first_batch))
+    let prepared = file
+        .write_all(&segment_header(size, index, first_batch))
         .and_then(|_| file.set_len(size))
-        .and_then(|_| file.sync_all())
-        .map_err(|e| io(format!("preparing {}", path.display()), e))?;
+        .and_then(|_| file.sync_all());
+    if let Err(e) = prepared {
+        // Not left behind (on a full disk, a file without its header): the
+        // next try makes it again.
+        drop(file);
+        let _ = fs::remove_file(&path);
+        return Err(io(format!("preparing {}", path.display()), e));
+    }
     sync_dir(dir)?;
     Ok(Segment {
         file,

@@ -24,6 +24,9 @@
 //!   So a restart, which takes the spare for its fresh segment, does not write
 //!   a segment of zeros while it begins to serve.
 //! - Neither name ends in `.wal`: a scan of the log never reads them.
+//! - A spare is written only while it fits beside the disk reserve
+//!   (`space.rs`); a failed one is deleted, not left to hold the space it
+//!   took; and a stop deletes a half-written one ([`Spares::stop`]).
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -36,6 +39,8 @@ use std::{
     thread,
     time::Duration,
 };
+
+use super::space;
 
 /// The spare ready to become the next segment.
 pub const SPARE: &str = "spare";
@@ -53,7 +58,9 @@ pub struct Spares {
     path: PathBuf,
     size: u64,
     state: Arc<State>,
-    preparer: Option<thread::JoinHandle<()>>,
+    /// The preparer thread, joined by `stop` (a std mutex: only `stop` and
+    /// `want` take it, never for long).
+    preparer: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 struct State {
@@ -67,8 +74,9 @@ struct State {
 impl Spares {
     /// Deletes a half-written spare left by a crash, keeps a whole one, and
     /// starts the thread that prepares a spare of `size` bytes when one is
-    /// wanted, beginning now if none is ready.
-    pub fn start(dir: &Path, size: u64) -> io::Result<Self> {
+    /// wanted, beginning now if none is ready, and while the spare fits
+    /// beside `reserve` free bytes.
+    pub fn start(dir: &Path, size: u64, reserve: u64) -> io::Result<Self> {
         match fs::remove_file(dir.join(PREPARING)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -84,13 +92,13 @@ impl Spares {
             let (dir, path, state) = (dir.to_path_buf(), path.clone(), state.clone());
             thread::Builder::new()
                 .name("sagad-wal-spare".into())
-                .spawn(move || keep_one_ready(&dir, &path, size, &state))?
+                .spawn(move || keep_one_ready(&dir, &path, size, reserve, &state))?
         };
         Ok(Self {
             path,
             size,
             state,
-            preparer: Some(preparer),
+            preparer: std::sync::Mutex::new(Some(preparer)),
         })
     }
 
@@ -132,19 +140,30 @@ impl Spares {
         {
             return;
         }
-        if let Some(preparer) = &self.preparer {
+        if let Some(preparer) = self.lock_preparer().as_ref() {
             preparer.thread().unpark();
         }
+    }
+
+    /// Stops the preparer; a spare it was writing is deleted. Later calls
+    /// do nothing.
+    pub fn stop(&self) {
+        self.state.stop.store(true, Ordering::Release);
+        let preparer = self.lock_preparer().take();
+        if let Some(preparer) = preparer {
+            preparer.thread().unpark();
+            let _ = preparer.join();
+        }
+    }
+
+    fn lock_preparer(&self) -> std::sync::MutexGuard<'_, Option<thread::JoinHandle<()>>> {
+        self.preparer.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Drop for Spares {
     fn drop(&mut self) {
-        self.state.stop.store(true, Ordering::Release);
-        if let Some(preparer) = self.preparer.take() {
-            preparer.thread().unpark();
-            let _ = preparer.join();
-        }
+        self.stop();
     }
 }
 
@@ -155,7 +174,7 @@ fn is_whole(path: &Path, size: u64) -> bool {
 
 /// The preparer thread: makes a spare whenever one is wanted and none is
 /// ready, until stopped.
-fn keep_one_ready(dir: &Path, path: &Path, size: u64, state: &State) {
+fn keep_one_ready(dir: &Path, path: &Path, size: u64, reserve: u64, state: &State) {
     super::priority::lower();
     let done = || {
         state.ready.store(true, Ordering::Release);
@@ -170,6 +189,21 @@ fn keep_one_ready(dir: &Path, path: &Path, size: u64, state: &State) {
         if is_whole(path, size) {
             done();
             continue;
+        }
+        match space::free_bytes(dir) {
+            Ok(free) if free < size + reserve => {
+                // The log goes on in sparse segments: they take space only as
+                // they fill.
+                tracing::warn!(
+                    free = %space::mib(free),
+                    reserve = %space::mib(reserve),
+                    dir = %dir.display(),
+                    "not preparing a zero-filled log segment: it would not leave the disk reserve free; trying again later"
+                );
+                thread::park_timeout(RETRY_AFTER);
+                continue;
+            }
+            _ => {}
         }
         match prepare(dir, path, size, &state.stop) {
             Ok(true) => done(),
@@ -187,13 +221,25 @@ fn keep_one_ready(dir: &Path, path: &Path, size: u64, state: &State) {
 /// renames it to `path`. `Ok(false)`: stopped before it was done.
 fn prepare(dir: &Path, path: &Path, size: u64, stop: &AtomicBool) -> io::Result<bool> {
     let preparing = dir.join(PREPARING);
-    let mut file = File::create(&preparing)?;
+    let written = write_zeros(&preparing, size, stop);
+    if !matches!(written, Ok(true)) {
+        // Stopped, or failed (a full disk): the partial file would only hold
+        // on to the space it took.
+        let _ = fs::remove_file(&preparing);
+        return written;
+    }
+    fs::rename(&preparing, path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(true)
+}
+
+/// Writes `size` zeros to a new file at `path`, synced; `Ok(false)`: stopped first.
+fn write_zeros(path: &Path, size: u64, stop: &AtomicBool) -> io::Result<bool> {
+    let mut file = File::create(path)?;
     let zeros = vec![0u8; STEP_BYTES];
     let mut written = 0;
     while written < size {
         if stop.load(Ordering::Acquire) {
-            drop(file);
-            let _ = fs::remove_file(&preparing);
             return Ok(false);
         }
         let step = (size - written).min(STEP_BYTES as u64) as usize;
@@ -202,8 +248,6 @@ fn prepare(dir: &Path, path: &Path, size: u64, stop: &AtomicBool) -> io::Result<
         written += step as u64;
     }
     file.sync_all()?;
-    fs::rename(&preparing, path)?;
-    File::open(dir)?.sync_all()?;
     Ok(true)
 }
 
@@ -225,7 +269,7 @@ mod tests {
     fn a_spare_is_whole_zeros_and_a_new_one_is_made_when_wanted() {
         let dir = tempfile::tempdir().unwrap();
         let size = 3 * STEP_BYTES as u64 + 100;
-        let spares = Spares::start(dir.path(), size).unwrap();
+        let spares = Spares::start(dir.path(), size, 0).unwrap();
         wait_ready(&spares);
         assert!(spares.take(size + 1).is_none(), "only spares of its size");
         let (_, path) = spares.take(size).expect("a ready spare");
@@ -255,13 +299,13 @@ mod tests {
         let size = STEP_BYTES as u64;
         fs::write(dir.path().join(SPARE), vec![0u8; size as usize]).unwrap();
         fs::write(dir.path().join(PREPARING), b"cut short").unwrap();
-        let spares = Spares::start(dir.path(), size).unwrap();
+        let spares = Spares::start(dir.path(), size, 0).unwrap();
         assert!(spares.ready(), "the whole spare is ready at once");
         assert!(!dir.path().join(PREPARING).exists());
         drop(spares);
 
         // A spare of another size (the segment size changed) is replaced.
-        let spares = Spares::start(dir.path(), 2 * size).unwrap();
+        let spares = Spares::start(dir.path(), 2 * size, 0).unwrap();
         wait_ready(&spares);
         assert_eq!(
             fs::metadata(dir.path().join(SPARE)).unwrap().len(),
