@@ -305,7 +305,7 @@ async fn a_full_disk_then_space_again_carries_on_by_itself() {
     drop(shop);
 }
 
-/// Killed while the disk is full (a rollover to the next log segment failed
+/// Stopped while the disk is full (a rollover to the next log segment failed
 /// meanwhile), then space again: the next start begins where the journal
 /// ended, and finishes every saga that was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +316,7 @@ async fn a_restart_after_a_full_disk_is_not_told_the_journal_is_damaged() {
     };
     let data = fs.path().join("data");
     let shop = serve(FakeParticipant::new(|_| Answer::Ok)).await;
-    let sagad = SagadProcess::spawn(&data, &[]);
+    let sagad = SagadProcess::spawn(&data, &[("SAGAD_LOG", "info")]);
     let mut client = connect(&sagad).await;
     register_shop(&mut client, &shop, quick_retry(3, 3)).await;
     let filler = fill(fs.path(), 0);
@@ -333,7 +333,20 @@ async fn a_restart_after_a_full_disk_is_not_told_the_journal_is_damaged() {
             "intake never stopped"
         );
     }
-    sagad.kill();
+    // A stop on the full disk cannot take its last checkpoint: it must say
+    // so, not that it stopped cleanly (the next start replays the log).
+    let (status, stderr) = sagad.terminate();
+    let stopping = &stderr[stderr.rfind("shutting down").unwrap_or(0)..];
+    if stopping.contains("closing the journal failed") {
+        assert!(!status.success(), "{stopping}");
+        assert!(!stopping.contains("stopped cleanly"), "{stopping}");
+        println!("the last checkpoint failed on the full disk, and the stop said so");
+    } else {
+        assert!(
+            status.success() && stopping.contains("stopped cleanly"),
+            "{status}: {stopping}"
+        );
+    }
     std::fs::remove_file(&filler).unwrap();
 
     let sagad = SagadProcess::spawn(&data, &[]);
