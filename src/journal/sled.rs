@@ -21,7 +21,10 @@ use std::path::Path;
 use super::{
     Journal, JournalError,
     kv::{KvJournal, compaction},
-    store::{ReadOnlyLog, SledStore, StoreError, WalOptions, WalStore},
+    store::{
+        SledStore, StoreError, WalOptions, WalStore,
+        wal::{ReadOnlyLog, TornTail},
+    },
 };
 
 /// The sled-backed journal: a write-ahead log in front of sled.
@@ -110,9 +113,9 @@ impl ReadOnlyJournal {
         self.journal.store()
     }
 
-    /// Where the log ends in a torn write, if it does: the segment and the
-    /// byte offset at which the server's next start cuts it off.
-    pub fn torn_tail(&self) -> Option<(&Path, u64)> {
+    /// Where the log ends in a torn write, if it does: the server's next
+    /// start cuts it off there.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
         self.store().torn_tail()
     }
 

@@ -64,7 +64,7 @@ mod read_only;
 mod segment;
 mod spare;
 
-pub use read_only::ReadOnlyLog;
+pub use read_only::{ReadOnlyLog, TornTail};
 pub use segment::{Record, Scan, scan};
 
 /// Size of a new segment. Preallocated, so appends never grow the file, and

@@ -21,7 +21,8 @@
 //! - **Nothing is written to the store under it** by the open: what the store
 //!   lacks stays in memory.
 //! - **A torn tail is reported, not cut**: [`ReadOnlyLog::torn_tail`] names the
-//!   segment and the byte where the next open for writing would cut the log.
+//!   segment and the byte where the next open for writing would cut the log,
+//!   and whether the store already holds the batch cut off with it.
 //! - **Writes stay in memory.** The journal above may write at open (an
 //!   upgrade of an older journal's indexes, `kv/upgrade.rs`): those writes go
 //!   to the overlay, and `sync` makes nothing durable. What is written here
@@ -37,8 +38,8 @@ pub struct ReadOnlyLog<S: KvStore> {
     inner: S,
     /// The batches of the log the store lacks, and anything written since.
     overlay: Overlay,
-    /// Where the log ends in a torn write: (segment, byte offset).
-    torn: Option<(PathBuf, u64)>,
+    /// Where the log ends in a torn write.
+    torn: Option<TornTail>,
     /// Batches of the log laid over the store.
     replayed: usize,
 }
@@ -51,6 +52,16 @@ impl<S: KvStore> ReadOnlyLog<S> {
         let found = scan(dir)?;
         let applied = applied_batch(&inner)?;
         refuse_lost_batches(dir, applied, &found)?;
+        let torn = found.torn.clone().map(|(segment, at)| {
+            // The torn record is the last segment's next batch.
+            let batch = found.segments.last().map_or(1, |(_, _, last)| last + 1);
+            TornTail {
+                segment,
+                at,
+                batch,
+                in_store: batch <= applied,
+            }
+        });
         let overlay = Overlay::default();
         let mut replayed = 0;
         for (_, record) in found.records {
@@ -64,16 +75,14 @@ impl<S: KvStore> ReadOnlyLog<S> {
         Ok(Self {
             inner,
             overlay,
-            torn: found.torn,
+            torn,
             replayed,
         })
     }
 
-    /// Where the log ends in a torn write, if it does: the segment and the
-    /// byte offset of the record that does not verify. An open for writing
-    /// cuts the log there, and the batch that record held with it.
-    pub fn torn_tail(&self) -> Option<(&Path, u64)> {
-        self.torn.as_ref().map(|(path, at)| (path.as_path(), *at))
+    /// Where the log ends in a torn write, if it does.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn.as_ref()
     }
 
     /// How many batches of the log the store lacked (and which reads take
@@ -91,6 +100,24 @@ impl<S: KvStore> ReadOnlyLog<S> {
     pub fn inner(&self) -> &S {
         &self.inner
     }
+}
+
+/// Where the log ends in a torn write: a record that does not verify with
+/// nothing but zeros after it, at the end of the last segment. An open for
+/// writing cuts the log there, and the batch the record held with it: a
+/// write the server died in the middle of (never acknowledged), or a last
+/// record damaged after it was written, which the log cannot tell apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment it is in.
+    pub segment: PathBuf,
+    /// The byte offset of the record in the segment.
+    pub at: u64,
+    /// The batch the record held (or was to hold).
+    pub batch: u64,
+    /// Whether the store already holds that batch (a checkpoint took it
+    /// before the record was damaged): cutting it off then loses nothing.
+    pub in_store: bool,
 }
 
 /// The refusal of [`checkpoint::replay`](super::checkpoint): a store that holds
@@ -233,12 +260,34 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
 
         let log = ReadOnlyLog::open(dir.path(), MemoryStore::default()).unwrap();
-        let (torn, at) = log.torn_tail().expect("a torn tail");
-        assert_eq!(torn, path);
-        assert!(at > HEADER_BYTES && (at as usize) < end, "{at}");
+        let torn = log.torn_tail().expect("a torn tail").clone();
+        assert_eq!(torn.segment, path);
+        assert!(
+            torn.at > HEADER_BYTES && (torn.at as usize) < end,
+            "{torn:?}"
+        );
+        assert_eq!((torn.batch, torn.in_store), (3, false));
         assert_eq!(log.replayed(), 2, "the torn batch is not read");
         assert!(log.get(b"k2").unwrap().is_none());
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "nor cut off");
+
+        // Damaged after a checkpoint took its batch: the store still has it.
+        let store = MemoryStore::default();
+        for (_, record) in scan(dir.path()).unwrap().records {
+            store.write(record.writes).unwrap();
+        }
+        store
+            .write(vec![
+                put("k2", "v"),
+                (
+                    APPLIED_BATCH_KEY.to_vec(),
+                    Some(3u64.to_be_bytes().to_vec()),
+                ),
+            ])
+            .unwrap();
+        let log = ReadOnlyLog::open(dir.path(), store).unwrap();
+        assert!(log.torn_tail().unwrap().in_store);
+        assert_eq!(log.get(b"k2").unwrap(), Some(b"v".to_vec()));
     }
 
     #[test]
