@@ -22,7 +22,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use sagad::journal::{
-    JournalError, SledJournal, StoreError, check, sled::ReadOnlyJournal, store::wal::TornTail,
+    JournalError, ReadOnlyJournal, SledJournal, StoreError, check, store::wal::TornTail,
 };
 
 use crate::cli::error::{CliError, EXIT_TORN_TAIL};

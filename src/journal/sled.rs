@@ -1,7 +1,7 @@
 //! The sled journal, the embedded durable default: the saga schema over a
 //! write-ahead log in front of sled (`KvJournal<WalStore<SledStore>>`).
 //!
-//! Guarantees beyond the [`Journal`](super::Journal) contract:
+//! Guarantees beyond the [`Journal`] contract:
 //! - **One owner.** The store locks `DATA_DIR/LOCK` before anything else; a
 //!   second process is refused, naming the directory and the pid holding it.
 //! - **The log first.** Each batch is durable in the log before it is applied
