@@ -11,7 +11,7 @@
 //! | [`MemoryStore`] | a `BTreeMap`: tests, and the in-memory journal |
 //! | [`SledStore`] | sled 0.34, made really durable at each sync |
 //! | [`WalStore`] | a write-ahead log in front of any other store (`wal/`) |
-//! | [`ReadOnlyLog`] | that log read only, laid over a store in memory (`wal/read_only.rs`) |
+//! | [`ReadOnlyLog`] | that log read only, laid over a store in memory: the offline tools; its writes stay in memory, a sync makes nothing durable (`wal/read_only.rs`) |
 //! | [`FaultyStore`] | any store whose syncs fail on demand, as on a full disk |
 //!
 //! The contract every store **must** keep (checked on each of them by the
