@@ -5,13 +5,15 @@
 //! - the client verbs (`start`, `get`, `list`, `watch`, `cancel`, `retry`,
 //!   `tail`, `participants`, `definitions`) talk to a running server over gRPC
 //!   (`cli/saga.rs`, `cli/catalog.rs`, `cli/tail.rs`);
-//! - `journal check` verifies a stopped server's data directory (`cli/journal.rs`);
+//! - `journal check` verifies a stopped server's data directory, reading only
+//!   (`cli/journal.rs`);
 //!   `export` writes the sagas that ended in a time window as JSON lines, from
 //!   its archive files and journal (`cli/export.rs`).
 //!
 //! Every failure is one line on stderr, `sagad: ...`, and an exit code scripts
 //! can tell apart (`cli/error.rs`): 1 server error, 2 bad flags or input,
-//! 3 server unreachable, 4/5 `start --wait` ended COMPENSATED/FAILED.
+//! 3 server unreachable, 4/5 `start --wait` ended COMPENSATED/FAILED, 6 `journal
+//! check` found a torn tail.
 
 use std::process::ExitCode;
 
@@ -40,7 +42,8 @@ mod cli;
     about = "A durable saga coordinator",
     after_help = "Client verbs reach the server at --addr (env SAGAD_ADDR, default http://127.0.0.1:50051).\n\
                   Exit codes: 0 ok, 1 server error, 2 bad flags or input, 3 server unreachable,\n\
-                  4 `start --wait` ended COMPENSATED, 5 ended FAILED."
+                  4 `start --wait` ended COMPENSATED, 5 ended FAILED,\n\
+                  6 `journal check` found the journal intact but its log ending in a torn write."
 )]
 struct Args {
     #[command(subcommand)]
@@ -96,7 +99,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Tail(args) => Ok(cli::tail::tail(args).await?),
         Command::Participants(command) => Ok(cli::catalog::participants(command).await?),
         Command::Definitions(command) => Ok(cli::catalog::definitions(command).await?),
-        Command::Journal(command) => cli::journal::run(command),
+        Command::Journal(command) => cli::journal::run(command).await,
         Command::Export(args) => cli::export::run(args).await,
     }
 }

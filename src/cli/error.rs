@@ -3,11 +3,12 @@
 //! | code | meaning |
 //! | --- | --- |
 //! | 0 | success |
-//! | 1 | the server answered an error (status and message on stderr), or anything else failed |
+//! | 1 | the server answered an error (status and message on stderr), `journal check` found damage, or anything else failed |
 //! | 2 | bad flags or input (clap's usage errors use 2 as well) |
 //! | 3 | the server cannot be reached |
 //! | 4 | `start --wait`: the saga ended COMPENSATED |
 //! | 5 | `start --wait`: the saga ended FAILED (needs an operator: `sagad retry`) |
+//! | 6 | `journal check`: intact, but the log ends in a torn write the next start cuts off |
 //!
 //! Every failure is printed as one line on stderr, `sagad: ...`.
 
@@ -23,6 +24,9 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 pub const EXIT_COMPENSATED: u8 = 4;
 /// Exit code of `--wait` when the saga ended FAILED.
 pub const EXIT_FAILED: u8 = 5;
+/// Exit code of `journal check` when the journal is intact but its log ends
+/// in a torn write.
+pub const EXIT_TORN_TAIL: u8 = 6;
 
 /// A client verb's failure, classified for its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,10 @@ pub enum CliError {
         why: String,
         exit: u8,
     },
+    /// An offline tool's finding that is not a failure to run it, with the
+    /// exit code that tells it apart (`journal check`'s torn tail).
+    #[error("{message}")]
+    Finding { message: String, exit: u8 },
 }
 
 impl CliError {
@@ -53,7 +61,7 @@ impl CliError {
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Unreachable { .. } => EXIT_UNREACHABLE,
             CliError::Server { .. } => EXIT_FAILURE,
-            CliError::Ended { exit, .. } => *exit,
+            CliError::Ended { exit, .. } | CliError::Finding { exit, .. } => *exit,
         }
     }
 }

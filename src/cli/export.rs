@@ -2,8 +2,11 @@
 //! stopped server's data directory: its archive files and its journal, each
 //! saga once (`sagad::archive::export`).
 //!
-//! Like `journal check`, it takes the data directory's lock, so it refuses to
-//! run beside a server (the message names the directory and the server's pid).
+//! Like `journal check`, it reads only (`SledJournal::open_read_only`): no byte
+//! of the data directory changes, and sled is read from a copy of its files in
+//! a temporary directory (`TMPDIR`: as much free space as `DATA_DIR/journal`
+//! takes, removed at the end). A live server holds the directory's lock: export
+//! refuses, naming the directory and the server's pid.
 //! Times are UTC: RFC 3339 (`2024-05-01T12:00:00Z`) or a date (`2024-05-01`,
 //! its midnight). `--since` is inclusive, `--until` exclusive.
 
@@ -13,14 +16,13 @@ use std::{
     path::PathBuf,
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use sagad::{
     archive::{self, export::Window},
-    journal::{Journal, SledJournal},
     saga::Timestamp,
 };
 
-use crate::cli::error::CliError;
+use crate::cli::{error::CliError, journal::open_read_only};
 
 /// `sagad export`.
 #[derive(clap::Args, Debug)]
@@ -63,11 +65,8 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         return Err(CliError::Usage("--since must be earlier than --until".into()).into());
     }
     let dir = &args.data_dir;
-    if !dir.join("journal").is_dir() {
-        bail!("--data-dir {}: no sagad journal there", dir.display());
-    }
-    let journal = SledJournal::open(dir)
-        .with_context(|| format!("journal in {} is unusable", dir.display()))?;
+    let read_only = open_read_only(dir, "export")?;
+    let journal = read_only.journal();
     let window = Window {
         since: args.since,
         until: args.until,
@@ -78,7 +77,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             let file = File::create(path)
                 .with_context(|| format!("--out {}: cannot create it", path.display()))?;
             let mut out = BufWriter::new(file);
-            let result = archive::export::export(&journal, &archive_dir, window, &mut out).await;
+            let result = archive::export::export(journal, &archive_dir, window, &mut out).await;
             let result = result.map_err(anyhow::Error::from).and_then(|report| {
                 let file = out.into_inner().map_err(|e| e.into_error())?;
                 file.sync_all()?;
@@ -93,13 +92,22 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         None => {
             let stdout = std::io::stdout();
             let mut out = BufWriter::new(stdout.lock());
-            let result = archive::export::export(&journal, &archive_dir, window, &mut out).await;
+            let result = archive::export::export(journal, &archive_dir, window, &mut out).await;
             let _ = out.flush();
             result.map_err(anyhow::Error::from)
         }
     };
-    journal.close().await?;
+    let torn = read_only.torn_tail().cloned();
+    read_only.close().await?;
     let report = result?;
+    if let Some(torn) = torn.filter(|t| !t.in_store) {
+        eprintln!(
+            "sagad: note: the journal's log ends in a torn write ({} at byte {}): its batch {} is left out, as the next start cuts it off (`sagad journal check` says more)",
+            torn.segment.display(),
+            torn.at,
+            torn.batch
+        );
+    }
     for (path, bytes) in &report.torn {
         eprintln!(
             "sagad: note: {} ends in a torn write ({bytes} bytes skipped: the server died while appending; those sagas are still in the journal)",

@@ -1,45 +1,130 @@
-//! `sagad journal check`: verifies a data directory offline.
+//! `sagad journal check`: verifies a stopped server's data directory, reading
+//! only.
 //!
-//! Opening the journal verifies its write-ahead log (a damaged or truncated log
-//! is refused with the file and byte offset); the check then verifies every
-//! record of the store, folds every saga and compares every index with the
-//! events. It takes the directory's lock, so it refuses to run beside a server.
+//! The journal is opened read-only (`SledJournal::open_read_only`): no byte of
+//! the data directory changes, so a check also works on a read-only copy.
+//! Its write-ahead log is read and verified in place (a damaged or truncated
+//! log is refused with the file and byte offset); sled is opened on a copy of
+//! its files in a temporary directory (`TMPDIR`: a check needs as much free
+//! space there as `DATA_DIR/journal` takes, and removes the copy at the end).
+//! The check then verifies every record of the store, folds every saga and
+//! compares every index with the events. A live server holds the directory's
+//! lock: the check refuses, naming the directory and the server's pid.
+//!
+//! | exit | meaning |
+//! | --- | --- |
+//! | 0 | the journal is intact |
+//! | 6 | intact, but the log ends in a torn write that the next start cuts off (named with its file and byte offset) |
+//! | 1 | damaged (every problem is listed), or not checked (a server is running, the directory is unusable) |
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use sagad::journal::{SledJournal, check};
+use sagad::journal::{
+    JournalError, ReadOnlyJournal, SledJournal, StoreError, check, store::wal::TornTail,
+};
+
+use crate::cli::error::{CliError, EXIT_TORN_TAIL};
 
 #[derive(Subcommand)]
 pub enum JournalCommand {
     /// Verify every record (checksums, per-saga sequence, folds, indexes) and
-    /// print a summary; exits non-zero on damage.
+    /// print a summary; reads only: sled's files are copied to TMPDIR, which
+    /// needs as much free space as DATA_DIR/journal. Exits 0 intact, 6 intact
+    /// but with a torn tail the next start cuts off, 1 damaged or not checked.
     Check {
         /// The data directory of a stopped server.
         #[arg(long, env = "SAGAD_DATA_DIR", default_value = "./sagad-data")]
-        data_dir: PathBuf,
+        data_dir: std::path::PathBuf,
     },
 }
 
-pub fn run(command: JournalCommand) -> anyhow::Result<()> {
+pub async fn run(command: JournalCommand) -> anyhow::Result<()> {
     match command {
-        JournalCommand::Check { data_dir } => {
-            if !data_dir.join("journal").is_dir() {
-                bail!("--data-dir {}: no sagad journal there", data_dir.display());
-            }
-            let journal = SledJournal::open(&data_dir)
-                .with_context(|| format!("journal in {} is unusable", data_dir.display()))?;
-            let report = check::check(journal.store())?;
-            print!("{report}");
-            if !report.is_clean() {
-                bail!(
-                    "journal in {} is damaged ({} problems)",
-                    data_dir.display(),
-                    report.problems.len()
-                );
-            }
-            Ok(())
+        JournalCommand::Check { data_dir } => check(&data_dir).await,
+    }
+}
+
+async fn check(data_dir: &Path) -> anyhow::Result<()> {
+    let journal = open_read_only(data_dir, "journal check")?;
+    let report = check::check(journal.store());
+    let torn = journal.torn_tail().cloned();
+    let copied = journal.copied_bytes();
+    journal.close().await?;
+    let report = report?;
+    outln!(
+        "read only: sled's files ({}) copied to a temporary directory and removed again; {} left as it was",
+        size(copied),
+        data_dir.display()
+    );
+    out!("{report}");
+    if let Some(torn) = &torn {
+        outln!("{}", describe_torn_tail(torn));
+    }
+    if !report.is_clean() {
+        bail!(
+            "journal in {} is damaged ({} problems)",
+            data_dir.display(),
+            report.problems.len()
+        );
+    }
+    if let Some(torn) = torn {
+        return Err(CliError::Finding {
+            message: format!(
+                "journal in {} is intact, but its log ends in a torn write ({} at byte {}) that the next start cuts off",
+                data_dir.display(),
+                torn.segment.display(),
+                torn.at
+            ),
+            exit: EXIT_TORN_TAIL,
         }
+        .into());
+    }
+    Ok(())
+}
+
+/// Opens the journal of the stopped server's `data_dir` read-only for `verb`
+/// (`journal check`, `export`), refusing a directory a live server holds.
+pub fn open_read_only(data_dir: &Path, verb: &str) -> anyhow::Result<ReadOnlyJournal> {
+    if !data_dir.join("journal").is_dir() {
+        bail!("--data-dir {}: no sagad journal there", data_dir.display());
+    }
+    match SledJournal::open_read_only(data_dir) {
+        Ok(journal) => Ok(journal),
+        Err(JournalError::Open(StoreError::Locked { dir, holder })) => bail!(
+            "data directory {} is already in use: a sagad server is running on it ({holder}); `sagad {verb}` reads only a stopped server's directory, so stop the server first",
+            dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("journal in {} is unusable", data_dir.display())),
+    }
+}
+
+/// The finding line of a torn tail: where, and what cutting it off costs.
+fn describe_torn_tail(torn: &TornTail) -> String {
+    let cost = if torn.in_store {
+        format!(
+            "which loses nothing (its batch {} is already in the store)",
+            torn.batch
+        )
+    } else {
+        format!(
+            "and batch {} with it: a write the server died in the middle of (never acknowledged: nothing is lost), or a record damaged after it was written (its sagas then lose their last transitions)",
+            torn.batch
+        )
+    };
+    format!(
+        "torn tail: {} at byte {}: the log's last record does not verify and only zeros follow; the next start cuts it off, {cost}",
+        torn.segment.display(),
+        torn.at
+    )
+}
+
+/// `bytes` in KiB or MiB, for people.
+fn size(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    match bytes {
+        b if b < MIB => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / MIB as f64),
     }
 }

@@ -23,6 +23,7 @@
 //! | journal | assembled as | for |
 //! |---|---|---|
 //! | [`SledJournal`] | `KvJournal<WalStore<SledStore>>` | `sagad serve`: the embedded default |
+//! | [`ReadOnlyJournal`] | `KvJournal<ReadOnlyLog<SledStore>>` | `journal check`, `export`: a stopped server's directory, read only |
 //! | [`MemoryJournal`] | `KvJournal<MemoryStore>` | tests |
 //!
 //! ## The write path (an append on the sled journal)
@@ -54,6 +55,24 @@
 //! key (`store/wal/overlay.rs`). Every value's version and checksum are checked
 //! as it is decoded (`kv/codec/record.rs`); step snapshots come from a cache
 //! (`kv/snapshots.rs`).
+//!
+//! ## The read-only open (`sagad journal check`, `sagad export`)
+//!
+//! An open for writing changes the directory: it locks and writes `LOCK`,
+//! replays the log into sled, starts a fresh segment and deletes the old
+//! ones, cuts a torn tail off. [`SledJournal::open_read_only`] changes no byte
+//! of it, and reads what that open would:
+//!
+//! 1. `DATA_DIR/LOCK` is opened read-only and locked shared: refused while a
+//!    server holds it exclusively, and no server can start until the log has
+//!    been read (`store/sled.rs`, `SledStore::read_lock`).
+//! 2. sled's files are copied to a temporary directory and sled is opened
+//!    there: sled 0.34 locks and writes whatever it opens (`SledStore::open_copy`).
+//! 3. The log is scanned and verified in place, and the batches the copy
+//!    lacks are laid over it in an overlay, in memory; a torn tail is
+//!    reported, not cut (`store/wal/read_only.rs`).
+//! 4. `KvJournal` runs over that as over any store; the writes an open may
+//!    make (the upgrade of an older journal's indexes) stay in memory.
 //!
 //! ## Why two logs
 //!
@@ -123,7 +142,7 @@ pub mod store;
 
 pub use kv::{KvJournal, check};
 pub use memory::MemoryJournal;
-pub use sled::SledJournal;
+pub use sled::{ReadOnlyJournal, SledJournal};
 pub use store::StoreError;
 
 /// Most write requests one flush takes; more wait for the next batch.

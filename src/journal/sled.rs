@@ -1,7 +1,7 @@
 //! The sled journal, the embedded durable default: the saga schema over a
 //! write-ahead log in front of sled (`KvJournal<WalStore<SledStore>>`).
 //!
-//! Guarantees beyond the [`Journal`](super::Journal) contract:
+//! Guarantees beyond the [`Journal`] contract:
 //! - **One owner.** The store locks `DATA_DIR/LOCK` before anything else; a
 //!   second process is refused, naming the directory and the pid holding it.
 //! - **The log first.** Each batch is durable in the log before it is applied
@@ -12,13 +12,19 @@
 //! - **Checkpoints compact.** A checkpoint bundles each saga's runs, and an
 //!   unfinished-index entry put and removed between two checkpoints never
 //!   reaches sled (`kv/compaction.rs`).
+//! - **Read-only beside it.** [`SledJournal::open_read_only`] reads a stopped
+//!   server's directory without changing a byte of it (`sagad journal check`,
+//!   `sagad export`); see [`ReadOnlyJournal`].
 
 use std::path::Path;
 
 use super::{
-    JournalError,
+    Journal, JournalError,
     kv::{KvJournal, compaction},
-    store::{SledStore, WalOptions, WalStore},
+    store::{
+        SledStore, StoreError, WalOptions, WalStore,
+        wal::{ReadOnlyLog, TornTail},
+    },
 };
 
 /// The sled-backed journal: a write-ahead log in front of sled.
@@ -44,6 +50,97 @@ impl SledJournal {
         let store =
             WalStore::open_with(&dir.join("wal"), store, options).map_err(JournalError::Open)?;
         KvJournal::new(store)
+    }
+
+    /// Opens the journal of a stopped server's directory `dir` to read it,
+    /// changing nothing there: refused while a server holds the directory
+    /// ([`StoreError::Locked`]); sled's files are copied to a temporary
+    /// directory (under `TMPDIR`: it needs as much free space as
+    /// `dir/journal` takes) and sled is opened on the copy; the log is read and
+    /// verified in place, and what sled lacks is laid over it in memory. The
+    /// directory's lock is held, shared, until the log is read, so a server
+    /// starting meanwhile is refused rather than change the files half-way.
+    pub fn open_read_only(dir: &Path) -> Result<ReadOnlyJournal, JournalError> {
+        let lock = SledStore::read_lock(dir)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("sagad-read-only-")
+            .tempdir()
+            .map_err(|e| {
+                StoreError::io(
+                    format!(
+                        "creating a temporary directory in {}",
+                        std::env::temp_dir().display()
+                    ),
+                    e,
+                )
+            })?;
+        let (sled, copied_bytes) = SledStore::open_copy(dir, scratch.path())?;
+        let log = ReadOnlyLog::open(&dir.join("wal"), sled)?;
+        drop(lock);
+        Ok(ReadOnlyJournal {
+            journal: KvJournal::new(log)?,
+            copied_bytes,
+            scratch,
+        })
+    }
+}
+
+/// A stopped server's journal opened by [`SledJournal::open_read_only`]: it
+/// reads as the server would find it at its next start, and its directory is
+/// left exactly as it was (every file there is opened read-only).
+///
+/// - A torn tail of the log, which that start would cut off, is kept and
+///   reported ([`ReadOnlyJournal::torn_tail`]).
+/// - Writes through it (an upgrade of an older journal's indexes at open)
+///   land in memory, never on a disk: only read through it.
+/// - [`ReadOnlyJournal::close`] removes the copy of sled's files once sled
+///   has let go of them (dropping it removes them too).
+pub struct ReadOnlyJournal {
+    // Declared before `scratch`: sled closes before its files are removed.
+    journal: KvJournal<ReadOnlyLog<SledStore>>,
+    /// Bytes of sled's files copied to `scratch`.
+    copied_bytes: u64,
+    /// The temporary directory holding the copy of sled's files.
+    scratch: tempfile::TempDir,
+}
+
+impl ReadOnlyJournal {
+    /// The journal, for reads.
+    pub fn journal(&self) -> &KvJournal<ReadOnlyLog<SledStore>> {
+        &self.journal
+    }
+
+    /// The store under the journal (for `journal check`).
+    pub fn store(&self) -> &ReadOnlyLog<SledStore> {
+        self.journal.store()
+    }
+
+    /// Where the log ends in a torn write, if it does: the server's next
+    /// start cuts it off there.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.store().torn_tail()
+    }
+
+    /// How many bytes of sled's files were copied to the temporary directory.
+    pub fn copied_bytes(&self) -> u64 {
+        self.copied_bytes
+    }
+
+    /// Stops the journal and removes the copy of sled's files.
+    pub async fn close(self) -> Result<(), JournalError> {
+        let Self {
+            journal, scratch, ..
+        } = self;
+        let closed = journal.close().await;
+        drop(journal);
+        let path = scratch.path().to_path_buf();
+        scratch.close().map_err(|e| {
+            StoreError::io(
+                format!("removing the copy of sled's files in {}", path.display()),
+                e,
+            )
+        })?;
+        closed
     }
 }
 
@@ -250,6 +347,96 @@ mod tests {
             message.contains(&format!("pid {}", std::process::id())),
             "{message}"
         );
+    }
+
+    /// Every file and directory under `dir`: its path, mode and bytes.
+    fn tree(dir: &Path) -> Vec<(std::path::PathBuf, u32, Vec<u8>)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            if path.is_dir() {
+                found.push((path.clone(), mode, Vec::new()));
+                found.extend(tree(&path));
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                found.push((path, mode, bytes));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// A read-only open of what a killed server left (its last batches in
+    /// the log only) reads what the next start would, and changes nothing.
+    #[tokio::test]
+    async fn a_read_only_open_reads_a_crashed_directory_as_a_start_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        let options = WalOptions {
+            checkpoint_interval: std::time::Duration::from_secs(3600),
+            zero_filled_segments: false,
+            ..WalOptions::default()
+        };
+        let journal = SledJournal::open_with(dir.path(), options).unwrap();
+        let mut appended = Vec::new();
+        for i in 0..5 {
+            for event in testing::completing(None, i * 100) {
+                appended.extend(journal.append(vec![event]).await.unwrap());
+            }
+        }
+        // No checkpoint since the open: sled's files are as the open left
+        // them, and the copy is what a kill at this moment leaves.
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", dir.path().display()))
+            .arg(crashed.path())
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        journal.close().await.unwrap();
+        drop(journal);
+
+        let before = tree(crashed.path());
+        let read = SledJournal::open_read_only(crashed.path()).unwrap();
+        // One batch per append (and the open's own, marking the failed index built).
+        assert!(
+            read.store().replayed() >= appended.len(),
+            "read from the log"
+        );
+        assert!(read.torn_tail().is_none());
+        assert!(read.copied_bytes() > 0);
+        let events = read.journal().read_after(Offset(0), 1_000).await.unwrap();
+        assert_eq!(events, appended);
+        let report = crate::journal::check::check(read.store()).unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert_eq!((report.sagas, report.events), (5, 20));
+        read.close().await.unwrap();
+        assert_eq!(tree(crashed.path()), before, "nothing changed");
+
+        // The start that follows finds the same.
+        let journal = SledJournal::open(crashed.path()).unwrap();
+        let events = journal.read_after(Offset(0), 1_000).await.unwrap();
+        assert_eq!(events, appended);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_open_is_refused_while_the_directory_is_owned() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = SledJournal::open(dir.path()).unwrap();
+        let err = SledJournal::open_read_only(dir.path())
+            .err()
+            .expect("refused beside an owner");
+        assert!(
+            matches!(err, JournalError::Open(StoreError::Locked { .. })),
+            "{err}"
+        );
+        owner.close().await.unwrap();
+        drop(owner);
+        let read = SledJournal::open_read_only(dir.path()).unwrap();
+        assert!(read.journal().unfinished().await.unwrap().is_empty());
+        read.close().await.unwrap();
     }
 
     #[tokio::test]

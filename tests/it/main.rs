@@ -26,6 +26,7 @@ mod feed;
 mod metrics;
 mod parking;
 mod process;
+mod read_only;
 mod sagas;
 mod shutdown;
 mod tracing;

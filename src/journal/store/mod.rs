@@ -11,6 +11,7 @@
 //! | [`MemoryStore`] | a `BTreeMap`: tests, and the in-memory journal |
 //! | [`SledStore`] | sled 0.34, made really durable at each sync |
 //! | [`WalStore`] | a write-ahead log in front of any other store (`wal/`) |
+//! | [`ReadOnlyLog`] | that log read only, laid over a store in memory: the offline tools; its writes stay in memory, a sync makes nothing durable (`wal/read_only.rs`) |
 //! | [`FaultyStore`] | any store whose syncs fail on demand, as on a full disk |
 //!
 //! The contract every store **must** keep (checked on each of them by the
@@ -45,7 +46,7 @@ pub mod conformance;
 pub use fault::{DiskFault, FaultyStore};
 pub use memory::MemoryStore;
 pub use sled::SledStore;
-pub use wal::{WalOptions, WalStore};
+pub use wal::{ReadOnlyLog, WalOptions, WalStore};
 
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]

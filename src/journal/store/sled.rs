@@ -17,6 +17,11 @@
 //!   `flush()`, then `fsync` of any new blob file and of the blob directory, then
 //!   `fdatasync` of the `db` file. Segments are made large enough that values up
 //!   to the payload limit stay inline.
+//! - **A stopped server's directory can be read without a write.**
+//!   [`SledStore::read_lock`] tests `DATA_DIR/LOCK` with the file opened
+//!   read-only (a shared lock, refused while a server holds it), and
+//!   [`SledStore::open_copy`] opens sled on a copy of its files, as sled 0.34
+//!   writes to whatever it opens.
 //!
 //! Only this file names sled: no sled type appears in any signature outside it.
 
@@ -208,6 +213,102 @@ fn lock_dir(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// A shared hold on a stopped server's `DATA_DIR/LOCK`, for as long as a
+/// reader copies the directory's files: a server that starts meanwhile finds
+/// the lock taken and is refused, so the copy never mixes files from before
+/// and after a server changed them. `None` inside: the directory has no
+/// `LOCK` file (no server ever opened it), so nothing is held.
+pub struct ReadLock {
+    _file: Option<File>,
+}
+
+/// Reading a stopped server's directory without writing to it (`sagad
+/// journal check`, `sagad export`): sled 0.34 cannot open read-only (it locks
+/// its file and writes during recovery), so it is opened on a copy.
+impl SledStore {
+    /// Takes a shared hold on `dir/LOCK`, opened read-only: nothing is created
+    /// or written. A server holds the file's exclusive lock for its whole
+    /// life, so a live one is found and refused with [`StoreError::Locked`],
+    /// naming the directory and the pid the server wrote into the file.
+    pub fn read_lock(dir: &Path) -> Result<ReadLock> {
+        let path = dir.join("LOCK");
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ReadLock { _file: None });
+            }
+            Err(e) => return Err(open_error(dir, format!("{}: {e}", path.display()))),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(ReadLock { _file: Some(file) }),
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "pid unknown".to_string(),
+                    pid => format!("pid {pid}"),
+                };
+                Err(StoreError::Locked {
+                    dir: dir.to_path_buf(),
+                    holder,
+                })
+            }
+            Err(TryLockError::Error(e)) => {
+                Err(open_error(dir, format!("locking {}: {e}", path.display())))
+            }
+        }
+    }
+
+    /// Copies sled's files from `dir/journal` to `scratch/journal` and opens
+    /// sled there (taking `scratch/LOCK`); returns the store and the bytes
+    /// copied. `dir` is only read: each file is opened read-only, and the
+    /// copies are the caller's to write (sled's recovery does) and remove.
+    /// The caller holds [`SledStore::read_lock`] while it copies.
+    pub fn open_copy(dir: &Path, scratch: &Path) -> Result<(Self, u64)> {
+        let to = scratch.join("journal");
+        let copied = copy_tree(&dir.join("journal"), &to).map_err(|e| {
+            open_error(
+                dir,
+                format!(
+                    "copying sled's files to {}: {e} (a read needs as much free space there as {} takes)",
+                    to.display(),
+                    dir.join("journal").display()
+                ),
+            )
+        })?;
+        Ok((Self::open(scratch)?, copied))
+    }
+}
+
+/// Copies the files and directories under `from` into `to` (created), each
+/// source opened read-only and each copy writable by its owner whatever the
+/// source's mode; returns the bytes copied.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
+    fs::create_dir(to)?;
+    let mut copied = 0;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copied += copy_tree(&source, &target)?;
+        } else if kind.is_file() {
+            let mut input = File::open(&source)?;
+            let mut output = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)?;
+            copied += std::io::copy(&mut input, &mut output)?;
+        } else {
+            return Err(std::io::Error::other(format!(
+                "{} is neither a file nor a directory",
+                source.display()
+            )));
+        }
+    }
+    Ok(copied)
+}
+
 fn sled_error(e: sled::Error) -> StoreError {
     match e {
         sled::Error::Corruption { at, .. } => StoreError::Corrupt {
@@ -308,4 +409,86 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         (SledStore::open(dir.path()).unwrap(), dir)
     });
+
+    /// Every file under `dir`, with its bytes.
+    fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                found.extend(files(&path));
+            } else {
+                let bytes = fs::read(&path).unwrap();
+                found.push((path, bytes));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn a_copy_reads_the_same_and_leaves_the_directory_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            // A value large enough for a blob file of its own.
+            let large = vec![7u8; 3 * SLED_SEGMENT_BYTES];
+            store
+                .write(vec![
+                    (b"k".to_vec(), Some(b"v".to_vec())),
+                    (b"large".to_vec(), Some(large)),
+                ])
+                .unwrap();
+            store.sync().unwrap();
+        }
+        let before = files(dir.path());
+        let scratch = tempfile::tempdir().unwrap();
+        let lock = SledStore::read_lock(dir.path()).unwrap();
+        let (copy, bytes) = SledStore::open_copy(dir.path(), scratch.path()).unwrap();
+        drop(lock);
+        assert!(
+            bytes > 3 * SLED_SEGMENT_BYTES as u64,
+            "{bytes} bytes copied"
+        );
+        assert_eq!(copy.get(b"k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            copy.get(b"large").unwrap().map(|v| v.len()),
+            Some(3 * SLED_SEGMENT_BYTES)
+        );
+        drop(copy);
+        assert_eq!(files(dir.path()), before);
+    }
+
+    #[test]
+    fn a_read_lock_is_refused_while_a_store_owns_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        // No LOCK file: nobody ever owned the directory, nothing is created.
+        drop(SledStore::read_lock(dir.path()).unwrap());
+        assert!(!dir.path().join("LOCK").exists());
+
+        let store = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::read_lock(dir.path()).err().expect("refused");
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::Locked { .. }), "{message}");
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
+        drop(store);
+
+        // Stopped: readers share the lock, and a store that starts meanwhile
+        // is refused until they let go.
+        let first = SledStore::read_lock(dir.path()).unwrap();
+        let second = SledStore::read_lock(dir.path()).unwrap();
+        assert!(matches!(
+            SledStore::open(dir.path()).err(),
+            Some(StoreError::Locked { .. })
+        ));
+        drop((first, second));
+        SledStore::open(dir.path()).unwrap();
+    }
 }

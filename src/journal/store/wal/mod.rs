@@ -17,7 +17,8 @@
 //! checkpoint, in one pass, and is made durable, after which the log segments
 //! it covers are deleted. On open, the log is verified and every batch the
 //! store does not hold yet is replayed. The checkpoint and spare threads run at
-//! a lower priority (`priority.rs`).
+//! a lower priority (`priority.rs`). The offline tools read the log without
+//! changing it (`read_only.rs`).
 //!
 //! Why not trust sled's own log: sled 0.34 recovers silently to the last good
 //! message when its file is truncated or a byte is flipped, which would drop
@@ -59,13 +60,14 @@ use super::{Direction, DiskFault, KeyRange, KeyWrite, KvStore, Result, StoreErro
 mod checkpoint;
 pub mod overlay;
 mod priority;
+mod read_only;
 mod segment;
 mod space;
 mod spare;
 
-pub use space::DEFAULT_DISK_RESERVE;
-
+pub use read_only::{ReadOnlyLog, TornTail};
 pub use segment::{Record, Scan, scan};
+pub use space::DEFAULT_DISK_RESERVE;
 
 /// Size of a new segment. Preallocated, so appends never grow the file, and
 /// zero-filled ahead of need (`spare.rs`), so they need not allocate blocks.
