@@ -141,8 +141,28 @@ fn big_order(n: usize) -> pb::StartSagaRequest {
     }
 }
 
+/// Starts big orders until the journal refuses one with UNAVAILABLE (the
+/// disk is full); returns the ids of those it took, and the refusal.
+async fn take_until_refused(client: &mut Client) -> (Vec<String>, tonic::Status) {
+    let mut acknowledged = Vec::new();
+    let started = Instant::now();
+    for n in 0.. {
+        match client.start_saga(big_order(n)).await {
+            Ok(r) => acknowledged.push(r.into_inner().saga.unwrap().id),
+            Err(s) if s.code() == Code::Unavailable => return (acknowledged, s),
+            Err(s) => panic!("unexpected refusal: {s}"),
+        }
+        assert!(
+            started.elapsed() < RECOVERY_DEADLINE,
+            "intake never stopped on a full disk ({} sagas taken)",
+            acknowledged.len()
+        );
+    }
+    unreachable!("the loop only ends by returning")
+}
+
 /// Polls until the saga is terminal, within the recovery deadline.
-async fn until_done(client: &mut Client, id: &str, since: Instant) -> pb::Saga {
+async fn until_done(client: &mut Client, id: &str, since: Instant) -> Result<pb::Saga, String> {
     loop {
         match client.get_saga(pb::GetSagaRequest { id: id.into() }).await {
             Ok(saga) => {
@@ -151,17 +171,26 @@ async fn until_done(client: &mut Client, id: &str, since: Instant) -> pb::Saga {
                     state(&saga),
                     pb::SagaState::Completed | pb::SagaState::Compensated | pb::SagaState::Failed
                 ) {
-                    return saga;
+                    return Ok(saga);
                 }
             }
             Err(s) => assert_eq!(s.code(), Code::Unavailable, "GetSaga {id}: {s}"),
         }
-        assert!(
-            since.elapsed() < RECOVERY_DEADLINE,
-            "saga {id} did not finish after the disk had space again"
-        );
+        if since.elapsed() > RECOVERY_DEADLINE {
+            return Err(format!(
+                "saga {id} did not finish after the disk had space again"
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Fails the test with `why` and the end of sagad's log.
+fn fail_with_log(sagad: SagadProcess, why: String) -> ! {
+    let (_, stderr) = sagad.terminate();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+    panic!("{why}\nsagad's log ends:\n{tail}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,25 +225,7 @@ async fn a_full_disk_then_space_again_carries_on_by_itself() {
         assert_eq!(state(&saga), pb::SagaState::Completed);
     }
     let filler = fill(fs.path(), 0);
-    let mut acknowledged = Vec::new();
-    let mut refused = None;
-    let started = Instant::now();
-    for n in 0.. {
-        match client.start_saga(big_order(n)).await {
-            Ok(r) => acknowledged.push(r.into_inner().saga.unwrap().id),
-            Err(s) if s.code() == Code::Unavailable => {
-                refused = Some(s);
-                break;
-            }
-            Err(s) => panic!("unexpected refusal: {s}"),
-        }
-        assert!(
-            started.elapsed() < RECOVERY_DEADLINE,
-            "intake never stopped on a full disk ({} sagas taken)",
-            acknowledged.len()
-        );
-    }
-    let refused = refused.unwrap();
+    let (mut acknowledged, refused) = take_until_refused(&mut client).await;
     assert!(
         refused.message().contains("journal"),
         "the refusal names the journal: {refused}"
@@ -241,7 +252,10 @@ async fn a_full_disk_then_space_again_carries_on_by_itself() {
     let freed = free_bytes(fs.path());
     let since = Instant::now();
     for id in &acknowledged {
-        let saga = until_done(&mut client, id, since).await;
+        let saga = match until_done(&mut client, id, since).await {
+            Ok(saga) => saga,
+            Err(why) => fail_with_log(sagad, why),
+        };
         assert_eq!(state(&saga), pb::SagaState::Completed, "saga {id}");
     }
     let after = loop {
@@ -320,19 +334,7 @@ async fn a_restart_after_a_full_disk_is_not_told_the_journal_is_damaged() {
     let mut client = connect(&sagad).await;
     register_shop(&mut client, &shop, quick_retry(3, 3)).await;
     let filler = fill(fs.path(), 0);
-    let mut acknowledged = Vec::new();
-    let started = Instant::now();
-    for n in 0.. {
-        match client.start_saga(big_order(n)).await {
-            Ok(r) => acknowledged.push(r.into_inner().saga.unwrap().id),
-            Err(s) if s.code() == Code::Unavailable => break,
-            Err(s) => panic!("unexpected refusal: {s}"),
-        }
-        assert!(
-            started.elapsed() < RECOVERY_DEADLINE,
-            "intake never stopped"
-        );
-    }
+    let (acknowledged, _) = take_until_refused(&mut client).await;
     // A stop on the full disk cannot take its last checkpoint: it must say
     // so, not that it stopped cleanly (the next start replays the log).
     let (status, stderr) = sagad.terminate();
@@ -349,12 +351,15 @@ async fn a_restart_after_a_full_disk_is_not_told_the_journal_is_damaged() {
     }
     std::fs::remove_file(&filler).unwrap();
 
-    let sagad = SagadProcess::spawn(&data, &[]);
+    let sagad = SagadProcess::spawn(&data, &[("SAGAD_LOG", "info")]);
     assert_ne!(sagad.addr.port(), 0, "sagad did not start again");
     let mut client = connect(&sagad).await;
     let since = Instant::now();
     for id in &acknowledged {
-        let saga = until_done(&mut client, id, since).await;
+        let saga = match until_done(&mut client, id, since).await {
+            Ok(saga) => saga,
+            Err(why) => fail_with_log(sagad, why),
+        };
         assert_eq!(state(&saga), pb::SagaState::Completed, "saga {id}");
     }
     let (status, stderr) = sagad.terminate();

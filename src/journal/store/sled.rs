@@ -176,6 +176,22 @@ fn open_sled(dir: &Path, path: &Path) -> Result<sled::Db> {
     }
 }
 
+/// The refusal of a directory whose `LOCK` someone holds, naming the pid the
+/// file records: the server's, or the last server's while an offline tool
+/// reads the directory (it records nothing).
+fn locked(dir: &Path, lock: &mut File) -> StoreError {
+    let mut holder = String::new();
+    let _ = lock.read_to_string(&mut holder);
+    let holder = match holder.trim() {
+        "" => "pid unknown".to_string(),
+        pid => format!("pid {pid}, or a journal check or export reading it"),
+    };
+    StoreError::Locked {
+        dir: dir.to_path_buf(),
+        holder,
+    }
+}
+
 /// Takes the exclusive lock on `dir/LOCK`, recording our pid in it.
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
@@ -188,18 +204,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .map_err(|e| open_error(dir, format!("{}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = match holder.trim() {
-                "" => "pid unknown".to_string(),
-                pid => format!("pid {pid}"),
-            };
-            return Err(StoreError::Locked {
-                dir: dir.to_path_buf(),
-                holder,
-            });
-        }
+        Err(TryLockError::WouldBlock) => return Err(locked(dir, &mut file)),
         Err(TryLockError::Error(e)) => {
             return Err(open_error(dir, format!("locking {}: {e}", path.display())));
         }
@@ -241,18 +246,7 @@ impl SledStore {
         };
         match file.try_lock_shared() {
             Ok(()) => Ok(ReadLock { _file: Some(file) }),
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = match holder.trim() {
-                    "" => "pid unknown".to_string(),
-                    pid => format!("pid {pid}"),
-                };
-                Err(StoreError::Locked {
-                    dir: dir.to_path_buf(),
-                    holder,
-                })
-            }
+            Err(TryLockError::WouldBlock) => Err(locked(dir, &mut file)),
             Err(TryLockError::Error(e)) => {
                 Err(open_error(dir, format!("locking {}: {e}", path.display())))
             }

@@ -50,17 +50,7 @@ fn retry_backoff(interval: Duration) -> ExponentialBackoff {
 /// refused: nothing can restore them.
 pub(super) fn replay<S: KvStore>(dir: &Path, inner: &S, found: &Scan) -> Result<u64> {
     let applied = applied_batch(inner)?;
-    if !found.segments.is_empty() && found.first_batch > applied + 1 {
-        return Err(StoreError::Corrupt {
-            at: format!("the store beside {}", dir.display()),
-            why: format!(
-                "it holds batches up to {applied} but the log starts at batch {}: batches {}..={} are lost (the store's files were damaged or replaced)",
-                found.first_batch,
-                applied + 1,
-                found.first_batch - 1
-            ),
-        });
-    }
+    refuse_lost_batches(dir, applied, found)?;
     if let Some((path, at)) = &found.torn {
         tracing::warn!(segment = %path.display(), at, "cutting off a torn, unacknowledged write at the end of the log");
     }
@@ -80,6 +70,25 @@ pub(super) fn replay<S: KvStore>(dir: &Path, inner: &S, found: &Scan) -> Result<
     }
     inner.sync()?;
     Ok(last_batch)
+}
+
+/// Refuses a store that lost batches the log no longer holds: one that holds
+/// batches up to `applied` beside a log that starts later lost the batches in
+/// between, and nothing can restore them (an open for writing and a
+/// read-only one refuse alike).
+pub(super) fn refuse_lost_batches(dir: &Path, applied: u64, found: &Scan) -> Result<()> {
+    if found.segments.is_empty() || found.first_batch <= applied + 1 {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        at: format!("the store beside {}", dir.display()),
+        why: format!(
+            "it holds batches up to {applied} but the log starts at batch {}: batches {}..={} are lost (the store's files were damaged or replaced)",
+            found.first_batch,
+            applied + 1,
+            found.first_batch - 1
+        ),
+    })
 }
 
 /// The number of the last batch `inner` holds (0: none).

@@ -30,7 +30,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{APPLIED_BATCH_KEY, Scan, checkpoint::applied_batch, overlay::Overlay, scan};
+use super::{
+    APPLIED_BATCH_KEY,
+    checkpoint::{applied_batch, refuse_lost_batches},
+    overlay::Overlay,
+    scan,
+};
 use crate::journal::store::{Direction, KeyRange, KeyWrite, KvStore, Result, StoreError, Visit};
 
 /// A store with the log of `dir` laid over it, in memory; see the module docs.
@@ -118,24 +123,6 @@ pub struct TornTail {
     /// Whether the store already holds that batch (a checkpoint took it
     /// before the record was damaged): cutting it off then loses nothing.
     pub in_store: bool,
-}
-
-/// The refusal of [`checkpoint::replay`](super::checkpoint): a store that holds
-/// batches up to `applied` beside a log that starts later lost the batches in
-/// between, and nothing can restore them.
-fn refuse_lost_batches(dir: &Path, applied: u64, found: &Scan) -> Result<()> {
-    if found.segments.is_empty() || found.first_batch <= applied + 1 {
-        return Ok(());
-    }
-    Err(StoreError::Corrupt {
-        at: format!("the store beside {}", dir.display()),
-        why: format!(
-            "it holds batches up to {applied} but the log starts at batch {}: batches {}..={} are lost (the store's files were damaged or replaced)",
-            found.first_batch,
-            applied + 1,
-            found.first_batch - 1
-        ),
-    })
 }
 
 impl<S: KvStore> KvStore for ReadOnlyLog<S> {
