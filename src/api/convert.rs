@@ -56,6 +56,7 @@ pub fn retry_overrides(field: &str, p: Option<pb::RetryPolicy>) -> Result<RetryO
         max_attempts: p.max_attempts,
         max_compensate_attempts: p.max_compensate_attempts,
         jitter: p.jitter,
+        max_duration: duration_from(&format!("{field}.max_duration"), p.max_duration)?,
     })
 }
 
@@ -67,6 +68,7 @@ fn retry_policy_pb(o: RetryOverrides) -> Option<pb::RetryPolicy> {
         max_attempts: o.max_attempts,
         max_compensate_attempts: o.max_compensate_attempts,
         jitter: o.jitter,
+        max_duration: o.max_duration.map(duration),
     })
 }
 

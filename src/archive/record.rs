@@ -77,6 +77,9 @@ pub struct ArchivedRetry {
     pub max_attempts: u32,
     pub max_compensate_attempts: u32,
     pub jitter: f64,
+    /// The forward budget by time; absent for sagas started before there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
 }
 
 /// One journal event: where it sits, when, and what happened.
@@ -146,6 +149,7 @@ fn retry(p: &RetryPolicy) -> ArchivedRetry {
         max_attempts: p.max_attempts,
         max_compensate_attempts: p.max_compensate_attempts,
         jitter: p.jitter,
+        max_duration: p.max_duration.map(duration),
     }
 }
 

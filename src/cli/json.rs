@@ -43,6 +43,7 @@ pub fn retry(p: Option<&pb::RetryPolicy>) -> Value {
         "max_attempts": p.max_attempts,
         "max_compensate_attempts": p.max_compensate_attempts,
         "jitter": p.jitter,
+        "max_duration": duration(p.max_duration.as_ref()),
     })
 }
 

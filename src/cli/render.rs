@@ -360,6 +360,9 @@ fn retry_summary(p: Option<&pb::RetryPolicy>) -> String {
     if let Some(n) = p.max_attempts {
         parts.push(format!("max_attempts={n}"));
     }
+    if let Some(d) = &p.max_duration {
+        parts.push(format!("max_duration={}", config_duration(d)));
+    }
     if let Some(n) = p.max_compensate_attempts {
         parts.push(format!("max_compensate_attempts={n}"));
     }

@@ -308,6 +308,7 @@ mod tests {
                 max_attempts: 3,
                 max_compensate_attempts: 2,
                 jitter: 0.0,
+                max_duration: None,
             },
             timeout: Duration::from_secs(1),
         }

@@ -29,6 +29,10 @@ pub struct RetryPolicy {
     pub max_compensate_attempts: u32,
     /// Spread of each delay: `0.2` draws it uniformly from ±20% of the nominal delay.
     pub jitter: f64,
+    /// The forward budget by time: no forward attempt starts later than this
+    /// after the step's first one. `None` only in sagas journaled before the
+    /// field existed (attempts only, as they ran then).
+    pub max_duration: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -41,6 +45,7 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             max_compensate_attempts: 20,
             jitter: 0.2,
+            max_duration: None,
         }
     }
 }
@@ -62,6 +67,8 @@ pub struct RetryOverrides {
     pub max_compensate_attempts: Option<u32>,
     #[serde(default)]
     pub jitter: Option<f64>,
+    #[serde(default, with = "crate::saga::definition::opt_duration")]
+    pub max_duration: Option<Duration>,
 }
 
 /// Why a retry policy is unusable.
@@ -81,6 +88,8 @@ pub enum PolicyError {
     Intervals { initial: Duration, max: Duration },
     #[error("retry.{field} must be at most {:?} (got {got:?})", INTERVAL_MAX)]
     IntervalTooLong { field: &'static str, got: Duration },
+    #[error("retry.max_duration must be greater than zero")]
+    MaxDuration,
 }
 
 /// Longest retry interval accepted: a day. Anything longer is a typo, and would
@@ -108,9 +117,13 @@ impl RetryOverrides {
         if self.max_attempts == Some(0) {
             return Err(PolicyError::MaxAttempts);
         }
+        if self.max_duration.is_some_and(|d| d.is_zero()) {
+            return Err(PolicyError::MaxDuration);
+        }
         for (field, value) in [
             ("initial_interval", self.initial_interval),
             ("max_interval", self.max_interval),
+            ("max_duration", self.max_duration),
         ] {
             if let Some(got) = value.filter(|v| *v > INTERVAL_MAX) {
                 return Err(PolicyError::IntervalTooLong { field, got });
@@ -133,6 +146,7 @@ impl RetryOverrides {
                 .max_compensate_attempts
                 .or(base.max_compensate_attempts),
             jitter: self.jitter.or(base.jitter),
+            max_duration: self.max_duration.or(base.max_duration),
         }
     }
 
@@ -148,6 +162,7 @@ impl RetryOverrides {
                 .max_compensate_attempts
                 .unwrap_or(defaults.max_compensate_attempts),
             jitter: self.jitter.unwrap_or(defaults.jitter),
+            max_duration: self.max_duration.or(defaults.max_duration),
         };
         if policy.max_interval < policy.initial_interval {
             return Err(PolicyError::Intervals {
@@ -168,6 +183,7 @@ impl From<RetryPolicy> for RetryOverrides {
             max_attempts: Some(p.max_attempts),
             max_compensate_attempts: Some(p.max_compensate_attempts),
             jitter: Some(p.jitter),
+            max_duration: p.max_duration,
         }
     }
 }
@@ -208,6 +224,7 @@ mod tests {
             max_attempts: 5,
             max_compensate_attempts: 20,
             jitter,
+            max_duration: None,
         }
     }
 
@@ -286,5 +303,30 @@ mod tests {
             }),
             PolicyError::Intervals { .. }
         ));
+        assert_eq!(
+            bad(RetryOverrides {
+                max_duration: Some(Duration::ZERO),
+                ..Default::default()
+            }),
+            PolicyError::MaxDuration
+        );
+        assert_eq!(
+            bad(RetryOverrides {
+                max_duration: Some(Duration::from_secs(2 * 86_400)),
+                ..Default::default()
+            }),
+            PolicyError::IntervalTooLong {
+                field: "max_duration",
+                got: Duration::from_secs(2 * 86_400)
+            }
+        );
+    }
+
+    #[test]
+    fn a_time_budget_is_written_like_the_intervals() {
+        let parsed: RetryOverrides = toml::from_str("max_duration = \"90s\"").unwrap();
+        assert_eq!(parsed.max_duration, Some(Duration::from_secs(90)));
+        let p = parsed.resolve(&RetryPolicy::default()).unwrap();
+        assert_eq!(p.max_duration, Some(Duration::from_secs(90)));
     }
 }

@@ -470,6 +470,7 @@ pub fn quick_retry(max_attempts: u32, max_compensate_attempts: u32) -> pb::Retry
         max_attempts: Some(max_attempts),
         max_compensate_attempts: Some(max_compensate_attempts),
         jitter: Some(0.0),
+        max_duration: None,
     }
 }
 
