@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::id::Timestamp;
+
 /// A fully resolved retry policy: every field set.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -36,16 +38,20 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// The server defaults of `docs/design.md`.
+    /// The server defaults of `docs/design.md`. Forward attempts are bounded by
+    /// time: a participant that is down for a redeploy (a few minutes) is
+    /// waited for, with delays capped at 10 s, and a step gives up 5 minutes
+    /// after its first attempt. `max_attempts` is only a backstop against a
+    /// tight loop: with a cap of 300 ms or more the time runs out first.
     fn default() -> Self {
         Self {
             initial_interval: Duration::from_millis(100),
             multiplier: 2.0,
             max_interval: Duration::from_secs(10),
-            max_attempts: 5,
+            max_attempts: 1000,
             max_compensate_attempts: 20,
             jitter: 0.2,
-            max_duration: None,
+            max_duration: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -194,6 +200,17 @@ impl RetryPolicy {
         match action {
             crate::saga::Action::Forward => self.max_attempts,
             crate::saga::Action::Compensate => self.max_compensate_attempts,
+        }
+    }
+
+    /// When the budget by time of `action` ends, for a budget whose first
+    /// attempt started at `first`: no attempt may start later. `None` when
+    /// the action has none (compensations, and sagas journaled before there
+    /// was one).
+    pub fn budget_ends(&self, action: crate::saga::Action, first: Timestamp) -> Option<Timestamp> {
+        match action {
+            crate::saga::Action::Forward => self.max_duration.map(|d| first.plus(d)),
+            crate::saga::Action::Compensate => None,
         }
     }
 

@@ -8,7 +8,9 @@
 //!   silently skipped: a journal that says something impossible is damaged.
 //! - `attempts` of an action only grows; `budget_start` marks where the current
 //!   attempt budget began (moved by `RetryRequested`), so attempt numbers are never
-//!   reused while a resumed compensation still gets a full budget.
+//!   reused while a resumed compensation still gets a full budget; and
+//!   `budget_started_at` is the journaled time of that budget's first attempt,
+//!   which a time budget counts from.
 
 use super::{
     definition::StepSpec,
@@ -135,6 +137,9 @@ pub struct ActionProgress {
     pub last_failure: Option<Failure>,
     /// When the next attempt is due, while waiting in backoff.
     pub retry_at: Option<Timestamp>,
+    /// When the first attempt of the current budget started: where a time
+    /// budget (`RetryPolicy::max_duration`) counts from.
+    pub budget_started_at: Option<Timestamp>,
 }
 
 impl ActionProgress {
@@ -346,6 +351,9 @@ impl SagaState {
                         a.attempts, a.in_flight, a.done, a.gave_up
                     )));
                 }
+                if a.used() == 0 {
+                    a.budget_started_at = Some(at);
+                }
                 a.attempts = *attempt;
                 a.in_flight = true;
                 a.retry_at = None;
@@ -463,6 +471,7 @@ impl SagaState {
                         c.gave_up = false;
                         c.retry_at = None;
                         c.budget_start = c.attempts;
+                        c.budget_started_at = None;
                     }
                 }
             }

@@ -579,6 +579,38 @@ mod tests {
                 ..Default::default()
             }
         );
+
+        // And it behaves as it did: attempts alone bound it, however long they
+        // take. The first attempt fails a day after it started, and a retry is
+        // still due; a saga with today's default policy would give up.
+        let mut state = saga::SagaState::fold(&events).unwrap();
+        let a_day_later = Timestamp(1_001 + 86_400_000);
+        let failed = |state: &saga::SagaState| {
+            saga::attempt_finished(
+                state,
+                0,
+                Action::Forward,
+                1,
+                saga::CallOutcome::Transient {
+                    reason: "unavailable".into(),
+                    retry_after: None,
+                },
+                a_day_later,
+                0.5,
+            )
+        };
+        assert!(matches!(
+            failed(&state),
+            saga::EventKind::AttemptFailed {
+                retry_at: Some(_),
+                ..
+            }
+        ));
+        state.steps[0].retry = saga::RetryPolicy::default();
+        assert!(matches!(
+            failed(&state),
+            saga::EventKind::AttemptFailed { retry_at: None, .. }
+        ));
     }
 
     #[test]
