@@ -164,6 +164,7 @@ fn failure_outcome(f: Failure) -> pb::AttemptOutcome {
         Failure::Rejected => pb::AttemptOutcome::Rejected,
         Failure::Transient => pb::AttemptOutcome::Transient,
         Failure::Interrupted => pb::AttemptOutcome::Interrupted,
+        Failure::NotDelivered => pb::AttemptOutcome::NotDelivered,
     }
 }
 

@@ -115,7 +115,7 @@ pub enum ArchivedEventKind {
         step: String,
         action: String,
         attempt: u32,
-        /// `REJECTED`, `TRANSIENT` or `INTERRUPTED`.
+        /// `REJECTED`, `TRANSIENT`, `INTERRUPTED` or `NOT_DELIVERED`.
         outcome: String,
         error: String,
         next_attempt_at: Option<String>,
@@ -158,6 +158,7 @@ fn outcome_name(f: Failure) -> &'static str {
         Failure::Rejected => "REJECTED",
         Failure::Transient => "TRANSIENT",
         Failure::Interrupted => "INTERRUPTED",
+        Failure::NotDelivered => "NOT_DELIVERED",
     }
 }
 

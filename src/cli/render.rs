@@ -148,6 +148,8 @@ fn timeline(s: &pb::Saga, palette: &Palette) -> String {
         let (detail, detail_tone) = if gave_up(s, step, attempt) {
             let marker = if attempt.action == pb::Action::Compensate as i32 {
                 "◀ compensation gave up here"
+            } else if never_reached(step) {
+                "◀ failed here, never reached: not compensated"
             } else {
                 "◀ failed here"
             };
@@ -192,7 +194,9 @@ fn gave_up(saga: &pb::Saga, step: &pb::Step, attempt: &pb::Attempt) -> bool {
     );
     let failed = matches!(
         pb::AttemptOutcome::try_from(attempt.outcome),
-        Ok(pb::AttemptOutcome::Rejected | pb::AttemptOutcome::Transient)
+        Ok(pb::AttemptOutcome::Rejected
+            | pb::AttemptOutcome::Transient
+            | pb::AttemptOutcome::NotDelivered)
     );
     let last_of_action = step
         .attempts
@@ -200,6 +204,18 @@ fn gave_up(saga: &pb::Saga, step: &pb::Step, attempt: &pb::Attempt) -> bool {
         .filter(|a| a.action == attempt.action)
         .all(|a| a.number <= attempt.number);
     undoing && failed && last_of_action && attempt.next_attempt_at.is_none()
+}
+
+/// True when no forward attempt of the step reached its participant: each one
+/// was certainly not delivered, so the step did nothing.
+fn never_reached(step: &pb::Step) -> bool {
+    let mut forward = step
+        .attempts
+        .iter()
+        .filter(|a| a.action == pb::Action::Forward as i32)
+        .peekable();
+    forward.peek().is_some()
+        && forward.all(|a| a.outcome == pb::AttemptOutcome::NotDelivered as i32)
 }
 
 /// One line for a live event: time, step, and what happened.
@@ -245,6 +261,7 @@ pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
             let verdict = match outcome.as_str() {
                 "REJECTED" => palette.paint(Tone::Bad, "rejected"),
                 "INTERRUPTED" => palette.paint(Tone::Warn, "interrupted"),
+                "NOT_DELIVERED" => palette.paint(Tone::Warn, "not delivered"),
                 _ => palette.paint(Tone::Warn, "failed"),
             };
             let mut line = format!(
@@ -422,6 +439,47 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_step_never_reached_is_marked_as_not_compensated() {
+        use pb::Action::{Compensate, Forward};
+        let failed = |action, number, ms, outcome: pb::AttemptOutcome| pb::Attempt {
+            outcome: outcome as i32,
+            error: "cannot reach http://127.0.0.1:9".into(),
+            ..attempt(action, number, ms)
+        };
+        let saga = pb::Saga {
+            state: pb::SagaState::Compensated as i32,
+            steps: vec![
+                pb::Step {
+                    name: "validate".into(),
+                    attempts: vec![attempt(Forward, 1, 0), attempt(Compensate, 1, 300)],
+                    ..Default::default()
+                },
+                pb::Step {
+                    name: "charge".into(),
+                    attempts: vec![
+                        failed(Forward, 1, 10, pb::AttemptOutcome::NotDelivered),
+                        failed(Forward, 2, 200, pb::AttemptOutcome::NotDelivered),
+                    ],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let text = timeline(&saga, &Palette::plain());
+        let marked: Vec<&str> = text.lines().filter(|l| l.contains('◀')).collect();
+        assert_eq!(marked.len(), 1, "{text}");
+        assert!(
+            marked[0].contains("charge") && marked[0].contains("forward #2"),
+            "{text}"
+        );
+        assert!(marked[0].contains("NOT_DELIVERED"), "{text}");
+        assert!(
+            marked[0].contains("never reached: not compensated"),
+            "{text}"
+        );
     }
 
     #[test]

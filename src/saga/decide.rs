@@ -56,6 +56,9 @@ pub enum CallOutcome {
         reason: String,
         retry_after: Option<Duration>,
     },
+    /// The request certainly never reached the participant: retry later, as a
+    /// transient failure is, but this attempt had no effect.
+    NotDelivered { reason: String },
 }
 
 /// The next thing to do with `state` at time `now`.
@@ -104,6 +107,10 @@ fn decide_forward(state: &SagaState, now: Timestamp) -> Decision {
         };
         let reason = match forward.last_failure {
             Some(Failure::Rejected) => format!("step '{name}' was rejected: {error}"),
+            _ if !forward.may_have_reached => format!(
+                "step '{name}' was never reached in {} attempts{out_of_time}, so it is not compensated: {error}",
+                forward.attempts
+            ),
             _ => format!(
                 "step '{name}' failed after {} attempts{out_of_time}: {error}",
                 forward.attempts
@@ -244,6 +251,14 @@ pub fn attempt_finished(
             failure: Failure::Transient,
             error: reason,
             retry_at: retry_at(state, step, action, retry_after, now, sample),
+        },
+        CallOutcome::NotDelivered { reason } => EventKind::AttemptFailed {
+            step,
+            action,
+            attempt,
+            failure: Failure::NotDelivered,
+            error: reason,
+            retry_at: retry_at(state, step, action, None, now, sample),
         },
     }
 }
@@ -453,6 +468,11 @@ mod tests {
             retry_after: None,
         }
     }
+    fn unsent() -> CallOutcome {
+        CallOutcome::NotDelivered {
+            reason: "connection refused".into(),
+        }
+    }
 
     use StepStatus::{Compensated as Cd, Failed as F, Skipped as Sk, Succeeded as S};
 
@@ -534,6 +554,52 @@ mod tests {
                 "F0#1 F1#1 F1#2 F1#3 C1#1 C0#1",
                 SagaStatus::Compensated,
                 vec![Cd, Cd, Sk],
+            ),
+            (
+                "never delivered: retried, then not compensated (the earlier steps are)",
+                3,
+                |s, a, _| {
+                    if s == 1 && a == Action::Forward {
+                        unsent()
+                    } else {
+                        ok()
+                    }
+                },
+                "F0#1 F1#1 F1#2 F1#3 C0#1",
+                SagaStatus::Compensated,
+                vec![Cd, F, Sk],
+            ),
+            (
+                "one attempt may have arrived before the others were not delivered: compensated",
+                3,
+                |s, a, n| match (s, a) {
+                    (1, Action::Forward) if n == 1 => flaky(),
+                    (1, Action::Forward) => unsent(),
+                    _ => ok(),
+                },
+                "F0#1 F1#1 F1#2 F1#3 C1#1 C0#1",
+                SagaStatus::Compensated,
+                vec![Cd, Cd, Sk],
+            ),
+            (
+                "not delivered, then delivered",
+                2,
+                |s, _, n| if s == 1 && n < 3 { unsent() } else { ok() },
+                "F0#1 F1#1 F1#2 F1#3",
+                SagaStatus::Completed,
+                vec![S, S],
+            ),
+            (
+                "a compensation not delivered is retried, then FAILED",
+                2,
+                |s, a, _| match (s, a) {
+                    (1, Action::Forward) => no(),
+                    (0, Action::Compensate) => unsent(),
+                    _ => ok(),
+                },
+                "F0#1 F1#1 C0#1 C0#2",
+                SagaStatus::Failed,
+                vec![F, F],
             ),
             (
                 "compensation transient then success",
@@ -921,6 +987,43 @@ mod tests {
             _ => ok(),
         });
         assert_eq!(run.call_order().join(" "), "F0#1 F1#1 C0#1 C0#2 C0#3 C0#4");
+        assert_eq!(run.state.status, SagaStatus::Compensated);
+    }
+
+    #[test]
+    fn a_step_never_reached_says_so_and_a_cancel_leaves_it_alone() {
+        let mut run = Run::new(2);
+        run.drive(|s, _, _| if s == 1 { unsent() } else { ok() });
+        let why = run.state.error.as_deref().unwrap();
+        assert_eq!(
+            why,
+            "step 'b' was never reached in 3 attempts, so it is not compensated: connection refused"
+        );
+        assert!(!run.state.progress[1].needs_compensation());
+
+        // Cancelled while waiting to retry a call that was not delivered: the
+        // step did nothing, nothing of it is undone.
+        let mut run = Run::new(1);
+        run.record(EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+        });
+        let kind = attempt_finished(&run.state, 0, Action::Forward, 1, unsent(), run.now, 0.5);
+        assert!(matches!(
+            kind,
+            EventKind::AttemptFailed {
+                failure: Failure::NotDelivered,
+                retry_at: Some(_),
+                ..
+            }
+        ));
+        run.record(kind);
+        run.record(EventKind::CancelRequested {
+            reason: "stop".into(),
+        });
+        run.drive(|_, _, _| ok());
+        assert_eq!(run.call_order().join(" "), "");
         assert_eq!(run.state.status, SagaStatus::Compensated);
     }
 

@@ -21,10 +21,17 @@ use super::{
 pub enum Failure {
     /// The participant said no: never retried.
     Rejected,
-    /// Retry requested, error status, timeout or unreachable: outcome unknown.
+    /// Retry requested, error status, timeout, connection lost once the request
+    /// may have been sent: outcome unknown.
     Transient,
     /// The coordinator stopped while the call was in flight: outcome unknown.
     Interrupted,
+    /// The request certainly never reached the participant: the connection
+    /// failed before any byte of it was sent (refused, unreachable, no
+    /// connection within the timeout). Retried like a transient failure; but
+    /// the attempt did nothing, so it alone never makes a step need undoing.
+    /// (New in journal format 5, appended so older records decode unchanged.)
+    NotDelivered,
 }
 
 /// What happened.

@@ -140,6 +140,9 @@ pub struct ActionProgress {
     /// When the first attempt of the current budget started: where a time
     /// budget (`RetryPolicy::max_duration`) counts from.
     pub budget_started_at: Option<Timestamp>,
+    /// Some finished attempt may have reached the participant: every attempt
+    /// but one that was certainly not delivered.
+    pub may_have_reached: bool,
 }
 
 impl ActionProgress {
@@ -180,11 +183,15 @@ impl StepProgress {
     }
 
     /// The forward call may have had an effect that must be undone: it succeeded,
-    /// or it was tried and never answered with a rejection (a rejected step did
-    /// nothing, per the participant contract).
+    /// or a call may have reached the participant (one in flight, or one that
+    /// failed other than as certainly not delivered) and its last answer was not
+    /// a rejection (a rejected step did nothing, per the participant contract;
+    /// a repeat of an applied call would have been answered as the first was).
     pub fn needs_compensation(&self) -> bool {
-        self.forward.done
-            || (self.forward.attempts > 0 && self.forward.last_failure != Some(Failure::Rejected))
+        let forward = &self.forward;
+        forward.done
+            || forward.in_flight
+            || (forward.may_have_reached && forward.last_failure != Some(Failure::Rejected))
     }
 }
 
@@ -379,6 +386,7 @@ impl SagaState {
                     .map_err(invalid)?;
                 let a = p.action_mut(*action);
                 a.done = true;
+                a.may_have_reached = true;
                 a.last_failure = None;
                 if *action == Action::Forward {
                     p.output = Some(output.clone());
@@ -404,6 +412,7 @@ impl SagaState {
                 finish_attempt(p, *action, *attempt, at, result).map_err(invalid)?;
                 let a = p.action_mut(*action);
                 a.last_failure = Some(*failure);
+                a.may_have_reached |= *failure != Failure::NotDelivered;
                 a.retry_at = *retry_at;
                 a.gave_up = *failure == Failure::Rejected || retry_at.is_none();
                 let gave_up = a.gave_up;

@@ -23,6 +23,7 @@ mod damaged_journal;
 mod disk_faults;
 mod feed;
 mod metrics;
+mod outage;
 mod parking;
 mod process;
 mod sagas;
