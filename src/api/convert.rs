@@ -10,8 +10,9 @@ use crate::{
     engine::FeedItem,
     proto::v1 as pb,
     saga::{
-        Action, AttemptRecord, AttemptResult, Definition, Event, EventKind, Failure, Participant,
-        RetryOverrides, RetryPolicy, SagaState, SagaStatus, StepDef, StepStatus, Timestamp,
+        Action, AttemptRecord, AttemptResult, Definition, Endpoint, Event, EventKind, Failure,
+        Participant, RetryOverrides, RetryPolicy, SagaState, SagaStatus, StepDef, StepStatus,
+        Timestamp,
     },
 };
 
@@ -168,6 +169,22 @@ fn failure_outcome(f: Failure) -> pb::AttemptOutcome {
     }
 }
 
+fn endpoint_change(
+    step: &str,
+    a: Action,
+    old: &Endpoint,
+    new: &Endpoint,
+    at: Timestamp,
+) -> pb::EndpointChange {
+    pb::EndpointChange {
+        step: step.to_string(),
+        action: action(a) as i32,
+        old_endpoint: old.url().to_string(),
+        new_endpoint: new.url().to_string(),
+        at: Some(timestamp(at)),
+    }
+}
+
 fn attempt(a: &AttemptRecord) -> pb::Attempt {
     let (outcome, error, next) = match &a.result {
         AttemptResult::InFlight => (pb::AttemptOutcome::InFlight, String::new(), None),
@@ -215,6 +232,11 @@ pub fn saga(s: &SagaState) -> pb::Saga {
             compensate_endpoint: spec.compensate.url().to_string(),
             retry: Some(resolved_policy_pb(spec.retry)),
             timeout: Some(duration(spec.timeout)),
+            endpoint_changes: p
+                .endpoint_changes
+                .iter()
+                .map(|c| endpoint_change(&spec.name, c.action, &c.old, &c.new, c.at))
+                .collect(),
         })
         .collect();
     pb::Saga {
@@ -310,6 +332,14 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
             reason: reason.clone(),
         }),
         EventKind::RetryRequested => E::RetryRequested(pb::RetryRequested {}),
+        EventKind::EndpointsRefreshed { changes } => {
+            E::EndpointsRefreshed(pb::EndpointsRefreshed {
+                changes: changes
+                    .iter()
+                    .map(|c| endpoint_change(&step_name(c.step), c.action, &c.old, &c.new, e.at))
+                    .collect(),
+            })
+        }
     };
     pb::SagaEvent {
         saga_id: e.saga.to_string(),

@@ -61,6 +61,16 @@ fn attempt(a: &pb::Attempt) -> Value {
     })
 }
 
+fn endpoint_change(c: &pb::EndpointChange) -> Value {
+    json!({
+        "step": c.step,
+        "action": action_name(c.action),
+        "old_endpoint": c.old_endpoint,
+        "new_endpoint": c.new_endpoint,
+        "at": time(c.at.as_ref()),
+    })
+}
+
 fn step(s: &pb::Step) -> Value {
     json!({
         "name": s.name,
@@ -78,6 +88,7 @@ fn step(s: &pb::Step) -> Value {
         "timeout": duration(s.timeout.as_ref()),
         "retry": retry(s.retry.as_ref()),
         "attempts": s.attempts.iter().map(attempt).collect::<Vec<_>>(),
+        "endpoint_changes": s.endpoint_changes.iter().map(endpoint_change).collect::<Vec<_>>(),
     })
 }
 
@@ -173,6 +184,10 @@ pub fn event(e: &pb::SagaEvent) -> Value {
         Some(E::SagaCompensated(_)) => ("saga_compensated", json!({})),
         Some(E::SagaFailed(f)) => ("saga_failed", json!({ "reason": f.reason })),
         Some(E::RetryRequested(_)) => ("retry_requested", json!({})),
+        Some(E::EndpointsRefreshed(r)) => (
+            "endpoints_refreshed",
+            json!({ "changes": r.changes.iter().map(endpoint_change).collect::<Vec<_>>() }),
+        ),
         None => ("unknown", json!({})),
     };
     let object = value

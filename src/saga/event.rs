@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    definition::{StepDef, StepSpec},
+    definition::{Endpoint, StepDef, StepSpec},
     id::{Action, Offset, SagaId, Timestamp},
     trace::TraceContext,
 };
@@ -89,6 +89,22 @@ pub enum EventKind {
     /// An operator asked a FAILED saga to resume compensating; every compensation
     /// gets a fresh attempt budget (attempt numbers keep counting).
     RetryRequested,
+    /// An operator's retry of a FAILED saga took the participants' current
+    /// registrations for its remaining compensations: each change replaces one
+    /// endpoint of the saga's snapshot, for every later call and every replay.
+    /// Journaled just before the `RetryRequested` it came with. (New in
+    /// journal format 5, appended so older records decode unchanged.)
+    EndpointsRefreshed { changes: Vec<EndpointChange> },
+}
+
+/// One endpoint of one step replaced by a refresh, from what to what.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointChange {
+    pub step: u32,
+    /// Which of the step's endpoints (a refresh replaces compensate endpoints).
+    pub action: Action,
+    pub old: Endpoint,
+    pub new: Endpoint,
 }
 
 impl EventKind {
@@ -105,6 +121,7 @@ impl EventKind {
             EventKind::SagaCompensated => "SagaCompensated",
             EventKind::SagaFailed { .. } => "SagaFailed",
             EventKind::RetryRequested => "RetryRequested",
+            EventKind::EndpointsRefreshed { .. } => "EndpointsRefreshed",
         }
     }
 

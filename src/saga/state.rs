@@ -13,7 +13,7 @@
 //!   which a time budget counts from.
 
 use super::{
-    definition::StepSpec,
+    definition::{Endpoint, StepSpec},
     event::{Event, EventKind, Failure},
     id::{Action, SagaId, Timestamp},
     trace::TraceContext,
@@ -162,8 +162,20 @@ pub struct StepProgress {
     /// The last error of either action.
     pub last_error: Option<String>,
     pub attempts: Vec<AttemptRecord>,
+    /// Endpoints a refresh replaced, oldest first (the step's spec holds the
+    /// current ones).
+    pub endpoint_changes: Vec<EndpointRecord>,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
+}
+
+/// One endpoint a refresh replaced: when, which, from what to what.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointRecord {
+    pub at: Timestamp,
+    pub action: Action,
+    pub old: Endpoint,
+    pub new: Endpoint,
 }
 
 impl StepProgress {
@@ -332,7 +344,11 @@ impl SagaState {
             event: event.kind.name(),
             why,
         };
-        if self.status.is_terminal() && !matches!(event.kind, EventKind::RetryRequested) {
+        let resumes = matches!(
+            event.kind,
+            EventKind::RetryRequested | EventKind::EndpointsRefreshed { .. }
+        );
+        if self.status.is_terminal() && !resumes {
             return Err(invalid(format!(
                 "the saga is already {}",
                 self.status.as_str()
@@ -464,6 +480,38 @@ impl SagaState {
                 self.status = SagaStatus::Failed;
                 self.error = Some(reason.clone());
                 self.finished_at = Some(at);
+            }
+            EventKind::EndpointsRefreshed { changes } => {
+                // Only a FAILED saga: nothing is in flight, and the retry that
+                // follows is the next thing to call anyone.
+                if self.status != SagaStatus::Failed {
+                    return Err(invalid(format!(
+                        "only a FAILED saga's endpoints can be refreshed, not a {} one's",
+                        self.status.as_str()
+                    )));
+                }
+                for change in changes {
+                    let step = self
+                        .steps
+                        .get_mut(change.step as usize)
+                        .ok_or_else(|| invalid(format!("no step {}", change.step)))?;
+                    let endpoint = step.endpoint_mut(change.action);
+                    if *endpoint != change.old {
+                        return Err(invalid(format!(
+                            "step {} calls {} at {}, not at {}",
+                            change.step, change.action, endpoint, change.old
+                        )));
+                    }
+                    *endpoint = change.new.clone();
+                    self.progress[change.step as usize]
+                        .endpoint_changes
+                        .push(EndpointRecord {
+                            at,
+                            action: change.action,
+                            old: change.old.clone(),
+                            new: change.new.clone(),
+                        });
+                }
             }
             EventKind::RetryRequested => {
                 if self.status != SagaStatus::Failed {

@@ -185,6 +185,7 @@ async fn commands_wake_parked_sagas_and_are_answered_right() {
     let refused = client
         .retry_saga(pb::RetrySagaRequest {
             id: retried_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -432,6 +433,7 @@ async fn commands_racing_the_timer_are_all_answered_right() {
         let refused = client
             .retry_saga(pb::RetrySagaRequest {
                 id: saga.id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err();

@@ -310,6 +310,7 @@ async fn compensation_retries_then_gives_up_and_retry_saga_finishes_it() {
     let retried = client
         .retry_saga(pb::RetrySagaRequest {
             id: saga.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

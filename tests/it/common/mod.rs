@@ -524,6 +524,7 @@ pub fn event_kind(event: &pb::SagaEvent) -> &'static str {
         Some(E::SagaCompensated(_)) => "compensated",
         Some(E::SagaFailed(_)) => "saga-failed",
         Some(E::RetryRequested(_)) => "retry",
+        Some(E::EndpointsRefreshed(_)) => "refreshed",
         None => "none",
     }
 }

@@ -430,6 +430,9 @@ mod written_before {
                 Current::SagaCompensated => EventKind::SagaCompensated,
                 Current::SagaFailed { reason } => EventKind::SagaFailed { reason },
                 Current::RetryRequested => EventKind::RetryRequested,
+                Current::EndpointsRefreshed { .. } => {
+                    panic!("format 4 has no EndpointsRefreshed")
+                }
             }
         }
     }
