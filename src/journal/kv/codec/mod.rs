@@ -14,7 +14,9 @@
 //! - 4: bundles (`run.rs`), for `e` records and `o` entries only. Every other
 //!   record, and every record the journal's writer made, was still version 3.
 //! - 5: retry policies gained `max_duration` (a forward budget by time), so
-//!   participants, step snapshots and events changed shape. Records of
+//!   participants, step snapshots and events changed shape; and `Failure`
+//!   gained `NotDelivered`, `EventKind` `EndpointsRefreshed`, both appended
+//!   last, so the old variants keep their indexes. Records of
 //!   versions 2 to 4 (runs of version 3 too) are read through the old shapes
 //!   in `v4.rs` ([`Record::from_v4`]), their policies without a time budget;
 //!   version 1 goes through `v1.rs` and then those. The writer makes every

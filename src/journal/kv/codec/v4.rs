@@ -668,7 +668,7 @@ mod tests {
     }
 
     #[test]
-    fn records_of_this_version_keep_their_time_budget() {
+    fn records_of_this_version_keep_their_time_budget_and_new_variants() {
         let mut step = saga::StepSpec::from(old_step("pay"));
         step.retry.max_duration = Some(Duration::from_secs(300));
         let key = snapshot_key(1);
@@ -676,7 +676,57 @@ mod tests {
         assert_eq!(bytes[0], RECORD_VERSION);
         assert_eq!(
             decode::<Vec<saga::StepSpec>>(&key, &bytes).unwrap(),
-            vec![step]
+            vec![step.clone()]
+        );
+
+        // A run with what version 5 added: the time budget, a call not
+        // delivered, a refresh.
+        let saga = SagaId::generate();
+        let kinds = [
+            saga::EventKind::SagaStarted {
+                definition: "inline".into(),
+                inline_steps: None,
+                steps: vec![step.clone()],
+                payload: vec![],
+                idempotency_key: None,
+                trace: None,
+            },
+            saga::EventKind::AttemptFailed {
+                step: 0,
+                action: Action::Forward,
+                attempt: 1,
+                failure: Failure::NotDelivered,
+                error: "refused".into(),
+                retry_at: None,
+            },
+            saga::EventKind::EndpointsRefreshed {
+                changes: vec![saga::EndpointChange {
+                    step: 0,
+                    action: Action::Compensate,
+                    old: step.compensate.clone(),
+                    new: Endpoint::parse("c", "http://127.0.0.1:2/p.P/Refund").unwrap(),
+                }],
+            },
+        ];
+        let run: Vec<saga::Event> = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| saga::Event {
+                saga,
+                seq: i as u64 + 1,
+                offset: Offset(i as u64 + 1),
+                at: Timestamp(i as u64),
+                kind,
+            })
+            .collect();
+        let no_snapshots = |_: u64| -> Result<Vec<saga::StepSpec>, JournalError> {
+            panic!("the run refers to no snapshot")
+        };
+        let bytes = encode_run(&run, None);
+        assert_eq!(bytes[0], RECORD_VERSION);
+        assert_eq!(
+            decode_run(&event_key(saga, 1), &bytes, &no_snapshots).unwrap(),
+            run
         );
     }
 }
