@@ -17,7 +17,7 @@
 //!
 //! | module | what it is for |
 //! |---|---|
-//! | [`saga`] | the pure domain: ids, definitions, events, the fold, decisions, retry policies, trace context; no I/O, no clock |
+//! | [`saga`] | the pure domain: ids, definitions, events, the fold, decisions, retry policies, the endpoint refresh, trace context; no I/O, no clock |
 //! | [`clock`] | the wall-clock reads the domain leaves to the edge (`Timestamp::now`, `SagaId::generate`) |
 //! | [`journal`] | the durable, group-committed event log: the contract, the saga schema, the stores (its `mod.rs` draws the map) |
 //! | [`participant`] | calling participant endpoints and classifying their answers |

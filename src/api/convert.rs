@@ -10,8 +10,9 @@ use crate::{
     engine::FeedItem,
     proto::v1 as pb,
     saga::{
-        Action, AttemptRecord, AttemptResult, Definition, Event, EventKind, Failure, Participant,
-        RetryOverrides, RetryPolicy, SagaState, SagaStatus, StepDef, StepStatus, Timestamp,
+        Action, AttemptRecord, AttemptResult, Definition, Endpoint, Event, EventKind, Failure,
+        Participant, RetryOverrides, RetryPolicy, SagaState, SagaStatus, StepDef, StepStatus,
+        Timestamp,
     },
 };
 
@@ -56,6 +57,7 @@ pub fn retry_overrides(field: &str, p: Option<pb::RetryPolicy>) -> Result<RetryO
         max_attempts: p.max_attempts,
         max_compensate_attempts: p.max_compensate_attempts,
         jitter: p.jitter,
+        max_duration: duration_from(&format!("{field}.max_duration"), p.max_duration)?,
     })
 }
 
@@ -67,6 +69,7 @@ fn retry_policy_pb(o: RetryOverrides) -> Option<pb::RetryPolicy> {
         max_attempts: o.max_attempts,
         max_compensate_attempts: o.max_compensate_attempts,
         jitter: o.jitter,
+        max_duration: o.max_duration.map(duration),
     })
 }
 
@@ -162,6 +165,23 @@ fn failure_outcome(f: Failure) -> pb::AttemptOutcome {
         Failure::Rejected => pb::AttemptOutcome::Rejected,
         Failure::Transient => pb::AttemptOutcome::Transient,
         Failure::Interrupted => pb::AttemptOutcome::Interrupted,
+        Failure::NotDelivered => pb::AttemptOutcome::NotDelivered,
+    }
+}
+
+fn endpoint_change(
+    step: &str,
+    a: Action,
+    old: &Endpoint,
+    new: &Endpoint,
+    at: Timestamp,
+) -> pb::EndpointChange {
+    pb::EndpointChange {
+        step: step.to_string(),
+        action: action(a) as i32,
+        old_endpoint: old.url().to_string(),
+        new_endpoint: new.url().to_string(),
+        at: Some(timestamp(at)),
     }
 }
 
@@ -212,6 +232,11 @@ pub fn saga(s: &SagaState) -> pb::Saga {
             compensate_endpoint: spec.compensate.url().to_string(),
             retry: Some(resolved_policy_pb(spec.retry)),
             timeout: Some(duration(spec.timeout)),
+            endpoint_changes: p
+                .endpoint_changes
+                .iter()
+                .map(|c| endpoint_change(&spec.name, c.action, &c.old, &c.new, c.at))
+                .collect(),
         })
         .collect();
     pb::Saga {
@@ -307,6 +332,14 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
             reason: reason.clone(),
         }),
         EventKind::RetryRequested => E::RetryRequested(pb::RetryRequested {}),
+        EventKind::EndpointsRefreshed { changes } => {
+            E::EndpointsRefreshed(pb::EndpointsRefreshed {
+                changes: changes
+                    .iter()
+                    .map(|c| endpoint_change(&step_name(c.step), c.action, &c.old, &c.new, e.at))
+                    .collect(),
+            })
+        }
     };
     pb::SagaEvent {
         saga_id: e.saga.to_string(),

@@ -274,8 +274,9 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::RetrySagaRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         self.check_ready()?;
-        let id = saga_id("id", &request.get_ref().id)?;
-        let saga = self.engine.retry(id).await?;
+        let r = request.into_inner();
+        let id = saga_id("id", &r.id)?;
+        let saga = self.engine.retry(id, r.refresh_endpoints).await?;
         Ok(Response::new(convert::saga(&saga)))
     }
 

@@ -77,6 +77,9 @@ pub struct ArchivedRetry {
     pub max_attempts: u32,
     pub max_compensate_attempts: u32,
     pub jitter: f64,
+    /// The forward budget by time; absent for sagas started before there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
 }
 
 /// One journal event: where it sits, when, and what happened.
@@ -112,7 +115,7 @@ pub enum ArchivedEventKind {
         step: String,
         action: String,
         attempt: u32,
-        /// `REJECTED`, `TRANSIENT` or `INTERRUPTED`.
+        /// `REJECTED`, `TRANSIENT`, `INTERRUPTED` or `NOT_DELIVERED`.
         outcome: String,
         error: String,
         next_attempt_at: Option<String>,
@@ -129,6 +132,18 @@ pub enum ArchivedEventKind {
         reason: String,
     },
     RetryRequested {},
+    EndpointsRefreshed {
+        changes: Vec<ArchivedEndpointChange>,
+    },
+}
+
+/// One endpoint a refresh replaced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedEndpointChange {
+    pub step: String,
+    pub action: String,
+    pub old_endpoint: String,
+    pub new_endpoint: String,
 }
 
 /// The fields of a record that choosing and deduping need, read cheaply.
@@ -146,6 +161,7 @@ fn retry(p: &RetryPolicy) -> ArchivedRetry {
         max_attempts: p.max_attempts,
         max_compensate_attempts: p.max_compensate_attempts,
         jitter: p.jitter,
+        max_duration: p.max_duration.map(duration),
     }
 }
 
@@ -154,6 +170,7 @@ fn outcome_name(f: Failure) -> &'static str {
         Failure::Rejected => "REJECTED",
         Failure::Transient => "TRANSIENT",
         Failure::Interrupted => "INTERRUPTED",
+        Failure::NotDelivered => "NOT_DELIVERED",
     }
 }
 
@@ -229,6 +246,19 @@ impl ArchivedSaga {
                         reason: reason.clone(),
                     },
                     EventKind::RetryRequested => ArchivedEventKind::RetryRequested {},
+                    EventKind::EndpointsRefreshed { changes } => {
+                        ArchivedEventKind::EndpointsRefreshed {
+                            changes: changes
+                                .iter()
+                                .map(|c| ArchivedEndpointChange {
+                                    step: step_name(c.step),
+                                    action: action(c.action),
+                                    old_endpoint: c.old.url().to_string(),
+                                    new_endpoint: c.new.url().to_string(),
+                                })
+                                .collect(),
+                        }
+                    }
                 },
             })
             .collect();
@@ -304,6 +334,109 @@ mod tests {
         saga::Timestamp,
         testing::{next, started},
     };
+
+    #[test]
+    fn a_refresh_is_recorded_with_both_endpoints_and_the_step_with_the_new_one() {
+        use crate::saga::{Endpoint, EndpointChange};
+        let first = started("shop", None);
+        let id = first.saga;
+        let EventKind::SagaStarted { steps, .. } = &first.kind else {
+            unreachable!()
+        };
+        let old = steps[0].compensate.clone();
+        let new = Endpoint::parse("c", "http://127.0.0.1:7012/p.S/Undo").unwrap();
+        let forward = |n| (Action::Forward, n);
+        let compensate = |n| (Action::Compensate, n);
+        let mut kinds = vec![];
+        for ((action, attempt), ok) in [(forward(1), true), (compensate(1), false)] {
+            kinds.push(EventKind::AttemptStarted {
+                step: 0,
+                action,
+                attempt,
+            });
+            if action == Action::Forward {
+                kinds.push(EventKind::CancelRequested { reason: "r".into() });
+            }
+            kinds.push(if ok {
+                EventKind::AttemptSucceeded {
+                    step: 0,
+                    action,
+                    attempt,
+                    output: vec![],
+                }
+            } else {
+                EventKind::AttemptFailed {
+                    step: 0,
+                    action,
+                    attempt,
+                    failure: Failure::NotDelivered,
+                    error: "refused".into(),
+                    retry_at: None,
+                }
+            });
+            if action == Action::Forward {
+                kinds.push(EventKind::CompensationStarted { reason: "r".into() });
+            }
+        }
+        kinds.extend([
+            EventKind::SagaFailed {
+                reason: "gave up".into(),
+            },
+            EventKind::EndpointsRefreshed {
+                changes: vec![EndpointChange {
+                    step: 0,
+                    action: Action::Compensate,
+                    old: old.clone(),
+                    new: new.clone(),
+                }],
+            },
+            EventKind::RetryRequested,
+            EventKind::AttemptStarted {
+                step: 0,
+                action: Action::Compensate,
+                attempt: 2,
+            },
+            EventKind::AttemptSucceeded {
+                step: 0,
+                action: Action::Compensate,
+                attempt: 2,
+                output: vec![],
+            },
+            EventKind::SagaCompensated,
+        ]);
+        let mut events = vec![first];
+        for (i, kind) in kinds.into_iter().enumerate() {
+            events.push(next(id, i as u64 + 2, kind));
+        }
+        let record = ArchivedSaga::from_events(&events).unwrap();
+        assert_eq!(record.state, "COMPENSATED");
+        assert_eq!(record.steps[0].compensate_endpoint, new.url());
+        let json = serde_json::to_value(&record).unwrap();
+        let refresh = json["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"] == "endpoints_refreshed")
+            .expect("the refresh is in the record");
+        assert_eq!(
+            refresh["changes"],
+            serde_json::json!([{
+                "step": "only",
+                "action": "compensate",
+                "old_endpoint": old.url(),
+                "new_endpoint": new.url(),
+            }])
+        );
+        let failed = json["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"] == "attempt_failed")
+            .unwrap();
+        assert_eq!(failed["outcome"], "NOT_DELIVERED");
+        let back: ArchivedSaga = serde_json::from_value(json).unwrap();
+        assert_eq!(back, record);
+    }
 
     #[test]
     fn a_record_holds_the_whole_history_and_round_trips() {

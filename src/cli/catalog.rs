@@ -56,6 +56,11 @@ pub struct RegisterArgs {
     /// Cap on any one delay between attempts.
     #[arg(long, value_parser = parse_duration)]
     pub max_interval: Option<Duration>,
+    /// Forward attempts stop once the next one would start later than this
+    /// after the step's first, e.g. 5m (whichever of this and --max-attempts
+    /// comes first).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_duration: Option<Duration>,
     #[command(flatten)]
     pub addr: AddrArgs,
     #[command(flatten)]
@@ -97,6 +102,7 @@ async fn register(args: RegisterArgs) -> Result<(), CliError> {
         max_interval: args.max_interval.map(wire),
         max_attempts: args.max_attempts,
         max_compensate_attempts: args.max_compensate_attempts,
+        max_duration: args.max_duration.map(wire),
         ..Default::default()
     };
     let mut client = connect(&args.addr).await?;

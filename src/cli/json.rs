@@ -43,6 +43,7 @@ pub fn retry(p: Option<&pb::RetryPolicy>) -> Value {
         "max_attempts": p.max_attempts,
         "max_compensate_attempts": p.max_compensate_attempts,
         "jitter": p.jitter,
+        "max_duration": duration(p.max_duration.as_ref()),
     })
 }
 
@@ -57,6 +58,16 @@ fn attempt(a: &pb::Attempt) -> Value {
             .map(|d| d.as_secs_f64() * 1000.0),
         "error": text(&a.error),
         "next_attempt_at": time(a.next_attempt_at.as_ref()),
+    })
+}
+
+fn endpoint_change(c: &pb::EndpointChange) -> Value {
+    json!({
+        "step": c.step,
+        "action": action_name(c.action),
+        "old_endpoint": c.old_endpoint,
+        "new_endpoint": c.new_endpoint,
+        "at": time(c.at.as_ref()),
     })
 }
 
@@ -77,6 +88,7 @@ fn step(s: &pb::Step) -> Value {
         "timeout": duration(s.timeout.as_ref()),
         "retry": retry(s.retry.as_ref()),
         "attempts": s.attempts.iter().map(attempt).collect::<Vec<_>>(),
+        "endpoint_changes": s.endpoint_changes.iter().map(endpoint_change).collect::<Vec<_>>(),
     })
 }
 
@@ -172,6 +184,10 @@ pub fn event(e: &pb::SagaEvent) -> Value {
         Some(E::SagaCompensated(_)) => ("saga_compensated", json!({})),
         Some(E::SagaFailed(f)) => ("saga_failed", json!({ "reason": f.reason })),
         Some(E::RetryRequested(_)) => ("retry_requested", json!({})),
+        Some(E::EndpointsRefreshed(r)) => (
+            "endpoints_refreshed",
+            json!({ "changes": r.changes.iter().map(endpoint_change).collect::<Vec<_>>() }),
+        ),
         None => ("unknown", json!({})),
     };
     let object = value

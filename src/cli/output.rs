@@ -117,7 +117,8 @@ pub fn tone_of(name: &str) -> Tone {
     match name {
         "COMPLETED" | "SUCCEEDED" => Tone::Good,
         "FAILED" | "REJECTED" => Tone::Bad,
-        "COMPENSATING" | "COMPENSATED" | "TRANSIENT" | "INTERRUPTED" | "SKIPPED" => Tone::Warn,
+        "COMPENSATING" | "COMPENSATED" | "TRANSIENT" | "INTERRUPTED" | "NOT_DELIVERED"
+        | "SKIPPED" => Tone::Warn,
         _ => Tone::Plain,
     }
 }

@@ -97,9 +97,10 @@ pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
     out
 }
 
-/// Every attempt of every step, in the order they started.
+/// Every attempt of every step, in the order they started, and every endpoint
+/// a refresh replaced, when it did.
 fn timeline(s: &pb::Saga, palette: &Palette) -> String {
-    let mut attempts: Vec<(usize, &pb::Step, &pb::Attempt)> = s
+    let attempts: Vec<(usize, &pb::Step, &pb::Attempt)> = s
         .steps
         .iter()
         .enumerate()
@@ -108,19 +109,53 @@ fn timeline(s: &pb::Saga, palette: &Palette) -> String {
     if attempts.is_empty() {
         return "  no attempts yet\n".to_string();
     }
+    let since_start = |t: Option<&prost_types::Timestamp>| {
+        between(s.created_at.as_ref(), t)
+            .map(offset)
+            .unwrap_or_default()
+    };
+    let time = |t: Option<&prost_types::Timestamp>| {
+        (format!("  {}", t.map(clock).unwrap_or_default()), Tone::Dim)
+    };
+    let millis =
+        |t: Option<&prost_types::Timestamp>| t.map(|t| (t.seconds, t.nanos)).unwrap_or_default();
     // Start times have millisecond resolution, so fast steps tie: within one
     // millisecond, forward calls come before compensations, forward steps go
-    // first to last and compensations last to first, as the engine runs them.
-    attempts.sort_by_key(|&(i, _, a)| {
-        let compensating = a.action == pb::Action::Compensate as i32;
+    // first to last and compensations last to first, as the engine runs them;
+    // a refresh comes before the compensations it was made for.
+    let mut rows = Vec::with_capacity(attempts.len());
+    for (i, step, attempt) in attempts {
+        let compensating = attempt.action == pb::Action::Compensate as i32;
         let order = if compensating { usize::MAX - i } else { i };
-        let at = a
-            .started_at
-            .map(|t| (t.seconds, t.nanos))
-            .unwrap_or_default();
-        (at, compensating, order, a.number)
-    });
-    let attempts = attempts.into_iter().map(|(_, step, a)| (step, a));
+        let key = (
+            millis(attempt.started_at.as_ref()),
+            compensating,
+            order,
+            attempt.number,
+        );
+        rows.push((key, attempt_row(s, step, attempt, &since_start, &time)));
+    }
+    for step in &s.steps {
+        for change in &step.endpoint_changes {
+            let key = (millis(change.at.as_ref()), true, 0, 0);
+            rows.push((
+                key,
+                vec![
+                    time(change.at.as_ref()),
+                    (since_start(change.at.as_ref()), Tone::Dim),
+                    (step.name.clone(), Tone::Plain),
+                    (action_name(change.action), Tone::Plain),
+                    ("REFRESHED".into(), Tone::Warn),
+                    (String::new(), Tone::Plain),
+                    (
+                        format!("endpoint {} → {}", change.old_endpoint, change.new_endpoint),
+                        Tone::Plain,
+                    ),
+                ],
+            ));
+        }
+    }
+    rows.sort_by_key(|(key, _)| *key);
     let mut table = Table::new(&[
         "  TIME (UTC)",
         "+AT",
@@ -130,56 +165,60 @@ fn timeline(s: &pb::Saga, palette: &Palette) -> String {
         "TOOK",
         "DETAIL",
     ]);
-    for (step, attempt) in attempts {
-        let outcome = outcome_name(attempt.outcome);
-        let took = between(attempt.started_at.as_ref(), attempt.finished_at.as_ref())
-            .map(short_duration)
-            .unwrap_or_else(|| "…".into());
-        let at = between(s.created_at.as_ref(), attempt.started_at.as_ref())
-            .map(offset)
-            .unwrap_or_default();
-        let mut detail = truncate(&attempt.error, ERROR_CELL_MAX);
-        if let Some(wait) = between(
-            attempt.finished_at.as_ref(),
-            attempt.next_attempt_at.as_ref(),
-        ) {
-            detail.push_str(&format!("; retry in {}", short_duration(wait)));
-        }
-        let (detail, detail_tone) = if gave_up(s, step, attempt) {
-            let marker = if attempt.action == pb::Action::Compensate as i32 {
-                "◀ compensation gave up here"
-            } else {
-                "◀ failed here"
-            };
-            let text = if detail.is_empty() {
-                marker.to_string()
-            } else {
-                format!("{detail}  {marker}")
-            };
-            (text, Tone::Bad)
-        } else {
-            (detail, Tone::Plain)
-        };
-        table.row(vec![
-            (
-                format!(
-                    "  {}",
-                    attempt.started_at.as_ref().map(clock).unwrap_or_default()
-                ),
-                Tone::Dim,
-            ),
-            (at, Tone::Dim),
-            (step.name.clone(), Tone::Plain),
-            (
-                format!("{} #{}", action_name(attempt.action), attempt.number),
-                Tone::Plain,
-            ),
-            (outcome.clone(), tone_of(&outcome)),
-            (took, Tone::Plain),
-            (detail, detail_tone),
-        ]);
+    for (_, row) in rows {
+        table.row(row);
     }
     table.render(palette)
+}
+
+/// The timeline row of one attempt.
+fn attempt_row(
+    s: &pb::Saga,
+    step: &pb::Step,
+    attempt: &pb::Attempt,
+    since_start: &dyn Fn(Option<&prost_types::Timestamp>) -> String,
+    time: &dyn Fn(Option<&prost_types::Timestamp>) -> (String, Tone),
+) -> Vec<(String, Tone)> {
+    let outcome = outcome_name(attempt.outcome);
+    let took = between(attempt.started_at.as_ref(), attempt.finished_at.as_ref())
+        .map(short_duration)
+        .unwrap_or_else(|| "…".into());
+    let mut detail = truncate(&attempt.error, ERROR_CELL_MAX);
+    if let Some(wait) = between(
+        attempt.finished_at.as_ref(),
+        attempt.next_attempt_at.as_ref(),
+    ) {
+        detail.push_str(&format!("; retry in {}", short_duration(wait)));
+    }
+    let (detail, detail_tone) = if gave_up(s, step, attempt) {
+        let marker = if attempt.action == pb::Action::Compensate as i32 {
+            "◀ compensation gave up here"
+        } else if never_reached(step) {
+            "◀ failed here, never reached: not compensated"
+        } else {
+            "◀ failed here"
+        };
+        let text = if detail.is_empty() {
+            marker.to_string()
+        } else {
+            format!("{detail}  {marker}")
+        };
+        (text, Tone::Bad)
+    } else {
+        (detail, Tone::Plain)
+    };
+    vec![
+        time(attempt.started_at.as_ref()),
+        (since_start(attempt.started_at.as_ref()), Tone::Dim),
+        (step.name.clone(), Tone::Plain),
+        (
+            format!("{} #{}", action_name(attempt.action), attempt.number),
+            Tone::Plain,
+        ),
+        (outcome.clone(), tone_of(&outcome)),
+        (took, Tone::Plain),
+        (detail, detail_tone),
+    ]
 }
 
 /// True for the attempt at which a step's action gave up: it failed, no retry
@@ -192,7 +231,9 @@ fn gave_up(saga: &pb::Saga, step: &pb::Step, attempt: &pb::Attempt) -> bool {
     );
     let failed = matches!(
         pb::AttemptOutcome::try_from(attempt.outcome),
-        Ok(pb::AttemptOutcome::Rejected | pb::AttemptOutcome::Transient)
+        Ok(pb::AttemptOutcome::Rejected
+            | pb::AttemptOutcome::Transient
+            | pb::AttemptOutcome::NotDelivered)
     );
     let last_of_action = step
         .attempts
@@ -200,6 +241,18 @@ fn gave_up(saga: &pb::Saga, step: &pb::Step, attempt: &pb::Attempt) -> bool {
         .filter(|a| a.action == attempt.action)
         .all(|a| a.number <= attempt.number);
     undoing && failed && last_of_action && attempt.next_attempt_at.is_none()
+}
+
+/// True when no forward attempt of the step reached its participant: each one
+/// was certainly not delivered, so the step did nothing.
+fn never_reached(step: &pb::Step) -> bool {
+    let mut forward = step
+        .attempts
+        .iter()
+        .filter(|a| a.action == pb::Action::Forward as i32)
+        .peekable();
+    forward.peek().is_some()
+        && forward.all(|a| a.outcome == pb::AttemptOutcome::NotDelivered as i32)
 }
 
 /// One line for a live event: time, step, and what happened.
@@ -245,6 +298,7 @@ pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
             let verdict = match outcome.as_str() {
                 "REJECTED" => palette.paint(Tone::Bad, "rejected"),
                 "INTERRUPTED" => palette.paint(Tone::Warn, "interrupted"),
+                "NOT_DELIVERED" => palette.paint(Tone::Warn, "not delivered"),
                 _ => palette.paint(Tone::Warn, "failed"),
             };
             let mut line = format!(
@@ -294,6 +348,27 @@ pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
             f.reason
         ),
         Some(E::RetryRequested(_)) => format!("{}retry requested by an operator", step("")),
+        Some(E::EndpointsRefreshed(r)) => {
+            let changes: Vec<String> = r
+                .changes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {} {} → {}",
+                        c.step,
+                        action_name(c.action),
+                        c.old_endpoint,
+                        c.new_endpoint
+                    )
+                })
+                .collect();
+            format!(
+                "{}{}: {}",
+                step(""),
+                palette.paint(Tone::Warn, "endpoints refreshed"),
+                changes.join("; ")
+            )
+        }
         None => format!("{}(an event this client does not know)", step("")),
     };
     format!("{time}  {what}")
@@ -360,6 +435,9 @@ fn retry_summary(p: Option<&pb::RetryPolicy>) -> String {
     if let Some(n) = p.max_attempts {
         parts.push(format!("max_attempts={n}"));
     }
+    if let Some(d) = &p.max_duration {
+        parts.push(format!("max_duration={}", config_duration(d)));
+    }
     if let Some(n) = p.max_compensate_attempts {
         parts.push(format!("max_compensate_attempts={n}"));
     }
@@ -419,6 +497,114 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_step_never_reached_is_marked_as_not_compensated() {
+        use pb::Action::{Compensate, Forward};
+        let failed = |action, number, ms, outcome: pb::AttemptOutcome| pb::Attempt {
+            outcome: outcome as i32,
+            error: "cannot reach http://127.0.0.1:9".into(),
+            ..attempt(action, number, ms)
+        };
+        let saga = pb::Saga {
+            state: pb::SagaState::Compensated as i32,
+            steps: vec![
+                pb::Step {
+                    name: "validate".into(),
+                    attempts: vec![attempt(Forward, 1, 0), attempt(Compensate, 1, 300)],
+                    ..Default::default()
+                },
+                pb::Step {
+                    name: "charge".into(),
+                    attempts: vec![
+                        failed(Forward, 1, 10, pb::AttemptOutcome::NotDelivered),
+                        failed(Forward, 2, 200, pb::AttemptOutcome::NotDelivered),
+                    ],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let text = timeline(&saga, &Palette::plain());
+        let marked: Vec<&str> = text.lines().filter(|l| l.contains('◀')).collect();
+        assert_eq!(marked.len(), 1, "{text}");
+        assert!(
+            marked[0].contains("charge") && marked[0].contains("forward #2"),
+            "{text}"
+        );
+        assert!(marked[0].contains("NOT_DELIVERED"), "{text}");
+        assert!(
+            marked[0].contains("never reached: not compensated"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_refresh_shows_where_it_happened_in_the_timeline_and_as_an_event() {
+        use pb::Action::{Compensate, Forward};
+        let at = |ms: i64| {
+            Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 + ms / 1000,
+                nanos: (ms % 1000) as i32 * 1_000_000,
+            })
+        };
+        let change = pb::EndpointChange {
+            step: "charge".into(),
+            action: Compensate as i32,
+            old_endpoint: "http://127.0.0.1:7002/shop.Payments/Refund".into(),
+            new_endpoint: "http://127.0.0.1:7012/shop.Payments/Refund".into(),
+            at: at(500),
+        };
+        let saga = pb::Saga {
+            state: pb::SagaState::Compensated as i32,
+            steps: vec![pb::Step {
+                name: "charge".into(),
+                attempts: vec![
+                    attempt(Forward, 1, 0),
+                    attempt(Compensate, 1, 100),
+                    attempt(Compensate, 2, 500),
+                ],
+                endpoint_changes: vec![change.clone()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = timeline(&saga, &Palette::plain());
+        let kinds: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().nth(2).unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["forward", "compensate", "compensate", "compensate"],
+            "{text}"
+        );
+        let refreshed = text.lines().nth(3).unwrap();
+        assert!(refreshed.contains("REFRESHED"), "{text}");
+        assert!(
+            refreshed.contains("endpoint http://127.0.0.1:7002/shop.Payments/Refund → http://127.0.0.1:7012/shop.Payments/Refund"),
+            "{text}"
+        );
+        assert!(
+            text.lines().nth(4).unwrap().contains("compensate #2"),
+            "{text}"
+        );
+
+        let event = pb::SagaEvent {
+            event: Some(pb::saga_event::Event::EndpointsRefreshed(
+                pb::EndpointsRefreshed {
+                    changes: vec![change],
+                },
+            )),
+            ..Default::default()
+        };
+        let line = event_line(&event, &Palette::plain());
+        assert!(
+            line.contains("endpoints refreshed: charge compensate http://127.0.0.1:7002/shop.Payments/Refund → http://127.0.0.1:7012/shop.Payments/Refund"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -132,6 +132,10 @@ pub struct CancelArgs {
 pub struct RetryArgs {
     /// The id of a FAILED saga.
     pub id: String,
+    /// First take the participants' current endpoints for the steps still to
+    /// be compensated (after a participant moved to a new address).
+    #[arg(long)]
+    pub refresh_endpoints: bool,
     #[command(flatten)]
     pub addr: AddrArgs,
     #[command(flatten)]
@@ -351,11 +355,20 @@ pub async fn cancel(args: CancelArgs) -> Result<(), CliError> {
 pub async fn retry(args: RetryArgs) -> Result<(), CliError> {
     let mut client = connect(&args.addr).await?;
     let saga = client
-        .retry_saga(pb::RetrySagaRequest { id: args.id })
+        .retry_saga(pb::RetrySagaRequest {
+            id: args.id,
+            refresh_endpoints: args.refresh_endpoints,
+        })
         .await?
         .into_inner();
     if args.output.format() == Format::Human {
-        outln!("retry requested: compensation resumes\n");
+        if args.refresh_endpoints {
+            outln!(
+                "retry requested with the participants' current endpoints: compensation resumes\n"
+            );
+        } else {
+            outln!("retry requested: compensation resumes\n");
+        }
     }
     print_saga(&saga, args.output.format());
     Ok(())

@@ -35,8 +35,9 @@ use crate::{
     metrics::Metrics,
     participant::Participants,
     saga::{
-        Definition, Event, EventKind, Offset, Participant, SagaId, SagaState, SagaStatus,
-        StepDefaults, Timestamp,
+        Definition, EndpointChange, Event, EventKind, Offset, Participant, SagaId, SagaState,
+        SagaStatus, StepDefaults, Timestamp,
+        refresh::{self, RefreshError},
     },
     webhook::Notifier,
 };
@@ -400,8 +401,12 @@ impl Engine {
         }
     }
 
-    /// Resumes compensating a FAILED saga, with a fresh attempt budget.
-    pub async fn retry(&self, id: SagaId) -> Result<SagaState> {
+    /// Resumes compensating a FAILED saga, with a fresh attempt budget. With
+    /// `refresh_endpoints`, the steps still to be compensated first take their
+    /// participants' current compensate endpoints (`saga::refresh`), journaled
+    /// in the same append as the retry; a participant no longer registered is
+    /// `NotFound`, and nothing changes.
+    pub async fn retry(&self, id: SagaId, refresh_endpoints: bool) -> Result<SagaState> {
         self.check_open()?;
         loop {
             if let Some(answer) = self.ask(id, |reply| Command::Retry { reply }).await {
@@ -429,25 +434,63 @@ impl Engine {
                     return Err(self.not_running(&saga, "retried", "FAILED"));
                 }
             };
-            let retry = Event {
-                saga: id,
-                seq: saga.last_seq + 1,
-                offset: Offset::ZERO,
-                at: Timestamp::now(),
-                kind: EventKind::RetryRequested,
+            let refresh = if refresh_endpoints {
+                match self.endpoint_changes(&saga) {
+                    Ok(changes) => changes,
+                    Err(e) => {
+                        self.lock_owners().release(id);
+                        return Err(e);
+                    }
+                }
+            } else {
+                Vec::new()
             };
+            let at = Timestamp::now();
+            let refreshed = !refresh.is_empty();
+            let kinds = (refreshed)
+                .then(|| EventKind::EndpointsRefreshed { changes: refresh })
+                .into_iter()
+                .chain([EventKind::RetryRequested]);
             let mut state = saga;
-            state.apply(&retry)?;
+            let mut events = Vec::new();
+            for kind in kinds {
+                let event = Event {
+                    saga: id,
+                    seq: state.last_seq + 1,
+                    offset: Offset::ZERO,
+                    at,
+                    kind,
+                };
+                if let Err(e) = state.apply(&event) {
+                    self.lock_owners().release(id);
+                    return Err(e.into());
+                }
+                events.push(event);
+            }
             let (ack_tx, ack_rx) = oneshot::channel();
             let ack = Some(runner::Ack::State(ack_tx));
-            self.spawn_runner(state, vec![retry], command_rx, ack, vec![]);
-            tracing::info!(saga = %id, "saga retried by an operator");
+            self.spawn_runner(state, events, command_rx, ack, vec![]);
+            tracing::info!(saga = %id, refreshed, "saga retried by an operator");
             return ack_rx.await.unwrap_or_else(|_| {
                 Err(Error::Unavailable(
                     "the coordinator is shutting down".into(),
                 ))
             });
         }
+    }
+
+    /// The endpoint changes that bring a FAILED saga's remaining compensations
+    /// to the participants registered now.
+    fn endpoint_changes(&self, saga: &SagaState) -> Result<Vec<EndpointChange>> {
+        let participants = self
+            .inner
+            .participants
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        refresh::endpoint_changes(saga, |name| participants.get(name)).map_err(|e| match e {
+            RefreshError::UnknownParticipant { .. } => Error::NotFound(e.to_string()),
+            RefreshError::NotFailed { .. } => Error::FailedPrecondition(e.to_string()),
+        })
     }
 
     /// Waits until a saga is terminal and returns it.

@@ -102,7 +102,9 @@ impl Engine {
                     );
                     self.saga_failed(state);
                 }
-                EventKind::AttemptStarted { .. } | EventKind::CancelRequested { .. } => {}
+                EventKind::AttemptStarted { .. }
+                | EventKind::CancelRequested { .. }
+                | EventKind::EndpointsRefreshed { .. } => {}
             }
         }
     }

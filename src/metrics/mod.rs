@@ -395,6 +395,7 @@ impl Metrics {
             Some(Failure::Rejected) => "rejected",
             Some(Failure::Transient) => "transient",
             Some(Failure::Interrupted) => "interrupted",
+            Some(Failure::NotDelivered) => "not_delivered",
         };
         let action = action.as_str();
         self.count(participant, (STEP_ATTEMPTS, action, outcome), || {

@@ -4,7 +4,12 @@
 //! | --- | --- |
 //! | `OK`, outcome unspecified or `SUCCEEDED` | `Succeeded` |
 //! | `OK` + `REJECTED`; status `ABORTED` / `FAILED_PRECONDITION` | `Rejected` |
-//! | `OK` + `RETRY`; any other status; a timeout; a refused connection | `Transient` |
+//! | `OK` + `RETRY`; any other status; a timeout; a connection lost after the request was handed to it | `Transient` |
+//! | no connection (refused, unreachable, failed handshake, none within the timeout); the request handed back unsent | `NotDelivered` |
+//!
+//! `NotDelivered` is only ever said of a request that certainly never left:
+//! `grpc.rs` says which failures those are. Anything else that goes wrong is
+//! `Transient`, effect unknown.
 
 use std::time::Duration;
 
@@ -64,11 +69,11 @@ pub fn timeout(after: Duration) -> CallOutcome {
     }
 }
 
-/// The outcome of a call that could not be sent (connection refused, reset).
-pub fn unreachable(origin: &str, error: impl std::fmt::Display) -> CallOutcome {
-    CallOutcome::Transient {
-        reason: format!("cannot reach {origin}: {error}"),
-        retry_after: None,
+/// The outcome of a call whose request certainly never left: no connection
+/// could be made, or the request was handed back unsent.
+pub fn not_delivered(origin: &str, error: impl std::fmt::Display) -> CallOutcome {
+    CallOutcome::NotDelivered {
+        reason: format!("cannot reach {origin}: {error} (the request was not sent)"),
     }
 }
 
@@ -151,5 +156,11 @@ mod tests {
             timeout(Duration::from_secs(1)),
             CallOutcome::Transient { .. }
         ));
+        assert_eq!(
+            not_delivered("http://127.0.0.1:9", "Connection refused (os error 111)"),
+            CallOutcome::NotDelivered {
+                reason: "cannot reach http://127.0.0.1:9: Connection refused (os error 111) (the request was not sent)".into()
+            }
+        );
     }
 }

@@ -16,12 +16,18 @@
 //!   of their own, so a participant that is down costs one attempt per wave of
 //!   calls, not one per call.
 //! - Connecting is bounded by [`CONNECT_TIMEOUT`].
+//! - A request that hyper hands back unsent is marked as such ([`Unsent`]):
+//!   that is the one failure after a connection existed that certainly never
+//!   reached the participant (see `grpc.rs`).
 
 use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -29,7 +35,10 @@ use std::{
 use http::Uri;
 use hyper::{
     body::Incoming,
-    client::conn::http2::{Builder, SendRequest},
+    client::conn::{
+        TrySendError,
+        http2::{Builder, SendRequest},
+    },
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -178,21 +187,52 @@ impl Origin {
         Sender {
             inner,
             uri: self.uri.clone(),
+            unsent: Unsent::default(),
         }
     }
 }
 
 /// Sends requests on one connection; what tonic's `Grpc` client calls through.
+/// Each call gets a sender of its own (clones share its [`Unsent`]).
 #[derive(Clone)]
 pub struct Sender {
     inner: SendRequest<Body>,
     uri: Uri,
+    unsent: Unsent,
 }
 
 impl Sender {
     /// `http://host:port`, for tonic to put in front of the method path.
     pub fn origin_uri(&self) -> Uri {
         self.uri.clone()
+    }
+
+    /// Set if a request sent through this sender failed unsent: read it when
+    /// the call failed, to tell "never reached" from "effect unknown".
+    pub fn unsent(&self) -> Unsent {
+        self.unsent.clone()
+    }
+}
+
+/// Whether hyper handed a request back because it was never sent.
+///
+/// hyper's HTTP/2 client queues a request for its connection task, and
+/// `try_send_request` gives the request back in its error exactly when the
+/// task never took it from the queue: the connection was gone first, so the
+/// request never reached h2 and no byte of it was written. Once the task has
+/// taken it, every error comes without it, and the call's effect is unknown.
+/// Tonic turns the error into a `Status`, so the fact travels beside it.
+#[derive(Clone, Default)]
+pub struct Unsent(Arc<AtomicBool>);
+
+impl Unsent {
+    /// True when the request was certainly not sent.
+    pub fn is_certain(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn mark(&self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -209,8 +249,16 @@ impl Service<http::Request<Body>> for Sender {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> ResponseFuture {
-        let sent = self.inner.send_request(request);
-        Box::pin(async move { sent.await.map_err(transport) })
+        let sent = self.inner.try_send_request(request);
+        let unsent = self.unsent.clone();
+        Box::pin(async move {
+            sent.await.map_err(|mut e: TrySendError<_>| {
+                if e.take_message().is_some() {
+                    unsent.mark();
+                }
+                transport(e.into_error())
+            })
+        })
     }
 }
 

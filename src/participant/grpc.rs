@@ -9,10 +9,26 @@
 //!   saga longer than its timeout.
 //! - Every call carries the request's W3C `traceparent` (and `tracestate`)
 //!   metadata, so the participant's traces join the saga's.
+//! - A failure is `NotDelivered` only when the request certainly never left,
+//!   and `Transient` (effect unknown) otherwise:
+//!   - no connection: the TCP connect or the HTTP/2 handshake failed, or
+//!     neither finished within the step's timeout. A request is only ever
+//!     given to a connection that exists, so nothing of it was sent;
+//!   - the connection was closed before the call was handed to it (tonic's
+//!     `ready`: hyper's `poll_ready` checks only that);
+//!   - hyper handed the request back (`connections::Unsent`): its connection
+//!     task never took it from the queue, so h2 never saw it.
+//!
+//!   Everything after hyper's task took the request (the headers may be on
+//!   the wire, a reset, a lost connection, a timeout, any status) is
+//!   `Transient`, even where the participant may well have done nothing (an
+//!   HTTP/2 `REFUSED_STREAM`, say): only what certainly did not reach it
+//!   counts, since a step that is not compensated must have done nothing.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap, MetadataValue};
 
 use super::{CallRequest, Participants, classify, connections::Connections};
@@ -121,27 +137,40 @@ impl Participants for GrpcParticipants {
             &request.traceparent,
             request.tracestate.as_deref(),
         );
+        // Connecting counts against the step's timeout too. It comes first and
+        // on its own: until it is done nothing of the request has been sent,
+        // however it ends.
+        let deadline = Instant::now() + timeout;
+        let sender = match tokio::time::timeout_at(deadline, self.connections.sender(origin)).await
+        {
+            Ok(Ok(sender)) => sender,
+            Ok(Err(e)) => return classify::not_delivered(origin, e),
+            Err(_) => {
+                return classify::not_delivered(
+                    origin,
+                    format!("no connection within the step timeout of {timeout:?}"),
+                );
+            }
+        };
+        let unsent = sender.unsent();
         let call = async {
-            let sender = self
-                .connections
-                .sender(origin)
-                .await
-                .map_err(|e| classify::unreachable(origin, e))?;
             let origin_uri = sender.origin_uri();
             let mut grpc = tonic::client::Grpc::with_origin(sender, origin_uri)
                 .max_decoding_message_size(self.max_message_bytes);
-            grpc.ready()
-                .await
-                .map_err(|e| classify::unreachable(origin, e))?;
+            if let Err(closed) = grpc.ready().await {
+                return classify::not_delivered(origin, closed.message());
+            }
             let codec = tonic_prost::ProstCodec::<StepRequest, StepResponse>::default();
-            grpc.unary(message, path, codec)
-                .await
-                .map(|r| classify::response(r.into_inner()))
-                .map_err(|s| classify::status(&s))
+            match grpc.unary(message, path, codec).await {
+                Ok(answer) => classify::response(answer.into_inner()),
+                Err(status) if unsent.is_certain() => {
+                    classify::not_delivered(origin, status.message())
+                }
+                Err(status) => classify::status(&status),
+            }
         };
-        // Connecting counts against the step's timeout too.
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(outcome) | Err(outcome)) => outcome,
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(outcome) => outcome,
             Err(_) => classify::timeout(timeout),
         }
     }
@@ -149,7 +178,84 @@ impl Participants for GrpcParticipants {
 
 #[cfg(test)]
 mod tests {
+    use tokio::{
+        io::AsyncReadExt,
+        net::{TcpListener, TcpStream},
+    };
+
     use super::*;
+    use crate::saga::{Endpoint, SagaId};
+
+    fn request_to(addr: std::net::SocketAddr) -> CallRequest {
+        CallRequest {
+            endpoint: Endpoint::parse("f", &format!("http://{addr}/p.S/Do")).unwrap(),
+            timeout: Duration::from_secs(20),
+            saga_id: SagaId::generate(),
+            definition: "d".into(),
+            step: "s".into(),
+            action: Action::Forward,
+            attempt: 1,
+            idempotency_key: "k".into(),
+            payload: b"{}".to_vec(),
+            outputs: vec![],
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: None,
+        }
+    }
+
+    /// A loopback address nothing listens on: a port the kernel just gave out
+    /// and took back.
+    async fn dead_address() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_delivered() {
+        let addr = dead_address().await;
+        let outcome = GrpcParticipants::new(1024).call(request_to(addr)).await;
+        let CallOutcome::NotDelivered { reason } = outcome else {
+            panic!("a refused connection never carried the request: {outcome:?}")
+        };
+        assert!(reason.contains(&addr.to_string()), "{reason}");
+    }
+
+    /// Reads one HTTP/2 client's preface and frames until it has sent the
+    /// HEADERS frame of a request, then drops the connection unanswered.
+    async fn read_until_headers(stream: &mut TcpStream) {
+        let mut preface = [0u8; 24];
+        stream.read_exact(&mut preface).await.unwrap();
+        assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        loop {
+            let mut header = [0u8; 9];
+            stream.read_exact(&mut header).await.unwrap();
+            let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; length];
+            stream.read_exact(&mut payload).await.unwrap();
+            const HEADERS: u8 = 0x1;
+            if header[3] == HEADERS {
+                return;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_after_the_request_was_written_has_an_unknown_effect() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            read_until_headers(&mut stream).await;
+            // The request arrived: the participant may act on it. Then the
+            // connection dies without an answer.
+        });
+        let outcome = GrpcParticipants::new(1024).call(request_to(addr)).await;
+        server.await.unwrap();
+        assert!(
+            matches!(outcome, CallOutcome::Transient { .. }),
+            "the request reached the participant: {outcome:?}"
+        );
+    }
 
     #[test]
     fn deadlines_are_written_as_tonic_writes_them() {

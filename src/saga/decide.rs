@@ -56,6 +56,9 @@ pub enum CallOutcome {
         reason: String,
         retry_after: Option<Duration>,
     },
+    /// The request certainly never reached the participant: retry later, as a
+    /// transient failure is, but this attempt had no effect.
+    NotDelivered { reason: String },
 }
 
 /// The next thing to do with `state` at time `now`.
@@ -89,12 +92,27 @@ fn decide_forward(state: &SagaState, now: Timestamp) -> Decision {
     let progress = &state.progress[step];
     let forward = &progress.forward;
     if forward.gave_up {
-        let name = &state.steps[step].name;
+        let spec = &state.steps[step];
+        let name = &spec.name;
         let error = progress.last_error.as_deref().unwrap_or("no reason given");
+        // Attempts left over: it was the time budget that ran out.
+        let out_of_time = match spec.retry.max_duration {
+            Some(budget) if forward.used() < spec.retry.max_attempts => {
+                format!(
+                    " (its time budget of {} ran out)",
+                    humantime::format_duration(budget)
+                )
+            }
+            _ => String::new(),
+        };
         let reason = match forward.last_failure {
             Some(Failure::Rejected) => format!("step '{name}' was rejected: {error}"),
+            _ if !forward.may_have_reached => format!(
+                "step '{name}' was never reached in {} attempts{out_of_time}, so it is not compensated: {error}",
+                forward.attempts
+            ),
             _ => format!(
-                "step '{name}' failed after {} attempts: {error}",
+                "step '{name}' failed after {} attempts{out_of_time}: {error}",
                 forward.attempts
             ),
         };
@@ -234,9 +252,21 @@ pub fn attempt_finished(
             error: reason,
             retry_at: retry_at(state, step, action, retry_after, now, sample),
         },
+        CallOutcome::NotDelivered { reason } => EventKind::AttemptFailed {
+            step,
+            action,
+            attempt,
+            failure: Failure::NotDelivered,
+            error: reason,
+            retry_at: retry_at(state, step, action, None, now, sample),
+        },
     }
 }
 
+/// When the next attempt is due, or `None` when the budget is spent: its
+/// attempts, or its time (no attempt starts after the budget's first attempt
+/// plus `max_duration`; both times are journaled ones, so a restart counts
+/// the same).
 fn retry_at(
     state: &SagaState,
     step: u32,
@@ -246,13 +276,21 @@ fn retry_at(
     sample: f64,
 ) -> Option<Timestamp> {
     let spec = &state.steps[step as usize];
-    let used = state.progress[step as usize].action(action).used();
+    let progress = state.progress[step as usize].action(action);
+    let used = progress.used();
     if used >= spec.retry.max_attempts_for(action) {
         return None;
     }
     let delay = spec.retry.delay_after(used, sample);
     let hint = retry_after.unwrap_or_default().min(RETRY_AFTER_MAX);
-    Some(now.plus(delay.max(hint)))
+    let due = now.plus(delay.max(hint));
+    let budget_ends = progress
+        .budget_started_at
+        .and_then(|first| spec.retry.budget_ends(action, first));
+    match budget_ends {
+        Some(end) if due > end => None,
+        _ => Some(due),
+    }
 }
 
 /// The events that make a state read back after a restart safe to run again: a call
@@ -308,6 +346,7 @@ mod tests {
                 max_attempts: 3,
                 max_compensate_attempts: 2,
                 jitter: 0.0,
+                max_duration: None,
             },
             timeout: Duration::from_secs(1),
         }
@@ -429,6 +468,11 @@ mod tests {
             retry_after: None,
         }
     }
+    fn unsent() -> CallOutcome {
+        CallOutcome::NotDelivered {
+            reason: "connection refused".into(),
+        }
+    }
 
     use StepStatus::{Compensated as Cd, Failed as F, Skipped as Sk, Succeeded as S};
 
@@ -510,6 +554,52 @@ mod tests {
                 "F0#1 F1#1 F1#2 F1#3 C1#1 C0#1",
                 SagaStatus::Compensated,
                 vec![Cd, Cd, Sk],
+            ),
+            (
+                "never delivered: retried, then not compensated (the earlier steps are)",
+                3,
+                |s, a, _| {
+                    if s == 1 && a == Action::Forward {
+                        unsent()
+                    } else {
+                        ok()
+                    }
+                },
+                "F0#1 F1#1 F1#2 F1#3 C0#1",
+                SagaStatus::Compensated,
+                vec![Cd, F, Sk],
+            ),
+            (
+                "one attempt may have arrived before the others were not delivered: compensated",
+                3,
+                |s, a, n| match (s, a) {
+                    (1, Action::Forward) if n == 1 => flaky(),
+                    (1, Action::Forward) => unsent(),
+                    _ => ok(),
+                },
+                "F0#1 F1#1 F1#2 F1#3 C1#1 C0#1",
+                SagaStatus::Compensated,
+                vec![Cd, Cd, Sk],
+            ),
+            (
+                "not delivered, then delivered",
+                2,
+                |s, _, n| if s == 1 && n < 3 { unsent() } else { ok() },
+                "F0#1 F1#1 F1#2 F1#3",
+                SagaStatus::Completed,
+                vec![S, S],
+            ),
+            (
+                "a compensation not delivered is retried, then FAILED",
+                2,
+                |s, a, _| match (s, a) {
+                    (1, Action::Forward) => no(),
+                    (0, Action::Compensate) => unsent(),
+                    _ => ok(),
+                },
+                "F0#1 F1#1 C0#1 C0#2",
+                SagaStatus::Failed,
+                vec![F, F],
             ),
             (
                 "compensation transient then success",
@@ -793,6 +883,148 @@ mod tests {
             "exhausted, unknown effect: undone"
         );
         assert_eq!(run.call_order().join(" "), "C0#1");
+    }
+
+    /// A one-step run whose policy is `spec`'s with `change` applied.
+    fn run_with(change: impl Fn(&mut RetryPolicy)) -> Run {
+        let mut run = Run::new(1);
+        change(&mut run.state.steps[0].retry);
+        run
+    }
+
+    #[test]
+    fn the_time_budget_ends_forward_attempts_before_the_attempts_do() {
+        let mut run = run_with(|p| {
+            p.max_attempts = 100;
+            p.max_duration = Some(Duration::from_secs(1));
+        });
+        run.drive(|_, a, _| if a == Action::Forward { flaky() } else { ok() });
+        // Attempts at 0, 100, 300 and 700 ms; the next would start at 1.5 s,
+        // past the budget's end at 1 s after the first.
+        let times: Vec<u64> = run
+            .calls
+            .iter()
+            .map(|c| c.3.since(T0).as_millis() as u64)
+            .collect();
+        assert_eq!(times, vec![0, 100, 300, 700, 700]);
+        assert_eq!(run.call_order().join(" "), "F0#1 F0#2 F0#3 F0#4 C0#1");
+        let why = run.state.error.as_deref().unwrap();
+        assert!(
+            why.contains("failed after 4 attempts (its time budget of 1s ran out)"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_time_budget_counts_from_the_journaled_first_attempt() {
+        let mut run = run_with(|p| p.max_duration = Some(Duration::from_secs(60)));
+        let fail = |run: &mut Run, n: u32| {
+            run.record(EventKind::AttemptStarted {
+                step: 0,
+                action: Action::Forward,
+                attempt: n,
+            });
+            attempt_finished(&run.state, 0, Action::Forward, n, flaky(), run.now, 0.5)
+        };
+        let first = fail(&mut run, 1);
+        assert!(matches!(
+            first,
+            EventKind::AttemptFailed {
+                retry_at: Some(_),
+                ..
+            }
+        ));
+        run.record(first);
+        // The second attempt fails 59.9 s after the first started: a retry
+        // 200 ms later would start past the minute.
+        run.now = T0.plus(Duration::from_millis(59_900));
+        let second = fail(&mut run, 2);
+        assert!(matches!(
+            second,
+            EventKind::AttemptFailed { retry_at: None, .. }
+        ));
+        // The fold keeps where the budget began: the first attempt's journaled
+        // start, so a restart that folds the events counts from there too.
+        assert_eq!(run.state.progress[0].forward.budget_started_at, Some(T0));
+    }
+
+    #[test]
+    fn without_a_time_budget_only_attempts_count_and_compensations_never_have_one() {
+        // A saga journaled before there was a time budget: a day between
+        // attempts changes nothing.
+        let mut run = run_with(|p| p.max_duration = None);
+        for n in 1..=2 {
+            run.record(EventKind::AttemptStarted {
+                step: 0,
+                action: Action::Forward,
+                attempt: n,
+            });
+            run.now = run.now.plus(Duration::from_secs(86_400));
+            let kind = attempt_finished(&run.state, 0, Action::Forward, n, flaky(), run.now, 0.5);
+            assert!(
+                matches!(
+                    kind,
+                    EventKind::AttemptFailed {
+                        retry_at: Some(_),
+                        ..
+                    }
+                ),
+                "{n}"
+            );
+            run.record(kind);
+            run.now = run.state.next_retry_at().unwrap();
+        }
+        // max_duration bounds forward attempts only: a compensation retries
+        // long past it.
+        let mut run = Run::new(2);
+        for step in &mut run.state.steps {
+            step.retry.max_duration = Some(Duration::from_millis(1));
+            step.retry.max_compensate_attempts = 5;
+        }
+        run.drive(|s, a, n| match (s, a) {
+            (1, Action::Forward) => no(),
+            (_, Action::Compensate) if n < 4 => flaky(),
+            _ => ok(),
+        });
+        assert_eq!(run.call_order().join(" "), "F0#1 F1#1 C0#1 C0#2 C0#3 C0#4");
+        assert_eq!(run.state.status, SagaStatus::Compensated);
+    }
+
+    #[test]
+    fn a_step_never_reached_says_so_and_a_cancel_leaves_it_alone() {
+        let mut run = Run::new(2);
+        run.drive(|s, _, _| if s == 1 { unsent() } else { ok() });
+        let why = run.state.error.as_deref().unwrap();
+        assert_eq!(
+            why,
+            "step 'b' was never reached in 3 attempts, so it is not compensated: connection refused"
+        );
+        assert!(!run.state.progress[1].needs_compensation());
+
+        // Cancelled while waiting to retry a call that was not delivered: the
+        // step did nothing, nothing of it is undone.
+        let mut run = Run::new(1);
+        run.record(EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+        });
+        let kind = attempt_finished(&run.state, 0, Action::Forward, 1, unsent(), run.now, 0.5);
+        assert!(matches!(
+            kind,
+            EventKind::AttemptFailed {
+                failure: Failure::NotDelivered,
+                retry_at: Some(_),
+                ..
+            }
+        ));
+        run.record(kind);
+        run.record(EventKind::CancelRequested {
+            reason: "stop".into(),
+        });
+        run.drive(|_, _, _| ok());
+        assert_eq!(run.call_order().join(" "), "");
+        assert_eq!(run.state.status, SagaStatus::Compensated);
     }
 
     #[test]

@@ -331,6 +331,14 @@ impl StepSpec {
             super::Action::Compensate => &self.compensate,
         }
     }
+
+    /// The endpoint of one action, to replace it (a refresh, `state.rs`).
+    pub(super) fn endpoint_mut(&mut self, action: super::Action) -> &mut Endpoint {
+        match action {
+            super::Action::Forward => &mut self.forward,
+            super::Action::Compensate => &mut self.compensate,
+        }
+    }
 }
 
 /// Server-wide defaults that steps and participants inherit.

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    definition::{StepDef, StepSpec},
+    definition::{Endpoint, StepDef, StepSpec},
     id::{Action, Offset, SagaId, Timestamp},
     trace::TraceContext,
 };
@@ -21,10 +21,17 @@ use super::{
 pub enum Failure {
     /// The participant said no: never retried.
     Rejected,
-    /// Retry requested, error status, timeout or unreachable: outcome unknown.
+    /// Retry requested, error status, timeout, connection lost once the request
+    /// may have been sent: outcome unknown.
     Transient,
     /// The coordinator stopped while the call was in flight: outcome unknown.
     Interrupted,
+    /// The request certainly never reached the participant: the connection
+    /// failed before any byte of it was sent (refused, unreachable, no
+    /// connection within the timeout). Retried like a transient failure; but
+    /// the attempt did nothing, so it alone never makes a step need undoing.
+    /// (New in journal format 5, appended so older records decode unchanged.)
+    NotDelivered,
 }
 
 /// What happened.
@@ -82,6 +89,22 @@ pub enum EventKind {
     /// An operator asked a FAILED saga to resume compensating; every compensation
     /// gets a fresh attempt budget (attempt numbers keep counting).
     RetryRequested,
+    /// An operator's retry of a FAILED saga took the participants' current
+    /// registrations for its remaining compensations: each change replaces one
+    /// endpoint of the saga's snapshot, for every later call and every replay.
+    /// Journaled just before the `RetryRequested` it came with. (New in
+    /// journal format 5, appended so older records decode unchanged.)
+    EndpointsRefreshed { changes: Vec<EndpointChange> },
+}
+
+/// One endpoint of one step replaced by a refresh, from what to what.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointChange {
+    pub step: u32,
+    /// Which of the step's endpoints (a refresh replaces compensate endpoints).
+    pub action: Action,
+    pub old: Endpoint,
+    pub new: Endpoint,
 }
 
 impl EventKind {
@@ -98,6 +121,7 @@ impl EventKind {
             EventKind::SagaCompensated => "SagaCompensated",
             EventKind::SagaFailed { .. } => "SagaFailed",
             EventKind::RetryRequested => "RetryRequested",
+            EventKind::EndpointsRefreshed { .. } => "EndpointsRefreshed",
         }
     }
 

@@ -1,5 +1,6 @@
 //! The domain: ids, definitions, events, the pure fold and the pure decisions,
-//! and the W3C trace context a saga is journaled with.
+//! the repair of a FAILED saga's endpoints, and the W3C trace context a saga is
+//! journaled with.
 //!
 //! Nothing in here does I/O, reads a clock on its own or names tokio, sled or
 //! tonic: every function takes the time and any randomness it needs as arguments,
@@ -15,6 +16,7 @@ pub mod decide;
 pub mod definition;
 pub mod event;
 pub mod id;
+pub mod refresh;
 pub mod retry;
 pub mod state;
 pub mod trace;
@@ -23,8 +25,10 @@ pub use decide::{CallOutcome, Decision, attempt_finished, decide, recover};
 pub use definition::{
     Definition, DefinitionError, Endpoint, Participant, StepDef, StepDefaults, StepSpec,
 };
-pub use event::{Event, EventKind, Failure};
+pub use event::{EndpointChange, Event, EventKind, Failure};
 pub use id::{Action, Offset, SagaId, Timestamp, idempotency_key};
 pub use retry::{RetryOverrides, RetryPolicy};
-pub use state::{AttemptRecord, AttemptResult, FoldError, SagaState, SagaStatus, StepStatus};
+pub use state::{
+    AttemptRecord, AttemptResult, EndpointRecord, FoldError, SagaState, SagaStatus, StepStatus,
+};
 pub use trace::TraceContext;

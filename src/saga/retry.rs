@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::id::Timestamp;
+
 /// A fully resolved retry policy: every field set.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -29,18 +31,27 @@ pub struct RetryPolicy {
     pub max_compensate_attempts: u32,
     /// Spread of each delay: `0.2` draws it uniformly from ±20% of the nominal delay.
     pub jitter: f64,
+    /// The forward budget by time: no forward attempt starts later than this
+    /// after the step's first one. `None` only in sagas journaled before the
+    /// field existed (attempts only, as they ran then).
+    pub max_duration: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
-    /// The server defaults of `docs/design.md`.
+    /// The server defaults of `docs/design.md`. Forward attempts are bounded by
+    /// time: a participant that is down for a redeploy (a few minutes) is
+    /// waited for, with delays capped at 10 s, and a step gives up 5 minutes
+    /// after its first attempt. `max_attempts` is only a backstop against a
+    /// tight loop: with a cap of 300 ms or more the time runs out first.
     fn default() -> Self {
         Self {
             initial_interval: Duration::from_millis(100),
             multiplier: 2.0,
             max_interval: Duration::from_secs(10),
-            max_attempts: 5,
+            max_attempts: 1000,
             max_compensate_attempts: 20,
             jitter: 0.2,
+            max_duration: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -62,6 +73,8 @@ pub struct RetryOverrides {
     pub max_compensate_attempts: Option<u32>,
     #[serde(default)]
     pub jitter: Option<f64>,
+    #[serde(default, with = "crate::saga::definition::opt_duration")]
+    pub max_duration: Option<Duration>,
 }
 
 /// Why a retry policy is unusable.
@@ -81,6 +94,8 @@ pub enum PolicyError {
     Intervals { initial: Duration, max: Duration },
     #[error("retry.{field} must be at most {:?} (got {got:?})", INTERVAL_MAX)]
     IntervalTooLong { field: &'static str, got: Duration },
+    #[error("retry.max_duration must be greater than zero")]
+    MaxDuration,
 }
 
 /// Longest retry interval accepted: a day. Anything longer is a typo, and would
@@ -108,9 +123,13 @@ impl RetryOverrides {
         if self.max_attempts == Some(0) {
             return Err(PolicyError::MaxAttempts);
         }
+        if self.max_duration.is_some_and(|d| d.is_zero()) {
+            return Err(PolicyError::MaxDuration);
+        }
         for (field, value) in [
             ("initial_interval", self.initial_interval),
             ("max_interval", self.max_interval),
+            ("max_duration", self.max_duration),
         ] {
             if let Some(got) = value.filter(|v| *v > INTERVAL_MAX) {
                 return Err(PolicyError::IntervalTooLong { field, got });
@@ -133,6 +152,7 @@ impl RetryOverrides {
                 .max_compensate_attempts
                 .or(base.max_compensate_attempts),
             jitter: self.jitter.or(base.jitter),
+            max_duration: self.max_duration.or(base.max_duration),
         }
     }
 
@@ -148,6 +168,7 @@ impl RetryOverrides {
                 .max_compensate_attempts
                 .unwrap_or(defaults.max_compensate_attempts),
             jitter: self.jitter.unwrap_or(defaults.jitter),
+            max_duration: self.max_duration.or(defaults.max_duration),
         };
         if policy.max_interval < policy.initial_interval {
             return Err(PolicyError::Intervals {
@@ -168,6 +189,7 @@ impl From<RetryPolicy> for RetryOverrides {
             max_attempts: Some(p.max_attempts),
             max_compensate_attempts: Some(p.max_compensate_attempts),
             jitter: Some(p.jitter),
+            max_duration: p.max_duration,
         }
     }
 }
@@ -178,6 +200,17 @@ impl RetryPolicy {
         match action {
             crate::saga::Action::Forward => self.max_attempts,
             crate::saga::Action::Compensate => self.max_compensate_attempts,
+        }
+    }
+
+    /// When the budget by time of `action` ends, for a budget whose first
+    /// attempt started at `first`: no attempt may start later. `None` when
+    /// the action has none (compensations, and sagas journaled before there
+    /// was one).
+    pub fn budget_ends(&self, action: crate::saga::Action, first: Timestamp) -> Option<Timestamp> {
+        match action {
+            crate::saga::Action::Forward => self.max_duration.map(|d| first.plus(d)),
+            crate::saga::Action::Compensate => None,
         }
     }
 
@@ -208,6 +241,7 @@ mod tests {
             max_attempts: 5,
             max_compensate_attempts: 20,
             jitter,
+            max_duration: None,
         }
     }
 
@@ -286,5 +320,30 @@ mod tests {
             }),
             PolicyError::Intervals { .. }
         ));
+        assert_eq!(
+            bad(RetryOverrides {
+                max_duration: Some(Duration::ZERO),
+                ..Default::default()
+            }),
+            PolicyError::MaxDuration
+        );
+        assert_eq!(
+            bad(RetryOverrides {
+                max_duration: Some(Duration::from_secs(2 * 86_400)),
+                ..Default::default()
+            }),
+            PolicyError::IntervalTooLong {
+                field: "max_duration",
+                got: Duration::from_secs(2 * 86_400)
+            }
+        );
+    }
+
+    #[test]
+    fn a_time_budget_is_written_like_the_intervals() {
+        let parsed: RetryOverrides = toml::from_str("max_duration = \"90s\"").unwrap();
+        assert_eq!(parsed.max_duration, Some(Duration::from_secs(90)));
+        let p = parsed.resolve(&RetryPolicy::default()).unwrap();
+        assert_eq!(p.max_duration, Some(Duration::from_secs(90)));
     }
 }

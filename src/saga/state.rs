@@ -8,10 +8,12 @@
 //!   silently skipped: a journal that says something impossible is damaged.
 //! - `attempts` of an action only grows; `budget_start` marks where the current
 //!   attempt budget began (moved by `RetryRequested`), so attempt numbers are never
-//!   reused while a resumed compensation still gets a full budget.
+//!   reused while a resumed compensation still gets a full budget; and
+//!   `budget_started_at` is the journaled time of that budget's first attempt,
+//!   which a time budget counts from.
 
 use super::{
-    definition::StepSpec,
+    definition::{Endpoint, StepSpec},
     event::{Event, EventKind, Failure},
     id::{Action, SagaId, Timestamp},
     trace::TraceContext,
@@ -135,6 +137,12 @@ pub struct ActionProgress {
     pub last_failure: Option<Failure>,
     /// When the next attempt is due, while waiting in backoff.
     pub retry_at: Option<Timestamp>,
+    /// When the first attempt of the current budget started: where a time
+    /// budget (`RetryPolicy::max_duration`) counts from.
+    pub budget_started_at: Option<Timestamp>,
+    /// Some finished attempt may have reached the participant: every attempt
+    /// but one that was certainly not delivered.
+    pub may_have_reached: bool,
 }
 
 impl ActionProgress {
@@ -154,8 +162,20 @@ pub struct StepProgress {
     /// The last error of either action.
     pub last_error: Option<String>,
     pub attempts: Vec<AttemptRecord>,
+    /// Endpoints a refresh replaced, oldest first (the step's spec holds the
+    /// current ones).
+    pub endpoint_changes: Vec<EndpointRecord>,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
+}
+
+/// One endpoint a refresh replaced: when, which, from what to what.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointRecord {
+    pub at: Timestamp,
+    pub action: Action,
+    pub old: Endpoint,
+    pub new: Endpoint,
 }
 
 impl StepProgress {
@@ -175,11 +195,15 @@ impl StepProgress {
     }
 
     /// The forward call may have had an effect that must be undone: it succeeded,
-    /// or it was tried and never answered with a rejection (a rejected step did
-    /// nothing, per the participant contract).
+    /// or a call may have reached the participant (one in flight, or one that
+    /// failed other than as certainly not delivered) and its last answer was not
+    /// a rejection (a rejected step did nothing, per the participant contract;
+    /// a repeat of an applied call would have been answered as the first was).
     pub fn needs_compensation(&self) -> bool {
-        self.forward.done
-            || (self.forward.attempts > 0 && self.forward.last_failure != Some(Failure::Rejected))
+        let forward = &self.forward;
+        forward.done
+            || forward.in_flight
+            || (forward.may_have_reached && forward.last_failure != Some(Failure::Rejected))
     }
 }
 
@@ -320,7 +344,11 @@ impl SagaState {
             event: event.kind.name(),
             why,
         };
-        if self.status.is_terminal() && !matches!(event.kind, EventKind::RetryRequested) {
+        let resumes = matches!(
+            event.kind,
+            EventKind::RetryRequested | EventKind::EndpointsRefreshed { .. }
+        );
+        if self.status.is_terminal() && !resumes {
             return Err(invalid(format!(
                 "the saga is already {}",
                 self.status.as_str()
@@ -345,6 +373,9 @@ impl SagaState {
                         "attempt {attempt} of {action} cannot start after attempt {} (in flight: {}, done: {}, gave up: {})",
                         a.attempts, a.in_flight, a.done, a.gave_up
                     )));
+                }
+                if a.used() == 0 {
+                    a.budget_started_at = Some(at);
                 }
                 a.attempts = *attempt;
                 a.in_flight = true;
@@ -371,6 +402,7 @@ impl SagaState {
                     .map_err(invalid)?;
                 let a = p.action_mut(*action);
                 a.done = true;
+                a.may_have_reached = true;
                 a.last_failure = None;
                 if *action == Action::Forward {
                     p.output = Some(output.clone());
@@ -396,6 +428,7 @@ impl SagaState {
                 finish_attempt(p, *action, *attempt, at, result).map_err(invalid)?;
                 let a = p.action_mut(*action);
                 a.last_failure = Some(*failure);
+                a.may_have_reached |= *failure != Failure::NotDelivered;
                 a.retry_at = *retry_at;
                 a.gave_up = *failure == Failure::Rejected || retry_at.is_none();
                 let gave_up = a.gave_up;
@@ -448,6 +481,38 @@ impl SagaState {
                 self.error = Some(reason.clone());
                 self.finished_at = Some(at);
             }
+            EventKind::EndpointsRefreshed { changes } => {
+                // Only a FAILED saga: nothing is in flight, and the retry that
+                // follows is the next thing to call anyone.
+                if self.status != SagaStatus::Failed {
+                    return Err(invalid(format!(
+                        "only a FAILED saga's endpoints can be refreshed, not a {} one's",
+                        self.status.as_str()
+                    )));
+                }
+                for change in changes {
+                    let step = self
+                        .steps
+                        .get_mut(change.step as usize)
+                        .ok_or_else(|| invalid(format!("no step {}", change.step)))?;
+                    let endpoint = step.endpoint_mut(change.action);
+                    if *endpoint != change.old {
+                        return Err(invalid(format!(
+                            "step {} calls {} at {}, not at {}",
+                            change.step, change.action, endpoint, change.old
+                        )));
+                    }
+                    *endpoint = change.new.clone();
+                    self.progress[change.step as usize]
+                        .endpoint_changes
+                        .push(EndpointRecord {
+                            at,
+                            action: change.action,
+                            old: change.old.clone(),
+                            new: change.new.clone(),
+                        });
+                }
+            }
             EventKind::RetryRequested => {
                 if self.status != SagaStatus::Failed {
                     return Err(invalid(format!(
@@ -463,6 +528,7 @@ impl SagaState {
                         c.gave_up = false;
                         c.retry_at = None;
                         c.budget_start = c.attempts;
+                        c.budget_started_at = None;
                     }
                 }
             }

@@ -512,6 +512,7 @@ async fn get_list_watch_cancel_retry_refuse_bad_ids_and_queries() {
             "RetrySaga unknown id",
             SagaCall::Retry(pb::RetrySagaRequest {
                 id: UNKNOWN_ID.into(),
+                ..Default::default()
             }),
             Code::NotFound,
             &["not found"],
@@ -561,6 +562,7 @@ async fn cancel_and_retry_refuse_a_completed_saga() {
             "RetrySaga on a COMPLETED saga",
             SagaCall::Retry(pb::RetrySagaRequest {
                 id: saga.id.clone(),
+                ..Default::default()
             }),
             Code::FailedPrecondition,
             &["only a FAILED saga can be retried"],
@@ -630,6 +632,7 @@ async fn retry_refuses_a_running_saga() {
     let r = client
         .retry_saga(pb::RetrySagaRequest {
             id: saga.id.clone(),
+            ..Default::default()
         })
         .await;
     let status = assert_refused(

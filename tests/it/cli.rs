@@ -760,6 +760,93 @@ async fn cancel_compensates_a_running_saga() {
     );
 }
 
+/// `participants register payments` with short retries, by the command line.
+async fn register_payments(server: &TestServer, forward: &str, compensate: &str) {
+    let args = [
+        "participants",
+        "register",
+        "payments",
+        "--forward",
+        forward,
+        "--compensate",
+        compensate,
+        "--max-attempts",
+        "3",
+        "--max-compensate-attempts",
+        "3",
+        "--initial-interval",
+        "20ms",
+        "--max-duration",
+        "1m",
+    ];
+    client(server, &args).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_refresh_endpoints_repairs_a_saga_whose_participant_moved() {
+    let server = TestServer::start().await;
+    let shop = serve(FakeParticipant::new(|r| match (fwd(r), r.step.as_str()) {
+        (true, "ship-order") => Answer::Reject("no carrier serves this address"),
+        _ => Answer::Ok,
+    }))
+    .await;
+    let mut grpc = server.client().await;
+    register_shop(&mut grpc, &shop, quick_retry(3, 3)).await;
+    // Payments refunds at an address that went away.
+    let gone = format!("{}/sagad.v1.ParticipantService/Compensate", dead_addr());
+    register_payments(&server, &shop.forward_url(), &gone).await;
+    let run = client(
+        &server,
+        &[
+            "start",
+            "order-fulfillment",
+            "--payload",
+            "{}",
+            "--wait",
+            "--json",
+        ],
+    )
+    .await;
+    run.expect_code(5);
+    let id = run.json()["saga"]["id"].as_str().unwrap().to_string();
+
+    // It moved back home: registered again, and the saga retried with it.
+    register_payments(&server, &shop.forward_url(), &shop.compensate_url()).await;
+    let retried = client(&server, &["retry", &id, "--refresh-endpoints"]).await;
+    retried.ok();
+    assert!(
+        retried
+            .stdout
+            .contains("retry requested with the participants' current endpoints"),
+        "{retried:#?}"
+    );
+    let done = until_terminal(&mut grpc, &id).await;
+    assert_eq!(state(&done), pb::SagaState::Compensated);
+
+    let human = client(&server, &["get", &id]).await;
+    human.ok();
+    let row = human
+        .stdout
+        .lines()
+        .find(|l| l.contains("REFRESHED"))
+        .unwrap_or_else(|| panic!("no refresh in the timeline: {human:#?}"));
+    assert!(
+        row.contains("charge-payment")
+            && row.contains(&format!("endpoint {gone} → {}", shop.compensate_url())),
+        "{row}"
+    );
+    let json = client(&server, &["get", &id, "--json"]).await.ok().json();
+    let change = &json["steps"][1]["endpoint_changes"][0];
+    assert_eq!(change["action"], "compensate", "{json:#}");
+    assert_eq!(change["old_endpoint"], gone.as_str());
+    assert_eq!(change["new_endpoint"], shop.compensate_url().as_str());
+    assert_eq!(
+        json["steps"][1]["compensate_endpoint"],
+        shop.compensate_url().as_str()
+    );
+    assert_eq!(json["steps"][1]["retry"]["max_duration"], "1m");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_exits_5_on_failed_and_retry_resumes_compensation() {
     let server = TestServer::start().await;

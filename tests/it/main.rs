@@ -24,6 +24,7 @@ mod disk_faults;
 mod disk_full;
 mod feed;
 mod metrics;
+mod outage;
 mod parking;
 mod process;
 mod read_only;

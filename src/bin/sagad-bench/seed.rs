@@ -92,7 +92,12 @@ pub fn participants() -> anyhow::Result<Vec<Participant>> {
                 &registered_name(service),
                 &format!("{base}/Forward"),
                 &format!("{base}/Compensate"),
-                RetryOverrides::default(),
+                // A forward time budget beyond the hour a waiting saga is
+                // asked to wait, which would otherwise end it.
+                RetryOverrides {
+                    max_duration: Some(2 * WAIT_RETRY_AFTER),
+                    ..RetryOverrides::default()
+                },
                 None,
                 Timestamp::now(),
             )

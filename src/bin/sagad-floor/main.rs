@@ -252,6 +252,9 @@ impl Floor {
             CallOutcome::Transient { reason, .. } => {
                 (pb::AttemptOutcome::Transient, reason.as_str())
             }
+            CallOutcome::NotDelivered { reason } => {
+                (pb::AttemptOutcome::NotDelivered, reason.as_str())
+            }
         };
         let succeeded = outcome_kind == pb::AttemptOutcome::Succeeded;
         let (proto_action, state) = match (action, succeeded) {
@@ -357,7 +360,9 @@ impl Coordinator for Floor {
         for (i, step) in steps.iter_mut().enumerate() {
             match self.call(&saga, step, Action::Forward).await? {
                 CallOutcome::Succeeded { output } => saga.outputs.push((step.name.clone(), output)),
-                CallOutcome::Rejected { reason } | CallOutcome::Transient { reason, .. } => {
+                CallOutcome::Rejected { reason }
+                | CallOutcome::Transient { reason, .. }
+                | CallOutcome::NotDelivered { reason } => {
                     failed = Some((i, reason));
                     break;
                 }

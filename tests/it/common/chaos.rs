@@ -148,6 +148,7 @@ impl Harness {
             max_attempts: Some(8),
             max_compensate_attempts: Some(100),
             jitter: Some(0.2),
+            max_duration: None,
         };
         for name in ["orders", "payments", "shipping"] {
             let request = pb::RegisterParticipantRequest {

@@ -471,6 +471,7 @@ pub fn quick_retry(max_attempts: u32, max_compensate_attempts: u32) -> pb::Retry
         max_attempts: Some(max_attempts),
         max_compensate_attempts: Some(max_compensate_attempts),
         jitter: Some(0.0),
+        max_duration: None,
     }
 }
 
@@ -524,6 +525,7 @@ pub fn event_kind(event: &pb::SagaEvent) -> &'static str {
         Some(E::SagaCompensated(_)) => "compensated",
         Some(E::SagaFailed(_)) => "saga-failed",
         Some(E::RetryRequested(_)) => "retry",
+        Some(E::EndpointsRefreshed(_)) => "refreshed",
         None => "none",
     }
 }

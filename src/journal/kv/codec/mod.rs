@@ -1,6 +1,7 @@
 //! The saga schema's encoding: its keys (`keys.rs`, with the one table of
 //! every key), its values (`record.rs`: version, checksum, postcard), runs of
-//! events and bundles (`run.rs`), and the shapes of the first format (`v1.rs`).
+//! events and bundles (`run.rs`), and the shapes of earlier formats (`v1.rs`,
+//! `v4.rs`).
 //!
 //! Versions (postcard is not self-describing, so a changed shape needs a new one):
 //! - 1: the first format.
@@ -11,7 +12,16 @@
 //!   an offset index of an earlier version is rebuilt at open (`upgrade.rs`).
 //!   Other records are unchanged since version 2.
 //! - 4: bundles (`run.rs`), for `e` records and `o` entries only. Every other
-//!   record, and every record the journal's writer makes, is still version 3.
+//!   record, and every record the journal's writer made, was still version 3.
+//! - 5: retry policies gained `max_duration` (a forward budget by time), so
+//!   participants, step snapshots and events changed shape; and `Failure`
+//!   gained `NotDelivered`, `EventKind` `EndpointsRefreshed`, both appended
+//!   last, so the old variants keep their indexes. Records of
+//!   versions 2 to 4 (runs of version 3 too) are read through the old shapes
+//!   in `v4.rs` ([`Record::from_v4`]), their policies without a time budget;
+//!   version 1 goes through `v1.rs` and then those. The writer makes every
+//!   record version 5 now, but bundles, still version 4 (their own framing did
+//!   not change; the runs inside keep their versions).
 
 use crate::journal::JournalError;
 
@@ -19,6 +29,7 @@ mod keys;
 mod record;
 mod run;
 mod v1;
+mod v4;
 
 pub use keys::*;
 pub use record::*;

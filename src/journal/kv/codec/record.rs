@@ -6,44 +6,66 @@
 //!
 //! A record whose version is unknown or whose checksum does not match is
 //! reported as damaged, never decoded as something else. Older versions are
-//! read through [`Record::from_v1`] (the shapes of `v1.rs`).
+//! read through [`Record::from_v1`] (the shapes of `v1.rs`) and
+//! [`Record::from_v4`] (versions 2 to 4, the shapes of `v4.rs`).
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{corrupt, v1};
+use super::{corrupt, v1, v4};
 use crate::{
     journal::{JournalError, SagaSummary, store::encode_after},
     saga::{Event, Participant, SagaId, StepSpec},
 };
 
-/// The newest format version this build reads, and writes for bundles.
-pub const FORMAT_VERSION: u8 = 4;
+/// The newest format version this build reads.
+pub const FORMAT_VERSION: u8 = 5;
 /// The version this build writes for every record but bundles.
-pub const RECORD_VERSION: u8 = 3;
+pub const RECORD_VERSION: u8 = 5;
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 /// The first version with runs of events and run pointers in the offset index.
 pub const RUNS_SINCE_VERSION: u8 = 3;
+/// The first version whose retry policies have a time budget (`v4.rs`).
+pub const TIME_BUDGET_SINCE_VERSION: u8 = 5;
 
 /// A type stored as a journal value, and how its older encodings are read.
 pub trait Record: Serialize + DeserializeOwned {
     /// Decodes a body written in format version 1. The default is for types
-    /// whose shape has not changed since.
+    /// whose shape did not change in version 2: read as versions 2 to 4 are.
     fn from_v1(body: &[u8]) -> postcard::Result<Self> {
+        Self::from_v4(body)
+    }
+
+    /// Decodes a body written in format versions 2 to 4. The default is for
+    /// types whose shape has not changed since.
+    fn from_v4(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes(body)
     }
 }
 
 impl Record for Event {
     fn from_v1(body: &[u8]) -> postcard::Result<Self> {
-        postcard::from_bytes::<v1::Event>(body).map(Event::from)
+        postcard::from_bytes::<v1::Event>(body).map(|e| Event::from(v4::Event::from(e)))
+    }
+
+    fn from_v4(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v4::Event>(body).map(Event::from)
     }
 }
 impl Record for SagaSummary {}
-impl Record for Participant {}
+impl Record for Participant {
+    fn from_v4(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v4::Participant>(body).map(Participant::from)
+    }
+}
 impl Record for SagaId {}
 /// A step snapshot (new in version 3).
-impl Record for Vec<StepSpec> {}
+impl Record for Vec<StepSpec> {
+    fn from_v4(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<Vec<v4::StepSpec>>(body)
+            .map(|steps| steps.into_iter().map(StepSpec::from).collect())
+    }
+}
 /// An offset index entry: which event of which saga.
 impl Record for (SagaId, u64) {}
 
@@ -69,13 +91,38 @@ pub fn encode_as_bundle<T: Serialize>(value: &T) -> Vec<u8> {
     checked(BUNDLE_VERSION, value)
 }
 
-/// Encodes as an earlier build did, for tests of reading older journals.
+/// Encodes as an earlier build did, in the shape of `version`, for tests of
+/// reading older journals.
 #[cfg(test)]
-pub fn encode_as_version<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
-    let mut out = encode(value);
+pub fn encode_as_version<T: WrittenBefore>(version: u8, value: &T) -> Vec<u8> {
+    let mut out = value.encode_as_of(version);
     out[0] = version;
     out
 }
+
+/// A value as a build of an earlier format version encoded it (tests only).
+#[cfg(test)]
+pub trait WrittenBefore: Serialize + Sized {
+    /// The record (version byte aside) of `self` in the shape of `version`.
+    /// The default is for types whose shape never changed.
+    fn encode_as_of(&self, _version: u8) -> Vec<u8> {
+        encode(self)
+    }
+}
+
+#[cfg(test)]
+impl WrittenBefore for Event {
+    fn encode_as_of(&self, version: u8) -> Vec<u8> {
+        match version {
+            1 => panic!("write version-1 events with the shapes of v1.rs's tests"),
+            2..TIME_BUDGET_SINCE_VERSION => encode(&v4::Event::from(self)),
+            _ => encode(self),
+        }
+    }
+}
+
+#[cfg(test)]
+impl WrittenBefore for (SagaId, u64) {}
 
 /// Decodes a value written by `encode`, checking version and checksum.
 pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, JournalError> {
@@ -110,6 +157,7 @@ pub fn open<'a>(key: &[u8], bytes: &'a [u8]) -> Result<(u8, &'a [u8]), JournalEr
 pub fn body_as<T: Record>(key: &[u8], version: u8, body: &[u8]) -> Result<T, JournalError> {
     let value = match version {
         1 => T::from_v1(body),
+        2..TIME_BUDGET_SINCE_VERSION => T::from_v4(body),
         _ => postcard::from_bytes(body),
     };
     value.map_err(|e| corrupt(key, format!("undecodable body: {e}")))

@@ -26,7 +26,11 @@ use serde::{Deserialize, Serialize};
 use super::{
     corrupt,
     keys::{event_key, offset_of_key},
-    record::{BUNDLE_VERSION, RUNS_SINCE_VERSION, body_as, encode, encode_as_bundle, open},
+    record::{
+        BUNDLE_VERSION, RUNS_SINCE_VERSION, TIME_BUDGET_SINCE_VERSION, body_as, encode,
+        encode_as_bundle, open,
+    },
+    v4,
 };
 use crate::{
     journal::{JournalError, store::Bytes},
@@ -42,13 +46,30 @@ struct Run<'a> {
     events: Vec<(Timestamp, StoredKind<'a>)>,
 }
 
-/// [`Run`], read back.
+/// [`Run`], read back; `K` is the event kind's shape in the run's version
+/// (today's, or that of versions 3 and 4, `v4.rs`).
 #[derive(Deserialize)]
-struct OwnedRun {
+struct OwnedRun<K> {
     saga: SagaId,
     first_seq: u64,
     first_offset: u64,
-    events: Vec<(Timestamp, OwnedStoredKind)>,
+    events: Vec<(Timestamp, OwnedStoredKind<K>)>,
+}
+
+impl OwnedRun<v4::EventKind> {
+    /// The run with its kinds in today's shape.
+    fn upgrade(self) -> OwnedRun<EventKind> {
+        OwnedRun {
+            saga: self.saga,
+            first_seq: self.first_seq,
+            first_offset: self.first_offset,
+            events: self
+                .events
+                .into_iter()
+                .map(|(at, stored)| (at, stored.upgrade()))
+                .collect(),
+        }
+    }
 }
 
 /// An event's kind as a run stores it: as it is, or a `SagaStarted` whose steps
@@ -65,10 +86,10 @@ enum StoredKind<'a> {
     },
 }
 
-/// [`StoredKind`], read back.
+/// [`StoredKind`], read back (see [`OwnedRun`] for `K`).
 #[derive(Deserialize)]
-enum OwnedStoredKind {
-    Event(EventKind),
+enum OwnedStoredKind<K> {
+    Event(K),
     Started {
         definition: String,
         snapshot: u64,
@@ -76,6 +97,27 @@ enum OwnedStoredKind {
         idempotency_key: Option<String>,
         trace: Option<TraceContext>,
     },
+}
+
+impl OwnedStoredKind<v4::EventKind> {
+    fn upgrade(self) -> OwnedStoredKind<EventKind> {
+        match self {
+            OwnedStoredKind::Event(kind) => OwnedStoredKind::Event(kind.into()),
+            OwnedStoredKind::Started {
+                definition,
+                snapshot,
+                payload,
+                idempotency_key,
+                trace,
+            } => OwnedStoredKind::Started {
+                definition,
+                snapshot,
+                payload,
+                idempotency_key,
+                trace,
+            },
+        }
+    }
 }
 
 /// Encodes consecutive events of one saga (seqs and offsets each without gaps).
@@ -145,7 +187,7 @@ pub fn decode_runs(
     steps_of: &StepsOf<'_>,
 ) -> Result<Vec<Vec<Event>>, JournalError> {
     let (version, body) = open(key, bytes)?;
-    if version < BUNDLE_VERSION {
+    if version != BUNDLE_VERSION {
         return Ok(vec![decode_one_run(key, bytes, steps_of)?]);
     }
     let records: Vec<&[u8]> =
@@ -179,15 +221,19 @@ fn decode_one_run(
     steps_of: &StepsOf<'_>,
 ) -> Result<Vec<Event>, JournalError> {
     let events = match open(key, bytes)? {
-        (version, _) if version >= BUNDLE_VERSION => {
+        (BUNDLE_VERSION, _) => {
             return Err(corrupt(key, "a bundle inside a bundle"));
         }
         (version, body) if version < RUNS_SINCE_VERSION => {
             vec![body_as::<Event>(key, version, body)?]
         }
-        (_, body) => {
-            let run: OwnedRun = postcard::from_bytes(body)
-                .map_err(|e| corrupt(key, format!("undecodable body: {e}")))?;
+        (version, body) => {
+            let run = if version < TIME_BUDGET_SINCE_VERSION {
+                postcard::from_bytes::<OwnedRun<v4::EventKind>>(body).map(OwnedRun::upgrade)
+            } else {
+                postcard::from_bytes::<OwnedRun<EventKind>>(body)
+            }
+            .map_err(|e| corrupt(key, format!("undecodable body: {e}")))?;
             let mut events = Vec::with_capacity(run.events.len());
             for (i, (at, stored)) in run.events.into_iter().enumerate() {
                 let kind = match stored {

@@ -3,14 +3,14 @@
 //!
 //! postcard encodes fields by position, with enum variants by index, so these
 //! types must keep the exact field and variant order of version 1; they are
-//! frozen and never written. Every type not named here kept its shape.
+//! frozen and never written. A version-1 record converts to its version-2 shape
+//! (`v4.rs`, which reads versions 2 to 4), and that one to today's. Every type
+//! not named here or there kept its shape.
 
 use serde::Deserialize;
 
-use crate::saga::{
-    Action, EventKind as Current, Failure, SagaId, StepDef, StepSpec, Timestamp,
-    event::Event as CurrentEvent,
-};
+use super::v4::{self, StepDef, StepSpec};
+use crate::saga::{Action, Failure, Offset, SagaId, Timestamp};
 
 /// `Event` as version 1 wrote it (only its `kind` differs).
 #[derive(Deserialize)]
@@ -65,20 +65,21 @@ enum EventKind {
     RetryRequested,
 }
 
-impl From<Event> for CurrentEvent {
+impl From<Event> for v4::Event {
     fn from(e: Event) -> Self {
-        CurrentEvent {
+        v4::Event {
             saga: e.saga,
             seq: e.seq,
-            offset: crate::saga::Offset(e.offset),
+            offset: Offset(e.offset),
             at: e.at,
             kind: e.kind.into(),
         }
     }
 }
 
-impl From<EventKind> for Current {
+impl From<EventKind> for v4::EventKind {
     fn from(kind: EventKind) -> Self {
+        use v4::EventKind as Next;
         match kind {
             EventKind::SagaStarted {
                 definition,
@@ -86,7 +87,7 @@ impl From<EventKind> for Current {
                 steps,
                 payload,
                 idempotency_key,
-            } => Current::SagaStarted {
+            } => Next::SagaStarted {
                 definition,
                 inline_steps,
                 steps,
@@ -99,7 +100,7 @@ impl From<EventKind> for Current {
                 step,
                 action,
                 attempt,
-            } => Current::AttemptStarted {
+            } => Next::AttemptStarted {
                 step,
                 action,
                 attempt,
@@ -109,7 +110,7 @@ impl From<EventKind> for Current {
                 action,
                 attempt,
                 output,
-            } => Current::AttemptSucceeded {
+            } => Next::AttemptSucceeded {
                 step,
                 action,
                 attempt,
@@ -122,7 +123,7 @@ impl From<EventKind> for Current {
                 failure,
                 error,
                 retry_at,
-            } => Current::AttemptFailed {
+            } => Next::AttemptFailed {
                 step,
                 action,
                 attempt,
@@ -130,12 +131,12 @@ impl From<EventKind> for Current {
                 error,
                 retry_at,
             },
-            EventKind::CancelRequested { reason } => Current::CancelRequested { reason },
-            EventKind::CompensationStarted { reason } => Current::CompensationStarted { reason },
-            EventKind::SagaCompleted => Current::SagaCompleted,
-            EventKind::SagaCompensated => Current::SagaCompensated,
-            EventKind::SagaFailed { reason } => Current::SagaFailed { reason },
-            EventKind::RetryRequested => Current::RetryRequested,
+            EventKind::CancelRequested { reason } => Next::CancelRequested { reason },
+            EventKind::CompensationStarted { reason } => Next::CompensationStarted { reason },
+            EventKind::SagaCompleted => Next::SagaCompleted,
+            EventKind::SagaCompensated => Next::SagaCompensated,
+            EventKind::SagaFailed { reason } => Next::SagaFailed { reason },
+            EventKind::RetryRequested => Next::RetryRequested,
         }
     }
 }
@@ -146,10 +147,10 @@ mod tests {
 
     use serde::Serialize;
 
-    use super::super::{RECORD_VERSION, Record, decode, encode, event_key};
+    use super::super::{RECORD_VERSION, Record, decode, encode, event_key, v4};
     use crate::saga::{
-        Action, Endpoint, Event, EventKind, Failure, SagaId, StepDef, StepDefaults, StepSpec,
-        Timestamp, event::Event as CurrentEvent,
+        Action, Endpoint, Event, EventKind, Failure, RetryPolicy, SagaId, StepSpec, Timestamp,
+        event::Event as CurrentEvent,
     };
 
     /// Writes what a version-1 build wrote: the old shape, version byte 1.
@@ -175,8 +176,8 @@ mod tests {
     enum KindV1W<'a> {
         SagaStarted {
             definition: &'a str,
-            inline_steps: Option<Vec<StepDef>>,
-            steps: Vec<StepSpec>,
+            inline_steps: Option<Vec<v4::StepDef>>,
+            steps: Vec<v4::StepSpec>,
             payload: &'a [u8],
             idempotency_key: Option<&'a str>,
         },
@@ -201,13 +202,17 @@ mod tests {
         },
     }
 
+    /// Steps as version 1 could hold them: attempts only, no time budget.
     fn steps() -> Vec<StepSpec> {
         vec![StepSpec {
             name: "pay".into(),
             participant: "payments".into(),
             forward: Endpoint::parse("f", "http://127.0.0.1:1/p.P/Pay").unwrap(),
             compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.P/Refund").unwrap(),
-            retry: StepDefaults::default().retry,
+            retry: RetryPolicy {
+                max_duration: None,
+                ..RetryPolicy::default()
+            },
             timeout: Duration::from_secs(3),
         }]
     }
@@ -224,7 +229,7 @@ mod tests {
             kind: KindV1W::SagaStarted {
                 definition: "t",
                 inline_steps: None,
-                steps: steps.clone(),
+                steps: steps.iter().map(Into::into).collect(),
                 payload: b"{}",
                 idempotency_key: Some("k"),
             },
@@ -248,10 +253,12 @@ mod tests {
                 },
             }
         );
-        // The same bytes read as version 2 are not mistaken for a valid record.
-        let mut as_v2 = bytes.clone();
-        as_v2[0] = RECORD_VERSION;
-        assert!(decode::<Event>(&event_key(saga, 1), &as_v2).is_err());
+        // The same bytes read as a later version are not mistaken for a valid record.
+        for version in [2, RECORD_VERSION] {
+            let mut later = bytes.clone();
+            later[0] = version;
+            assert!(decode::<Event>(&event_key(saga, 1), &later).is_err());
+        }
     }
 
     #[test]
