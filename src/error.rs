@@ -110,10 +110,14 @@ impl JournalFault {
         !matches!(self, JournalFault::Damaged | JournalFault::KeyTaken)
     }
 
-    /// True when the journal refuses writes for now, and the work that met
-    /// the fault should wait for it to take writes again.
-    pub fn stalls_writes(self) -> bool {
-        matches!(self, JournalFault::WriteUncertain | JournalFault::Refused)
+    /// True when a saga that met the fault should wait and go on by itself
+    /// once the journal works again: a write refused or failed, or a read
+    /// failed (a store reopening after a full disk); not damage, not a stop.
+    pub fn pauses_sagas(self) -> bool {
+        matches!(
+            self,
+            JournalFault::WriteUncertain | JournalFault::Refused | JournalFault::ReadFailed
+        )
     }
 }
 

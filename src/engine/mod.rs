@@ -256,7 +256,13 @@ impl Engine {
                         tracing::debug!(saga = %id, "a saga whose start was never journaled is dropped");
                     }
                     Err(e) => {
-                        tracing::error!(saga = %id, error = %e, "cannot resume saga yet");
+                        // Tried again every HEAL_INTERVAL: a journal that
+                        // still cannot read is no news each time.
+                        if e.is_retryable() {
+                            tracing::debug!(saga = %id, error = %e, "cannot resume saga yet");
+                        } else {
+                            tracing::error!(saga = %id, error = %e, "cannot resume saga yet");
+                        }
                         self.lock_stalled().insert(id);
                     }
                 }

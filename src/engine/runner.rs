@@ -191,7 +191,7 @@ impl Runner {
             }
             Err(e) => {
                 tracing::error!(saga = %id, error = %e, "saga paused: its progress could not be journaled");
-                if e.journal_fault().is_some_and(JournalFault::stalls_writes) {
+                if e.journal_fault().is_some_and(JournalFault::pauses_sagas) {
                     self.engine.stall(id);
                 }
                 if let Some(ack) = self.ack.take() {
