@@ -3,7 +3,9 @@
 //! [`start`] opens the journal (refusing a data directory another process owns),
 //! binds the listener and starts serving at once, with health `NOT_SERVING` and
 //! the Coordinator answering `UNAVAILABLE` until recovery has resumed every
-//! unfinished saga; then health turns `SERVING`.
+//! unfinished saga; then health turns `SERVING`, and follows the journal from
+//! there: `NOT_SERVING` while it refuses writes (a full disk), `SERVING` again
+//! once it takes them.
 //!
 //! With a retention period, the archiver (`crate::archive`) starts once
 //! recovery is done.
@@ -208,7 +210,8 @@ async fn open_notifier(
     Ok(Some(notifier))
 }
 
-/// The gRPC services: health (NOT_SERVING until recovery is done), reflection,
+/// The gRPC services: health (NOT_SERVING until recovery is done), reflection
+/// (v1 and v1alpha),
 /// and the Coordinator, which answers `UNAVAILABLE` until `ready` is set.
 async fn grpc_services(
     config: &ServerConfig,
@@ -217,18 +220,25 @@ async fn grpc_services(
 ) -> Result<(HealthReporter, Router)> {
     let (health, health_service) = tonic_health::server::health_reporter();
     report_health(&health, ServingStatus::NotServing).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Unavailable(format!("reflection service: {e}")))?;
+    // Both versions of reflection: grpcurl asks v1, while Python's
+    // grpcio-reflection and other older clients still ask only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let refused =
+        |e: tonic_reflection::server::Error| Error::Unavailable(format!("reflection service: {e}"));
+    let reflection_v1 = reflection().build_v1().map_err(refused)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(refused)?;
     let max_request = config.engine.max_payload_bytes + REQUEST_OVERHEAD_BYTES;
     let coordinator = CoordinatorServer::new(CoordinatorApi::new(engine.clone(), ready.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(usize::MAX);
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(coordinator);
     Ok((health, router))
 }
@@ -265,8 +275,8 @@ struct Serving {
     engine: Engine,
     /// Cancelled to stop (a signal, [`Server::stop`], or a failed recovery).
     shutdown: CancellationToken,
-    /// What health checks are told: NOT_SERVING until recovery is done and
-    /// again once the stop begins.
+    /// What health checks are told: NOT_SERVING until recovery is done, while
+    /// the journal refuses writes, and once the stop begins.
     health: HealthReporter,
     /// Read by the Coordinator on every call; set once recovery is done.
     ready: Arc<AtomicBool>,
@@ -315,8 +325,31 @@ impl Serving {
             },
             _ = self.shutdown.cancelled() => {}
         }
+        if self.ready.load(Ordering::Acquire) {
+            tokio::select! {
+                () = self.follow_journal() => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
         self.shutdown.cancelled().await;
         self.stop(archiving).await
+    }
+
+    /// While serving, health follows the journal: NOT_SERVING while it refuses
+    /// writes (so load balancers send new work elsewhere), SERVING again once
+    /// it takes them. Returns only if the journal's writer is gone.
+    async fn follow_journal(&self) {
+        let mut failures = self.engine.journal().write_failures();
+        loop {
+            let status = match &*failures.borrow_and_update() {
+                Some(_) => ServingStatus::NotServing,
+                None => ServingStatus::Serving,
+            };
+            report_health(&self.health, status).await;
+            if failures.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// After recovery: posts again the FAILED notices never acknowledged,

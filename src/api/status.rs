@@ -47,7 +47,7 @@ mod tests {
     use crate::journal::{JournalError, StoreError};
 
     #[test]
-    fn a_failed_write_does_not_claim_that_nothing_changed() {
+    fn each_journal_fault_says_what_it_means_for_the_request() {
         let eio = || {
             std::sync::Arc::new(StoreError::io(
                 "fdatasync of the log",
@@ -61,6 +61,19 @@ mod tests {
                 && !failed_write.message().contains("nothing was changed"),
             "{}",
             failed_write.message()
+        );
+        // A read's message is about reading: no advice meant for a change.
+        let read = Status::from(Error::Journal(JournalError::Read(StoreError::io(
+            "reading sled",
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        ))));
+        assert_eq!(read.code(), tonic::Code::Unavailable);
+        assert!(
+            read.message().starts_with("journal read failed")
+                && !read.message().contains("take effect")
+                && !read.message().contains("nothing was changed"),
+            "{}",
+            read.message()
         );
         let refused = Status::from(Error::Journal(JournalError::Failed(eio())));
         assert_eq!(refused.code(), tonic::Code::Unavailable);

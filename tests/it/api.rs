@@ -6,15 +6,9 @@ use std::time::Duration;
 
 use sagad::proto::v1 as pb;
 use tonic::{Code, Status, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
-use tonic_reflection::pb::v1::{
-    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::common::{self, Answer, Client, FakeParticipant, TestServer};
+use crate::common::{self, Answer, Client, FakeParticipant, ServingStatus, TestServer};
 
 /// A well-formed saga id no saga has.
 const UNKNOWN_ID: &str = "0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b";
@@ -771,26 +765,10 @@ async fn registration_survives_a_restart() {
 #[tokio::test]
 async fn health_reports_serving() {
     let server = TestServer::start().await;
-    let mut health = HealthClient::new(channel(&server).await);
     for service in ["", "sagad.v1.Coordinator"] {
-        // Readiness and the health flip are not one atomic step: poll, never race.
-        let status = common::poll_until(&format!("health of {service:?} to be SERVING"), || {
-            let mut health = health.clone();
-            async move {
-                let status = health
-                    .check(HealthCheckRequest {
-                        service: service.into(),
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .status;
-                (status == ServingStatus::Serving as i32).then_some(status)
-            }
-        })
-        .await;
-        assert_eq!(status, ServingStatus::Serving as i32);
+        common::until_health(server.addr, service, ServingStatus::Serving).await;
     }
+    let mut health = HealthClient::new(channel(&server).await);
     let unknown = health
         .check(HealthCheckRequest {
             service: "no.such.Service".into(),
@@ -799,30 +777,52 @@ async fn health_reports_serving() {
     assert_refused("health of an unknown service", unknown, Code::NotFound, "");
 }
 
+/// The services reflection lists, asked in the reflection version `$v`
+/// (`v1` or `v1alpha`: the two differ only in their package name).
+macro_rules! listed_services {
+    ($v:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$v::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut reflection = ServerReflectionClient::new($channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = reflection
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses
+            .message()
+            .await
+            .unwrap()
+            .expect("one answer to ListServices");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("expected a ListServicesResponse, got {response:?}");
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
 #[tokio::test]
-async fn reflection_lists_the_services() {
+async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     let server = TestServer::start().await;
-    let mut reflection = ServerReflectionClient::new(channel(&server).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses
-        .message()
-        .await
-        .unwrap()
-        .expect("one answer to ListServices");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("expected a ListServicesResponse, got {response:?}");
-    };
-    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for wanted in ["sagad.v1.Coordinator", "grpc.health.v1.Health"] {
-        assert!(names.contains(&wanted), "{wanted} is listed: {names:?}");
+    let v1 = listed_services!(v1, channel(&server).await);
+    // What Python's grpcio-reflection and other older clients ask.
+    let v1alpha = listed_services!(v1alpha, channel(&server).await);
+    for names in [&v1, &v1alpha] {
+        for wanted in ["sagad.v1.Coordinator", "grpc.health.v1.Health"] {
+            assert!(
+                names.contains(&wanted.to_string()),
+                "{wanted} is listed: {names:?}"
+            );
+        }
     }
 }
 

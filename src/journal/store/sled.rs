@@ -30,10 +30,7 @@ use std::{
     fs::{self, File, OpenOptions, TryLockError},
     io::{Read, Seek, Write},
     path::{Path, PathBuf},
-    sync::{
-        Mutex, RwLock, RwLockReadGuard,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Mutex, RwLock, RwLockReadGuard},
     time::{Duration, Instant},
 };
 
@@ -53,9 +50,9 @@ pub struct SledStore {
     /// worked yet. The lock is taken for writing only to replace it
     /// (`recover`): every operation holds it for reading, briefly.
     db: RwLock<Option<sled::Db>>,
-    /// Set by any failed sled operation: sled fails every later one until it
-    /// is opened again.
-    failed: AtomicBool,
+    /// Set by any failed sled operation, with its error: sled fails every
+    /// later one until it is opened again.
+    failed: Mutex<Option<String>>,
     /// The data directory, for messages, and sled's directory in it.
     dir: PathBuf,
     path: PathBuf,
@@ -94,7 +91,7 @@ impl SledStore {
             .unwrap_or_default();
         Ok(Self {
             db: RwLock::new(Some(db)),
-            failed: AtomicBool::new(false),
+            failed: Mutex::new(None),
             dir: dir.to_path_buf(),
             path,
             db_file,
@@ -114,9 +111,14 @@ impl SledStore {
             )));
         };
         op(db).map_err(|e| {
-            self.failed.store(true, Ordering::Release);
-            sled_error(e)
+            let e = sled_error(e);
+            self.lock_failed().get_or_insert_with(|| e.to_string());
+            e
         })
+    }
+
+    fn lock_failed(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn db(&self) -> RwLockReadGuard<'_, Option<sled::Db>> {
@@ -366,16 +368,21 @@ impl KvStore for SledStore {
             .map_err(|e| StoreError::io("fdatasync of the sled db file", e))
     }
 
+    /// The first error since sled was last opened: it fails everything now.
+    fn failure(&self) -> Option<String> {
+        self.lock_failed().clone()
+    }
+
     /// Opens sled afresh if an operation failed since it was opened.
     fn recover(&self) -> Result<()> {
-        if !self.failed.load(Ordering::Acquire) {
+        if self.lock_failed().is_none() {
             return Ok(());
         }
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         // sled lets go of its files only once this handle is gone.
         drop(db.take());
         *db = Some(open_sled(&self.dir, &self.path)?);
-        self.failed.store(false, Ordering::Release);
+        *self.lock_failed() = None;
         tracing::warn!(path = %self.path.display(), "sled opened again after a failure");
         Ok(())
     }

@@ -23,6 +23,8 @@ use sagad::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, transport::Channel, transport::server::TcpIncoming};
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// How long any poll waits before the test fails: generous, never a speed assertion.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -552,6 +554,33 @@ pub async fn get(client: &mut Client, id: &str) -> pb::Saga {
         .await
         .unwrap()
         .into_inner()
+}
+
+/// Polls the health of `service` at `addr` until it is `want`. Health
+/// follows the server's state a moment later (readiness, a journal fault):
+/// poll, never race.
+pub async fn until_health(addr: SocketAddr, service: &str, want: ServingStatus) {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = HealthClient::new(channel);
+    poll_until(&format!("health of {service:?} to be {want:?}"), || {
+        let mut health = health.clone();
+        async move {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            (status == want as i32).then_some(())
+        }
+    })
+    .await;
 }
 
 /// Polls `check` until it returns `Some`, failing the test at the deadline.

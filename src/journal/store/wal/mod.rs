@@ -169,6 +169,10 @@ struct Log {
     segments: Vec<(u64, PathBuf, u64)>,
     /// Last batch made durable in the store.
     checkpointed: u64,
+    /// The bytes a write needed that the disk had no room for (its rollover
+    /// to the next segment failed, or a sparse segment could not take it):
+    /// `recover` makes that room before the journal takes writes again.
+    wanted_room: Option<u64>,
 }
 
 /// Refuses to open a log on a disk with less than `reserve` free: it would
@@ -235,6 +239,7 @@ impl<S: KvStore> WalStore<S> {
                 segment,
                 next_batch: last_batch + 1,
                 checkpointed: last_batch,
+                wanted_room: None,
             }),
             overlay: Overlay::new(options.put_only_over_absent),
             options,
@@ -291,6 +296,40 @@ impl<S: KvStore> WalStore<S> {
         &self.shared.inner
     }
 
+    /// Rolls over to the next segment when the current one cannot take
+    /// `needed` more bytes (or is sparse while a zero-filled spare is ready);
+    /// a record larger than a segment gets a segment of its own size.
+    fn make_room(&self, log: &mut Log, needed: u64) -> Result<()> {
+        let full = log.segment.position + needed > log.segment.size;
+        // A sparse segment (the first after a start without a spare) is left
+        // as soon as a zero-filled one is ready: appends into it cost more.
+        let sparse = !log.segment.zeroed && self.shared.spares.as_ref().is_some_and(Spares::ready);
+        if !(full || sparse) {
+            return Ok(());
+        }
+        let size = WAL_SEGMENT_BYTES.max(HEADER_BYTES + needed);
+        let index = log.segment.index + 1;
+        // The old segment's batches must be durable before its file stops
+        // being the one we sync.
+        log.segment
+            .file
+            .sync_data()
+            .map_err(|e| io("fdatasync of the log", e))?;
+        log.segment = new_segment(
+            &self.shared.dir,
+            index,
+            size,
+            log.next_batch,
+            self.shared.spares.as_ref(),
+        )?;
+        log.segments.push((
+            index,
+            segment_path(&self.shared.dir, index),
+            log.next_batch - 1,
+        ));
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
         self.shared.lock()
     }
@@ -337,35 +376,18 @@ impl<S: KvStore> KvStore for WalStore<S> {
         ));
         let record = encode_record(number, &batch)?;
         let needed = record.len() as u64;
-        let full = log.segment.position + needed > log.segment.size;
-        // A sparse segment (the first after a start without a spare) is left
-        // as soon as a zero-filled one is ready: appends into it cost more.
-        let sparse = !log.segment.zeroed && self.shared.spares.as_ref().is_some_and(Spares::ready);
-        if full || sparse {
-            // Roll over; a record larger than a segment gets a segment of its own size.
-            let size = WAL_SEGMENT_BYTES.max(HEADER_BYTES + needed);
-            let index = log.segment.index + 1;
-            // The old segment's batches must be durable before its file stops
-            // being the one we sync.
+        let appended = self.make_room(&mut log, needed).and_then(|()| {
             log.segment
                 .file
-                .sync_data()
-                .map_err(|e| io("fdatasync of the log", e))?;
-            log.segment = new_segment(
-                &self.shared.dir,
-                index,
-                size,
-                number,
-                self.shared.spares.as_ref(),
-            )?;
-            log.segments
-                .push((index, segment_path(&self.shared.dir, index), number - 1));
+                .write_all_at(&record, log.segment.position)
+                .map_err(|e| io("writing the log", e))
+        });
+        if let Err(e) = appended {
+            log.wanted_room = Some(needed);
+            return Err(e);
         }
-        log.segment
-            .file
-            .write_all_at(&record, log.segment.position)
-            .map_err(|e| io("writing the log", e))?;
         log.segment.position += needed;
+        log.wanted_room = None;
         if log.segment.position > log.segment.size / 2
             && let Some(spares) = &self.shared.spares
         {
@@ -397,6 +419,31 @@ impl<S: KvStore> KvStore for WalStore<S> {
         Ok(())
     }
 
+    fn failure(&self) -> Option<String> {
+        self.shared.inner.failure()
+    }
+
+    /// After a write failed for want of room in the log, makes that room: the
+    /// rollover to the next segment, and in a sparse segment the blocks the
+    /// record will take (zeros, which the log reads as "nothing yet"). Fails
+    /// while the disk still has no room, so the journal keeps refusing writes
+    /// instead of taking one that would fail again.
+    fn recover(&self) -> Result<()> {
+        let mut log = self.lock();
+        let Some(needed) = log.wanted_room else {
+            return Ok(());
+        };
+        self.make_room(&mut log, needed)?;
+        if !log.segment.zeroed {
+            log.segment
+                .file
+                .write_all_at(&vec![0; needed as usize], log.segment.position)
+                .map_err(|e| io("making room in the log", e))?;
+        }
+        log.wanted_room = None;
+        Ok(())
+    }
+
     /// The last checkpoint, so the next open has nothing to replay; its
     /// failure is the caller's to report (the log still holds everything).
     fn close(&self) -> Result<()> {
@@ -405,10 +452,19 @@ impl<S: KvStore> KvStore for WalStore<S> {
 
     /// fdatasync of the log (checkpoints of the store run on their own thread).
     /// A sync also fails while the store is stuck (writes wait for room that
-    /// a failing checkpoint does not make): the journal then keeps refusing
-    /// writes, instead of taking one that would only wait and fail.
+    /// a failing checkpoint does not make) or has failed (sled, after a full
+    /// disk, fails every read until the checkpoint thread opens it again):
+    /// the journal then keeps refusing writes, instead of taking one that
+    /// would only wait and fail, and health says so.
     fn sync(&self) -> Result<()> {
         let options = &self.shared.options;
+        if let Some(why) = self.shared.inner.failure() {
+            // Reads of what the overlay does not hold fail as well: the
+            // journal stops until a checkpoint opens the store again.
+            return Err(StoreError::Stuck(format!(
+                "the store behind the log fails everything until it is opened again ({why})"
+            )));
+        }
         if !self.shared.overlay.has_room(options.max_pending_keys) {
             return Err(StoreError::Stuck(format!(
                 "the store behind the log takes no checkpoint, and {} writes wait for it",
@@ -674,6 +730,44 @@ mod tests {
         let wal = open(dir.path(), MemoryStore::default()).unwrap();
         assert_eq!(wal.get(b"first").unwrap(), Some(b"v".to_vec()));
         assert_eq!(wal.get(b"second").unwrap(), Some(b"v".to_vec()));
+    }
+
+    /// A write whose rollover failed (no room for the next segment) is
+    /// not taken back by a sync that works: `recover` fails until the
+    /// rollover can be made, so the journal's probe does not declare writes
+    /// working while the next one would fail again.
+    #[test]
+    fn recover_fails_until_the_failed_rollover_can_be_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions {
+            checkpoint_interval: Duration::from_secs(3600),
+            zero_filled_segments: false,
+            ..WalOptions::default()
+        };
+        let wal = WalStore::open_with(dir.path(), MemoryStore::default(), options).unwrap();
+        wal.write(vec![put("first", "v")]).unwrap();
+        wal.sync().unwrap();
+        // What stands in for a full disk: the next segment cannot be created.
+        let next = segment_path(dir.path(), wal.lock().segment.index + 1);
+        std::fs::create_dir(&next).unwrap();
+        let big = "x".repeat(WAL_SEGMENT_BYTES as usize);
+        wal.write(vec![put("big", &big)])
+            .expect_err("no room for the rollover");
+        wal.sync().expect("what was written is durable");
+        wal.recover()
+            .expect_err("the rollover still cannot be made");
+        assert!(wal.lock().wanted_room.is_some());
+        std::fs::remove_dir(&next).unwrap();
+        wal.recover().expect("room again");
+        assert_eq!(wal.lock().segment.index, 2, "rolled over by recover");
+        wal.write(vec![put("big", &big)]).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(
+            wal.lock().segment.index,
+            2,
+            "the record fit where recover made room"
+        );
+        assert_eq!(wal.get(b"big").unwrap().map(|v| v.len()), Some(big.len()));
     }
 
     /// A rollover that failed before it wrote the next segment's header (a
