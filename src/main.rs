@@ -17,7 +17,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use cli::{
     catalog::{DefinitionsCommand, ParticipantsCommand},
@@ -105,11 +105,16 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 /// The exit code of a failure: classified client failures carry their own,
-/// configuration errors are usage errors, anything else is 1.
+/// configuration and definition files that cannot be used are usage errors,
+/// anything else is 1.
 fn exit_code(error: &anyhow::Error) -> u8 {
     if let Some(e) = error.downcast_ref::<CliError>() {
         e.exit_code()
-    } else if error.downcast_ref::<sagad::config::ConfigError>().is_some() {
+    } else if error.downcast_ref::<sagad::config::ConfigError>().is_some()
+        || error
+            .downcast_ref::<cli::definitions::LoadError>()
+            .is_some()
+    {
         EXIT_USAGE
     } else {
         EXIT_FAILURE
@@ -118,7 +123,20 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     sagad::failpoint::setup();
-    let args = Args::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = match Args::try_parse_from(&argv) {
+        Ok(args) => args,
+        // Help and version are not failures: clap prints them as it should.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        Err(e) => {
+            let command = cli::error::command_path(&Args::command(), &argv);
+            eprintln!("sagad: {}", cli::error::usage_line(&e, &command));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let runtime = match sagad::runtime::build(None) {
         Ok(r) => r,
         Err(e) => {
@@ -129,7 +147,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(args.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sagad: {e:#}");
+            eprintln!("sagad: {}", cli::error::one_line(&e));
             ExitCode::from(exit_code(&e))
         }
     }

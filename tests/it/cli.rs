@@ -268,11 +268,8 @@ struct Refusal<'a> {
     args: Vec<&'a str>,
     env: Vec<(&'a str, &'a str)>,
     code: i32,
-    /// Every one of these is on stderr.
+    /// Every one of these is on the error line.
     needles: Vec<&'a str>,
-    /// Whether stderr is the one `sagad: ...` line of a failure sagad reports
-    /// itself; clap's usage errors span several lines.
-    one_line: bool,
 }
 
 impl<'a> Refusal<'a> {
@@ -284,16 +281,6 @@ impl<'a> Refusal<'a> {
             env: Vec::new(),
             code,
             needles: needles.to_vec(),
-            one_line: true,
-        }
-    }
-
-    /// A usage error from clap: exit `code` and a stderr (of any length) that
-    /// is not empty and says `needles`.
-    fn usage(name: &'a str, args: &[&'a str], code: i32, needles: &[&'a str]) -> Self {
-        Self {
-            one_line: false,
-            ..Self::line(name, args, code, needles)
         }
     }
 
@@ -320,19 +307,13 @@ impl<'a> Refusal<'a> {
             Some(self.code),
             "{name}: unexpected exit: {run:#?}"
         );
-        let said = if self.one_line {
-            let text = run.stderr.trim_end();
-            assert_eq!(
-                text.lines().count(),
-                1,
-                "{name}: a failure prints exactly one line on stderr: {run:#?}"
-            );
-            assert!(text.starts_with("sagad: "), "{name}: {run:#?}");
-            text
-        } else {
-            assert!(!run.stderr.is_empty(), "{name}: {run:#?}");
-            run.stderr.as_str()
-        };
+        let said = run.stderr.trim_end();
+        assert_eq!(
+            said.lines().count(),
+            1,
+            "{name}: a failure prints exactly one line on stderr: {run:#?}"
+        );
+        assert!(said.starts_with("sagad: "), "{name}: {run:#?}");
         for needle in &self.needles {
             assert!(
                 said.contains(needle),
@@ -1021,17 +1002,32 @@ async fn bad_flags_and_bad_payloads_exit_2_before_any_call() {
     // The address is dead: these must fail on their input, not on the connection.
     let addr = dead_addr();
     let cases = [
-        Refusal::usage("an unknown flag", &["list", "--bogus"], 2, &[]),
-        Refusal::usage("an unknown state", &["list", "--state", "sideways"], 2, &[]),
-        Refusal::usage(
+        Refusal::line(
+            "an unknown flag",
+            &["list", "--bogus"],
+            2,
+            &["'--bogus'", "see 'sagad list --help'"],
+        ),
+        Refusal::line(
+            "an unknown state",
+            &["list", "--state", "sideways"],
+            2,
+            &["sideways", "see 'sagad list --help'"],
+        ),
+        Refusal::line(
             "a limit that is no number",
             &["list", "--limit", "many"],
             2,
             &[],
         ),
-        Refusal::usage("start without a definition", &["start"], 2, &[]),
-        Refusal::usage("get without an id", &["get"], 2, &[]),
-        Refusal::usage(
+        Refusal::line(
+            "start without a definition",
+            &["start"],
+            2,
+            &["<DEFINITION>", "see 'sagad start --help'"],
+        ),
+        Refusal::line("get without an id", &["get"], 2, &["<ID>"]),
+        Refusal::line(
             "register without --compensate",
             &[
                 "participants",
@@ -1043,7 +1039,7 @@ async fn bad_flags_and_bad_payloads_exit_2_before_any_call() {
             2,
             &[],
         ),
-        Refusal::usage(
+        Refusal::line(
             "register with a timeout that is no duration",
             &[
                 "participants",
@@ -1059,13 +1055,18 @@ async fn bad_flags_and_bad_payloads_exit_2_before_any_call() {
             2,
             &[],
         ),
-        Refusal::usage(
+        Refusal::line(
             "both --payload and --payload-file",
             &["start", "d", "--payload", "{}", "--payload-file", "f"],
             2,
             &[],
         ),
-        Refusal::usage("an unknown verb", &["nonsense-verb"], 2, &[]),
+        Refusal::line(
+            "an unknown verb",
+            &["nonsense-verb"],
+            2,
+            &["nonsense-verb", "see 'sagad --help'"],
+        ),
         Refusal::line(
             "a --payload that is not JSON",
             &["start", "order-fulfillment", "--payload", "{bad"],
@@ -1229,7 +1230,32 @@ async fn serve_refuses_bad_configuration_naming_where_it_is() {
     std::fs::write(&config, "listen = \":0\"\nshutdown_grace_period = \"5s\"\n").unwrap();
     let config = config.to_str().unwrap();
     let data_dir = dir.path().join("d");
+    // A definition whose step's retry policy is refused: a usage error naming
+    // the file (and its line), like a bad config file.
+    let sagas = dir.path().join("sagas");
+    std::fs::create_dir(&sagas).unwrap();
+    let bad_definition = sagas.join("bad.toml");
+    std::fs::write(
+        &bad_definition,
+        "name = \"bad\"\n[[steps]]\nname = \"s\"\nparticipant = \"p\"\nretry = { multiplier = 0.5 }\n",
+    )
+    .unwrap();
+    let bad_definition = bad_definition.to_str().unwrap();
     let cases = [
+        Refusal::line(
+            "a definition file that does not validate",
+            &[
+                "serve",
+                "--listen",
+                ":0",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--sagas",
+                sagas.to_str().unwrap(),
+            ],
+            2,
+            &[bad_definition, "multiplier"],
+        ),
         // Names the file and the key.
         Refusal::line(
             "a config file with an unknown key",
@@ -1250,7 +1276,7 @@ async fn serve_refuses_bad_configuration_naming_where_it_is() {
             &["SAGAD_DEFAULT_TIMEOUT", "soonish"],
         )
         .with_env(&[("SAGAD_DEFAULT_TIMEOUT", "soonish")]),
-        Refusal::usage(
+        Refusal::line(
             "--max-payload-bytes 0",
             &["serve", "--max-payload-bytes", "0"],
             2,
