@@ -6,9 +6,9 @@
 //! strings with milliseconds, `null` when unset; policy durations as strings in
 //! the form definitions use (`"250ms"`), attempt durations as `duration_ms`
 //! numbers. These documents are *views* (the API's current state of a saga, or
-//! its events as they come): payloads and outputs are the JSON they hold, or a
-//! string when they are not JSON (UTF-8, lossy), `null` when empty. Empty API
-//! strings are `null`.
+//! its events as they come): payloads and outputs are the JSON they hold, a
+//! string when they are other text, `{"$base64": "…"}` when they are not text
+//! at all, `null` when empty. Empty API strings are `null`.
 
 use sagad::{json::bytes_or_text, proto::v1 as pb};
 use serde_json::{Value, json};

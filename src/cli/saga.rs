@@ -150,7 +150,9 @@ fn print_saga(saga: &pb::Saga, format: Format) {
     }
 }
 
-/// The payload bytes from `--payload` or `--payload-file`, checked to be JSON.
+/// The payload bytes from `--payload` or `--payload-file`, checked to be JSON
+/// and minified: the API compares payloads byte for byte (under one
+/// idempotency key), and the same JSON typed twice must be the same request.
 fn read_payload(args: &StartArgs) -> Result<Vec<u8>, CliError> {
     let (bytes, flag) = match (&args.payload, &args.payload_file) {
         (Some(text), _) => (text.as_bytes().to_vec(), "--payload".to_string()),
@@ -160,9 +162,8 @@ fn read_payload(args: &StartArgs) -> Result<Vec<u8>, CliError> {
         ),
         (None, None) => return Ok(Vec::new()),
     };
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .map_err(|e| CliError::Usage(format!("{flag} is not valid JSON: {e}")))?;
-    Ok(bytes)
+    sagad::json::minified(&bytes)
+        .map_err(|e| CliError::Usage(format!("{flag} is not valid JSON: {e}")))
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {

@@ -421,14 +421,15 @@ async fn start_wait_exit_codes_and_get_timeline() {
     // Started without a traceparent: the saga's own trace, named by its id.
     assert_eq!(started["saga"]["trace_id"], completed_id.replace('-', ""));
 
-    // The same key again: the same saga, not a second run.
+    // The same key and the same JSON, typed otherwise: the same saga, not a
+    // second run (nor a conflict: the CLI sends JSON minified).
     let again = client(
         &server,
         &[
             "start",
             "order-fulfillment",
             "--payload",
-            r#"{"order_id":"o-1"}"#,
+            "{ \"order_id\" : \"o-1\" }\n",
             "--idempotency-key",
             "order-o-1",
             "--json",
@@ -439,6 +440,27 @@ async fn start_wait_exit_codes_and_get_timeline() {
     .json();
     assert_eq!(again["created"], false);
     assert_eq!(again["saga"]["id"], completed_id.as_str());
+
+    // A payload that is not text (sent by another client): `--json` keeps
+    // every byte, marked as base64.
+    let binary = server
+        .client()
+        .await
+        .start_saga(pb::StartSagaRequest {
+            definition: "order-fulfillment".into(),
+            payload: vec![0xff, 0x00, 0x7b],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap();
+    let shown = client(&server, &["get", &binary.id, "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["payload"], serde_json::json!({"$base64": "/wB7"}));
 
     // A declined card: the saga is COMPENSATED, so --wait exits 4, prints the
     // saga on stdout and one line on stderr saying how it ended.
