@@ -12,6 +12,7 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) => Status::invalid_argument(message),
             Error::AlreadyExists(_) => Status::already_exists(message),
             Error::FailedPrecondition(_) => Status::failed_precondition(message),
+            Error::OutOfRange(_) => Status::out_of_range(message),
             Error::Unavailable(_) => Status::unavailable(message),
             Error::Definition(DefinitionError::UnknownParticipant { .. }) => {
                 Status::not_found(message)
