@@ -4,6 +4,10 @@
 //!
 //! The first SIGINT or SIGTERM starts a graceful shutdown; a second one exits at
 //! once (the journal is still consistent: only acknowledged work is promised).
+//! SIGHUP, whose default action would kill the server without a word (a
+//! closed terminal, an init system's "reload"), is caught and logged: sagad
+//! reads its settings and definitions only at start, so there is nothing to
+//! reload yet.
 
 use std::{future::Future, task::Poll};
 
@@ -21,6 +25,7 @@ use tokio::{
 /// this polls it once, and only then returns: call it before printing
 /// "listening".
 pub async fn stop_signal() -> oneshot::Receiver<()> {
+    ignore_hangups();
     let (armed_tx, armed_rx) = oneshot::channel();
     let (fired_tx, fired_rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -61,5 +66,21 @@ async fn first_signal() {
         }
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
+    });
+}
+
+/// Catches SIGHUP from now on (the handler is installed before this returns)
+/// and logs each one instead of dying of it.
+fn ignore_hangups() {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler; a SIGHUP will stop sagad");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::warn!(
+                "SIGHUP ignored: sagad reads its settings and definitions only at start; restart it to change them"
+            );
+        }
     });
 }
