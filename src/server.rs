@@ -52,6 +52,9 @@ use crate::{
     webhook::Notifier,
 };
 
+/// How often health asks the journal whether it can write, between the
+/// failed writes it hears of at once.
+const HEALTH_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Room for the rest of a StartSaga request around a payload of the maximum size.
 const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 
@@ -337,17 +340,26 @@ impl Serving {
 
     /// While serving, health follows the journal: NOT_SERVING while it refuses
     /// writes (so load balancers send new work elsewhere), SERVING again once
-    /// it takes them. Returns only if the journal's writer is gone.
+    /// it takes them. A failed write is reported at once; a store that fails
+    /// everything (seen by reads and checkpoints, not by the writer) within
+    /// [`HEALTH_RECHECK`]. Returns only if the journal's writer is gone.
     async fn follow_journal(&self) {
-        let mut failures = self.engine.journal().write_failures();
+        let journal = self.engine.journal();
+        let mut failures = journal.write_failures();
+        let mut reported = ServingStatus::Serving;
         loop {
-            let status = match &*failures.borrow_and_update() {
+            failures.borrow_and_update();
+            let status = match journal.write_failure() {
                 Some(_) => ServingStatus::NotServing,
                 None => ServingStatus::Serving,
             };
-            report_health(&self.health, status).await;
-            if failures.changed().await.is_err() {
-                return;
+            if status != reported {
+                report_health(&self.health, status).await;
+                reported = status;
+            }
+            tokio::select! {
+                changed = failures.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(HEALTH_RECHECK) => {}
             }
         }
     }

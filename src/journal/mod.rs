@@ -304,12 +304,13 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Why writes fail, while they do: `Some` from a failed write until the
     /// journal has made everything written so far durable again and can take
-    /// the write that failed.
-    fn write_failure(&self) -> Option<String> {
-        self.write_failures().borrow().clone()
-    }
+    /// the write that failed, and while its store fails every operation
+    /// (sled after a full disk, until it is opened again), which a write
+    /// would meet.
+    fn write_failure(&self) -> Option<String>;
 
-    /// The same, as it changes: health checks follow it.
+    /// Failed writes as they come and go (a failing store is seen only by
+    /// asking [`Journal::write_failure`]): health checks follow both.
     fn write_failures(&self) -> watch::Receiver<Option<String>>;
 
     /// Waits for queued writes, flushes, and stops the writer. Later writes fail

@@ -284,6 +284,11 @@ impl<S: KvStore> Journal for KvJournal<S> {
         let _ = self.counters.observer.set(observer);
     }
 
+    fn write_failure(&self) -> Option<String> {
+        let failed = self.failure.borrow().clone();
+        failed.or_else(|| self.store.failure())
+    }
+
     fn write_failures(&self) -> watch::Receiver<Option<String>> {
         self.failure.clone()
     }
