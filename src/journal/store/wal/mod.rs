@@ -58,6 +58,8 @@ use self::{
 use super::{Direction, DiskFault, KeyRange, KeyWrite, KvStore, Result, StoreError, Visit};
 
 mod checkpoint;
+#[cfg(test)]
+mod fuzz;
 pub mod overlay;
 mod priority;
 mod read_only;

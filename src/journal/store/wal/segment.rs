@@ -262,7 +262,11 @@ pub fn scan(dir: &Path) -> Result<Scan, StoreError> {
     Ok(result)
 }
 
-fn segment_header(size: u64, index: u64, first_batch: u64) -> [u8; HEADER_BYTES as usize] {
+pub(super) fn segment_header(
+    size: u64,
+    index: u64,
+    first_batch: u64,
+) -> [u8; HEADER_BYTES as usize] {
     let mut header = [0u8; HEADER_BYTES as usize];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&VERSION.to_le_bytes());
