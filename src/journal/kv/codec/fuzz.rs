@@ -33,7 +33,7 @@ fn forged(record: &[u8], at: usize, xor: u8) -> Vec<u8> {
 }
 
 fn no_snapshot(id: u64) -> Result<Vec<StepSpec>, JournalError> {
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         Ok(vec![testing::spec("only")])
     } else {
         Err(JournalError::Corrupt {

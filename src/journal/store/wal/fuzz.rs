@@ -105,9 +105,8 @@ fn forge(bytes: &mut [u8], (start, end): (usize, usize), at: usize, xor: u8) {
 fn write_log(dir: &Path, case: &Case) -> bool {
     let parts = [&case.batches[..case.split], &case.batches[case.split..]];
     let mut first = 1;
-    let mut index = 1;
     let mut forged = false;
-    for (n, part) in parts.iter().enumerate() {
+    for (index, (n, part)) in (1..).zip(parts.iter().enumerate()) {
         if part.is_empty() && n == 1 {
             break;
         }
@@ -123,7 +122,6 @@ fn write_log(dir: &Path, case: &Case) -> bool {
         }
         std::fs::write(segment_path(dir, index), bytes).unwrap();
         first += part.len() as u64;
-        index += 1;
     }
     forged
 }
