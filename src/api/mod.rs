@@ -27,6 +27,8 @@ use crate::{
 };
 
 pub mod convert;
+#[cfg(test)]
+mod fuzz;
 mod status;
 
 /// Default and largest ListSagas page.

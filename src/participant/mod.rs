@@ -15,6 +15,8 @@ use crate::saga::{Action, CallOutcome, Endpoint, SagaId};
 
 pub mod classify;
 mod connections;
+#[cfg(test)]
+mod fuzz;
 pub mod grpc;
 
 pub use grpc::GrpcParticipants;

@@ -15,6 +15,8 @@
 pub mod decide;
 pub mod definition;
 pub mod event;
+#[cfg(test)]
+mod fuzz;
 pub mod id;
 pub mod refresh;
 pub mod retry;
