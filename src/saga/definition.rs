@@ -656,6 +656,30 @@ mod tests {
             "{err}"
         );
 
+        // Below the floors a step would retry in a hot loop.
+        for (fields, floor) in [
+            (
+                "retry = { initial_interval = \"0s\", max_interval = \"0s\" }",
+                "retry.initial_interval must be at least 10ms (got 0ns)",
+            ),
+            (
+                "retry = { max_attempts = 4294967295 }",
+                "retry.max_attempts must be at most 10000 (got 4294967295)",
+            ),
+            (
+                "timeout = \"1ns\"",
+                "step 'a' timeout must be at least 10ms",
+            ),
+        ] {
+            let text =
+                format!("name = \"x\"\n\n[[steps]]\nname = \"a\"\nparticipant = \"p\"\n{fields}\n");
+            let err = parse_definition(path, &text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("sagas/bad.toml:4:") && err.contains(floor),
+                "{fields}: {err}"
+            );
+        }
+
         let d = parse_definition(
             Path::new("dir/shop.toml"),
             "[[steps]]\nname = \"a\"\nparticipant = \"p\"\n",
