@@ -31,6 +31,11 @@ pub const NAME_MAX_LEN: usize = 128;
 /// Longest accepted step timeout: a call that may take longer than a day is not
 /// a step, and gRPC deadlines cannot express absurd ones.
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Shortest accepted step timeout. A call given a nanosecond times out before
+/// it is sent, and each such attempt is journaled: with the retry floor it
+/// bounds how fast a step can fail. Ten milliseconds is still several round
+/// trips on a local network.
+pub const TIMEOUT_MIN: Duration = Duration::from_millis(10);
 
 /// What is wrong with a participant, a definition or a definition file's text.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +62,10 @@ pub enum DefinitionError {
     },
     #[error("{0}")]
     Policy(#[from] PolicyError),
-    #[error("{what} timeout must be greater than zero and at most 24h (got {got:?})")]
+    #[error(
+        "{what} timeout must be at least {:?} and at most 24h (got {got:?})",
+        TIMEOUT_MIN
+    )]
     Timeout { what: String, got: Duration },
     #[error(
         "{what} '{url}' is not a valid endpoint: {why} (expected a gRPC method URL such as http://127.0.0.1:7002/shop.Payments/Charge)"
@@ -299,14 +307,17 @@ pub fn validate_steps(steps: &[StepDef]) -> Result<(), DefinitionError> {
     Ok(())
 }
 
+/// True when a step timeout lies within [`TIMEOUT_MIN`] and [`TIMEOUT_MAX`].
+pub fn timeout_in_bounds(timeout: Duration) -> bool {
+    (TIMEOUT_MIN..=TIMEOUT_MAX).contains(&timeout)
+}
+
 fn check_timeout(
     what: impl Fn() -> String,
     timeout: Option<Duration>,
 ) -> Result<(), DefinitionError> {
     match timeout {
-        Some(got) if got.is_zero() || got > TIMEOUT_MAX => {
-            Err(DefinitionError::Timeout { what: what(), got })
-        }
+        Some(got) if !timeout_in_bounds(got) => Err(DefinitionError::Timeout { what: what(), got }),
         _ => Ok(()),
     }
 }
