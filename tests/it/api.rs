@@ -96,13 +96,13 @@ async fn participants(client: &mut Client) -> Vec<pb::Participant> {
         .participants
 }
 
-async fn all_sagas(client: &mut Client) -> Vec<pb::Saga> {
+async fn all_sagas(client: &mut Client) -> Vec<pb::SagaSummary> {
     client
         .list_sagas(pb::ListSagasRequest::default())
         .await
         .unwrap()
         .into_inner()
-        .sagas
+        .summaries
 }
 
 /// A participant that always succeeds at once, registered under `name`.
@@ -545,19 +545,26 @@ async fn get_list_watch_cancel_retry_refuse_bad_ids_and_queries() {
             "GetSaga unknown id",
             SagaCall::Get(pb::GetSagaRequest {
                 id: UNKNOWN_ID.into(),
+                ..Default::default()
             }),
             Code::NotFound,
             &["not found"],
         ),
         Refusal::new(
             "GetSaga malformed id",
-            SagaCall::Get(pb::GetSagaRequest { id: "nope".into() }),
+            SagaCall::Get(pb::GetSagaRequest {
+                id: "nope".into(),
+                ..Default::default()
+            }),
             Code::InvalidArgument,
             &["'nope' is not a saga id"],
         ),
         Refusal::new(
             "GetSaga empty id",
-            SagaCall::Get(pb::GetSagaRequest { id: String::new() }),
+            SagaCall::Get(pb::GetSagaRequest {
+                id: String::new(),
+                ..Default::default()
+            }),
             Code::InvalidArgument,
             &["id is required"],
         ),
@@ -970,7 +977,7 @@ async fn inline_steps_run_as_an_inline_saga() {
         .await
         .unwrap()
         .into_inner()
-        .sagas;
+        .summaries;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, saga.id);
 }

@@ -7,6 +7,9 @@
 //! of their own), so no test waits 10,000 retry delays; a real `sagad` process
 //! then serves that data directory.
 
+use std::time::Duration;
+
+use prost::Message;
 use sagad::{
     journal::{Journal, SledJournal},
     proto::v1::{self as pb, coordinator_client::CoordinatorClient},
@@ -15,7 +18,6 @@ use sagad::{
         RetryPolicy, SagaId, SagaState, StepSpec, Timestamp, attempt_finished, decide,
     },
 };
-use std::time::Duration;
 use tonic::{Code, transport::Channel};
 
 use crate::common::{poll_until, process::SagadProcess};
@@ -153,6 +155,10 @@ async fn client(addr: std::net::SocketAddr, limit: usize) -> CoordinatorClient<C
     client
 }
 
+/// How many attempts the seeded step made: every forward one, then the one
+/// compensation that succeeded.
+const STEP_ATTEMPTS: u32 = ATTEMPTS + 1;
+
 #[tokio::test]
 async fn a_page_of_sagas_with_10000_attempts_each_fits_a_4_mib_client() {
     let dir = seeded().await;
@@ -167,6 +173,150 @@ async fn a_page_of_sagas_with_10000_attempts_each_fits_a_4_mib_client() {
         .await
         .unwrap_or_else(|s| panic!("a page of {SAGAS} long sagas does not decode: {s:?}"))
         .into_inner();
-    assert_eq!(page.sagas.len(), SAGAS);
+    assert_eq!(page.summaries.len(), SAGAS);
+    assert!(page.next_page_token.is_empty());
+    // A summary's size does not grow with the history: a page of the most
+    // a page can hold (1000) would still be far below the limit.
+    let per_saga = page.encoded_len() / SAGAS;
+    assert!(per_saga * 1000 < CLIENT_LIMIT, "{per_saga} bytes a summary");
+    for summary in &page.summaries {
+        assert_eq!(summary.state, pb::SagaState::Compensated as i32);
+        assert_eq!(summary.definition, "flaky-history");
+        assert_eq!(summary.step_count, 1);
+        let step = summary.current_step.as_ref().expect("a current step");
+        assert_eq!(
+            (step.index, step.name.as_str(), step.state),
+            (0, "flaky", pb::StepState::Compensated as i32)
+        );
+        assert_eq!(
+            (step.forward_attempts, step.compensate_attempts),
+            (ATTEMPTS, 1)
+        );
+        assert!(
+            summary
+                .error
+                .contains(&format!("failed after {ATTEMPTS} attempts")),
+            "why: {}",
+            summary.error
+        );
+    }
+
+    // One saga, as GetSaga answers by default: the step's last attempts in
+    // full, the earlier ones as a summary, the counters exact.
+    let id = page.summaries[0].id.clone();
+    let saga = client
+        .get_saga(pb::GetSagaRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|s| panic!("a saga of {STEP_ATTEMPTS} attempts does not decode: {s:?}"))
+        .into_inner();
+    let step = &saga.steps[0];
+    assert_eq!(
+        (step.forward_attempts, step.compensate_attempts),
+        (ATTEMPTS, 1)
+    );
+    let shown: Vec<(i32, u32)> = step.attempts.iter().map(|a| (a.action, a.number)).collect();
+    let forward = pb::Action::Forward as i32;
+    let mut expected: Vec<(i32, u32)> = (ATTEMPTS - 18..=ATTEMPTS).map(|n| (forward, n)).collect();
+    expected.push((pb::Action::Compensate as i32, 1));
+    assert_eq!(shown, expected, "the last 20 attempts, in order");
+    let elided = step
+        .elided_attempts
+        .as_ref()
+        .expect("a summary of the rest");
+    let count = STEP_ATTEMPTS - 20;
+    assert_eq!(
+        (elided.count, elided.forward, elided.not_delivered),
+        (count, count, 0)
+    );
+    assert_eq!(
+        elided.first_error,
+        "the participant asked to retry (attempt 1)"
+    );
+    assert_eq!(
+        elided.last_error,
+        format!("the participant asked to retry (attempt {count})")
+    );
+    assert!(elided.first_started_at.is_some() && elided.last_finished_at.is_some());
+
+    // Every attempt, for a client that raised its limit: the journal kept them.
+    let mut roomy = client.max_decoding_message_size(16 * CLIENT_LIMIT);
+    let whole = roomy
+        .get_saga(pb::GetSagaRequest {
+            id,
+            all_attempts: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let step = &whole.steps[0];
+    assert!(step.elided_attempts.is_none());
+    let numbers: Vec<u32> = step
+        .attempts
+        .iter()
+        .filter(|a| a.action == forward)
+        .map(|a| a.number)
+        .collect();
+    assert_eq!(numbers, (1..=ATTEMPTS).collect::<Vec<_>>());
+    assert_eq!(step.attempts.len(), STEP_ATTEMPTS as usize);
+    // What a page of whole sagas was: over the limit this test holds to.
+    assert!(
+        whole.encoded_len() * SAGAS > CLIENT_LIMIT,
+        "{SAGAS} whole sagas of {} bytes would fit: the test proves nothing",
+        whole.encoded_len()
+    );
+
+    // The command line shows the same: the summary line, and every attempt
+    // when asked; the list is summaries.
+    let shown = cli(sagad.addr, &["get", &whole.id]);
+    assert!(
+        shown.contains(&format!(
+            "… 9,981 earlier attempts: first error the participant asked to retry (attempt 1), \
+             last error the participant asked to retry (attempt {count})"
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("--all-attempts"), "{shown}");
+    let every: serde_json::Value = serde_json::from_str(&cli(
+        sagad.addr,
+        &["get", &whole.id, "--all-attempts", "--json"],
+    ))
+    .unwrap();
+    let step = &every["steps"][0];
+    assert_eq!(
+        step["attempts"].as_array().unwrap().len(),
+        STEP_ATTEMPTS as usize
+    );
+    assert_eq!(step["elided_attempts"], serde_json::Value::Null);
+    let listed: serde_json::Value =
+        serde_json::from_str(&cli(sagad.addr, &["list", "--json"])).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), SAGAS);
+    assert!(
+        listed
+            .iter()
+            .all(|s| s["current_step"]["forward_attempts"] == ATTEMPTS && s["steps"].is_null()),
+        "{listed:?}"
+    );
     sagad.kill();
+}
+
+/// Runs the `sagad` client verb `args` against `addr`; its stdout, once it
+/// succeeded.
+fn cli(addr: std::net::SocketAddr, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sagad"))
+        .args(args)
+        .arg("--addr")
+        .arg(addr.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sagad");
+    assert!(
+        out.status.success(),
+        "sagad {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
