@@ -248,7 +248,7 @@ fn elided_row(
     time: &dyn Fn(Option<&prost_types::Timestamp>) -> (String, Tone),
 ) -> Vec<(String, Tone)> {
     // A step's forward attempts all come before its compensations.
-    let compensations = elided.count - elided.forward;
+    let compensations = elided.count.saturating_sub(elided.forward);
     let which = match (elided.forward, compensations) {
         (f, 0) => format!("forward #1–{f}"),
         (0, c) => format!("compensate #1–{c}"),
