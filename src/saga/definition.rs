@@ -393,6 +393,11 @@ pub fn resolve(
                     step: step.name.clone(),
                     source,
                 })?;
+            // A participant journaled before the timeout floor existed may
+            // still carry a timeout below it: refused like its policy is.
+            if step.timeout.is_none() {
+                check_timeout(|| format!("participant '{}'", p.name), p.timeout)?;
+            }
             Ok(StepSpec {
                 name: step.name.clone(),
                 participant: p.name.clone(),
@@ -624,6 +629,37 @@ mod tests {
         ));
         let err = resolve(&[step("", "pay")], &participants, &d).unwrap_err();
         assert!(matches!(err, DefinitionError::EmptyName { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_participant_registered_below_the_floors_is_refused_at_start() {
+        // As a build before the floors journaled it (`new` refuses these now).
+        let mut old = participant("pay");
+        old.timeout = Some(Duration::from_nanos(1));
+        old.retry.initial_interval = Some(Duration::ZERO);
+        old.retry.max_interval = Some(Duration::ZERO);
+        let participants = HashMap::from([("pay".to_string(), old)]);
+        let d = StepDefaults::default();
+        let err = resolve(&[step("a", "pay")], &participants, &d)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("retry.initial_interval must be at least 10ms"),
+            "{err}"
+        );
+        // A step's own settings replace the participant's: then it runs.
+        let mut own = step("a", "pay");
+        own.retry.initial_interval = Some(Duration::from_millis(10));
+        own.retry.max_interval = Some(Duration::from_secs(1));
+        let err = resolve(std::slice::from_ref(&own), &participants, &d)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("participant 'pay' timeout must be at least 10ms"),
+            "{err}"
+        );
+        own.timeout = Some(Duration::from_secs(1));
+        assert!(resolve(&[own], &participants, &d).is_ok());
     }
 
     #[test]
