@@ -648,6 +648,55 @@ mod tests {
     }
 
     #[test]
+    fn the_current_step_is_the_one_last_acted_on() {
+        use Action::{Compensate, Forward};
+        assert_eq!(Run::new(3).state.current_step(), None, "no attempt yet");
+        // A step waiting in backoff is where a running saga is.
+        let mut run = Run::new(3);
+        loop {
+            match decide(&run.state, run.now) {
+                Decision::Record(kind) => run.record(kind),
+                Decision::Call {
+                    step,
+                    action,
+                    attempt,
+                } => {
+                    let outcome = if step == 1 { flaky() } else { ok() };
+                    let kind =
+                        attempt_finished(&run.state, step, action, attempt, outcome, run.now, 0.5);
+                    run.record(kind);
+                }
+                Decision::WaitUntil(_) => break,
+                Decision::Finished => panic!("step 1 never succeeds"),
+            }
+        }
+        assert_eq!(run.state.current_step(), Some(1), "in backoff");
+
+        type Answer = fn(u32, Action, u32) -> CallOutcome;
+        let cases: [(&str, Answer, Option<usize>); 3] = [
+            ("completed: the last step", |_, _, _| ok(), Some(2)),
+            (
+                "compensated: the first step, undone last",
+                |s, a, _| if (s, a) == (2, Forward) { no() } else { ok() },
+                Some(0),
+            ),
+            (
+                "failed: the step whose compensation gave up",
+                |s, a, _| match (s, a) {
+                    (2, Forward) | (1, Compensate) => no(),
+                    _ => ok(),
+                },
+                Some(1),
+            ),
+        ];
+        for (name, answer, current) in cases {
+            let mut run = Run::new(3);
+            run.drive(answer);
+            assert_eq!(run.state.current_step(), current, "{name}");
+        }
+    }
+
+    #[test]
     fn results_and_next_starts_share_one_journal_batch() {
         // Between two calls, decide must yield only Records, so the runner can
         // journal a step's result together with the next step's start.

@@ -43,6 +43,19 @@ fn secs(seconds: i64) -> Option<prost_types::Duration> {
     Some(prost_types::Duration { seconds, nanos: 0 })
 }
 
+fn nanos(nanos: i32) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds: 0, nanos })
+}
+
+/// A policy that retried in a hot loop before the floors: no delay at all.
+fn no_delay() -> pb::RetryPolicy {
+    pb::RetryPolicy {
+        initial_interval: nanos(0),
+        max_interval: nanos(0),
+        ..common::quick_retry(3, 3)
+    }
+}
+
 fn participant_request(
     name: &str,
     forward: &str,
@@ -83,13 +96,13 @@ async fn participants(client: &mut Client) -> Vec<pb::Participant> {
         .participants
 }
 
-async fn all_sagas(client: &mut Client) -> Vec<pb::Saga> {
+async fn all_sagas(client: &mut Client) -> Vec<pb::SagaSummary> {
     client
         .list_sagas(pb::ListSagasRequest::default())
         .await
         .unwrap()
         .into_inner()
-        .sagas
+        .summaries
 }
 
 /// A participant that always succeeds at once, registered under `name`.
@@ -266,6 +279,57 @@ async fn register_participant_refuses_bad_input_and_changes_nothing() {
             Code::InvalidArgument,
             &["at most 24h"],
         ),
+        // The floors: below them a step retried in a hot loop, thousands of
+        // attempts a second, each one journaled.
+        Refusal::new(
+            "retry intervals of zero",
+            pb::RegisterParticipantRequest {
+                retry: Some(no_delay()),
+                ..payments()
+            },
+            Code::InvalidArgument,
+            &["retry.initial_interval must be at least 10ms", "got 0ns"],
+        ),
+        Refusal::new(
+            "max_interval below the floor",
+            pb::RegisterParticipantRequest {
+                retry: Some(pb::RetryPolicy {
+                    initial_interval: nanos(10_000_000),
+                    max_interval: nanos(9_999_999),
+                    ..common::quick_retry(3, 3)
+                }),
+                ..payments()
+            },
+            Code::InvalidArgument,
+            &["retry.max_interval must be at least 10ms"],
+        ),
+        Refusal::new(
+            "max_attempts 4294967295",
+            pb::RegisterParticipantRequest {
+                retry: Some(common::quick_retry(u32::MAX, 3)),
+                ..payments()
+            },
+            Code::InvalidArgument,
+            &["retry.max_attempts must be at most 10000", "4294967295"],
+        ),
+        Refusal::new(
+            "max_compensate_attempts 4294967295",
+            pb::RegisterParticipantRequest {
+                retry: Some(common::quick_retry(3, u32::MAX)),
+                ..payments()
+            },
+            Code::InvalidArgument,
+            &["retry.max_compensate_attempts must be at most 10000"],
+        ),
+        Refusal::new(
+            "a timeout of 1ns",
+            pb::RegisterParticipantRequest {
+                timeout: nanos(1),
+                ..payments()
+            },
+            Code::InvalidArgument,
+            &["timeout must be at least 10ms", "got 1ns"],
+        ),
         // A policy that contradicts the server defaults would fail every start.
         Refusal::new(
             "initial_interval 60s above the default max_interval",
@@ -348,6 +412,45 @@ async fn start_saga_refuses_bad_input_and_starts_nothing() {
             },
             Code::InvalidArgument,
             &["step name must not be empty"],
+        ),
+        Refusal::new(
+            "inline step retrying without delay",
+            pb::StartSagaRequest {
+                steps: vec![pb::StepDefinition {
+                    retry: Some(no_delay()),
+                    ..step("a", "solo")
+                }],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            &["step 'a'", "retry.initial_interval must be at least 10ms"],
+        ),
+        Refusal::new(
+            "inline step with 4294967295 attempts",
+            pb::StartSagaRequest {
+                steps: vec![pb::StepDefinition {
+                    retry: Some(pb::RetryPolicy {
+                        max_attempts: Some(u32::MAX),
+                        ..Default::default()
+                    }),
+                    ..step("a", "solo")
+                }],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            &["step 'a'", "retry.max_attempts must be at most 10000"],
+        ),
+        Refusal::new(
+            "inline step with a timeout of 1ns",
+            pb::StartSagaRequest {
+                steps: vec![pb::StepDefinition {
+                    timeout: nanos(1),
+                    ..step("a", "solo")
+                }],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            &["step 'a' timeout must be at least 10ms"],
         ),
         Refusal::new(
             "both definition and steps",
@@ -442,19 +545,26 @@ async fn get_list_watch_cancel_retry_refuse_bad_ids_and_queries() {
             "GetSaga unknown id",
             SagaCall::Get(pb::GetSagaRequest {
                 id: UNKNOWN_ID.into(),
+                ..Default::default()
             }),
             Code::NotFound,
             &["not found"],
         ),
         Refusal::new(
             "GetSaga malformed id",
-            SagaCall::Get(pb::GetSagaRequest { id: "nope".into() }),
+            SagaCall::Get(pb::GetSagaRequest {
+                id: "nope".into(),
+                ..Default::default()
+            }),
             Code::InvalidArgument,
             &["'nope' is not a saga id"],
         ),
         Refusal::new(
             "GetSaga empty id",
-            SagaCall::Get(pb::GetSagaRequest { id: String::new() }),
+            SagaCall::Get(pb::GetSagaRequest {
+                id: String::new(),
+                ..Default::default()
+            }),
             Code::InvalidArgument,
             &["id is required"],
         ),
@@ -867,7 +977,7 @@ async fn inline_steps_run_as_an_inline_saga() {
         .await
         .unwrap()
         .into_inner()
-        .sagas;
+        .summaries;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, saga.id);
 }

@@ -573,7 +573,7 @@ async fn list_filters_and_pages_through_the_server() {
         .await
         .unwrap()
         .into_inner()
-        .sagas
+        .summaries
         .into_iter()
         .map(|s| s.id)
         .collect();
@@ -585,6 +585,17 @@ async fn list_filters_and_pages_through_the_server() {
         expected,
         "newest first, as the server orders"
     );
+    // Summaries: where each saga is, no payload and no attempts. The newest
+    // (card ok) completed at its last step; the one before (declined) undid
+    // its first step last.
+    assert!(
+        all[0].get("payload").is_none() && all[0].get("steps").is_none(),
+        "{all:#}"
+    );
+    assert_eq!(all[0]["step_count"], 3);
+    assert_eq!(all[0]["current_step"]["name"], "ship-order");
+    assert_eq!(all[1]["current_step"]["name"], "validate-order");
+    assert_eq!(all[1]["current_step"]["state"], "COMPENSATED");
 
     // Pages of 2 until the limit of 3: the first three, no duplicates.
     let paged = client(
@@ -631,10 +642,11 @@ async fn list_filters_and_pages_through_the_server() {
     let lines: Vec<&str> = human.ok().stdout.lines().collect();
     assert_eq!(lines.len(), 3, "a header and two rows: {human:#?}");
     assert!(
-        lines[0].starts_with("ID") && lines[0].contains("STATE"),
+        lines[0].starts_with("ID") && lines[0].contains("STATE") && lines[0].contains("STEP"),
         "{human:#?}"
     );
     assert!(lines[1].starts_with(&expected[0]), "{human:#?}");
+    assert!(lines[1].contains("ship-order (3/3)"), "{human:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -972,7 +984,7 @@ async fn server_errors_exit_1_with_the_status_and_message() {
             .await
             .unwrap()
             .into_inner()
-            .sagas;
+            .summaries;
         assert!(sagas.is_empty(), "{}: a saga was started", case.name);
         let participants = grpc
             .list_participants(pb::ListParticipantsRequest {})

@@ -584,8 +584,8 @@ async fn list_sagas_pages_newest_first_and_filters() {
             .await
             .unwrap()
             .into_inner();
-        assert!(page.sagas.len() <= 3);
-        seen.extend(page.sagas.into_iter().map(|s| s.id));
+        assert!(page.summaries.len() <= 3);
+        seen.extend(page.summaries.into_iter().map(|s| s.id));
         if page.next_page_token.is_empty() {
             break;
         }
@@ -602,12 +602,12 @@ async fn list_sagas_pages_newest_first_and_filters() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(compensated.sagas.len(), 3);
+    assert_eq!(compensated.summaries.len(), 3);
     assert!(
         compensated
-            .sagas
+            .summaries
             .iter()
-            .all(|s| state(s) == pb::SagaState::Compensated)
+            .all(|s| s.state == pb::SagaState::Compensated as i32)
     );
     let other = client
         .list_sagas(pb::ListSagasRequest {
@@ -617,7 +617,7 @@ async fn list_sagas_pages_newest_first_and_filters() {
         .await
         .unwrap()
         .into_inner();
-    assert!(other.sagas.is_empty());
+    assert!(other.summaries.is_empty());
 }
 
 #[tokio::test]
