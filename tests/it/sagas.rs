@@ -152,17 +152,22 @@ async fn transient_failures_are_retried_with_growing_gaps() {
         .windows(2)
         .map(|w| w[1].arrived - w[0].arrived)
         .collect();
-    // Nominal delays 50, 100, 200 ms (no jitter): each gap is at least its delay,
-    // and each is longer than the one before.
+    // Nominal delays 50, 100, 200 ms (no jitter): each gap is at least its
+    // delay (how much longer depends on the machine's load, so only the
+    // journaled schedule is asserted to grow).
     for (gap, floor) in gaps.iter().zip([50, 100, 200]) {
         assert!(*gap >= Duration::from_millis(floor), "gaps {gaps:?}");
     }
-    assert!(
-        gaps[0] < gaps[1] && gaps[1] < gaps[2],
-        "gaps must grow: {gaps:?}"
-    );
-    // Every attempt is visible with its outcome and error.
     let attempts = &saga.steps[1].attempts;
+    let millis = |t: &prost_types::Timestamp| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
+    let scheduled: Vec<i64> = attempts[..3]
+        .iter()
+        .map(|a| {
+            millis(a.next_attempt_at.as_ref().unwrap()) - millis(a.finished_at.as_ref().unwrap())
+        })
+        .collect();
+    assert_eq!(scheduled, [50, 100, 200], "the journaled delays double");
+    // Every attempt is visible with its outcome and error.
     assert_eq!(attempts.len(), 4);
     assert_eq!(attempts[0].outcome, pb::AttemptOutcome::Transient as i32);
     assert!(
