@@ -7,6 +7,7 @@
 //! on the fault, never on the journal's own variants.
 
 use crate::{
+    auth::AuthError,
     journal::{JournalError, StoreError},
     saga::{DefinitionError, FoldError},
 };
@@ -39,6 +40,9 @@ pub enum Error {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The caller is not known, or its role does not allow the call.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// An operating-system operation failed (binding the listener, say).
     #[error("{what}: {source}")]
     Io {

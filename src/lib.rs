@@ -23,6 +23,7 @@
 //! | [`participant`] | calling participant endpoints and classifying their answers |
 //! | [`engine`] | runs sagas: runners, timers and parking, retries, recovery, watch and the feed, shutdown |
 //! | [`api`] | the gRPC `Coordinator` service: validation, proto ↔ domain, errors → statuses |
+//! | [`auth`] | who may call: bearer tokens and certificate identities, roles, the layer that decides |
 //! | [`server`] | assembles a server: journal, engine, listeners, services, background tasks |
 //! | [`config`] | one configuration: defaults, then file, then environment, then flags |
 //! | [`error`] | the crate's error, classified for callers |
@@ -32,6 +33,7 @@
 //! | [`trace`] | W3C trace context at the edge: gRPC headers, call span ids, exported spans |
 //! | [`json`] | the JSON conventions shared by `--output json`, archives and notices |
 //! | [`proto`] | the generated protobuf types and services |
+//! | [`reload`] | re-reading files while serving (SIGHUP and a timer): the tokens file, certificates |
 //! | [`runtime`] | the tokio runtime the binaries run on |
 //! | [`failpoint`] | crash points for the crash tests (debug builds only) |
 //! | [`allocator`] | jemalloc, tuned, for the binaries (`use_jemalloc!`) |
@@ -43,6 +45,7 @@
 pub mod allocator;
 pub mod api;
 pub mod archive;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod engine;
@@ -53,6 +56,7 @@ pub mod json;
 pub mod metrics;
 pub mod participant;
 pub mod proto;
+pub mod reload;
 pub mod runtime;
 pub mod saga;
 pub mod server;

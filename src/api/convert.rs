@@ -11,9 +11,9 @@ use crate::{
     engine::FeedItem,
     proto::v1 as pb,
     saga::{
-        Action, AttemptRecord, AttemptResult, Definition, Endpoint, Event, EventKind, Failure,
-        Participant, RetryOverrides, RetryPolicy, SagaState, SagaStatus, StepDef, StepStatus,
-        Timestamp,
+        Action, AttemptRecord, AttemptResult, AuditEntry, Definition, Endpoint, Event, EventKind,
+        Failure, Identity, Participant, Principal, RetryOverrides, RetryPolicy, SagaState,
+        SagaStatus, StepDef, StepStatus, Timestamp,
     },
 };
 
@@ -86,6 +86,28 @@ pub fn participant(p: &Participant) -> pb::Participant {
         retry: retry_policy_pb(p.retry),
         timeout: p.timeout.map(duration),
         registered_at: Some(timestamp(p.registered_at)),
+        registered_by: p.registered_by.as_ref().map(principal),
+    }
+}
+
+pub fn principal(p: &Principal) -> pb::Principal {
+    let kind = match p.identity {
+        Identity::Anonymous => pb::PrincipalKind::Anonymous,
+        Identity::Token(_) => pb::PrincipalKind::Token,
+        Identity::Certificate(_) => pb::PrincipalKind::Certificate,
+    };
+    pb::Principal {
+        kind: kind as i32,
+        name: p.identity.name().to_string(),
+        peer: p.peer.map(|a| a.to_string()).unwrap_or_default(),
+    }
+}
+
+fn audit_entry(a: &AuditEntry) -> pb::AuditEntry {
+    pb::AuditEntry {
+        action: a.action.as_str().to_string(),
+        at: Some(timestamp(a.at)),
+        by: a.by.as_ref().map(principal),
     }
 }
 
@@ -259,6 +281,8 @@ pub fn saga(s: &SagaState, shown: Attempts) -> pb::Saga {
         updated_at: Some(timestamp(s.updated_at)),
         finished_at: s.finished_at.map(timestamp),
         trace_id: s.trace().trace_id.to_string(),
+        started_by: s.started_by.as_ref().map(principal),
+        audit: s.audit.iter().map(audit_entry).collect(),
     }
 }
 
@@ -284,11 +308,13 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
         EventKind::SagaStarted {
             definition,
             idempotency_key,
+            started_by,
             ..
         } => E::SagaStarted(pb::SagaStarted {
             definition: definition.clone(),
             steps: steps.to_vec(),
             idempotency_key: idempotency_key.clone().unwrap_or_default(),
+            started_by: started_by.as_ref().map(principal),
         }),
         EventKind::AttemptStarted {
             step,
@@ -325,8 +351,9 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
             error: error.clone(),
             next_attempt_at: retry_at.map(timestamp),
         }),
-        EventKind::CancelRequested { reason } => E::CancelRequested(pb::CancelRequested {
+        EventKind::CancelRequested { reason, by } => E::CancelRequested(pb::CancelRequested {
             reason: reason.clone(),
+            by: by.as_ref().map(principal),
         }),
         EventKind::CompensationStarted { reason } => {
             E::CompensationStarted(pb::CompensationStarted {
@@ -338,7 +365,9 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
         EventKind::SagaFailed { reason } => E::SagaFailed(pb::SagaFailed {
             reason: reason.clone(),
         }),
-        EventKind::RetryRequested => E::RetryRequested(pb::RetryRequested {}),
+        EventKind::RetryRequested { by } => E::RetryRequested(pb::RetryRequested {
+            by: by.as_ref().map(principal),
+        }),
         EventKind::EndpointsRefreshed { changes } => {
             E::EndpointsRefreshed(pb::EndpointsRefreshed {
                 changes: changes

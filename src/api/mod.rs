@@ -9,6 +9,11 @@
 //!
 //! Until recovery has finished, every method answers `UNAVAILABLE`: a saga that
 //! is not resumed yet must not look abandoned.
+//!
+//! Who may call which method was decided before a call gets here
+//! (`crate::auth`); each method reads the [`Caller`] that layer admitted, to
+//! journal its principal with a write and to keep a `starter` to the sagas
+//! it started.
 
 use std::{
     pin::Pin,
@@ -23,6 +28,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     api::summary::Attempts,
+    auth::{Caller, layer::caller_of},
     engine::{Engine, FeedQuery, ListQuery, SagaSource, StartRequest},
     proto::v1::{self as pb, coordinator_server::Coordinator},
     saga::{EventKind, Offset, Participant, SagaId, Timestamp, TraceContext},
@@ -50,6 +56,16 @@ impl CoordinatorApi {
     /// A service over `engine` that answers once `ready` is set.
     pub fn new(engine: Engine, ready: Arc<AtomicBool>) -> Self {
         Self { engine, ready }
+    }
+
+    /// Refuses a caller that may read only its own sagas a saga it did not
+    /// start; reads the saga only for such a caller.
+    async fn check_reads(&self, caller: &Caller, id: SagaId) -> Result<(), Status> {
+        if !caller.reads_all_sagas() {
+            let saga = self.engine.get(id).await?;
+            caller.may_read(&saga).map_err(crate::Error::from)?;
+        }
+        Ok(())
     }
 
     fn check_ready(&self) -> Result<(), Status> {
@@ -116,6 +132,7 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::RegisterParticipantRequest>,
     ) -> Result<Response<pb::Participant>, Status> {
         self.check_ready()?;
+        let caller = caller_of(&request);
         let r = request.into_inner();
         let retry = convert::retry_overrides("retry", r.retry)?;
         let timeout = convert::duration_from("timeout", r.timeout)?;
@@ -127,7 +144,8 @@ impl Coordinator for CoordinatorApi {
             timeout,
             Timestamp::now(),
         )
-        .map_err(crate::Error::from)?;
+        .map_err(crate::Error::from)?
+        .registered_by(caller.principal);
         let participant = self.engine.register_participant(participant).await?;
         Ok(Response::new(convert::participant(&participant)))
     }
@@ -152,6 +170,7 @@ impl Coordinator for CoordinatorApi {
     ) -> Result<Response<pb::StartSagaResponse>, Status> {
         self.check_ready()?;
         let trace = caller_trace(request.metadata());
+        let caller = caller_of(&request);
         let r = request.into_inner();
         let source = match (r.definition.is_empty(), r.steps.is_empty()) {
             (false, true) => SagaSource::Definition(r.definition),
@@ -181,6 +200,8 @@ impl Coordinator for CoordinatorApi {
                 idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
                 wait: r.wait,
                 trace,
+                own_keys_only: !caller.reads_all_sagas(),
+                principal: caller.principal,
             })
             .await?;
         Ok(Response::new(pb::StartSagaResponse {
@@ -194,9 +215,11 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::GetSagaRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         self.check_ready()?;
+        let caller = caller_of(&request);
         let r = request.into_inner();
         let id = saga_id("id", &r.id)?;
         let saga = self.engine.get(id).await?;
+        caller.may_read(&saga).map_err(crate::Error::from)?;
         let shown = if r.all_attempts {
             Attempts::All
         } else {
@@ -210,6 +233,7 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::ListSagasRequest>,
     ) -> Result<Response<pb::ListSagasResponse>, Status> {
         self.check_ready()?;
+        let caller = caller_of(&request);
         let r = request.into_inner();
         if r.page_size > PAGE_SIZE_MAX {
             return Err(Status::invalid_argument(format!(
@@ -237,7 +261,11 @@ impl Coordinator for CoordinatorApi {
             before,
             limit: limit as usize,
         };
-        let (sagas, next) = self.engine.list(query).await?;
+        let (sagas, next) = if caller.reads_all_sagas() {
+            self.engine.list(query).await?
+        } else {
+            self.engine.list_kept(query, |s| caller.owns(s)).await?
+        };
         Ok(Response::new(pb::ListSagasResponse {
             summaries: sagas.iter().map(summary::saga_summary).collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
@@ -252,6 +280,7 @@ impl Coordinator for CoordinatorApi {
     ) -> Result<Response<Self::WatchSagaStream>, Status> {
         self.check_ready()?;
         let id = saga_id("id", &request.get_ref().id)?;
+        self.check_reads(&caller_of(&request), id).await?;
         let items = self.engine.watch(id).await?;
         // The stream starts at SagaStarted, which names the steps later events refer to.
         let mut steps: Vec<String> = Vec::new();
@@ -270,6 +299,7 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::CancelSagaRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         self.check_ready()?;
+        let caller = caller_of(&request);
         let r = request.into_inner();
         let id = saga_id("id", &r.id)?;
         let reason = if r.reason.is_empty() {
@@ -277,7 +307,7 @@ impl Coordinator for CoordinatorApi {
         } else {
             r.reason
         };
-        let saga = self.engine.cancel(id, reason).await?;
+        let saga = self.engine.cancel(id, reason, caller.principal).await?;
         Ok(Response::new(convert::saga(&saga, Attempts::DEFAULT)))
     }
 
@@ -286,9 +316,13 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::RetrySagaRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         self.check_ready()?;
+        let caller = caller_of(&request);
         let r = request.into_inner();
         let id = saga_id("id", &r.id)?;
-        let saga = self.engine.retry(id, r.refresh_endpoints).await?;
+        let saga = self
+            .engine
+            .retry(id, r.refresh_endpoints, caller.principal)
+            .await?;
         Ok(Response::new(convert::saga(&saga, Attempts::DEFAULT)))
     }
 

@@ -2,7 +2,7 @@
 
 use tonic::Status;
 
-use crate::{Error, error::JournalFault, saga::DefinitionError};
+use crate::{Error, auth::AuthError, error::JournalFault, saga::DefinitionError};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -37,6 +37,10 @@ impl From<Error> for Status {
                 JournalFault::ReadFailed => Status::unavailable(message),
                 JournalFault::CannotOpen => Status::internal(message),
             },
+            Error::Auth(AuthError::Unauthenticated(_)) => Status::unauthenticated(message),
+            Error::Auth(
+                AuthError::Denied { .. } | AuthError::NotItsSaga { .. } | AuthError::UnknownMethod(_),
+            ) => Status::permission_denied(message),
             Error::Io { .. } => Status::internal(message),
         }
     }

@@ -20,7 +20,9 @@ use serde_json::Value;
 
 use crate::{
     json::{bytes_or_base64, duration, timestamp},
-    saga::{Action, Event, EventKind, Failure, FoldError, RetryPolicy, SagaState, SagaStatus},
+    saga::{
+        Action, Event, EventKind, Failure, FoldError, Principal, RetryPolicy, SagaState, SagaStatus,
+    },
 };
 
 /// One archived saga.
@@ -42,8 +44,32 @@ pub struct ArchivedSaga {
     /// Why the saga compensated or failed.
     pub error: Option<String>,
     pub cancel_reason: Option<String>,
+    /// Who started the saga; absent when not recorded (sagas journaled
+    /// before principals were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<ArchivedPrincipal>,
     pub steps: Vec<ArchivedStep>,
     pub events: Vec<ArchivedEvent>,
+}
+
+/// Who made a call (`crate::saga::Principal`): `kind` is `anonymous`,
+/// `token` or `cert`; `name` the token's name or the certificate's identity
+/// (empty for anonymous); `peer` the address the call came from, if known.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedPrincipal {
+    pub kind: String,
+    pub name: String,
+    pub peer: Option<String>,
+}
+
+impl From<&Principal> for ArchivedPrincipal {
+    fn from(p: &Principal) -> Self {
+        Self {
+            kind: p.identity.kind().into(),
+            name: p.identity.name().into(),
+            peer: p.peer.map(|a| a.to_string()),
+        }
+    }
 }
 
 /// One step: its frozen spec and how it ended.
@@ -122,6 +148,9 @@ pub enum ArchivedEventKind {
     },
     CancelRequested {
         reason: String,
+        /// Absent when not recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ArchivedPrincipal>,
     },
     CompensationStarted {
         reason: String,
@@ -131,7 +160,11 @@ pub enum ArchivedEventKind {
     SagaFailed {
         reason: String,
     },
-    RetryRequested {},
+    RetryRequested {
+        /// Absent when not recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ArchivedPrincipal>,
+    },
     EndpointsRefreshed {
         changes: Vec<ArchivedEndpointChange>,
     },
@@ -232,9 +265,12 @@ impl ArchivedSaga {
                         error: error.clone(),
                         next_attempt_at: retry_at.map(timestamp),
                     },
-                    EventKind::CancelRequested { reason } => ArchivedEventKind::CancelRequested {
-                        reason: reason.clone(),
-                    },
+                    EventKind::CancelRequested { reason, by } => {
+                        ArchivedEventKind::CancelRequested {
+                            reason: reason.clone(),
+                            by: by.as_ref().map(Into::into),
+                        }
+                    }
                     EventKind::CompensationStarted { reason } => {
                         ArchivedEventKind::CompensationStarted {
                             reason: reason.clone(),
@@ -245,7 +281,9 @@ impl ArchivedSaga {
                     EventKind::SagaFailed { reason } => ArchivedEventKind::SagaFailed {
                         reason: reason.clone(),
                     },
-                    EventKind::RetryRequested => ArchivedEventKind::RetryRequested {},
+                    EventKind::RetryRequested { by } => ArchivedEventKind::RetryRequested {
+                        by: by.as_ref().map(Into::into),
+                    },
                     EventKind::EndpointsRefreshed { changes } => {
                         ArchivedEventKind::EndpointsRefreshed {
                             changes: changes
@@ -300,6 +338,7 @@ impl ArchivedSaga {
             payload_base64,
             error: state.error.clone(),
             cancel_reason: state.cancel_reason.clone(),
+            started_by: state.started_by.as_ref().map(Into::into),
             steps,
             events,
         })

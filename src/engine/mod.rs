@@ -35,7 +35,7 @@ use crate::{
     metrics::Metrics,
     participant::Participants,
     saga::{
-        Definition, EndpointChange, Event, EventKind, Offset, Participant, SagaId, SagaState,
+        Definition, EndpointChange, Event, EventKind, Offset, Participant, Principal, SagaId, SagaState,
         SagaStatus, StepDefaults, Timestamp,
         refresh::{self, RefreshError},
     },
@@ -65,6 +65,8 @@ pub const INLINE_DEFINITION: &str = "inline";
 pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 256;
 /// Commands that can queue for one runner.
 pub(crate) const RUNNER_COMMAND_CAPACITY: usize = 16;
+/// Sagas [`Engine::list_kept`] reads from the listing at a time.
+const LIST_KEPT_BATCH: usize = 200;
 /// How often stalled sagas are checked for resumption.
 const HEAL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -114,6 +116,8 @@ type CommandRx = mpsc::Receiver<Box<Command>>;
 enum Command {
     Cancel {
         reason: String,
+        /// Who asked, journaled with the cancel.
+        by: Principal,
         reply: oneshot::Sender<Result<SagaState>>,
     },
     Retry {
@@ -309,7 +313,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Creates or replaces a participant, durably.
+    /// Creates or replaces a participant, durably, with who registered it
+    /// (`participant.registered_by`). Replacing one with other endpoints is
+    /// logged at WARN with both and the principal: pointing a participant
+    /// elsewhere sends it the next sagas' payloads.
     pub async fn register_participant(&self, participant: Participant) -> Result<Participant> {
         self.check_writable()?;
         // A policy that cannot resolve against the server defaults (an initial
@@ -325,12 +332,13 @@ impl Engine {
             .journal
             .put_participant(participant.clone())
             .await?;
-        self.inner
+        let previous = self
+            .inner
             .participants
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(participant.name.clone(), participant.clone());
-        tracing::info!(name = %participant.name, forward = %participant.forward, compensate = %participant.compensate, "participant registered");
+        log_registration(previous.as_ref(), &participant);
         Ok(participant)
     }
 
@@ -384,13 +392,44 @@ impl Engine {
         Ok((sagas, next))
     }
 
+    /// As [`Engine::list`], of only the sagas `keep` accepts (a starter's
+    /// own): reads the listing in batches until the page is full or the
+    /// listing ends. Every saga it passes over is read, so a caller that
+    /// keeps few of many sagas pays for the ones it skips.
+    pub async fn list_kept(
+        &self,
+        query: ListQuery,
+        keep: impl Fn(&SagaState) -> bool,
+    ) -> Result<(Vec<SagaState>, Option<SagaId>)> {
+        let limit = query.limit;
+        let mut kept = Vec::new();
+        let mut batch = ListQuery {
+            limit: LIST_KEPT_BATCH,
+            ..query
+        };
+        loop {
+            let (sagas, next) = self.list(batch.clone()).await?;
+            kept.extend(sagas.into_iter().filter(|s| keep(s)));
+            if kept.len() > limit {
+                kept.truncate(limit);
+                let next = kept.last().map(|s| s.id);
+                return Ok((kept, next));
+            }
+            match next {
+                Some(before) => batch.before = Some(before),
+                None => return Ok((kept, None)),
+            }
+        }
+    }
+
     /// Cancels a running saga: it stops going forward (once any in-flight call
-    /// returned) and compensates what it did.
-    pub async fn cancel(&self, id: SagaId, reason: String) -> Result<SagaState> {
+    /// returned) and compensates what it did. `by` is journaled with it.
+    pub async fn cancel(&self, id: SagaId, reason: String, by: Principal) -> Result<SagaState> {
         loop {
             let asked = self
                 .ask(id, |reply| Command::Cancel {
                     reason: reason.clone(),
+                    by: by.clone(),
                     reply,
                 })
                 .await;
@@ -411,8 +450,13 @@ impl Engine {
     /// `refresh_endpoints`, the steps still to be compensated first take their
     /// participants' current compensate endpoints (`saga::refresh`), journaled
     /// in the same append as the retry; a participant no longer registered is
-    /// `NotFound`, and nothing changes.
-    pub async fn retry(&self, id: SagaId, refresh_endpoints: bool) -> Result<SagaState> {
+    /// `NotFound`, and nothing changes. `by` is journaled with the retry.
+    pub async fn retry(
+        &self,
+        id: SagaId,
+        refresh_endpoints: bool,
+        by: Principal,
+    ) -> Result<SagaState> {
         self.check_open()?;
         loop {
             if let Some(answer) = self.ask(id, |reply| Command::Retry { reply }).await {
@@ -456,7 +500,9 @@ impl Engine {
             let kinds = (refreshed)
                 .then(|| EventKind::EndpointsRefreshed { changes: refresh })
                 .into_iter()
-                .chain([EventKind::RetryRequested]);
+                .chain([EventKind::RetryRequested {
+                    by: Some(by.clone()),
+                }]);
             let mut state = saga;
             let mut events = Vec::new();
             for kind in kinds {
@@ -476,7 +522,7 @@ impl Engine {
             let (ack_tx, ack_rx) = oneshot::channel();
             let ack = Some(runner::Ack::State(ack_tx));
             self.spawn_runner(state, events, command_rx, ack, vec![]);
-            tracing::info!(saga = %id, refreshed, "saga retried by an operator");
+            tracing::info!(saga = %id, refreshed, by = %by, "saga retried by an operator");
             return ack_rx.await.unwrap_or_else(|_| {
                 Err(Error::Unavailable(
                     "the coordinator is shutting down".into(),
@@ -593,3 +639,32 @@ impl Engine {
         self.inner.tracker.spawn(runner.run());
     }
 }
+/// Logs a registration: at WARN when it moved an existing participant to
+/// other endpoints, with the old ones, the new ones, and who did it.
+fn log_registration(previous: Option<&Participant>, now: &Participant) {
+    let by = now
+        .registered_by
+        .as_ref()
+        .map_or_else(|| "unknown".to_string(), ToString::to_string);
+    match previous {
+        Some(old) if old.forward != now.forward || old.compensate != now.compensate => {
+            tracing::warn!(
+                name = %now.name,
+                old_forward = %old.forward,
+                old_compensate = %old.compensate,
+                forward = %now.forward,
+                compensate = %now.compensate,
+                by = %by,
+                "participant re-registered to other endpoints"
+            );
+        }
+        _ => tracing::info!(
+            name = %now.name,
+            forward = %now.forward,
+            compensate = %now.compensate,
+            by = %by,
+            "participant registered"
+        ),
+    }
+}
+

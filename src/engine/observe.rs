@@ -69,7 +69,7 @@ impl Engine {
                         SagaStatus::Compensating,
                     );
                 }
-                EventKind::RetryRequested => {
+                EventKind::RetryRequested { .. } => {
                     metrics.saga_retried(definition);
                     metrics.saga_moved(
                         definition,

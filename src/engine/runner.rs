@@ -403,12 +403,13 @@ impl Runner {
 
     async fn handle(&mut self, command: Command) -> Result<()> {
         match command {
-            Command::Cancel { reason, reply } => {
+            Command::Cancel { reason, by, reply } => {
                 let answer = match (self.state.status, &self.state.cancel_reason) {
                     (SagaStatus::Running, None) => {
-                        self.record(EventKind::CancelRequested { reason }, Timestamp::now())?;
+                        tracing::info!(saga = %self.state.id, by = %by, "saga cancelled by an operator");
+                        let by = Some(by);
+                        self.record(EventKind::CancelRequested { reason, by }, Timestamp::now())?;
                         self.flush().await?;
-                        tracing::info!(saga = %self.state.id, "saga cancelled by an operator");
                         Ok(self.state.clone())
                     }
                     // Cancelling twice is not an error: the first one is under way.

@@ -21,8 +21,8 @@ use crate::{
     Error, Result,
     error::JournalFault,
     saga::{
-        Event, EventKind, Offset, SagaId, SagaState, StepDef, StepSpec, Timestamp, TraceContext,
-        definition,
+        Event, EventKind, Offset, Principal, SagaId, SagaState, StepDef, StepSpec, Timestamp,
+        TraceContext, definition,
     },
 };
 
@@ -47,6 +47,11 @@ pub struct StartRequest {
     /// every participant call. Not part of the request's identity: a repeat
     /// with the same idempotency key but another trace finds the same saga.
     pub trace: Option<TraceContext>,
+    /// Who asks: journaled as the saga's `started_by`.
+    pub principal: Principal,
+    /// The idempotency key may only name a saga this principal's identity
+    /// started (a `starter`'s start: another's saga is not shown to it).
+    pub own_keys_only: bool,
 }
 
 /// The answer to a start.
@@ -170,6 +175,12 @@ impl Engine {
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
+            let owner = saga.started_by.as_ref().map(|by| &by.identity);
+            if request.own_keys_only && owner != Some(&request.principal.identity) {
+                return Err(Error::AlreadyExists(format!(
+                    "idempotency_key '{key}' names a saga another principal started; use a new key for a new saga"
+                )));
+            }
             if saga.definition != source.name
                 || saga.inline_steps != source.inline_steps
                 || saga.payload != request.payload
@@ -271,6 +282,7 @@ fn started_event(request: &StartRequest, source: &Source<'_>, specs: &[StepSpec]
             payload: request.payload.clone(),
             idempotency_key: request.idempotency_key.clone(),
             trace: request.trace.clone(),
+            started_by: Some(request.principal.clone()),
         },
     }
 }

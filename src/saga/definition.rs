@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     id::Timestamp,
+    principal::Principal,
     retry::{PolicyError, RetryOverrides, RetryPolicy},
 };
 
@@ -236,6 +237,9 @@ pub struct Participant {
     pub retry: RetryOverrides,
     pub timeout: Option<Duration>,
     pub registered_at: Timestamp,
+    /// Who registered it, and from where (new in journal format 6; older
+    /// records read as `None`: not recorded).
+    pub registered_by: Option<Principal>,
 }
 
 impl Participant {
@@ -261,7 +265,16 @@ impl Participant {
             retry,
             timeout,
             registered_at,
+            registered_by: None,
         })
+    }
+
+    /// The same participant, recorded as registered by `principal`.
+    pub fn registered_by(self, principal: Principal) -> Self {
+        Self {
+            registered_by: Some(principal),
+            ..self
+        }
     }
 }
 

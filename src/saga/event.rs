@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     definition::{Endpoint, StepDef, StepSpec},
     id::{Action, Offset, SagaId, Timestamp},
+    principal::Principal,
     trace::TraceContext,
 };
 
@@ -52,6 +53,10 @@ pub enum EventKind {
         /// Journaled so a saga resumed after a restart stays in its trace.
         /// (New in journal format 2; format 1 records read as `None`.)
         trace: Option<TraceContext>,
+        /// Who started the saga, and from where: the audit record, and the
+        /// owner a `starter` may read it as (`crate::auth`). (New in journal
+        /// format 6; older records read as `None`: not recorded.)
+        started_by: Option<Principal>,
     },
     /// A call is about to be made. Journaled before the call, so a restart knows the
     /// attempt number was used and never reuses it.
@@ -77,7 +82,11 @@ pub enum EventKind {
         retry_at: Option<Timestamp>,
     },
     /// An operator asked the saga to stop going forward.
-    CancelRequested { reason: String },
+    CancelRequested {
+        reason: String,
+        /// Who asked (new in journal format 6; older records read as `None`).
+        by: Option<Principal>,
+    },
     /// The saga stops going forward and starts undoing.
     CompensationStarted { reason: String },
     /// Every step succeeded.
@@ -88,7 +97,11 @@ pub enum EventKind {
     SagaFailed { reason: String },
     /// An operator asked a FAILED saga to resume compensating; every compensation
     /// gets a fresh attempt budget (attempt numbers keep counting).
-    RetryRequested,
+    RetryRequested {
+        /// Who asked, also for the `EndpointsRefreshed` journaled with it
+        /// (new in journal format 6; older records read as `None`).
+        by: Option<Principal>,
+    },
     /// An operator's retry of a FAILED saga took the participants' current
     /// registrations for its remaining compensations: each change replaces one
     /// endpoint of the saga's snapshot, for every later call and every replay.
@@ -120,7 +133,7 @@ impl EventKind {
             EventKind::SagaCompleted => "SagaCompleted",
             EventKind::SagaCompensated => "SagaCompensated",
             EventKind::SagaFailed { .. } => "SagaFailed",
-            EventKind::RetryRequested => "RetryRequested",
+            EventKind::RetryRequested { .. } => "RetryRequested",
             EventKind::EndpointsRefreshed { .. } => "EndpointsRefreshed",
         }
     }
@@ -131,6 +144,17 @@ impl EventKind {
             self,
             EventKind::SagaCompleted | EventKind::SagaCompensated | EventKind::SagaFailed { .. }
         )
+    }
+
+    /// The principal an operator's or client's event records, if it is one
+    /// that does and the record holds it.
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            EventKind::SagaStarted { started_by: by, .. }
+            | EventKind::CancelRequested { by, .. }
+            | EventKind::RetryRequested { by } => by.as_ref(),
+            _ => None,
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod event;
 #[cfg(test)]
 mod fuzz;
 pub mod id;
+pub mod principal;
 pub mod refresh;
 pub mod retry;
 pub mod state;
@@ -29,8 +30,9 @@ pub use definition::{
 };
 pub use event::{EndpointChange, Event, EventKind, Failure};
 pub use id::{Action, Offset, SagaId, Timestamp, idempotency_key};
+pub use principal::{Identity, Principal};
 pub use retry::{RetryOverrides, RetryPolicy};
 pub use state::{
-    AttemptRecord, AttemptResult, EndpointRecord, FoldError, SagaState, SagaStatus, StepStatus,
+    AttemptRecord, AttemptResult, AuditAction, AuditEntry, EndpointRecord, FoldError, SagaState, SagaStatus, StepStatus,
 };
 pub use trace::TraceContext;

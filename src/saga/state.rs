@@ -16,8 +16,57 @@ use super::{
     definition::{Endpoint, StepSpec},
     event::{Event, EventKind, Failure},
     id::{Action, SagaId, Timestamp},
+    principal::Principal,
     trace::TraceContext,
 };
+
+/// What a client or an operator did to a saga (the events that record who).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditAction {
+    Started,
+    CancelRequested,
+    RetryRequested,
+}
+
+impl AuditAction {
+    /// The action an event records, if it is one a caller asked for.
+    pub fn of(kind: &EventKind) -> Option<AuditAction> {
+        match kind {
+            EventKind::SagaStarted { .. } => Some(AuditAction::Started),
+            EventKind::CancelRequested { .. } => Some(AuditAction::CancelRequested),
+            EventKind::RetryRequested { .. } => Some(AuditAction::RetryRequested),
+            _ => None,
+        }
+    }
+
+    /// Lower case, as shown: `started`, `cancel_requested`, `retry_requested`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Started => "started",
+            AuditAction::CancelRequested => "cancel_requested",
+            AuditAction::RetryRequested => "retry_requested",
+        }
+    }
+}
+
+/// One caller's action on a saga: what, when, and who (`None` for events
+/// journaled before principals were, format 6).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    pub action: AuditAction,
+    pub at: Timestamp,
+    pub by: Option<Principal>,
+}
+
+impl AuditEntry {
+    fn of(event: &Event) -> Option<AuditEntry> {
+        AuditAction::of(&event.kind).map(|action| AuditEntry {
+            action,
+            at: event.at,
+            by: event.kind.principal().cloned(),
+        })
+    }
+}
 
 /// The state of a saga as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -49,7 +98,7 @@ impl SagaStatus {
     pub fn after(kind: &EventKind) -> Option<SagaStatus> {
         match kind {
             EventKind::SagaStarted { .. } => Some(SagaStatus::Running),
-            EventKind::CompensationStarted { .. } | EventKind::RetryRequested => {
+            EventKind::CompensationStarted { .. } | EventKind::RetryRequested { .. } => {
                 Some(SagaStatus::Compensating)
             }
             EventKind::SagaCompleted => Some(SagaStatus::Completed),
@@ -264,6 +313,10 @@ pub struct SagaState {
     pub finished_at: Option<Timestamp>,
     /// `seq` of the last event applied.
     pub last_seq: u64,
+    /// Who started the saga (`None` when journaled before principals were).
+    pub started_by: Option<Principal>,
+    /// Every start, cancel and retry of the saga, in order, with who asked.
+    pub audit: Vec<AuditEntry>,
 }
 
 impl SagaState {
@@ -287,6 +340,7 @@ impl SagaState {
             payload,
             idempotency_key,
             trace,
+            started_by,
         } = &event.kind
         else {
             return Err(FoldError::NotStarted {
@@ -317,6 +371,8 @@ impl SagaState {
             updated_at: event.at,
             finished_at: None,
             last_seq: 1,
+            started_by: started_by.clone(),
+            audit: AuditEntry::of(event).into_iter().collect(),
         })
     }
 
@@ -352,7 +408,7 @@ impl SagaState {
         };
         let resumes = matches!(
             event.kind,
-            EventKind::RetryRequested | EventKind::EndpointsRefreshed { .. }
+            EventKind::RetryRequested { .. } | EventKind::EndpointsRefreshed { .. }
         );
         if self.status.is_terminal() && !resumes {
             return Err(invalid(format!(
@@ -443,7 +499,7 @@ impl SagaState {
                     p.finished_at = Some(at);
                 }
             }
-            EventKind::CancelRequested { reason } => {
+            EventKind::CancelRequested { reason, .. } => {
                 if self.status != SagaStatus::Running {
                     return Err(invalid("only a running saga can be cancelled".into()));
                 }
@@ -519,7 +575,7 @@ impl SagaState {
                         });
                 }
             }
-            EventKind::RetryRequested => {
+            EventKind::RetryRequested { .. } => {
                 if self.status != SagaStatus::Failed {
                     return Err(invalid(format!(
                         "only a FAILED saga can be retried, not a {} one",
@@ -539,6 +595,7 @@ impl SagaState {
                 }
             }
         }
+        self.audit.extend(AuditEntry::of(event));
         self.last_seq = event.seq;
         self.updated_at = at;
         Ok(())

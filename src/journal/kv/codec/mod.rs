@@ -1,7 +1,7 @@
 //! The saga schema's encoding: its keys (`keys.rs`, with the one table of
 //! every key), its values (`record.rs`: version, checksum, postcard), runs of
 //! events and bundles (`run.rs`), and the shapes of earlier formats (`v1.rs`,
-//! `v4.rs`).
+//! `v4.rs`, `v5.rs`).
 //!
 //! Versions (postcard is not self-describing, so a changed shape needs a new one):
 //! - 1: the first format.
@@ -22,6 +22,14 @@
 //!   version 1 goes through `v1.rs` and then those. The writer makes every
 //!   record version 5 now, but bundles, still version 4 (their own framing did
 //!   not change; the runs inside keep their versions).
+//! - 6: principals (`crate::auth`): `SagaStarted` gained `started_by`,
+//!   `CancelRequested` and `RetryRequested` a `by`, participants
+//!   `registered_by`; in runs, a `SagaStarted` stored against a step snapshot
+//!   carries `started_by` too. Version-5 records read through the old shapes
+//!   in `v5.rs` ([`Record::from_v5`]), with no principal (`None`, shown as
+//!   "not recorded"); versions 2 to 4 read through `v4.rs` straight into
+//!   today's shapes, likewise without one. The writer makes every record
+//!   version 6, bundles still version 4.
 
 use crate::journal::JournalError;
 
@@ -32,6 +40,7 @@ mod record;
 mod run;
 mod v1;
 mod v4;
+mod v5;
 
 pub use keys::*;
 pub use record::*;

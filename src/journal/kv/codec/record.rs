@@ -6,27 +6,30 @@
 //!
 //! A record whose version is unknown or whose checksum does not match is
 //! reported as damaged, never decoded as something else. Older versions are
-//! read through [`Record::from_v1`] (the shapes of `v1.rs`) and
-//! [`Record::from_v4`] (versions 2 to 4, the shapes of `v4.rs`).
+//! read through [`Record::from_v1`] (the shapes of `v1.rs`),
+//! [`Record::from_v4`] (versions 2 to 4, the shapes of `v4.rs`) and
+//! [`Record::from_v5`] (the shapes of `v5.rs`).
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{corrupt, v1, v4};
+use super::{corrupt, v1, v4, v5};
 use crate::{
     journal::{JournalError, SagaSummary, store::encode_after},
     saga::{Event, Participant, SagaId, StepSpec},
 };
 
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u8 = 5;
+pub const FORMAT_VERSION: u8 = 6;
 /// The version this build writes for every record but bundles.
-pub const RECORD_VERSION: u8 = 5;
+pub const RECORD_VERSION: u8 = 6;
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 /// The first version with runs of events and run pointers in the offset index.
 pub const RUNS_SINCE_VERSION: u8 = 3;
 /// The first version whose retry policies have a time budget (`v4.rs`).
 pub const TIME_BUDGET_SINCE_VERSION: u8 = 5;
+/// The first version that journals who asked for a write (`v5.rs`).
+pub const PRINCIPALS_SINCE_VERSION: u8 = 6;
 
 /// A type stored as a journal value, and how its older encodings are read.
 pub trait Record: Serialize + DeserializeOwned {
@@ -37,8 +40,14 @@ pub trait Record: Serialize + DeserializeOwned {
     }
 
     /// Decodes a body written in format versions 2 to 4. The default is for
-    /// types whose shape has not changed since.
+    /// types whose shape did not change in version 5: read as version 5 is.
     fn from_v4(body: &[u8]) -> postcard::Result<Self> {
+        Self::from_v5(body)
+    }
+
+    /// Decodes a body written in format version 5. The default is for types
+    /// whose shape has not changed since.
+    fn from_v5(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes(body)
     }
 }
@@ -51,11 +60,19 @@ impl Record for Event {
     fn from_v4(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes::<v4::Event>(body).map(Event::from)
     }
+
+    fn from_v5(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v5::Event>(body).map(Event::from)
+    }
 }
 impl Record for SagaSummary {}
 impl Record for Participant {
     fn from_v4(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes::<v4::Participant>(body).map(Participant::from)
+    }
+
+    fn from_v5(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v5::Participant>(body).map(Participant::from)
     }
 }
 impl Record for SagaId {}
@@ -116,6 +133,9 @@ impl WrittenBefore for Event {
         match version {
             1 => panic!("write version-1 events with the shapes of v1.rs's tests"),
             2..TIME_BUDGET_SINCE_VERSION => encode(&v4::Event::from(self)),
+            TIME_BUDGET_SINCE_VERSION..PRINCIPALS_SINCE_VERSION => {
+                encode(&v5::Event::from(self))
+            }
             _ => encode(self),
         }
     }
@@ -158,6 +178,7 @@ pub fn body_as<T: Record>(key: &[u8], version: u8, body: &[u8]) -> Result<T, Jou
     let value = match version {
         1 => T::from_v1(body),
         2..TIME_BUDGET_SINCE_VERSION => T::from_v4(body),
+        TIME_BUDGET_SINCE_VERSION..PRINCIPALS_SINCE_VERSION => T::from_v5(body),
         _ => postcard::from_bytes(body),
     };
     value.map_err(|e| corrupt(key, format!("undecodable body: {e}")))

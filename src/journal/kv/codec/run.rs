@@ -27,14 +27,14 @@ use super::{
     corrupt,
     keys::{event_key, offset_of_key},
     record::{
-        BUNDLE_VERSION, RUNS_SINCE_VERSION, TIME_BUDGET_SINCE_VERSION, body_as, encode,
-        encode_as_bundle, open,
+        BUNDLE_VERSION, PRINCIPALS_SINCE_VERSION, RUNS_SINCE_VERSION, TIME_BUDGET_SINCE_VERSION,
+        body_as, encode, encode_as_bundle, open,
     },
-    v4,
+    v4, v5,
 };
 use crate::{
     journal::{JournalError, store::Bytes},
-    saga::{Event, EventKind, Offset, SagaId, StepSpec, Timestamp, TraceContext},
+    saga::{Event, EventKind, Offset, Principal, SagaId, StepSpec, Timestamp, TraceContext},
 };
 
 /// stored once.
@@ -47,18 +47,20 @@ struct Run<'a> {
 }
 
 /// [`Run`], read back; `K` is the event kind's shape in the run's version
-/// (today's, or that of versions 3 and 4, `v4.rs`).
+/// (today's, or that of versions 3 and 4, `v4.rs`, or 5, `v5.rs`), and `B`
+/// what a snapshot `Started` says of who started the saga: `()` (nothing,
+/// postcard writes no bytes for it) before version 6.
 #[derive(Deserialize)]
-struct OwnedRun<K> {
+struct OwnedRun<K, B> {
     saga: SagaId,
     first_seq: u64,
     first_offset: u64,
-    events: Vec<(Timestamp, OwnedStoredKind<K>)>,
+    events: Vec<(Timestamp, OwnedStoredKind<K, B>)>,
 }
 
-impl OwnedRun<v4::EventKind> {
-    /// The run with its kinds in today's shape.
-    fn upgrade(self) -> OwnedRun<EventKind> {
+impl<K: Into<EventKind>> OwnedRun<K, ()> {
+    /// A run of a version before principals, in today's shapes.
+    fn upgrade(self) -> OwnedRun<EventKind, Option<Principal>> {
         OwnedRun {
             saga: self.saga,
             first_seq: self.first_seq,
@@ -83,12 +85,13 @@ enum StoredKind<'a> {
         payload: &'a [u8],
         idempotency_key: &'a Option<String>,
         trace: &'a Option<TraceContext>,
+        started_by: &'a Option<Principal>,
     },
 }
 
-/// [`StoredKind`], read back (see [`OwnedRun`] for `K`).
+/// [`StoredKind`], read back (see [`OwnedRun`] for `K` and `B`).
 #[derive(Deserialize)]
-enum OwnedStoredKind<K> {
+enum OwnedStoredKind<K, B> {
     Event(K),
     Started {
         definition: String,
@@ -96,11 +99,12 @@ enum OwnedStoredKind<K> {
         payload: Vec<u8>,
         idempotency_key: Option<String>,
         trace: Option<TraceContext>,
+        started_by: B,
     },
 }
 
-impl OwnedStoredKind<v4::EventKind> {
-    fn upgrade(self) -> OwnedStoredKind<EventKind> {
+impl<K: Into<EventKind>> OwnedStoredKind<K, ()> {
+    fn upgrade(self) -> OwnedStoredKind<EventKind, Option<Principal>> {
         match self {
             OwnedStoredKind::Event(kind) => OwnedStoredKind::Event(kind.into()),
             OwnedStoredKind::Started {
@@ -109,12 +113,14 @@ impl OwnedStoredKind<v4::EventKind> {
                 payload,
                 idempotency_key,
                 trace,
+                started_by: (),
             } => OwnedStoredKind::Started {
                 definition,
                 snapshot,
                 payload,
                 idempotency_key,
                 trace,
+                started_by: None,
             },
         }
     }
@@ -150,6 +156,7 @@ impl StoredKind<'_> {
                     payload,
                     idempotency_key,
                     trace,
+                    started_by,
                 },
                 Some(snapshot),
             ) => StoredKind::Started {
@@ -158,6 +165,7 @@ impl StoredKind<'_> {
                 payload,
                 idempotency_key,
                 trace,
+                started_by,
             },
             _ => StoredKind::Event(kind),
         }
@@ -230,9 +238,11 @@ fn decode_one_run(
         }
         (version, body) => {
             let run = if version < TIME_BUDGET_SINCE_VERSION {
-                postcard::from_bytes::<OwnedRun<v4::EventKind>>(body).map(OwnedRun::upgrade)
+                postcard::from_bytes::<OwnedRun<v4::EventKind, ()>>(body).map(OwnedRun::upgrade)
+            } else if version < PRINCIPALS_SINCE_VERSION {
+                postcard::from_bytes::<OwnedRun<v5::EventKind, ()>>(body).map(OwnedRun::upgrade)
             } else {
-                postcard::from_bytes::<OwnedRun<EventKind>>(body)
+                postcard::from_bytes::<OwnedRun<EventKind, Option<Principal>>>(body)
             }
             .map_err(|e| corrupt(key, format!("undecodable body: {e}")))?;
             let count = run.events.len() as u64;
@@ -258,6 +268,7 @@ fn decode_one_run(
                         payload,
                         idempotency_key,
                         trace,
+                        started_by,
                     } => EventKind::SagaStarted {
                         definition,
                         inline_steps: None,
@@ -265,6 +276,7 @@ fn decode_one_run(
                         payload,
                         idempotency_key,
                         trace,
+                        started_by,
                     },
                 };
                 events.push(Event {

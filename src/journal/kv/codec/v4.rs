@@ -204,6 +204,8 @@ impl From<Participant> for saga::Participant {
             retry: p.retry.into(),
             timeout: p.timeout,
             registered_at: p.registered_at,
+            // Principals were first journaled in version 6.
+            registered_by: None,
         }
     }
 }
@@ -238,6 +240,7 @@ impl From<EventKind> for saga::EventKind {
                 payload,
                 idempotency_key,
                 trace,
+                started_by: None,
             },
             EventKind::AttemptStarted {
                 step,
@@ -274,12 +277,12 @@ impl From<EventKind> for saga::EventKind {
                 error,
                 retry_at,
             },
-            EventKind::CancelRequested { reason } => Current::CancelRequested { reason },
+            EventKind::CancelRequested { reason } => Current::CancelRequested { reason, by: None },
             EventKind::CompensationStarted { reason } => Current::CompensationStarted { reason },
             EventKind::SagaCompleted => Current::SagaCompleted,
             EventKind::SagaCompensated => Current::SagaCompensated,
             EventKind::SagaFailed { reason } => Current::SagaFailed { reason },
-            EventKind::RetryRequested => Current::RetryRequested,
+            EventKind::RetryRequested => Current::RetryRequested { by: None },
         }
     }
 }
@@ -379,14 +382,17 @@ mod written_before {
                     payload,
                     idempotency_key,
                     trace,
-                } => EventKind::SagaStarted {
+                    started_by,
+                } => {
+                    assert_eq!(started_by, None, "format 4 has no principals");
+                    EventKind::SagaStarted {
                     definition,
                     inline_steps: inline_steps.map(|steps| steps.iter().map(Into::into).collect()),
                     steps: steps.iter().map(Into::into).collect(),
                     payload,
                     idempotency_key,
                     trace,
-                },
+                }},
                 Current::AttemptStarted {
                     step,
                     action,
@@ -422,14 +428,20 @@ mod written_before {
                     error,
                     retry_at,
                 },
-                Current::CancelRequested { reason } => EventKind::CancelRequested { reason },
+                Current::CancelRequested { reason, by } => {
+                    assert_eq!(by, None, "format 4 has no principals");
+                    EventKind::CancelRequested { reason }
+                }
                 Current::CompensationStarted { reason } => {
                     EventKind::CompensationStarted { reason }
                 }
                 Current::SagaCompleted => EventKind::SagaCompleted,
                 Current::SagaCompensated => EventKind::SagaCompensated,
                 Current::SagaFailed { reason } => EventKind::SagaFailed { reason },
-                Current::RetryRequested => EventKind::RetryRequested,
+                Current::RetryRequested { by } => {
+                    assert_eq!(by, None, "format 4 has no principals");
+                    EventKind::RetryRequested
+                }
                 Current::EndpointsRefreshed { .. } => {
                     panic!("format 4 has no EndpointsRefreshed")
                 }
