@@ -33,6 +33,8 @@
 //! | `otlp_endpoint` | `--otlp-endpoint` | `SAGAD_OTLP_ENDPOINT` | none (needs the `otlp` build feature) |
 //! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` (never archive) |
 //! | `disk_reserve` | `--disk-reserve` | `SAGAD_DISK_RESERVE` | `64MiB` (free space the journal leaves on its disk) |
+//! | `auth_tokens` | `--auth-tokens` | `SAGAD_AUTH_TOKENS` | none (every caller anonymous; loopback only) |
+//! | `insecure_no_auth` | `--insecure-no-auth` | `SAGAD_INSECURE_NO_AUTH` | `false` (a non-loopback listen needs auth and TLS) |
 //!
 //! Which log lines are written is `SAGAD_LOG` (or `RUST_LOG`), an `EnvFilter`
 //! directive, read by the binary rather than here: it is not a setting of the
@@ -48,6 +50,7 @@ use std::{
 use http::Uri;
 
 use crate::{
+    auth::exposure::{Exposure, ExposureError},
     engine::EngineConfig,
     saga::{StepDefaults, definition},
     server::ServerConfig,
@@ -69,7 +72,7 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETENTION_FOREVER: &str = "forever";
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 14] = [
     "listen",
     "data_dir",
     "sagas",
@@ -82,10 +85,12 @@ pub const KEYS: [&str; 12] = [
     "otlp_endpoint",
     "retention",
     "disk_reserve",
+    "auth_tokens",
+    "insecure_no_auth",
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 12] = [
+pub const ENV_VARS: [&str; 14] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
@@ -98,6 +103,8 @@ pub const ENV_VARS: [&str; 12] = [
     "SAGAD_OTLP_ENDPOINT",
     "SAGAD_RETENTION",
     "SAGAD_DISK_RESERVE",
+    "SAGAD_AUTH_TOKENS",
+    "SAGAD_INSECURE_NO_AUTH",
 ];
 
 /// How log lines are written to stderr.
@@ -163,6 +170,9 @@ pub enum ConfigError {
         value: String,
         why: String,
     },
+    /// The start would expose an unauthenticated or plain-text coordinator.
+    #[error(transparent)]
+    Exposure(#[from] ExposureError),
 }
 
 /// The settings of one layer; `None` means "this layer does not say".
@@ -180,6 +190,8 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     pub retention: Option<Retention>,
     pub disk_reserve: Option<u64>,
+    pub auth_tokens: Option<PathBuf>,
+    pub insecure_no_auth: Option<bool>,
 }
 
 /// The configuration `sagad serve` runs with.
@@ -211,6 +223,11 @@ pub struct Config {
     /// Free bytes the journal leaves on its disk: it prepares no log segment
     /// that would take them, and does not start with less free.
     pub disk_reserve: u64,
+    /// The tokens file callers authenticate with (`crate::auth`); `None`:
+    /// every caller is anonymous and may do everything.
+    pub auth_tokens: Option<PathBuf>,
+    /// Serve on a non-loopback address without authentication or TLS.
+    pub insecure_no_auth: bool,
 }
 
 impl Default for Config {
@@ -228,6 +245,8 @@ impl Default for Config {
             otlp_endpoint: None,
             retention: Retention::Forever,
             disk_reserve: crate::journal::store::wal::DEFAULT_DISK_RESERVE,
+            auth_tokens: None,
+            insecure_no_auth: false,
         }
     }
 }
@@ -267,6 +286,8 @@ impl Config {
             otlp_endpoint,
             retention,
             disk_reserve,
+            auth_tokens,
+            insecure_no_auth,
         } = layer;
         if let Some(v) = listen {
             self.listen = v;
@@ -304,6 +325,32 @@ impl Config {
         if let Some(v) = disk_reserve {
             self.disk_reserve = v;
         }
+        if let Some(v) = auth_tokens {
+            self.auth_tokens = Some(v);
+        }
+        if let Some(v) = insecure_no_auth {
+            self.insecure_no_auth = v;
+        }
+    }
+
+    /// Whether the gRPC listener speaks TLS.
+    ///
+    /// **Seam for TLS.** This build has no TLS listener, so it never does;
+    /// once the TLS settings are in, this is whether they configure the API
+    /// listener's certificate (`--tls-cert`/`--tls-key`).
+    pub fn api_tls(&self) -> bool {
+        false
+    }
+
+    /// What the start would expose, for the safe-default check
+    /// ([`Exposure::check`]: refused, or a warning to log).
+    pub fn exposure(&self) -> Exposure {
+        Exposure {
+            listen: self.listen,
+            auth: self.auth_tokens.is_some(),
+            tls: self.api_tls(),
+            insecure_no_auth: self.insecure_no_auth,
+        }
     }
 
     /// The definitions directory to load: the configured one, or `./sagas` if it
@@ -335,6 +382,8 @@ impl Config {
             on_failed_webhook: self.on_failed_webhook.clone(),
             retention: self.retention.period(),
             disk_reserve: self.disk_reserve,
+            auth_tokens: self.auth_tokens.clone(),
+            reload_interval: crate::server::RELOAD_INTERVAL,
         }
     }
 }
@@ -390,6 +439,7 @@ impl Settings {
                 toml::Value::Integer(i) if key == "max_payload_bytes" || key == "disk_reserve" => {
                     i.to_string()
                 }
+                toml::Value::Boolean(b) if key == "insecure_no_auth" => b.to_string(),
                 other => {
                     return Err(ConfigError::BadValue {
                         origin,
@@ -440,6 +490,8 @@ impl Settings {
             "otlp_endpoint" => self.otlp_endpoint = Some(parse_otlp_endpoint(text).map_err(bad)?),
             "retention" => self.retention = Some(parse_retention(text).map_err(bad)?),
             "disk_reserve" => self.disk_reserve = Some(parse_bytes(text).map_err(bad)?),
+            "auth_tokens" => self.auth_tokens = Some(path()),
+            "insecure_no_auth" => self.insecure_no_auth = Some(parse_bool(text).map_err(bad)?),
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
         Ok(())
@@ -457,6 +509,8 @@ fn expected(key: &str) -> &'static str {
         "otlp_endpoint" => "a URL string like \"http://127.0.0.1:4317\"",
         "retention" => "a duration string like \"7d\" or \"36h\", or \"forever\"",
         "disk_reserve" => "a size like \"64MiB\" or \"1GiB\", or bytes",
+        "auth_tokens" => "a path string",
+        "insecure_no_auth" => "true or false",
         _ => "a duration string like \"10s\" or \"250ms\"",
     }
 }
@@ -511,6 +565,15 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(scale))
         .ok_or_else(|| format!("'{text}' is not a size like 64MiB"))
+}
+
+/// A yes or no: `true`/`false` (also `1`/`0`, as environment variables say it).
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("'{text}' is not true or false")),
+    }
 }
 
 /// A log format: `text` or `json`.
@@ -667,6 +730,27 @@ mod tests {
             file.retention,
             Some(Retention::For(Duration::from_secs(2 * 86_400)))
         );
+    }
+
+    #[test]
+    fn auth_settings_come_from_every_layer_and_decide_exposure() {
+        let file = Settings::from_toml(
+            Path::new("/etc/sagad/sagad.toml"),
+            "auth_tokens = \"tokens\"\ninsecure_no_auth = true\nlisten = \"0.0.0.0:1\"",
+        )
+        .unwrap();
+        assert_eq!(file.auth_tokens, Some(PathBuf::from("/etc/sagad/tokens")));
+        assert_eq!(file.insecure_no_auth, Some(true));
+        let from_env = Settings::from_env(env(&[("SAGAD_INSECURE_NO_AUTH", "0")])).unwrap();
+        let config = Config::build(Some(file.clone()), from_env, Settings::default());
+        assert!(!config.insecure_no_auth);
+        // Authenticated, but tokens would cross the network in clear text.
+        assert!(config.exposure().check().is_err());
+        let config = Config::build(Some(file), Settings::default(), Settings::default());
+        assert!(config.exposure().check().unwrap().is_some());
+        assert!(Config::default().exposure().check().unwrap().is_none());
+        let err = Settings::from_env(env(&[("SAGAD_INSECURE_NO_AUTH", "yes")])).unwrap_err();
+        assert!(err.to_string().starts_with("SAGAD_INSECURE_NO_AUTH"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! on the fault, never on the journal's own variants.
 
 use crate::{
-    auth::AuthError,
+    auth::{AuthError, CredentialsError},
     journal::{JournalError, StoreError},
     saga::{DefinitionError, FoldError},
 };
@@ -43,6 +43,9 @@ pub enum Error {
     /// The caller is not known, or its role does not allow the call.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The tokens file cannot be used (a start-up error).
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
     /// An operating-system operation failed (binding the listener, say).
     #[error("{what}: {source}")]
     Io {

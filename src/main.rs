@@ -5,6 +5,8 @@
 //! - the client verbs (`start`, `get`, `list`, `watch`, `cancel`, `retry`,
 //!   `tail`, `participants`, `definitions`) talk to a running server over gRPC
 //!   (`cli/saga.rs`, `cli/catalog.rs`, `cli/tail.rs`);
+//! - `auth token` makes a bearer token for a server with `--auth-tokens`
+//!   (`cli/auth.rs`);
 //! - `journal check` verifies a stopped server's data directory, reading only
 //!   (`cli/journal.rs`);
 //!   `export` writes the sagas that ended in a time window as JSON lines, from
@@ -20,6 +22,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use cli::{
+    auth::AuthCommand,
     catalog::{DefinitionsCommand, ParticipantsCommand},
     demo::DemoArgs,
     error::{CliError, EXIT_FAILURE, EXIT_USAGE},
@@ -40,7 +43,8 @@ mod cli;
     name = "sagad",
     version,
     about = "A durable saga coordinator",
-    after_help = "Client verbs reach the server at --addr (env SAGAD_ADDR, default http://127.0.0.1:50051).\n\
+    after_help = "Client verbs reach the server at --addr (env SAGAD_ADDR, default http://127.0.0.1:50051),\n\
+                  with --token (env SAGAD_TOKEN) when it has --auth-tokens.\n\
                   Exit codes: 0 ok, 1 server error, 2 bad flags or input, 3 server unreachable,\n\
                   4 `start --wait` ended COMPENSATED, 5 ended FAILED,\n\
                   6 `journal check` found the journal intact but its log ending in a torn write."
@@ -78,6 +82,9 @@ enum Command {
     /// List saga definitions.
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
+    /// Make bearer tokens for a server with --auth-tokens.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Offline tools on a data directory.
     #[command(subcommand)]
     Journal(JournalCommand),
@@ -99,6 +106,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Tail(args) => Ok(cli::tail::tail(args).await?),
         Command::Participants(command) => Ok(cli::catalog::participants(command).await?),
         Command::Definitions(command) => Ok(cli::catalog::definitions(command).await?),
+        Command::Auth(command) => Ok(cli::auth::run(command)?),
         Command::Journal(command) => cli::journal::run(command).await,
         Command::Export(args) => cli::export::run(args).await,
     }
@@ -114,6 +122,11 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         || error
             .downcast_ref::<cli::definitions::LoadError>()
             .is_some()
+        // A tokens file that cannot be used is a bad input to the start.
+        || matches!(
+            error.downcast_ref::<sagad::Error>(),
+            Some(sagad::Error::Credentials(_))
+        )
     {
         EXIT_USAGE
     } else {

@@ -20,6 +20,13 @@
 //! with `on_failed_webhook`, every saga that becomes FAILED is posted there, and
 //! after recovery the FAILED sagas whose notice was never acknowledged are
 //! posted again (`crate::webhook`).
+//!
+//! Authentication (`crate::auth`): the Coordinator is always served behind
+//! the [`Authorize`] layer; with `auth_tokens` it checks every call against
+//! that file, read before anything is bound (a bad one fails the start) and
+//! again when it changes (every `reload_interval`) and on demand through
+//! [`Server::reload_hooks`] (the binary's SIGHUP). Health and reflection
+//! are served without it.
 
 use std::{
     net::SocketAddr,
@@ -43,11 +50,13 @@ use crate::{
     Error, Result,
     api::CoordinatorApi,
     archive::{self, Archiver},
+    auth::{Authenticator, Authorize, TokensFile},
     engine::{Engine, EngineConfig, recovery},
     journal::{Journal, SledJournal, store::WalOptions},
     metrics,
     participant::GrpcParticipants,
     proto::{self, v1::coordinator_server::CoordinatorServer},
+    reload::ReloadHooks,
     saga::Definition,
     webhook::Notifier,
 };
@@ -55,6 +64,9 @@ use crate::{
 /// How often health asks the journal whether it can write, between the
 /// failed writes it hears of at once.
 const HEALTH_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the files that can be reloaded (the tokens file) are checked
+/// for changes.
+pub const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Room for the rest of a StartSaga request around a payload of the maximum size.
 const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 
@@ -76,6 +88,12 @@ pub struct ServerConfig {
     pub retention: Option<std::time::Duration>,
     /// Free bytes the journal leaves on its disk (`WalOptions::disk_reserve`).
     pub disk_reserve: u64,
+    /// The tokens file callers authenticate with; `None`: every caller is
+    /// anonymous and may do everything (`crate::auth`).
+    pub auth_tokens: Option<PathBuf>,
+    /// How often reloadable files are checked for changes ([`RELOAD_INTERVAL`]
+    /// unless a test needs it sooner; not an operator setting).
+    pub reload_interval: std::time::Duration,
 }
 
 /// A running coordinator.
@@ -85,6 +103,7 @@ pub struct Server {
     engine: Engine,
     shutdown: CancellationToken,
     ready_rx: watch::Receiver<bool>,
+    reload: ReloadHooks,
     task: JoinHandle<Result<()>>,
 }
 
@@ -115,6 +134,8 @@ pub async fn start_with_journal(
     let archiver = config
         .retention
         .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
+    let reload = ReloadHooks::default();
+    let auth = authenticator(&config, &reload).await?;
     let engine = start_engine(&config, journal, definitions).await?;
     let (listener, addr) = bind(config.listen).await?;
     let shutdown = CancellationToken::new();
@@ -122,7 +143,7 @@ pub async fn start_with_journal(
     let notifier = open_notifier(&config, &engine, &shutdown).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = watch::channel(false);
-    let (health, router) = grpc_services(&config, &engine, &ready).await?;
+    let (health, router) = grpc_services(&config, &engine, &ready, auth).await?;
     // Nagle must be turned off on the incoming stream itself: the server builder's
     // tcp_nodelay is ignored by serve_with_incoming (64 concurrent calls on one
     // connection reached 26–30k calls/s with it on, against 42–51k with it off).
@@ -135,15 +156,38 @@ pub async fn start_with_journal(
         ready_tx,
         notifier,
     };
-    let task = tokio::spawn(serving.run(router, incoming, metrics_listener, archiver));
+    let reloading = reload
+        .clone()
+        .watch(config.reload_interval, shutdown.clone());
+    let task = tokio::spawn(serving.run(router, incoming, metrics_listener, archiver, reloading));
     Ok(Server {
         addr,
         metrics_addr,
         engine,
         shutdown,
         ready_rx,
+        reload,
         task,
     })
+}
+
+/// How callers are checked: against the tokens file, read now (off the async
+/// workers) and registered for reloads; or not at all.
+async fn authenticator(config: &ServerConfig, reload: &ReloadHooks) -> Result<Arc<Authenticator>> {
+    let Some(path) = config.auth_tokens.clone() else {
+        return Ok(Arc::new(Authenticator::Open));
+    };
+    let tokens = tokio::task::spawn_blocking(move || TokensFile::open(&path))
+        .await
+        .map_err(|e| Error::Unavailable(format!("tokens file read task failed: {e}")))??;
+    let tokens = Arc::new(tokens);
+    tracing::info!(
+        file = %tokens.path().display(),
+        "authentication on: {}",
+        tokens.current().describe()
+    );
+    reload.register(tokens.clone());
+    Ok(Arc::new(Authenticator::Tokens(tokens)))
 }
 
 /// The engine over `journal`, calling participants over gRPC, recording
@@ -220,6 +264,7 @@ async fn grpc_services(
     config: &ServerConfig,
     engine: &Engine,
     ready: &Arc<AtomicBool>,
+    auth: Arc<Authenticator>,
 ) -> Result<(HealthReporter, Router)> {
     let (health, health_service) = tonic_health::server::health_reporter();
     report_health(&health, ServingStatus::NotServing).await;
@@ -238,6 +283,8 @@ async fn grpc_services(
     let coordinator = CoordinatorServer::new(CoordinatorApi::new(engine.clone(), ready.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(usize::MAX);
+    // Health and reflection stay open: probes and `grpcurl list` need no token.
+    let coordinator = Authorize::new(coordinator, auth);
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -299,12 +346,17 @@ impl Serving {
         incoming: TcpIncoming,
         metrics_listener: Option<TcpListener>,
         archiver: Option<Archiver>,
+        reloading: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
         let serve =
             router.serve_with_incoming_shutdown(incoming, self.shutdown.clone().cancelled_owned());
         let serve_metrics = serve_metrics(metrics_listener, &self.engine, &self.shutdown);
-        let (served, metrics_served, stopped) =
-            tokio::join!(serve, serve_metrics, self.recover_then_stop(archiver));
+        let (served, metrics_served, stopped, ()) = tokio::join!(
+            serve,
+            serve_metrics,
+            self.recover_then_stop(archiver),
+            reloading
+        );
         served.map_err(|e| Error::Unavailable(format!("gRPC server failed: {e}")))?;
         if let Err(e) = metrics_served {
             tracing::error!(error = %e, "the metrics endpoint failed");
@@ -408,6 +460,11 @@ impl Server {
     /// The engine behind the server.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// What SIGHUP reloads (the tokens file, when there is one).
+    pub fn reload_hooks(&self) -> ReloadHooks {
+        self.reload.clone()
     }
 
     /// Cancelling this token starts a graceful stop.

@@ -41,7 +41,7 @@ impl From<Error> for Status {
             Error::Auth(
                 AuthError::Denied { .. } | AuthError::NotItsSaga { .. } | AuthError::UnknownMethod(_),
             ) => Status::permission_denied(message),
-            Error::Io { .. } => Status::internal(message),
+            Error::Credentials(_) | Error::Io { .. } => Status::internal(message),
         }
     }
 }

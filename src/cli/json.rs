@@ -14,7 +14,7 @@ use sagad::{json::bytes_or_text, proto::v1 as pb};
 use serde_json::{Value, json};
 
 use crate::cli::output::{
-    action_name, between, config_duration, outcome_name, rfc3339, saga_state_name, step_state_name,
+    action_name, between, config_duration, outcome_name, principal_kind, rfc3339, saga_state_name, step_state_name,
 };
 
 fn time(ts: Option<&prost_types::Timestamp>) -> Value {
@@ -106,6 +106,18 @@ fn step(s: &pb::Step) -> Value {
     })
 }
 
+/// Who made a call, as the archive records write it: `{"kind": "token",
+/// "name": "ops", "peer": "127.0.0.1:50412"}`; `null` when not recorded.
+fn principal(p: Option<&pb::Principal>) -> Value {
+    p.map_or(Value::Null, |p| {
+        json!({
+            "kind": principal_kind(p),
+            "name": p.name,
+            "peer": text(&p.peer),
+        })
+    })
+}
+
 /// A saga with its steps and their attempts (the last ones, and what the
 /// earlier ones were, unless every one was asked for).
 pub fn saga(s: &pb::Saga) -> Value {
@@ -121,6 +133,12 @@ pub fn saga(s: &pb::Saga) -> Value {
         "created_at": time(s.created_at.as_ref()),
         "updated_at": time(s.updated_at.as_ref()),
         "finished_at": time(s.finished_at.as_ref()),
+        "started_by": principal(s.started_by.as_ref()),
+        "audit": s.audit.iter().map(|a| json!({
+            "action": a.action,
+            "at": time(a.at.as_ref()),
+            "by": principal(a.by.as_ref()),
+        })).collect::<Vec<_>>(),
         "steps": s.steps.iter().map(step).collect::<Vec<_>>(),
     })
 }
@@ -152,6 +170,7 @@ pub fn saga_summary(s: &pb::SagaSummary) -> Value {
         "finished_at": time(s.finished_at.as_ref()),
         "step_count": s.step_count,
         "current_step": current,
+        "started_by": principal(s.started_by.as_ref()),
     })
 }
 
@@ -163,6 +182,7 @@ pub fn participant(p: &pb::Participant) -> Value {
         "timeout": duration(p.timeout.as_ref()),
         "retry": retry(p.retry.as_ref()),
         "registered_at": time(p.registered_at.as_ref()),
+        "registered_by": principal(p.registered_by.as_ref()),
     })
 }
 
@@ -197,6 +217,7 @@ pub fn event(e: &pb::SagaEvent) -> Value {
                 "definition": s.definition,
                 "steps": s.steps,
                 "idempotency_key": text(&s.idempotency_key),
+                "started_by": principal(s.started_by.as_ref()),
             }),
         ),
         Some(E::AttemptStarted(a)) => (
@@ -223,12 +244,18 @@ pub fn event(e: &pb::SagaEvent) -> Value {
                 "next_attempt_at": time(a.next_attempt_at.as_ref()),
             }),
         ),
-        Some(E::CancelRequested(c)) => ("cancel_requested", json!({ "reason": c.reason })),
+        Some(E::CancelRequested(c)) => (
+            "cancel_requested",
+            json!({ "reason": c.reason, "by": principal(c.by.as_ref()) }),
+        ),
         Some(E::CompensationStarted(c)) => ("compensation_started", json!({ "reason": c.reason })),
         Some(E::SagaCompleted(_)) => ("saga_completed", json!({})),
         Some(E::SagaCompensated(_)) => ("saga_compensated", json!({})),
         Some(E::SagaFailed(f)) => ("saga_failed", json!({ "reason": f.reason })),
-        Some(E::RetryRequested(_)) => ("retry_requested", json!({})),
+        Some(E::RetryRequested(r)) => (
+            "retry_requested",
+            json!({ "by": principal(r.by.as_ref()) }),
+        ),
         Some(E::EndpointsRefreshed(r)) => (
             "endpoints_refreshed",
             json!({ "changes": r.changes.iter().map(endpoint_change).collect::<Vec<_>>() }),

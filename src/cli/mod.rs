@@ -7,11 +7,12 @@
 //! - `connect`, `error`: reaching the server; failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
 //! - `demo`: a coordinator and three participants in one process.
+//! - `auth`: `auth token`, making a bearer token and its tokens-file line.
 //! - `journal`, `export`: offline tools on a data directory (`journal check`,
 //!   `export`).
 //! - `logging`: where `serve`'s logs and spans go (text or JSON, OTLP).
 //! - `signal`: SIGINT/SIGTERM: the first stops `serve` (and `demo --serve`)
-//!   gracefully, a second exits at once.
+//!   gracefully, a second exits at once; SIGHUP reloads the tokens file.
 
 // The output macros come before the `mod` lines: macro_rules are in scope in
 // the modules declared after them, so every verb can use them unimported.
@@ -34,6 +35,7 @@ macro_rules! out {
     };
 }
 
+pub mod auth;
 pub mod catalog;
 pub mod connect;
 pub mod definitions;

@@ -182,6 +182,34 @@ impl Table {
     }
 }
 
+/// The kind of a principal as `--json` and the tables name it: `anonymous`,
+/// `token`, `cert` (as `sagad::saga::Identity::kind`).
+pub fn principal_kind(p: &pb::Principal) -> &'static str {
+    match pb::PrincipalKind::try_from(p.kind) {
+        Ok(pb::PrincipalKind::Anonymous) => "anonymous",
+        Ok(pb::PrincipalKind::Token) => "token",
+        Ok(pb::PrincipalKind::Certificate) => "cert",
+        _ => "unknown",
+    }
+}
+
+/// Who made a call: `token:ops from 127.0.0.1:50412`, `anonymous from …`, or
+/// `not recorded` for writes journaled before principals were.
+pub fn principal(p: Option<&pb::Principal>) -> String {
+    let Some(p) = p else {
+        return "not recorded".into();
+    };
+    let who = match principal_kind(p) {
+        "anonymous" => "anonymous".to_string(),
+        kind => format!("{kind}:{}", p.name),
+    };
+    if p.peer.is_empty() {
+        who
+    } else {
+        format!("{who} from {}", p.peer)
+    }
+}
+
 /// `SAGA_STATE_COMPENSATED` → `COMPENSATED`.
 pub fn saga_state_name(value: i32) -> String {
     pb::SagaState::try_from(value)

@@ -14,7 +14,7 @@ use sagad::proto::v1 as pb;
 
 use crate::cli::output::{
     Palette, Table, Tone, action_name, between, clock, config_duration, date_time, grouped, offset,
-    outcome_name, saga_state_name, short_duration, step_state_name, tone_of, truncate,
+    outcome_name, principal, saga_state_name, short_duration, step_state_name, tone_of, truncate,
 };
 
 /// Longest error shown in a table cell; `--json` has the full text.
@@ -45,6 +45,7 @@ pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
         }
         let _ = writeln!(out, "{line}");
     }
+    let _ = writeln!(out, "  by        {}", principal(s.started_by.as_ref()));
     if !s.payload.is_empty() {
         let _ = writeln!(
             out,
@@ -171,6 +172,27 @@ fn timeline(s: &pb::Saga, palette: &Palette) -> String {
                 ],
             ));
         }
+    }
+    // A cancel or retry comes before the compensations it started.
+    for entry in s.audit.iter().filter(|a| a.action != "started") {
+        let key = (millis(entry.at.as_ref()), false, 0, 0);
+        let what = match entry.action.as_str() {
+            "cancel_requested" => "CANCEL",
+            "retry_requested" => "RETRY",
+            other => other,
+        };
+        rows.push((
+            key,
+            vec![
+                time(entry.at.as_ref()),
+                (since_start(entry.at.as_ref()), Tone::Dim),
+                (String::new(), Tone::Plain),
+                (String::new(), Tone::Plain),
+                (what.to_string(), Tone::Warn),
+                (String::new(), Tone::Plain),
+                (format!("by {}", principal(entry.by.as_ref())), Tone::Plain),
+            ],
+        ));
     }
     rows.sort_by_key(|(key, _)| *key);
     let mut table = Table::new(&[
@@ -389,10 +411,11 @@ pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
             line
         }
         Some(E::CancelRequested(c)) => format!(
-            "{}{}: {}",
+            "{}{}: {} (by {})",
             step(""),
             palette.paint(Tone::Warn, "cancel requested"),
-            c.reason
+            c.reason,
+            principal(c.by.as_ref())
         ),
         Some(E::CompensationStarted(c)) => format!(
             "{}{}: {}",
@@ -418,7 +441,11 @@ pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
             palette.paint(Tone::Bad, "FAILED"),
             f.reason
         ),
-        Some(E::RetryRequested(_)) => format!("{}retry requested by an operator", step("")),
+        Some(E::RetryRequested(r)) => format!(
+            "{}retry requested by {}",
+            step(""),
+            principal(r.by.as_ref())
+        ),
         Some(E::EndpointsRefreshed(r)) => {
             let changes: Vec<String> = r
                 .changes
@@ -522,7 +549,14 @@ pub fn participant_table(participants: &[pb::Participant], palette: &Palette) ->
     if participants.is_empty() {
         return "no participants registered (see `sagad participants register --help`)\n".into();
     }
-    let mut table = Table::new(&["NAME", "FORWARD", "COMPENSATE", "TIMEOUT", "RETRY"]);
+    let mut table = Table::new(&[
+        "NAME",
+        "FORWARD",
+        "COMPENSATE",
+        "TIMEOUT",
+        "RETRY",
+        "REGISTERED BY",
+    ]);
     for p in participants {
         table.row(vec![
             (p.name.clone(), Tone::Bold),
@@ -536,6 +570,7 @@ pub fn participant_table(participants: &[pb::Participant], palette: &Palette) ->
                 Tone::Plain,
             ),
             (retry_summary(p.retry.as_ref()), Tone::Plain),
+            (principal(p.registered_by.as_ref()), Tone::Plain),
         ]);
     }
     table.render(palette)

@@ -9,7 +9,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use http::Uri;
 
 use sagad::{
-    config::{self, Config, LogFormat, Retention, Settings},
+    config::{self, Config, ConfigError, LogFormat, Retention, Settings},
     server,
 };
 
@@ -21,7 +21,8 @@ use crate::cli::{definitions, logging};
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
     /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook,
-    /// log_format, otlp_endpoint, retention, disk_reserve).
+    /// log_format, otlp_endpoint, retention, disk_reserve, auth_tokens,
+    /// insecure_no_auth).
     #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
@@ -74,6 +75,16 @@ pub struct ServeArgs {
     /// less free. [env: SAGAD_DISK_RESERVE] [default: 64MiB]
     #[arg(long, value_name = "SIZE", value_parser = config::parse_bytes)]
     pub disk_reserve: Option<u64>,
+    /// The tokens file: lines of NAME ROLE sha256:HASH (from `sagad auth
+    /// token`); every call then needs a bearer token in it. Re-read on SIGHUP
+    /// and when it changes. [env: SAGAD_AUTH_TOKENS] [default: none: every
+    /// caller is anonymous, and only a loopback --listen is allowed]
+    #[arg(long, value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
+    /// Serve on a non-loopback --listen without authentication or TLS
+    /// (logged as a warning at start). [env: SAGAD_INSECURE_NO_AUTH]
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 impl ServeArgs {
@@ -92,6 +103,9 @@ impl ServeArgs {
             otlp_endpoint: self.otlp_endpoint.clone(),
             retention: self.retention,
             disk_reserve: self.disk_reserve,
+            auth_tokens: self.auth_tokens.clone(),
+            // Off is the default: the flag only turns it on.
+            insecure_no_auth: self.insecure_no_auth.then_some(true),
         }
     }
 }
@@ -101,7 +115,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The configuration comes first: it says how to log. Its errors are printed
     // by main, without a subscriber.
     let config = Config::load(args.config.as_deref(), std::env::vars(), args.settings())?;
+    let exposed = config.exposure().check().map_err(ConfigError::from)?;
     let logging = logging::init("info", config.log_format, config.otlp_endpoint.as_deref())?;
+    if let Some(warning) = exposed {
+        tracing::warn!("{warning}");
+    }
     let served = serve(config).await;
     logging.shutdown().await;
     served
@@ -120,7 +138,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let names: Vec<_> = definitions.iter().map(|d| d.name.clone()).collect();
     let server_config = config.server_config();
     let server = server::start(server_config, definitions).await?;
-    let stop = crate::cli::signal::stop_signal().await;
+    let stop = crate::cli::signal::stop_signal(server.reload_hooks()).await;
     // One line on stdout that scripts and tests read to find the port.
     outln!("sagad listening on {}", server.local_addr());
     if let Some(addr) = server.metrics_addr() {
@@ -133,6 +151,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics = ?server.metrics_addr(),
         on_failed_webhook = ?config.on_failed_webhook.as_ref().map(ToString::to_string),
         retention = ?config.retention,
+        auth_tokens = ?config.auth_tokens.as_ref().map(|p| p.display().to_string()),
         "serving"
     );
     let token = server.shutdown_token();

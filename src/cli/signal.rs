@@ -5,27 +5,28 @@
 //! The first SIGINT or SIGTERM starts a graceful shutdown; a second one exits at
 //! once (the journal is still consistent: only acknowledged work is promised).
 //! SIGHUP, whose default action would kill the server without a word (a
-//! closed terminal, an init system's "reload"), is caught and logged: sagad
-//! reads its settings and definitions only at start, so there is nothing to
-//! reload yet.
+//! closed terminal, an init system's "reload"), is caught: it reloads what
+//! the server's [`ReloadHooks`] hold (the tokens file; `sagad::reload`), each
+//! outcome logged. Settings and definitions are read only at start.
 
 use std::{future::Future, task::Poll};
 
+use sagad::reload::ReloadHooks;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::oneshot,
 };
 
-/// Installs the SIGINT/SIGTERM handlers now, and returns a receiver that
-/// resolves at the first signal.
+/// Installs the SIGINT/SIGTERM handlers now (and SIGHUP's, which reloads
+/// `hooks`), and returns a receiver that resolves at the first stop signal.
 ///
 /// `first_signal` installs its handlers when it is first polled. Until then a
 /// SIGTERM would kill the process with the default action, and scripts, tests
 /// and init systems may signal as soon as the process says it is ready. So
 /// this polls it once, and only then returns: call it before printing
 /// "listening".
-pub async fn stop_signal() -> oneshot::Receiver<()> {
-    ignore_hangups();
+pub async fn stop_signal(hooks: ReloadHooks) -> oneshot::Receiver<()> {
+    reload_on_hangup(hooks);
     let (armed_tx, armed_rx) = oneshot::channel();
     let (fired_tx, fired_rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -69,18 +70,27 @@ async fn first_signal() {
     });
 }
 
-/// Catches SIGHUP from now on (the handler is installed before this returns)
-/// and logs each one instead of dying of it.
-fn ignore_hangups() {
+/// Catches SIGHUP from now on (the handler is installed before this returns):
+/// each one reloads `hooks` instead of killing sagad.
+fn reload_on_hangup(hooks: ReloadHooks) {
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot install a SIGHUP handler; a SIGHUP will stop sagad");
         return;
     };
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            tracing::warn!(
-                "SIGHUP ignored: sagad reads its settings and definitions only at start; restart it to change them"
-            );
+            if hooks.is_empty() {
+                tracing::warn!(
+                    "SIGHUP: nothing to reload (no --auth-tokens); settings and definitions are read only at start: restart sagad to change them"
+                );
+                continue;
+            }
+            // The hooks log each outcome, naming any bad file.
+            let hooks = hooks.clone();
+            let reloaded = tokio::task::spawn_blocking(move || hooks.reload_all("SIGHUP")).await;
+            if let Err(e) = reloaded {
+                tracing::error!(error = %e, "SIGHUP: the reload task failed");
+            }
         }
     });
 }

@@ -38,8 +38,9 @@ use anyhow::{Context, bail};
 use sagad::{
     journal::{JOURNAL_BATCH_MAX, Journal, SledJournal},
     saga::{
-        CallOutcome, Decision, Event, EventKind, Offset, Participant, RetryOverrides, SagaId,
-        SagaState, StepDefaults, StepSpec, Timestamp, attempt_finished, decide, definition,
+        CallOutcome, Decision, Event, EventKind, Offset, Participant, Principal, RetryOverrides,
+        SagaId, SagaState, StepDefaults, StepSpec, Timestamp, attempt_finished, decide,
+        definition,
     },
 };
 
@@ -57,6 +58,9 @@ pub const SEED_LANES: usize = JOURNAL_BATCH_MAX;
 pub const PARTICIPANT_BASE_PORT: u16 = 7101;
 /// The `retry_after` a waiting saga's participant answered.
 pub const WAIT_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// The caller every seeded saga records (a loopback client of a server
+/// without authentication), so seeded records are the size real ones are.
+const SEED_PEER: ([u8; 4], u16) = ([127, 0, 0, 1], 40_000);
 /// How often seeding progress is shown on stderr.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -141,6 +145,8 @@ pub fn history(
             payload,
             idempotency_key: None,
             trace: None,
+            // As a server without authentication journals its callers.
+            started_by: Some(Principal::anonymous(Some(SEED_PEER.into()))),
         },
     };
     let mut state = SagaState::start(&started)?;

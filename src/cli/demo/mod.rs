@@ -93,6 +93,15 @@ fn wire(d: Duration) -> prost_types::Duration {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    // The demo's coordinator has no authentication: loopback only.
+    sagad::auth::exposure::Exposure {
+        listen: args.listen,
+        auth: false,
+        tls: false,
+        insecure_no_auth: false,
+    }
+    .check()
+    .map_err(sagad::config::ConfigError::from)?;
     let palette = Palette::detect();
     let data_dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let definition =
@@ -106,6 +115,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             on_failed_webhook: None,
             retention: None,
             disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+            auth_tokens: None,
+            reload_interval: server::RELOAD_INTERVAL,
         },
         vec![definition],
     )
@@ -129,7 +140,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         summarise(&sagas, &palette);
         if args.serve {
             // Armed before the commands are printed: a signal right after must stop cleanly.
-            let stop = crate::cli::signal::stop_signal().await;
+            let stop = crate::cli::signal::stop_signal(server.reload_hooks()).await;
             print_try_next(addr, &sagas, &palette);
             let _ = stop.await;
             outln!("\nstopping the demo");
