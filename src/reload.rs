@@ -186,17 +186,21 @@ mod tests {
         assert_eq!(part.reloads.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn the_timer_reloads_changed_parts_until_shutdown() {
         let hooks = ReloadHooks::default();
         let part = Arc::new(Counting::default());
         hooks.register(part.clone());
         let shutdown = CancellationToken::new();
-        let watching = tokio::spawn(hooks.watch(Duration::from_secs(5), shutdown.clone()));
+        let watching = tokio::spawn(hooks.watch(Duration::from_millis(10), shutdown.clone()));
         part.dirty.store(true, Ordering::SeqCst);
+        // Polled, with a deadline far beyond any tick: the timer's pace is not asserted.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while part.reloads.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(tokio::time::Instant::now() < deadline, "the timer never reloaded");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert!(!part.changed());
         shutdown.cancel();
         watching.await.unwrap();
     }

@@ -46,6 +46,8 @@ pub fn started(definition: &str, key: Option<&str>) -> Event {
                 )
                 .expect("a valid traceparent"),
             ),
+            // None, so older formats' writers (which have no principals) take it.
+            started_by: None,
         },
     }
 }
@@ -103,7 +105,7 @@ pub fn cancelled(definition: &str, key: Option<&str>, last: EventKind) -> Vec<Ev
     let id = first.saga;
     vec![
         first,
-        next(id, 2, EventKind::CancelRequested { reason: "r".into() }),
+        next(id, 2, EventKind::CancelRequested { reason: "r".into(), by: None }),
         next(id, 3, EventKind::CompensationStarted { reason: "r".into() }),
         next(id, 4, last),
     ]

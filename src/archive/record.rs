@@ -394,7 +394,7 @@ mod tests {
                 attempt,
             });
             if action == Action::Forward {
-                kinds.push(EventKind::CancelRequested { reason: "r".into() });
+                kinds.push(EventKind::CancelRequested { reason: "r".into(), by: None });
             }
             kinds.push(if ok {
                 EventKind::AttemptSucceeded {
@@ -429,7 +429,7 @@ mod tests {
                     new: new.clone(),
                 }],
             },
-            EventKind::RetryRequested,
+            EventKind::RetryRequested { by: None },
             EventKind::AttemptStarted {
                 step: 0,
                 action: Action::Compensate,

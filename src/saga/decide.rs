@@ -379,6 +379,7 @@ mod tests {
                     payload: b"{}".to_vec(),
                     idempotency_key: None,
                     trace: None,
+                    started_by: None,
                 },
             };
             Self {
@@ -775,6 +776,7 @@ mod tests {
         });
         run.record(EventKind::CancelRequested {
             reason: "customer changed their mind".into(),
+            by: None,
         });
         // The call is still in flight: decide keeps calling it, never compensates.
         assert_eq!(
@@ -811,6 +813,7 @@ mod tests {
         ));
         run.record(EventKind::CancelRequested {
             reason: "stop".into(),
+            by: None,
         });
         assert!(matches!(
             decide(&run.state, run.now),
@@ -837,7 +840,7 @@ mod tests {
                 .unwrap()
                 .contains("gave up after 2 attempts")
         );
-        run.record(EventKind::RetryRequested);
+        run.record(EventKind::RetryRequested { by: None });
         assert_eq!(run.state.status, SagaStatus::Compensating);
         run.drive(|_, _, n| if n == 3 { flaky() } else { ok() });
         assert_eq!(run.call_order().join(" "), "F0#1 F1#1 C0#1 C0#2 C0#3 C0#4");
@@ -890,6 +893,7 @@ mod tests {
         }
         run.record(EventKind::CancelRequested {
             reason: "stop".into(),
+            by: None,
         });
         assert!(matches!(
             decide(&run.state, run.now),
@@ -1070,6 +1074,7 @@ mod tests {
         run.record(kind);
         run.record(EventKind::CancelRequested {
             reason: "stop".into(),
+            by: None,
         });
         run.drive(|_, _, _| ok());
         assert_eq!(run.call_order().join(" "), "");
@@ -1141,7 +1146,7 @@ mod tests {
             FoldError::Invalid { .. }
         ));
         assert!(matches!(
-            bad(&run, 3, EventKind::RetryRequested),
+            bad(&run, 3, EventKind::RetryRequested { by: None }),
             FoldError::Invalid { .. }
         ));
         assert!(matches!(SagaState::fold([]), Err(FoldError::Empty)));
@@ -1164,6 +1169,7 @@ mod tests {
                 payload: b"{}".to_vec(),
                 idempotency_key: None,
                 trace: None,
+                started_by: None,
             },
         };
         history.push(started);

@@ -111,6 +111,7 @@ mod tests {
             retry: RetryOverrides::default(),
             timeout: None,
             registered_at: Timestamp(1),
+            registered_by: None,
         }
     }
 
@@ -178,6 +179,7 @@ mod tests {
             payload: vec![],
             idempotency_key: None,
             trace: None,
+            started_by: None,
         };
         let events: Vec<Event> = [started]
             .into_iter()
@@ -258,7 +260,7 @@ mod tests {
         );
         // And once retried the saga is not FAILED: no refresh then.
         refreshed
-            .apply(&event(refreshed.last_seq + 1, EventKind::RetryRequested))
+            .apply(&event(refreshed.last_seq + 1, EventKind::RetryRequested { by: None }))
             .unwrap();
         assert!(matches!(
             endpoint_changes(&refreshed, |name| now.get(name)),

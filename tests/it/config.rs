@@ -67,6 +67,8 @@ retention = "30d"
             // never set
             otlp_endpoint: None,
             disk_reserve: Config::default().disk_reserve,
+            auth_tokens: None,
+            insecure_no_auth: false,
             // env over file
             data_dir: PathBuf::from("/from/env"),
             max_payload_bytes: 2000,
@@ -268,6 +270,8 @@ fn the_server_config_carries_every_setting() {
         otlp_endpoint: None,
         retention: Retention::For(Duration::from_secs(60)),
         disk_reserve: 123,
+        auth_tokens: Some(PathBuf::from("/etc/sagad/tokens")),
+        insecure_no_auth: false,
     };
     let server = config.server_config();
     assert_eq!(server.listen, addr("127.0.0.1:0"));
@@ -282,6 +286,7 @@ fn the_server_config_carries_every_setting() {
     );
     assert_eq!(server.retention, Some(Duration::from_secs(60)));
     assert_eq!(server.disk_reserve, 123);
+    assert_eq!(server.auth_tokens, Some(PathBuf::from("/etc/sagad/tokens")));
     let forever = Config {
         retention: Retention::Forever,
         ..config

@@ -61,6 +61,7 @@ async fn build(dir: &Path) -> Vec<(SagaId, Vec<EventKind>)> {
                 payload: format!(r#"{{"order":{i}}}"#).into_bytes(),
                 idempotency_key: Some(format!("order-{i}")),
                 trace: None,
+                started_by: None,
             },
             EventKind::AttemptStarted {
                 step: 0,

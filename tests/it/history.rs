@@ -73,6 +73,7 @@ fn history(began: Timestamp) -> Vec<Event> {
             payload: br#"{"order_id":"long-history"}"#.to_vec(),
             idempotency_key: None,
             trace: None,
+            started_by: None,
         },
     };
     let mut state = SagaState::start(&started).unwrap();

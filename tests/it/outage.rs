@@ -409,6 +409,7 @@ fn failed_saga(endpoint: &str) -> Vec<Event> {
         payload: b"{}".to_vec(),
         idempotency_key: None,
         trace: None,
+        started_by: None,
     };
     let mut kinds = vec![started];
     for step in [0, 1] {
@@ -427,6 +428,7 @@ fn failed_saga(endpoint: &str) -> Vec<Event> {
     kinds.extend([
         EventKind::CancelRequested {
             reason: "test".into(),
+            by: None,
         },
         EventKind::CompensationStarted {
             reason: "cancelled: test".into(),

@@ -253,6 +253,7 @@ fn completing() -> Vec<Event> {
             payload: br#"{"order":1}"#.to_vec(),
             idempotency_key: None,
             trace: None,
+            started_by: None,
         },
         EventKind::AttemptStarted {
             step: 0,

@@ -164,6 +164,7 @@ mod tests {
                             } else {
                                 EventKind::CancelRequested {
                                     reason: format!("event {seq}"),
+                                    by: None,
                                 }
                             },
                             ..first.clone()

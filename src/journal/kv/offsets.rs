@@ -427,7 +427,7 @@ mod tests {
         let id = first.saga;
         let mut events = vec![first];
         for seq in 2..=5 {
-            events.push(next(id, seq, EventKind::RetryRequested));
+            events.push(next(id, seq, EventKind::RetryRequested { by: None }));
         }
         for (i, e) in events.iter_mut().enumerate() {
             e.offset = Offset(i as u64 + 1);

@@ -170,7 +170,7 @@ mod tests {
         let id = first.saga;
         let mut events = vec![
             first,
-            next(id, 2, EventKind::CancelRequested { reason: "r".into() }),
+            next(id, 2, EventKind::CancelRequested { reason: "r".into(), by: None }),
         ];
         let mut writes: Vec<KeyWrite> = Vec::new();
         for (i, e) in events.iter_mut().enumerate() {

@@ -70,6 +70,11 @@ pub struct Extras {
     pub on_failed_webhook: Option<String>,
     /// Archive sagas that ended longer ago than this (`--retention`).
     pub retention: Option<Duration>,
+    /// Authenticate callers against this tokens file (`--auth-tokens`),
+    /// checked for changes every `reload_interval` (the server's default
+    /// when unset).
+    pub auth_tokens: Option<PathBuf>,
+    pub reload_interval: Option<Duration>,
 }
 
 /// A coordinator served in-process over loopback gRPC, on a temp sled journal.
@@ -161,6 +166,11 @@ impl TestServer {
                     .map(|url| url.parse().unwrap()),
                 retention: self.retention,
                 disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+                auth_tokens: self.extras.auth_tokens.clone(),
+                reload_interval: self
+                    .extras
+                    .reload_interval
+                    .unwrap_or(server::RELOAD_INTERVAL),
             },
             self.definitions.clone(),
         )

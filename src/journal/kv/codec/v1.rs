@@ -250,6 +250,7 @@ mod tests {
                     payload: b"{}".to_vec(),
                     idempotency_key: Some("k".into()),
                     trace: None,
+                    started_by: None,
                 },
             }
         );

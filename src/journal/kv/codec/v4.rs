@@ -702,6 +702,7 @@ mod tests {
                 payload: vec![],
                 idempotency_key: None,
                 trace: None,
+                started_by: None,
             },
             saga::EventKind::AttemptFailed {
                 step: 0,
