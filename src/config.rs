@@ -750,7 +750,10 @@ mod tests {
         assert!(config.exposure().check().unwrap().is_some());
         assert!(Config::default().exposure().check().unwrap().is_none());
         let err = Settings::from_env(env(&[("SAGAD_INSECURE_NO_AUTH", "yes")])).unwrap_err();
-        assert!(err.to_string().starts_with("SAGAD_INSECURE_NO_AUTH"), "{err}");
+        assert!(
+            err.to_string().starts_with("SAGAD_INSECURE_NO_AUTH"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -76,10 +76,7 @@ impl ReloadHooks {
     }
 
     fn parts(&self) -> Vec<Arc<dyn Reload>> {
-        self.hooks
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Re-reads every part now, logging each outcome. Blocking.
@@ -197,7 +194,10 @@ mod tests {
         // Polled, with a deadline far beyond any tick: the timer's pace is not asserted.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while part.reloads.load(Ordering::SeqCst) == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the timer never reloaded");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the timer never reloaded"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(!part.changed());

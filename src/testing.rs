@@ -105,7 +105,14 @@ pub fn cancelled(definition: &str, key: Option<&str>, last: EventKind) -> Vec<Ev
     let id = first.saga;
     vec![
         first,
-        next(id, 2, EventKind::CancelRequested { reason: "r".into(), by: None }),
+        next(
+            id,
+            2,
+            EventKind::CancelRequested {
+                reason: "r".into(),
+                by: None,
+            },
+        ),
         next(id, 3, EventKind::CompensationStarted { reason: "r".into() }),
         next(id, 4, last),
     ]

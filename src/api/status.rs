@@ -39,7 +39,9 @@ impl From<Error> for Status {
             },
             Error::Auth(AuthError::Unauthenticated(_)) => Status::unauthenticated(message),
             Error::Auth(
-                AuthError::Denied { .. } | AuthError::NotItsSaga { .. } | AuthError::UnknownMethod(_),
+                AuthError::Denied { .. }
+                | AuthError::NotItsSaga { .. }
+                | AuthError::UnknownMethod(_),
             ) => Status::permission_denied(message),
             Error::Credentials(_) | Error::Io { .. } => Status::internal(message),
         }

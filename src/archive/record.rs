@@ -394,7 +394,10 @@ mod tests {
                 attempt,
             });
             if action == Action::Forward {
-                kinds.push(EventKind::CancelRequested { reason: "r".into(), by: None });
+                kinds.push(EventKind::CancelRequested {
+                    reason: "r".into(),
+                    by: None,
+                });
             }
             kinds.push(if ok {
                 EventKind::AttemptSucceeded {

@@ -63,7 +63,11 @@ mod tests {
         let ids = identities(&der(CLIENT_CERT)).unwrap();
         assert_eq!(
             ids,
-            ["checkout.internal", "spiffe://shop/checkout", "checkout-svc"]
+            [
+                "checkout.internal",
+                "spiffe://shop/checkout",
+                "checkout-svc"
+            ]
         );
     }
 

@@ -231,7 +231,10 @@ mod tests {
         assert!(creds.by_token("cert:payments.internal").is_none());
         let ids = vec!["other.example".to_string(), "payments.internal".to_string()];
         let (entry, matched) = creds.by_certificate(&ids).unwrap();
-        assert_eq!((entry.name.as_str(), matched), ("payments", "payments.internal"));
+        assert_eq!(
+            (entry.name.as_str(), matched),
+            ("payments", "payments.internal")
+        );
         assert!(creds.by_certificate(&ids[..1]).is_none());
         assert_eq!(
             creds.describe(),
@@ -258,13 +261,23 @@ mod tests {
             hash_line("a", "admin", "t"),
             hash_line("b", "reader", "t")
         );
-        assert!(parse(&twice).unwrap_err().to_string().contains("earlier line"));
+        assert!(
+            parse(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("earlier line")
+        );
         let two_roles = format!(
             "{}{}",
             hash_line("a", "admin", "t1"),
             hash_line("a", "reader", "t2")
         );
-        assert!(parse(&two_roles).unwrap_err().to_string().contains("one role"));
+        assert!(
+            parse(&two_roles)
+                .unwrap_err()
+                .to_string()
+                .contains("one role")
+        );
         let missing = Credentials::read(Path::new("/nonexistent/tokens")).unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/tokens"));
     }

@@ -81,15 +81,29 @@ mod tests {
         assert_eq!(at("[::1]:1", false, false, false).check(), Ok(None));
         assert_eq!(at("0.0.0.0:1", true, true, false).check(), Ok(None));
 
-        let refused = at("0.0.0.0:50051", false, false, false).check().unwrap_err();
+        let refused = at("0.0.0.0:50051", false, false, false)
+            .check()
+            .unwrap_err();
         let text = refused.to_string();
-        assert!(text.contains("0.0.0.0:50051") && text.contains("authentication and TLS"), "{text}");
-        assert!(text.contains("--auth-tokens") && text.contains("--insecure-no-auth"), "{text}");
+        assert!(
+            text.contains("0.0.0.0:50051") && text.contains("authentication and TLS"),
+            "{text}"
+        );
+        assert!(
+            text.contains("--auth-tokens") && text.contains("--insecure-no-auth"),
+            "{text}"
+        );
         let no_tls = at("10.1.2.3:1", true, false, false).check().unwrap_err();
         assert!(no_tls.to_string().contains("without TLS:"), "{no_tls}");
 
-        let warning = at("0.0.0.0:1", false, false, true).check().unwrap().unwrap();
-        assert!(warning.contains("--insecure-no-auth") && warning.contains("re-register"), "{warning}");
+        let warning = at("0.0.0.0:1", false, false, true)
+            .check()
+            .unwrap()
+            .unwrap();
+        assert!(
+            warning.contains("--insecure-no-auth") && warning.contains("re-register"),
+            "{warning}"
+        );
         let warning = at("[::]:1", true, false, true).check().unwrap().unwrap();
         assert!(warning.contains("tokens on the wire"), "{warning}");
     }

@@ -17,11 +17,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use tonic::{
-    body::Body,
-    server::NamedService,
-    transport::server::TcpConnectInfo,
-};
+use tonic::{body::Body, server::NamedService, transport::server::TcpConnectInfo};
 use tower_service::Service;
 
 use super::{Authenticator, Caller};

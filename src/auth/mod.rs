@@ -90,7 +90,9 @@ pub enum AuthError {
         role: Role,
     },
     /// A starter asked for a saga another principal started.
-    #[error("saga {saga} was started by another principal; reading it needs role reader ({who} has role starter)")]
+    #[error(
+        "saga {saga} was started by another principal; reading it needs role reader ({who} has role starter)"
+    )]
     NotItsSaga { saga: String, who: String },
     /// A method the access table does not name: closed to everyone.
     #[error("{0} is not in the access table: no role may call it")]
@@ -187,7 +189,10 @@ impl Authenticator {
                         .into(),
                 )
             })?;
-            return Ok((principal(Identity::Token(entry.name.clone())), Some(entry.role)));
+            return Ok((
+                principal(Identity::Token(entry.name.clone())),
+                Some(entry.role),
+            ));
         }
         if let Some(leaf) = certificates.and_then(|c| c.0.first()) {
             let identities = certificate::identities(leaf)
@@ -282,7 +287,10 @@ mod tests {
             .admit("RegisterParticipant", &HeaderMap::new(), peer(), None)
             .unwrap();
         assert_eq!(caller, Caller::anonymous(peer()));
-        assert_eq!(caller.principal.to_string(), "anonymous from 127.0.0.1:4000");
+        assert_eq!(
+            caller.principal.to_string(),
+            "anonymous from 127.0.0.1:4000"
+        );
     }
 
     #[test]
@@ -292,10 +300,14 @@ mod tests {
             TokenHash::of("t-ci"),
             TokenHash::of("t-ops")
         ));
-        let ci = auth.admit("StartSaga", &bearer("t-ci"), peer(), None).unwrap();
+        let ci = auth
+            .admit("StartSaga", &bearer("t-ci"), peer(), None)
+            .unwrap();
         assert_eq!(ci.principal.identity, Identity::Token("ci".into()));
         assert!(!ci.reads_all_sagas());
-        let ops = auth.admit("GetSaga", &bearer("t-ops"), peer(), None).unwrap();
+        let ops = auth
+            .admit("GetSaga", &bearer("t-ops"), peer(), None)
+            .unwrap();
         assert!(ops.reads_all_sagas());
         let denied = auth
             .admit("RegisterParticipant", &bearer("t-ci"), peer(), None)
@@ -304,7 +316,10 @@ mod tests {
             denied.to_string(),
             "RegisterParticipant needs role admin; token:ci has role starter"
         );
-        assert!(auth.admit("RegisterParticipant", &bearer("t-ops"), peer(), None).is_ok());
+        assert!(
+            auth.admit("RegisterParticipant", &bearer("t-ops"), peer(), None)
+                .is_ok()
+        );
         assert!(matches!(
             auth.admit("Bogus", &bearer("t-ops"), peer(), None),
             Err(AuthError::UnknownMethod(_))
@@ -315,7 +330,10 @@ mod tests {
     fn missing_malformed_and_unknown_credentials_are_unauthenticated() {
         let auth = authenticator(&format!("ops admin {}\n", TokenHash::of("t-ops")));
         let mut basic = HeaderMap::new();
-        basic.insert(http::header::AUTHORIZATION, "Basic b3BzOng=".parse().unwrap());
+        basic.insert(
+            http::header::AUTHORIZATION,
+            "Basic b3BzOng=".parse().unwrap(),
+        );
         for headers in [HeaderMap::new(), bearer("t-wrong"), basic] {
             let err = auth.admit("GetSaga", &headers, peer(), None).unwrap_err();
             assert!(matches!(err, AuthError::Unauthenticated(_)), "{err}");
@@ -343,7 +361,10 @@ mod tests {
         let caller = by_cn
             .admit("GetSaga", &HeaderMap::new(), peer(), Some(&client_cert()))
             .unwrap();
-        assert_eq!(caller.principal.to_string(), "cert:checkout-svc from 127.0.0.1:4000");
+        assert_eq!(
+            caller.principal.to_string(),
+            "cert:checkout-svc from 127.0.0.1:4000"
+        );
         let unmapped = authenticator("svc reader cert:someone-else\n");
         let err = unmapped
             .admit("GetSaga", &HeaderMap::new(), peer(), Some(&client_cert()))
@@ -353,7 +374,8 @@ mod tests {
 
     #[test]
     fn a_starter_owns_the_sagas_its_identity_started() {
-        let mut saga = crate::saga::SagaState::start(&crate::testing::started("shop", None)).unwrap();
+        let mut saga =
+            crate::saga::SagaState::start(&crate::testing::started("shop", None)).unwrap();
         let starter = |name: &str, port: u16| Caller {
             principal: Principal {
                 identity: Identity::Token(name.into()),

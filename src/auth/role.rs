@@ -135,9 +135,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == text)
-            .ok_or_else(|| {
-                format!("'{text}' is not a role (reader, starter, operator or admin)")
-            })
+            .ok_or_else(|| format!("'{text}' is not a role (reader, starter, operator or admin)"))
     }
 }
 

@@ -106,7 +106,10 @@ mod tests {
         std::fs::write(&path, "a reader not-a-hash\n").unwrap();
         let err = file.reload().unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
-        assert!(file.current().by_token("ta").is_some(), "the old file stays");
+        assert!(
+            file.current().by_token("ta").is_some(),
+            "the old file stays"
+        );
         // Reported once: the timer sees no change until the file changes again.
         assert!(!file.changed());
     }

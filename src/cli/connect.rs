@@ -32,7 +32,12 @@ pub struct AddrArgs {
     pub addr: String,
     /// Bearer token for a server with --auth-tokens (from `sagad auth token`).
     /// Prefer the environment variable: a flag shows in `ps`.
-    #[arg(long, env = "SAGAD_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "SAGAD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
 }
 
@@ -41,7 +46,10 @@ pub struct AddrArgs {
 pub struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
             request
                 .metadata_mut()
@@ -56,7 +64,9 @@ fn bearer(token: Option<&str>) -> Result<Bearer, CliError> {
     token
         .map(|t| {
             format!("Bearer {}", t.trim()).parse().map_err(|_| {
-                CliError::Usage("--token (SAGAD_TOKEN) holds characters a header cannot carry".into())
+                CliError::Usage(
+                    "--token (SAGAD_TOKEN) holds characters a header cannot carry".into(),
+                )
             })
         })
         .transpose()
@@ -119,9 +129,18 @@ mod tests {
     fn a_token_goes_on_every_call_and_a_bad_one_is_refused() {
         let mut with = bearer(Some("sagad_abc\n")).unwrap();
         let sent = with.call(tonic::Request::new(())).unwrap();
-        assert_eq!(sent.metadata().get("authorization").unwrap(), "Bearer sagad_abc");
+        assert_eq!(
+            sent.metadata().get("authorization").unwrap(),
+            "Bearer sagad_abc"
+        );
         let mut without = bearer(None).unwrap();
-        assert!(without.call(tonic::Request::new(())).unwrap().metadata().is_empty());
+        assert!(
+            without
+                .call(tonic::Request::new(()))
+                .unwrap()
+                .metadata()
+                .is_empty()
+        );
         assert!(bearer(Some("bad\u{7f}token")).is_err());
     }
 }

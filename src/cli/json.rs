@@ -14,7 +14,8 @@ use sagad::{json::bytes_or_text, proto::v1 as pb};
 use serde_json::{Value, json};
 
 use crate::cli::output::{
-    action_name, between, config_duration, outcome_name, principal_kind, rfc3339, saga_state_name, step_state_name,
+    action_name, between, config_duration, outcome_name, principal_kind, rfc3339, saga_state_name,
+    step_state_name,
 };
 
 fn time(ts: Option<&prost_types::Timestamp>) -> Value {
@@ -252,10 +253,9 @@ pub fn event(e: &pb::SagaEvent) -> Value {
         Some(E::SagaCompleted(_)) => ("saga_completed", json!({})),
         Some(E::SagaCompensated(_)) => ("saga_compensated", json!({})),
         Some(E::SagaFailed(f)) => ("saga_failed", json!({ "reason": f.reason })),
-        Some(E::RetryRequested(r)) => (
-            "retry_requested",
-            json!({ "by": principal(r.by.as_ref()) }),
-        ),
+        Some(E::RetryRequested(r)) => {
+            ("retry_requested", json!({ "by": principal(r.by.as_ref()) }))
+        }
         Some(E::EndpointsRefreshed(r)) => (
             "endpoints_refreshed",
             json!({ "changes": r.changes.iter().map(endpoint_change).collect::<Vec<_>>() }),

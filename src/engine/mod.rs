@@ -35,8 +35,8 @@ use crate::{
     metrics::Metrics,
     participant::Participants,
     saga::{
-        Definition, EndpointChange, Event, EventKind, Offset, Participant, Principal, SagaId, SagaState,
-        SagaStatus, StepDefaults, Timestamp,
+        Definition, EndpointChange, Event, EventKind, Offset, Participant, Principal, SagaId,
+        SagaState, SagaStatus, StepDefaults, Timestamp,
         refresh::{self, RefreshError},
     },
     webhook::Notifier,
@@ -667,4 +667,3 @@ fn log_registration(previous: Option<&Participant>, now: &Participant) {
         ),
     }
 }
-

@@ -269,7 +269,10 @@ mod tests {
         // Recovery journaled nothing for the parked saga.
         assert_eq!(engine.get(waiting).await.unwrap().last_seq, 3);
 
-        let cancelled = engine.cancel(waiting, "test".into(), Principal::anonymous(None)).await.unwrap();
+        let cancelled = engine
+            .cancel(waiting, "test".into(), Principal::anonymous(None))
+            .await
+            .unwrap();
         assert_eq!(cancelled.cancel_reason.as_deref(), Some("test"));
         assert!(
             !engine.lock_owners().is_parked(waiting),

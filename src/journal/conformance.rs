@@ -94,7 +94,10 @@ pub async fn append_read_and_offsets(journal: Arc<dyn Journal>) {
         .append(vec![next(
             id,
             3,
-            EventKind::CancelRequested { reason: "x".into(), by: None },
+            EventKind::CancelRequested {
+                reason: "x".into(),
+                by: None,
+            },
         )])
         .await
         .unwrap();
@@ -332,7 +335,11 @@ pub async fn indexes_follow_events(journal: Arc<dyn Journal>) {
     );
 
     journal
-        .append(vec![next(ids[0], 4, EventKind::RetryRequested { by: None })])
+        .append(vec![next(
+            ids[0],
+            4,
+            EventKind::RetryRequested { by: None },
+        )])
         .await
         .unwrap();
     assert!(

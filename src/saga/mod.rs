@@ -33,6 +33,7 @@ pub use id::{Action, Offset, SagaId, Timestamp, idempotency_key};
 pub use principal::{Identity, Principal};
 pub use retry::{RetryOverrides, RetryPolicy};
 pub use state::{
-    AttemptRecord, AttemptResult, AuditAction, AuditEntry, EndpointRecord, FoldError, SagaState, SagaStatus, StepStatus,
+    AttemptRecord, AttemptResult, AuditAction, AuditEntry, EndpointRecord, FoldError, SagaState,
+    SagaStatus, StepStatus,
 };
 pub use trace::TraceContext;

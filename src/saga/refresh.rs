@@ -260,7 +260,10 @@ mod tests {
         );
         // And once retried the saga is not FAILED: no refresh then.
         refreshed
-            .apply(&event(refreshed.last_seq + 1, EventKind::RetryRequested { by: None }))
+            .apply(&event(
+                refreshed.last_seq + 1,
+                EventKind::RetryRequested { by: None },
+            ))
             .unwrap();
         assert!(matches!(
             endpoint_changes(&refreshed, |name| now.get(name)),

@@ -14,6 +14,7 @@ mod common;
 
 mod api;
 mod archive;
+mod auth;
 mod bench;
 mod cli;
 mod config;

@@ -39,8 +39,7 @@ use sagad::{
     journal::{JOURNAL_BATCH_MAX, Journal, SledJournal},
     saga::{
         CallOutcome, Decision, Event, EventKind, Offset, Participant, Principal, RetryOverrides,
-        SagaId, SagaState, StepDefaults, StepSpec, Timestamp, attempt_finished, decide,
-        definition,
+        SagaId, SagaState, StepDefaults, StepSpec, Timestamp, attempt_finished, decide, definition,
     },
 };
 

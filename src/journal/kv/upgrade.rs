@@ -170,7 +170,14 @@ mod tests {
         let id = first.saga;
         let mut events = vec![
             first,
-            next(id, 2, EventKind::CancelRequested { reason: "r".into(), by: None }),
+            next(
+                id,
+                2,
+                EventKind::CancelRequested {
+                    reason: "r".into(),
+                    by: None,
+                },
+            ),
         ];
         let mut writes: Vec<KeyWrite> = Vec::new();
         for (i, e) in events.iter_mut().enumerate() {

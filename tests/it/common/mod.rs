@@ -690,8 +690,13 @@ pub async fn sagad_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, St
 
     let dir = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sagad"));
+    command.arg("serve");
+    // A test that names its own --listen gets it instead of a free loopback port.
+    if !args.contains(&"--listen") {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg("--data-dir")
         .arg(dir.path())
         .args(args)
         .env_remove("SAGAD_METRICS_LISTEN")

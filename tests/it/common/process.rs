@@ -36,11 +36,16 @@ impl SagadProcess {
         Self::spawn_with(data_dir, &[], env)
     }
 
-    /// As [`SagadProcess::spawn`], with extra `serve` flags.
+    /// As [`SagadProcess::spawn`], with extra `serve` flags (a `--listen`
+    /// among them replaces the free loopback port).
     pub fn spawn_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sagad"));
+        command.arg("serve");
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "5s"])
+            .args(["--shutdown-grace", "5s"])
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)

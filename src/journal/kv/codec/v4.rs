@@ -386,13 +386,15 @@ mod written_before {
                 } => {
                     assert_eq!(started_by, None, "format 4 has no principals");
                     EventKind::SagaStarted {
-                    definition,
-                    inline_steps: inline_steps.map(|steps| steps.iter().map(Into::into).collect()),
-                    steps: steps.iter().map(Into::into).collect(),
-                    payload,
-                    idempotency_key,
-                    trace,
-                }},
+                        definition,
+                        inline_steps: inline_steps
+                            .map(|steps| steps.iter().map(Into::into).collect()),
+                        steps: steps.iter().map(Into::into).collect(),
+                        payload,
+                        idempotency_key,
+                        trace,
+                    }
+                }
                 Current::AttemptStarted {
                     step,
                     action,
