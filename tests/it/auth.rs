@@ -543,7 +543,11 @@ async fn sighup_reloads_the_tokens_file_of_a_running_sagad() {
         }
     })
     .await;
-    let (status, stderr) = proc.terminate();
+    // Off the runtime: the client's connection must answer the server's
+    // GOAWAY while the test waits for the exit.
+    let (status, stderr) = tokio::task::spawn_blocking(move || proc.terminate())
+        .await
+        .unwrap();
     assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("SIGHUP: reloaded the tokens file"),
@@ -781,7 +785,9 @@ async fn a_non_loopback_listen_without_auth_and_tls_is_refused_unless_insecure()
         }
     })
     .await;
-    let (_, stderr) = proc.terminate();
+    let (_, stderr) = tokio::task::spawn_blocking(move || proc.terminate())
+        .await
+        .unwrap();
     assert!(
         stderr.contains("WARN") && stderr.contains("--insecure-no-auth: serving on 0.0.0.0"),
         "{stderr}"
@@ -793,7 +799,7 @@ fn line_for_ops() -> String {
 }
 
 #[tokio::test]
-async fn get_shows_who_started_and_cancelled_in_text_and_json() {
+async fn get_shows_who_started_a_saga_in_text_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_with(dir.path(), &every_role(), None).await;
     let mut client = server.client().await;
@@ -825,21 +831,28 @@ async fn get_shows_who_started_and_cancelled_in_text_and_json() {
         }
     })
     .await;
-    let sagad = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sagad"))
-            .args(args)
-            .args(["--addr", &server.addr.to_string()])
-            .env("SAGAD_TOKEN", token("reader"))
-            .output()
-            .unwrap()
+    // The CLI runs off the runtime: the server it calls is served on it.
+    let addr = server.addr.to_string();
+    let sagad = |args: Vec<String>| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_sagad"))
+                .args(args)
+                .args(["--addr", &addr])
+                .env("SAGAD_TOKEN", token("reader"))
+                .output()
+                .unwrap()
+        })
     };
-    let text = sagad(&["get", &saga.id]);
+    let text = sagad(vec!["get".into(), saga.id.clone()]).await.unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains("by        token:starter from 127.0.0.1:"),
         "{text}"
     );
-    let json = sagad(&["get", &saga.id, "--json"]);
+    let json = sagad(vec!["get".into(), saga.id.clone(), "--json".into()])
+        .await
+        .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(json["started_by"]["kind"], "token");
     assert_eq!(json["started_by"]["name"], "starter");
