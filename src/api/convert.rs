@@ -314,7 +314,7 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
             definition: definition.clone(),
             steps: steps.to_vec(),
             idempotency_key: idempotency_key.clone().unwrap_or_default(),
-            started_by: started_by.as_ref().map(principal),
+            started_by: started_by.as_deref().map(principal),
         }),
         EventKind::AttemptStarted {
             step,

@@ -282,7 +282,7 @@ fn started_event(request: &StartRequest, source: &Source<'_>, specs: &[StepSpec]
             payload: request.payload.clone(),
             idempotency_key: request.idempotency_key.clone(),
             trace: request.trace.clone(),
-            started_by: Some(request.principal.clone()),
+            started_by: Some(Box::new(request.principal.clone())),
         },
     }
 }

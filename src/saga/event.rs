@@ -55,8 +55,9 @@ pub enum EventKind {
         trace: Option<TraceContext>,
         /// Who started the saga, and from where: the audit record, and the
         /// owner a `starter` may read it as (`crate::auth`). (New in journal
-        /// format 6; older records read as `None`: not recorded.)
-        started_by: Option<Principal>,
+        /// format 6; older records read as `None`: not recorded.) Boxed: every
+        /// event in memory is as big as the largest kind, and this one is it.
+        started_by: Option<Box<Principal>>,
     },
     /// A call is about to be made. Journaled before the call, so a restart knows the
     /// attempt number was used and never reuses it.
@@ -150,9 +151,8 @@ impl EventKind {
     /// that does and the record holds it.
     pub fn principal(&self) -> Option<&Principal> {
         match self {
-            EventKind::SagaStarted { started_by: by, .. }
-            | EventKind::CancelRequested { by, .. }
-            | EventKind::RetryRequested { by } => by.as_ref(),
+            EventKind::SagaStarted { started_by, .. } => started_by.as_deref(),
+            EventKind::CancelRequested { by, .. } | EventKind::RetryRequested { by } => by.as_ref(),
             _ => None,
         }
     }

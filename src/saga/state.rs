@@ -371,7 +371,7 @@ impl SagaState {
             updated_at: event.at,
             finished_at: None,
             last_seq: 1,
-            started_by: started_by.clone(),
+            started_by: started_by.as_deref().cloned(),
             audit: AuditEntry::of(event).into_iter().collect(),
         })
     }

@@ -145,7 +145,7 @@ pub fn history(
             idempotency_key: None,
             trace: None,
             // As a server without authentication journals its callers.
-            started_by: Some(Principal::anonymous(Some(SEED_PEER.into()))),
+            started_by: Some(Box::new(Principal::anonymous(Some(SEED_PEER.into())))),
         },
     };
     let mut state = SagaState::start(&started)?;

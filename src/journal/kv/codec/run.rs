@@ -60,7 +60,7 @@ struct OwnedRun<K, B> {
 
 impl<K: Into<EventKind>> OwnedRun<K, ()> {
     /// A run of a version before principals, in today's shapes.
-    fn upgrade(self) -> OwnedRun<EventKind, Option<Principal>> {
+    fn upgrade(self) -> OwnedRun<EventKind, Option<Box<Principal>>> {
         OwnedRun {
             saga: self.saga,
             first_seq: self.first_seq,
@@ -85,7 +85,7 @@ enum StoredKind<'a> {
         payload: &'a [u8],
         idempotency_key: &'a Option<String>,
         trace: &'a Option<TraceContext>,
-        started_by: &'a Option<Principal>,
+        started_by: &'a Option<Box<Principal>>,
     },
 }
 
@@ -104,7 +104,7 @@ enum OwnedStoredKind<K, B> {
 }
 
 impl<K: Into<EventKind>> OwnedStoredKind<K, ()> {
-    fn upgrade(self) -> OwnedStoredKind<EventKind, Option<Principal>> {
+    fn upgrade(self) -> OwnedStoredKind<EventKind, Option<Box<Principal>>> {
         match self {
             OwnedStoredKind::Event(kind) => OwnedStoredKind::Event(kind.into()),
             OwnedStoredKind::Started {
@@ -242,7 +242,7 @@ fn decode_one_run(
             } else if version < PRINCIPALS_SINCE_VERSION {
                 postcard::from_bytes::<OwnedRun<v5::EventKind, ()>>(body).map(OwnedRun::upgrade)
             } else {
-                postcard::from_bytes::<OwnedRun<EventKind, Option<Principal>>>(body)
+                postcard::from_bytes::<OwnedRun<EventKind, Option<Box<Principal>>>>(body)
             }
             .map_err(|e| corrupt(key, format!("undecodable body: {e}")))?;
             let count = run.events.len() as u64;

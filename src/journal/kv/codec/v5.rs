@@ -335,7 +335,7 @@ mod tests {
                 payload: vec![],
                 idempotency_key: None,
                 trace: None,
-                started_by: Some(svc.clone()),
+                started_by: Some(Box::new(svc.clone())),
             },
             saga::EventKind::CancelRequested {
                 reason: "r".into(),
