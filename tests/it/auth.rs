@@ -94,6 +94,18 @@ fn start(key: &str) -> pb::StartSagaRequest {
     }
 }
 
+/// Starts an order as `who`, with idempotency key `key`.
+async fn started(client: &Client, who: &str, key: &str) -> pb::Saga {
+    client
+        .clone()
+        .start_saga(as_(Some(who), start(key)))
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap()
+}
+
 /// Calls RPC `method` as `who` (saga-naming calls name `saga`): the status
 /// it was refused with, or `None` when it went through to the service (which
 /// may still have said no for its own reasons: a cancel of a finished saga).
@@ -200,13 +212,7 @@ async fn every_rpc_under_every_role_is_allowed_or_refused_naming_the_role_needed
     let server = server_with(dir.path(), &every_role(), None).await;
     let mut client = server.client().await;
     let _shop = shop(&mut client).await;
-    let saga = client
-        .start_saga(as_(Some("admin"), start("admins")))
-        .await
-        .unwrap()
-        .into_inner()
-        .saga
-        .unwrap();
+    let saga = started(&client, "admin", "admins").await;
 
     for (method, needs) in TABLE {
         for (role, needed) in ["reader", "starter", "operator", "admin"]
@@ -247,20 +253,8 @@ async fn a_starter_reads_only_the_sagas_it_started() {
     let server = server_with(dir.path(), &every_role(), None).await;
     let mut client = server.client().await;
     let _shop = shop(&mut client).await;
-    let started = |who: &'static str, key: &'static str| {
-        let mut client = client.clone();
-        async move {
-            client
-                .start_saga(as_(Some(who), start(key)))
-                .await
-                .unwrap()
-                .into_inner()
-                .saga
-                .unwrap()
-        }
-    };
-    let own = started("starter", "mine").await;
-    let admins = started("admin", "theirs").await;
+    let own = started(&client, "starter", "mine").await;
+    let admins = started(&client, "admin", "theirs").await;
 
     let got = client
         .get_saga(as_(
@@ -373,13 +367,7 @@ async fn cancels_retries_and_registrations_are_journaled_with_their_principal() 
         .register_participant(as_(Some("admin"), register("orders", &slow.forward_url())))
         .await
         .unwrap();
-    let saga = client
-        .start_saga(as_(Some("starter"), start("slow")))
-        .await
-        .unwrap()
-        .into_inner()
-        .saga
-        .unwrap();
+    let saga = started(&client, "starter", "slow").await;
     client
         .cancel_saga(as_(
             Some("operator"),
@@ -804,13 +792,7 @@ async fn get_shows_who_started_a_saga_in_text_and_json() {
     let server = server_with(dir.path(), &every_role(), None).await;
     let mut client = server.client().await;
     let _shop = shop(&mut client).await;
-    let saga = client
-        .start_saga(as_(Some("starter"), start("shown")))
-        .await
-        .unwrap()
-        .into_inner()
-        .saga
-        .unwrap();
+    let saga = started(&client, "starter", "shown").await;
     let reader = client.clone();
     poll_until("the saga to end", || {
         let mut reader = reader.clone();

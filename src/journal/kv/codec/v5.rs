@@ -223,6 +223,17 @@ mod tests {
         Endpoint::parse("e", &format!("http://127.0.0.1:1/p.P/{method}")).unwrap()
     }
 
+    fn step() -> StepSpec {
+        StepSpec {
+            name: "pay".into(),
+            participant: "payments".into(),
+            forward: endpoint("Pay"),
+            compensate: endpoint("Refund"),
+            retry: saga::RetryPolicy::default(),
+            timeout: Duration::from_secs(3),
+        }
+    }
+
     fn no_snapshots(_: u64) -> Result<Vec<StepSpec>, JournalError> {
         panic!("the run refers to no snapshot")
     }
@@ -230,14 +241,7 @@ mod tests {
     #[test]
     fn version_5_runs_and_participants_read_without_principals() {
         let saga = SagaId::generate();
-        let step = StepSpec {
-            name: "pay".into(),
-            participant: "payments".into(),
-            forward: endpoint("Pay"),
-            compensate: endpoint("Refund"),
-            retry: saga::RetryPolicy::default(),
-            timeout: Duration::from_secs(3),
-        };
+        let step = step();
         let snapshot = encode_previous(&vec![step.clone()]);
         let run = RunW {
             saga,
@@ -319,14 +323,7 @@ mod tests {
             identity: Identity::Certificate("checkout.internal".into()),
             peer: None,
         };
-        let step = StepSpec {
-            name: "pay".into(),
-            participant: "payments".into(),
-            forward: endpoint("Pay"),
-            compensate: endpoint("Refund"),
-            retry: saga::RetryPolicy::default(),
-            timeout: Duration::from_secs(3),
-        };
+        let step = step();
         let kinds = [
             saga::EventKind::SagaStarted {
                 definition: "shop".into(),
