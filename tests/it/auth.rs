@@ -94,6 +94,15 @@ fn start(key: &str) -> pb::StartSagaRequest {
     }
 }
 
+/// A server with a principal of every role, and the shop registered.
+async fn shop_server() -> (tempfile::TempDir, TestServer, Client, crate::common::Served) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(dir.path(), &every_role(), None).await;
+    let mut client = server.client().await;
+    let shop = shop(&mut client).await;
+    (dir, server, client, shop)
+}
+
 /// Starts an order as `who`, with idempotency key `key`.
 async fn started(client: &Client, who: &str, key: &str) -> pb::Saga {
     client
@@ -208,10 +217,7 @@ const TABLE: [(&str, [Option<&str>; 4]); 10] = [
 
 #[tokio::test]
 async fn every_rpc_under_every_role_is_allowed_or_refused_naming_the_role_needed() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = server_with(dir.path(), &every_role(), None).await;
-    let mut client = server.client().await;
-    let _shop = shop(&mut client).await;
+    let (_dir, server, mut client, _shop) = shop_server().await;
     let saga = started(&client, "admin", "admins").await;
 
     for (method, needs) in TABLE {
@@ -249,10 +255,7 @@ async fn every_rpc_under_every_role_is_allowed_or_refused_naming_the_role_needed
 
 #[tokio::test]
 async fn a_starter_reads_only_the_sagas_it_started() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = server_with(dir.path(), &every_role(), None).await;
-    let mut client = server.client().await;
-    let _shop = shop(&mut client).await;
+    let (_dir, _server, mut client, _shop) = shop_server().await;
     let own = started(&client, "starter", "mine").await;
     let admins = started(&client, "admin", "theirs").await;
 
@@ -788,10 +791,7 @@ fn line_for_ops() -> String {
 
 #[tokio::test]
 async fn get_shows_who_started_a_saga_in_text_and_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = server_with(dir.path(), &every_role(), None).await;
-    let mut client = server.client().await;
-    let _shop = shop(&mut client).await;
+    let (_dir, server, client, _shop) = shop_server().await;
     let saga = started(&client, "starter", "shown").await;
     let reader = client.clone();
     poll_until("the saga to end", || {
