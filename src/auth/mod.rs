@@ -173,10 +173,16 @@ impl Authenticator {
         };
         let principal = |identity| Principal { identity, peer };
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            // The scheme is case-insensitive (RFC 9110); the token is not.
             let token = value
                 .to_str()
                 .ok()
-                .and_then(|v| v.strip_prefix(BEARER))
+                .and_then(|v| {
+                    let scheme = v.get(..BEARER.len())?;
+                    scheme
+                        .eq_ignore_ascii_case(BEARER)
+                        .then(|| &v[BEARER.len()..])
+                })
                 .map(str::trim)
                 .ok_or_else(|| {
                     AuthError::Unauthenticated(
