@@ -33,6 +33,8 @@
 //! | `otlp_endpoint` | `--otlp-endpoint` | `SAGAD_OTLP_ENDPOINT` | none (needs the `otlp` build feature) |
 //! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` (never archive) |
 //! | `disk_reserve` | `--disk-reserve` | `SAGAD_DISK_RESERVE` | `64MiB` (free space the journal leaves on its disk) |
+//! | `journal` | `--journal` | `SAGAD_JOURNAL` | none: sled in `data_dir` (else a `postgres://` URL or `host=… dbname=…`) |
+//! | `node_id` | `--node-id` | `SAGAD_NODE_ID` | `HOSTNAME/LISTEN` (the name among nodes sharing a PostgreSQL journal) |
 //!
 //! Which log lines are written is `SAGAD_LOG` (or `RUST_LOG`), an `EnvFilter`
 //! directive, read by the binary rather than here: it is not a setting of the
@@ -47,7 +49,12 @@ use std::{
 
 use http::Uri;
 
-use crate::{engine::EngineConfig, saga::StepDefaults, server::ServerConfig};
+use crate::{
+    engine::EngineConfig,
+    journal::postgres::{NodeId, PgOptions, PgTarget},
+    saga::StepDefaults,
+    server::ServerConfig,
+};
 
 /// The default listen address (the client's default `--addr` points here).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -65,7 +72,7 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETENTION_FOREVER: &str = "forever";
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 14] = [
     "listen",
     "data_dir",
     "sagas",
@@ -78,10 +85,12 @@ pub const KEYS: [&str; 12] = [
     "otlp_endpoint",
     "retention",
     "disk_reserve",
+    "journal",
+    "node_id",
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 12] = [
+pub const ENV_VARS: [&str; 14] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
@@ -94,6 +103,8 @@ pub const ENV_VARS: [&str; 12] = [
     "SAGAD_OTLP_ENDPOINT",
     "SAGAD_RETENTION",
     "SAGAD_DISK_RESERVE",
+    "SAGAD_JOURNAL",
+    "SAGAD_NODE_ID",
 ];
 
 /// How log lines are written to stderr.
@@ -176,6 +187,8 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     pub retention: Option<Retention>,
     pub disk_reserve: Option<u64>,
+    pub journal: Option<PgTarget>,
+    pub node_id: Option<NodeId>,
 }
 
 /// The configuration `sagad serve` runs with.
@@ -207,6 +220,12 @@ pub struct Config {
     /// Free bytes the journal leaves on its disk: it prepares no log segment
     /// that would take them, and does not start with less free.
     pub disk_reserve: u64,
+    /// The PostgreSQL journal shared with other coordinators; `None`: the
+    /// sled journal in `data_dir`.
+    pub journal: Option<PgTarget>,
+    /// This node's name in a shared journal; `None`: derived from the host
+    /// name and the listen address ([`Config::node`]).
+    pub node_id: Option<NodeId>,
 }
 
 impl Default for Config {
@@ -224,6 +243,8 @@ impl Default for Config {
             otlp_endpoint: None,
             retention: Retention::Forever,
             disk_reserve: crate::journal::store::wal::DEFAULT_DISK_RESERVE,
+            journal: None,
+            node_id: None,
         }
     }
 }
@@ -263,6 +284,8 @@ impl Config {
             otlp_endpoint,
             retention,
             disk_reserve,
+            journal,
+            node_id,
         } = layer;
         if let Some(v) = listen {
             self.listen = v;
@@ -300,6 +323,22 @@ impl Config {
         if let Some(v) = disk_reserve {
             self.disk_reserve = v;
         }
+        if let Some(v) = journal {
+            self.journal = Some(v);
+        }
+        if let Some(v) = node_id {
+            self.node_id = Some(v);
+        }
+    }
+
+    /// This node's name in a shared journal: the configured one, or
+    /// `HOSTNAME/LISTEN` (stable across restarts as long as both are; give
+    /// `--node-id` when several nodes on one host listen on port 0).
+    pub fn node(&self) -> NodeId {
+        self.node_id.clone().unwrap_or_else(|| {
+            NodeId::new(&format!("{}/{}", host_name(), self.listen))
+                .unwrap_or_else(|_| NodeId::new(&self.listen.to_string()).expect("an address is a node id"))
+        })
     }
 
     /// The definitions directory to load: the configured one, or `./sagas` if it
@@ -331,8 +370,25 @@ impl Config {
             on_failed_webhook: self.on_failed_webhook.clone(),
             retention: self.retention.period(),
             disk_reserve: self.disk_reserve,
+            postgres: self
+                .journal
+                .clone()
+                .map(|target| PgOptions::new(target, self.node(), self.listen.to_string())),
         }
     }
+}
+
+/// This machine's host name (`localhost` if it has none).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length match; gethostname NUL-terminates
+    // within it (or truncates, which CStr::from_bytes_until_nul tolerates).
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let name = std::ffi::CStr::from_bytes_until_nul(&buf)
+        .ok()
+        .and_then(|c| c.to_str().ok())
+        .filter(|n| ok && !n.is_empty());
+    name.unwrap_or("localhost").to_string()
 }
 
 impl Settings {
@@ -410,7 +466,8 @@ impl Settings {
     ) -> Result<(), ConfigError> {
         let bad = |why: String| ConfigError::BadValue {
             origin: origin.to_string(),
-            value: format!("{text:?}"),
+            // A journal URL may hold a password: never echo it.
+            value: format!("{:?}", crate::journal::postgres::redacted(text)),
             why,
         };
         let path = || match base {
@@ -434,6 +491,8 @@ impl Settings {
             "otlp_endpoint" => self.otlp_endpoint = Some(parse_otlp_endpoint(text).map_err(bad)?),
             "retention" => self.retention = Some(parse_retention(text).map_err(bad)?),
             "disk_reserve" => self.disk_reserve = Some(parse_bytes(text).map_err(bad)?),
+            "journal" => self.journal = Some(PgTarget::parse(text).map_err(bad)?),
+            "node_id" => self.node_id = Some(parse_node_id(text).map_err(bad)?),
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
         Ok(())
@@ -451,6 +510,8 @@ fn expected(key: &str) -> &'static str {
         "otlp_endpoint" => "a URL string like \"http://127.0.0.1:4317\"",
         "retention" => "a duration string like \"7d\" or \"36h\", or \"forever\"",
         "disk_reserve" => "a size like \"64MiB\" or \"1GiB\", or bytes",
+        "journal" => "a URL string \"postgres://user@host:5432/db\"",
+        "node_id" => "a string",
         _ => "a duration string like \"10s\" or \"250ms\"",
     }
 }
@@ -505,6 +566,19 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(scale))
         .ok_or_else(|| format!("'{text}' is not a size like 64MiB"))
+}
+
+/// A node id: non-empty text without control characters.
+pub fn parse_node_id(text: &str) -> Result<NodeId, String> {
+    NodeId::new(text)
+}
+
+/// `--journal`'s value, refused naming the flag, with any password redacted
+/// (clap would echo a value it refused whole).
+pub fn journal_flag(text: &str) -> Result<PgTarget, ConfigError> {
+    let mut settings = Settings::default();
+    settings.set("journal", text, "--journal", None)?;
+    Ok(settings.journal.expect("set by set()"))
 }
 
 /// A log format: `text` or `json`.

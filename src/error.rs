@@ -7,7 +7,7 @@
 //! on the fault, never on the journal's own variants.
 
 use crate::{
-    journal::{JournalError, StoreError},
+    journal::{JournalError, PgError, StoreError},
     saga::{DefinitionError, FoldError},
 };
 
@@ -105,6 +105,30 @@ impl JournalFault {
             JournalError::IdempotencyConflict { .. } => JournalFault::KeyTaken,
             JournalError::Open(_) | JournalError::Start(_) => JournalFault::CannotOpen,
             JournalError::Read(_) => JournalFault::ReadFailed,
+            JournalError::Postgres(e) => Self::of_postgres(e),
+        }
+    }
+
+    /// The fault of a PostgreSQL journal failure.
+    fn of_postgres(e: &PgError) -> Self {
+        match e {
+            PgError::Connect { .. }
+            | PgError::NewerSchema { .. }
+            | PgError::Schema { .. }
+            | PgError::Setup { .. } => JournalFault::CannotOpen,
+            PgError::Read { .. } | PgError::Pool(_) | PgError::Statement { .. } => {
+                JournalFault::ReadFailed
+            }
+            PgError::Uncertain(_) => JournalFault::WriteUncertain,
+            // Nothing was written: refused by a guard, after an earlier
+            // failure, by a fence or a lapsed lease, or rolled back.
+            PgError::NotWritten(_)
+            | PgError::Refused(_)
+            | PgError::Fenced { .. }
+            | PgError::LeaseLapsed { .. }
+            | PgError::NotOwner { .. }
+            | PgError::OutOfOrder { .. }
+            | PgError::Conflict { .. } => JournalFault::Refused,
         }
     }
 

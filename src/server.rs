@@ -1,6 +1,8 @@
 //! Wiring a whole coordinator: journal, engine, gRPC services, recovery, shutdown.
 //!
-//! [`start`] opens the journal (refusing a data directory another process owns),
+//! [`start`] opens the journal (the sled journal in the data directory,
+//! refusing one another process owns; or, with `postgres`, the shared
+//! PostgreSQL journal, joining it as this node),
 //! binds the listener and starts serving at once, with health `NOT_SERVING` and
 //! the Coordinator answering `UNAVAILABLE` until recovery has resumed every
 //! unfinished saga; then health turns `SERVING`, and follows the journal from
@@ -44,7 +46,7 @@ use crate::{
     api::CoordinatorApi,
     archive::{self, Archiver},
     engine::{Engine, EngineConfig, recovery},
-    journal::{Journal, SledJournal, store::WalOptions},
+    journal::{Journal, PgJournal, SledJournal, postgres::PgOptions, store::WalOptions},
     metrics,
     participant::GrpcParticipants,
     proto::{self, v1::coordinator_server::CoordinatorServer},
@@ -76,6 +78,9 @@ pub struct ServerConfig {
     pub retention: Option<std::time::Duration>,
     /// Free bytes the journal leaves on its disk (`WalOptions::disk_reserve`).
     pub disk_reserve: u64,
+    /// The PostgreSQL journal to keep sagas in, shared with other nodes;
+    /// `None`: the sled journal in `data_dir`.
+    pub postgres: Option<PgOptions>,
 }
 
 /// A running coordinator.
@@ -90,8 +95,12 @@ pub struct Server {
 
 /// Opens the journal, binds, and starts serving; recovery runs in the background
 /// (see the module docs). Errors here are startup errors: locked or unreadable
-/// data directory, address in use.
+/// data directory, unreachable database, address in use.
 pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result<Server> {
+    if let Some(options) = &config.postgres {
+        let journal = PgJournal::open(options.clone()).await?;
+        return start_with_journal(config, Arc::new(journal), definitions).await;
+    }
     let dir = config.data_dir.clone();
     let options = WalOptions {
         disk_reserve: config.disk_reserve,

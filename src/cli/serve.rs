@@ -9,7 +9,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use http::Uri;
 
 use sagad::{
-    config::{self, Config, LogFormat, Retention, Settings},
+    config::{self, Config, ConfigError, LogFormat, Retention, Settings},
+    journal::postgres::NodeId,
     server,
 };
 
@@ -21,7 +22,7 @@ use crate::cli::{definitions, logging};
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
     /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook,
-    /// log_format, otlp_endpoint, retention, disk_reserve).
+    /// log_format, otlp_endpoint, retention, disk_reserve, journal, node_id).
     #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
@@ -74,12 +75,24 @@ pub struct ServeArgs {
     /// less free. [env: SAGAD_DISK_RESERVE] [default: 64MiB]
     #[arg(long, value_name = "SIZE", value_parser = config::parse_bytes)]
     pub disk_reserve: Option<u64>,
+    /// Keep the journal in PostgreSQL, shared with other coordinators: a URL
+    /// (postgres://user@host:5432/db) or a connection string ('host=a,b
+    /// dbname=sagad target_session_attrs=read-write'). The tables are created
+    /// at the first start. Without it: sled in --data-dir (which still holds
+    /// the webhook's ledger and the archive). [env: SAGAD_JOURNAL] [default: sled]
+    #[arg(long, value_name = "URL")]
+    pub journal: Option<String>,
+    /// This coordinator's name among those sharing a PostgreSQL journal;
+    /// keep it across restarts (a restart rejoins as the same node and
+    /// recovers its sagas). [env: SAGAD_NODE_ID] [default: HOSTNAME/LISTEN]
+    #[arg(long, value_name = "NAME", value_parser = config::parse_node_id)]
+    pub node_id: Option<NodeId>,
 }
 
 impl ServeArgs {
     /// The flags as the top configuration layer.
-    fn settings(&self) -> Settings {
-        Settings {
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        Ok(Settings {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
             sagas: self.sagas.clone(),
@@ -92,7 +105,10 @@ impl ServeArgs {
             otlp_endpoint: self.otlp_endpoint.clone(),
             retention: self.retention,
             disk_reserve: self.disk_reserve,
-        }
+            // Parsed here, not by clap, which would echo a password.
+            journal: self.journal.as_deref().map(config::journal_flag).transpose()?,
+            node_id: self.node_id.clone(),
+        })
     }
 }
 
@@ -100,7 +116,7 @@ impl ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The configuration comes first: it says how to log. Its errors are printed
     // by main, without a subscriber.
-    let config = Config::load(args.config.as_deref(), std::env::vars(), args.settings())?;
+    let config = Config::load(args.config.as_deref(), std::env::vars(), args.settings()?)?;
     let logging = logging::init("info", config.log_format, config.otlp_endpoint.as_deref())?;
     let served = serve(config).await;
     logging.shutdown().await;
@@ -129,6 +145,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         addr = %server.local_addr(),
         data_dir = %config.data_dir.display(),
+        journal = %config.journal.as_ref().map_or("sled".to_string(), ToString::to_string),
+        node = %config.node(),
         definitions = ?names,
         metrics = ?server.metrics_addr(),
         on_failed_webhook = ?config.on_failed_webhook.as_ref().map(ToString::to_string),

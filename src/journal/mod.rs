@@ -137,11 +137,13 @@ use crate::saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp};
 pub mod conformance;
 pub mod kv;
 pub mod memory;
+pub mod postgres;
 pub mod sled;
 pub mod store;
 
 pub use kv::{KvJournal, check};
 pub use memory::MemoryJournal;
+pub use postgres::{PgError, PgJournal};
 pub use sled::{ReadOnlyJournal, SledJournal};
 pub use store::StoreError;
 
@@ -183,6 +185,10 @@ pub enum JournalError {
         "closing the journal failed ({0}); nothing acknowledged is lost: the next start replays the log"
     )]
     Close(#[source] Arc<StoreError>),
+    /// The PostgreSQL journal failed: [`PgError`] says how, and
+    /// `crate::error` what that means for a caller.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
     /// The writer thread could not be started.
     #[error("cannot start the journal writer: {0}")]
     Start(#[source] std::io::Error),

@@ -106,6 +106,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             on_failed_webhook: None,
             retention: None,
             disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+            postgres: None,
         },
         vec![definition],
     )

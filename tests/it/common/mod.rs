@@ -161,6 +161,7 @@ impl TestServer {
                     .map(|url| url.parse().unwrap()),
                 retention: self.retention,
                 disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+                postgres: None,
             },
             self.definitions.clone(),
         )

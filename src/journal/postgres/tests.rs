@@ -1,0 +1,244 @@
+//! The PostgreSQL journal against a real server (one throwaway server for
+//! the test binary, a fresh database per test): the conformance suite, and
+//! what only a shared journal has: nodes, epochs, leases, several writers.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_postgres::NoTls;
+
+use super::*;
+use crate::{
+    error::JournalFault,
+    journal::Journal,
+    saga::EventKind,
+    testing::{attempt, next, started},
+};
+
+/// A fresh database on the shared throwaway server; fails the test (never
+/// skips it) without PostgreSQL's binaries.
+async fn database() -> String {
+    let cluster = tokio::task::spawn_blocking(throwaway::Cluster::shared)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    cluster.database().await.unwrap()
+}
+
+async fn open(url: &str, node: &str) -> PgJournal {
+    let options = PgOptions::new(
+        PgTarget::parse(url).unwrap(),
+        NodeId::new(node).unwrap(),
+        "127.0.0.1:0",
+    );
+    PgJournal::open(options).await.unwrap()
+}
+
+async fn fresh() -> (Arc<dyn Journal>, ()) {
+    let url = database().await;
+    (Arc::new(open(&url, "node-a").await), ())
+}
+
+crate::journal_conformance!(async fresh());
+
+/// A plain connection to run SQL behind the journal's back.
+async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn count_events(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM sagad.event", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Polls `check` every 10 ms for up to 30 s.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_node_journals_nothing_more() {
+    let url = database().await;
+    let journal = open(&url, "node-a").await;
+    assert_eq!(journal.membership().epoch, Epoch(1));
+    let first = started("shop", None);
+    let id = first.saga;
+    journal.append(vec![first]).await.unwrap();
+
+    // Another process takes the node's identity (or a takeover fences it).
+    let client = sql(&url).await;
+    client
+        .execute("UPDATE sagad.node SET epoch = epoch + 1 WHERE node_id = 'node-a'", &[])
+        .await
+        .unwrap();
+    let err = journal
+        .append(vec![next(id, 2, attempt(1))])
+        .await
+        .unwrap_err();
+    assert_eq!(JournalFault::of(&err), JournalFault::Refused, "{err}");
+    assert!(err.to_string().contains("fenced"), "{err}");
+    assert!(err.to_string().contains("epoch 2"), "{err}");
+    let failure = journal.write_failure().expect("health sees the fence");
+    assert!(failure.contains("fenced"), "{failure}");
+    // For good: no probe brings it back, nothing of it reaches the journal.
+    tokio::time::sleep(crate::journal::JOURNAL_PROBE_INTERVAL * 3).await;
+    for _ in 0..3 {
+        assert!(journal.append(vec![started("shop", None)]).await.is_err());
+    }
+    let participant = crate::saga::Participant::new(
+        "payments",
+        "http://127.0.0.1:7/shop.Payments/Charge",
+        "http://127.0.0.1:7/shop.Payments/Refund",
+        crate::saga::RetryOverrides::default(),
+        None,
+        crate::saga::Timestamp::now(),
+    )
+    .unwrap();
+    assert!(journal.put_participant(participant).await.is_err());
+    assert_eq!(count_events(&client).await, 1);
+    assert!(journal.write_failure().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_node_id_fences_the_first() {
+    let url = database().await;
+    let old = open(&url, "node-a").await;
+    let first = started("shop", None);
+    let id = first.saga;
+    old.append(vec![first]).await.unwrap();
+
+    let new = open(&url, "node-a").await;
+    assert_eq!(new.membership().epoch, Epoch(2), "joining bumps the epoch");
+    assert_eq!(new.unfinished().await.unwrap(), vec![id], "the node's sagas are the new process's");
+    let err = old.append(vec![next(id, 2, attempt(1))]).await.unwrap_err();
+    assert!(err.to_string().contains("fenced"), "{err}");
+    new.append(vec![next(id, 2, attempt(1))])
+        .await
+        .expect("the new process goes on with the saga");
+    assert_eq!(new.read_saga(id).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_stops_writes_until_it_is_renewed() {
+    let url = database().await;
+    let journal = open(&url, "node-a").await;
+    let client = sql(&url).await;
+    client
+        .execute(
+            "UPDATE sagad.node SET lease_until = clock_timestamp() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = journal.append(vec![started("shop", None)]).await.unwrap_err();
+    assert!(err.to_string().contains("lease ran out"), "{err}");
+    assert_eq!(count_events(&client).await, 0, "nothing written on a lapsed lease");
+    // The probe renews it: the epoch did not change, nobody took over.
+    until("writes to work again", || journal.write_failure().is_none()).await;
+    journal.append(vec![started("shop", None)]).await.unwrap();
+    assert_eq!(count_events(&client).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_stops_writes_until_a_probe_connects_again() {
+    let url = database().await;
+    let journal = open(&url, "node-a").await;
+    journal.append(vec![started("shop", None)]).await.unwrap();
+    let client = sql(&url).await;
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = journal.append(vec![started("shop", None)]).await.unwrap_err();
+    assert!(
+        JournalFault::of(&err).pauses_sagas(),
+        "a lost connection pauses sagas: {err}"
+    );
+    until("writes to work again", || journal.write_failure().is_none()).await;
+    let later = journal.append(vec![started("shop", None)]).await.unwrap();
+    assert_eq!(
+        journal.read_saga(later[0].saga).await.unwrap(),
+        later,
+        "reads reconnect too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_gap_free_and_in_commit_order_across_nodes() {
+    let url = database().await;
+    let nodes = [open(&url, "node-a").await, open(&url, "node-b").await];
+    let nodes: Vec<Arc<PgJournal>> = nodes.into_iter().map(Arc::new).collect();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let journal = nodes[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let first = started("shop", None);
+            let id = first.saga;
+            let mut written = journal.append(vec![first]).await.unwrap();
+            for seq in 2..=6 {
+                written.extend(journal.append(vec![next(id, seq, attempt(seq as u32))]).await.unwrap());
+            }
+            written
+        }));
+    }
+    let mut written = Vec::new();
+    for task in tasks {
+        written.extend(task.await.unwrap());
+    }
+    written.sort_by_key(|e| e.offset);
+    let offsets: Vec<u64> = written.iter().map(|e| e.offset.get()).collect();
+    assert_eq!(offsets, (1..=96).collect::<Vec<_>>(), "one gap-free sequence for both nodes");
+    for journal in &nodes {
+        assert_eq!(journal.read_after(Offset::ZERO, 1000).await.unwrap(), written);
+        // Each node hears of the other's commits too.
+        let durable = journal.durable_offset();
+        until("the durable offset to cover both nodes", || *durable.borrow() == Offset(96)).await;
+        assert_eq!(journal.unfinished().await.unwrap().len(), 8, "each node recovers its own");
+    }
+    // A key is one saga's across nodes.
+    nodes[0].append(vec![started("shop", Some("k"))]).await.unwrap();
+    let err = nodes[1].append(vec![started("shop", Some("k"))]).await.unwrap_err();
+    assert!(matches!(err, JournalError::IdempotencyConflict { .. }), "{err}");
+    // A node cannot write a saga another node owns.
+    let theirs = started("shop", None);
+    nodes[0].append(vec![theirs.clone()]).await.unwrap();
+    let err = nodes[1]
+        .append(vec![next(theirs.saga, 2, EventKind::CancelRequested { reason: "x".into() })])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("belongs to node node-a"), "{err}");
+    assert_eq!(nodes[1].read_saga(theirs.saga).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused_naming_both_versions() {
+    let url = database().await;
+    let journal = open(&url, "node-a").await;
+    journal.close().await.unwrap();
+    sql(&url)
+        .await
+        .execute("UPDATE sagad.schema_version SET version = 99", &[])
+        .await
+        .unwrap();
+    let options = PgOptions::new(
+        PgTarget::parse(&url).unwrap(),
+        NodeId::new("node-a").unwrap(),
+        "127.0.0.1:0",
+    );
+    let err = PgJournal::open(options).await.err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains("version 99") && text.contains("version 1"), "{text}");
+    assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen);
+}
