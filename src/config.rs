@@ -723,6 +723,44 @@ mod tests {
     }
 
     #[test]
+    fn the_journal_and_node_id_come_from_every_layer() {
+        let file = Settings::from_toml(
+            Path::new("s.toml"),
+            "journal = \"postgres://sagad@db1:5432/sagad\"\nnode_id = \"from-file\"",
+        )
+        .unwrap();
+        let from_env = Settings::from_env(env(&[(
+            "SAGAD_JOURNAL",
+            "host=db1,db2 user=sagad dbname=sagad target_session_attrs=read-write",
+        )]))
+        .unwrap();
+        let config = Config::build(Some(file.clone()), from_env, Settings::default());
+        assert_eq!(
+            config.journal.as_ref().unwrap().to_string(),
+            "postgres://sagad@db1,db2/sagad"
+        );
+        assert_eq!(config.node().as_str(), "from-file");
+        let server = config.server_config().postgres.expect("a PostgreSQL journal");
+        assert_eq!(server.node.as_str(), "from-file");
+        assert_eq!(server.addr, "127.0.0.1:50051");
+
+        // Without one: sled, and a node id from the host and the address.
+        let config = Config::build(None, Settings::default(), Settings::default());
+        assert!(config.server_config().postgres.is_none());
+        assert!(config.node().as_str().ends_with("/127.0.0.1:50051"), "{}", config.node());
+    }
+
+    #[test]
+    fn a_bad_journal_url_is_refused_without_echoing_its_password() {
+        let err = journal_flag("postgres://sagad:hunter2@db:notaport/sagad").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("--journal"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let err = Settings::from_env(env(&[("SAGAD_JOURNAL", "/var/lib/sagad")])).unwrap_err();
+        assert!(err.to_string().contains("postgres://"), "{err}");
+    }
+
+    #[test]
     fn colon_port_means_loopback() {
         assert_eq!(parse_listen(":0").unwrap().to_string(), "127.0.0.1:0");
         assert!(parse_listen("nonsense").unwrap_err().contains("nonsense"));

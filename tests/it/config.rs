@@ -3,7 +3,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use sagad::config::{Config, ConfigError, LogFormat, Retention, Settings};
+use sagad::{
+    config::{Config, ConfigError, LogFormat, Retention, Settings},
+    journal::postgres::{NodeId, PgTarget},
+};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -67,6 +70,8 @@ retention = "30d"
             // never set
             otlp_endpoint: None,
             disk_reserve: Config::default().disk_reserve,
+            journal: None,
+            node_id: None,
             // env over file
             data_dir: PathBuf::from("/from/env"),
             max_payload_bytes: 2000,
@@ -258,6 +263,8 @@ fn the_server_config_carries_every_setting() {
         otlp_endpoint: None,
         retention: Retention::For(Duration::from_secs(60)),
         disk_reserve: 123,
+        journal: Some(PgTarget::parse("postgres://sagad@db:5433/sagad").unwrap()),
+        node_id: Some(NodeId::new("node-7").unwrap()),
     };
     let server = config.server_config();
     assert_eq!(server.listen, addr("127.0.0.1:0"));
@@ -272,6 +279,9 @@ fn the_server_config_carries_every_setting() {
     );
     assert_eq!(server.retention, Some(Duration::from_secs(60)));
     assert_eq!(server.disk_reserve, 123);
+    let postgres = server.postgres.expect("the PostgreSQL journal");
+    assert_eq!(postgres.target.to_string(), "postgres://sagad@db:5433/sagad");
+    assert_eq!(postgres.node.as_str(), "node-7");
     let forever = Config {
         retention: Retention::Forever,
         ..config

@@ -26,6 +26,7 @@ mod feed;
 mod metrics;
 mod outage;
 mod parking;
+mod postgres;
 mod process;
 mod read_only;
 mod sagas;

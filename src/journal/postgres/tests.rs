@@ -17,11 +17,9 @@ use crate::{
 /// A fresh database on the shared throwaway server; fails the test (never
 /// skips it) without PostgreSQL's binaries.
 async fn database() -> String {
-    let cluster = tokio::task::spawn_blocking(throwaway::Cluster::shared)
+    throwaway::shared_database()
         .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
-    cluster.database().await.unwrap()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn open(url: &str, node: &str) -> PgJournal {

@@ -306,6 +306,16 @@ impl Cluster {
     }
 }
 
+/// A fresh database on the [`Cluster::shared`] server; its URL. The error
+/// says why there is no server (no binaries: install `postgresql`).
+pub async fn shared_database() -> Result<String, String> {
+    let cluster = tokio::task::spawn_blocking(Cluster::shared)
+        .await
+        .map_err(|e| format!("starting PostgreSQL: {e}"))?
+        .map_err(str::to_string)?;
+    cluster.database().await.map_err(|e| e.to_string())
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();

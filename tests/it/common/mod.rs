@@ -52,6 +52,7 @@ pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 pub mod chaos;
+pub mod postgres;
 pub mod process;
 
 /// The shipped order-fulfillment definition.
