@@ -9,8 +9,9 @@
 //! - not a workflow engine with steps defined in code: a saga is data (a
 //!   definition of steps and participants), and participants are services;
 //! - not a message broker: it calls participants and waits for their answers;
-//! - not distributed, yet: one process owns one data directory (a second is
-//!   refused); several coordinators over one shared journal are still to come;
+//! - not a cluster, yet: one process owns one data directory (a second is
+//!   refused), or joins a shared PostgreSQL journal as a fenced node
+//!   (`journal/postgres/`); takeover of a dead node's sagas is still to come;
 //! - not a store for business data: payloads and outputs are carried, not queried.
 //!
 //! Dependencies point one way: `api → engine → {journal, participant} → saga`.

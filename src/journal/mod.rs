@@ -20,9 +20,20 @@
 //!                                in front of SledStore; MemoryStore
 //! ```
 //!
+//! Beside the three floors stands a sibling that needs none of them:
+//!
+//! ```text
+//!  engine ──▶ Journal
+//!                 ▲ implemented by
+//!  postgres/  PgJournal          the saga schema as tables in PostgreSQL: one
+//!                                writer task, one pipelined transaction per
+//!                                batch, nodes with epochs and leases
+//! ```
+//!
 //! | journal | assembled as | for |
 //! |---|---|---|
 //! | [`SledJournal`] | `KvJournal<WalStore<SledStore>>` | `sagad serve`: the embedded default |
+//! | [`PgJournal`] | its own (`postgres/mod.rs` is its map) | `sagad serve --journal postgres://…`: shared by several coordinators |
 //! | [`ReadOnlyJournal`] | `KvJournal<ReadOnlyLog<SledStore>>` | `journal check`, `export`: a stopped server's directory, read only |
 //! | [`MemoryJournal`] | `KvJournal<MemoryStore>` | tests |
 //!
@@ -121,10 +132,13 @@
 //! - **Failure stops writes.** After a write or flush fails, the journal refuses
 //!   every write until a sync succeeds again (it probes the disk meanwhile): nothing
 //!   may go on in a state that is not known to be on disk. An append that failed
-//!   may still become durable by a later sync; its offsets are never reused.
+//!   may still become durable by a later sync; its offsets are never given to
+//!   another event (PostgreSQL hands a rolled-back batch's offsets out again:
+//!   no event of it can ever appear).
 //!
-//! Every implementation runs the suite in `conformance.rs`; every store under
-//! `KvJournal` runs the one in `store/conformance.rs`.
+//! Every implementation runs the suite in `conformance.rs` (the PostgreSQL
+//! journal against a throwaway server, `postgres/throwaway.rs`); every store
+//! under `KvJournal` runs the one in `store/conformance.rs`.
 
 use std::{sync::Arc, time::Duration};
 

@@ -212,7 +212,9 @@ pub async fn renew(
 /// fenced. A renewal that fails (the database is unreachable) is tried again
 /// at the next tick; if the lease runs out meanwhile, batches find it lapsed.
 pub(super) async fn heartbeat(pool: Pool, shared: std::sync::Arc<Shared>, ttl: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(ttl / 3);
+    // The join just took a fresh lease: the first renewal is a third of it away.
+    let every = ttl / 3;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -22,13 +22,16 @@ async fn database() -> String {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn open(url: &str, node: &str) -> PgJournal {
-    let options = PgOptions::new(
+fn options(url: &str, node: &str) -> PgOptions {
+    PgOptions::new(
         PgTarget::parse(url).unwrap(),
         NodeId::new(node).unwrap(),
         "127.0.0.1:0",
-    );
-    PgJournal::open(options).await.unwrap()
+    )
+}
+
+async fn open(url: &str, node: &str) -> PgJournal {
+    PgJournal::open(options(url, node)).await.unwrap()
 }
 
 async fn fresh() -> (Arc<dyn Journal>, ()) {
@@ -127,7 +130,14 @@ async fn a_second_process_with_the_same_node_id_fences_the_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_lease_stops_writes_until_it_is_renewed() {
     let url = database().await;
-    let journal = open(&url, "node-a").await;
+    // A lease far longer than the test: no heartbeat renews it behind the
+    // test's back; only the probe after the refused write does.
+    let journal = PgJournal::open(PgOptions {
+        lease_ttl: Duration::from_secs(3600),
+        ..options(&url, "node-a")
+    })
+    .await
+    .unwrap();
     let client = sql(&url).await;
     client
         .execute(
@@ -230,12 +240,7 @@ async fn a_newer_schema_is_refused_naming_both_versions() {
         .execute("UPDATE sagad.schema_version SET version = 99", &[])
         .await
         .unwrap();
-    let options = PgOptions::new(
-        PgTarget::parse(&url).unwrap(),
-        NodeId::new("node-a").unwrap(),
-        "127.0.0.1:0",
-    );
-    let err = PgJournal::open(options).await.err().unwrap();
+    let err = PgJournal::open(options(&url, "node-a")).await.err().unwrap();
     let text = err.to_string();
     assert!(text.contains("version 99") && text.contains("version 1"), "{text}");
     assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen);
