@@ -156,30 +156,45 @@ async fn a_lapsed_lease_stops_writes_until_it_is_renewed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_connection_stops_writes_until_a_probe_connects_again() {
-    let url = database().await;
+async fn a_database_outage_stops_writes_until_a_probe_connects_again() {
+    // A server of its own: this test stops it.
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(throwaway::Cluster::start)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let url = cluster.database().await.unwrap();
     let journal = open(&url, "node-a").await;
     journal.append(vec![started("shop", None)]).await.unwrap();
-    let client = sql(&url).await;
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .await
-        .unwrap();
+
+    let stopping = cluster.clone();
+    tokio::task::spawn_blocking(move || stopping.stop()).await.unwrap();
     let err = journal.append(vec![started("shop", None)]).await.unwrap_err();
     assert!(
         JournalFault::of(&err).pauses_sagas(),
-        "a lost connection pauses sagas: {err}"
+        "an outage pauses sagas: {err}"
     );
+    assert!(journal.write_failure().is_some(), "health sees the outage");
+    let refused = journal.append(vec![started("shop", None)]).await.unwrap_err();
+    assert!(refused.to_string().contains("refuses writes"), "{refused}");
+
+    let restarting = cluster.clone();
+    tokio::task::spawn_blocking(move || restarting.restart())
+        .await
+        .unwrap()
+        .unwrap();
     until("writes to work again", || journal.write_failure().is_none()).await;
     let later = journal.append(vec![started("shop", None)]).await.unwrap();
     assert_eq!(
         journal.read_saga(later[0].saga).await.unwrap(),
         later,
-        "reads reconnect too"
+        "reads connect again too"
+    );
+    assert_eq!(
+        journal.read_after(Offset::ZERO, 10).await.unwrap().len(),
+        2,
+        "only the acknowledged appends are in the journal"
     );
 }
 
@@ -244,4 +259,21 @@ async fn a_newer_schema_is_refused_naming_both_versions() {
     let text = err.to_string();
     assert!(text.contains("version 99") && text.contains("version 1"), "{text}");
     assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_hosts_are_tried_in_order_for_a_primary() {
+    let url = database().await;
+    // Nothing listens on the first host: a dead primary's address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (head, db) = url.rsplit_once('/').unwrap();
+    let (user, live) = head.rsplit_once('@').unwrap();
+    let url = format!("{user}@127.0.0.1:{closed},{live}/{db}?target_session_attrs=read-write");
+    let journal = open(&url, "node-a").await;
+    let written = journal.append(vec![started("shop", None)]).await.unwrap();
+    assert_eq!(journal.read_saga(written[0].saga).await.unwrap(), written);
 }
