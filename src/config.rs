@@ -336,8 +336,9 @@ impl Config {
     /// `--node-id` when several nodes on one host listen on port 0).
     pub fn node(&self) -> NodeId {
         self.node_id.clone().unwrap_or_else(|| {
-            NodeId::new(&format!("{}/{}", host_name(), self.listen))
-                .unwrap_or_else(|_| NodeId::new(&self.listen.to_string()).expect("an address is a node id"))
+            NodeId::new(&format!("{}/{}", host_name(), self.listen)).unwrap_or_else(|_| {
+                NodeId::new(&self.listen.to_string()).expect("an address is a node id")
+            })
         })
     }
 
@@ -740,14 +741,21 @@ mod tests {
             "postgres://sagad@db1,db2/sagad"
         );
         assert_eq!(config.node().as_str(), "from-file");
-        let server = config.server_config().postgres.expect("a PostgreSQL journal");
+        let server = config
+            .server_config()
+            .postgres
+            .expect("a PostgreSQL journal");
         assert_eq!(server.node.as_str(), "from-file");
         assert_eq!(server.addr, "127.0.0.1:50051");
 
         // Without one: sled, and a node id from the host and the address.
         let config = Config::build(None, Settings::default(), Settings::default());
         assert!(config.server_config().postgres.is_none());
-        assert!(config.node().as_str().ends_with("/127.0.0.1:50051"), "{}", config.node());
+        assert!(
+            config.node().as_str().ends_with("/127.0.0.1:50051"),
+            "{}",
+            config.node()
+        );
     }
 
     #[test]

@@ -106,7 +106,11 @@ impl ServeArgs {
             retention: self.retention,
             disk_reserve: self.disk_reserve,
             // Parsed here, not by clap, which would echo a password.
-            journal: self.journal.as_deref().map(config::journal_flag).transpose()?,
+            journal: self
+                .journal
+                .as_deref()
+                .map(config::journal_flag)
+                .transpose()?,
             node_id: self.node_id.clone(),
         })
     }

@@ -280,7 +280,10 @@ fn the_server_config_carries_every_setting() {
     assert_eq!(server.retention, Some(Duration::from_secs(60)));
     assert_eq!(server.disk_reserve, 123);
     let postgres = server.postgres.expect("the PostgreSQL journal");
-    assert_eq!(postgres.target.to_string(), "postgres://sagad@db:5433/sagad");
+    assert_eq!(
+        postgres.target.to_string(),
+        "postgres://sagad@db:5433/sagad"
+    );
     assert_eq!(postgres.node.as_str(), "node-7");
     let forever = Config {
         retention: Retention::Forever,

@@ -95,7 +95,10 @@ async fn a_coordinator_killed_mid_way_finishes_every_acknowledged_saga() {
     println!("{summary:?}");
     assert!(summary.sagas >= SAGAS);
     assert_eq!(summary.listed, summary.sagas, "no saga twice, none lost");
-    assert!(summary.completed > 0 && summary.compensated > 0, "{summary:?}");
+    assert!(
+        summary.completed > 0 && summary.compensated > 0,
+        "{summary:?}"
+    );
     assert_eq!(summary.kills, KILLS);
 
     // What PostgreSQL holds: every restart joined with a new epoch; offsets
@@ -106,9 +109,16 @@ async fn a_coordinator_killed_mid_way_finishes_every_acknowledged_saga() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(epoch, 1 + i64::from(KILLS), "each start joins with a new epoch");
+    assert_eq!(
+        epoch,
+        1 + i64::from(KILLS),
+        "each start joins with a new epoch"
+    );
     let offsets: Vec<i64> = client
-        .query("SELECT \"offset\" FROM sagad.event ORDER BY \"offset\"", &[])
+        .query(
+            "SELECT \"offset\" FROM sagad.event ORDER BY \"offset\"",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -125,7 +135,12 @@ async fn a_coordinator_killed_mid_way_finishes_every_acknowledged_saga() {
     assert_eq!(histories.len(), summary.sagas);
     for row in &histories {
         let seqs: Vec<i64> = row.get(1);
-        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "saga {}", row.get::<_, String>(0));
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "saga {}",
+            row.get::<_, String>(0)
+        );
     }
     let open: i64 = client
         .query_one(
@@ -148,12 +163,10 @@ async fn a_fenced_coordinator_journals_nothing_more() {
         dir.path(),
         &[("SAGAD_JOURNAL", &url), ("SAGAD_NODE_ID", "node-1")],
     );
-    let mut client = pb::coordinator_client::CoordinatorClient::connect(format!(
-        "http://{}",
-        process.addr
-    ))
-    .await
-    .unwrap();
+    let mut client =
+        pb::coordinator_client::CoordinatorClient::connect(format!("http://{}", process.addr))
+            .await
+            .unwrap();
     common::register_shop(&mut client, &shop, common::quick_retry(3, 3)).await;
     let done = common::start_order(&mut client, "{}", true).await;
     assert_eq!(common::state(&done), pb::SagaState::Completed);
@@ -168,7 +181,11 @@ async fn a_fenced_coordinator_journals_nothing_more() {
                 .get::<_, i64>(0)
         }
     };
-    let (events, sagas, calls) = (count("event").await, count("saga").await, shop.fake.calls().len());
+    let (events, sagas, calls) = (
+        count("event").await,
+        count("saga").await,
+        shop.fake.calls().len(),
+    );
     // Another process takes this node's identity behind its back.
     db.execute(
         "UPDATE sagad.node SET epoch = epoch + 1 WHERE node_id = 'node-1'",
@@ -185,7 +202,11 @@ async fn a_fenced_coordinator_journals_nothing_more() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    assert!(refused.message().contains("fenced"), "{}", refused.message());
+    assert!(
+        refused.message().contains("fenced"),
+        "{}",
+        refused.message()
+    );
     common::until_health(process.addr, "", ServingStatus::NotServing).await;
     let again = client
         .start_saga(pb::StartSagaRequest {
@@ -196,7 +217,11 @@ async fn a_fenced_coordinator_journals_nothing_more() {
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::Unavailable);
-    assert_eq!(count("event").await, events, "no event journaled once fenced");
+    assert_eq!(
+        count("event").await,
+        events,
+        "no event journaled once fenced"
+    );
     assert_eq!(count("saga").await, sagas);
     assert_eq!(shop.fake.calls().len(), calls, "no participant called");
     // Reads still answer from the journal.
@@ -218,7 +243,10 @@ async fn an_unreachable_journal_stops_the_start_naming_the_host_not_the_password
     assert_ne!(code, Some(0), "{stderr}");
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
-    assert!(!stderr.contains("hunter2"), "the password is never shown: {stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is never shown: {stderr}"
+    );
     // A value that is no URL at all is refused before anything is tried.
     let (code, stderr) =
         common::sagad_exit(&[], &[("SAGAD_JOURNAL", "mysql://root:hunter2@db")]).await;
@@ -235,7 +263,12 @@ async fn a_journal_of_a_newer_sagad_is_refused_naming_both_versions() {
         NodeId::new("node-1").unwrap(),
         "127.0.0.1:0",
     );
-    PgJournal::open(options).await.unwrap().close().await.unwrap();
+    PgJournal::open(options)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
     let db = sql(&url).await;
     db.execute("UPDATE sagad.schema_version SET version = 7", &[])
         .await

@@ -314,7 +314,9 @@ mod tests {
         testing::{attempt, next, started},
     };
 
-    fn append(events: Vec<Event>) -> (Request, oneshot::Receiver<Result<Vec<Event>, JournalError>>) {
+    fn append(
+        events: Vec<Event>,
+    ) -> (Request, oneshot::Receiver<Result<Vec<Event>, JournalError>>) {
         let (reply, rx) = oneshot::channel();
         (Request::Append { events, reply }, rx)
     }
@@ -329,7 +331,11 @@ mod tests {
         assert!(matches!(again, Some(Request::Append { .. })), "same saga");
         let same_key = batch.take(append(vec![started("shop", Some("k"))]).0);
         assert!(matches!(same_key, Some(Request::Append { .. })), "same key");
-        assert!(batch.take(append(vec![started("shop", Some("other"))]).0).is_none());
+        assert!(
+            batch
+                .take(append(vec![started("shop", Some("other"))]).0)
+                .is_none()
+        );
         assert_eq!(batch.appends.len(), 2);
     }
 
@@ -366,7 +372,10 @@ mod tests {
         assert_eq!(rows.upd_prev_seq, vec![5], "the row must be at event 5");
         assert_eq!(rows.upd_last_seq, vec![7]);
         assert_eq!(rows.upd_status, vec![Some("completed")]);
-        assert_eq!(rows.upd_ended, vec![Some(Timestamp(9_000).to_system_time())]);
+        assert_eq!(
+            rows.upd_ended,
+            vec![Some(Timestamp(9_000).to_system_time())]
+        );
         assert_eq!((rows.upd_due_set[0], rows.upd_due[0]), (true, None));
         assert_eq!(rows.event_seq, vec![1, 2, 3, 6, 7]);
     }

@@ -106,7 +106,9 @@ pub enum PgError {
     /// A saga's row changed while the batch ran in a way nothing explains
     /// (removed, or started by another node, meanwhile): nothing was written,
     /// and the same append may work when made again.
-    #[error("saga {saga} changed while its append was being written; nothing was written, try again")]
+    #[error(
+        "saga {saga} changed while its append was being written; nothing was written, try again"
+    )]
     Conflict { saga: SagaId },
     /// An append that does not continue the saga's history as the journal
     /// holds it (its first event is not the one after the last journaled):

@@ -211,7 +211,12 @@ pub async fn renew(
 /// Renews the lease every `ttl / 3` until `stop` or until the node is found
 /// fenced. A renewal that fails (the database is unreachable) is tried again
 /// at the next tick; if the lease runs out meanwhile, batches find it lapsed.
-pub(super) async fn heartbeat(pool: Pool, shared: std::sync::Arc<Shared>, ttl: Duration, stop: CancellationToken) {
+pub(super) async fn heartbeat(
+    pool: Pool,
+    shared: std::sync::Arc<Shared>,
+    ttl: Duration,
+    stop: CancellationToken,
+) {
     // The join just took a fresh lease: the first renewal is a third of it away.
     let every = ttl / 3;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -225,7 +230,9 @@ pub(super) async fn heartbeat(pool: Pool, shared: std::sync::Arc<Shared>, ttl: D
             return;
         }
         let renewed = match pool.get().await {
-            Ok(client) => renew(&**client, &shared.me, ttl).await.map_err(|e| e.to_string()),
+            Ok(client) => renew(&**client, &shared.me, ttl)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match renewed {
@@ -267,7 +274,10 @@ mod tests {
 
     #[test]
     fn node_ids_are_printable_text() {
-        assert_eq!(NodeId::new(" host-1/127.0.0.1:50051 ").unwrap().as_str(), "host-1/127.0.0.1:50051");
+        assert_eq!(
+            NodeId::new(" host-1/127.0.0.1:50051 ").unwrap().as_str(),
+            "host-1/127.0.0.1:50051"
+        );
         assert!(NodeId::new("").is_err());
         assert!(NodeId::new("a\nb").is_err());
     }

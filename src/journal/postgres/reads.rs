@@ -9,7 +9,7 @@ use deadpool_postgres::Object;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{PgError, batch::uuid, status_name, status_of, saga_of};
+use super::{PgError, batch::uuid, saga_of, status_name, status_of};
 use crate::{
     journal::{JournalError, ListQuery, SagaSummary, kv::codec},
     saga::{Event, Offset, Participant, SagaId, Timestamp},
@@ -57,7 +57,11 @@ pub async fn saga(client: &Object, id: SagaId) -> Result<Vec<Event>, JournalErro
     rows.iter().map(event_of).collect()
 }
 
-pub async fn after(client: &Object, after: Offset, limit: usize) -> Result<Vec<Event>, JournalError> {
+pub async fn after(
+    client: &Object,
+    after: Offset,
+    limit: usize,
+) -> Result<Vec<Event>, JournalError> {
     let statement = client
         .prepare_cached(
             "SELECT saga_id, seq, \"offset\", body FROM sagad.event
@@ -214,7 +218,10 @@ pub async fn finished_before(
 
 pub async fn participants(client: &Object) -> Result<Vec<Participant>, JournalError> {
     let rows = client
-        .query("SELECT name, body FROM sagad.participant ORDER BY name", &[])
+        .query(
+            "SELECT name, body FROM sagad.participant ORDER BY name",
+            &[],
+        )
         .await
         .map_err(read("listing participants"))?;
     rows.iter()

@@ -24,7 +24,7 @@ use super::{PgError, PgTarget};
 pub const SCHEMA_VERSION: i32 = 1;
 
 /// The advisory lock key of the bootstrap: "sagad" in ASCII, arbitrary but fixed.
-const BOOTSTRAP_LOCK: i64 = 0x7361_6761_64;
+const BOOTSTRAP_LOCK: i64 = 0x73_6167_6164;
 
 /// Version 1 of the tables. Why each part is there is in `mod.rs`.
 const CREATE_V1: &str = r#"

@@ -156,7 +156,10 @@ mod tests {
     #[test]
     fn urls_print_without_their_password() {
         let target = PgTarget::parse("postgres://sagad:s3cret@db.example:5433/journal").unwrap();
-        assert_eq!(target.to_string(), "postgres://sagad:***@db.example:5433/journal");
+        assert_eq!(
+            target.to_string(),
+            "postgres://sagad:***@db.example:5433/journal"
+        );
         assert!(!format!("{target:?}").contains("s3cret"));
         assert_eq!(target.config().get_password(), Some(&b"s3cret"[..]));
         assert_eq!(target.dbname(), Some("journal"));
@@ -190,13 +193,24 @@ mod tests {
             "postgres://u:***@h:x/db?sslmode=on"
         );
         assert_eq!(redacted("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redacted("host=h password=pw port=x"), "host=h password=*** port=x");
+        assert_eq!(
+            redacted("host=h password=pw port=x"),
+            "host=h password=*** port=x"
+        );
     }
 
     #[test]
     fn what_is_not_a_target_is_refused_saying_what_is() {
-        assert!(PgTarget::parse("/var/lib/sagad").unwrap_err().contains("postgres://"));
-        assert!(PgTarget::parse("postgres://").unwrap_err().contains("no host"));
+        assert!(
+            PgTarget::parse("/var/lib/sagad")
+                .unwrap_err()
+                .contains("postgres://")
+        );
+        assert!(
+            PgTarget::parse("postgres://")
+                .unwrap_err()
+                .contains("no host")
+        );
         let err = PgTarget::parse("postgres://u:pw@h:notaport/db").unwrap_err();
         assert!(!err.contains("pw@"), "{err}");
     }

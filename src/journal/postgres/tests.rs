@@ -60,7 +60,10 @@ async fn count_events(client: &tokio_postgres::Client) -> i64 {
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !check() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -77,7 +80,10 @@ async fn a_fenced_node_journals_nothing_more() {
     // Another process takes the node's identity (or a takeover fences it).
     let client = sql(&url).await;
     client
-        .execute("UPDATE sagad.node SET epoch = epoch + 1 WHERE node_id = 'node-a'", &[])
+        .execute(
+            "UPDATE sagad.node SET epoch = epoch + 1 WHERE node_id = 'node-a'",
+            &[],
+        )
         .await
         .unwrap();
     let err = journal
@@ -118,7 +124,11 @@ async fn a_second_process_with_the_same_node_id_fences_the_first() {
 
     let new = open(&url, "node-a").await;
     assert_eq!(new.membership().epoch, Epoch(2), "joining bumps the epoch");
-    assert_eq!(new.unfinished().await.unwrap(), vec![id], "the node's sagas are the new process's");
+    assert_eq!(
+        new.unfinished().await.unwrap(),
+        vec![id],
+        "the node's sagas are the new process's"
+    );
     let err = old.append(vec![next(id, 2, attempt(1))]).await.unwrap_err();
     assert!(err.to_string().contains("fenced"), "{err}");
     new.append(vec![next(id, 2, attempt(1))])
@@ -146,9 +156,16 @@ async fn a_lapsed_lease_stops_writes_until_it_is_renewed() {
         )
         .await
         .unwrap();
-    let err = journal.append(vec![started("shop", None)]).await.unwrap_err();
+    let err = journal
+        .append(vec![started("shop", None)])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("lease ran out"), "{err}");
-    assert_eq!(count_events(&client).await, 0, "nothing written on a lapsed lease");
+    assert_eq!(
+        count_events(&client).await,
+        0,
+        "nothing written on a lapsed lease"
+    );
     // The probe renews it: the epoch did not change, nobody took over.
     until("writes to work again", || journal.write_failure().is_none()).await;
     journal.append(vec![started("shop", None)]).await.unwrap();
@@ -169,14 +186,22 @@ async fn a_database_outage_stops_writes_until_a_probe_connects_again() {
     journal.append(vec![started("shop", None)]).await.unwrap();
 
     let stopping = cluster.clone();
-    tokio::task::spawn_blocking(move || stopping.stop()).await.unwrap();
-    let err = journal.append(vec![started("shop", None)]).await.unwrap_err();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .unwrap();
+    let err = journal
+        .append(vec![started("shop", None)])
+        .await
+        .unwrap_err();
     assert!(
         JournalFault::of(&err).pauses_sagas(),
         "an outage pauses sagas: {err}"
     );
     assert!(journal.write_failure().is_some(), "health sees the outage");
-    let refused = journal.append(vec![started("shop", None)]).await.unwrap_err();
+    let refused = journal
+        .append(vec![started("shop", None)])
+        .await
+        .unwrap_err();
     assert!(refused.to_string().contains("refuses writes"), "{refused}");
 
     let restarting = cluster.clone();
@@ -211,7 +236,12 @@ async fn offsets_are_gap_free_and_in_commit_order_across_nodes() {
             let id = first.saga;
             let mut written = journal.append(vec![first]).await.unwrap();
             for seq in 2..=6 {
-                written.extend(journal.append(vec![next(id, seq, attempt(seq as u32))]).await.unwrap());
+                written.extend(
+                    journal
+                        .append(vec![next(id, seq, attempt(seq as u32))])
+                        .await
+                        .unwrap(),
+                );
             }
             written
         }));
@@ -222,23 +252,50 @@ async fn offsets_are_gap_free_and_in_commit_order_across_nodes() {
     }
     written.sort_by_key(|e| e.offset);
     let offsets: Vec<u64> = written.iter().map(|e| e.offset.get()).collect();
-    assert_eq!(offsets, (1..=96).collect::<Vec<_>>(), "one gap-free sequence for both nodes");
+    assert_eq!(
+        offsets,
+        (1..=96).collect::<Vec<_>>(),
+        "one gap-free sequence for both nodes"
+    );
     for journal in &nodes {
-        assert_eq!(journal.read_after(Offset::ZERO, 1000).await.unwrap(), written);
+        assert_eq!(
+            journal.read_after(Offset::ZERO, 1000).await.unwrap(),
+            written
+        );
         // Each node hears of the other's commits too.
         let durable = journal.durable_offset();
-        until("the durable offset to cover both nodes", || *durable.borrow() == Offset(96)).await;
-        assert_eq!(journal.unfinished().await.unwrap().len(), 8, "each node recovers its own");
+        until("the durable offset to cover both nodes", || {
+            *durable.borrow() == Offset(96)
+        })
+        .await;
+        assert_eq!(
+            journal.unfinished().await.unwrap().len(),
+            8,
+            "each node recovers its own"
+        );
     }
     // A key is one saga's across nodes.
-    nodes[0].append(vec![started("shop", Some("k"))]).await.unwrap();
-    let err = nodes[1].append(vec![started("shop", Some("k"))]).await.unwrap_err();
-    assert!(matches!(err, JournalError::IdempotencyConflict { .. }), "{err}");
+    nodes[0]
+        .append(vec![started("shop", Some("k"))])
+        .await
+        .unwrap();
+    let err = nodes[1]
+        .append(vec![started("shop", Some("k"))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, JournalError::IdempotencyConflict { .. }),
+        "{err}"
+    );
     // A node cannot write a saga another node owns.
     let theirs = started("shop", None);
     nodes[0].append(vec![theirs.clone()]).await.unwrap();
     let err = nodes[1]
-        .append(vec![next(theirs.saga, 2, EventKind::CancelRequested { reason: "x".into() })])
+        .append(vec![next(
+            theirs.saga,
+            2,
+            EventKind::CancelRequested { reason: "x".into() },
+        )])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("belongs to node node-a"), "{err}");
@@ -255,9 +312,15 @@ async fn a_newer_schema_is_refused_naming_both_versions() {
         .execute("UPDATE sagad.schema_version SET version = 99", &[])
         .await
         .unwrap();
-    let err = PgJournal::open(options(&url, "node-a")).await.err().unwrap();
+    let err = PgJournal::open(options(&url, "node-a"))
+        .await
+        .err()
+        .unwrap();
     let text = err.to_string();
-    assert!(text.contains("version 99") && text.contains("version 1"), "{text}");
+    assert!(
+        text.contains("version 99") && text.contains("version 1"),
+        "{text}"
+    );
     assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen);
 }
 

@@ -94,8 +94,10 @@ impl Cluster {
         let dir = temp.path().to_path_buf();
         let run_as = postgres_user_if_root()?;
         if let Some((uid, gid)) = run_as {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                .map_err(io_error(format!("handing {} to the postgres user", dir.display())))?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io_error(format!(
+                "handing {} to the postgres user",
+                dir.display()
+            )))?;
         }
         let mut cluster = Self {
             bin,
@@ -145,14 +147,19 @@ impl Cluster {
     /// A fresh, empty database; returns its URL.
     pub async fn database(&self) -> Result<String, ThrowawayError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let name = format!("sagad_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "sagad_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let failed = |source| ThrowawayError::Database {
             name: name.clone(),
             source,
         };
-        let (client, connection) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .map_err(failed)?;
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .map_err(failed)?;
         let connection = tokio::spawn(connection);
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -255,7 +262,10 @@ impl Cluster {
             .arg(format!("unix_socket_directories={}", self.dir.display()))
             .args(["-c", "max_connections=200", "-c", "logging_collector=off"])
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io_error("opening the server log"))?)
+            .stdout(
+                log.try_clone()
+                    .map_err(io_error("opening the server log"))?,
+            )
             .stderr(log);
         // SAFETY: the closure only calls async-signal-safe functions (prctl,
         // getppid) between fork and exec.
@@ -371,7 +381,10 @@ fn find_binaries() -> Result<PathBuf, ThrowawayError> {
         })
         .collect();
     found.sort();
-    found.pop().map(|(_, bin)| bin).ok_or(ThrowawayError::NoBinaries)
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(ThrowawayError::NoBinaries)
 }
 
 /// The `postgres` user's uid and gid when this process runs as root.

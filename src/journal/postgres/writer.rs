@@ -51,9 +51,9 @@ use tokio_postgres::{Client, Row, Statement};
 use uuid::Uuid;
 
 use super::{
-    PgError, PgTarget, Shared, saga_of,
+    PgError, PgTarget, Shared,
     batch::{Batch, Request, uuid},
-    node,
+    node, saga_of,
 };
 use crate::{
     journal::{JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JournalError},
@@ -529,11 +529,13 @@ impl Writer {
                     owner_epoch: row.owner_epoch,
                 })
             }
-            Some(row) if row.last_seq + 1 != first.seq => JournalError::Postgres(PgError::OutOfOrder {
-                saga: first.saga,
-                journaled: row.last_seq,
-                first: first.seq,
-            }),
+            Some(row) if row.last_seq + 1 != first.seq => {
+                JournalError::Postgres(PgError::OutOfOrder {
+                    saga: first.saga,
+                    journaled: row.last_seq,
+                    first: first.seq,
+                })
+            }
             Some(_) => JournalError::Postgres(PgError::Conflict { saga: first.saga }),
         }
     }
@@ -696,7 +698,10 @@ async fn prepare(client: Client) -> Result<Conn, tokio_postgres::Error> {
 /// returned, the id first).
 fn missing(sent: &[Uuid], returned: &[Row]) -> Vec<Uuid> {
     let returned: HashSet<Uuid> = returned.iter().map(|row| row.get(0)).collect();
-    sent.iter().filter(|id| !returned.contains(id)).copied().collect()
+    sent.iter()
+        .filter(|id| !returned.contains(id))
+        .copied()
+        .collect()
 }
 
 /// A saga row as read to explain a miss.
