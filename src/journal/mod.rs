@@ -152,6 +152,7 @@ pub mod conformance;
 pub mod kv;
 pub mod memory;
 pub mod postgres;
+mod request;
 pub mod sled;
 pub mod store;
 

@@ -193,14 +193,12 @@ async fn a_fenced_coordinator_journals_nothing_more() {
     )
     .await
     .unwrap();
-    let refused = client
-        .start_saga(pb::StartSagaRequest {
-            definition: "order-fulfillment".into(),
-            payload: b"{}".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let order = || pb::StartSagaRequest {
+        definition: "order-fulfillment".into(),
+        payload: b"{}".to_vec(),
+        ..Default::default()
+    };
+    let refused = client.start_saga(order()).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(
         refused.message().contains("fenced"),
@@ -208,14 +206,7 @@ async fn a_fenced_coordinator_journals_nothing_more() {
         refused.message()
     );
     common::until_health(process.addr, "", ServingStatus::NotServing).await;
-    let again = client
-        .start_saga(pb::StartSagaRequest {
-            definition: "order-fulfillment".into(),
-            payload: b"{}".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let again = client.start_saga(order()).await.unwrap_err();
     assert_eq!(again.code(), Code::Unavailable);
     assert_eq!(
         count("event").await,
@@ -273,25 +264,21 @@ async fn a_journal_of_a_newer_sagad_is_refused_naming_both_versions() {
     db.execute("UPDATE sagad.schema_version SET version = 7", &[])
         .await
         .unwrap();
-    let before: HashMap<String, i64> = db
-        .query("SELECT node_id, epoch FROM sagad.node", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let epochs = || async {
+        db.query("SELECT node_id, epoch FROM sagad.node", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect::<HashMap<String, i64>>()
+    };
+    let before = epochs().await;
     let (code, stderr) = common::sagad_exit(&["--journal", &url], &[]).await;
     assert_ne!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("schema version 7") && stderr.contains("version 1"),
         "{stderr}"
     );
-    let after: HashMap<String, i64> = db
-        .query("SELECT node_id, epoch FROM sagad.node", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let after = epochs().await;
     assert_eq!(before, after, "a refused start changes nothing (no join)");
 }

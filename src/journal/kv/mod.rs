@@ -148,12 +148,7 @@ impl<S: KvStore> KvJournal<S> {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> WriteRequest,
     ) -> Result<T, JournalError> {
-        let (reply, result) = oneshot::channel();
-        self.request_tx
-            .send(make(reply))
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        result.await.map_err(|_| JournalError::Closed)?
+        crate::journal::request::send(&self.request_tx, make).await
     }
 }
 
@@ -294,10 +289,7 @@ impl<S: KvStore> Journal for KvJournal<S> {
     }
 
     async fn close(&self) -> Result<(), JournalError> {
-        let result = match self.request(|reply| WriteRequest::Close { reply }).await {
-            Err(JournalError::Closed) => Ok(()),
-            other => other,
-        };
+        let result = crate::journal::request::close(&self.request_tx).await;
         let handle = self.writer.lock().expect("writer handle lock").take();
         if let Some(handle) = handle {
             // The writer answered Close and is about to return; joining is quick.

@@ -54,40 +54,10 @@ use crate::{
         FlushObserver, JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JournalError, SagaSummary,
         store::{KeyWrite, KvStore, StoreError},
     },
-    saga::{Event, EventKind, Offset, Participant, SagaId, SagaStatus},
+    saga::{Event, EventKind, Offset, SagaId, SagaStatus},
 };
 
-/// What the writer thread is asked to do.
-pub(super) enum WriteRequest {
-    Append {
-        events: Vec<Event>,
-        reply: oneshot::Sender<Result<Vec<Event>, JournalError>>,
-    },
-    PutParticipant {
-        participant: Box<Participant>,
-        reply: oneshot::Sender<Result<(), JournalError>>,
-    },
-    /// Retention: remove these sagas, the final ones only (`retention.rs`).
-    Remove {
-        ids: Vec<SagaId>,
-        reply: oneshot::Sender<Result<Vec<SagaId>, JournalError>>,
-    },
-    Close {
-        reply: oneshot::Sender<Result<(), JournalError>>,
-    },
-}
-
-impl WriteRequest {
-    /// Answers the request with `error`, unwritten.
-    fn refuse(self, error: JournalError) {
-        match self {
-            WriteRequest::Append { reply, .. } => drop(reply.send(Err(error))),
-            WriteRequest::PutParticipant { reply, .. } => drop(reply.send(Err(error))),
-            WriteRequest::Remove { reply, .. } => drop(reply.send(Err(error))),
-            WriteRequest::Close { reply } => drop(reply.send(Err(error))),
-        }
-    }
-}
+pub(super) use crate::journal::request::WriteRequest;
 
 /// Counters the writer keeps and the journal handle reads.
 #[derive(Default)]

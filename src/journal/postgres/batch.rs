@@ -25,41 +25,9 @@ use uuid::Uuid;
 
 use super::status_name;
 use crate::{
-    journal::{JournalError, kv::codec},
-    saga::{Event, EventKind, Participant, SagaId, SagaStatus, Timestamp},
+    journal::{JournalError, kv::codec, request::WriteRequest},
+    saga::{Event, EventKind, SagaId, SagaStatus, Timestamp},
 };
-
-/// What the writer task is asked to do.
-pub(super) enum Request {
-    Append {
-        events: Vec<Event>,
-        reply: oneshot::Sender<Result<Vec<Event>, JournalError>>,
-    },
-    PutParticipant {
-        participant: Box<Participant>,
-        reply: oneshot::Sender<Result<(), JournalError>>,
-    },
-    /// Retention: remove the final sagas among these.
-    Remove {
-        ids: Vec<SagaId>,
-        reply: oneshot::Sender<Result<Vec<SagaId>, JournalError>>,
-    },
-    Close {
-        reply: oneshot::Sender<Result<(), JournalError>>,
-    },
-}
-
-impl Request {
-    /// Answers the request with `error`, unwritten.
-    pub(super) fn refuse(self, error: JournalError) {
-        match self {
-            Request::Append { reply, .. } => drop(reply.send(Err(error))),
-            Request::PutParticipant { reply, .. } => drop(reply.send(Err(error))),
-            Request::Remove { reply, .. } => drop(reply.send(Err(error))),
-            Request::Close { reply } => drop(reply.send(Err(error))),
-        }
-    }
-}
 
 /// An append taken into the batch.
 pub(super) struct Append {
@@ -97,23 +65,23 @@ pub(super) struct Batch {
 impl Batch {
     /// Takes `request` into the batch, or hands it back when it must wait
     /// for the next one (see the module docs). `Close` is never taken.
-    pub fn take(&mut self, request: Request) -> Option<Request> {
+    pub fn take(&mut self, request: WriteRequest) -> Option<WriteRequest> {
         match request {
-            Request::Append { events, reply } => {
+            WriteRequest::Append { events, reply } => {
                 let keys: Vec<&String> = events.iter().filter_map(start_key).collect();
                 let clashes = events.iter().any(|e| self.sagas.contains(&e.saga))
                     || keys.iter().any(|k| self.keys.contains(*k));
                 if clashes {
-                    return Some(Request::Append { events, reply });
+                    return Some(WriteRequest::Append { events, reply });
                 }
                 self.keys.extend(keys.into_iter().cloned());
                 self.sagas.extend(events.iter().map(|e| e.saga));
                 self.appends.push(Append { events, reply });
                 None
             }
-            Request::PutParticipant { participant, reply } => {
+            WriteRequest::PutParticipant { participant, reply } => {
                 if !self.names.insert(participant.name.clone()) {
-                    return Some(Request::PutParticipant { participant, reply });
+                    return Some(WriteRequest::PutParticipant { participant, reply });
                 }
                 self.puts.push(Put {
                     name: participant.name.clone(),
@@ -122,11 +90,11 @@ impl Batch {
                 });
                 None
             }
-            Request::Remove { ids, reply } => {
+            WriteRequest::Remove { ids, reply } => {
                 self.removals.push(Removal { ids, reply });
                 None
             }
-            close @ Request::Close { .. } => Some(close),
+            close @ WriteRequest::Close { .. } => Some(close),
         }
     }
 
@@ -316,9 +284,12 @@ mod tests {
 
     fn append(
         events: Vec<Event>,
-    ) -> (Request, oneshot::Receiver<Result<Vec<Event>, JournalError>>) {
+    ) -> (
+        WriteRequest,
+        oneshot::Receiver<Result<Vec<Event>, JournalError>>,
+    ) {
         let (reply, rx) = oneshot::channel();
-        (Request::Append { events, reply }, rx)
+        (WriteRequest::Append { events, reply }, rx)
     }
 
     #[test]
@@ -328,9 +299,15 @@ mod tests {
         let id = first.saga;
         assert!(batch.take(append(vec![first]).0).is_none());
         let again = batch.take(append(vec![next(id, 2, attempt(1))]).0);
-        assert!(matches!(again, Some(Request::Append { .. })), "same saga");
+        assert!(
+            matches!(again, Some(WriteRequest::Append { .. })),
+            "same saga"
+        );
         let same_key = batch.take(append(vec![started("shop", Some("k"))]).0);
-        assert!(matches!(same_key, Some(Request::Append { .. })), "same key");
+        assert!(
+            matches!(same_key, Some(WriteRequest::Append { .. })),
+            "same key"
+        );
         assert!(
             batch
                 .take(append(vec![started("shop", Some("other"))]).0)

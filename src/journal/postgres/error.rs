@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use super::PgTarget;
 use crate::saga::SagaId;
 
 /// A PostgreSQL journal failure; wrapped in [`crate::journal::JournalError::Postgres`].
@@ -121,4 +122,20 @@ pub enum PgError {
         journaled: u64,
         first: u64,
     },
+}
+
+impl PgError {
+    /// A statement of the open against `target` failed doing `what`; for
+    /// `map_err`.
+    pub(super) fn setup(
+        target: &PgTarget,
+        what: &'static str,
+    ) -> impl FnOnce(tokio_postgres::Error) -> PgError {
+        let target = target.to_string();
+        move |source| PgError::Setup {
+            target,
+            what,
+            source,
+        }
+    }
 }

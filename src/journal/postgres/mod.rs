@@ -139,7 +139,7 @@ use uuid::Uuid;
 use crate::{
     journal::{
         FlushObserver, JOURNAL_QUEUE_CAPACITY, Journal, JournalError, JournalStats, ListQuery,
-        SagaSummary,
+        SagaSummary, request::WriteRequest,
     },
     saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp},
 };
@@ -243,15 +243,13 @@ pub(super) struct Counters {
 pub struct PgJournal {
     shared: Arc<Shared>,
     pool: Pool,
-    request_tx: mpsc::Sender<Request>,
+    request_tx: mpsc::Sender<WriteRequest>,
     /// The writer task, awaited by `close` (a std mutex: never held across await).
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Stops the heartbeat and the feed poll.
     background: CancellationToken,
     failure: watch::Receiver<Option<String>>,
 }
-
-use batch::Request;
 
 impl PgJournal {
     /// Connects, creates or checks the tables, joins as `options.node` (a new
@@ -271,11 +269,7 @@ impl PgJournal {
         let last: i64 = client
             .query_one("SELECT last FROM sagad.feed_head", &[])
             .await
-            .map_err(|source| PgError::Setup {
-                target: target.to_string(),
-                what: "reading the feed head",
-                source,
-            })?
+            .map_err(PgError::setup(&target, "reading the feed head"))?
             .get(0);
         tracing::info!(target = %target, node = %node, epoch = %epoch, "joined the PostgreSQL journal");
         let (failure_tx, failure) = watch::channel(None);
@@ -319,14 +313,9 @@ impl PgJournal {
 
     async fn request<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> Request,
+        make: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> WriteRequest,
     ) -> Result<T, JournalError> {
-        let (reply, result) = oneshot::channel();
-        self.request_tx
-            .send(make(reply))
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        result.await.map_err(|_| JournalError::Closed)?
+        crate::journal::request::send(&self.request_tx, make).await
     }
 
     /// A pooled connection for a read.
@@ -347,7 +336,7 @@ impl Drop for PgJournal {
 #[async_trait]
 impl Journal for PgJournal {
     async fn append(&self, events: Vec<Event>) -> Result<Vec<Event>, JournalError> {
-        self.request(|reply| Request::Append { events, reply })
+        self.request(|reply| WriteRequest::Append { events, reply })
             .await
     }
 
@@ -376,7 +365,8 @@ impl Journal for PgJournal {
         if ids.is_empty() {
             return Ok(ids);
         }
-        self.request(|reply| Request::Remove { ids, reply }).await
+        self.request(|reply| WriteRequest::Remove { ids, reply })
+            .await
     }
 
     fn durable_offset(&self) -> watch::Receiver<Offset> {
@@ -397,7 +387,7 @@ impl Journal for PgJournal {
     }
 
     async fn put_participant(&self, participant: Participant) -> Result<(), JournalError> {
-        self.request(|reply| Request::PutParticipant {
+        self.request(|reply| WriteRequest::PutParticipant {
             participant: Box::new(participant),
             reply,
         })
@@ -432,10 +422,7 @@ impl Journal for PgJournal {
     /// Writes what is queued and stops the writer, the heartbeat and the
     /// feed poll. Reads still work; the node's lease runs out by itself.
     async fn close(&self) -> Result<(), JournalError> {
-        let result = match self.request(|reply| Request::Close { reply }).await {
-            Err(JournalError::Closed) => Ok(()),
-            other => other,
-        };
+        let result = crate::journal::request::close(&self.request_tx).await;
         self.background.cancel();
         let writer = self.writer.lock().expect("writer handle lock").take();
         if let Some(writer) = writer {

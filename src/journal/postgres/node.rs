@@ -119,14 +119,7 @@ pub async fn join(
     addr: &str,
     ttl: Duration,
 ) -> Result<Epoch, PgError> {
-    let setup = |what: &'static str| {
-        let target = target.to_string();
-        move |source| PgError::Setup {
-            target,
-            what,
-            source,
-        }
-    };
+    let setup = |what| PgError::setup(target, what);
     let tx = client
         .transaction()
         .await

@@ -81,14 +81,7 @@ CREATE TABLE sagad.participant (
 
 /// Creates the tables if the database has none, or checks their version.
 pub async fn ensure(client: &mut Client, target: &PgTarget) -> Result<(), PgError> {
-    let setup = |what: &'static str| {
-        let target = target.to_string();
-        move |source| PgError::Setup {
-            target,
-            what,
-            source,
-        }
-    };
+    let setup = |what| PgError::setup(target, what);
     let tx = client
         .transaction()
         .await

@@ -52,11 +52,11 @@ use uuid::Uuid;
 
 use super::{
     PgError, PgTarget, Shared,
-    batch::{Batch, Request, uuid},
+    batch::{Batch, uuid},
     node, saga_of,
 };
 use crate::{
-    journal::{JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JournalError},
+    journal::{JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JournalError, request::WriteRequest},
     saga::{Offset, SagaId},
 };
 
@@ -143,7 +143,7 @@ pub(super) struct Writer {
     /// Set by a failed batch; every write is refused until a probe works.
     failed: Option<Arc<PgError>>,
     /// Requests a batch handed back, first in the next one.
-    carried: VecDeque<Request>,
+    carried: VecDeque<WriteRequest>,
 }
 
 impl Writer {
@@ -154,11 +154,9 @@ impl Writer {
         ttl: Duration,
         client: Client,
     ) -> Result<Self, PgError> {
-        let conn = prepare(client).await.map_err(|source| PgError::Setup {
-            target: target.to_string(),
-            what: "preparing the writer's statements",
-            source,
-        })?;
+        let conn = prepare(client)
+            .await
+            .map_err(PgError::setup(&target, "preparing the writer's statements"))?;
         Ok(Self {
             target,
             shared,
@@ -169,7 +167,7 @@ impl Writer {
         })
     }
 
-    pub async fn run(mut self, mut request_rx: mpsc::Receiver<Request>) {
+    pub async fn run(mut self, mut request_rx: mpsc::Receiver<WriteRequest>) {
         loop {
             let first = match self.carried.pop_front() {
                 Some(request) => request,
@@ -198,7 +196,7 @@ impl Writer {
             if let Some(reply) = self.gather_and_write(requests).await {
                 // Whatever a batch handed back is written before the stop.
                 while !self.carried.is_empty() {
-                    let rest: Vec<Request> = self.carried.drain(..).collect();
+                    let rest: Vec<WriteRequest> = self.carried.drain(..).collect();
                     self.gather_and_write(rest).await;
                 }
                 let _ = reply.send(match &self.failed {
@@ -213,12 +211,12 @@ impl Writer {
     /// Writes one batch of `requests`; returns the reply of a `Close` among them.
     async fn gather_and_write(
         &mut self,
-        requests: Vec<Request>,
+        requests: Vec<WriteRequest>,
     ) -> Option<oneshot::Sender<Result<(), JournalError>>> {
         let mut batch = Batch::default();
         let mut close = None;
         for request in requests {
-            if let Request::Close { reply } = request {
+            if let WriteRequest::Close { reply } = request {
                 close = Some(reply);
                 continue;
             }
