@@ -250,18 +250,23 @@ impl Writer {
         loop {
             match self.transact(&batch).await {
                 Ok((last, removed)) => return self.succeed(batch, last, removed, started),
-                Err(Miss::Sagas(refused)) => {
+                Err(Miss::Sagas(mut refused)) => {
                     let sagas: HashSet<SagaId> = refused.keys().copied().collect();
-                    let mut refused = refused;
-                    for append in batch.drop_appends_of(&sagas) {
+                    let dropped = batch.drop_appends_of(&sagas);
+                    // Each round drops at least one append, so this loop ends.
+                    assert!(!dropped.is_empty(), "a refused saga has an append in the batch"); // faulty code
+                    for append in dropped {
+                        // One append per saga in a batch: its first refused
+                        // saga's error is its own.
                         let saga = append
                             .events
                             .iter()
-                            .find(|e| sagas.contains(&e.saga))
-                            .map(|e| e.saga);
-                        let error = saga
-                            .and_then(|s| refused.remove(&s))
-                            .unwrap_or(JournalError::Closed);
+                            .map(|e| e.saga)
+                            .find(|s| sagas.contains(s))
+                            .expect("dropped for a refused saga");
+                        let error = refused
+                            .remove(&saga)
+                            .unwrap_or(JournalError::Postgres(PgError::Conflict { saga }));
                         let _ = append.reply.send(Err(error));
                     }
                     if batch.is_empty() {
