@@ -38,6 +38,7 @@ use tonic::{
     transport::server::{Router, TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::layer::util::{Identity, Stack};
 
 use crate::{
     Error, Result,
@@ -55,8 +56,6 @@ use crate::{
 /// How often health asks the journal whether it can write, between the
 /// failed writes it hears of at once.
 const HEALTH_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
-/// Room for the rest of a StartSaga request around a payload of the maximum size.
-const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]
@@ -213,6 +212,17 @@ async fn open_notifier(
     Ok(Some(notifier))
 }
 
+/// Calls (and streams: watches, subscriptions) one connection may have open
+/// at once; a client asking for more waits for one to end (HTTP/2's own
+/// limit, which clients obey). Each open stream holds a task and a buffer
+/// here: one connection must not hold unboundedly many.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1000;
+
+/// How every gRPC response passes on its way out (`api::oversized_as_payload`).
+type Remap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+/// The gRPC services, behind that.
+type GrpcRouter = Router<Stack<tower::util::MapResponseLayer<Remap>, Identity>>;
+
 /// The gRPC services: health (NOT_SERVING until recovery is done), reflection
 /// (v1 and v1alpha),
 /// and the Coordinator, which answers `UNAVAILABLE` until `ready` is set.
@@ -220,7 +230,7 @@ async fn grpc_services(
     config: &ServerConfig,
     engine: &Engine,
     ready: &Arc<AtomicBool>,
-) -> Result<(HealthReporter, Router)> {
+) -> Result<(HealthReporter, GrpcRouter)> {
     let (health, health_service) = tonic_health::server::health_reporter();
     report_health(&health, ServingStatus::NotServing).await;
     // Both versions of reflection: grpcurl asks v1, while Python's
@@ -234,11 +244,15 @@ async fn grpc_services(
         |e: tonic_reflection::server::Error| Error::Unavailable(format!("reflection service: {e}"));
     let reflection_v1 = reflection().build_v1().map_err(refused)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(refused)?;
-    let max_request = config.engine.max_payload_bytes + REQUEST_OVERHEAD_BYTES;
+    let max_request = config.engine.max_payload_bytes + crate::api::REQUEST_OVERHEAD_BYTES;
     let coordinator = CoordinatorServer::new(CoordinatorApi::new(engine.clone(), ready.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(usize::MAX);
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .layer(tower::util::MapResponseLayer::new(
+            crate::api::oversized_as_payload as Remap,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -295,7 +309,7 @@ impl Serving {
     /// stops in order (see the module docs).
     async fn run(
         self,
-        router: Router,
+        router: GrpcRouter,
         incoming: TcpIncoming,
         metrics_listener: Option<TcpListener>,
         archiver: Option<Archiver>,

@@ -63,6 +63,8 @@ pub use watch::WatchItem;
 pub const INLINE_DEFINITION: &str = "inline";
 /// Longest accepted idempotency key, in bytes.
 pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 256;
+/// Longest accepted cancel reason, in bytes: it is journaled and shown.
+pub const REASON_MAX_LEN: usize = 1024;
 /// Commands that can queue for one runner.
 pub(crate) const RUNNER_COMMAND_CAPACITY: usize = 16;
 /// How often stalled sagas are checked for resumption.
@@ -387,6 +389,12 @@ impl Engine {
     /// Cancels a running saga: it stops going forward (once any in-flight call
     /// returned) and compensates what it did.
     pub async fn cancel(&self, id: SagaId, reason: String) -> Result<SagaState> {
+        if reason.len() > REASON_MAX_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "reason is {} bytes; at most {REASON_MAX_LEN} are allowed",
+                reason.len()
+            )));
+        }
         loop {
             let asked = self
                 .ask(id, |reply| Command::Cancel {

@@ -28,6 +28,8 @@ use super::{
 
 /// Longest accepted name of a participant, definition or step.
 pub const NAME_MAX_LEN: usize = 128;
+/// Longest accepted endpoint URL, in bytes.
+pub const ENDPOINT_MAX_LEN: usize = 2048;
 /// Longest accepted step timeout: a call that may take longer than a day is not
 /// a step, and gRPC deadlines cannot express absurd ones.
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
@@ -93,7 +95,7 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), DefinitionErr
     if name.len() > NAME_MAX_LEN || !name.chars().all(ok_char) {
         return Err(DefinitionError::InvalidName {
             what,
-            name: name.to_string(),
+            name: super::text::quoted(name),
         });
     }
     Ok(())
@@ -151,9 +153,12 @@ impl Endpoint {
     pub fn parse(what: &'static str, url: &str) -> Result<Self, DefinitionError> {
         let err = |why| DefinitionError::Endpoint {
             what,
-            url: url.to_string(),
+            url: super::text::quoted(url),
             why,
         };
+        if url.len() > ENDPOINT_MAX_LEN {
+            return Err(err("it is longer than the 2048 bytes an endpoint may have"));
+        }
         let rest = if let Some(rest) = url.strip_prefix("http://") {
             rest
         } else if url.starts_with("https://") {

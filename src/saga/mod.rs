@@ -21,6 +21,7 @@ pub mod id;
 pub mod refresh;
 pub mod retry;
 pub mod state;
+pub mod text;
 pub mod trace;
 
 pub use decide::{CallOutcome, Decision, attempt_finished, decide, recover};

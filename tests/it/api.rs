@@ -981,3 +981,159 @@ async fn inline_steps_run_as_an_inline_saga() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, saga.id);
 }
+
+/// Hostile sizes: every value is bounded, each refusal names its cap, and
+/// quotes no more of the value than a few dozen characters, so the answer
+/// itself stays small (a whole 100 KB name in a status message was a
+/// transport error instead of the refusal).
+#[tokio::test]
+async fn hostile_sizes_get_short_refusals_naming_the_cap() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let shop = register_ok(&mut client, "solo").await;
+    let huge = "x".repeat(100_000);
+    let huge_url = format!("http://127.0.0.1:1/{huge}.S/M");
+    let short = |what: &str, status: &Status| {
+        assert!(
+            status.message().len() < 1024,
+            "{what}: a {} byte message",
+            status.message().len()
+        );
+    };
+    let name = client
+        .register_participant(participant_request(
+            &huge,
+            "http://h:1/a.B/C",
+            "http://h:1/a.B/D",
+        ))
+        .await;
+    short(
+        "name",
+        &assert_refused("a 100 KB name", name, Code::InvalidArgument, "at most 128"),
+    );
+    let url = client
+        .register_participant(participant_request("p", &huge_url, "http://h:1/a.B/D"))
+        .await;
+    short(
+        "url",
+        &assert_refused(
+            "a 100 KB endpoint",
+            url,
+            Code::InvalidArgument,
+            "2048 bytes",
+        ),
+    );
+    let definition = client
+        .start_saga(pb::StartSagaRequest {
+            definition: huge.clone(),
+            ..Default::default()
+        })
+        .await;
+    short(
+        "definition",
+        &assert_refused(
+            "a 100 KB definition name",
+            definition,
+            Code::NotFound,
+            "100000 bytes",
+        ),
+    );
+    let id = client
+        .get_saga(pb::GetSagaRequest {
+            id: huge.clone(),
+            ..Default::default()
+        })
+        .await;
+    short(
+        "id",
+        &assert_refused(
+            "a 100 KB saga id",
+            id,
+            Code::InvalidArgument,
+            "is not a saga id",
+        ),
+    );
+    let saga = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![step("a", "solo")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap();
+    let cancel = client
+        .cancel_saga(pb::CancelSagaRequest {
+            id: saga.id.clone(),
+            reason: huge.clone(),
+        })
+        .await;
+    short(
+        "reason",
+        &assert_refused(
+            "a 100 KB cancel reason",
+            cancel,
+            Code::InvalidArgument,
+            "at most 1024",
+        ),
+    );
+    drop(shop);
+
+    // A payload a little too large and a request far too large to decode
+    // get the same code and the same words.
+    for size in [1024 * 1024 + 1, 3 * 1024 * 1024] {
+        let too_large = client
+            .start_saga(pb::StartSagaRequest {
+                steps: vec![step("a", "solo")],
+                payload: vec![b'7'; size],
+                ..Default::default()
+            })
+            .await;
+        let status = assert_refused(
+            &format!("a {size} byte payload"),
+            too_large,
+            Code::InvalidArgument,
+            "--max-payload-bytes",
+        );
+        assert!(
+            status.message().contains("1048576 bytes"),
+            "{}",
+            status.message()
+        );
+    }
+}
+
+/// One connection holds at most `MAX_STREAMS_PER_CONNECTION` calls open:
+/// the next one waits (HTTP/2's limit, which the client obeys) until one
+/// ends, and is then served.
+#[tokio::test]
+async fn one_connection_holds_a_bounded_number_of_streams() {
+    use sagad::server::MAX_STREAMS_PER_CONNECTION;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let subscribe = |mut client: Client| async move {
+        client
+            .subscribe(pb::SubscribeRequest::default())
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let mut open = Vec::new();
+    for _ in 0..MAX_STREAMS_PER_CONNECTION {
+        open.push(subscribe(client.clone()).await.unwrap());
+    }
+    let mut waiting = tokio::spawn(subscribe(client.clone()));
+    // Nothing can answer it while every stream is taken; a moment is enough
+    // to see that it waits (its success would be the failure).
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+    assert!(
+        early.is_err(),
+        "a stream beyond the limit was opened: {early:?}"
+    );
+    open.pop();
+    let served = tokio::time::timeout(common::DEADLINE, waiting)
+        .await
+        .expect("served once a stream ended")
+        .unwrap();
+    assert!(served.is_ok(), "{served:?}");
+}
