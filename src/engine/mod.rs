@@ -65,6 +65,9 @@ pub const INLINE_DEFINITION: &str = "inline";
 pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 256;
 /// Longest accepted cancel reason, in bytes: it is journaled and shown.
 pub const REASON_MAX_LEN: usize = 1024;
+/// Most participants that can be registered: each name is a label value of
+/// the call metrics, and a registration loop must not explode their series.
+pub const PARTICIPANTS_MAX: usize = 1000;
 /// Commands that can queue for one runner.
 pub(crate) const RUNNER_COMMAND_CAPACITY: usize = 16;
 /// How often stalled sagas are checked for resumption.
@@ -323,6 +326,18 @@ impl Engine {
                 Error::InvalidArgument(format!("participant '{}': {e}", participant.name))
             })?;
         let _one_at_a_time = self.inner.registering.lock().await;
+        {
+            let registered = self
+                .inner
+                .participants
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            if registered.len() >= PARTICIPANTS_MAX && !registered.contains_key(&participant.name) {
+                return Err(Error::FailedPrecondition(format!(
+                    "{PARTICIPANTS_MAX} participants are registered, the most there can be (each is a metrics label); re-register one of them instead"
+                )));
+            }
+        }
         self.inner
             .journal
             .put_participant(participant.clone())

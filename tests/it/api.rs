@@ -1137,3 +1137,37 @@ async fn one_connection_holds_a_bounded_number_of_streams() {
         .unwrap();
     assert!(served.is_ok(), "{served:?}");
 }
+
+/// The number of participants is bounded (each name is a metrics label
+/// value): one past the limit is refused, re-registering one is not.
+#[tokio::test]
+async fn participants_are_bounded_in_number() {
+    use sagad::engine::PARTICIPANTS_MAX;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let register = |mut client: Client, name: String| async move {
+        client
+            .register_participant(participant_request(
+                &name,
+                "http://127.0.0.1:1/a.B/C",
+                "http://127.0.0.1:1/a.B/D",
+            ))
+            .await
+    };
+    let all: Vec<_> = (0..PARTICIPANTS_MAX)
+        .map(|n| tokio::spawn(register(client.clone(), format!("p{n}"))))
+        .collect();
+    for registration in all {
+        registration.await.unwrap().unwrap();
+    }
+    let one_more = register(client.clone(), "one-more".into()).await;
+    assert_refused(
+        "one participant too many",
+        one_more,
+        Code::FailedPrecondition,
+        "the most there can be",
+    );
+    register(client.clone(), "p7".into())
+        .await
+        .expect("a registered one can be replaced");
+}
