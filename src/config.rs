@@ -330,6 +330,8 @@ impl Config {
                 park_after: crate::engine::PARK_AFTER,
                 // Decided by `server::start`, from `metrics_listen`.
                 record_metrics: true,
+                // Set by `server::start` once the listener is bound.
+                own_address: None,
             },
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),

@@ -114,8 +114,8 @@ pub async fn start_with_journal(
     let archiver = config
         .retention
         .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
-    let engine = start_engine(&config, journal, definitions).await?;
     let (listener, addr) = bind(config.listen).await?;
+    let engine = start_engine(&config, journal, definitions, addr).await?;
     let shutdown = CancellationToken::new();
     let (metrics_listener, metrics_addr) = bind_metrics(config.metrics_listen).await?;
     let notifier = open_notifier(&config, &engine, &shutdown).await?;
@@ -146,15 +146,18 @@ pub async fn start_with_journal(
 }
 
 /// The engine over `journal`, calling participants over gRPC, recording
-/// metrics only when they are served.
+/// metrics only when they are served, refusing participants at its own
+/// address.
 async fn start_engine(
     config: &ServerConfig,
     journal: Arc<dyn Journal>,
     definitions: Vec<Definition>,
+    own_address: SocketAddr,
 ) -> Result<Engine> {
     let caller = Arc::new(GrpcParticipants::new(config.engine.max_payload_bytes));
     let engine_config = EngineConfig {
         record_metrics: config.metrics_listen.is_some(),
+        own_address: Some(own_address),
         ..config.engine.clone()
     };
     Engine::new(journal, caller, definitions, engine_config).await

@@ -90,6 +90,9 @@ pub struct EngineConfig {
     /// `server::start` sets it from whether `/metrics` is served: nothing
     /// else reads them.
     pub record_metrics: bool,
+    /// The coordinator's own gRPC listener, which no participant endpoint may
+    /// be (`participant::guard`); `server::start` sets it once bound.
+    pub own_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for EngineConfig {
@@ -100,6 +103,7 @@ impl Default for EngineConfig {
             shutdown_grace: Duration::from_secs(10),
             park_after: PARK_AFTER,
             record_metrics: true,
+            own_address: None,
         }
     }
 }
@@ -317,6 +321,16 @@ impl Engine {
     /// Creates or replaces a participant, durably.
     pub async fn register_participant(&self, participant: Participant) -> Result<Participant> {
         self.check_writable()?;
+        if let Some(own) = self.inner.config.own_address {
+            for endpoint in [&participant.forward, &participant.compensate] {
+                if let Some(why) = crate::participant::guard::own_address(endpoint, own) {
+                    return Err(Error::InvalidArgument(format!(
+                        "participant '{}': {why}",
+                        participant.name
+                    )));
+                }
+            }
+        }
         // A policy that cannot resolve against the server defaults (an initial
         // interval above the default cap, say) would fail every later start.
         participant

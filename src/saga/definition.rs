@@ -30,6 +30,8 @@ use super::{
 pub const NAME_MAX_LEN: usize = 128;
 /// Longest accepted endpoint URL, in bytes.
 pub const ENDPOINT_MAX_LEN: usize = 2048;
+/// The gRPC service of the coordinator itself, which no endpoint may name.
+pub const COORDINATOR_SERVICE: &str = "sagad.v1.Coordinator";
 /// Longest accepted step timeout: a call that may take longer than a day is not
 /// a step, and gRPC deadlines cannot express absurd ones.
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
@@ -195,6 +197,13 @@ impl Endpoint {
             (Some(s), Some(m), None) if valid(s) && valid(m) => {}
             _ => return Err(err("its path must be exactly /package.Service/Method")),
         }
+        if service == Some(COORDINATOR_SERVICE) {
+            // A step calling the coordinator could cancel its own saga, or
+            // register participants with the coordinator's own rights.
+            return Err(err(
+                "it is sagad's own Coordinator service, which no step may call",
+            ));
+        }
         let parsed_path =
             http::uri::PathAndQuery::from_str(path).map_err(|_| err("its path is malformed"))?;
         Ok(Self {
@@ -212,6 +221,27 @@ impl Endpoint {
     /// `http://host:port`: what a channel connects to (one channel per origin).
     pub fn origin(&self) -> &str {
         &self.url[..self.origin_len]
+    }
+
+    /// The host (without brackets for IPv6) and port the endpoint names; the
+    /// port is the scheme's default when the URL gives none.
+    pub fn host_port(&self) -> (&str, u16) {
+        let authority = &self.origin()[self.origin().find("://").map_or(0, |i| i + 3)..];
+        let (host, port) = match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => {
+                (&authority[..i], authority[i + 1..].parse().ok())
+            }
+            _ => (authority, None),
+        };
+        let default = if self.url.starts_with("https://") {
+            443
+        } else {
+            80
+        };
+        (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port.unwrap_or(default),
+        )
     }
 
     /// `/package.Service/Method`: the gRPC path of the call.

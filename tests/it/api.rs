@@ -1171,3 +1171,56 @@ async fn participants_are_bounded_in_number() {
         .await
         .expect("a registered one can be replaced");
 }
+
+/// No participant may point at the coordinator: its Coordinator service on
+/// any host (a step could cancel its own saga), or any method on its own
+/// listener under any local name.
+#[tokio::test]
+async fn participants_cannot_point_at_the_coordinator() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let port = server.addr.port();
+    let elsewhere = "http://127.0.0.1:1/a.B/D";
+    let cases = [
+        (
+            "http://10.0.0.9:50051/sagad.v1.Coordinator/CancelSaga".to_string(),
+            "Coordinator service",
+        ),
+        (
+            format!("http://127.0.0.1:{port}/shop.Payments/Charge"),
+            "own address",
+        ),
+        (
+            format!("http://localhost:{port}/shop.Payments/Charge"),
+            "own address",
+        ),
+        (
+            format!("http://[::1]:{port}/shop.Payments/Charge"),
+            "own address",
+        ),
+    ];
+    for (url, why) in &cases {
+        let forward = client
+            .register_participant(participant_request("self", url, elsewhere))
+            .await;
+        assert_refused(
+            &format!("forward {url}"),
+            forward,
+            Code::InvalidArgument,
+            why,
+        );
+        let compensate = client
+            .register_participant(participant_request("self", elsewhere, url))
+            .await;
+        assert_refused(
+            &format!("compensate {url}"),
+            compensate,
+            Code::InvalidArgument,
+            why,
+        );
+    }
+    assert!(
+        participants(&mut client).await.is_empty(),
+        "nothing was registered"
+    );
+}
