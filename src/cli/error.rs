@@ -70,9 +70,12 @@ impl CliError {
 
 impl From<Status> for CliError {
     fn from(status: Status) -> Self {
+        // Printed on a terminal: its control characters escaped (`scrub.rs`).
+        let mut message = status.message().to_string();
+        crate::cli::scrub::Scrub::scrub(&mut message);
         CliError::Server {
             code: status.code(),
-            message: status.message().to_string(),
+            message,
         }
     }
 }

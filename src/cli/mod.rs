@@ -46,6 +46,7 @@ pub mod logging;
 pub mod output;
 pub mod render;
 pub mod saga;
+pub mod scrub;
 pub mod serve;
 pub mod signal;
 pub mod tail;
