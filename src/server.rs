@@ -91,6 +91,7 @@ pub struct Server {
 /// (see the module docs). Errors here are startup errors: locked or unreadable
 /// data directory, address in use.
 pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result<Server> {
+    crate::private::warn_if_open(&config.data_dir);
     let dir = config.data_dir.clone();
     let options = WalOptions {
         disk_reserve: config.disk_reserve,

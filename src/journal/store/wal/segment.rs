@@ -18,7 +18,7 @@
 //! byte of what it refuses.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{Read, Seek, SeekFrom, Write},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
@@ -322,7 +322,7 @@ pub(super) fn new_segment(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(format!("removing {}", path.display()), e)),
     }
-    let mut file = OpenOptions::new()
+    let mut file = crate::private::file()
         .read(true)
         .write(true)
         .create_new(true)
