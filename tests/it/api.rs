@@ -993,67 +993,7 @@ async fn hostile_sizes_get_short_refusals_naming_the_cap() {
     let shop = register_ok(&mut client, "solo").await;
     let huge = "x".repeat(100_000);
     let huge_url = format!("http://127.0.0.1:1/{huge}.S/M");
-    let short = |what: &str, status: &Status| {
-        assert!(
-            status.message().len() < 1024,
-            "{what}: a {} byte message",
-            status.message().len()
-        );
-    };
-    let name = client
-        .register_participant(participant_request(
-            &huge,
-            "http://h:1/a.B/C",
-            "http://h:1/a.B/D",
-        ))
-        .await;
-    short(
-        "name",
-        &assert_refused("a 100 KB name", name, Code::InvalidArgument, "at most 128"),
-    );
-    let url = client
-        .register_participant(participant_request("p", &huge_url, "http://h:1/a.B/D"))
-        .await;
-    short(
-        "url",
-        &assert_refused(
-            "a 100 KB endpoint",
-            url,
-            Code::InvalidArgument,
-            "2048 bytes",
-        ),
-    );
-    let definition = client
-        .start_saga(pb::StartSagaRequest {
-            definition: huge.clone(),
-            ..Default::default()
-        })
-        .await;
-    short(
-        "definition",
-        &assert_refused(
-            "a 100 KB definition name",
-            definition,
-            Code::NotFound,
-            "100000 bytes",
-        ),
-    );
-    let id = client
-        .get_saga(pb::GetSagaRequest {
-            id: huge.clone(),
-            ..Default::default()
-        })
-        .await;
-    short(
-        "id",
-        &assert_refused(
-            "a 100 KB saga id",
-            id,
-            Code::InvalidArgument,
-            "is not a saga id",
-        ),
-    );
-    let saga = client
+    let running = client
         .start_saga(pb::StartSagaRequest {
             steps: vec![step("a", "solo")],
             ..Default::default()
@@ -1063,21 +1003,74 @@ async fn hostile_sizes_get_short_refusals_naming_the_cap() {
         .into_inner()
         .saga
         .unwrap();
-    let cancel = client
-        .cancel_saga(pb::CancelSagaRequest {
-            id: saga.id.clone(),
-            reason: huge.clone(),
-        })
-        .await;
-    short(
-        "reason",
-        &assert_refused(
+    let refused = [
+        (
+            "a 100 KB name",
+            client
+                .register_participant(participant_request(
+                    &huge,
+                    "http://h:1/a.B/C",
+                    "http://h:1/a.B/D",
+                ))
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "at most 128",
+        ),
+        (
+            "a 100 KB endpoint",
+            client
+                .register_participant(participant_request("p", &huge_url, "http://h:1/a.B/D"))
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "2048 bytes",
+        ),
+        (
+            "a 100 KB definition name",
+            client
+                .start_saga(pb::StartSagaRequest {
+                    definition: huge.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Code::NotFound,
+            "100000 bytes",
+        ),
+        (
+            "a 100 KB saga id",
+            client
+                .get_saga(pb::GetSagaRequest {
+                    id: huge.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "is not a saga id",
+        ),
+        (
             "a 100 KB cancel reason",
-            cancel,
+            client
+                .cancel_saga(pb::CancelSagaRequest {
+                    id: running.id.clone(),
+                    reason: huge.clone(),
+                })
+                .await
+                .map(drop),
             Code::InvalidArgument,
             "at most 1024",
         ),
-    );
+    ];
+    for (what, result, code, needle) in refused {
+        let status = assert_refused(what, result, code, needle);
+        assert!(
+            status.message().len() < 1024,
+            "{what}: a {} byte message",
+            status.message().len()
+        );
+    }
     drop(shop);
 
     // A payload a little too large and a request far too large to decode

@@ -704,17 +704,22 @@ mod tests {
         assert_eq!(wal.get(b"after").unwrap(), Some(b"v".to_vec()));
     }
 
-    #[test]
-    fn a_rollover_replaces_what_a_failed_one_left() {
-        let dir = tempfile::tempdir().unwrap();
-        // No checkpoint meanwhile: it would delete the first segment.
-        let options = WalOptions {
+    /// Sparse segments, and no checkpoint meanwhile (it would delete the
+    /// first segment): a test sees every segment it made.
+    fn segments_kept() -> WalOptions {
+        WalOptions {
             checkpoint_interval: Duration::from_secs(3600),
             zero_filled_segments: false,
             ..WalOptions::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_rollover_replaces_what_a_failed_one_left() {
+        let dir = tempfile::tempdir().unwrap();
         {
-            let wal = WalStore::open_with(dir.path(), MemoryStore::default(), options).unwrap();
+            let wal =
+                WalStore::open_with(dir.path(), MemoryStore::default(), segments_kept()).unwrap();
             wal.write(vec![put("first", "v")]).unwrap();
             wal.sync().unwrap();
             // A rollover that failed after creating the next segment's file
@@ -741,12 +746,7 @@ mod tests {
     #[test]
     fn recover_fails_until_the_failed_rollover_can_be_made() {
         let dir = tempfile::tempdir().unwrap();
-        let options = WalOptions {
-            checkpoint_interval: Duration::from_secs(3600),
-            zero_filled_segments: false,
-            ..WalOptions::default()
-        };
-        let wal = WalStore::open_with(dir.path(), MemoryStore::default(), options).unwrap();
+        let wal = WalStore::open_with(dir.path(), MemoryStore::default(), segments_kept()).unwrap();
         wal.write(vec![put("first", "v")]).unwrap();
         wal.sync().unwrap();
         // What stands in for a full disk: the next segment cannot be created.
