@@ -105,12 +105,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 /// The exit code of a failure: classified client failures carry their own,
-/// configuration and definition files that cannot be used are usage errors,
+/// configuration, certificate and definition files that cannot be used are
+/// usage errors,
 /// anything else is 1.
 fn exit_code(error: &anyhow::Error) -> u8 {
     if let Some(e) = error.downcast_ref::<CliError>() {
         e.exit_code()
     } else if error.downcast_ref::<sagad::config::ConfigError>().is_some()
+        || matches!(error.downcast_ref(), Some(sagad::Error::Tls(_)))
         || error
             .downcast_ref::<cli::definitions::LoadError>()
             .is_some()

@@ -1,11 +1,16 @@
-//! Reaching a running coordinator: the `--addr` flag every client verb shares,
-//! and one eager connection, so "nothing listens there" is told apart from
-//! "the server said no".
+//! Reaching a running coordinator: the `--addr` flag every client verb shares
+//! (with `--ca`, `--cert` and `--key` for TLS), and one eager connection, so
+//! "nothing listens there" is told apart from "the server said no".
+//!
+//! An `https://` address is always TLS: the server's certificate verified
+//! against `--ca`, or the system's roots without it, and `--cert`/`--key`
+//! presented when given (mTLS). The TLS flags with an `http://` address are
+//! refused, never ignored: a user who gave a CA expects TLS, not plaintext.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use sagad::proto::v1::coordinator_client::CoordinatorClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::cli::error::CliError;
 
@@ -25,6 +30,17 @@ pub struct AddrArgs {
     /// Address of the coordinator (`http://host:port`; `host:port` and `:port` work too).
     #[arg(long, env = "SAGAD_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
+    /// For an https:// --addr: verify the server against these CAs (PEM)
+    /// instead of the system's roots.
+    #[arg(long, env = "SAGAD_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// For an https:// --addr: present this client certificate (PEM), for a
+    /// server that requires one (mTLS); needs --key.
+    #[arg(long, env = "SAGAD_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, env = "SAGAD_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 /// `host:port` and `:port` are completed to an `http://` URL.
@@ -46,15 +62,78 @@ pub async fn connect(args: &AddrArgs) -> Result<Client, CliError> {
         .map_err(|e| CliError::Usage(format!("--addr '{}' is not a URL: {e}", args.addr)))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| CliError::Unreachable {
-            addr: addr.clone(),
-            why: root_cause(&e),
-        })?;
+    let endpoint = match tls_config(args, &addr)? {
+        Some(tls) => endpoint
+            .tls_config(tls)
+            .map_err(|e| CliError::Usage(format!("cannot use the TLS settings: {}", root_cause(&e))))?,
+        None => endpoint,
+    };
+    let channel = endpoint.connect().await.map_err(|e| {
+        let why = root_cause(&e);
+        match tls_failure(&e) {
+            Some(tls) => CliError::Handshake {
+                addr: addr.clone(),
+                why: tls,
+            },
+            None => CliError::Unreachable {
+                addr: addr.clone(),
+                why,
+            },
+        }
+    })?;
     // Replies (GetSaga with many attempts) may exceed tonic's 4 MiB default.
     Ok(CoordinatorClient::new(channel).max_decoding_message_size(usize::MAX))
+}
+
+/// The TLS configuration an `https://` address is reached with; `None` for
+/// `http://` (where `--ca`, `--cert` and `--key` are refused).
+fn tls_config(args: &AddrArgs, addr: &str) -> Result<Option<ClientTlsConfig>, CliError> {
+    let given = [("--ca", &args.ca), ("--cert", &args.cert), ("--key", &args.key)];
+    if !addr.starts_with("https://") {
+        if let Some((flag, _)) = given.iter().find(|(_, v)| v.is_some()) {
+            return Err(CliError::Usage(format!(
+                "{flag} is for TLS, but --addr {addr} is plaintext; use --addr https://HOST:PORT (or unset SAGAD_CA, SAGAD_CERT and SAGAD_KEY)"
+            )));
+        }
+        return Ok(None);
+    }
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path)
+            .map_err(|e| CliError::Usage(format!("cannot read {} ({flag}): {e}", path.display())))
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &args.ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--ca", ca)?)),
+        None => tls.with_native_roots(),
+    };
+    match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            let identity = Identity::from_pem(read("--cert", cert)?, read("--key", key)?);
+            tls = tls.identity(identity);
+        }
+        (None, None) => {}
+        (Some(_), None) => return Err(CliError::Usage("--cert needs --key".into())),
+        (None, Some(_)) => return Err(CliError::Usage("--key needs --cert".into())),
+    }
+    Ok(Some(tls))
+}
+
+/// The TLS error behind a failed connection, if that is what failed: rustls
+/// reports through an `io::Error` whose own `source` skips it, so each
+/// `io::Error` of the chain is opened.
+pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>());
+        if let Some(tls) = inner {
+            return Some(tls.to_string());
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// The innermost error message ("Connection refused (os error 111)"): the outer
@@ -70,6 +149,27 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_flags_with_a_plaintext_address_are_refused() {
+        let args = AddrArgs {
+            addr: ":7".into(),
+            ca: Some("ca.pem".into()),
+            cert: None,
+            key: None,
+        };
+        let Err(CliError::Usage(why)) = tls_config(&args, &normalize_addr(&args.addr)) else {
+            panic!("--ca with http:// must be refused");
+        };
+        assert!(why.contains("--ca is for TLS"), "{why}");
+        let half = AddrArgs {
+            addr: "https://h:7".into(),
+            ca: None,
+            cert: Some("c.pem".into()),
+            key: None,
+        };
+        assert!(matches!(tls_config(&half, &half.addr), Err(CliError::Usage(_))));
+    }
 
     #[test]
     fn short_addresses_become_urls() {

@@ -2,7 +2,8 @@
 //! plus what they share.
 //!
 //! - `serve`: the coordinator itself, configured through `sagad::config`;
-//!   `definitions` reads the saga definitions it starts with from `--sagas`.
+//!   `definitions` reads the saga definitions it starts with from `--sagas`;
+//!   `serve_tls` holds its TLS flags.
 //! - `saga`, `catalog`, `tail`: the client verbs, over gRPC to a running server.
 //! - `connect`, `error`: reaching the server; failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
@@ -11,7 +12,7 @@
 //!   `export`).
 //! - `logging`: where `serve`'s logs and spans go (text or JSON, OTLP).
 //! - `signal`: SIGINT/SIGTERM: the first stops `serve` (and `demo --serve`)
-//!   gracefully, a second exits at once.
+//!   gracefully, a second exits at once; SIGHUP re-reads the TLS certificates.
 
 // The output macros come before the `mod` lines: macro_rules are in scope in
 // the modules declared after them, so every verb can use them unimported.
@@ -47,5 +48,6 @@ pub mod output;
 pub mod render;
 pub mod saga;
 pub mod serve;
+pub mod serve_tls;
 pub mod signal;
 pub mod tail;

@@ -1,0 +1,202 @@
+//! Re-reading certificate files while serving: on demand (the binary's
+//! SIGHUP) and on a timer that rebuilds a configuration only when one of its
+//! files' modification time changed.
+//!
+//! Invariants:
+//! - A [`Reloadable`] always holds a configuration that was built whole from
+//!   its files; a rebuild that fails leaves the previous one in place.
+//! - Readers never wait for a rebuild: files are read and parsed before the
+//!   write lock is taken, which is held only to swap one `Arc`.
+//! - The timer retries a failed rebuild only after the files change again,
+//!   so a broken file is reported once, not every interval; SIGHUP always
+//!   rebuilds.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use tokio_util::sync::CancellationToken;
+
+use super::TlsError;
+
+/// How often the timer looks at the certificate files' modification times.
+pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+
+type Build<T> = Box<dyn Fn() -> Result<T, TlsError> + Send + Sync>;
+
+/// A configuration built from files, and the means to build it again.
+pub struct Reloadable<T> {
+    /// What it configures, for logs: "the gRPC listener".
+    what: String,
+    files: Vec<PathBuf>,
+    build: Build<T>,
+    /// A std lock: held only to clone or swap the `Arc`, never across an await.
+    current: RwLock<Arc<T>>,
+    /// The files' modification times at the last build attempt (std mutex,
+    /// held only to compare or store).
+    seen: Mutex<Vec<Option<SystemTime>>>,
+}
+
+impl<T> Reloadable<T> {
+    /// Builds the first configuration; its error is a start-up error.
+    pub fn load(
+        what: impl Into<String>,
+        files: Vec<PathBuf>,
+        build: impl Fn() -> Result<T, TlsError> + Send + Sync + 'static,
+    ) -> Result<Self, TlsError> {
+        let seen = modified(&files);
+        let first = build()?;
+        Ok(Self {
+            what: what.into(),
+            files,
+            build: Box::new(build),
+            current: RwLock::new(Arc::new(first)),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// The configuration to use for the next connection.
+    pub fn current(&self) -> Arc<T> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn rebuild(&self) -> Result<(), TlsError> {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = modified(&self.files);
+        let next = Arc::new((self.build)()?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    fn changed(&self) -> bool {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) != modified(&self.files)
+    }
+}
+
+fn modified(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// A [`Reloadable`] of any configuration type, as the reloader holds them.
+pub(crate) trait Reload: Send + Sync {
+    fn what(&self) -> &str;
+    fn files(&self) -> &[PathBuf];
+    fn rebuild(&self) -> Result<(), TlsError>;
+    fn changed(&self) -> bool;
+}
+
+impl<T: Send + Sync> Reload for Reloadable<T> {
+    fn what(&self) -> &str {
+        &self.what
+    }
+
+    fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    fn rebuild(&self) -> Result<(), TlsError> {
+        Reloadable::rebuild(self)
+    }
+
+    fn changed(&self) -> bool {
+        Reloadable::changed(self)
+    }
+}
+
+/// What one reload did.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// What was rebuilt from its files, e.g. "the gRPC listener".
+    pub reloaded: Vec<String>,
+    /// What kept its previous configuration, and why (the error names the file).
+    pub failed: Vec<(String, TlsError)>,
+}
+
+/// Every reloadable TLS configuration of one server; cheap to clone. Empty
+/// when no TLS is configured.
+#[derive(Clone, Default)]
+pub struct TlsReloader {
+    parts: Arc<Vec<Arc<dyn Reload>>>,
+}
+
+impl TlsReloader {
+    pub(crate) fn new(parts: Vec<Arc<dyn Reload>>) -> Self {
+        Self {
+            parts: Arc::new(parts),
+        }
+    }
+
+    /// True when there is nothing to reload (no TLS configured).
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Re-reads every certificate file now, and logs what happened, each line
+    /// starting with `trigger` ("SIGHUP"). Blocking: it reads files.
+    pub fn reload_all(&self, trigger: &str) -> ReloadReport {
+        self.reload(trigger, |_| true)
+    }
+
+    /// Rebuilds the configurations whose files changed since they were last
+    /// read, and logs what happened. Blocking: it reads files.
+    pub fn reload_changed(&self, trigger: &str) -> ReloadReport {
+        self.reload(trigger, |part| part.changed())
+    }
+
+    fn reload(&self, trigger: &str, pick: impl Fn(&dyn Reload) -> bool) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        for part in self.parts.iter().filter(|p| pick(p.as_ref())) {
+            let files = part
+                .files()
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            match part.rebuild() {
+                Ok(()) => {
+                    tracing::info!(files, "{trigger}: reloaded the TLS certificates of {}", part.what());
+                    report.reloaded.push(part.what().to_string());
+                }
+                Err(error) => {
+                    tracing::error!(
+                        "{trigger}: kept the previous TLS certificates of {}: {error}",
+                        part.what()
+                    );
+                    report.failed.push((part.what().to_string(), error));
+                }
+            }
+        }
+        report
+    }
+
+    /// Every `every`, rebuilds what changed, until `shutdown`.
+    pub async fn watch(self, every: Duration, shutdown: CancellationToken) {
+        if self.is_empty() {
+            return;
+        }
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let reloader = self.clone();
+            let checked = tokio::task::spawn_blocking(move || {
+                reloader.reload_changed("certificate files changed");
+            })
+            .await;
+            if let Err(e) = checked {
+                tracing::error!(error = %e, "the TLS reload task failed");
+            }
+        }
+    }
+}
