@@ -326,13 +326,13 @@ fn webhook_urls_sagad_cannot_post_to_are_refused_naming_their_source() {
     let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
     let err = Config::load(
         None,
-        env("SAGAD_ON_FAILED_WEBHOOK", "https://alerts.example/h"),
+        env("SAGAD_ON_FAILED_WEBHOOK", "mailto:ops@example.com"),
         Settings::default(),
     )
     .unwrap_err()
     .to_string();
     assert!(err.starts_with("SAGAD_ON_FAILED_WEBHOOK"), "{err}");
-    assert!(err.contains("https:// is not supported"), "{err}");
+    assert!(err.contains("not an http:// or https:// URL"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sagad.toml");
@@ -355,6 +355,7 @@ fn webhook_urls_sagad_cannot_post_to_are_refused_naming_their_source() {
     assert_eq!(
         config
             .server_config()
+            .unwrap()
             .on_failed_webhook
             .unwrap()
             .to_string(),
