@@ -7,12 +7,17 @@
 //! presented when given (mTLS). The TLS flags with an `http://` address are
 //! refused, never ignored: a user who gave a CA expects TLS, not plaintext.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use sagad::proto::v1::coordinator_client::CoordinatorClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use http::Uri;
+use sagad::{
+    proto::v1::coordinator_client::CoordinatorClient,
+    tls::{KeyPairFiles, PemFile, grpc_client_config},
+};
+use tokio_rustls::rustls::ClientConfig;
+use tonic::transport::{Channel, Endpoint};
 
-use crate::cli::error::CliError;
+use crate::cli::{client_tls::TlsConnect, error::CliError};
 
 /// The address a client verb uses when neither `--addr` nor `SAGAD_ADDR` is set
 /// (where `sagad serve` listens by default).
@@ -58,21 +63,34 @@ pub fn normalize_addr(addr: &str) -> String {
 /// as such, with the address and the hint to start one.
 pub async fn connect(args: &AddrArgs) -> Result<Client, CliError> {
     let addr = normalize_addr(&args.addr);
+    let not_a_url = |e: &dyn std::fmt::Display| {
+        CliError::Usage(format!("--addr '{}' is not a URL: {e}", args.addr))
+    };
     let endpoint = Endpoint::from_shared(addr.clone())
-        .map_err(|e| CliError::Usage(format!("--addr '{}' is not a URL: {e}", args.addr)))?
+        .map_err(|e| not_a_url(&e))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
-    let endpoint = match tls_config(args, &addr)? {
-        Some(tls) => endpoint
-            .tls_config(tls)
-            .map_err(|e| CliError::Usage(format!("cannot use the TLS settings: {}", root_cause(&e))))?,
-        None => endpoint,
+    let connected = match tls_config(args, &addr)? {
+        // tonic dials the plaintext form of the address through the TLS
+        // connector, and names the https:// origin in every request.
+        Some(config) => {
+            let uri: Uri = addr.parse().map_err(|e| not_a_url(&e))?;
+            let host = uri.host().unwrap_or_default();
+            let port = uri.port_u16().unwrap_or(443);
+            Endpoint::from_shared(format!("http://{host}:{port}"))
+                .map_err(|e| not_a_url(&e))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .origin(uri)
+                .connect_with_connector(TlsConnect { config })
+                .await
+        }
+        None => endpoint.connect().await,
     };
-    let channel = endpoint.connect().await.map_err(|e| {
+    let channel = connected.map_err(|e| {
         let why = root_cause(&e);
         match tls_failure(&e) {
             Some(tls) => CliError::Handshake {
-                addr: addr.clone(),
+                addr: Some(addr.clone()),
                 why: tls,
             },
             None => CliError::Unreachable {
@@ -86,8 +104,9 @@ pub async fn connect(args: &AddrArgs) -> Result<Client, CliError> {
 }
 
 /// The TLS configuration an `https://` address is reached with; `None` for
-/// `http://` (where `--ca`, `--cert` and `--key` are refused).
-fn tls_config(args: &AddrArgs, addr: &str) -> Result<Option<ClientTlsConfig>, CliError> {
+/// `http://` (where `--ca`, `--cert` and `--key` are refused). A file that
+/// cannot be used is a usage error naming it and its flag.
+fn tls_config(args: &AddrArgs, addr: &str) -> Result<Option<Arc<ClientConfig>>, CliError> {
     let given = [("--ca", &args.ca), ("--cert", &args.cert), ("--key", &args.key)];
     if !addr.starts_with("https://") {
         if let Some((flag, _)) = given.iter().find(|(_, v)| v.is_some()) {
@@ -97,25 +116,19 @@ fn tls_config(args: &AddrArgs, addr: &str) -> Result<Option<ClientTlsConfig>, Cl
         }
         return Ok(None);
     }
-    let read = |flag: &str, path: &PathBuf| {
-        std::fs::read(path)
-            .map_err(|e| CliError::Usage(format!("cannot read {} ({flag}): {e}", path.display())))
-    };
-    let mut tls = ClientTlsConfig::new();
-    tls = match &args.ca {
-        Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--ca", ca)?)),
-        None => tls.with_native_roots(),
-    };
-    match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => {
-            let identity = Identity::from_pem(read("--cert", cert)?, read("--key", key)?);
-            tls = tls.identity(identity);
-        }
-        (None, None) => {}
+    let ca = args.ca.as_ref().map(|p| PemFile::new(p, "--ca"));
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some(KeyPairFiles {
+            cert: PemFile::new(cert, "--cert"),
+            key: PemFile::new(key, "--key"),
+        }),
+        (None, None) => None,
         (Some(_), None) => return Err(CliError::Usage("--cert needs --key".into())),
         (None, Some(_)) => return Err(CliError::Usage("--key needs --cert".into())),
-    }
-    Ok(Some(tls))
+    };
+    let config = grpc_client_config(addr, ca.as_ref(), identity.as_ref())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(Some(Arc::new(config)))
 }
 
 /// The TLS error behind a failed connection, if that is what failed: rustls

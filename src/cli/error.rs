@@ -41,8 +41,11 @@ pub enum CliError {
     Unreachable { addr: String, why: String },
     /// The TLS handshake failed: the server's certificate is not trusted, or
     /// the server refused ours.
-    #[error("TLS with the coordinator at {addr} failed ({why}); check --ca, --cert and --key")]
-    Handshake { addr: String, why: String },
+    /// `addr` is known when the connection failed, not when a call did (a
+    /// server refusing a client certificate says so only after the
+    /// handshake, at the first call, in TLS 1.3).
+    #[error("TLS with the coordinator{} failed ({why}); check --ca, --cert and --key", at(addr))]
+    Handshake { addr: Option<String>, why: String },
     /// The server answered with an error status.
     #[error("server error {}: {message}", code_name(*code))]
     Server { code: Code, message: String },
@@ -74,11 +77,20 @@ impl CliError {
 
 impl From<Status> for CliError {
     fn from(status: Status) -> Self {
+        let why = crate::cli::connect::tls_failure(&status)
+            .or_else(crate::cli::client_tls::tls_failure_seen);
+        if let Some(why) = why {
+            return CliError::Handshake { addr: None, why };
+        }
         CliError::Server {
             code: status.code(),
             message: status.message().to_string(),
         }
     }
+}
+
+fn at(addr: &Option<String>) -> String {
+    addr.as_ref().map(|a| format!(" at {a}")).unwrap_or_default()
 }
 
 fn why_suffix(why: &str) -> String {

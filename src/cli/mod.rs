@@ -5,7 +5,8 @@
 //!   `definitions` reads the saga definitions it starts with from `--sagas`;
 //!   `serve_tls` holds its TLS flags.
 //! - `saga`, `catalog`, `tail`: the client verbs, over gRPC to a running server.
-//! - `connect`, `error`: reaching the server; failures and their exit codes.
+//! - `connect`, `client_tls`, `error`: reaching the server (over TLS for
+//!   `https://`); failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
 //! - `demo`: a coordinator and three participants in one process.
 //! - `journal`, `export`: offline tools on a data directory (`journal check`,
@@ -36,6 +37,7 @@ macro_rules! out {
 }
 
 pub mod catalog;
+pub mod client_tls;
 pub mod connect;
 pub mod definitions;
 pub mod demo;

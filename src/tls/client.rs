@@ -134,6 +134,17 @@ impl ClientTls {
     }
 }
 
+/// A client configuration for a gRPC server (ALPN `h2`): its certificate
+/// verified against `ca`, or the system's roots without one; `identity`
+/// presented when given. What the CLI reaches an `https://` coordinator with.
+pub fn grpc_client_config(
+    target: &str,
+    ca: Option<&PemFile>,
+    identity: Option<&KeyPairFiles>,
+) -> Result<ClientConfig, TlsError> {
+    build(target, ca, identity, ALPN_H2)
+}
+
 fn reloadable(
     what: &str,
     ca: Option<PemFile>,

@@ -44,7 +44,7 @@ mod pem;
 mod reload;
 mod server;
 
-pub use client::{ClientTls, origin_key};
+pub use client::{ClientTls, grpc_client_config, origin_key};
 pub use incoming::TlsIncoming;
 pub use reload::{ReloadReport, TLS_RELOAD_INTERVAL, TlsReloader};
 pub use server::{Protocol, ServerTls};
@@ -185,7 +185,7 @@ pub enum TlsError {
     /// No CA bundle is configured for an https:// origin and the system
     /// has no roots to verify it with.
     #[error(
-        "no system root certificates to verify {origin} with ({why}); install the system's CA certificates or set --participant-ca"
+        "no system root certificates to verify {origin} with ({why}); install the system's CA certificates, or name a CA bundle (--participant-ca; the CLI's --ca)"
     )]
     NoSystemRoots { origin: String, why: String },
 }
