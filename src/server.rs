@@ -56,7 +56,9 @@ use crate::{
     participant::GrpcParticipants,
     proto::{self, v1::coordinator_server::CoordinatorServer},
     saga::Definition,
-    tls::{ClientTls, LoadedTls, ServerTls, TLS_RELOAD_INTERVAL, TlsConfig, TlsIncoming, TlsReloader},
+    tls::{
+        ClientTls, LoadedTls, ServerTls, TLS_RELOAD_INTERVAL, TlsConfig, TlsIncoming, TlsReloader,
+    },
     webhook::Notifier,
 };
 
@@ -361,8 +363,12 @@ impl Serving {
             .tls_reloader
             .clone()
             .watch(TLS_RELOAD_INTERVAL, self.shutdown.clone());
-        let (served, metrics_served, stopped, ()) =
-            tokio::join!(serve, serve_metrics, self.recover_then_stop(archiver), reload);
+        let (served, metrics_served, stopped, ()) = tokio::join!(
+            serve,
+            serve_metrics,
+            self.recover_then_stop(archiver),
+            reload
+        );
         served.map_err(|e| Error::Unavailable(format!("gRPC server failed: {e}")))?;
         if let Err(e) = metrics_served {
             tracing::error!(error = %e, "the metrics endpoint failed");

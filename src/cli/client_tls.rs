@@ -61,7 +61,9 @@ impl Service<Uri> for TlsConnect {
         let connector = TlsConnector::from(self.config.clone());
         Box::pin(async move {
             let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
-            let host = uri.host().ok_or_else(|| invalid(format!("{uri} has no host")))?;
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid(format!("{uri} has no host")))?;
             let port = uri.port_u16().unwrap_or(443);
             let tcp = TcpStream::connect((host, port)).await?;
             tcp.set_nodelay(true)?;

@@ -107,7 +107,11 @@ pub async fn connect(args: &AddrArgs) -> Result<Client, CliError> {
 /// `http://` (where `--ca`, `--cert` and `--key` are refused). A file that
 /// cannot be used is a usage error naming it and its flag.
 fn tls_config(args: &AddrArgs, addr: &str) -> Result<Option<Arc<ClientConfig>>, CliError> {
-    let given = [("--ca", &args.ca), ("--cert", &args.cert), ("--key", &args.key)];
+    let given = [
+        ("--ca", &args.ca),
+        ("--cert", &args.cert),
+        ("--key", &args.key),
+    ];
     if !addr.starts_with("https://") {
         if let Some((flag, _)) = given.iter().find(|(_, v)| v.is_some()) {
             return Err(CliError::Usage(format!(
@@ -181,7 +185,10 @@ mod tests {
             cert: Some("c.pem".into()),
             key: None,
         };
-        assert!(matches!(tls_config(&half, &half.addr), Err(CliError::Usage(_))));
+        assert!(matches!(
+            tls_config(&half, &half.addr),
+            Err(CliError::Usage(_))
+        ));
     }
 
     #[test]

@@ -44,7 +44,10 @@ pub enum CliError {
     /// `addr` is known when the connection failed, not when a call did (a
     /// server refusing a client certificate says so only after the
     /// handshake, at the first call, in TLS 1.3).
-    #[error("TLS with the coordinator{} failed ({why}); check --ca, --cert and --key", at(addr))]
+    #[error(
+        "TLS with the coordinator{} failed ({why}); check --ca, --cert and --key",
+        at(addr)
+    )]
     Handshake { addr: Option<String>, why: String },
     /// The server answered with an error status.
     #[error("server error {}: {message}", code_name(*code))]
@@ -90,7 +93,9 @@ impl From<Status> for CliError {
 }
 
 fn at(addr: &Option<String>) -> String {
-    addr.as_ref().map(|a| format!(" at {a}")).unwrap_or_default()
+    addr.as_ref()
+        .map(|a| format!(" at {a}"))
+        .unwrap_or_default()
 }
 
 fn why_suffix(why: &str) -> String {

@@ -295,10 +295,16 @@ mod tests {
         let shared = paths(&[("tls_cert", "c"), ("tls_key", "k"), ("tls_client_ca", "ca")]);
         let config = shared.resolve(true).unwrap();
         assert_eq!(config.metrics, config.api);
-        assert_eq!(config.api.unwrap().client_ca.unwrap().setting, "--tls-client-ca");
+        assert_eq!(
+            config.api.unwrap().client_ca.unwrap().setting,
+            "--tls-client-ca"
+        );
         assert_eq!(shared.resolve(false).unwrap().metrics, None);
         let mut own = shared.clone();
-        own.apply(paths(&[("metrics_tls_cert", "mc"), ("metrics_tls_key", "mk")]));
+        own.apply(paths(&[
+            ("metrics_tls_cert", "mc"),
+            ("metrics_tls_key", "mk"),
+        ]));
         let metrics = own.resolve(true).unwrap().metrics.unwrap();
         assert_eq!(metrics.identity.cert.path, PathBuf::from("mc"));
         assert!(metrics.client_ca.is_some());
@@ -307,10 +313,19 @@ mod tests {
     #[test]
     fn halves_of_pairs_and_lone_client_cas_are_refused_naming_the_flags() {
         for (settings, says) in [
-            (paths(&[("tls_cert", "c")]), "--tls-cert is set without --tls-key"),
-            (paths(&[("tls_key", "k")]), "--tls-key is set without --tls-cert"),
+            (
+                paths(&[("tls_cert", "c")]),
+                "--tls-cert is set without --tls-key",
+            ),
+            (
+                paths(&[("tls_key", "k")]),
+                "--tls-key is set without --tls-cert",
+            ),
             (paths(&[("tls_client_ca", "ca")]), "mTLS is TLS"),
-            (paths(&[("participant_key", "k")]), "--participant-key is set"),
+            (
+                paths(&[("participant_key", "k")]),
+                "--participant-key is set",
+            ),
             (
                 paths(&[("metrics_tls_cert", "c"), ("metrics_tls_key", "k")]),
                 "--metrics-listen is not",
@@ -325,7 +340,11 @@ mod tests {
     fn origin_tables_are_checked_and_normalised() {
         let read = |text: &str| {
             let table: toml::Table = text.parse().unwrap();
-            origins_from_toml(Path::new("/etc/s.toml"), Path::new("/etc"), &table[ORIGINS_KEY])
+            origins_from_toml(
+                Path::new("/etc/s.toml"),
+                Path::new("/etc"),
+                &table[ORIGINS_KEY],
+            )
         };
         let origins = read(
             "[[participant_tls]]\norigin = \"https://Pay:8443\"\nca = \"ca.pem\"\n\
@@ -333,15 +352,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(origins[0].origin, "https://pay:8443");
-        assert_eq!(origins[0].ca.as_ref().unwrap().path, PathBuf::from("/etc/ca.pem"));
+        assert_eq!(
+            origins[0].ca.as_ref().unwrap().path,
+            PathBuf::from("/etc/ca.pem")
+        );
         assert!(origins[0].identity.is_none());
         assert_eq!(origins[1].origin, "https://ship:443");
-        assert_eq!(origins[1].identity.as_ref().unwrap().key.path, PathBuf::from("/k"));
+        assert_eq!(
+            origins[1].identity.as_ref().unwrap().key.path,
+            PathBuf::from("/k")
+        );
         for (text, says) in [
             ("[[participant_tls]]\nca = \"x\"", "needs an origin"),
             ("[[participant_tls]]\norigin = \"http://p:1\"", "https://"),
-            ("[[participant_tls]]\norigin = \"https://p:1\"\ncert = \"c\"", "go together"),
-            ("[[participant_tls]]\norigin = \"https://p:1\"\ncerts = \"c\"", "unknown field"),
+            (
+                "[[participant_tls]]\norigin = \"https://p:1\"\ncert = \"c\"",
+                "go together",
+            ),
+            (
+                "[[participant_tls]]\norigin = \"https://p:1\"\ncerts = \"c\"",
+                "unknown field",
+            ),
             (
                 "[[participant_tls]]\norigin = \"https://p:1\"\n[[participant_tls]]\norigin = \"https://P:1\"",
                 "two tables",

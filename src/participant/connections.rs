@@ -215,7 +215,10 @@ impl Origin {
         let Some(secure) = &self.secure else {
             return http2(stream).await;
         };
-        let config = secure.tls.config_for(&secure.key).map_err(|e| e.to_string())?;
+        let config = secure
+            .tls
+            .config_for(&secure.key)
+            .map_err(|e| e.to_string())?;
         let stream = TlsConnector::from(config)
             .connect(secure.server_name.clone(), stream)
             .await

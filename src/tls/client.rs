@@ -188,7 +188,10 @@ fn with_roots(
         Some(KeyPairFiles { cert, key }) => builder
             .with_client_auth_cert(pem::certificates(cert)?, pem::private_key(key)?)
             .map_err(|e| {
-                TlsError::unusable(key, format!("{e} (the certificate is {})", cert.path.display()))
+                TlsError::unusable(
+                    key,
+                    format!("{e} (the certificate is {})", cert.path.display()),
+                )
             })?,
         None => builder.with_no_client_auth(),
     };
@@ -253,12 +256,13 @@ mod tests {
             origin_key("https://pay.example").unwrap(),
             "https://pay.example:443"
         );
-        assert_eq!(
-            origin_key("https://[::1]:7/").unwrap(),
-            "https://[::1]:7"
-        );
+        assert_eq!(origin_key("https://[::1]:7/").unwrap(), "https://[::1]:7");
         assert!(origin_key("http://pay:1").unwrap_err().contains("https://"));
-        assert!(origin_key("https://pay:1/a.B/C").unwrap_err().contains("path"));
+        assert!(
+            origin_key("https://pay:1/a.B/C")
+                .unwrap_err()
+                .contains("path")
+        );
         assert!(origin_key("pay:1").is_err());
     }
 }

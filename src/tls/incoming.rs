@@ -60,10 +60,7 @@ impl TlsIncoming {
         }
     }
 
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<(TlsStream<TcpStream>, SocketAddr)> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<(TlsStream<TcpStream>, SocketAddr)> {
         loop {
             while let Poll::Ready(Some(done)) = self.handshakes.poll_join_next(cx) {
                 if let Ok(Some(connection)) = done {

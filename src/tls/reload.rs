@@ -161,7 +161,11 @@ impl TlsReloader {
                 .join(", ");
             match part.rebuild() {
                 Ok(()) => {
-                    tracing::info!(files, "{trigger}: reloaded the TLS certificates of {}", part.what());
+                    tracing::info!(
+                        files,
+                        "{trigger}: reloaded the TLS certificates of {}",
+                        part.what()
+                    );
                     report.reloaded.push(part.what().to_string());
                 }
                 Err(error) => {

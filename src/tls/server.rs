@@ -33,7 +33,10 @@ pub struct ServerTls(Arc<Reloadable<ServerConfig>>);
 impl ServerTls {
     /// Reads `tls`'s files; `what` names the listener in reload logs.
     pub fn load(what: &str, tls: &ListenerTls, protocol: Protocol) -> Result<Self, TlsError> {
-        let mut files = vec![tls.identity.cert.path.clone(), tls.identity.key.path.clone()];
+        let mut files = vec![
+            tls.identity.cert.path.clone(),
+            tls.identity.key.path.clone(),
+        ];
         files.extend(tls.client_ca.iter().map(|ca| ca.path.clone()));
         let settings = tls.clone();
         let reloadable = Reloadable::load(what, files, move || build(&settings, protocol))?;

@@ -280,7 +280,11 @@ fn the_server_config_carries_every_setting() {
     assert_eq!(server.disk_reserve, 123);
     let api = server.tls.api.unwrap();
     assert_eq!(api.identity.cert.path, PathBuf::from("/c.pem"));
-    assert_eq!(server.tls.metrics, Some(api), "metrics share the API's pair");
+    assert_eq!(
+        server.tls.metrics,
+        Some(api),
+        "metrics share the API's pair"
+    );
     let forever = Config {
         retention: Retention::Forever,
         ..config

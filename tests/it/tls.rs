@@ -43,7 +43,10 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = Some(error);
     while let Some(e) = current {
         parts.push(e.to_string());
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             parts.push(inner.to_string());
         }
         current = e.source();
@@ -82,8 +85,7 @@ async fn server_with(tls: TlsConfig, metrics: bool) -> TestServer {
         tls,
         ..Extras::default()
     };
-    TestServer::start_with_extras(vec![order_fulfillment()], EngineConfig::default(), extras)
-        .await
+    TestServer::start_with_extras(vec![order_fulfillment()], EngineConfig::default(), extras).await
 }
 
 #[tokio::test]
@@ -192,7 +194,9 @@ async fn connect_tls(
     config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("127.0.0.1").unwrap();
-    TlsConnector::from(Arc::new(config)).connect(name, tcp).await
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
 }
 
 /// `GET /metrics` over TLS with a client trusting `ca`; the whole answer.
@@ -238,7 +242,8 @@ async fn metrics_are_served_over_tls_with_the_api_certificate() {
 /// A fake shop served over TLS with `leaf`, requiring client certificates
 /// from `client_ca` if given.
 async fn tls_shop(leaf: &Leaf, client_ca: Option<&Ca>) -> Served {
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&leaf.cert_pem, &leaf.key_pem));
+    let mut tls =
+        ServerTlsConfig::new().identity(Identity::from_pem(&leaf.cert_pem, &leaf.key_pem));
     if let Some(ca) = client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(&ca.pem));
     }
@@ -246,7 +251,11 @@ async fn tls_shop(leaf: &Leaf, client_ca: Option<&Ca>) -> Served {
 }
 
 /// Runs one order through `shop` on a coordinator with `participants` TLS.
-async fn order_through(shop: &Served, participants: ParticipantTls, retry: pb::RetryPolicy) -> pb::Saga {
+async fn order_through(
+    shop: &Served,
+    participants: ParticipantTls,
+    retry: pb::RetryPolicy,
+) -> pb::Saga {
     let server = server_with(
         TlsConfig {
             participants,
@@ -276,7 +285,11 @@ async fn https_participants_are_verified_against_a_private_ca() {
 
 #[tokio::test]
 async fn an_https_participant_whose_certificate_is_not_trusted_is_never_called() {
-    let (private, other, files) = (Ca::new("participants CA"), Ca::new("other CA"), Files::new());
+    let (private, other, files) = (
+        Ca::new("participants CA"),
+        Ca::new("other CA"),
+        Files::new(),
+    );
     let shop = tls_shop(&private.current("shop"), None).await;
     let participants = ParticipantTls {
         ca: Some(files.ca("other-ca", &other)),
@@ -291,7 +304,11 @@ async fn an_https_participant_whose_certificate_is_not_trusted_is_never_called()
 
 #[tokio::test]
 async fn participants_that_require_a_client_certificate_get_one_server_wide_or_per_origin() {
-    let (private, clients, files) = (Ca::new("participants CA"), Ca::new("client CA"), Files::new());
+    let (private, clients, files) = (
+        Ca::new("participants CA"),
+        Ca::new("client CA"),
+        Files::new(),
+    );
     let shop = tls_shop(&private.current("shop"), Some(&clients)).await;
     let ca = files.ca("participants-ca", &private);
     let identity = files.leaf("sagad-client", &clients.current("sagad"));
@@ -323,7 +340,11 @@ async fn participants_that_require_a_client_certificate_get_one_server_wide_or_p
     };
     let saga = order_through(&shop, without, quick_retry(2, 2)).await;
     assert_ne!(state(&saga), pb::SagaState::Completed, "{saga:?}");
-    assert_eq!(shop.fake.calls().len(), calls_before, "no request was served");
+    assert_eq!(
+        shop.fake.calls().len(),
+        calls_before,
+        "no request was served"
+    );
 }
 
 /// Runs the `sagad` binary with `args` and `env` (nothing inherited that
@@ -331,7 +352,14 @@ async fn participants_that_require_a_client_certificate_get_one_server_wide_or_p
 async fn sagad(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sagad"));
     command.args(args);
-    for var in ["SAGAD_ADDR", "SAGAD_CA", "SAGAD_CERT", "SAGAD_KEY", "SAGAD_LOG", "RUST_LOG"] {
+    for var in [
+        "SAGAD_ADDR",
+        "SAGAD_CA",
+        "SAGAD_CERT",
+        "SAGAD_KEY",
+        "SAGAD_LOG",
+        "RUST_LOG",
+    ] {
         command.env_remove(var);
     }
     command.envs(env.iter().copied());
@@ -362,25 +390,54 @@ async fn the_cli_speaks_tls_to_https_addresses_with_its_ca_and_certificate() {
     .await;
     let https = format!("https://{}", server.addr);
     let ca_path = path(&ca_file.path);
-    let listed = sagad(&["definitions", "list", "--json", "--addr", &https, "--ca", ca_path], &[]).await;
+    let listed = sagad(
+        &[
+            "definitions",
+            "list",
+            "--json",
+            "--addr",
+            &https,
+            "--ca",
+            ca_path,
+        ],
+        &[],
+    )
+    .await;
     assert!(listed.status.success(), "{listed:?}");
-    assert!(text(&listed.stdout).contains("order-fulfillment"), "{listed:?}");
+    assert!(
+        text(&listed.stdout).contains("order-fulfillment"),
+        "{listed:?}"
+    );
     // The same through the environment.
-    let by_env = sagad(&["definitions", "list", "--addr", &https], &[("SAGAD_CA", ca_path)]).await;
+    let by_env = sagad(
+        &["definitions", "list", "--addr", &https],
+        &[("SAGAD_CA", ca_path)],
+    )
+    .await;
     assert!(by_env.status.success(), "{by_env:?}");
 
     // Without --ca the system's roots are used, and they do not know this CA.
     let unknown = sagad(&["definitions", "list", "--addr", &https], &[]).await;
     assert_eq!(unknown.status.code(), Some(3), "{unknown:?}");
     let line = text(&unknown.stderr);
-    assert!(line.contains("TLS") && line.contains("UnknownIssuer"), "{line}");
+    assert!(
+        line.contains("TLS") && line.contains("UnknownIssuer"),
+        "{line}"
+    );
     assert_eq!(line.trim_end().lines().count(), 1, "{line}");
 
     // TLS flags with a plaintext address are refused, not ignored.
     let plain = format!("http://{}", server.addr);
-    let refused = sagad(&["definitions", "list", "--addr", &plain, "--ca", ca_path], &[]).await;
+    let refused = sagad(
+        &["definitions", "list", "--addr", &plain, "--ca", ca_path],
+        &[],
+    )
+    .await;
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
-    assert!(text(&refused.stderr).contains("--ca is for TLS"), "{refused:?}");
+    assert!(
+        text(&refused.stderr).contains("--ca is for TLS"),
+        "{refused:?}"
+    );
 
     // Under mTLS: the client certificate from flags (or SAGAD_CERT/SAGAD_KEY).
     let mtls = server_with(
@@ -395,18 +452,37 @@ async fn the_cli_speaks_tls_to_https_addresses_with_its_ca_and_certificate() {
     let me = files.leaf("operator", &clients.current("operator"));
     let (cert, key) = (path(&me.cert.path), path(&me.key.path));
     let with_cert = sagad(
-        &["definitions", "list", "--addr", &https, "--ca", ca_path, "--cert", cert, "--key", key],
+        &[
+            "definitions",
+            "list",
+            "--addr",
+            &https,
+            "--ca",
+            ca_path,
+            "--cert",
+            cert,
+            "--key",
+            key,
+        ],
         &[],
     )
     .await;
     assert!(with_cert.status.success(), "{with_cert:?}");
     let by_env = sagad(
         &["participants", "list", "--addr", &https],
-        &[("SAGAD_CA", ca_path), ("SAGAD_CERT", cert), ("SAGAD_KEY", key)],
+        &[
+            ("SAGAD_CA", ca_path),
+            ("SAGAD_CERT", cert),
+            ("SAGAD_KEY", key),
+        ],
     )
     .await;
     assert!(by_env.status.success(), "{by_env:?}");
-    let without = sagad(&["definitions", "list", "--addr", &https, "--ca", ca_path], &[]).await;
+    let without = sagad(
+        &["definitions", "list", "--addr", &https, "--ca", ca_path],
+        &[],
+    )
+    .await;
     assert!(!without.status.success(), "{without:?}");
     let line = text(&without.stderr);
     assert!(line.contains("CertificateRequired"), "{line}");
@@ -421,7 +497,11 @@ async fn presented(addr: SocketAddr, ca: &Ca) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rotates_the_certificate_and_a_bad_file_keeps_the_old_one() {
-    let (ca, files, data) = (Ca::new("sagad CA"), Files::new(), tempfile::tempdir().unwrap());
+    let (ca, files, data) = (
+        Ca::new("sagad CA"),
+        Files::new(),
+        tempfile::tempdir().unwrap(),
+    );
     let first = ca.current("sagad-1");
     let KeyPairFiles { cert, key } = files.leaf("server", &first);
     let sagad = SagadProcess::spawn_with(
@@ -443,26 +523,45 @@ async fn sighup_rotates_the_certificate_and_a_bad_file_keeps_the_old_one() {
     sagad.signal("HUP");
     let said = poll_until("the bad file to be reported", || {
         let said = sagad.stderr_so_far();
-        async move { said.contains("kept the previous TLS certificates").then_some(said) }
+        async move {
+            said.contains("kept the previous TLS certificates")
+                .then_some(said)
+        }
     })
     .await;
     assert!(said.contains(path(&cert.path)), "{said}");
     assert!(said.contains("--tls-cert"), "{said}");
-    assert_eq!(presented(sagad.addr, &ca).await, second.der, "still the last good one");
+    assert_eq!(
+        presented(sagad.addr, &ca).await,
+        second.der,
+        "still the last good one"
+    );
     let (status, stderr) = sagad.terminate();
     assert!(status.success(), "{status}: {stderr}");
 }
 
 #[tokio::test]
 async fn a_bad_certificate_or_key_at_start_is_one_line_naming_the_file_and_flag() {
-    let (ca, files, data) = (Ca::new("sagad CA"), Files::new(), tempfile::tempdir().unwrap());
+    let (ca, files, data) = (
+        Ca::new("sagad CA"),
+        Files::new(),
+        tempfile::tempdir().unwrap(),
+    );
     let good = files.leaf("good", &ca.current("sagad"));
     let other = files.leaf("other", &ca.current("other"));
     let missing = files.dir().join("missing.pem");
     for (cert, key, names) in [
         (missing.as_path(), good.key.path.as_path(), "--tls-cert"),
-        (good.cert.path.as_path(), good.cert.path.as_path(), "--tls-key"),
-        (good.cert.path.as_path(), other.key.path.as_path(), "--tls-key"),
+        (
+            good.cert.path.as_path(),
+            good.cert.path.as_path(),
+            "--tls-key",
+        ),
+        (
+            good.cert.path.as_path(),
+            other.key.path.as_path(),
+            "--tls-key",
+        ),
     ] {
         let mut sagad = SagadProcess::spawn_with(
             data.path(),
@@ -471,7 +570,10 @@ async fn a_bad_certificate_or_key_at_start_is_one_line_naming_the_file_and_flag(
         );
         let (status, stderr) = sagad.wait_exit();
         assert_eq!(status.code(), Some(2), "{stderr}");
-        let lines: Vec<_> = stderr.lines().filter(|l| l.starts_with("sagad: ")).collect();
+        let lines: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.starts_with("sagad: "))
+            .collect();
         assert_eq!(lines.len(), 1, "{stderr}");
         assert!(lines[0].contains(names), "{stderr}");
         let named = if names == "--tls-cert" { cert } else { key };

@@ -55,8 +55,7 @@ impl Ca {
     /// A leaf for `127.0.0.1` and `localhost`, usable by a server and a client.
     pub fn leaf(&self, name: &str, validity: Validity) -> Leaf {
         let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

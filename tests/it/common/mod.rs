@@ -477,7 +477,9 @@ fn serve_with(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
-        builder = builder.tls_config(tls).expect("a usable participant TLS config");
+        builder = builder
+            .tls_config(tls)
+            .expect("a usable participant TLS config");
     }
     tokio::spawn(
         builder
