@@ -1,27 +1,31 @@
 //! The CLI's TLS connection to an `https://` coordinator: TCP, a rustls
 //! handshake with the configuration `sagad::tls::grpc_client_config` builds
-//! from `--ca`, `--cert` and `--key`, then tonic's HTTP/2 on top.
+//! from `--ca`, `--cert` and `--key` (one configuration, whose errors name
+//! the file and flag), then tonic's HTTP/2 on top ([`TlsConnect`]).
 //!
-//! Why not tonic's own `tls_config`: in TLS 1.3 a server refuses a client
-//! certificate (or its absence) *after* the client's handshake is done, in an
-//! alert the client reads with its first bytes. tonic reads those inside its
-//! connection task and drops the error, so the call only says "transport
-//! error" or "operation was canceled". This connector keeps the first read
-//! error of the connection ([`tls_failure_seen`]), so the CLI can say that
-//! the server refused its certificate.
+//! Before that connection, [`probe`] makes one of its own, to learn whether
+//! the server accepts this client. In TLS 1.3 a server refuses a client
+//! certificate (or its absence) *after* the client's side of the handshake
+//! is done, in an alert the client reads with its first bytes; tonic reads
+//! those inside its connection task and drops the error, so the call would
+//! only say "transport error" or "operation was canceled". The probe sends
+//! the HTTP/2 preface and reads the server's first frame: every HTTP/2
+//! server answers it, with SETTINGS, or with the alert when it refused the
+//! handshake. It costs one more handshake per command.
 
 use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use http::Uri;
 use hyper_util::rt::TokioIo;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 use tokio_rustls::{
@@ -31,14 +35,10 @@ use tokio_rustls::{
 };
 use tonic::codegen::Service;
 
-/// The first read error of the process's TLS connection. A process global,
-/// which only a binary may have: a client verb makes one connection.
-static FAILURE: Mutex<Option<String>> = Mutex::new(None);
-
-/// The TLS error the connection met, if any (a refused certificate).
-pub fn tls_failure_seen() -> Option<String> {
-    FAILURE.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
+/// The HTTP/2 client connection preface, then an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+/// Length of an HTTP/2 frame header: what the probe waits for.
+const H2_FRAME_HEADER: usize = 9;
 
 /// Connects over TLS with `config`; what tonic dials through.
 #[derive(Clone)]
@@ -46,10 +46,10 @@ pub struct TlsConnect {
     pub config: Arc<ClientConfig>,
 }
 
-type Connecting = Pin<Box<dyn Future<Output = io::Result<TokioIo<Recorded>>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = io::Result<TokioIo<TlsStream<TcpStream>>>> + Send>>;
 
 impl Service<Uri> for TlsConnect {
-    type Response = TokioIo<Recorded>;
+    type Response = TokioIo<TlsStream<TcpStream>>;
     type Error = io::Error;
     type Future = Connecting;
 
@@ -58,69 +58,66 @@ impl Service<Uri> for TlsConnect {
     }
 
     fn call(&mut self, uri: Uri) -> Connecting {
-        let connector = TlsConnector::from(self.config.clone());
-        Box::pin(async move {
-            let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
-            let host = uri
-                .host()
-                .ok_or_else(|| invalid(format!("{uri} has no host")))?;
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host, port)).await?;
-            tcp.set_nodelay(true)?;
-            // An IPv6 host is bracketed in a URL, not in a certificate.
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            let name = ServerName::try_from(bare.to_string())
-                .map_err(|e| invalid(format!("{host}: {e}")))?;
-            let stream = connector.connect(name, tcp).await?;
-            Ok(TokioIo::new(Recorded(stream)))
-        })
+        let config = self.config.clone();
+        Box::pin(async move { handshake(config, &uri).await.map(TokioIo::new) })
     }
 }
 
-/// A TLS stream that records its first read error in [`FAILURE`].
-pub struct Recorded(TlsStream<TcpStream>);
+/// TCP to `uri`'s host and port (443 by default), then the TLS handshake.
+async fn handshake(config: Arc<ClientConfig>, uri: &Uri) -> io::Result<TlsStream<TcpStream>> {
+    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+    let host = uri
+        .host()
+        .ok_or_else(|| invalid(format!("{uri} has no host")))?;
+    let port = uri.port_u16().unwrap_or(443);
+    // An IPv6 host is bracketed in a URL, not in a certificate.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name =
+        ServerName::try_from(bare.to_string()).map_err(|e| invalid(format!("{host}: {e}")))?;
+    let tcp = TcpStream::connect((bare, port)).await?;
+    tcp.set_nodelay(true)?;
+    TlsConnector::from(config).connect(name, tcp).await
+}
 
-impl AsyncRead for Recorded {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let read = Pin::new(&mut self.0).poll_read(cx, buf);
-        if let Poll::Ready(Err(e)) = &read {
-            let mut failure = FAILURE.lock().unwrap_or_else(|p| p.into_inner());
-            failure.get_or_insert_with(|| e.to_string());
+/// Why [`probe`] found the coordinator unusable.
+#[derive(Debug)]
+pub enum ProbeFailure {
+    /// TLS failed: a certificate refused on either side.
+    Tls(String),
+    /// Anything else: nothing listens, no answer.
+    Unreachable(String),
+}
+
+/// Connects to `uri` as [`TlsConnect`] does, sends the HTTP/2 preface and
+/// waits for the server's first frame (see the module docs).
+pub async fn probe(
+    config: Arc<ClientConfig>,
+    uri: &Uri,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
+    let attempt = async {
+        let mut tls = handshake(config, uri).await?;
+        tls.write_all(H2_PREFACE).await?;
+        tls.flush().await?;
+        let mut header = [0u8; H2_FRAME_HEADER];
+        tls.read_exact(&mut header).await?;
+        Ok::<_, io::Error>(())
+    };
+    let failed = match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(_) => {
+            return Err(ProbeFailure::Unreachable(format!(
+                "no answer within {timeout:?}"
+            )));
         }
-        read
-    }
-}
-
-impl AsyncWrite for Recorded {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
+    };
+    // rustls reports through an io::Error that wraps its own error.
+    let tls = failed
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>());
+    Err(match tls {
+        Some(tls) => ProbeFailure::Tls(tls.to_string()),
+        None => ProbeFailure::Unreachable(failed.to_string()),
+    })
 }

@@ -17,7 +17,10 @@ use sagad::{
 use tokio_rustls::rustls::ClientConfig;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cli::{client_tls::TlsConnect, error::CliError};
+use crate::cli::{
+    client_tls::{ProbeFailure, TlsConnect, probe},
+    error::CliError,
+};
 
 /// The address a client verb uses when neither `--addr` nor `SAGAD_ADDR` is set
 /// (where `sagad serve` listens by default).
@@ -75,6 +78,18 @@ pub async fn connect(args: &AddrArgs) -> Result<Client, CliError> {
         // connector, and names the https:// origin in every request.
         Some(config) => {
             let uri: Uri = addr.parse().map_err(|e| not_a_url(&e))?;
+            probe(config.clone(), &uri, CONNECT_TIMEOUT).await.map_err(
+                |failure| match failure {
+                    ProbeFailure::Tls(why) => CliError::Handshake {
+                        addr: Some(addr.clone()),
+                        why,
+                    },
+                    ProbeFailure::Unreachable(why) => CliError::Unreachable {
+                        addr: addr.clone(),
+                        why,
+                    },
+                },
+            )?;
             let host = uri.host().unwrap_or_default();
             let port = uri.port_u16().unwrap_or(443);
             Endpoint::from_shared(format!("http://{host}:{port}"))

@@ -42,8 +42,7 @@ pub enum CliError {
     /// The TLS handshake failed: the server's certificate is not trusted, or
     /// the server refused ours.
     /// `addr` is known when the connection failed, not when a call did (a
-    /// server refusing a client certificate says so only after the
-    /// handshake, at the first call, in TLS 1.3).
+    /// connection that failed later, under a call).
     #[error(
         "TLS with the coordinator{} failed ({why}); check --ca, --cert and --key",
         at(addr)
@@ -80,9 +79,7 @@ impl CliError {
 
 impl From<Status> for CliError {
     fn from(status: Status) -> Self {
-        let why = crate::cli::connect::tls_failure(&status)
-            .or_else(crate::cli::client_tls::tls_failure_seen);
-        if let Some(why) = why {
+        if let Some(why) = crate::cli::connect::tls_failure(&status) {
             return CliError::Handshake { addr: None, why };
         }
         CliError::Server {

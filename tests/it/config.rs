@@ -140,13 +140,13 @@ fn bad_metrics_and_webhook_values_name_their_source_and_say_why() {
     .unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("SAGAD_ON_FAILED_WEBHOOK"), "{text}");
-    assert!(text.contains("not an http:// URL"), "{text}");
+    assert!(text.contains("not an http:// or https:// URL"), "{text}");
 
-    let (_dir, path) = file("on_failed_webhook = \"https://alerts.example/sagad\"\n");
+    let (_dir, path) = file("on_failed_webhook = \"mailto:ops@example.com\"\n");
     let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("on_failed_webhook"), "{text}");
-    assert!(text.contains("https:// is not supported"), "{text}");
+    assert!(text.contains("not an http:// or https:// URL"), "{text}");
 
     let (_dir, path) = file("metrics_listen = 9100\n");
     let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
