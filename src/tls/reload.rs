@@ -1,6 +1,8 @@
 //! Re-reading certificate files while serving: on demand (the binary's
 //! SIGHUP) and on a timer that rebuilds a configuration only when one of its
-//! files' modification time changed.
+//! files changed (its modification time or its length: file times tick
+//! coarsely, a few milliseconds, so two writes within one tick differ only
+//! in what they wrote).
 //!
 //! Invariants:
 //! - A [`Reloadable`] always holds a configuration that was built whole from
@@ -34,9 +36,9 @@ pub struct Reloadable<T> {
     build: Build<T>,
     /// A std lock: held only to clone or swap the `Arc`, never across an await.
     current: RwLock<Arc<T>>,
-    /// The files' modification times at the last build attempt (std mutex,
-    /// held only to compare or store).
-    seen: Mutex<Vec<Option<SystemTime>>>,
+    /// The files' stamps at the last build attempt (std mutex, held only to
+    /// compare or store).
+    seen: Mutex<Vec<Stamp>>,
 }
 
 impl<T> Reloadable<T> {
@@ -77,11 +79,16 @@ impl<T> Reloadable<T> {
     }
 }
 
-fn modified(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
-    files
-        .iter()
-        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-        .collect()
+/// What says a file changed: its modification time and length; `None` for a
+/// file that cannot be read.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn modified(files: &[PathBuf]) -> Vec<Stamp> {
+    let stamp = |f: &PathBuf| {
+        let meta = std::fs::metadata(f).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    files.iter().map(stamp).collect()
 }
 
 /// A [`Reloadable`] of any configuration type, as the reloader holds them.
@@ -202,5 +209,72 @@ impl TlsReloader {
                 tracing::error!(error = %e, "the TLS reload task failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A reloadable over one file whose "configuration" is the file's text;
+    /// a file saying "bad" fails to build.
+    fn over(path: &std::path::Path, builds: Arc<AtomicU32>) -> Arc<Reloadable<String>> {
+        let file = path.to_path_buf();
+        let reloadable = Reloadable::load("the test listener", vec![file.clone()], move || {
+            builds.fetch_add(1, Ordering::SeqCst);
+            let text = std::fs::read_to_string(&file).unwrap();
+            if text == "bad" {
+                return Err(TlsError::Missing {
+                    path: file.clone(),
+                    setting: "--tls-cert".into(),
+                    what: "certificate",
+                });
+            }
+            Ok(text)
+        });
+        Arc::new(reloadable.unwrap())
+    }
+
+    #[test]
+    fn the_timer_rebuilds_only_what_changed_and_a_failure_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cert.pem");
+        std::fs::write(&path, "one").unwrap();
+        let builds = Arc::new(AtomicU32::new(0));
+        let part = over(&path, builds.clone());
+        let reloader = TlsReloader::new(vec![part.clone()]);
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+
+        let report = reloader.reload_changed("timer");
+        assert!(report.reloaded.is_empty() && report.failed.is_empty());
+        assert_eq!(builds.load(Ordering::SeqCst), 1, "nothing changed");
+
+        // Each write below has a new length, so it is seen as a change even
+        // within one tick of the file clock.
+        std::fs::write(&path, "two!").unwrap();
+        let report = reloader.reload_changed("timer");
+        assert_eq!(report.reloaded, vec!["the test listener".to_string()]);
+        assert_eq!(*part.current(), "two!");
+
+        std::fs::write(&path, "bad").unwrap();
+        let report = reloader.reload_changed("timer");
+        assert_eq!(report.failed.len(), 1);
+        assert!(report.failed[0].1.to_string().contains("--tls-cert"));
+        assert_eq!(*part.current(), "two!", "the old one stays");
+        let builds_after_failure = builds.load(Ordering::SeqCst);
+        reloader.reload_changed("timer");
+        assert_eq!(
+            builds.load(Ordering::SeqCst),
+            builds_after_failure,
+            "a bad file is not retried until it changes again"
+        );
+        let report = reloader.reload_all("SIGHUP");
+        assert_eq!(report.failed.len(), 1, "SIGHUP always retries");
+
+        std::fs::write(&path, "three").unwrap();
+        reloader.reload_changed("timer");
+        assert_eq!(*part.current(), "three");
     }
 }

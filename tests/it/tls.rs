@@ -15,7 +15,7 @@ use std::{
 use sagad::{
     engine::EngineConfig,
     proto::v1::{self as pb, coordinator_client::CoordinatorClient},
-    tls::{KeyPairFiles, OriginTls, ParticipantTls, TlsConfig},
+    tls::{KeyPairFiles, ListenerTls, OriginTls, ParticipantTls, TlsConfig},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -79,6 +79,15 @@ async fn call(addr: SocketAddr, tls: ClientTlsConfig) -> Result<(), String> {
         .map_err(|status| format!("{status:?}: {}", chain(&status)))
 }
 
+/// A coordinator whose gRPC listener has `api`'s TLS.
+async fn tls_server(api: ListenerTls) -> TestServer {
+    let tls = TlsConfig {
+        api: Some(api),
+        ..TlsConfig::default()
+    };
+    server_with(tls, false).await
+}
+
 async fn server_with(tls: TlsConfig, metrics: bool) -> TestServer {
     let extras = Extras {
         metrics_listen: metrics.then(|| "127.0.0.1:0".parse().unwrap()),
@@ -92,14 +101,7 @@ async fn server_with(tls: TlsConfig, metrics: bool) -> TestServer {
 async fn tls_serves_clients_that_trust_its_ca_and_refuses_the_others() {
     let (ca, files) = (Ca::new("sagad CA"), Files::new());
     let api = files.listener(&ca.current("sagad"), None);
-    let server = server_with(
-        TlsConfig {
-            api: Some(api),
-            ..TlsConfig::default()
-        },
-        false,
-    )
-    .await;
+    let server = tls_server(api).await;
     call(server.addr, trusting(&ca, None)).await.unwrap();
 
     let stranger = Ca::new("another CA");
@@ -127,14 +129,7 @@ async fn tls_serves_clients_that_trust_its_ca_and_refuses_the_others() {
 async fn an_expired_server_certificate_is_refused_by_its_clients() {
     let (ca, files) = (Ca::new("sagad CA"), Files::new());
     let api = files.listener(&ca.leaf("sagad", Validity::Expired), None);
-    let server = server_with(
-        TlsConfig {
-            api: Some(api),
-            ..TlsConfig::default()
-        },
-        false,
-    )
-    .await;
+    let server = tls_server(api).await;
     let refused = call(server.addr, trusting(&ca, None)).await.unwrap_err();
     assert!(refused.to_lowercase().contains("expired"), "{refused}");
 }
@@ -143,14 +138,7 @@ async fn an_expired_server_certificate_is_refused_by_its_clients() {
 async fn mtls_refuses_at_the_handshake_every_client_without_a_good_certificate() {
     let (ca, clients, files) = (Ca::new("sagad CA"), Ca::new("client CA"), Files::new());
     let api = files.listener(&ca.current("sagad"), Some(&clients));
-    let server = server_with(
-        TlsConfig {
-            api: Some(api),
-            ..TlsConfig::default()
-        },
-        false,
-    )
-    .await;
+    let server = tls_server(api).await;
     let stranger = Ca::new("another client CA");
     for (who, identity, says) in [
         ("no certificate", None, "CertificateRequired"),
@@ -380,14 +368,7 @@ fn path(p: &Path) -> &str {
 async fn the_cli_speaks_tls_to_https_addresses_with_its_ca_and_certificate() {
     let (ca, clients, files) = (Ca::new("sagad CA"), Ca::new("client CA"), Files::new());
     let ca_file = files.ca("sagad-ca", &ca);
-    let server = server_with(
-        TlsConfig {
-            api: Some(files.listener(&ca.current("sagad"), None)),
-            ..TlsConfig::default()
-        },
-        false,
-    )
-    .await;
+    let server = tls_server(files.listener(&ca.current("sagad"), None)).await;
     let https = format!("https://{}", server.addr);
     let ca_path = path(&ca_file.path);
     let listed = sagad(
@@ -440,14 +421,7 @@ async fn the_cli_speaks_tls_to_https_addresses_with_its_ca_and_certificate() {
     );
 
     // Under mTLS: the client certificate from flags (or SAGAD_CERT/SAGAD_KEY).
-    let mtls = server_with(
-        TlsConfig {
-            api: Some(files.listener(&ca.current("sagad"), Some(&clients))),
-            ..TlsConfig::default()
-        },
-        false,
-    )
-    .await;
+    let mtls = tls_server(files.listener(&ca.current("sagad"), Some(&clients))).await;
     let https = format!("https://{}", mtls.addr);
     let me = files.leaf("operator", &clients.current("operator"));
     let (cert, key) = (path(&me.cert.path), path(&me.key.path));
