@@ -32,7 +32,9 @@
 //!
 //! A listener's settings are one [`ListenerTls`], so a new listener (the web
 //! UI) needs one more field in [`TlsConfig`] and one [`TlsIncoming`], nothing
-//! else.
+//! else. On the gRPC listener each request carries the client's certificate
+//! chain (tonic's `TlsConnectInfo` request extension): where an mTLS identity
+//! is to be mapped to a role, it is read from there.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -52,6 +54,7 @@ pub use server::{Protocol, ServerTls};
 /// A PEM file and the setting that named it, so that every error can say both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PemFile {
+    /// Read whole at start and at every reload.
     pub path: PathBuf,
     /// How the operator named it: `--tls-cert`, or a config file's key.
     pub setting: String,
@@ -69,7 +72,9 @@ impl PemFile {
 /// A certificate chain (leaf first) and its private key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyPairFiles {
+    /// The chain, leaf first.
     pub cert: PemFile,
+    /// The leaf's private key: PKCS#8, PKCS#1 or SEC1.
     pub key: PemFile,
 }
 
@@ -103,7 +108,10 @@ pub struct ParticipantTls {
 pub struct OriginTls {
     /// `https://host:port`, as [`origin_key`] normalises it.
     pub origin: String,
+    /// The CAs this origin's certificate is verified against; `None`: the
+    /// server-wide ones.
     pub ca: Option<PemFile>,
+    /// The client certificate presented to it; `None`: the server-wide one.
     pub identity: Option<KeyPairFiles>,
 }
 
@@ -146,8 +154,11 @@ impl TlsConfig {
 
 /// The TLS of one server, read from its files.
 pub struct LoadedTls {
+    /// The gRPC listener's, when it has TLS.
     pub api: Option<ServerTls>,
+    /// The metrics listener's, when it has TLS.
     pub metrics: Option<ServerTls>,
+    /// How participant connections (and the webhook) are made.
     pub participants: ClientTls,
     /// Re-reads all of the above.
     pub reloader: TlsReloader,
