@@ -66,56 +66,68 @@ pub fn normalize_addr(addr: &str) -> String {
 /// as such, with the address and the hint to start one.
 pub async fn connect(args: &AddrArgs) -> Result<Client, CliError> {
     let addr = normalize_addr(&args.addr);
-    let not_a_url = |e: &dyn std::fmt::Display| {
-        CliError::Usage(format!("--addr '{}' is not a URL: {e}", args.addr))
+    let channel = match tls_config(args, &addr)? {
+        Some(config) => connect_tls(args, &addr, config).await?,
+        None => endpoint(args, &addr)?
+            .connect()
+            .await
+            .map_err(|e| failed(&addr, &e))?,
     };
-    let endpoint = Endpoint::from_shared(addr.clone())
-        .map_err(|e| not_a_url(&e))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    let connected = match tls_config(args, &addr)? {
-        // tonic dials the plaintext form of the address through the TLS
-        // connector, and names the https:// origin in every request.
-        Some(config) => {
-            let uri: Uri = addr.parse().map_err(|e| not_a_url(&e))?;
-            probe(config.clone(), &uri, CONNECT_TIMEOUT).await.map_err(
-                |failure| match failure {
-                    ProbeFailure::Tls(why) => CliError::Handshake {
-                        addr: Some(addr.clone()),
-                        why,
-                    },
-                    ProbeFailure::Unreachable(why) => CliError::Unreachable {
-                        addr: addr.clone(),
-                        why,
-                    },
-                },
-            )?;
-            let host = uri.host().unwrap_or_default();
-            let port = uri.port_u16().unwrap_or(443);
-            Endpoint::from_shared(format!("http://{host}:{port}"))
-                .map_err(|e| not_a_url(&e))?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .origin(uri)
-                .connect_with_connector(TlsConnect { config })
-                .await
-        }
-        None => endpoint.connect().await,
-    };
-    let channel = connected.map_err(|e| {
-        let why = root_cause(&e);
-        match tls_failure(&e) {
-            Some(tls) => CliError::Handshake {
-                addr: Some(addr.clone()),
-                why: tls,
-            },
-            None => CliError::Unreachable {
-                addr: addr.clone(),
-                why,
-            },
-        }
-    })?;
     // Replies (GetSaga with many attempts) may exceed tonic's 4 MiB default.
     Ok(CoordinatorClient::new(channel).max_decoding_message_size(usize::MAX))
+}
+
+/// An endpoint for `url`, with the connection settings every verb uses.
+fn endpoint(args: &AddrArgs, url: &str) -> Result<Endpoint, CliError> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| CliError::Usage(format!("--addr '{}' is not a URL: {e}", args.addr)))?;
+    Ok(endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
+}
+
+/// An `https://` address: the probe first (`client_tls.rs` says why), then
+/// the connection, which tonic dials at the plaintext form of the address
+/// through the TLS connector, naming the `https://` origin in every request.
+async fn connect_tls(
+    args: &AddrArgs,
+    addr: &str,
+    config: Arc<ClientConfig>,
+) -> Result<Channel, CliError> {
+    let uri: Uri = addr
+        .parse()
+        .map_err(|e| CliError::Usage(format!("--addr '{}' is not a URL: {e}", args.addr)))?;
+    probe(config.clone(), &uri, CONNECT_TIMEOUT)
+        .await
+        .map_err(|failure| match failure {
+            ProbeFailure::Tls(why) => CliError::Handshake {
+                addr: Some(addr.to_string()),
+                why,
+            },
+            ProbeFailure::Unreachable(why) => CliError::Unreachable {
+                addr: addr.to_string(),
+                why,
+            },
+        })?;
+    let host = uri.host().unwrap_or_default();
+    let port = uri.port_u16().unwrap_or(443);
+    endpoint(args, &format!("http://{host}:{port}"))?
+        .origin(uri)
+        .connect_with_connector(TlsConnect { config })
+        .await
+        .map_err(|e| failed(addr, &e))
+}
+
+/// A failed connection: a TLS failure, or nothing answering.
+fn failed(addr: &str, error: &tonic::transport::Error) -> CliError {
+    match tls_failure(error) {
+        Some(why) => CliError::Handshake {
+            addr: Some(addr.to_string()),
+            why,
+        },
+        None => CliError::Unreachable {
+            addr: addr.to_string(),
+            why: root_cause(error),
+        },
+    }
 }
 
 /// The TLS configuration an `https://` address is reached with; `None` for
