@@ -48,7 +48,11 @@ use std::{
 
 use http::Uri;
 
-use crate::{engine::EngineConfig, saga::StepDefaults, server::ServerConfig};
+use crate::{
+    engine::EngineConfig,
+    saga::{StepDefaults, definition},
+    server::ServerConfig,
+};
 
 mod tls;
 
@@ -347,6 +351,8 @@ impl Config {
                 park_after: crate::engine::PARK_AFTER,
                 // Decided by `server::start`, from `metrics_listen`.
                 record_metrics: true,
+                // Set by `server::start` once the listener is bound.
+                own_address: None,
             },
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),
@@ -455,7 +461,9 @@ impl Settings {
                 self.max_payload_bytes = Some(parse_payload_bytes(text).map_err(bad)?)
             }
             "shutdown_grace" => self.shutdown_grace = Some(parse_duration(text).map_err(bad)?),
-            "default_timeout" => self.default_timeout = Some(parse_duration(text).map_err(bad)?),
+            "default_timeout" => {
+                self.default_timeout = Some(parse_step_timeout(text).map_err(bad)?)
+            }
             "metrics_listen" => self.metrics_listen = Some(parse_listen(text).map_err(bad)?),
             "on_failed_webhook" => {
                 self.on_failed_webhook = Some(parse_webhook_url(text).map_err(bad)?)
@@ -583,6 +591,21 @@ pub fn parse_retention(text: &str) -> Result<Retention, String> {
         Err(e) => Err(format!(
             "'{text}' is not a duration like 7d or 36h, nor \"{RETENTION_FOREVER}\" ({e})"
         )),
+    }
+}
+
+/// A step call timeout: a duration within the bounds a step's own timeout
+/// keeps (`saga::definition::TIMEOUT_MIN` to `TIMEOUT_MAX`).
+pub fn parse_step_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if definition::timeout_in_bounds(timeout) {
+        Ok(timeout)
+    } else {
+        Err(format!(
+            "must be at least {:?} and at most {} (got {timeout:?})",
+            definition::TIMEOUT_MIN,
+            humantime::format_duration(definition::TIMEOUT_MAX)
+        ))
     }
 }
 

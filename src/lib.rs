@@ -53,6 +53,7 @@ pub mod journal;
 pub mod json;
 pub mod metrics;
 pub mod participant;
+pub mod private;
 pub mod proto;
 pub mod runtime;
 pub mod saga;

@@ -125,6 +125,8 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     sagad::failpoint::setup();
+    // Before any file is made: the data directory is its user's alone.
+    sagad::private::restrict_umask();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let args = match Args::try_parse_from(&argv) {
         Ok(args) => args,

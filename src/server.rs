@@ -45,6 +45,7 @@ use tonic::{
     transport::server::{Router, TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::layer::util::{Identity, Stack};
 
 use crate::{
     Error, Result,
@@ -65,8 +66,6 @@ use crate::{
 /// How often health asks the journal whether it can write, between the
 /// failed writes it hears of at once.
 const HEALTH_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
-/// Room for the rest of a StartSaga request around a payload of the maximum size.
-const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]
@@ -105,6 +104,7 @@ pub struct Server {
 /// (see the module docs). Errors here are startup errors: locked or unreadable
 /// data directory, address in use.
 pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result<Server> {
+    crate::private::warn_if_open(&config.data_dir);
     let dir = config.data_dir.clone();
     let options = WalOptions {
         disk_reserve: config.disk_reserve,
@@ -129,8 +129,8 @@ pub async fn start_with_journal(
         .retention
         .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
     let tls = load_tls(&config.tls).await?;
-    let engine = start_engine(&config, journal, definitions, &tls.participants).await?;
     let (listener, addr) = bind(config.listen).await?;
+    let engine = start_engine(&config, journal, definitions, addr, &tls.participants).await?;
     let shutdown = CancellationToken::new();
     let (metrics_listener, metrics_addr) = bind_metrics(config.metrics_listen).await?;
     let notifier = open_notifier(&config, &engine, &tls.participants, &shutdown).await?;
@@ -183,11 +183,13 @@ enum Incoming {
 }
 
 /// The engine over `journal`, calling participants over gRPC, recording
-/// metrics only when they are served.
+/// metrics only when they are served, refusing participants at its own
+/// address.
 async fn start_engine(
     config: &ServerConfig,
     journal: Arc<dyn Journal>,
     definitions: Vec<Definition>,
+    own_address: SocketAddr,
     tls: &ClientTls,
 ) -> Result<Engine> {
     let caller = Arc::new(GrpcParticipants::with_tls(
@@ -196,6 +198,7 @@ async fn start_engine(
     ));
     let engine_config = EngineConfig {
         record_metrics: config.metrics_listen.is_some(),
+        own_address: Some(own_address),
         ..config.engine.clone()
     };
     Engine::new(journal, caller, definitions, engine_config).await
@@ -255,6 +258,17 @@ async fn open_notifier(
     Ok(Some(notifier))
 }
 
+/// Calls (and streams: watches, subscriptions) one connection may have open
+/// at once; a client asking for more waits for one to end (HTTP/2's own
+/// limit, which clients obey). Each open stream holds a task and a buffer
+/// here: one connection must not hold unboundedly many.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1000;
+
+/// How every gRPC response passes on its way out (`api::oversized_as_payload`).
+type Remap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+/// The gRPC services, behind that.
+type GrpcRouter = Router<Stack<tower::util::MapResponseLayer<Remap>, Identity>>;
+
 /// The gRPC services: health (NOT_SERVING until recovery is done), reflection
 /// (v1 and v1alpha),
 /// and the Coordinator, which answers `UNAVAILABLE` until `ready` is set.
@@ -262,7 +276,7 @@ async fn grpc_services(
     config: &ServerConfig,
     engine: &Engine,
     ready: &Arc<AtomicBool>,
-) -> Result<(HealthReporter, Router)> {
+) -> Result<(HealthReporter, GrpcRouter)> {
     let (health, health_service) = tonic_health::server::health_reporter();
     report_health(&health, ServingStatus::NotServing).await;
     // Both versions of reflection: grpcurl asks v1, while Python's
@@ -276,11 +290,15 @@ async fn grpc_services(
         |e: tonic_reflection::server::Error| Error::Unavailable(format!("reflection service: {e}"));
     let reflection_v1 = reflection().build_v1().map_err(refused)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(refused)?;
-    let max_request = config.engine.max_payload_bytes + REQUEST_OVERHEAD_BYTES;
+    let max_request = config.engine.max_payload_bytes + crate::api::REQUEST_OVERHEAD_BYTES;
     let coordinator = CoordinatorServer::new(CoordinatorApi::new(engine.clone(), ready.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(usize::MAX);
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .layer(tower::util::MapResponseLayer::new(
+            crate::api::oversized_as_payload as Remap,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -346,7 +364,7 @@ impl Serving {
     /// stops in order (see the module docs).
     async fn run(
         self,
-        router: Router,
+        router: GrpcRouter,
         incoming: Incoming,
         metrics_listener: Option<(TcpListener, Option<ServerTls>)>,
         archiver: Option<Archiver>,

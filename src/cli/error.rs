@@ -82,9 +82,12 @@ impl From<Status> for CliError {
         if let Some(why) = crate::cli::connect::tls_failure(&status) {
             return CliError::Handshake { addr: None, why };
         }
+        // Printed on a terminal: its control characters escaped (`scrub.rs`).
+        let mut message = status.message().to_string();
+        crate::cli::scrub::Scrub::scrub(&mut message);
         CliError::Server {
             code: status.code(),
-            message: status.message().to_string(),
+            message,
         }
     }
 }

@@ -49,6 +49,7 @@ pub mod logging;
 pub mod output;
 pub mod render;
 pub mod saga;
+pub mod scrub;
 pub mod serve;
 pub mod serve_tls;
 pub mod signal;

@@ -46,8 +46,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub shutdown_grace: Option<Duration>,
     /// Timeout of a step call when neither the step nor its participant sets one.
-    /// [env: SAGAD_DEFAULT_TIMEOUT] [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    /// At least 10ms, at most 24h. [env: SAGAD_DEFAULT_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_step_timeout)]
     pub default_timeout: Option<Duration>,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks a free
     /// port, printed at start). [env: SAGAD_METRICS_LISTEN] [default: off]

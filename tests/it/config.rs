@@ -225,6 +225,16 @@ fn bad_values_name_their_source() {
     )
     .unwrap_err();
     assert!(err.to_string().starts_with("SAGAD_RETENTION"), "{err}");
+
+    // The default step timeout keeps the floor a step's own timeout keeps.
+    let (_dir, path) = file("default_timeout = \"1ns\"\n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{}: default_timeout", path.display()))
+            && text.contains("at least 10ms"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -135,7 +135,7 @@ async fn failed_flushes_stop_new_work_and_everything_resumes_when_the_disk_recov
         .expect("ListSagas reads while writes fail")
         .into_inner();
     assert!(
-        listed.sagas.iter().any(|s| s.id == saga.id),
+        listed.summaries.iter().any(|s| s.id == saga.id),
         "the saga is listed: {listed:?}"
     );
     let mut watch = client

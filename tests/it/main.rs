@@ -23,6 +23,8 @@ mod damaged_journal;
 mod disk_faults;
 mod disk_full;
 mod feed;
+mod files;
+mod history;
 mod metrics;
 mod outage;
 mod parking;

@@ -45,9 +45,9 @@ async fn sigterm_with_hundreds_of_sagas_running_exits_0_and_a_restart_finishes_t
             c.list_sagas(request).await
         })
         .await;
-    println!("{} sagas running at SIGTERM", running.sagas.len());
+    println!("{} sagas running at SIGTERM", running.summaries.len());
     assert!(
-        running.sagas.len() >= 100,
+        running.summaries.len() >= 100,
         "hundreds of sagas must be running when SIGTERM arrives"
     );
     let stopper = harness.clone();

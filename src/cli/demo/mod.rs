@@ -221,7 +221,10 @@ async fn run_order(
     anyhow::ensure!(ended, "the event stream of saga {} ended early", started.id);
 
     let saga = client
-        .get_saga(pb::GetSagaRequest { id: started.id })
+        .get_saga(pb::GetSagaRequest {
+            id: started.id,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     outln!();

@@ -586,7 +586,10 @@ pub async fn start_order(client: &mut Client, payload: &str, wait: bool) -> pb::
 
 pub async fn get(client: &mut Client, id: &str) -> pb::Saga {
     client
-        .get_saga(pb::GetSagaRequest { id: id.into() })
+        .get_saga(pb::GetSagaRequest {
+            id: id.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

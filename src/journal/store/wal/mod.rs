@@ -58,6 +58,8 @@ use self::{
 use super::{Direction, DiskFault, KeyRange, KeyWrite, KvStore, Result, StoreError, Visit};
 
 mod checkpoint;
+#[cfg(test)]
+mod fuzz;
 pub mod overlay;
 mod priority;
 mod read_only;
@@ -202,7 +204,7 @@ impl<S: KvStore> WalStore<S> {
 
     /// `open`, with other [`WalOptions`].
     pub fn open_with(dir: &Path, inner: S, options: WalOptions) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
+        crate::private::dir(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
         check_free_space(dir, options.disk_reserve)?;
         let found = scan(dir)?;
         let last_batch = checkpoint::replay(dir, &inner, &found)?;
