@@ -20,6 +20,13 @@
 //! with `on_failed_webhook`, every saga that becomes FAILED is posted there, and
 //! after recovery the FAILED sagas whose notice was never acknowledged are
 //! posted again (`crate::webhook`).
+//!
+//! TLS (`crate::tls`): with `tls.api`, the gRPC listener speaks only TLS (and
+//! with a client CA, only to clients with a certificate it issued); with
+//! `tls.metrics`, so does `/metrics`. The certificate files are read before
+//! anything is bound (a bad one fails the start), then re-read every
+//! [`TLS_RELOAD_INTERVAL`] when they changed, and on demand through
+//! [`Server::tls_reloader`] (the binary's SIGHUP).
 
 use std::{
     net::SocketAddr,
@@ -50,6 +57,9 @@ use crate::{
     participant::GrpcParticipants,
     proto::{self, v1::coordinator_server::CoordinatorServer},
     saga::Definition,
+    tls::{
+        ClientTls, LoadedTls, ServerTls, TLS_RELOAD_INTERVAL, TlsConfig, TlsIncoming, TlsReloader,
+    },
     webhook::Notifier,
 };
 
@@ -68,13 +78,15 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// Where to serve `GET /metrics`; port 0 picks a free one. `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
-    /// Where to POST a notice for each saga that becomes FAILED (`http://` only).
+    /// Where to POST a notice for each saga that becomes FAILED.
     pub on_failed_webhook: Option<Uri>,
     /// How long ended sagas stay in the journal; `None` keeps them forever.
     /// With a period, an archiver (`crate::archive`) runs once recovery is done.
     pub retention: Option<std::time::Duration>,
     /// Free bytes the journal leaves on its disk (`WalOptions::disk_reserve`).
     pub disk_reserve: u64,
+    /// TLS on the listeners and towards participants; the default is none.
+    pub tls: TlsConfig,
 }
 
 /// A running coordinator.
@@ -84,6 +96,7 @@ pub struct Server {
     engine: Engine,
     shutdown: CancellationToken,
     ready_rx: watch::Receiver<bool>,
+    tls_reloader: TlsReloader,
     task: JoinHandle<Result<()>>,
 }
 
@@ -115,18 +128,24 @@ pub async fn start_with_journal(
     let archiver = config
         .retention
         .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
+    let tls = load_tls(&config.tls).await?;
     let (listener, addr) = bind(config.listen).await?;
-    let engine = start_engine(&config, journal, definitions, addr).await?;
+    let engine = start_engine(&config, journal, definitions, addr, &tls.participants).await?;
     let shutdown = CancellationToken::new();
     let (metrics_listener, metrics_addr) = bind_metrics(config.metrics_listen).await?;
-    let notifier = open_notifier(&config, &engine, &shutdown).await?;
+    let notifier = open_notifier(&config, &engine, &tls.participants, &shutdown).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = watch::channel(false);
     let (health, router) = grpc_services(&config, &engine, &ready).await?;
-    // Nagle must be turned off on the incoming stream itself: the server builder's
-    // tcp_nodelay is ignored by serve_with_incoming (64 concurrent calls on one
-    // connection reached 26–30k calls/s with it on, against 42–51k with it off).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = match tls.api {
+        Some(api) => Incoming::Tls(TlsIncoming::new(listener, api)),
+        // Nagle must be turned off on the incoming stream itself: the server builder's
+        // tcp_nodelay is ignored by serve_with_incoming (64 concurrent calls on one
+        // connection reached 26–30k calls/s with it on, against 42–51k with it off).
+        None => Incoming::Plain(TcpIncoming::from(listener).with_nodelay(Some(true))),
+    };
+    let metrics = metrics_listener.map(|listener| (listener, tls.metrics));
+    let tls_reloader = tls.reloader;
     let serving = Serving {
         engine: engine.clone(),
         shutdown: shutdown.clone(),
@@ -134,16 +153,33 @@ pub async fn start_with_journal(
         ready,
         ready_tx,
         notifier,
+        tls_reloader: tls_reloader.clone(),
     };
-    let task = tokio::spawn(serving.run(router, incoming, metrics_listener, archiver));
+    let task = tokio::spawn(serving.run(router, incoming, metrics, archiver));
     Ok(Server {
         addr,
         metrics_addr,
         engine,
         shutdown,
         ready_rx,
+        tls_reloader,
         task,
     })
+}
+
+/// Reads every certificate file, off the async workers.
+async fn load_tls(config: &TlsConfig) -> Result<LoadedTls> {
+    let config = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || config.load())
+        .await
+        .map_err(|e| Error::Unavailable(format!("TLS load task failed: {e}")))??;
+    Ok(loaded)
+}
+
+/// The gRPC listener's connections: plain TCP, or TLS over it.
+enum Incoming {
+    Plain(TcpIncoming),
+    Tls(TlsIncoming),
 }
 
 /// The engine over `journal`, calling participants over gRPC, recording
@@ -154,8 +190,12 @@ async fn start_engine(
     journal: Arc<dyn Journal>,
     definitions: Vec<Definition>,
     own_address: SocketAddr,
+    tls: &ClientTls,
 ) -> Result<Engine> {
-    let caller = Arc::new(GrpcParticipants::new(config.engine.max_payload_bytes));
+    let caller = Arc::new(GrpcParticipants::with_tls(
+        config.engine.max_payload_bytes,
+        tls.clone(),
+    ));
     let engine_config = EngineConfig {
         record_metrics: config.metrics_listen.is_some(),
         own_address: Some(own_address),
@@ -200,6 +240,7 @@ async fn bind_metrics(
 async fn open_notifier(
     config: &ServerConfig,
     engine: &Engine,
+    tls: &ClientTls,
     shutdown: &CancellationToken,
 ) -> Result<Option<Notifier>> {
     let Some(url) = &config.on_failed_webhook else {
@@ -207,6 +248,7 @@ async fn open_notifier(
     };
     let notifier = Notifier::open(
         url.clone(),
+        tls,
         &config.data_dir,
         engine.metrics().clone(),
         shutdown.clone(),
@@ -276,18 +318,25 @@ async fn report_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
 }
 
-/// Serves `GET /metrics` on `listener` until shutdown; nothing without one.
+/// Serves `GET /metrics` on `listener` (over TLS with one) until shutdown;
+/// nothing without a listener.
 async fn serve_metrics(
-    listener: Option<TcpListener>,
+    listener: Option<(TcpListener, Option<ServerTls>)>,
     engine: &Engine,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let Some(listener) = listener else {
+    let Some((listener, tls)) = listener else {
         return Ok(());
     };
     let render_engine = engine.clone();
     let render: metrics::http::Render = Arc::new(move || render_engine.render_metrics());
-    metrics::http::serve(listener, render, shutdown.clone()).await
+    match tls {
+        Some(tls) => {
+            let listener = TlsIncoming::new(listener, tls);
+            metrics::http::serve(listener, render, shutdown.clone()).await
+        }
+        None => metrics::http::serve(listener, render, shutdown.clone()).await,
+    }
 }
 
 /// What the server task holds while it serves: the parts recovery and the stop
@@ -306,6 +355,8 @@ struct Serving {
     /// The on-failed webhook, when configured: redelivers after recovery,
     /// finishes after the engine stopped.
     notifier: Option<Notifier>,
+    /// Re-reads the certificate files that changed, every [`TLS_RELOAD_INTERVAL`].
+    tls_reloader: TlsReloader,
 }
 
 impl Serving {
@@ -314,15 +365,28 @@ impl Serving {
     async fn run(
         self,
         router: GrpcRouter,
-        incoming: TcpIncoming,
-        metrics_listener: Option<TcpListener>,
+        incoming: Incoming,
+        metrics_listener: Option<(TcpListener, Option<ServerTls>)>,
         archiver: Option<Archiver>,
     ) -> Result<()> {
-        let serve =
-            router.serve_with_incoming_shutdown(incoming, self.shutdown.clone().cancelled_owned());
+        let stopping = self.shutdown.clone().cancelled_owned();
+        let serve = async {
+            match incoming {
+                Incoming::Plain(i) => router.serve_with_incoming_shutdown(i, stopping).await,
+                Incoming::Tls(i) => router.serve_with_incoming_shutdown(i, stopping).await,
+            }
+        };
         let serve_metrics = serve_metrics(metrics_listener, &self.engine, &self.shutdown);
-        let (served, metrics_served, stopped) =
-            tokio::join!(serve, serve_metrics, self.recover_then_stop(archiver));
+        let reload = self
+            .tls_reloader
+            .clone()
+            .watch(TLS_RELOAD_INTERVAL, self.shutdown.clone());
+        let (served, metrics_served, stopped, ()) = tokio::join!(
+            serve,
+            serve_metrics,
+            self.recover_then_stop(archiver),
+            reload
+        );
         served.map_err(|e| Error::Unavailable(format!("gRPC server failed: {e}")))?;
         if let Err(e) = metrics_served {
             tracing::error!(error = %e, "the metrics endpoint failed");
@@ -426,6 +490,12 @@ impl Server {
     /// The engine behind the server.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Re-reads the certificate files on demand (the binary's SIGHUP); empty
+    /// when no TLS is configured.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        self.tls_reloader.clone()
     }
 
     /// Cancelling this token starts a graceful stop.

@@ -39,7 +39,7 @@ impl From<Error> for Status {
                 JournalFault::ReadFailed => Status::unavailable(message),
                 JournalFault::CannotOpen => Status::internal(message),
             },
-            Error::Io { .. } => Status::internal(message),
+            Error::Io { .. } | Error::Tls(_) => Status::internal(message),
         }
     }
 }

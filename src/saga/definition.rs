@@ -103,7 +103,8 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), DefinitionErr
     Ok(())
 }
 
-/// A gRPC method URL: `http://host:port/package.Service/Method`.
+/// A gRPC method URL: `http://host:port/package.Service/Method`, or
+/// `https://…` for a participant reached over TLS (`crate::tls`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "StoredEndpoint", try_from = "StoredEndpoint")]
 pub struct Endpoint {
@@ -161,14 +162,12 @@ impl Endpoint {
         if url.len() > ENDPOINT_MAX_LEN {
             return Err(err("it is longer than the 2048 bytes an endpoint may have"));
         }
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            return Err(err(
-                "https is not supported by this build (no TLS); use http://",
-            ));
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            ("http://", rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            ("https://", rest)
         } else {
-            return Err(err("it must start with http://"));
+            return Err(err("it must start with http:// or https://"));
         };
         let slash = rest
             .find('/')
@@ -208,7 +207,7 @@ impl Endpoint {
             http::uri::PathAndQuery::from_str(path).map_err(|_| err("its path is malformed"))?;
         Ok(Self {
             url: url.into(),
-            origin_len: "http://".len() + authority.len(),
+            origin_len: scheme.len() + authority.len(),
             path: parsed_path,
         })
     }
@@ -218,7 +217,7 @@ impl Endpoint {
         &self.url
     }
 
-    /// `http://host:port`: what a channel connects to (one channel per origin).
+    /// `http(s)://host:port`: what a channel connects to (one channel per origin).
     pub fn origin(&self) -> &str {
         &self.url[..self.origin_len]
     }
@@ -586,6 +585,9 @@ mod tests {
                 .origin(),
             "http://[::1]:7"
         );
+        let tls = Endpoint::parse("x", "https://pay.example:8443/a.B/C").unwrap();
+        assert_eq!(tls.origin(), "https://pay.example:8443");
+        assert_eq!(tls.path(), "/a.B/C");
     }
 
     #[test]
@@ -593,9 +595,10 @@ mod tests {
         for (url, why) in [
             (
                 "127.0.0.1:7002/shop.Payments/Charge",
-                "must start with http://",
+                "must start with http:// or https://",
             ),
-            ("https://h:1/a.B/C", "https is not supported"),
+            ("ftp://h:1/a.B/C", "must start with http:// or https://"),
+            ("https://h:1", "no /Service/Method"),
             ("http://h:1", "no /Service/Method"),
             ("http://h:1/a.B", "exactly /package.Service/Method"),
             ("http://h:1/a.B/C/D", "exactly /package.Service/Method"),

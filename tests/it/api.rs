@@ -225,7 +225,11 @@ async fn register_participant_refuses_bad_input_and_changes_nothing() {
         ),
         bad_forward("localhost:7000/x", "must start with http://"),
         bad_forward("http://h:1/onlyservice", "/package.Service/Method"),
-        bad_forward("https://127.0.0.1:7002/shop.Payments/Charge", "https"),
+        bad_forward(
+            "ftp://127.0.0.1:7002/shop.Payments/Charge",
+            "http:// or https://",
+        ),
+        bad_forward("https://127.0.0.1:7002", "/Service/Method"),
         bad_forward("", "must start with http://"),
         Refusal::new(
             "malformed compensate_endpoint",

@@ -85,6 +85,9 @@ impl Proc {
             .stderr(Stdio::piped());
         for var in [
             "SAGAD_ADDR",
+            "SAGAD_CA",
+            "SAGAD_CERT",
+            "SAGAD_KEY",
             "SAGAD_CONFIG",
             "SAGAD_LISTEN",
             "SAGAD_DATA_DIR",

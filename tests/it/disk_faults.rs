@@ -38,6 +38,7 @@ async fn start_faulty(dir: &Path, fault: Arc<DiskFault>) -> server::Server {
         on_failed_webhook: None,
         retention: None,
         disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+        tls: Default::default(),
     };
     let server = server::start_with_journal(config, journal, vec![order_fulfillment()])
         .await

@@ -32,5 +32,6 @@ mod process;
 mod read_only;
 mod sagas;
 mod shutdown;
+mod tls;
 mod tracing;
 mod webhook;
