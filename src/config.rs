@@ -35,6 +35,7 @@
 //! | `disk_reserve` | `--disk-reserve` | `SAGAD_DISK_RESERVE` | `64MiB` (free space the journal leaves on its disk) |
 //! | `journal` | `--journal` | `SAGAD_JOURNAL` | none: sled in `data_dir` (else a `postgres://` URL or `host=… dbname=…`) |
 //! | `node_id` | `--node-id` | `SAGAD_NODE_ID` | `HOSTNAME/LISTEN` (the name among nodes sharing a PostgreSQL journal) |
+//! | TLS: `tls_*`, `metrics_tls_*`, `participant_*` | `--tls-cert`, … | `SAGAD_TLS_CERT`, … | off: see `config/tls.rs` |
 //!
 //! Which log lines are written is `SAGAD_LOG` (or `RUST_LOG`), an `EnvFilter`
 //! directive, read by the binary rather than here: it is not a setting of the
@@ -52,9 +53,13 @@ use http::Uri;
 use crate::{
     engine::EngineConfig,
     journal::postgres::{NodeId, PgOptions, PgTarget},
-    saga::StepDefaults,
+    saga::{StepDefaults, definition},
     server::ServerConfig,
 };
+
+mod tls;
+
+pub use tls::TlsSettings;
 
 /// The default listen address (the client's default `--addr` points here).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -157,11 +162,17 @@ pub enum ConfigError {
     },
     /// The config file names a key that is not a setting.
     #[error(
-        "config file {}: unknown key `{key}` (known keys: {})",
+        "config file {}: unknown key `{key}` (known keys: {}, {}, {})",
         path.display(),
-        KEYS.join(", ")
+        KEYS.join(", "),
+        tls::KEYS.join(", "),
+        tls::ORIGINS_KEY
     )]
     UnknownKey { path: PathBuf, key: String },
+    /// Settings that only make sense together are set apart (a certificate
+    /// without its key, say); the message names both.
+    #[error("{0}")]
+    Incomplete(String),
     /// A value is malformed or out of range. `origin` says where it came from:
     /// `--listen`, `SAGAD_LISTEN`, or `sagad.toml: listen`.
     #[error("{origin} = {value}: {why}")]
@@ -189,6 +200,7 @@ pub struct Settings {
     pub disk_reserve: Option<u64>,
     pub journal: Option<PgTarget>,
     pub node_id: Option<NodeId>,
+    pub tls: TlsSettings,
 }
 
 /// The configuration `sagad serve` runs with.
@@ -226,6 +238,9 @@ pub struct Config {
     /// This node's name in a shared journal; `None`: derived from the host
     /// name and the listen address ([`Config::node`]).
     pub node_id: Option<NodeId>,
+    /// TLS on the listeners and towards participants; checked by
+    /// [`Config::load`], turned into files to read by [`Config::server_config`].
+    pub tls: TlsSettings,
 }
 
 impl Default for Config {
@@ -245,6 +260,7 @@ impl Default for Config {
             disk_reserve: crate::journal::store::wal::DEFAULT_DISK_RESERVE,
             journal: None,
             node_id: None,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -267,7 +283,9 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let file = file.map(Settings::from_file).transpose()?;
         let env = Settings::from_env(env)?;
-        Ok(Config::build(file, env, flags))
+        let config = Config::build(file, env, flags);
+        config.tls.resolve(config.metrics_listen.is_some())?;
+        Ok(config)
     }
 
     fn apply(&mut self, layer: Settings) {
@@ -286,7 +304,9 @@ impl Config {
             disk_reserve,
             journal,
             node_id,
+            tls,
         } = layer;
+        self.tls.apply(tls);
         if let Some(v) = listen {
             self.listen = v;
         }
@@ -351,9 +371,10 @@ impl Config {
         })
     }
 
-    /// What [`crate::server::start`] needs.
-    pub fn server_config(&self) -> ServerConfig {
-        ServerConfig {
+    /// What [`crate::server::start`] needs; an error if the TLS settings do
+    /// not go together (see [`TlsSettings::resolve`]).
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        Ok(ServerConfig {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
             engine: EngineConfig {
@@ -366,6 +387,8 @@ impl Config {
                 park_after: crate::engine::PARK_AFTER,
                 // Decided by `server::start`, from `metrics_listen`.
                 record_metrics: true,
+                // Set by `server::start` once the listener is bound.
+                own_address: None,
             },
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),
@@ -375,7 +398,8 @@ impl Config {
                 .journal
                 .clone()
                 .map(|target| PgOptions::new(target, self.node(), self.listen.to_string())),
-        }
+            tls: self.tls.resolve(self.metrics_listen.is_some())?,
+        })
     }
 }
 
@@ -400,11 +424,15 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let vars: HashMap<String, String> = vars
             .into_iter()
-            .filter(|(name, value)| ENV_VARS.contains(&name.as_str()) && !value.is_empty())
+            .filter(|(name, value)| {
+                let name = name.as_str();
+                (ENV_VARS.contains(&name) || tls::ENV_VARS.contains(&name)) && !value.is_empty()
+            })
             .collect();
         let mut settings = Settings::default();
-        for (key, var) in KEYS.iter().zip(ENV_VARS) {
-            if let Some(value) = vars.get(var) {
+        let keys = KEYS.iter().chain(&tls::KEYS);
+        for (key, var) in keys.zip(ENV_VARS.iter().chain(&tls::ENV_VARS)) {
+            if let Some(value) = vars.get(*var) {
                 settings.set(key, value, var, None)?;
             }
         }
@@ -430,7 +458,11 @@ impl Settings {
         let base = path.parent().unwrap_or(Path::new(""));
         let mut settings = Settings::default();
         for (key, value) in &table {
-            if !KEYS.contains(&key.as_str()) {
+            if key == tls::ORIGINS_KEY {
+                settings.tls.participant_tls = Some(tls::origins_from_toml(path, base, value)?);
+                continue;
+            }
+            if !KEYS.contains(&key.as_str()) && !tls::KEYS.contains(&key.as_str()) {
                 return Err(ConfigError::UnknownKey {
                     path: path.to_path_buf(),
                     key: key.clone(),
@@ -483,7 +515,9 @@ impl Settings {
                 self.max_payload_bytes = Some(parse_payload_bytes(text).map_err(bad)?)
             }
             "shutdown_grace" => self.shutdown_grace = Some(parse_duration(text).map_err(bad)?),
-            "default_timeout" => self.default_timeout = Some(parse_duration(text).map_err(bad)?),
+            "default_timeout" => {
+                self.default_timeout = Some(parse_step_timeout(text).map_err(bad)?)
+            }
             "metrics_listen" => self.metrics_listen = Some(parse_listen(text).map_err(bad)?),
             "on_failed_webhook" => {
                 self.on_failed_webhook = Some(parse_webhook_url(text).map_err(bad)?)
@@ -494,6 +528,7 @@ impl Settings {
             "disk_reserve" => self.disk_reserve = Some(parse_bytes(text).map_err(bad)?),
             "journal" => self.journal = Some(PgTarget::parse(text).map_err(bad)?),
             "node_id" => self.node_id = Some(parse_node_id(text).map_err(bad)?),
+            tls_key if tls::KEYS.contains(&tls_key) => self.tls.set(tls_key, path()),
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
         Ok(())
@@ -506,6 +541,7 @@ fn expected(key: &str) -> &'static str {
         "listen" | "metrics_listen" => "a string \"host:port\"",
         "on_failed_webhook" => "a URL string \"http://host:port/path\"",
         "data_dir" | "sagas" => "a path string",
+        key if tls::KEYS.contains(&key) => "a path string (a PEM file)",
         "max_payload_bytes" => "a positive integer (bytes)",
         "log_format" => "a string, \"text\" or \"json\"",
         "otlp_endpoint" => "a URL string like \"http://127.0.0.1:4317\"",
@@ -629,6 +665,21 @@ pub fn parse_retention(text: &str) -> Result<Retention, String> {
     }
 }
 
+/// A step call timeout: a duration within the bounds a step's own timeout
+/// keeps (`saga::definition::TIMEOUT_MIN` to `TIMEOUT_MAX`).
+pub fn parse_step_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if definition::timeout_in_bounds(timeout) {
+        Ok(timeout)
+    } else {
+        Err(format!(
+            "must be at least {:?} and at most {} (got {timeout:?})",
+            definition::TIMEOUT_MIN,
+            humantime::format_duration(definition::TIMEOUT_MAX)
+        ))
+    }
+}
+
 /// A duration such as `10s`, `250ms` or `1m30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
@@ -743,6 +794,7 @@ mod tests {
         assert_eq!(config.node().as_str(), "from-file");
         let server = config
             .server_config()
+            .unwrap()
             .postgres
             .expect("a PostgreSQL journal");
         assert_eq!(server.node.as_str(), "from-file");
@@ -750,7 +802,7 @@ mod tests {
 
         // Without one: sled, and a node id from the host and the address.
         let config = Config::build(None, Settings::default(), Settings::default());
-        assert!(config.server_config().postgres.is_none());
+        assert!(config.server_config().unwrap().postgres.is_none());
         assert!(
             config.node().as_str().ends_with("/127.0.0.1:50051"),
             "{}",

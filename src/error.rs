@@ -39,6 +39,9 @@ pub enum Error {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A certificate, key or CA file cannot be used (at start).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// An operating-system operation failed (binding the listener, say).
     #[error("{what}: {source}")]
     Io {

@@ -54,8 +54,8 @@ struct Args {
 // then operator tools that work on a data directory directly.
 #[derive(Subcommand)]
 enum Command {
-    /// Run the coordinator.
-    Serve(ServeArgs),
+    /// Run the coordinator. (Boxed: its flags outweigh every other verb's.)
+    Serve(Box<ServeArgs>),
     /// Run a coordinator, three demo participants and three orders, live.
     Demo(DemoArgs),
     /// Start a saga from a definition.
@@ -88,7 +88,7 @@ enum Command {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => cli::serve::run(args).await,
+        Command::Serve(args) => cli::serve::run(*args).await,
         Command::Demo(args) => cli::demo::run(args).await,
         Command::Start(args) => Ok(cli::saga::start(args).await?),
         Command::Get(args) => Ok(cli::saga::get(args).await?),
@@ -105,12 +105,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 /// The exit code of a failure: classified client failures carry their own,
-/// configuration and definition files that cannot be used are usage errors,
+/// configuration, certificate and definition files that cannot be used are
+/// usage errors,
 /// anything else is 1.
 fn exit_code(error: &anyhow::Error) -> u8 {
     if let Some(e) = error.downcast_ref::<CliError>() {
         e.exit_code()
     } else if error.downcast_ref::<sagad::config::ConfigError>().is_some()
+        || matches!(error.downcast_ref(), Some(sagad::Error::Tls(_)))
         || error
             .downcast_ref::<cli::definitions::LoadError>()
             .is_some()
@@ -123,6 +125,8 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     sagad::failpoint::setup();
+    // Before any file is made: the data directory is its user's alone.
+    sagad::private::restrict_umask();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let args = match Args::try_parse_from(&argv) {
         Ok(args) => args,

@@ -5,7 +5,7 @@
 //! | 0 | success |
 //! | 1 | the server answered an error (status and message on stderr), `journal check` found damage, or anything else failed |
 //! | 2 | bad flags or input: clap's usage errors, a payload that is not JSON, a config or definition file that cannot be used |
-//! | 3 | the server cannot be reached |
+//! | 3 | the server cannot be reached, or the TLS handshake with it failed |
 //! | 4 | `start --wait`: the saga ended COMPENSATED |
 //! | 5 | `start --wait`: the saga ended FAILED (needs an operator: `sagad retry`) |
 //! | 6 | `journal check`: intact, but the log ends in a torn write the next start cuts off |
@@ -39,6 +39,15 @@ pub enum CliError {
     /// Nothing answers at the address.
     #[error("cannot reach the coordinator at {addr} ({why}); is `sagad serve` running at {addr}?")]
     Unreachable { addr: String, why: String },
+    /// The TLS handshake failed: the server's certificate is not trusted, or
+    /// the server refused ours.
+    /// `addr` is known when the connection failed, not when a call did (a
+    /// connection that failed later, under a call).
+    #[error(
+        "TLS with the coordinator{} failed ({why}); check --ca, --cert and --key",
+        at(addr)
+    )]
+    Handshake { addr: Option<String>, why: String },
     /// The server answered with an error status.
     #[error("server error {}: {message}", code_name(*code))]
     Server { code: Code, message: String },
@@ -61,7 +70,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
-            CliError::Unreachable { .. } => EXIT_UNREACHABLE,
+            CliError::Unreachable { .. } | CliError::Handshake { .. } => EXIT_UNREACHABLE,
             CliError::Server { .. } => EXIT_FAILURE,
             CliError::Ended { exit, .. } | CliError::Finding { exit, .. } => *exit,
         }
@@ -70,11 +79,23 @@ impl CliError {
 
 impl From<Status> for CliError {
     fn from(status: Status) -> Self {
+        if let Some(why) = crate::cli::connect::tls_failure(&status) {
+            return CliError::Handshake { addr: None, why };
+        }
+        // Printed on a terminal: its control characters escaped (`scrub.rs`).
+        let mut message = status.message().to_string();
+        crate::cli::scrub::Scrub::scrub(&mut message);
         CliError::Server {
             code: status.code(),
-            message: status.message().to_string(),
+            message,
         }
     }
+}
+
+fn at(addr: &Option<String>) -> String {
+    addr.as_ref()
+        .map(|a| format!(" at {a}"))
+        .unwrap_or_default()
 }
 
 fn why_suffix(why: &str) -> String {

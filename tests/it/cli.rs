@@ -85,6 +85,9 @@ impl Proc {
             .stderr(Stdio::piped());
         for var in [
             "SAGAD_ADDR",
+            "SAGAD_CA",
+            "SAGAD_CERT",
+            "SAGAD_KEY",
             "SAGAD_CONFIG",
             "SAGAD_LISTEN",
             "SAGAD_DATA_DIR",
@@ -573,7 +576,7 @@ async fn list_filters_and_pages_through_the_server() {
         .await
         .unwrap()
         .into_inner()
-        .sagas
+        .summaries
         .into_iter()
         .map(|s| s.id)
         .collect();
@@ -585,6 +588,17 @@ async fn list_filters_and_pages_through_the_server() {
         expected,
         "newest first, as the server orders"
     );
+    // Summaries: where each saga is, no payload and no attempts. The newest
+    // (card ok) completed at its last step; the one before (declined) undid
+    // its first step last.
+    assert!(
+        all[0].get("payload").is_none() && all[0].get("steps").is_none(),
+        "{all:#}"
+    );
+    assert_eq!(all[0]["step_count"], 3);
+    assert_eq!(all[0]["current_step"]["name"], "ship-order");
+    assert_eq!(all[1]["current_step"]["name"], "validate-order");
+    assert_eq!(all[1]["current_step"]["state"], "COMPENSATED");
 
     // Pages of 2 until the limit of 3: the first three, no duplicates.
     let paged = client(
@@ -631,10 +645,11 @@ async fn list_filters_and_pages_through_the_server() {
     let lines: Vec<&str> = human.ok().stdout.lines().collect();
     assert_eq!(lines.len(), 3, "a header and two rows: {human:#?}");
     assert!(
-        lines[0].starts_with("ID") && lines[0].contains("STATE"),
+        lines[0].starts_with("ID") && lines[0].contains("STATE") && lines[0].contains("STEP"),
         "{human:#?}"
     );
     assert!(lines[1].starts_with(&expected[0]), "{human:#?}");
+    assert!(lines[1].contains("ship-order (3/3)"), "{human:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -972,7 +987,7 @@ async fn server_errors_exit_1_with_the_status_and_message() {
             .await
             .unwrap()
             .into_inner()
-            .sagas;
+            .summaries;
         assert!(sagas.is_empty(), "{}: a saga was started", case.name);
         let participants = grpc
             .list_participants(pb::ListParticipantsRequest {})
@@ -1308,5 +1323,43 @@ async fn serve_refuses_bad_configuration_naming_where_it_is() {
     for case in &cases {
         let run = case.run(&[]).await;
         case.check(&run);
+    }
+}
+
+/// Texts from participants and callers reach the operator's terminal only
+/// escaped: a participant whose refusal holds terminal control sequences
+/// (retitle, clear the screen, recolour) cannot act on the terminal through
+/// `get`, `list` or `watch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_from_outside_are_escaped_in_human_output() {
+    const HOSTILE: &str = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}[32mCOMPLETED\r";
+    let server = TestServer::start().await;
+    let shop = serve(FakeParticipant::new(|r| {
+        if fwd(r) && r.step == "ship-order" {
+            Answer::Reject(HOSTILE)
+        } else {
+            Answer::Ok
+        }
+    }))
+    .await;
+    let mut grpc = server.client().await;
+    register_shop(&mut grpc, &shop, quick_retry(3, 3)).await;
+    let saga = start_order(&mut grpc, r#"{"order_id":"esc-1"}"#, true).await;
+    assert_eq!(state(&saga), pb::SagaState::Compensated);
+    for args in [
+        vec!["get", saga.id.as_str()],
+        vec!["list"],
+        vec!["watch", saga.id.as_str()],
+    ] {
+        let run = client(&server, &args).await;
+        run.ok();
+        assert!(
+            !run.stdout.contains(['\u{1b}', '\u{7}', '\r']),
+            "{args:?} printed a control character: {:?}",
+            run.stdout
+        );
+        if args[0] != "list" || run.stdout.contains("owned") {
+            assert!(run.stdout.contains("\\u{1b}"), "{args:?}: {}", run.stdout);
+        }
     }
 }

@@ -38,6 +38,7 @@ async fn start_faulty(dir: &Path, fault: Arc<DiskFault>) -> server::Server {
         on_failed_webhook: None,
         retention: None,
         disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+        tls: Default::default(),
         postgres: None,
     };
     let server = server::start_with_journal(config, journal, vec![order_fulfillment()])
@@ -135,7 +136,7 @@ async fn failed_flushes_stop_new_work_and_everything_resumes_when_the_disk_recov
         .expect("ListSagas reads while writes fail")
         .into_inner();
     assert!(
-        listed.sagas.iter().any(|s| s.id == saga.id),
+        listed.summaries.iter().any(|s| s.id == saga.id),
         "the saga is listed: {listed:?}"
     );
     let mut watch = client

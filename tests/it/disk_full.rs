@@ -164,7 +164,13 @@ async fn take_until_refused(client: &mut Client) -> (Vec<String>, tonic::Status)
 /// Polls until the saga is terminal, within the recovery deadline.
 async fn until_done(client: &mut Client, id: &str, since: Instant) -> Result<pb::Saga, String> {
     loop {
-        match client.get_saga(pb::GetSagaRequest { id: id.into() }).await {
+        match client
+            .get_saga(pb::GetSagaRequest {
+                id: id.into(),
+                ..Default::default()
+            })
+            .await
+        {
             Ok(saga) => {
                 let saga = saga.into_inner();
                 if matches!(

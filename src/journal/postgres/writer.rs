@@ -254,7 +254,10 @@ impl Writer {
                     let sagas: HashSet<SagaId> = refused.keys().copied().collect();
                     let dropped = batch.drop_appends_of(&sagas);
                     // Each round drops at least one append, so this loop ends.
-                    assert!(!dropped.is_empty(), "a refused saga has an append in the batch"); // faulty code
+                    assert!(
+                        !dropped.is_empty(),
+                        "a refused saga has an append in the batch"
+                    ); // faulty code
                     for append in dropped {
                         // One append per saga in a batch: its first refused
                         // saga's error is its own.

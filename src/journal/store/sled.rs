@@ -27,7 +27,7 @@
 
 use std::{
     collections::HashSet,
-    fs::{self, File, OpenOptions, TryLockError},
+    fs::{self, File, TryLockError},
     io::{Read, Seek, Write},
     path::{Path, PathBuf},
     sync::{Mutex, RwLock, RwLockReadGuard},
@@ -76,7 +76,7 @@ fn open_error(dir: &Path, why: impl std::fmt::Display) -> StoreError {
 impl SledStore {
     /// Locks `dir` and opens sled in `dir/journal`.
     pub fn open(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+        crate::private::dir(dir).map_err(|e| open_error(dir, e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("journal");
         let db = open_sled(dir, &path)?;
@@ -197,7 +197,7 @@ fn locked(dir: &Path, lock: &mut File) -> StoreError {
 /// Takes the exclusive lock on `dir/LOCK`, recording our pid in it.
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let mut file = OpenOptions::new()
+    let mut file = crate::private::file()
         .read(true)
         .write(true)
         .create(true)
@@ -290,7 +290,7 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
             copied += copy_tree(&source, &target)?;
         } else if kind.is_file() {
             let mut input = File::open(&source)?;
-            let mut output = OpenOptions::new()
+            let mut output = crate::private::file()
                 .write(true)
                 .create_new(true)
                 .open(&target)?;
