@@ -340,3 +340,14 @@ async fn several_hosts_are_tried_in_order_for_a_primary() {
     let written = journal.append(vec![started("shop", None)]).await.unwrap();
     assert_eq!(journal.read_saga(written[0].saga).await.unwrap(), written);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_requires_tls_is_refused_at_open() {
+    let url = database().await;
+    let err = PgJournal::open(options(&format!("{url}?sslmode=require"), "node-a"))
+        .await
+        .err()
+        .expect("this build speaks plaintext only");
+    assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen, "{err}");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+}
