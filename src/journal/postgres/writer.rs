@@ -144,6 +144,8 @@ pub(super) struct Writer {
     failed: Option<Arc<PgError>>,
     /// Requests a batch handed back, first in the next one.
     carried: VecDeque<WriteRequest>,
+    /// When the database was last probed (or the failure met).
+    probed: Instant,
 }
 
 impl Writer {
@@ -164,6 +166,7 @@ impl Writer {
             conn: Some(conn),
             failed: None,
             carried: VecDeque::new(),
+            probed: Instant::now(),
         })
     }
 
@@ -171,15 +174,26 @@ impl Writer {
         loop {
             let first = match self.carried.pop_front() {
                 Some(request) => request,
-                None if self.failed.is_some() => match request_rx.try_recv() {
-                    Ok(request) => request,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        tokio::time::sleep(JOURNAL_PROBE_INTERVAL).await;
-                        self.probe().await;
-                        continue;
+                // While failed, requests are refused at once, and the
+                // database is probed every interval even while they keep
+                // coming; one that comes when a probe is due waits for it.
+                None if self.failed.is_some() => {
+                    let due = self.probed + JOURNAL_PROBE_INTERVAL;
+                    match request_rx.try_recv() {
+                        Ok(request) if Instant::now() < due => request,
+                        Ok(request) => {
+                            self.carried.push_back(request);
+                            self.probe().await;
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            tokio::time::sleep_until(due.into()).await;
+                            self.probe().await;
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
                     }
-                    Err(mpsc::error::TryRecvError::Disconnected) => return,
-                },
+                }
                 None => match request_rx.recv().await {
                     Some(request) => request,
                     None => return,
@@ -590,6 +604,7 @@ impl Writer {
     fn fail(&mut self, batch: Batch, error: PgError) {
         tracing::error!(error = %error, "journal batch failed; refusing writes until PostgreSQL answers again");
         let fenced = matches!(error, PgError::Fenced { .. });
+        self.probed = Instant::now();
         let error = Arc::new(error);
         if !fenced {
             self.shared.failure.send_replace(Some(error.to_string()));
@@ -622,6 +637,7 @@ impl Writer {
     /// so the durable offset is read again (an uncertain commit may have
     /// taken effect).
     async fn probe(&mut self) {
+        self.probed = Instant::now();
         if self.shared.fence.get().is_some() {
             return;
         }
