@@ -55,7 +55,8 @@
 //!
 //! 1. **The node's row, `FOR SHARE`.** No row, or another epoch: this node
 //!    is fenced, and nothing is written. A lapsed lease: nothing is written
-//!    until the heartbeat renews it. The share lock lasts to the COMMIT, so
+//!    until it is renewed (by the writer's probe, or the heartbeat). The
+//!    share lock lasts to the COMMIT, so
 //!    an epoch bump (a re-join, a takeover) waits for the batch in flight and
 //!    then fences every later one.
 //! 2. **The saga rows.** New sagas are inserted with `ON CONFLICT DO
@@ -96,6 +97,17 @@
 //!   and by every node's commits within [`FEED_POLL_INTERVAL`] (a short
 //!   poll of the feed head, portable where LISTEN/NOTIFY is not).
 //!
+//! # What it costs
+//!
+//! Measured with `sagad-bench run --quick --sagas-per-measurement 3000` on
+//! this 2-core machine while other builds kept it busy, the same hour for
+//! both: W1 at concurrency 64 ran ≈ 1,600–1,700 sagas/s here against ≈ 4,700
+//! on sled, W1 at concurrency 1 had a p50 of 2.6–5 ms against 1.1 ms. A
+//! transaction held 23 events on average over the whole run (the serial
+//! c1 runs included), and every statement but the COMMIT (≈ 4–5 ms, its WAL
+//! fsync) took under 3 ms. One transaction in flight per node is the
+//! ceiling: throughput is the batch size over the COMMIT's latency.
+//!
 //! # What this slice leaves for cluster mode (the seams)
 //!
 //! - **Takeover.** Survivors bump an expired node's epoch
@@ -115,7 +127,7 @@
 //! - Every write goes through the writer task, in a transaction that checked
 //!   this node's epoch and lease first.
 //! - A saga row and its events change in the same transaction.
-//! - Offsets are taken last in a batch; no other statement touches
+//! - Offsets are taken last in a batch; no other statement changes
 //!   `feed_head`.
 
 use std::{
