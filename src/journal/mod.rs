@@ -137,11 +137,13 @@ use crate::saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp};
 pub mod conformance;
 pub mod kv;
 pub mod memory;
+pub mod salvage;
 pub mod sled;
 pub mod store;
 
 pub use kv::{KvJournal, check};
 pub use memory::MemoryJournal;
+pub use salvage::Salvage;
 pub use sled::{ReadOnlyJournal, SledJournal};
 pub use store::StoreError;
 

@@ -44,7 +44,7 @@ fn event(saga: SagaId, seq: u64, kind: EventKind) -> Event {
 /// acknowledged, by saga. With sparse segments only, so every record stays in
 /// one segment: a zero-filled spare that became ready part-way would take the
 /// rest, and the damage below is done to one segment.
-async fn build(dir: &Path) -> Vec<(SagaId, Vec<EventKind>)> {
+pub async fn build(dir: &Path) -> Vec<(SagaId, Vec<EventKind>)> {
     let options = WalOptions {
         zero_filled_segments: false,
         ..WalOptions::default()
@@ -93,7 +93,7 @@ async fn build(dir: &Path) -> Vec<(SagaId, Vec<EventKind>)> {
     acknowledged
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     let status = Command::new("cp")
         .arg("-a")
         .arg(format!("{}/.", from.display()))
@@ -114,14 +114,14 @@ fn only_file(dir: &Path, extension: &str) -> PathBuf {
 }
 
 /// Where the data ends in a preallocated file (a log segment, sled's file).
-fn records_end(segment: &Path) -> usize {
+pub fn records_end(segment: &Path) -> usize {
     let bytes = std::fs::read(segment).unwrap();
     bytes.iter().rposition(|b| *b != 0).unwrap() + 1
 }
 
 /// Opens the damaged copy: `Err(message)` if refused (a panic counts, with its
 /// message), or every saga read back.
-async fn open(dir: &Path, acknowledged: &[(SagaId, Vec<EventKind>)]) -> Result<usize, String> {
+pub async fn open(dir: &Path, acknowledged: &[(SagaId, Vec<EventKind>)]) -> Result<usize, String> {
     let dir = dir.to_path_buf();
     let opened = tokio::task::spawn_blocking(move || {
         std::panic::catch_unwind(|| SledJournal::open(&dir)).map_err(|p| {

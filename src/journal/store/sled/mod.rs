@@ -23,7 +23,21 @@
 //!   [`SledStore::open_copy`] opens sled on a copy of its files, as sled 0.34
 //!   writes to whatever it opens.
 //!
-//! Only this file names sled: no sled type appears in any signature outside it.
+//! - **Damage is named.** sled 0.34 reports a damaged file as `Read corrupted
+//!   data at file offset None`, or panics on some of it. Here every sled
+//!   operation runs inside `catch_unwind` (a panic is damage met in sled's
+//!   data, and must not take the server down with it), and a failure that
+//!   is damage becomes [`StoreError::Damaged`] naming the file (`journal/db`,
+//!   `journal/conf`, `journal/snap.*`, a blob) and the byte where known:
+//!   when sled refuses to open, its files are read as sled writes them to
+//!   say what is damaged (`damage.rs`).
+//! - **A copy opens past damage.** [`SledStore::open_copy`] steps around
+//!   what `damage.rs` finds in the copy (a fresh `conf`, no snapshot that
+//!   does not verify, damaged messages below the snapshot canceled), so the
+//!   offline tools read everything that is still readable, and report what
+//!   they found ([`CopyReport`]).
+//!
+//! Only this folder names sled: no sled type appears in any signature outside it.
 
 use std::{
     collections::HashSet,
@@ -37,7 +51,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Direction, KeyRange, KeyWrite, KeyWriteRef, KvStore, Result, StoreError, Visit, walk};
+use super::{
+    Damaged, Direction, KeyRange, KeyWrite, KeyWriteRef, KvStore, Rebuild, Result, StoreError,
+    Visit, walk,
+};
+
+mod damage;
+
+pub use damage::SledFinding;
 
 /// Bytes of sled's page cache; the rest of the journal lives on disk.
 const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -82,7 +103,7 @@ impl SledStore {
         fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("journal");
-        let db = open_sled(dir, &path)?;
+        let db = open_sled(&path).map_err(|e| refusal(dir, &path, e))?;
         let db_file = File::open(path.join("db")).map_err(|e| open_error(dir, e))?;
         let blob_dir = path.join("blobs");
         let synced_blobs = fs::read_dir(&blob_dir)
@@ -106,6 +127,14 @@ impl SledStore {
 
     /// Runs `op` on sled; a failure marks the store failed (see the module docs).
     fn with_db<T>(&self, op: impl FnOnce(&sled::Db) -> sled::Result<T>) -> Result<T> {
+        self.with_db_failing(|db| op(db).map_err(SledFailure::Sled))
+    }
+
+    /// [`Self::with_db`] for an `op` whose error is already a [`SledFailure`].
+    fn with_db_failing<T>(
+        &self,
+        op: impl FnOnce(&sled::Db) -> std::result::Result<T, SledFailure>,
+    ) -> Result<T> {
         let db = self.db();
         let Some(db) = db.as_ref() else {
             return Err(StoreError::Engine(format!(
@@ -113,10 +142,54 @@ impl SledStore {
                 self.path.display()
             )));
         };
-        op(db).map_err(|e| {
-            self.failed.store(true, Ordering::Release);
-            sled_error(e)
-        })
+        // sled 0.34 panics on some damaged data (a page that verifies but
+        // does not decode, a pointer into the wrong message) where it should
+        // return an error: caught here, it is the damage it is. sled's state
+        // after a panic is unknown, so the store counts as failed, and the
+        // checkpoint thread opens it afresh before it writes again.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(db)));
+        outcome
+            .unwrap_or_else(|panic| Err(SledFailure::Panicked(panic_message(&*panic))))
+            .map_err(|e| {
+                self.failed.store(true, Ordering::Release);
+                self.error(e)
+            })
+    }
+
+    /// A failed operation's error, with sled's damage named as a file of
+    /// this directory.
+    fn error(&self, e: SledFailure) -> StoreError {
+        let at = match &e {
+            SledFailure::Sled(sled::Error::Corruption { at: Some(at), .. }) => Some(*at),
+            _ => None,
+        };
+        match (e, at) {
+            (_, Some(sled::DiskPtr::Inline(at))) => damaged(
+                &self.dir,
+                self.path.join("db"),
+                Some(at),
+                "a page of sled's log there fails its checksum, so sled cannot read the keys it holds",
+            ),
+            (_, Some(sled::DiskPtr::Blob(_, blob))) => damaged(
+                &self.dir,
+                self.blob_dir.join(blob.to_string()),
+                None,
+                "a value sled keeps in a file of its own fails its checksum",
+            ),
+            (SledFailure::Sled(e @ sled::Error::Corruption { .. }), None) => damaged(
+                &self.dir,
+                self.path.join("db"),
+                None,
+                format!("sled finds damaged data ({e})"),
+            ),
+            (SledFailure::Panicked(message), None) => damaged(
+                &self.dir,
+                self.path.join("db"),
+                None,
+                format!("sled failed on damaged data it read ({message})"),
+            ),
+            (SledFailure::Sled(e), None) => sled_error(e),
+        }
     }
 
     fn db(&self) -> RwLockReadGuard<'_, Option<sled::Db>> {
@@ -149,8 +222,66 @@ impl SledStore {
     }
 }
 
-/// Opens sled at `path` (in the data directory `dir`).
-fn open_sled(dir: &Path, path: &Path) -> Result<sled::Db> {
+/// Why a sled operation failed: its error, or a panic sled should have
+/// made one.
+enum SledFailure {
+    Sled(sled::Error),
+    Panicked(String),
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// A [`StoreError::Damaged`] of `file` in the data directory `dir`, whose
+/// rebuild the journal's assembly works out (it knows the log).
+fn damaged(dir: &Path, file: PathBuf, at: Option<u64>, why: impl Into<String>) -> StoreError {
+    StoreError::Damaged(Box::new(Damaged {
+        file,
+        at,
+        why: why.into(),
+        data_dir: dir.to_path_buf(),
+        rebuild: Rebuild::Unknown,
+    }))
+}
+
+/// The error of an open of sled at `path` that failed: when sled's files
+/// are damaged (read as sled writes them, `damage.rs`), the first damage
+/// found, named; otherwise what sled said.
+fn refusal(dir: &Path, path: &Path, e: SledFailure) -> StoreError {
+    let said = match e {
+        SledFailure::Sled(sled::Error::Io(e)) => return open_error(dir, format!("sled: {e}")),
+        SledFailure::Sled(e) => e.to_string(),
+        SledFailure::Panicked(message) => format!("sled panicked: {message}"),
+    };
+    match damage::inspect(path, SLED_SEGMENT_BYTES) {
+        Ok(found) => match found.findings(path).into_iter().next() {
+            // Located: sled's own words add nothing ("corrupted data at file
+            // offset None").
+            Some(first) => damaged(
+                dir,
+                first.file,
+                first.at,
+                format!("{}; sled refuses to open the store", first.what),
+            ),
+            None => damaged(
+                dir,
+                path.join("db"),
+                None,
+                format!("sled refuses to open it ({said}), and no damage can be located in its files"),
+            ),
+        },
+        Err(e) => open_error(dir, format!("sled: {said}; reading its files: {e}")),
+    }
+}
+
+/// Opens sled at `path`, sled's errors and panics as they are.
+fn open_sled(path: &Path) -> std::result::Result<sled::Db, SledFailure> {
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(SLED_CACHE_BYTES)
@@ -163,7 +294,10 @@ fn open_sled(dir: &Path, path: &Path) -> Result<sled::Db> {
     // sled is reopened after a failure).
     let released_by = Instant::now() + SLED_LOCK_PATIENCE;
     loop {
-        match config.open() {
+        // A panic in sled's recovery is damage it read (see `with_db`).
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|panic| SledFailure::Panicked(panic_message(&*panic)))?;
+        match opened {
             Err(sled::Error::Io(e))
                 // sled 0.34 says so only in the message (`config.rs`).
                 if e.to_string().starts_with("could not acquire lock")
@@ -171,7 +305,7 @@ fn open_sled(dir: &Path, path: &Path) -> Result<sled::Db> {
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            other => return other.map_err(|e| open_error(dir, format!("sled: {e}"))),
+            other => return other.map_err(SledFailure::Sled),
         }
     }
 }
@@ -254,24 +388,63 @@ impl SledStore {
     }
 
     /// Copies sled's files from `dir/journal` to `scratch/journal` and opens
-    /// sled there (taking `scratch/LOCK`); returns the store and the bytes
-    /// copied. `dir` is only read: each file is opened read-only, and the
+    /// sled there (taking `scratch/LOCK`), stepping around the damage found
+    /// in them (`damage.rs`): returns the store, the bytes copied and what
+    /// was found. `dir` is only read: each file is opened read-only, and the
     /// copies are the caller's to write (sled's recovery does) and remove.
     /// The caller holds [`SledStore::read_lock`] while it copies.
-    pub fn open_copy(dir: &Path, scratch: &Path) -> Result<(Self, u64)> {
+    pub fn open_copy(dir: &Path, scratch: &Path) -> Result<(Self, CopyReport)> {
+        let from = dir.join("journal");
         let to = scratch.join("journal");
-        let copied = copy_tree(&dir.join("journal"), &to).map_err(|e| {
+        let bytes = copy_tree(&from, &to).map_err(|e| {
             open_error(
                 dir,
                 format!(
                     "copying sled's files to {}: {e} (a read needs as much free space there as {} takes)",
                     to.display(),
-                    dir.join("journal").display()
+                    from.display()
                 ),
             )
         })?;
-        Ok((Self::open(scratch)?, copied))
+        let inspected = damage::inspect(&to, SLED_SEGMENT_BYTES)
+            .map_err(|e| open_error(dir, format!("reading the copy of sled's files in {}: {e}", to.display())))?;
+        inspected
+            .step_around(&to)
+            .map_err(|e| open_error(dir, format!("changing the copy of sled's files in {}: {e}", to.display())))?;
+        let findings = inspected.findings(&from);
+        let earlier_state = inspected.drops_tail();
+        let store = Self::open(scratch).map_err(|e| match e {
+            // Named as the original's, not the copy's.
+            StoreError::Damaged(d) => damaged(
+                dir,
+                from.join(d.file.strip_prefix(&to).unwrap_or(&d.file)),
+                d.at,
+                format!("{}, even in a copy with the damage found stepped around", d.why),
+            ),
+            other => other,
+        })?;
+        Ok((
+            store,
+            CopyReport {
+                bytes,
+                findings,
+                earlier_state,
+            },
+        ))
     }
+}
+
+/// What [`SledStore::open_copy`] copied and found.
+#[derive(Debug, Default)]
+pub struct CopyReport {
+    /// Bytes of sled's files copied.
+    pub bytes: u64,
+    /// What was found damaged in them (and stepped around in the copy).
+    pub findings: Vec<SledFinding>,
+    /// sled opened the copy with less than was written to it (it dropped
+    /// the end of its log at damage): an earlier state of the store, which
+    /// the log's batch marker tells the age of.
+    pub earlier_state: bool,
 }
 
 /// Copies the files and directories under `from` into `to` (created), each
@@ -303,12 +476,9 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
     Ok(copied)
 }
 
+/// A sled error that is not damage (`SledStore::error` names that).
 fn sled_error(e: sled::Error) -> StoreError {
     match e {
-        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
-            at: format!("sled storage at {at:?}"),
-            why: "sled reports corruption".into(),
-        },
         // sled wraps the OS error in one of its own, whose message is the
         // debug form of the original: give a full disk its own words back.
         sled::Error::Io(source) if source.kind() == std::io::ErrorKind::StorageFull => {
@@ -357,6 +527,10 @@ impl KvStore for SledStore {
         Ok(())
     }
 
+    fn location(&self) -> Option<PathBuf> {
+        Some(self.path.join("db"))
+    }
+
     fn sync(&self) -> Result<()> {
         self.with_db(|db| db.flush())?;
         release_retired_buffers();
@@ -374,7 +548,7 @@ impl KvStore for SledStore {
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         // sled lets go of its files only once this handle is gone.
         drop(db.take());
-        *db = Some(open_sled(&self.dir, &self.path)?);
+        *db = Some(open_sled(&self.path).map_err(|e| refusal(&self.dir, &self.path, e))?);
         self.failed.store(false, Ordering::Release);
         tracing::warn!(path = %self.path.display(), "sled opened again after a failure");
         Ok(())
