@@ -45,6 +45,7 @@ pub mod json;
 pub mod logging;
 pub mod output;
 pub mod render;
+pub mod salvage;
 pub mod saga;
 pub mod serve;
 pub mod signal;

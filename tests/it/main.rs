@@ -20,8 +20,6 @@ mod config;
 mod crash;
 mod crash_points;
 mod damaged_journal;
-use damaged_journal as damaged_journal_probe;
-mod store_damage;
 mod disk_faults;
 mod disk_full;
 mod feed;

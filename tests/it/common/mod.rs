@@ -50,6 +50,7 @@ pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 pub mod chaos;
+pub mod damage;
 pub mod process;
 
 /// The shipped order-fulfillment definition.

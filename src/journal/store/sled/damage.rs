@@ -75,6 +75,9 @@ struct Damage {
     /// The number sled gives the segment it is in (its LSN over the segment
     /// size), which a canceled message must carry.
     segment_number: u64,
+    /// Nothing but zeros there (or past the end of the file): messages
+    /// missing rather than damaged.
+    zeros: bool,
 }
 
 /// Where a damaged stretch is, which decides what sled makes of it (see the
@@ -89,23 +92,33 @@ enum DamageKind {
     Tear,
     /// A segment header that does not verify.
     SegmentHeader,
+    /// The file ends before the segment sled's snapshot reaches into.
+    CutShort,
 }
 
 impl Damage {
     /// The stretch, said for people.
     fn describe(&self) -> String {
         let end = self.at + self.len;
+        let what = match self.zeros {
+            true => "are zeros or missing where messages were written (the file was cut short or overwritten)",
+            false => "do not verify (a checksum mismatch)",
+        };
         match self.kind {
             DamageKind::BelowSnapshot => format!(
-                "bytes {}..{end} of sled's log do not verify (a checksum mismatch in a message written before sled's last snapshot, so sled refuses the file or the page it held)",
+                "bytes {}..{end} of sled's log {what}, in what was written before sled's last snapshot, so sled refuses the file or the pages held there",
                 self.at
             ),
             DamageKind::Tear => format!(
-                "bytes {}..{end} of sled's log do not verify while later ones do (sled takes them for the end of its log and drops everything written after them)",
+                "bytes {}..{end} of sled's log {what}, while later ones verify: sled takes them for the end of its log and drops everything written after them",
                 self.at
             ),
             DamageKind::SegmentHeader => format!(
                 "the segment header at byte {} of sled's log does not verify (sled's recovery passes over that segment)",
+                self.at
+            ),
+            DamageKind::CutShort => format!(
+                "the file ends at byte {}, before the end of the log sled's snapshot records: it was cut short",
                 self.at
             ),
         }
@@ -270,7 +283,25 @@ fn trailing_crc_verifies(bytes: &[u8]) -> bool {
 /// snapshot (`None`: no usable snapshot, everything counts as above it) and
 /// its segment size. Only reads.
 fn find(db: &Path, snapshot_lsn: Option<i64>, segment_bytes: usize) -> std::io::Result<Vec<Damage>> {
-    let bytes = fs::read(db)?;
+    let mut bytes = fs::read(db)?;
+    let mut found = Vec::new();
+    let length = bytes.len();
+    if let Some(s) = snapshot_lsn {
+        // The snapshot says the log reaches its LSN: a file that ends before
+        // is walked as if padded with zeros, which below the snapshot are
+        // damage like any other (and can be canceled in a copy).
+        match position_of(&bytes, s, segment_bytes) {
+            Some(end) if end > length => bytes.resize(end, 0),
+            Some(_) => {}
+            None => found.push(Damage {
+                at: length as u64,
+                len: 0,
+                kind: DamageKind::CutShort,
+                segment_number: 0,
+                zeros: true,
+            }),
+        }
+    }
     let segments: Vec<(usize, Option<i64>)> = bytes
         .chunks(segment_bytes)
         .enumerate()
@@ -279,11 +310,17 @@ fn find(db: &Path, snapshot_lsn: Option<i64>, segment_bytes: usize) -> std::io::
     // The newest segment is the one sled appends to: what does not verify at
     // its end may be where the log simply ends.
     let tip = segments.iter().filter_map(|(_, lsn)| *lsn).max();
-    let mut found = Vec::new();
     for (base, lsn) in segments {
         let segment = &bytes[base..(base + segment_bytes).min(bytes.len())];
+        let walk = Walk {
+            segment,
+            base,
+            segment_bytes,
+            snapshot_lsn,
+            is_tip: tip == lsn,
+        };
         match lsn {
-            Some(lsn) => walk_segment(segment, base, lsn, segment_bytes, snapshot_lsn, tip == Some(lsn), &mut found),
+            Some(lsn) => walk.messages(lsn, &mut found),
             // Never written, or zeroed by sled when it freed the segment.
             None if segment[..SEGMENT_HEADER_BYTES.min(segment.len())].iter().all(|b| *b == 0) => {}
             None => found.push(Damage {
@@ -291,10 +328,27 @@ fn find(db: &Path, snapshot_lsn: Option<i64>, segment_bytes: usize) -> std::io::
                 len: SEGMENT_HEADER_BYTES as u64,
                 kind: DamageKind::SegmentHeader,
                 segment_number: 0,
+                zeros: false,
             }),
         }
     }
+    for damage in &mut found {
+        // What lies past the end of the file was never there to be damaged.
+        damage.zeros = damage.at + damage.len > length as u64
+            || bytes[damage.at as usize..(damage.at + damage.len) as usize]
+                .iter()
+                .all(|b| *b == 0);
+    }
     Ok(found)
+}
+
+/// The file position of `lsn`: in the segment whose header LSN it falls in.
+fn position_of(bytes: &[u8], lsn: i64, segment_bytes: usize) -> Option<usize> {
+    bytes.chunks(segment_bytes).enumerate().find_map(|(n, segment)| {
+        let start = segment_lsn(segment)?;
+        (start <= lsn && lsn < start + segment_bytes as i64)
+            .then(|| n * segment_bytes + (lsn - start) as usize)
+    })
 }
 
 /// The LSN in a segment's header, if the header verifies.
@@ -305,59 +359,74 @@ fn segment_lsn(segment: &[u8]) -> Option<i64> {
         .then(|| i64::from_le_bytes(header[4..12].try_into().unwrap_or_default()) ^ LSN_MASK)
 }
 
-/// Walks the messages of one segment (starting at file offset `base`, with
-/// LSN `lsn`), pushing what does not verify.
-fn walk_segment(
-    segment: &[u8],
+/// One segment's messages, walked.
+struct Walk<'a> {
+    segment: &'a [u8],
+    /// Its file offset.
     base: usize,
-    lsn: i64,
     segment_bytes: usize,
     snapshot_lsn: Option<i64>,
+    /// It is the newest segment.
     is_tip: bool,
-    found: &mut Vec<Damage>,
-) {
-    let number = lsn as u64 / segment_bytes as u64;
-    let mut pos = SEGMENT_HEADER_BYTES;
-    while pos + MESSAGE_HEADER_MAX <= segment_bytes && pos < segment.len() {
-        if let Some(message) = message_at(segment, pos, number) {
-            if message.kind == KIND_CAP {
-                return;
+}
+
+impl Walk<'_> {
+    /// Pushes what does not verify in the segment whose header LSN is `lsn`.
+    fn messages(&self, lsn: i64, found: &mut Vec<Damage>) {
+        let segment = self.segment;
+        let number = lsn as u64 / self.segment_bytes as u64;
+        // The end of what the snapshot covers, in this segment.
+        let covered = self
+            .snapshot_lsn
+            .map_or(0, |s| (s - lsn).clamp(0, segment.len() as i64) as usize);
+        let mut pos = SEGMENT_HEADER_BYTES;
+        while pos + MESSAGE_HEADER_MAX <= self.segment_bytes && pos < segment.len() {
+            if let Some(message) = message_at(segment, pos, number) {
+                if message.kind == KIND_CAP {
+                    return;
+                }
+                pos += message.total;
+                continue;
             }
-            pos += message.total;
-            continue;
-        }
-        // Zeros to the end: the segment's data ends here.
-        let Some(last) = segment[pos..].iter().rposition(|b| *b != 0) else {
-            return;
-        };
-        let next = (pos + 1..pos + last + 1).find(|p| message_at(segment, *p, number).is_some());
-        let below = snapshot_lsn.is_some_and(|s| lsn + (pos as i64) < s);
-        let kind = match (below, next) {
-            (true, _) => DamageKind::BelowSnapshot,
-            (false, Some(_)) => DamageKind::Tear,
-            // Above the snapshot, nothing verifies after it: in the newest
-            // segment that is where the log ends (a write cut short looks
-            // the same, and sled treats it the same).
-            (false, None) if is_tip => return,
-            (false, None) => DamageKind::Tear,
-        };
-        let mut end = next.unwrap_or(pos + last + 1);
-        if kind == DamageKind::BelowSnapshot
-            && let Some(s) = snapshot_lsn
-        {
-            // What the snapshot covers ends at its LSN: a canceled message
-            // reaching past it would hide what was written after.
-            end = end.min((s - lsn) as usize);
-        }
-        found.push(Damage {
-            at: (base + pos) as u64,
-            len: (end - pos) as u64,
-            kind,
-            segment_number: number,
-        });
-        match next {
-            Some(next) => pos = next,
-            None => return,
+            let below = pos < covered;
+            let last = segment[pos..].iter().rposition(|b| *b != 0);
+            let next = last.and_then(|last| {
+                (pos + 1..pos + last + 1).find(|p| message_at(segment, *p, number).is_some())
+            });
+            let kind = match (below, last, next) {
+                (true, _, _) => DamageKind::BelowSnapshot,
+                // Zeros to the end: the segment's data ends here.
+                (false, None, _) => return,
+                (false, Some(_), Some(_)) => DamageKind::Tear,
+                // Above the snapshot, nothing verifies after it: in the
+                // newest segment that is where the log ends (a write cut
+                // short looks the same, and sled treats it the same).
+                (false, Some(_), None) if self.is_tip => return,
+                (false, Some(_), None) => DamageKind::Tear,
+            };
+            let mut end = match (next, last) {
+                (Some(next), _) => next,
+                (None, Some(last)) => pos + last + 1,
+                (None, None) => covered,
+            };
+            if kind == DamageKind::BelowSnapshot {
+                // What the snapshot covers ends at its LSN: a canceled
+                // message reaching past it would hide what came after; and
+                // below it, zeros are missing messages, not the end.
+                end = end.clamp(pos + 1, covered.max(pos + 1));
+            }
+            found.push(Damage {
+                at: (self.base + pos) as u64,
+                len: (end - pos) as u64,
+                kind,
+                segment_number: number,
+                zeros: false,
+            });
+            match next {
+                Some(next) if next >= end => pos = next,
+                _ if kind == DamageKind::BelowSnapshot && end < covered => pos = end,
+                _ => return,
+            }
         }
     }
 }
@@ -441,27 +510,34 @@ fn put_varint(value: u64, out: &mut Vec<u8>) {
 /// A canceled message exactly `total` bytes long, in segment `number`:
 /// sled's recovery reads it, finds it verifies, and skips it.
 fn canceled_message(total: usize, number: u64) -> Option<Vec<u8>> {
-    // The length field's own size depends on the length: try each.
-    (1..=9).find_map(|len_bytes| {
-        let mut head = vec![KIND_CANCELED];
-        let fixed = 4 + 1 + len_bytes + {
-            let mut n = Vec::new();
-            put_varint(number, &mut n);
-            n.len()
-        } + 1;
-        let len = total.checked_sub(fixed)?;
-        put_varint(len as u64, &mut head);
-        if head.len() != 1 + len_bytes {
-            return None;
-        }
-        put_varint(number, &mut head);
-        put_varint(0, &mut head);
-        let body = vec![0u8; len];
-        let mut message = message_crc(&head, &body).to_le_bytes().to_vec();
-        message.extend(head);
-        message.extend(body);
-        Some(message)
-    })
+    // After the length: the segment number and page id 0.
+    let mut tail = Vec::new();
+    put_varint(number, &mut tail);
+    put_varint(0, &mut tail);
+    let fixed = 4 + 1 + tail.len();
+    // The length in sled's shortest form where one fits the total; where
+    // none does (a total just past a form's range), in the 5-byte form,
+    // which sled reads the same.
+    let shortest = (1..=3).find_map(|width| {
+        let len = total.checked_sub(fixed + width)?;
+        let mut field = Vec::new();
+        put_varint(len as u64, &mut field);
+        (field.len() == width).then_some(field)
+    });
+    let field = shortest.or_else(|| {
+        let len = u32::try_from(total.checked_sub(fixed + 5)?).ok()?;
+        let mut field = vec![251];
+        field.extend_from_slice(&len.to_le_bytes());
+        Some(field)
+    })?;
+    let mut head = vec![KIND_CANCELED];
+    head.extend(field);
+    head.extend(tail);
+    let body = vec![0u8; total - 4 - head.len()];
+    let mut message = message_crc(&head, &body).to_le_bytes().to_vec();
+    message.extend(head);
+    message.extend(body);
+    Some(message)
 }
 
 /// Overwrites every [`DamageKind::BelowSnapshot`] stretch of the copy's
@@ -500,7 +576,7 @@ mod tests {
 
     #[test]
     fn a_canceled_message_verifies_at_every_length() {
-        for total in [8, 9, 100, 241 + 8, 2288 + 9, 70_000] {
+        for total in (8..3000).chain([70_000, 70_003, 8 * 1024 * 1024 - 40]) {
             let message = canceled_message(total, 3).expect("fits");
             assert_eq!(message.len(), total);
             let mut segment = vec![0u8; SEGMENT_HEADER_BYTES];

@@ -612,12 +612,14 @@ mod tests {
         let before = files(dir.path());
         let scratch = tempfile::tempdir().unwrap();
         let lock = SledStore::read_lock(dir.path()).unwrap();
-        let (copy, bytes) = SledStore::open_copy(dir.path(), scratch.path()).unwrap();
+        let (copy, report) = SledStore::open_copy(dir.path(), scratch.path()).unwrap();
         drop(lock);
         assert!(
-            bytes > 3 * SLED_SEGMENT_BYTES as u64,
-            "{bytes} bytes copied"
+            report.bytes > 3 * SLED_SEGMENT_BYTES as u64,
+            "{} bytes copied",
+            report.bytes
         );
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
         assert_eq!(copy.get(b"k").unwrap(), Some(b"v".to_vec()));
         assert_eq!(
             copy.get(b"large").unwrap().map(|v| v.len()),
