@@ -35,7 +35,7 @@ use super::{
     },
     sled::scratch_dir,
     store::{
-        KvStore, MemoryStore, SledFinding, SledStore, StoreError, lend,
+        KvStore, MemoryStore, SledFinding, SledStore, StoreError, WalOptions, lend,
         salvage::{self as store_salvage, Gap, Readable},
         wal::salvage::{self as wal_salvage, Replayed},
     },
@@ -76,7 +76,7 @@ impl SledJournal {
                         gaps: vec![Gap {
                             after: None,
                             before: None,
-                            error: damaged.to_string(),
+                            error: damaged.why.clone(),
                         }],
                         ..Readable::default()
                     };
@@ -146,7 +146,12 @@ impl Salvage {
                 .map_err(|e| JournalError::Write(std::sync::Arc::new(e)))?;
         }
         let out = out.to_path_buf();
-        let journal = tokio::task::spawn_blocking(move || SledJournal::open(&out))
+        // No spare segment: the server that starts on it prepares its own.
+        let options = WalOptions {
+            zero_filled_segments: false,
+            ..WalOptions::default()
+        };
+        let journal = tokio::task::spawn_blocking(move || SledJournal::open_with(&out, options))
             .await
             .map_err(|e| JournalError::Start(std::io::Error::other(e)))??;
         let report = check::check(journal.store());
@@ -162,16 +167,16 @@ impl Salvage {
     }
 }
 
-/// "after X and before Y: why", the keys named as the schema names them.
+/// "keys from after X to before Y could not be read: why", the keys named
+/// as the schema names them.
 fn describe_gap(gap: &Gap) -> String {
-    let end = |key: &Option<Vec<u8>>, none: &str| {
-        key.as_deref()
-            .map_or_else(|| none.to_string(), codec::describe_key)
-    };
-    format!(
-        "keys after {} and before {}: {}",
-        end(&gap.after, "the first"),
-        end(&gap.before, "the last"),
-        gap.error
-    )
+    let from = gap.after.as_deref().map_or_else(
+        || "from the first key".to_string(),
+        |key| format!("after the journal record {}", codec::describe_key(key)),
+    );
+    let to = gap.before.as_deref().map_or_else(
+        || "to the last key".to_string(),
+        |key| format!("before the journal record {}", codec::describe_key(key)),
+    );
+    format!("keys {from} and {to} could not be read: {}", gap.error)
 }

@@ -30,5 +30,6 @@ mod process;
 mod read_only;
 mod sagas;
 mod shutdown;
+mod store_damage;
 mod tracing;
 mod webhook;

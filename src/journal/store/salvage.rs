@@ -20,7 +20,7 @@
 
 use std::{collections::BTreeMap, ops::Bound};
 
-use super::{Direction, KeyRange, KvStore};
+use super::{Direction, KeyRange, KvStore, StoreError};
 
 /// The longest start key a bisection tries: keys longer than this that
 /// share its first bytes with the boundary may fall into the gap.
@@ -32,7 +32,7 @@ const PROBE_KEY_MAX: usize = 1024;
 pub struct Gap {
     pub after: Option<Vec<u8>>,
     pub before: Option<Vec<u8>>,
-    /// The error the store gave.
+    /// Why the store could not read it.
     pub error: String,
 }
 
@@ -106,7 +106,12 @@ pub fn read_all<S: KvStore + ?Sized>(store: &S) -> Readable {
             open = Some(Gap {
                 after: reached.clone(),
                 before: None,
-                error: error.to_string(),
+                error: match &error {
+                    // The file is the one read, which may be a copy: the
+                    // caller names the original.
+                    StoreError::Damaged(d) => d.why.clone(),
+                    other => other.to_string(),
+                },
             });
         }
         match first_readable_after(store, lower.as_deref(), anchor.as_deref()) {
@@ -211,7 +216,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::journal::store::{KeyWrite, MemoryStore, Result, StoreError, Visit};
+    use crate::journal::store::{KeyWrite, MemoryStore, Result, Visit};
 
     /// A store whose keys in `damaged` (half-open ranges, as pages would
     /// hold them) fail every read that reaches them.

@@ -158,14 +158,14 @@ pub struct Inspection {
 
 /// Reads sled's files in `journal` (a data directory's or a copy's) and
 /// finds what is damaged in them. Only reads.
-pub fn inspect(journal: &Path, segment_bytes: usize) -> std::io::Result<Inspection> {
+pub fn inspect(journal: &Path, segment_bytes: usize, scope: Scope) -> std::io::Result<Inspection> {
     let conf = journal.join("conf");
     let conf_damaged = conf.exists() && !conf_verifies(&conf)?;
     let snapshot = snapshot(journal)?;
     let usable = snapshot.as_ref().and_then(|(_, lsn, ok)| ok.then_some(*lsn));
     let db = journal.join("db");
     let damage = match db.exists() {
-        true => find(&db, usable, segment_bytes)?,
+        true => find(&db, usable, segment_bytes, scope)?,
         false => Vec::new(),
     };
     Ok(Inspection {
@@ -200,6 +200,20 @@ impl Inspection {
             what: d.describe(),
         }));
         findings
+    }
+
+    /// Whether sled's recovery would refuse these files, having already
+    /// written to them: it zeroes the rest of a segment from the first
+    /// message that does not verify before it checks that message against
+    /// its snapshot, so an open of damage below the snapshot destroys
+    /// everything after it in that segment before it fails.
+    pub fn refused_by_recovery(&self) -> bool {
+        self.conf_damaged
+            || matches!(self.snapshot, Some((_, _, false)))
+            || self
+                .damage
+                .iter()
+                .any(|d| matches!(d.kind, DamageKind::BelowSnapshot | DamageKind::CutShort))
     }
 
     /// Whether sled opens these files with less than was written to them:
@@ -279,20 +293,51 @@ fn trailing_crc_verifies(bytes: &[u8]) -> bool {
     crc32fast::hash(body) == u32::from_le_bytes(crc.try_into().unwrap_or_default())
 }
 
-/// Every damaged stretch of sled's log file `db`, given the LSN of sled's
-/// snapshot (`None`: no usable snapshot, everything counts as above it) and
-/// its segment size. Only reads.
-fn find(db: &Path, snapshot_lsn: Option<i64>, segment_bytes: usize) -> std::io::Result<Vec<Damage>> {
-    let mut bytes = fs::read(db)?;
+/// How much of `db` to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// All of it (the offline tools).
+    Whole,
+    /// What sled's recovery reads at an open: the segments from the one
+    /// holding the snapshot's LSN on (at a server's start: a segment or so,
+    /// which sled reads anyway).
+    Recovery,
+}
+
+/// Every damaged stretch of sled's log file `db` within `scope`, given the
+/// LSN of sled's snapshot (`None`: no usable snapshot, everything counts as
+/// above it) and its segment size. Only reads.
+fn find(
+    db: &Path,
+    snapshot_lsn: Option<i64>,
+    segment_bytes: usize,
+    scope: Scope,
+) -> std::io::Result<Vec<Damage>> {
+    let file = fs::File::open(db)?;
+    let length = file.metadata()?.len() as usize;
+    // Every segment's header first: they say which segments to read.
+    let mut lsns = Vec::new();
+    for base in (0..length).step_by(segment_bytes) {
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        let read = read_at_most(&file, &mut header, base as u64)?;
+        lsns.push((segment_lsn(&header[..read]), header[..read].iter().any(|b| *b != 0)));
+    }
     let mut found = Vec::new();
-    let length = bytes.len();
+    // The snapshot says the log reaches its LSN: a file that ends before is
+    // walked as if padded with zeros, which below the snapshot are damage
+    // like any other (and can be canceled in a copy).
+    let mut padded = length;
     if let Some(s) = snapshot_lsn {
-        // The snapshot says the log reaches its LSN: a file that ends before
-        // is walked as if padded with zeros, which below the snapshot are
-        // damage like any other (and can be canceled in a copy).
-        match position_of(&bytes, s, segment_bytes) {
-            Some(end) if end > length => bytes.resize(end, 0),
-            Some(_) => {}
+        let holding = lsns.iter().enumerate().find_map(|(n, (lsn, _))| {
+            lsn.filter(|l| *l <= s && s < l + segment_bytes as i64)
+                .map(|l| n * segment_bytes + (s - l) as usize)
+        });
+        // A header that does not verify may be the one holding it: sled
+        // copes with that, and the file is not known to be short.
+        let unreadable_header = lsns.iter().any(|(lsn, written)| lsn.is_none() && *written);
+        match holding {
+            Some(end) => padded = padded.max(end),
+            None if unreadable_header => {}
             None => found.push(Damage {
                 at: length as u64,
                 len: 0,
@@ -302,53 +347,70 @@ fn find(db: &Path, snapshot_lsn: Option<i64>, segment_bytes: usize) -> std::io::
             }),
         }
     }
-    let segments: Vec<(usize, Option<i64>)> = bytes
-        .chunks(segment_bytes)
-        .enumerate()
-        .map(|(n, segment)| (n * segment_bytes, segment_lsn(segment)))
-        .collect();
+    let first = match (scope, snapshot_lsn) {
+        (Scope::Recovery, Some(s)) => s - s % segment_bytes as i64,
+        _ => i64::MIN,
+    };
     // The newest segment is the one sled appends to: what does not verify at
     // its end may be where the log simply ends.
-    let tip = segments.iter().filter_map(|(_, lsn)| *lsn).max();
-    for (base, lsn) in segments {
-        let segment = &bytes[base..(base + segment_bytes).min(bytes.len())];
+    let tip = lsns.iter().filter_map(|(lsn, _)| *lsn).max();
+    let mut segment = Vec::with_capacity(segment_bytes);
+    for (n, (lsn, written)) in lsns.into_iter().enumerate() {
+        let base = n * segment_bytes;
+        let lsn = match lsn {
+            Some(lsn) if lsn >= first => lsn,
+            // Older than what recovery reads.
+            Some(_) => continue,
+            // A header that does not verify, which sled's recovery passes
+            // over; a segment never written, or zeroed by sled when it freed
+            // it, has none at all.
+            None => {
+                if written && scope == Scope::Whole {
+                    found.push(Damage {
+                        at: base as u64,
+                        len: SEGMENT_HEADER_BYTES as u64,
+                        kind: DamageKind::SegmentHeader,
+                        segment_number: 0,
+                        zeros: false,
+                    });
+                }
+                continue;
+            }
+        };
+        let end = (base + segment_bytes).min(padded.max(length));
+        segment.resize(end - base, 0);
+        let read = read_at_most(&file, &mut segment, base as u64)?;
+        segment[read..].fill(0);
         let walk = Walk {
-            segment,
+            segment: &segment,
             base,
             segment_bytes,
             snapshot_lsn,
-            is_tip: tip == lsn,
+            is_tip: tip == Some(lsn),
         };
-        match lsn {
-            Some(lsn) => walk.messages(lsn, &mut found),
-            // Never written, or zeroed by sled when it freed the segment.
-            None if segment[..SEGMENT_HEADER_BYTES.min(segment.len())].iter().all(|b| *b == 0) => {}
-            None => found.push(Damage {
-                at: base as u64,
-                len: SEGMENT_HEADER_BYTES as u64,
-                kind: DamageKind::SegmentHeader,
-                segment_number: 0,
-                zeros: false,
-            }),
+        let from = found.len();
+        walk.messages(lsn, &mut found);
+        for damage in &mut found[from..] {
+            let (at, to) = (damage.at as usize - base, (damage.at + damage.len) as usize - base);
+            // What lies past the end of the file is missing, not damaged.
+            damage.zeros = damage.at + damage.len > length as u64
+                || segment[at..to.min(segment.len())].iter().all(|b| *b == 0);
         }
-    }
-    for damage in &mut found {
-        // What lies past the end of the file was never there to be damaged.
-        damage.zeros = damage.at + damage.len > length as u64
-            || bytes[damage.at as usize..(damage.at + damage.len) as usize]
-                .iter()
-                .all(|b| *b == 0);
     }
     Ok(found)
 }
 
-/// The file position of `lsn`: in the segment whose header LSN it falls in.
-fn position_of(bytes: &[u8], lsn: i64, segment_bytes: usize) -> Option<usize> {
-    bytes.chunks(segment_bytes).enumerate().find_map(|(n, segment)| {
-        let start = segment_lsn(segment)?;
-        (start <= lsn && lsn < start + segment_bytes as i64)
-            .then(|| n * segment_bytes + (lsn - start) as usize)
-    })
+/// Reads into `buf` from `at` until it is full or the file ends; returns
+/// how many bytes were read.
+fn read_at_most(file: &fs::File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    let mut read = 0;
+    while read < buf.len() {
+        match file.read_at(&mut buf[read..], at + read as u64)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    Ok(read)
 }
 
 /// The LSN in a segment's header, if the header verifies.

@@ -103,6 +103,7 @@ impl SledStore {
         fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("journal");
+        refuse_damage(dir, &path)?;
         let db = open_sled(&path).map_err(|e| refusal(dir, &path, e))?;
         let db_file = File::open(path.join("db")).map_err(|e| open_error(dir, e))?;
         let blob_dir = path.join("blobs");
@@ -250,32 +251,54 @@ fn damaged(dir: &Path, file: PathBuf, at: Option<u64>, why: impl Into<String>) -
     }))
 }
 
+/// Refuses to open sled at `path` (in the data directory `dir`) when its
+/// recovery would meet damage it refuses: it would first zero the rest of
+/// the segment from the damage on (`damage.rs`, `refused_by_recovery`), and
+/// what a salvage could still read there would be gone. Reads what sled's
+/// recovery reads anyway: the segments from its snapshot on.
+fn refuse_damage(dir: &Path, path: &Path) -> Result<()> {
+    if !path.join("db").exists() {
+        return Ok(());
+    }
+    let found = damage::inspect(path, SLED_SEGMENT_BYTES, damage::Scope::Recovery)
+        .map_err(|e| open_error(dir, format!("reading sled's files in {}: {e}", path.display())))?;
+    match found.refused_by_recovery() {
+        true => Err(first_damage(dir, &found.findings(path))
+            .unwrap_or_else(|| open_error(dir, "sled's files are damaged"))),
+        false => Ok(()),
+    }
+}
+
+/// The first of `findings` as the store's error.
+fn first_damage(dir: &Path, findings: &[SledFinding]) -> Option<StoreError> {
+    let first = findings.first()?;
+    Some(damaged(
+        dir,
+        first.file.clone(),
+        first.at,
+        format!("{}; sled refuses to open the store", first.what),
+    ))
+}
+
 /// The error of an open of sled at `path` that failed: when sled's files
 /// are damaged (read as sled writes them, `damage.rs`), the first damage
-/// found, named; otherwise what sled said.
+/// found, named (sled's own words add nothing: "corrupted data at file
+/// offset None"); otherwise what sled said.
 fn refusal(dir: &Path, path: &Path, e: SledFailure) -> StoreError {
     let said = match e {
         SledFailure::Sled(sled::Error::Io(e)) => return open_error(dir, format!("sled: {e}")),
         SledFailure::Sled(e) => e.to_string(),
         SledFailure::Panicked(message) => format!("sled panicked: {message}"),
     };
-    match damage::inspect(path, SLED_SEGMENT_BYTES) {
-        Ok(found) => match found.findings(path).into_iter().next() {
-            // Located: sled's own words add nothing ("corrupted data at file
-            // offset None").
-            Some(first) => damaged(
-                dir,
-                first.file,
-                first.at,
-                format!("{}; sled refuses to open the store", first.what),
-            ),
-            None => damaged(
+    match damage::inspect(path, SLED_SEGMENT_BYTES, damage::Scope::Whole) {
+        Ok(found) => first_damage(dir, &found.findings(path)).unwrap_or_else(|| {
+            damaged(
                 dir,
                 path.join("db"),
                 None,
                 format!("sled refuses to open it ({said}), and no damage can be located in its files"),
-            ),
-        },
+            )
+        }),
         Err(e) => open_error(dir, format!("sled: {said}; reading its files: {e}")),
     }
 }
@@ -406,7 +429,7 @@ impl SledStore {
                 ),
             )
         })?;
-        let inspected = damage::inspect(&to, SLED_SEGMENT_BYTES)
+        let inspected = damage::inspect(&to, SLED_SEGMENT_BYTES, damage::Scope::Whole)
             .map_err(|e| open_error(dir, format!("reading the copy of sled's files in {}: {e}", to.display())))?;
         inspected
             .step_around(&to)
@@ -548,6 +571,7 @@ impl KvStore for SledStore {
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         // sled lets go of its files only once this handle is gone.
         drop(db.take());
+        refuse_damage(&self.dir, &self.path)?;
         *db = Some(open_sled(&self.path).map_err(|e| refusal(&self.dir, &self.path, e))?);
         self.failed.store(false, Ordering::Release);
         tracing::warn!(path = %self.path.display(), "sled opened again after a failure");
