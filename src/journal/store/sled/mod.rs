@@ -685,4 +685,71 @@ mod tests {
         drop((first, second));
         SledStore::open(dir.path()).unwrap();
     }
+
+    /// A store of several segments, opened again (so sled's snapshot is in
+    /// the newest segment), with its keys.
+    fn segments_of_data(dir: &Path) -> Vec<Vec<u8>> {
+        let store = SledStore::open(dir).unwrap();
+        let keys: Vec<Vec<u8>> = (0..2_400u32).map(|i| format!("k{i:05}").into_bytes()).collect();
+        for chunk in keys.chunks(100) {
+            let batch = chunk.iter().map(|k| (k.clone(), Some(vec![k[1]; 8 * 1024]))).collect();
+            store.write(batch).unwrap();
+        }
+        store.sync().unwrap();
+        drop(store);
+        drop(SledStore::open(dir).unwrap());
+        keys
+    }
+
+    /// Damage in an older segment than the one sled's recovery reads: sled
+    /// opens, fails the reads of the page it hit (named: the file and the
+    /// byte) and serves every other; a copy read past it has the rest.
+    #[test]
+    fn a_flip_in_an_older_segment_fails_the_reads_of_its_page_only() {
+        let original = tempfile::tempdir().unwrap();
+        let keys = segments_of_data(original.path());
+        let db = original.path().join("journal/db");
+        let size = fs::metadata(&db).unwrap().len();
+        assert!(size > 2 * SLED_SEGMENT_BYTES as u64, "{size} bytes: several segments");
+        // Flips through every segment but the newest, which recovery reads.
+        let older = (size / SLED_SEGMENT_BYTES as u64) * SLED_SEGMENT_BYTES as u64;
+        for n in 1..40u64 {
+            let at = n * older / 40;
+            let dir = tempfile::tempdir().unwrap();
+            copy_tree(&original.path().join("journal"), &dir.path().join("journal")).unwrap();
+            let copy_db = dir.path().join("journal/db");
+            let mut bytes = fs::read(&copy_db).unwrap();
+            bytes[at as usize] ^= 0x55;
+            fs::write(&copy_db, &bytes).unwrap();
+            let store = SledStore::open(dir.path()).expect("recovery reads only the newest segment");
+            let failed: Vec<StoreError> = keys.iter().filter_map(|k| store.get(k).err()).collect();
+            let Some(StoreError::Damaged(damage)) = failed.first() else {
+                continue; // a message no page needs any more
+            };
+            assert_eq!(damage.file, copy_db);
+            let at_byte = damage.at.expect("the byte is named");
+            assert!(at_byte <= at && at < older, "{damage:?} for a flip at {at}");
+            assert!(failed.len() < keys.len() / 4, "one page's keys: {}", failed.len());
+            drop(store);
+
+            let scratch = tempfile::tempdir().unwrap();
+            let (copy, report) = SledStore::open_copy(dir.path(), scratch.path()).unwrap();
+            assert!(
+                report.findings.iter().any(|f| f.file == copy_db && f.at == Some(at_byte)),
+                "{:?}",
+                report.findings
+            );
+            let readable = crate::journal::store::salvage::read_all(&copy);
+            assert_eq!(readable.entries.len() + failed.len(), keys.len(), "{:?}", readable.gaps);
+            assert_eq!(readable.gaps.len(), 1, "{:?}", readable.gaps);
+            for key in &keys {
+                match readable.entries.get(key) {
+                    Some(value) => assert_eq!(value, &vec![key[1]; 8 * 1024]),
+                    None => assert!(readable.unknown(key), "{key:?} neither read nor in a gap"),
+                }
+            }
+            return;
+        }
+        panic!("no flip in the older segments hit a live page");
+    }
 }
