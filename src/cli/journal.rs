@@ -147,7 +147,9 @@ async fn check_by_salvage(data_dir: &Path, damage: anyhow::Error) -> anyhow::Res
         // What stopped the check says more than why the salvage failed too.
         Err(_) => return Err(damage),
     };
-    outln!("journal DAMAGED: the store cannot be read whole ({damage:#})");
+    // The failure itself is one of the findings below.
+    drop(damage);
+    outln!("journal DAMAGED: sled cannot serve the whole store; what a salvage reads of it:");
     out!("{}", salvage::describe(&salvage, data_dir));
     let outcome = match salvage.is_lossless() {
         true => "would carry everything",

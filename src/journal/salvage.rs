@@ -167,16 +167,17 @@ impl Salvage {
     }
 }
 
-/// "keys from after X to before Y could not be read: why", the keys named
-/// as the schema names them.
+/// "keys after X and before Y could not be read: why", the keys named as
+/// the schema names them.
 fn describe_gap(gap: &Gap) -> String {
-    let from = gap.after.as_deref().map_or_else(
-        || "from the first key".to_string(),
-        |key| format!("after the journal record {}", codec::describe_key(key)),
-    );
-    let to = gap.before.as_deref().map_or_else(
-        || "to the last key".to_string(),
-        |key| format!("before the journal record {}", codec::describe_key(key)),
-    );
-    format!("keys {from} and {to} could not be read: {}", gap.error)
+    let record = |key: &[u8]| format!("the journal record {}", codec::describe_key(key));
+    let keys = match (gap.after.as_deref(), gap.before.as_deref()) {
+        (None, None) => "every key".to_string(),
+        (Some(after), None) => format!("keys after {}", record(after)),
+        (None, Some(before)) => format!("keys before {}", record(before)),
+        (Some(after), Some(before)) => {
+            format!("keys after {} and before {}", record(after), record(before))
+        }
+    };
+    format!("{keys} could not be read: {}", gap.error)
 }

@@ -33,3 +33,4 @@ mod shutdown;
 mod store_damage;
 mod tracing;
 mod webhook;
+mod scratch_probe;

@@ -141,7 +141,7 @@ impl std::fmt::Display for Damaged {
                 };
                 write!(
                     f,
-                    "the log ({}) {holds}; everything older is only in the store, so the log cannot rebuild it: {salvage} copies everything still readable to a new data directory and reports what is lost",
+                    "the log ({}) {holds}, the rest of the journal is only in the store, so the log cannot rebuild it: {salvage} copies everything still readable to a new data directory and reports what is lost",
                     log.display()
                 )
             }

@@ -127,7 +127,7 @@ pub fn salvage<S: KvStore>(store: &S, provenance: &Provenance<'_>) -> Result<Sal
             }
         };
         let found = sagas.entry(id).or_default();
-        match snapshots::decode_runs(store, &key, &value) {
+        match codec::decode_runs(&key, &value, &|id| steps(store, unknown, id)) {
             Ok(runs) => {
                 for event in runs.iter().flatten() {
                     max_offset = max_offset.max(event.offset.get());
@@ -277,6 +277,25 @@ pub fn salvage<S: KvStore>(store: &S, provenance: &Provenance<'_>) -> Result<Sal
     writes.push((FAILED_INDEX_KEY.to_vec(), Some(Vec::new())));
     writes.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(Salvaged { writes, report })
+}
+
+/// The steps of snapshot `id`, for decoding a run: said plainly when the
+/// snapshot lies where the store could not be read, as every saga started
+/// with it then lacks its steps.
+fn steps<S: KvStore>(
+    store: &S,
+    unknown: &dyn Fn(&[u8]) -> bool,
+    id: u64,
+) -> Result<Vec<StepSpec>, JournalError> {
+    let key = codec::snapshot_key(id);
+    match store.get(&key)? {
+        None if unknown(&key) => Err(JournalError::Corrupt {
+            key: codec::describe_key(&key),
+            why: "it could not be read, and the steps of the sagas started with it are kept only there"
+                .into(),
+        }),
+        _ => snapshots::read(store, id),
+    }
 }
 
 /// A saga's events from seq 1, from its records in key order; a record

@@ -102,19 +102,19 @@ impl Damage {
         let end = self.at + self.len;
         let what = match self.zeros {
             true => "are zeros or missing where messages were written (the file was cut short or overwritten)",
-            false => "do not verify (a checksum mismatch)",
+            false => "fail their checksum",
         };
         match self.kind {
             DamageKind::BelowSnapshot => format!(
-                "bytes {}..{end} of sled's log {what}, in what was written before sled's last snapshot, so sled refuses the file or the pages held there",
+                "bytes {}..{end} of sled's log {what}, in what sled's last snapshot covers: sled refuses to open the file (or, in an older segment, to read the pages kept there)",
                 self.at
             ),
             DamageKind::Tear => format!(
-                "bytes {}..{end} of sled's log {what}, while later ones verify: sled takes them for the end of its log and drops everything written after them",
+                "bytes {}..{end} of sled's log {what} while later ones verify: sled takes them for the end of its log and drops what was written after them",
                 self.at
             ),
             DamageKind::SegmentHeader => format!(
-                "the segment header at byte {} of sled's log does not verify (sled's recovery passes over that segment)",
+                "the segment header at byte {} of sled's log fails its checksum (sled's recovery passes over that segment)",
                 self.at
             ),
             DamageKind::CutShort => format!(

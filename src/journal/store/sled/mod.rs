@@ -80,6 +80,9 @@ pub struct SledStore {
     /// The data directory, for messages, and sled's directory in it.
     dir: PathBuf,
     path: PathBuf,
+    /// The data directory damage is named in: `dir`, or for a copy
+    /// (`open_copy`) the one it was copied from, which an operator knows.
+    shown: PathBuf,
     /// sled's data file, fdatasync'ed after every flush.
     db_file: File,
     /// Where sled puts values too large for a segment.
@@ -119,6 +122,7 @@ impl SledStore {
             failed: AtomicBool::new(false),
             dir: dir.to_path_buf(),
             path,
+            shown: dir.to_path_buf(),
             db_file,
             blob_dir,
             synced_blobs: Mutex::new(synced_blobs),
@@ -164,28 +168,29 @@ impl SledStore {
             SledFailure::Sled(sled::Error::Corruption { at: Some(at), .. }) => Some(*at),
             _ => None,
         };
+        let (dir, journal) = (&self.shown, self.shown.join("journal"));
         match (e, at) {
             (_, Some(sled::DiskPtr::Inline(at))) => damaged(
-                &self.dir,
-                self.path.join("db"),
+                dir,
+                journal.join("db"),
                 Some(at),
                 "a page of sled's log there fails its checksum, so sled cannot read the keys it holds",
             ),
             (_, Some(sled::DiskPtr::Blob(_, blob))) => damaged(
-                &self.dir,
-                self.blob_dir.join(blob.to_string()),
+                dir,
+                journal.join("blobs").join(blob.to_string()),
                 None,
                 "a value sled keeps in a file of its own fails its checksum",
             ),
             (SledFailure::Sled(e @ sled::Error::Corruption { .. }), None) => damaged(
-                &self.dir,
-                self.path.join("db"),
+                dir,
+                journal.join("db"),
                 None,
                 format!("sled finds damaged data ({e})"),
             ),
             (SledFailure::Panicked(message), None) => damaged(
-                &self.dir,
-                self.path.join("db"),
+                dir,
+                journal.join("db"),
                 None,
                 format!("sled failed on damaged data it read ({message})"),
             ),
@@ -272,12 +277,7 @@ fn refuse_damage(dir: &Path, path: &Path) -> Result<()> {
 /// The first of `findings` as the store's error.
 fn first_damage(dir: &Path, findings: &[SledFinding]) -> Option<StoreError> {
     let first = findings.first()?;
-    Some(damaged(
-        dir,
-        first.file.clone(),
-        first.at,
-        format!("{}; sled refuses to open the store", first.what),
-    ))
+    Some(damaged(dir, first.file.clone(), first.at, first.what.clone()))
 }
 
 /// The error of an open of sled at `path` that failed: when sled's files
@@ -436,7 +436,7 @@ impl SledStore {
             .map_err(|e| open_error(dir, format!("changing the copy of sled's files in {}: {e}", to.display())))?;
         let findings = inspected.findings(&from);
         let earlier_state = inspected.drops_tail();
-        let store = Self::open(scratch).map_err(|e| match e {
+        let mut store = Self::open(scratch).map_err(|e| match e {
             // Named as the original's, not the copy's.
             StoreError::Damaged(d) => damaged(
                 dir,
@@ -446,6 +446,7 @@ impl SledStore {
             ),
             other => other,
         })?;
+        store.shown = dir.to_path_buf();
         Ok((
             store,
             CopyReport {
