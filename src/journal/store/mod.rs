@@ -14,6 +14,9 @@
 //! | [`ReadOnlyLog`] | that log read only, laid over a store in memory: the offline tools; its writes stay in memory, a sync makes nothing durable (`wal/read_only.rs`) |
 //! | [`FaultyStore`] | any store whose syncs fail on demand, as on a full disk |
 //!
+//! And `salvage.rs`: every entry a damaged store still reads, with the gaps
+//! between them named (`sagad journal salvage`).
+//!
 //! The contract every store **must** keep (checked on each of them by the
 //! suite in `conformance.rs`):
 //! - **`write` is atomic**: a batch is applied whole or not at all, also after
