@@ -89,9 +89,11 @@ async fn check(data_dir: &Path) -> anyhow::Result<()> {
     // Damage sled can read past (a message no page needs any more) is damage
     // all the same: a start may refuse it, and the disk that did it may do
     // more.
-    report
-        .problems
-        .extend(findings.iter().map(|f| format!("{f} (read past in a copy)")));
+    report.problems.extend(
+        findings
+            .iter()
+            .map(|f| format!("{f} (read past in a copy)")),
+    );
     outln!(
         "read only: sled's files ({}) copied to a temporary directory and removed again; {} left as it was",
         size(copied),
@@ -134,7 +136,10 @@ fn is_damage(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<JournalError>(),
-            Some(JournalError::Open(StoreError::Damaged(_)) | JournalError::Read(StoreError::Damaged(_)))
+            Some(
+                JournalError::Open(StoreError::Damaged(_))
+                    | JournalError::Read(StoreError::Damaged(_))
+            )
         )
     })
 }

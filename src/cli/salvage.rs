@@ -89,9 +89,9 @@ pub async fn read(data_dir: &Path, verb: &str) -> anyhow::Result<Salvage> {
             "data directory {} is already in use: a sagad server is running on it ({holder}); `sagad {verb}` reads only a stopped server's directory, so stop the server first",
             dir.display()
         ),
-        Err(e) => Err(e).with_context(|| {
-            format!("journal in {} cannot be salvaged", data_dir.display())
-        }),
+        Err(e) => {
+            Err(e).with_context(|| format!("journal in {} cannot be salvaged", data_dir.display()))
+        }
     }
 }
 

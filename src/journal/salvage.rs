@@ -89,8 +89,8 @@ impl SledJournal {
                 }
                 Err(e) => return Err(JournalError::Open(e)),
             };
-        let log = wal_salvage::lay_over(&dir.join("wal"), &mut readable)
-            .map_err(JournalError::Open)?;
+        let log =
+            wal_salvage::lay_over(&dir.join("wal"), &mut readable).map_err(JournalError::Open)?;
         drop(lock);
         let unreadable = readable.gaps.iter().map(describe_gap).collect();
         let lost_batches = match log.lost {
@@ -103,7 +103,12 @@ impl SledJournal {
         };
         let store = MemoryStore::default();
         store
-            .write(std::mem::take(&mut readable.entries).into_iter().map(|(k, v)| (k, Some(v))).collect())
+            .write(
+                std::mem::take(&mut readable.entries)
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(v)))
+                    .collect(),
+            )
             .map_err(JournalError::Read)?;
         let unknown = |key: &[u8]| readable.unknown(key) && !log.written.contains(key);
         let provenance = Provenance {

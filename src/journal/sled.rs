@@ -91,15 +91,18 @@ impl SledJournal {
 
 /// A temporary directory for a copy of sled's files, under `TMPDIR`.
 pub(super) fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, StoreError> {
-    tempfile::Builder::new().prefix(prefix).tempdir().map_err(|e| {
-        StoreError::io(
-            format!(
-                "creating a temporary directory in {}",
-                std::env::temp_dir().display()
-            ),
-            e,
-        )
-    })
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| {
+            StoreError::io(
+                format!(
+                    "creating a temporary directory in {}",
+                    std::env::temp_dir().display()
+                ),
+                e,
+            )
+        })
 }
 
 /// A stopped server's journal opened by [`SledJournal::open_read_only`]: it

@@ -143,7 +143,8 @@ async fn a_store_cut_short_after_a_checkpoint_is_refused() {
             .set_len(cut as u64)
             .unwrap();
         let outcome = open(copy.path(), &acknowledged).await;
-        if assert_recovered_or_refused(outcome, &format!("store truncated at {cut}"), "journal/db") {
+        if assert_recovered_or_refused(outcome, &format!("store truncated at {cut}"), "journal/db")
+        {
             refused += 1;
         }
     }

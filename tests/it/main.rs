@@ -33,4 +33,3 @@ mod shutdown;
 mod store_damage;
 mod tracing;
 mod webhook;
-mod scratch_probe;

@@ -45,7 +45,12 @@ fn snapshot_file(dir: &Path) -> PathBuf {
     std::fs::read_dir(dir.join("journal"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("snap."))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snap.")
+        })
         .expect("sled wrote a snapshot at the second open")
 }
 
@@ -84,7 +89,12 @@ enum Outcome {
 /// Salvages `dir` into `out` and holds the result to the promise: every
 /// saga carried reads back exactly, every acknowledged saga not carried is
 /// named, and nothing is named that was not acknowledged.
-async fn salvage_and_verify(dir: &Path, out: &Path, acknowledged: &Acknowledged, what: &str) -> Salvage {
+async fn salvage_and_verify(
+    dir: &Path,
+    out: &Path,
+    acknowledged: &Acknowledged,
+    what: &str,
+) -> Salvage {
     let from = dir.to_path_buf();
     let salvage = tokio::task::spawn_blocking(move || SledJournal::salvage(&from))
         .await
@@ -102,13 +112,20 @@ async fn salvage_and_verify(dir: &Path, out: &Path, acknowledged: &Acknowledged,
         .chain(report.lost.iter().map(|s| s.id))
         .collect();
     let ids: BTreeSet<SagaId> = acknowledged.iter().map(|(id, _)| *id).collect();
-    assert!(named.is_subset(&ids), "{what}: names sagas never written: {report}");
+    assert!(
+        named.is_subset(&ids),
+        "{what}: names sagas never written: {report}"
+    );
     let carried: Acknowledged = acknowledged
         .iter()
         .filter(|(id, _)| !named.contains(id))
         .cloned()
         .collect();
-    assert_eq!(report.sagas, carried.len(), "{what}: a saga neither carried nor named: {report}");
+    assert_eq!(
+        report.sagas,
+        carried.len(),
+        "{what}: a saga neither carried nor named: {report}"
+    );
     assert_eq!(
         open(out, &carried).await,
         Ok(carried.len()),
@@ -130,7 +147,10 @@ async fn a_flip_anywhere_in_the_store_reads_back_or_is_named_and_salvaged() {
         flip(&damaged, at, 0x55);
         let outcome = match open(copy.path(), &acknowledged).await {
             Ok(intact) => {
-                assert_eq!(intact, SAGAS, "{what}: opened with sagas missing or altered");
+                assert_eq!(
+                    intact, SAGAS,
+                    "{what}: opened with sagas missing or altered"
+                );
                 Outcome::Harmless
             }
             Err(message) => {
@@ -138,7 +158,10 @@ async fn a_flip_anywhere_in_the_store_reads_back_or_is_named_and_salvaged() {
                     message.contains(&damaged.display().to_string()),
                     "{what}: the refusal does not name the file: {message}"
                 );
-                assert!(message.contains("the journal's store is corrupt"), "{what}: {message}");
+                assert!(
+                    message.contains("the journal's store is corrupt"),
+                    "{what}: {message}"
+                );
                 assert!(
                     message.contains("so the log cannot rebuild it")
                         || message.contains("so it can rebuild the store"),
@@ -149,7 +172,8 @@ async fn a_flip_anywhere_in_the_store_reads_back_or_is_named_and_salvaged() {
                     "{what}: sled's own words: {message}"
                 );
                 let out = tempfile::tempdir().unwrap();
-                let salvage = salvage_and_verify(copy.path(), out.path(), &acknowledged, &what).await;
+                let salvage =
+                    salvage_and_verify(copy.path(), out.path(), &acknowledged, &what).await;
                 assert!(
                     salvage.findings.iter().any(|f| f.file == damaged),
                     "{what}: the salvage does not name the damage: {:?}",
@@ -165,12 +189,23 @@ async fn a_flip_anywhere_in_the_store_reads_back_or_is_named_and_salvaged() {
     }
     // What was measured, for whoever reads the test's output.
     for (outcome, places) in &outcomes {
-        eprintln!("{outcome:?}: {} places: {}", places.len(), places.join(", "));
+        eprintln!(
+            "{outcome:?}: {} places: {}",
+            places.len(),
+            places.join(", ")
+        );
     }
     // The flips reach every kind of outcome: dead data, data sled refuses
     // whole (a copy steps around it), and live pages whose keys are lost.
-    for outcome in [Outcome::Harmless, Outcome::SalvagedWhole, Outcome::SalvagedWithLosses] {
-        assert!(outcomes.contains_key(&outcome), "no flip was {outcome:?}: {outcomes:?}");
+    for outcome in [
+        Outcome::Harmless,
+        Outcome::SalvagedWhole,
+        Outcome::SalvagedWithLosses,
+    ] {
+        assert!(
+            outcomes.contains_key(&outcome),
+            "no flip was {outcome:?}: {outcomes:?}"
+        );
     }
 }
 
@@ -210,7 +245,10 @@ fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 /// A copy of `original` with a flip in `journal/db` that a salvage cannot
 /// carry every saga past (one hitting a live leaf), found by trying bytes
 /// through the data; returns it with the sagas that salvage does not carry.
-async fn with_live_page_damaged(original: &Path, acknowledged: &Acknowledged) -> (tempfile::TempDir, BTreeSet<SagaId>) {
+async fn with_live_page_damaged(
+    original: &Path,
+    acknowledged: &Acknowledged,
+) -> (tempfile::TempDir, BTreeSet<SagaId>) {
     let end = records_end(&original.join("journal/db"));
     for n in 1..64 {
         let at = n * end / 64;
@@ -252,8 +290,14 @@ async fn a_real_sagad_refuses_the_damaged_store_and_serves_the_salvaged_one() {
     // The server refuses to start, saying what is damaged and the way out.
     let mut server = SagadProcess::spawn(damaged.path(), &[]);
     let (status, stderr) = server.wait_exit();
-    assert!(!status.success(), "sagad started on a damaged store: {stderr}");
-    assert!(stderr.contains(&db) && stderr.contains("is corrupt"), "{stderr}");
+    assert!(
+        !status.success(),
+        "sagad started on a damaged store: {stderr}"
+    );
+    assert!(
+        stderr.contains(&db) && stderr.contains("is corrupt"),
+        "{stderr}"
+    );
     assert!(stderr.contains("sagad journal salvage"), "{stderr}");
     assert!(!stderr.contains("file offset None"), "{stderr}");
 
@@ -270,7 +314,14 @@ async fn a_real_sagad_refuses_the_damaged_store_and_serves_the_salvaged_one() {
     let out = tempfile::tempdir().unwrap();
     let salvaged_dir = out.path().join("salvaged");
     let salvaged = salvaged_dir.to_str().unwrap();
-    let run = sagad(&["journal", "salvage", "--data-dir", data_dir, "--out", salvaged]);
+    let run = sagad(&[
+        "journal",
+        "salvage",
+        "--data-dir",
+        data_dir,
+        "--out",
+        salvaged,
+    ]);
     let said = text(&run);
     assert_eq!(run.status.code(), Some(7), "{said}");
     assert!(said.contains(&format!("{db} at byte")), "{said}");
@@ -278,25 +329,47 @@ async fn a_real_sagad_refuses_the_damaged_store_and_serves_the_salvaged_one() {
     for id in &not_carried {
         assert!(said.contains(&id.to_string()), "{id} not named: {said}");
     }
-    assert_eq!(contents(damaged.path()), before, "the damaged directory changed");
+    assert_eq!(
+        contents(damaged.path()),
+        before,
+        "the damaged directory changed"
+    );
     let report = std::fs::read_to_string(salvaged_dir.join("salvage/report.txt")).unwrap();
     assert!(report.contains(&format!("{db} at byte")), "{report}");
     // A second salvage into the now full directory is refused, naming it.
-    let again = sagad(&["journal", "salvage", "--data-dir", data_dir, "--out", salvaged]);
+    let again = sagad(&[
+        "journal",
+        "salvage",
+        "--data-dir",
+        data_dir,
+        "--out",
+        salvaged,
+    ]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(text(&again).contains(&format!("--out {salvaged}: it exists and is not empty")), "{}", text(&again));
+    assert!(
+        text(&again).contains(&format!("--out {salvaged}: it exists and is not empty")),
+        "{}",
+        text(&again)
+    );
     let check = sagad(&["journal", "check", "--data-dir", salvaged]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
 
     // A real server starts on it and serves every saga carried, unchanged.
     let server = SagadProcess::spawn(&salvaged_dir, &[]);
-    let mut client = pb::coordinator_client::CoordinatorClient::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
+    let mut client =
+        pb::coordinator_client::CoordinatorClient::connect(format!("http://{}", server.addr))
+            .await
+            .unwrap();
     for (id, kinds) in &acknowledged {
-        let got = client.get_saga(pb::GetSagaRequest { id: id.to_string() }).await;
+        let got = client
+            .get_saga(pb::GetSagaRequest { id: id.to_string() })
+            .await;
         if not_carried.contains(id) {
-            assert_eq!(got.unwrap_err().code(), Code::NotFound, "{id} was not carried");
+            assert_eq!(
+                got.unwrap_err().code(),
+                Code::NotFound,
+                "{id} was not carried"
+            );
             continue;
         }
         let saga = got.unwrap_or_else(|e| panic!("{id}: {e}")).into_inner();
@@ -305,7 +378,10 @@ async fn a_real_sagad_refuses_the_damaged_store_and_serves_the_salvaged_one() {
         };
         assert_eq!(&saga.payload, payload, "{id}");
         assert_eq!(saga.state(), pb::SagaState::Running, "{id}");
-        assert_eq!(saga.steps[0].forward_attempts, 1, "{id}: its attempt is kept");
+        assert_eq!(
+            saga.steps[0].forward_attempts, 1,
+            "{id}: its attempt is kept"
+        );
     }
     // Off this runtime's only thread: the client's connection needs it to
     // answer the server's goodbye.

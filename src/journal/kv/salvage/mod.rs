@@ -41,8 +41,8 @@ pub use self::report::{Incomplete, LostSaga, SalvageReport};
 use super::{
     by_status,
     codec::{
-        self, ARCHIVED_THROUGH_KEY, EVENT, FAILED, FAILED_INDEX_KEY, IDEMPOTENCY,
-        NEXT_OFFSET_KEY, OFFSET, PARTICIPANT, SNAPSHOT, SUMMARY, UNFINISHED,
+        self, ARCHIVED_THROUGH_KEY, EVENT, FAILED, FAILED_INDEX_KEY, IDEMPOTENCY, NEXT_OFFSET_KEY,
+        OFFSET, PARTICIPANT, SNAPSHOT, SUMMARY, UNFINISHED,
     },
     offsets, snapshots,
 };
@@ -73,11 +73,19 @@ pub struct Salvaged {
     pub report: SalvageReport,
 }
 
+/// One `e` record that decodes.
+struct EventRecord {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    /// Its runs (one, or a bundle's).
+    runs: Vec<Vec<Event>>,
+}
+
 /// Everything read of one saga, from its records and every index.
 #[derive(Default)]
 struct Found {
-    /// Its event records that decode: key, value and runs, by first seq.
-    records: Vec<(Vec<u8>, Vec<u8>, Vec<Vec<Event>>)>,
+    /// Its event records that decode, by first seq.
+    records: Vec<EventRecord>,
     /// Why records of it did not decode.
     damaged: Vec<String>,
     summary: Option<SagaSummary>,
@@ -111,7 +119,10 @@ fn named_by(found: &Found) -> Vec<&'static str> {
 }
 
 /// Rebuilds a journal from `store` (what a salvage read), see the module docs.
-pub fn salvage<S: KvStore>(store: &S, provenance: &Provenance<'_>) -> Result<Salvaged, JournalError> {
+pub fn salvage<S: KvStore>(
+    store: &S,
+    provenance: &Provenance<'_>,
+) -> Result<Salvaged, JournalError> {
     let unknown = provenance.unknown;
     let mut report = SalvageReport::default();
     let mut writes: Vec<KeyWrite> = Vec::new();
@@ -132,7 +143,7 @@ pub fn salvage<S: KvStore>(store: &S, provenance: &Provenance<'_>) -> Result<Sal
                 for event in runs.iter().flatten() {
                     max_offset = max_offset.max(event.offset.get());
                 }
-                found.records.push((key, value, runs));
+                found.records.push(EventRecord { key, value, runs });
             }
             Err(e) => found.damaged.push(e.to_string()),
         }
@@ -224,11 +235,18 @@ pub fn salvage<S: KvStore>(store: &S, provenance: &Provenance<'_>) -> Result<Sal
         let state = match SagaState::fold(&history) {
             Ok(state) => state,
             Err(e) => {
-                report.note_incomplete(id, format!("its events do not fold: {e}"), Vec::new(), found.summary.as_ref());
+                report.note_incomplete(
+                    id,
+                    format!("its events do not fold: {e}"),
+                    Vec::new(),
+                    found.summary.as_ref(),
+                );
                 continue;
             }
         };
-        if let Some(why) = contradiction(id, &found, &state, &history, provenance, failed_index_built) {
+        if let Some(why) =
+            contradiction(id, &found, &state, &history, provenance, failed_index_built)
+        {
             report.note_incomplete(id, why, history, found.summary.as_ref());
             continue;
         }
@@ -270,9 +288,15 @@ pub fn salvage<S: KvStore>(store: &S, provenance: &Provenance<'_>) -> Result<Sal
             "the offset counter could not be read: rebuilt as {next_offset}, past every offset still named"
         ));
     }
-    writes.push((NEXT_OFFSET_KEY.to_vec(), Some(next_offset.to_be_bytes().to_vec())));
+    writes.push((
+        NEXT_OFFSET_KEY.to_vec(),
+        Some(next_offset.to_be_bytes().to_vec()),
+    ));
     if horizon > 0 {
-        writes.push((ARCHIVED_THROUGH_KEY.to_vec(), Some(horizon.to_be_bytes().to_vec())));
+        writes.push((
+            ARCHIVED_THROUGH_KEY.to_vec(),
+            Some(horizon.to_be_bytes().to_vec()),
+        ));
     }
     writes.push((FAILED_INDEX_KEY.to_vec(), Some(Vec::new())));
     writes.sort_by(|a, b| a.0.cmp(&b.0));
@@ -304,7 +328,7 @@ fn steps<S: KvStore>(
 /// when they do not run whole.
 fn read_history(found: &Found) -> Result<Vec<Event>, (String, Vec<Event>)> {
     let mut events: Vec<Event> = Vec::new();
-    for (_, _, runs) in &found.records {
+    for EventRecord { runs, .. } in &found.records {
         let record: Vec<&Event> = runs.iter().flatten().collect();
         let (first, last) = (record[0].seq, record[record.len() - 1].seq);
         let have = events.len() as u64;
@@ -313,9 +337,15 @@ fn read_history(found: &Found) -> Result<Vec<Event>, (String, Vec<Event>)> {
         } else if last <= have && record.iter().all(|e| events[(e.seq - 1) as usize] == **e) {
             continue;
         } else if first <= have {
-            return Err((format!("records of events {first}..={last} overlap others that differ"), events));
+            return Err((
+                format!("records of events {first}..={last} overlap others that differ"),
+                events,
+            ));
         } else {
-            return Err((format!("events {}..={} are missing", have + 1, first - 1), events));
+            return Err((
+                format!("events {}..={} are missing", have + 1, first - 1),
+                events,
+            ));
         }
     }
     if !found.damaged.is_empty() && !events.is_empty() {
@@ -371,7 +401,7 @@ fn contradiction(
     }
     if let Some((why, written)) = &provenance.lost_batches
         && !status.is_final()
-        && !found.records.iter().any(|(key, _, _)| written.contains(key))
+        && !found.records.iter().any(|r| written.contains(&r.key))
     {
         return Some(format!(
             "it is {} and may have gone on in the batches lost ({why})",
@@ -386,7 +416,7 @@ fn contradiction(
 fn saga_writes(id: SagaId, found: &Found, state: &SagaState, history: &[Event]) -> Vec<KeyWrite> {
     let mut writes = Vec::new();
     let mut kept_to = 0;
-    for (key, value, runs) in &found.records {
+    for EventRecord { key, value, runs } in &found.records {
         // The records `read_history` read the events from, not the repeats.
         if runs[0][0].seq != kept_to + 1 {
             continue;

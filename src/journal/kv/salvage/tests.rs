@@ -22,7 +22,12 @@ async fn journal() -> (MemoryJournal, Vec<SagaId>) {
         },
     );
     let compensated = testing::cancelled("shop", None, EventKind::SagaCompensated);
-    let ids = vec![completed[0].saga, running.saga, failed[0].saga, compensated[0].saga];
+    let ids = vec![
+        completed[0].saga,
+        running.saga,
+        failed[0].saga,
+        compensated[0].saga,
+    ];
     for event in completed {
         journal.append(vec![event]).await.unwrap();
     }
@@ -64,9 +69,15 @@ async fn an_intact_journal_is_carried_whole_with_its_offsets() {
     let copy = reopened(&salvaged);
     assert_eq!(copy.read_after(Offset(0), 100).await.unwrap(), before);
     for id in ids {
-        assert_eq!(copy.read_saga(id).await.unwrap(), journal.read_saga(id).await.unwrap());
+        assert_eq!(
+            copy.read_saga(id).await.unwrap(),
+            journal.read_saga(id).await.unwrap()
+        );
     }
-    assert_eq!(copy.unfinished().await.unwrap(), journal.unfinished().await.unwrap());
+    assert_eq!(
+        copy.unfinished().await.unwrap(),
+        journal.unfinished().await.unwrap()
+    );
     assert!(copy.saga_for_key("order-1").await.unwrap().is_some());
     // The new journal goes on where the old one stopped.
     let more = copy.append(vec![started("shop", None)]).await.unwrap();
@@ -106,11 +117,18 @@ async fn a_saga_whose_records_are_unreadable_is_lost_and_its_offsets_go_under_th
     assert_eq!(report.lost_offsets, vec![(5, 6)]);
     assert_eq!(report.archived_through, (0, 6));
     let text = report.to_string();
-    assert!(text.contains(&format!("saga {running} (listed as RUNNING")), "{text}");
+    assert!(
+        text.contains(&format!("saga {running} (listed as RUNNING")),
+        "{text}"
+    );
     let copy = reopened(&salvaged);
     assert!(copy.read_saga(running).await.unwrap().is_empty());
     assert!(copy.unfinished().await.unwrap().is_empty());
-    assert_eq!(copy.saga_for_key("order-2").await.unwrap(), None, "free again");
+    assert_eq!(
+        copy.saga_for_key("order-2").await.unwrap(),
+        None,
+        "free again"
+    );
     let feed = copy.read_after(Offset(0), 100).await.unwrap();
     assert!(feed.iter().all(|e| e.saga != running));
     assert_eq!(copy.archived_through().await.unwrap(), Offset(6));
@@ -135,7 +153,11 @@ async fn a_saga_cut_short_is_not_carried_and_keeps_its_readable_events() {
     let cut = &report.incomplete[0];
     assert_eq!(cut.id, running);
     assert_eq!(cut.events.len(), 1, "its first event reads");
-    assert!(cut.why.contains("offset index names its events up to 2"), "{}", cut.why);
+    assert!(
+        cut.why.contains("offset index names its events up to 2"),
+        "{}",
+        cut.why
+    );
     assert_eq!(report.lost_offsets, vec![(5, 6)]);
     let copy = reopened(&salvaged);
     assert!(copy.read_saga(running).await.unwrap().is_empty());
@@ -156,7 +178,10 @@ async fn after_lost_batches_only_final_sagas_and_those_written_since_are_carried
     assert_eq!(report.sagas, 2, "{report}");
     let not: BTreeSet<SagaId> = report.incomplete.iter().map(|i| i.id).collect();
     assert_eq!(not, BTreeSet::from([ids[1], ids[2]]));
-    assert!(report.incomplete[0].why.contains("batches 9..=12"), "{report}");
+    assert!(
+        report.incomplete[0].why.contains("batches 9..=12"),
+        "{report}"
+    );
 
     // The log wrote the running saga's last record after the loss: current.
     let written = BTreeSet::from([codec::event_key(ids[1], 2)]);

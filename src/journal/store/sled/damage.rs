@@ -101,7 +101,9 @@ impl Damage {
     fn describe(&self) -> String {
         let end = self.at + self.len;
         let what = match self.zeros {
-            true => "are zeros or missing where messages were written (the file was cut short or overwritten)",
+            true => {
+                "are zeros or missing where messages were written (the file was cut short or overwritten)"
+            }
             false => "fail their checksum",
         };
         match self.kind {
@@ -162,7 +164,9 @@ pub fn inspect(journal: &Path, segment_bytes: usize, scope: Scope) -> std::io::R
     let conf = journal.join("conf");
     let conf_damaged = conf.exists() && !conf_verifies(&conf)?;
     let snapshot = snapshot(journal)?;
-    let usable = snapshot.as_ref().and_then(|(_, lsn, ok)| ok.then_some(*lsn));
+    let usable = snapshot
+        .as_ref()
+        .and_then(|(_, lsn, ok)| ok.then_some(*lsn));
     let db = journal.join("db");
     let damage = match db.exists() {
         true => find(&db, usable, segment_bytes, scope)?,
@@ -236,12 +240,20 @@ impl Inspection {
         if let Some((_, _, false)) = &self.snapshot {
             for entry in fs::read_dir(journal)? {
                 let path = entry?.path();
-                if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snap.")) {
+                if path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("snap."))
+                {
                     fs::remove_file(path)?;
                 }
             }
         }
-        if self.damage.iter().any(|d| d.kind == DamageKind::BelowSnapshot) {
+        if self
+            .damage
+            .iter()
+            .any(|d| d.kind == DamageKind::BelowSnapshot)
+        {
             cancel(&journal.join("db"), &self.damage)?;
         }
         Ok(())
@@ -320,7 +332,10 @@ fn find(
     for base in (0..length).step_by(segment_bytes) {
         let mut header = [0u8; SEGMENT_HEADER_BYTES];
         let read = read_at_most(&file, &mut header, base as u64)?;
-        lsns.push((segment_lsn(&header[..read]), header[..read].iter().any(|b| *b != 0)));
+        lsns.push((
+            segment_lsn(&header[..read]),
+            header[..read].iter().any(|b| *b != 0),
+        ));
     }
     let mut found = Vec::new();
     // The snapshot says the log reaches its LSN: a file that ends before is
@@ -391,7 +406,10 @@ fn find(
         let from = found.len();
         walk.messages(lsn, &mut found);
         for damage in &mut found[from..] {
-            let (at, to) = (damage.at as usize - base, (damage.at + damage.len) as usize - base);
+            let (at, to) = (
+                damage.at as usize - base,
+                (damage.at + damage.len) as usize - base,
+            );
             // What lies past the end of the file is missing, not damaged.
             damage.zeros = damage.at + damage.len > length as u64
                 || segment[at..to.min(segment.len())].iter().all(|b| *b == 0);
@@ -534,8 +552,14 @@ fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let first = *bytes.get(*at)?;
     let (value, len) = match first {
         0..=240 => (u64::from(first), 1),
-        241..=248 => (240 + 256 * (u64::from(first) - 241) + u64::from(*bytes.get(*at + 1)?), 2),
-        249 => (2288 + 256 * u64::from(*bytes.get(*at + 1)?) + u64::from(*bytes.get(*at + 2)?), 3),
+        241..=248 => (
+            240 + 256 * (u64::from(first) - 241) + u64::from(*bytes.get(*at + 1)?),
+            2,
+        ),
+        249 => (
+            2288 + 256 * u64::from(*bytes.get(*at + 1)?) + u64::from(*bytes.get(*at + 2)?),
+            3,
+        ),
         _ => {
             let n = usize::from(first) - 247;
             let mut le = [0u8; 8];
@@ -608,7 +632,10 @@ fn canceled_message(total: usize, number: u64) -> Option<Vec<u8>> {
 fn cancel(copy_db: &Path, damage: &[Damage]) -> std::io::Result<usize> {
     let file = fs::OpenOptions::new().write(true).open(copy_db)?;
     let mut canceled = 0;
-    for stretch in damage.iter().filter(|d| d.kind == DamageKind::BelowSnapshot) {
+    for stretch in damage
+        .iter()
+        .filter(|d| d.kind == DamageKind::BelowSnapshot)
+    {
         // Too short for any message (8 bytes at least): sled's recovery
         // still refuses the file, and says so.
         let Some(message) = canceled_message(stretch.len as usize, stretch.segment_number) else {
@@ -627,7 +654,19 @@ mod tests {
 
     #[test]
     fn varints_read_back_as_sled_writes_them() {
-        for value in [0, 1, 240, 241, 2287, 2288, 67823, 67824, 0xFF_FFFF, 1 << 32, u64::MAX] {
+        for value in [
+            0,
+            1,
+            240,
+            241,
+            2287,
+            2288,
+            67823,
+            67824,
+            0xFF_FFFF,
+            1 << 32,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(value, &mut out);
             let mut at = 0;
@@ -646,7 +685,10 @@ mod tests {
             segment.extend([0u8; MESSAGE_HEADER_MAX]);
             let read = message_at(&segment, SEGMENT_HEADER_BYTES, 3).expect("verifies");
             assert_eq!((read.kind, read.total), (KIND_CANCELED, total));
-            assert!(message_at(&segment, SEGMENT_HEADER_BYTES, 4).is_none(), "another segment's");
+            assert!(
+                message_at(&segment, SEGMENT_HEADER_BYTES, 4).is_none(),
+                "another segment's"
+            );
         }
         assert!(canceled_message(7, 3).is_none(), "shorter than any header");
     }

@@ -265,8 +265,13 @@ fn refuse_damage(dir: &Path, path: &Path) -> Result<()> {
     if !path.join("db").exists() {
         return Ok(());
     }
-    let found = damage::inspect(path, SLED_SEGMENT_BYTES, damage::Scope::Recovery)
-        .map_err(|e| open_error(dir, format!("reading sled's files in {}: {e}", path.display())))?;
+    let found =
+        damage::inspect(path, SLED_SEGMENT_BYTES, damage::Scope::Recovery).map_err(|e| {
+            open_error(
+                dir,
+                format!("reading sled's files in {}: {e}", path.display()),
+            )
+        })?;
     match found.refused_by_recovery() {
         true => Err(first_damage(dir, &found.findings(path))
             .unwrap_or_else(|| open_error(dir, "sled's files are damaged"))),
@@ -277,7 +282,12 @@ fn refuse_damage(dir: &Path, path: &Path) -> Result<()> {
 /// The first of `findings` as the store's error.
 fn first_damage(dir: &Path, findings: &[SledFinding]) -> Option<StoreError> {
     let first = findings.first()?;
-    Some(damaged(dir, first.file.clone(), first.at, first.what.clone()))
+    Some(damaged(
+        dir,
+        first.file.clone(),
+        first.at,
+        first.what.clone(),
+    ))
 }
 
 /// The error of an open of sled at `path` that failed: when sled's files
@@ -296,7 +306,9 @@ fn refusal(dir: &Path, path: &Path, e: SledFailure) -> StoreError {
                 dir,
                 path.join("db"),
                 None,
-                format!("sled refuses to open it ({said}), and no damage can be located in its files"),
+                format!(
+                    "sled refuses to open it ({said}), and no damage can be located in its files"
+                ),
             )
         }),
         Err(e) => open_error(dir, format!("sled: {said}; reading its files: {e}")),
@@ -429,11 +441,19 @@ impl SledStore {
                 ),
             )
         })?;
-        let inspected = damage::inspect(&to, SLED_SEGMENT_BYTES, damage::Scope::Whole)
-            .map_err(|e| open_error(dir, format!("reading the copy of sled's files in {}: {e}", to.display())))?;
-        inspected
-            .step_around(&to)
-            .map_err(|e| open_error(dir, format!("changing the copy of sled's files in {}: {e}", to.display())))?;
+        let inspected =
+            damage::inspect(&to, SLED_SEGMENT_BYTES, damage::Scope::Whole).map_err(|e| {
+                open_error(
+                    dir,
+                    format!("reading the copy of sled's files in {}: {e}", to.display()),
+                )
+            })?;
+        inspected.step_around(&to).map_err(|e| {
+            open_error(
+                dir,
+                format!("changing the copy of sled's files in {}: {e}", to.display()),
+            )
+        })?;
         let findings = inspected.findings(&from);
         let earlier_state = inspected.drops_tail();
         let mut store = Self::open(scratch).map_err(|e| match e {
@@ -442,7 +462,10 @@ impl SledStore {
                 dir,
                 from.join(d.file.strip_prefix(&to).unwrap_or(&d.file)),
                 d.at,
-                format!("{}, even in a copy with the damage found stepped around", d.why),
+                format!(
+                    "{}, even in a copy with the damage found stepped around",
+                    d.why
+                ),
             ),
             other => other,
         })?;
@@ -691,9 +714,14 @@ mod tests {
     /// the newest segment), with its keys.
     fn segments_of_data(dir: &Path) -> Vec<Vec<u8>> {
         let store = SledStore::open(dir).unwrap();
-        let keys: Vec<Vec<u8>> = (0..2_400u32).map(|i| format!("k{i:05}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..2_400u32)
+            .map(|i| format!("k{i:05}").into_bytes())
+            .collect();
         for chunk in keys.chunks(100) {
-            let batch = chunk.iter().map(|k| (k.clone(), Some(vec![k[1]; 8 * 1024]))).collect();
+            let batch = chunk
+                .iter()
+                .map(|k| (k.clone(), Some(vec![k[1]; 8 * 1024])))
+                .collect();
             store.write(batch).unwrap();
         }
         store.sync().unwrap();
@@ -711,18 +739,26 @@ mod tests {
         let keys = segments_of_data(original.path());
         let db = original.path().join("journal/db");
         let size = fs::metadata(&db).unwrap().len();
-        assert!(size > 2 * SLED_SEGMENT_BYTES as u64, "{size} bytes: several segments");
+        assert!(
+            size > 2 * SLED_SEGMENT_BYTES as u64,
+            "{size} bytes: several segments"
+        );
         // Flips through every segment but the newest, which recovery reads.
         let older = (size / SLED_SEGMENT_BYTES as u64) * SLED_SEGMENT_BYTES as u64;
         for n in 1..40u64 {
             let at = n * older / 40;
             let dir = tempfile::tempdir().unwrap();
-            copy_tree(&original.path().join("journal"), &dir.path().join("journal")).unwrap();
+            copy_tree(
+                &original.path().join("journal"),
+                &dir.path().join("journal"),
+            )
+            .unwrap();
             let copy_db = dir.path().join("journal/db");
             let mut bytes = fs::read(&copy_db).unwrap();
             bytes[at as usize] ^= 0x55;
             fs::write(&copy_db, &bytes).unwrap();
-            let store = SledStore::open(dir.path()).expect("recovery reads only the newest segment");
+            let store =
+                SledStore::open(dir.path()).expect("recovery reads only the newest segment");
             let failed: Vec<StoreError> = keys.iter().filter_map(|k| store.get(k).err()).collect();
             let Some(StoreError::Damaged(damage)) = failed.first() else {
                 continue; // a message no page needs any more
@@ -730,18 +766,30 @@ mod tests {
             assert_eq!(damage.file, copy_db);
             let at_byte = damage.at.expect("the byte is named");
             assert!(at_byte <= at && at < older, "{damage:?} for a flip at {at}");
-            assert!(failed.len() < keys.len() / 4, "one page's keys: {}", failed.len());
+            assert!(
+                failed.len() < keys.len() / 4,
+                "one page's keys: {}",
+                failed.len()
+            );
             drop(store);
 
             let scratch = tempfile::tempdir().unwrap();
             let (copy, report) = SledStore::open_copy(dir.path(), scratch.path()).unwrap();
             assert!(
-                report.findings.iter().any(|f| f.file == copy_db && f.at == Some(at_byte)),
+                report
+                    .findings
+                    .iter()
+                    .any(|f| f.file == copy_db && f.at == Some(at_byte)),
                 "{:?}",
                 report.findings
             );
             let readable = crate::journal::store::salvage::read_all(&copy);
-            assert_eq!(readable.entries.len() + failed.len(), keys.len(), "{:?}", readable.gaps);
+            assert_eq!(
+                readable.entries.len() + failed.len(),
+                keys.len(),
+                "{:?}",
+                readable.gaps
+            );
             assert_eq!(readable.gaps.len(), 1, "{:?}", readable.gaps);
             for key in &keys {
                 match readable.entries.get(key) {

@@ -75,7 +75,9 @@ pub fn lay_over(dir: &Path, readable: &mut Readable) -> Result<Replayed> {
         Some(0)
     } else {
         match readable.entries.get(APPLIED_BATCH_KEY) {
-            Some(bytes) => Some(<[u8; 8]>::try_from(bytes.as_slice()).map_or(0, u64::from_be_bytes)),
+            Some(bytes) => {
+                Some(<[u8; 8]>::try_from(bytes.as_slice()).map_or(0, u64::from_be_bytes))
+            }
             None if readable.unknown(APPLIED_BATCH_KEY) => None,
             None => Some(0),
         }
@@ -136,7 +138,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         crashed_log(dir.path());
         let mut readable = Readable::default();
-        readable.entries.insert(b"stale".to_vec(), b"store".to_vec());
+        readable
+            .entries
+            .insert(b"stale".to_vec(), b"store".to_vec());
         readable.gaps.push(Gap {
             after: None,
             before: None,
@@ -144,9 +148,15 @@ mod tests {
         });
         let replayed = lay_over(dir.path(), &mut readable).unwrap();
         assert!(replayed.whole);
-        assert_eq!((replayed.first, replayed.last, replayed.replayed), (1, 3, 3));
+        assert_eq!(
+            (replayed.first, replayed.last, replayed.replayed),
+            (1, 3, 3)
+        );
         assert!(readable.gaps.is_empty() && !readable.entries.contains_key(b"stale".as_slice()));
-        assert_eq!(readable.entries.get(b"k2".as_slice()), Some(&b"log".to_vec()));
+        assert_eq!(
+            readable.entries.get(b"k2".as_slice()),
+            Some(&b"log".to_vec())
+        );
     }
 
     #[test]
