@@ -50,6 +50,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::journal::store::end_of_data;
+
 /// sled's segment header: crc32, lsn, max stable lsn.
 const SEGMENT_HEADER_BYTES: usize = 20;
 /// The longest a message header can be; sled starts no message closer than
@@ -412,7 +414,7 @@ fn find(
             );
             // What lies past the end of the file is missing, not damaged.
             damage.zeros = damage.at + damage.len > length as u64
-                || segment[at..to.min(segment.len())].iter().all(|b| *b == 0);
+                || end_of_data(&segment[at..to.min(segment.len())]) == 0;
         }
     }
     Ok(found)
@@ -459,6 +461,8 @@ impl Walk<'_> {
         let covered = self
             .snapshot_lsn
             .map_or(0, |s| (s - lsn).clamp(0, segment.len() as i64) as usize);
+        // Where the segment's data ends: nothing but zeros after it.
+        let data_end = end_of_data(segment);
         let mut pos = SEGMENT_HEADER_BYTES;
         while pos + MESSAGE_HEADER_MAX <= self.segment_bytes && pos < segment.len() {
             if let Some(message) = message_at(segment, pos, number) {
@@ -469,7 +473,7 @@ impl Walk<'_> {
                 continue;
             }
             let below = pos < covered;
-            let last = segment[pos..].iter().rposition(|b| *b != 0);
+            let last = data_end.checked_sub(pos + 1);
             let next = last.and_then(|last| {
                 (pos + 1..pos + last + 1).find(|p| message_at(segment, *p, number).is_some())
             });

@@ -25,7 +25,7 @@ use std::{
 };
 
 use super::spare::Spares;
-use crate::journal::store::{KeyWrite, KeyWrites, Rebuild, StoreError, encode_after};
+use crate::journal::store::{KeyWrite, KeyWrites, Rebuild, StoreError, encode_after, end_of_data};
 
 pub(super) const MAGIC: &[u8; 8] = b"SAGADWAL";
 const VERSION: u32 = 1;
@@ -239,7 +239,7 @@ pub fn scan(dir: &Path) -> Result<Scan, StoreError> {
             let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as u64;
             if len == 0 {
                 // Zeros: the end of this segment's records, unless something follows.
-                if bytes[at..].iter().any(|b| *b != 0) {
+                if end_of_data(&bytes[at..]) != 0 {
                     return Err(damaged(
                         &path,
                         position,
@@ -267,7 +267,7 @@ pub fn scan(dir: &Path) -> Result<Scan, StoreError> {
                 } else {
                     at + 8
                 };
-                let tail_clean = bytes[beyond..].iter().all(|b| *b == 0);
+                let tail_clean = end_of_data(&bytes[beyond..]) == 0;
                 if last_segment && tail_clean {
                     result.torn = Some((path.clone(), position));
                     break;
