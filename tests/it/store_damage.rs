@@ -105,12 +105,7 @@ async fn salvage_and_verify(
         .await
         .unwrap_or_else(|e| panic!("{what}: writing the salvage failed: {e}"));
     let report = &salvage.salvaged.report;
-    let named: BTreeSet<SagaId> = report
-        .incomplete
-        .iter()
-        .map(|s| s.id)
-        .chain(report.lost.iter().map(|s| s.id))
-        .collect();
+    let named: BTreeSet<SagaId> = report.not_carried().collect();
     let ids: BTreeSet<SagaId> = acknowledged.iter().map(|(id, _)| *id).collect();
     assert!(
         named.is_subset(&ids),
@@ -242,6 +237,31 @@ fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     found
 }
 
+/// Places through `journal/db`'s data tried in turn for a flip of a kind.
+const TRIES: usize = 64;
+
+/// A copy of `original` with the byte at `try_`/[`TRIES`] of `journal/db`'s
+/// data flipped, when a start refuses it.
+async fn refused_copy(
+    original: &Path,
+    acknowledged: &Acknowledged,
+    try_: usize,
+) -> Option<tempfile::TempDir> {
+    let at = try_ * records_end(&original.join("journal/db")) / TRIES;
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(original, copy.path());
+    flip(&copy.path().join("journal/db"), at, 0x55);
+    open(copy.path(), acknowledged)
+        .await
+        .is_err()
+        .then_some(copy)
+}
+
+/// `sagad journal salvage --data-dir data_dir --out out`.
+fn salvage_cli(data_dir: &str, out: &str) -> Output {
+    sagad(&["journal", "salvage", "--data-dir", data_dir, "--out", out])
+}
+
 /// A copy of `original` with a flip in `journal/db` that a salvage cannot
 /// carry every saga past (one hitting a live leaf), found by trying bytes
 /// through the data; returns it with the sagas that salvage does not carry.
@@ -249,27 +269,16 @@ async fn with_live_page_damaged(
     original: &Path,
     acknowledged: &Acknowledged,
 ) -> (tempfile::TempDir, BTreeSet<SagaId>) {
-    let end = records_end(&original.join("journal/db"));
-    for n in 1..64 {
-        let at = n * end / 64;
-        let copy = tempfile::tempdir().unwrap();
-        copy_dir(original, copy.path());
-        flip(&copy.path().join("journal/db"), at, 0x55);
-        if open(copy.path(), acknowledged).await.is_ok() {
+    for try_ in 1..TRIES {
+        let Some(copy) = refused_copy(original, acknowledged, try_).await else {
             continue;
-        }
+        };
         let dir = copy.path().to_path_buf();
         let salvage = tokio::task::spawn_blocking(move || SledJournal::salvage(&dir))
             .await
             .unwrap()
             .unwrap();
-        let report = &salvage.salvaged.report;
-        let lost: BTreeSet<SagaId> = report
-            .incomplete
-            .iter()
-            .map(|s| s.id)
-            .chain(report.lost.iter().map(|s| s.id))
-            .collect();
+        let lost: BTreeSet<SagaId> = salvage.salvaged.report.not_carried().collect();
         // A leaf's worth of sagas, not the tree's root (which loses them all).
         if lost.is_empty() || lost.len() == SAGAS {
             continue;
@@ -314,14 +323,7 @@ async fn a_real_sagad_refuses_the_damaged_store_and_serves_the_salvaged_one() {
     let out = tempfile::tempdir().unwrap();
     let salvaged_dir = out.path().join("salvaged");
     let salvaged = salvaged_dir.to_str().unwrap();
-    let run = sagad(&[
-        "journal",
-        "salvage",
-        "--data-dir",
-        data_dir,
-        "--out",
-        salvaged,
-    ]);
+    let run = salvage_cli(data_dir, salvaged);
     let said = text(&run);
     assert_eq!(run.status.code(), Some(7), "{said}");
     assert!(said.contains(&format!("{db} at byte")), "{said}");
@@ -337,14 +339,7 @@ async fn a_real_sagad_refuses_the_damaged_store_and_serves_the_salvaged_one() {
     let report = std::fs::read_to_string(salvaged_dir.join("salvage/report.txt")).unwrap();
     assert!(report.contains(&format!("{db} at byte")), "{report}");
     // A second salvage into the now full directory is refused, naming it.
-    let again = sagad(&[
-        "journal",
-        "salvage",
-        "--data-dir",
-        data_dir,
-        "--out",
-        salvaged,
-    ]);
+    let again = salvage_cli(data_dir, salvaged);
     assert_eq!(again.status.code(), Some(1));
     assert!(
         text(&again).contains(&format!("--out {salvaged}: it exists and is not empty")),
@@ -398,28 +393,16 @@ async fn damage_sled_can_read_past_is_a_finding_and_salvages_whole() {
     let acknowledged = stopped_twice(original.path()).await;
     // A flip that sled refuses but that holds no live page: the first one
     // through the data whose salvage carries everything.
-    let end = records_end(&original.path().join("journal/db"));
-    for n in 1..64 {
-        let at = n * end / 64;
-        let copy = tempfile::tempdir().unwrap();
-        copy_dir(original.path(), copy.path());
-        flip(&copy.path().join("journal/db"), at, 0x55);
-        if open(copy.path(), &acknowledged).await.is_ok() {
+    for try_ in 1..TRIES {
+        let Some(copy) = refused_copy(original.path(), &acknowledged, try_).await else {
             continue;
-        }
+        };
         let data_dir = copy.path().to_str().unwrap();
         let check = sagad(&["journal", "check", "--data-dir", data_dir]);
         let said = text(&check);
         let out = tempfile::tempdir().unwrap();
         let salvaged = out.path().join("salvaged");
-        let run = sagad(&[
-            "journal",
-            "salvage",
-            "--data-dir",
-            data_dir,
-            "--out",
-            salvaged.to_str().unwrap(),
-        ]);
+        let run = salvage_cli(data_dir, salvaged.to_str().unwrap());
         if run.status.code() == Some(7) {
             continue; // a live page: the other test's case
         }

@@ -23,7 +23,8 @@ pub const SAGAS: usize = 40;
 /// Every saga acknowledged, with its events' kinds.
 pub type Acknowledged = Vec<(SagaId, Vec<EventKind>)>;
 
-fn step(name: &str) -> StepSpec {
+/// A step of participant `p`, on endpoints nothing listens on.
+pub fn step(name: &str) -> StepSpec {
     StepSpec {
         name: name.into(),
         participant: "p".into(),

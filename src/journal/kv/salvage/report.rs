@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, fmt};
 
 use crate::{
-    journal::SagaSummary,
+    journal::{SagaSummary, kv::check::report::by_state},
     saga::{Event, SagaId, SagaState},
 };
 
@@ -55,6 +55,14 @@ pub struct LostSaga {
 }
 
 impl SalvageReport {
+    /// Every saga not carried: incomplete or lost.
+    pub fn not_carried(&self) -> impl Iterator<Item = SagaId> + '_ {
+        self.incomplete
+            .iter()
+            .map(|s| s.id)
+            .chain(self.lost.iter().map(|s| s.id))
+    }
+
     /// True when everything read was carried and nothing is missing.
     pub fn is_lossless(&self) -> bool {
         self.incomplete.is_empty()
@@ -97,64 +105,70 @@ fn listed(summary: Option<&SagaSummary>) -> String {
     })
 }
 
+/// Writes `heading` and a line for each of `items`, the first
+/// [`SAGAS_SHOWN`] of them, then how many more; nothing when there are none.
+fn list<T>(
+    f: &mut fmt::Formatter<'_>,
+    heading: String,
+    items: &[T],
+    line: impl Fn(&T) -> String,
+) -> fmt::Result {
+    if items.is_empty() {
+        return Ok(());
+    }
+    writeln!(f, "{heading}")?;
+    for item in items.iter().take(SAGAS_SHOWN) {
+        writeln!(f, "  {}", line(item))?;
+    }
+    if items.len() > SAGAS_SHOWN {
+        writeln!(f, "  … and {} more", items.len() - SAGAS_SHOWN)?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for SalvageReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let states: Vec<String> = self
-            .by_state
-            .iter()
-            .map(|(s, n)| format!("{n} {s}"))
-            .collect();
         writeln!(
             f,
             "carried: {} sagas ({}), {} events, {} participants",
             self.sagas,
-            if states.is_empty() {
-                "none".to_string()
-            } else {
-                states.join(", ")
-            },
+            by_state(&self.by_state),
             self.events,
             self.participants
         )?;
-        if !self.lost.is_empty() {
-            writeln!(
-                f,
+        list(
+            f,
+            format!(
                 "lost: {} sagas whose events could not be read at all:",
                 self.lost.len()
-            )?;
-            for lost in self.lost.iter().take(SAGAS_SHOWN) {
-                writeln!(
-                    f,
-                    "  saga {}{}, named by the {}",
+            ),
+            &self.lost,
+            |lost| {
+                format!(
+                    "saga {}{}, named by the {}",
                     lost.id,
                     listed(lost.summary.as_ref()),
                     lost.named_by.join(", ")
-                )?;
-            }
-            if self.lost.len() > SAGAS_SHOWN {
-                writeln!(f, "  … and {} more", self.lost.len() - SAGAS_SHOWN)?;
-            }
-        }
-        if !self.incomplete.is_empty() {
-            writeln!(
-                f,
+                )
+            },
+        )?;
+        list(
+            f,
+            format!(
                 "not carried: {} sagas whose history could not be read whole (resuming them from an earlier state could repeat or undo what they did):",
                 self.incomplete.len()
-            )?;
-            for saga in self.incomplete.iter().take(SAGAS_SHOWN) {
-                writeln!(
-                    f,
-                    "  saga {}{}: {}; {} events readable",
+            ),
+            &self.incomplete,
+            |saga| {
+                format!(
+                    "saga {}{}: {}; {} events readable",
                     saga.id,
                     listed(saga.summary.as_ref()),
                     saga.why,
                     saga.events.len()
-                )?;
-            }
-            if self.incomplete.len() > SAGAS_SHOWN {
-                writeln!(f, "  … and {} more", self.incomplete.len() - SAGAS_SHOWN)?;
-            }
-        }
+                )
+            },
+        )?;
         if !self.lost_offsets.is_empty() {
             let ranges: Vec<String> = self
                 .lost_offsets
