@@ -33,6 +33,7 @@
 //! | `otlp_endpoint` | `--otlp-endpoint` | `SAGAD_OTLP_ENDPOINT` | none (needs the `otlp` build feature) |
 //! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` (never archive) |
 //! | `disk_reserve` | `--disk-reserve` | `SAGAD_DISK_RESERVE` | `64MiB` (free space the journal leaves on its disk) |
+//! | TLS: `tls_*`, `metrics_tls_*`, `participant_*` | `--tls-cert`, … | `SAGAD_TLS_CERT`, … | off: see `config/tls.rs` |
 //!
 //! Which log lines are written is `SAGAD_LOG` (or `RUST_LOG`), an `EnvFilter`
 //! directive, read by the binary rather than here: it is not a setting of the
@@ -47,7 +48,15 @@ use std::{
 
 use http::Uri;
 
-use crate::{engine::EngineConfig, saga::StepDefaults, server::ServerConfig};
+use crate::{
+    engine::EngineConfig,
+    saga::{StepDefaults, definition},
+    server::ServerConfig,
+};
+
+mod tls;
+
+pub use tls::TlsSettings;
 
 /// The default listen address (the client's default `--addr` points here).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -146,11 +155,17 @@ pub enum ConfigError {
     },
     /// The config file names a key that is not a setting.
     #[error(
-        "config file {}: unknown key `{key}` (known keys: {})",
+        "config file {}: unknown key `{key}` (known keys: {}, {}, {})",
         path.display(),
-        KEYS.join(", ")
+        KEYS.join(", "),
+        tls::KEYS.join(", "),
+        tls::ORIGINS_KEY
     )]
     UnknownKey { path: PathBuf, key: String },
+    /// Settings that only make sense together are set apart (a certificate
+    /// without its key, say); the message names both.
+    #[error("{0}")]
+    Incomplete(String),
     /// A value is malformed or out of range. `origin` says where it came from:
     /// `--listen`, `SAGAD_LISTEN`, or `sagad.toml: listen`.
     #[error("{origin} = {value}: {why}")]
@@ -176,6 +191,7 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     pub retention: Option<Retention>,
     pub disk_reserve: Option<u64>,
+    pub tls: TlsSettings,
 }
 
 /// The configuration `sagad serve` runs with.
@@ -207,6 +223,9 @@ pub struct Config {
     /// Free bytes the journal leaves on its disk: it prepares no log segment
     /// that would take them, and does not start with less free.
     pub disk_reserve: u64,
+    /// TLS on the listeners and towards participants; checked by
+    /// [`Config::load`], turned into files to read by [`Config::server_config`].
+    pub tls: TlsSettings,
 }
 
 impl Default for Config {
@@ -224,6 +243,7 @@ impl Default for Config {
             otlp_endpoint: None,
             retention: Retention::Forever,
             disk_reserve: crate::journal::store::wal::DEFAULT_DISK_RESERVE,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -246,7 +266,9 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let file = file.map(Settings::from_file).transpose()?;
         let env = Settings::from_env(env)?;
-        Ok(Config::build(file, env, flags))
+        let config = Config::build(file, env, flags);
+        config.tls.resolve(config.metrics_listen.is_some())?;
+        Ok(config)
     }
 
     fn apply(&mut self, layer: Settings) {
@@ -263,7 +285,9 @@ impl Config {
             otlp_endpoint,
             retention,
             disk_reserve,
+            tls,
         } = layer;
+        self.tls.apply(tls);
         if let Some(v) = listen {
             self.listen = v;
         }
@@ -311,9 +335,10 @@ impl Config {
         })
     }
 
-    /// What [`crate::server::start`] needs.
-    pub fn server_config(&self) -> ServerConfig {
-        ServerConfig {
+    /// What [`crate::server::start`] needs; an error if the TLS settings do
+    /// not go together (see [`TlsSettings::resolve`]).
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        Ok(ServerConfig {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
             engine: EngineConfig {
@@ -326,12 +351,15 @@ impl Config {
                 park_after: crate::engine::PARK_AFTER,
                 // Decided by `server::start`, from `metrics_listen`.
                 record_metrics: true,
+                // Set by `server::start` once the listener is bound.
+                own_address: None,
             },
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),
             retention: self.retention.period(),
             disk_reserve: self.disk_reserve,
-        }
+            tls: self.tls.resolve(self.metrics_listen.is_some())?,
+        })
     }
 }
 
@@ -343,11 +371,15 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let vars: HashMap<String, String> = vars
             .into_iter()
-            .filter(|(name, value)| ENV_VARS.contains(&name.as_str()) && !value.is_empty())
+            .filter(|(name, value)| {
+                let name = name.as_str();
+                (ENV_VARS.contains(&name) || tls::ENV_VARS.contains(&name)) && !value.is_empty()
+            })
             .collect();
         let mut settings = Settings::default();
-        for (key, var) in KEYS.iter().zip(ENV_VARS) {
-            if let Some(value) = vars.get(var) {
+        let keys = KEYS.iter().chain(&tls::KEYS);
+        for (key, var) in keys.zip(ENV_VARS.iter().chain(&tls::ENV_VARS)) {
+            if let Some(value) = vars.get(*var) {
                 settings.set(key, value, var, None)?;
             }
         }
@@ -373,7 +405,11 @@ impl Settings {
         let base = path.parent().unwrap_or(Path::new(""));
         let mut settings = Settings::default();
         for (key, value) in &table {
-            if !KEYS.contains(&key.as_str()) {
+            if key == tls::ORIGINS_KEY {
+                settings.tls.participant_tls = Some(tls::origins_from_toml(path, base, value)?);
+                continue;
+            }
+            if !KEYS.contains(&key.as_str()) && !tls::KEYS.contains(&key.as_str()) {
                 return Err(ConfigError::UnknownKey {
                     path: path.to_path_buf(),
                     key: key.clone(),
@@ -425,7 +461,9 @@ impl Settings {
                 self.max_payload_bytes = Some(parse_payload_bytes(text).map_err(bad)?)
             }
             "shutdown_grace" => self.shutdown_grace = Some(parse_duration(text).map_err(bad)?),
-            "default_timeout" => self.default_timeout = Some(parse_duration(text).map_err(bad)?),
+            "default_timeout" => {
+                self.default_timeout = Some(parse_step_timeout(text).map_err(bad)?)
+            }
             "metrics_listen" => self.metrics_listen = Some(parse_listen(text).map_err(bad)?),
             "on_failed_webhook" => {
                 self.on_failed_webhook = Some(parse_webhook_url(text).map_err(bad)?)
@@ -434,6 +472,7 @@ impl Settings {
             "otlp_endpoint" => self.otlp_endpoint = Some(parse_otlp_endpoint(text).map_err(bad)?),
             "retention" => self.retention = Some(parse_retention(text).map_err(bad)?),
             "disk_reserve" => self.disk_reserve = Some(parse_bytes(text).map_err(bad)?),
+            tls_key if tls::KEYS.contains(&tls_key) => self.tls.set(tls_key, path()),
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
         Ok(())
@@ -446,6 +485,7 @@ fn expected(key: &str) -> &'static str {
         "listen" | "metrics_listen" => "a string \"host:port\"",
         "on_failed_webhook" => "a URL string \"http://host:port/path\"",
         "data_dir" | "sagas" => "a path string",
+        key if tls::KEYS.contains(&key) => "a path string (a PEM file)",
         "max_payload_bytes" => "a positive integer (bytes)",
         "log_format" => "a string, \"text\" or \"json\"",
         "otlp_endpoint" => "a URL string like \"http://127.0.0.1:4317\"",
@@ -551,6 +591,21 @@ pub fn parse_retention(text: &str) -> Result<Retention, String> {
         Err(e) => Err(format!(
             "'{text}' is not a duration like 7d or 36h, nor \"{RETENTION_FOREVER}\" ({e})"
         )),
+    }
+}
+
+/// A step call timeout: a duration within the bounds a step's own timeout
+/// keeps (`saga::definition::TIMEOUT_MIN` to `TIMEOUT_MAX`).
+pub fn parse_step_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if definition::timeout_in_bounds(timeout) {
+        Ok(timeout)
+    } else {
+        Err(format!(
+            "must be at least {:?} and at most {} (got {timeout:?})",
+            definition::TIMEOUT_MIN,
+            humantime::format_duration(definition::TIMEOUT_MAX)
+        ))
     }
 }
 

@@ -26,6 +26,10 @@ pub enum Error {
     /// The request is valid but not in the saga's current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request names a position past the end (a feed offset no event
+    /// has yet).
+    #[error("{0}")]
+    OutOfRange(String),
     /// The coordinator cannot serve this now (recovering, shutting down, disk failed).
     #[error("{0}")]
     Unavailable(String),
@@ -35,6 +39,9 @@ pub enum Error {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A certificate, key or CA file cannot be used (at start).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// An operating-system operation failed (binding the listener, say).
     #[error("{what}: {source}")]
     Io {

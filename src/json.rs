@@ -13,8 +13,9 @@
 //! - **Bytes** (payloads, step outputs) are embedded as the JSON they hold, and
 //!   are `null` when empty. Bytes that are not JSON are written one of two ways,
 //!   each for its reader:
-//!   - a *view* ([`bytes_or_text`], `--output json`) writes them as a string
-//!     (UTF-8, invalid sequences replaced): something to print, grep or `jq`;
+//!   - a *view* ([`bytes_or_text`], `--output json`) writes UTF-8 text as a
+//!     string, something to print, grep or `jq`; other bytes as an object
+//!     `{"$base64": "…"}` ([`BASE64_MARKER`]), so nothing is replaced;
 //!   - a *record* ([`bytes_or_base64`], archives and export) writes `null` and,
 //!     beside the field, `<field>_base64` (standard alphabet, padded), so an
 //!     archive holds exactly what the journal held.
@@ -51,13 +52,30 @@ pub fn duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// Bytes for a view: the JSON they hold, else a string (UTF-8, lossy); `null`
-/// when empty.
+/// The key of the object a view writes bytes that are neither JSON nor
+/// UTF-8 as (the `$` keeps it apart from the keys payloads use).
+pub const BASE64_MARKER: &str = "$base64";
+
+/// Bytes for a view: the JSON they hold, else the text they are, else
+/// `{"$base64": "…"}` (standard alphabet, padded); `null` when empty.
 pub fn bytes_or_text(b: &[u8]) -> Value {
     if b.is_empty() {
         return Value::Null;
     }
-    serde_json::from_slice(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into()))
+    if let Ok(value) = serde_json::from_slice(b) {
+        return value;
+    }
+    match std::str::from_utf8(b) {
+        Ok(text) => Value::String(text.into()),
+        Err(_) => {
+            let mut marked = serde_json::Map::new();
+            marked.insert(
+                BASE64_MARKER.into(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            );
+            Value::Object(marked)
+        }
+    }
 }
 
 /// Bytes for a record: the JSON they hold and `None`; when they are not JSON,
@@ -74,6 +92,32 @@ pub fn bytes_or_base64(b: &[u8]) -> (Value, Option<String>) {
             Some(base64::engine::general_purpose::STANDARD.encode(b)),
         ),
     }
+}
+
+/// `text`, checked to be one JSON document, without the whitespace between
+/// its tokens: the same JSON in the same bytes however it was typed (a
+/// trailing newline, indentation), so one idempotency key matches it. Every
+/// token is kept as written (key order, number spelling: a round trip
+/// through a parsed value would sort keys and round big numbers).
+pub fn minified(text: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(text)?;
+    let mut out = Vec::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in text {
+        if in_string {
+            out.push(byte);
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = byte == b'"';
+            out.push(byte);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -93,6 +137,19 @@ mod tests {
             Some(Timestamp(1_700_000_000_000))
         );
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn minified_json_keeps_every_token_as_written() {
+        let typed =
+            b"{\n  \"b\": [1, 2.50, 12345678901234567890123],\n  \"a\": \"x \\\" y\\\\\"\n}\n";
+        assert_eq!(
+            minified(typed).unwrap(),
+            br#"{"b":[1,2.50,12345678901234567890123],"a":"x \" y\\"}"#.to_vec()
+        );
+        assert_eq!(minified(b" \"a  b\" ").unwrap(), br#""a  b""#.to_vec());
+        assert!(minified(b"{bad").is_err());
+        assert!(minified(b"{} {}").is_err(), "one document only");
     }
 
     #[test]
@@ -118,8 +175,8 @@ mod tests {
             bytes_or_base64(b"not json"),
             (Value::Null, Some("bm90IGpzb24=".into()))
         );
-        // A view replaces what is not UTF-8; a record keeps every byte.
-        assert_eq!(bytes_or_text(&[0xff, 0x00]), json!("\u{fffd}\u{0}"));
+        // Neither keeps less than every byte: a view marks what is not text.
+        assert_eq!(bytes_or_text(&[0xff, 0x00]), json!({"$base64": "/wA="}));
         assert_eq!(
             bytes_or_base64(&[0xff, 0x00]),
             (Value::Null, Some("/wA=".into()))

@@ -27,6 +27,7 @@
 //! | [`config`] | one configuration: defaults, then file, then environment, then flags |
 //! | [`error`] | the crate's error, classified for callers |
 //! | [`metrics`] | the Prometheus metrics and their HTTP endpoint |
+//! | [`tls`] | TLS on every listener and towards participants: certificates from PEM files, reloaded while serving |
 //! | [`webhook`] | the at-least-once POST for every saga that becomes FAILED |
 //! | [`archive`] | retention: old final sagas move to archive files; export |
 //! | [`trace`] | W3C trace context at the edge: gRPC headers, call span ids, exported spans |
@@ -52,12 +53,14 @@ pub mod journal;
 pub mod json;
 pub mod metrics;
 pub mod participant;
+pub mod private;
 pub mod proto;
 pub mod runtime;
 pub mod saga;
 pub mod server;
 #[cfg(test)]
 pub mod testing;
+pub mod tls;
 pub mod trace;
 pub mod webhook;
 

@@ -18,7 +18,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use cli::{
     catalog::{DefinitionsCommand, ParticipantsCommand},
@@ -56,8 +56,8 @@ struct Args {
 // then operator tools that work on a data directory directly.
 #[derive(Subcommand)]
 enum Command {
-    /// Run the coordinator.
-    Serve(ServeArgs),
+    /// Run the coordinator. (Boxed: its flags outweigh every other verb's.)
+    Serve(Box<ServeArgs>),
     /// Run a coordinator, three demo participants and three orders, live.
     Demo(DemoArgs),
     /// Start a saga from a definition.
@@ -90,7 +90,7 @@ enum Command {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => cli::serve::run(args).await,
+        Command::Serve(args) => cli::serve::run(*args).await,
         Command::Demo(args) => cli::demo::run(args).await,
         Command::Start(args) => Ok(cli::saga::start(args).await?),
         Command::Get(args) => Ok(cli::saga::get(args).await?),
@@ -107,11 +107,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 /// The exit code of a failure: classified client failures carry their own,
-/// configuration errors are usage errors, anything else is 1.
+/// configuration, certificate and definition files that cannot be used are
+/// usage errors,
+/// anything else is 1.
 fn exit_code(error: &anyhow::Error) -> u8 {
     if let Some(e) = error.downcast_ref::<CliError>() {
         e.exit_code()
-    } else if error.downcast_ref::<sagad::config::ConfigError>().is_some() {
+    } else if error.downcast_ref::<sagad::config::ConfigError>().is_some()
+        || matches!(error.downcast_ref(), Some(sagad::Error::Tls(_)))
+        || error
+            .downcast_ref::<cli::definitions::LoadError>()
+            .is_some()
+    {
         EXIT_USAGE
     } else {
         EXIT_FAILURE
@@ -120,7 +127,22 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     sagad::failpoint::setup();
-    let args = Args::parse();
+    // Before any file is made: the data directory is its user's alone.
+    sagad::private::restrict_umask();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = match Args::try_parse_from(&argv) {
+        Ok(args) => args,
+        // Help and version are not failures: clap prints them as it should.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        Err(e) => {
+            let command = cli::error::command_path(&Args::command(), &argv);
+            eprintln!("sagad: {}", cli::error::usage_line(&e, &command));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let runtime = match sagad::runtime::build(None) {
         Ok(r) => r,
         Err(e) => {
@@ -131,7 +153,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(args.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sagad: {e:#}");
+            eprintln!("sagad: {}", cli::error::one_line(&e));
             ExitCode::from(exit_code(&e))
         }
     }

@@ -3,7 +3,9 @@
 //! [`start`] opens the journal (refusing a data directory another process owns),
 //! binds the listener and starts serving at once, with health `NOT_SERVING` and
 //! the Coordinator answering `UNAVAILABLE` until recovery has resumed every
-//! unfinished saga; then health turns `SERVING`.
+//! unfinished saga; then health turns `SERVING`, and follows the journal from
+//! there: `NOT_SERVING` while it refuses writes (a full disk), `SERVING` again
+//! once it takes them.
 //!
 //! With a retention period, the archiver (`crate::archive`) starts once
 //! recovery is done.
@@ -18,6 +20,13 @@
 //! with `on_failed_webhook`, every saga that becomes FAILED is posted there, and
 //! after recovery the FAILED sagas whose notice was never acknowledged are
 //! posted again (`crate::webhook`).
+//!
+//! TLS (`crate::tls`): with `tls.api`, the gRPC listener speaks only TLS (and
+//! with a client CA, only to clients with a certificate it issued); with
+//! `tls.metrics`, so does `/metrics`. The certificate files are read before
+//! anything is bound (a bad one fails the start), then re-read every
+//! [`TLS_RELOAD_INTERVAL`] when they changed, and on demand through
+//! [`Server::tls_reloader`] (the binary's SIGHUP).
 
 use std::{
     net::SocketAddr,
@@ -36,6 +45,7 @@ use tonic::{
     transport::server::{Router, TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::layer::util::{Identity, Stack};
 
 use crate::{
     Error, Result,
@@ -47,11 +57,15 @@ use crate::{
     participant::GrpcParticipants,
     proto::{self, v1::coordinator_server::CoordinatorServer},
     saga::Definition,
+    tls::{
+        ClientTls, LoadedTls, ServerTls, TLS_RELOAD_INTERVAL, TlsConfig, TlsIncoming, TlsReloader,
+    },
     webhook::Notifier,
 };
 
-/// Room for the rest of a StartSaga request around a payload of the maximum size.
-const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
+/// How often health asks the journal whether it can write, between the
+/// failed writes it hears of at once.
+const HEALTH_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]
@@ -64,13 +78,15 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// Where to serve `GET /metrics`; port 0 picks a free one. `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
-    /// Where to POST a notice for each saga that becomes FAILED (`http://` only).
+    /// Where to POST a notice for each saga that becomes FAILED.
     pub on_failed_webhook: Option<Uri>,
     /// How long ended sagas stay in the journal; `None` keeps them forever.
     /// With a period, an archiver (`crate::archive`) runs once recovery is done.
     pub retention: Option<std::time::Duration>,
     /// Free bytes the journal leaves on its disk (`WalOptions::disk_reserve`).
     pub disk_reserve: u64,
+    /// TLS on the listeners and towards participants; the default is none.
+    pub tls: TlsConfig,
 }
 
 /// A running coordinator.
@@ -80,6 +96,7 @@ pub struct Server {
     engine: Engine,
     shutdown: CancellationToken,
     ready_rx: watch::Receiver<bool>,
+    tls_reloader: TlsReloader,
     task: JoinHandle<Result<()>>,
 }
 
@@ -87,6 +104,7 @@ pub struct Server {
 /// (see the module docs). Errors here are startup errors: locked or unreadable
 /// data directory, address in use.
 pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result<Server> {
+    crate::private::warn_if_open(&config.data_dir);
     let dir = config.data_dir.clone();
     let options = WalOptions {
         disk_reserve: config.disk_reserve,
@@ -110,18 +128,24 @@ pub async fn start_with_journal(
     let archiver = config
         .retention
         .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
-    let engine = start_engine(&config, journal, definitions).await?;
+    let tls = load_tls(&config.tls).await?;
     let (listener, addr) = bind(config.listen).await?;
+    let engine = start_engine(&config, journal, definitions, addr, &tls.participants).await?;
     let shutdown = CancellationToken::new();
     let (metrics_listener, metrics_addr) = bind_metrics(config.metrics_listen).await?;
-    let notifier = open_notifier(&config, &engine, &shutdown).await?;
+    let notifier = open_notifier(&config, &engine, &tls.participants, &shutdown).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = watch::channel(false);
     let (health, router) = grpc_services(&config, &engine, &ready).await?;
-    // Nagle must be turned off on the incoming stream itself: the server builder's
-    // tcp_nodelay is ignored by serve_with_incoming (64 concurrent calls on one
-    // connection reached 26–30k calls/s with it on, against 42–51k with it off).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = match tls.api {
+        Some(api) => Incoming::Tls(TlsIncoming::new(listener, api)),
+        // Nagle must be turned off on the incoming stream itself: the server builder's
+        // tcp_nodelay is ignored by serve_with_incoming (64 concurrent calls on one
+        // connection reached 26–30k calls/s with it on, against 42–51k with it off).
+        None => Incoming::Plain(TcpIncoming::from(listener).with_nodelay(Some(true))),
+    };
+    let metrics = metrics_listener.map(|listener| (listener, tls.metrics));
+    let tls_reloader = tls.reloader;
     let serving = Serving {
         engine: engine.clone(),
         shutdown: shutdown.clone(),
@@ -129,28 +153,52 @@ pub async fn start_with_journal(
         ready,
         ready_tx,
         notifier,
+        tls_reloader: tls_reloader.clone(),
     };
-    let task = tokio::spawn(serving.run(router, incoming, metrics_listener, archiver));
+    let task = tokio::spawn(serving.run(router, incoming, metrics, archiver));
     Ok(Server {
         addr,
         metrics_addr,
         engine,
         shutdown,
         ready_rx,
+        tls_reloader,
         task,
     })
 }
 
+/// Reads every certificate file, off the async workers.
+async fn load_tls(config: &TlsConfig) -> Result<LoadedTls> {
+    let config = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || config.load())
+        .await
+        .map_err(|e| Error::Unavailable(format!("TLS load task failed: {e}")))??;
+    Ok(loaded)
+}
+
+/// The gRPC listener's connections: plain TCP, or TLS over it.
+enum Incoming {
+    Plain(TcpIncoming),
+    Tls(TlsIncoming),
+}
+
 /// The engine over `journal`, calling participants over gRPC, recording
-/// metrics only when they are served.
+/// metrics only when they are served, refusing participants at its own
+/// address.
 async fn start_engine(
     config: &ServerConfig,
     journal: Arc<dyn Journal>,
     definitions: Vec<Definition>,
+    own_address: SocketAddr,
+    tls: &ClientTls,
 ) -> Result<Engine> {
-    let caller = Arc::new(GrpcParticipants::new(config.engine.max_payload_bytes));
+    let caller = Arc::new(GrpcParticipants::with_tls(
+        config.engine.max_payload_bytes,
+        tls.clone(),
+    ));
     let engine_config = EngineConfig {
         record_metrics: config.metrics_listen.is_some(),
+        own_address: Some(own_address),
         ..config.engine.clone()
     };
     Engine::new(journal, caller, definitions, engine_config).await
@@ -192,6 +240,7 @@ async fn bind_metrics(
 async fn open_notifier(
     config: &ServerConfig,
     engine: &Engine,
+    tls: &ClientTls,
     shutdown: &CancellationToken,
 ) -> Result<Option<Notifier>> {
     let Some(url) = &config.on_failed_webhook else {
@@ -199,6 +248,7 @@ async fn open_notifier(
     };
     let notifier = Notifier::open(
         url.clone(),
+        tls,
         &config.data_dir,
         engine.metrics().clone(),
         shutdown.clone(),
@@ -208,27 +258,50 @@ async fn open_notifier(
     Ok(Some(notifier))
 }
 
-/// The gRPC services: health (NOT_SERVING until recovery is done), reflection,
+/// Calls (and streams: watches, subscriptions) one connection may have open
+/// at once; a client asking for more waits for one to end (HTTP/2's own
+/// limit, which clients obey). Each open stream holds a task and a buffer
+/// here: one connection must not hold unboundedly many.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1000;
+
+/// How every gRPC response passes on its way out (`api::oversized_as_payload`).
+type Remap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+/// The gRPC services, behind that.
+type GrpcRouter = Router<Stack<tower::util::MapResponseLayer<Remap>, Identity>>;
+
+/// The gRPC services: health (NOT_SERVING until recovery is done), reflection
+/// (v1 and v1alpha),
 /// and the Coordinator, which answers `UNAVAILABLE` until `ready` is set.
 async fn grpc_services(
     config: &ServerConfig,
     engine: &Engine,
     ready: &Arc<AtomicBool>,
-) -> Result<(HealthReporter, Router)> {
+) -> Result<(HealthReporter, GrpcRouter)> {
     let (health, health_service) = tonic_health::server::health_reporter();
     report_health(&health, ServingStatus::NotServing).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Unavailable(format!("reflection service: {e}")))?;
-    let max_request = config.engine.max_payload_bytes + REQUEST_OVERHEAD_BYTES;
+    // Both versions of reflection: grpcurl asks v1, while Python's
+    // grpcio-reflection and other older clients still ask only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let refused =
+        |e: tonic_reflection::server::Error| Error::Unavailable(format!("reflection service: {e}"));
+    let reflection_v1 = reflection().build_v1().map_err(refused)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(refused)?;
+    let max_request = config.engine.max_payload_bytes + crate::api::REQUEST_OVERHEAD_BYTES;
     let coordinator = CoordinatorServer::new(CoordinatorApi::new(engine.clone(), ready.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(usize::MAX);
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .layer(tower::util::MapResponseLayer::new(
+            crate::api::oversized_as_payload as Remap,
+        ))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(coordinator);
     Ok((health, router))
 }
@@ -245,18 +318,25 @@ async fn report_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
 }
 
-/// Serves `GET /metrics` on `listener` until shutdown; nothing without one.
+/// Serves `GET /metrics` on `listener` (over TLS with one) until shutdown;
+/// nothing without a listener.
 async fn serve_metrics(
-    listener: Option<TcpListener>,
+    listener: Option<(TcpListener, Option<ServerTls>)>,
     engine: &Engine,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let Some(listener) = listener else {
+    let Some((listener, tls)) = listener else {
         return Ok(());
     };
     let render_engine = engine.clone();
     let render: metrics::http::Render = Arc::new(move || render_engine.render_metrics());
-    metrics::http::serve(listener, render, shutdown.clone()).await
+    match tls {
+        Some(tls) => {
+            let listener = TlsIncoming::new(listener, tls);
+            metrics::http::serve(listener, render, shutdown.clone()).await
+        }
+        None => metrics::http::serve(listener, render, shutdown.clone()).await,
+    }
 }
 
 /// What the server task holds while it serves: the parts recovery and the stop
@@ -265,8 +345,8 @@ struct Serving {
     engine: Engine,
     /// Cancelled to stop (a signal, [`Server::stop`], or a failed recovery).
     shutdown: CancellationToken,
-    /// What health checks are told: NOT_SERVING until recovery is done and
-    /// again once the stop begins.
+    /// What health checks are told: NOT_SERVING until recovery is done, while
+    /// the journal refuses writes, and once the stop begins.
     health: HealthReporter,
     /// Read by the Coordinator on every call; set once recovery is done.
     ready: Arc<AtomicBool>,
@@ -275,6 +355,8 @@ struct Serving {
     /// The on-failed webhook, when configured: redelivers after recovery,
     /// finishes after the engine stopped.
     notifier: Option<Notifier>,
+    /// Re-reads the certificate files that changed, every [`TLS_RELOAD_INTERVAL`].
+    tls_reloader: TlsReloader,
 }
 
 impl Serving {
@@ -282,16 +364,29 @@ impl Serving {
     /// stops in order (see the module docs).
     async fn run(
         self,
-        router: Router,
-        incoming: TcpIncoming,
-        metrics_listener: Option<TcpListener>,
+        router: GrpcRouter,
+        incoming: Incoming,
+        metrics_listener: Option<(TcpListener, Option<ServerTls>)>,
         archiver: Option<Archiver>,
     ) -> Result<()> {
-        let serve =
-            router.serve_with_incoming_shutdown(incoming, self.shutdown.clone().cancelled_owned());
+        let stopping = self.shutdown.clone().cancelled_owned();
+        let serve = async {
+            match incoming {
+                Incoming::Plain(i) => router.serve_with_incoming_shutdown(i, stopping).await,
+                Incoming::Tls(i) => router.serve_with_incoming_shutdown(i, stopping).await,
+            }
+        };
         let serve_metrics = serve_metrics(metrics_listener, &self.engine, &self.shutdown);
-        let (served, metrics_served, stopped) =
-            tokio::join!(serve, serve_metrics, self.recover_then_stop(archiver));
+        let reload = self
+            .tls_reloader
+            .clone()
+            .watch(TLS_RELOAD_INTERVAL, self.shutdown.clone());
+        let (served, metrics_served, stopped, ()) = tokio::join!(
+            serve,
+            serve_metrics,
+            self.recover_then_stop(archiver),
+            reload
+        );
         served.map_err(|e| Error::Unavailable(format!("gRPC server failed: {e}")))?;
         if let Err(e) = metrics_served {
             tracing::error!(error = %e, "the metrics endpoint failed");
@@ -315,8 +410,40 @@ impl Serving {
             },
             _ = self.shutdown.cancelled() => {}
         }
+        if self.ready.load(Ordering::Acquire) {
+            tokio::select! {
+                () = self.follow_journal() => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
         self.shutdown.cancelled().await;
         self.stop(archiving).await
+    }
+
+    /// While serving, health follows the journal: NOT_SERVING while it refuses
+    /// writes (so load balancers send new work elsewhere), SERVING again once
+    /// it takes them. A failed write is reported at once; a store that fails
+    /// everything (seen by reads and checkpoints, not by the writer) within
+    /// [`HEALTH_RECHECK`]. Returns only if the journal's writer is gone.
+    async fn follow_journal(&self) {
+        let journal = self.engine.journal();
+        let mut failures = journal.write_failures();
+        let mut reported = ServingStatus::Serving;
+        loop {
+            failures.borrow_and_update();
+            let status = match journal.write_failure() {
+                Some(_) => ServingStatus::NotServing,
+                None => ServingStatus::Serving,
+            };
+            if status != reported {
+                report_health(&self.health, status).await;
+                reported = status;
+            }
+            tokio::select! {
+                changed = failures.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(HEALTH_RECHECK) => {}
+            }
+        }
     }
 
     /// After recovery: posts again the FAILED notices never acknowledged,
@@ -363,6 +490,12 @@ impl Server {
     /// The engine behind the server.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Re-reads the certificate files on demand (the binary's SIGHUP); empty
+    /// when no TLS is configured.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        self.tls_reloader.clone()
     }
 
     /// Cancelling this token starts a graceful stop.

@@ -117,3 +117,58 @@ pub fn turning_back(last: EventKind, at: u64) -> Vec<Event> {
     }
     events
 }
+
+/// How many cases each fuzz target runs: `SAGAD_FUZZ_CASES` (the knob for
+/// long runs), else [`FUZZ_CASES`], a fixed number, so `cargo test` does the
+/// same work every time. Failures are not persisted to files: a failing case
+/// is printed, minimised, and becomes a plain test.
+pub fn fuzz_runner() -> proptest::test_runner::TestRunner {
+    proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: fuzz_cases(),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })
+}
+
+/// Cases a fuzz target runs in `cargo test`.
+pub const FUZZ_CASES: u32 = 256;
+
+/// The number of cases [`fuzz_runner`] runs.
+pub fn fuzz_cases() -> u32 {
+    std::env::var("SAGAD_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FUZZ_CASES)
+}
+
+/// Runs `test` on `cases` inputs of `strategy`, naming the target in the
+/// count it prints and in a failure.
+pub fn fuzz<S: proptest::strategy::Strategy>(
+    target: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
+) {
+    let mut runner = fuzz_runner();
+    if let Err(e) = runner.run(&strategy, test) {
+        panic!("fuzz target {target}: {e}");
+    }
+    println!("fuzz target {target}: {} cases", fuzz_cases());
+}
+
+/// `bytes` damaged by `edits`: each `(at, xor)` flips bits of the byte at
+/// `at` (modulo the length), then the result is cut to `cut` bytes, if
+/// shorter, and `tail` appended.
+pub fn damaged(bytes: &[u8], edits: &[(usize, u8)], cut: Option<usize>, tail: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if !out.is_empty() {
+        for &(at, xor) in edits {
+            let at = at % out.len();
+            out[at] ^= xor;
+        }
+    }
+    if let Some(cut) = cut {
+        out.truncate(cut);
+    }
+    out.extend_from_slice(tail);
+    out
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tonic::Status;
 
+use super::summary::{self, Attempts};
 use crate::{
     engine::FeedItem,
     proto::v1 as pb,
@@ -141,7 +142,7 @@ pub fn saga_status_from(value: i32) -> Result<Option<SagaStatus>, Status> {
     })
 }
 
-fn step_state(s: StepStatus) -> pb::StepState {
+pub(super) fn step_state(s: StepStatus) -> pb::StepState {
     match s {
         StepStatus::Pending => pb::StepState::Pending,
         StepStatus::Running => pb::StepState::Running,
@@ -210,33 +211,39 @@ fn attempt(a: &AttemptRecord) -> pb::Attempt {
     }
 }
 
-pub fn saga(s: &SagaState) -> pb::Saga {
+/// A saga with its steps, carrying as many of each step's attempts as
+/// `shown` says (the rest summarised, see `summary.rs`).
+pub fn saga(s: &SagaState, shown: Attempts) -> pb::Saga {
     let steps = s
         .steps
         .iter()
         .zip(&s.progress)
         .enumerate()
-        .map(|(i, (spec, p))| pb::Step {
-            name: spec.name.clone(),
-            participant: spec.participant.clone(),
-            state: step_state(s.step_status(i)) as i32,
-            forward_attempts: p.forward.attempts,
-            compensate_attempts: p.compensate.attempts,
-            last_error: p.last_error.clone().unwrap_or_default(),
-            output: p.output.clone().unwrap_or_default(),
-            started_at: p.started_at.map(timestamp),
-            finished_at: p.finished_at.map(timestamp),
-            next_attempt_at: p.forward.retry_at.or(p.compensate.retry_at).map(timestamp),
-            attempts: p.attempts.iter().map(attempt).collect(),
-            forward_endpoint: spec.forward.url().to_string(),
-            compensate_endpoint: spec.compensate.url().to_string(),
-            retry: Some(resolved_policy_pb(spec.retry)),
-            timeout: Some(duration(spec.timeout)),
-            endpoint_changes: p
-                .endpoint_changes
-                .iter()
-                .map(|c| endpoint_change(&spec.name, c.action, &c.old, &c.new, c.at))
-                .collect(),
+        .map(|(i, (spec, p))| {
+            let (elided, attempts) = shown.split(&p.attempts);
+            pb::Step {
+                name: spec.name.clone(),
+                participant: spec.participant.clone(),
+                state: step_state(s.step_status(i)) as i32,
+                forward_attempts: p.forward.attempts,
+                compensate_attempts: p.compensate.attempts,
+                last_error: p.last_error.clone().unwrap_or_default(),
+                output: p.output.clone().unwrap_or_default(),
+                started_at: p.started_at.map(timestamp),
+                finished_at: p.finished_at.map(timestamp),
+                next_attempt_at: p.next_attempt_at().map(timestamp),
+                attempts: attempts.iter().map(attempt).collect(),
+                elided_attempts: summary::elided(elided),
+                forward_endpoint: spec.forward.url().to_string(),
+                compensate_endpoint: spec.compensate.url().to_string(),
+                retry: Some(resolved_policy_pb(spec.retry)),
+                timeout: Some(duration(spec.timeout)),
+                endpoint_changes: p
+                    .endpoint_changes
+                    .iter()
+                    .map(|c| endpoint_change(&spec.name, c.action, &c.old, &c.new, c.at))
+                    .collect(),
+            }
         })
         .collect();
     pb::Saga {

@@ -3,7 +3,9 @@
 //! Each method checks its request, converts it to the domain (`convert.rs`),
 //! calls the engine, and maps errors through the one `From<Error> for Status`
 //! (`status.rs`). Bad input is refused here or in the engine before anything is
-//! written, with a message that says what to fix.
+//! written, with a message that says what to fix. Answers are bounded
+//! whatever a saga's history holds (`summary.rs`): lists carry summaries, and
+//! a saga its steps' last attempts unless `GetSaga` asks for every one.
 //!
 //! Until recovery has finished, every method answers `UNAVAILABLE`: a saga that
 //! is not resumed yet must not look abandoned.
@@ -20,6 +22,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
+    api::summary::Attempts,
     engine::{Engine, FeedQuery, ListQuery, SagaSource, StartRequest},
     proto::v1::{self as pb, coordinator_server::Coordinator},
     saga::{EventKind, Offset, Participant, SagaId, Timestamp, TraceContext},
@@ -27,7 +30,15 @@ use crate::{
 };
 
 pub mod convert;
+pub use status::oversized_as_payload;
+#[cfg(test)]
+mod fuzz;
 mod status;
+pub mod summary;
+
+/// Room for the rest of a StartSaga request around a payload of the maximum
+/// size: the server decodes requests of up to that much more.
+pub const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 
 /// Default and largest ListSagas page.
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
@@ -178,7 +189,7 @@ impl Coordinator for CoordinatorApi {
             })
             .await?;
         Ok(Response::new(pb::StartSagaResponse {
-            saga: Some(convert::saga(&started.saga)),
+            saga: Some(convert::saga(&started.saga, Attempts::DEFAULT)),
             created: started.created,
         }))
     }
@@ -188,9 +199,15 @@ impl Coordinator for CoordinatorApi {
         request: Request<pb::GetSagaRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         self.check_ready()?;
-        let id = saga_id("id", &request.get_ref().id)?;
+        let r = request.into_inner();
+        let id = saga_id("id", &r.id)?;
         let saga = self.engine.get(id).await?;
-        Ok(Response::new(convert::saga(&saga)))
+        let shown = if r.all_attempts {
+            Attempts::All
+        } else {
+            Attempts::DEFAULT
+        };
+        Ok(Response::new(convert::saga(&saga, shown)))
     }
 
     async fn list_sagas(
@@ -227,7 +244,7 @@ impl Coordinator for CoordinatorApi {
         };
         let (sagas, next) = self.engine.list(query).await?;
         Ok(Response::new(pb::ListSagasResponse {
-            sagas: sagas.iter().map(convert::saga).collect(),
+            summaries: sagas.iter().map(summary::saga_summary).collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
         }))
     }
@@ -266,7 +283,7 @@ impl Coordinator for CoordinatorApi {
             r.reason
         };
         let saga = self.engine.cancel(id, reason).await?;
-        Ok(Response::new(convert::saga(&saga)))
+        Ok(Response::new(convert::saga(&saga, Attempts::DEFAULT)))
     }
 
     async fn retry_saga(
@@ -277,7 +294,7 @@ impl Coordinator for CoordinatorApi {
         let r = request.into_inner();
         let id = saga_id("id", &r.id)?;
         let saga = self.engine.retry(id, r.refresh_endpoints).await?;
-        Ok(Response::new(convert::saga(&saga)))
+        Ok(Response::new(convert::saga(&saga, Attempts::DEFAULT)))
     }
 
     type SubscribeStream = FeedStream;

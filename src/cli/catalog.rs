@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sagad::{config::parse_duration, proto::v1 as pb};
+use sagad::{config::parse_duration, proto::v1 as pb, saga::retry::ATTEMPTS_MAX};
 
 use crate::cli::{
     connect::{AddrArgs, connect},
@@ -12,6 +12,10 @@ use crate::cli::{
     output::{Format, OutputArgs, Palette},
     render,
 };
+
+/// The attempt budgets a policy may give (checked here too, so a typo is a
+/// usage error before anything connects).
+const ATTEMPTS: std::ops::RangeInclusive<i64> = 1..=ATTEMPTS_MAX as i64;
 
 /// `sagad participants ...`.
 #[derive(clap::Subcommand, Debug)]
@@ -41,19 +45,19 @@ pub struct RegisterArgs {
     /// gRPC method URL that undoes it, e.g. http://127.0.0.1:7002/shop.Payments/Refund
     #[arg(long, value_name = "URL")]
     pub compensate: String,
-    /// Per-call timeout (sent as the gRPC deadline), e.g. 5s or 250ms.
+    /// Per-call timeout (sent as the gRPC deadline), e.g. 5s or 250ms; 10ms to 24h.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Forward attempts before the step counts as failed.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Forward attempts before the step counts as failed (1 to 10000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(ATTEMPTS))]
     pub max_attempts: Option<u32>,
-    /// Compensate attempts before the saga is FAILED.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Compensate attempts before the saga is FAILED (1 to 10000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(ATTEMPTS))]
     pub max_compensate_attempts: Option<u32>,
-    /// Delay before the second attempt (later ones grow exponentially).
+    /// Delay before the second attempt (later ones grow exponentially); at least 10ms.
     #[arg(long, value_parser = parse_duration)]
     pub initial_interval: Option<Duration>,
-    /// Cap on any one delay between attempts.
+    /// Cap on any one delay between attempts; at least 10ms.
     #[arg(long, value_parser = parse_duration)]
     pub max_interval: Option<Duration>,
     /// Forward attempts stop once the next one would start later than this

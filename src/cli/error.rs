@@ -4,14 +4,16 @@
 //! | --- | --- |
 //! | 0 | success |
 //! | 1 | the server answered an error (status and message on stderr), `journal check` found damage, or anything else failed |
-//! | 2 | bad flags or input (clap's usage errors use 2 as well) |
-//! | 3 | the server cannot be reached |
+//! | 2 | bad flags or input: clap's usage errors, a payload that is not JSON, a config or definition file that cannot be used |
+//! | 3 | the server cannot be reached, or the TLS handshake with it failed |
 //! | 4 | `start --wait`: the saga ended COMPENSATED |
 //! | 5 | `start --wait`: the saga ended FAILED (needs an operator: `sagad retry`) |
 //! | 6 | `journal check`: intact, but the log ends in a torn write the next start cuts off |
 //! | 7 | `journal salvage`: the new data directory is written, but not everything could be carried into it |
 //!
-//! Every failure is printed as one line on stderr, `sagad: ...`.
+//! Every failure is printed as one line on stderr, `sagad: ...`: the error and
+//! its causes ([`one_line`]), or clap's usage error folded into one
+//! ([`usage_line`]).
 
 use tonic::{Code, Status};
 
@@ -41,6 +43,15 @@ pub enum CliError {
     /// Nothing answers at the address.
     #[error("cannot reach the coordinator at {addr} ({why}); is `sagad serve` running at {addr}?")]
     Unreachable { addr: String, why: String },
+    /// The TLS handshake failed: the server's certificate is not trusted, or
+    /// the server refused ours.
+    /// `addr` is known when the connection failed, not when a call did (a
+    /// connection that failed later, under a call).
+    #[error(
+        "TLS with the coordinator{} failed ({why}); check --ca, --cert and --key",
+        at(addr)
+    )]
+    Handshake { addr: Option<String>, why: String },
     /// The server answered with an error status.
     #[error("server error {}: {message}", code_name(*code))]
     Server { code: Code, message: String },
@@ -63,7 +74,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
-            CliError::Unreachable { .. } => EXIT_UNREACHABLE,
+            CliError::Unreachable { .. } | CliError::Handshake { .. } => EXIT_UNREACHABLE,
             CliError::Server { .. } => EXIT_FAILURE,
             CliError::Ended { exit, .. } | CliError::Finding { exit, .. } => *exit,
         }
@@ -72,11 +83,23 @@ impl CliError {
 
 impl From<Status> for CliError {
     fn from(status: Status) -> Self {
+        if let Some(why) = crate::cli::connect::tls_failure(&status) {
+            return CliError::Handshake { addr: None, why };
+        }
+        // Printed on a terminal: its control characters escaped (`scrub.rs`).
+        let mut message = status.message().to_string();
+        crate::cli::scrub::Scrub::scrub(&mut message);
         CliError::Server {
             code: status.code(),
-            message: status.message().to_string(),
+            message,
         }
     }
+}
+
+fn at(addr: &Option<String>) -> String {
+    addr.as_ref()
+        .map(|a| format!(" at {a}"))
+        .unwrap_or_default()
 }
 
 fn why_suffix(why: &str) -> String {
@@ -107,5 +130,114 @@ pub fn code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// `error` and its causes on one line, each cause once: many errors here name
+/// their source in their own text (`journal write failed: {source}`) and keep
+/// it as their `source()` too, so a cause already said is not said again.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    flatten(&line)
+}
+
+/// clap's usage error (a block: the error, tips, the usage, a pointer to
+/// `--help`) as one line: the error and its tips, and the `--help` of
+/// `command` (the verb the arguments named, `sagad start` say) to read.
+pub fn usage_line(error: &clap::Error, command: &str) -> String {
+    let text = error.render().to_string();
+    let said: Vec<String> = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| {
+            !p.is_empty() && !p.starts_with("Usage:") && !p.starts_with("For more information")
+        })
+        .map(|p| flatten(p.trim_start_matches("error: ")))
+        .collect();
+    format!("{}; see '{command} --help'", said.join("; "))
+}
+
+/// The verb `args` (the whole command line) names: the program's name, then
+/// each word that names a subcommand of the one before.
+pub fn command_path(root: &clap::Command, args: &[std::ffi::OsString]) -> String {
+    let mut path = vec![root.get_name().to_string()];
+    let mut command = root;
+    for arg in args.iter().skip(1) {
+        let Some(sub) = arg.to_str().and_then(|a| command.find_subcommand(a)) else {
+            break;
+        };
+        path.push(sub.get_name().to_string());
+        command = sub;
+    }
+    path.join(" ")
+}
+
+/// Text on one line: its lines trimmed and joined by a space.
+fn flatten(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("journal write failed: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fdatasync of the log: No space left on device")]
+    struct Inner;
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let e = anyhow::Error::new(Outer(Inner));
+        assert_eq!(
+            one_line(&e),
+            "journal write failed: fdatasync of the log: No space left on device"
+        );
+        // A context that does not say its cause gets it appended.
+        let e = anyhow::Error::new(Inner).context("stopping");
+        assert_eq!(
+            one_line(&e),
+            "stopping: fdatasync of the log: No space left on device"
+        );
+    }
+
+    #[test]
+    fn a_usage_error_is_one_line_naming_the_help_to_read() {
+        let command = clap::Command::new("sagad").subcommand(
+            clap::Command::new("start").arg(
+                clap::Arg::new("definition")
+                    .value_name("DEFINITION")
+                    .required(true),
+            ),
+        );
+        let args = ["sagad", "start"].map(std::ffi::OsString::from);
+        let e = command.clone().try_get_matches_from(&args).unwrap_err();
+        let line = usage_line(&e, &command_path(&command, &args));
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("<DEFINITION>"), "{line}");
+        assert!(line.ends_with("see 'sagad start --help'"), "{line}");
+        let args = ["sagad", "start", "d", "--bogus"].map(std::ffi::OsString::from);
+        let e = command.clone().try_get_matches_from(&args).unwrap_err();
+        let line = usage_line(&e, &command_path(&command, &args));
+        assert!(
+            line.starts_with("unexpected argument '--bogus' found"),
+            "{line}"
+        );
+        assert!(!line.contains("error:"), "{line}");
+        assert!(line.ends_with("see 'sagad start --help'"), "{line}");
     }
 }

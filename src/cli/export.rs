@@ -11,7 +11,6 @@
 //! its midnight). `--since` is inclusive, `--until` exclusive.
 
 use std::{
-    fs::File,
     io::{BufWriter, Write},
     path::PathBuf,
 };
@@ -79,7 +78,11 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let archive_dir = archive::archive_dir(dir);
     let result = match &args.out {
         Some(path) => {
-            let file = File::create(path)
+            let file = sagad::private::file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
                 .with_context(|| format!("--out {}: cannot create it", path.display()))?;
             let mut out = BufWriter::new(file);
             let result = archive::export::export(journal, &archive_dir, window, &mut out).await;

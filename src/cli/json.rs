@@ -6,9 +6,9 @@
 //! strings with milliseconds, `null` when unset; policy durations as strings in
 //! the form definitions use (`"250ms"`), attempt durations as `duration_ms`
 //! numbers. These documents are *views* (the API's current state of a saga, or
-//! its events as they come): payloads and outputs are the JSON they hold, or a
-//! string when they are not JSON (UTF-8, lossy), `null` when empty. Empty API
-//! strings are `null`.
+//! its events as they come): payloads and outputs are the JSON they hold, a
+//! string when they are other text, `{"$base64": "…"}` when they are not text
+//! at all, `null` when empty. Empty API strings are `null`.
 
 use sagad::{json::bytes_or_text, proto::v1 as pb};
 use serde_json::{Value, json};
@@ -71,6 +71,19 @@ fn endpoint_change(c: &pb::EndpointChange) -> Value {
     })
 }
 
+/// What the attempts a step's view leaves out were.
+fn elided(e: &pb::AttemptsSummary) -> Value {
+    json!({
+        "count": e.count,
+        "forward": e.forward,
+        "not_delivered": e.not_delivered,
+        "first_error": text(&e.first_error),
+        "last_error": text(&e.last_error),
+        "first_started_at": time(e.first_started_at.as_ref()),
+        "last_finished_at": time(e.last_finished_at.as_ref()),
+    })
+}
+
 fn step(s: &pb::Step) -> Value {
     json!({
         "name": s.name,
@@ -88,11 +101,13 @@ fn step(s: &pb::Step) -> Value {
         "timeout": duration(s.timeout.as_ref()),
         "retry": retry(s.retry.as_ref()),
         "attempts": s.attempts.iter().map(attempt).collect::<Vec<_>>(),
+        "elided_attempts": s.elided_attempts.as_ref().map(elided),
         "endpoint_changes": s.endpoint_changes.iter().map(endpoint_change).collect::<Vec<_>>(),
     })
 }
 
-/// A saga with its steps and every attempt.
+/// A saga with its steps and their attempts (the last ones, and what the
+/// earlier ones were, unless every one was asked for).
 pub fn saga(s: &pb::Saga) -> Value {
     json!({
         "id": s.id,
@@ -107,6 +122,36 @@ pub fn saga(s: &pb::Saga) -> Value {
         "updated_at": time(s.updated_at.as_ref()),
         "finished_at": time(s.finished_at.as_ref()),
         "steps": s.steps.iter().map(step).collect::<Vec<_>>(),
+    })
+}
+
+/// A saga as `list` shows it: where it is and why, no payload, no attempts.
+pub fn saga_summary(s: &pb::SagaSummary) -> Value {
+    let current = s.current_step.as_ref().map(|c| {
+        json!({
+            "index": c.index,
+            "name": c.name,
+            "participant": c.participant,
+            "state": step_state_name(c.state),
+            "forward_attempts": c.forward_attempts,
+            "compensate_attempts": c.compensate_attempts,
+            "last_error": text(&c.last_error),
+            "next_attempt_at": time(c.next_attempt_at.as_ref()),
+        })
+    });
+    json!({
+        "id": s.id,
+        "definition": s.definition,
+        "state": saga_state_name(s.state),
+        "idempotency_key": text(&s.idempotency_key),
+        "error": text(&s.error),
+        "cancel_reason": text(&s.cancel_reason),
+        "trace_id": text(&s.trace_id),
+        "created_at": time(s.created_at.as_ref()),
+        "updated_at": time(s.updated_at.as_ref()),
+        "finished_at": time(s.finished_at.as_ref()),
+        "step_count": s.step_count,
+        "current_step": current,
     })
 }
 

@@ -2,16 +2,18 @@
 //! plus what they share.
 //!
 //! - `serve`: the coordinator itself, configured through `sagad::config`;
-//!   `definitions` reads the saga definitions it starts with from `--sagas`.
+//!   `definitions` reads the saga definitions it starts with from `--sagas`;
+//!   `serve_tls` holds its TLS flags.
 //! - `saga`, `catalog`, `tail`: the client verbs, over gRPC to a running server.
-//! - `connect`, `error`: reaching the server; failures and their exit codes.
+//! - `connect`, `client_tls`, `error`: reaching the server (over TLS for
+//!   `https://`); failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
 //! - `demo`: a coordinator and three participants in one process.
 //! - `journal`, `salvage`, `export`: offline tools on a data directory
 //!   (`journal check`, `journal salvage`, `export`).
 //! - `logging`: where `serve`'s logs and spans go (text or JSON, OTLP).
 //! - `signal`: SIGINT/SIGTERM: the first stops `serve` (and `demo --serve`)
-//!   gracefully, a second exits at once.
+//!   gracefully, a second exits at once; SIGHUP re-reads the TLS certificates.
 
 // The output macros come before the `mod` lines: macro_rules are in scope in
 // the modules declared after them, so every verb can use them unimported.
@@ -35,6 +37,7 @@ macro_rules! out {
 }
 
 pub mod catalog;
+pub mod client_tls;
 pub mod connect;
 pub mod definitions;
 pub mod demo;
@@ -47,6 +50,8 @@ pub mod output;
 pub mod render;
 pub mod saga;
 pub mod salvage;
+pub mod scrub;
 pub mod serve;
+pub mod serve_tls;
 pub mod signal;
 pub mod tail;

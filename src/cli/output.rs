@@ -316,6 +316,19 @@ pub fn bytes_preview(bytes: &[u8], max: usize) -> String {
     truncate(&text, max)
 }
 
+/// A count with its thousands grouped: `9,981`.
+pub fn grouped(n: u32) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 /// `text` cut to `max` characters, with an ellipsis when cut.
 pub fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -330,6 +343,26 @@ pub fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_group_their_thousands() {
+        let shown: Vec<String> = [0, 7, 999, 1_000, 9_981, 123_456, u32::MAX]
+            .into_iter()
+            .map(grouped)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "0",
+                "7",
+                "999",
+                "1,000",
+                "9,981",
+                "123,456",
+                "4,294,967,295"
+            ]
+        );
+    }
 
     #[test]
     fn table_columns_align_and_the_last_is_not_padded() {

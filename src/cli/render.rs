@@ -5,15 +5,18 @@
 //! A timeline answers "what happened, and where did it go wrong": every attempt
 //! of every step in time order, with its start, duration, outcome and error,
 //! and a marker on the attempt at which a step (or a compensation) gave up.
+//! The server sends a step's last attempts and summarises the earlier ones
+//! (unless `get --all-attempts`); a summary is one row, where they began.
 
 use std::fmt::Write as _;
 
 use sagad::proto::v1 as pb;
 
 use crate::cli::output::{
-    Palette, Table, Tone, action_name, between, clock, config_duration, date_time, offset,
+    Palette, Table, Tone, action_name, between, clock, config_duration, date_time, grouped, offset,
     outcome_name, saga_state_name, short_duration, step_state_name, tone_of, truncate,
 };
+use crate::cli::scrub::Scrub;
 
 /// Longest error shown in a table cell; `--json` has the full text.
 const ERROR_CELL_MAX: usize = 72;
@@ -22,8 +25,17 @@ const BYTES_PREVIEW_MAX: usize = 100;
 /// Width the step name is padded to in event lines.
 const STEP_COLUMN: usize = 16;
 
+/// A copy of `t` safe to print: every human view starts from one
+/// (`scrub.rs`), and adds its own colours after.
+fn scrubbed<T: Scrub + Clone>(t: &T) -> T {
+    let mut t = t.clone();
+    t.scrub();
+    t
+}
+
 /// The saga, its steps and its timeline.
 pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
+    let s = &scrubbed(s);
     let mut out = String::new();
     let state = saga_state_name(s.state);
     let _ = writeln!(
@@ -97,8 +109,9 @@ pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
     out
 }
 
-/// Every attempt of every step, in the order they started, and every endpoint
-/// a refresh replaced, when it did.
+/// Every attempt of every step, in the order they started (the ones the
+/// server summarised as one row), and every endpoint a refresh replaced,
+/// when it did.
 fn timeline(s: &pb::Saga, palette: &Palette) -> String {
     let attempts: Vec<(usize, &pb::Step, &pb::Attempt)> = s
         .steps
@@ -134,6 +147,20 @@ fn timeline(s: &pb::Saga, palette: &Palette) -> String {
             attempt.number,
         );
         rows.push((key, attempt_row(s, step, attempt, &since_start, &time)));
+    }
+    for (i, step) in s.steps.iter().enumerate() {
+        if let Some(elided) = &step.elided_attempts {
+            // Before the step's first attempt shown: the elided ones came first.
+            let compensating = elided.forward == 0;
+            let order = if compensating { usize::MAX - i } else { i };
+            let key = (
+                millis(elided.first_started_at.as_ref()),
+                compensating,
+                order,
+                0,
+            );
+            rows.push((key, elided_row(s, step, elided, &since_start, &time)));
+        }
     }
     for step in &s.steps {
         for change in &step.endpoint_changes {
@@ -221,6 +248,54 @@ fn attempt_row(
     ]
 }
 
+/// The timeline row of a step's attempts the server left out: which they
+/// were, over what time, and their first and last errors.
+fn elided_row(
+    s: &pb::Saga,
+    step: &pb::Step,
+    elided: &pb::AttemptsSummary,
+    since_start: &dyn Fn(Option<&prost_types::Timestamp>) -> String,
+    time: &dyn Fn(Option<&prost_types::Timestamp>) -> (String, Tone),
+) -> Vec<(String, Tone)> {
+    // A step's forward attempts all come before its compensations.
+    let compensations = elided.count.saturating_sub(elided.forward);
+    let which = match (elided.forward, compensations) {
+        (f, 0) => format!("forward #1–{f}"),
+        (0, c) => format!("compensate #1–{c}"),
+        (f, c) => format!("forward #1–{f}, compensate #1–{c}"),
+    };
+    let errors = match (elided.first_error.as_str(), elided.last_error.as_str()) {
+        ("", _) => String::new(),
+        (first, last) => format!(
+            ": first error {}, last error {}",
+            truncate(first, ERROR_CELL_MAX),
+            truncate(last, ERROR_CELL_MAX)
+        ),
+    };
+    let detail = format!(
+        "… {} earlier attempts{errors} (`sagad get {} --all-attempts` lists them)",
+        grouped(elided.count),
+        s.id
+    );
+    vec![
+        time(elided.first_started_at.as_ref()),
+        (since_start(elided.first_started_at.as_ref()), Tone::Dim),
+        (step.name.clone(), Tone::Plain),
+        (which, Tone::Plain),
+        ("…".into(), Tone::Dim),
+        (
+            between(
+                elided.first_started_at.as_ref(),
+                elided.last_finished_at.as_ref(),
+            )
+            .map(short_duration)
+            .unwrap_or_default(),
+            Tone::Plain,
+        ),
+        (detail, Tone::Dim),
+    ]
+}
+
 /// True for the attempt at which a step's action gave up: it failed, no retry
 /// was scheduled, no later attempt of the same action exists, and the saga
 /// went on to compensate (or to FAILED) because of it.
@@ -244,20 +319,27 @@ fn gave_up(saga: &pb::Saga, step: &pb::Step, attempt: &pb::Attempt) -> bool {
 }
 
 /// True when no forward attempt of the step reached its participant: each one
-/// was certainly not delivered, so the step did nothing.
+/// was certainly not delivered, so the step did nothing. With a forward
+/// attempt shown, every elided attempt was a forward one (they come first).
 fn never_reached(step: &pb::Step) -> bool {
     let mut forward = step
         .attempts
         .iter()
         .filter(|a| a.action == pb::Action::Forward as i32)
         .peekable();
+    let elided_not_delivered = step
+        .elided_attempts
+        .as_ref()
+        .is_none_or(|e| e.not_delivered == e.count);
     forward.peek().is_some()
+        && elided_not_delivered
         && forward.all(|a| a.outcome == pb::AttemptOutcome::NotDelivered as i32)
 }
 
 /// One line for a live event: time, step, and what happened.
 pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
     use pb::saga_event::Event as E;
+    let e = &scrubbed(e);
     let time = palette.paint(Tone::Dim, &e.at.as_ref().map(clock).unwrap_or_default());
     let step = |name: &str| format!("{name:<STEP_COLUMN$}");
     let what = match &e.event {
@@ -374,14 +456,25 @@ pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
     format!("{time}  {what}")
 }
 
-/// The `list` table.
-pub fn saga_table(sagas: &[pb::Saga], palette: &Palette) -> String {
+/// The `list` table: one line per saga, with the step it is at and why.
+pub fn saga_table(sagas: &[pb::SagaSummary], palette: &Palette) -> String {
+    let sagas = &scrubbed(&sagas.to_vec());
     if sagas.is_empty() {
         return "no sagas\n".into();
     }
-    let mut table = Table::new(&["ID", "DEFINITION", "STATE", "CREATED", "TOOK", "WHY"]);
+    let mut table = Table::new(&[
+        "ID",
+        "DEFINITION",
+        "STATE",
+        "CREATED",
+        "TOOK",
+        "STEP",
+        "ATTEMPTS",
+        "WHY",
+    ]);
     for s in sagas {
         let state = saga_state_name(s.state);
+        let step = s.current_step.as_ref();
         table.row(vec![
             (s.id.clone(), Tone::Plain),
             (s.definition.clone(), Tone::Plain),
@@ -396,14 +489,49 @@ pub fn saga_table(sagas: &[pb::Saga], palette: &Palette) -> String {
                     .unwrap_or_else(|| "…".into()),
                 Tone::Plain,
             ),
-            (truncate(&s.error, ERROR_CELL_MAX), Tone::Plain),
+            (
+                step.map(|c| format!("{} ({}/{})", c.name, c.index + 1, s.step_count))
+                    .unwrap_or_default(),
+                Tone::Plain,
+            ),
+            (step.map(attempt_counts).unwrap_or_default(), Tone::Plain),
+            (truncate(&why(s), ERROR_CELL_MAX), Tone::Plain),
         ]);
     }
     table.render(palette)
 }
 
+/// `4`, or `4 + 2 compensate` once the step is being undone.
+fn attempt_counts(step: &pb::StepSummary) -> String {
+    match step.compensate_attempts {
+        0 => grouped(step.forward_attempts),
+        c => format!(
+            "{} + {} compensate",
+            grouped(step.forward_attempts),
+            grouped(c)
+        ),
+    }
+}
+
+/// Why a saga is where it is: its error, its cancel reason, or, while it is
+/// still going, its current step's last error (what it retries after).
+fn why(s: &pb::SagaSummary) -> String {
+    if !s.error.is_empty() {
+        s.error.clone()
+    } else if !s.cancel_reason.is_empty() {
+        format!("cancelled: {}", s.cancel_reason)
+    } else {
+        s.current_step
+            .as_ref()
+            .filter(|_| !crate::cli::output::is_terminal(s.state))
+            .map(|step| step.last_error.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// The `participants list` table.
 pub fn participant_table(participants: &[pb::Participant], palette: &Palette) -> String {
+    let participants = &scrubbed(&participants.to_vec());
     if participants.is_empty() {
         return "no participants registered (see `sagad participants register --help`)\n".into();
     }
@@ -462,6 +590,7 @@ fn retry_summary(p: Option<&pb::RetryPolicy>) -> String {
 
 /// The `definitions list` table.
 pub fn definition_table(definitions: &[pb::SagaDefinition], palette: &Palette) -> String {
+    let definitions = &scrubbed(&definitions.to_vec());
     if definitions.is_empty() {
         return "no definitions loaded (start the server with --sagas DIR)\n".into();
     }
@@ -536,6 +665,139 @@ mod tests {
         assert!(marked[0].contains("NOT_DELIVERED"), "{text}");
         assert!(
             marked[0].contains("never reached: not compensated"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn elided_attempts_are_one_row_where_they_began_and_still_count() {
+        use pb::Action::Forward;
+        let failed = |number, ms, outcome: pb::AttemptOutcome| pb::Attempt {
+            outcome: outcome as i32,
+            error: "cannot reach http://127.0.0.1:9".into(),
+            ..attempt(Forward, number, ms)
+        };
+        let at = |ms: i64| {
+            Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 + ms / 1000,
+                nanos: (ms % 1000) as i32 * 1_000_000,
+            })
+        };
+        let elided = |not_delivered| pb::AttemptsSummary {
+            count: 9_998,
+            forward: 9_998,
+            not_delivered,
+            first_error: "connection refused".into(),
+            last_error: "reset by peer".into(),
+            first_started_at: at(10),
+            last_finished_at: at(99_000),
+        };
+        let saga = |not_delivered| pb::Saga {
+            id: "s-1".into(),
+            state: pb::SagaState::Compensated as i32,
+            steps: vec![
+                pb::Step {
+                    name: "validate".into(),
+                    attempts: vec![attempt(Forward, 1, 0)],
+                    ..Default::default()
+                },
+                pb::Step {
+                    name: "charge".into(),
+                    forward_attempts: 10_000,
+                    attempts: vec![
+                        failed(9_999, 99_100, pb::AttemptOutcome::NotDelivered),
+                        failed(10_000, 99_200, pb::AttemptOutcome::NotDelivered),
+                    ],
+                    elided_attempts: Some(elided(not_delivered)),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let text = timeline(&saga(9_998), &Palette::plain());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "a header, 3 attempts, 1 summary: {text}");
+        let summary = lines[2];
+        assert!(
+            summary.contains("charge") && summary.contains("forward #1–9998"),
+            "{text}"
+        );
+        assert!(
+            summary.contains(
+                "… 9,998 earlier attempts: first error connection refused, last error reset by peer"
+            ) && summary.contains("sagad get s-1 --all-attempts"),
+            "{text}"
+        );
+        assert!(lines[4].contains("forward #10000"), "{text}");
+        assert!(
+            lines[4].contains("never reached: not compensated"),
+            "every attempt, elided or not, was not delivered: {text}"
+        );
+        // One elided attempt was delivered: the step may have done something.
+        let text = timeline(&saga(9_997), &Palette::plain());
+        let marked = text.lines().find(|l| l.contains('◀')).unwrap();
+        assert!(
+            marked.contains("forward #10000") && !marked.contains("never reached"),
+            "{text}"
+        );
+        // The step table still counts every attempt.
+        let view = super::saga(&saga(9_998), &Palette::plain());
+        assert!(
+            view.lines()
+                .any(|l| l.trim_start().starts_with("charge") && l.contains("10000")),
+            "{view}"
+        );
+    }
+
+    #[test]
+    fn the_list_shows_the_current_step_and_why() {
+        let summary = |state: pb::SagaState, error: &str, step: pb::StepSummary| pb::SagaSummary {
+            id: format!("s-{}", step.index),
+            definition: "order-fulfillment".into(),
+            state: state as i32,
+            step_count: 3,
+            error: error.into(),
+            current_step: Some(step),
+            ..Default::default()
+        };
+        let step = |index, name: &str, forward, compensate, last_error: &str| pb::StepSummary {
+            index,
+            name: name.into(),
+            forward_attempts: forward,
+            compensate_attempts: compensate,
+            last_error: last_error.into(),
+            ..Default::default()
+        };
+        let text = saga_table(
+            &[
+                summary(
+                    pb::SagaState::Running,
+                    "",
+                    step(1, "charge-payment", 1_204, 0, "busy"),
+                ),
+                summary(
+                    pb::SagaState::Compensated,
+                    "step 'ship-order' was rejected: out of stock",
+                    step(0, "validate-order", 1, 1, ""),
+                ),
+            ],
+            &Palette::plain(),
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("STEP") && lines[0].contains("ATTEMPTS"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("charge-payment (2/3)")
+                && lines[1].contains("1,204")
+                && lines[1].trim_end().ends_with("busy"),
+            "a running saga's why is its step's last error: {text}"
+        );
+        assert!(
+            lines[2].contains("validate-order (1/3)")
+                && lines[2].contains("1 + 1 compensate")
+                && lines[2].contains("out of stock"),
             "{text}"
         );
     }

@@ -52,6 +52,10 @@ pub struct StartArgs {
 pub struct GetArgs {
     /// The saga's id.
     pub id: String,
+    /// Every attempt of every step. By default a step shows its last 20 and
+    /// one line for the earlier ones (how many, the first and last error).
+    #[arg(long)]
+    pub all_attempts: bool,
     #[command(flatten)]
     pub addr: AddrArgs,
     #[command(flatten)]
@@ -150,7 +154,9 @@ fn print_saga(saga: &pb::Saga, format: Format) {
     }
 }
 
-/// The payload bytes from `--payload` or `--payload-file`, checked to be JSON.
+/// The payload bytes from `--payload` or `--payload-file`, checked to be JSON
+/// and minified: the API compares payloads byte for byte (under one
+/// idempotency key), and the same JSON typed twice must be the same request.
 fn read_payload(args: &StartArgs) -> Result<Vec<u8>, CliError> {
     let (bytes, flag) = match (&args.payload, &args.payload_file) {
         (Some(text), _) => (text.as_bytes().to_vec(), "--payload".to_string()),
@@ -160,9 +166,8 @@ fn read_payload(args: &StartArgs) -> Result<Vec<u8>, CliError> {
         ),
         (None, None) => return Ok(Vec::new()),
     };
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .map_err(|e| CliError::Usage(format!("{flag} is not valid JSON: {e}")))?;
-    Ok(bytes)
+    sagad::json::minified(&bytes)
+        .map_err(|e| CliError::Usage(format!("{flag} is not valid JSON: {e}")))
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
@@ -251,7 +256,10 @@ fn ended_ok(saga: &pb::Saga) -> Result<(), CliError> {
 pub async fn get(args: GetArgs) -> Result<(), CliError> {
     let mut client = connect(&args.addr).await?;
     let saga = client
-        .get_saga(pb::GetSagaRequest { id: args.id })
+        .get_saga(pb::GetSagaRequest {
+            id: args.id,
+            all_attempts: args.all_attempts,
+        })
         .await?
         .into_inner();
     print_saga(&saga, args.output.format());
@@ -277,7 +285,7 @@ pub async fn list(args: ListArgs) -> Result<(), CliError> {
             })
             .await?
             .into_inner();
-        sagas.extend(page.sagas);
+        sagas.extend(page.summaries);
         if page.next_page_token.is_empty() {
             break;
         }
@@ -287,7 +295,7 @@ pub async fn list(args: ListArgs) -> Result<(), CliError> {
     match args.output.format() {
         Format::Json => outln!(
             "{:#}",
-            serde_json::Value::Array(sagas.iter().map(json::saga).collect())
+            serde_json::Value::Array(sagas.iter().map(json::saga_summary).collect())
         ),
         Format::Human => out!("{}", render::saga_table(&sagas, &Palette::detect())),
     }

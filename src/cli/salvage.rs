@@ -21,7 +21,7 @@
 //! | 7 | written, but something could not be carried (listed, and in `salvage/`) |
 //! | 1 | nothing written: a server runs on the directory, it is no sagad data directory, `--out` is not empty, or the log is damaged too |
 
-use std::{fmt::Write as _, path::Path};
+use std::{fmt::Write as _, io::Write as _, path::Path};
 
 use anyhow::{Context, bail};
 use sagad::{
@@ -153,11 +153,20 @@ pub fn describe(salvage: &Salvage, data_dir: &Path) -> String {
     text
 }
 
-/// Writes the report and the sagas not carried into `out/salvage/`.
+/// Writes the report and the sagas not carried into `out/salvage/`, private
+/// as every file of a data directory (`sagad::private`).
 fn keep_report(out: &Path, text: &str, salvage: &Salvage) -> anyhow::Result<()> {
     let dir = out.join(SALVAGE_DIR);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("report.txt"), text)?;
+    sagad::private::dir(&dir)?;
+    let write = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
+        let mut file = sagad::private::file()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(name))?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    write("report.txt", text.as_bytes())?;
     let incomplete = &salvage.salvaged.report.incomplete;
     if incomplete.is_empty() {
         return Ok(());
@@ -170,6 +179,6 @@ fn keep_report(out: &Path, text: &str, salvage: &Salvage) -> anyhow::Result<()> 
             lines.extend(record.to_line());
         }
     }
-    std::fs::write(dir.join("incomplete.jsonl"), lines)?;
+    write("incomplete.jsonl", &lines)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use sagad::{
     server,
 };
 
-use crate::cli::{definitions, logging};
+use crate::cli::{definitions, logging, serve_tls::ServeTlsArgs};
 
 /// `sagad serve`. Every flag can also be set in the `--config` file and by an
 /// environment variable; see the README's configuration table.
@@ -21,7 +21,9 @@ use crate::cli::{definitions, logging};
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
     /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook,
-    /// log_format, otlp_endpoint, retention, disk_reserve).
+    /// log_format, otlp_endpoint, retention, disk_reserve, and the TLS keys:
+    /// tls_cert, tls_key, tls_client_ca, metrics_tls_cert, metrics_tls_key,
+    /// participant_ca, participant_cert, participant_key, [[participant_tls]]).
     #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
@@ -44,14 +46,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub shutdown_grace: Option<Duration>,
     /// Timeout of a step call when neither the step nor its participant sets one.
-    /// [env: SAGAD_DEFAULT_TIMEOUT] [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    /// At least 10ms, at most 24h. [env: SAGAD_DEFAULT_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_step_timeout)]
     pub default_timeout: Option<Duration>,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks a free
     /// port, printed at start). [env: SAGAD_METRICS_LISTEN] [default: off]
     #[arg(long, value_name = "HOST:PORT", value_parser = config::parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
-    /// POST a JSON notice to this http:// URL for every saga that becomes FAILED,
+    /// POST a JSON notice to this http(s):// URL for every saga that becomes FAILED,
     /// retried until acknowledged (at least once, across restarts).
     /// [env: SAGAD_ON_FAILED_WEBHOOK] [default: off]
     #[arg(long, value_name = "URL", value_parser = config::parse_webhook_url)]
@@ -74,6 +76,8 @@ pub struct ServeArgs {
     /// less free. [env: SAGAD_DISK_RESERVE] [default: 64MiB]
     #[arg(long, value_name = "SIZE", value_parser = config::parse_bytes)]
     pub disk_reserve: Option<u64>,
+    #[command(flatten)]
+    pub tls: ServeTlsArgs,
 }
 
 impl ServeArgs {
@@ -92,6 +96,7 @@ impl ServeArgs {
             otlp_endpoint: self.otlp_endpoint.clone(),
             retention: self.retention,
             disk_reserve: self.disk_reserve,
+            tls: self.tls.settings(),
         }
     }
 }
@@ -118,19 +123,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     let names: Vec<_> = definitions.iter().map(|d| d.name.clone()).collect();
-    let server_config = config.server_config();
+    let server_config = config.server_config()?;
+    let metrics_scheme = if server_config.tls.metrics.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let tls_on = server_config.tls.api.is_some();
     let server = server::start(server_config, definitions).await?;
-    let stop = crate::cli::signal::stop_signal().await;
+    let stop = crate::cli::signal::stop_signal(server.tls_reloader()).await;
     // One line on stdout that scripts and tests read to find the port.
     outln!("sagad listening on {}", server.local_addr());
     if let Some(addr) = server.metrics_addr() {
-        outln!("sagad metrics on http://{addr}/metrics");
+        outln!("sagad metrics on {metrics_scheme}://{addr}/metrics");
     }
     tracing::info!(
         addr = %server.local_addr(),
         data_dir = %config.data_dir.display(),
         definitions = ?names,
         metrics = ?server.metrics_addr(),
+        tls = tls_on,
         on_failed_webhook = ?config.on_failed_webhook.as_ref().map(ToString::to_string),
         retention = ?config.retention,
         "serving"

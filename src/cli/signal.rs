@@ -4,23 +4,30 @@
 //!
 //! The first SIGINT or SIGTERM starts a graceful shutdown; a second one exits at
 //! once (the journal is still consistent: only acknowledged work is promised).
+//! SIGHUP, whose default action would kill the server without a word (a
+//! closed terminal, an init system's "reload"), is caught: it re-reads the
+//! TLS certificate files (`sagad::tls::TlsReloader`), and logs what it
+//! reloaded, or why nothing (no TLS configured). Settings and definitions are
+//! read only at start; the log line says so.
 
 use std::{future::Future, task::Poll};
 
+use sagad::tls::TlsReloader;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::oneshot,
 };
 
-/// Installs the SIGINT/SIGTERM handlers now, and returns a receiver that
-/// resolves at the first signal.
+/// Installs the SIGINT/SIGTERM handlers now (and SIGHUP's, which reloads
+/// `tls`), and returns a receiver that resolves at the first stop signal.
 ///
 /// `first_signal` installs its handlers when it is first polled. Until then a
 /// SIGTERM would kill the process with the default action, and scripts, tests
 /// and init systems may signal as soon as the process says it is ready. So
 /// this polls it once, and only then returns: call it before printing
 /// "listening".
-pub async fn stop_signal() -> oneshot::Receiver<()> {
+pub async fn stop_signal(tls: TlsReloader) -> oneshot::Receiver<()> {
+    reload_on_hangup(tls);
     let (armed_tx, armed_rx) = oneshot::channel();
     let (fired_tx, fired_rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -61,5 +68,30 @@ async fn first_signal() {
         }
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
+    });
+}
+
+/// Catches SIGHUP from now on (the handler is installed before this returns):
+/// each one re-reads the certificate files of `tls` instead of killing sagad.
+fn reload_on_hangup(tls: TlsReloader) {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler; a SIGHUP will stop sagad");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if tls.is_empty() {
+                tracing::warn!(
+                    "SIGHUP: nothing to reload: no TLS certificates are configured, and settings and definitions are read only at start (restart sagad to change them)"
+                );
+                continue;
+            }
+            // The reloader logs each part's outcome, naming any bad file.
+            let tls = tls.clone();
+            let reloaded = tokio::task::spawn_blocking(move || tls.reload_all("SIGHUP")).await;
+            if let Err(e) = reloaded {
+                tracing::error!(error = %e, "SIGHUP: the TLS reload task failed");
+            }
+        }
     });
 }

@@ -19,6 +19,9 @@
 //!   journal" and is always accepted. A running feed delivers every event still
 //!   in the journal when it gets there: one that falls further behind than the
 //!   retention period skips the sagas archived meanwhile.
+//! - **No cursor from elsewhere.** An `after` beyond the journal's last
+//!   durable offset was never handed out by it: refused with `OUT_OF_RANGE`,
+//!   never a wait that delivers nothing.
 //! - **Nothing unstable.** The journal only hands out events below its durable
 //!   horizon, so a crash cannot take back an event a subscriber has seen.
 //! - **Slow subscribers never slow sagas.** The writer only publishes a number
@@ -242,6 +245,18 @@ impl Engine {
     /// the module docs describe. The stream ends only on an error or shutdown.
     pub async fn subscribe(&self, query: FeedQuery) -> Result<mpsc::Receiver<Result<FeedItem>>> {
         self.check_open()?;
+        // A cursor past the last durable offset was not handed out by this
+        // journal (another data directory's, a typo): waiting for it to be
+        // reached would deliver nothing for who knows how long.
+        let head = *self.journal().durable_offset().borrow();
+        if query.after > head {
+            return Err(Error::OutOfRange(format!(
+                "after_offset {} is beyond the journal's last offset {head}: no event has it yet \
+                 (offsets are never reused, so this cursor came from elsewhere); \
+                 subscribe with after_offset={head} for what comes next, or after_offset=0 for everything",
+                query.after
+            )));
+        }
         let archived = self.journal().archived_through().await?;
         if query.after > Offset::ZERO && query.after < archived {
             return Err(Error::FailedPrecondition(format!(
@@ -378,6 +393,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(next_item(&mut resumed).await.event, kept[0]);
+        engine.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cursor_beyond_the_head_is_out_of_range_and_the_head_itself_waits() {
+        let (engine, journal) = engine().await;
+        let done = saga(&journal, "shop").await;
+        let head = done.last().unwrap().offset;
+        let err = engine
+            .subscribe(FeedQuery {
+                after: Offset(head.0 + 1),
+                ..FeedQuery::default()
+            })
+            .await
+            .expect_err("a cursor no event has yet is refused");
+        match err {
+            Error::OutOfRange(why) => {
+                assert!(why.contains(&format!("after_offset={head}")), "{why}")
+            }
+            other => panic!("expected OUT_OF_RANGE, got {other:?}"),
+        }
+        // At the head: nothing yet, then what comes next.
+        let mut next = engine
+            .subscribe(FeedQuery {
+                after: head,
+                ..FeedQuery::default()
+            })
+            .await
+            .unwrap();
+        let later = saga(&journal, "shop").await;
+        assert_eq!(next_item(&mut next).await.event, later[0]);
         engine.shutdown().await.unwrap();
     }
 

@@ -192,7 +192,7 @@ pub enum JournalError {
     /// Refused before anything was written: an earlier write failed and no
     /// sync has worked since.
     #[error(
-        "the journal refuses writes after an earlier failure ({0}); restart sagad once the disk is healthy"
+        "the journal refuses writes after an earlier failure ({0}); it takes them again by itself once the disk works"
     )]
     Failed(#[source] Arc<StoreError>),
     /// A record of the saga schema is damaged.
@@ -205,7 +205,7 @@ pub enum JournalError {
     #[error(
         "closing the journal failed ({0}); nothing acknowledged is lost: the next start replays the log"
     )]
-    Close(#[source] StoreError),
+    Close(#[source] Arc<StoreError>),
     /// The writer thread could not be started.
     #[error("cannot start the journal writer: {0}")]
     Start(#[source] std::io::Error),
@@ -326,8 +326,15 @@ pub trait Journal: Send + Sync + 'static {
     fn observe_flushes(&self, _observer: Arc<dyn FlushObserver>) {}
 
     /// Why writes fail, while they do: `Some` from a failed write until the
-    /// journal has made everything written so far durable again.
+    /// journal has made everything written so far durable again and can take
+    /// the write that failed, and while its store fails every operation
+    /// (sled after a full disk, until it is opened again), which a write
+    /// would meet.
     fn write_failure(&self) -> Option<String>;
+
+    /// Failed writes as they come and go (a failing store is seen only by
+    /// asking [`Journal::write_failure`]): health checks follow both.
+    fn write_failures(&self) -> watch::Receiver<Option<String>>;
 
     /// Waits for queued writes, flushes, and stops the writer. Later writes fail
     /// with [`JournalError::Closed`].

@@ -15,7 +15,10 @@ use crate::saga::{Action, CallOutcome, Endpoint, SagaId};
 
 pub mod classify;
 mod connections;
+#[cfg(test)]
+mod fuzz;
 pub mod grpc;
+pub mod guard;
 
 pub use grpc::GrpcParticipants;
 

@@ -21,6 +21,7 @@ use super::{
     event::{EventKind, Failure},
     id::{Action, Timestamp},
     state::{AttemptResult, SagaState, SagaStatus},
+    text::{ERROR_TEXT_MAX_BYTES, clipped},
 };
 
 /// Longest delay a participant's `retry_after` hint can impose.
@@ -238,7 +239,7 @@ pub fn attempt_finished(
             action,
             attempt,
             failure: Failure::Rejected,
-            error: reason,
+            error: clipped(reason, ERROR_TEXT_MAX_BYTES),
             retry_at: None,
         },
         CallOutcome::Transient {
@@ -249,7 +250,7 @@ pub fn attempt_finished(
             action,
             attempt,
             failure: Failure::Transient,
-            error: reason,
+            error: clipped(reason, ERROR_TEXT_MAX_BYTES),
             retry_at: retry_at(state, step, action, retry_after, now, sample),
         },
         CallOutcome::NotDelivered { reason } => EventKind::AttemptFailed {
@@ -257,7 +258,7 @@ pub fn attempt_finished(
             action,
             attempt,
             failure: Failure::NotDelivered,
-            error: reason,
+            error: clipped(reason, ERROR_TEXT_MAX_BYTES),
             retry_at: retry_at(state, step, action, None, now, sample),
         },
     }
@@ -648,6 +649,55 @@ mod tests {
     }
 
     #[test]
+    fn the_current_step_is_the_one_last_acted_on() {
+        use Action::{Compensate, Forward};
+        assert_eq!(Run::new(3).state.current_step(), None, "no attempt yet");
+        // A step waiting in backoff is where a running saga is.
+        let mut run = Run::new(3);
+        loop {
+            match decide(&run.state, run.now) {
+                Decision::Record(kind) => run.record(kind),
+                Decision::Call {
+                    step,
+                    action,
+                    attempt,
+                } => {
+                    let outcome = if step == 1 { flaky() } else { ok() };
+                    let kind =
+                        attempt_finished(&run.state, step, action, attempt, outcome, run.now, 0.5);
+                    run.record(kind);
+                }
+                Decision::WaitUntil(_) => break,
+                Decision::Finished => panic!("step 1 never succeeds"),
+            }
+        }
+        assert_eq!(run.state.current_step(), Some(1), "in backoff");
+
+        type Answer = fn(u32, Action, u32) -> CallOutcome;
+        let cases: [(&str, Answer, Option<usize>); 3] = [
+            ("completed: the last step", |_, _, _| ok(), Some(2)),
+            (
+                "compensated: the first step, undone last",
+                |s, a, _| if (s, a) == (2, Forward) { no() } else { ok() },
+                Some(0),
+            ),
+            (
+                "failed: the step whose compensation gave up",
+                |s, a, _| match (s, a) {
+                    (2, Forward) | (1, Compensate) => no(),
+                    _ => ok(),
+                },
+                Some(1),
+            ),
+        ];
+        for (name, answer, current) in cases {
+            let mut run = Run::new(3);
+            run.drive(answer);
+            assert_eq!(run.state.current_step(), current, "{name}");
+        }
+    }
+
+    #[test]
     fn results_and_next_starts_share_one_journal_batch() {
         // Between two calls, decide must yield only Records, so the runner can
         // journal a step's result together with the next step's start.
@@ -744,6 +794,34 @@ mod tests {
             Some("cancelled: customer changed their mind")
         );
         assert_eq!(run.step_states(), vec![Cd, Sk, Sk]);
+    }
+
+    #[test]
+    fn a_participant_error_text_is_kept_clipped() {
+        let mut run = Run::new(1);
+        run.record(EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+        });
+        let long = CallOutcome::Rejected {
+            reason: "no".repeat(500_000),
+        };
+        match attempt_finished(&run.state, 0, Action::Forward, 1, long, run.now, 0.5) {
+            EventKind::AttemptFailed { error, .. } => {
+                assert!(
+                    error.len() < ERROR_TEXT_MAX_BYTES + 64,
+                    "{} bytes kept",
+                    error.len()
+                );
+                assert!(
+                    error.ends_with("more bytes cut)"),
+                    "{}",
+                    &error[error.len() - 40..]
+                );
+            }
+            other => panic!("expected AttemptFailed, got {other:?}"),
+        }
     }
 
     #[test]

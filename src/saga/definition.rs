@@ -28,9 +28,18 @@ use super::{
 
 /// Longest accepted name of a participant, definition or step.
 pub const NAME_MAX_LEN: usize = 128;
+/// Longest accepted endpoint URL, in bytes.
+pub const ENDPOINT_MAX_LEN: usize = 2048;
+/// The gRPC service of the coordinator itself, which no endpoint may name.
+pub const COORDINATOR_SERVICE: &str = "sagad.v1.Coordinator";
 /// Longest accepted step timeout: a call that may take longer than a day is not
 /// a step, and gRPC deadlines cannot express absurd ones.
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Shortest accepted step timeout. A call given a nanosecond times out before
+/// it is sent, and each such attempt is journaled: with the retry floor it
+/// bounds how fast a step can fail. Ten milliseconds is still several round
+/// trips on a local network.
+pub const TIMEOUT_MIN: Duration = Duration::from_millis(10);
 
 /// What is wrong with a participant, a definition or a definition file's text.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +66,10 @@ pub enum DefinitionError {
     },
     #[error("{0}")]
     Policy(#[from] PolicyError),
-    #[error("{what} timeout must be greater than zero and at most 24h (got {got:?})")]
+    #[error(
+        "{what} timeout must be at least {:?} and at most 24h (got {got:?})",
+        TIMEOUT_MIN
+    )]
     Timeout { what: String, got: Duration },
     #[error(
         "{what} '{url}' is not a valid endpoint: {why} (expected a gRPC method URL such as http://127.0.0.1:7002/shop.Payments/Charge)"
@@ -85,13 +97,14 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), DefinitionErr
     if name.len() > NAME_MAX_LEN || !name.chars().all(ok_char) {
         return Err(DefinitionError::InvalidName {
             what,
-            name: name.to_string(),
+            name: super::text::quoted(name),
         });
     }
     Ok(())
 }
 
-/// A gRPC method URL: `http://host:port/package.Service/Method`.
+/// A gRPC method URL: `http://host:port/package.Service/Method`, or
+/// `https://…` for a participant reached over TLS (`crate::tls`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "StoredEndpoint", try_from = "StoredEndpoint")]
 pub struct Endpoint {
@@ -143,17 +156,18 @@ impl Endpoint {
     pub fn parse(what: &'static str, url: &str) -> Result<Self, DefinitionError> {
         let err = |why| DefinitionError::Endpoint {
             what,
-            url: url.to_string(),
+            url: super::text::quoted(url),
             why,
         };
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            return Err(err(
-                "https is not supported by this build (no TLS); use http://",
-            ));
+        if url.len() > ENDPOINT_MAX_LEN {
+            return Err(err("it is longer than the 2048 bytes an endpoint may have"));
+        }
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            ("http://", rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            ("https://", rest)
         } else {
-            return Err(err("it must start with http://"));
+            return Err(err("it must start with http:// or https://"));
         };
         let slash = rest
             .find('/')
@@ -182,11 +196,18 @@ impl Endpoint {
             (Some(s), Some(m), None) if valid(s) && valid(m) => {}
             _ => return Err(err("its path must be exactly /package.Service/Method")),
         }
+        if service == Some(COORDINATOR_SERVICE) {
+            // A step calling the coordinator could cancel its own saga, or
+            // register participants with the coordinator's own rights.
+            return Err(err(
+                "it is sagad's own Coordinator service, which no step may call",
+            ));
+        }
         let parsed_path =
             http::uri::PathAndQuery::from_str(path).map_err(|_| err("its path is malformed"))?;
         Ok(Self {
             url: url.into(),
-            origin_len: "http://".len() + authority.len(),
+            origin_len: scheme.len() + authority.len(),
             path: parsed_path,
         })
     }
@@ -196,9 +217,30 @@ impl Endpoint {
         &self.url
     }
 
-    /// `http://host:port`: what a channel connects to (one channel per origin).
+    /// `http(s)://host:port`: what a channel connects to (one channel per origin).
     pub fn origin(&self) -> &str {
         &self.url[..self.origin_len]
+    }
+
+    /// The host (without brackets for IPv6) and port the endpoint names; the
+    /// port is the scheme's default when the URL gives none.
+    pub fn host_port(&self) -> (&str, u16) {
+        let authority = &self.origin()[self.origin().find("://").map_or(0, |i| i + 3)..];
+        let (host, port) = match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => {
+                (&authority[..i], authority[i + 1..].parse().ok())
+            }
+            _ => (authority, None),
+        };
+        let default = if self.url.starts_with("https://") {
+            443
+        } else {
+            80
+        };
+        (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port.unwrap_or(default),
+        )
     }
 
     /// `/package.Service/Method`: the gRPC path of the call.
@@ -299,14 +341,17 @@ pub fn validate_steps(steps: &[StepDef]) -> Result<(), DefinitionError> {
     Ok(())
 }
 
+/// True when a step timeout lies within [`TIMEOUT_MIN`] and [`TIMEOUT_MAX`].
+pub fn timeout_in_bounds(timeout: Duration) -> bool {
+    (TIMEOUT_MIN..=TIMEOUT_MAX).contains(&timeout)
+}
+
 fn check_timeout(
     what: impl Fn() -> String,
     timeout: Option<Duration>,
 ) -> Result<(), DefinitionError> {
     match timeout {
-        Some(got) if got.is_zero() || got > TIMEOUT_MAX => {
-            Err(DefinitionError::Timeout { what: what(), got })
-        }
+        Some(got) if !timeout_in_bounds(got) => Err(DefinitionError::Timeout { what: what(), got }),
         _ => Ok(()),
     }
 }
@@ -382,6 +427,11 @@ pub fn resolve(
                     step: step.name.clone(),
                     source,
                 })?;
+            // A participant journaled before the timeout floor existed may
+            // still carry a timeout below it: refused like its policy is.
+            if step.timeout.is_none() {
+                check_timeout(|| format!("participant '{}'", p.name), p.timeout)?;
+            }
             Ok(StepSpec {
                 name: step.name.clone(),
                 participant: p.name.clone(),
@@ -535,6 +585,9 @@ mod tests {
                 .origin(),
             "http://[::1]:7"
         );
+        let tls = Endpoint::parse("x", "https://pay.example:8443/a.B/C").unwrap();
+        assert_eq!(tls.origin(), "https://pay.example:8443");
+        assert_eq!(tls.path(), "/a.B/C");
     }
 
     #[test]
@@ -542,9 +595,10 @@ mod tests {
         for (url, why) in [
             (
                 "127.0.0.1:7002/shop.Payments/Charge",
-                "must start with http://",
+                "must start with http:// or https://",
             ),
-            ("https://h:1/a.B/C", "https is not supported"),
+            ("ftp://h:1/a.B/C", "must start with http:// or https://"),
+            ("https://h:1", "no /Service/Method"),
             ("http://h:1", "no /Service/Method"),
             ("http://h:1/a.B", "exactly /package.Service/Method"),
             ("http://h:1/a.B/C/D", "exactly /package.Service/Method"),
@@ -616,6 +670,37 @@ mod tests {
     }
 
     #[test]
+    fn a_participant_registered_below_the_floors_is_refused_at_start() {
+        // As a build before the floors journaled it (`new` refuses these now).
+        let mut old = participant("pay");
+        old.timeout = Some(Duration::from_nanos(1));
+        old.retry.initial_interval = Some(Duration::ZERO);
+        old.retry.max_interval = Some(Duration::ZERO);
+        let participants = HashMap::from([("pay".to_string(), old)]);
+        let d = StepDefaults::default();
+        let err = resolve(&[step("a", "pay")], &participants, &d)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("retry.initial_interval must be at least 10ms"),
+            "{err}"
+        );
+        // A step's own settings replace the participant's: then it runs.
+        let mut own = step("a", "pay");
+        own.retry.initial_interval = Some(Duration::from_millis(10));
+        own.retry.max_interval = Some(Duration::from_secs(1));
+        let err = resolve(std::slice::from_ref(&own), &participants, &d)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("participant 'pay' timeout must be at least 10ms"),
+            "{err}"
+        );
+        own.timeout = Some(Duration::from_secs(1));
+        assert!(resolve(&[own], &participants, &d).is_ok());
+    }
+
+    #[test]
     fn shipped_order_fulfillment_parses() {
         let text = include_str!("../../sagas/order-fulfillment.toml");
         let d = parse_definition(Path::new("sagas/order-fulfillment.toml"), text).unwrap();
@@ -655,6 +740,30 @@ mod tests {
             err.contains("sagas/bad.toml:4:") && err.contains("not a duration"),
             "{err}"
         );
+
+        // Below the floors a step would retry in a hot loop.
+        for (fields, floor) in [
+            (
+                "retry = { initial_interval = \"0s\", max_interval = \"0s\" }",
+                "retry.initial_interval must be at least 10ms (got 0ns)",
+            ),
+            (
+                "retry = { max_attempts = 4294967295 }",
+                "retry.max_attempts must be at most 10000 (got 4294967295)",
+            ),
+            (
+                "timeout = \"1ns\"",
+                "step 'a' timeout must be at least 10ms",
+            ),
+        ] {
+            let text =
+                format!("name = \"x\"\n\n[[steps]]\nname = \"a\"\nparticipant = \"p\"\n{fields}\n");
+            let err = parse_definition(path, &text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("sagas/bad.toml:4:") && err.contains(floor),
+                "{fields}: {err}"
+            );
+        }
 
         let d = parse_definition(
             Path::new("dir/shop.toml"),

@@ -15,10 +15,13 @@
 pub mod decide;
 pub mod definition;
 pub mod event;
+#[cfg(test)]
+mod fuzz;
 pub mod id;
 pub mod refresh;
 pub mod retry;
 pub mod state;
+pub mod text;
 pub mod trace;
 
 pub use decide::{CallOutcome, Decision, attempt_finished, decide, recover};

@@ -96,11 +96,29 @@ pub enum PolicyError {
     IntervalTooLong { field: &'static str, got: Duration },
     #[error("retry.max_duration must be greater than zero")]
     MaxDuration,
+    #[error("retry.{field} must be at least {:?} (got {got:?})", INTERVAL_MIN)]
+    IntervalTooShort { field: &'static str, got: Duration },
+    #[error("retry.{field} must be at most {ATTEMPTS_MAX} (got {got})")]
+    TooManyAttempts { field: &'static str, got: u32 },
 }
 
 /// Longest retry interval accepted: a day. Anything longer is a typo, and would
 /// park a saga past any useful horizon.
 pub const INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Shortest retry interval accepted, and the shortest delay between two
+/// attempts. With no floor, `initial_interval = 0` retried a failing step
+/// about 2,600 times a second, each attempt two journaled events (0.6 MB/s of
+/// journal for one saga); at 10 ms a step makes at most 100 attempts a second,
+/// and the tests' quick policies (20 ms) stay valid.
+pub const INTERVAL_MIN: Duration = Duration::from_millis(10);
+
+/// Most attempts of one action a policy may allow, per budget. The forward
+/// default (1,000) is a backstop behind the time budget; compensations have no
+/// time budget, so this bounds them: 10,000 attempts at the default 10 s cap
+/// is more than a day of retrying before an operator is asked. It also bounds
+/// what one step's history holds (`GetSaga` shows its last attempts in full).
+pub const ATTEMPTS_MAX: u32 = 10_000;
 
 impl RetryOverrides {
     /// True when no field is set.
@@ -123,6 +141,17 @@ impl RetryOverrides {
         if self.max_attempts == Some(0) {
             return Err(PolicyError::MaxAttempts);
         }
+        if self.max_compensate_attempts == Some(0) {
+            return Err(PolicyError::MaxCompensateAttempts);
+        }
+        for (field, value) in [
+            ("max_attempts", self.max_attempts),
+            ("max_compensate_attempts", self.max_compensate_attempts),
+        ] {
+            if let Some(got) = value.filter(|n| *n > ATTEMPTS_MAX) {
+                return Err(PolicyError::TooManyAttempts { field, got });
+            }
+        }
         if self.max_duration.is_some_and(|d| d.is_zero()) {
             return Err(PolicyError::MaxDuration);
         }
@@ -135,8 +164,13 @@ impl RetryOverrides {
                 return Err(PolicyError::IntervalTooLong { field, got });
             }
         }
-        if self.max_compensate_attempts == Some(0) {
-            return Err(PolicyError::MaxCompensateAttempts);
+        for (field, value) in [
+            ("initial_interval", self.initial_interval),
+            ("max_interval", self.max_interval),
+        ] {
+            if let Some(got) = value.filter(|v| *v < INTERVAL_MIN) {
+                return Err(PolicyError::IntervalTooShort { field, got });
+            }
         }
         Ok(())
     }
@@ -218,13 +252,18 @@ impl RetryPolicy {
     ///
     /// `sample` is a uniform draw from `[0, 1)`; passing it in keeps this pure.
     /// The nominal delay is `initial × multiplier^(attempt-1)`, capped at
-    /// `max_interval`, then spread by ±`jitter` and capped again.
+    /// `max_interval`, then spread by ±`jitter` and capped again. It is never
+    /// shorter than [`INTERVAL_MIN`]: jitter could otherwise take a 10 ms delay
+    /// to almost nothing, and a saga journaled before the floor existed (with
+    /// intervals of zero) would go on retrying in a hot loop.
     pub fn delay_after(&self, attempt: u32, sample: f64) -> Duration {
         let exponent = attempt.saturating_sub(1).min(1_000) as i32;
         let nominal = self.initial_interval.as_secs_f64() * self.multiplier.powi(exponent);
         let capped = nominal.min(self.max_interval.as_secs_f64());
         let spread = 1.0 + self.jitter * (2.0 * sample.clamp(0.0, 1.0) - 1.0);
-        let secs = (capped * spread).clamp(0.0, self.max_interval.as_secs_f64());
+        let secs = (capped * spread)
+            .min(self.max_interval.as_secs_f64())
+            .max(INTERVAL_MIN.as_secs_f64());
         Duration::from_secs_f64(secs)
     }
 }
@@ -315,7 +354,7 @@ mod tests {
         ));
         assert!(matches!(
             bad(RetryOverrides {
-                max_interval: Some(Duration::from_millis(1)),
+                max_interval: Some(Duration::from_millis(50)),
                 ..Default::default()
             }),
             PolicyError::Intervals { .. }
@@ -337,6 +376,84 @@ mod tests {
                 got: Duration::from_secs(2 * 86_400)
             }
         );
+    }
+
+    #[test]
+    fn the_floors_and_the_attempt_cap_name_their_field_and_bound() {
+        let bad = |o: RetryOverrides| o.resolve(&RetryPolicy::default()).unwrap_err();
+        let refused = bad(RetryOverrides {
+            initial_interval: Some(Duration::ZERO),
+            max_interval: Some(Duration::ZERO),
+            ..Default::default()
+        });
+        assert_eq!(
+            refused.to_string(),
+            "retry.initial_interval must be at least 10ms (got 0ns)"
+        );
+        assert_eq!(
+            bad(RetryOverrides {
+                initial_interval: Some(INTERVAL_MIN),
+                max_interval: Some(INTERVAL_MIN - Duration::from_nanos(1)),
+                ..Default::default()
+            }),
+            PolicyError::IntervalTooShort {
+                field: "max_interval",
+                got: Duration::from_nanos(9_999_999)
+            }
+        );
+        for (overrides, field) in [
+            (
+                RetryOverrides {
+                    max_attempts: Some(u32::MAX),
+                    ..Default::default()
+                },
+                "max_attempts",
+            ),
+            (
+                RetryOverrides {
+                    max_compensate_attempts: Some(ATTEMPTS_MAX + 1),
+                    ..Default::default()
+                },
+                "max_compensate_attempts",
+            ),
+        ] {
+            let got = overrides.max_attempts.or(overrides.max_compensate_attempts);
+            assert_eq!(
+                bad(overrides),
+                PolicyError::TooManyAttempts {
+                    field,
+                    got: got.unwrap()
+                }
+            );
+        }
+        // At the bounds exactly: accepted.
+        let edge = RetryOverrides {
+            initial_interval: Some(INTERVAL_MIN),
+            max_interval: Some(INTERVAL_MIN),
+            max_attempts: Some(ATTEMPTS_MAX),
+            max_compensate_attempts: Some(ATTEMPTS_MAX),
+            ..Default::default()
+        };
+        assert!(edge.resolve(&RetryPolicy::default()).is_ok());
+    }
+
+    #[test]
+    fn no_delay_is_shorter_than_the_floor() {
+        // Full jitter at the floor would draw a delay of almost nothing.
+        let p = RetryPolicy {
+            initial_interval: INTERVAL_MIN,
+            max_interval: INTERVAL_MIN,
+            jitter: 0.99,
+            ..policy(0.0)
+        };
+        assert_eq!(p.delay_after(1, 0.0), INTERVAL_MIN);
+        // A policy journaled before the floors existed retries no faster.
+        let old = RetryPolicy {
+            initial_interval: Duration::ZERO,
+            max_interval: Duration::ZERO,
+            ..policy(0.0)
+        };
+        assert_eq!(old.delay_after(7, 0.5), INTERVAL_MIN);
     }
 
     #[test]

@@ -194,6 +194,12 @@ impl StepProgress {
         }
     }
 
+    /// When the step's next attempt (of either action) is due, while it waits
+    /// in backoff.
+    pub fn next_attempt_at(&self) -> Option<Timestamp> {
+        self.forward.retry_at.or(self.compensate.retry_at)
+    }
+
     /// The forward call may have had an effect that must be undone: it succeeded,
     /// or a call may have reached the participant (one in flight, or one that
     /// failed other than as certainly not delivered) and its last answer was not
@@ -548,6 +554,18 @@ impl SagaState {
             .iter()
             .position(|p| p.action(action).in_flight)
             .map(|i| i as u32)
+    }
+
+    /// The step the saga is at, or last acted on: the one it compensates or
+    /// last compensated, else the furthest one it called forward; `None`
+    /// before its first attempt. Compensations run last step first, so the
+    /// latest is the lowest step with a compensate attempt; forward calls run
+    /// first step first, so the latest is the highest with a forward attempt.
+    pub fn current_step(&self) -> Option<usize> {
+        self.progress
+            .iter()
+            .position(|p| p.compensate.attempts > 0)
+            .or_else(|| self.progress.iter().rposition(|p| p.forward.attempts > 0))
     }
 
     /// The derived state of step `i`.

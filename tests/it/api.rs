@@ -6,15 +6,9 @@ use std::time::Duration;
 
 use sagad::proto::v1 as pb;
 use tonic::{Code, Status, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
-use tonic_reflection::pb::v1::{
-    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::common::{self, Answer, Client, FakeParticipant, TestServer};
+use crate::common::{self, Answer, Client, FakeParticipant, ServingStatus, TestServer};
 
 /// A well-formed saga id no saga has.
 const UNKNOWN_ID: &str = "0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b";
@@ -47,6 +41,19 @@ fn assert_refused<T: std::fmt::Debug>(
 
 fn secs(seconds: i64) -> Option<prost_types::Duration> {
     Some(prost_types::Duration { seconds, nanos: 0 })
+}
+
+fn nanos(nanos: i32) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds: 0, nanos })
+}
+
+/// A policy that retried in a hot loop before the floors: no delay at all.
+fn no_delay() -> pb::RetryPolicy {
+    pb::RetryPolicy {
+        initial_interval: nanos(0),
+        max_interval: nanos(0),
+        ..common::quick_retry(3, 3)
+    }
 }
 
 fn participant_request(
@@ -89,13 +96,13 @@ async fn participants(client: &mut Client) -> Vec<pb::Participant> {
         .participants
 }
 
-async fn all_sagas(client: &mut Client) -> Vec<pb::Saga> {
+async fn all_sagas(client: &mut Client) -> Vec<pb::SagaSummary> {
     client
         .list_sagas(pb::ListSagasRequest::default())
         .await
         .unwrap()
         .into_inner()
-        .sagas
+        .summaries
 }
 
 /// A participant that always succeeds at once, registered under `name`.
@@ -218,7 +225,11 @@ async fn register_participant_refuses_bad_input_and_changes_nothing() {
         ),
         bad_forward("localhost:7000/x", "must start with http://"),
         bad_forward("http://h:1/onlyservice", "/package.Service/Method"),
-        bad_forward("https://127.0.0.1:7002/shop.Payments/Charge", "https"),
+        bad_forward(
+            "ftp://127.0.0.1:7002/shop.Payments/Charge",
+            "http:// or https://",
+        ),
+        bad_forward("https://127.0.0.1:7002", "/Service/Method"),
         bad_forward("", "must start with http://"),
         Refusal::new(
             "malformed compensate_endpoint",
@@ -271,6 +282,57 @@ async fn register_participant_refuses_bad_input_and_changes_nothing() {
             },
             Code::InvalidArgument,
             &["at most 24h"],
+        ),
+        // The floors: below them a step retried in a hot loop, thousands of
+        // attempts a second, each one journaled.
+        Refusal::new(
+            "retry intervals of zero",
+            pb::RegisterParticipantRequest {
+                retry: Some(no_delay()),
+                ..payments()
+            },
+            Code::InvalidArgument,
+            &["retry.initial_interval must be at least 10ms", "got 0ns"],
+        ),
+        Refusal::new(
+            "max_interval below the floor",
+            pb::RegisterParticipantRequest {
+                retry: Some(pb::RetryPolicy {
+                    initial_interval: nanos(10_000_000),
+                    max_interval: nanos(9_999_999),
+                    ..common::quick_retry(3, 3)
+                }),
+                ..payments()
+            },
+            Code::InvalidArgument,
+            &["retry.max_interval must be at least 10ms"],
+        ),
+        Refusal::new(
+            "max_attempts 4294967295",
+            pb::RegisterParticipantRequest {
+                retry: Some(common::quick_retry(u32::MAX, 3)),
+                ..payments()
+            },
+            Code::InvalidArgument,
+            &["retry.max_attempts must be at most 10000", "4294967295"],
+        ),
+        Refusal::new(
+            "max_compensate_attempts 4294967295",
+            pb::RegisterParticipantRequest {
+                retry: Some(common::quick_retry(3, u32::MAX)),
+                ..payments()
+            },
+            Code::InvalidArgument,
+            &["retry.max_compensate_attempts must be at most 10000"],
+        ),
+        Refusal::new(
+            "a timeout of 1ns",
+            pb::RegisterParticipantRequest {
+                timeout: nanos(1),
+                ..payments()
+            },
+            Code::InvalidArgument,
+            &["timeout must be at least 10ms", "got 1ns"],
         ),
         // A policy that contradicts the server defaults would fail every start.
         Refusal::new(
@@ -354,6 +416,45 @@ async fn start_saga_refuses_bad_input_and_starts_nothing() {
             },
             Code::InvalidArgument,
             &["step name must not be empty"],
+        ),
+        Refusal::new(
+            "inline step retrying without delay",
+            pb::StartSagaRequest {
+                steps: vec![pb::StepDefinition {
+                    retry: Some(no_delay()),
+                    ..step("a", "solo")
+                }],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            &["step 'a'", "retry.initial_interval must be at least 10ms"],
+        ),
+        Refusal::new(
+            "inline step with 4294967295 attempts",
+            pb::StartSagaRequest {
+                steps: vec![pb::StepDefinition {
+                    retry: Some(pb::RetryPolicy {
+                        max_attempts: Some(u32::MAX),
+                        ..Default::default()
+                    }),
+                    ..step("a", "solo")
+                }],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            &["step 'a'", "retry.max_attempts must be at most 10000"],
+        ),
+        Refusal::new(
+            "inline step with a timeout of 1ns",
+            pb::StartSagaRequest {
+                steps: vec![pb::StepDefinition {
+                    timeout: nanos(1),
+                    ..step("a", "solo")
+                }],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            &["step 'a' timeout must be at least 10ms"],
         ),
         Refusal::new(
             "both definition and steps",
@@ -448,19 +549,26 @@ async fn get_list_watch_cancel_retry_refuse_bad_ids_and_queries() {
             "GetSaga unknown id",
             SagaCall::Get(pb::GetSagaRequest {
                 id: UNKNOWN_ID.into(),
+                ..Default::default()
             }),
             Code::NotFound,
             &["not found"],
         ),
         Refusal::new(
             "GetSaga malformed id",
-            SagaCall::Get(pb::GetSagaRequest { id: "nope".into() }),
+            SagaCall::Get(pb::GetSagaRequest {
+                id: "nope".into(),
+                ..Default::default()
+            }),
             Code::InvalidArgument,
             &["'nope' is not a saga id"],
         ),
         Refusal::new(
             "GetSaga empty id",
-            SagaCall::Get(pb::GetSagaRequest { id: String::new() }),
+            SagaCall::Get(pb::GetSagaRequest {
+                id: String::new(),
+                ..Default::default()
+            }),
             Code::InvalidArgument,
             &["id is required"],
         ),
@@ -771,26 +879,10 @@ async fn registration_survives_a_restart() {
 #[tokio::test]
 async fn health_reports_serving() {
     let server = TestServer::start().await;
-    let mut health = HealthClient::new(channel(&server).await);
     for service in ["", "sagad.v1.Coordinator"] {
-        // Readiness and the health flip are not one atomic step: poll, never race.
-        let status = common::poll_until(&format!("health of {service:?} to be SERVING"), || {
-            let mut health = health.clone();
-            async move {
-                let status = health
-                    .check(HealthCheckRequest {
-                        service: service.into(),
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .status;
-                (status == ServingStatus::Serving as i32).then_some(status)
-            }
-        })
-        .await;
-        assert_eq!(status, ServingStatus::Serving as i32);
+        common::until_health(server.addr, service, ServingStatus::Serving).await;
     }
+    let mut health = HealthClient::new(channel(&server).await);
     let unknown = health
         .check(HealthCheckRequest {
             service: "no.such.Service".into(),
@@ -799,30 +891,52 @@ async fn health_reports_serving() {
     assert_refused("health of an unknown service", unknown, Code::NotFound, "");
 }
 
+/// The services reflection lists, asked in the reflection version `$v`
+/// (`v1` or `v1alpha`: the two differ only in their package name).
+macro_rules! listed_services {
+    ($v:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$v::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut reflection = ServerReflectionClient::new($channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = reflection
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses
+            .message()
+            .await
+            .unwrap()
+            .expect("one answer to ListServices");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("expected a ListServicesResponse, got {response:?}");
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
 #[tokio::test]
-async fn reflection_lists_the_services() {
+async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     let server = TestServer::start().await;
-    let mut reflection = ServerReflectionClient::new(channel(&server).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses
-        .message()
-        .await
-        .unwrap()
-        .expect("one answer to ListServices");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("expected a ListServicesResponse, got {response:?}");
-    };
-    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for wanted in ["sagad.v1.Coordinator", "grpc.health.v1.Health"] {
-        assert!(names.contains(&wanted), "{wanted} is listed: {names:?}");
+    let v1 = listed_services!(v1, channel(&server).await);
+    // What Python's grpcio-reflection and other older clients ask.
+    let v1alpha = listed_services!(v1alpha, channel(&server).await);
+    for names in [&v1, &v1alpha] {
+        for wanted in ["sagad.v1.Coordinator", "grpc.health.v1.Health"] {
+            assert!(
+                names.contains(&wanted.to_string()),
+                "{wanted} is listed: {names:?}"
+            );
+        }
     }
 }
 
@@ -867,7 +981,243 @@ async fn inline_steps_run_as_an_inline_saga() {
         .await
         .unwrap()
         .into_inner()
-        .sagas;
+        .summaries;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, saga.id);
+}
+
+/// Hostile sizes: every value is bounded, each refusal names its cap, and
+/// quotes no more of the value than a few dozen characters, so the answer
+/// itself stays small (a whole 100 KB name in a status message was a
+/// transport error instead of the refusal).
+#[tokio::test]
+async fn hostile_sizes_get_short_refusals_naming_the_cap() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let shop = register_ok(&mut client, "solo").await;
+    let huge = "x".repeat(100_000);
+    let huge_url = format!("http://127.0.0.1:1/{huge}.S/M");
+    let running = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![step("a", "solo")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap();
+    let refused = [
+        (
+            "a 100 KB name",
+            client
+                .register_participant(participant_request(
+                    &huge,
+                    "http://h:1/a.B/C",
+                    "http://h:1/a.B/D",
+                ))
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "at most 128",
+        ),
+        (
+            "a 100 KB endpoint",
+            client
+                .register_participant(participant_request("p", &huge_url, "http://h:1/a.B/D"))
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "2048 bytes",
+        ),
+        (
+            "a 100 KB definition name",
+            client
+                .start_saga(pb::StartSagaRequest {
+                    definition: huge.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Code::NotFound,
+            "100000 bytes",
+        ),
+        (
+            "a 100 KB saga id",
+            client
+                .get_saga(pb::GetSagaRequest {
+                    id: huge.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "is not a saga id",
+        ),
+        (
+            "a 100 KB cancel reason",
+            client
+                .cancel_saga(pb::CancelSagaRequest {
+                    id: running.id.clone(),
+                    reason: huge.clone(),
+                })
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "at most 1024",
+        ),
+    ];
+    for (what, result, code, needle) in refused {
+        let status = assert_refused(what, result, code, needle);
+        assert!(
+            status.message().len() < 1024,
+            "{what}: a {} byte message",
+            status.message().len()
+        );
+    }
+    drop(shop);
+
+    // A payload a little too large and a request far too large to decode
+    // get the same code and the same words.
+    for size in [1024 * 1024 + 1, 3 * 1024 * 1024] {
+        let too_large = client
+            .start_saga(pb::StartSagaRequest {
+                steps: vec![step("a", "solo")],
+                payload: vec![b'7'; size],
+                ..Default::default()
+            })
+            .await;
+        let status = assert_refused(
+            &format!("a {size} byte payload"),
+            too_large,
+            Code::InvalidArgument,
+            "--max-payload-bytes",
+        );
+        assert!(
+            status.message().contains("1048576 bytes"),
+            "{}",
+            status.message()
+        );
+    }
+}
+
+/// One connection holds at most `MAX_STREAMS_PER_CONNECTION` calls open:
+/// the next one waits (HTTP/2's limit, which the client obeys) until one
+/// ends, and is then served.
+#[tokio::test]
+async fn one_connection_holds_a_bounded_number_of_streams() {
+    use sagad::server::MAX_STREAMS_PER_CONNECTION;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let subscribe = |mut client: Client| async move {
+        client
+            .subscribe(pb::SubscribeRequest::default())
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let mut open = Vec::new();
+    for _ in 0..MAX_STREAMS_PER_CONNECTION {
+        open.push(subscribe(client.clone()).await.unwrap());
+    }
+    let mut waiting = tokio::spawn(subscribe(client.clone()));
+    // Nothing can answer it while every stream is taken; a moment is enough
+    // to see that it waits (its success would be the failure).
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+    assert!(
+        early.is_err(),
+        "a stream beyond the limit was opened: {early:?}"
+    );
+    open.pop();
+    let served = tokio::time::timeout(common::DEADLINE, waiting)
+        .await
+        .expect("served once a stream ended")
+        .unwrap();
+    assert!(served.is_ok(), "{served:?}");
+}
+
+/// The number of participants is bounded (each name is a metrics label
+/// value): one past the limit is refused, re-registering one is not.
+#[tokio::test]
+async fn participants_are_bounded_in_number() {
+    use sagad::engine::PARTICIPANTS_MAX;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let register = |mut client: Client, name: String| async move {
+        client
+            .register_participant(participant_request(
+                &name,
+                "http://127.0.0.1:1/a.B/C",
+                "http://127.0.0.1:1/a.B/D",
+            ))
+            .await
+    };
+    let all: Vec<_> = (0..PARTICIPANTS_MAX)
+        .map(|n| tokio::spawn(register(client.clone(), format!("p{n}"))))
+        .collect();
+    for registration in all {
+        registration.await.unwrap().unwrap();
+    }
+    let one_more = register(client.clone(), "one-more".into()).await;
+    assert_refused(
+        "one participant too many",
+        one_more,
+        Code::FailedPrecondition,
+        "the most there can be",
+    );
+    register(client.clone(), "p7".into())
+        .await
+        .expect("a registered one can be replaced");
+}
+
+/// No participant may point at the coordinator: its Coordinator service on
+/// any host (a step could cancel its own saga), or any method on its own
+/// listener under any local name.
+#[tokio::test]
+async fn participants_cannot_point_at_the_coordinator() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let port = server.addr.port();
+    let elsewhere = "http://127.0.0.1:1/a.B/D";
+    let cases = [
+        (
+            "http://10.0.0.9:50051/sagad.v1.Coordinator/CancelSaga".to_string(),
+            "Coordinator service",
+        ),
+        (
+            format!("http://127.0.0.1:{port}/shop.Payments/Charge"),
+            "own address",
+        ),
+        (
+            format!("http://localhost:{port}/shop.Payments/Charge"),
+            "own address",
+        ),
+        (
+            format!("http://[::1]:{port}/shop.Payments/Charge"),
+            "own address",
+        ),
+    ];
+    for (url, why) in &cases {
+        let forward = client
+            .register_participant(participant_request("self", url, elsewhere))
+            .await;
+        assert_refused(
+            &format!("forward {url}"),
+            forward,
+            Code::InvalidArgument,
+            why,
+        );
+        let compensate = client
+            .register_participant(participant_request("self", elsewhere, url))
+            .await;
+        assert_refused(
+            &format!("compensate {url}"),
+            compensate,
+            Code::InvalidArgument,
+            why,
+        );
+    }
+    assert!(
+        participants(&mut client).await.is_empty(),
+        "nothing was registered"
+    );
 }

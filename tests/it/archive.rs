@@ -71,7 +71,13 @@ fn archive_lines(data_dir: &Path) -> Vec<(String, Value)> {
 }
 
 async fn get_code(client: &mut Client, id: &str) -> Code {
-    match client.get_saga(pb::GetSagaRequest { id: id.into() }).await {
+    match client
+        .get_saga(pb::GetSagaRequest {
+            id: id.into(),
+            ..Default::default()
+        })
+        .await
+    {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
     }
@@ -168,7 +174,7 @@ async fn retention_archives_finished_sagas_and_leaves_the_rest() {
         .await
         .unwrap()
         .into_inner()
-        .sagas
+        .summaries
         .into_iter()
         .map(|s| s.id)
         .collect();

@@ -85,6 +85,9 @@ impl Proc {
             .stderr(Stdio::piped());
         for var in [
             "SAGAD_ADDR",
+            "SAGAD_CA",
+            "SAGAD_CERT",
+            "SAGAD_KEY",
             "SAGAD_CONFIG",
             "SAGAD_LISTEN",
             "SAGAD_DATA_DIR",
@@ -268,11 +271,8 @@ struct Refusal<'a> {
     args: Vec<&'a str>,
     env: Vec<(&'a str, &'a str)>,
     code: i32,
-    /// Every one of these is on stderr.
+    /// Every one of these is on the error line.
     needles: Vec<&'a str>,
-    /// Whether stderr is the one `sagad: ...` line of a failure sagad reports
-    /// itself; clap's usage errors span several lines.
-    one_line: bool,
 }
 
 impl<'a> Refusal<'a> {
@@ -284,16 +284,6 @@ impl<'a> Refusal<'a> {
             env: Vec::new(),
             code,
             needles: needles.to_vec(),
-            one_line: true,
-        }
-    }
-
-    /// A usage error from clap: exit `code` and a stderr (of any length) that
-    /// is not empty and says `needles`.
-    fn usage(name: &'a str, args: &[&'a str], code: i32, needles: &[&'a str]) -> Self {
-        Self {
-            one_line: false,
-            ..Self::line(name, args, code, needles)
         }
     }
 
@@ -320,19 +310,13 @@ impl<'a> Refusal<'a> {
             Some(self.code),
             "{name}: unexpected exit: {run:#?}"
         );
-        let said = if self.one_line {
-            let text = run.stderr.trim_end();
-            assert_eq!(
-                text.lines().count(),
-                1,
-                "{name}: a failure prints exactly one line on stderr: {run:#?}"
-            );
-            assert!(text.starts_with("sagad: "), "{name}: {run:#?}");
-            text
-        } else {
-            assert!(!run.stderr.is_empty(), "{name}: {run:#?}");
-            run.stderr.as_str()
-        };
+        let said = run.stderr.trim_end();
+        assert_eq!(
+            said.lines().count(),
+            1,
+            "{name}: a failure prints exactly one line on stderr: {run:#?}"
+        );
+        assert!(said.starts_with("sagad: "), "{name}: {run:#?}");
         for needle in &self.needles {
             assert!(
                 said.contains(needle),
@@ -440,14 +424,15 @@ async fn start_wait_exit_codes_and_get_timeline() {
     // Started without a traceparent: the saga's own trace, named by its id.
     assert_eq!(started["saga"]["trace_id"], completed_id.replace('-', ""));
 
-    // The same key again: the same saga, not a second run.
+    // The same key and the same JSON, typed otherwise: the same saga, not a
+    // second run (nor a conflict: the CLI sends JSON minified).
     let again = client(
         &server,
         &[
             "start",
             "order-fulfillment",
             "--payload",
-            r#"{"order_id":"o-1"}"#,
+            "{ \"order_id\" : \"o-1\" }\n",
             "--idempotency-key",
             "order-o-1",
             "--json",
@@ -458,6 +443,27 @@ async fn start_wait_exit_codes_and_get_timeline() {
     .json();
     assert_eq!(again["created"], false);
     assert_eq!(again["saga"]["id"], completed_id.as_str());
+
+    // A payload that is not text (sent by another client): `--json` keeps
+    // every byte, marked as base64.
+    let binary = server
+        .client()
+        .await
+        .start_saga(pb::StartSagaRequest {
+            definition: "order-fulfillment".into(),
+            payload: vec![0xff, 0x00, 0x7b],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap();
+    let shown = client(&server, &["get", &binary.id, "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["payload"], serde_json::json!({"$base64": "/wB7"}));
 
     // A declined card: the saga is COMPENSATED, so --wait exits 4, prints the
     // saga on stdout and one line on stderr saying how it ended.
@@ -570,7 +576,7 @@ async fn list_filters_and_pages_through_the_server() {
         .await
         .unwrap()
         .into_inner()
-        .sagas
+        .summaries
         .into_iter()
         .map(|s| s.id)
         .collect();
@@ -582,6 +588,17 @@ async fn list_filters_and_pages_through_the_server() {
         expected,
         "newest first, as the server orders"
     );
+    // Summaries: where each saga is, no payload and no attempts. The newest
+    // (card ok) completed at its last step; the one before (declined) undid
+    // its first step last.
+    assert!(
+        all[0].get("payload").is_none() && all[0].get("steps").is_none(),
+        "{all:#}"
+    );
+    assert_eq!(all[0]["step_count"], 3);
+    assert_eq!(all[0]["current_step"]["name"], "ship-order");
+    assert_eq!(all[1]["current_step"]["name"], "validate-order");
+    assert_eq!(all[1]["current_step"]["state"], "COMPENSATED");
 
     // Pages of 2 until the limit of 3: the first three, no duplicates.
     let paged = client(
@@ -628,10 +645,11 @@ async fn list_filters_and_pages_through_the_server() {
     let lines: Vec<&str> = human.ok().stdout.lines().collect();
     assert_eq!(lines.len(), 3, "a header and two rows: {human:#?}");
     assert!(
-        lines[0].starts_with("ID") && lines[0].contains("STATE"),
+        lines[0].starts_with("ID") && lines[0].contains("STATE") && lines[0].contains("STEP"),
         "{human:#?}"
     );
     assert!(lines[1].starts_with(&expected[0]), "{human:#?}");
+    assert!(lines[1].contains("ship-order (3/3)"), "{human:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -969,7 +987,7 @@ async fn server_errors_exit_1_with_the_status_and_message() {
             .await
             .unwrap()
             .into_inner()
-            .sagas;
+            .summaries;
         assert!(sagas.is_empty(), "{}: a saga was started", case.name);
         let participants = grpc
             .list_participants(pb::ListParticipantsRequest {})
@@ -1021,17 +1039,32 @@ async fn bad_flags_and_bad_payloads_exit_2_before_any_call() {
     // The address is dead: these must fail on their input, not on the connection.
     let addr = dead_addr();
     let cases = [
-        Refusal::usage("an unknown flag", &["list", "--bogus"], 2, &[]),
-        Refusal::usage("an unknown state", &["list", "--state", "sideways"], 2, &[]),
-        Refusal::usage(
+        Refusal::line(
+            "an unknown flag",
+            &["list", "--bogus"],
+            2,
+            &["'--bogus'", "see 'sagad list --help'"],
+        ),
+        Refusal::line(
+            "an unknown state",
+            &["list", "--state", "sideways"],
+            2,
+            &["sideways", "see 'sagad list --help'"],
+        ),
+        Refusal::line(
             "a limit that is no number",
             &["list", "--limit", "many"],
             2,
             &[],
         ),
-        Refusal::usage("start without a definition", &["start"], 2, &[]),
-        Refusal::usage("get without an id", &["get"], 2, &[]),
-        Refusal::usage(
+        Refusal::line(
+            "start without a definition",
+            &["start"],
+            2,
+            &["<DEFINITION>", "see 'sagad start --help'"],
+        ),
+        Refusal::line("get without an id", &["get"], 2, &["<ID>"]),
+        Refusal::line(
             "register without --compensate",
             &[
                 "participants",
@@ -1043,7 +1076,7 @@ async fn bad_flags_and_bad_payloads_exit_2_before_any_call() {
             2,
             &[],
         ),
-        Refusal::usage(
+        Refusal::line(
             "register with a timeout that is no duration",
             &[
                 "participants",
@@ -1059,13 +1092,18 @@ async fn bad_flags_and_bad_payloads_exit_2_before_any_call() {
             2,
             &[],
         ),
-        Refusal::usage(
+        Refusal::line(
             "both --payload and --payload-file",
             &["start", "d", "--payload", "{}", "--payload-file", "f"],
             2,
             &[],
         ),
-        Refusal::usage("an unknown verb", &["nonsense-verb"], 2, &[]),
+        Refusal::line(
+            "an unknown verb",
+            &["nonsense-verb"],
+            2,
+            &["nonsense-verb", "see 'sagad --help'"],
+        ),
         Refusal::line(
             "a --payload that is not JSON",
             &["start", "order-fulfillment", "--payload", "{bad"],
@@ -1229,7 +1267,32 @@ async fn serve_refuses_bad_configuration_naming_where_it_is() {
     std::fs::write(&config, "listen = \":0\"\nshutdown_grace_period = \"5s\"\n").unwrap();
     let config = config.to_str().unwrap();
     let data_dir = dir.path().join("d");
+    // A definition whose step's retry policy is refused: a usage error naming
+    // the file (and its line), like a bad config file.
+    let sagas = dir.path().join("sagas");
+    std::fs::create_dir(&sagas).unwrap();
+    let bad_definition = sagas.join("bad.toml");
+    std::fs::write(
+        &bad_definition,
+        "name = \"bad\"\n[[steps]]\nname = \"s\"\nparticipant = \"p\"\nretry = { multiplier = 0.5 }\n",
+    )
+    .unwrap();
+    let bad_definition = bad_definition.to_str().unwrap();
     let cases = [
+        Refusal::line(
+            "a definition file that does not validate",
+            &[
+                "serve",
+                "--listen",
+                ":0",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--sagas",
+                sagas.to_str().unwrap(),
+            ],
+            2,
+            &[bad_definition, "multiplier"],
+        ),
         // Names the file and the key.
         Refusal::line(
             "a config file with an unknown key",
@@ -1250,7 +1313,7 @@ async fn serve_refuses_bad_configuration_naming_where_it_is() {
             &["SAGAD_DEFAULT_TIMEOUT", "soonish"],
         )
         .with_env(&[("SAGAD_DEFAULT_TIMEOUT", "soonish")]),
-        Refusal::usage(
+        Refusal::line(
             "--max-payload-bytes 0",
             &["serve", "--max-payload-bytes", "0"],
             2,
@@ -1260,5 +1323,43 @@ async fn serve_refuses_bad_configuration_naming_where_it_is() {
     for case in &cases {
         let run = case.run(&[]).await;
         case.check(&run);
+    }
+}
+
+/// Texts from participants and callers reach the operator's terminal only
+/// escaped: a participant whose refusal holds terminal control sequences
+/// (retitle, clear the screen, recolour) cannot act on the terminal through
+/// `get`, `list` or `watch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_from_outside_are_escaped_in_human_output() {
+    const HOSTILE: &str = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}[32mCOMPLETED\r";
+    let server = TestServer::start().await;
+    let shop = serve(FakeParticipant::new(|r| {
+        if fwd(r) && r.step == "ship-order" {
+            Answer::Reject(HOSTILE)
+        } else {
+            Answer::Ok
+        }
+    }))
+    .await;
+    let mut grpc = server.client().await;
+    register_shop(&mut grpc, &shop, quick_retry(3, 3)).await;
+    let saga = start_order(&mut grpc, r#"{"order_id":"esc-1"}"#, true).await;
+    assert_eq!(state(&saga), pb::SagaState::Compensated);
+    for args in [
+        vec!["get", saga.id.as_str()],
+        vec!["list"],
+        vec!["watch", saga.id.as_str()],
+    ] {
+        let run = client(&server, &args).await;
+        run.ok();
+        assert!(
+            !run.stdout.contains(['\u{1b}', '\u{7}', '\r']),
+            "{args:?} printed a control character: {:?}",
+            run.stdout
+        );
+        if args[0] != "list" || run.stdout.contains("owned") {
+            assert!(run.stdout.contains("\\u{1b}"), "{args:?}: {}", run.stdout);
+        }
     }
 }

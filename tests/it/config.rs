@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use sagad::config::{Config, ConfigError, LogFormat, Retention, Settings};
+use sagad::config::{Config, ConfigError, LogFormat, Retention, Settings, TlsSettings};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -76,6 +76,7 @@ retention = "30d"
             default_timeout: Duration::from_secs(3),
             metrics_listen: Some(addr("127.0.0.1:9102")),
             retention: Retention::For(Duration::from_secs(36 * 3600)),
+            tls: TlsSettings::default(),
         }
     );
     drop(dir);
@@ -139,13 +140,13 @@ fn bad_metrics_and_webhook_values_name_their_source_and_say_why() {
     .unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("SAGAD_ON_FAILED_WEBHOOK"), "{text}");
-    assert!(text.contains("not an http:// URL"), "{text}");
+    assert!(text.contains("not an http:// or https:// URL"), "{text}");
 
-    let (_dir, path) = file("on_failed_webhook = \"https://alerts.example/sagad\"\n");
+    let (_dir, path) = file("on_failed_webhook = \"mailto:ops@example.com\"\n");
     let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("on_failed_webhook"), "{text}");
-    assert!(text.contains("https:// is not supported"), "{text}");
+    assert!(text.contains("not an http:// or https:// URL"), "{text}");
 
     let (_dir, path) = file("metrics_listen = 9100\n");
     let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
@@ -224,6 +225,16 @@ fn bad_values_name_their_source() {
     )
     .unwrap_err();
     assert!(err.to_string().starts_with("SAGAD_RETENTION"), "{err}");
+
+    // The default step timeout keeps the floor a step's own timeout keeps.
+    let (_dir, path) = file("default_timeout = \"1ns\"\n");
+    let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{}: default_timeout", path.display()))
+            && text.contains("at least 10ms"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -258,8 +269,13 @@ fn the_server_config_carries_every_setting() {
         otlp_endpoint: None,
         retention: Retention::For(Duration::from_secs(60)),
         disk_reserve: 123,
+        tls: TlsSettings {
+            tls_cert: Some(PathBuf::from("/c.pem")),
+            tls_key: Some(PathBuf::from("/k.pem")),
+            ..TlsSettings::default()
+        },
     };
-    let server = config.server_config();
+    let server = config.server_config().unwrap();
     assert_eq!(server.listen, addr("127.0.0.1:0"));
     assert_eq!(server.data_dir, PathBuf::from("/d"));
     assert_eq!(server.engine.max_payload_bytes, 77);
@@ -272,9 +288,65 @@ fn the_server_config_carries_every_setting() {
     );
     assert_eq!(server.retention, Some(Duration::from_secs(60)));
     assert_eq!(server.disk_reserve, 123);
+    let api = server.tls.api.unwrap();
+    assert_eq!(api.identity.cert.path, PathBuf::from("/c.pem"));
+    assert_eq!(
+        server.tls.metrics,
+        Some(api),
+        "metrics share the API's pair"
+    );
     let forever = Config {
         retention: Retention::Forever,
         ..config
     };
-    assert_eq!(forever.server_config().retention, None);
+    assert_eq!(forever.server_config().unwrap().retention, None);
+}
+
+#[test]
+fn tls_settings_layer_like_the_others_and_must_come_in_pairs() {
+    let (dir, path) = file(
+        r#"
+tls_cert = "certs/server.pem"
+tls_key = "certs/server.key"
+participant_ca = "/etc/ssl/private-ca.pem"
+
+[[participant_tls]]
+origin = "https://payments.internal:8443"
+cert = "certs/to-payments.pem"
+key = "certs/to-payments.key"
+"#,
+    );
+    let flags = Settings {
+        tls: TlsSettings {
+            tls_client_ca: Some(PathBuf::from("/flags/clients.pem")),
+            ..TlsSettings::default()
+        },
+        ..Settings::default()
+    };
+    let env = env(&[("SAGAD_TLS_KEY", "/env/server.key")]);
+    let config = Config::load(Some(&path), env, flags).unwrap();
+    let tls = config.server_config().unwrap().tls;
+    let api = tls.api.unwrap();
+    assert_eq!(api.identity.cert.path, dir.path().join("certs/server.pem"));
+    assert_eq!(api.identity.key.path, PathBuf::from("/env/server.key"));
+    assert_eq!(
+        api.client_ca.unwrap().path,
+        PathBuf::from("/flags/clients.pem")
+    );
+    assert_eq!(tls.metrics, None, "no metrics listener");
+    let origin = &tls.participants.origins[0];
+    assert_eq!(origin.origin, "https://payments.internal:8443");
+    assert_eq!(
+        origin.identity.as_ref().unwrap().cert.path,
+        dir.path().join("certs/to-payments.pem")
+    );
+
+    let err = Config::load(
+        None,
+        self::env(&[("SAGAD_TLS_CERT", "/c.pem")]),
+        Settings::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::Incomplete(_)), "{err:?}");
+    assert!(err.to_string().contains("--tls-key"), "{err}");
 }

@@ -38,6 +38,7 @@ async fn start_faulty(dir: &Path, fault: Arc<DiskFault>) -> server::Server {
         on_failed_webhook: None,
         retention: None,
         disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+        tls: Default::default(),
     };
     let server = server::start_with_journal(config, journal, vec![order_fulfillment()])
         .await
@@ -120,9 +121,32 @@ async fn failed_flushes_stop_new_work_and_everything_resumes_when_the_disk_recov
         .await
         .unwrap_err();
     assert_eq!(register.code(), Code::Unavailable, "{register}");
-    // The saga's next step is not called: its start could not be made durable.
+    // Health tells load balancers, for the server and for the Coordinator.
+    for service in ["", "sagad.v1.Coordinator"] {
+        until_health(server.local_addr(), service, ServingStatus::NotServing).await;
+    }
+    // Reads keep working from what is durable. The saga's next step is not
+    // called: its start could not be made durable.
     let saga_before = get(&mut client, &saga.id).await;
     assert_eq!(state(&saga_before), pb::SagaState::Running);
+    let listed = client
+        .list_sagas(pb::ListSagasRequest::default())
+        .await
+        .expect("ListSagas reads while writes fail")
+        .into_inner();
+    assert!(
+        listed.summaries.iter().any(|s| s.id == saga.id),
+        "the saga is listed: {listed:?}"
+    );
+    let mut watch = client
+        .watch_saga(pb::WatchSagaRequest {
+            id: saga.id.clone(),
+        })
+        .await
+        .expect("WatchSaga reads while writes fail")
+        .into_inner();
+    let first = watch.message().await.expect("the history is read");
+    assert!(first.is_some(), "the watch starts with the saga's history");
 
     fault.heal();
     let recovered_at = Instant::now();
@@ -143,6 +167,9 @@ async fn failed_flushes_stop_new_work_and_everything_resumes_when_the_disk_recov
     );
     let fresh = start_order(&mut client, r#"{"order_id":"d-2"}"#, true).await;
     assert_eq!(state(&fresh), pb::SagaState::Completed);
+    for service in ["", "sagad.v1.Coordinator"] {
+        until_health(server.local_addr(), service, ServingStatus::Serving).await;
+    }
     server.stop().await.unwrap();
 }
 

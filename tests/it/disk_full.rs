@@ -164,7 +164,13 @@ async fn take_until_refused(client: &mut Client) -> (Vec<String>, tonic::Status)
 /// Polls until the saga is terminal, within the recovery deadline.
 async fn until_done(client: &mut Client, id: &str, since: Instant) -> Result<pb::Saga, String> {
     loop {
-        match client.get_saga(pb::GetSagaRequest { id: id.into() }).await {
+        match client
+            .get_saga(pb::GetSagaRequest {
+                id: id.into(),
+                ..Default::default()
+            })
+            .await
+        {
             Ok(saga) => {
                 let saga = saga.into_inner();
                 if matches!(
@@ -236,8 +242,20 @@ async fn a_full_disk_then_space_again_carries_on_by_itself() {
         acknowledged.len(),
         refused.message()
     );
+    until_health(sagad.addr, "", ServingStatus::NotServing).await;
+    let register = client
+        .register_participant(pb::RegisterParticipantRequest {
+            name: "late".into(),
+            forward_endpoint: shop.forward_url(),
+            compensate_endpoint: shop.compensate_url(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no registration while the journal refuses writes");
+    assert_eq!(register.code(), Code::Unavailable, "{register}");
     // The disk stays full for a while: checkpoints of the store fail and are
     // retried meanwhile (the time is the fault's length, not a speed bound).
+    let refused_at = acknowledged.len();
     let full_until = Instant::now() + Duration::from_secs(15);
     while Instant::now() < full_until {
         if let Ok(r) = client.start_saga(big_order(acknowledged.len() + 1)).await {
@@ -245,6 +263,8 @@ async fn a_full_disk_then_space_again_carries_on_by_itself() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    let taken_while_full = acknowledged.len() - refused_at;
 
     // Space again: everything acknowledged finishes, new work is taken, and
     // all without a restart.
@@ -278,6 +298,7 @@ async fn a_full_disk_then_space_again_carries_on_by_itself() {
         }
     };
     assert_eq!(state(&after), pb::SagaState::Completed);
+    until_health(sagad.addr, "", ServingStatus::Serving).await;
     // The store behind the log works again too: checkpoints go through and
     // delete the log segments they cover (the log would grow without end).
     let wal = data.join("wal");
@@ -305,6 +326,11 @@ async fn a_full_disk_then_space_again_carries_on_by_itself() {
 
     let (status, stderr) = sagad.terminate();
     assert!(status.success(), "{stderr}");
+    println!(
+        "{} sagas taken while the disk was full; the journal took writes again {} times",
+        taken_while_full,
+        stderr.matches("journal writes work again").count()
+    );
     // Whether the store's checkpoints failed depends on how far they got
     // before the disk filled; when they did, they came back by themselves.
     if stderr.contains("store checkpoint failed") {

@@ -160,6 +160,22 @@ async fn from_zero_and_from_the_middle_every_event_once_in_order() {
         "no event past the last offset: {nothing:?}"
     );
 
+    // A cursor beyond it was never handed out: refused, not a silent wait.
+    let beyond = client
+        .subscribe(pb::SubscribeRequest {
+            after_offset: all.len() as u64 + 1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a cursor past the last offset is refused");
+    assert_eq!(beyond.code(), tonic::Code::OutOfRange, "{beyond}");
+    assert!(
+        beyond
+            .message()
+            .contains(&format!("after_offset={}", all.len())),
+        "{beyond}"
+    );
+
     // Filters: one definition's state changes only.
     let mut changes = client
         .subscribe(pb::SubscribeRequest {

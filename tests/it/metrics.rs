@@ -215,7 +215,7 @@ async fn the_active_gauge_is_right_after_a_restart() {
     }))
     .await;
     let mut client = server.client().await;
-    register_shop(&mut client, &shop, quick_retry(100_000, 100_000)).await;
+    register_shop(&mut client, &shop, quick_retry(10_000, 10_000)).await;
     let running = start_order(&mut client, "slow-charge", false).await;
     let compensating = start_order(&mut client, "slow-refund", false).await;
     poll_until("one saga running and one compensating", || {

@@ -241,7 +241,21 @@ async fn a_participant_back_within_the_budget_completes_the_saga() {
     .await;
 
     let id = start(&mut client).await.id;
-    until_attempts(&mut client, &id, 1, 3).await;
+    // Three attempts refused, not only started: a third still connecting
+    // when the service comes back would get through.
+    poll_until("3 refused attempts of step 1", || {
+        let mut client = client.clone();
+        let id = id.clone();
+        async move {
+            let saga = get(&mut client, &id).await;
+            let refused = outcomes(&saga.steps[1], pb::Action::Forward)
+                .into_iter()
+                .filter(|o| *o == pb::AttemptOutcome::NotDelivered)
+                .count();
+            (refused >= 3).then_some(())
+        }
+    })
+    .await;
     // The payments service is back, at the address it was registered with.
     let payments = serve_at(FakeParticipant::new(|_| Answer::Ok), payments_addr).await;
     let saga = until_terminal(&mut client, &id).await;

@@ -187,7 +187,12 @@ async fn stopped_server() -> (TestServer, Vec<String>) {
         poll_until("the early sagas archived", || {
             let (mut client, id) = (client.clone(), id.clone());
             async move {
-                let found = client.get_saga(pb::GetSagaRequest { id }).await;
+                let found = client
+                    .get_saga(pb::GetSagaRequest {
+                        id,
+                        ..Default::default()
+                    })
+                    .await;
                 matches!(found, Err(s) if s.code() == Code::NotFound).then_some(())
             }
         })

@@ -152,17 +152,22 @@ async fn transient_failures_are_retried_with_growing_gaps() {
         .windows(2)
         .map(|w| w[1].arrived - w[0].arrived)
         .collect();
-    // Nominal delays 50, 100, 200 ms (no jitter): each gap is at least its delay,
-    // and each is longer than the one before.
+    // Nominal delays 50, 100, 200 ms (no jitter): each gap is at least its
+    // delay (how much longer depends on the machine's load, so only the
+    // journaled schedule is asserted to grow).
     for (gap, floor) in gaps.iter().zip([50, 100, 200]) {
         assert!(*gap >= Duration::from_millis(floor), "gaps {gaps:?}");
     }
-    assert!(
-        gaps[0] < gaps[1] && gaps[1] < gaps[2],
-        "gaps must grow: {gaps:?}"
-    );
-    // Every attempt is visible with its outcome and error.
     let attempts = &saga.steps[1].attempts;
+    let millis = |t: &prost_types::Timestamp| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
+    let scheduled: Vec<i64> = attempts[..3]
+        .iter()
+        .map(|a| {
+            millis(a.next_attempt_at.as_ref().unwrap()) - millis(a.finished_at.as_ref().unwrap())
+        })
+        .collect();
+    assert_eq!(scheduled, [50, 100, 200], "the journaled delays double");
+    // Every attempt is visible with its outcome and error.
     assert_eq!(attempts.len(), 4);
     assert_eq!(attempts[0].outcome, pb::AttemptOutcome::Transient as i32);
     assert!(
@@ -584,8 +589,8 @@ async fn list_sagas_pages_newest_first_and_filters() {
             .await
             .unwrap()
             .into_inner();
-        assert!(page.sagas.len() <= 3);
-        seen.extend(page.sagas.into_iter().map(|s| s.id));
+        assert!(page.summaries.len() <= 3);
+        seen.extend(page.summaries.into_iter().map(|s| s.id));
         if page.next_page_token.is_empty() {
             break;
         }
@@ -602,12 +607,12 @@ async fn list_sagas_pages_newest_first_and_filters() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(compensated.sagas.len(), 3);
+    assert_eq!(compensated.summaries.len(), 3);
     assert!(
         compensated
-            .sagas
+            .summaries
             .iter()
-            .all(|s| state(s) == pb::SagaState::Compensated)
+            .all(|s| s.state == pb::SagaState::Compensated as i32)
     );
     let other = client
         .list_sagas(pb::ListSagasRequest {
@@ -617,7 +622,7 @@ async fn list_sagas_pages_newest_first_and_filters() {
         .await
         .unwrap()
         .into_inner();
-    assert!(other.sagas.is_empty());
+    assert!(other.summaries.is_empty());
 }
 
 #[tokio::test]

@@ -357,7 +357,10 @@ async fn a_real_sagad_refuses_the_damaged_store_and_serves_the_salvaged_one() {
             .unwrap();
     for (id, kinds) in &acknowledged {
         let got = client
-            .get_saga(pb::GetSagaRequest { id: id.to_string() })
+            .get_saga(pb::GetSagaRequest {
+                id: id.to_string(),
+                ..Default::default()
+            })
             .await;
         if not_carried.contains(id) {
             assert_eq!(

@@ -335,7 +335,10 @@ impl Scale<'_> {
             let called = Instant::now();
             let answer = coordinator
                 .client
-                .get_saga(pb::GetSagaRequest { id: id.to_string() })
+                .get_saga(pb::GetSagaRequest {
+                    id: id.to_string(),
+                    ..Default::default()
+                })
                 .await;
             get_times.push(called.elapsed());
             if let Err(why) = check_finished(id, answer) {
@@ -432,7 +435,10 @@ impl Scale<'_> {
             let id = seeded.ids[fastrand::usize(..n)];
             let answer = coordinator
                 .client
-                .get_saga(pb::GetSagaRequest { id: id.to_string() })
+                .get_saga(pb::GetSagaRequest {
+                    id: id.to_string(),
+                    ..Default::default()
+                })
                 .await;
             if let Err(why) = check_waiting(id, answer) {
                 errors.push(why);
@@ -504,7 +510,7 @@ fn check_page(
         .rev()
         .map(SagaId::to_string)
         .collect();
-    let got: Vec<&String> = page.sagas.iter().map(|s| &s.id).collect();
+    let got: Vec<&String> = page.summaries.iter().map(|s| &s.id).collect();
     if got != expected.iter().collect::<Vec<_>>() {
         return Err(format!(
             "ListSagas before {}: {} sagas, not the {} expected (first {:?}, expected {:?})",

@@ -106,6 +106,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             on_failed_webhook: None,
             retention: None,
             disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+            tls: Default::default(),
         },
         vec![definition],
     )
@@ -129,7 +130,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         summarise(&sagas, &palette);
         if args.serve {
             // Armed before the commands are printed: a signal right after must stop cleanly.
-            let stop = crate::cli::signal::stop_signal().await;
+            let stop = crate::cli::signal::stop_signal(server.tls_reloader()).await;
             print_try_next(addr, &sagas, &palette);
             let _ = stop.await;
             outln!("\nstopping the demo");
@@ -220,7 +221,10 @@ async fn run_order(
     anyhow::ensure!(ended, "the event stream of saga {} ended early", started.id);
 
     let saga = client
-        .get_saga(pb::GetSagaRequest { id: started.id })
+        .get_saga(pb::GetSagaRequest {
+            id: started.id,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     outln!();

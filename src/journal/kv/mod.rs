@@ -96,8 +96,8 @@ pub struct KvJournal<S: KvStore> {
     store: Arc<S>,
     request_tx: mpsc::Sender<WriteRequest>,
     counters: Arc<Counters>,
-    /// Why writes fail, while they do (a std mutex: never held across an await).
-    failure: Arc<Mutex<Option<String>>>,
+    /// Why writes fail, while they do; the writer thread sends the changes.
+    failure: watch::Receiver<Option<String>>,
     /// The writer thread, joined by `close` (a std mutex: never held across await).
     writer: Mutex<Option<thread::JoinHandle<()>>>,
     /// The last offset known durable, published by the writer after each sync.
@@ -118,11 +118,11 @@ impl<S: KvStore> KvJournal<S> {
         let archived_through = offsets::archived_through(&*store)?;
         let durable = Arc::new(watch::Sender::new(Offset(next_offset - 1)));
         let counters = Arc::new(Counters::default());
-        let failure = Arc::new(Mutex::new(None));
+        let (failure_tx, failure) = watch::channel(None);
         let writer = Writer {
             store: store.clone(),
             counters: counters.clone(),
-            failure: failure.clone(),
+            failure: failure_tx,
             next_offset,
             archived_through,
             snapshots: SnapshotWriter::default(),
@@ -287,10 +287,12 @@ impl<S: KvStore> Journal for KvJournal<S> {
     }
 
     fn write_failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let failed = self.failure.borrow().clone();
+        failed.or_else(|| self.store.failure())
+    }
+
+    fn write_failures(&self) -> watch::Receiver<Option<String>> {
+        self.failure.clone()
     }
 
     async fn close(&self) -> Result<(), JournalError> {
@@ -311,6 +313,6 @@ impl<S: KvStore> Journal for KvJournal<S> {
         let closed = tokio::task::spawn_blocking(move || store.close())
             .await
             .unwrap_or_else(|e| Err(StoreError::Engine(format!("closing the store: {e}"))));
-        result.and(closed.map_err(JournalError::Close))
+        result.and(closed.map_err(|e| JournalError::Close(Arc::new(e))))
     }
 }

@@ -27,13 +27,14 @@
 //!   offsets are handed out whether or not its sync works (a later sync may
 //!   make it durable), so no offset is given to two events.
 //! - **A failure stops writes.** After a failed write or sync every request is
-//!   refused until a probe's sync works again ([`JOURNAL_PROBE_INTERVAL`]); that
-//!   sync makes everything written so far durable, spent offsets included.
+//!   refused until a probe works again ([`JOURNAL_PROBE_INTERVAL`]): the store
+//!   can take the write that failed, and a sync makes everything written so
+//!   far durable, spent offsets included.
 
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, MutexGuard, OnceLock,
+        Arc, MutexGuard, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     thread,
@@ -102,8 +103,8 @@ pub(super) struct Counters {
 pub(super) struct Writer<S: KvStore> {
     pub(super) store: Arc<S>,
     pub(super) counters: Arc<Counters>,
-    /// Shared with the journal handle, for `write_failure`.
-    pub(super) failure: Arc<Mutex<Option<String>>>,
+    /// Why writes fail, while they do: read by the journal's `write_failures`.
+    pub(super) failure: watch::Sender<Option<String>>,
     /// The offset the next event gets; advanced only once a batch is durable.
     pub(super) next_offset: u64,
     /// The archive horizon: the highest offset removed by retention so far.
@@ -265,8 +266,14 @@ impl<S: KvStore> Writer<S> {
         }
         match close {
             Some(reply) => {
+                // A last try: what was written since the failure may still
+                // become durable. If not, the stop says so (not that the
+                // journal refuses writes, which is advice for a running one).
+                if self.failed.is_some() {
+                    self.probe();
+                }
                 let result = match &self.failed {
-                    Some(_) => Err(self.refusal()),
+                    Some(e) => Err(JournalError::Close(e.clone())),
                     None => self.store.sync().map_err(JournalError::from),
                 };
                 let _ = reply.send(result);
@@ -376,15 +383,24 @@ impl<S: KvStore> Writer<S> {
         }
     }
 
-    /// Tries a sync while failed; on success the journal takes writes again.
+    /// While failed, asks the store to make itself able to take the write
+    /// that failed (`KvStore::recover`), then tries a sync; when both work the
+    /// journal takes writes again. A sync alone is not enough: with the disk
+    /// full, the failed rollover to the next log segment would fail again at
+    /// the next write, and the journal would flap between failed and working.
     fn probe(&mut self) {
-        if self.store.sync().is_ok() {
+        if self
+            .store
+            .recover()
+            .and_then(|()| self.store.sync())
+            .is_ok()
+        {
             tracing::warn!(
                 after = %self.failed.as_deref().map(ToString::to_string).unwrap_or_default(),
                 "journal writes work again"
             );
             self.failed = None;
-            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.failure.send_replace(None);
             // Everything written so far, spent offsets included, is durable now.
             self.durable.send_replace(Offset(self.next_offset - 1));
         }
@@ -419,7 +435,7 @@ impl<S: KvStore> Writer<S> {
             Err(e) => {
                 tracing::error!(error = %e, "journal write failed; refusing writes until the disk works again");
                 let e = Arc::new(e);
-                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                self.failure.send_replace(Some(e.to_string()));
                 self.failed = Some(e.clone());
                 for p in pending {
                     p.fail(JournalError::Write(e.clone()));

@@ -101,6 +101,10 @@ impl<S: KvStore> KvStore for FaultyStore<S> {
         self.inner.recover()
     }
 
+    fn failure(&self) -> Option<String> {
+        self.inner.failure()
+    }
+
     fn close(&self) -> Result<()> {
         self.inner.close()
     }

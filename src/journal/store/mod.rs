@@ -75,8 +75,9 @@ pub enum StoreError {
     /// The store cannot be opened.
     #[error("cannot open the journal in {dir}: {why}")]
     Open { dir: PathBuf, why: String },
-    /// The store behind a write-ahead log took no checkpoint for too long while
-    /// writes piled up (`wal/`).
+    /// The store behind a write-ahead log takes no checkpoint: it failed and
+    /// is not open again yet, or took none for too long while writes piled
+    /// up (`wal/`).
     #[error("{0}")]
     Stuck(String),
     /// The storage engine failed in a way of its own (sled's errors other
@@ -350,11 +351,19 @@ pub trait KvStore: Send + Sync + 'static {
     }
 
     /// After a failed write or sync, makes the store able to take writes
-    /// again if it can (by opening it afresh, say); it is called before a
-    /// write is tried again. The default has nothing to do: the next write
-    /// either works or fails again.
+    /// again if it can (by opening it afresh, say, or making the room the
+    /// failed write needed); it is called before a write is tried again, and
+    /// must fail while the write that failed would fail again. The default
+    /// has nothing to do: the next write either works or fails again.
     fn recover(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Why the store fails every operation right now, while it does (sled
+    /// after a failed operation, until `recover` opens it again). The default
+    /// never knows of such a state.
+    fn failure(&self) -> Option<String> {
+        None
     }
 
     /// Keeps the store from rewriting what was written before (a

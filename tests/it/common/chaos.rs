@@ -291,7 +291,12 @@ impl Harness {
                 let saga = self
                     .call(|mut c| {
                         let id = id.clone();
-                        async move { c.get_saga(pb::GetSagaRequest { id }).await }
+                        // Every attempt: the check holds the journal's whole numbering.
+                        let request = pb::GetSagaRequest {
+                            id,
+                            all_attempts: true,
+                        };
+                        async move { c.get_saga(request).await }
                     })
                     .await;
                 let state = pb::SagaState::try_from(saga.state).unwrap();
@@ -330,7 +335,7 @@ impl Harness {
                     }
                 })
                 .await;
-            for saga in &page.sagas {
+            for saga in &page.summaries {
                 assert!(
                     keys.insert(saga.idempotency_key.clone()),
                     "two sagas for key {}",

@@ -23,6 +23,8 @@ use sagad::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, transport::Channel, transport::server::TcpIncoming};
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// How long any poll waits before the test fails: generous, never a speed assertion.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -49,6 +51,7 @@ pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
     HEAVY.blocking_lock()
 }
 
+pub mod certs;
 pub mod chaos;
 pub mod damage;
 pub mod process;
@@ -69,6 +72,8 @@ pub struct Extras {
     pub on_failed_webhook: Option<String>,
     /// Archive sagas that ended longer ago than this (`--retention`).
     pub retention: Option<Duration>,
+    /// TLS on the listeners and towards participants.
+    pub tls: sagad::tls::TlsConfig,
 }
 
 /// A coordinator served in-process over loopback gRPC, on a temp sled journal.
@@ -160,6 +165,7 @@ impl TestServer {
                     .map(|url| url.parse().unwrap()),
                 retention: self.retention,
                 disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+                tls: self.extras.tls.clone(),
             },
             self.definitions.clone(),
         )
@@ -409,6 +415,8 @@ impl ParticipantService for FakeParticipant {
 pub struct Served {
     pub fake: FakeParticipant,
     pub addr: SocketAddr,
+    /// `http`, or `https` when served over TLS.
+    scheme: &'static str,
     stop: CancellationToken,
 }
 
@@ -420,13 +428,16 @@ impl Drop for Served {
 
 impl Served {
     pub fn forward_url(&self) -> String {
-        format!("http://{}/sagad.v1.ParticipantService/Forward", self.addr)
+        format!(
+            "{}://{}/sagad.v1.ParticipantService/Forward",
+            self.scheme, self.addr
+        )
     }
 
     pub fn compensate_url(&self) -> String {
         format!(
-            "http://{}/sagad.v1.ParticipantService/Compensate",
-            self.addr
+            "{}://{}/sagad.v1.ParticipantService/Compensate",
+            self.scheme, self.addr
         )
     }
 }
@@ -446,15 +457,42 @@ pub async fn serve_at(fake: FakeParticipant, addr: SocketAddr) -> Served {
 }
 
 fn serve_on(fake: FakeParticipant, listener: TcpListener) -> Served {
+    serve_with(fake, listener, None)
+}
+
+/// Serves `fake` over TLS (tonic's own server TLS: a participant as a user
+/// would write one), on a free loopback port.
+pub async fn serve_tls(fake: FakeParticipant, tls: tonic::transport::ServerTlsConfig) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_with(fake, listener, Some(tls))
+}
+
+fn serve_with(
+    fake: FakeParticipant,
+    listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Served {
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .expect("a usable participant TLS config");
+    }
     tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(ParticipantServiceServer::new(fake.clone()))
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
     );
-    Served { fake, addr, stop }
+    Served {
+        fake,
+        addr,
+        scheme,
+        stop,
+    }
 }
 
 /// A retry policy with short delays, so tests finish quickly.
@@ -549,10 +587,40 @@ pub async fn start_order(client: &mut Client, payload: &str, wait: bool) -> pb::
 
 pub async fn get(client: &mut Client, id: &str) -> pb::Saga {
     client
-        .get_saga(pb::GetSagaRequest { id: id.into() })
+        .get_saga(pb::GetSagaRequest {
+            id: id.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
+}
+
+/// Polls the health of `service` at `addr` until it is `want`. Health
+/// follows the server's state a moment later (readiness, a journal fault):
+/// poll, never race.
+pub async fn until_health(addr: SocketAddr, service: &str, want: ServingStatus) {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = HealthClient::new(channel);
+    poll_until(&format!("health of {service:?} to be {want:?}"), || {
+        let mut health = health.clone();
+        async move {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            (status == want as i32).then_some(())
+        }
+    })
+    .await;
 }
 
 /// Polls `check` until it returns `Some`, failing the test at the deadline.

@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant},
 };
 
@@ -19,6 +19,8 @@ pub struct SagadProcess {
     pub addr: SocketAddr,
     /// Lines the process wrote to stderr so far are collected here on exit.
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// The same lines as they come, for a test that waits for one.
+    stderr_so_far: Arc<Mutex<String>>,
 }
 
 /// The repository's shipped definitions.
@@ -36,7 +38,29 @@ impl SagadProcess {
 
     /// As [`SagadProcess::spawn`], with extra `serve` flags.
     pub fn spawn_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_under_umask(data_dir, args, env, None)
+    }
+
+    /// As [`SagadProcess::spawn_with`], the process started under `umask`
+    /// when given (else this process's).
+    pub fn spawn_under_umask(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        umask: Option<u32>,
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sagad"));
+        if let Some(mask) = umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe, as code between fork and
+            // exec must be.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "5s"])
             .args(args)
@@ -55,11 +79,16 @@ impl SagadProcess {
         let mut child = command.spawn().expect("spawn sagad");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
+        let stderr_so_far = Arc::new(Mutex::new(String::new()));
+        let so_far = stderr_so_far.clone();
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 text.push_str(&line);
                 text.push('\n');
+                let mut so_far = so_far.lock().unwrap();
+                so_far.push_str(&line);
+                so_far.push('\n');
             }
             text
         });
@@ -94,7 +123,22 @@ impl SagadProcess {
             child,
             addr,
             stderr: Some(stderr),
+            stderr_so_far,
         }
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr_so_far.lock().unwrap().clone()
+    }
+
+    /// Sends signal `name` (`HUP`, `TERM`, …) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -105,11 +149,7 @@ impl SagadProcess {
 
     /// SIGTERM; returns the exit status and stderr once the process exited.
     pub fn terminate(mut self) -> (ExitStatus, String) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        self.signal("TERM");
         self.wait_exit()
     }
 

@@ -25,6 +25,8 @@
 
 use crate::journal::JournalError;
 
+#[cfg(test)]
+mod fuzz;
 mod keys;
 mod record;
 mod run;

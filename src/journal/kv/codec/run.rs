@@ -198,7 +198,8 @@ pub fn decode_runs(
         // Each run must start where the one before it ended.
         let run = decode_one_run(&next_key, record, steps_of)?;
         let last = run.last().expect("decode_one_run returns events");
-        next_key = event_key(last.saga, last.seq + 1);
+        // Only a damaged bundle has a run after one that ends at the last seq.
+        next_key = event_key(last.saga, last.seq.saturating_add(1));
         runs.push(run);
     }
     if runs.is_empty() {
@@ -234,6 +235,19 @@ fn decode_one_run(
                 postcard::from_bytes::<OwnedRun<EventKind>>(body)
             }
             .map_err(|e| corrupt(key, format!("undecodable body: {e}")))?;
+            let count = run.events.len() as u64;
+            let last = count.saturating_sub(1);
+            if run.first_seq.checked_add(last).is_none()
+                || run.first_offset.checked_add(last).is_none()
+            {
+                return Err(corrupt(
+                    key,
+                    format!(
+                        "a run of {count} events from seq {} and offset {} runs past the last one there is",
+                        run.first_seq, run.first_offset
+                    ),
+                ));
+            }
             let mut events = Vec::with_capacity(run.events.len());
             for (i, (at, stored)) in run.events.into_iter().enumerate() {
                 let kind = match stored {

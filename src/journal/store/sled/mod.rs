@@ -41,13 +41,10 @@
 
 use std::{
     collections::HashSet,
-    fs::{self, File, OpenOptions, TryLockError},
+    fs::{self, File, TryLockError},
     io::{Read, Seek, Write},
     path::{Path, PathBuf},
-    sync::{
-        Mutex, RwLock, RwLockReadGuard,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Mutex, RwLock, RwLockReadGuard},
     time::{Duration, Instant},
 };
 
@@ -74,9 +71,9 @@ pub struct SledStore {
     /// worked yet. The lock is taken for writing only to replace it
     /// (`recover`): every operation holds it for reading, briefly.
     db: RwLock<Option<sled::Db>>,
-    /// Set by any failed sled operation: sled fails every later one until it
-    /// is opened again.
-    failed: AtomicBool,
+    /// Set by any failed sled operation, with its error: sled fails every
+    /// later one until it is opened again.
+    failed: Mutex<Option<String>>,
     /// The data directory, for messages, and sled's directory in it.
     dir: PathBuf,
     path: PathBuf,
@@ -103,7 +100,7 @@ fn open_error(dir: &Path, why: impl std::fmt::Display) -> StoreError {
 impl SledStore {
     /// Locks `dir` and opens sled in `dir/journal`.
     pub fn open(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+        crate::private::dir(dir).map_err(|e| open_error(dir, e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("journal");
         refuse_damage(dir, &path)?;
@@ -119,7 +116,7 @@ impl SledStore {
             .unwrap_or_default();
         Ok(Self {
             db: RwLock::new(Some(db)),
-            failed: AtomicBool::new(false),
+            failed: Mutex::new(None),
             dir: dir.to_path_buf(),
             path,
             shown: dir.to_path_buf(),
@@ -149,15 +146,23 @@ impl SledStore {
         };
         // sled 0.34 panics on some damaged data (a page that verifies but
         // does not decode, a pointer into the wrong message) where it should
-        // return an error: caught here, it is the damage it is. sled's state
-        // after a panic is unknown, so the store counts as failed, and the
-        // checkpoint thread opens it afresh before it writes again.
+        // return an error: caught here, it is the damage it is.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(db)));
         outcome
             .unwrap_or_else(|panic| Err(SledFailure::Panicked(panic_message(&*panic))))
             .map_err(|e| {
-                self.failed.store(true, Ordering::Release);
-                self.error(e)
+                // A page that fails its checksum fails its own reads, not
+                // sled: other reads and writes go on, so the store is not
+                // failed for it. After an I/O error sled fails everything,
+                // and after a panic its state is unknown: failed, until the
+                // checkpoint thread opens it afresh.
+                let fails_everything =
+                    !matches!(e, SledFailure::Sled(sled::Error::Corruption { .. }));
+                let e = self.error(e);
+                if fails_everything {
+                    self.lock_failed().get_or_insert_with(|| e.to_string());
+                }
+                e
             })
     }
 
@@ -196,6 +201,10 @@ impl SledStore {
             ),
             (SledFailure::Sled(e), None) => sled_error(e),
         }
+    }
+
+    fn lock_failed(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn db(&self) -> RwLockReadGuard<'_, Option<sled::Db>> {
@@ -364,7 +373,7 @@ fn locked(dir: &Path, lock: &mut File) -> StoreError {
 /// Takes the exclusive lock on `dir/LOCK`, recording our pid in it.
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let mut file = OpenOptions::new()
+    let mut file = crate::private::file()
         .read(true)
         .write(true)
         .create(true)
@@ -508,7 +517,7 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
             copied += copy_tree(&source, &target)?;
         } else if kind.is_file() {
             let mut input = File::open(&source)?;
-            let mut output = OpenOptions::new()
+            let mut output = crate::private::file()
                 .write(true)
                 .create_new(true)
                 .open(&target)?;
@@ -587,9 +596,14 @@ impl KvStore for SledStore {
             .map_err(|e| StoreError::io("fdatasync of the sled db file", e))
     }
 
+    /// The first error since sled was last opened: it fails everything now.
+    fn failure(&self) -> Option<String> {
+        self.lock_failed().clone()
+    }
+
     /// Opens sled afresh if an operation failed since it was opened.
     fn recover(&self) -> Result<()> {
-        if !self.failed.load(Ordering::Acquire) {
+        if self.lock_failed().is_none() {
             return Ok(());
         }
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
@@ -597,7 +611,7 @@ impl KvStore for SledStore {
         drop(db.take());
         refuse_damage(&self.dir, &self.path)?;
         *db = Some(open_sled(&self.path).map_err(|e| refusal(&self.dir, &self.path, e))?);
-        self.failed.store(false, Ordering::Release);
+        *self.lock_failed() = None;
         tracing::warn!(path = %self.path.display(), "sled opened again after a failure");
         Ok(())
     }

@@ -58,6 +58,8 @@ use self::{
 use super::{Direction, DiskFault, KeyRange, KeyWrite, KvStore, Result, StoreError, Visit};
 
 mod checkpoint;
+#[cfg(test)]
+mod fuzz;
 pub mod overlay;
 mod priority;
 mod read_only;
@@ -170,6 +172,10 @@ struct Log {
     segments: Vec<(u64, PathBuf, u64)>,
     /// Last batch made durable in the store.
     checkpointed: u64,
+    /// The bytes a write needed that the disk had no room for (its rollover
+    /// to the next segment failed, or a sparse segment could not take it):
+    /// `recover` makes that room before the journal takes writes again.
+    wanted_room: Option<u64>,
 }
 
 /// Refuses to open a log on a disk with less than `reserve` free: it would
@@ -199,7 +205,7 @@ impl<S: KvStore> WalStore<S> {
 
     /// `open`, with other [`WalOptions`].
     pub fn open_with(dir: &Path, inner: S, options: WalOptions) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
+        crate::private::dir(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
         check_free_space(dir, options.disk_reserve)?;
         let found = scan(dir)?;
         let last_batch = checkpoint::replay(dir, &inner, &found)?;
@@ -236,6 +242,7 @@ impl<S: KvStore> WalStore<S> {
                 segment,
                 next_batch: last_batch + 1,
                 checkpointed: last_batch,
+                wanted_room: None,
             }),
             overlay: Overlay::new(options.put_only_over_absent),
             options,
@@ -292,6 +299,40 @@ impl<S: KvStore> WalStore<S> {
         &self.shared.inner
     }
 
+    /// Rolls over to the next segment when the current one cannot take
+    /// `needed` more bytes (or is sparse while a zero-filled spare is ready);
+    /// a record larger than a segment gets a segment of its own size.
+    fn make_room(&self, log: &mut Log, needed: u64) -> Result<()> {
+        let full = log.segment.position + needed > log.segment.size;
+        // A sparse segment (the first after a start without a spare) is left
+        // as soon as a zero-filled one is ready: appends into it cost more.
+        let sparse = !log.segment.zeroed && self.shared.spares.as_ref().is_some_and(Spares::ready);
+        if !(full || sparse) {
+            return Ok(());
+        }
+        let size = WAL_SEGMENT_BYTES.max(HEADER_BYTES + needed);
+        let index = log.segment.index + 1;
+        // The old segment's batches must be durable before its file stops
+        // being the one we sync.
+        log.segment
+            .file
+            .sync_data()
+            .map_err(|e| io("fdatasync of the log", e))?;
+        log.segment = new_segment(
+            &self.shared.dir,
+            index,
+            size,
+            log.next_batch,
+            self.shared.spares.as_ref(),
+        )?;
+        log.segments.push((
+            index,
+            segment_path(&self.shared.dir, index),
+            log.next_batch - 1,
+        ));
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
         self.shared.lock()
     }
@@ -338,35 +379,18 @@ impl<S: KvStore> KvStore for WalStore<S> {
         ));
         let record = encode_record(number, &batch)?;
         let needed = record.len() as u64;
-        let full = log.segment.position + needed > log.segment.size;
-        // A sparse segment (the first after a start without a spare) is left
-        // as soon as a zero-filled one is ready: appends into it cost more.
-        let sparse = !log.segment.zeroed && self.shared.spares.as_ref().is_some_and(Spares::ready);
-        if full || sparse {
-            // Roll over; a record larger than a segment gets a segment of its own size.
-            let size = WAL_SEGMENT_BYTES.max(HEADER_BYTES + needed);
-            let index = log.segment.index + 1;
-            // The old segment's batches must be durable before its file stops
-            // being the one we sync.
+        let appended = self.make_room(&mut log, needed).and_then(|()| {
             log.segment
                 .file
-                .sync_data()
-                .map_err(|e| io("fdatasync of the log", e))?;
-            log.segment = new_segment(
-                &self.shared.dir,
-                index,
-                size,
-                number,
-                self.shared.spares.as_ref(),
-            )?;
-            log.segments
-                .push((index, segment_path(&self.shared.dir, index), number - 1));
+                .write_all_at(&record, log.segment.position)
+                .map_err(|e| io("writing the log", e))
+        });
+        if let Err(e) = appended {
+            log.wanted_room = Some(needed);
+            return Err(e);
         }
-        log.segment
-            .file
-            .write_all_at(&record, log.segment.position)
-            .map_err(|e| io("writing the log", e))?;
         log.segment.position += needed;
+        log.wanted_room = None;
         if log.segment.position > log.segment.size / 2
             && let Some(spares) = &self.shared.spares
         {
@@ -398,6 +422,31 @@ impl<S: KvStore> KvStore for WalStore<S> {
         Ok(())
     }
 
+    fn failure(&self) -> Option<String> {
+        self.shared.inner.failure()
+    }
+
+    /// After a write failed for want of room in the log, makes that room: the
+    /// rollover to the next segment, and in a sparse segment the blocks the
+    /// record will take (zeros, which the log reads as "nothing yet"). Fails
+    /// while the disk still has no room, so the journal keeps refusing writes
+    /// instead of taking one that would fail again.
+    fn recover(&self) -> Result<()> {
+        let mut log = self.lock();
+        let Some(needed) = log.wanted_room else {
+            return Ok(());
+        };
+        self.make_room(&mut log, needed)?;
+        if !log.segment.zeroed {
+            log.segment
+                .file
+                .write_all_at(&vec![0; needed as usize], log.segment.position)
+                .map_err(|e| io("making room in the log", e))?;
+        }
+        log.wanted_room = None;
+        Ok(())
+    }
+
     /// The last checkpoint, so the next open has nothing to replay; its
     /// failure is the caller's to report (the log still holds everything).
     fn close(&self) -> Result<()> {
@@ -406,10 +455,19 @@ impl<S: KvStore> KvStore for WalStore<S> {
 
     /// fdatasync of the log (checkpoints of the store run on their own thread).
     /// A sync also fails while the store is stuck (writes wait for room that
-    /// a failing checkpoint does not make): the journal then keeps refusing
-    /// writes, instead of taking one that would only wait and fail.
+    /// a failing checkpoint does not make) or has failed (sled, after a full
+    /// disk, fails every read until the checkpoint thread opens it again):
+    /// the journal then keeps refusing writes, instead of taking one that
+    /// would only wait and fail, and health says so.
     fn sync(&self) -> Result<()> {
         let options = &self.shared.options;
+        if let Some(why) = self.shared.inner.failure() {
+            // Reads of what the overlay does not hold fail as well: the
+            // journal stops until a checkpoint opens the store again.
+            return Err(StoreError::Stuck(format!(
+                "the store behind the log fails everything until it is opened again ({why})"
+            )));
+        }
         if !self.shared.overlay.has_room(options.max_pending_keys) {
             return Err(StoreError::Stuck(format!(
                 "the store behind the log takes no checkpoint, and {} writes wait for it",
@@ -647,17 +705,22 @@ mod tests {
         assert_eq!(wal.get(b"after").unwrap(), Some(b"v".to_vec()));
     }
 
-    #[test]
-    fn a_rollover_replaces_what_a_failed_one_left() {
-        let dir = tempfile::tempdir().unwrap();
-        // No checkpoint meanwhile: it would delete the first segment.
-        let options = WalOptions {
+    /// Sparse segments, and no checkpoint meanwhile (it would delete the
+    /// first segment): a test sees every segment it made.
+    fn segments_kept() -> WalOptions {
+        WalOptions {
             checkpoint_interval: Duration::from_secs(3600),
             zero_filled_segments: false,
             ..WalOptions::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_rollover_replaces_what_a_failed_one_left() {
+        let dir = tempfile::tempdir().unwrap();
         {
-            let wal = WalStore::open_with(dir.path(), MemoryStore::default(), options).unwrap();
+            let wal =
+                WalStore::open_with(dir.path(), MemoryStore::default(), segments_kept()).unwrap();
             wal.write(vec![put("first", "v")]).unwrap();
             wal.sync().unwrap();
             // A rollover that failed after creating the next segment's file
@@ -675,6 +738,39 @@ mod tests {
         let wal = open(dir.path(), MemoryStore::default()).unwrap();
         assert_eq!(wal.get(b"first").unwrap(), Some(b"v".to_vec()));
         assert_eq!(wal.get(b"second").unwrap(), Some(b"v".to_vec()));
+    }
+
+    /// A write whose rollover failed (no room for the next segment) is
+    /// not taken back by a sync that works: `recover` fails until the
+    /// rollover can be made, so the journal's probe does not declare writes
+    /// working while the next one would fail again.
+    #[test]
+    fn recover_fails_until_the_failed_rollover_can_be_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = WalStore::open_with(dir.path(), MemoryStore::default(), segments_kept()).unwrap();
+        wal.write(vec![put("first", "v")]).unwrap();
+        wal.sync().unwrap();
+        // What stands in for a full disk: the next segment cannot be created.
+        let next = segment_path(dir.path(), wal.lock().segment.index + 1);
+        std::fs::create_dir(&next).unwrap();
+        let big = "x".repeat(WAL_SEGMENT_BYTES as usize);
+        wal.write(vec![put("big", &big)])
+            .expect_err("no room for the rollover");
+        wal.sync().expect("what was written is durable");
+        wal.recover()
+            .expect_err("the rollover still cannot be made");
+        assert!(wal.lock().wanted_room.is_some());
+        std::fs::remove_dir(&next).unwrap();
+        wal.recover().expect("room again");
+        assert_eq!(wal.lock().segment.index, 2, "rolled over by recover");
+        wal.write(vec![put("big", &big)]).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(
+            wal.lock().segment.index,
+            2,
+            "the record fit where recover made room"
+        );
+        assert_eq!(wal.get(b"big").unwrap().map(|v| v.len()), Some(big.len()));
     }
 
     /// A rollover that failed before it wrote the next segment's header (a

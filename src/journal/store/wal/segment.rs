@@ -18,7 +18,7 @@
 //! byte of what it refuses.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{Read, Seek, SeekFrom, Write},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
@@ -296,7 +296,11 @@ pub fn scan(dir: &Path) -> Result<Scan, StoreError> {
     Ok(result)
 }
 
-fn segment_header(size: u64, index: u64, first_batch: u64) -> [u8; HEADER_BYTES as usize] {
+pub(super) fn segment_header(
+    size: u64,
+    index: u64,
+    first_batch: u64,
+) -> [u8; HEADER_BYTES as usize] {
     let mut header = [0u8; HEADER_BYTES as usize];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -352,7 +356,7 @@ pub(super) fn new_segment(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(format!("removing {}", path.display()), e)),
     }
-    let mut file = OpenOptions::new()
+    let mut file = crate::private::file()
         .read(true)
         .write(true)
         .create_new(true)
