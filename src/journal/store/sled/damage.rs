@@ -40,6 +40,18 @@
 //!   log (then every damaged message counts as above the snapshot).
 //! - **A segment header** that does not verify makes sled's recovery pass
 //!   over that segment; it is reported, not changed.
+//! - **A file cut short** before what the snapshot covers reads as zeros
+//!   where messages were, which below the snapshot is damage like the rest.
+//!
+//! Why a start reads this before sled does ([`Scope::Recovery`]): sled's
+//! recovery, on meeting a message that does not verify, first zeroes the
+//! rest of that segment (it takes it for the garbage a crash leaves) and
+//! only then finds the message is below its snapshot and refuses the file.
+//! A refused start would so destroy everything after the flipped byte in
+//! that segment, which a salvage could still have read (measured: a
+//! salvage after a refused start found the whole segment zeroed). Damage
+//! [`Inspection::refused_by_recovery`] says sled would refuse is refused
+//! before sled opens; reading it costs what sled's recovery reads anyway.
 //!
 //! Nothing here writes to a data directory: [`find`] only reads, and
 //! [`cancel`] is given the copy's file.
