@@ -274,7 +274,11 @@ impl<S: KvStore> Writer<S> {
                 }
                 let result = match &self.failed {
                     Some(e) => Err(JournalError::Close(e.clone())),
-                    None => self.store.sync().map_err(JournalError::from),
+                    // Not a read: a last sync that fails is a close that did.
+                    None => self
+                        .store
+                        .sync()
+                        .map_err(|e| JournalError::Close(Arc::new(e))),
                 };
                 let _ = reply.send(result);
                 true
@@ -578,4 +582,35 @@ fn index_writes<S: KvStore>(
     }
     snapshots.add(new_snapshots);
     Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::journal::{
+        Journal, JournalError, KvJournal,
+        store::{DiskFault, FaultyStore, MemoryStore},
+    };
+
+    /// A close whose last sync fails says the close failed, whether or not
+    /// a write failed before it (a failing store behind the log met only by
+    /// that sync was reported as a failed read).
+    #[tokio::test]
+    async fn a_close_whose_last_sync_fails_says_so() {
+        for wrote_first in [false, true] {
+            let fault = DiskFault::new();
+            let journal =
+                KvJournal::new(FaultyStore::new(MemoryStore::default(), fault.clone())).unwrap();
+            fault.fail();
+            if wrote_first {
+                let events = crate::testing::completing(None, 0);
+                journal.append(events).await.expect_err("the disk fails");
+            }
+            let closed = journal.close().await.expect_err("the last sync fails");
+            assert!(matches!(closed, JournalError::Close(_)), "{closed:?}");
+            assert!(
+                closed.to_string().starts_with("closing the journal failed"),
+                "{closed}"
+            );
+        }
+    }
 }
