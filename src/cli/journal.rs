@@ -89,6 +89,7 @@ async fn check(data_dir: &Path) -> anyhow::Result<()> {
     // Damage sled can read past (a message no page needs any more) is damage
     // all the same: a start may refuse it, and the disk that did it may do
     // more.
+    let whole = report.is_clean();
     report.problems.extend(
         findings
             .iter()
@@ -103,7 +104,7 @@ async fn check(data_dir: &Path) -> anyhow::Result<()> {
     if let Some(torn) = &torn {
         outln!("{}", describe_torn_tail(torn));
     }
-    if !findings.is_empty() {
+    if whole && !findings.is_empty() {
         outln!(
             "every saga still reads: `sagad journal salvage --data-dir {} --out NEW_DIR` writes a journal without the damage, losing nothing",
             data_dir.display()
@@ -204,7 +205,7 @@ fn describe_torn_tail(torn: &TornTail) -> String {
 }
 
 /// `bytes` in KiB or MiB, for people.
-fn size(bytes: u64) -> String {
+pub fn size(bytes: u64) -> String {
     const MIB: u64 = 1024 * 1024;
     match bytes {
         b if b < MIB => format!("{:.1} KiB", b as f64 / 1024.0),

@@ -29,7 +29,10 @@ use sagad::{
     journal::{JournalError, Salvage, SledJournal, StoreError},
 };
 
-use crate::cli::error::{CliError, EXIT_SALVAGE_LOSSES};
+use crate::cli::{
+    error::{CliError, EXIT_SALVAGE_LOSSES},
+    journal,
+};
 
 /// Where the report and the sagas not carried go, in the new directory.
 const SALVAGE_DIR: &str = "salvage";
@@ -101,9 +104,9 @@ pub fn describe(salvage: &Salvage, data_dir: &Path) -> String {
     let log = &salvage.log;
     let _ = writeln!(
         text,
-        "read only: {} left as it was (sled's files, {} bytes, were read from a copy)",
+        "read only: {} left as it was (sled's files, {}, were read from a copy)",
         data_dir.display(),
-        salvage.copied_bytes
+        journal::size(salvage.copied_bytes)
     );
     for finding in &salvage.findings {
         let _ = writeln!(text, "damaged: {finding}");
@@ -149,7 +152,7 @@ pub fn describe(salvage: &Salvage, data_dir: &Path) -> String {
             segment.display()
         );
     }
-    let _ = write!(text, "{}", salvage.salvaged.report);
+    let _ = write!(text, "{}", salvage.report);
     text
 }
 
@@ -167,7 +170,7 @@ fn keep_report(out: &Path, text: &str, salvage: &Salvage) -> anyhow::Result<()> 
         file.sync_all()
     };
     write("report.txt", text.as_bytes())?;
-    let incomplete = &salvage.salvaged.report.incomplete;
+    let incomplete = &salvage.report.incomplete;
     if incomplete.is_empty() {
         return Ok(());
     }

@@ -24,18 +24,18 @@
 //! salvage needs about as much memory as `DATA_DIR/journal` takes on disk,
 //! and as much free space under `TMPDIR` for the copy of sled's files.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use super::{
     Journal, JournalError, SledJournal,
     check::{self, CheckReport},
     kv::{
         codec,
-        salvage::{self as kv_salvage, Provenance, Salvaged},
+        salvage::{self as kv_salvage, Provenance, SalvageReport, Salvaged},
     },
     sled::scratch_dir,
     store::{
-        KvStore, MemoryStore, SledFinding, SledStore, StoreError, WalOptions, lend,
+        KeyWrite, KvStore, MemoryStore, SledFinding, SledStore, StoreError, WalOptions, lend,
         salvage::{self as store_salvage, Gap, Readable},
         wal::salvage::{self as wal_salvage, Replayed},
     },
@@ -51,8 +51,11 @@ pub struct Salvage {
     pub unreadable: Vec<String>,
     /// What the log added.
     pub log: Replayed,
-    /// The rebuilt journal's entries, and the report of what it lacks.
-    pub salvaged: Salvaged,
+    /// What the rebuilt journal lacks.
+    pub report: SalvageReport,
+    /// The rebuilt journal's entries, in key order (shared with the thread
+    /// that writes them).
+    writes: Arc<Vec<KeyWrite>>,
 }
 
 impl SledJournal {
@@ -115,13 +118,14 @@ impl SledJournal {
             unknown: &unknown,
             lost_batches: lost_batches.map(|why| (why, &log.written)),
         };
-        let salvaged = kv_salvage::salvage(&store, &provenance)?;
+        let Salvaged { writes, report } = kv_salvage::salvage(&store, &provenance)?;
         Ok(Salvage {
             copied_bytes,
             findings,
             unreadable,
             log,
-            salvaged,
+            report,
+            writes: Arc::new(writes),
         })
     }
 }
@@ -129,7 +133,7 @@ impl SledJournal {
 impl Salvage {
     /// Whether the new journal holds everything the damaged one did.
     pub fn is_lossless(&self) -> bool {
-        self.salvaged.report.is_lossless() && self.log.lost.is_none()
+        self.report.is_lossless() && self.log.lost.is_none()
     }
 
     /// Writes the rebuilt journal as the new data directory `out` (which
@@ -143,20 +147,24 @@ impl Salvage {
                 why: "it is not empty: a salvage writes a new data directory".into(),
             }));
         }
-        {
-            let store = SledStore::open(out).map_err(JournalError::Open)?;
+        // One open for the writes and the journal over them: the directory
+        // stays locked from the first write to the check.
+        let out = out.to_path_buf();
+        let writes = self.writes.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let store = SledStore::open(&out).map_err(JournalError::Open)?;
             store
-                .write_ordered(&mut lend(&self.salvaged.writes))
+                .write_ordered(&mut lend(&writes))
                 .and_then(|()| store.sync())
                 .map_err(|e| JournalError::Write(std::sync::Arc::new(e)))?;
-        }
-        let out = out.to_path_buf();
-        // No spare segment: the server that starts on it prepares its own.
-        let options = WalOptions {
-            zero_filled_segments: false,
-            ..WalOptions::default()
-        };
-        let journal = tokio::task::spawn_blocking(move || SledJournal::open_with(&out, options))
+            // No spare segment: the server that starts on it prepares its own.
+            let options = WalOptions {
+                zero_filled_segments: false,
+                ..WalOptions::default()
+            };
+            SledJournal::over(&out, store, options)
+        });
+        let journal = opened
             .await
             .map_err(|e| JournalError::Start(std::io::Error::other(e)))??;
         let report = check::check(journal.store());

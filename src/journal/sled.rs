@@ -44,10 +44,19 @@ impl SledJournal {
     /// A damaged store is refused with [`StoreError::Damaged`], which names
     /// the file and says whether the log can rebuild it.
     pub fn open_with(dir: &Path, options: WalOptions) -> Result<Self, JournalError> {
+        let store = SledStore::open(dir).map_err(|e| {
+            // Worked out only when the store is damaged: it reads the whole log.
+            JournalError::Open(e.with_rebuild(|| wal::rebuild(&dir.join("wal"))))
+        })?;
+        Self::over(dir, store, options)
+    }
+
+    /// The journal of `dir` over its sled store, already open (and so its
+    /// directory locked): what [`SledJournal::open_with`] does once sled is
+    /// open, for a caller that wrote to the store first (a salvage).
+    pub fn over(dir: &Path, store: SledStore, options: WalOptions) -> Result<Self, JournalError> {
         let log = dir.join("wal");
-        // Worked out only when the store is damaged: it reads the whole log.
         let rebuild = |e: StoreError| e.with_rebuild(|| wal::rebuild(&log));
-        let store = SledStore::open(dir).map_err(|e| JournalError::Open(rebuild(e)))?;
         let options = WalOptions {
             compact: compaction::bundle_runs,
             put_only_over_absent: compaction::unfinished_entry,

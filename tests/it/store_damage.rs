@@ -27,7 +27,7 @@ use sagad::{
 use tonic::Code;
 
 use crate::common::{
-    damage::{Acknowledged, SAGAS, build, copy_dir, flip, open, records_end},
+    damage::{Acknowledged, SAGAS, build, copy_dir, flip, open, records_end, unlocked},
     process::SagadProcess,
 };
 
@@ -96,7 +96,7 @@ async fn salvage_and_verify(
     what: &str,
 ) -> Salvage {
     let from = dir.to_path_buf();
-    let salvage = tokio::task::spawn_blocking(move || SledJournal::salvage(&from))
+    let salvage = tokio::task::spawn_blocking(move || unlocked(|| SledJournal::salvage(&from)))
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("{what}: salvage failed: {e}"));
@@ -104,7 +104,7 @@ async fn salvage_and_verify(
         .write(out)
         .await
         .unwrap_or_else(|e| panic!("{what}: writing the salvage failed: {e}"));
-    let report = &salvage.salvaged.report;
+    let report = &salvage.report;
     let named: BTreeSet<SagaId> = report.not_carried().collect();
     let ids: BTreeSet<SagaId> = acknowledged.iter().map(|(id, _)| *id).collect();
     assert!(
@@ -274,11 +274,11 @@ async fn with_live_page_damaged(
             continue;
         };
         let dir = copy.path().to_path_buf();
-        let salvage = tokio::task::spawn_blocking(move || SledJournal::salvage(&dir))
+        let salvage = tokio::task::spawn_blocking(move || unlocked(|| SledJournal::salvage(&dir)))
             .await
             .unwrap()
             .unwrap();
-        let lost: BTreeSet<SagaId> = salvage.salvaged.report.not_carried().collect();
+        let lost: BTreeSet<SagaId> = salvage.report.not_carried().collect();
         // A leaf's worth of sagas, not the tree's root (which loses them all).
         if lost.is_empty() || lost.len() == SAGAS {
             continue;

@@ -6,16 +6,18 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sagad::{
-    journal::{Journal, SledJournal, store::WalOptions},
+    journal::{Journal, JournalError, SledJournal, StoreError, store::WalOptions},
     saga::{
         Action, Endpoint, Event, EventKind, Failure, Offset, RetryPolicy, SagaId, StepSpec,
         Timestamp,
     },
 };
+
+use super::DEADLINE;
 
 /// Sagas [`build`] writes.
 pub const SAGAS: usize = 40;
@@ -135,6 +137,24 @@ pub fn flip(file: &Path, at: usize, mask: u8) {
     std::fs::write(file, &bytes).unwrap();
 }
 
+/// `open` again while it finds the directory locked, up to [`DEADLINE`].
+///
+/// In this test process a directory just closed can look locked for a
+/// moment: a child another test spawns at that instant (`cp`, `sagad`)
+/// holds a copy of every descriptor until its exec closes them, the lock's
+/// among them (a `flock` belongs to the open file, not to the process).
+pub fn unlocked<T>(open: impl Fn() -> Result<T, JournalError>) -> Result<T, JournalError> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match open() {
+            Err(JournalError::Open(StoreError::Locked { .. })) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens the (damaged) directory as a server would: `Err(message)` if
 /// refused (a panic counts, with its message), or how many acknowledged
 /// sagas read back exactly.
@@ -147,11 +167,12 @@ pub async fn open(dir: &Path, acknowledged: &Acknowledged) -> Result<usize, Stri
         ..WalOptions::default()
     };
     let opened = tokio::task::spawn_blocking(move || {
-        std::panic::catch_unwind(|| SledJournal::open_with(&dir, options)).map_err(|p| {
-            p.downcast_ref::<String>()
-                .cloned()
-                .unwrap_or_else(|| "sled panicked".into())
-        })
+        std::panic::catch_unwind(|| unlocked(|| SledJournal::open_with(&dir, options.clone())))
+            .map_err(|p| {
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_else(|| "sled panicked".into())
+            })
     })
     .await
     .unwrap();
