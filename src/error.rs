@@ -103,8 +103,10 @@ impl JournalFault {
             JournalError::Failed(_) => JournalFault::Refused,
             JournalError::Closed | JournalError::Close(_) => JournalFault::Closed,
             JournalError::Corrupt { .. }
-            | JournalError::Open(StoreError::Corrupt { .. })
-            | JournalError::Read(StoreError::Corrupt { .. }) => JournalFault::Damaged,
+            | JournalError::Open(StoreError::Corrupt { .. } | StoreError::Damaged(_))
+            | JournalError::Read(StoreError::Corrupt { .. } | StoreError::Damaged(_)) => {
+                JournalFault::Damaged
+            }
             JournalError::IdempotencyConflict { .. } => JournalFault::KeyTaken,
             JournalError::Open(_) | JournalError::Start(_) => JournalFault::CannotOpen,
             JournalError::Read(_) => JournalFault::ReadFailed,

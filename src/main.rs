@@ -6,14 +6,15 @@
 //!   `tail`, `participants`, `definitions`) talk to a running server over gRPC
 //!   (`cli/saga.rs`, `cli/catalog.rs`, `cli/tail.rs`);
 //! - `journal check` verifies a stopped server's data directory, reading only
-//!   (`cli/journal.rs`);
+//!   (`cli/journal.rs`), and `journal salvage` copies what a damaged one still
+//!   holds to a new data directory (`cli/salvage.rs`);
 //!   `export` writes the sagas that ended in a time window as JSON lines, from
 //!   its archive files and journal (`cli/export.rs`).
 //!
 //! Every failure is one line on stderr, `sagad: ...`, and an exit code scripts
 //! can tell apart (`cli/error.rs`): 1 server error, 2 bad flags or input,
 //! 3 server unreachable, 4/5 `start --wait` ended COMPENSATED/FAILED, 6 `journal
-//! check` found a torn tail.
+//! check` found a torn tail, 7 `journal salvage` could not carry everything.
 
 use std::process::ExitCode;
 
@@ -43,7 +44,8 @@ mod cli;
     after_help = "Client verbs reach the server at --addr (env SAGAD_ADDR, default http://127.0.0.1:50051).\n\
                   Exit codes: 0 ok, 1 server error, 2 bad flags or input, 3 server unreachable,\n\
                   4 `start --wait` ended COMPENSATED, 5 ended FAILED,\n\
-                  6 `journal check` found the journal intact but its log ending in a torn write."
+                  6 `journal check` found the journal intact but its log ending in a torn write,\n\
+                  7 `journal salvage` wrote the new data directory but could not carry everything."
 )]
 struct Args {
     #[command(subcommand)]

@@ -9,6 +9,7 @@
 //! | 4 | `start --wait`: the saga ended COMPENSATED |
 //! | 5 | `start --wait`: the saga ended FAILED (needs an operator: `sagad retry`) |
 //! | 6 | `journal check`: intact, but the log ends in a torn write the next start cuts off |
+//! | 7 | `journal salvage`: the new data directory is written, but not everything could be carried into it |
 //!
 //! Every failure is printed as one line on stderr, `sagad: ...`: the error and
 //! its causes ([`one_line`]), or clap's usage error folded into one
@@ -29,6 +30,9 @@ pub const EXIT_FAILED: u8 = 5;
 /// Exit code of `journal check` when the journal is intact but its log ends
 /// in a torn write.
 pub const EXIT_TORN_TAIL: u8 = 6;
+/// Exit code of `journal salvage` when it wrote the new data directory but
+/// could not carry everything into it.
+pub const EXIT_SALVAGE_LOSSES: u8 = 7;
 
 /// A client verb's failure, classified for its exit code.
 #[derive(Debug, thiserror::Error)]

@@ -65,6 +65,11 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     }
     let dir = &args.data_dir;
     let read_only = open_read_only(dir, "export")?;
+    // What the copy read past: an export of what reads is still whole, but
+    // the directory is damaged, and an operator should know.
+    for finding in read_only.sled_findings() {
+        eprintln!("sagad: note: {finding} (read past in a copy; `sagad journal check` says more)");
+    }
     let journal = read_only.journal();
     let window = Window {
         since: args.since,

@@ -9,8 +9,8 @@
 //!   `https://`); failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
 //! - `demo`: a coordinator and three participants in one process.
-//! - `journal`, `export`: offline tools on a data directory (`journal check`,
-//!   `export`).
+//! - `journal`, `salvage`, `export`: offline tools on a data directory
+//!   (`journal check`, `journal salvage`, `export`).
 //! - `logging`: where `serve`'s logs and spans go (text or JSON, OTLP).
 //! - `signal`: SIGINT/SIGTERM: the first stops `serve` (and `demo --serve`)
 //!   gracefully, a second exits at once; SIGHUP re-reads the TLS certificates.
@@ -49,6 +49,7 @@ pub mod logging;
 pub mod output;
 pub mod render;
 pub mod saga;
+pub mod salvage;
 pub mod scrub;
 pub mod serve;
 pub mod serve_tls;

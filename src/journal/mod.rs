@@ -36,6 +36,7 @@
 //! | [`PgJournal`] | its own (`postgres/mod.rs` is its map) | `sagad serve --journal postgres://…`: shared by several coordinators |
 //! | [`ReadOnlyJournal`] | `KvJournal<ReadOnlyLog<SledStore>>` | `journal check`, `export`: a stopped server's directory, read only |
 //! | [`MemoryJournal`] | `KvJournal<MemoryStore>` | tests |
+//! | [`Salvage`] | what a copy of sled still reads, the log over it, rebuilt (`salvage.rs`) | `journal salvage`: a new data directory from a damaged one |
 //!
 //! ## The write path (an append on the sled journal)
 //!
@@ -84,6 +85,26 @@
 //!    reported, not cut (`store/wal/read_only.rs`).
 //! 4. `KvJournal` runs over that as over any store; the writes an open may
 //!    make (the upgrade of an older journal's indexes) stay in memory.
+//!
+//! ## When sled's files are damaged (`sagad journal salvage`)
+//!
+//! After a clean stop the log holds nothing sled lacks: sled's files are the
+//! only copy. sled 0.34 meets a flipped byte with `Read corrupted data at
+//! file offset None` (or a panic), and its recovery zeroes the rest of the
+//! segment before refusing it. So:
+//!
+//! 1. Before sled opens, `store/sled/damage.rs` reads what sled's recovery
+//!    reads, as sled writes it; damage sled would refuse is refused first,
+//!    named ([`StoreError::Damaged`]: file, byte, whether the log can rebuild
+//!    the store), and nothing is written. Every call into sled is guarded
+//!    against its panics.
+//! 2. A copy (`SledStore::open_copy`, for the offline tools) steps around the
+//!    damage so sled opens it; `store/salvage.rs` reads every key it still
+//!    serves, past what it does not; `store/wal/salvage.rs` lays the log's
+//!    batches over them.
+//! 3. `kv/salvage/` keeps each saga whose history reads whole, with its
+//!    offsets, rebuilds every index from the events, and names the rest;
+//!    `salvage.rs` writes that as a new data directory and checks it.
 //!
 //! ## Why two logs
 //!
@@ -153,12 +174,14 @@ pub mod kv;
 pub mod memory;
 pub mod postgres;
 mod request;
+pub mod salvage;
 pub mod sled;
 pub mod store;
 
 pub use kv::{KvJournal, check};
 pub use memory::MemoryJournal;
 pub use postgres::{PgError, PgJournal};
+pub use salvage::Salvage;
 pub use sled::{ReadOnlyJournal, SledJournal};
 pub use store::StoreError;
 

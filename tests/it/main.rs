@@ -33,6 +33,7 @@ mod process;
 mod read_only;
 mod sagas;
 mod shutdown;
+mod store_damage;
 mod tls;
 mod tracing;
 mod webhook;

@@ -14,7 +14,8 @@
 //! | `retention.rs` | removing whole final sagas |
 //! | `compaction.rs` | what a checkpoint bundles (handed to the log, `store/wal/`) |
 //! | `upgrade.rs` | what an open adds to a journal of an earlier version |
-//! | `check.rs` | verifying a whole journal (`sagad journal check`) |
+//! | `check/` | verifying a whole journal (`sagad journal check`) |
+//! | `salvage/` | a consistent journal rebuilt from what a damaged one still holds (`sagad journal salvage`) |
 //!
 //! Writes go through the writer thread (`writer.rs`); reads go to the store
 //! directly: the stores used here serve them from memory or a page cache,
@@ -47,6 +48,7 @@ pub(in crate::journal) mod codec;
 pub mod compaction;
 mod offsets;
 mod retention;
+pub mod salvage;
 mod snapshots;
 mod upgrade;
 mod writer;

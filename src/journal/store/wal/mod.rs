@@ -63,12 +63,13 @@ mod fuzz;
 pub mod overlay;
 mod priority;
 mod read_only;
+pub mod salvage;
 mod segment;
 mod space;
 mod spare;
 
 pub use read_only::{ReadOnlyLog, TornTail};
-pub use segment::{Record, Scan, scan};
+pub use segment::{Record, Scan, rebuild, scan};
 pub use space::DEFAULT_DISK_RESERVE;
 
 /// Size of a new segment. Preallocated, so appends never grow the file, and
