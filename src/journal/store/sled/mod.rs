@@ -324,6 +324,10 @@ fn refusal(dir: &Path, path: &Path, e: SledFailure) -> StoreError {
     }
 }
 
+/// Free space sled is opened again after a failure only with: two of its
+/// segments, what its open and first writes may take.
+const REOPEN_ROOM: u64 = 2 * SLED_SEGMENT_BYTES as u64;
+
 /// Opens sled at `path`, sled's errors and panics as they are.
 fn open_sled(path: &Path) -> std::result::Result<sled::Db, SledFailure> {
     let config = sled::Config::new()
@@ -605,6 +609,27 @@ impl KvStore for SledStore {
     fn recover(&self) -> Result<()> {
         if self.lock_failed().is_none() {
             return Ok(());
+        }
+        // sled's open writes (a snapshot, its recovery's repairs): on a disk
+        // still full it leaves files it then refuses to open even once there
+        // is room again (seen on a tmpfs: "empty/corrupt snapshot file", then
+        // "Read corrupted data"). So it is not opened again until there is.
+        let free = super::wal::free_bytes(&self.path).map_err(|e| {
+            StoreError::io(
+                format!("reading the free space of {}", self.path.display()),
+                e,
+            )
+        })?;
+        if free < REOPEN_ROOM {
+            return Err(StoreError::io(
+                format!(
+                    "not opening sled again in {} with {} free (it needs {})",
+                    self.path.display(),
+                    super::wal::space_mib(free),
+                    super::wal::space_mib(REOPEN_ROOM)
+                ),
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
         }
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         // sled lets go of its files only once this handle is gone.

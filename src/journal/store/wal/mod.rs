@@ -71,6 +71,7 @@ mod spare;
 pub use read_only::{ReadOnlyLog, TornTail};
 pub use segment::{Record, Scan, rebuild, scan};
 pub use space::DEFAULT_DISK_RESERVE;
+pub(crate) use space::{free_bytes, mib as space_mib};
 
 /// Size of a new segment. Preallocated, so appends never grow the file, and
 /// zero-filled ahead of need (`spare.rs`), so they need not allocate blocks.
