@@ -29,6 +29,7 @@
 //! | [`error`] | the crate's error, classified for callers |
 //! | [`metrics`] | the Prometheus metrics and their HTTP endpoint |
 //! | [`tls`] | TLS on every listener and towards participants: certificates from PEM files, reloaded while serving |
+//! | [`private`] | the data directory and its files readable by sagad's user alone, whatever the umask |
 //! | [`webhook`] | the at-least-once POST for every saga that becomes FAILED |
 //! | [`archive`] | retention: old final sagas move to archive files; export |
 //! | [`trace`] | W3C trace context at the edge: gRPC headers, call span ids, exported spans |
