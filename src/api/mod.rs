@@ -35,6 +35,7 @@ pub use status::oversized_as_payload;
 mod fuzz;
 mod status;
 pub mod summary;
+mod wire;
 
 /// Room for the rest of a StartSaga request around a payload of the maximum
 /// size: the server decodes requests of up to that much more.

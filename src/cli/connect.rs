@@ -118,7 +118,7 @@ async fn connect_tls(
 
 /// A failed connection: a TLS failure, or nothing answering.
 fn failed(addr: &str, error: &tonic::transport::Error) -> CliError {
-    match tls_failure(error) {
+    match crate::cli::error::tls_failure(error) {
         Some(why) => CliError::Handshake {
             addr: Some(addr.to_string()),
             why,
@@ -160,24 +160,6 @@ fn tls_config(args: &AddrArgs, addr: &str) -> Result<Option<Arc<ClientConfig>>, 
     let config = grpc_client_config(addr, ca.as_ref(), identity.as_ref())
         .map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(Some(Arc::new(config)))
-}
-
-/// The TLS error behind a failed connection, if that is what failed: rustls
-/// reports through an `io::Error` whose own `source` skips it, so each
-/// `io::Error` of the chain is opened.
-pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>());
-        if let Some(tls) = inner {
-            return Some(tls.to_string());
-        }
-        current = e.source();
-    }
-    None
 }
 
 /// The innermost error message ("Connection refused (os error 111)"): the outer

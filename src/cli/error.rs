@@ -83,7 +83,7 @@ impl CliError {
 
 impl From<Status> for CliError {
     fn from(status: Status) -> Self {
-        if let Some(why) = crate::cli::connect::tls_failure(&status) {
+        if let Some(why) = tls_failure(&status) {
             return CliError::Handshake { addr: None, why };
         }
         // Printed on a terminal: its control characters escaped (`scrub.rs`).
@@ -100,6 +100,24 @@ fn at(addr: &Option<String>) -> String {
     addr.as_ref()
         .map(|a| format!(" at {a}"))
         .unwrap_or_default()
+}
+
+/// The TLS error behind a failed connection, if that is what failed: rustls
+/// reports through an `io::Error` whose own `source` skips it, so each
+/// `io::Error` of the chain is opened.
+pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>());
+        if let Some(tls) = inner {
+            return Some(tls.to_string());
+        }
+        current = e.source();
+    }
+    None
 }
 
 fn why_suffix(why: &str) -> String {

@@ -97,7 +97,7 @@ async fn check(data_dir: &Path) -> anyhow::Result<()> {
     );
     outln!(
         "read only: sled's files ({}) copied to a temporary directory and removed again; {} left as it was",
-        size(copied),
+        crate::cli::output::size(copied),
         data_dir.display()
     );
     out!("{report}");
@@ -202,13 +202,4 @@ fn describe_torn_tail(torn: &TornTail) -> String {
         torn.segment.display(),
         torn.at
     )
-}
-
-/// `bytes` in KiB or MiB, for people.
-pub fn size(bytes: u64) -> String {
-    const MIB: u64 = 1024 * 1024;
-    match bytes {
-        b if b < MIB => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{:.1} MiB", b as f64 / MIB as f64),
-    }
 }

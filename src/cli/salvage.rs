@@ -29,10 +29,7 @@ use sagad::{
     journal::{JournalError, Salvage, SledJournal, StoreError},
 };
 
-use crate::cli::{
-    error::{CliError, EXIT_SALVAGE_LOSSES},
-    journal,
-};
+use crate::cli::error::{CliError, EXIT_SALVAGE_LOSSES};
 
 /// Where the report and the sagas not carried go, in the new directory.
 const SALVAGE_DIR: &str = "salvage";
@@ -106,7 +103,7 @@ pub fn describe(salvage: &Salvage, data_dir: &Path) -> String {
         text,
         "read only: {} left as it was (sled's files, {}, were read from a copy)",
         data_dir.display(),
-        journal::size(salvage.copied_bytes)
+        crate::cli::output::size(salvage.copied_bytes)
     );
     for finding in &salvage.findings {
         let _ = writeln!(text, "damaged: {finding}");
