@@ -389,6 +389,7 @@ impl Config {
                 record_metrics: true,
                 // Set by `server::start` once the listener is bound.
                 own_address: None,
+                cursor_patience: crate::engine::CURSOR_PATIENCE,
             },
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),

@@ -44,8 +44,9 @@ use crate::{
 };
 
 /// How long a subscription whose cursor is past this node's last durable
-/// offset waits for it before it is refused (`OUT_OF_RANGE`).
-const CURSOR_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+/// offset waits for it before it is refused (`OUT_OF_RANGE`), unless the
+/// engine is told otherwise (`EngineConfig::cursor_patience`).
+pub const CURSOR_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Events read from the journal at a time.
 const FEED_PAGE: usize = 256;
 /// Events a feed stream buffers for a slow client.
@@ -258,7 +259,7 @@ impl Engine {
             // moment later (PostgreSQL: a poll of the feed head), so a
             // cursor a subscriber got from there is given that moment.
             let _ = tokio::time::timeout(
-                CURSOR_PATIENCE,
+                self.inner.config.cursor_patience,
                 durable.wait_for(|head| *head >= query.after),
             )
             .await;

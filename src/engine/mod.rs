@@ -54,7 +54,7 @@ mod watch;
 /// Which sagas [`Engine::list`] lists: the journal's query, which the engine
 /// passes on as it is (its `limit` capped, its page continued).
 pub use crate::journal::ListQuery;
-pub use feed::{FeedItem, FeedQuery};
+pub use feed::{CURSOR_PATIENCE, FeedItem, FeedQuery};
 pub use parking::PARK_AFTER;
 pub use start::{SagaSource, StartRequest, Started};
 pub use watch::WatchItem;
@@ -93,6 +93,10 @@ pub struct EngineConfig {
     /// The coordinator's own gRPC listener, which no participant endpoint may
     /// be (`participant::guard`); `server::start` sets it once bound.
     pub own_address: Option<std::net::SocketAddr>,
+    /// How long a Subscribe cursor past the last durable offset may take to
+    /// be reached ([`CURSOR_PATIENCE`]; tests that send hostile cursors
+    /// by the thousand set less).
+    pub cursor_patience: Duration,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +108,7 @@ impl Default for EngineConfig {
             park_after: PARK_AFTER,
             record_metrics: true,
             own_address: None,
+            cursor_patience: feed::CURSOR_PATIENCE,
         }
     }
 }
