@@ -35,6 +35,12 @@ pub fn file() -> OpenOptions {
     options
 }
 
+/// Creates (or truncates) the file at `path` for writing, `0600` when new:
+/// `File::create`, private.
+pub fn create(path: &Path) -> io::Result<std::fs::File> {
+    file().write(true).create(true).truncate(true).open(path)
+}
+
 /// Sets the process umask to `077`: every file and directory made from now
 /// on, by sagad or by a library (sled), is its user's alone.
 pub fn restrict_umask() {

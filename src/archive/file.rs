@@ -262,11 +262,7 @@ impl ArchiveWriter {
                     f.read_to_end(&mut tail)
                 })
                 .map_err(|e| ArchiveError::io("cannot read", path, e))?;
-            crate::private::file()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&aside)
+            crate::private::create(&aside)
                 .and_then(|mut f| {
                     f.write_all(&tail)?;
                     f.sync_all()

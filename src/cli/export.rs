@@ -78,11 +78,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let archive_dir = archive::archive_dir(dir);
     let result = match &args.out {
         Some(path) => {
-            let file = sagad::private::file()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(path)
+            let file = sagad::private::create(path)
                 .with_context(|| format!("--out {}: cannot create it", path.display()))?;
             let mut out = BufWriter::new(file);
             let result = archive::export::export(journal, &archive_dir, window, &mut out).await;

@@ -224,23 +224,23 @@ impl Endpoint {
 
     /// The host (without brackets for IPv6) and port the endpoint names; the
     /// port is the scheme's default when the URL gives none.
-    pub fn host_port(&self) -> (&str, u16) {
-        let authority = &self.origin()[self.origin().find("://").map_or(0, |i| i + 3)..];
-        let (host, port) = match authority.rfind(':') {
-            Some(i) if !authority[i..].contains(']') => {
-                (&authority[..i], authority[i + 1..].parse().ok())
-            }
-            _ => (authority, None),
+    pub fn host_port(&self) -> (String, u16) {
+        let origin = self.origin();
+        let authority = &origin[origin.find("://").map_or(0, |i| i + 3)..];
+        // Checked by `parse`: an endpoint's authority always parses.
+        let Ok(authority) = http::uri::Authority::from_str(authority) else {
+            return (authority.to_string(), 0);
         };
         let default = if self.url.starts_with("https://") {
             443
         } else {
             80
         };
-        (
-            host.trim_start_matches('[').trim_end_matches(']'),
-            port.unwrap_or(default),
-        )
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        (host.to_string(), authority.port_u16().unwrap_or(default))
     }
 
     /// `/package.Service/Method`: the gRPC path of the call.

@@ -98,11 +98,7 @@ impl Ledger {
             .collect();
         let tmp = self.path.with_extension("tmp");
         {
-            let mut file = crate::private::file()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
+            let mut file = crate::private::create(&tmp)?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
         }

@@ -235,11 +235,7 @@ fn prepare(dir: &Path, path: &Path, size: u64, stop: &AtomicBool) -> io::Result<
 
 /// Writes `size` zeros to a new file at `path`, synced; `Ok(false)`: stopped first.
 fn write_zeros(path: &Path, size: u64, stop: &AtomicBool) -> io::Result<bool> {
-    let mut file = crate::private::file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let mut file = crate::private::create(path)?;
     let zeros = vec![0u8; STEP_BYTES];
     let mut written = 0;
     while written < size {
