@@ -35,6 +35,9 @@
 //! | `disk_reserve` | `--disk-reserve` | `SAGAD_DISK_RESERVE` | `64MiB` (free space the journal leaves on its disk) |
 //! | `auth_tokens` | `--auth-tokens` | `SAGAD_AUTH_TOKENS` | none (every caller anonymous; loopback only) |
 //! | `insecure_no_auth` | `--insecure-no-auth` | `SAGAD_INSECURE_NO_AUTH` | `false` (a non-loopback listen needs auth and TLS) |
+//! | `journal` | `--journal` | `SAGAD_JOURNAL` | none: sled in `data_dir` (else a `postgres://` URL or `host=… dbname=…`) |
+//! | `node_id` | `--node-id` | `SAGAD_NODE_ID` | `HOSTNAME/LISTEN` (the name among nodes sharing a PostgreSQL journal) |
+//! | TLS: `tls_*`, `metrics_tls_*`, `participant_*` | `--tls-cert`, … | `SAGAD_TLS_CERT`, … | off: see `config/tls.rs` |
 //!
 //! Which log lines are written is `SAGAD_LOG` (or `RUST_LOG`), an `EnvFilter`
 //! directive, read by the binary rather than here: it is not a setting of the
@@ -52,9 +55,14 @@ use http::Uri;
 use crate::{
     auth::exposure::{Exposure, ExposureError},
     engine::EngineConfig,
+    journal::postgres::{NodeId, PgOptions, PgTarget},
     saga::{StepDefaults, definition},
     server::ServerConfig,
 };
+
+mod tls;
+
+pub use tls::TlsSettings;
 
 /// The default listen address (the client's default `--addr` points here).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -72,7 +80,7 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETENTION_FOREVER: &str = "forever";
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 16] = [
     "listen",
     "data_dir",
     "sagas",
@@ -87,10 +95,12 @@ pub const KEYS: [&str; 14] = [
     "disk_reserve",
     "auth_tokens",
     "insecure_no_auth",
+    "journal",
+    "node_id",
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 14] = [
+pub const ENV_VARS: [&str; 16] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
@@ -105,6 +115,8 @@ pub const ENV_VARS: [&str; 14] = [
     "SAGAD_DISK_RESERVE",
     "SAGAD_AUTH_TOKENS",
     "SAGAD_INSECURE_NO_AUTH",
+    "SAGAD_JOURNAL",
+    "SAGAD_NODE_ID",
 ];
 
 /// How log lines are written to stderr.
@@ -157,11 +169,17 @@ pub enum ConfigError {
     },
     /// The config file names a key that is not a setting.
     #[error(
-        "config file {}: unknown key `{key}` (known keys: {})",
+        "config file {}: unknown key `{key}` (known keys: {}, {}, {})",
         path.display(),
-        KEYS.join(", ")
+        KEYS.join(", "),
+        tls::KEYS.join(", "),
+        tls::ORIGINS_KEY
     )]
     UnknownKey { path: PathBuf, key: String },
+    /// Settings that only make sense together are set apart (a certificate
+    /// without its key, say); the message names both.
+    #[error("{0}")]
+    Incomplete(String),
     /// A value is malformed or out of range. `origin` says where it came from:
     /// `--listen`, `SAGAD_LISTEN`, or `sagad.toml: listen`.
     #[error("{origin} = {value}: {why}")]
@@ -192,6 +210,9 @@ pub struct Settings {
     pub disk_reserve: Option<u64>,
     pub auth_tokens: Option<PathBuf>,
     pub insecure_no_auth: Option<bool>,
+    pub journal: Option<PgTarget>,
+    pub node_id: Option<NodeId>,
+    pub tls: TlsSettings,
 }
 
 /// The configuration `sagad serve` runs with.
@@ -228,6 +249,15 @@ pub struct Config {
     pub auth_tokens: Option<PathBuf>,
     /// Serve on a non-loopback address without authentication or TLS.
     pub insecure_no_auth: bool,
+    /// The PostgreSQL journal shared with other coordinators; `None`: the
+    /// sled journal in `data_dir`.
+    pub journal: Option<PgTarget>,
+    /// This node's name in a shared journal; `None`: derived from the host
+    /// name and the listen address ([`Config::node`]).
+    pub node_id: Option<NodeId>,
+    /// TLS on the listeners and towards participants; checked by
+    /// [`Config::load`], turned into files to read by [`Config::server_config`].
+    pub tls: TlsSettings,
 }
 
 impl Default for Config {
@@ -247,6 +277,9 @@ impl Default for Config {
             disk_reserve: crate::journal::store::wal::DEFAULT_DISK_RESERVE,
             auth_tokens: None,
             insecure_no_auth: false,
+            journal: None,
+            node_id: None,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -269,7 +302,9 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let file = file.map(Settings::from_file).transpose()?;
         let env = Settings::from_env(env)?;
-        Ok(Config::build(file, env, flags))
+        let config = Config::build(file, env, flags);
+        config.tls.resolve(config.metrics_listen.is_some())?;
+        Ok(config)
     }
 
     fn apply(&mut self, layer: Settings) {
@@ -288,7 +323,11 @@ impl Config {
             disk_reserve,
             auth_tokens,
             insecure_no_auth,
+            journal,
+            node_id,
+            tls,
         } = layer;
+        self.tls.apply(tls);
         if let Some(v) = listen {
             self.listen = v;
         }
@@ -331,15 +370,18 @@ impl Config {
         if let Some(v) = insecure_no_auth {
             self.insecure_no_auth = v;
         }
+        if let Some(v) = journal {
+            self.journal = Some(v);
+        }
+        if let Some(v) = node_id {
+            self.node_id = Some(v);
+        }
     }
 
-    /// Whether the gRPC listener speaks TLS.
-    ///
-    /// **Seam for TLS.** This build has no TLS listener, so it never does;
-    /// once the TLS settings are in, this is whether they configure the API
-    /// listener's certificate (`--tls-cert`/`--tls-key`).
+    /// Whether the gRPC listener speaks TLS (`--tls-cert` and `--tls-key`;
+    /// [`Config::load`] refuses one without the other).
     pub fn api_tls(&self) -> bool {
-        false
+        self.tls.tls_cert.is_some() && self.tls.tls_key.is_some()
     }
 
     /// What the start would expose, for the safe-default check
@@ -353,6 +395,17 @@ impl Config {
         }
     }
 
+    /// This node's name in a shared journal: the configured one, or
+    /// `HOSTNAME/LISTEN` (stable across restarts as long as both are; give
+    /// `--node-id` when several nodes on one host listen on port 0).
+    pub fn node(&self) -> NodeId {
+        self.node_id.clone().unwrap_or_else(|| {
+            NodeId::new(&format!("{}/{}", host_name(), self.listen)).unwrap_or_else(|_| {
+                NodeId::new(&self.listen.to_string()).expect("an address is a node id")
+            })
+        })
+    }
+
     /// The definitions directory to load: the configured one, or `./sagas` if it
     /// exists, or none (inline steps still work).
     pub fn sagas_dir(&self) -> Option<PathBuf> {
@@ -362,9 +415,10 @@ impl Config {
         })
     }
 
-    /// What [`crate::server::start`] needs.
-    pub fn server_config(&self) -> ServerConfig {
-        ServerConfig {
+    /// What [`crate::server::start`] needs; an error if the TLS settings do
+    /// not go together (see [`TlsSettings::resolve`]).
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        Ok(ServerConfig {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
             engine: EngineConfig {
@@ -377,6 +431,9 @@ impl Config {
                 park_after: crate::engine::PARK_AFTER,
                 // Decided by `server::start`, from `metrics_listen`.
                 record_metrics: true,
+                // Set by `server::start` once the listener is bound.
+                own_address: None,
+                cursor_patience: crate::engine::CURSOR_PATIENCE,
             },
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),
@@ -384,8 +441,26 @@ impl Config {
             disk_reserve: self.disk_reserve,
             auth_tokens: self.auth_tokens.clone(),
             reload_interval: crate::server::RELOAD_INTERVAL,
-        }
+            postgres: self
+                .journal
+                .clone()
+                .map(|target| PgOptions::new(target, self.node(), self.listen.to_string())),
+            tls: self.tls.resolve(self.metrics_listen.is_some())?,
+        })
     }
+}
+
+/// This machine's host name (`localhost` if it has none).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length match; gethostname NUL-terminates
+    // within it (or truncates, which CStr::from_bytes_until_nul tolerates).
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let name = std::ffi::CStr::from_bytes_until_nul(&buf)
+        .ok()
+        .and_then(|c| c.to_str().ok())
+        .filter(|n| ok && !n.is_empty());
+    name.unwrap_or("localhost").to_string()
 }
 
 impl Settings {
@@ -396,11 +471,15 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let vars: HashMap<String, String> = vars
             .into_iter()
-            .filter(|(name, value)| ENV_VARS.contains(&name.as_str()) && !value.is_empty())
+            .filter(|(name, value)| {
+                let name = name.as_str();
+                (ENV_VARS.contains(&name) || tls::ENV_VARS.contains(&name)) && !value.is_empty()
+            })
             .collect();
         let mut settings = Settings::default();
-        for (key, var) in KEYS.iter().zip(ENV_VARS) {
-            if let Some(value) = vars.get(var) {
+        let keys = KEYS.iter().chain(&tls::KEYS);
+        for (key, var) in keys.zip(ENV_VARS.iter().chain(&tls::ENV_VARS)) {
+            if let Some(value) = vars.get(*var) {
                 settings.set(key, value, var, None)?;
             }
         }
@@ -426,7 +505,11 @@ impl Settings {
         let base = path.parent().unwrap_or(Path::new(""));
         let mut settings = Settings::default();
         for (key, value) in &table {
-            if !KEYS.contains(&key.as_str()) {
+            if key == tls::ORIGINS_KEY {
+                settings.tls.participant_tls = Some(tls::origins_from_toml(path, base, value)?);
+                continue;
+            }
+            if !KEYS.contains(&key.as_str()) && !tls::KEYS.contains(&key.as_str()) {
                 return Err(ConfigError::UnknownKey {
                     path: path.to_path_buf(),
                     key: key.clone(),
@@ -464,7 +547,8 @@ impl Settings {
     ) -> Result<(), ConfigError> {
         let bad = |why: String| ConfigError::BadValue {
             origin: origin.to_string(),
-            value: format!("{text:?}"),
+            // A journal URL may hold a password: never echo it.
+            value: format!("{:?}", crate::journal::postgres::redacted(text)),
             why,
         };
         let path = || match base {
@@ -492,6 +576,9 @@ impl Settings {
             "disk_reserve" => self.disk_reserve = Some(parse_bytes(text).map_err(bad)?),
             "auth_tokens" => self.auth_tokens = Some(path()),
             "insecure_no_auth" => self.insecure_no_auth = Some(parse_bool(text).map_err(bad)?),
+            "journal" => self.journal = Some(PgTarget::parse(text).map_err(bad)?),
+            "node_id" => self.node_id = Some(parse_node_id(text).map_err(bad)?),
+            tls_key if tls::KEYS.contains(&tls_key) => self.tls.set(tls_key, path()),
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
         Ok(())
@@ -504,6 +591,7 @@ fn expected(key: &str) -> &'static str {
         "listen" | "metrics_listen" => "a string \"host:port\"",
         "on_failed_webhook" => "a URL string \"http://host:port/path\"",
         "data_dir" | "sagas" => "a path string",
+        key if tls::KEYS.contains(&key) => "a path string (a PEM file)",
         "max_payload_bytes" => "a positive integer (bytes)",
         "log_format" => "a string, \"text\" or \"json\"",
         "otlp_endpoint" => "a URL string like \"http://127.0.0.1:4317\"",
@@ -511,6 +599,8 @@ fn expected(key: &str) -> &'static str {
         "disk_reserve" => "a size like \"64MiB\" or \"1GiB\", or bytes",
         "auth_tokens" => "a path string",
         "insecure_no_auth" => "true or false",
+        "journal" => "a URL string \"postgres://user@host:5432/db\"",
+        "node_id" => "a string",
         _ => "a duration string like \"10s\" or \"250ms\"",
     }
 }
@@ -574,6 +664,19 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
         "false" | "0" => Ok(false),
         _ => Err(format!("'{text}' is not true or false")),
     }
+}
+
+/// A node id: non-empty text without control characters.
+pub fn parse_node_id(text: &str) -> Result<NodeId, String> {
+    NodeId::new(text)
+}
+
+/// `--journal`'s value, refused naming the flag, with any password redacted
+/// (clap would echo a value it refused whole).
+pub fn journal_flag(text: &str) -> Result<PgTarget, ConfigError> {
+    let mut settings = Settings::default();
+    settings.set("journal", text, "--journal", None)?;
+    Ok(settings.journal.expect("set by set()"))
 }
 
 /// A log format: `text` or `json`.
@@ -754,6 +857,52 @@ mod tests {
             err.to_string().starts_with("SAGAD_INSECURE_NO_AUTH"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_journal_and_node_id_come_from_every_layer() {
+        let file = Settings::from_toml(
+            Path::new("s.toml"),
+            "journal = \"postgres://sagad@db1:5432/sagad\"\nnode_id = \"from-file\"",
+        )
+        .unwrap();
+        let from_env = Settings::from_env(env(&[(
+            "SAGAD_JOURNAL",
+            "host=db1,db2 user=sagad dbname=sagad target_session_attrs=read-write",
+        )]))
+        .unwrap();
+        let config = Config::build(Some(file.clone()), from_env, Settings::default());
+        assert_eq!(
+            config.journal.as_ref().unwrap().to_string(),
+            "postgres://sagad@db1,db2/sagad"
+        );
+        assert_eq!(config.node().as_str(), "from-file");
+        let server = config
+            .server_config()
+            .unwrap()
+            .postgres
+            .expect("a PostgreSQL journal");
+        assert_eq!(server.node.as_str(), "from-file");
+        assert_eq!(server.addr, "127.0.0.1:50051");
+
+        // Without one: sled, and a node id from the host and the address.
+        let config = Config::build(None, Settings::default(), Settings::default());
+        assert!(config.server_config().unwrap().postgres.is_none());
+        assert!(
+            config.node().as_str().ends_with("/127.0.0.1:50051"),
+            "{}",
+            config.node()
+        );
+    }
+
+    #[test]
+    fn a_bad_journal_url_is_refused_without_echoing_its_password() {
+        let err = journal_flag("postgres://sagad:hunter2@db:notaport/sagad").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("--journal"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let err = Settings::from_env(env(&[("SAGAD_JOURNAL", "/var/lib/sagad")])).unwrap_err();
+        assert!(err.to_string().contains("postgres://"), "{err}");
     }
 
     #[test]

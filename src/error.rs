@@ -8,7 +8,7 @@
 
 use crate::{
     auth::{AuthError, CredentialsError},
-    journal::{JournalError, StoreError},
+    journal::{JournalError, PgError, StoreError},
     saga::{DefinitionError, FoldError},
 };
 
@@ -46,6 +46,9 @@ pub enum Error {
     /// The tokens file cannot be used (a start-up error).
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    /// A certificate, key or CA file cannot be used (at start).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// An operating-system operation failed (binding the listener, say).
     #[error("{what}: {source}")]
     Io {
@@ -107,11 +110,37 @@ impl JournalFault {
             JournalError::Failed(_) => JournalFault::Refused,
             JournalError::Closed | JournalError::Close(_) => JournalFault::Closed,
             JournalError::Corrupt { .. }
-            | JournalError::Open(StoreError::Corrupt { .. })
-            | JournalError::Read(StoreError::Corrupt { .. }) => JournalFault::Damaged,
+            | JournalError::Open(StoreError::Corrupt { .. } | StoreError::Damaged(_))
+            | JournalError::Read(StoreError::Corrupt { .. } | StoreError::Damaged(_)) => {
+                JournalFault::Damaged
+            }
             JournalError::IdempotencyConflict { .. } => JournalFault::KeyTaken,
             JournalError::Open(_) | JournalError::Start(_) => JournalFault::CannotOpen,
             JournalError::Read(_) => JournalFault::ReadFailed,
+            JournalError::Postgres(e) => Self::of_postgres(e),
+        }
+    }
+
+    /// The fault of a PostgreSQL journal failure.
+    fn of_postgres(e: &PgError) -> Self {
+        match e {
+            PgError::Connect { .. }
+            | PgError::NewerSchema { .. }
+            | PgError::Schema { .. }
+            | PgError::Setup { .. } => JournalFault::CannotOpen,
+            PgError::Read { .. } | PgError::Pool(_) | PgError::Statement { .. } => {
+                JournalFault::ReadFailed
+            }
+            PgError::Uncertain(_) => JournalFault::WriteUncertain,
+            // Nothing was written: refused by a guard, after an earlier
+            // failure, by a fence or a lapsed lease, or rolled back.
+            PgError::NotWritten(_)
+            | PgError::Refused(_)
+            | PgError::Fenced { .. }
+            | PgError::LeaseLapsed { .. }
+            | PgError::NotOwner { .. }
+            | PgError::OutOfOrder { .. }
+            | PgError::Conflict { .. } => JournalFault::Refused,
         }
     }
 

@@ -9,8 +9,9 @@
 //! - not a workflow engine with steps defined in code: a saga is data (a
 //!   definition of steps and participants), and participants are services;
 //! - not a message broker: it calls participants and waits for their answers;
-//! - not distributed, yet: one process owns one data directory (a second is
-//!   refused); several coordinators over one shared journal are still to come;
+//! - not a cluster, yet: one process owns one data directory (a second is
+//!   refused), or joins a shared PostgreSQL journal as a fenced node
+//!   (`journal/postgres/`); takeover of a dead node's sagas is still to come;
 //! - not a store for business data: payloads and outputs are carried, not queried.
 //!
 //! Dependencies point one way: `api → engine → {journal, participant} → saga`.
@@ -28,6 +29,8 @@
 //! | [`config`] | one configuration: defaults, then file, then environment, then flags |
 //! | [`error`] | the crate's error, classified for callers |
 //! | [`metrics`] | the Prometheus metrics and their HTTP endpoint |
+//! | [`tls`] | TLS on every listener and towards participants: certificates from PEM files, reloaded while serving |
+//! | [`private`] | the data directory and its files readable by sagad's user alone, whatever the umask |
 //! | [`webhook`] | the at-least-once POST for every saga that becomes FAILED |
 //! | [`archive`] | retention: old final sagas move to archive files; export |
 //! | [`trace`] | W3C trace context at the edge: gRPC headers, call span ids, exported spans |
@@ -55,6 +58,7 @@ pub mod journal;
 pub mod json;
 pub mod metrics;
 pub mod participant;
+pub mod private;
 pub mod proto;
 pub mod reload;
 pub mod runtime;
@@ -62,6 +66,7 @@ pub mod saga;
 pub mod server;
 #[cfg(test)]
 pub mod testing;
+pub mod tls;
 pub mod trace;
 pub mod webhook;
 

@@ -8,14 +8,15 @@
 //! - `auth token` makes a bearer token for a server with `--auth-tokens`
 //!   (`cli/auth.rs`);
 //! - `journal check` verifies a stopped server's data directory, reading only
-//!   (`cli/journal.rs`);
+//!   (`cli/journal.rs`), and `journal salvage` copies what a damaged one still
+//!   holds to a new data directory (`cli/salvage.rs`);
 //!   `export` writes the sagas that ended in a time window as JSON lines, from
 //!   its archive files and journal (`cli/export.rs`).
 //!
 //! Every failure is one line on stderr, `sagad: ...`, and an exit code scripts
 //! can tell apart (`cli/error.rs`): 1 server error, 2 bad flags or input,
 //! 3 server unreachable, 4/5 `start --wait` ended COMPENSATED/FAILED, 6 `journal
-//! check` found a torn tail.
+//! check` found a torn tail, 7 `journal salvage` could not carry everything.
 
 use std::process::ExitCode;
 
@@ -47,7 +48,8 @@ mod cli;
                   with --token (env SAGAD_TOKEN) when it has --auth-tokens.\n\
                   Exit codes: 0 ok, 1 server error, 2 bad flags or input, 3 server unreachable,\n\
                   4 `start --wait` ended COMPENSATED, 5 ended FAILED,\n\
-                  6 `journal check` found the journal intact but its log ending in a torn write."
+                  6 `journal check` found the journal intact but its log ending in a torn write,\n\
+                  7 `journal salvage` wrote the new data directory but could not carry everything."
 )]
 struct Args {
     #[command(subcommand)]
@@ -58,8 +60,8 @@ struct Args {
 // then operator tools that work on a data directory directly.
 #[derive(Subcommand)]
 enum Command {
-    /// Run the coordinator.
-    Serve(ServeArgs),
+    /// Run the coordinator. (Boxed: its flags outweigh every other verb's.)
+    Serve(Box<ServeArgs>),
     /// Run a coordinator, three demo participants and three orders, live.
     Demo(DemoArgs),
     /// Start a saga from a definition.
@@ -95,7 +97,7 @@ enum Command {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => cli::serve::run(args).await,
+        Command::Serve(args) => cli::serve::run(*args).await,
         Command::Demo(args) => cli::demo::run(args).await,
         Command::Start(args) => Ok(cli::saga::start(args).await?),
         Command::Get(args) => Ok(cli::saga::get(args).await?),
@@ -113,12 +115,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 /// The exit code of a failure: classified client failures carry their own,
-/// configuration and definition files that cannot be used are usage errors,
+/// configuration, certificate and definition files that cannot be used are
+/// usage errors,
 /// anything else is 1.
 fn exit_code(error: &anyhow::Error) -> u8 {
     if let Some(e) = error.downcast_ref::<CliError>() {
         e.exit_code()
     } else if error.downcast_ref::<sagad::config::ConfigError>().is_some()
+        || matches!(error.downcast_ref(), Some(sagad::Error::Tls(_)))
         || error
             .downcast_ref::<cli::definitions::LoadError>()
             .is_some()
@@ -136,6 +140,8 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     sagad::failpoint::setup();
+    // Before any file is made: the data directory is its user's alone.
+    sagad::private::restrict_umask();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let args = match Args::try_parse_from(&argv) {
         Ok(args) => args,

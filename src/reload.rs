@@ -101,7 +101,7 @@ impl ReloadHooks {
                         Ok(holds)
                     }
                     Err(error) => {
-                        tracing::error!("{trigger}: kept the previous {what}: {error}");
+                        tracing::error!("{trigger}: could not reload {what}, the previous one stays in force: {error}");
                         Err(error.to_string())
                     }
                 };

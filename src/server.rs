@@ -1,6 +1,8 @@
 //! Wiring a whole coordinator: journal, engine, gRPC services, recovery, shutdown.
 //!
-//! [`start`] opens the journal (refusing a data directory another process owns),
+//! [`start`] opens the journal (the sled journal in the data directory,
+//! refusing one another process owns; or, with `postgres`, the shared
+//! PostgreSQL journal, joining it as this node),
 //! binds the listener and starts serving at once, with health `NOT_SERVING` and
 //! the Coordinator answering `UNAVAILABLE` until recovery has resumed every
 //! unfinished saga; then health turns `SERVING`, and follows the journal from
@@ -23,10 +25,17 @@
 //!
 //! Authentication (`crate::auth`): the Coordinator is always served behind
 //! the [`Authorize`] layer; with `auth_tokens` it checks every call against
-//! that file, read before anything is bound (a bad one fails the start) and
-//! again when it changes (every `reload_interval`) and on demand through
-//! [`Server::reload_hooks`] (the binary's SIGHUP). Health and reflection
-//! are served without it.
+//! that file, and with a client CA it maps client certificates to roles.
+//!
+//! TLS (`crate::tls`): with `tls.api`, the gRPC listener speaks only TLS (and
+//! with a client CA, only to clients with a certificate it issued); with
+//! `tls.metrics`, so does `/metrics`.
+//!
+//! The tokens file and the certificate files are read before anything is
+//! bound (a bad one fails the start), then re-read when they change (checked
+//! every `reload_interval`) and on demand through [`Server::reload_hooks`]
+//! (the binary's SIGHUP). Health and reflection are served without
+//! authentication.
 
 use std::{
     net::SocketAddr,
@@ -45,6 +54,7 @@ use tonic::{
     transport::server::{Router, TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::layer::util::{Identity, Stack};
 
 use crate::{
     Error, Result,
@@ -52,23 +62,22 @@ use crate::{
     archive::{self, Archiver},
     auth::{Authenticator, Authorize, TokensFile},
     engine::{Engine, EngineConfig, recovery},
-    journal::{Journal, SledJournal, store::WalOptions},
+    journal::{Journal, PgJournal, SledJournal, postgres::PgOptions, store::WalOptions},
     metrics,
     participant::GrpcParticipants,
     proto::{self, v1::coordinator_server::CoordinatorServer},
     reload::ReloadHooks,
     saga::Definition,
+    tls::{ClientTls, LoadedTls, ServerTls, TlsConfig, TlsIncoming},
     webhook::Notifier,
 };
 
 /// How often health asks the journal whether it can write, between the
 /// failed writes it hears of at once.
 const HEALTH_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
-/// How often the files that can be reloaded (the tokens file) are checked
-/// for changes.
+/// How often the files that can be reloaded (the tokens file, TLS
+/// certificates) are checked for changes.
 pub const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-/// Room for the rest of a StartSaga request around a payload of the maximum size.
-const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]
@@ -81,7 +90,7 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// Where to serve `GET /metrics`; port 0 picks a free one. `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
-    /// Where to POST a notice for each saga that becomes FAILED (`http://` only).
+    /// Where to POST a notice for each saga that becomes FAILED.
     pub on_failed_webhook: Option<Uri>,
     /// How long ended sagas stay in the journal; `None` keeps them forever.
     /// With a period, an archiver (`crate::archive`) runs once recovery is done.
@@ -94,6 +103,11 @@ pub struct ServerConfig {
     /// How often reloadable files are checked for changes ([`RELOAD_INTERVAL`]
     /// unless a test needs it sooner; not an operator setting).
     pub reload_interval: std::time::Duration,
+    /// The PostgreSQL journal to keep sagas in, shared with other nodes;
+    /// `None`: the sled journal in `data_dir`.
+    pub postgres: Option<PgOptions>,
+    /// TLS on the listeners and towards participants; the default is none.
+    pub tls: TlsConfig,
 }
 
 /// A running coordinator.
@@ -109,8 +123,13 @@ pub struct Server {
 
 /// Opens the journal, binds, and starts serving; recovery runs in the background
 /// (see the module docs). Errors here are startup errors: locked or unreadable
-/// data directory, address in use.
+/// data directory, unreachable database, address in use.
 pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result<Server> {
+    crate::private::warn_if_open(&config.data_dir);
+    if let Some(options) = &config.postgres {
+        let journal = PgJournal::open(options.clone()).await?;
+        return start_with_journal(config, Arc::new(journal), definitions).await;
+    }
     let dir = config.data_dir.clone();
     let options = WalOptions {
         disk_reserve: config.disk_reserve,
@@ -136,18 +155,26 @@ pub async fn start_with_journal(
         .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
     let reload = ReloadHooks::default();
     let auth = authenticator(&config, &reload).await?;
-    let engine = start_engine(&config, journal, definitions).await?;
+    let tls = load_tls(&config.tls).await?;
+    for part in &tls.reloadables {
+        reload.register(part.clone());
+    }
     let (listener, addr) = bind(config.listen).await?;
+    let engine = start_engine(&config, journal, definitions, addr, &tls.participants).await?;
     let shutdown = CancellationToken::new();
     let (metrics_listener, metrics_addr) = bind_metrics(config.metrics_listen).await?;
-    let notifier = open_notifier(&config, &engine, &shutdown).await?;
+    let notifier = open_notifier(&config, &engine, &tls.participants, &shutdown).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = watch::channel(false);
     let (health, router) = grpc_services(&config, &engine, &ready, auth).await?;
-    // Nagle must be turned off on the incoming stream itself: the server builder's
-    // tcp_nodelay is ignored by serve_with_incoming (64 concurrent calls on one
-    // connection reached 26–30k calls/s with it on, against 42–51k with it off).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = match tls.api {
+        Some(api) => Incoming::Tls(TlsIncoming::new(listener, api)),
+        // Nagle must be turned off on the incoming stream itself: the server builder's
+        // tcp_nodelay is ignored by serve_with_incoming (64 concurrent calls on one
+        // connection reached 26–30k calls/s with it on, against 42–51k with it off).
+        None => Incoming::Plain(TcpIncoming::from(listener).with_nodelay(Some(true))),
+    };
+    let metrics = metrics_listener.map(|listener| (listener, tls.metrics));
     let serving = Serving {
         engine: engine.clone(),
         shutdown: shutdown.clone(),
@@ -159,7 +186,7 @@ pub async fn start_with_journal(
     let reloading = reload
         .clone()
         .watch(config.reload_interval, shutdown.clone());
-    let task = tokio::spawn(serving.run(router, incoming, metrics_listener, archiver, reloading));
+    let task = tokio::spawn(serving.run(router, incoming, metrics, archiver, reloading));
     Ok(Server {
         addr,
         metrics_addr,
@@ -190,16 +217,38 @@ async fn authenticator(config: &ServerConfig, reload: &ReloadHooks) -> Result<Ar
     Ok(Arc::new(Authenticator::Tokens(tokens)))
 }
 
+/// Reads every certificate file, off the async workers.
+async fn load_tls(config: &TlsConfig) -> Result<LoadedTls> {
+    let config = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || config.load())
+        .await
+        .map_err(|e| Error::Unavailable(format!("TLS load task failed: {e}")))??;
+    Ok(loaded)
+}
+
+/// The gRPC listener's connections: plain TCP, or TLS over it.
+enum Incoming {
+    Plain(TcpIncoming),
+    Tls(TlsIncoming),
+}
+
 /// The engine over `journal`, calling participants over gRPC, recording
-/// metrics only when they are served.
+/// metrics only when they are served, refusing participants at its own
+/// address.
 async fn start_engine(
     config: &ServerConfig,
     journal: Arc<dyn Journal>,
     definitions: Vec<Definition>,
+    own_address: SocketAddr,
+    tls: &ClientTls,
 ) -> Result<Engine> {
-    let caller = Arc::new(GrpcParticipants::new(config.engine.max_payload_bytes));
+    let caller = Arc::new(GrpcParticipants::with_tls(
+        config.engine.max_payload_bytes,
+        tls.clone(),
+    ));
     let engine_config = EngineConfig {
         record_metrics: config.metrics_listen.is_some(),
+        own_address: Some(own_address),
         ..config.engine.clone()
     };
     Engine::new(journal, caller, definitions, engine_config).await
@@ -241,6 +290,7 @@ async fn bind_metrics(
 async fn open_notifier(
     config: &ServerConfig,
     engine: &Engine,
+    tls: &ClientTls,
     shutdown: &CancellationToken,
 ) -> Result<Option<Notifier>> {
     let Some(url) = &config.on_failed_webhook else {
@@ -248,6 +298,7 @@ async fn open_notifier(
     };
     let notifier = Notifier::open(
         url.clone(),
+        tls,
         &config.data_dir,
         engine.metrics().clone(),
         shutdown.clone(),
@@ -257,6 +308,17 @@ async fn open_notifier(
     Ok(Some(notifier))
 }
 
+/// Calls (and streams: watches, subscriptions) one connection may have open
+/// at once; a client asking for more waits for one to end (HTTP/2's own
+/// limit, which clients obey). Each open stream holds a task and a buffer
+/// here: one connection must not hold unboundedly many.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1000;
+
+/// How every gRPC response passes on its way out (`api::oversized_as_payload`).
+type Remap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+/// The gRPC services, behind that.
+type GrpcRouter = Router<Stack<tower::util::MapResponseLayer<Remap>, Identity>>;
+
 /// The gRPC services: health (NOT_SERVING until recovery is done), reflection
 /// (v1 and v1alpha),
 /// and the Coordinator, which answers `UNAVAILABLE` until `ready` is set.
@@ -265,7 +327,7 @@ async fn grpc_services(
     engine: &Engine,
     ready: &Arc<AtomicBool>,
     auth: Arc<Authenticator>,
-) -> Result<(HealthReporter, Router)> {
+) -> Result<(HealthReporter, GrpcRouter)> {
     let (health, health_service) = tonic_health::server::health_reporter();
     report_health(&health, ServingStatus::NotServing).await;
     // Both versions of reflection: grpcurl asks v1, while Python's
@@ -279,13 +341,17 @@ async fn grpc_services(
         |e: tonic_reflection::server::Error| Error::Unavailable(format!("reflection service: {e}"));
     let reflection_v1 = reflection().build_v1().map_err(refused)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(refused)?;
-    let max_request = config.engine.max_payload_bytes + REQUEST_OVERHEAD_BYTES;
+    let max_request = config.engine.max_payload_bytes + crate::api::REQUEST_OVERHEAD_BYTES;
     let coordinator = CoordinatorServer::new(CoordinatorApi::new(engine.clone(), ready.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(usize::MAX);
     // Health and reflection stay open: probes and `grpcurl list` need no token.
     let coordinator = Authorize::new(coordinator, auth);
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .layer(tower::util::MapResponseLayer::new(
+            crate::api::oversized_as_payload as Remap,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -305,18 +371,25 @@ async fn report_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
 }
 
-/// Serves `GET /metrics` on `listener` until shutdown; nothing without one.
+/// Serves `GET /metrics` on `listener` (over TLS with one) until shutdown;
+/// nothing without a listener.
 async fn serve_metrics(
-    listener: Option<TcpListener>,
+    listener: Option<(TcpListener, Option<ServerTls>)>,
     engine: &Engine,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let Some(listener) = listener else {
+    let Some((listener, tls)) = listener else {
         return Ok(());
     };
     let render_engine = engine.clone();
     let render: metrics::http::Render = Arc::new(move || render_engine.render_metrics());
-    metrics::http::serve(listener, render, shutdown.clone()).await
+    match tls {
+        Some(tls) => {
+            let listener = TlsIncoming::new(listener, tls);
+            metrics::http::serve(listener, render, shutdown.clone()).await
+        }
+        None => metrics::http::serve(listener, render, shutdown.clone()).await,
+    }
 }
 
 /// What the server task holds while it serves: the parts recovery and the stop
@@ -342,14 +415,19 @@ impl Serving {
     /// stops in order (see the module docs).
     async fn run(
         self,
-        router: Router,
-        incoming: TcpIncoming,
-        metrics_listener: Option<TcpListener>,
+        router: GrpcRouter,
+        incoming: Incoming,
+        metrics_listener: Option<(TcpListener, Option<ServerTls>)>,
         archiver: Option<Archiver>,
         reloading: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
-        let serve =
-            router.serve_with_incoming_shutdown(incoming, self.shutdown.clone().cancelled_owned());
+        let stopping = self.shutdown.clone().cancelled_owned();
+        let serve = async {
+            match incoming {
+                Incoming::Plain(i) => router.serve_with_incoming_shutdown(i, stopping).await,
+                Incoming::Tls(i) => router.serve_with_incoming_shutdown(i, stopping).await,
+            }
+        };
         let serve_metrics = serve_metrics(metrics_listener, &self.engine, &self.shutdown);
         let (served, metrics_served, stopped, ()) = tokio::join!(
             serve,
@@ -462,7 +540,8 @@ impl Server {
         &self.engine
     }
 
-    /// What SIGHUP reloads (the tokens file, when there is one).
+    /// What SIGHUP reloads (the tokens file and the TLS certificates, when
+    /// they are configured).
     pub fn reload_hooks(&self) -> ReloadHooks {
         self.reload.clone()
     }

@@ -6,23 +6,20 @@ use std::time::Duration;
 
 use tonic::Status;
 
-use super::summary::{self, Attempts};
+pub use super::wire::{saga_state, timestamp};
+use super::{
+    summary::{self, Attempts},
+    wire::step_state,
+};
 use crate::{
     engine::FeedItem,
     proto::v1 as pb,
     saga::{
         Action, AttemptRecord, AttemptResult, AuditEntry, Definition, Endpoint, Event, EventKind,
         Failure, Identity, Participant, Principal, RetryOverrides, RetryPolicy, SagaState,
-        SagaStatus, StepDef, StepStatus, Timestamp,
+        SagaStatus, StepDef, Timestamp,
     },
 };
-
-pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: (t.millis() / 1000) as i64,
-        nanos: ((t.millis() % 1000) * 1_000_000) as i32,
-    }
-}
 
 pub fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
@@ -137,16 +134,6 @@ pub fn definition(d: &Definition) -> pb::SagaDefinition {
     }
 }
 
-pub fn saga_state(s: SagaStatus) -> pb::SagaState {
-    match s {
-        SagaStatus::Running => pb::SagaState::Running,
-        SagaStatus::Compensating => pb::SagaState::Compensating,
-        SagaStatus::Completed => pb::SagaState::Completed,
-        SagaStatus::Compensated => pb::SagaState::Compensated,
-        SagaStatus::Failed => pb::SagaState::Failed,
-    }
-}
-
 /// A state filter from the wire: `None` for unspecified (any state).
 pub fn saga_status_from(value: i32) -> Result<Option<SagaStatus>, Status> {
     let state = pb::SagaState::try_from(value).map_err(|_| {
@@ -162,18 +149,6 @@ pub fn saga_status_from(value: i32) -> Result<Option<SagaStatus>, Status> {
         pb::SagaState::Compensated => Some(SagaStatus::Compensated),
         pb::SagaState::Failed => Some(SagaStatus::Failed),
     })
-}
-
-pub(super) fn step_state(s: StepStatus) -> pb::StepState {
-    match s {
-        StepStatus::Pending => pb::StepState::Pending,
-        StepStatus::Running => pb::StepState::Running,
-        StepStatus::Succeeded => pb::StepState::Succeeded,
-        StepStatus::Failed => pb::StepState::Failed,
-        StepStatus::Compensating => pb::StepState::Compensating,
-        StepStatus::Compensated => pb::StepState::Compensated,
-        StepStatus::Skipped => pb::StepState::Skipped,
-    }
 }
 
 pub fn action(a: Action) -> pb::Action {

@@ -209,7 +209,11 @@ fn every_request_is_served_or_refused_as_the_callers_mistake() {
             Arc::new(MemoryJournal::in_memory()),
             Arc::new(Agreeable),
             vec![],
-            EngineConfig::default(),
+            // Thousands of hostile cursors: each is refused at once.
+            EngineConfig {
+                cursor_patience: std::time::Duration::ZERO,
+                ..EngineConfig::default()
+            },
         )
         .await
         .unwrap()

@@ -36,10 +36,16 @@ use crate::{
 };
 
 pub mod convert;
+pub use status::oversized_as_payload;
 #[cfg(test)]
 mod fuzz;
 mod status;
 pub mod summary;
+mod wire;
+
+/// Room for the rest of a StartSaga request around a payload of the maximum
+/// size: the server decodes requests of up to that much more.
+pub const REQUEST_OVERHEAD_BYTES: usize = 256 * 1024;
 
 /// Default and largest ListSagas page.
 pub const PAGE_SIZE_DEFAULT: u32 = 50;

@@ -1,7 +1,9 @@
-//! The one place where engine errors become gRPC statuses.
+//! The one place where engine errors become gRPC statuses, and where tonic's
+//! own refusal of a request too large to decode gets the wording of ours.
 
-use tonic::Status;
+use tonic::{Code, Status};
 
+use super::REQUEST_OVERHEAD_BYTES;
 use crate::{Error, auth::AuthError, error::JournalFault, saga::DefinitionError};
 
 impl From<Error> for Status {
@@ -43,9 +45,48 @@ impl From<Error> for Status {
                 | AuthError::NotItsSaga { .. }
                 | AuthError::UnknownMethod(_),
             ) => Status::permission_denied(message),
-            Error::Credentials(_) | Error::Io { .. } => Status::internal(message),
+            Error::Credentials(_) | Error::Io { .. } | Error::Tls(_) => Status::internal(message),
         }
     }
+}
+
+/// What tonic says of a request over the decoding limit, before any handler
+/// runs (`OUT_OF_RANGE`, in its own words).
+const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
+
+/// A response of the server, with tonic's refusal of a request too large to
+/// decode rewritten as the refusal of a payload over `--max-payload-bytes`
+/// (`INVALID_ARGUMENT`, naming the flag): the same mistake gets the same
+/// answer whether the request is a little or a lot too large. (A plain
+/// function, so the layered router has a type to name: the payload limit is
+/// read back from tonic's limit, which is it plus [`REQUEST_OVERHEAD_BYTES`].)
+pub fn oversized_as_payload<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    let message = status.message();
+    if status.code() != Code::OutOfRange || !message.starts_with(TONIC_TOO_LARGE) {
+        return response;
+    }
+    let number_after = |label: &str| -> Option<usize> {
+        let rest = message.split(label).nth(1)?;
+        rest.trim_start().split(' ').next()?.parse().ok()
+    };
+    let found = number_after("found ");
+    let max_payload =
+        number_after("the limit is:").map(|l| l.saturating_sub(REQUEST_OVERHEAD_BYTES));
+    let refusal = Status::invalid_argument(match (found, max_payload) {
+        (Some(found), Some(max)) => format!(
+            "the request is {found} bytes: too large for a payload within the limit of {max} bytes (--max-payload-bytes)"
+        ),
+        _ => "the request is too large for a payload within the limit (--max-payload-bytes)"
+            .to_string(),
+    });
+    let headers = response.headers_mut();
+    headers.remove("grpc-status");
+    headers.remove("grpc-message");
+    let _ = refusal.add_header(headers);
+    response
 }
 
 #[cfg(test)]

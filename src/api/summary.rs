@@ -23,7 +23,10 @@ use crate::{
     saga::{Action, AttemptRecord, AttemptResult, Failure, SagaState},
 };
 
-use super::convert::{self, saga_state, step_state, timestamp};
+use super::{
+    convert,
+    wire::{saga_state, step_state, timestamp},
+};
 
 /// Attempts of each step a `Saga` answer carries in full unless every one is
 /// asked for. Twenty covers a default compensation budget whole, and keeps a

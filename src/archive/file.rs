@@ -18,7 +18,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
@@ -212,7 +212,7 @@ impl ArchiveWriter {
             // Forget the length until the write is known good: a failed write
             // leaves the file to be read through again.
             self.lengths.remove(day);
-            let file = OpenOptions::new()
+            let file = crate::private::file()
                 .create(true)
                 .truncate(false)
                 .write(true)
@@ -232,7 +232,7 @@ impl ArchiveWriter {
         if self.dir.is_dir() {
             return Ok(());
         }
-        fs::create_dir_all(&self.dir)
+        crate::private::dir(&self.dir)
             .map_err(|e| ArchiveError::io("cannot create", &self.dir, e))?;
         match self.dir.parent() {
             Some(parent) => sync_dir(parent),
@@ -262,7 +262,7 @@ impl ArchiveWriter {
                     f.read_to_end(&mut tail)
                 })
                 .map_err(|e| ArchiveError::io("cannot read", path, e))?;
-            File::create(&aside)
+            crate::private::create(&aside)
                 .and_then(|mut f| {
                     f.write_all(&tail)?;
                     f.sync_all()
@@ -367,7 +367,10 @@ mod tests {
         let good = fs::metadata(&path).unwrap().len();
         // Half of a second member: the process died while appending it.
         let second = compress(&[b"b\n".to_vec()]).unwrap();
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(&second[..second.len() / 2]).unwrap();
         drop(file);
         let (lines, end) = lines_of(&path);

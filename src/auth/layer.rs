@@ -17,22 +17,22 @@ use std::{
     task::{Context, Poll},
 };
 
-use tonic::{body::Body, server::NamedService, transport::server::TcpConnectInfo};
+use tonic::{
+    body::Body,
+    server::NamedService,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
 use tower_service::Service;
 
 use super::{Authenticator, Caller};
 
-/// The verified certificate chain (DER, leaf first) of an mTLS peer, as a
-/// request extension.
+/// The verified certificate chain (DER, leaf first) of an mTLS peer.
 ///
-/// **Seam for TLS.** Over TLS, tonic puts a
-/// `tonic::transport::server::TlsConnectInfo<TcpConnectInfo>` into each
-/// request's extensions, whose `peer_certs()` is this chain; that type exists
-/// only with tonic's TLS feature. Once the TLS listener is in, [`connection`]
-/// reads it there (its `get_ref().remote_addr()` is the peer address) and
-/// builds this from it; until then nothing inserts one, and callers prove who
-/// they are with tokens only. The mapping of a certificate to an entry is
-/// done and tested (`Authenticator::authenticate`, `certificate.rs`).
+/// Over TLS, tonic puts a `TlsConnectInfo<TcpConnectInfo>` into each
+/// request's extensions (`crate::tls::TlsIncoming` yields rustls streams);
+/// its `peer_certs()` is the chain rustls verified against `--tls-client-ca`
+/// during the handshake, and nothing without a client CA (rustls then asks
+/// for no certificate). So a chain here is always one the listener trusted.
 #[derive(Clone, Debug, Default)]
 pub struct PeerCertificates(pub Vec<Vec<u8>>);
 
@@ -104,10 +104,16 @@ fn method_of<'a>(path: &'a str, service: &str) -> &'a str {
 /// The peer's address and, over mTLS, its certificate chain (see
 /// [`PeerCertificates`] for the TLS seam).
 fn connection(extensions: &http::Extensions) -> (Option<SocketAddr>, Option<PeerCertificates>) {
+    if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        let chain = tls
+            .peer_certs()
+            .map(|chain| PeerCertificates(chain.iter().map(|c| c.to_vec()).collect()));
+        return (tls.get_ref().remote_addr(), chain);
+    }
     let peer = extensions
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr);
-    (peer, extensions.get::<PeerCertificates>().cloned())
+    (peer, None)
 }
 
 /// The caller the layer admitted, for the service: without the layer in
@@ -137,11 +143,14 @@ mod tests {
     }
 
     #[test]
-    fn the_connection_gives_peer_and_certificates_when_known() {
+    fn a_plaintext_connection_has_no_certificates() {
+        // The TLS side (tonic's TlsConnectInfo has no public constructor) is
+        // tested end to end: tests/it/auth.rs, certificate identities.
         let mut extensions = http::Extensions::new();
         assert!(matches!(connection(&extensions), (None, None)));
+        // A certificate chain put there by anyone but the TLS listener is
+        // not believed.
         extensions.insert(PeerCertificates(vec![vec![1, 2]]));
-        let (_, certs) = connection(&extensions);
-        assert_eq!(certs.unwrap().0, vec![vec![1, 2]]);
+        assert!(connection(&extensions).1.is_none());
     }
 }

@@ -5,10 +5,11 @@
 //! | 0 | success |
 //! | 1 | the server answered an error (status and message on stderr), `journal check` found damage, or anything else failed |
 //! | 2 | bad flags or input: clap's usage errors, a payload that is not JSON, a config or definition file that cannot be used |
-//! | 3 | the server cannot be reached |
+//! | 3 | the server cannot be reached, or the TLS handshake with it failed |
 //! | 4 | `start --wait`: the saga ended COMPENSATED |
 //! | 5 | `start --wait`: the saga ended FAILED (needs an operator: `sagad retry`) |
 //! | 6 | `journal check`: intact, but the log ends in a torn write the next start cuts off |
+//! | 7 | `journal salvage`: the new data directory is written, but not everything could be carried into it |
 //!
 //! Every failure is printed as one line on stderr, `sagad: ...`: the error and
 //! its causes ([`one_line`]), or clap's usage error folded into one
@@ -29,6 +30,9 @@ pub const EXIT_FAILED: u8 = 5;
 /// Exit code of `journal check` when the journal is intact but its log ends
 /// in a torn write.
 pub const EXIT_TORN_TAIL: u8 = 6;
+/// Exit code of `journal salvage` when it wrote the new data directory but
+/// could not carry everything into it.
+pub const EXIT_SALVAGE_LOSSES: u8 = 7;
 
 /// A client verb's failure, classified for its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +43,15 @@ pub enum CliError {
     /// Nothing answers at the address.
     #[error("cannot reach the coordinator at {addr} ({why}); is `sagad serve` running at {addr}?")]
     Unreachable { addr: String, why: String },
+    /// The TLS handshake failed: the server's certificate is not trusted, or
+    /// the server refused ours.
+    /// `addr` is known when the connection failed, not when a call did (a
+    /// connection that failed later, under a call).
+    #[error(
+        "TLS with the coordinator{} failed ({why}); check --ca, --cert and --key",
+        at(addr)
+    )]
+    Handshake { addr: Option<String>, why: String },
     /// The server answered with an error status.
     #[error("server error {}: {message}", code_name(*code))]
     Server { code: Code, message: String },
@@ -61,7 +74,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
-            CliError::Unreachable { .. } => EXIT_UNREACHABLE,
+            CliError::Unreachable { .. } | CliError::Handshake { .. } => EXIT_UNREACHABLE,
             CliError::Server { .. } => EXIT_FAILURE,
             CliError::Ended { exit, .. } | CliError::Finding { exit, .. } => *exit,
         }
@@ -70,11 +83,41 @@ impl CliError {
 
 impl From<Status> for CliError {
     fn from(status: Status) -> Self {
+        if let Some(why) = tls_failure(&status) {
+            return CliError::Handshake { addr: None, why };
+        }
+        // Printed on a terminal: its control characters escaped (`scrub.rs`).
+        let mut message = status.message().to_string();
+        crate::cli::scrub::Scrub::scrub(&mut message);
         CliError::Server {
             code: status.code(),
-            message: status.message().to_string(),
+            message,
         }
     }
+}
+
+fn at(addr: &Option<String>) -> String {
+    addr.as_ref()
+        .map(|a| format!(" at {a}"))
+        .unwrap_or_default()
+}
+
+/// The TLS error behind a failed connection, if that is what failed: rustls
+/// reports through an `io::Error` whose own `source` skips it, so each
+/// `io::Error` of the chain is opened.
+pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>());
+        if let Some(tls) = inner {
+            return Some(tls.to_string());
+        }
+        current = e.source();
+    }
+    None
 }
 
 fn why_suffix(why: &str) -> String {

@@ -11,7 +11,6 @@
 //! its midnight). `--since` is inclusive, `--until` exclusive.
 
 use std::{
-    fs::File,
     io::{BufWriter, Write},
     path::PathBuf,
 };
@@ -66,6 +65,11 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     }
     let dir = &args.data_dir;
     let read_only = open_read_only(dir, "export")?;
+    // What the copy read past: an export of what reads is still whole, but
+    // the directory is damaged, and an operator should know.
+    for finding in read_only.sled_findings() {
+        eprintln!("sagad: note: {finding} (read past in a copy; `sagad journal check` says more)");
+    }
     let journal = read_only.journal();
     let window = Window {
         since: args.since,
@@ -74,7 +78,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let archive_dir = archive::archive_dir(dir);
     let result = match &args.out {
         Some(path) => {
-            let file = File::create(path)
+            let file = sagad::private::create(path)
                 .with_context(|| format!("--out {}: cannot create it", path.display()))?;
             let mut out = BufWriter::new(file);
             let result = archive::export::export(journal, &archive_dir, window, &mut out).await;

@@ -11,11 +11,18 @@
 //! compares every index with the events. A live server holds the directory's
 //! lock: the check refuses, naming the directory and the server's pid.
 //!
+//! Damage in sled's files is a finding like any other: each damaged stretch
+//! is named with its file and byte (`journal/db at byte N`), the copy steps
+//! around it so that everything else is still checked, and where sled
+//! cannot serve a part of the store at all the check reads what a salvage
+//! would (`cli/salvage.rs`) and says what that would carry, what is lost,
+//! and whether the log can rebuild the store.
+//!
 //! | exit | meaning |
 //! | --- | --- |
 //! | 0 | the journal is intact |
 //! | 6 | intact, but the log ends in a torn write that the next start cuts off (named with its file and byte offset) |
-//! | 1 | damaged (every problem is listed), or not checked (a server is running, the directory is unusable) |
+//! | 1 | damaged (every problem is listed, sled's files' too), or not checked (a server is running, the directory is unusable) |
 
 use std::path::Path;
 
@@ -25,7 +32,10 @@ use sagad::journal::{
     JournalError, ReadOnlyJournal, SledJournal, StoreError, check, store::wal::TornTail,
 };
 
-use crate::cli::error::{CliError, EXIT_TORN_TAIL};
+use crate::cli::{
+    error::{CliError, EXIT_TORN_TAIL},
+    salvage,
+};
 
 #[derive(Subcommand)]
 pub enum JournalCommand {
@@ -38,29 +48,67 @@ pub enum JournalCommand {
         #[arg(long, env = "SAGAD_DATA_DIR", default_value = "./sagad-data")]
         data_dir: std::path::PathBuf,
     },
+    /// Copy everything still readable of a stopped server's (damaged)
+    /// journal to a new data directory, rebuilding its indexes, and report
+    /// what could not be carried; DATA_DIR is only read. Exits 0 nothing
+    /// lost, 7 written with losses (listed), 1 nothing written.
+    Salvage {
+        /// The data directory of a stopped server.
+        #[arg(long, env = "SAGAD_DATA_DIR", default_value = "./sagad-data")]
+        data_dir: std::path::PathBuf,
+        /// The new data directory to write: must not exist, or be empty.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 pub async fn run(command: JournalCommand) -> anyhow::Result<()> {
     match command {
         JournalCommand::Check { data_dir } => check(&data_dir).await,
+        JournalCommand::Salvage { data_dir, out } => salvage::run(&data_dir, &out).await,
     }
 }
 
 async fn check(data_dir: &Path) -> anyhow::Result<()> {
-    let journal = open_read_only(data_dir, "journal check")?;
+    let journal = match open_read_only(data_dir, "journal check") {
+        Ok(journal) => journal,
+        Err(e) if is_damage(&e) => return check_by_salvage(data_dir, e).await,
+        Err(e) => return Err(e),
+    };
     let report = check::check(journal.store());
     let torn = journal.torn_tail().cloned();
     let copied = journal.copied_bytes();
+    let findings = journal.sled_findings().to_vec();
     journal.close().await?;
-    let report = report?;
+    let mut report = match report {
+        Err(e @ JournalError::Read(StoreError::Damaged(_))) => {
+            return check_by_salvage(data_dir, e.into()).await;
+        }
+        report => report?,
+    };
+    // Damage sled can read past (a message no page needs any more) is damage
+    // all the same: a start may refuse it, and the disk that did it may do
+    // more.
+    let whole = report.is_clean();
+    report.problems.extend(
+        findings
+            .iter()
+            .map(|f| format!("{f} (read past in a copy)")),
+    );
     outln!(
         "read only: sled's files ({}) copied to a temporary directory and removed again; {} left as it was",
-        size(copied),
+        crate::cli::output::size(copied),
         data_dir.display()
     );
     out!("{report}");
     if let Some(torn) = &torn {
         outln!("{}", describe_torn_tail(torn));
+    }
+    if whole && !findings.is_empty() {
+        outln!(
+            "every saga still reads: `sagad journal salvage --data-dir {} --out NEW_DIR` writes a journal without the damage, losing nothing",
+            data_dir.display()
+        );
     }
     if !report.is_clean() {
         bail!(
@@ -82,6 +130,42 @@ async fn check(data_dir: &Path) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Whether a failure to open or read is damage to the store's files.
+fn is_damage(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<JournalError>(),
+            Some(
+                JournalError::Open(StoreError::Damaged(_))
+                    | JournalError::Read(StoreError::Damaged(_))
+            )
+        )
+    })
+}
+
+/// The check of a store sled cannot serve whole: what a salvage reads of
+/// it, as findings. Always a failure: the journal is damaged.
+async fn check_by_salvage(data_dir: &Path, damage: anyhow::Error) -> anyhow::Result<()> {
+    let salvage = match salvage::read(data_dir, "journal check").await {
+        Ok(salvage) => salvage,
+        // What stopped the check says more than why the salvage failed too.
+        Err(_) => return Err(damage),
+    };
+    // The failure itself is one of the findings below.
+    drop(damage);
+    outln!("journal DAMAGED: sled cannot serve the whole store; what a salvage reads of it:");
+    out!("{}", salvage::describe(&salvage, data_dir));
+    let outcome = match salvage.is_lossless() {
+        true => "would carry everything",
+        false => "would not carry everything (listed above)",
+    };
+    bail!(
+        "journal in {} is damaged; `sagad journal salvage --data-dir {} --out NEW_DIR` {outcome}",
+        data_dir.display(),
+        data_dir.display()
+    )
 }
 
 /// Opens the journal of the stopped server's `data_dir` read-only for `verb`
@@ -118,13 +202,4 @@ fn describe_torn_tail(torn: &TornTail) -> String {
         torn.segment.display(),
         torn.at
     )
-}
-
-/// `bytes` in KiB or MiB, for people.
-fn size(bytes: u64) -> String {
-    const MIB: u64 = 1024 * 1024;
-    match bytes {
-        b if b < MIB => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{:.1} MiB", b as f64 / MIB as f64),
-    }
 }

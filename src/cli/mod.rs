@@ -2,17 +2,20 @@
 //! plus what they share.
 //!
 //! - `serve`: the coordinator itself, configured through `sagad::config`;
-//!   `definitions` reads the saga definitions it starts with from `--sagas`.
+//!   `definitions` reads the saga definitions it starts with from `--sagas`;
+//!   `serve_tls` holds its TLS flags.
 //! - `saga`, `catalog`, `tail`: the client verbs, over gRPC to a running server.
-//! - `connect`, `error`: reaching the server; failures and their exit codes.
+//! - `connect`, `client_tls`, `error`: reaching the server (over TLS for
+//!   `https://`); failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
 //! - `demo`: a coordinator and three participants in one process.
 //! - `auth`: `auth token`, making a bearer token and its tokens-file line.
-//! - `journal`, `export`: offline tools on a data directory (`journal check`,
-//!   `export`).
+//! - `journal`, `salvage`, `export`: offline tools on a data directory
+//!   (`journal check`, `journal salvage`, `export`).
 //! - `logging`: where `serve`'s logs and spans go (text or JSON, OTLP).
 //! - `signal`: SIGINT/SIGTERM: the first stops `serve` (and `demo --serve`)
-//!   gracefully, a second exits at once; SIGHUP reloads the tokens file.
+//!   gracefully, a second exits at once; SIGHUP re-reads the tokens file and
+//!   the TLS certificates.
 
 // The output macros come before the `mod` lines: macro_rules are in scope in
 // the modules declared after them, so every verb can use them unimported.
@@ -37,6 +40,7 @@ macro_rules! out {
 
 pub mod auth;
 pub mod catalog;
+pub mod client_tls;
 pub mod connect;
 pub mod definitions;
 pub mod demo;
@@ -48,6 +52,9 @@ pub mod logging;
 pub mod output;
 pub mod render;
 pub mod saga;
+pub mod salvage;
+pub mod scrub;
 pub mod serve;
+pub mod serve_tls;
 pub mod signal;
 pub mod tail;

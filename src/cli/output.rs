@@ -368,6 +368,15 @@ pub fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+/// `bytes` in KiB or MiB, for people.
+pub fn size(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    match bytes {
+        b if b < MIB => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / MIB as f64),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

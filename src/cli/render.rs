@@ -16,6 +16,7 @@ use crate::cli::output::{
     Palette, Table, Tone, action_name, between, clock, config_duration, date_time, grouped, offset,
     outcome_name, principal, saga_state_name, short_duration, step_state_name, tone_of, truncate,
 };
+use crate::cli::scrub::Scrub;
 
 /// Longest error shown in a table cell; `--json` has the full text.
 const ERROR_CELL_MAX: usize = 72;
@@ -24,8 +25,17 @@ const BYTES_PREVIEW_MAX: usize = 100;
 /// Width the step name is padded to in event lines.
 const STEP_COLUMN: usize = 16;
 
+/// A copy of `t` safe to print: every human view starts from one
+/// (`scrub.rs`), and adds its own colours after.
+fn scrubbed<T: Scrub + Clone>(t: &T) -> T {
+    let mut t = t.clone();
+    t.scrub();
+    t
+}
+
 /// The saga, its steps and its timeline.
 pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
+    let s = &scrubbed(s);
     let mut out = String::new();
     let state = saga_state_name(s.state);
     let _ = writeln!(
@@ -351,6 +361,7 @@ fn never_reached(step: &pb::Step) -> bool {
 /// One line for a live event: time, step, and what happened.
 pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
     use pb::saga_event::Event as E;
+    let e = &scrubbed(e);
     let time = palette.paint(Tone::Dim, &e.at.as_ref().map(clock).unwrap_or_default());
     let step = |name: &str| format!("{name:<STEP_COLUMN$}");
     let what = match &e.event {
@@ -474,6 +485,7 @@ pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
 
 /// The `list` table: one line per saga, with the step it is at and why.
 pub fn saga_table(sagas: &[pb::SagaSummary], palette: &Palette) -> String {
+    let sagas = &scrubbed(&sagas.to_vec());
     if sagas.is_empty() {
         return "no sagas\n".into();
     }
@@ -546,6 +558,7 @@ fn why(s: &pb::SagaSummary) -> String {
 
 /// The `participants list` table.
 pub fn participant_table(participants: &[pb::Participant], palette: &Palette) -> String {
+    let participants = &scrubbed(&participants.to_vec());
     if participants.is_empty() {
         return "no participants registered (see `sagad participants register --help`)\n".into();
     }
@@ -612,6 +625,7 @@ fn retry_summary(p: Option<&pb::RetryPolicy>) -> String {
 
 /// The `definitions list` table.
 pub fn definition_table(definitions: &[pb::SagaDefinition], palette: &Palette) -> String {
+    let definitions = &scrubbed(&definitions.to_vec());
     if definitions.is_empty() {
         return "no definitions loaded (start the server with --sagas DIR)\n".into();
     }

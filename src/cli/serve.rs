@@ -10,10 +10,11 @@ use http::Uri;
 
 use sagad::{
     config::{self, Config, ConfigError, LogFormat, Retention, Settings},
+    journal::postgres::NodeId,
     server,
 };
 
-use crate::cli::{definitions, logging};
+use crate::cli::{definitions, logging, serve_tls::ServeTlsArgs};
 
 /// `sagad serve`. Every flag can also be set in the `--config` file and by an
 /// environment variable; see the README's configuration table.
@@ -21,8 +22,10 @@ use crate::cli::{definitions, logging};
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
     /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook,
-    /// log_format, otlp_endpoint, retention, disk_reserve, auth_tokens,
-    /// insecure_no_auth).
+    /// log_format, otlp_endpoint, retention, disk_reserve, journal, node_id,
+    /// auth_tokens, insecure_no_auth, and the TLS keys: tls_cert, tls_key,
+    /// tls_client_ca, metrics_tls_cert, metrics_tls_key, participant_ca,
+    /// participant_cert, participant_key, [[participant_tls]]).
     #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
@@ -52,7 +55,7 @@ pub struct ServeArgs {
     /// port, printed at start). [env: SAGAD_METRICS_LISTEN] [default: off]
     #[arg(long, value_name = "HOST:PORT", value_parser = config::parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
-    /// POST a JSON notice to this http:// URL for every saga that becomes FAILED,
+    /// POST a JSON notice to this http(s):// URL for every saga that becomes FAILED,
     /// retried until acknowledged (at least once, across restarts).
     /// [env: SAGAD_ON_FAILED_WEBHOOK] [default: off]
     #[arg(long, value_name = "URL", value_parser = config::parse_webhook_url)]
@@ -85,12 +88,26 @@ pub struct ServeArgs {
     /// (logged as a warning at start). [env: SAGAD_INSECURE_NO_AUTH]
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Keep the journal in PostgreSQL, shared with other coordinators: a URL
+    /// (postgres://user@host:5432/db) or a connection string ('host=a,b
+    /// dbname=sagad target_session_attrs=read-write'). The tables are created
+    /// at the first start. Without it: sled in --data-dir (which still holds
+    /// the webhook's ledger and the archive). [env: SAGAD_JOURNAL] [default: sled]
+    #[arg(long, value_name = "URL")]
+    pub journal: Option<String>,
+    /// This coordinator's name among those sharing a PostgreSQL journal;
+    /// keep it across restarts (a restart rejoins as the same node and
+    /// recovers its sagas). [env: SAGAD_NODE_ID] [default: HOSTNAME/LISTEN]
+    #[arg(long, value_name = "NAME", value_parser = config::parse_node_id)]
+    pub node_id: Option<NodeId>,
+    #[command(flatten)]
+    pub tls: ServeTlsArgs,
 }
 
 impl ServeArgs {
     /// The flags as the top configuration layer.
-    fn settings(&self) -> Settings {
-        Settings {
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        Ok(Settings {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
             sagas: self.sagas.clone(),
@@ -106,7 +123,15 @@ impl ServeArgs {
             auth_tokens: self.auth_tokens.clone(),
             // Off is the default: the flag only turns it on.
             insecure_no_auth: self.insecure_no_auth.then_some(true),
-        }
+            // Parsed here, not by clap, which would echo a password.
+            journal: self
+                .journal
+                .as_deref()
+                .map(config::journal_flag)
+                .transpose()?,
+            node_id: self.node_id.clone(),
+            tls: self.tls.settings(),
+        })
     }
 }
 
@@ -114,7 +139,7 @@ impl ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The configuration comes first: it says how to log. Its errors are printed
     // by main, without a subscriber.
-    let config = Config::load(args.config.as_deref(), std::env::vars(), args.settings())?;
+    let config = Config::load(args.config.as_deref(), std::env::vars(), args.settings()?)?;
     let exposed = config.exposure().check().map_err(ConfigError::from)?;
     let logging = logging::init("info", config.log_format, config.otlp_endpoint.as_deref())?;
     if let Some(warning) = exposed {
@@ -136,19 +161,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     let names: Vec<_> = definitions.iter().map(|d| d.name.clone()).collect();
-    let server_config = config.server_config();
+    let server_config = config.server_config()?;
+    let metrics_scheme = if server_config.tls.metrics.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let tls_on = server_config.tls.api.is_some();
     let server = server::start(server_config, definitions).await?;
     let stop = crate::cli::signal::stop_signal(server.reload_hooks()).await;
     // One line on stdout that scripts and tests read to find the port.
     outln!("sagad listening on {}", server.local_addr());
     if let Some(addr) = server.metrics_addr() {
-        outln!("sagad metrics on http://{addr}/metrics");
+        outln!("sagad metrics on {metrics_scheme}://{addr}/metrics");
     }
     tracing::info!(
         addr = %server.local_addr(),
         data_dir = %config.data_dir.display(),
+        journal = %config.journal.as_ref().map_or("sled".to_string(), ToString::to_string),
+        node = %config.node(),
         definitions = ?names,
         metrics = ?server.metrics_addr(),
+        tls = tls_on,
         on_failed_webhook = ?config.on_failed_webhook.as_ref().map(ToString::to_string),
         retention = ?config.retention,
         auth_tokens = ?config.auth_tokens.as_ref().map(|p| p.display().to_string()),

@@ -6,8 +6,9 @@
 //! once (the journal is still consistent: only acknowledged work is promised).
 //! SIGHUP, whose default action would kill the server without a word (a
 //! closed terminal, an init system's "reload"), is caught: it reloads what
-//! the server's [`ReloadHooks`] hold (the tokens file; `sagad::reload`), each
-//! outcome logged. Settings and definitions are read only at start.
+//! the server's [`ReloadHooks`] hold (the tokens file, the TLS certificate
+//! files; `sagad::reload`), each outcome logged. Settings and definitions are
+//! read only at start; the log line says so when there is nothing to reload.
 
 use std::{future::Future, task::Poll};
 
@@ -81,7 +82,7 @@ fn reload_on_hangup(hooks: ReloadHooks) {
         while hangup.recv().await.is_some() {
             if hooks.is_empty() {
                 tracing::warn!(
-                    "SIGHUP: nothing to reload (no --auth-tokens); settings and definitions are read only at start: restart sagad to change them"
+                    "SIGHUP: nothing to reload: no --auth-tokens and no TLS certificates are configured, and settings and definitions are read only at start (restart sagad to change them)"
                 );
                 continue;
             }

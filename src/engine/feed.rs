@@ -20,8 +20,9 @@
 //!   in the journal when it gets there: one that falls further behind than the
 //!   retention period skips the sagas archived meanwhile.
 //! - **No cursor from elsewhere.** An `after` beyond the journal's last
-//!   durable offset was never handed out by it: refused with `OUT_OF_RANGE`,
-//!   never a wait that delivers nothing.
+//!   durable offset was never handed out by it: refused with `OUT_OF_RANGE`
+//!   (after [`CURSOR_PATIENCE`], the moment another node's commits take to
+//!   reach this one), never a wait that delivers nothing.
 //! - **Nothing unstable.** The journal only hands out events below its durable
 //!   horizon, so a crash cannot take back an event a subscriber has seen.
 //! - **Slow subscribers never slow sagas.** The writer only publishes a number
@@ -42,6 +43,10 @@ use crate::{
     saga::{Event, EventKind, Offset, SagaId, SagaStatus},
 };
 
+/// How long a subscription whose cursor is past this node's last durable
+/// offset waits for it before it is refused (`OUT_OF_RANGE`), unless the
+/// engine is told otherwise (`EngineConfig::cursor_patience`).
+pub const CURSOR_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Events read from the journal at a time.
 const FEED_PAGE: usize = 256;
 /// Events a feed stream buffers for a slow client.
@@ -248,7 +253,18 @@ impl Engine {
         // A cursor past the last durable offset was not handed out by this
         // journal (another data directory's, a typo): waiting for it to be
         // reached would deliver nothing for who knows how long.
-        let head = *self.journal().durable_offset().borrow();
+        let mut durable = self.journal().durable_offset();
+        if *durable.borrow() < query.after {
+            // Another node's commits reach this one's durable offset a
+            // moment later (PostgreSQL: a poll of the feed head), so a
+            // cursor a subscriber got from there is given that moment.
+            let _ = tokio::time::timeout(
+                self.inner.config.cursor_patience,
+                durable.wait_for(|head| *head >= query.after),
+            )
+            .await;
+        }
+        let head = *durable.borrow();
         if query.after > head {
             return Err(Error::OutOfRange(format!(
                 "after_offset {} is beyond the journal's last offset {head}: no event has it yet \
@@ -424,6 +440,33 @@ mod tests {
             .unwrap();
         let later = saga(&journal, "shop").await;
         assert_eq!(next_item(&mut next).await.event, later[0]);
+        engine.shutdown().await.unwrap();
+    }
+
+    /// A cursor just past the head that becomes durable within the
+    /// patience (another node's commit reaching this one) is served.
+    #[tokio::test]
+    async fn a_cursor_the_head_reaches_soon_is_served() {
+        let (engine, journal) = engine().await;
+        let done = saga(&journal, "shop").await;
+        let head = done.last().unwrap().offset;
+        let subscribing = tokio::spawn({
+            let engine = engine.clone();
+            async move {
+                engine
+                    .subscribe(FeedQuery {
+                        after: Offset(head.0 + 1),
+                        ..FeedQuery::default()
+                    })
+                    .await
+            }
+        });
+        let later = saga(&journal, "shop").await;
+        let mut stream = subscribing
+            .await
+            .unwrap()
+            .expect("served once the head reached it");
+        assert_eq!(next_item(&mut stream).await.event, later[1]);
         engine.shutdown().await.unwrap();
     }
 

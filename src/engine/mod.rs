@@ -54,7 +54,7 @@ mod watch;
 /// Which sagas [`Engine::list`] lists: the journal's query, which the engine
 /// passes on as it is (its `limit` capped, its page continued).
 pub use crate::journal::ListQuery;
-pub use feed::{FeedItem, FeedQuery};
+pub use feed::{CURSOR_PATIENCE, FeedItem, FeedQuery};
 pub use parking::PARK_AFTER;
 pub use start::{SagaSource, StartRequest, Started};
 pub use watch::WatchItem;
@@ -63,6 +63,11 @@ pub use watch::WatchItem;
 pub const INLINE_DEFINITION: &str = "inline";
 /// Longest accepted idempotency key, in bytes.
 pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 256;
+/// Longest accepted cancel reason, in bytes: it is journaled and shown.
+pub const REASON_MAX_LEN: usize = 1024;
+/// Most participants that can be registered: each name is a label value of
+/// the call metrics, and a registration loop must not explode their series.
+pub const PARTICIPANTS_MAX: usize = 1000;
 /// Commands that can queue for one runner.
 pub(crate) const RUNNER_COMMAND_CAPACITY: usize = 16;
 /// Sagas [`Engine::list_kept`] reads from the listing at a time.
@@ -87,6 +92,13 @@ pub struct EngineConfig {
     /// `server::start` sets it from whether `/metrics` is served: nothing
     /// else reads them.
     pub record_metrics: bool,
+    /// The coordinator's own gRPC listener, which no participant endpoint may
+    /// be (`participant::guard`); `server::start` sets it once bound.
+    pub own_address: Option<std::net::SocketAddr>,
+    /// How long a Subscribe cursor past the last durable offset may take to
+    /// be reached ([`CURSOR_PATIENCE`]; tests that send hostile cursors
+    /// by the thousand set less).
+    pub cursor_patience: Duration,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +109,8 @@ impl Default for EngineConfig {
             shutdown_grace: Duration::from_secs(10),
             park_after: PARK_AFTER,
             record_metrics: true,
+            own_address: None,
+            cursor_patience: feed::CURSOR_PATIENCE,
         }
     }
 }
@@ -319,6 +333,16 @@ impl Engine {
     /// elsewhere sends it the next sagas' payloads.
     pub async fn register_participant(&self, participant: Participant) -> Result<Participant> {
         self.check_writable()?;
+        if let Some(own) = self.inner.config.own_address {
+            for endpoint in [&participant.forward, &participant.compensate] {
+                if let Some(why) = crate::participant::guard::own_address(endpoint, own) {
+                    return Err(Error::InvalidArgument(format!(
+                        "participant '{}': {why}",
+                        participant.name
+                    )));
+                }
+            }
+        }
         // A policy that cannot resolve against the server defaults (an initial
         // interval above the default cap, say) would fail every later start.
         participant
@@ -328,6 +352,18 @@ impl Engine {
                 Error::InvalidArgument(format!("participant '{}': {e}", participant.name))
             })?;
         let _one_at_a_time = self.inner.registering.lock().await;
+        {
+            let registered = self
+                .inner
+                .participants
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            if registered.len() >= PARTICIPANTS_MAX && !registered.contains_key(&participant.name) {
+                return Err(Error::FailedPrecondition(format!(
+                    "{PARTICIPANTS_MAX} participants are registered, the most there can be (each is a metrics label); re-register one of them instead"
+                )));
+            }
+        }
         self.inner
             .journal
             .put_participant(participant.clone())
@@ -425,6 +461,12 @@ impl Engine {
     /// Cancels a running saga: it stops going forward (once any in-flight call
     /// returned) and compensates what it did. `by` is journaled with it.
     pub async fn cancel(&self, id: SagaId, reason: String, by: Principal) -> Result<SagaState> {
+        if reason.len() > REASON_MAX_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "reason is {} bytes; at most {REASON_MAX_LEN} are allowed",
+                reason.len()
+            )));
+        }
         loop {
             let asked = self
                 .ask(id, |reply| Command::Cancel {

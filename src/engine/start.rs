@@ -117,7 +117,8 @@ impl Engine {
                 let definition = self.inner.definitions.get(name).ok_or_else(|| {
                     let known: Vec<_> = self.inner.definitions.keys().map(String::as_str).collect();
                     Error::NotFound(format!(
-                        "definition '{name}' not found; known definitions: {}",
+                        "definition '{}' not found; known definitions: {}",
+                        crate::saga::text::quoted(name),
                         if known.is_empty() {
                             "none".to_string()
                         } else {

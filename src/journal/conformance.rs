@@ -14,10 +14,12 @@ use crate::{
 
 /// Instantiates the suite as `#[tokio::test]`s, given an expression that builds a
 /// fresh `(Arc<dyn Journal>, guard)`; the guard (a temp dir, say) lives as long as
-/// the test.
+/// the test. `journal_conformance!(async make())` takes a future of that pair
+/// instead, awaited inside each test's runtime (a journal in a database is
+/// opened with a connection, which belongs to the runtime that made it).
 #[macro_export]
 macro_rules! journal_conformance {
-    ($make:expr) => {
+    (@suite $make:block) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn conformance_append_read_and_offsets() {
             let (journal, _guard) = $make;
@@ -74,6 +76,12 @@ macro_rules! journal_conformance {
             let (journal, _guard) = $make;
             $crate::journal::conformance::close_refuses_later_writes(journal).await;
         }
+    };
+    (async $make:expr) => {
+        $crate::journal_conformance!(@suite { $make.await });
+    };
+    ($make:expr) => {
+        $crate::journal_conformance!(@suite { $make });
     };
 }
 

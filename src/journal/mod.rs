@@ -20,11 +20,23 @@
 //!                                in front of SledStore; MemoryStore
 //! ```
 //!
+//! Beside the three floors stands a sibling that needs none of them:
+//!
+//! ```text
+//!  engine ──▶ Journal
+//!                 ▲ implemented by
+//!  postgres/  PgJournal          the saga schema as tables in PostgreSQL: one
+//!                                writer task, one pipelined transaction per
+//!                                batch, nodes with epochs and leases
+//! ```
+//!
 //! | journal | assembled as | for |
 //! |---|---|---|
 //! | [`SledJournal`] | `KvJournal<WalStore<SledStore>>` | `sagad serve`: the embedded default |
+//! | [`PgJournal`] | its own (`postgres/mod.rs` is its map) | `sagad serve --journal postgres://…`: shared by several coordinators |
 //! | [`ReadOnlyJournal`] | `KvJournal<ReadOnlyLog<SledStore>>` | `journal check`, `export`: a stopped server's directory, read only |
 //! | [`MemoryJournal`] | `KvJournal<MemoryStore>` | tests |
+//! | [`Salvage`] | what a copy of sled still reads, the log over it, rebuilt (`salvage.rs`) | `journal salvage`: a new data directory from a damaged one |
 //!
 //! ## The write path (an append on the sled journal)
 //!
@@ -74,6 +86,26 @@
 //! 4. `KvJournal` runs over that as over any store; the writes an open may
 //!    make (the upgrade of an older journal's indexes) stay in memory.
 //!
+//! ## When sled's files are damaged (`sagad journal salvage`)
+//!
+//! After a clean stop the log holds nothing sled lacks: sled's files are the
+//! only copy. sled 0.34 meets a flipped byte with `Read corrupted data at
+//! file offset None` (or a panic), and its recovery zeroes the rest of the
+//! segment before refusing it. So:
+//!
+//! 1. Before sled opens, `store/sled/damage.rs` reads what sled's recovery
+//!    reads, as sled writes it; damage sled would refuse is refused first,
+//!    named ([`StoreError::Damaged`]: file, byte, whether the log can rebuild
+//!    the store), and nothing is written. Every call into sled is guarded
+//!    against its panics.
+//! 2. A copy (`SledStore::open_copy`, for the offline tools) steps around the
+//!    damage so sled opens it; `store/salvage.rs` reads every key it still
+//!    serves, past what it does not; `store/wal/salvage.rs` lays the log's
+//!    batches over them.
+//! 3. `kv/salvage/` keeps each saga whose history reads whole, with its
+//!    offsets, rebuilds every index from the events, and names the rest;
+//!    `salvage.rs` writes that as a new data directory and checks it.
+//!
 //! ## Why two logs
 //!
 //! sled keeps a log of its own, and still a write-ahead log sits in front of
@@ -121,10 +153,13 @@
 //! - **Failure stops writes.** After a write or flush fails, the journal refuses
 //!   every write until a sync succeeds again (it probes the disk meanwhile): nothing
 //!   may go on in a state that is not known to be on disk. An append that failed
-//!   may still become durable by a later sync; its offsets are never reused.
+//!   may still become durable by a later sync; its offsets are never given to
+//!   another event (PostgreSQL hands a rolled-back batch's offsets out again:
+//!   no event of it can ever appear).
 //!
-//! Every implementation runs the suite in `conformance.rs`; every store under
-//! `KvJournal` runs the one in `store/conformance.rs`.
+//! Every implementation runs the suite in `conformance.rs` (the PostgreSQL
+//! journal against a throwaway server, `postgres/throwaway.rs`); every store
+//! under `KvJournal` runs the one in `store/conformance.rs`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -137,11 +172,16 @@ use crate::saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp};
 pub mod conformance;
 pub mod kv;
 pub mod memory;
+pub mod postgres;
+mod request;
+pub mod salvage;
 pub mod sled;
 pub mod store;
 
 pub use kv::{KvJournal, check};
 pub use memory::MemoryJournal;
+pub use postgres::{PgError, PgJournal};
+pub use salvage::Salvage;
 pub use sled::{ReadOnlyJournal, SledJournal};
 pub use store::StoreError;
 
@@ -183,6 +223,10 @@ pub enum JournalError {
         "closing the journal failed ({0}); nothing acknowledged is lost: the next start replays the log"
     )]
     Close(#[source] Arc<StoreError>),
+    /// The PostgreSQL journal failed: [`PgError`] says how, and
+    /// `crate::error` what that means for a caller.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
     /// The writer thread could not be started.
     #[error("cannot start the journal writer: {0}")]
     Start(#[source] std::io::Error),

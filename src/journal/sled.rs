@@ -22,8 +22,8 @@ use super::{
     Journal, JournalError,
     kv::{KvJournal, compaction},
     store::{
-        SledStore, StoreError, WalOptions, WalStore,
-        wal::{ReadOnlyLog, TornTail},
+        CopyReport, SledFinding, SledStore, StoreError, WalOptions, WalStore,
+        wal::{self, ReadOnlyLog, TornTail},
     },
 };
 
@@ -40,16 +40,35 @@ impl SledJournal {
     /// checkpoint always bundles runs, and an unfinished-index entry put and
     /// removed between two checkpoints never reaches the store
     /// (`compaction.rs`).
+    ///
+    /// A damaged store is refused with [`StoreError::Damaged`], which names
+    /// the file and says whether the log can rebuild it.
     pub fn open_with(dir: &Path, options: WalOptions) -> Result<Self, JournalError> {
-        let store = SledStore::open(dir).map_err(JournalError::Open)?;
+        let store = SledStore::open(dir).map_err(|e| {
+            // Worked out only when the store is damaged: it reads the whole log.
+            JournalError::Open(e.with_rebuild(|| wal::rebuild(&dir.join("wal"))))
+        })?;
+        Self::over(dir, store, options)
+    }
+
+    /// The journal of `dir` over its sled store, already open (and so its
+    /// directory locked): what [`SledJournal::open_with`] does once sled is
+    /// open, for a caller that wrote to the store first (a salvage).
+    pub fn over(dir: &Path, store: SledStore, options: WalOptions) -> Result<Self, JournalError> {
+        let log = dir.join("wal");
+        let rebuild = |e: StoreError| e.with_rebuild(|| wal::rebuild(&log));
         let options = WalOptions {
             compact: compaction::bundle_runs,
             put_only_over_absent: compaction::unfinished_entry,
             ..options
         };
-        let store =
-            WalStore::open_with(&dir.join("wal"), store, options).map_err(JournalError::Open)?;
-        KvJournal::new(store)
+        let store = WalStore::open_with(&log, store, options)
+            .map_err(|e| JournalError::Open(rebuild(e)))?;
+        KvJournal::new(store).map_err(|e| match e {
+            JournalError::Open(e) => JournalError::Open(rebuild(e)),
+            JournalError::Read(e) => JournalError::Read(rebuild(e)),
+            other => other,
+        })
     }
 
     /// Opens the journal of a stopped server's directory `dir` to read it,
@@ -60,29 +79,39 @@ impl SledJournal {
     /// verified in place, and what sled lacks is laid over it in memory. The
     /// directory's lock is held, shared, until the log is read, so a server
     /// starting meanwhile is refused rather than change the files half-way.
+    ///
+    /// Damage found in sled's files is stepped around in the copy, so that
+    /// what is still readable reads, and reported
+    /// ([`ReadOnlyJournal::sled_findings`]); a read that reaches what cannot
+    /// be read fails with [`StoreError::Damaged`].
     pub fn open_read_only(dir: &Path) -> Result<ReadOnlyJournal, JournalError> {
         let lock = SledStore::read_lock(dir)?;
-        let scratch = tempfile::Builder::new()
-            .prefix("sagad-read-only-")
-            .tempdir()
-            .map_err(|e| {
-                StoreError::io(
-                    format!(
-                        "creating a temporary directory in {}",
-                        std::env::temp_dir().display()
-                    ),
-                    e,
-                )
-            })?;
-        let (sled, copied_bytes) = SledStore::open_copy(dir, scratch.path())?;
+        let scratch = scratch_dir("sagad-read-only-")?;
+        let (sled, copied) = SledStore::open_copy(dir, scratch.path())?;
         let log = ReadOnlyLog::open(&dir.join("wal"), sled)?;
         drop(lock);
         Ok(ReadOnlyJournal {
             journal: KvJournal::new(log)?,
-            copied_bytes,
+            copied,
             scratch,
         })
     }
+}
+
+/// A temporary directory for a copy of sled's files, under `TMPDIR`.
+pub(super) fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, StoreError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| {
+            StoreError::io(
+                format!(
+                    "creating a temporary directory in {}",
+                    std::env::temp_dir().display()
+                ),
+                e,
+            )
+        })
 }
 
 /// A stopped server's journal opened by [`SledJournal::open_read_only`]: it
@@ -98,8 +127,8 @@ impl SledJournal {
 pub struct ReadOnlyJournal {
     // Declared before `scratch`: sled closes before its files are removed.
     journal: KvJournal<ReadOnlyLog<SledStore>>,
-    /// Bytes of sled's files copied to `scratch`.
-    copied_bytes: u64,
+    /// What was copied to `scratch`, and found damaged.
+    copied: CopyReport,
     /// The temporary directory holding the copy of sled's files.
     scratch: tempfile::TempDir,
 }
@@ -123,7 +152,13 @@ impl ReadOnlyJournal {
 
     /// How many bytes of sled's files were copied to the temporary directory.
     pub fn copied_bytes(&self) -> u64 {
-        self.copied_bytes
+        self.copied.bytes
+    }
+
+    /// What was found damaged in sled's files (and stepped around in the
+    /// copy): each a finding of `journal check`.
+    pub fn sled_findings(&self) -> &[SledFinding] {
+        &self.copied.findings
     }
 
     /// Stops the journal and removes the copy of sled's files.

@@ -1,6 +1,8 @@
 //! The metrics endpoint: `GET /metrics` in the Prometheus text format, over
-//! plain HTTP/1 (axum), on its own listener (`--metrics-listen`), apart from the
-//! gRPC port so a scraper needs no gRPC and the API port no HTTP routes.
+//! HTTP/1 (axum), on its own listener (`--metrics-listen`), apart from the
+//! gRPC port so a scraper needs no gRPC and the API port no HTTP routes. Over
+//! TLS when configured: the server hands [`serve`] a `crate::tls::TlsIncoming`
+//! instead of the bare TCP listener.
 //!
 //! Guarantees:
 //! - The listener is bound by [`bind`] before the coordinator reports ready, so
@@ -10,7 +12,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use axum::{Router, http::header, routing::get};
+use axum::{Router, http::header, routing::get, serve::Listener};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -30,12 +32,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     })
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    render: Render,
-    shutdown: CancellationToken,
-) -> Result<()> {
+/// Serves `GET /metrics` on `listener` (TCP, or TLS over TCP) until
+/// `shutdown` is cancelled.
+pub async fn serve<L>(listener: L, render: Render, shutdown: CancellationToken) -> Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     let router = Router::new().route(
         "/metrics",
         get(move || {

@@ -7,8 +7,14 @@
 //! less CPU per W1 saga (`BENCHMARKS.md`, session 5).
 //!
 //! Guarantees:
-//! - One connection per origin (`http://host:port`), made on first use, Nagle
-//!   off, shared by every call to that origin (HTTP/2 multiplexes them).
+//! - One connection per origin (`http://host:port` or `https://host:port`),
+//!   made on first use, Nagle off, shared by every call to that origin
+//!   (HTTP/2 multiplexes them).
+//! - An `https://` origin is reached over TLS, with the configuration
+//!   `crate::tls::ClientTls` gives that origin when the connection is made:
+//!   the participant's certificate is verified (a CA bundle or the system's
+//!   roots) and a client certificate presented if one is configured. A
+//!   certificate reload applies to the next connection.
 //! - A connection that closed (the participant restarted, the peer reset it, a
 //!   keep-alive ping went unanswered) is replaced by the next call.
 //! - At most one connection attempt per origin at a time. The callers that
@@ -41,8 +47,14 @@ use hyper::{
     },
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+use tokio_rustls::{TlsConnector, rustls::pki_types::ServerName};
 use tonic::{Status, body::Body, codegen::Service};
+
+use crate::tls::ClientTls;
 
 /// How long connecting to a participant may take before the attempt counts as failed.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,9 +70,19 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Connections {
     /// A std mutex: held only to look up or insert.
     origins: Mutex<HashMap<String, Arc<Origin>>>,
+    /// How `https://` origins are reached.
+    tls: ClientTls,
 }
 
 impl Connections {
+    /// Connections that reach `https://` origins with `tls`.
+    pub fn new(tls: ClientTls) -> Self {
+        Self {
+            origins: Mutex::default(),
+            tls,
+        }
+    }
+
     /// A sender on a live connection to `origin`, connecting if there is none.
     /// The error says why no connection could be made.
     pub async fn sender(&self, origin: &str) -> Result<Sender, String> {
@@ -68,7 +90,7 @@ impl Connections {
         let origin = match known {
             Some(o) => o,
             None => {
-                let made = Arc::new(Origin::new(origin)?);
+                let made = Arc::new(Origin::new(origin, &self.tls)?);
                 lock(&self.origins)
                     .entry(origin.to_string())
                     .or_insert(made)
@@ -81,9 +103,11 @@ impl Connections {
 
 /// One origin's connection, and the turn to make a new one.
 struct Origin {
-    /// `http://host:port` (port made explicit): what is dialled, and what
-    /// tonic puts in front of each method path.
+    /// `http://host:port` or `https://host:port` (port made explicit): what
+    /// is dialled, and what tonic puts in front of each method path.
     uri: Uri,
+    /// For an `https://` origin: how to make its TLS connection.
+    secure: Option<Secure>,
     state: Mutex<Live>,
     /// Held while connecting, so that one caller connects and the others wait.
     connecting: tokio::sync::Mutex<()>,
@@ -99,22 +123,45 @@ struct Live {
     last_error: Option<String>,
 }
 
+/// What a TLS connection to one origin needs.
+struct Secure {
+    /// Gives the configuration current when a connection is made.
+    tls: ClientTls,
+    /// `https://host:port`, the key of its configuration.
+    key: String,
+    /// The name the participant's certificate must carry: its host.
+    server_name: ServerName<'static>,
+}
+
 impl Origin {
-    fn new(origin: &str) -> Result<Self, String> {
-        let uri: Uri = origin
-            .parse()
-            .map_err(|e| format!("malformed origin {origin:?}: {e}"))?;
+    fn new(origin: &str, tls: &ClientTls) -> Result<Self, String> {
+        let malformed = |e: &dyn std::fmt::Display| format!("malformed origin {origin:?}: {e}");
+        let uri: Uri = origin.parse().map_err(|e| malformed(&e))?;
         let authority = uri
             .authority()
             .ok_or_else(|| format!("origin {origin:?} has no host"))?;
-        // An origin without a port is http's default one.
-        let dial = match authority.port_u16() {
-            Some(_) => authority.to_string(),
-            None => format!("{}:80", authority.host()),
+        let https = uri.scheme_str() == Some("https");
+        let (scheme, default_port) = if https { ("https", 443) } else { ("http", 80) };
+        // An origin without a port is its scheme's default one.
+        let port = authority.port_u16().unwrap_or(default_port);
+        let host = authority.host().to_ascii_lowercase();
+        let uri = Uri::from_maybe_shared(format!("{scheme}://{host}:{port}"))
+            .map_err(|e| malformed(&e))?;
+        let secure = if https {
+            // An IPv6 host is bracketed in a URL, not in a certificate.
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let server_name = ServerName::try_from(bare.to_string()).map_err(|e| malformed(&e))?;
+            Some(Secure {
+                tls: tls.clone(),
+                key: uri.to_string().trim_end_matches('/').to_string(),
+                server_name,
+            })
+        } else {
+            None
         };
         Ok(Self {
-            uri: Uri::from_maybe_shared(format!("http://{dial}"))
-                .map_err(|e| format!("malformed origin {origin:?}: {e}"))?,
+            uri,
+            secure,
             state: Mutex::new(Live::default()),
             connecting: tokio::sync::Mutex::new(()),
         })
@@ -165,22 +212,18 @@ impl Origin {
         let dial = self.uri.authority().map_or("", |a| a.as_str());
         let stream = TcpStream::connect(dial).await.map_err(|e| e.to_string())?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (sender, connection) = Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .handshake(TokioIo::new(stream))
+        let Some(secure) = &self.secure else {
+            return http2(stream).await;
+        };
+        let config = secure
+            .tls
+            .config_for(&secure.key)
+            .map_err(|e| e.to_string())?;
+        let stream = TlsConnector::from(config)
+            .connect(secure.server_name.clone(), stream)
             .await
-            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
-        // The connection task ends when the connection does; its error, if
-        // any, reaches the calls that were on it, and `is_closed` tells the
-        // next caller to connect again.
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "participant connection ended");
-            }
-        });
-        Ok(sender)
+            .map_err(|e| format!("TLS handshake with {}: {e}", secure.key))?;
+        http2(stream).await
     }
 
     fn wrap(&self, inner: SendRequest<Body>) -> Sender {
@@ -190,6 +233,29 @@ impl Origin {
             unsent: Unsent::default(),
         }
     }
+}
+
+/// Starts HTTP/2 on `io`, and its connection task.
+async fn http2<T>(io: T) -> Result<SendRequest<Body>, String>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+    // The connection task ends when the connection does; its error, if
+    // any, reaches the calls that were on it, and `is_closed` tells the
+    // next caller to connect again.
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "participant connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 /// Sends requests on one connection; what tonic's `Grpc` client calls through.
@@ -202,7 +268,7 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// `http://host:port`, for tonic to put in front of the method path.
+    /// `http(s)://host:port`, for tonic to put in front of the method path.
     pub fn origin_uri(&self) -> Uri {
         self.uri.clone()
     }

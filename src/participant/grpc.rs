@@ -1,9 +1,9 @@
 //! Calls any gRPC method URL with `StepRequest` → `StepResponse`.
 //!
 //! Guarantees:
-//! - One HTTP/2 connection per participant origin (`http://host:port`), made on
-//!   first use, shared by every later call, replaced when it closes
-//!   (`connections.rs`).
+//! - One HTTP/2 connection per participant origin (`http://host:port`, or
+//!   `https://host:port` over TLS), made on first use, shared by every later
+//!   call, replaced when it closes (`connections.rs`).
 //! - Every call carries the step timeout as its gRPC deadline and is also cut off
 //!   locally at that timeout, so a participant that never answers cannot hold a
 //!   saga longer than its timeout.
@@ -11,7 +11,8 @@
 //!   metadata, so the participant's traces join the saga's.
 //! - A failure is `NotDelivered` only when the request certainly never left,
 //!   and `Transient` (effect unknown) otherwise:
-//!   - no connection: the TCP connect or the HTTP/2 handshake failed, or
+//!   - no connection: the TCP connect, the TLS handshake (a certificate the
+//!     coordinator does not trust, say) or the HTTP/2 handshake failed, or
 //!     neither finished within the step's timeout. A request is only ever
 //!     given to a connection that exists, so nothing of it was sent;
 //!   - the connection was closed before the call was handed to it (tonic's
@@ -35,6 +36,7 @@ use super::{CallRequest, Participants, classify, connections::Connections};
 use crate::{
     proto::v1::{Action as ProtoAction, StepRequest, StepResponse},
     saga::{Action, CallOutcome},
+    tls::ClientTls,
     trace,
 };
 
@@ -46,10 +48,16 @@ pub struct GrpcParticipants {
 }
 
 impl GrpcParticipants {
-    /// A caller that accepts answers up to `max_message_bytes`.
+    /// A caller that accepts answers up to `max_message_bytes`, and reaches
+    /// `https://` participants with the system's roots.
     pub fn new(max_message_bytes: usize) -> Self {
+        Self::with_tls(max_message_bytes, ClientTls::default())
+    }
+
+    /// As [`GrpcParticipants::new`], reaching `https://` participants with `tls`.
+    pub fn with_tls(max_message_bytes: usize, tls: ClientTls) -> Self {
         Self {
-            connections: Connections::default(),
+            connections: Connections::new(tls),
             max_message_bytes,
         }
     }

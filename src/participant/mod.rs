@@ -18,6 +18,7 @@ mod connections;
 #[cfg(test)]
 mod fuzz;
 pub mod grpc;
+pub mod guard;
 
 pub use grpc::GrpcParticipants;
 

@@ -21,6 +21,7 @@ use super::{
     event::{EventKind, Failure},
     id::{Action, Timestamp},
     state::{AttemptResult, SagaState, SagaStatus},
+    text::{ERROR_TEXT_MAX_BYTES, clipped},
 };
 
 /// Longest delay a participant's `retry_after` hint can impose.
@@ -238,7 +239,7 @@ pub fn attempt_finished(
             action,
             attempt,
             failure: Failure::Rejected,
-            error: reason,
+            error: clipped(reason, ERROR_TEXT_MAX_BYTES),
             retry_at: None,
         },
         CallOutcome::Transient {
@@ -249,7 +250,7 @@ pub fn attempt_finished(
             action,
             attempt,
             failure: Failure::Transient,
-            error: reason,
+            error: clipped(reason, ERROR_TEXT_MAX_BYTES),
             retry_at: retry_at(state, step, action, retry_after, now, sample),
         },
         CallOutcome::NotDelivered { reason } => EventKind::AttemptFailed {
@@ -257,7 +258,7 @@ pub fn attempt_finished(
             action,
             attempt,
             failure: Failure::NotDelivered,
-            error: reason,
+            error: clipped(reason, ERROR_TEXT_MAX_BYTES),
             retry_at: retry_at(state, step, action, None, now, sample),
         },
     }
@@ -795,6 +796,34 @@ mod tests {
             Some("cancelled: customer changed their mind")
         );
         assert_eq!(run.step_states(), vec![Cd, Sk, Sk]);
+    }
+
+    #[test]
+    fn a_participant_error_text_is_kept_clipped() {
+        let mut run = Run::new(1);
+        run.record(EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+        });
+        let long = CallOutcome::Rejected {
+            reason: "no".repeat(500_000),
+        };
+        match attempt_finished(&run.state, 0, Action::Forward, 1, long, run.now, 0.5) {
+            EventKind::AttemptFailed { error, .. } => {
+                assert!(
+                    error.len() < ERROR_TEXT_MAX_BYTES + 64,
+                    "{} bytes kept",
+                    error.len()
+                );
+                assert!(
+                    error.ends_with("more bytes cut)"),
+                    "{}",
+                    &error[error.len() - 40..]
+                );
+            }
+            other => panic!("expected AttemptFailed, got {other:?}"),
+        }
     }
 
     #[test]

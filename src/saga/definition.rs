@@ -29,6 +29,10 @@ use super::{
 
 /// Longest accepted name of a participant, definition or step.
 pub const NAME_MAX_LEN: usize = 128;
+/// Longest accepted endpoint URL, in bytes.
+pub const ENDPOINT_MAX_LEN: usize = 2048;
+/// The gRPC service of the coordinator itself, which no endpoint may name.
+pub const COORDINATOR_SERVICE: &str = "sagad.v1.Coordinator";
 /// Longest accepted step timeout: a call that may take longer than a day is not
 /// a step, and gRPC deadlines cannot express absurd ones.
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
@@ -94,13 +98,14 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), DefinitionErr
     if name.len() > NAME_MAX_LEN || !name.chars().all(ok_char) {
         return Err(DefinitionError::InvalidName {
             what,
-            name: name.to_string(),
+            name: super::text::quoted(name),
         });
     }
     Ok(())
 }
 
-/// A gRPC method URL: `http://host:port/package.Service/Method`.
+/// A gRPC method URL: `http://host:port/package.Service/Method`, or
+/// `https://…` for a participant reached over TLS (`crate::tls`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "StoredEndpoint", try_from = "StoredEndpoint")]
 pub struct Endpoint {
@@ -152,17 +157,18 @@ impl Endpoint {
     pub fn parse(what: &'static str, url: &str) -> Result<Self, DefinitionError> {
         let err = |why| DefinitionError::Endpoint {
             what,
-            url: url.to_string(),
+            url: super::text::quoted(url),
             why,
         };
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            return Err(err(
-                "https is not supported by this build (no TLS); use http://",
-            ));
+        if url.len() > ENDPOINT_MAX_LEN {
+            return Err(err("it is longer than the 2048 bytes an endpoint may have"));
+        }
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            ("http://", rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            ("https://", rest)
         } else {
-            return Err(err("it must start with http://"));
+            return Err(err("it must start with http:// or https://"));
         };
         let slash = rest
             .find('/')
@@ -191,11 +197,18 @@ impl Endpoint {
             (Some(s), Some(m), None) if valid(s) && valid(m) => {}
             _ => return Err(err("its path must be exactly /package.Service/Method")),
         }
+        if service == Some(COORDINATOR_SERVICE) {
+            // A step calling the coordinator could cancel its own saga, or
+            // register participants with the coordinator's own rights.
+            return Err(err(
+                "it is sagad's own Coordinator service, which no step may call",
+            ));
+        }
         let parsed_path =
             http::uri::PathAndQuery::from_str(path).map_err(|_| err("its path is malformed"))?;
         Ok(Self {
             url: url.into(),
-            origin_len: "http://".len() + authority.len(),
+            origin_len: scheme.len() + authority.len(),
             path: parsed_path,
         })
     }
@@ -205,9 +218,30 @@ impl Endpoint {
         &self.url
     }
 
-    /// `http://host:port`: what a channel connects to (one channel per origin).
+    /// `http(s)://host:port`: what a channel connects to (one channel per origin).
     pub fn origin(&self) -> &str {
         &self.url[..self.origin_len]
+    }
+
+    /// The host (without brackets for IPv6) and port the endpoint names; the
+    /// port is the scheme's default when the URL gives none.
+    pub fn host_port(&self) -> (String, u16) {
+        let origin = self.origin();
+        let authority = &origin[origin.find("://").map_or(0, |i| i + 3)..];
+        // Checked by `parse`: an endpoint's authority always parses.
+        let Ok(authority) = http::uri::Authority::from_str(authority) else {
+            return (authority.to_string(), 0);
+        };
+        let default = if self.url.starts_with("https://") {
+            443
+        } else {
+            80
+        };
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        (host.to_string(), authority.port_u16().unwrap_or(default))
     }
 
     /// `/package.Service/Method`: the gRPC path of the call.
@@ -564,6 +598,9 @@ mod tests {
                 .origin(),
             "http://[::1]:7"
         );
+        let tls = Endpoint::parse("x", "https://pay.example:8443/a.B/C").unwrap();
+        assert_eq!(tls.origin(), "https://pay.example:8443");
+        assert_eq!(tls.path(), "/a.B/C");
     }
 
     #[test]
@@ -571,9 +608,10 @@ mod tests {
         for (url, why) in [
             (
                 "127.0.0.1:7002/shop.Payments/Charge",
-                "must start with http://",
+                "must start with http:// or https://",
             ),
-            ("https://h:1/a.B/C", "https is not supported"),
+            ("ftp://h:1/a.B/C", "must start with http:// or https://"),
+            ("https://h:1", "no /Service/Method"),
             ("http://h:1", "no /Service/Method"),
             ("http://h:1/a.B", "exactly /package.Service/Method"),
             ("http://h:1/a.B/C/D", "exactly /package.Service/Method"),

@@ -53,7 +53,7 @@ impl FromStr for SagaId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Uuid::parse_str(s)
             .map(Self)
-            .map_err(|_| InvalidSagaId(s.to_string()))
+            .map_err(|_| InvalidSagaId(super::text::quoted(s)))
     }
 }
 

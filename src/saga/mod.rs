@@ -22,6 +22,7 @@ pub mod principal;
 pub mod refresh;
 pub mod retry;
 pub mod state;
+pub mod text;
 pub mod trace;
 
 pub use decide::{CallOutcome, Decision, attempt_finished, decide, recover};

@@ -41,7 +41,7 @@ pub struct Ledger {
 impl Ledger {
     /// Opens (or creates) the ledger in `dir` and reads every key in it.
     pub fn open(dir: &Path) -> std::io::Result<Ledger> {
-        fs::create_dir_all(dir)?;
+        crate::private::dir(dir)?;
         let path = dir.join(LEDGER_FILE);
         let text = match fs::read(&path) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -49,7 +49,10 @@ impl Ledger {
             Err(e) => return Err(e),
         };
         let acked = text.lines().filter_map(parse_line).collect();
-        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = crate::private::file()
+            .create(true)
+            .append(true)
+            .open(&path)?;
         if !text.is_empty() && !text.ends_with('\n') {
             // A torn last line: end it, so the next key starts on a line of its own.
             file.write_all(b"\n")?;
@@ -95,7 +98,7 @@ impl Ledger {
             .collect();
         let tmp = self.path.with_extension("tmp");
         {
-            let mut file = File::create(&tmp)?;
+            let mut file = crate::private::create(&tmp)?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
         }

@@ -41,9 +41,9 @@
 //! neither finished nor running sagas) and reads each one's history; it runs in
 //! the background and does not delay readiness.
 //!
-//! Only `http://` is supported: sagad carries no TLS client, and an `https://`
-//! URL is refused at start-up (`config.rs`); point it at a local relay to reach
-//! an HTTPS receiver.
+//! An `https://` URL is posted to over TLS, verified against the system's
+//! roots and the CAs of `--participant-ca` (`crate::tls::ClientTls::webhook_config`),
+//! read once at start; no client certificate is presented.
 
 use std::{
     collections::HashSet,
@@ -55,6 +55,7 @@ use backoff::{ExponentialBackoff, ExponentialBackoffBuilder, backoff::Backoff};
 use http::{Uri, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -67,6 +68,7 @@ use crate::{
     journal::{Journal, ListQuery},
     metrics::Metrics,
     saga::{SagaId, SagaState, SagaStatus},
+    tls::ClientTls,
 };
 
 mod ledger;
@@ -118,7 +120,7 @@ pub struct Notifier {
 
 struct Inner {
     url: Uri,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// A std mutex: held only for in-memory checks or inside `spawn_blocking`.
     ledger: Mutex<ledger::Ledger>,
     /// Notices queued or being posted, so a scan and a runner never post one twice
@@ -131,14 +133,27 @@ struct Inner {
 }
 
 impl Notifier {
-    /// A notifier posting to `url`, keeping its ledger in `data_dir`. Delivery
-    /// stops when `shutdown` is cancelled; [`Notifier::stopped`] waits for it.
+    /// A notifier posting to `url` (an `https://` one with `tls`'s
+    /// webhook roots), keeping its ledger in `data_dir`. Delivery stops when
+    /// `shutdown` is cancelled; [`Notifier::stopped`] waits for it.
     pub async fn open(
         url: Uri,
+        tls: &ClientTls,
         data_dir: &std::path::Path,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Result<Notifier> {
+        let connector = match url.scheme_str() {
+            Some("https") => HttpsConnectorBuilder::new()
+                .with_tls_config(tls.webhook_config(&url.to_string())?)
+                .https_only(),
+            // hyper-rustls wants a configuration even for a connector that
+            // never makes a TLS connection.
+            _ => HttpsConnectorBuilder::new()
+                .with_tls_config(ClientTls::refusing_config())
+                .https_or_http(),
+        };
+        let connector = connector.enable_http1().build();
         let dir = data_dir.to_path_buf();
         let ledger = tokio::task::spawn_blocking(move || ledger::Ledger::open(&dir))
             .await
@@ -150,7 +165,7 @@ impl Notifier {
                 ),
                 source,
             })?;
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Notifier {
             inner: Arc::new(Inner {
                 url,
@@ -363,22 +378,17 @@ impl Notifier {
     }
 }
 
-/// Checks a webhook URL: `http://host[:port][/path]`. `https://` is refused with
-/// the reason (no TLS client), as is any other scheme or a missing host.
+/// Checks a webhook URL: `http(s)://host[:port][/path]`. Any other scheme or
+/// a missing host is refused with the reason.
 pub fn parse_url(text: &str) -> Result<Uri, String> {
     let uri: Uri = text
         .parse()
         .map_err(|e| format!("'{text}' is not a URL ({e}); expected http://host:port/path"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "'{text}': https:// is not supported (sagad has no TLS client); use an http:// URL, e.g. a local relay"
-            ));
-        }
+        Some("http" | "https") => {}
         _ => {
             return Err(format!(
-                "'{text}' is not an http:// URL; expected http://host:port/path"
+                "'{text}' is not an http:// or https:// URL; expected http://host:port/path"
             ));
         }
     }
@@ -429,10 +439,12 @@ mod tests {
             "/hooks/sagad"
         );
         assert!(parse_url("http://alerts.internal").is_ok());
-        let https = parse_url("https://x.example/h").unwrap_err();
-        assert!(https.contains("https:// is not supported"), "{https}");
+        assert_eq!(
+            parse_url("https://x.example/h").unwrap().scheme_str(),
+            Some("https")
+        );
         let ftp = parse_url("ftp://x").unwrap_err();
-        assert!(ftp.contains("not an http:// URL"), "{ftp}");
+        assert!(ftp.contains("not an http:// or https:// URL"), "{ftp}");
         assert!(parse_url("nonsense").is_err());
         assert!(parse_url("http:///path").is_err());
     }

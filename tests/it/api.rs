@@ -225,7 +225,11 @@ async fn register_participant_refuses_bad_input_and_changes_nothing() {
         ),
         bad_forward("localhost:7000/x", "must start with http://"),
         bad_forward("http://h:1/onlyservice", "/package.Service/Method"),
-        bad_forward("https://127.0.0.1:7002/shop.Payments/Charge", "https"),
+        bad_forward(
+            "ftp://127.0.0.1:7002/shop.Payments/Charge",
+            "http:// or https://",
+        ),
+        bad_forward("https://127.0.0.1:7002", "/Service/Method"),
         bad_forward("", "must start with http://"),
         Refusal::new(
             "malformed compensate_endpoint",
@@ -980,4 +984,240 @@ async fn inline_steps_run_as_an_inline_saga() {
         .summaries;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, saga.id);
+}
+
+/// Hostile sizes: every value is bounded, each refusal names its cap, and
+/// quotes no more of the value than a few dozen characters, so the answer
+/// itself stays small (a whole 100 KB name in a status message was a
+/// transport error instead of the refusal).
+#[tokio::test]
+async fn hostile_sizes_get_short_refusals_naming_the_cap() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let shop = register_ok(&mut client, "solo").await;
+    let huge = "x".repeat(100_000);
+    let huge_url = format!("http://127.0.0.1:1/{huge}.S/M");
+    let running = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![step("a", "solo")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap();
+    let refused = [
+        (
+            "a 100 KB name",
+            client
+                .register_participant(participant_request(
+                    &huge,
+                    "http://h:1/a.B/C",
+                    "http://h:1/a.B/D",
+                ))
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "at most 128",
+        ),
+        (
+            "a 100 KB endpoint",
+            client
+                .register_participant(participant_request("p", &huge_url, "http://h:1/a.B/D"))
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "2048 bytes",
+        ),
+        (
+            "a 100 KB definition name",
+            client
+                .start_saga(pb::StartSagaRequest {
+                    definition: huge.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Code::NotFound,
+            "100000 bytes",
+        ),
+        (
+            "a 100 KB saga id",
+            client
+                .get_saga(pb::GetSagaRequest {
+                    id: huge.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "is not a saga id",
+        ),
+        (
+            "a 100 KB cancel reason",
+            client
+                .cancel_saga(pb::CancelSagaRequest {
+                    id: running.id.clone(),
+                    reason: huge.clone(),
+                })
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "at most 1024",
+        ),
+    ];
+    for (what, result, code, needle) in refused {
+        let status = assert_refused(what, result, code, needle);
+        assert!(
+            status.message().len() < 1024,
+            "{what}: a {} byte message",
+            status.message().len()
+        );
+    }
+    drop(shop);
+
+    // A payload a little too large and a request far too large to decode
+    // get the same code and the same words.
+    for size in [1024 * 1024 + 1, 3 * 1024 * 1024] {
+        let too_large = client
+            .start_saga(pb::StartSagaRequest {
+                steps: vec![step("a", "solo")],
+                payload: vec![b'7'; size],
+                ..Default::default()
+            })
+            .await;
+        let status = assert_refused(
+            &format!("a {size} byte payload"),
+            too_large,
+            Code::InvalidArgument,
+            "--max-payload-bytes",
+        );
+        assert!(
+            status.message().contains("1048576 bytes"),
+            "{}",
+            status.message()
+        );
+    }
+}
+
+/// One connection holds at most `MAX_STREAMS_PER_CONNECTION` calls open:
+/// the next one waits (HTTP/2's limit, which the client obeys) until one
+/// ends, and is then served.
+#[tokio::test]
+async fn one_connection_holds_a_bounded_number_of_streams() {
+    use sagad::server::MAX_STREAMS_PER_CONNECTION;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let subscribe = |mut client: Client| async move {
+        client
+            .subscribe(pb::SubscribeRequest::default())
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let mut open = Vec::new();
+    for _ in 0..MAX_STREAMS_PER_CONNECTION {
+        open.push(subscribe(client.clone()).await.unwrap());
+    }
+    let mut waiting = tokio::spawn(subscribe(client.clone()));
+    // Nothing can answer it while every stream is taken; a moment is enough
+    // to see that it waits (its success would be the failure).
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+    assert!(
+        early.is_err(),
+        "a stream beyond the limit was opened: {early:?}"
+    );
+    open.pop();
+    let served = tokio::time::timeout(common::DEADLINE, waiting)
+        .await
+        .expect("served once a stream ended")
+        .unwrap();
+    assert!(served.is_ok(), "{served:?}");
+}
+
+/// The number of participants is bounded (each name is a metrics label
+/// value): one past the limit is refused, re-registering one is not.
+#[tokio::test]
+async fn participants_are_bounded_in_number() {
+    use sagad::engine::PARTICIPANTS_MAX;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let register = |mut client: Client, name: String| async move {
+        client
+            .register_participant(participant_request(
+                &name,
+                "http://127.0.0.1:1/a.B/C",
+                "http://127.0.0.1:1/a.B/D",
+            ))
+            .await
+    };
+    let all: Vec<_> = (0..PARTICIPANTS_MAX)
+        .map(|n| tokio::spawn(register(client.clone(), format!("p{n}"))))
+        .collect();
+    for registration in all {
+        registration.await.unwrap().unwrap();
+    }
+    let one_more = register(client.clone(), "one-more".into()).await;
+    assert_refused(
+        "one participant too many",
+        one_more,
+        Code::FailedPrecondition,
+        "the most there can be",
+    );
+    register(client.clone(), "p7".into())
+        .await
+        .expect("a registered one can be replaced");
+}
+
+/// No participant may point at the coordinator: its Coordinator service on
+/// any host (a step could cancel its own saga), or any method on its own
+/// listener under any local name.
+#[tokio::test]
+async fn participants_cannot_point_at_the_coordinator() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let port = server.addr.port();
+    let elsewhere = "http://127.0.0.1:1/a.B/D";
+    let cases = [
+        (
+            "http://10.0.0.9:50051/sagad.v1.Coordinator/CancelSaga".to_string(),
+            "Coordinator service",
+        ),
+        (
+            format!("http://127.0.0.1:{port}/shop.Payments/Charge"),
+            "own address",
+        ),
+        (
+            format!("http://localhost:{port}/shop.Payments/Charge"),
+            "own address",
+        ),
+        (
+            format!("http://[::1]:{port}/shop.Payments/Charge"),
+            "own address",
+        ),
+    ];
+    for (url, why) in &cases {
+        let forward = client
+            .register_participant(participant_request("self", url, elsewhere))
+            .await;
+        assert_refused(
+            &format!("forward {url}"),
+            forward,
+            Code::InvalidArgument,
+            why,
+        );
+        let compensate = client
+            .register_participant(participant_request("self", elsewhere, url))
+            .await;
+        assert_refused(
+            &format!("compensate {url}"),
+            compensate,
+            Code::InvalidArgument,
+            why,
+        );
+    }
+    assert!(
+        participants(&mut client).await.is_empty(),
+        "nothing was registered"
+    );
 }

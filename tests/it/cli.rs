@@ -85,6 +85,9 @@ impl Proc {
             .stderr(Stdio::piped());
         for var in [
             "SAGAD_ADDR",
+            "SAGAD_CA",
+            "SAGAD_CERT",
+            "SAGAD_KEY",
             "SAGAD_CONFIG",
             "SAGAD_LISTEN",
             "SAGAD_DATA_DIR",
@@ -1320,5 +1323,43 @@ async fn serve_refuses_bad_configuration_naming_where_it_is() {
     for case in &cases {
         let run = case.run(&[]).await;
         case.check(&run);
+    }
+}
+
+/// Texts from participants and callers reach the operator's terminal only
+/// escaped: a participant whose refusal holds terminal control sequences
+/// (retitle, clear the screen, recolour) cannot act on the terminal through
+/// `get`, `list` or `watch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_from_outside_are_escaped_in_human_output() {
+    const HOSTILE: &str = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}[32mCOMPLETED\r";
+    let server = TestServer::start().await;
+    let shop = serve(FakeParticipant::new(|r| {
+        if fwd(r) && r.step == "ship-order" {
+            Answer::Reject(HOSTILE)
+        } else {
+            Answer::Ok
+        }
+    }))
+    .await;
+    let mut grpc = server.client().await;
+    register_shop(&mut grpc, &shop, quick_retry(3, 3)).await;
+    let saga = start_order(&mut grpc, r#"{"order_id":"esc-1"}"#, true).await;
+    assert_eq!(state(&saga), pb::SagaState::Compensated);
+    for args in [
+        vec!["get", saga.id.as_str()],
+        vec!["list"],
+        vec!["watch", saga.id.as_str()],
+    ] {
+        let run = client(&server, &args).await;
+        run.ok();
+        assert!(
+            !run.stdout.contains(['\u{1b}', '\u{7}', '\r']),
+            "{args:?} printed a control character: {:?}",
+            run.stdout
+        );
+        if args[0] != "list" || run.stdout.contains("owned") {
+            assert!(run.stdout.contains("\\u{1b}"), "{args:?}: {}", run.stdout);
+        }
     }
 }

@@ -3,7 +3,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use sagad::config::{Config, ConfigError, LogFormat, Retention, Settings};
+use sagad::{
+    config::{Config, ConfigError, LogFormat, Retention, Settings, TlsSettings},
+    journal::postgres::{NodeId, PgTarget},
+};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -69,6 +72,8 @@ retention = "30d"
             disk_reserve: Config::default().disk_reserve,
             auth_tokens: None,
             insecure_no_auth: false,
+            journal: None,
+            node_id: None,
             // env over file
             data_dir: PathBuf::from("/from/env"),
             max_payload_bytes: 2000,
@@ -78,6 +83,7 @@ retention = "30d"
             default_timeout: Duration::from_secs(3),
             metrics_listen: Some(addr("127.0.0.1:9102")),
             retention: Retention::For(Duration::from_secs(36 * 3600)),
+            tls: TlsSettings::default(),
         }
     );
     drop(dir);
@@ -141,13 +147,13 @@ fn bad_metrics_and_webhook_values_name_their_source_and_say_why() {
     .unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("SAGAD_ON_FAILED_WEBHOOK"), "{text}");
-    assert!(text.contains("not an http:// URL"), "{text}");
+    assert!(text.contains("not an http:// or https:// URL"), "{text}");
 
-    let (_dir, path) = file("on_failed_webhook = \"https://alerts.example/sagad\"\n");
+    let (_dir, path) = file("on_failed_webhook = \"mailto:ops@example.com\"\n");
     let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("on_failed_webhook"), "{text}");
-    assert!(text.contains("https:// is not supported"), "{text}");
+    assert!(text.contains("not an http:// or https:// URL"), "{text}");
 
     let (_dir, path) = file("metrics_listen = 9100\n");
     let err = Config::load(Some(&path), env(&[]), Settings::default()).unwrap_err();
@@ -272,8 +278,15 @@ fn the_server_config_carries_every_setting() {
         disk_reserve: 123,
         auth_tokens: Some(PathBuf::from("/etc/sagad/tokens")),
         insecure_no_auth: false,
+        journal: Some(PgTarget::parse("postgres://sagad@db:5433/sagad").unwrap()),
+        node_id: Some(NodeId::new("node-7").unwrap()),
+        tls: TlsSettings {
+            tls_cert: Some(PathBuf::from("/c.pem")),
+            tls_key: Some(PathBuf::from("/k.pem")),
+            ..TlsSettings::default()
+        },
     };
-    let server = config.server_config();
+    let server = config.server_config().unwrap();
     assert_eq!(server.listen, addr("127.0.0.1:0"));
     assert_eq!(server.data_dir, PathBuf::from("/d"));
     assert_eq!(server.engine.max_payload_bytes, 77);
@@ -287,9 +300,71 @@ fn the_server_config_carries_every_setting() {
     assert_eq!(server.retention, Some(Duration::from_secs(60)));
     assert_eq!(server.disk_reserve, 123);
     assert_eq!(server.auth_tokens, Some(PathBuf::from("/etc/sagad/tokens")));
+    let postgres = server.postgres.expect("the PostgreSQL journal");
+    assert_eq!(
+        postgres.target.to_string(),
+        "postgres://sagad@db:5433/sagad"
+    );
+    assert_eq!(postgres.node.as_str(), "node-7");
+    let api = server.tls.api.unwrap();
+    assert_eq!(api.identity.cert.path, PathBuf::from("/c.pem"));
+    assert_eq!(
+        server.tls.metrics,
+        Some(api),
+        "metrics share the API's pair"
+    );
     let forever = Config {
         retention: Retention::Forever,
         ..config
     };
-    assert_eq!(forever.server_config().retention, None);
+    assert_eq!(forever.server_config().unwrap().retention, None);
+}
+
+#[test]
+fn tls_settings_layer_like_the_others_and_must_come_in_pairs() {
+    let (dir, path) = file(
+        r#"
+tls_cert = "certs/server.pem"
+tls_key = "certs/server.key"
+participant_ca = "/etc/ssl/private-ca.pem"
+
+[[participant_tls]]
+origin = "https://payments.internal:8443"
+cert = "certs/to-payments.pem"
+key = "certs/to-payments.key"
+"#,
+    );
+    let flags = Settings {
+        tls: TlsSettings {
+            tls_client_ca: Some(PathBuf::from("/flags/clients.pem")),
+            ..TlsSettings::default()
+        },
+        ..Settings::default()
+    };
+    let env = env(&[("SAGAD_TLS_KEY", "/env/server.key")]);
+    let config = Config::load(Some(&path), env, flags).unwrap();
+    let tls = config.server_config().unwrap().tls;
+    let api = tls.api.unwrap();
+    assert_eq!(api.identity.cert.path, dir.path().join("certs/server.pem"));
+    assert_eq!(api.identity.key.path, PathBuf::from("/env/server.key"));
+    assert_eq!(
+        api.client_ca.unwrap().path,
+        PathBuf::from("/flags/clients.pem")
+    );
+    assert_eq!(tls.metrics, None, "no metrics listener");
+    let origin = &tls.participants.origins[0];
+    assert_eq!(origin.origin, "https://payments.internal:8443");
+    assert_eq!(
+        origin.identity.as_ref().unwrap().cert.path,
+        dir.path().join("certs/to-payments.pem")
+    );
+
+    let err = Config::load(
+        None,
+        self::env(&[("SAGAD_TLS_CERT", "/c.pem")]),
+        Settings::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::Incomplete(_)), "{err:?}");
+    assert!(err.to_string().contains("--tls-key"), "{err}");
 }

@@ -38,6 +38,8 @@ async fn start_faulty(dir: &Path, fault: Arc<DiskFault>) -> server::Server {
         on_failed_webhook: None,
         retention: None,
         disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+        tls: Default::default(),
+        postgres: None,
         auth_tokens: None,
         reload_interval: server::RELOAD_INTERVAL,
     };

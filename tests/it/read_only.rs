@@ -18,13 +18,16 @@ use std::{
 use sagad::{
     journal::{Journal, SledJournal, store::WalOptions},
     proto::v1 as pb,
-    saga::{Action, Endpoint, Event, EventKind, Offset, RetryPolicy, SagaId, StepSpec, Timestamp},
+    saga::{Action, Event, EventKind, Offset, SagaId, Timestamp},
 };
 use tonic::Code;
 
 use crate::common::{
-    Answer, FakeParticipant, TestServer, poll_until, process::SagadProcess, quick_retry,
-    register_shop, serve, start_order,
+    Answer, FakeParticipant, TestServer,
+    damage::{copy_dir, flip, records_end, step},
+    poll_until,
+    process::SagadProcess,
+    quick_retry, register_shop, serve, start_order,
 };
 
 /// What is compared of each file and directory under a data directory.
@@ -137,16 +140,6 @@ async fn read_only_run(args: &[&str], data_dir: &Path) -> Ran {
     ran
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 fn chmod(dir: &Path, mode: &str) {
     let status = Command::new("chmod")
         .args(["-R", mode])
@@ -165,19 +158,6 @@ fn last_segment(data_dir: &Path) -> PathBuf {
         .collect();
     segments.sort();
     segments.pop().expect("a log segment")
-}
-
-/// Where the records end in a (preallocated, zero-filled) segment.
-fn records_end(segment: &Path) -> usize {
-    let bytes = std::fs::read(segment).unwrap();
-    bytes.iter().rposition(|b| *b != 0).unwrap() + 1
-}
-
-/// Flips bits of the byte at `at` of `segment` (flipping them again undoes it).
-fn flip(segment: &Path, at: usize) {
-    let mut bytes = std::fs::read(segment).unwrap();
-    bytes[at] ^= 0x20;
-    std::fs::write(segment, &bytes).unwrap();
 }
 
 /// A stopped server's directory: sagas archived, completed ones still in the
@@ -231,17 +211,6 @@ async fn stopped_server() -> (TestServer, Vec<String>) {
     (server, finished)
 }
 
-fn spec(name: &str) -> StepSpec {
-    StepSpec {
-        name: name.into(),
-        participant: "p".into(),
-        forward: Endpoint::parse("f", "http://127.0.0.1:1/p.S/Do").unwrap(),
-        compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
-        retry: RetryPolicy::default(),
-        timeout: Duration::from_secs(1),
-    }
-}
-
 /// The events of a one-step saga that completes.
 fn completing() -> Vec<Event> {
     let saga = SagaId::generate();
@@ -249,7 +218,7 @@ fn completing() -> Vec<Event> {
         EventKind::SagaStarted {
             definition: "shop".into(),
             inline_steps: None,
-            steps: vec![spec("only")],
+            steps: vec![step("only")],
             payload: br#"{"order":1}"#.to_vec(),
             idempotency_key: None,
             trace: None,
@@ -357,7 +326,7 @@ async fn a_killed_servers_directory_reads_as_its_next_start_finds_it_and_a_torn_
     // The last record damaged: a torn tail, as a crash mid-write leaves it.
     let segment = last_segment(dir.path());
     let end = records_end(&segment);
-    flip(&segment, end - 1);
+    flip(&segment, end - 1, 0x20);
     let check = read_only_run(&["journal", "check"], dir.path()).await;
     assert_eq!(check.code, Some(6), "{}{}", check.stdout, check.stderr);
     let finding = format!("torn tail: {} at byte ", segment.display());
@@ -395,7 +364,7 @@ async fn a_killed_servers_directory_reads_as_its_next_start_finds_it_and_a_torn_
     chmod(read_only.path(), "u+w");
 
     // Damage before the end stays damage: exit 1, the file and byte named.
-    flip(&segment, end / 2);
+    flip(&segment, end / 2, 0x20);
     let check = read_only_run(&["journal", "check"], dir.path()).await;
     assert_eq!(check.code, Some(1), "{}{}", check.stdout, check.stderr);
     assert!(
@@ -403,7 +372,7 @@ async fn a_killed_servers_directory_reads_as_its_next_start_finds_it_and_a_torn_
         "{}",
         check.stderr
     );
-    flip(&segment, end / 2); // back to the torn tail alone
+    flip(&segment, end / 2, 0x20); // back to the torn tail alone
 
     // The start that follows finds what the check said, and cuts the tail.
     let journal = SledJournal::open(dir.path()).unwrap();

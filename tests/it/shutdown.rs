@@ -1,6 +1,6 @@
 //! SIGTERM while hundreds of sagas run: in-flight calls finish, everything is
 //! flushed, the process exits 0, and the next start finishes every saga.
-//! SIGHUP does not stop the server.
+//! SIGHUP does not stop the server (it reloads TLS certificates, if any).
 
 use sagad::proto::v1 as pb;
 
@@ -64,8 +64,9 @@ async fn sigterm_with_hundreds_of_sagas_running_exits_0_and_a_restart_finishes_t
 }
 
 /// SIGHUP (a closed terminal, an init system's reload) does not kill the
-/// server: it says so and goes on serving, and a later SIGTERM stops it
-/// cleanly.
+/// server: without TLS it has nothing to reload and says so, goes on serving,
+/// and a later SIGTERM stops it cleanly. (With TLS it reloads the
+/// certificates: `tls::sighup_rotates_the_certificate_and_a_bad_file_keeps_the_old_one`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_is_logged_and_the_server_goes_on() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@ use sagad::{
     config::{Config, Settings},
     engine::EngineConfig,
     proto::v1 as pb,
+    tls::{ParticipantTls, Protocol, ServerTls, TlsConfig, TlsIncoming},
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,8 @@ struct Hook {
 struct Receiver {
     hook: Arc<Hook>,
     addr: SocketAddr,
+    /// `http`, or `https` when served over TLS.
+    scheme: &'static str,
     stop: CancellationToken,
 }
 
@@ -53,6 +56,12 @@ impl Drop for Receiver {
 
 impl Receiver {
     async fn start(fail_first: u32) -> Receiver {
+        Self::start_with(fail_first, None).await
+    }
+
+    /// A receiver served over TLS (sagad's own TLS listener, as the web
+    /// receiver of a user would be any HTTPS server) when `tls` is given.
+    async fn start_with(fail_first: u32, tls: Option<ServerTls>) -> Receiver {
         let hook = Arc::new(Hook::default());
         hook.fail_next.store(fail_first, Ordering::SeqCst);
         let app = Router::new()
@@ -61,16 +70,30 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future(),
-        );
-        Receiver { hook, addr, stop }
+        let stopped = stop.clone().cancelled_owned();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        match tls {
+            Some(tls) => tokio::spawn(
+                axum::serve(TlsIncoming::new(listener, tls), app)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            ),
+            None => tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            ),
+        };
+        Receiver {
+            hook,
+            addr,
+            scheme,
+            stop,
+        }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/hooks/failed", self.addr)
+        format!("{}://{}/hooks/failed", self.scheme, self.addr)
     }
 
     fn received(&self) -> Vec<Received> {
@@ -129,16 +152,49 @@ async fn shop() -> Served {
 }
 
 async fn server_posting_to(receiver: &Receiver) -> TestServer {
+    server_posting_with(receiver, TlsConfig::default()).await
+}
+
+async fn server_posting_with(receiver: &Receiver, tls: TlsConfig) -> TestServer {
     TestServer::start_with_extras(
         vec![order_fulfillment()],
         EngineConfig::default(),
         Extras {
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             on_failed_webhook: Some(receiver.url()),
+            tls,
             ..Extras::default()
         },
     )
     .await
+}
+
+#[tokio::test]
+async fn an_https_webhook_is_posted_to_over_tls_verified_against_the_participant_ca() {
+    let (ca, files) = (certs::Ca::new("hooks CA"), certs::Files::new());
+    let listener = files.listener(&ca.current("hooks"), None);
+    let tls = ServerTls::load("the receiver", &listener, Protocol::Http1).unwrap();
+    let receiver = Receiver::start_with(0, Some(tls)).await;
+    assert!(receiver.url().starts_with("https://"));
+    let participants = ParticipantTls {
+        ca: Some(files.ca("hooks-ca", &ca)),
+        ..ParticipantTls::default()
+    };
+    let server = server_posting_with(
+        &receiver,
+        TlsConfig {
+            participants,
+            ..TlsConfig::default()
+        },
+    )
+    .await;
+    let shop = shop().await;
+    let mut client = server.client().await;
+    register_shop(&mut client, &shop, quick_retry(3, 3)).await;
+    let saga = start_order(&mut client, "stuck", true).await;
+    assert_eq!(state(&saga), pb::SagaState::Failed);
+    let acked = receiver.until_acknowledged(&saga.id).await;
+    assert_eq!(acked.body["saga_id"], saga.id.as_str());
 }
 
 #[tokio::test]
@@ -326,13 +382,13 @@ fn webhook_urls_sagad_cannot_post_to_are_refused_naming_their_source() {
     let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
     let err = Config::load(
         None,
-        env("SAGAD_ON_FAILED_WEBHOOK", "https://alerts.example/h"),
+        env("SAGAD_ON_FAILED_WEBHOOK", "mailto:ops@example.com"),
         Settings::default(),
     )
     .unwrap_err()
     .to_string();
     assert!(err.starts_with("SAGAD_ON_FAILED_WEBHOOK"), "{err}");
-    assert!(err.contains("https:// is not supported"), "{err}");
+    assert!(err.contains("not an http:// or https:// URL"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sagad.toml");
@@ -355,6 +411,7 @@ fn webhook_urls_sagad_cannot_post_to_are_refused_naming_their_source() {
     assert_eq!(
         config
             .server_config()
+            .unwrap()
             .on_failed_webhook
             .unwrap()
             .to_string(),
@@ -372,11 +429,10 @@ async fn a_bad_webhook_flag_exits_2_naming_the_flag() {
     );
     assert!(stderr.contains("http://"), "{stderr}");
 
-    let (code, stderr) =
-        sagad_exit(&[], &[("SAGAD_ON_FAILED_WEBHOOK", "https://x.example/h")]).await;
+    let (code, stderr) = sagad_exit(&[], &[("SAGAD_ON_FAILED_WEBHOOK", "https:///h")]).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("SAGAD_ON_FAILED_WEBHOOK") && stderr.contains("https:// is not supported"),
+        stderr.contains("SAGAD_ON_FAILED_WEBHOOK") && stderr.contains("https:///h"),
         "{stderr}"
     );
 }

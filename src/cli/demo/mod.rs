@@ -115,6 +115,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             on_failed_webhook: None,
             retention: None,
             disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
+            tls: Default::default(),
+            postgres: None,
             auth_tokens: None,
             reload_interval: server::RELOAD_INTERVAL,
         },

@@ -14,7 +14,8 @@
 //! | `retention.rs` | removing whole final sagas |
 //! | `compaction.rs` | what a checkpoint bundles (handed to the log, `store/wal/`) |
 //! | `upgrade.rs` | what an open adds to a journal of an earlier version |
-//! | `check.rs` | verifying a whole journal (`sagad journal check`) |
+//! | `check/` | verifying a whole journal (`sagad journal check`) |
+//! | `salvage/` | a consistent journal rebuilt from what a damaged one still holds (`sagad journal salvage`) |
 //!
 //! Writes go through the writer thread (`writer.rs`); reads go to the store
 //! directly: the stores used here serve them from memory or a page cache,
@@ -47,6 +48,7 @@ pub(in crate::journal) mod codec;
 pub mod compaction;
 mod offsets;
 mod retention;
+pub mod salvage;
 mod snapshots;
 mod upgrade;
 mod writer;
@@ -148,12 +150,7 @@ impl<S: KvStore> KvJournal<S> {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> WriteRequest,
     ) -> Result<T, JournalError> {
-        let (reply, result) = oneshot::channel();
-        self.request_tx
-            .send(make(reply))
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        result.await.map_err(|_| JournalError::Closed)?
+        crate::journal::request::send(&self.request_tx, make).await
     }
 }
 
@@ -294,10 +291,7 @@ impl<S: KvStore> Journal for KvJournal<S> {
     }
 
     async fn close(&self) -> Result<(), JournalError> {
-        let result = match self.request(|reply| WriteRequest::Close { reply }).await {
-            Err(JournalError::Closed) => Ok(()),
-            other => other,
-        };
+        let result = crate::journal::request::close(&self.request_tx).await;
         let handle = self.writer.lock().expect("writer handle lock").take();
         if let Some(handle) = handle {
             // The writer answered Close and is about to return; joining is quick.

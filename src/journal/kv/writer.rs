@@ -54,40 +54,10 @@ use crate::{
         FlushObserver, JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JournalError, SagaSummary,
         store::{KeyWrite, KvStore, StoreError},
     },
-    saga::{Event, EventKind, Offset, Participant, SagaId, SagaStatus},
+    saga::{Event, EventKind, Offset, SagaId, SagaStatus},
 };
 
-/// What the writer thread is asked to do.
-pub(super) enum WriteRequest {
-    Append {
-        events: Vec<Event>,
-        reply: oneshot::Sender<Result<Vec<Event>, JournalError>>,
-    },
-    PutParticipant {
-        participant: Box<Participant>,
-        reply: oneshot::Sender<Result<(), JournalError>>,
-    },
-    /// Retention: remove these sagas, the final ones only (`retention.rs`).
-    Remove {
-        ids: Vec<SagaId>,
-        reply: oneshot::Sender<Result<Vec<SagaId>, JournalError>>,
-    },
-    Close {
-        reply: oneshot::Sender<Result<(), JournalError>>,
-    },
-}
-
-impl WriteRequest {
-    /// Answers the request with `error`, unwritten.
-    fn refuse(self, error: JournalError) {
-        match self {
-            WriteRequest::Append { reply, .. } => drop(reply.send(Err(error))),
-            WriteRequest::PutParticipant { reply, .. } => drop(reply.send(Err(error))),
-            WriteRequest::Remove { reply, .. } => drop(reply.send(Err(error))),
-            WriteRequest::Close { reply } => drop(reply.send(Err(error))),
-        }
-    }
-}
+pub(super) use crate::journal::request::WriteRequest;
 
 /// Counters the writer keeps and the journal handle reads.
 #[derive(Default)]
@@ -274,7 +244,11 @@ impl<S: KvStore> Writer<S> {
                 }
                 let result = match &self.failed {
                     Some(e) => Err(JournalError::Close(e.clone())),
-                    None => self.store.sync().map_err(JournalError::from),
+                    // Not a read: a last sync that fails is a close that did.
+                    None => self
+                        .store
+                        .sync()
+                        .map_err(|e| JournalError::Close(Arc::new(e))),
                 };
                 let _ = reply.send(result);
                 true
@@ -578,4 +552,35 @@ fn index_writes<S: KvStore>(
     }
     snapshots.add(new_snapshots);
     Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::journal::{
+        Journal, JournalError, KvJournal,
+        store::{DiskFault, FaultyStore, MemoryStore},
+    };
+
+    /// A close whose last sync fails says the close failed, whether or not
+    /// a write failed before it (a failing store behind the log met only by
+    /// that sync was reported as a failed read).
+    #[tokio::test]
+    async fn a_close_whose_last_sync_fails_says_so() {
+        for wrote_first in [false, true] {
+            let fault = DiskFault::new();
+            let journal =
+                KvJournal::new(FaultyStore::new(MemoryStore::default(), fault.clone())).unwrap();
+            fault.fail();
+            if wrote_first {
+                let events = crate::testing::completing(None, 0);
+                journal.append(events).await.expect_err("the disk fails");
+            }
+            let closed = journal.close().await.expect_err("the last sync fails");
+            assert!(matches!(closed, JournalError::Close(_)), "{closed:?}");
+            assert!(
+                closed.to_string().starts_with("closing the journal failed"),
+                "{closed}"
+            );
+        }
+    }
 }

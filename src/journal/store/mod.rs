@@ -14,6 +14,9 @@
 //! | [`ReadOnlyLog`] | that log read only, laid over a store in memory: the offline tools; its writes stay in memory, a sync makes nothing durable (`wal/read_only.rs`) |
 //! | [`FaultyStore`] | any store whose syncs fail on demand, as on a full disk |
 //!
+//! And `salvage.rs`: every entry a damaged store still reads, with the gaps
+//! between them named (`sagad journal salvage`).
+//!
 //! The contract every store **must** keep (checked on each of them by the
 //! suite in `conformance.rs`):
 //! - **`write` is atomic**: a batch is applied whole or not at all, also after
@@ -37,6 +40,7 @@ use serde::Serialize;
 
 mod fault;
 mod memory;
+pub mod salvage;
 mod sled;
 pub mod wal;
 
@@ -45,7 +49,7 @@ pub mod conformance;
 
 pub use fault::{DiskFault, FaultyStore};
 pub use memory::MemoryStore;
-pub use sled::SledStore;
+pub use sled::{CopyReport, SledFinding, SledStore};
 pub use wal::{ReadOnlyLog, WalOptions, WalStore};
 
 /// What can go wrong in a store.
@@ -80,9 +84,88 @@ pub enum StoreError {
     /// than I/O).
     #[error("{0}")]
     Engine(String),
+    /// A file of the store is damaged (sled's `journal/db`, say): named, with
+    /// the byte where it is known, and what the log can do about it. Boxed:
+    /// it is the largest variant, and errors travel by value.
+    #[error("{0}")]
+    Damaged(Box<Damaged>),
+}
+
+/// A damaged file of the store, and whether the write-ahead log can rebuild
+/// what it held; its message is the one an operator reads first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    /// The file (the path under the data directory).
+    pub file: PathBuf,
+    /// The byte where the damage is, when it is known.
+    pub at: Option<u64>,
+    /// What is wrong, in a sentence.
+    pub why: String,
+    /// The data directory, for the commands the message points to.
+    pub data_dir: PathBuf,
+    pub rebuild: Rebuild,
+}
+
+/// Whether the write-ahead log can rebuild a damaged store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebuild {
+    /// Not worked out where the damage was met (a read while serving).
+    Unknown,
+    /// The log still holds every batch since the journal began: replaying
+    /// it gives the whole store back.
+    FromLog { log: PathBuf },
+    /// The log holds only batches `first..=last` (none when `last < first`):
+    /// everything older is only in the store.
+    No { log: PathBuf, first: u64, last: u64 },
+}
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the journal's store is corrupt: {}", self.file.display())?;
+        if let Some(at) = self.at {
+            write!(f, " at byte {at}")?;
+        }
+        let dir = self.data_dir.display();
+        let salvage = format!("`sagad journal salvage --data-dir {dir} --out NEW_DIR`");
+        write!(f, ": {}; ", self.why)?;
+        match &self.rebuild {
+            Rebuild::Unknown => write!(
+                f,
+                "stop sagad and run `sagad journal check --data-dir {dir}` to see what is damaged and whether the log can rebuild it; {salvage} copies everything still readable to a new data directory"
+            ),
+            Rebuild::FromLog { log } => write!(
+                f,
+                "the log ({}) still holds every batch since the journal began, so it can rebuild the store: {salvage} writes a new data directory from it, losing nothing",
+                log.display()
+            ),
+            Rebuild::No { log, first, last } => {
+                let holds = match last.checked_sub(*first) {
+                    Some(_) => format!("holds only batches {first}..={last}"),
+                    None => "holds no batch".to_string(),
+                };
+                write!(
+                    f,
+                    "the log ({}) {holds}, the rest of the journal is only in the store, so the log cannot rebuild it: {salvage} copies everything still readable to a new data directory and reports what is lost",
+                    log.display()
+                )
+            }
+        }
+    }
 }
 
 impl StoreError {
+    /// This error, with what the log can rebuild set when it says the
+    /// store is damaged and the place that met it could not tell.
+    pub fn with_rebuild(self, rebuild: impl FnOnce() -> Rebuild) -> Self {
+        match self {
+            StoreError::Damaged(mut d) if d.rebuild == Rebuild::Unknown => {
+                d.rebuild = rebuild();
+                StoreError::Damaged(d)
+            }
+            other => other,
+        }
+    }
+
     /// An I/O error, with what was being done.
     pub fn io(what: impl std::fmt::Display, source: std::io::Error) -> Self {
         StoreError::Io {
@@ -254,6 +337,12 @@ pub trait KvStore: Send + Sync + 'static {
     /// Makes every write so far durable.
     fn sync(&self) -> Result<()>;
 
+    /// The file that holds the store's data (sled's `db`), for messages
+    /// about it; `None` for a store in memory.
+    fn location(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// Readies the store to be dropped, and says whether what it had to do
     /// for that worked (the log's last checkpoint). Reads may still be made;
     /// writes must not. The default has nothing to do.
@@ -321,6 +410,26 @@ pub trait KvStore: Send + Sync + 'static {
     }
 }
 
+/// The length of `bytes` without its trailing zeros (0: all zeros). The
+/// logs' files are mostly zeros past their data (preallocated segments), so
+/// it compares whole blocks with a block of zeros, which is one `memcmp`
+/// each: byte by byte, a 32 MiB segment took a debug build's open a fifth
+/// of a second.
+pub fn end_of_data(bytes: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &bytes[start..end];
+        if block != &ZEROS[..block.len()] {
+            return start + block.iter().rposition(|b| *b != 0).map_or(0, |at| at + 1);
+        }
+        end = start;
+    }
+    0
+}
+
 /// `header`, then the postcard encoding of `value`, in a Vec allocated once at
 /// its final size. Grown as postcard writes, a record's Vec was reallocated and
 /// copied about six times: 2.5% of the coordinator's instructions (session 8).
@@ -364,6 +473,17 @@ impl Serialize for KeyWrites<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_end_of_data_is_past_the_last_byte_that_is_not_zero() {
+        assert_eq!(end_of_data(&[]), 0);
+        assert_eq!(end_of_data(&[0; 20]), 0);
+        for at in [0, 7, 8, 15, 16, 19] {
+            let mut bytes = [0u8; 20];
+            bytes[at] = 1;
+            assert_eq!(end_of_data(&bytes), at + 1, "{at}");
+        }
+    }
 
     #[test]
     fn prefix_ends_sort_after_every_key_of_the_prefix() {

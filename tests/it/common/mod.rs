@@ -51,7 +51,10 @@ pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
     HEAVY.blocking_lock()
 }
 
+pub mod certs;
 pub mod chaos;
+pub mod damage;
+pub mod postgres;
 pub mod process;
 
 /// The shipped order-fulfillment definition.
@@ -75,6 +78,8 @@ pub struct Extras {
     /// when unset).
     pub auth_tokens: Option<PathBuf>,
     pub reload_interval: Option<Duration>,
+    /// TLS on the listeners and towards participants.
+    pub tls: sagad::tls::TlsConfig,
 }
 
 /// A coordinator served in-process over loopback gRPC, on a temp sled journal.
@@ -171,6 +176,8 @@ impl TestServer {
                     .extras
                     .reload_interval
                     .unwrap_or(server::RELOAD_INTERVAL),
+                tls: self.extras.tls.clone(),
+                postgres: None,
             },
             self.definitions.clone(),
         )
@@ -420,6 +427,8 @@ impl ParticipantService for FakeParticipant {
 pub struct Served {
     pub fake: FakeParticipant,
     pub addr: SocketAddr,
+    /// `http`, or `https` when served over TLS.
+    scheme: &'static str,
     stop: CancellationToken,
 }
 
@@ -431,13 +440,16 @@ impl Drop for Served {
 
 impl Served {
     pub fn forward_url(&self) -> String {
-        format!("http://{}/sagad.v1.ParticipantService/Forward", self.addr)
+        format!(
+            "{}://{}/sagad.v1.ParticipantService/Forward",
+            self.scheme, self.addr
+        )
     }
 
     pub fn compensate_url(&self) -> String {
         format!(
-            "http://{}/sagad.v1.ParticipantService/Compensate",
-            self.addr
+            "{}://{}/sagad.v1.ParticipantService/Compensate",
+            self.scheme, self.addr
         )
     }
 }
@@ -457,15 +469,42 @@ pub async fn serve_at(fake: FakeParticipant, addr: SocketAddr) -> Served {
 }
 
 fn serve_on(fake: FakeParticipant, listener: TcpListener) -> Served {
+    serve_with(fake, listener, None)
+}
+
+/// Serves `fake` over TLS (tonic's own server TLS: a participant as a user
+/// would write one), on a free loopback port.
+pub async fn serve_tls(fake: FakeParticipant, tls: tonic::transport::ServerTlsConfig) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_with(fake, listener, Some(tls))
+}
+
+fn serve_with(
+    fake: FakeParticipant,
+    listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Served {
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .expect("a usable participant TLS config");
+    }
     tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(ParticipantServiceServer::new(fake.clone()))
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
     );
-    Served { fake, addr, stop }
+    Served {
+        fake,
+        addr,
+        scheme,
+        stop,
+    }
 }
 
 /// A retry policy with short delays, so tests finish quickly.

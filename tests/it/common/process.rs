@@ -39,7 +39,29 @@ impl SagadProcess {
     /// As [`SagadProcess::spawn`], with extra `serve` flags (a `--listen`
     /// among them replaces the free loopback port).
     pub fn spawn_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_under_umask(data_dir, args, env, None)
+    }
+
+    /// As [`SagadProcess::spawn_with`], the process started under `umask`
+    /// when given (else this process's).
+    pub fn spawn_under_umask(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        umask: Option<u32>,
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sagad"));
+        if let Some(mask) = umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe, as code between fork and
+            // exec must be.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
         command.arg("serve");
         if !args.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);

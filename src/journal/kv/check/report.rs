@@ -32,22 +32,22 @@ impl CheckReport {
     }
 }
 
+/// "3 RUNNING, 1 FAILED", or "none": sagas by state, for people.
+pub(in crate::journal::kv) fn by_state(by_state: &BTreeMap<&'static str, usize>) -> String {
+    let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    match states.is_empty() {
+        true => "none".to_string(),
+        false => states.join(", "),
+    }
+}
+
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let states: Vec<String> = self
-            .by_state
-            .iter()
-            .map(|(s, n)| format!("{n} {s}"))
-            .collect();
         writeln!(
             f,
             "sagas: {} ({}); events: {}; participants: {}",
             self.sagas,
-            if states.is_empty() {
-                "none".to_string()
-            } else {
-                states.join(", ")
-            },
+            by_state(&self.by_state),
             self.events,
             self.participants
         )?;

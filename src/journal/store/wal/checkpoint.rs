@@ -16,7 +16,7 @@
 
 use std::{
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     sync::atomic::Ordering,
     thread,
     time::{Duration, Instant},
@@ -25,7 +25,7 @@ use std::{
 use backoff::{ExponentialBackoff, ExponentialBackoffBuilder, backoff::Backoff};
 
 use super::{APPLIED_BATCH_KEY, Scan, Shared, priority, segment::io};
-use crate::journal::store::{KvStore, Result, StoreError, lend};
+use crate::journal::store::{Damaged, KvStore, Result, StoreError, lend};
 
 /// The longest wait between two tries of a failing checkpoint: how long a
 /// store that works again may wait for its first checkpoint.
@@ -50,7 +50,7 @@ fn retry_backoff(interval: Duration) -> ExponentialBackoff {
 /// refused: nothing can restore them.
 pub(super) fn replay<S: KvStore>(dir: &Path, inner: &S, found: &Scan) -> Result<u64> {
     let applied = applied_batch(inner)?;
-    refuse_lost_batches(dir, applied, found)?;
+    refuse_lost_batches(dir, applied, found, inner.location())?;
     if let Some((path, at)) = &found.torn {
         tracing::warn!(segment = %path.display(), at, "cutting off a torn, unacknowledged write at the end of the log");
     }
@@ -75,20 +75,28 @@ pub(super) fn replay<S: KvStore>(dir: &Path, inner: &S, found: &Scan) -> Result<
 /// Refuses a store that lost batches the log no longer holds: one that holds
 /// batches up to `applied` beside a log that starts later lost the batches in
 /// between, and nothing can restore them (an open for writing and a
-/// read-only one refuse alike).
-pub(super) fn refuse_lost_batches(dir: &Path, applied: u64, found: &Scan) -> Result<()> {
+/// read-only one refuse alike). `store` is the store's file, for the message.
+pub(super) fn refuse_lost_batches(
+    dir: &Path,
+    applied: u64,
+    found: &Scan,
+    store: Option<PathBuf>,
+) -> Result<()> {
     if found.segments.is_empty() || found.first_batch <= applied + 1 {
         return Ok(());
     }
-    Err(StoreError::Corrupt {
-        at: format!("the store beside {}", dir.display()),
+    Err(StoreError::Damaged(Box::new(Damaged {
+        file: store.unwrap_or_else(|| dir.to_path_buf()),
+        at: None,
         why: format!(
-            "it holds batches up to {applied} but the log starts at batch {}: batches {}..={} are lost (the store's files were damaged or replaced)",
+            "it holds batches up to {applied} but the log starts at batch {}: batches {}..={} are lost (the store's files were damaged, cut short or replaced; sled then recovers silently to an earlier state)",
             found.first_batch,
             applied + 1,
             found.first_batch - 1
         ),
-    })
+        data_dir: dir.parent().unwrap_or(dir).to_path_buf(),
+        rebuild: found.rebuild(dir),
+    })))
 }
 
 /// The number of the last batch `inner` holds (0: none).

@@ -63,13 +63,15 @@ mod fuzz;
 pub mod overlay;
 mod priority;
 mod read_only;
+pub mod salvage;
 mod segment;
 mod space;
 mod spare;
 
 pub use read_only::{ReadOnlyLog, TornTail};
-pub use segment::{Record, Scan, scan};
+pub use segment::{Record, Scan, rebuild, scan};
 pub use space::DEFAULT_DISK_RESERVE;
+pub(crate) use space::{free_bytes, mib as space_mib};
 
 /// Size of a new segment. Preallocated, so appends never grow the file, and
 /// zero-filled ahead of need (`spare.rs`), so they need not allocate blocks.
@@ -204,7 +206,7 @@ impl<S: KvStore> WalStore<S> {
 
     /// `open`, with other [`WalOptions`].
     pub fn open_with(dir: &Path, inner: S, options: WalOptions) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
+        crate::private::dir(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
         check_free_space(dir, options.disk_reserve)?;
         let found = scan(dir)?;
         let last_batch = checkpoint::replay(dir, &inner, &found)?;
@@ -704,17 +706,22 @@ mod tests {
         assert_eq!(wal.get(b"after").unwrap(), Some(b"v".to_vec()));
     }
 
-    #[test]
-    fn a_rollover_replaces_what_a_failed_one_left() {
-        let dir = tempfile::tempdir().unwrap();
-        // No checkpoint meanwhile: it would delete the first segment.
-        let options = WalOptions {
+    /// Sparse segments, and no checkpoint meanwhile (it would delete the
+    /// first segment): a test sees every segment it made.
+    fn segments_kept() -> WalOptions {
+        WalOptions {
             checkpoint_interval: Duration::from_secs(3600),
             zero_filled_segments: false,
             ..WalOptions::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_rollover_replaces_what_a_failed_one_left() {
+        let dir = tempfile::tempdir().unwrap();
         {
-            let wal = WalStore::open_with(dir.path(), MemoryStore::default(), options).unwrap();
+            let wal =
+                WalStore::open_with(dir.path(), MemoryStore::default(), segments_kept()).unwrap();
             wal.write(vec![put("first", "v")]).unwrap();
             wal.sync().unwrap();
             // A rollover that failed after creating the next segment's file
@@ -741,12 +748,7 @@ mod tests {
     #[test]
     fn recover_fails_until_the_failed_rollover_can_be_made() {
         let dir = tempfile::tempdir().unwrap();
-        let options = WalOptions {
-            checkpoint_interval: Duration::from_secs(3600),
-            zero_filled_segments: false,
-            ..WalOptions::default()
-        };
-        let wal = WalStore::open_with(dir.path(), MemoryStore::default(), options).unwrap();
+        let wal = WalStore::open_with(dir.path(), MemoryStore::default(), segments_kept()).unwrap();
         wal.write(vec![put("first", "v")]).unwrap();
         wal.sync().unwrap();
         // What stands in for a full disk: the next segment cannot be created.

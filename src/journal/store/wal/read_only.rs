@@ -56,7 +56,7 @@ impl<S: KvStore> ReadOnlyLog<S> {
     pub fn open(dir: &Path, inner: S) -> Result<Self> {
         let found = scan(dir)?;
         let applied = applied_batch(&inner)?;
-        refuse_lost_batches(dir, applied, &found)?;
+        refuse_lost_batches(dir, applied, &found, inner.location())?;
         let torn = found.torn.clone().map(|(segment, at)| {
             // The torn record is the last segment's next batch.
             let batch = found.segments.last().map_or(1, |(_, _, last)| last + 1);

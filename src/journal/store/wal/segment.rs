@@ -18,14 +18,14 @@
 //! byte of what it refuses.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{Read, Seek, SeekFrom, Write},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
 
 use super::spare::Spares;
-use crate::journal::store::{KeyWrite, KeyWrites, StoreError, encode_after};
+use crate::journal::store::{KeyWrite, KeyWrites, Rebuild, StoreError, encode_after, end_of_data};
 
 pub(super) const MAGIC: &[u8; 8] = b"SAGADWAL";
 const VERSION: u32 = 1;
@@ -81,6 +81,40 @@ pub struct Scan {
     /// the header left (a full disk, a crash), never written to; left out of
     /// `segments`.
     pub unused: Option<PathBuf>,
+}
+
+impl Scan {
+    /// The batch numbers the log holds: `(first, last)`, `last < first`
+    /// when it holds none.
+    pub fn batches(&self) -> (u64, u64) {
+        let last = self
+            .records
+            .last()
+            .map_or(self.first_batch.saturating_sub(1), |(_, r)| r.batch);
+        (self.first_batch, last)
+    }
+
+    /// Whether this log, in `dir`, can rebuild a store from nothing: only
+    /// when it still holds every batch since the journal began.
+    pub fn rebuild(&self, dir: &Path) -> Rebuild {
+        let (first, last) = self.batches();
+        match (self.segments.is_empty(), first) {
+            (false, 1) => Rebuild::FromLog {
+                log: dir.to_path_buf(),
+            },
+            _ => Rebuild::No {
+                log: dir.to_path_buf(),
+                first,
+                last,
+            },
+        }
+    }
+}
+
+/// Whether the log in `dir` can rebuild a store from nothing; unknown when
+/// the log cannot be read either.
+pub fn rebuild(dir: &Path) -> Rebuild {
+    scan(dir).map_or(Rebuild::Unknown, |found| found.rebuild(dir))
 }
 
 /// Whether the segment file at `path` is empty. Only an empty file is known
@@ -205,7 +239,7 @@ pub fn scan(dir: &Path) -> Result<Scan, StoreError> {
             let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as u64;
             if len == 0 {
                 // Zeros: the end of this segment's records, unless something follows.
-                if bytes[at..].iter().any(|b| *b != 0) {
+                if end_of_data(&bytes[at..]) != 0 {
                     return Err(damaged(
                         &path,
                         position,
@@ -233,7 +267,7 @@ pub fn scan(dir: &Path) -> Result<Scan, StoreError> {
                 } else {
                     at + 8
                 };
-                let tail_clean = bytes[beyond..].iter().all(|b| *b == 0);
+                let tail_clean = end_of_data(&bytes[beyond..]) == 0;
                 if last_segment && tail_clean {
                     result.torn = Some((path.clone(), position));
                     break;
@@ -322,7 +356,7 @@ pub(super) fn new_segment(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(format!("removing {}", path.display()), e)),
     }
-    let mut file = OpenOptions::new()
+    let mut file = crate::private::file()
         .read(true)
         .write(true)
         .create_new(true)

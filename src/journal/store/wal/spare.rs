@@ -235,7 +235,7 @@ fn prepare(dir: &Path, path: &Path, size: u64, stop: &AtomicBool) -> io::Result<
 
 /// Writes `size` zeros to a new file at `path`, synced; `Ok(false)`: stopped first.
 fn write_zeros(path: &Path, size: u64, stop: &AtomicBool) -> io::Result<bool> {
-    let mut file = File::create(path)?;
+    let mut file = crate::private::create(path)?;
     let zeros = vec![0u8; STEP_BYTES];
     let mut written = 0;
     while written < size {

@@ -23,18 +23,39 @@
 //!   [`SledStore::open_copy`] opens sled on a copy of its files, as sled 0.34
 //!   writes to whatever it opens.
 //!
-//! Only this file names sled: no sled type appears in any signature outside it.
+//! - **Damage is named.** sled 0.34 reports a damaged file as `Read corrupted
+//!   data at file offset None`, or panics on some of it. Here every sled
+//!   operation runs inside `catch_unwind` (a panic is damage met in sled's
+//!   data, and must not take the server down with it), and a failure that
+//!   is damage becomes [`StoreError::Damaged`] naming the file (`journal/db`,
+//!   `journal/conf`, `journal/snap.*`, a blob) and the byte where known:
+//!   when sled refuses to open, its files are read as sled writes them to
+//!   say what is damaged (`damage.rs`).
+//! - **A copy opens past damage.** [`SledStore::open_copy`] steps around
+//!   what `damage.rs` finds in the copy (a fresh `conf`, no snapshot that
+//!   does not verify, damaged messages below the snapshot canceled), so the
+//!   offline tools read everything that is still readable, and report what
+//!   they found ([`CopyReport`]).
+//!
+//! Only this folder names sled: no sled type appears in any signature outside it.
 
 use std::{
     collections::HashSet,
-    fs::{self, File, OpenOptions, TryLockError},
+    fs::{self, File, TryLockError},
     io::{Read, Seek, Write},
     path::{Path, PathBuf},
     sync::{Mutex, RwLock, RwLockReadGuard},
     time::{Duration, Instant},
 };
 
-use super::{Direction, KeyRange, KeyWrite, KeyWriteRef, KvStore, Result, StoreError, Visit, walk};
+use super::{
+    Damaged, Direction, KeyRange, KeyWrite, KeyWriteRef, KvStore, Rebuild, Result, StoreError,
+    Visit, walk,
+};
+
+mod damage;
+
+pub use damage::SledFinding;
 
 /// Bytes of sled's page cache; the rest of the journal lives on disk.
 const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -56,6 +77,9 @@ pub struct SledStore {
     /// The data directory, for messages, and sled's directory in it.
     dir: PathBuf,
     path: PathBuf,
+    /// The data directory damage is named in: `dir`, or for a copy
+    /// (`open_copy`) the one it was copied from, which an operator knows.
+    shown: PathBuf,
     /// sled's data file, fdatasync'ed after every flush.
     db_file: File,
     /// Where sled puts values too large for a segment.
@@ -76,10 +100,11 @@ fn open_error(dir: &Path, why: impl std::fmt::Display) -> StoreError {
 impl SledStore {
     /// Locks `dir` and opens sled in `dir/journal`.
     pub fn open(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+        crate::private::dir(dir).map_err(|e| open_error(dir, e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("journal");
-        let db = open_sled(dir, &path)?;
+        refuse_damage(dir, &path)?;
+        let db = open_sled(&path).map_err(|e| refusal(dir, &path, e))?;
         let db_file = File::open(path.join("db")).map_err(|e| open_error(dir, e))?;
         let blob_dir = path.join("blobs");
         let synced_blobs = fs::read_dir(&blob_dir)
@@ -94,6 +119,7 @@ impl SledStore {
             failed: Mutex::new(None),
             dir: dir.to_path_buf(),
             path,
+            shown: dir.to_path_buf(),
             db_file,
             blob_dir,
             synced_blobs: Mutex::new(synced_blobs),
@@ -103,6 +129,14 @@ impl SledStore {
 
     /// Runs `op` on sled; a failure marks the store failed (see the module docs).
     fn with_db<T>(&self, op: impl FnOnce(&sled::Db) -> sled::Result<T>) -> Result<T> {
+        self.with_db_failing(|db| op(db).map_err(SledFailure::Sled))
+    }
+
+    /// [`Self::with_db`] for an `op` whose error is already a [`SledFailure`].
+    fn with_db_failing<T>(
+        &self,
+        op: impl FnOnce(&sled::Db) -> std::result::Result<T, SledFailure>,
+    ) -> Result<T> {
         let db = self.db();
         let Some(db) = db.as_ref() else {
             return Err(StoreError::Engine(format!(
@@ -110,11 +144,63 @@ impl SledStore {
                 self.path.display()
             )));
         };
-        op(db).map_err(|e| {
-            let e = sled_error(e);
-            self.lock_failed().get_or_insert_with(|| e.to_string());
-            e
-        })
+        // sled 0.34 panics on some damaged data (a page that verifies but
+        // does not decode, a pointer into the wrong message) where it should
+        // return an error: caught here, it is the damage it is.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(db)));
+        outcome
+            .unwrap_or_else(|panic| Err(SledFailure::Panicked(panic_message(&*panic))))
+            .map_err(|e| {
+                // A page that fails its checksum fails its own reads, not
+                // sled: other reads and writes go on, so the store is not
+                // failed for it. After an I/O error sled fails everything,
+                // and after a panic its state is unknown: failed, until the
+                // checkpoint thread opens it afresh.
+                let fails_everything =
+                    !matches!(e, SledFailure::Sled(sled::Error::Corruption { .. }));
+                let e = self.error(e);
+                if fails_everything {
+                    self.lock_failed().get_or_insert_with(|| e.to_string());
+                }
+                e
+            })
+    }
+
+    /// A failed operation's error, with sled's damage named as a file of
+    /// this directory.
+    fn error(&self, e: SledFailure) -> StoreError {
+        let at = match &e {
+            SledFailure::Sled(sled::Error::Corruption { at: Some(at), .. }) => Some(*at),
+            _ => None,
+        };
+        let (dir, journal) = (&self.shown, self.shown.join("journal"));
+        match (e, at) {
+            (_, Some(sled::DiskPtr::Inline(at))) => damaged(
+                dir,
+                journal.join("db"),
+                Some(at),
+                "a page of sled's log there fails its checksum, so sled cannot read the keys it holds",
+            ),
+            (_, Some(sled::DiskPtr::Blob(_, blob))) => damaged(
+                dir,
+                journal.join("blobs").join(blob.to_string()),
+                None,
+                "a value sled keeps in a file of its own fails its checksum",
+            ),
+            (SledFailure::Sled(e @ sled::Error::Corruption { .. }), None) => damaged(
+                dir,
+                journal.join("db"),
+                None,
+                format!("sled finds damaged data ({e})"),
+            ),
+            (SledFailure::Panicked(message), None) => damaged(
+                dir,
+                journal.join("db"),
+                None,
+                format!("sled failed on damaged data it read ({message})"),
+            ),
+            (SledFailure::Sled(e), None) => sled_error(e),
+        }
     }
 
     fn lock_failed(&self) -> std::sync::MutexGuard<'_, Option<String>> {
@@ -151,8 +237,99 @@ impl SledStore {
     }
 }
 
-/// Opens sled at `path` (in the data directory `dir`).
-fn open_sled(dir: &Path, path: &Path) -> Result<sled::Db> {
+/// Why a sled operation failed: its error, or a panic sled should have
+/// made one.
+enum SledFailure {
+    Sled(sled::Error),
+    Panicked(String),
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// A [`StoreError::Damaged`] of `file` in the data directory `dir`, whose
+/// rebuild the journal's assembly works out (it knows the log).
+fn damaged(dir: &Path, file: PathBuf, at: Option<u64>, why: impl Into<String>) -> StoreError {
+    StoreError::Damaged(Box::new(Damaged {
+        file,
+        at,
+        why: why.into(),
+        data_dir: dir.to_path_buf(),
+        rebuild: Rebuild::Unknown,
+    }))
+}
+
+/// Refuses to open sled at `path` (in the data directory `dir`) when its
+/// recovery would meet damage it refuses: it would first zero the rest of
+/// the segment from the damage on (`damage.rs`, `refused_by_recovery`), and
+/// what a salvage could still read there would be gone. Reads what sled's
+/// recovery reads anyway: the segments from its snapshot on.
+fn refuse_damage(dir: &Path, path: &Path) -> Result<()> {
+    if !path.join("db").exists() {
+        return Ok(());
+    }
+    let found =
+        damage::inspect(path, SLED_SEGMENT_BYTES, damage::Scope::Recovery).map_err(|e| {
+            open_error(
+                dir,
+                format!("reading sled's files in {}: {e}", path.display()),
+            )
+        })?;
+    match found.refused_by_recovery() {
+        true => Err(first_damage(dir, &found.findings(path))
+            .unwrap_or_else(|| open_error(dir, "sled's files are damaged"))),
+        false => Ok(()),
+    }
+}
+
+/// The first of `findings` as the store's error.
+fn first_damage(dir: &Path, findings: &[SledFinding]) -> Option<StoreError> {
+    let first = findings.first()?;
+    Some(damaged(
+        dir,
+        first.file.clone(),
+        first.at,
+        first.what.clone(),
+    ))
+}
+
+/// The error of an open of sled at `path` that failed: when sled's files
+/// are damaged (read as sled writes them, `damage.rs`), the first damage
+/// found, named (sled's own words add nothing: "corrupted data at file
+/// offset None"); otherwise what sled said.
+fn refusal(dir: &Path, path: &Path, e: SledFailure) -> StoreError {
+    let said = match e {
+        SledFailure::Sled(sled::Error::Io(e)) => return open_error(dir, format!("sled: {e}")),
+        SledFailure::Sled(e) => e.to_string(),
+        SledFailure::Panicked(message) => format!("sled panicked: {message}"),
+    };
+    match damage::inspect(path, SLED_SEGMENT_BYTES, damage::Scope::Whole) {
+        Ok(found) => first_damage(dir, &found.findings(path)).unwrap_or_else(|| {
+            damaged(
+                dir,
+                path.join("db"),
+                None,
+                format!(
+                    "sled refuses to open it ({said}), and no damage can be located in its files"
+                ),
+            )
+        }),
+        Err(e) => open_error(dir, format!("sled: {said}; reading its files: {e}")),
+    }
+}
+
+/// Free space sled is opened again after a failure only with: two of its
+/// segments, what its open and first writes may take.
+const REOPEN_ROOM: u64 = 2 * SLED_SEGMENT_BYTES as u64;
+
+/// Opens sled at `path`, sled's errors and panics as they are.
+fn open_sled(path: &Path) -> std::result::Result<sled::Db, SledFailure> {
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(SLED_CACHE_BYTES)
@@ -165,7 +342,10 @@ fn open_sled(dir: &Path, path: &Path) -> Result<sled::Db> {
     // sled is reopened after a failure).
     let released_by = Instant::now() + SLED_LOCK_PATIENCE;
     loop {
-        match config.open() {
+        // A panic in sled's recovery is damage it read (see `with_db`).
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|panic| SledFailure::Panicked(panic_message(&*panic)))?;
+        match opened {
             Err(sled::Error::Io(e))
                 // sled 0.34 says so only in the message (`config.rs`).
                 if e.to_string().starts_with("could not acquire lock")
@@ -173,7 +353,7 @@ fn open_sled(dir: &Path, path: &Path) -> Result<sled::Db> {
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            other => return other.map_err(|e| open_error(dir, format!("sled: {e}"))),
+            other => return other.map_err(SledFailure::Sled),
         }
     }
 }
@@ -197,7 +377,7 @@ fn locked(dir: &Path, lock: &mut File) -> StoreError {
 /// Takes the exclusive lock on `dir/LOCK`, recording our pid in it.
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let mut file = OpenOptions::new()
+    let mut file = crate::private::file()
         .read(true)
         .write(true)
         .create(true)
@@ -256,24 +436,75 @@ impl SledStore {
     }
 
     /// Copies sled's files from `dir/journal` to `scratch/journal` and opens
-    /// sled there (taking `scratch/LOCK`); returns the store and the bytes
-    /// copied. `dir` is only read: each file is opened read-only, and the
+    /// sled there (taking `scratch/LOCK`), stepping around the damage found
+    /// in them (`damage.rs`): returns the store, the bytes copied and what
+    /// was found. `dir` is only read: each file is opened read-only, and the
     /// copies are the caller's to write (sled's recovery does) and remove.
     /// The caller holds [`SledStore::read_lock`] while it copies.
-    pub fn open_copy(dir: &Path, scratch: &Path) -> Result<(Self, u64)> {
+    pub fn open_copy(dir: &Path, scratch: &Path) -> Result<(Self, CopyReport)> {
+        let from = dir.join("journal");
         let to = scratch.join("journal");
-        let copied = copy_tree(&dir.join("journal"), &to).map_err(|e| {
+        let bytes = copy_tree(&from, &to).map_err(|e| {
             open_error(
                 dir,
                 format!(
                     "copying sled's files to {}: {e} (a read needs as much free space there as {} takes)",
                     to.display(),
-                    dir.join("journal").display()
+                    from.display()
                 ),
             )
         })?;
-        Ok((Self::open(scratch)?, copied))
+        let inspected =
+            damage::inspect(&to, SLED_SEGMENT_BYTES, damage::Scope::Whole).map_err(|e| {
+                open_error(
+                    dir,
+                    format!("reading the copy of sled's files in {}: {e}", to.display()),
+                )
+            })?;
+        inspected.step_around(&to).map_err(|e| {
+            open_error(
+                dir,
+                format!("changing the copy of sled's files in {}: {e}", to.display()),
+            )
+        })?;
+        let findings = inspected.findings(&from);
+        let earlier_state = inspected.drops_tail();
+        let mut store = Self::open(scratch).map_err(|e| match e {
+            // Named as the original's, not the copy's.
+            StoreError::Damaged(d) => damaged(
+                dir,
+                from.join(d.file.strip_prefix(&to).unwrap_or(&d.file)),
+                d.at,
+                format!(
+                    "{}, even in a copy with the damage found stepped around",
+                    d.why
+                ),
+            ),
+            other => other,
+        })?;
+        store.shown = dir.to_path_buf();
+        Ok((
+            store,
+            CopyReport {
+                bytes,
+                findings,
+                earlier_state,
+            },
+        ))
     }
+}
+
+/// What [`SledStore::open_copy`] copied and found.
+#[derive(Debug, Default)]
+pub struct CopyReport {
+    /// Bytes of sled's files copied.
+    pub bytes: u64,
+    /// What was found damaged in them (and stepped around in the copy).
+    pub findings: Vec<SledFinding>,
+    /// sled opened the copy with less than was written to it (it dropped
+    /// the end of its log at damage): an earlier state of the store, which
+    /// the log's batch marker tells the age of.
+    pub earlier_state: bool,
 }
 
 /// Copies the files and directories under `from` into `to` (created), each
@@ -290,7 +521,7 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
             copied += copy_tree(&source, &target)?;
         } else if kind.is_file() {
             let mut input = File::open(&source)?;
-            let mut output = OpenOptions::new()
+            let mut output = crate::private::file()
                 .write(true)
                 .create_new(true)
                 .open(&target)?;
@@ -305,12 +536,9 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
     Ok(copied)
 }
 
+/// A sled error that is not damage (`SledStore::error` names that).
 fn sled_error(e: sled::Error) -> StoreError {
     match e {
-        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
-            at: format!("sled storage at {at:?}"),
-            why: "sled reports corruption".into(),
-        },
         // sled wraps the OS error in one of its own, whose message is the
         // debug form of the original: give a full disk its own words back.
         sled::Error::Io(source) if source.kind() == std::io::ErrorKind::StorageFull => {
@@ -359,6 +587,10 @@ impl KvStore for SledStore {
         Ok(())
     }
 
+    fn location(&self) -> Option<PathBuf> {
+        Some(self.path.join("db"))
+    }
+
     fn sync(&self) -> Result<()> {
         self.with_db(|db| db.flush())?;
         release_retired_buffers();
@@ -378,10 +610,32 @@ impl KvStore for SledStore {
         if self.lock_failed().is_none() {
             return Ok(());
         }
+        // sled's open writes (a snapshot, its recovery's repairs): on a disk
+        // still full it leaves files it then refuses to open even once there
+        // is room again (seen on a tmpfs: "empty/corrupt snapshot file", then
+        // "Read corrupted data"). So it is not opened again until there is.
+        let free = super::wal::free_bytes(&self.path).map_err(|e| {
+            StoreError::io(
+                format!("reading the free space of {}", self.path.display()),
+                e,
+            )
+        })?;
+        if free < REOPEN_ROOM {
+            return Err(StoreError::io(
+                format!(
+                    "not opening sled again in {} with {} free (it needs {})",
+                    self.path.display(),
+                    super::wal::space_mib(free),
+                    super::wal::space_mib(REOPEN_ROOM)
+                ),
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
+        }
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         // sled lets go of its files only once this handle is gone.
         drop(db.take());
-        *db = Some(open_sled(&self.dir, &self.path)?);
+        refuse_damage(&self.dir, &self.path)?;
+        *db = Some(open_sled(&self.path).map_err(|e| refusal(&self.dir, &self.path, e))?);
         *self.lock_failed() = None;
         tracing::warn!(path = %self.path.display(), "sled opened again after a failure");
         Ok(())
@@ -445,12 +699,14 @@ mod tests {
         let before = files(dir.path());
         let scratch = tempfile::tempdir().unwrap();
         let lock = SledStore::read_lock(dir.path()).unwrap();
-        let (copy, bytes) = SledStore::open_copy(dir.path(), scratch.path()).unwrap();
+        let (copy, report) = SledStore::open_copy(dir.path(), scratch.path()).unwrap();
         drop(lock);
         assert!(
-            bytes > 3 * SLED_SEGMENT_BYTES as u64,
-            "{bytes} bytes copied"
+            report.bytes > 3 * SLED_SEGMENT_BYTES as u64,
+            "{} bytes copied",
+            report.bytes
         );
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
         assert_eq!(copy.get(b"k").unwrap(), Some(b"v".to_vec()));
         assert_eq!(
             copy.get(b"large").unwrap().map(|v| v.len()),
@@ -491,5 +747,106 @@ mod tests {
         ));
         drop((first, second));
         SledStore::open(dir.path()).unwrap();
+    }
+
+    /// A store of several segments, opened again (so sled's snapshot is in
+    /// the newest segment), with its keys.
+    fn segments_of_data(dir: &Path) -> Vec<Vec<u8>> {
+        let store = SledStore::open(dir).unwrap();
+        let keys: Vec<Vec<u8>> = (0..2_400u32)
+            .map(|i| format!("k{i:05}").into_bytes())
+            .collect();
+        for chunk in keys.chunks(100) {
+            let batch = chunk
+                .iter()
+                .map(|k| (k.clone(), Some(vec![k[1]; 8 * 1024])))
+                .collect();
+            store.write(batch).unwrap();
+        }
+        store.sync().unwrap();
+        drop(store);
+        drop(SledStore::open(dir).unwrap());
+        keys
+    }
+
+    /// Damage in an older segment than the one sled's recovery reads: sled
+    /// opens, fails the reads of the page it hit (named: the file and the
+    /// byte) and serves every other; a copy read past it has the rest.
+    #[test]
+    fn a_flip_in_an_older_segment_fails_the_reads_of_its_page_only() {
+        let original = tempfile::tempdir().unwrap();
+        let keys = segments_of_data(original.path());
+        let db = original.path().join("journal/db");
+        let size = fs::metadata(&db).unwrap().len();
+        assert!(
+            size > 2 * SLED_SEGMENT_BYTES as u64,
+            "{size} bytes: several segments"
+        );
+        // Sealed segments, their caps and the newest one's end read intact.
+        let journal = original.path().join("journal");
+        let intact = damage::inspect(&journal, SLED_SEGMENT_BYTES, damage::Scope::Whole).unwrap();
+        assert!(
+            intact.findings(&journal).is_empty(),
+            "{:?}",
+            intact.findings(&journal)
+        );
+        // Flips through the whole file: those in what recovery reads are
+        // refused at the open (the other tests' case); one in an older
+        // segment, on a live page, is this test's.
+        for n in 1..60u64 {
+            let at = n * size / 60;
+            let dir = tempfile::tempdir().unwrap();
+            copy_tree(&journal, &dir.path().join("journal")).unwrap();
+            let copy_db = dir.path().join("journal/db");
+            let mut bytes = fs::read(&copy_db).unwrap();
+            bytes[at as usize] ^= 0x55;
+            fs::write(&copy_db, &bytes).unwrap();
+            let Ok(store) = SledStore::open(dir.path()) else {
+                continue;
+            };
+            let failed: Vec<StoreError> = keys.iter().filter_map(|k| store.get(k).err()).collect();
+            let Some(StoreError::Damaged(damage)) = failed.first() else {
+                continue; // a message no page needs any more
+            };
+            assert_eq!(damage.file, copy_db);
+            let at_byte = damage.at.expect("the byte is named");
+            assert!(at_byte <= at, "{damage:?} for a flip at {at}");
+            assert!(
+                failed.len() < keys.len() / 4,
+                "one page's keys: {}",
+                failed.len()
+            );
+            drop(store);
+
+            let scratch = tempfile::tempdir().unwrap();
+            let (copy, report) = SledStore::open_copy(dir.path(), scratch.path()).unwrap();
+            assert!(
+                report
+                    .findings
+                    .iter()
+                    .any(|f| f.file == copy_db && f.at == Some(at_byte)),
+                "{:?}",
+                report.findings
+            );
+            let readable = crate::journal::store::salvage::read_all(&copy);
+            // At least what the damaged store served (a key next to the
+            // page is sometimes refused there too, and reads in the copy).
+            assert!(
+                readable.entries.len() + failed.len() >= keys.len(),
+                "{} read, {} failed: {:?}",
+                readable.entries.len(),
+                failed.len(),
+                readable.gaps
+            );
+            assert_eq!(readable.gaps.len(), 1, "{:?}", readable.gaps);
+            for key in &keys {
+                match readable.entries.get(key) {
+                    Some(value) => assert_eq!(value, &vec![key[1]; 8 * 1024]),
+                    None => assert!(readable.unknown(key), "{key:?} neither read nor in a gap"),
+                }
+            }
+            return;
+        }
+        panic!("no flip in the older segments hit a live page");
     }
 }

@@ -1,0 +1,36 @@
+//! The wire forms of the domain's times and states: the leaf both the
+//! conversions (`convert.rs`) and the summaries (`summary.rs`) build from.
+
+use crate::{
+    proto::v1 as pb,
+    saga::{SagaStatus, StepStatus, Timestamp},
+};
+
+pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (t.millis() / 1000) as i64,
+        nanos: ((t.millis() % 1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn saga_state(s: SagaStatus) -> pb::SagaState {
+    match s {
+        SagaStatus::Running => pb::SagaState::Running,
+        SagaStatus::Compensating => pb::SagaState::Compensating,
+        SagaStatus::Completed => pb::SagaState::Completed,
+        SagaStatus::Compensated => pb::SagaState::Compensated,
+        SagaStatus::Failed => pb::SagaState::Failed,
+    }
+}
+
+pub fn step_state(s: StepStatus) -> pb::StepState {
+    match s {
+        StepStatus::Pending => pb::StepState::Pending,
+        StepStatus::Running => pb::StepState::Running,
+        StepStatus::Succeeded => pb::StepState::Succeeded,
+        StepStatus::Failed => pb::StepState::Failed,
+        StepStatus::Compensating => pb::StepState::Compensating,
+        StepStatus::Compensated => pb::StepState::Compensated,
+        StepStatus::Skipped => pb::StepState::Skipped,
+    }
+}

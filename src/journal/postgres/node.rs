@@ -1,0 +1,277 @@
+//! Membership: who this node is, its epoch (its fencing token) and its
+//! lease, always judged by the database's clock (`clock_timestamp()`), never
+//! by a node's own.
+//!
+//! - **Join** (at open): an upsert of the node's row that bumps its epoch and
+//!   sets a fresh lease, in one transaction with the re-stamping of the
+//!   node's open sagas to the new epoch (a restarted node recovers its own
+//!   sagas). The upsert waits for a batch still in flight under the old epoch
+//!   (that batch holds the row `FOR SHARE`), so once it returns, every later
+//!   batch of an older instance finds itself fenced.
+//! - **Heartbeat**: every TTL/3 the lease is renewed, for the current epoch
+//!   only; zero rows renewed means another process joined as this node (or
+//!   the cluster fenced it): the node is fenced for good.
+//! - **Check** (first statement of every batch, `writer.rs`): the node's row,
+//!   `FOR SHARE`: no row or another epoch is fenced, an expired lease is
+//!   lapsed. A lapsed lease may still be renewed while the epoch is unchanged:
+//!   a takeover (the next slice) bumps the epoch first, and only of a node
+//!   whose lease has expired, in one statement.
+//!
+//! Invariants:
+//! - An epoch only grows; a process keeps the epoch it joined with for its
+//!   whole life, so once fenced it stays fenced ([`Fence`]).
+//! - Lease times are compared inside PostgreSQL only.
+
+use std::{fmt, sync::OnceLock, time::Duration};
+
+use deadpool_postgres::Pool;
+use tokio_postgres::{Client, GenericClient};
+use tokio_util::sync::CancellationToken;
+
+use super::{PgError, PgTarget, Shared};
+
+/// How long a lease lasts without renewal, by default.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// The name a node goes by in the journal (`--node-id`): stable across its
+/// restarts, unique among the nodes sharing a journal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// A node id: any non-empty text of at most 200 bytes without control
+    /// characters (it is shown in logs and listings).
+    pub fn new(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("a node id cannot be empty".into());
+        }
+        if text.len() > 200 || text.chars().any(char::is_control) {
+            return Err(format!(
+                "'{}' is not a node id (at most 200 bytes, no control characters)",
+                text.escape_debug()
+            ));
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A node's fencing token: bumped by every join (and, in cluster mode, by a
+/// takeover). Work done under an older epoch than the node's current one is
+/// a deposed owner's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// This process's place in the journal: which node, at which epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub node: NodeId,
+    pub epoch: Epoch,
+}
+
+/// Set once, when this process learns it was fenced; never cleared.
+#[derive(Debug, Default)]
+pub struct Fence {
+    /// The node's epoch in the journal when the fence was seen; `None` when
+    /// its row was gone.
+    now: OnceLock<Option<u64>>,
+}
+
+impl Fence {
+    /// Records the fence; true the first time.
+    pub fn set(&self, now: Option<u64>) -> bool {
+        self.now.set(now).is_ok()
+    }
+
+    /// The epoch seen when fenced, if fenced.
+    pub fn get(&self) -> Option<Option<u64>> {
+        self.now.get().copied()
+    }
+}
+
+/// Milliseconds of a duration, as the statements below take them.
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Joins the journal as `node`: bumps its epoch (1 for a new node), takes a
+/// lease of `ttl`, and moves the node's open sagas to the new epoch.
+pub async fn join(
+    client: &mut Client,
+    target: &PgTarget,
+    node: &NodeId,
+    addr: &str,
+    ttl: Duration,
+) -> Result<Epoch, PgError> {
+    let setup = |what| PgError::setup(target, what);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(setup("beginning the join"))?;
+    let epoch: i64 = tx
+        .query_one(
+            "INSERT INTO sagad.node AS n (node_id, epoch, lease_until, addr, joined_at)
+             VALUES ($1, 1, clock_timestamp() + $2::float8 * interval '1 millisecond', $3, clock_timestamp())
+             ON CONFLICT (node_id) DO UPDATE SET
+                 epoch = n.epoch + 1,
+                 lease_until = EXCLUDED.lease_until,
+                 addr = EXCLUDED.addr,
+                 joined_at = EXCLUDED.joined_at
+             RETURNING epoch",
+            &[&node.as_str(), &millis(ttl), &addr],
+        )
+        .await
+        .map_err(setup("joining as a node"))?
+        .get(0);
+    tx.execute(
+        "UPDATE sagad.saga SET owner_epoch = $2
+         WHERE owner_node = $1 AND status IN ('running', 'compensating', 'failed')",
+        &[&node.as_str(), &epoch],
+    )
+    .await
+    .map_err(setup("taking the node's sagas to its new epoch"))?;
+    tx.commit().await.map_err(setup("committing the join"))?;
+    Ok(Epoch(epoch as u64))
+}
+
+/// The first statement of every batch: the node's row, locked `FOR SHARE`
+/// until the batch ends, so the epoch cannot change under the batch.
+pub const CHECK: &str = "SELECT epoch, lease_until > clock_timestamp() FROM sagad.node
+     WHERE node_id = $1 FOR SHARE";
+
+/// What the check found: `(epoch, lease still running)`, or no row.
+pub fn judge(found: Option<(i64, bool)>, me: &Membership) -> Result<(), PgError> {
+    match found {
+        Some((epoch, true)) if epoch as u64 == me.epoch.0 => Ok(()),
+        Some((epoch, false)) if epoch as u64 == me.epoch.0 => Err(PgError::LeaseLapsed {
+            node: me.node.to_string(),
+        }),
+        other => Err(PgError::Fenced {
+            node: me.node.to_string(),
+            held: me.epoch.0,
+            now: other.map(|(epoch, _)| epoch as u64),
+        }),
+    }
+}
+
+/// Renews the lease for this epoch only. `Ok(Err(Fenced))` when the node's
+/// epoch moved on (or its row is gone); `Err` when the statement failed.
+pub async fn renew(
+    client: &impl GenericClient,
+    me: &Membership,
+    ttl: Duration,
+) -> Result<Result<(), PgError>, tokio_postgres::Error> {
+    // One statement: the renewal, and the epoch as it was before it (the
+    // sub-select reads the statement's snapshot), to name it when fenced.
+    let row = client
+        .query_one(
+            "WITH renewed AS (
+                 UPDATE sagad.node SET lease_until = clock_timestamp() + $3::float8 * interval '1 millisecond'
+                 WHERE node_id = $1 AND epoch = $2 RETURNING epoch)
+             SELECT (SELECT count(*) FROM renewed), (SELECT epoch FROM sagad.node WHERE node_id = $1)",
+            &[&me.node.as_str(), &(me.epoch.0 as i64), &millis(ttl)],
+        )
+        .await?;
+    let renewed: i64 = row.get(0);
+    let now: Option<i64> = row.get(1);
+    Ok(if renewed == 1 {
+        Ok(())
+    } else {
+        Err(PgError::Fenced {
+            node: me.node.to_string(),
+            held: me.epoch.0,
+            now: now.map(|e| e as u64),
+        })
+    })
+}
+
+/// Renews the lease every `ttl / 3` until `stop` or until the node is found
+/// fenced. A renewal that fails (the database is unreachable) is tried again
+/// at the next tick; if the lease runs out meanwhile, batches find it lapsed.
+pub(super) async fn heartbeat(
+    pool: Pool,
+    shared: std::sync::Arc<Shared>,
+    ttl: Duration,
+    stop: CancellationToken,
+) {
+    // The join just took a fresh lease: the first renewal is a third of it away.
+    let every = ttl / 3;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if shared.fence.get().is_some() {
+            return;
+        }
+        let renewed = match pool.get().await {
+            Ok(client) => renew(&**client, &shared.me, ttl)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match renewed {
+            Ok(Ok(())) => {}
+            Ok(Err(PgError::Fenced { now, .. })) => {
+                shared.fenced(now);
+                return;
+            }
+            Ok(Err(other)) => tracing::warn!(error = %other, "cannot renew the node's lease"),
+            Err(e) => tracing::warn!(error = %e, "cannot renew the node's lease; trying again"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_tells_fenced_from_lapsed() {
+        let me = Membership {
+            node: NodeId::new("a").unwrap(),
+            epoch: Epoch(3),
+        };
+        assert!(judge(Some((3, true)), &me).is_ok());
+        assert!(matches!(
+            judge(Some((3, false)), &me),
+            Err(PgError::LeaseLapsed { .. })
+        ));
+        let fenced = judge(Some((4, true)), &me).unwrap_err();
+        assert!(matches!(fenced, PgError::Fenced { now: Some(4), .. }));
+        assert!(fenced.to_string().contains("epoch 3"), "{fenced}");
+        assert!(fenced.to_string().contains("epoch 4"), "{fenced}");
+        assert!(matches!(
+            judge(None, &me),
+            Err(PgError::Fenced { now: None, .. })
+        ));
+    }
+
+    #[test]
+    fn node_ids_are_printable_text() {
+        assert_eq!(
+            NodeId::new(" host-1/127.0.0.1:50051 ").unwrap().as_str(),
+            "host-1/127.0.0.1:50051"
+        );
+        assert!(NodeId::new("").is_err());
+        assert!(NodeId::new("a\nb").is_err());
+    }
+}

@@ -1,0 +1,138 @@
+//! The journal's tables, created on the first start and versioned.
+//!
+//! Everything lives in one PostgreSQL schema, `sagad`, so the journal can
+//! share a database with other applications and is dropped with one
+//! statement. `sagad.schema_version` holds one row: the version the tables
+//! are at. A start finds one of three things:
+//! - no `sagad` schema: it creates every table at [`SCHEMA_VERSION`];
+//! - the same version: it goes on;
+//! - a newer version (a newer sagad wrote it): it is refused, naming both
+//!   versions, and changes nothing. An older version would be upgraded here;
+//!   version 1 is the first, so there is nothing to upgrade yet.
+//!
+//! Two nodes starting at once on an empty database must not both create the
+//! tables: the check and the creation run in one transaction under a
+//! transaction-level advisory lock, so the second waits and then finds the
+//! tables made. (The lock guards this bootstrap only; nothing else relies on
+//! advisory locks.)
+
+use tokio_postgres::Client;
+
+use super::{PgError, PgTarget};
+
+/// The version of the tables this build creates and reads.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The advisory lock key of the bootstrap: "sagad" in ASCII, arbitrary but fixed.
+const BOOTSTRAP_LOCK: i64 = 0x73_6167_6164;
+
+/// Version 1 of the tables. Why each part is there is in `mod.rs`.
+const CREATE_V1: &str = r#"
+CREATE SCHEMA sagad;
+CREATE TABLE sagad.schema_version (
+    version integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE sagad.node (
+    node_id text PRIMARY KEY,
+    epoch bigint NOT NULL,
+    lease_until timestamptz NOT NULL,
+    addr text NOT NULL,
+    joined_at timestamptz NOT NULL
+);
+CREATE TABLE sagad.saga (
+    saga_id uuid PRIMARY KEY,
+    idempotency_key text UNIQUE,
+    definition text NOT NULL,
+    status text NOT NULL
+        CHECK (status IN ('running', 'compensating', 'completed', 'compensated', 'failed')),
+    created_at timestamptz NOT NULL,
+    ended_at timestamptz,
+    owner_node text NOT NULL,
+    owner_epoch bigint NOT NULL,
+    next_due_at timestamptz,
+    last_seq bigint NOT NULL
+);
+CREATE INDEX saga_by_status ON sagad.saga (status, saga_id);
+CREATE INDEX saga_open_by_owner ON sagad.saga (owner_node, saga_id)
+    WHERE status IN ('running', 'compensating', 'failed');
+CREATE TABLE sagad.event (
+    "offset" bigint PRIMARY KEY,
+    saga_id uuid NOT NULL,
+    seq bigint NOT NULL,
+    body bytea NOT NULL,
+    UNIQUE (saga_id, seq)
+);
+CREATE TABLE sagad.feed_head (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    last bigint NOT NULL
+);
+INSERT INTO sagad.feed_head (last) VALUES (0);
+CREATE TABLE sagad.archive_horizon (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    through bigint NOT NULL
+);
+INSERT INTO sagad.archive_horizon (through) VALUES (0);
+CREATE TABLE sagad.participant (
+    name text PRIMARY KEY,
+    body bytea NOT NULL
+);
+"#;
+
+/// Creates the tables if the database has none, or checks their version.
+pub async fn ensure(client: &mut Client, target: &PgTarget) -> Result<(), PgError> {
+    let setup = |what| PgError::setup(target, what);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(setup("beginning the schema check"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BOOTSTRAP_LOCK])
+        .await
+        .map_err(setup("waiting for another node's schema check"))?;
+    let exists: bool = tx
+        .query_one(
+            "SELECT to_regclass('sagad.schema_version') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(setup("looking for the sagad schema"))?
+        .get(0);
+    if !exists {
+        tx.batch_execute(CREATE_V1)
+            .await
+            .map_err(setup("creating the sagad schema"))?;
+        tx.execute(
+            "INSERT INTO sagad.schema_version (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+        .map_err(setup("recording the schema version"))?;
+        tracing::info!(target = %target, version = SCHEMA_VERSION, "created the journal's tables");
+    } else {
+        let found: i32 = tx
+            .query_one("SELECT max(version) FROM sagad.schema_version", &[])
+            .await
+            .map_err(setup("reading the schema version"))?
+            .get::<_, Option<i32>>(0)
+            .unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(PgError::NewerSchema {
+                target: target.to_string(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            // Version 1 is the first: no sagad wrote an older one.
+            return Err(PgError::Schema {
+                target: target.to_string(),
+                why: format!(
+                    "sagad.schema_version says {found}, and no sagad writes versions below 1: the table was changed by hand"
+                ),
+            });
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(setup("committing the schema check"))
+}

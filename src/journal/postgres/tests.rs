@@ -1,0 +1,356 @@
+//! The PostgreSQL journal against a real server (one throwaway server for
+//! the test binary, a fresh database per test): the conformance suite, and
+//! what only a shared journal has: nodes, epochs, leases, several writers.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_postgres::NoTls;
+
+use super::*;
+use crate::{
+    error::JournalFault,
+    journal::Journal,
+    saga::EventKind,
+    testing::{attempt, next, started},
+};
+
+/// A fresh database on the shared throwaway server; fails the test (never
+/// skips it) without PostgreSQL's binaries.
+async fn database() -> String {
+    throwaway::shared_database()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn options(url: &str, node: &str) -> PgOptions {
+    PgOptions::new(
+        PgTarget::parse(url).unwrap(),
+        NodeId::new(node).unwrap(),
+        "127.0.0.1:0",
+    )
+}
+
+async fn open(url: &str, node: &str) -> PgJournal {
+    PgJournal::open(options(url, node)).await.unwrap()
+}
+
+async fn fresh() -> (Arc<dyn Journal>, ()) {
+    let url = database().await;
+    (Arc::new(open(&url, "node-a").await), ())
+}
+
+crate::journal_conformance!(async fresh());
+
+/// A plain connection to run SQL behind the journal's back.
+async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn count_events(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM sagad.event", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Polls `check` every 10 ms for up to 30 s.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_node_journals_nothing_more() {
+    let url = database().await;
+    let journal = open(&url, "node-a").await;
+    assert_eq!(journal.membership().epoch, Epoch(1));
+    let first = started("shop", None);
+    let id = first.saga;
+    journal.append(vec![first]).await.unwrap();
+
+    // Another process takes the node's identity (or a takeover fences it).
+    let client = sql(&url).await;
+    client
+        .execute(
+            "UPDATE sagad.node SET epoch = epoch + 1 WHERE node_id = 'node-a'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = journal
+        .append(vec![next(id, 2, attempt(1))])
+        .await
+        .unwrap_err();
+    assert_eq!(JournalFault::of(&err), JournalFault::Refused, "{err}");
+    assert!(err.to_string().contains("fenced"), "{err}");
+    assert!(err.to_string().contains("epoch 2"), "{err}");
+    let failure = journal.write_failure().expect("health sees the fence");
+    assert!(failure.contains("fenced"), "{failure}");
+    // For good: no probe brings it back, nothing of it reaches the journal.
+    tokio::time::sleep(crate::journal::JOURNAL_PROBE_INTERVAL * 3).await;
+    for _ in 0..3 {
+        assert!(journal.append(vec![started("shop", None)]).await.is_err());
+    }
+    let participant = crate::saga::Participant::new(
+        "payments",
+        "http://127.0.0.1:7/shop.Payments/Charge",
+        "http://127.0.0.1:7/shop.Payments/Refund",
+        crate::saga::RetryOverrides::default(),
+        None,
+        crate::saga::Timestamp::now(),
+    )
+    .unwrap();
+    assert!(journal.put_participant(participant).await.is_err());
+    assert_eq!(count_events(&client).await, 1);
+    assert!(journal.write_failure().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_node_id_fences_the_first() {
+    let url = database().await;
+    let old = open(&url, "node-a").await;
+    let first = started("shop", None);
+    let id = first.saga;
+    old.append(vec![first]).await.unwrap();
+
+    let new = open(&url, "node-a").await;
+    assert_eq!(new.membership().epoch, Epoch(2), "joining bumps the epoch");
+    assert_eq!(
+        new.unfinished().await.unwrap(),
+        vec![id],
+        "the node's sagas are the new process's"
+    );
+    let err = old.append(vec![next(id, 2, attempt(1))]).await.unwrap_err();
+    assert!(err.to_string().contains("fenced"), "{err}");
+    new.append(vec![next(id, 2, attempt(1))])
+        .await
+        .expect("the new process goes on with the saga");
+    assert_eq!(new.read_saga(id).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_stops_writes_until_it_is_renewed() {
+    let url = database().await;
+    // A lease far longer than the test: no heartbeat renews it behind the
+    // test's back; only the probe after the refused write does.
+    let journal = PgJournal::open(PgOptions {
+        lease_ttl: Duration::from_secs(3600),
+        ..options(&url, "node-a")
+    })
+    .await
+    .unwrap();
+    let client = sql(&url).await;
+    client
+        .execute(
+            "UPDATE sagad.node SET lease_until = clock_timestamp() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = journal
+        .append(vec![started("shop", None)])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("lease ran out"), "{err}");
+    assert_eq!(
+        count_events(&client).await,
+        0,
+        "nothing written on a lapsed lease"
+    );
+    // The probe renews it: the epoch did not change, nobody took over.
+    until("writes to work again", || journal.write_failure().is_none()).await;
+    journal.append(vec![started("shop", None)]).await.unwrap();
+    assert_eq!(count_events(&client).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_stops_writes_until_a_probe_connects_again() {
+    // A server of its own: this test stops it.
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(throwaway::Cluster::start)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let url = cluster.database().await.unwrap();
+    let journal = open(&url, "node-a").await;
+    journal.append(vec![started("shop", None)]).await.unwrap();
+
+    let stopping = cluster.clone();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .unwrap();
+    let err = journal
+        .append(vec![started("shop", None)])
+        .await
+        .unwrap_err();
+    assert!(
+        JournalFault::of(&err).pauses_sagas(),
+        "an outage pauses sagas: {err}"
+    );
+    assert!(journal.write_failure().is_some(), "health sees the outage");
+    let refused = journal
+        .append(vec![started("shop", None)])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("refuses writes"), "{refused}");
+
+    let restarting = cluster.clone();
+    tokio::task::spawn_blocking(move || restarting.restart())
+        .await
+        .unwrap()
+        .unwrap();
+    until("writes to work again", || journal.write_failure().is_none()).await;
+    let later = journal.append(vec![started("shop", None)]).await.unwrap();
+    assert_eq!(
+        journal.read_saga(later[0].saga).await.unwrap(),
+        later,
+        "reads connect again too"
+    );
+    assert_eq!(
+        journal.read_after(Offset::ZERO, 10).await.unwrap().len(),
+        2,
+        "only the acknowledged appends are in the journal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_gap_free_and_in_commit_order_across_nodes() {
+    let url = database().await;
+    let nodes = [open(&url, "node-a").await, open(&url, "node-b").await];
+    let nodes: Vec<Arc<PgJournal>> = nodes.into_iter().map(Arc::new).collect();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let journal = nodes[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let first = started("shop", None);
+            let id = first.saga;
+            let mut written = journal.append(vec![first]).await.unwrap();
+            for seq in 2..=6 {
+                written.extend(
+                    journal
+                        .append(vec![next(id, seq, attempt(seq as u32))])
+                        .await
+                        .unwrap(),
+                );
+            }
+            written
+        }));
+    }
+    let mut written = Vec::new();
+    for task in tasks {
+        written.extend(task.await.unwrap());
+    }
+    written.sort_by_key(|e| e.offset);
+    let offsets: Vec<u64> = written.iter().map(|e| e.offset.get()).collect();
+    assert_eq!(
+        offsets,
+        (1..=96).collect::<Vec<_>>(),
+        "one gap-free sequence for both nodes"
+    );
+    for journal in &nodes {
+        assert_eq!(
+            journal.read_after(Offset::ZERO, 1000).await.unwrap(),
+            written
+        );
+        // Each node hears of the other's commits too.
+        let durable = journal.durable_offset();
+        until("the durable offset to cover both nodes", || {
+            *durable.borrow() == Offset(96)
+        })
+        .await;
+        assert_eq!(
+            journal.unfinished().await.unwrap().len(),
+            8,
+            "each node recovers its own"
+        );
+    }
+    // A key is one saga's across nodes.
+    nodes[0]
+        .append(vec![started("shop", Some("k"))])
+        .await
+        .unwrap();
+    let err = nodes[1]
+        .append(vec![started("shop", Some("k"))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, JournalError::IdempotencyConflict { .. }),
+        "{err}"
+    );
+    // A node cannot write a saga another node owns.
+    let theirs = started("shop", None);
+    nodes[0].append(vec![theirs.clone()]).await.unwrap();
+    let err = nodes[1]
+        .append(vec![next(
+            theirs.saga,
+            2,
+            EventKind::CancelRequested {
+                reason: "x".into(),
+                by: None,
+            },
+        )])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("belongs to node node-a"), "{err}");
+    assert_eq!(nodes[1].read_saga(theirs.saga).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused_naming_both_versions() {
+    let url = database().await;
+    let journal = open(&url, "node-a").await;
+    journal.close().await.unwrap();
+    sql(&url)
+        .await
+        .execute("UPDATE sagad.schema_version SET version = 99", &[])
+        .await
+        .unwrap();
+    let err = PgJournal::open(options(&url, "node-a"))
+        .await
+        .err()
+        .unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains("version 99") && text.contains("version 1"),
+        "{text}"
+    );
+    assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_hosts_are_tried_in_order_for_a_primary() {
+    let url = database().await;
+    // Nothing listens on the first host: a dead primary's address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (head, db) = url.rsplit_once('/').unwrap();
+    let (user, live) = head.rsplit_once('@').unwrap();
+    let url = format!("{user}@127.0.0.1:{closed},{live}/{db}?target_session_attrs=read-write");
+    let journal = open(&url, "node-a").await;
+    let written = journal.append(vec![started("shop", None)]).await.unwrap();
+    assert_eq!(journal.read_saga(written[0].saga).await.unwrap(), written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_requires_tls_is_refused_at_open() {
+    let url = database().await;
+    let err = PgJournal::open(options(&format!("{url}?sslmode=require"), "node-a"))
+        .await
+        .err()
+        .expect("this build speaks plaintext only");
+    assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen, "{err}");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+}

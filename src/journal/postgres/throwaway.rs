@@ -1,0 +1,418 @@
+//! A throwaway PostgreSQL server for tests and benchmarks: `initdb` into a
+//! temporary directory, the server on a free loopback port, one database per
+//! user, everything stopped and removed afterwards.
+//!
+//! The server binaries are found with `pg_config --bindir`, else in
+//! `/usr/lib/postgresql/*/bin` (the newest). Without them, starting fails
+//! with a message saying to install Debian's `postgresql` package: a test
+//! that needs PostgreSQL fails, it never passes silently.
+//!
+//! PostgreSQL refuses to run as root. When this process is root, `initdb`
+//! and the server run as the `postgres` user (the credentials are switched in
+//! the child before it executes, as `runuser -u postgres --` would), and the
+//! temporary directory is handed to that user.
+//!
+//! Nothing is left running, whatever happens to the process that started it:
+//! - [`Cluster`]'s `Drop` stops the server (immediate shutdown) and removes
+//!   the directory;
+//! - the server is started directly (not daemonised by `pg_ctl`) with a
+//!   parent-death signal, from a thread that lives as long as the process: a
+//!   process that dies (a panic that aborts, SIGKILL) takes its server with
+//!   it;
+//! - [`Cluster::shared`], one server for a whole test binary (statics are
+//!   never dropped), is stopped and removed by an `atexit` handler.
+
+use std::{
+    fs,
+    io::{self, Read},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+/// How long the server may take to accept connections.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// Fresh ports tried when the one picked was taken meanwhile.
+const PORT_TRIES: usize = 5;
+
+/// Why a throwaway server could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ThrowawayError {
+    #[error(
+        "no PostgreSQL server binaries (initdb, postgres) found with pg_config --bindir or in /usr/lib/postgresql/*/bin: install Debian's postgresql package (apt-get install postgresql)"
+    )]
+    NoBinaries,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} failed: {output}")]
+    Failed { what: String, output: String },
+    #[error("creating database {name}: {source}")]
+    Database {
+        name: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> ThrowawayError {
+    let what = what.into();
+    move |source| ThrowawayError::Io { what, source }
+}
+
+/// A running throwaway server; see the module docs.
+pub struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    /// The user the server runs as, when this process is root.
+    run_as: Option<(u32, u32)>,
+    /// The server process; `None` once stopped.
+    server: Mutex<Option<Child>>,
+    /// Removed with the directory by `Drop` (a shared cluster never drops:
+    /// its `atexit` handler removes the directory).
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// Initialises and starts a new server.
+    pub fn start() -> Result<Self, ThrowawayError> {
+        let bin = find_binaries()?;
+        let temp = tempfile::Builder::new()
+            .prefix("sagad-pg-")
+            .tempdir()
+            .map_err(io_error("creating a directory for PostgreSQL"))?;
+        let dir = temp.path().to_path_buf();
+        let run_as = postgres_user_if_root()?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io_error(format!(
+                "handing {} to the postgres user",
+                dir.display()
+            )))?;
+        }
+        let mut cluster = Self {
+            bin,
+            dir,
+            port: 0,
+            run_as,
+            server: Mutex::new(None),
+            _dir: Some(temp),
+        };
+        cluster.initdb()?;
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+
+    /// One server for the whole process, started by the first caller; the
+    /// same error for every caller when it cannot start.
+    pub fn shared() -> Result<&'static Cluster, &'static str> {
+        static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
+        extern "C" fn stop_shared() {
+            if let Some(Ok(cluster)) = SHARED.get() {
+                cluster.stop();
+                let _ = fs::remove_dir_all(&cluster.dir);
+            }
+        }
+        SHARED
+            .get_or_init(|| {
+                let cluster = Cluster::start().map_err(|e| e.to_string())?;
+                // SAFETY: registering a plain extern "C" function has no
+                // preconditions; it runs at exit, when only this static is read.
+                unsafe { libc::atexit(stop_shared) };
+                Ok(cluster)
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// The port the server listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of database `db` (the superuser `postgres`, no password).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A fresh, empty database; returns its URL.
+    pub async fn database(&self) -> Result<String, ThrowawayError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let name = format!(
+            "sagad_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let failed = |source| ThrowawayError::Database {
+            name: name.clone(),
+            source,
+        };
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .map_err(failed)?;
+        let connection = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .map_err(failed)?;
+        drop(client);
+        let _ = connection.await;
+        Ok(self.url(&name))
+    }
+
+    /// Stops the server at once (immediate shutdown: what a crash of the
+    /// database leaves behind), and waits for it to be gone.
+    pub fn stop(&self) {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut server) = server {
+            // SIGQUIT: the postmaster tells its backends to quit and exits.
+            // SAFETY: kill with a pid we own (not yet waited on) and a signal number.
+            unsafe { libc::kill(server.id() as i32, libc::SIGQUIT) };
+            let deadline = Instant::now() + START_DEADLINE;
+            while matches!(server.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+
+    /// Starts the server again after [`Cluster::stop`], on the same port.
+    pub fn restart(&self) -> Result<(), ThrowawayError> {
+        self.run_server(self.port)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bin.join(program));
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
+        }
+        // A working directory the postgres user may enter.
+        command.current_dir(&self.dir).env_remove("PGDATA");
+        command
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn initdb(&self) -> Result<(), ThrowawayError> {
+        let output = self
+            .command("initdb")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"])
+            // The cluster is thrown away: its creation need not reach the disk.
+            .arg("--no-sync")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_error("running initdb"))?;
+        if !output.status.success() {
+            return Err(ThrowawayError::Failed {
+                what: "initdb".into(),
+                output: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn start_server(&mut self) -> Result<(), ThrowawayError> {
+        let mut last = None;
+        for _ in 0..PORT_TRIES {
+            let port = free_port()?;
+            match self.run_server(port) {
+                Ok(()) => {
+                    self.port = port;
+                    return Ok(());
+                }
+                // Another process took the port between the pick and the bind.
+                Err(ThrowawayError::Failed { output, .. }) if output.contains("could not bind") => {
+                    last = Some(output);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ThrowawayError::Failed {
+            what: format!("starting PostgreSQL ({PORT_TRIES} ports tried)"),
+            output: last.unwrap_or_default(),
+        })
+    }
+
+    /// Runs the server on `port` and waits until it accepts connections.
+    fn run_server(&self, port: u16) -> Result<(), ThrowawayError> {
+        let log_path = self.dir.join(format!("server-{port}.log"));
+        let log = fs::File::create(&log_path).map_err(io_error("creating the server log"))?;
+        let mut command = self.command("postgres");
+        command
+            .arg("-D")
+            .arg(self.data())
+            .args(["-p", &port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", self.dir.display()))
+            .args(["-c", "max_connections=200", "-c", "logging_collector=off"])
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(io_error("opening the server log"))?,
+            )
+            .stderr(log);
+        // SAFETY: the closure only calls async-signal-safe functions (prctl,
+        // getppid) between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                // Runs after the switch to the postgres user, which would
+                // clear it; kept across the exec of a plain binary.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() == 1 {
+                    return Err(io::Error::other("the starting process is gone"));
+                }
+                Ok(())
+            });
+        }
+        let mut server = spawn_tied(command).map_err(io_error("starting postgres"))?;
+        let pid_file = self.data().join("postmaster.pid");
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = server.try_wait().map_err(io_error("watching postgres"))? {
+                let mut output = String::new();
+                let _ = fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut output));
+                return Err(ThrowawayError::Failed {
+                    what: format!("postgres ({status})"),
+                    output,
+                });
+            }
+            // The eighth line of postmaster.pid says "ready" once the server
+            // accepts connections.
+            let ready = fs::read_to_string(&pid_file)
+                .is_ok_and(|text| text.lines().nth(7).is_some_and(|l| l.trim() == "ready"));
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = server.kill();
+                let _ = server.wait();
+                return Err(ThrowawayError::Failed {
+                    what: "postgres".into(),
+                    output: format!("not ready within {START_DEADLINE:?}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        Ok(())
+    }
+}
+
+/// A fresh database on the [`Cluster::shared`] server; its URL. The error
+/// says why there is no server (no binaries: install `postgresql`).
+pub async fn shared_database() -> Result<String, String> {
+    let cluster = tokio::task::spawn_blocking(Cluster::shared)
+        .await
+        .map_err(|e| format!("starting PostgreSQL: {e}"))?
+        .map_err(str::to_string)?;
+    cluster.database().await.map_err(|e| e.to_string())
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Spawns `command` from a thread that lives as long as the process: a
+/// parent-death signal fires when the spawning *thread* ends, so it must not
+/// be a test's thread.
+fn spawn_tied(command: Command) -> io::Result<Child> {
+    type Job = (Command, mpsc::Sender<io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("throwaway-postgres".into())
+            .spawn(move || {
+                for (mut command, reply) in job_rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("spawning the thread that starts PostgreSQL servers");
+        Mutex::new(job_tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((command, reply_tx))
+        .map_err(|_| io::Error::other("the spawning thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("the spawning thread is gone"))?
+}
+
+/// The directory holding `initdb` and `postgres`.
+fn find_binaries() -> Result<PathBuf, ThrowawayError> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if output.status.success() && has_both(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            has_both(&bin).then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(ThrowawayError::NoBinaries)
+}
+
+/// The `postgres` user's uid and gid when this process runs as root.
+fn postgres_user_if_root() -> Result<Option<(u32, u32)>, ThrowawayError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    // SAFETY: the name is a NUL-terminated literal; the returned record is
+    // read at once, before any other call that could reuse it.
+    let user = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
+    if user.is_null() {
+        return Err(ThrowawayError::Failed {
+            what: "finding the postgres user (PostgreSQL refuses to run as root)".into(),
+            output: "no such user: install Debian's postgresql package, which creates it".into(),
+        });
+    }
+    // SAFETY: checked non-null above.
+    let (uid, gid) = unsafe { ((*user).pw_uid, (*user).pw_gid) };
+    Ok(Some((uid, gid)))
+}
+
+/// A loopback port free right now.
+fn free_port() -> Result<u16, ThrowawayError> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(io_error("finding a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(io_error("finding a free port"))?
+        .port())
+}

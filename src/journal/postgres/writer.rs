@@ -1,0 +1,748 @@
+//! The writer task: group commit, one transaction per batch, at most one in
+//! flight per node, and what a failed or fenced batch means for the writes
+//! after it.
+//!
+//! One task owns the writer's connection. It takes the first queued request,
+//! drains whatever else is queued (up to [`JOURNAL_BATCH_MAX`]), works the
+//! batch out (`batch.rs`) and sends its whole transaction at once, pipelined
+//! on the connection, in this order:
+//!
+//! ```text
+//!  BEGIN (READ COMMITTED)
+//!  1 check     SELECT … FROM node WHERE node_id = $me FOR SHARE   fenced? lapsed?
+//!  2 sagas     INSERT new saga rows … ON CONFLICT DO NOTHING      a key taken elsewhere?
+//!              UPDATE saga rows … WHERE owner = ($me, $epoch)     moved? stale seq?
+//!                                   AND last_seq = first seq - 1
+//!  3 others    participants upserted; retention's removals (and the horizon)
+//!  4 offsets   UPDATE feed_head SET last = last + n RETURNING last,
+//!              INSERT every event, offsets last-n+1 ..= last      one statement
+//!  ─ the answers are read ─ any miss: ROLLBACK, refuse just those, redo the rest
+//!  COMMIT
+//! ```
+//!
+//! Two round trips per batch, whatever its size. Statement 4 comes last so
+//! that the feed head's row lock, which serialises every node's batches, is
+//! held only from it to the COMMIT's answer.
+//!
+//! Invariants:
+//! - **Nothing is acknowledged before its COMMIT answered.** With
+//!   `synchronous_commit` at least `local`, that answer means durable.
+//! - **A miss refuses only its own appends.** A saga row that a guard did not
+//!   match (taken key, another owner, a stale seq) rolls the batch back; its
+//!   appends are refused, saying which, and the rest is sent again as a new
+//!   transaction. Offsets of a rolled-back batch are handed out again: they
+//!   were never anyone's.
+//! - **A failure stops writes.** After a batch failed, every request is
+//!   refused until a probe ([`JOURNAL_PROBE_INTERVAL`]) renews the lease on
+//!   a working connection. A COMMIT without an answer is reported as
+//!   uncertain ([`PgError::Uncertain`]): the engine reads the saga again
+//!   before it goes on.
+//! - **Fenced is for good.** Once this process finds its epoch moved on, it
+//!   refuses every write until it stops.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, Row, Statement};
+use uuid::Uuid;
+
+use super::{
+    PgError, PgTarget, Shared,
+    batch::{Batch, uuid},
+    node, saga_of,
+};
+use crate::{
+    journal::{JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JournalError, request::WriteRequest},
+    saga::{Offset, SagaId},
+};
+
+const INSERT_SAGAS: &str = "INSERT INTO sagad.saga (saga_id, idempotency_key, definition, status,
+         created_at, ended_at, owner_node, owner_epoch, next_due_at, last_seq)
+     SELECT s.saga_id, s.key, s.definition, s.status, s.created_at, s.ended_at, $9, $10, s.due, s.last_seq
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                 $6::timestamptz[], $7::timestamptz[], $8::bigint[])
+          AS s(saga_id, key, definition, status, created_at, ended_at, due, last_seq)
+     ON CONFLICT DO NOTHING
+     RETURNING saga_id";
+
+const UPDATE_SAGAS: &str = "UPDATE sagad.saga AS s SET
+         last_seq = u.last_seq,
+         status = COALESCE(u.status, s.status),
+         ended_at = CASE WHEN u.status IS NULL THEN s.ended_at ELSE u.ended_at END,
+         next_due_at = CASE WHEN u.due_set THEN u.due ELSE s.next_due_at END
+     FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],
+                 $6::bool[], $7::timestamptz[])
+          AS u(saga_id, prev_seq, last_seq, status, ended_at, due_set, due)
+     WHERE s.saga_id = u.saga_id AND s.last_seq = u.prev_seq
+       AND s.owner_node = $8 AND s.owner_epoch = $9
+     RETURNING s.saga_id";
+
+const PUT_PARTICIPANTS: &str = "INSERT INTO sagad.participant (name, body)
+     SELECT * FROM unnest($1::text[], $2::bytea[])
+     ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body";
+
+/// Final sagas only; their events go with them, and the horizon rises to the
+/// highest offset removed (GREATEST ignores the NULL of removing nothing).
+const REMOVE_SAGAS: &str = "WITH gone AS (
+         DELETE FROM sagad.saga
+         WHERE saga_id = ANY($1::uuid[]) AND status IN ('completed', 'compensated')
+         RETURNING saga_id),
+     events AS (
+         DELETE FROM sagad.event WHERE saga_id IN (SELECT saga_id FROM gone)
+         RETURNING \"offset\"),
+     horizon AS (
+         UPDATE sagad.archive_horizon
+         SET through = GREATEST(through, (SELECT max(\"offset\") FROM events))
+         RETURNING through)
+     SELECT saga_id FROM gone";
+
+/// The offsets and the events, in one statement, last in the batch.
+const APPEND_EVENTS: &str = "WITH head AS (
+         UPDATE sagad.feed_head SET last = last + $1::bigint RETURNING last),
+     written AS (
+         INSERT INTO sagad.event (\"offset\", saga_id, seq, body)
+         SELECT head.last - $1::bigint + e.ord, e.saga_id, e.seq, e.body
+         FROM head, unnest($2::uuid[], $3::bigint[], $4::bytea[])
+              WITH ORDINALITY AS e(saga_id, seq, body, ord))
+     SELECT last FROM head";
+
+/// Why a saga row of a batch was not written, read after the rollback.
+const EXPLAIN_MISSES: &str = "SELECT saga_id, idempotency_key, owner_node, owner_epoch, last_seq
+     FROM sagad.saga WHERE saga_id = ANY($1::uuid[]) OR idempotency_key = ANY($2::text[])";
+
+/// The writer's connection and its prepared statements.
+struct Conn {
+    client: Client,
+    check: Statement,
+    insert: Statement,
+    update: Statement,
+    put: Statement,
+    remove: Statement,
+    append: Statement,
+}
+
+/// How a transaction went, short of success.
+enum Miss {
+    /// Some saga rows were not written: these sagas' appends are refused.
+    Sagas(HashMap<SagaId, JournalError>),
+    /// The batch failed as a whole.
+    Failed(PgError),
+}
+
+/// The writer task's state.
+pub(super) struct Writer {
+    pub target: PgTarget,
+    pub shared: Arc<Shared>,
+    pub ttl: Duration,
+    /// The writer's connection; `None` once it broke, until a probe connects.
+    conn: Option<Conn>,
+    /// Set by a failed batch; every write is refused until a probe works.
+    failed: Option<Arc<PgError>>,
+    /// Requests a batch handed back, first in the next one.
+    carried: VecDeque<WriteRequest>,
+    /// When the database was last probed (or the failure met).
+    probed: Instant,
+}
+
+impl Writer {
+    /// The writer over an open connection (the one the open joined on).
+    pub async fn new(
+        target: PgTarget,
+        shared: Arc<Shared>,
+        ttl: Duration,
+        client: Client,
+    ) -> Result<Self, PgError> {
+        let conn = prepare(client)
+            .await
+            .map_err(PgError::setup(&target, "preparing the writer's statements"))?;
+        Ok(Self {
+            target,
+            shared,
+            ttl,
+            conn: Some(conn),
+            failed: None,
+            carried: VecDeque::new(),
+            probed: Instant::now(),
+        })
+    }
+
+    pub async fn run(mut self, mut request_rx: mpsc::Receiver<WriteRequest>) {
+        loop {
+            let first = match self.carried.pop_front() {
+                Some(request) => request,
+                // While failed, requests are refused at once, and the
+                // database is probed every interval even while they keep
+                // coming; one that comes when a probe is due waits for it.
+                None if self.failed.is_some() => {
+                    let due = self.probed + JOURNAL_PROBE_INTERVAL;
+                    match request_rx.try_recv() {
+                        Ok(request) if Instant::now() < due => request,
+                        Ok(request) => {
+                            self.carried.push_back(request);
+                            self.probe().await;
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            tokio::time::sleep_until(due.into()).await;
+                            self.probe().await;
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                }
+                None => match request_rx.recv().await {
+                    Some(request) => request,
+                    None => return,
+                },
+            };
+            let mut requests = vec![first];
+            requests.extend(self.carried.drain(..));
+            while requests.len() < JOURNAL_BATCH_MAX {
+                match request_rx.try_recv() {
+                    Ok(request) => requests.push(request),
+                    Err(_) => break,
+                }
+            }
+            if let Some(reply) = self.gather_and_write(requests).await {
+                // Whatever a batch handed back is written before the stop.
+                while !self.carried.is_empty() {
+                    let rest: Vec<WriteRequest> = self.carried.drain(..).collect();
+                    self.gather_and_write(rest).await;
+                }
+                let _ = reply.send(match &self.failed {
+                    Some(e) => Err(JournalError::Postgres(PgError::Refused(e.clone()))),
+                    None => Ok(()),
+                });
+                return;
+            }
+        }
+    }
+
+    /// Writes one batch of `requests`; returns the reply of a `Close` among them.
+    async fn gather_and_write(
+        &mut self,
+        requests: Vec<WriteRequest>,
+    ) -> Option<oneshot::Sender<Result<(), JournalError>>> {
+        let mut batch = Batch::default();
+        let mut close = None;
+        for request in requests {
+            if let WriteRequest::Close { reply } = request {
+                close = Some(reply);
+                continue;
+            }
+            if let Some(refusal) = self.refusal() {
+                request.refuse(refusal);
+                continue;
+            }
+            if let Some(back) = batch.take(request) {
+                self.carried.push_back(back);
+            }
+        }
+        if !batch.is_empty() {
+            self.write(batch).await;
+        }
+        close
+    }
+
+    /// Why a write is refused before it is tried, if it is.
+    fn refusal(&self) -> Option<JournalError> {
+        if let Some(now) = self.shared.fence.get() {
+            return Some(JournalError::Postgres(self.shared.fenced(now)));
+        }
+        self.failed
+            .as_ref()
+            .map(|e| JournalError::Postgres(PgError::Refused(e.clone())))
+    }
+
+    /// Writes the batch, redoing it without the appends a guard refused.
+    async fn write(&mut self, mut batch: Batch) {
+        let started = Instant::now();
+        loop {
+            match self.transact(&batch).await {
+                Ok((last, removed)) => return self.succeed(batch, last, removed, started),
+                Err(Miss::Sagas(mut refused)) => {
+                    let sagas: HashSet<SagaId> = refused.keys().copied().collect();
+                    let dropped = batch.drop_appends_of(&sagas);
+                    // Each round drops at least one append, so this loop ends.
+                    assert!(
+                        !dropped.is_empty(),
+                        "a refused saga has an append in the batch"
+                    ); // faulty code
+                    for append in dropped {
+                        // One append per saga in a batch: its first refused
+                        // saga's error is its own.
+                        let saga = append
+                            .events
+                            .iter()
+                            .map(|e| e.saga)
+                            .find(|s| sagas.contains(s))
+                            .expect("dropped for a refused saga");
+                        let error = refused
+                            .remove(&saga)
+                            .unwrap_or(JournalError::Postgres(PgError::Conflict { saga }));
+                        let _ = append.reply.send(Err(error));
+                    }
+                    if batch.is_empty() {
+                        return;
+                    }
+                }
+                Err(Miss::Failed(e)) => return self.fail(batch, e),
+            }
+        }
+    }
+
+    /// One transaction of the batch: `Ok` with the last offset it took (0
+    /// without events) and the sagas its removals removed, once committed.
+    async fn transact(&mut self, batch: &Batch) -> Result<(u64, Vec<SagaId>), Miss> {
+        let shared = self.shared.clone();
+        let me = &shared.me;
+        let conn = self.connect().await.map_err(Miss::Failed)?;
+        let rows = batch.rows();
+        let (node_id, epoch) = (me.node.as_str(), me.epoch.0 as i64);
+        let remove_ids: Vec<Uuid> = batch
+            .removals
+            .iter()
+            .flat_map(|r| r.ids.iter().copied().map(uuid))
+            .collect();
+        let names: Vec<&str> = batch.puts.iter().map(|p| p.name.as_str()).collect();
+        let bodies: Vec<&[u8]> = batch.puts.iter().map(|p| p.body.as_slice()).collect();
+        let events = rows.event_saga.len() as i64;
+        let client = &conn.client;
+        // Sent in this order on the first poll, each before any answer is
+        // awaited (tokio-postgres pipelines requests made together); biased,
+        // so that order is the order of the statements here.
+        let (begun, checked, inserted, updated, put, removed, appended) = tokio::join!(
+            biased;
+            client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            async { client.query_opt(&conn.check, &[&node_id]).await },
+            async {
+                if rows.new_id.is_empty() {
+                    return Ok(Vec::new());
+                }
+                client
+                    .query(
+                        &conn.insert,
+                        &[
+                            &rows.new_id,
+                            &rows.new_key,
+                            &rows.new_definition,
+                            &rows.new_status,
+                            &rows.new_created,
+                            &rows.new_ended,
+                            &rows.new_due,
+                            &rows.new_last_seq,
+                            &node_id,
+                            &epoch,
+                        ],
+                    )
+                    .await
+            },
+            async {
+                if rows.upd_id.is_empty() {
+                    return Ok(Vec::new());
+                }
+                client
+                    .query(
+                        &conn.update,
+                        &[
+                            &rows.upd_id,
+                            &rows.upd_prev_seq,
+                            &rows.upd_last_seq,
+                            &rows.upd_status,
+                            &rows.upd_ended,
+                            &rows.upd_due_set,
+                            &rows.upd_due,
+                            &node_id,
+                            &epoch,
+                        ],
+                    )
+                    .await
+            },
+            async {
+                if names.is_empty() {
+                    return Ok(0);
+                }
+                client.execute(&conn.put, &[&names, &bodies]).await
+            },
+            async {
+                if remove_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                client.query(&conn.remove, &[&remove_ids]).await
+            },
+            async {
+                if events == 0 {
+                    return Ok(None);
+                }
+                client
+                    .query_one(
+                        &conn.append,
+                        &[&events, &rows.event_saga, &rows.event_seq, &rows.event_body],
+                    )
+                    .await
+                    .map(Some)
+            },
+        );
+        let statement = |what: &'static str| move |source| PgError::Statement { what, source };
+        let answers: Result<_, PgError> = (|| {
+            begun.map_err(statement("beginning the batch"))?;
+            let found = checked
+                .map_err(statement("checking the node's lease"))?
+                .map(|row| (row.get::<_, i64>(0), row.get::<_, bool>(1)));
+            let inserted = inserted.map_err(statement("inserting the batch's new sagas"))?;
+            let updated = updated.map_err(statement("updating the batch's sagas"))?;
+            put.map_err(statement("writing participants"))?;
+            let removed = removed.map_err(statement("removing sagas"))?;
+            let last = appended.map_err(statement("appending the batch's events"))?;
+            Ok((found, inserted, updated, removed, last))
+        })();
+        let (found, inserted, updated, removed, last) = match answers {
+            Ok(answers) => answers,
+            Err(e) => {
+                self.roll_back().await;
+                return Err(Miss::Failed(PgError::NotWritten(Arc::new(e))));
+            }
+        };
+        if let Err(e) = node::judge(found, me) {
+            self.roll_back().await;
+            return Err(Miss::Failed(match e {
+                PgError::Fenced { now, .. } => self.shared.fenced(now),
+                other => other,
+            }));
+        }
+        let missing_new = missing(&rows.new_id, &inserted);
+        let missing_old = missing(&rows.upd_id, &updated);
+        if !missing_new.is_empty() || !missing_old.is_empty() {
+            self.roll_back().await;
+            return Err(self.explain(batch, missing_new, missing_old).await);
+        }
+        let conn = self.conn.as_ref().expect("connected above");
+        match conn.client.batch_execute("COMMIT").await {
+            Ok(()) => {}
+            // PostgreSQL answered: it refused the commit and rolled back.
+            Err(e) if e.as_db_error().is_some() => {
+                return Err(Miss::Failed(PgError::NotWritten(Arc::new(
+                    PgError::Statement {
+                        what: "committing the batch",
+                        source: e,
+                    },
+                ))));
+            }
+            Err(e) => {
+                self.conn = None;
+                return Err(Miss::Failed(PgError::Uncertain(Arc::new(
+                    PgError::Statement {
+                        what: "committing the batch",
+                        source: e,
+                    },
+                ))));
+            }
+        }
+        let last = last.map_or(0, |row| row.get::<_, i64>(0) as u64);
+        let removed = removed.iter().map(|row| saga_of(row.get(0))).collect();
+        Ok((last, removed))
+    }
+
+    /// Ends a transaction that will not commit; a connection that cannot
+    /// even do that is dropped, and the next batch or probe connects anew.
+    async fn roll_back(&mut self) {
+        let broken = match &self.conn {
+            Some(conn) => conn.client.batch_execute("ROLLBACK").await.is_err(),
+            None => false,
+        };
+        if broken {
+            self.conn = None;
+        }
+    }
+
+    /// Why the rows of `new` and `old` (sagas the batch starts and goes on
+    /// with) were not written: the error for each saga's appends.
+    async fn explain(&mut self, batch: &Batch, new: Vec<Uuid>, old: Vec<Uuid>) -> Miss {
+        let keys: Vec<String> = batch
+            .appends
+            .iter()
+            .flat_map(|a| &a.events)
+            .filter(|e| new.contains(&uuid(e.saga)))
+            .filter_map(|e| match &e.kind {
+                crate::saga::EventKind::SagaStarted {
+                    idempotency_key: Some(k),
+                    ..
+                } => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        let ids: Vec<Uuid> = new.iter().chain(&old).copied().collect();
+        let conn = match self.connect().await {
+            Ok(conn) => conn,
+            Err(e) => return Miss::Failed(e),
+        };
+        let rows = match conn.client.query(EXPLAIN_MISSES, &[&ids, &keys]).await {
+            Ok(rows) => rows,
+            Err(source) => {
+                return Miss::Failed(PgError::NotWritten(Arc::new(PgError::Statement {
+                    what: "reading why saga rows were not written",
+                    source,
+                })));
+            }
+        };
+        let found: Vec<Found> = rows.iter().map(Found::from).collect();
+        let mut refused = HashMap::new();
+        for append in &batch.appends {
+            for event in &append.events {
+                let id = uuid(event.saga);
+                if refused.contains_key(&event.saga) || !(new.contains(&id) || old.contains(&id)) {
+                    continue;
+                }
+                let error = if new.contains(&id) {
+                    self.why_not_started(event, &found)
+                } else {
+                    self.why_not_continued(event, &found)
+                };
+                refused.insert(event.saga, error);
+            }
+        }
+        Miss::Sagas(refused)
+    }
+
+    /// A new saga's row was not inserted: its key or its id is taken.
+    fn why_not_started(&self, first: &crate::saga::Event, found: &[Found]) -> JournalError {
+        if let crate::saga::EventKind::SagaStarted {
+            idempotency_key: Some(key),
+            ..
+        } = &first.kind
+            && let Some(holder) = found
+                .iter()
+                .find(|f| f.key.as_deref() == Some(key.as_str()) && f.id != first.saga)
+        {
+            return JournalError::IdempotencyConflict {
+                key: key.clone(),
+                existing: holder.id,
+            };
+        }
+        match found.iter().find(|f| f.id == first.saga) {
+            Some(row) => JournalError::Postgres(PgError::OutOfOrder {
+                saga: first.saga,
+                journaled: row.last_seq,
+                first: first.seq,
+            }),
+            None => JournalError::Postgres(PgError::Conflict { saga: first.saga }),
+        }
+    }
+
+    /// A saga's row did not match the update's guard: gone, moved, or at
+    /// another seq than the append continues from.
+    fn why_not_continued(&self, first: &crate::saga::Event, found: &[Found]) -> JournalError {
+        let me = &self.shared.me;
+        match found.iter().find(|f| f.id == first.saga) {
+            None => JournalError::Corrupt {
+                key: format!("saga {}", first.saga),
+                why: format!("{} for a saga that never started", first.kind.name()),
+            },
+            Some(row) if row.owner != me.node.as_str() || row.owner_epoch != me.epoch.0 => {
+                JournalError::Postgres(PgError::NotOwner {
+                    saga: first.saga,
+                    owner: row.owner.clone(),
+                    owner_epoch: row.owner_epoch,
+                })
+            }
+            Some(row) if row.last_seq + 1 != first.seq => {
+                JournalError::Postgres(PgError::OutOfOrder {
+                    saga: first.saga,
+                    journaled: row.last_seq,
+                    first: first.seq,
+                })
+            }
+            Some(_) => JournalError::Postgres(PgError::Conflict { saga: first.saga }),
+        }
+    }
+
+    /// The batch committed: counts it, publishes its offsets, answers everyone.
+    fn succeed(&mut self, batch: Batch, last: u64, mut removed: Vec<SagaId>, started: Instant) {
+        let events = batch.event_count() as u64;
+        let counters = &self.shared.counters;
+        if let Some(observer) = counters.observer.get() {
+            observer.flushed(events, started.elapsed());
+        }
+        let requests = batch.appends.len() + batch.puts.len() + batch.removals.len();
+        counters.flushes.fetch_add(1, Ordering::Relaxed);
+        counters
+            .requests
+            .fetch_add(requests as u64, Ordering::Relaxed);
+        counters.events.fetch_add(events, Ordering::Relaxed);
+        // Before the acks: an acknowledged event is readable by offset.
+        if events > 0 {
+            self.shared.publish(last);
+        }
+        let mut offset = last + 1 - events;
+        for append in batch.appends {
+            let mut written = append.events;
+            for event in &mut written {
+                event.offset = Offset(offset);
+                offset += 1;
+            }
+            let _ = append.reply.send(Ok(written));
+        }
+        for put in batch.puts {
+            let _ = put.reply.send(Ok(()));
+        }
+        for removal in batch.removals {
+            // Each removed saga goes to the first request that named it.
+            let (mut mine, rest): (Vec<SagaId>, Vec<SagaId>) =
+                removed.into_iter().partition(|id| removal.ids.contains(id));
+            removed = rest;
+            mine.sort_by_key(|id| removal.ids.iter().position(|r| r == id));
+            let _ = removal.reply.send(Ok(mine));
+        }
+    }
+
+    /// The batch failed as a whole: every caller is told, and writes stop
+    /// until a probe works (for good when fenced).
+    fn fail(&mut self, batch: Batch, error: PgError) {
+        tracing::error!(error = %error, "journal batch failed; refusing writes until PostgreSQL answers again");
+        let fenced = matches!(error, PgError::Fenced { .. });
+        self.probed = Instant::now();
+        let error = Arc::new(error);
+        if !fenced {
+            self.shared.failure.send_replace(Some(error.to_string()));
+            self.failed = Some(error.clone());
+        }
+        let each = || match &*error {
+            PgError::Fenced { node, held, now } => PgError::Fenced {
+                node: node.clone(),
+                held: *held,
+                now: *now,
+            },
+            PgError::LeaseLapsed { node } => PgError::LeaseLapsed { node: node.clone() },
+            PgError::Uncertain(cause) => PgError::Uncertain(cause.clone()),
+            PgError::NotWritten(cause) => PgError::NotWritten(cause.clone()),
+            _ => PgError::NotWritten(error.clone()),
+        };
+        for append in batch.appends {
+            let _ = append.reply.send(Err(JournalError::Postgres(each())));
+        }
+        for put in batch.puts {
+            let _ = put.reply.send(Err(JournalError::Postgres(each())));
+        }
+        for removal in batch.removals {
+            let _ = removal.reply.send(Err(JournalError::Postgres(each())));
+        }
+    }
+
+    /// While failed: renews the lease on a working connection; when that
+    /// works, writes are taken again. Everything committed so far is durable,
+    /// so the durable offset is read again (an uncertain commit may have
+    /// taken effect).
+    async fn probe(&mut self) {
+        self.probed = Instant::now();
+        if self.shared.fence.get().is_some() {
+            return;
+        }
+        let (shared, ttl) = (self.shared.clone(), self.ttl);
+        let renewed = match self.connect().await {
+            Ok(conn) => node::renew(&conn.client, &shared.me, ttl).await,
+            Err(_) => return,
+        };
+        match renewed {
+            Ok(Ok(())) => {}
+            Ok(Err(PgError::Fenced { now, .. })) => {
+                shared.fenced(now);
+                return;
+            }
+            // Still failing; a broken connection is made anew next time.
+            Ok(Err(_)) | Err(_) => return,
+        }
+        if let Some(conn) = &self.conn
+            && let Ok(row) = conn
+                .client
+                .query_one("SELECT last FROM sagad.feed_head", &[])
+                .await
+        {
+            shared.publish(row.get::<_, i64>(0) as u64);
+        }
+        tracing::warn!(
+            after = %self.failed.as_deref().map(ToString::to_string).unwrap_or_default(),
+            "journal writes work again"
+        );
+        self.failed = None;
+        shared.failure.send_replace(None);
+    }
+
+    /// The writer's connection, connecting (and preparing) anew if it broke.
+    async fn connect(&mut self) -> Result<&Conn, PgError> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let client = super::connect(&self.target)
+                .await
+                .map_err(|e| PgError::NotWritten(Arc::new(e)))?;
+            let conn = prepare(client).await.map_err(|source| {
+                PgError::NotWritten(Arc::new(PgError::Statement {
+                    what: "preparing the writer's statements",
+                    source,
+                }))
+            })?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_ref().expect("just connected"))
+    }
+}
+
+/// Prepares the batch's statements on the writer's connection, after making
+/// sure its commits wait for the disk.
+async fn prepare(client: Client) -> Result<Conn, tokio_postgres::Error> {
+    // `local` and the standby levels all flush the local WAL before a
+    // commit answers; only `off` does not, and it is raised for this
+    // session only. Stronger settings the server has are kept.
+    let level: String = client
+        .query_one("SHOW synchronous_commit", &[])
+        .await?
+        .get(0);
+    if level == "off" {
+        client.batch_execute("SET synchronous_commit TO on").await?;
+    }
+    Ok(Conn {
+        check: client.prepare(node::CHECK).await?,
+        insert: client.prepare(INSERT_SAGAS).await?,
+        update: client.prepare(UPDATE_SAGAS).await?,
+        put: client.prepare(PUT_PARTICIPANTS).await?,
+        remove: client.prepare(REMOVE_SAGAS).await?,
+        append: client.prepare(APPEND_EVENTS).await?,
+        client,
+    })
+}
+
+/// The ids among `sent` that are not in `returned` (rows a statement
+/// returned, the id first).
+fn missing(sent: &[Uuid], returned: &[Row]) -> Vec<Uuid> {
+    let returned: HashSet<Uuid> = returned.iter().map(|row| row.get(0)).collect();
+    sent.iter()
+        .filter(|id| !returned.contains(id))
+        .copied()
+        .collect()
+}
+
+/// A saga row as read to explain a miss.
+struct Found {
+    id: SagaId,
+    key: Option<String>,
+    owner: String,
+    owner_epoch: u64,
+    last_seq: u64,
+}
+
+impl From<&Row> for Found {
+    fn from(row: &Row) -> Self {
+        Self {
+            id: saga_of(row.get(0)),
+            key: row.get(1),
+            owner: row.get(2),
+            owner_epoch: row.get::<_, i64>(3) as u64,
+            last_seq: row.get::<_, i64>(4) as u64,
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `sagad journal salvage`, assembled: a new data directory holding every
+//! saga of a damaged journal that can still be read whole, and a report of
+//! everything that cannot.
+//!
+//! ```text
+//!  DATA_DIR (only read)                                NEW_DIR (written)
+//!  journal/ ─copy─▶ damage stepped around (store/sled/damage.rs)
+//!           ─read every readable entry, gaps named (store/salvage.rs)
+//!  wal/     ─its batches laid over them (store/wal/salvage.rs)
+//!           ─sagas read whole, indexes rebuilt (kv/salvage/) ─▶ journal/ (sled), wal/ (empty)
+//! ```
+//!
+//! Why a salvage and not a repair in place: after a clean stop the log has
+//! been checkpointed into sled and holds little or nothing, so sled's files
+//! are the only copy of the journal's history, and a damaged page of them
+//! cannot be rebuilt from anywhere. What can be done is to keep everything
+//! else: the salvage reads what sled still serves, past what it does not,
+//! adds what the log still holds, and writes a journal that is whole again,
+//! leaving the damaged directory as it was (an operator may want it, and a
+//! later sagad may read more of it). The new directory is one a server
+//! starts on; the report names every saga that could not be carried.
+//!
+//! Everything read is held in memory while the new store is written: a
+//! salvage needs about as much memory as `DATA_DIR/journal` takes on disk,
+//! and as much free space under `TMPDIR` for the copy of sled's files.
+
+use std::{path::Path, sync::Arc};
+
+use super::{
+    Journal, JournalError, SledJournal,
+    check::{self, CheckReport},
+    kv::{
+        codec,
+        salvage::{self as kv_salvage, Provenance, SalvageReport, Salvaged},
+    },
+    sled::scratch_dir,
+    store::{
+        KeyWrite, KvStore, MemoryStore, SledFinding, SledStore, StoreError, WalOptions, lend,
+        salvage::{self as store_salvage, Gap, Readable},
+        wal::salvage::{self as wal_salvage, Replayed},
+    },
+};
+
+/// What a salvage read of a damaged journal, and the journal rebuilt from it.
+pub struct Salvage {
+    /// Bytes of sled's files copied to read them.
+    pub copied_bytes: u64,
+    /// What was found damaged in sled's files.
+    pub findings: Vec<SledFinding>,
+    /// Keys that could not be read, as "after X, before Y: why".
+    pub unreadable: Vec<String>,
+    /// What the log added.
+    pub log: Replayed,
+    /// What the rebuilt journal lacks.
+    pub report: SalvageReport,
+    /// The rebuilt journal's entries, in key order (shared with the thread
+    /// that writes them).
+    writes: Arc<Vec<KeyWrite>>,
+}
+
+impl SledJournal {
+    /// Reads everything still readable of the journal in the stopped
+    /// server's `dir`, changing nothing there (its lock is held shared
+    /// meanwhile, so a server cannot start), and rebuilds a consistent
+    /// journal from it, in memory: see the module docs.
+    pub fn salvage(dir: &Path) -> Result<Salvage, JournalError> {
+        let lock = SledStore::read_lock(dir)?;
+        let scratch = scratch_dir("sagad-salvage-")?;
+        let (mut readable, findings, copied_bytes, earlier_state) =
+            match SledStore::open_copy(dir, scratch.path()) {
+                Ok((sled, copy)) => {
+                    let readable = store_salvage::read_all(&sled);
+                    (readable, copy.findings, copy.bytes, copy.earlier_state)
+                }
+                // Not even a copy opens: nothing of sled's can be read, and
+                // the log is all there is.
+                Err(StoreError::Damaged(damaged)) => {
+                    let readable = Readable {
+                        gaps: vec![Gap {
+                            after: None,
+                            before: None,
+                            error: damaged.why.clone(),
+                        }],
+                        ..Readable::default()
+                    };
+                    let finding = SledFinding {
+                        file: damaged.file.clone(),
+                        at: damaged.at,
+                        what: damaged.why.clone(),
+                    };
+                    (readable, vec![finding], 0, true)
+                }
+                Err(e) => return Err(JournalError::Open(e)),
+            };
+        let log =
+            wal_salvage::lay_over(&dir.join("wal"), &mut readable).map_err(JournalError::Open)?;
+        drop(lock);
+        let unreadable = readable.gaps.iter().map(describe_gap).collect();
+        let lost_batches = match log.lost {
+            Some((first, last)) => Some(format!("batches {first}..={last}")),
+            None if log.marker_unknown && earlier_state => Some(
+                "the store's batch marker could not be read, and sled dropped the end of its log"
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let store = MemoryStore::default();
+        store
+            .write(
+                std::mem::take(&mut readable.entries)
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(v)))
+                    .collect(),
+            )
+            .map_err(JournalError::Read)?;
+        let unknown = |key: &[u8]| readable.unknown(key) && !log.written.contains(key);
+        let provenance = Provenance {
+            unknown: &unknown,
+            lost_batches: lost_batches.map(|why| (why, &log.written)),
+        };
+        let Salvaged { writes, report } = kv_salvage::salvage(&store, &provenance)?;
+        Ok(Salvage {
+            copied_bytes,
+            findings,
+            unreadable,
+            log,
+            report,
+            writes: Arc::new(writes),
+        })
+    }
+}
+
+impl Salvage {
+    /// Whether the new journal holds everything the damaged one did.
+    pub fn is_lossless(&self) -> bool {
+        self.report.is_lossless() && self.log.lost.is_none()
+    }
+
+    /// Writes the rebuilt journal as the new data directory `out` (which
+    /// must not exist, or be empty), opens it as a server would and checks
+    /// it: a salvage that does not check clean is a bug, and is refused.
+    pub async fn write(&self, out: &Path) -> Result<CheckReport, JournalError> {
+        let occupied = std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some());
+        if occupied {
+            return Err(JournalError::Open(StoreError::Open {
+                dir: out.to_path_buf(),
+                why: "it is not empty: a salvage writes a new data directory".into(),
+            }));
+        }
+        // One open for the writes and the journal over them: the directory
+        // stays locked from the first write to the check.
+        let out = out.to_path_buf();
+        let writes = self.writes.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let store = SledStore::open(&out).map_err(JournalError::Open)?;
+            store
+                .write_ordered(&mut lend(&writes))
+                .and_then(|()| store.sync())
+                .map_err(|e| JournalError::Write(std::sync::Arc::new(e)))?;
+            // No spare segment: the server that starts on it prepares its own.
+            let options = WalOptions {
+                zero_filled_segments: false,
+                ..WalOptions::default()
+            };
+            SledJournal::over(&out, store, options)
+        });
+        let journal = opened
+            .await
+            .map_err(|e| JournalError::Start(std::io::Error::other(e)))??;
+        let report = check::check(journal.store());
+        journal.close().await?;
+        let report = report?;
+        if !report.is_clean() {
+            return Err(JournalError::Corrupt {
+                key: "the salvaged journal".into(),
+                why: format!("it does not check clean, which is a bug of the salvage: {report}"),
+            });
+        }
+        Ok(report)
+    }
+}
+
+/// "keys after X and before Y could not be read: why", the keys named as
+/// the schema names them.
+fn describe_gap(gap: &Gap) -> String {
+    let record = |key: &[u8]| format!("the journal record {}", codec::describe_key(key));
+    let keys = match (gap.after.as_deref(), gap.before.as_deref()) {
+        (None, None) => "every key".to_string(),
+        (Some(after), None) => format!("keys after {}", record(after)),
+        (None, Some(before)) => format!("keys before {}", record(before)),
+        (Some(after), Some(before)) => {
+            format!("keys after {} and before {}", record(after), record(before))
+        }
+    };
+    format!("{keys} could not be read: {}", gap.error)
+}

@@ -1,0 +1,284 @@
+//! `sagad serve --journal postgres://…`: the real binary over a throwaway
+//! PostgreSQL (`common::postgres`): sagas of mixed fates survive SIGKILLs and
+//! restarts, a fenced coordinator journals nothing more, and bad journals
+//! stop the start with a message that says which and why.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use sagad::{
+    journal::{
+        Journal, PgJournal,
+        postgres::{NodeId, PgOptions, PgTarget},
+    },
+    proto::v1 as pb,
+};
+use tonic::Code;
+
+use crate::common::{
+    self, Answer, FakeParticipant, ServingStatus,
+    chaos::{Fate, Harness},
+    poll_until,
+    postgres::{database, sql},
+    process::SagadProcess,
+};
+
+const SAGAS: usize = 40;
+const KILLS: u32 = 3;
+const LANES: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_mid_way_finishes_every_acknowledged_saga() {
+    let url = database().await;
+    let env = [("SAGAD_JOURNAL", url.as_str()), ("SAGAD_NODE_ID", "node-1")];
+    let owned_env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let harness = Harness::start(&env).await;
+    let seed = fastrand::u64(..);
+    println!("postgres kill test seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut lanes = Vec::new();
+    for lane in 0..LANES {
+        let (harness, next, done) = (harness.clone(), next.clone(), done.clone());
+        let mut rng = fastrand::Rng::with_seed(rng.u64(..) ^ lane as u64);
+        lanes.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= SAGAS && done.load(Ordering::SeqCst) {
+                    break;
+                }
+                // Both ends are always there: a saga that completes and one
+                // that is compensated; the rest are seeded.
+                let fate = match i {
+                    0 => Fate::Complete,
+                    1 => Fate::Reject { step: 2, fails: 1 },
+                    _ => Fate::pick(&mut rng),
+                };
+                harness.start_saga(format!("pg-s{i}"), fate).await;
+                tokio::time::sleep(Duration::from_millis(rng.u64(5..40))).await;
+            }
+        }));
+    }
+    // Kill while sagas are in flight: each time a few more participant
+    // calls have arrived since the last restart.
+    for _ in 0..KILLS {
+        let seen = harness.shop.fake.calls().len();
+        poll_until("more participant calls", || {
+            let calls = harness.shop.fake.calls().len();
+            async move { (calls >= seen + 5).then_some(()) }
+        })
+        .await;
+        let (harness, env) = (harness.clone(), owned_env.clone());
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            harness.kill_and_restart(&env);
+        })
+        .await
+        .unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    for lane in lanes {
+        lane.await.unwrap();
+    }
+    let summary = harness.settle_and_check().await;
+    println!("{summary:?}");
+    assert!(summary.sagas >= SAGAS);
+    assert_eq!(summary.listed, summary.sagas, "no saga twice, none lost");
+    assert!(
+        summary.completed > 0 && summary.compensated > 0,
+        "{summary:?}"
+    );
+    assert_eq!(summary.kills, KILLS);
+
+    // What PostgreSQL holds: every restart joined with a new epoch; offsets
+    // gap-free from 1; each saga's events numbered 1, 2, 3, … without a hole.
+    let client = sql(&url).await;
+    let epoch: i64 = client
+        .query_one("SELECT epoch FROM sagad.node WHERE node_id = 'node-1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        epoch,
+        1 + i64::from(KILLS),
+        "each start joins with a new epoch"
+    );
+    let offsets: Vec<i64> = client
+        .query(
+            "SELECT \"offset\" FROM sagad.event ORDER BY \"offset\"",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(offsets, (1..=offsets.len() as i64).collect::<Vec<_>>());
+    let histories = client
+        .query(
+            "SELECT saga_id::text, array_agg(seq ORDER BY seq) FROM sagad.event GROUP BY saga_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(histories.len(), summary.sagas);
+    for row in &histories {
+        let seqs: Vec<i64> = row.get(1);
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "saga {}",
+            row.get::<_, String>(0)
+        );
+    }
+    let open: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sagad.saga WHERE status IN ('running', 'compensating')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0, "the saga rows say every saga ended");
+    harness.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_coordinator_journals_nothing_more() {
+    let url = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = common::serve(FakeParticipant::new(|_| Answer::Ok)).await;
+    let process = SagadProcess::spawn(
+        dir.path(),
+        &[("SAGAD_JOURNAL", &url), ("SAGAD_NODE_ID", "node-1")],
+    );
+    let mut client =
+        pb::coordinator_client::CoordinatorClient::connect(format!("http://{}", process.addr))
+            .await
+            .unwrap();
+    common::register_shop(&mut client, &shop, common::quick_retry(3, 3)).await;
+    let done = common::start_order(&mut client, "{}", true).await;
+    assert_eq!(common::state(&done), pb::SagaState::Completed);
+
+    let db = sql(&url).await;
+    let count = |table: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one(&format!("SELECT count(*) FROM sagad.{table}"), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let (events, sagas, calls) = (
+        count("event").await,
+        count("saga").await,
+        shop.fake.calls().len(),
+    );
+    // Another process takes this node's identity behind its back.
+    db.execute(
+        "UPDATE sagad.node SET epoch = epoch + 1 WHERE node_id = 'node-1'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let order = || pb::StartSagaRequest {
+        definition: "order-fulfillment".into(),
+        payload: b"{}".to_vec(),
+        ..Default::default()
+    };
+    let refused = client.start_saga(order()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("fenced"),
+        "{}",
+        refused.message()
+    );
+    common::until_health(process.addr, "", ServingStatus::NotServing).await;
+    let again = client.start_saga(order()).await.unwrap_err();
+    assert_eq!(again.code(), Code::Unavailable);
+    assert_eq!(
+        count("event").await,
+        events,
+        "no event journaled once fenced"
+    );
+    assert_eq!(count("saga").await, sagas);
+    assert_eq!(shop.fake.calls().len(), calls, "no participant called");
+    // Reads still answer from the journal.
+    let read = common::get(&mut client, &done.id).await;
+    assert_eq!(common::state(&read), pb::SagaState::Completed);
+    drop(process);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_journal_stops_the_start_naming_the_host_not_the_password() {
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://sagad:hunter2@127.0.0.1:{port}/sagad");
+    let (code, stderr) = common::sagad_exit(&["--journal", &url], &[]).await;
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is never shown: {stderr}"
+    );
+    // A value that is no URL at all is refused before anything is tried.
+    let (code, stderr) =
+        common::sagad_exit(&[], &[("SAGAD_JOURNAL", "mysql://root:hunter2@db")]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("SAGAD_JOURNAL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_of_a_newer_sagad_is_refused_naming_both_versions() {
+    let url = database().await;
+    let options = PgOptions::new(
+        PgTarget::parse(&url).unwrap(),
+        NodeId::new("node-1").unwrap(),
+        "127.0.0.1:0",
+    );
+    PgJournal::open(options)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    let db = sql(&url).await;
+    db.execute("UPDATE sagad.schema_version SET version = 7", &[])
+        .await
+        .unwrap();
+    let epochs = || async {
+        db.query("SELECT node_id, epoch FROM sagad.node", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect::<HashMap<String, i64>>()
+    };
+    let before = epochs().await;
+    let (code, stderr) = common::sagad_exit(&["--journal", &url], &[]).await;
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("schema version 7") && stderr.contains("version 1"),
+        "{stderr}"
+    );
+    let after = epochs().await;
+    assert_eq!(before, after, "a refused start changes nothing (no join)");
+}
