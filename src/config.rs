@@ -18,6 +18,8 @@
 //!   `SAGAD_LOG` and the client's `SAGAD_ADDR` can live in the same shell.
 //! - Relative paths in a file are relative to the file's directory, so a file
 //!   means the same thing whatever the working directory.
+//! - A list setting (`participant_allow`) is replaced whole by a later layer
+//!   that has it, never merged: what the flags say is the whole list.
 //!
 //! | key | flag | env | default |
 //! | --- | --- | --- | --- |
@@ -37,6 +39,7 @@
 //! | `insecure_no_auth` | `--insecure-no-auth` | `SAGAD_INSECURE_NO_AUTH` | `false` (a non-loopback listen needs auth and TLS) |
 //! | `journal` | `--journal` | `SAGAD_JOURNAL` | none: sled in `data_dir` (else a `postgres://` URL or `host=… dbname=…`) |
 //! | `node_id` | `--node-id` | `SAGAD_NODE_ID` | `HOSTNAME/LISTEN` (the name among nodes sharing a PostgreSQL journal) |
+//! | `participant_allow` | `--participant-allow` (repeated, or commas) | `SAGAD_PARTICIPANT_ALLOW` (commas) | none: any host (else IPs, CIDRs, names, `*.suffix`; see `participant::guard`) |
 //! | TLS: `tls_*`, `metrics_tls_*`, `participant_*` | `--tls-cert`, … | `SAGAD_TLS_CERT`, … | off: see `config/tls.rs` |
 //!
 //! Which log lines are written is `SAGAD_LOG` (or `RUST_LOG`), an `EnvFilter`
@@ -56,6 +59,7 @@ use crate::{
     auth::exposure::{Exposure, ExposureError},
     engine::EngineConfig,
     journal::postgres::{NodeId, PgOptions, PgTarget},
+    participant::guard::{AllowEntry, AllowList},
     saga::{StepDefaults, definition},
     server::ServerConfig,
 };
@@ -80,7 +84,7 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETENTION_FOREVER: &str = "forever";
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     "listen",
     "data_dir",
     "sagas",
@@ -97,10 +101,11 @@ pub const KEYS: [&str; 16] = [
     "insecure_no_auth",
     "journal",
     "node_id",
+    "participant_allow",
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 16] = [
+pub const ENV_VARS: [&str; 17] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
@@ -117,6 +122,7 @@ pub const ENV_VARS: [&str; 16] = [
     "SAGAD_INSECURE_NO_AUTH",
     "SAGAD_JOURNAL",
     "SAGAD_NODE_ID",
+    "SAGAD_PARTICIPANT_ALLOW",
 ];
 
 /// How log lines are written to stderr.
@@ -212,6 +218,7 @@ pub struct Settings {
     pub insecure_no_auth: Option<bool>,
     pub journal: Option<PgTarget>,
     pub node_id: Option<NodeId>,
+    pub participant_allow: Option<AllowList>,
     pub tls: TlsSettings,
 }
 
@@ -255,6 +262,8 @@ pub struct Config {
     /// This node's name in a shared journal; `None`: derived from the host
     /// name and the listen address ([`Config::node`]).
     pub node_id: Option<NodeId>,
+    /// The hosts participant endpoints may name; `None`: any host.
+    pub participant_allow: Option<AllowList>,
     /// TLS on the listeners and towards participants; checked by
     /// [`Config::load`], turned into files to read by [`Config::server_config`].
     pub tls: TlsSettings,
@@ -279,6 +288,7 @@ impl Default for Config {
             insecure_no_auth: false,
             journal: None,
             node_id: None,
+            participant_allow: None,
             tls: TlsSettings::default(),
         }
     }
@@ -325,6 +335,7 @@ impl Config {
             insecure_no_auth,
             journal,
             node_id,
+            participant_allow,
             tls,
         } = layer;
         self.tls.apply(tls);
@@ -375,6 +386,9 @@ impl Config {
         }
         if let Some(v) = node_id {
             self.node_id = Some(v);
+        }
+        if let Some(v) = participant_allow {
+            self.participant_allow = Some(v);
         }
     }
 
@@ -433,6 +447,7 @@ impl Config {
                 record_metrics: true,
                 // Set by `server::start` once the listener is bound.
                 own_address: None,
+                participant_allow: self.participant_allow.clone(),
                 cursor_patience: crate::engine::CURSOR_PATIENCE,
             },
             metrics_listen: self.metrics_listen,
@@ -516,6 +531,10 @@ impl Settings {
                 });
             }
             let origin = format!("{}: {key}", path.display());
+            if key == "participant_allow" {
+                settings.participant_allow = Some(allow_from_toml(value, &origin)?);
+                continue;
+            }
             // Integers may be written bare (1048576); everything else is a string.
             let text = match value {
                 toml::Value::String(s) => s.clone(),
@@ -578,6 +597,9 @@ impl Settings {
             "insecure_no_auth" => self.insecure_no_auth = Some(parse_bool(text).map_err(bad)?),
             "journal" => self.journal = Some(PgTarget::parse(text).map_err(bad)?),
             "node_id" => self.node_id = Some(parse_node_id(text).map_err(bad)?),
+            "participant_allow" => {
+                self.participant_allow = Some(parse_participant_allow(text).map_err(bad)?)
+            }
             tls_key if tls::KEYS.contains(&tls_key) => self.tls.set(tls_key, path()),
             other => unreachable!("set() is only called with KEYS, not {other:?}"), // faulty code
         }
@@ -601,6 +623,7 @@ fn expected(key: &str) -> &'static str {
         "insecure_no_auth" => "true or false",
         "journal" => "a URL string \"postgres://user@host:5432/db\"",
         "node_id" => "a string",
+        "participant_allow" => "an array of strings like [\"10.0.0.0/8\", \"payments.internal\"]",
         _ => "a duration string like \"10s\" or \"250ms\"",
     }
 }
@@ -664,6 +687,40 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
         "false" | "0" => Ok(false),
         _ => Err(format!("'{text}' is not true or false")),
     }
+}
+
+/// `--participant-allow` entries as the environment gives them: one string,
+/// split at commas (`10.0.0.0/8,payments.internal`).
+pub fn parse_participant_allow(text: &str) -> Result<AllowList, String> {
+    AllowList::parse(text.split(','))
+}
+
+/// One `--participant-allow` entry (the flag is repeated, or takes commas).
+pub fn parse_allow_entry(text: &str) -> Result<AllowEntry, String> {
+    text.parse()
+}
+
+/// The file's `participant_allow`: an array of strings, each one entry.
+fn allow_from_toml(value: &toml::Value, origin: &str) -> Result<AllowList, ConfigError> {
+    let bad = |value: String, why: String| ConfigError::BadValue {
+        origin: origin.to_string(),
+        value,
+        why,
+    };
+    let items = value.as_array().ok_or_else(|| {
+        bad(
+            value.to_string(),
+            format!("expected {}", expected("participant_allow")),
+        )
+    })?;
+    let mut texts = Vec::with_capacity(items.len());
+    for item in items {
+        let text = item
+            .as_str()
+            .ok_or_else(|| bad(item.to_string(), "each entry must be a string".into()))?;
+        texts.push(text);
+    }
+    AllowList::parse(texts).map_err(|why| bad(value.to_string(), why))
 }
 
 /// A node id: non-empty text without control characters.
@@ -903,6 +960,62 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         let err = Settings::from_env(env(&[("SAGAD_JOURNAL", "/var/lib/sagad")])).unwrap_err();
         assert!(err.to_string().contains("postgres://"), "{err}");
+    }
+
+    #[test]
+    fn participant_allow_comes_from_every_layer_and_names_a_bad_entry() {
+        let file = Settings::from_toml(
+            Path::new("s.toml"),
+            "participant_allow = [\"10.0.0.0/8\", \"payments.internal\", \"*.svc.cluster.local\"]",
+        )
+        .unwrap();
+        let shown = |config: &Config| -> Vec<String> {
+            let list = config.participant_allow.as_ref().expect("a list");
+            list.entries().iter().map(ToString::to_string).collect()
+        };
+        let config = Config::build(Some(file.clone()), Settings::default(), Settings::default());
+        assert_eq!(
+            shown(&config),
+            ["10.0.0.0/8", "payments.internal", "*.svc.cluster.local"]
+        );
+        // A later layer replaces the list whole.
+        let from_env =
+            Settings::from_env(env(&[("SAGAD_PARTICIPANT_ALLOW", "127.0.0.1/32, ::1")])).unwrap();
+        let config = Config::build(Some(file), from_env, Settings::default());
+        // A /32 is shown as the address it is.
+        assert_eq!(shown(&config), ["127.0.0.1", "::1"]);
+        let engine = config.server_config().unwrap().engine;
+        assert_eq!(engine.participant_allow, config.participant_allow);
+        // Without the setting: any host.
+        let config = Config::build(None, Settings::default(), Settings::default());
+        assert_eq!(config.participant_allow, None);
+
+        let err = Settings::from_env(env(&[(
+            "SAGAD_PARTICIPANT_ALLOW",
+            "10.0.0.0/8,10.0.0.0/40",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("SAGAD_PARTICIPANT_ALLOW"), "{err}");
+        assert!(err.contains("'10.0.0.0/40' is not a CIDR"), "{err}");
+        for (text, why) in [
+            (
+                "participant_allow = [\"fd00::/129\"]",
+                "'fd00::/129' is not a CIDR",
+            ),
+            ("participant_allow = []", "allow no participant host"),
+            ("participant_allow = \"10.0.0.0/8\"", "an array of strings"),
+            ("participant_allow = [8]", "must be a string"),
+        ] {
+            let err = Settings::from_toml(Path::new("s.toml"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("s.toml: participant_allow"),
+                "{text}: {err}"
+            );
+            assert!(err.contains(why), "{text}: {err}");
+        }
     }
 
     #[test]

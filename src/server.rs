@@ -234,7 +234,7 @@ enum Incoming {
 
 /// The engine over `journal`, calling participants over gRPC, recording
 /// metrics only when they are served, refusing participants at its own
-/// address.
+/// address, and connecting only where the allow-list (if any) allows.
 async fn start_engine(
     config: &ServerConfig,
     journal: Arc<dyn Journal>,
@@ -242,9 +242,10 @@ async fn start_engine(
     own_address: SocketAddr,
     tls: &ClientTls,
 ) -> Result<Engine> {
-    let caller = Arc::new(GrpcParticipants::with_tls(
+    let caller = Arc::new(GrpcParticipants::with_tls_allowing(
         config.engine.max_payload_bytes,
         tls.clone(),
+        config.engine.participant_allow.clone(),
     ));
     let engine_config = EngineConfig {
         record_metrics: config.metrics_listen.is_some(),

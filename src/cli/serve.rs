@@ -11,6 +11,7 @@ use http::Uri;
 use sagad::{
     config::{self, Config, ConfigError, LogFormat, Retention, Settings},
     journal::postgres::NodeId,
+    participant::guard::{AllowEntry, AllowList},
     server,
 };
 
@@ -23,9 +24,9 @@ pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
     /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook,
     /// log_format, otlp_endpoint, retention, disk_reserve, journal, node_id,
-    /// auth_tokens, insecure_no_auth, and the TLS keys: tls_cert, tls_key,
-    /// tls_client_ca, metrics_tls_cert, metrics_tls_key, participant_ca,
-    /// participant_cert, participant_key, [[participant_tls]]).
+    /// auth_tokens, insecure_no_auth, participant_allow, and the TLS keys:
+    /// tls_cert, tls_key, tls_client_ca, metrics_tls_cert, metrics_tls_key,
+    /// participant_ca, participant_cert, participant_key, [[participant_tls]]).
     #[arg(long, env = "SAGAD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (host:port; port 0 or ":0" picks a free port, printed
@@ -100,6 +101,18 @@ pub struct ServeArgs {
     /// recovers its sagas). [env: SAGAD_NODE_ID] [default: HOSTNAME/LISTEN]
     #[arg(long, value_name = "NAME", value_parser = config::parse_node_id)]
     pub node_id: Option<NodeId>,
+    /// Only let participant endpoints name these hosts: an IP, a CIDR
+    /// (10.0.0.0/8, fd00::/8), a host name, or *.suffix. Repeat the flag or
+    /// separate entries with commas. Checked at registration and at every
+    /// connection (a name not allowed by name must resolve only into the
+    /// CIDRs). [env: SAGAD_PARTICIPANT_ALLOW] [default: any host]
+    #[arg(
+        long,
+        value_name = "HOST|CIDR",
+        value_delimiter = ',',
+        value_parser = config::parse_allow_entry
+    )]
+    pub participant_allow: Vec<AllowEntry>,
     #[command(flatten)]
     pub tls: ServeTlsArgs,
 }
@@ -130,6 +143,8 @@ impl ServeArgs {
                 .map(config::journal_flag)
                 .transpose()?,
             node_id: self.node_id.clone(),
+            // No flag is "this layer does not say", never "no host".
+            participant_allow: AllowList::new(self.participant_allow.clone()),
             tls: self.tls.settings(),
         })
     }

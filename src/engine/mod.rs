@@ -19,6 +19,8 @@
 //!   not serve yet).
 //! - Nothing is answered before it is durable: a start returns once `SagaStarted`
 //!   is journaled, a cancel once `CancelRequested` is.
+//! - No registration is journaled whose endpoint is the coordinator's own
+//!   listener or a host `--participant-allow` refuses (`participant::guard`).
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -33,7 +35,10 @@ use crate::{
     Error, Result,
     journal::Journal,
     metrics::Metrics,
-    participant::Participants,
+    participant::{
+        Participants,
+        guard::{self, AllowList, HostCheck},
+    },
     saga::{
         Definition, EndpointChange, Event, EventKind, Offset, Participant, Principal, SagaId,
         SagaState, SagaStatus, StepDefaults, Timestamp,
@@ -95,6 +100,10 @@ pub struct EngineConfig {
     /// The coordinator's own gRPC listener, which no participant endpoint may
     /// be (`participant::guard`); `server::start` sets it once bound.
     pub own_address: Option<std::net::SocketAddr>,
+    /// The hosts participant endpoints may name (`--participant-allow`,
+    /// `participant::guard`): checked at registration here, and at every
+    /// connection by the caller `server::start` builds. `None`: any host.
+    pub participant_allow: Option<AllowList>,
     /// How long a Subscribe cursor past the last durable offset may take to
     /// be reached ([`CURSOR_PATIENCE`]; tests that send hostile cursors
     /// by the thousand set less).
@@ -110,6 +119,7 @@ impl Default for EngineConfig {
             park_after: PARK_AFTER,
             record_metrics: true,
             own_address: None,
+            participant_allow: None,
             cursor_patience: feed::CURSOR_PATIENCE,
         }
     }
@@ -207,12 +217,15 @@ impl Engine {
         definitions: Vec<Definition>,
         config: EngineConfig,
     ) -> Result<Self> {
-        let participants = journal
+        let participants: HashMap<String, Participant> = journal
             .participants()
             .await?
             .into_iter()
             .map(|p| (p.name.clone(), p))
             .collect();
+        if let Some(allow) = &config.participant_allow {
+            warn_disallowed(allow, participants.values());
+        }
         let metrics = if config.record_metrics {
             Metrics::new()
         } else {
@@ -335,12 +348,28 @@ impl Engine {
         self.check_writable()?;
         if let Some(own) = self.inner.config.own_address {
             for endpoint in [&participant.forward, &participant.compensate] {
-                if let Some(why) = crate::participant::guard::own_address(endpoint, own) {
+                if let Some(why) = guard::own_address(endpoint, own) {
                     return Err(Error::InvalidArgument(format!(
                         "participant '{}': {why}",
                         participant.name
                     )));
                 }
+            }
+        }
+        // Before the registration's turn: resolving a name may take a while,
+        // and holds up no other registration.
+        if let Some(allow) = &self.inner.config.participant_allow {
+            let endpoints = [
+                ("forward_endpoint", &participant.forward),
+                ("compensate_endpoint", &participant.compensate),
+            ];
+            for (what, endpoint) in endpoints {
+                guard::admit(allow, endpoint).await.map_err(|why| {
+                    Error::InvalidArgument(format!(
+                        "participant '{}': {what} {endpoint}: {why}",
+                        participant.name
+                    ))
+                })?;
             }
         }
         // A policy that cannot resolve against the server defaults (an initial
@@ -707,5 +736,24 @@ fn log_registration(previous: Option<&Participant>, now: &Participant) {
             by = %by,
             "participant registered"
         ),
+    }
+}
+
+/// Warns, at start, of each registered participant whose endpoint the
+/// allow-list refuses by itself (an IP or a name it does not allow; names
+/// that need DNS are left to the connection): it was registered before the
+/// list was set, and every call of it will now be refused.
+fn warn_disallowed<'a>(allow: &AllowList, participants: impl Iterator<Item = &'a Participant>) {
+    for participant in participants {
+        for endpoint in [&participant.forward, &participant.compensate] {
+            let (host, _) = endpoint.host_port();
+            if let HostCheck::Refused(why) = allow.host(&host) {
+                tracing::warn!(
+                    participant = %participant.name,
+                    endpoint = %endpoint,
+                    "a registered participant's {why}: its calls will not be made (register it again at an allowed host)"
+                );
+            }
+        }
     }
 }

@@ -22,6 +22,11 @@
 //!   of their own, so a participant that is down costs one attempt per wave of
 //!   calls, not one per call.
 //! - Connecting is bounded by [`CONNECT_TIMEOUT`].
+//! - With an allow-list (`--participant-allow`, `guard.rs`), every connection
+//!   is made only to addresses the list allows, resolved and checked for that
+//!   connection ([`guard::dial`]), so DNS that changed since the endpoint was
+//!   registered cannot lead it elsewhere. A refusal is a connection that could
+//!   not be made: nothing was sent.
 //! - A request that hyper hands back unsent is marked as such ([`Unsent`]):
 //!   that is the one failure after a connection existed that certainly never
 //!   reached the participant (see `grpc.rs`).
@@ -54,6 +59,7 @@ use tokio::{
 use tokio_rustls::{TlsConnector, rustls::pki_types::ServerName};
 use tonic::{Status, body::Body, codegen::Service};
 
+use super::guard::{self, AllowList};
 use crate::tls::ClientTls;
 
 /// How long connecting to a participant may take before the attempt counts as failed.
@@ -72,14 +78,18 @@ pub struct Connections {
     origins: Mutex<HashMap<String, Arc<Origin>>>,
     /// How `https://` origins are reached.
     tls: ClientTls,
+    /// Where connections may go; `None`: anywhere.
+    allow: Option<AllowList>,
 }
 
 impl Connections {
-    /// Connections that reach `https://` origins with `tls`.
-    pub fn new(tls: ClientTls) -> Self {
+    /// Connections that reach `https://` origins with `tls`, and only hosts
+    /// `allow` allows (when given).
+    pub fn new(tls: ClientTls, allow: Option<AllowList>) -> Self {
         Self {
             origins: Mutex::default(),
             tls,
+            allow,
         }
     }
 
@@ -90,7 +100,7 @@ impl Connections {
         let origin = match known {
             Some(o) => o,
             None => {
-                let made = Arc::new(Origin::new(origin, &self.tls)?);
+                let made = Arc::new(Origin::new(origin, &self.tls, self.allow.clone())?);
                 lock(&self.origins)
                     .entry(origin.to_string())
                     .or_insert(made)
@@ -108,6 +118,9 @@ struct Origin {
     uri: Uri,
     /// For an `https://` origin: how to make its TLS connection.
     secure: Option<Secure>,
+    /// With an allow-list: it, and the host and port it checks at each
+    /// connection (the host without brackets, as DNS takes it).
+    allowed: Option<(AllowList, String, u16)>,
     state: Mutex<Live>,
     /// Held while connecting, so that one caller connects and the others wait.
     connecting: tokio::sync::Mutex<()>,
@@ -134,7 +147,7 @@ struct Secure {
 }
 
 impl Origin {
-    fn new(origin: &str, tls: &ClientTls) -> Result<Self, String> {
+    fn new(origin: &str, tls: &ClientTls, allow: Option<AllowList>) -> Result<Self, String> {
         let malformed = |e: &dyn std::fmt::Display| format!("malformed origin {origin:?}: {e}");
         let uri: Uri = origin.parse().map_err(|e| malformed(&e))?;
         let authority = uri
@@ -147,9 +160,9 @@ impl Origin {
         let host = authority.host().to_ascii_lowercase();
         let uri = Uri::from_maybe_shared(format!("{scheme}://{host}:{port}"))
             .map_err(|e| malformed(&e))?;
+        // An IPv6 host is bracketed in a URL, not in a certificate or for DNS.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
         let secure = if https {
-            // An IPv6 host is bracketed in a URL, not in a certificate.
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
             let server_name = ServerName::try_from(bare.to_string()).map_err(|e| malformed(&e))?;
             Some(Secure {
                 tls: tls.clone(),
@@ -160,6 +173,7 @@ impl Origin {
             None
         };
         Ok(Self {
+            allowed: allow.map(|list| (list, bare.to_string(), port)),
             uri,
             secure,
             state: Mutex::new(Live::default()),
@@ -209,8 +223,19 @@ impl Origin {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, String> {
-        let dial = self.uri.authority().map_or("", |a| a.as_str());
-        let stream = TcpStream::connect(dial).await.map_err(|e| e.to_string())?;
+        let stream = match &self.allowed {
+            None => {
+                let dial = self.uri.authority().map_or("", |a| a.as_str());
+                TcpStream::connect(dial).await
+            }
+            // The addresses checked are the ones connected to: no second
+            // resolution that DNS could answer differently.
+            Some((allow, host, port)) => {
+                let addresses = guard::dial(allow, host, *port).await?;
+                TcpStream::connect(addresses.as_slice()).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         let Some(secure) = &self.secure else {
             return http2(stream).await;

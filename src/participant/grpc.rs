@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap, MetadataValue};
 
-use super::{CallRequest, Participants, classify, connections::Connections};
+use super::{CallRequest, Participants, classify, connections::Connections, guard::AllowList};
 use crate::{
     proto::v1::{Action as ProtoAction, StepRequest, StepResponse},
     saga::{Action, CallOutcome},
@@ -56,8 +56,19 @@ impl GrpcParticipants {
 
     /// As [`GrpcParticipants::new`], reaching `https://` participants with `tls`.
     pub fn with_tls(max_message_bytes: usize, tls: ClientTls) -> Self {
+        Self::with_tls_allowing(max_message_bytes, tls, None)
+    }
+
+    /// As [`GrpcParticipants::with_tls`], connecting only to the hosts `allow`
+    /// allows, when given (`--participant-allow`; see `guard.rs`). A call to
+    /// any other is not delivered, and says why.
+    pub fn with_tls_allowing(
+        max_message_bytes: usize,
+        tls: ClientTls,
+        allow: Option<AllowList>,
+    ) -> Self {
         Self {
-            connections: Connections::new(tls),
+            connections: Connections::new(tls, allow),
             max_message_bytes,
         }
     }
@@ -226,6 +237,25 @@ mod tests {
             panic!("a refused connection never carried the request: {outcome:?}")
         };
         assert!(reason.contains(&addr.to_string()), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_host_outside_the_allow_list_is_never_connected_to() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let allow = crate::participant::guard::AllowList::parse(["127.0.0.2/32"]).unwrap();
+        let caller = GrpcParticipants::with_tls_allowing(1024, ClientTls::default(), Some(allow));
+        let outcome = caller.call(request_to(addr)).await;
+        let CallOutcome::NotDelivered { reason } = outcome else {
+            panic!("a refused host is never sent a request: {outcome:?}")
+        };
+        assert!(
+            reason.contains("host 127.0.0.1 is not in --participant-allow"),
+            "{reason}"
+        );
+        // Had the call connected, the connection would be waiting already.
+        let accepted = tokio::time::timeout(Duration::ZERO, listener.accept()).await;
+        assert!(accepted.is_err(), "no connection was made");
     }
 
     /// Reads one HTTP/2 client's preface and frames until it has sent the

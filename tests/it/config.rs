@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use sagad::{
     config::{Config, ConfigError, LogFormat, Retention, Settings, TlsSettings},
     journal::postgres::{NodeId, PgTarget},
+    participant::guard::AllowList,
 };
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -74,6 +75,7 @@ retention = "30d"
             insecure_no_auth: false,
             journal: None,
             node_id: None,
+            participant_allow: None,
             // env over file
             data_dir: PathBuf::from("/from/env"),
             max_payload_bytes: 2000,
@@ -280,6 +282,7 @@ fn the_server_config_carries_every_setting() {
         insecure_no_auth: false,
         journal: Some(PgTarget::parse("postgres://sagad@db:5433/sagad").unwrap()),
         node_id: Some(NodeId::new("node-7").unwrap()),
+        participant_allow: Some(AllowList::parse(["10.0.0.0/8"]).unwrap()),
         tls: TlsSettings {
             tls_cert: Some(PathBuf::from("/c.pem")),
             tls_key: Some(PathBuf::from("/k.pem")),
@@ -306,6 +309,10 @@ fn the_server_config_carries_every_setting() {
         "postgres://sagad@db:5433/sagad"
     );
     assert_eq!(postgres.node.as_str(), "node-7");
+    assert_eq!(
+        server.engine.participant_allow,
+        Some(AllowList::parse(["10.0.0.0/8"]).unwrap())
+    );
     let api = server.tls.api.unwrap();
     assert_eq!(api.identity.cert.path, PathBuf::from("/c.pem"));
     assert_eq!(

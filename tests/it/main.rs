@@ -29,6 +29,7 @@ mod history;
 mod metrics;
 mod outage;
 mod parking;
+mod participant_allow;
 mod postgres;
 mod process;
 mod read_only;
