@@ -39,6 +39,7 @@
 //! | `insecure_no_auth` | `--insecure-no-auth` | `SAGAD_INSECURE_NO_AUTH` | `false` (a non-loopback listen needs auth and TLS) |
 //! | `journal` | `--journal` | `SAGAD_JOURNAL` | none: sled in `data_dir` (else a `postgres://` URL or `host=… dbname=…`) |
 //! | `node_id` | `--node-id` | `SAGAD_NODE_ID` | `HOSTNAME/LISTEN` (the name among nodes sharing a PostgreSQL journal) |
+//! | `lease_ttl` | `--lease-ttl` | `SAGAD_LEASE_TTL` | `10s` (how long a node's sagas wait for it before the others take them over) |
 //! | `participant_allow` | `--participant-allow` (repeated, or commas) | `SAGAD_PARTICIPANT_ALLOW` (commas) | none: any host (else IPs, CIDRs, names, `*.suffix`; see `participant::guard`) |
 //! | TLS: `tls_*`, `metrics_tls_*`, `participant_*` | `--tls-cert`, … | `SAGAD_TLS_CERT`, … | off: see `config/tls.rs` |
 //!
@@ -84,7 +85,7 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETENTION_FOREVER: &str = "forever";
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 18] = [
     "listen",
     "data_dir",
     "sagas",
@@ -101,11 +102,12 @@ pub const KEYS: [&str; 17] = [
     "insecure_no_auth",
     "journal",
     "node_id",
+    "lease_ttl",
     "participant_allow",
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 17] = [
+pub const ENV_VARS: [&str; 18] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
@@ -122,6 +124,7 @@ pub const ENV_VARS: [&str; 17] = [
     "SAGAD_INSECURE_NO_AUTH",
     "SAGAD_JOURNAL",
     "SAGAD_NODE_ID",
+    "SAGAD_LEASE_TTL",
     "SAGAD_PARTICIPANT_ALLOW",
 ];
 
@@ -218,6 +221,7 @@ pub struct Settings {
     pub insecure_no_auth: Option<bool>,
     pub journal: Option<PgTarget>,
     pub node_id: Option<NodeId>,
+    pub lease_ttl: Option<Duration>,
     pub participant_allow: Option<AllowList>,
     pub tls: TlsSettings,
 }
@@ -262,6 +266,9 @@ pub struct Config {
     /// This node's name in a shared journal; `None`: derived from the host
     /// name and the listen address ([`Config::node`]).
     pub node_id: Option<NodeId>,
+    /// How long a node's lease lasts without renewal in a shared journal:
+    /// after it, the other nodes take the node's sagas over.
+    pub lease_ttl: Duration,
     /// The hosts participant endpoints may name; `None`: any host.
     pub participant_allow: Option<AllowList>,
     /// TLS on the listeners and towards participants; checked by
@@ -288,6 +295,7 @@ impl Default for Config {
             insecure_no_auth: false,
             journal: None,
             node_id: None,
+            lease_ttl: crate::journal::postgres::LEASE_TTL,
             participant_allow: None,
             tls: TlsSettings::default(),
         }
@@ -335,6 +343,7 @@ impl Config {
             insecure_no_auth,
             journal,
             node_id,
+            lease_ttl,
             participant_allow,
             tls,
         } = layer;
@@ -386,6 +395,9 @@ impl Config {
         }
         if let Some(v) = node_id {
             self.node_id = Some(v);
+        }
+        if let Some(v) = lease_ttl {
+            self.lease_ttl = v;
         }
         if let Some(v) = participant_allow {
             self.participant_allow = Some(v);
@@ -456,10 +468,10 @@ impl Config {
             disk_reserve: self.disk_reserve,
             auth_tokens: self.auth_tokens.clone(),
             reload_interval: crate::server::RELOAD_INTERVAL,
-            postgres: self
-                .journal
-                .clone()
-                .map(|target| PgOptions::new(target, self.node(), self.listen.to_string())),
+            postgres: self.journal.clone().map(|target| PgOptions {
+                lease_ttl: self.lease_ttl,
+                ..PgOptions::new(target, self.node(), self.listen.to_string())
+            }),
             tls: self.tls.resolve(self.metrics_listen.is_some())?,
         })
     }
@@ -597,6 +609,7 @@ impl Settings {
             "insecure_no_auth" => self.insecure_no_auth = Some(parse_bool(text).map_err(bad)?),
             "journal" => self.journal = Some(PgTarget::parse(text).map_err(bad)?),
             "node_id" => self.node_id = Some(parse_node_id(text).map_err(bad)?),
+            "lease_ttl" => self.lease_ttl = Some(parse_lease_ttl(text).map_err(bad)?),
             "participant_allow" => {
                 self.participant_allow = Some(parse_participant_allow(text).map_err(bad)?)
             }
@@ -796,6 +809,16 @@ pub fn parse_step_timeout(text: &str) -> Result<Duration, String> {
             humantime::format_duration(definition::TIMEOUT_MAX)
         ))
     }
+}
+
+/// A lease's length: at least a second (renewed every third of it, a
+/// shorter one would be lost to a busy database's pauses) and at most an hour.
+pub fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(text)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&ttl) {
+        return Err(format!("'{text}' is not between 1s and 1h"));
+    }
+    Ok(ttl)
 }
 
 /// A duration such as `10s`, `250ms` or `1m30s`.

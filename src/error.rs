@@ -100,6 +100,10 @@ pub enum JournalFault {
     /// The journal cannot be opened or started (another process owns the
     /// directory, the directory is unusable, no thread).
     CannotOpen,
+    /// Refused before anything was written: in a journal several
+    /// coordinators share, the saga is another node's now (taken over while
+    /// this one was cut off). This node must let it go.
+    Moved,
 }
 
 impl JournalFault {
@@ -132,13 +136,13 @@ impl JournalFault {
                 JournalFault::ReadFailed
             }
             PgError::Uncertain(_) => JournalFault::WriteUncertain,
+            PgError::NotOwner { .. } => JournalFault::Moved,
             // Nothing was written: refused by a guard, after an earlier
             // failure, by a fence or a lapsed lease, or rolled back.
             PgError::NotWritten(_)
             | PgError::Refused(_)
             | PgError::Fenced { .. }
             | PgError::LeaseLapsed { .. }
-            | PgError::NotOwner { .. }
             | PgError::OutOfOrder { .. }
             | PgError::Conflict { .. } => JournalFault::Refused,
         }

@@ -38,6 +38,10 @@ impl From<Error> for Status {
                 // A read failed: nothing was asked to change.
                 JournalFault::ReadFailed => Status::unavailable(message),
                 JournalFault::CannotOpen => Status::internal(message),
+                // Another node runs the saga now: the call belongs there.
+                JournalFault::Moved => Status::unavailable(format!(
+                    "{message}; another coordinator runs this saga now: send the call there"
+                )),
             },
             Error::Auth(AuthError::Unauthenticated(_)) => Status::unauthenticated(message),
             Error::Auth(

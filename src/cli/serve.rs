@@ -23,7 +23,7 @@ use crate::cli::{definitions, logging, serve_tls::ServeTlsArgs};
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
     /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook,
-    /// log_format, otlp_endpoint, retention, disk_reserve, journal, node_id,
+    /// log_format, otlp_endpoint, retention, disk_reserve, journal, node_id, lease_ttl,
     /// auth_tokens, insecure_no_auth, participant_allow, and the TLS keys:
     /// tls_cert, tls_key, tls_client_ca, metrics_tls_cert, metrics_tls_key,
     /// participant_ca, participant_cert, participant_key, [[participant_tls]]).
@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// recovers its sagas). [env: SAGAD_NODE_ID] [default: HOSTNAME/LISTEN]
     #[arg(long, value_name = "NAME", value_parser = config::parse_node_id)]
     pub node_id: Option<NodeId>,
+    /// How long this node's lease lasts without renewal (renewed every third
+    /// of it) in a PostgreSQL journal: when it runs out, the other nodes take
+    /// its sagas over. [env: SAGAD_LEASE_TTL] [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_lease_ttl)]
+    pub lease_ttl: Option<std::time::Duration>,
     /// Only let participant endpoints name these hosts: an IP, a CIDR
     /// (10.0.0.0/8, fd00::/8), a host name, or *.suffix. Repeat the flag or
     /// separate entries with commas. Checked at registration and at every
@@ -143,6 +148,7 @@ impl ServeArgs {
                 .map(config::journal_flag)
                 .transpose()?,
             node_id: self.node_id.clone(),
+            lease_ttl: self.lease_ttl,
             // No flag is "this layer does not say", never "no host".
             participant_allow: AllowList::new(self.participant_allow.clone()),
             tls: self.tls.settings(),

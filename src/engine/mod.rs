@@ -50,6 +50,7 @@ use crate::{
 mod feed;
 mod observe;
 mod owners;
+mod ownership;
 mod parking;
 pub mod recovery;
 mod runner;
@@ -263,6 +264,12 @@ impl Engine {
         engine.inner.tracker.spawn(engine.clone().heal());
         engine.inner.tracker.spawn(engine.clone().metrics_upkeep());
         engine.inner.tracker.spawn(engine.clone().run_timer());
+        if let Some(changes) = engine.inner.journal.ownership_changes() {
+            engine
+                .inner
+                .tracker
+                .spawn(ownership::follow(engine.clone(), changes));
+        }
         Ok(engine)
     }
 

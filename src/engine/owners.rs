@@ -17,7 +17,7 @@
 //!   reaches a runner or finds the saga parked and wakes it; a command sent to a
 //!   runner that parked meanwhile is never answered, and its sender asks again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use tokio::sync::mpsc;
 
@@ -197,6 +197,18 @@ impl Owners {
             woken.push(Woken { id, command_rx });
         }
         woken
+    }
+
+    /// Drops every parked saga not in `keep` (after a re-join: those are
+    /// another node's now); returns how many.
+    pub(super) fn abandon_parked_except(&mut self, keep: &HashSet<SagaId>) -> usize {
+        let gone: Vec<SagaId> = self
+            .slots
+            .iter()
+            .filter(|(id, slot)| matches!(slot, Slot::Parked(_)) && !keep.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        gone.iter().filter(|id| self.abandon(**id)).count()
     }
 
     /// Drops a parked saga from the owners and the timer (at shutdown: it is

@@ -189,6 +189,14 @@ impl Runner {
             Ok(Exit::Parked) => {
                 tracing::debug!(saga = %id, "saga parked until its next attempt is due");
             }
+            Err(e) if e.journal_fault() == Some(JournalFault::Moved) => {
+                // Taken over while this node was cut off: its new owner
+                // runs it from the journal; nothing here may act on it.
+                tracing::warn!(saga = %id, error = %e, "saga dropped: another node runs it now");
+                if let Some(ack) = self.ack.take() {
+                    ack.failed(e);
+                }
+            }
             Err(e) => {
                 tracing::error!(saga = %id, error = %e, "saga paused: its progress could not be journaled");
                 if e.journal_fault().is_some_and(JournalFault::pauses_sagas) {
@@ -335,6 +343,7 @@ impl Runner {
                 .collect(),
             traceparent: self.trace.traceparent(trace::call_span_id(span)),
             tracestate: self.trace.tracestate.clone(),
+            epoch: self.engine.inner.journal.epoch(),
         }
     }
 

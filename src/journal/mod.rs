@@ -164,7 +164,7 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp};
 
@@ -284,6 +284,17 @@ pub trait FlushObserver: Send + Sync + 'static {
     fn flushed(&self, events: u64, took: Duration);
 }
 
+/// A change of which sagas this coordinator owns, in a journal several share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnershipChange {
+    /// These sagas were `from`'s, a node whose lease ran out, and are this
+    /// node's now: resume them, as a restart resumes its own.
+    Adopted { from: String, sagas: Vec<SagaId> },
+    /// This node was fenced and joined again with a new epoch: sagas it
+    /// holds in memory may be another node's now.
+    Rejoined,
+}
+
 /// The journal: see the module docs for the contract every implementation must keep.
 #[async_trait]
 pub trait Journal: Send + Sync + 'static {
@@ -360,4 +371,19 @@ pub trait Journal: Send + Sync + 'static {
     /// Waits for queued writes, flushes, and stops the writer. Later writes fail
     /// with [`JournalError::Closed`].
     async fn close(&self) -> Result<(), JournalError>;
+
+    /// In a journal shared by several coordinators: the changes of which
+    /// sagas this one owns (takeovers, re-joins), for the engine to act on.
+    /// Given to the first caller only; `None` after that, and always for a
+    /// journal only this process writes.
+    fn ownership_changes(&self) -> Option<mpsc::UnboundedReceiver<OwnershipChange>> {
+        None
+    }
+
+    /// In a journal shared by several coordinators: the epoch this node writes
+    /// under now (its fencing token, sent to participants with every call);
+    /// `None` for a journal only this process writes.
+    fn epoch(&self) -> Option<u64> {
+        None
+    }
 }

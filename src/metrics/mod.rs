@@ -114,6 +114,7 @@ pub mod names {
     pub const JOURNAL_FLUSH_DURATION: &str = "sagad_journal_flush_duration_seconds";
     pub const RECOVERY_DURATION: &str = "sagad_recovery_duration_seconds";
     pub const RECOVERY_RESUMED: &str = "sagad_recovery_resumed_sagas";
+    pub const TAKEOVER_SAGAS: &str = "sagad_takeover_sagas_total";
     pub const WEBHOOK_ATTEMPTS: &str = "sagad_webhook_attempts_total";
     pub const WEBHOOK_GAVE_UP: &str = "sagad_webhook_gave_up_total";
     pub const WEBHOOK_PENDING: &str = "sagad_webhook_pending";
@@ -257,6 +258,10 @@ impl Metrics {
                 "How long the last start-up recovery took."
             );
             describe_gauge!(RECOVERY_RESUMED, "Sagas the last start-up recovery resumed.");
+            describe_counter!(
+                TAKEOVER_SAGAS,
+                "Sagas this node took over from nodes whose lease ran out, and resumed (cluster mode)."
+            );
             describe_counter!(
                 WEBHOOK_ATTEMPTS,
                 "POSTs to the on-failed webhook, by outcome (delivered, error)."
@@ -429,6 +434,12 @@ impl Metrics {
             metrics::gauge!(RECOVERY_DURATION).set(took.as_secs_f64());
             metrics::gauge!(RECOVERY_RESUMED).set(resumed as f64);
         });
+    }
+
+    /// Sagas taken over from a dead node were resumed.
+    pub fn took_over(&self, resumed: usize) {
+        self.counter(|| metrics::counter!(TAKEOVER_SAGAS))
+            .increment(resumed as u64);
     }
 
     /// One POST to the webhook ended; `delivered` when it was acknowledged (2xx).

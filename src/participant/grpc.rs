@@ -8,7 +8,8 @@
 //!   locally at that timeout, so a participant that never answers cannot hold a
 //!   saga longer than its timeout.
 //! - Every call carries the request's W3C `traceparent` (and `tracestate`)
-//!   metadata, so the participant's traces join the saga's.
+//!   metadata, so the participant's traces join the saga's, and in cluster
+//!   mode the caller's epoch as `x-sagad-epoch` ([`EPOCH_HEADER`]).
 //! - A failure is `NotDelivered` only when the request certainly never left,
 //!   and `Transient` (effect unknown) otherwise:
 //!   - no connection: the TCP connect, the TLS handshake (a certificate the
@@ -27,6 +28,10 @@
 //!   counts, since a step that is not compensated must have done nothing.
 
 use std::time::Duration;
+
+/// The metadata key of the calling node's epoch (cluster mode): a decimal
+/// number that only grows per node id, and grows when a saga changes owner.
+pub const EPOCH_HEADER: &str = "x-sagad-epoch";
 
 use async_trait::async_trait;
 use tokio::time::Instant;
@@ -156,6 +161,9 @@ impl Participants for GrpcParticipants {
             &request.traceparent,
             request.tracestate.as_deref(),
         );
+        if let Some(epoch) = request.epoch {
+            message.metadata_mut().insert(EPOCH_HEADER, epoch.into());
+        }
         // Connecting counts against the step's timeout too. It comes first and
         // on its own: until it is done nothing of the request has been sent,
         // however it ends.
@@ -219,6 +227,7 @@ mod tests {
             outputs: vec![],
             traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
             tracestate: None,
+            epoch: Some(7),
         }
     }
 

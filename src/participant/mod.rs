@@ -42,6 +42,10 @@ pub struct CallRequest {
     pub traceparent: String,
     /// Sent as the W3C `tracestate` metadata, if the saga's caller gave one.
     pub tracestate: Option<String>,
+    /// In cluster mode, the calling node's epoch (its fencing token), sent as
+    /// `x-sagad-epoch`: a participant that saw a higher one for this
+    /// idempotency key may refuse a deposed owner's late call.
+    pub epoch: Option<u64>,
 }
 
 /// Calls participant endpoints.

@@ -75,6 +75,7 @@ retention = "30d"
             insecure_no_auth: false,
             journal: None,
             node_id: None,
+            lease_ttl: Config::default().lease_ttl,
             participant_allow: None,
             // env over file
             data_dir: PathBuf::from("/from/env"),
@@ -282,6 +283,7 @@ fn the_server_config_carries_every_setting() {
         insecure_no_auth: false,
         journal: Some(PgTarget::parse("postgres://sagad@db:5433/sagad").unwrap()),
         node_id: Some(NodeId::new("node-7").unwrap()),
+        lease_ttl: Duration::from_secs(4),
         participant_allow: Some(AllowList::parse(["10.0.0.0/8"]).unwrap()),
         tls: TlsSettings {
             tls_cert: Some(PathBuf::from("/c.pem")),
@@ -309,6 +311,7 @@ fn the_server_config_carries_every_setting() {
         "postgres://sagad@db:5433/sagad"
     );
     assert_eq!(postgres.node.as_str(), "node-7");
+    assert_eq!(postgres.lease_ttl, Duration::from_secs(4));
     assert_eq!(
         server.engine.participant_allow,
         Some(AllowList::parse(["10.0.0.0/8"]).unwrap())

@@ -17,6 +17,7 @@ mod archive;
 mod auth;
 mod bench;
 mod cli;
+mod cluster;
 mod config;
 mod crash;
 mod crash_points;

@@ -244,6 +244,7 @@ impl Floor {
                 outputs: saga.outputs.clone(),
                 traceparent: saga.trace.traceparent(SpanId::random()),
                 tracestate: None,
+                epoch: None,
             })
             .await;
         let (outcome_kind, error) = match &outcome {

@@ -151,7 +151,7 @@ use uuid::Uuid;
 use crate::{
     journal::{
         FlushObserver, JOURNAL_QUEUE_CAPACITY, Journal, JournalError, JournalStats, ListQuery,
-        SagaSummary, request::WriteRequest,
+        OwnershipChange, SagaSummary, request::WriteRequest,
     },
     saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp},
 };
@@ -161,6 +161,7 @@ mod error;
 pub mod node;
 mod reads;
 pub mod schema;
+mod takeover;
 mod target;
 pub mod throwaway;
 mod writer;
@@ -204,9 +205,24 @@ impl PgOptions {
 
 /// The state the handle, the writer and the background tasks share.
 pub(super) struct Shared {
-    pub me: Membership,
-    /// Set once this process learns it was fenced.
+    pub target: PgTarget,
+    pub node: NodeId,
+    /// Where this node serves gRPC (its `node` row's `addr`).
+    pub addr: String,
+    /// The epoch this process writes under: set by the join, changed by a
+    /// re-join after a fence (`node.rs`) and by this node's own bump before
+    /// it takes sagas over (`takeover.rs`).
+    epoch: AtomicU64,
+    /// Held by everything that writes under the epoch (each batch
+    /// transaction, each lease renewal) and by the bump that changes it, so
+    /// none of them meets an epoch changing under it. A tokio mutex: held
+    /// across the statements.
+    pub epoch_lock: tokio::sync::Mutex<()>,
+    /// Set while this process is fenced: from when it learns its epoch moved
+    /// on until it joins again.
     pub fence: node::Fence,
+    /// Tells the engine of sagas this node took over and of re-joins.
+    pub ownership: mpsc::UnboundedSender<OwnershipChange>,
     /// Why writes fail, while they do (and for good once fenced).
     pub failure: watch::Sender<Option<String>>,
     /// The last offset known committed, by any node.
@@ -215,19 +231,44 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Which node this process writes as, and at which epoch now.
+    pub fn me(&self) -> Membership {
+        Membership {
+            node: self.node.clone(),
+            epoch: Epoch(self.epoch.load(Ordering::Acquire)),
+        }
+    }
+
     /// Records that this process is fenced (saying so once) and returns the
-    /// error every write gets from now on.
+    /// error every write gets until it joins again.
     pub fn fenced(&self, now: Option<u64>) -> PgError {
+        let me = self.me();
         let error = PgError::Fenced {
-            node: self.me.node.to_string(),
-            held: self.me.epoch.0,
+            node: me.node.to_string(),
+            held: me.epoch.0,
             now,
         };
         if self.fence.set(now) {
-            tracing::error!(error = %error, "this node is fenced: it journals nothing more");
+            tracing::error!(error = %error, "this node is fenced: it journals nothing until it joins again");
             self.failure.send_replace(Some(error.to_string()));
         }
         error
+    }
+
+    /// This process writes under `epoch` from now on; only with
+    /// [`Shared::epoch_lock`] held, after the change committed.
+    pub fn set_epoch(&self, epoch: Epoch) {
+        self.epoch.store(epoch.0, Ordering::Release);
+    }
+
+    /// The re-join worked: writes go on under `epoch`, and the engine is
+    /// told its sagas may have moved.
+    pub fn rejoined(&self, epoch: Epoch) {
+        self.set_epoch(epoch);
+        self.fence.clear();
+        self.failure.send_replace(None);
+        tracing::warn!(node = %self.node, epoch = %epoch, "joined the journal again after a fence, with a new epoch");
+        let _ = self.ownership.send(OwnershipChange::Rejoined);
     }
 
     /// Raises the durable offset to `last` (never lowers it).
@@ -258,9 +299,12 @@ pub struct PgJournal {
     request_tx: mpsc::Sender<WriteRequest>,
     /// The writer task, awaited by `close` (a std mutex: never held across await).
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// Stops the heartbeat and the feed poll.
+    /// Stops the heartbeat, the takeover and the feed poll.
     background: CancellationToken,
     failure: watch::Receiver<Option<String>>,
+    /// For the engine, taken once ([`Journal::ownership_changes`]); a std
+    /// mutex, held only to take it.
+    changes: Mutex<Option<mpsc::UnboundedReceiver<OwnershipChange>>>,
 }
 
 impl PgJournal {
@@ -285,9 +329,15 @@ impl PgJournal {
             .get(0);
         tracing::info!(target = %target, node = %node, epoch = %epoch, "joined the PostgreSQL journal");
         let (failure_tx, failure) = watch::channel(None);
+        let (ownership, changes) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            me: Membership { node, epoch },
+            target: target.clone(),
+            node,
+            addr,
+            epoch: AtomicU64::new(epoch.0),
+            epoch_lock: tokio::sync::Mutex::new(()),
             fence: node::Fence::default(),
+            ownership,
             failure: failure_tx,
             durable: watch::Sender::new(Offset(last as u64)),
             counters: Counters::default(),
@@ -298,6 +348,12 @@ impl PgJournal {
         let writer = tokio::spawn(writer.run(request_rx));
         let background = CancellationToken::new();
         tokio::spawn(node::heartbeat(
+            pool.clone(),
+            shared.clone(),
+            lease_ttl,
+            background.clone(),
+        ));
+        tokio::spawn(takeover::run(
             pool.clone(),
             shared.clone(),
             lease_ttl,
@@ -315,12 +371,13 @@ impl PgJournal {
             writer: Mutex::new(Some(writer)),
             background,
             failure,
+            changes: Mutex::new(Some(changes)),
         })
     }
 
-    /// Which node this journal writes as, and at which epoch.
-    pub fn membership(&self) -> &Membership {
-        &self.shared.me
+    /// Which node this journal writes as, and at which epoch now.
+    pub fn membership(&self) -> Membership {
+        self.shared.me()
     }
 
     async fn request<T>(
@@ -328,6 +385,30 @@ impl PgJournal {
         make: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> WriteRequest,
     ) -> Result<T, JournalError> {
         crate::journal::request::send(&self.request_tx, make).await
+    }
+
+    /// Ends the node's lease now, for its epoch only (a newer instance keeps
+    /// its own). Only after the writer stopped: no batch can need the lease
+    /// again. A failure is logged: the lease then runs out by itself.
+    async fn release(&self) {
+        let me = self.shared.me();
+        let released = match self.reader().await {
+            Ok(client) => client
+                .execute(
+                    "UPDATE sagad.node SET lease_until = clock_timestamp()
+                     WHERE node_id = $1 AND epoch = $2",
+                    &[&me.node.as_str(), &(me.epoch.0 as i64)],
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match released {
+            Ok(_) => tracing::info!(node = %me.node, "gave up the node's lease"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot give up the node's lease; it runs out by itself")
+            }
+        }
     }
 
     /// A pooled connection for a read.
@@ -387,7 +468,7 @@ impl Journal for PgJournal {
 
     /// This node's unfinished sagas: the ones it must recover.
     async fn unfinished(&self) -> Result<Vec<SagaId>, JournalError> {
-        reads::unfinished(&self.reader().await?, self.shared.me.node.as_str()).await
+        reads::unfinished(&self.reader().await?, self.shared.node.as_str()).await
     }
 
     async fn saga_for_key(&self, key: &str) -> Result<Option<SagaId>, JournalError> {
@@ -431,8 +512,10 @@ impl Journal for PgJournal {
         self.failure.clone()
     }
 
-    /// Writes what is queued and stops the writer, the heartbeat and the
-    /// feed poll. Reads still work; the node's lease runs out by itself.
+    /// Writes what is queued and stops the writer, the heartbeat, the
+    /// takeover and the feed poll, then gives up the node's lease, so the
+    /// other nodes take its open sagas over at their next look instead of
+    /// after a lease's time. Reads still work.
     async fn close(&self) -> Result<(), JournalError> {
         let result = crate::journal::request::close(&self.request_tx).await;
         self.background.cancel();
@@ -441,7 +524,21 @@ impl Journal for PgJournal {
             // The writer answered Close and is returning.
             let _ = writer.await;
         }
+        if result.is_ok() {
+            self.release().await;
+        }
         result
+    }
+
+    fn ownership_changes(&self) -> Option<mpsc::UnboundedReceiver<OwnershipChange>> {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn epoch(&self) -> Option<u64> {
+        Some(self.shared.me().epoch.0)
     }
 }
 

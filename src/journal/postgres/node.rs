@@ -14,18 +14,29 @@
 //! - **Check** (first statement of every batch, `writer.rs`): the node's row,
 //!   `FOR SHARE`: no row or another epoch is fenced, an expired lease is
 //!   lapsed. A lapsed lease may still be renewed while the epoch is unchanged:
-//!   a takeover (the next slice) bumps the epoch first, and only of a node
+//!   a takeover (`takeover.rs`) bumps the epoch first, and only of a node
 //!   whose lease has expired, in one statement.
+//! - **Re-join** after a fence: when the node's lease has run out (the
+//!   survivors deposed it while it was stopped or cut off), the heartbeat
+//!   joins again with a new epoch: the sagas the survivors did not claim are
+//!   stamped with it and stay this node's, the others are theirs (appends to
+//!   them are refused, `NotOwner`, and the engine drops them). When the lease
+//!   runs, another process joined as this node: this one stays fenced.
 //!
 //! Invariants:
-//! - An epoch only grows; a process keeps the epoch it joined with for its
-//!   whole life, so once fenced it stays fenced ([`Fence`]).
+//! - An epoch only grows. A process writes under one epoch at a time; a
+//!   re-join gives it a new one, and only after its old one was fenced
+//!   ([`Fence`]), so no batch of the old epoch can commit afterwards.
 //! - Lease times are compared inside PostgreSQL only.
 
-use std::{fmt, sync::OnceLock, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use deadpool_postgres::Pool;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::{Client, GenericClient, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::{PgError, PgTarget, Shared};
@@ -85,23 +96,35 @@ pub struct Membership {
     pub epoch: Epoch,
 }
 
-/// Set once, when this process learns it was fenced; never cleared.
+/// Set when this process learns its epoch was fenced; cleared only by a
+/// re-join, which gives the process a new epoch.
 #[derive(Debug, Default)]
 pub struct Fence {
-    /// The node's epoch in the journal when the fence was seen; `None` when
-    /// its row was gone.
-    now: OnceLock<Option<u64>>,
+    /// The node's epoch in the journal when the fence was seen (`None` when
+    /// its row was gone), while fenced. A std mutex: held for one read or
+    /// write, never across an await.
+    now: Mutex<Option<Option<u64>>>,
 }
 
 impl Fence {
-    /// Records the fence; true the first time.
+    /// Records the fence; true the first time since the last re-join.
     pub fn set(&self, now: Option<u64>) -> bool {
-        self.now.set(now).is_ok()
+        let mut fence = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        let first = fence.is_none();
+        if first {
+            *fence = Some(now);
+        }
+        first
     }
 
     /// The epoch seen when fenced, if fenced.
     pub fn get(&self) -> Option<Option<u64>> {
-        self.now.get().copied()
+        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the fence: the process re-joined with a new epoch.
+    pub(super) fn clear(&self) {
+        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -110,8 +133,9 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Joins the journal as `node`: bumps its epoch (1 for a new node), takes a
-/// lease of `ttl`, and moves the node's open sagas to the new epoch.
+/// Joins the journal as `node`: gives it a new epoch (the next of the one
+/// sequence every epoch comes from, so above any epoch any node holds), takes
+/// a lease of `ttl`, and moves the node's open sagas to the new epoch.
 pub async fn join(
     client: &mut Client,
     target: &PgTarget,
@@ -124,30 +148,76 @@ pub async fn join(
         .transaction()
         .await
         .map_err(setup("beginning the join"))?;
+    let epoch = join_in(&tx, node, addr, ttl)
+        .await
+        .map_err(setup("joining as a node"))?;
+    tx.commit().await.map_err(setup("committing the join"))?;
+    Ok(epoch)
+}
+
+/// The join's statements, in the caller's transaction: the upsert that bumps
+/// the epoch, and the node's open sagas stamped with it.
+async fn join_in(
+    tx: &Transaction<'_>,
+    node: &NodeId,
+    addr: &str,
+    ttl: Duration,
+) -> Result<Epoch, tokio_postgres::Error> {
     let epoch: i64 = tx
         .query_one(
             "INSERT INTO sagad.node AS n (node_id, epoch, lease_until, addr, joined_at)
-             VALUES ($1, 1, clock_timestamp() + $2::float8 * interval '1 millisecond', $3, clock_timestamp())
+             VALUES ($1, nextval('sagad.epoch_seq'),
+                     clock_timestamp() + $2::float8 * interval '1 millisecond', $3, clock_timestamp())
              ON CONFLICT (node_id) DO UPDATE SET
-                 epoch = n.epoch + 1,
+                 epoch = EXCLUDED.epoch,
                  lease_until = EXCLUDED.lease_until,
                  addr = EXCLUDED.addr,
                  joined_at = EXCLUDED.joined_at
              RETURNING epoch",
             &[&node.as_str(), &millis(ttl), &addr],
         )
-        .await
-        .map_err(setup("joining as a node"))?
+        .await?
         .get(0);
     tx.execute(
         "UPDATE sagad.saga SET owner_epoch = $2
          WHERE owner_node = $1 AND status IN ('running', 'compensating', 'failed')",
         &[&node.as_str(), &epoch],
     )
-    .await
-    .map_err(setup("taking the node's sagas to its new epoch"))?;
-    tx.commit().await.map_err(setup("committing the join"))?;
+    .await?;
     Ok(Epoch(epoch as u64))
+}
+
+/// After a fence: joins again, with a new epoch, when nobody holds the
+/// node's name (its lease ran out: the survivors deposed it, or its row is
+/// gone). `None` when another process holds it (it joined as this node, and
+/// its lease runs): this one must stay fenced, or the two would fence each
+/// other in turn.
+async fn rejoin(shared: &Shared, ttl: Duration) -> Result<Option<Epoch>, PgError> {
+    let target = &shared.target;
+    let setup = |what| PgError::setup(target, what);
+    let mut client = super::connect(target).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(setup("beginning the re-join"))?;
+    // Locked, so that a process joining as this node meanwhile waits, and
+    // then finds this one's fresh lease: the newer join fences this one.
+    let held: Option<bool> = tx
+        .query_opt(
+            "SELECT lease_until > clock_timestamp() FROM sagad.node WHERE node_id = $1 FOR UPDATE",
+            &[&shared.node.as_str()],
+        )
+        .await
+        .map_err(setup("reading the node's lease"))?
+        .map(|row| row.get(0));
+    if held == Some(true) {
+        return Ok(None);
+    }
+    let epoch = join_in(&tx, &shared.node, &shared.addr, ttl)
+        .await
+        .map_err(setup("joining again as a node"))?;
+    tx.commit().await.map_err(setup("committing the re-join"))?;
+    Ok(Some(epoch))
 }
 
 /// The first statement of every batch: the node's row, locked `FOR SHARE`
@@ -201,12 +271,14 @@ pub async fn renew(
     })
 }
 
-/// Renews the lease every `ttl / 3` until `stop` or until the node is found
-/// fenced. A renewal that fails (the database is unreachable) is tried again
-/// at the next tick; if the lease runs out meanwhile, batches find it lapsed.
+/// Renews the lease every `ttl / 3` until `stop`. A renewal that fails (the
+/// database is unreachable) is tried again at the next tick; if the lease
+/// runs out meanwhile, batches find it lapsed. Once the node is found fenced
+/// (here or by a batch), each tick tries to [`rejoin`]; when another process
+/// holds the node's name, this one stays fenced and the heartbeat ends.
 pub(super) async fn heartbeat(
     pool: Pool,
-    shared: std::sync::Arc<Shared>,
+    shared: Arc<Shared>,
     ttl: Duration,
     stop: CancellationToken,
 ) {
@@ -220,19 +292,38 @@ pub(super) async fn heartbeat(
             () = stop.cancelled() => return,
         }
         if shared.fence.get().is_some() {
-            return;
+            let held = shared.epoch_lock.lock().await;
+            let rejoined = rejoin(&shared, ttl).await;
+            if let Ok(Some(epoch)) = &rejoined {
+                shared.rejoined(*epoch);
+            }
+            drop(held);
+            match rejoined {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::error!(
+                        node = %shared.node,
+                        "another process runs as this node (it joined after this one, and its lease runs): this one stays fenced and journals nothing; stop it"
+                    );
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot join the journal again yet"),
+            }
+            continue;
         }
         let renewed = match pool.get().await {
-            Ok(client) => renew(&**client, &shared.me, ttl)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(client) => {
+                let _held = shared.epoch_lock.lock().await;
+                renew(&**client, &shared.me(), ttl)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         match renewed {
             Ok(Ok(())) => {}
             Ok(Err(PgError::Fenced { now, .. })) => {
                 shared.fenced(now);
-                return;
             }
             Ok(Err(other)) => tracing::warn!(error = %other, "cannot renew the node's lease"),
             Err(e) => tracing::warn!(error = %e, "cannot renew the node's lease; trying again"),

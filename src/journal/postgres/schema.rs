@@ -6,9 +6,15 @@
 //! are at. A start finds one of three things:
 //! - no `sagad` schema: it creates every table at [`SCHEMA_VERSION`];
 //! - the same version: it goes on;
+//! - an older version: it is upgraded, one version at a time, in the same
+//!   transaction (so a failed upgrade leaves the older version whole);
 //! - a newer version (a newer sagad wrote it): it is refused, naming both
-//!   versions, and changes nothing. An older version would be upgraded here;
-//!   version 1 is the first, so there is nothing to upgrade yet.
+//!   versions, and changes nothing.
+//!
+//! | version | what it added |
+//! |---|---|
+//! | 1 | the tables |
+//! | 2 | `epoch_seq`: every epoch is drawn from one sequence, so a node that takes a saga over writes (and calls its participants) under an epoch above any its old owner had (`takeover.rs`) |
 //!
 //! Two nodes starting at once on an empty database must not both create the
 //! tables: the check and the creation run in one transaction under a
@@ -21,7 +27,7 @@ use tokio_postgres::Client;
 use super::{PgError, PgTarget};
 
 /// The version of the tables this build creates and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The advisory lock key of the bootstrap: "sagad" in ASCII, arbitrary but fixed.
 const BOOTSTRAP_LOCK: i64 = 0x73_6167_6164;
@@ -79,6 +85,16 @@ CREATE TABLE sagad.participant (
 );
 "#;
 
+/// From version 1 to 2: epochs from one sequence, starting above every
+/// epoch a node holds now.
+const UPGRADE_TO_V2: &str = r#"
+CREATE SEQUENCE sagad.epoch_seq AS bigint;
+SELECT setval('sagad.epoch_seq', COALESCE(max(epoch), 0) + 1, false) FROM sagad.node;
+"#;
+
+/// Each upgrade, by the version it leaves the tables at.
+const UPGRADES: [(i32, &str); 1] = [(2, UPGRADE_TO_V2)];
+
 /// Creates the tables if the database has none, or checks their version.
 pub async fn ensure(client: &mut Client, target: &PgTarget) -> Result<(), PgError> {
     let setup = |what| PgError::setup(target, what);
@@ -97,40 +113,49 @@ pub async fn ensure(client: &mut Client, target: &PgTarget) -> Result<(), PgErro
         .await
         .map_err(setup("looking for the sagad schema"))?
         .get(0);
-    if !exists {
-        tx.batch_execute(CREATE_V1)
-            .await
-            .map_err(setup("creating the sagad schema"))?;
-        tx.execute(
-            "INSERT INTO sagad.schema_version (version) VALUES ($1)",
-            &[&SCHEMA_VERSION],
-        )
-        .await
-        .map_err(setup("recording the schema version"))?;
-        tracing::info!(target = %target, version = SCHEMA_VERSION, "created the journal's tables");
-    } else {
-        let found: i32 = tx
-            .query_one("SELECT max(version) FROM sagad.schema_version", &[])
+    let found = if exists {
+        tx.query_one("SELECT max(version) FROM sagad.schema_version", &[])
             .await
             .map_err(setup("reading the schema version"))?
             .get::<_, Option<i32>>(0)
-            .unwrap_or(0);
-        if found > SCHEMA_VERSION {
-            return Err(PgError::NewerSchema {
-                target: target.to_string(),
-                found,
-                known: SCHEMA_VERSION,
-            });
-        }
-        if found < SCHEMA_VERSION {
-            // Version 1 is the first: no sagad wrote an older one.
-            return Err(PgError::Schema {
-                target: target.to_string(),
-                why: format!(
-                    "sagad.schema_version says {found}, and no sagad writes versions below 1: the table was changed by hand"
-                ),
-            });
-        }
+            .unwrap_or(0)
+    } else {
+        // A new journal is version 1 made, then upgraded like any other.
+        tx.batch_execute(CREATE_V1)
+            .await
+            .map_err(setup("creating the sagad schema"))?;
+        tx.execute("INSERT INTO sagad.schema_version (version) VALUES (1)", &[])
+            .await
+            .map_err(setup("recording the schema version"))?;
+        1
+    };
+    if found > SCHEMA_VERSION {
+        return Err(PgError::NewerSchema {
+            target: target.to_string(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if found < 1 {
+        return Err(PgError::Schema {
+            target: target.to_string(),
+            why: format!(
+                "sagad.schema_version says {found}, and no sagad writes versions below 1: the table was changed by hand"
+            ),
+        });
+    }
+    for (version, upgrade) in UPGRADES.iter().filter(|(v, _)| *v > found) {
+        tx.batch_execute(upgrade)
+            .await
+            .map_err(setup("upgrading the sagad schema"))?;
+        tx.execute("UPDATE sagad.schema_version SET version = $1", &[version])
+            .await
+            .map_err(setup("recording the schema version"))?;
+    }
+    if !exists {
+        tracing::info!(target = %target, version = SCHEMA_VERSION, "created the journal's tables");
+    } else if found < SCHEMA_VERSION {
+        tracing::info!(target = %target, from = found, to = SCHEMA_VERSION, "upgraded the journal's tables");
     }
     tx.commit()
         .await

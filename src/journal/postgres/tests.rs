@@ -321,10 +321,39 @@ async fn a_newer_schema_is_refused_naming_both_versions() {
         .unwrap();
     let text = err.to_string();
     assert!(
-        text.contains("version 99") && text.contains("version 1"),
+        text.contains("version 99") && text.contains("version 2"),
         "{text}"
     );
     assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_journal_is_upgraded_and_epochs_go_on_above_its_own() {
+    let url = database().await;
+    open(&url, "node-a").await.close().await.unwrap();
+    // What a version 1 journal looked like: no sequence, epochs counted per node.
+    let db = sql(&url).await;
+    db.batch_execute(
+        "DROP SEQUENCE sagad.epoch_seq;
+         UPDATE sagad.schema_version SET version = 1;
+         UPDATE sagad.node SET epoch = 5",
+    )
+    .await
+    .unwrap();
+    let b = open(&url, "node-b").await;
+    assert_eq!(b.membership().epoch, Epoch(6), "above every epoch held");
+    let version: i32 = db
+        .query_one("SELECT version FROM sagad.schema_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, schema::SCHEMA_VERSION);
+    let a = open(&url, "node-a").await;
+    assert_eq!(
+        a.membership().epoch,
+        Epoch(7),
+        "one sequence for every node"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,13 +101,21 @@ const REMOVE_SAGAS: &str = "WITH gone AS (
      SELECT saga_id FROM gone";
 
 /// The offsets and the events, in one statement, last in the batch.
+///
+/// An event whose (saga, seq) is taken is skipped, not an error: its saga's
+/// row guard missed too (a seq is taken only below the row's `last_seq`, or
+/// for an id another start took), so the batch is rolled back and redone
+/// without that append, which is refused alone (`NotOwner`, `OutOfOrder`).
+/// An error would sink the whole batch, everyone's appends with it: a
+/// deposed node's runners, waking with stale seqs, would fail every batch.
 const APPEND_EVENTS: &str = "WITH head AS (
          UPDATE sagad.feed_head SET last = last + $1::bigint RETURNING last),
      written AS (
          INSERT INTO sagad.event (\"offset\", saga_id, seq, body)
          SELECT head.last - $1::bigint + e.ord, e.saga_id, e.seq, e.body
          FROM head, unnest($2::uuid[], $3::bigint[], $4::bytea[])
-              WITH ORDINALITY AS e(saga_id, seq, body, ord))
+              WITH ORDINALITY AS e(saga_id, seq, body, ord)
+         ON CONFLICT (saga_id, seq) DO NOTHING)
      SELECT last FROM head";
 
 /// Why a saga row of a batch was not written, read after the rollback.
@@ -299,7 +307,10 @@ impl Writer {
     /// without events) and the sagas its removals removed, once committed.
     async fn transact(&mut self, batch: &Batch) -> Result<(u64, Vec<SagaId>), Miss> {
         let shared = self.shared.clone();
-        let me = &shared.me;
+        // The epoch cannot change while the batch is written under it.
+        let _held = shared.epoch_lock.lock().await;
+        let me = shared.me();
+        let me = &me;
         let conn = self.connect().await.map_err(Miss::Failed)?;
         let rows = batch.rows();
         let (node_id, epoch) = (me.node.as_str(), me.epoch.0 as i64);
@@ -536,13 +547,17 @@ impl Writer {
     /// A saga's row did not match the update's guard: gone, moved, or at
     /// another seq than the append continues from.
     fn why_not_continued(&self, first: &crate::saga::Event, found: &[Found]) -> JournalError {
-        let me = &self.shared.me;
+        let me = self.shared.me();
+        let me = &me;
         match found.iter().find(|f| f.id == first.saga) {
             None => JournalError::Corrupt {
                 key: format!("saga {}", first.saga),
                 why: format!("{} for a saga that never started", first.kind.name()),
             },
-            Some(row) if row.owner != me.node.as_str() || row.owner_epoch != me.epoch.0 => {
+            // Another node's: taken over. (This node's at another epoch is
+            // a re-stamp between the batch and this look: a conflict, tried
+            // again, never a reason to let the saga go.)
+            Some(row) if row.owner != me.node.as_str() => {
                 JournalError::Postgres(PgError::NotOwner {
                     saga: first.saga,
                     owner: row.owner.clone(),
@@ -643,7 +658,10 @@ impl Writer {
         }
         let (shared, ttl) = (self.shared.clone(), self.ttl);
         let renewed = match self.connect().await {
-            Ok(conn) => node::renew(&conn.client, &shared.me, ttl).await,
+            Ok(conn) => {
+                let _held = shared.epoch_lock.lock().await;
+                node::renew(&conn.client, &shared.me(), ttl).await
+            }
             Err(_) => return,
         };
         match renewed {

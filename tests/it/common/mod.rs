@@ -248,6 +248,8 @@ pub struct Call {
     /// The W3C `traceparent` and `tracestate` metadata the call carried.
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// The caller's `x-sagad-epoch` (cluster mode).
+    pub epoch: Option<u64>,
 }
 
 type Script = Arc<dyn Fn(&pb::StepRequest) -> Answer + Send + Sync>;
@@ -354,6 +356,7 @@ impl FakeParticipant {
             header("traceparent"),
             header("tracestate"),
         );
+        let epoch = header("x-sagad-epoch").map(|e| e.parse().expect("a decimal epoch"));
         let r = request.into_inner();
         let index = {
             let mut ledger = self.ledger.lock().unwrap();
@@ -370,6 +373,7 @@ impl FakeParticipant {
                 outputs: r.outputs.keys().cloned().collect(),
                 traceparent,
                 tracestate,
+                epoch,
             });
             ledger.calls.len() - 1
         };

@@ -1,0 +1,317 @@
+//! Cluster mode: several `sagad serve --journal postgres://…` processes on one
+//! throwaway PostgreSQL database. A node that dies has its sagas taken over
+//! by a survivor, which finishes them; a node stopped past its lease (a
+//! zombie) is fenced when it wakes, journals nothing for the sagas that
+//! moved, and joins again with a new epoch; every participant call carries
+//! its caller's epoch, which rises when a saga changes owner.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use sagad::proto::v1::{self as pb, coordinator_client::CoordinatorClient};
+use tokio_postgres::Client as Sql;
+
+use crate::common::{
+    self, Answer, Client, FakeParticipant, Served, ServingStatus, poll_until,
+    postgres::{database, sql},
+    process::SagadProcess,
+};
+
+/// Sagas started on the node that goes away.
+const SAGAS: usize = 8;
+/// Short, so a takeover comes within seconds (at least a second: the setting's floor).
+const LEASE_TTL: &str = "2s";
+
+/// `sagad serve` as node `id` on the database at `url`.
+fn node(dir: &Path, url: &str, id: &str) -> SagadProcess {
+    SagadProcess::spawn(
+        dir,
+        &[
+            ("SAGAD_JOURNAL", url),
+            ("SAGAD_NODE_ID", id),
+            ("SAGAD_LEASE_TTL", LEASE_TTL),
+        ],
+    )
+}
+
+async fn client(addr: SocketAddr) -> Client {
+    CoordinatorClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+/// A shop whose every call asks to be tried again shortly, until `open`:
+/// sagas stay running, mid-way, on whichever node owns them.
+async fn gated_shop() -> (Served, Arc<AtomicBool>) {
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let shop = common::serve(FakeParticipant::new(move |_| {
+        if gate.load(Ordering::SeqCst) {
+            Answer::Ok
+        } else {
+            Answer::Retry(Some(Duration::from_millis(200)))
+        }
+    }))
+    .await;
+    (shop, open)
+}
+
+/// Starts [`SAGAS`] orders on `client`, and waits until each has been called.
+async fn start_orders(client: &mut Client, shop: &Served) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..SAGAS {
+        ids.push(common::start_order(client, "{}", false).await.id);
+    }
+    let wanted: HashSet<String> = ids.iter().cloned().collect();
+    poll_until("a call of every saga", || {
+        let called: HashSet<String> = shop.fake.calls().into_iter().map(|c| c.saga_id).collect();
+        let all = wanted.is_subset(&called);
+        async move { all.then_some(()) }
+    })
+    .await;
+    ids
+}
+
+/// Polls `client` until every saga of `ids` is COMPLETED.
+async fn until_completed(client: &Client, ids: &[String]) {
+    for id in ids {
+        poll_until("the saga to complete on the survivor", || {
+            let mut client = client.clone();
+            let id = id.clone();
+            async move {
+                let saga = client
+                    .get_saga(pb::GetSagaRequest {
+                        id,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (common::state(&saga) == pb::SagaState::Completed).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+async fn epochs(db: &Sql) -> HashMap<String, i64> {
+    db.query("SELECT node_id, epoch FROM sagad.node", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn owners(db: &Sql, ids: &[String]) -> HashSet<String> {
+    db.query(
+        "SELECT DISTINCT owner_node FROM sagad.saga WHERE saga_id::text = ANY($1)",
+        &[&ids],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Every saga's events are numbered 1, 2, 3, … and every offset is used once.
+async fn journal_is_whole(db: &Sql) {
+    let offsets: Vec<i64> = db
+        .query(
+            "SELECT \"offset\" FROM sagad.event ORDER BY \"offset\"",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(offsets, (1..=offsets.len() as i64).collect::<Vec<_>>());
+    for row in db
+        .query(
+            "SELECT saga_id::text, array_agg(seq ORDER BY seq) FROM sagad.event GROUP BY saga_id",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let seqs: Vec<i64> = row.get(1);
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "saga {}",
+            row.get::<_, String>(0)
+        );
+    }
+}
+
+/// Once the new owner (`new` epoch) made its first call, the old one (`old`)
+/// made none; and every call carried one of the two.
+fn only_the_new_owner_after_its_first_call(shop: &Served, old: u64, new: u64) {
+    let calls = shop.fake.calls();
+    let first_new = calls
+        .iter()
+        .filter(|c| c.epoch == Some(new))
+        .map(|c| c.arrived)
+        .min()
+        .expect("the new owner called");
+    for call in &calls {
+        assert!(
+            call.epoch == Some(new) || (call.epoch == Some(old) && call.arrived < first_new),
+            "a call of epoch {:?} (old {old}, new {new}) at the wrong time: {call:?}",
+            call.epoch
+        );
+    }
+}
+
+/// Each forward effect of each saga applied once, none compensated.
+fn applied_once(shop: &Served, ids: &[String]) {
+    for id in ids {
+        assert_eq!(
+            shop.fake.applied(id),
+            ["F:validate-order", "F:charge-payment", "F:ship-order"],
+            "saga {id}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_sagas_are_taken_over_and_finished_by_a_survivor() {
+    let _heavy = common::heavy().await;
+    let url = database().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (shop, open) = gated_shop().await;
+    let a = node(dir_a.path(), &url, "node-a");
+    let b = node(dir_b.path(), &url, "node-b");
+    let mut on_a = client(a.addr).await;
+    common::register_shop(&mut on_a, &shop, common::quick_retry(10_000, 10)).await;
+    let ids = start_orders(&mut on_a, &shop).await;
+    let db = sql(&url).await;
+    assert_eq!(
+        owners(&db, &ids).await,
+        HashSet::from(["node-a".to_string()])
+    );
+    let before = epochs(&db).await;
+    let a_epoch = before["node-a"] as u64;
+    assert!(
+        shop.fake.calls().iter().all(|c| c.epoch == Some(a_epoch)),
+        "every call carries its caller's epoch"
+    );
+
+    a.kill();
+    open.store(true, Ordering::SeqCst);
+    let on_b = client(b.addr).await;
+    until_completed(&on_b, &ids).await;
+
+    assert_eq!(
+        owners(&db, &ids).await,
+        HashSet::from(["node-b".to_string()])
+    );
+    let after = epochs(&db).await;
+    assert!(
+        after["node-a"] > before["node-a"],
+        "the dead node was deposed: {after:?}"
+    );
+    assert!(
+        after["node-b"] > after["node-a"],
+        "the survivor took a new epoch above the deposed one's: {after:?}"
+    );
+    only_the_new_owner_after_its_first_call(&shop, a_epoch, after["node-b"] as u64);
+    applied_once(&shop, &ids);
+    journal_is_whole(&db).await;
+    let (status, stderr) = b.terminate();
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_node_is_fenced_lets_its_moved_sagas_go_and_joins_again() {
+    let _heavy = common::heavy().await;
+    let url = database().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (shop, open) = gated_shop().await;
+    let a = node(dir_a.path(), &url, "node-a");
+    let b = node(dir_b.path(), &url, "node-b");
+    let mut on_a = client(a.addr).await;
+    common::register_shop(&mut on_a, &shop, common::quick_retry(10_000, 10)).await;
+    let ids = start_orders(&mut on_a, &shop).await;
+    let db = sql(&url).await;
+    let joined = epochs(&db).await["node-a"];
+
+    // Stopped, not dead: its lease runs out, and node-b takes its sagas.
+    a.signal("STOP");
+    poll_until("node-b to own every saga", || {
+        let (db, ids) = (&db, &ids);
+        async move {
+            (owners(db, ids).await == HashSet::from(["node-b".to_string()])).then_some(())
+        }
+    })
+    .await;
+    let taken = epochs(&db).await;
+    let events_before: i64 = db
+        .query_one("SELECT count(*) FROM sagad.event", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // It wakes with the sagas still in memory, and calls still "due".
+    a.signal("CONT");
+    poll_until("node-a to join again", || {
+        let said = a.stderr_so_far();
+        async move { said.contains("joined the journal again").then_some(()) }
+    })
+    .await;
+    let rejoined = epochs(&db).await["node-a"];
+    assert!(
+        rejoined > taken["node-a"] && taken["node-a"] > joined,
+        "deposed, then joined again with a new epoch: {joined} → {} → {rejoined}",
+        taken["node-a"]
+    );
+    common::until_health(a.addr, "", ServingStatus::Serving).await;
+    open.store(true, Ordering::SeqCst);
+    let on_b = client(b.addr).await;
+    until_completed(&on_b, &ids).await;
+
+    // Nothing node-a did after it woke reached a participant: each call
+    // needs its attempt journaled first, and node-a's were refused.
+    only_the_new_owner_after_its_first_call(&shop, joined as u64, taken["node-b"] as u64);
+    let events_after: i64 = db
+        .query_one("SELECT count(*) FROM sagad.event", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(events_after > events_before);
+    assert_eq!(
+        owners(&db, &ids).await,
+        HashSet::from(["node-b".to_string()])
+    );
+    for call in shop.fake.calls() {
+        assert!(
+            call.epoch != Some(rejoined as u64),
+            "node-a called a participant for a saga it no longer owns: {call:?}"
+        );
+    }
+    applied_once(&shop, &ids);
+    journal_is_whole(&db).await;
+
+    // And it serves again: a new saga started on it runs there.
+    let mut on_a = client(a.addr).await;
+    let fresh = common::start_order(&mut on_a, "{}", true).await;
+    assert_eq!(common::state(&fresh), pb::SagaState::Completed);
+    assert_eq!(
+        owners(&db, std::slice::from_ref(&fresh.id)).await,
+        HashSet::from(["node-a".to_string()])
+    );
+    for node in [a, b] {
+        let (status, stderr) = node.terminate();
+        assert!(status.success(), "{status}: {stderr}");
+    }
+}
