@@ -74,6 +74,7 @@ impl Scrub for pb::Saga {
             trace_id,
             started_by,
             audit,
+            owner,
         } = self;
         for text in [
             id,
@@ -82,6 +83,7 @@ impl Scrub for pb::Saga {
             error,
             cancel_reason,
             trace_id,
+            owner,
         ] {
             clean(text);
         }
