@@ -289,6 +289,22 @@ impl Scrub for pb::StepDefinition {
     }
 }
 
+impl Scrub for pb::Node {
+    fn scrub(&mut self) {
+        let pb::Node {
+            node_id,
+            addr,
+            epoch: _,
+            lease_remaining: _,
+            lease_expired: _,
+            owned_open: _,
+            joined_at: _,
+        } = self;
+        clean(node_id);
+        clean(addr);
+    }
+}
+
 impl Scrub for pb::FeedEvent {
     fn scrub(&mut self) {
         let pb::FeedEvent { event, definition } = self;
