@@ -3,8 +3,8 @@
 //! - `serve` runs a coordinator (`cli/serve.rs`, configured by `sagad::config`);
 //! - `demo` runs one with three participants and three orders (`cli/demo/`);
 //! - the client verbs (`start`, `get`, `list`, `watch`, `cancel`, `retry`,
-//!   `tail`, `participants`, `definitions`) talk to a running server over gRPC
-//!   (`cli/saga.rs`, `cli/catalog.rs`, `cli/tail.rs`);
+//!   `tail`, `participants`, `definitions`, `cluster`) talk to a running server
+//!   over gRPC (`cli/saga.rs`, `cli/catalog.rs`, `cli/tail.rs`, `cli/cluster.rs`);
 //! - `auth token` makes a bearer token for a server with `--auth-tokens`
 //!   (`cli/auth.rs`);
 //! - `journal check` verifies a stopped server's data directory, reading only
@@ -25,6 +25,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use cli::{
     auth::AuthCommand,
     catalog::{DefinitionsCommand, ParticipantsCommand},
+    cluster::ClusterCommand,
     demo::DemoArgs,
     error::{CliError, EXIT_FAILURE, EXIT_USAGE},
     export::ExportArgs,
@@ -84,6 +85,9 @@ enum Command {
     /// List saga definitions.
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
+    /// The nodes sharing a PostgreSQL journal.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Make bearer tokens for a server with --auth-tokens.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -108,6 +112,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Tail(args) => Ok(cli::tail::tail(args).await?),
         Command::Participants(command) => Ok(cli::catalog::participants(command).await?),
         Command::Definitions(command) => Ok(cli::catalog::definitions(command).await?),
+        Command::Cluster(command) => Ok(cli::cluster::run(command).await?),
         Command::Auth(command) => Ok(cli::auth::run(command)?),
         Command::Journal(command) => cli::journal::run(command).await,
         Command::Export(args) => cli::export::run(args).await,

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     engine::FeedItem,
+    journal::postgres::{Lease, NodeInfo},
     proto::v1 as pb,
     saga::{
         Action, AttemptRecord, AttemptResult, AuditEntry, Definition, Endpoint, Event, EventKind,
@@ -25,6 +26,34 @@ pub fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// A lease's time left as a signed wire duration: negative once it has run
+/// out, by how long ago (seconds and nanos share the sign, as protobuf says).
+fn lease_remaining(lease: Lease) -> prost_types::Duration {
+    match lease {
+        Lease::Left(left) => duration(left),
+        Lease::Expired { ago } => {
+            let ago = duration(ago);
+            prost_types::Duration {
+                seconds: -ago.seconds,
+                nanos: -ago.nanos,
+            }
+        }
+    }
+}
+
+/// One node of the roster.
+pub fn node(n: &NodeInfo) -> pb::Node {
+    pb::Node {
+        node_id: n.node.to_string(),
+        addr: n.addr.clone(),
+        epoch: n.epoch.0,
+        lease_remaining: Some(lease_remaining(n.lease)),
+        lease_expired: n.lease.is_expired(),
+        owned_open: n.owned_open,
+        joined_at: Some(timestamp(n.joined_at)),
     }
 }
 
@@ -209,7 +238,7 @@ fn attempt(a: &AttemptRecord) -> pb::Attempt {
 }
 
 /// A saga with its steps, carrying as many of each step's attempts as
-/// `shown` says (the rest summarised, see `summary.rs`).
+/// `shown` says (the rest summarised, see `summary.rs`), and no owner.
 pub fn saga(s: &SagaState, shown: Attempts) -> pb::Saga {
     let steps = s
         .steps
@@ -258,6 +287,8 @@ pub fn saga(s: &SagaState, shown: Attempts) -> pb::Saga {
         trace_id: s.trace().trace_id.to_string(),
         started_by: s.started_by.as_ref().map(principal),
         audit: s.audit.iter().map(audit_entry).collect(),
+        // Not part of the saga's events: GetSaga reads it from the journal.
+        owner: String::new(),
     }
 }
 

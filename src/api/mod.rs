@@ -224,14 +224,19 @@ impl Coordinator for CoordinatorApi {
         let caller = caller_of(&request);
         let r = request.into_inner();
         let id = saga_id("id", &r.id)?;
-        let saga = self.engine.get(id).await?;
+        // Two reads, on two connections at once: the owner is a column of
+        // the saga's row, not one of its events.
+        let (saga, owner) = tokio::join!(self.engine.get(id), self.engine.owner(id));
+        let saga = saga?;
         caller.may_read(&saga).map_err(crate::Error::from)?;
         let shown = if r.all_attempts {
             Attempts::All
         } else {
             Attempts::DEFAULT
         };
-        Ok(Response::new(convert::saga(&saga, shown)))
+        let mut answer = convert::saga(&saga, shown);
+        answer.owner = owner?.map(|node| node.to_string()).unwrap_or_default();
+        Ok(Response::new(answer))
     }
 
     async fn list_sagas(
@@ -365,5 +370,16 @@ impl Coordinator for CoordinatorApi {
             .map(convert::definition)
             .collect();
         Ok(Response::new(pb::ListDefinitionsResponse { definitions }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        self.check_ready()?;
+        let nodes = self.engine.nodes().await?;
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: nodes.iter().map(convert::node).collect(),
+        }))
     }
 }

@@ -17,7 +17,7 @@ use std::{fmt, str::FromStr};
 /// What a caller may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Reads everything: sagas, participants, definitions, the feed.
+    /// Reads everything: sagas, participants, definitions, the feed, the nodes.
     Reader,
     /// A service that starts sagas and reads the ones it started.
     Starter,
@@ -31,7 +31,7 @@ pub enum Role {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// Reading the server's catalog or every saga's events (participants,
-    /// definitions, the feed).
+    /// definitions, the feed), or the cluster's nodes.
     Read,
     /// Reading sagas: every one for a reader, only its own for a starter.
     ReadSagas,
@@ -55,7 +55,7 @@ pub enum Grant {
 }
 
 /// Every Coordinator method, by its name in the proto, and what it needs.
-pub const METHODS: [(&str, Access); 10] = [
+pub const METHODS: [(&str, Access); 11] = [
     ("RegisterParticipant", Access::Administer),
     ("ListParticipants", Access::Read),
     ("StartSaga", Access::Start),
@@ -66,6 +66,7 @@ pub const METHODS: [(&str, Access); 10] = [
     ("RetrySaga", Access::Operate),
     ("ListDefinitions", Access::Read),
     ("Subscribe", Access::Read),
+    ("ListNodes", Access::Read),
 ];
 
 /// What `method` (a bare name, `GetSaga`) needs; `None` for a method not in

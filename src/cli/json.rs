@@ -135,6 +135,7 @@ pub fn saga(s: &pb::Saga) -> Value {
         "updated_at": time(s.updated_at.as_ref()),
         "finished_at": time(s.finished_at.as_ref()),
         "started_by": principal(s.started_by.as_ref()),
+        "owner": text(&s.owner),
         "audit": s.audit.iter().map(|a| json!({
             "action": a.action,
             "at": time(a.at.as_ref()),

@@ -4,7 +4,8 @@
 //! - `serve`: the coordinator itself, configured through `sagad::config`;
 //!   `definitions` reads the saga definitions it starts with from `--sagas`;
 //!   `serve_tls` holds its TLS flags.
-//! - `saga`, `catalog`, `tail`: the client verbs, over gRPC to a running server.
+//! - `saga`, `catalog`, `tail`, `cluster`: the client verbs, over gRPC to a
+//!   running server.
 //! - `connect`, `client_tls`, `error`: reaching the server (over TLS for
 //!   `https://`); failures and their exit codes.
 //! - `output`, `render`, `json`: how results are printed (human or JSON).
@@ -41,6 +42,7 @@ macro_rules! out {
 pub mod auth;
 pub mod catalog;
 pub mod client_tls;
+pub mod cluster;
 pub mod connect;
 pub mod definitions;
 pub mod demo;

@@ -56,6 +56,9 @@ pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
         let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(out, "  by        {}", principal(s.started_by.as_ref()));
+    if !s.owner.is_empty() {
+        let _ = writeln!(out, "  owner     {}", s.owner);
+    }
     if !s.payload.is_empty() {
         let _ = writeln!(
             out,

@@ -74,6 +74,7 @@ impl Scrub for pb::Saga {
             trace_id,
             started_by,
             audit,
+            owner,
         } = self;
         for text in [
             id,
@@ -82,6 +83,7 @@ impl Scrub for pb::Saga {
             error,
             cancel_reason,
             trace_id,
+            owner,
         ] {
             clean(text);
         }
@@ -284,6 +286,22 @@ impl Scrub for pb::StepDefinition {
         } = self;
         clean(name);
         clean(participant);
+    }
+}
+
+impl Scrub for pb::Node {
+    fn scrub(&mut self) {
+        let pb::Node {
+            node_id,
+            addr,
+            epoch: _,
+            lease_remaining: _,
+            lease_expired: _,
+            owned_open: _,
+            joined_at: _,
+        } = self;
+        clean(node_id);
+        clean(addr);
     }
 }
 

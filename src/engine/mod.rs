@@ -47,6 +47,7 @@ use crate::{
     webhook::Notifier,
 };
 
+mod cluster;
 mod feed;
 mod observe;
 mod owners;
@@ -60,6 +61,7 @@ mod watch;
 /// Which sagas [`Engine::list`] lists: the journal's query, which the engine
 /// passes on as it is (its `limit` capped, its page continued).
 pub use crate::journal::ListQuery;
+pub use cluster::NO_CLUSTER;
 pub use feed::{CURSOR_PATIENCE, FeedItem, FeedQuery};
 pub use parking::PARK_AFTER;
 pub use start::{SagaSource, StartRequest, Started};

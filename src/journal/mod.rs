@@ -386,4 +386,19 @@ pub trait Journal: Send + Sync + 'static {
     fn epoch(&self) -> Option<u64> {
         None
     }
+
+    // What a journal shared by several nodes knows of them. A journal with
+    // no nodes (sled, memory) keeps the defaults: no owner, no roster.
+
+    /// The node that owns saga `id` (writes its events); `None` for an
+    /// unknown saga, and always for a journal without nodes.
+    async fn owner(&self, _id: SagaId) -> Result<Option<postgres::NodeId>, JournalError> {
+        Ok(None)
+    }
+
+    /// Every node sharing the journal, its lease judged by the database's
+    /// clock; `None` for a journal without nodes.
+    async fn nodes(&self) -> Result<Option<Vec<postgres::NodeInfo>>, JournalError> {
+        Ok(None)
+    }
 }

@@ -1,7 +1,8 @@
 //! `sagad serve --journal postgres://…`: the real binary over a throwaway
 //! PostgreSQL (`common::postgres`): sagas of mixed fates survive SIGKILLs and
-//! restarts, a fenced coordinator journals nothing more, and bad journals
-//! stop the start with a message that says which and why.
+//! restarts, a fenced coordinator journals nothing more, bad journals stop
+//! the start with a message that says which and why, and the nodes sharing
+//! a journal are listed with their leases and the sagas they own.
 
 use std::{
     collections::HashMap,
@@ -26,7 +27,7 @@ use crate::common::{
     chaos::{Fate, Harness},
     poll_until,
     postgres::{database, sql},
-    process::SagadProcess,
+    process::{SagadProcess, sagad_client},
 };
 
 const SAGAS: usize = 40;
@@ -281,4 +282,168 @@ async fn a_journal_of_a_newer_sagad_is_refused_naming_both_versions() {
     );
     let after = epochs().await;
     assert_eq!(before, after, "a refused start changes nothing (no join)");
+}
+
+/// A client of the coordinator at `addr`, once its recovery is done (until
+/// then every call answers UNAVAILABLE "still recovering").
+async fn ready_client(addr: std::net::SocketAddr) -> common::Client {
+    let client = pb::coordinator_client::CoordinatorClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    common::until_health(addr, "", ServingStatus::Serving).await;
+    client
+}
+
+/// The roster as `node` answers it, by node id.
+async fn list_nodes(client: &mut common::Client) -> Vec<pb::Node> {
+    client
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_nodes_shows_every_node_its_lease_and_the_sagas_it_owns() {
+    let url = database().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Every call is answered "retry in a minute": the saga waits, RUNNING,
+    // owned by the node that started it.
+    let shop = common::serve(FakeParticipant::new(|_| {
+        Answer::Retry(Some(Duration::from_secs(60)))
+    }))
+    .await;
+    let a = SagadProcess::spawn(
+        dir_a.path(),
+        &[("SAGAD_JOURNAL", &url), ("SAGAD_NODE_ID", "node-a")],
+    );
+    let b = SagadProcess::spawn(
+        dir_b.path(),
+        &[("SAGAD_JOURNAL", &url), ("SAGAD_NODE_ID", "node-b")],
+    );
+    let (mut on_a, mut on_b) = (ready_client(a.addr).await, ready_client(b.addr).await);
+    common::register_shop(&mut on_a, &shop, common::quick_retry(100, 3)).await;
+    let waiting = common::start_order(&mut on_a, "{}", false).await;
+    poll_until("the saga's first call", || {
+        let called = !shop.fake.calls().is_empty();
+        async move { called.then_some(()) }
+    })
+    .await;
+
+    // Either node answers for the whole cluster, from the database.
+    for client in [&mut on_a, &mut on_b] {
+        let nodes = list_nodes(client).await;
+        let ids: Vec<&str> = nodes.iter().map(|n| n.node_id.as_str()).collect();
+        assert_eq!(ids, ["node-a", "node-b"], "{nodes:?}");
+        for n in &nodes {
+            assert!(n.epoch >= 1, "{n:?}");
+            assert!(!n.lease_expired, "{n:?}");
+            let left = n.lease_remaining.unwrap();
+            assert!(left.seconds > 0 || left.nanos > 0, "{n:?}");
+            assert!(n.joined_at.is_some(), "{n:?}");
+        }
+        let owned: Vec<u64> = nodes.iter().map(|n| n.owned_open).collect();
+        assert_eq!(owned, [1, 0], "node-a owns the waiting saga: {nodes:?}");
+    }
+    for client in [&mut on_a, &mut on_b] {
+        let saga = common::get(client, &waiting.id).await;
+        assert_eq!(common::state(&saga), pb::SagaState::Running);
+        assert_eq!(saga.owner, "node-a");
+    }
+
+    // The command line: the table names both nodes, `get` the owner.
+    let run = sagad_client(b.addr, &["cluster", "nodes"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("NODE") && lines[0].contains("LEASE"),
+        "{run:#?}"
+    );
+    assert!(
+        lines[1].starts_with("node-a") && lines[1].contains("s left"),
+        "{run:#?}"
+    );
+    assert!(lines[2].starts_with("node-b"), "{run:#?}");
+    let run = sagad_client(a.addr, &["cluster", "nodes", "--json"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json[0]["node_id"], "node-a", "{json:#}");
+    assert_eq!(json[0]["owned_open"], 1, "{json:#}");
+    assert_eq!(json[1]["node_id"], "node-b", "{json:#}");
+    assert!(
+        json[1]["lease_remaining_ms"].as_f64().unwrap() > 0.0,
+        "{json:#}"
+    );
+    let run = sagad_client(b.addr, &["get", &waiting.id]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stdout.lines().any(|l| l.trim() == "owner     node-a"),
+        "{run:#?}"
+    );
+    let run = sagad_client(b.addr, &["get", &waiting.id, "--json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["owner"], "node-a", "{json:#}");
+
+    // node-b dies; its lease runs out (set back here rather than waited for:
+    // the lease is 10 s). The roster says so, by the database's clock.
+    b.kill();
+    let db = sql(&url).await;
+    db.execute(
+        "UPDATE sagad.node SET lease_until = clock_timestamp() - interval '3 seconds'
+         WHERE node_id = 'node-b'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let nodes = list_nodes(&mut on_a).await;
+    let dead = &nodes[1];
+    assert!(dead.lease_expired, "{nodes:?}");
+    assert!(dead.lease_remaining.unwrap().seconds <= -3, "{nodes:?}");
+    assert!(!nodes[0].lease_expired, "{nodes:?}");
+    let run = sagad_client(a.addr, &["cluster", "nodes"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("node-b"))
+        .unwrap();
+    let ago: u64 = line
+        .split("expired ")
+        .nth(1)
+        .and_then(|rest| rest.split("s ago").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'expired Ns ago' in {line:?}"));
+    assert!(ago >= 3, "{run:#?}");
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_coordinator_has_no_nodes_to_list_and_no_owners() {
+    let server = common::TestServer::start().await;
+    let mut client = server.client().await;
+    let refused = client
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(refused.message(), sagad::engine::NO_CLUSTER);
+    let run = sagad_client(server.addr, &["cluster", "nodes"]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert_eq!(
+        run.stderr.trim_end(),
+        format!(
+            "sagad: server error FAILED_PRECONDITION: {}",
+            sagad::engine::NO_CLUSTER
+        ),
+        "{run:#?}"
+    );
+    assert!(run.stdout.is_empty(), "{run:#?}");
+
+    let shop = common::serve(FakeParticipant::new(|_| Answer::Ok)).await;
+    common::register_shop(&mut client, &shop, common::quick_retry(3, 3)).await;
+    let done = common::start_order(&mut client, "{}", true).await;
+    assert_eq!(common::get(&mut client, &done.id).await.owner, "");
+    let run = sagad_client(server.addr, &["get", &done.id]).await;
+    assert!(!run.stdout.contains("owner"), "{run:#?}");
 }

@@ -451,4 +451,11 @@ impl Coordinator for Floor {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         unimplemented("Subscribe")
     }
+
+    async fn list_nodes(
+        &self,
+        _: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        unimplemented("ListNodes")
+    }
 }

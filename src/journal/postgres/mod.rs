@@ -15,6 +15,7 @@
 //! | `batch.rs` | which requests a batch takes, and the rows they write |
 //! | `writer.rs` | the writer task: one pipelined transaction per batch |
 //! | `reads.rs` | the reads, one statement each |
+//! | `roster.rs` | the nodes as an operator sees them, and each saga's owner |
 //! | `throwaway.rs` | a throwaway PostgreSQL for tests and benchmarks |
 //!
 //! # The tables (schema `sagad`)
@@ -160,6 +161,7 @@ mod batch;
 mod error;
 pub mod node;
 mod reads;
+pub mod roster;
 pub mod schema;
 mod takeover;
 mod target;
@@ -168,6 +170,7 @@ mod writer;
 
 pub use error::PgError;
 pub use node::{Epoch, LEASE_TTL, Membership, NodeId};
+pub use roster::{Lease, NodeInfo};
 pub use target::{PgTarget, redacted};
 
 /// How often the feed head is read for other nodes' commits.
@@ -539,6 +542,14 @@ impl Journal for PgJournal {
 
     fn epoch(&self) -> Option<u64> {
         Some(self.shared.me().epoch.0)
+    }
+
+    async fn owner(&self, id: SagaId) -> Result<Option<NodeId>, JournalError> {
+        roster::owner(&self.reader().await?, id).await
+    }
+
+    async fn nodes(&self) -> Result<Option<Vec<NodeInfo>>, JournalError> {
+        roster::nodes(&self.reader().await?).await.map(Some)
     }
 }
 

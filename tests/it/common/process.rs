@@ -182,3 +182,52 @@ impl Drop for SagadProcess {
         let _ = self.child.wait();
     }
 }
+
+/// How a client verb of the real binary ended.
+#[derive(Debug)]
+pub struct ClientRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the client verb `args` of the real binary against the coordinator at
+/// `addr` (`--addr http://ADDR` is added, and nothing inherited that sagad
+/// reads configures it), to its end; killed if it outlives the deadline.
+pub async fn sagad_client(addr: SocketAddr, args: &[&str]) -> ClientRun {
+    use std::io::Read;
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sagad"));
+    command
+        .args(args)
+        .args(["--addr", &format!("http://{addr}")])
+        .env_remove("SAGAD_TOKEN")
+        .env_remove("SAGAD_CA")
+        .env_remove("SAGAD_CERT")
+        .env_remove("SAGAD_KEY")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = super::KillOnDrop(command.spawn().expect("spawn sagad"));
+    // Both pipes drained as the child writes, so a long answer cannot block it.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
+    let code = super::poll_until("the client verb to exit", || {
+        let exited = child.0.try_wait().unwrap();
+        async move { exited.map(|status| status.code()) }
+    })
+    .await;
+    ClientRun {
+        code,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,33 @@
+//! What the engine can say of the cluster it runs in: the nodes sharing its
+//! journal and the owner of a saga, read from the journal as they are (the
+//! engine keeps no view of other nodes in memory).
+//!
+//! Only a PostgreSQL journal has nodes. With sled there is no cluster to
+//! show, and a roster of one would suggest there were: [`Engine::nodes`]
+//! refuses instead, saying how to make one ([`NO_CLUSTER`]).
+
+use super::Engine;
+use crate::{
+    Error, Result,
+    journal::postgres::{NodeId, NodeInfo},
+    saga::SagaId,
+};
+
+/// Why a coordinator whose journal is in sled lists no nodes.
+pub const NO_CLUSTER: &str = "this coordinator keeps its journal in sled: it has no cluster nodes (--journal postgres://… makes one)";
+
+impl Engine {
+    /// Every node sharing the journal, its lease judged by the database's
+    /// clock; `FailedPrecondition` for a journal without nodes.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        self.journal()
+            .nodes()
+            .await?
+            .ok_or_else(|| Error::FailedPrecondition(NO_CLUSTER.into()))
+    }
+
+    /// The node that owns saga `id`; `None` with a journal without nodes.
+    pub async fn owner(&self, id: SagaId) -> Result<Option<NodeId>> {
+        Ok(self.journal().owner(id).await?)
+    }
+}
