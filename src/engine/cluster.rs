@@ -30,4 +30,23 @@ impl Engine {
     pub async fn owner(&self, id: SagaId) -> Result<Option<NodeId>> {
         Ok(self.journal().owner(id).await?)
     }
+
+    /// Why a command for a saga not running here cannot be served here, in a
+    /// cluster: the saga's owner, and where it serves (the call belongs
+    /// there). `None` with a journal without nodes, or when the owner cannot
+    /// be read (the caller then says what it would have said alone).
+    pub(super) async fn runs_elsewhere(&self, id: SagaId) -> Option<Error> {
+        let owner = self.owner(id).await.ok()??;
+        let addr = self
+            .journal()
+            .nodes()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|nodes| nodes.into_iter().find(|n| n.node == owner))
+            .map_or_else(|| "address unknown".to_string(), |n| n.addr);
+        Some(Error::Unavailable(format!(
+            "saga {id} runs on node {owner} ({addr}), not on this coordinator: send the call there"
+        )))
+    }
 }

@@ -522,6 +522,11 @@ impl Engine {
                 tokio::task::yield_now().await;
                 continue;
             }
+            if !saga.status.is_terminal()
+                && let Some(elsewhere) = self.runs_elsewhere(id).await
+            {
+                return Err(elsewhere);
+            }
             return Err(self.not_running(&saga, "cancelled", "RUNNING"));
         }
     }

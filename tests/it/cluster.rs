@@ -276,6 +276,22 @@ async fn a_zombie_node_is_fenced_lets_its_moved_sagas_go_and_joins_again() {
         taken["node-a"]
     );
     common::until_health(a.addr, "", ServingStatus::Serving).await;
+    // A cancel sent to the node that no longer runs the saga names the one
+    // that does, and changes nothing.
+    let refused = client(a.addr)
+        .await
+        .cancel_saga(pb::CancelSagaRequest {
+            id: ids[0].clone(),
+            reason: "wrong node".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("runs on node node-b"),
+        "{}",
+        refused.message()
+    );
     open.store(true, Ordering::SeqCst);
     let on_b = client(b.addr).await;
     until_completed(&on_b, &ids).await;

@@ -11,7 +11,8 @@
 //! | `mod.rs` | [`PgJournal`]: opening, the reads' pool, the handle to the writer |
 //! | `target.rs` | `--journal` parsed; printed with the password redacted |
 //! | `schema.rs` | the tables, created at the first start, versioned |
-//! | `node.rs` | membership: node id, epoch, lease, heartbeat, the batch's check |
+//! | `node.rs` | membership: node id, epoch, lease, heartbeat, the batch's check, re-join |
+//! | `takeover.rs` | deposing nodes whose lease ran out, and claiming their sagas |
 //! | `batch.rs` | which requests a batch takes, and the rows they write |
 //! | `writer.rs` | the writer task: one pipelined transaction per batch |
 //! | `reads.rs` | the reads, one statement each |
@@ -109,20 +110,25 @@
 //! fsync) took under 3 ms. One transaction in flight per node is the
 //! ceiling: throughput is the batch size over the COMMIT's latency.
 //!
-//! # What this slice leaves for cluster mode (the seams)
+//! # Several nodes
 //!
-//! - **Takeover.** Survivors bump an expired node's epoch
-//!   (`UPDATE node SET epoch = epoch + 1 WHERE node_id = $x AND lease_until <
-//!   clock_timestamp()`, which waits for that node's batch in flight), then
-//!   claim its open sagas in chunks through `saga_open_by_owner` with `FOR
-//!   UPDATE SKIP LOCKED`, setting `owner_node`/`owner_epoch`; each recovers
-//!   its share. Every guard needed is already in the batch.
-//! - **Re-join after a fence**: the engine must drop its sagas from memory
-//!   and the journal join again ([`node::join`]); today a fenced process
-//!   stays fenced until it is restarted.
-//! - **Forwarding** Watch, Cancel and Retry to the owner: `node.addr` is
-//!   where to find it. [`Journal::unfinished`] already means "this node's".
-//! - **Graceful leave**: releasing the node's sagas at [`Journal::close`].
+//! - **Takeover** (`takeover.rs`): every node looks, every third of a lease,
+//!   for nodes whose lease ran out while they own open sagas; it deposes
+//!   them (a new epoch, which waits for their batch in flight), takes a new
+//!   epoch of its own, and claims their sagas in chunks (`FOR UPDATE SKIP
+//!   LOCKED`, so survivors split them); the engine resumes each one as a
+//!   restart resumes its own ([`Journal::ownership_changes`]).
+//! - **Re-join** (`node.rs`): a node that finds itself fenced while nobody
+//!   holds its name joins again with a new epoch; appends to the sagas that
+//!   moved meanwhile are refused (`NotOwner`), and the engine drops them.
+//! - **Epochs** come from one sequence (`sagad.epoch_seq`), so the owner of a
+//!   saga after a takeover writes, and calls participants (`x-sagad-epoch`,
+//!   [`Journal::epoch`]), under an epoch above any its old owner had.
+//! - **Leaving**: [`Journal::close`] gives up the lease once the writer
+//!   stopped, so the others take the node's sagas over at their next look.
+//! - **Not yet**: forwarding Watch, Cancel and Retry to the saga's owner
+//!   (`node.addr` says where it is; today the call is refused, naming it),
+//!   and a cluster-wide archiver and webhook (each node runs its own).
 //!
 //! Invariants:
 //! - Every write goes through the writer task, in a transaction that checked

@@ -186,8 +186,9 @@ mod tests {
         assert_eq!(
             seen,
             [
+                // Epochs come from one sequence: node-b joined second.
                 ("node-a", "node-a.internal:50051", 1, 2),
-                ("node-b", "node-b.internal:50051", 1, 1),
+                ("node-b", "node-b.internal:50051", 2, 1),
             ],
             "running and failed sagas count, completed ones do not"
         );
