@@ -6,12 +6,19 @@
 //! show, and a roster of one would suggest there were: [`Engine::nodes`]
 //! refuses instead, saying how to make one ([`NO_CLUSTER`]).
 
+use std::{collections::HashMap, time::Duration};
+
 use super::Engine;
 use crate::{
     Error, Result,
     journal::postgres::{NodeId, NodeInfo},
-    saga::SagaId,
+    saga::{Participant, SagaId},
 };
+
+/// How often a node of a cluster reads the participants again: how long a
+/// registration on another node may take to reach this one's listing (a
+/// start that names a participant not known here reads them at once).
+pub const PARTICIPANTS_REFRESH: Duration = Duration::from_secs(2);
 
 /// Why a coordinator whose journal is in sled lists no nodes.
 pub const NO_CLUSTER: &str = "this coordinator keeps its journal in sled: it has no cluster nodes (--journal postgres://… makes one)";
@@ -48,5 +55,45 @@ impl Engine {
         Some(Error::Unavailable(format!(
             "saga {id} runs on node {owner} ({addr}), not on this coordinator: send the call there"
         )))
+    }
+
+    /// Whether other coordinators write this journal too (cluster mode).
+    pub(super) fn shares_its_journal(&self) -> bool {
+        self.journal().epoch().is_some()
+    }
+
+    /// Reads the participants again from the journal, where other nodes
+    /// register them too. Under the registration lock, so a registration of
+    /// this node is never overwritten by an older read.
+    pub(super) async fn reload_participants(&self) -> Result<()> {
+        let _one_at_a_time = self.inner.registering.lock().await;
+        let read: HashMap<String, Participant> = self
+            .journal()
+            .participants()
+            .await?
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        *self
+            .inner
+            .participants
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = read;
+        Ok(())
+    }
+
+    /// In cluster mode, reads the participants again every
+    /// [`PARTICIPANTS_REFRESH`] until shutdown, so registrations made on other
+    /// nodes reach this one's starts and listings.
+    pub(super) async fn refresh_participants(self) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(PARTICIPANTS_REFRESH) => {}
+                () = self.inner.shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.reload_participants().await {
+                tracing::debug!(error = %e, "cannot read the participants again yet");
+            }
+        }
     }
 }

@@ -272,6 +272,12 @@ impl Engine {
                 .tracker
                 .spawn(ownership::follow(engine.clone(), changes));
         }
+        if engine.shares_its_journal() {
+            engine
+                .inner
+                .tracker
+                .spawn(engine.clone().refresh_participants());
+        }
         Ok(engine)
     }
 

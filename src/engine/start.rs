@@ -78,7 +78,15 @@ impl Engine {
         self.check_writable()?;
         self.check_limits(&request)?;
         let source = self.source(&request.source)?;
-        let specs = self.resolve_steps(source.steps)?;
+        let specs = match self.resolve_steps(source.steps) {
+            // In a shared journal another node may have registered the
+            // participant a moment ago: read them again before refusing.
+            Err(_) if self.shares_its_journal() => {
+                self.reload_participants().await?;
+                self.resolve_steps(source.steps)?
+            }
+            specs => specs?,
+        };
         loop {
             if let Some(started) = self.started_by_key(&request, &source).await? {
                 return Ok(started);

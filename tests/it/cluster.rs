@@ -331,3 +331,324 @@ async fn a_zombie_node_is_fenced_lets_its_moved_sagas_go_and_joins_again() {
         assert!(status.success(), "{status}: {stderr}");
     }
 }
+
+/// Sagas of the kill loop, and its kills; `SAGAD_CLUSTER_SAGAS` and
+/// `SAGAD_CLUSTER_KILLS` raise them for a soak, `SAGAD_CLUSTER_SEED` replays
+/// a run.
+const LOOP_SAGAS: usize = 300;
+const LOOP_KILLS: u32 = 10;
+const LOOP_NODES: usize = 3;
+const LOOP_LANES: usize = 4;
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        })
+        .unwrap_or(default)
+}
+
+/// Three nodes on one database, each restartable; calls go to any live one.
+struct Cluster {
+    url: String,
+    dirs: Vec<tempfile::TempDir>,
+    nodes: std::sync::Mutex<Vec<Option<SagadProcess>>>,
+    addrs: std::sync::Mutex<Vec<Option<SocketAddr>>>,
+}
+
+impl Cluster {
+    fn start(url: &str) -> Arc<Self> {
+        let dirs: Vec<_> = (0..LOOP_NODES)
+            .map(|_| tempfile::tempdir().unwrap())
+            .collect();
+        let nodes: Vec<_> = (0..LOOP_NODES)
+            .map(|i| Some(node(dirs[i].path(), url, &format!("node-{i}"))))
+            .collect();
+        let addrs = nodes.iter().map(|n| n.as_ref().map(|n| n.addr)).collect();
+        Arc::new(Self {
+            url: url.to_string(),
+            dirs,
+            nodes: std::sync::Mutex::new(nodes),
+            addrs: std::sync::Mutex::new(addrs),
+        })
+    }
+
+    fn kill(&self, i: usize) {
+        self.addrs.lock().unwrap()[i] = None;
+        if let Some(process) = self.nodes.lock().unwrap()[i].take() {
+            process.kill();
+        }
+    }
+
+    fn restart(&self, i: usize) {
+        let process = node(self.dirs[i].path(), &self.url, &format!("node-{i}"));
+        self.addrs.lock().unwrap()[i] = Some(process.addr);
+        self.nodes.lock().unwrap()[i] = Some(process);
+    }
+
+    /// Calls live nodes from `first` on, until one answers; statuses that a
+    /// dead or recovering node explains are tried again elsewhere.
+    async fn call<T, F, Fut>(&self, first: usize, mut f: F) -> T
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = std::time::Instant::now() + common::chaos::SETTLE_DEADLINE;
+        for i in (first..).map(|i| i % LOOP_NODES) {
+            assert!(std::time::Instant::now() < deadline, "no node answered");
+            let Some(addr) = self.addrs.lock().unwrap()[i] else {
+                continue;
+            };
+            let Ok(client) = CoordinatorClient::connect(format!("http://{addr}")).await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            match f(client).await {
+                Ok(response) => return response.into_inner(),
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::Unknown
+                            | tonic::Code::Cancelled
+                            | tonic::Code::Internal
+                    ) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(s) => panic!("unexpected answer {:?}: {}", s.code(), s.message()),
+            }
+        }
+        unreachable!("the node loop never ends")
+    }
+
+    fn stop(&self) {
+        for process in self.nodes.lock().unwrap().iter_mut() {
+            if let Some(process) = process.take() {
+                let (status, stderr) = process.terminate();
+                assert!(status.success(), "{status}: {stderr}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_killed_at_random_lose_nothing_and_run_nothing_twice() {
+    use common::chaos::{Fate, check, script};
+    let _heavy = common::heavy().await;
+    let sagas = knob("SAGAD_CLUSTER_SAGAS", LOOP_SAGAS as u64) as usize;
+    let kills = knob("SAGAD_CLUSTER_KILLS", u64::from(LOOP_KILLS)) as u32;
+    let seed = knob("SAGAD_CLUSTER_SEED", fastrand::u64(..));
+    println!("cluster kill loop: seed {seed} (SAGAD_CLUSTER_SEED), {sagas} sagas, {kills} kills");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let url = database().await;
+    let shop = common::serve(FakeParticipant::new(script)).await;
+    let cluster = Cluster::start(&url);
+    let retry = common::quick_retry(8, 100);
+    for name in ["orders", "payments", "shipping"] {
+        let request = pb::RegisterParticipantRequest {
+            name: name.into(),
+            forward_endpoint: shop.forward_url(),
+            compensate_endpoint: shop.compensate_url(),
+            retry: Some(retry),
+            timeout: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 0,
+            }),
+        };
+        cluster
+            .call(0, |mut c| {
+                let request = request.clone();
+                async move { c.register_participant(request).await }
+            })
+            .await;
+    }
+    let db = sql(&url).await;
+    let joined = epochs(&db).await;
+
+    // Lanes start sagas round-robin over the nodes, each acknowledged start
+    // recorded with its fate, while nodes are killed under them.
+    let started = Arc::new(std::sync::Mutex::new(
+        HashMap::<String, (String, Fate)>::new(),
+    ));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut lanes = Vec::new();
+    for lane in 0..LOOP_LANES {
+        let (cluster, started, next) = (cluster.clone(), started.clone(), next.clone());
+        let mut rng = fastrand::Rng::with_seed(rng.u64(..) ^ lane as u64);
+        lanes.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= sagas {
+                    break;
+                }
+                let fate = match i {
+                    0 => Fate::Complete,
+                    1 => Fate::Reject { step: 2, fails: 1 },
+                    _ => Fate::pick(&mut rng),
+                };
+                let key = format!("c{i}");
+                let request = pb::StartSagaRequest {
+                    definition: "order-fulfillment".into(),
+                    payload: fate.payload(&key).into_bytes(),
+                    idempotency_key: key.clone(),
+                    ..Default::default()
+                };
+                let answer = cluster
+                    .call(i, |mut c| {
+                        let request = request.clone();
+                        async move { c.start_saga(request).await }
+                    })
+                    .await;
+                let id = answer.saga.unwrap().id;
+                let before = started.lock().unwrap().insert(key, (id.clone(), fate));
+                if let Some((other, _)) = before {
+                    assert_eq!(other, id, "one idempotency key, one saga");
+                }
+                // Paced, so that the starts last about as long as the kills.
+                tokio::time::sleep(Duration::from_millis(rng.u64(50..350))).await;
+            }
+        }));
+    }
+    let mut killed = HashSet::new();
+    for round in 0..kills {
+        // A few more calls since the last kill (unless every saga started:
+        // then the rest of the kills land on a cluster finishing its work).
+        let seen = shop.fake.calls().len();
+        poll_until("more participant calls", || {
+            let calls = shop.fake.calls().len();
+            let all_started = next.load(Ordering::SeqCst) >= sagas;
+            async move { (calls >= seen + 5 || all_started).then_some(()) }
+        })
+        .await;
+        let victim = rng.usize(0..LOOP_NODES);
+        killed.insert(format!("node-{victim}"));
+        cluster.kill(victim);
+        if round % 2 == 1 {
+            // Back only once the others took its sagas: the takeover path.
+            let name = format!("node-{victim}");
+            poll_until("the survivors to take the dead node's sagas", || {
+                let (db, name) = (&db, name.clone());
+                async move {
+                    let open: i64 = db
+                        .query_one(
+                            "SELECT count(*) FROM sagad.saga WHERE owner_node = $1
+                             AND status IN ('running', 'compensating')",
+                            &[&name],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    (open == 0).then_some(())
+                }
+            })
+            .await;
+        }
+        // Even rounds: back at once, recovering its own (the restart path).
+        cluster.restart(victim);
+    }
+    for lane in lanes {
+        lane.await.unwrap();
+    }
+
+    // Every acknowledged saga ends, and keeps every promise of a crash test.
+    let started: Vec<(String, (String, Fate))> = started
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(started.len(), sagas);
+    let (mut completed, mut compensated) = (0, 0);
+    for (n, (key, (id, fate))) in started.iter().enumerate() {
+        let saga = loop {
+            let saga = cluster
+                .call(n, |mut c| {
+                    let id = id.clone();
+                    async move {
+                        c.get_saga(pb::GetSagaRequest {
+                            id,
+                            all_attempts: true,
+                        })
+                        .await
+                    }
+                })
+                .await;
+            if matches!(
+                common::state(&saga),
+                pb::SagaState::Completed | pb::SagaState::Compensated | pb::SagaState::Failed
+            ) {
+                break saga;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        check(&saga, key, fate, &shop.fake);
+        match common::state(&saga) {
+            pb::SagaState::Completed => completed += 1,
+            _ => compensated += 1,
+        }
+    }
+    println!("cluster kill loop: {completed} completed, {compensated} compensated, {kills} kills");
+    assert!(completed > 0 && compensated > 0);
+
+    // The journal: gap-free offsets, contiguous seqs, one saga per key, and
+    // every killed node rejoined with a higher epoch.
+    journal_is_whole(&db).await;
+    let keys: i64 = db
+        .query_one(
+            "SELECT count(DISTINCT idempotency_key) FROM sagad.saga",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys as usize, sagas, "no saga twice, none lost");
+    let now = epochs(&db).await;
+    for name in &killed {
+        assert!(now[name] > joined[name], "{name}: {joined:?} → {now:?}");
+    }
+
+    // Subscribe from offset 0 on a node gives every journaled event once, in
+    // offset order, each saga's seqs contiguous.
+    let total: i64 = db
+        .query_one("SELECT count(*) FROM sagad.event", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let addr = cluster.addrs.lock().unwrap()[0].unwrap();
+    let mut feed = client(addr)
+        .await
+        .subscribe(pb::SubscribeRequest {
+            after_offset: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    let mut offset = 0;
+    while offset < total as u64 {
+        let event = tokio::time::timeout(Duration::from_secs(60), feed.message())
+            .await
+            .expect("the feed goes on")
+            .unwrap()
+            .expect("the feed does not end")
+            .event
+            .unwrap();
+        assert_eq!(event.offset, offset + 1, "offsets gap-free and in order");
+        offset = event.offset;
+        let seq = last_seq.entry(event.saga_id.clone()).or_insert(0);
+        assert_eq!(
+            event.seq,
+            *seq + 1,
+            "saga {} seqs contiguous",
+            event.saga_id
+        );
+        *seq = event.seq;
+    }
+    assert_eq!(last_seq.len(), sagas);
+    drop(feed);
+    cluster.stop();
+}

@@ -562,15 +562,13 @@ impl Journal for PgJournal {
 /// One connection to `target`, its connection task spawned; an error names
 /// the target without its password.
 pub(super) async fn connect(target: &PgTarget) -> Result<Client, PgError> {
-    let (client, connection) =
-        target
-            .config()
-            .connect(NoTls)
-            .await
-            .map_err(|source| PgError::Connect {
-                target: target.to_string(),
-                source,
-            })?;
+    let (client, connection) = session_config(target)
+        .connect(NoTls)
+        .await
+        .map_err(|source| PgError::Connect {
+            target: target.to_string(),
+            source,
+        })?;
     tokio::spawn(async move {
         // It ends when the client is dropped, or with the error every
         // request on it then meets.
@@ -581,10 +579,34 @@ pub(super) async fn connect(target: &PgTarget) -> Result<Client, PgError> {
     Ok(client)
 }
 
+/// How long a session of this journal may sit inside a transaction without
+/// sending anything before PostgreSQL ends it (`idle_in_transaction_session_
+/// timeout`). A node stopped (SIGSTOP, a VM paused) in the middle of a batch
+/// would otherwise hold its row `FOR SHARE` for as long as it is stopped, and
+/// no survivor could depose it. No transaction of sagad waits this long
+/// between its statements and its COMMIT.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The target's settings, with the session settings every journal
+/// connection needs added to whatever `options` the target gives.
+fn session_config(target: &PgTarget) -> tokio_postgres::Config {
+    let mut config = target.config().clone();
+    let ours = format!(
+        "-c idle_in_transaction_session_timeout={}",
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+    );
+    let options = match config.get_options() {
+        Some(theirs) if !theirs.is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    config.options(&options);
+    config
+}
+
 /// The pool of reading connections.
 fn pool(target: &PgTarget, size: usize) -> Result<Pool, PgError> {
     let manager = Manager::from_config(
-        target.config().clone(),
+        session_config(target),
         NoTls,
         ManagerConfig {
             // A broken connection fails its next statement and is dropped;

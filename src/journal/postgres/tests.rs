@@ -383,3 +383,33 @@ async fn a_target_that_requires_tls_is_refused_at_open() {
     assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen, "{err}");
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stopped_inside_a_transaction_lets_its_locks_go() {
+    let url = database().await;
+    let journal = open(&url, "node-a").await;
+    // What a node stopped mid-batch leaves: its row locked FOR SHARE, and
+    // nothing more sent.
+    let stopped = connect(&PgTarget::parse(&url).unwrap()).await.unwrap();
+    stopped
+        .batch_execute("BEGIN; SELECT 1 FROM sagad.node WHERE node_id = 'node-a' FOR SHARE")
+        .await
+        .unwrap();
+    // A survivor's deposing update waits for that lock, then goes through.
+    let deposed = tokio::time::timeout(
+        IDLE_IN_TRANSACTION_TIMEOUT * 6,
+        sql(&url).await.execute(
+            "UPDATE sagad.node SET epoch = nextval('sagad.epoch_seq') WHERE node_id = 'node-a'",
+            &[],
+        ),
+    )
+    .await
+    .expect("the stopped session's lock is let go")
+    .unwrap();
+    assert_eq!(deposed, 1);
+    assert!(
+        stopped.batch_execute("COMMIT").await.is_err(),
+        "PostgreSQL ended the idle session"
+    );
+    drop(journal);
+}
