@@ -160,6 +160,8 @@ pub async fn start_with_journal(
         reload.register(part.clone());
     }
     let (listener, addr) = bind(config.listen).await?;
+    // Port 0 is resolved now: the roster shows where this node really serves.
+    journal.advertise(&addr.to_string()).await?;
     let engine = start_engine(&config, journal, definitions, addr, &tls.participants).await?;
     let shutdown = CancellationToken::new();
     let (metrics_listener, metrics_addr) = bind_metrics(config.metrics_listen).await?;

@@ -387,6 +387,13 @@ pub trait Journal: Send + Sync + 'static {
         None
     }
 
+    /// In a journal shared by several coordinators: records where this node
+    /// serves (its bound gRPC address, which other nodes and operators are
+    /// shown); nothing for a journal only this process writes.
+    async fn advertise(&self, _addr: &str) -> Result<(), JournalError> {
+        Ok(())
+    }
+
     // What a journal shared by several nodes knows of them. A journal with
     // no nodes (sled, memory) keeps the defaults: no owner, no roster.
 

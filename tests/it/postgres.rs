@@ -345,6 +345,9 @@ async fn list_nodes_shows_every_node_its_lease_and_the_sagas_it_owns() {
         }
         let owned: Vec<u64> = nodes.iter().map(|n| n.owned_open).collect();
         assert_eq!(owned, [1, 0], "node-a owns the waiting saga: {nodes:?}");
+        // Where each really serves, its port 0 resolved.
+        let addrs: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
+        assert_eq!(addrs, [a.addr.to_string(), b.addr.to_string()], "{nodes:?}");
     }
     for client in [&mut on_a, &mut on_b] {
         let saga = common::get(client, &waiting.id).await;

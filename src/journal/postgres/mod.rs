@@ -216,8 +216,10 @@ impl PgOptions {
 pub(super) struct Shared {
     pub target: PgTarget,
     pub node: NodeId,
-    /// Where this node serves gRPC (its `node` row's `addr`).
-    pub addr: String,
+    /// Where this node serves gRPC (its `node` row's `addr`): the configured
+    /// listen address until the server says where it bound
+    /// ([`Journal::advertise`]). A std mutex, held to read or swap it.
+    pub addr: Mutex<String>,
     /// The epoch this process writes under: set by the join, changed by a
     /// re-join after a fence (`node.rs`) and by this node's own bump before
     /// it takes sagas over (`takeover.rs`).
@@ -342,7 +344,7 @@ impl PgJournal {
         let shared = Arc::new(Shared {
             target: target.clone(),
             node,
-            addr,
+            addr: Mutex::new(addr),
             epoch: AtomicU64::new(epoch.0),
             epoch_lock: tokio::sync::Mutex::new(()),
             fence: node::Fence::default(),
@@ -548,6 +550,24 @@ impl Journal for PgJournal {
 
     fn epoch(&self) -> Option<u64> {
         Some(self.shared.me().epoch.0)
+    }
+
+    async fn advertise(&self, addr: &str) -> Result<(), JournalError> {
+        *self.shared.addr.lock().unwrap_or_else(|p| p.into_inner()) = addr.to_string();
+        self.reader()
+            .await?
+            .execute(
+                "UPDATE sagad.node SET addr = $2 WHERE node_id = $1",
+                &[&self.shared.node.as_str(), &addr],
+            )
+            .await
+            .map_err(|source| {
+                JournalError::Postgres(PgError::Statement {
+                    what: "recording where this node serves",
+                    source,
+                })
+            })?;
+        Ok(())
     }
 
     async fn owner(&self, id: SagaId) -> Result<Option<NodeId>, JournalError> {

@@ -213,7 +213,12 @@ async fn rejoin(shared: &Shared, ttl: Duration) -> Result<Option<Epoch>, PgError
     if held == Some(true) {
         return Ok(None);
     }
-    let epoch = join_in(&tx, &shared.node, &shared.addr, ttl)
+    let addr = shared
+        .addr
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let epoch = join_in(&tx, &shared.node, &addr, ttl)
         .await
         .map_err(setup("joining again as a node"))?;
     tx.commit().await.map_err(setup("committing the re-join"))?;

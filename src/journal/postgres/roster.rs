@@ -28,7 +28,7 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {
     pub node: NodeId,
-    /// Where it serves gRPC, as it said when it joined.
+    /// Where it serves gRPC: its listen address, a port 0 resolved once bound.
     pub addr: String,
     /// Its current epoch: the instance that joined last.
     pub epoch: Epoch,
