@@ -3,7 +3,9 @@
 //! by a survivor, which finishes them; a node stopped past its lease (a
 //! zombie) is fenced when it wakes, journals nothing for the sagas that
 //! moved, and joins again with a new epoch; every participant call carries
-//! its caller's epoch, which rises when a saga changes owner.
+//! its caller's epoch, which rises when a saga changes owner; three nodes
+//! killed at random lose nothing and run nothing twice; a database crash
+//! under load pauses the cluster, which then carries on by itself.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,7 +22,9 @@ use sagad::proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 use tokio_postgres::Client as Sql;
 
 use crate::common::{
-    self, Answer, Client, FakeParticipant, Served, ServingStatus, poll_until,
+    self, Answer, Client, FakeParticipant, Served, ServingStatus,
+    chaos::{Fate, check, script},
+    poll_until,
     postgres::{database, sql},
     process::SagadProcess,
 };
@@ -434,25 +438,17 @@ impl Cluster {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_killed_at_random_lose_nothing_and_run_nothing_twice() {
-    use common::chaos::{Fate, check, script};
-    let _heavy = common::heavy().await;
-    let sagas = knob("SAGAD_CLUSTER_SAGAS", LOOP_SAGAS as u64) as usize;
-    let kills = knob("SAGAD_CLUSTER_KILLS", u64::from(LOOP_KILLS)) as u32;
-    let seed = knob("SAGAD_CLUSTER_SEED", fastrand::u64(..));
-    println!("cluster kill loop: seed {seed} (SAGAD_CLUSTER_SEED), {sagas} sagas, {kills} kills");
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let url = database().await;
-    let shop = common::serve(FakeParticipant::new(script)).await;
-    let cluster = Cluster::start(&url);
-    let retry = common::quick_retry(8, 100);
+type Started = Arc<std::sync::Mutex<HashMap<String, (String, Fate)>>>;
+
+/// The chaos shop's participants, registered through any node (2 s timeout,
+/// quick retries, a compensation budget that never runs out here).
+async fn register_chaos_shop(cluster: &Cluster, shop: &Served) {
     for name in ["orders", "payments", "shipping"] {
         let request = pb::RegisterParticipantRequest {
             name: name.into(),
             forward_endpoint: shop.forward_url(),
             compensate_endpoint: shop.compensate_url(),
-            retry: Some(retry),
+            retry: Some(common::quick_retry(8, 100)),
             timeout: Some(prost_types::Duration {
                 seconds: 2,
                 nanos: 0,
@@ -465,14 +461,20 @@ async fn three_nodes_killed_at_random_lose_nothing_and_run_nothing_twice() {
             })
             .await;
     }
-    let db = sql(&url).await;
-    let joined = epochs(&db).await;
+}
 
-    // Lanes start sagas round-robin over the nodes, each acknowledged start
-    // recorded with its fate, while nodes are killed under them.
-    let started = Arc::new(std::sync::Mutex::new(
-        HashMap::<String, (String, Fate)>::new(),
-    ));
+/// Lanes that start `sagas` sagas of seeded fates round-robin over the
+/// nodes, paced over a few seconds, each acknowledged start recorded.
+fn start_lanes(
+    cluster: &Arc<Cluster>,
+    sagas: usize,
+    rng: &mut fastrand::Rng,
+) -> (
+    Started,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let started: Started = Arc::default();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut lanes = Vec::new();
     for lane in 0..LOOP_LANES {
@@ -507,60 +509,29 @@ async fn three_nodes_killed_at_random_lose_nothing_and_run_nothing_twice() {
                 if let Some((other, _)) = before {
                     assert_eq!(other, id, "one idempotency key, one saga");
                 }
-                // Paced, so that the starts last about as long as the kills.
+                // Paced, so that the starts last about as long as the faults.
                 tokio::time::sleep(Duration::from_millis(rng.u64(50..350))).await;
             }
         }));
     }
-    let mut killed = HashSet::new();
-    for round in 0..kills {
-        // A few more calls since the last kill (unless every saga started:
-        // then the rest of the kills land on a cluster finishing its work).
-        let seen = shop.fake.calls().len();
-        poll_until("more participant calls", || {
-            let calls = shop.fake.calls().len();
-            let all_started = next.load(Ordering::SeqCst) >= sagas;
-            async move { (calls >= seen + 5 || all_started).then_some(()) }
-        })
-        .await;
-        let victim = rng.usize(0..LOOP_NODES);
-        killed.insert(format!("node-{victim}"));
-        cluster.kill(victim);
-        if round % 2 == 1 {
-            // Back only once the others took its sagas: the takeover path.
-            let name = format!("node-{victim}");
-            poll_until("the survivors to take the dead node's sagas", || {
-                let (db, name) = (&db, name.clone());
-                async move {
-                    let open: i64 = db
-                        .query_one(
-                            "SELECT count(*) FROM sagad.saga WHERE owner_node = $1
-                             AND status IN ('running', 'compensating')",
-                            &[&name],
-                        )
-                        .await
-                        .unwrap()
-                        .get(0);
-                    (open == 0).then_some(())
-                }
-            })
-            .await;
-        }
-        // Even rounds: back at once, recovering its own (the restart path).
-        cluster.restart(victim);
-    }
-    for lane in lanes {
-        lane.await.unwrap();
-    }
+    (started, next, lanes)
+}
 
-    // Every acknowledged saga ends, and keeps every promise of a crash test.
+/// Waits until every acknowledged saga ended, checks each against its fate
+/// and the participants' ledger, then the journal as a whole; returns how
+/// many completed and how many were compensated.
+async fn settle_and_check(
+    cluster: &Cluster,
+    started: &Started,
+    shop: &Served,
+    db: &Sql,
+) -> (usize, usize) {
     let started: Vec<(String, (String, Fate))> = started
         .lock()
         .unwrap()
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    assert_eq!(started.len(), sagas);
     let (mut completed, mut compensated) = (0, 0);
     for (n, (key, (id, fate))) in started.iter().enumerate() {
         let saga = loop {
@@ -590,12 +561,7 @@ async fn three_nodes_killed_at_random_lose_nothing_and_run_nothing_twice() {
             _ => compensated += 1,
         }
     }
-    println!("cluster kill loop: {completed} completed, {compensated} compensated, {kills} kills");
-    assert!(completed > 0 && compensated > 0);
-
-    // The journal: gap-free offsets, contiguous seqs, one saga per key, and
-    // every killed node rejoined with a higher epoch.
-    journal_is_whole(&db).await;
+    journal_is_whole(db).await;
     let keys: i64 = db
         .query_one(
             "SELECT count(DISTINCT idempotency_key) FROM sagad.saga",
@@ -604,7 +570,57 @@ async fn three_nodes_killed_at_random_lose_nothing_and_run_nothing_twice() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(keys as usize, sagas, "no saga twice, none lost");
+    assert_eq!(keys as usize, started.len(), "no saga twice, none lost");
+    (completed, compensated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_killed_at_random_lose_nothing_and_run_nothing_twice() {
+    let _heavy = common::heavy().await;
+    let sagas = knob("SAGAD_CLUSTER_SAGAS", LOOP_SAGAS as u64) as usize;
+    let kills = knob("SAGAD_CLUSTER_KILLS", u64::from(LOOP_KILLS)) as u32;
+    let seed = knob("SAGAD_CLUSTER_SEED", fastrand::u64(..));
+    println!("cluster kill loop: seed {seed} (SAGAD_CLUSTER_SEED), {sagas} sagas, {kills} kills");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let url = database().await;
+    let shop = common::serve(FakeParticipant::new(script)).await;
+    let cluster = Cluster::start(&url);
+    register_chaos_shop(&cluster, &shop).await;
+    let db = sql(&url).await;
+    let joined = epochs(&db).await;
+    let (started, next, lanes) = start_lanes(&cluster, sagas, &mut rng);
+    let mut killed = HashSet::new();
+    for round in 0..kills {
+        // A few more calls since the last kill (unless every saga started:
+        // then the rest of the kills land on a cluster finishing its work).
+        let seen = shop.fake.calls().len();
+        poll_until("more participant calls", || {
+            let calls = shop.fake.calls().len();
+            let all_started = next.load(Ordering::SeqCst) >= sagas;
+            async move { (calls >= seen + 5 || all_started).then_some(()) }
+        })
+        .await;
+        let victim = rng.usize(0..LOOP_NODES);
+        let name = format!("node-{victim}");
+        killed.insert(name.clone());
+        cluster.kill(victim);
+        if round % 2 == 1 {
+            // Back only once the others took its sagas: the takeover path.
+            poll_until("the survivors to take the dead node's sagas", || {
+                let (db, name) = (&db, name.clone());
+                async move { (open_of(db, &name).await == 0).then_some(()) }
+            })
+            .await;
+        }
+        // Even rounds: back at once, recovering its own (the restart path).
+        cluster.restart(victim);
+    }
+    for lane in lanes {
+        lane.await.unwrap();
+    }
+    let (completed, compensated) = settle_and_check(&cluster, &started, &shop, &db).await;
+    println!("cluster kill loop: {completed} completed, {compensated} compensated, {kills} kills");
+    assert!(completed > 0 && compensated > 0);
     let now = epochs(&db).await;
     for name in &killed {
         assert!(now[name] > joined[name], "{name}: {joined:?} → {now:?}");
@@ -650,5 +666,90 @@ async fn three_nodes_killed_at_random_lose_nothing_and_run_nothing_twice() {
     }
     assert_eq!(last_seq.len(), sagas);
     drop(feed);
+    cluster.stop();
+}
+
+/// Open (running or compensating) sagas `node` owns.
+async fn open_of(db: &Sql, node: &str) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM sagad.saga WHERE owner_node = $1
+         AND status IN ('running', 'compensating')",
+        &[&node],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_crash_under_load_pauses_the_cluster_and_loses_nothing() {
+    let _heavy = common::heavy().await;
+    let seed = knob("SAGAD_CLUSTER_SEED", fastrand::u64(..));
+    println!("database crash: seed {seed} (SAGAD_CLUSTER_SEED)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    // A server of its own: this test stops it.
+    let server = Arc::new(
+        tokio::task::spawn_blocking(sagad::journal::postgres::throwaway::Cluster::start)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let url = server.database().await.unwrap();
+    let shop = common::serve(FakeParticipant::new(script)).await;
+    let cluster = Cluster::start(&url);
+    register_chaos_shop(&cluster, &shop).await;
+    let sagas = 60;
+    let (started, _, lanes) = start_lanes(&cluster, sagas, &mut rng);
+    poll_until("sagas under way", || {
+        let calls = shop.fake.calls().len();
+        async move { (calls >= 30).then_some(()) }
+    })
+    .await;
+
+    // Immediate shutdown: what a crash of the database leaves behind.
+    let stopping = server.clone();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .unwrap();
+    let addr = cluster.addrs.lock().unwrap()[0].unwrap();
+    let refused = poll_until(
+        "a start to be refused while the database is down",
+        || async {
+            let answer = client(addr)
+                .await
+                .start_saga(pb::StartSagaRequest {
+                    definition: "order-fulfillment".into(),
+                    payload: b"{}".to_vec(),
+                    ..Default::default()
+                })
+                .await;
+            answer.err()
+        },
+    )
+    .await;
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // Down until every node has noticed (a write failed, or its lease ran
+    // out), so the restart meets a whole cluster that lost its database.
+    for i in 0..LOOP_NODES {
+        let addr = cluster.addrs.lock().unwrap()[i].unwrap();
+        common::until_health(addr, "", ServingStatus::NotServing).await;
+    }
+    let restarting = server.clone();
+    tokio::task::spawn_blocking(move || restarting.restart())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The coordinators carry on by themselves.
+    for lane in lanes {
+        lane.await.unwrap();
+    }
+    let db = sql(&url).await;
+    let (completed, compensated) = settle_and_check(&cluster, &started, &shop, &db).await;
+    println!("database crash: {completed} completed, {compensated} compensated");
+    for i in 0..LOOP_NODES {
+        let addr = cluster.addrs.lock().unwrap()[i].unwrap();
+        common::until_health(addr, "", ServingStatus::Serving).await;
+    }
     cluster.stop();
 }
