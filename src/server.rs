@@ -62,7 +62,11 @@ use crate::{
     archive::{self, Archiver},
     auth::{Authenticator, Authorize, TokensFile},
     engine::{Engine, EngineConfig, recovery},
-    journal::{Journal, PgJournal, SledJournal, postgres::PgOptions, store::WalOptions},
+    journal::{
+        Journal, JournalError, PgJournal, SledJournal,
+        postgres::PgOptions,
+        store::{DirLock, WalOptions},
+    },
     metrics,
     participant::GrpcParticipants,
     proto::{self, v1::coordinator_server::CoordinatorServer},
@@ -119,6 +123,9 @@ pub struct Server {
     ready_rx: watch::Receiver<bool>,
     reload: ReloadHooks,
     task: JoinHandle<Result<()>>,
+    /// The data directory's lock when the journal is elsewhere (a sled
+    /// journal holds its own): kept for the server's whole life.
+    _dir_lock: Option<DirLock>,
 }
 
 /// Opens the journal, binds, and starts serving; recovery runs in the background
@@ -127,8 +134,16 @@ pub struct Server {
 pub async fn start(config: ServerConfig, definitions: Vec<Definition>) -> Result<Server> {
     crate::private::warn_if_open(&config.data_dir);
     if let Some(options) = &config.postgres {
+        // Before the join: a refused start must not fence a live node.
+        let dir = config.data_dir.clone();
+        let lock = tokio::task::spawn_blocking(move || DirLock::take(&dir))
+            .await
+            .map_err(|e| Error::Unavailable(format!("data directory lock task failed: {e}")))?
+            .map_err(JournalError::Open)?;
         let journal = PgJournal::open(options.clone()).await?;
-        return start_with_journal(config, Arc::new(journal), definitions).await;
+        let mut server = start_with_journal(config, Arc::new(journal), definitions).await?;
+        server._dir_lock = Some(lock);
+        return Ok(server);
     }
     let dir = config.data_dir.clone();
     let options = WalOptions {
@@ -197,6 +212,7 @@ pub async fn start_with_journal(
         ready_rx,
         reload,
         task,
+        _dir_lock: None,
     })
 }
 

@@ -450,3 +450,66 @@ async fn a_sled_coordinator_has_no_nodes_to_list_and_no_owners() {
     let run = sagad_client(server.addr, &["get", &done.id]).await;
     assert!(!run.stdout.contains("owner"), "{run:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_in_use_by_a_sled_server_is_refused_before_joining() {
+    let url = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SagadProcess::spawn(dir.path(), &[]);
+    let (code, stderr) = common::sagad_exit(
+        &["--data-dir", &dir.path().display().to_string()],
+        &[("SAGAD_JOURNAL", url.as_str()), ("SAGAD_NODE_ID", "node-1")],
+    )
+    .await;
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("already in use by another sagad process"),
+        "{stderr}"
+    );
+    let joined: i64 = sql(&url)
+        .await
+        .query_one("SELECT count(*) FROM sagad.node", &[])
+        .await
+        .map(|row| row.get(0))
+        .unwrap_or(0);
+    assert_eq!(joined, 0, "a refused start joins nothing");
+    drop(sled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_node_id_fences_the_first_for_good() {
+    let url = database().await;
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let env = [
+        ("SAGAD_JOURNAL", url.as_str()),
+        ("SAGAD_NODE_ID", "node-1"),
+        ("SAGAD_LEASE_TTL", "2s"),
+    ];
+    let first = SagadProcess::spawn(first_dir.path(), &env);
+    common::until_health(first.addr, "", ServingStatus::Serving).await;
+    // The newer process wins the name; the older one is fenced, and stays
+    // so (its lease is the newer one's, and runs): it never takes it back.
+    let second = SagadProcess::spawn(second_dir.path(), &env);
+    common::until_health(second.addr, "", ServingStatus::Serving).await;
+    common::until_health(first.addr, "", ServingStatus::NotServing).await;
+    poll_until("the first to say it stays fenced", || {
+        let said = first.stderr_so_far();
+        async move {
+            said.contains("another process runs as this node")
+                .then_some(())
+        }
+    })
+    .await;
+    let mut on_second =
+        pb::coordinator_client::CoordinatorClient::connect(format!("http://{}", second.addr))
+            .await
+            .unwrap();
+    let shop = common::serve(FakeParticipant::new(|_| Answer::Ok)).await;
+    common::register_shop(&mut on_second, &shop, common::quick_retry(3, 3)).await;
+    let done = common::start_order(&mut on_second, "{}", true).await;
+    assert_eq!(common::state(&done), pb::SagaState::Completed);
+    common::until_health(first.addr, "", ServingStatus::NotServing).await;
+    assert!(!first.stderr_so_far().contains("joined the journal again"));
+    drop(first);
+    drop(second);
+}

@@ -49,7 +49,7 @@ pub mod conformance;
 
 pub use fault::{DiskFault, FaultyStore};
 pub use memory::MemoryStore;
-pub use sled::{CopyReport, SledFinding, SledStore};
+pub use sled::{CopyReport, DirLock, SledFinding, SledStore};
 pub use wal::{ReadOnlyLog, WalOptions, WalStore};
 
 /// What can go wrong in a store.

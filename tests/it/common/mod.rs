@@ -738,9 +738,11 @@ pub async fn sagad_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, St
     if !args.contains(&"--listen") {
         command.args(["--listen", "127.0.0.1:0"]);
     }
+    // And one that names its own --data-dir, that one.
+    if !args.contains(&"--data-dir") {
+        command.arg("--data-dir").arg(dir.path());
+    }
     command
-        .arg("--data-dir")
-        .arg(dir.path())
         .args(args)
         .env_remove("SAGAD_METRICS_LISTEN")
         .env_remove("SAGAD_ON_FAILED_WEBHOOK")

@@ -400,6 +400,25 @@ fn lock_dir(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// The exclusive hold on a data directory's `LOCK` of a server that keeps
+/// its journal elsewhere (PostgreSQL): the directory still holds the
+/// webhook's ledger and the archive, which one process at a time may write,
+/// whether its journal is sled's or not. Released when dropped.
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Creates `dir` (private) and takes its lock, as a sled journal's open
+    /// does: a directory another sagad holds is refused, naming its pid.
+    pub fn take(dir: &Path) -> Result<Self> {
+        crate::private::dir(dir).map_err(|e| open_error(dir, e))?;
+        Ok(Self {
+            _file: lock_dir(dir)?,
+        })
+    }
+}
+
 /// A shared hold on a stopped server's `DATA_DIR/LOCK`, for as long as a
 /// reader copies the directory's files: a server that starts meanwhile finds
 /// the lock taken and is refused, so the copy never mixes files from before
