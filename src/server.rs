@@ -6,8 +6,10 @@
 //! binds the listener and starts serving at once, with health `NOT_SERVING` and
 //! the Coordinator answering `UNAVAILABLE` until recovery has resumed every
 //! unfinished saga; then health turns `SERVING`, and follows the journal from
-//! there: `NOT_SERVING` while it refuses writes (a full disk), `SERVING` again
-//! once it takes them.
+//! there: `NOT_SERVING` while it refuses writes (a full disk), and in
+//! cluster mode while the node does not hold its lease (it lapsed, or the
+//! node was fenced); `SERVING` again once it takes them (and the lease is
+//! renewed, or the node joined again).
 //!
 //! With a retention period, the archiver (`crate::archive`) starts once
 //! recovery is done.
@@ -76,8 +78,9 @@ use crate::{
     webhook::Notifier,
 };
 
-/// How often health asks the journal whether it can write, between the
-/// failed writes it hears of at once.
+/// How often health asks the journal whether it can write (and, in cluster
+/// mode, whether the node holds its lease), between the failed writes it
+/// hears of at once.
 const HEALTH_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often the files that can be reloaded (the tokens file, TLS
 /// certificates) are checked for changes.
@@ -491,18 +494,32 @@ impl Serving {
     /// writes (so load balancers send new work elsewhere), SERVING again once
     /// it takes them. A failed write is reported at once; a store that fails
     /// everything (seen by reads and checkpoints, not by the writer) within
-    /// [`HEALTH_RECHECK`]. Returns only if the journal's writer is gone.
+    /// [`HEALTH_RECHECK`]. In cluster mode, also NOT_SERVING while this node
+    /// does not hold its lease ([`Journal::cluster`]): a fence is reported at
+    /// once (it is a write failure too), a lease that ran out while nothing
+    /// was written within [`HEALTH_RECHECK`] of its end; a re-join at once,
+    /// a renewal within the recheck. Returns only if the journal's writer is
+    /// gone.
     async fn follow_journal(&self) {
         let journal = self.engine.journal();
         let mut failures = journal.write_failures();
         let mut reported = ServingStatus::Serving;
         loop {
             failures.borrow_and_update();
+            let lapsed = journal.cluster().is_some_and(|c| !c.lease_held);
             let status = match journal.write_failure() {
                 Some(_) => ServingStatus::NotServing,
+                None if lapsed => ServingStatus::NotServing,
                 None => ServingStatus::Serving,
             };
             if status != reported {
+                if lapsed {
+                    tracing::warn!(
+                        "this node does not hold its lease in the shared journal: health is NOT_SERVING until it is renewed"
+                    );
+                } else if status == ServingStatus::Serving {
+                    tracing::info!("health is SERVING again");
+                }
                 report_health(&self.health, status).await;
                 reported = status;
             }

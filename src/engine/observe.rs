@@ -21,11 +21,16 @@ impl Engine {
         &self.inner.metrics
     }
 
-    /// The metrics in the Prometheus text format, journal counters included.
+    /// The metrics in the Prometheus text format, journal counters included
+    /// (and, in cluster mode, what the journal knows of this node).
     pub fn render_metrics(&self) -> String {
+        let journal = &self.inner.journal;
+        if let Some(status) = journal.cluster() {
+            self.inner.metrics.cluster(&status);
+        }
         self.inner
             .metrics
-            .render(self.inner.journal.stats(), self.parked_sagas())
+            .render(journal.stats(), self.parked_sagas())
     }
 
     /// Sends a notice to `notifier` for every saga that becomes FAILED from now

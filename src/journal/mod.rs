@@ -276,11 +276,39 @@ pub struct JournalStats {
     pub events: u64,
 }
 
+/// What a node of a journal several coordinators share knows of its own
+/// place among them ([`Journal::cluster`]): read by the metrics at each
+/// scrape and by health at each recheck, so it is a copy of what the
+/// journal keeps in memory, never a read of the database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Whether this node holds its lease now, as far as it knows: not
+    /// fenced, the database did not say it ran out, and its last renewal
+    /// that worked was sent less than a lease ago (by this node's monotonic
+    /// clock, so it turns false no later than the database's judgement,
+    /// even when nothing is written and the database does not answer).
+    pub lease_held: bool,
+    /// The epoch this node writes under now ([`Journal::epoch`]).
+    pub epoch: u64,
+    /// This node's open sagas (running, compensating, failed) as last
+    /// counted: at the join, then after each lease renewal that worked.
+    pub owned_open: u64,
+    /// Times this node learnt it was fenced (once per fence: a re-join
+    /// ends it, and the next fence counts again).
+    pub fenced: u64,
+    /// Times this node joined again after a fence.
+    pub rejoins: u64,
+    /// Nodes whose lease ran out that this node deposed (gave a new epoch)
+    /// before taking their sagas over.
+    pub deposed: u64,
+}
+
 /// Told about every durable flush. Called on the journal's writer thread, once
 /// per flush (not per event): it **must** be cheap and never block.
 pub trait FlushObserver: Send + Sync + 'static {
     /// A flush made `events` events durable (0 for participant-only writes), and
-    /// writing plus syncing it took `took`.
+    /// writing plus syncing it took `took` (with PostgreSQL: one batch
+    /// transaction, from its BEGIN to its COMMIT's answer).
     fn flushed(&self, events: u64, took: Duration);
 }
 
@@ -407,5 +435,14 @@ pub trait Journal: Send + Sync + 'static {
     /// clock; `None` for a journal without nodes.
     async fn nodes(&self) -> Result<Option<Vec<postgres::NodeInfo>>, JournalError> {
         Ok(None)
+    }
+
+    /// In a journal shared by several coordinators: this node's lease,
+    /// epoch, owned sagas and what it saw happen ([`ClusterStatus`]), for
+    /// metrics and health. It **must** be cheap and do no I/O: it is read at
+    /// every scrape and every health recheck. `None` for a journal without
+    /// nodes.
+    fn cluster(&self) -> Option<ClusterStatus> {
+        None
     }
 }

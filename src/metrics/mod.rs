@@ -17,13 +17,27 @@
 //! | `sagad_journal_flushes_total` | counter | | durable journal flushes (group commits) |
 //! | `sagad_journal_events_total` | counter | | events made durable |
 //! | `sagad_journal_flush_events` | histogram | | events per flush (how well group commit batches) |
-//! | `sagad_journal_flush_duration_seconds` | histogram | | write plus sync time of one flush |
+//! | `sagad_journal_flush_duration_seconds` | histogram | | write plus sync time of one flush; with PostgreSQL, one batch transaction from BEGIN to the COMMIT's answer |
 //! | `sagad_recovery_duration_seconds` | gauge | | how long the last start-up recovery took |
 //! | `sagad_recovery_resumed_sagas` | gauge | | sagas the last recovery resumed |
+//! | `sagad_takeover_sagas_total` | counter | | sagas taken over from nodes whose lease ran out, and resumed (cluster) |
+//! | `sagad_cluster_lease_held` | gauge | | 1 while this node holds its lease, else 0 (cluster) |
+//! | `sagad_cluster_epoch` | gauge | | the epoch this node writes under (cluster) |
+//! | `sagad_cluster_owned_sagas` | gauge | | this node's open sagas, counted after each lease renewal (cluster) |
+//! | `sagad_cluster_nodes_deposed_total` | counter | | nodes whose lease ran out that this node deposed (cluster) |
+//! | `sagad_cluster_fenced_total` | counter | | times this node learnt it was fenced (cluster) |
+//! | `sagad_cluster_rejoins_total` | counter | | times this node joined again after a fence (cluster) |
 //! | `sagad_webhook_attempts_total` | counter | `outcome` | POSTs to `--on-failed-webhook`: `delivered` or `error` |
 //! | `sagad_webhook_gave_up_total` | counter | | notices whose retries ran out (posted again at the next start) |
 //! | `sagad_webhook_pending` | gauge | | FAILED-saga notices not yet acknowledged by the webhook |
 //! | `sagad_webhook_redelivered_notices` | gauge | | notices the start-up scan found unacknowledged and posted again (set when the scan ends) |
+//!
+//! The cluster series (the last seven) exist only with the PostgreSQL
+//! journal, whose nodes they describe; with sled they are absent rather than
+//! constant, as `ListNodes` is refused rather than answering with a roster of
+//! one. The journal keeps them in memory ([`ClusterStatus`], from
+//! `Journal::cluster`) and they are copied in at each scrape, as the journal's
+//! counters are: the journal names no metric.
 //!
 //! Label values are lower-case; `definition` is a definition name or `inline`,
 //! `participant` a registered participant's name, so the label sets stay as
@@ -78,7 +92,7 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::{
-    journal::{FlushObserver, JournalStats},
+    journal::{ClusterStatus, FlushObserver, JournalStats},
     saga::{Action, Failure, SagaStatus},
 };
 
@@ -115,6 +129,12 @@ pub mod names {
     pub const RECOVERY_DURATION: &str = "sagad_recovery_duration_seconds";
     pub const RECOVERY_RESUMED: &str = "sagad_recovery_resumed_sagas";
     pub const TAKEOVER_SAGAS: &str = "sagad_takeover_sagas_total";
+    pub const CLUSTER_LEASE_HELD: &str = "sagad_cluster_lease_held";
+    pub const CLUSTER_EPOCH: &str = "sagad_cluster_epoch";
+    pub const CLUSTER_OWNED_SAGAS: &str = "sagad_cluster_owned_sagas";
+    pub const CLUSTER_NODES_DEPOSED: &str = "sagad_cluster_nodes_deposed_total";
+    pub const CLUSTER_FENCED: &str = "sagad_cluster_fenced_total";
+    pub const CLUSTER_REJOINS: &str = "sagad_cluster_rejoins_total";
     pub const WEBHOOK_ATTEMPTS: &str = "sagad_webhook_attempts_total";
     pub const WEBHOOK_GAVE_UP: &str = "sagad_webhook_gave_up_total";
     pub const WEBHOOK_PENDING: &str = "sagad_webhook_pending";
@@ -250,7 +270,7 @@ impl Metrics {
             describe_histogram!(
                 JOURNAL_FLUSH_DURATION,
                 Unit::Seconds,
-                "Time to write and sync one journal flush."
+                "Time to write and sync one journal flush (with PostgreSQL: one batch transaction)."
             );
             describe_gauge!(
                 RECOVERY_DURATION,
@@ -261,6 +281,27 @@ impl Metrics {
             describe_counter!(
                 TAKEOVER_SAGAS,
                 "Sagas this node took over from nodes whose lease ran out, and resumed (cluster mode)."
+            );
+            describe_gauge!(
+                CLUSTER_LEASE_HELD,
+                "1 while this node holds its lease in the shared journal, 0 once it lapsed or the node was fenced."
+            );
+            describe_gauge!(CLUSTER_EPOCH, "The epoch this node writes under now.");
+            describe_gauge!(
+                CLUSTER_OWNED_SAGAS,
+                "This node's open sagas (running, compensating, failed), counted after each lease renewal."
+            );
+            describe_counter!(
+                CLUSTER_NODES_DEPOSED,
+                "Nodes whose lease ran out that this node deposed before taking their sagas over."
+            );
+            describe_counter!(
+                CLUSTER_FENCED,
+                "Times this node learnt it was fenced (its epoch moved on)."
+            );
+            describe_counter!(
+                CLUSTER_REJOINS,
+                "Times this node joined the journal again after a fence."
             );
             describe_counter!(
                 WEBHOOK_ATTEMPTS,
@@ -477,6 +518,22 @@ impl Metrics {
         Arc::new(FlushHistograms { events, duration })
     }
 
+    /// Copies what the journal knows of this node's place in the cluster
+    /// into its series (see the module docs); called before each render in
+    /// cluster mode only, so with sled the series never exist.
+    pub fn cluster(&self, status: &ClusterStatus) {
+        self.with(|| {
+            metrics::gauge!(CLUSTER_LEASE_HELD).set(if status.lease_held { 1.0 } else { 0.0 });
+            metrics::gauge!(CLUSTER_EPOCH).set(status.epoch as f64);
+            metrics::gauge!(CLUSTER_OWNED_SAGAS).set(status.owned_open as f64);
+            metrics::counter!(CLUSTER_NODES_DEPOSED).absolute(status.deposed);
+            metrics::counter!(CLUSTER_FENCED).absolute(status.fenced);
+            metrics::counter!(CLUSTER_REJOINS).absolute(status.rejoins);
+            // At 0 before the first takeover, so an increase is seen.
+            metrics::counter!(TAKEOVER_SAGAS).increment(0);
+        });
+    }
+
     /// Drains histogram samples into their buckets; see the module docs.
     pub fn upkeep(&self) {
         self.inner.handle.run_upkeep();
@@ -602,6 +659,44 @@ mod tests {
             text.contains("# HELP sagad_step_call_duration_seconds"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn cluster_series_exist_only_once_a_cluster_status_is_copied_in() {
+        let m = Metrics::new();
+        let text = m.render(JournalStats::default(), 0);
+        assert!(!text.contains("sagad_cluster_"), "{text}");
+        assert!(!text.contains("sagad_takeover_sagas_total "), "{text}");
+        m.cluster(&ClusterStatus {
+            lease_held: true,
+            epoch: 7,
+            owned_open: 3,
+            fenced: 1,
+            rejoins: 1,
+            deposed: 2,
+        });
+        let text = m.render(JournalStats::default(), 0);
+        for (series, value) in [
+            (CLUSTER_LEASE_HELD, 1.0),
+            (CLUSTER_EPOCH, 7.0),
+            (CLUSTER_OWNED_SAGAS, 3.0),
+            (CLUSTER_FENCED, 1.0),
+            (CLUSTER_REJOINS, 1.0),
+            (CLUSTER_NODES_DEPOSED, 2.0),
+            (TAKEOVER_SAGAS, 0.0),
+        ] {
+            assert_eq!(sample(&text, series), Some(value), "{series} in {text}");
+            assert!(
+                text.contains(&format!("# HELP {series} ")),
+                "{series} in {text}"
+            );
+        }
+        m.cluster(&ClusterStatus {
+            lease_held: false,
+            ..ClusterStatus::default()
+        });
+        let text = m.render(JournalStats::default(), 0);
+        assert_eq!(sample(&text, CLUSTER_LEASE_HELD), Some(0.0), "{text}");
     }
 
     #[test]

@@ -95,6 +95,11 @@
 //! - A node that finds itself fenced (its epoch moved on) refuses every
 //!   write for the rest of its life, and says so through
 //!   [`Journal::write_failure`] (health turns NOT_SERVING; sagas pause).
+//! - A lease that runs out while the node writes nothing (the database
+//!   unreachable longer than the TTL) is seen without a batch: the node
+//!   counts its lease from its last renewal that worked
+//!   ([`node::LeaseClock`]), and [`Journal::cluster`] says it is no longer
+//!   held (health turns NOT_SERVING; a renewal or re-join brings it back).
 //! - [`Journal::durable_offset`] is raised by this node's commits at once,
 //!   and by every node's commits within [`FEED_POLL_INTERVAL`] (a short
 //!   poll of the feed head, portable where LISTEN/NOTIFY is not).
@@ -126,6 +131,13 @@
 //!   [`Journal::epoch`]), under an epoch above any its old owner had.
 //! - **Leaving**: [`Journal::close`] gives up the lease once the writer
 //!   stopped, so the others take the node's sagas over at their next look.
+//! - **Observed** through [`Journal::cluster`], read from memory at each
+//!   scrape and health recheck (this module names no metric): the lease as
+//!   the node knows it, its epoch, its open sagas (counted after each
+//!   renewal, over the `saga_open_by_owner` index), and how often it was
+//!   fenced, joined again and deposed a node. A batch's latency, from its
+//!   BEGIN to its COMMIT's answer (misses redone included), is what the
+//!   [`FlushObserver`] is told, like the sled journal's flush.
 //! - **Not yet**: forwarding Watch, Cancel and Retry to the saga's owner
 //!   (`node.addr` says where it is; today the call is refused, naming it),
 //!   and a cluster-wide archiver and webhook (each node runs its own).
@@ -157,8 +169,8 @@ use uuid::Uuid;
 
 use crate::{
     journal::{
-        FlushObserver, JOURNAL_QUEUE_CAPACITY, Journal, JournalError, JournalStats, ListQuery,
-        OwnershipChange, SagaSummary, request::WriteRequest,
+        ClusterStatus, FlushObserver, JOURNAL_QUEUE_CAPACITY, Journal, JournalError, JournalStats,
+        ListQuery, OwnershipChange, SagaSummary, request::WriteRequest,
     },
     saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp},
 };
@@ -232,6 +244,9 @@ pub(super) struct Shared {
     /// Set while this process is fenced: from when it learns its epoch moved
     /// on until it joins again.
     pub fence: node::Fence,
+    /// Until when this process holds its lease, as far as it knows (health
+    /// and metrics; fencing is the batch's check).
+    pub lease: node::LeaseClock,
     /// Tells the engine of sagas this node took over and of re-joins.
     pub ownership: mpsc::UnboundedSender<OwnershipChange>,
     /// Why writes fail, while they do (and for good once fenced).
@@ -260,6 +275,7 @@ impl Shared {
             now,
         };
         if self.fence.set(now) {
+            self.counters.fenced.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %error, "this node is fenced: it journals nothing until it joins again");
             self.failure.send_replace(Some(error.to_string()));
         }
@@ -277,6 +293,7 @@ impl Shared {
     pub fn rejoined(&self, epoch: Epoch) {
         self.set_epoch(epoch);
         self.fence.clear();
+        self.counters.rejoins.fetch_add(1, Ordering::Relaxed);
         self.failure.send_replace(None);
         tracing::warn!(node = %self.node, epoch = %epoch, "joined the journal again after a fence, with a new epoch");
         let _ = self.ownership.send(OwnershipChange::Rejoined);
@@ -294,13 +311,22 @@ impl Shared {
     }
 }
 
-/// Counters the writer keeps and the handle reads.
+/// Counters the writer and the background tasks keep and the handle reads
+/// ([`Journal::stats`], [`Journal::cluster`]).
 #[derive(Default)]
 pub(super) struct Counters {
     pub flushes: AtomicU64,
     pub requests: AtomicU64,
     pub events: AtomicU64,
     pub observer: OnceLock<Arc<dyn FlushObserver>>,
+    /// This node's open sagas as last counted (`node::count_owned`).
+    pub owned_open: AtomicU64,
+    /// Times this process learnt it was fenced ([`Shared::fenced`]).
+    pub fenced: AtomicU64,
+    /// Re-joins after a fence ([`Shared::rejoined`]).
+    pub rejoins: AtomicU64,
+    /// Nodes this one deposed (`takeover.rs`).
+    pub deposed: AtomicU64,
 }
 
 /// A journal in a PostgreSQL database; see the module docs.
@@ -332,6 +358,7 @@ impl PgJournal {
         let mut client = connect(&target).await?;
         schema::ensure(&mut client, &target).await?;
         warn_if_not_durable(&client).await;
+        let sent = std::time::Instant::now();
         let epoch = node::join(&mut client, &target, &node, &addr, lease_ttl).await?;
         let last: i64 = client
             .query_one("SELECT last FROM sagad.feed_head", &[])
@@ -348,11 +375,13 @@ impl PgJournal {
             epoch: AtomicU64::new(epoch.0),
             epoch_lock: tokio::sync::Mutex::new(()),
             fence: node::Fence::default(),
+            lease: node::LeaseClock::new(lease_ttl, sent),
             ownership,
             failure: failure_tx,
             durable: watch::Sender::new(Offset(last as u64)),
             counters: Counters::default(),
         });
+        node::count_owned(&client, &shared).await;
         let pool = pool(&target, pool_size)?;
         let writer = writer::Writer::new(target, shared.clone(), lease_ttl, client).await?;
         let (request_tx, request_rx) = mpsc::channel(JOURNAL_QUEUE_CAPACITY);
@@ -415,7 +444,10 @@ impl PgJournal {
             Err(e) => Err(e.to_string()),
         };
         match released {
-            Ok(_) => tracing::info!(node = %me.node, "gave up the node's lease"),
+            Ok(_) => {
+                self.shared.lease.lapsed();
+                tracing::info!(node = %me.node, "gave up the node's lease")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot give up the node's lease; it runs out by itself")
             }
@@ -576,6 +608,22 @@ impl Journal for PgJournal {
 
     async fn nodes(&self) -> Result<Option<Vec<NodeInfo>>, JournalError> {
         roster::nodes(&self.reader().await?).await.map(Some)
+    }
+
+    /// From memory only: the lease as this process knows it
+    /// ([`node::LeaseClock`]), the counters the background tasks keep.
+    fn cluster(&self) -> Option<ClusterStatus> {
+        let shared = &self.shared;
+        let counters = &shared.counters;
+        Some(ClusterStatus {
+            lease_held: shared.fence.get().is_none()
+                && shared.lease.held(std::time::Instant::now()),
+            epoch: shared.me().epoch.0,
+            owned_open: counters.owned_open.load(Ordering::Relaxed),
+            fenced: counters.fenced.load(Ordering::Relaxed),
+            rejoins: counters.rejoins.load(Ordering::Relaxed),
+            deposed: counters.deposed.load(Ordering::Relaxed),
+        })
     }
 }
 

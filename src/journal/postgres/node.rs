@@ -22,17 +22,28 @@
 //!   stamped with it and stay this node's, the others are theirs (appends to
 //!   them are refused, `NotOwner`, and the engine drops them). When the lease
 //!   runs, another process joined as this node: this one stays fenced.
+//! - **What the node knows of its lease** ([`LeaseClock`], for health and
+//!   metrics only, never for fencing): held from a join or renewal that
+//!   worked until a lease after it was *sent*, by this process's monotonic
+//!   clock; not held once a batch found it lapsed, or once fenced. So an
+//!   idle node cut off from the database sees its lease run out no later
+//!   than the database does, without writing anything.
+//! - **Its open sagas** are counted after each renewal that worked (and at
+//!   the join): one `count(*)` with the predicate of the `saga_open_by_owner`
+//!   partial index, every third of a lease, never per scrape.
 //!
 //! Invariants:
 //! - An epoch only grows. A process writes under one epoch at a time; a
 //!   re-join gives it a new one, and only after its old one was fenced
 //!   ([`Fence`]), so no batch of the old epoch can commit afterwards.
-//! - Lease times are compared inside PostgreSQL only.
+//! - Lease times that decide anything (a write, a fence, a takeover) are
+//!   compared inside PostgreSQL only; the [`LeaseClock`] only informs
+//!   health and the metrics, and errs towards "not held".
 
 use std::{
     fmt,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant},
 };
 
 use deadpool_postgres::Pool;
@@ -125,6 +136,56 @@ impl Fence {
     /// Forgets the fence: the process re-joined with a new epoch.
     pub(super) fn clear(&self) {
         *self.now.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Until when this process holds its lease, as far as it knows: what health
+/// and the metrics say, judged without asking the database (the batch's
+/// check, by the database's clock, is what fences).
+///
+/// A renewal that worked set `lease_until` to the database's clock *when it
+/// ran* plus the TTL, which is no earlier than when it was sent plus the TTL:
+/// counting from the send, this process's view of the lease ends first.
+#[derive(Debug)]
+pub struct LeaseClock {
+    ttl: Duration,
+    /// The end of the lease by this process's monotonic clock; `None` once
+    /// the database said it ran out (or it was given up), until a renewal
+    /// works. A std mutex: held for one read or write, never across an
+    /// await.
+    until: Mutex<Option<Instant>>,
+}
+
+impl LeaseClock {
+    /// A lease of `ttl` taken by a join sent at `sent`.
+    pub fn new(ttl: Duration, sent: Instant) -> Self {
+        Self {
+            ttl,
+            until: Mutex::new(Some(sent + ttl)),
+        }
+    }
+
+    /// A join or renewal sent at `sent` worked.
+    pub fn renewed(&self, sent: Instant) {
+        let end = sent + self.ttl;
+        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if until.is_none_or(|u| u < end) {
+            *until = Some(end);
+        }
+    }
+
+    /// The database said the lease ran out (a batch's check), or this
+    /// process gave it up.
+    pub fn lapsed(&self) {
+        *self.until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Whether the lease still runs at `now`, as far as this process knows.
+    pub fn held(&self, now: Instant) -> bool {
+        self.until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| now < until)
     }
 }
 
@@ -276,6 +337,39 @@ pub async fn renew(
     })
 }
 
+/// [`renew`] under [`Shared::epoch_lock`] (the epoch cannot change under
+/// it), noting a renewal that worked in the node's [`LeaseClock`].
+pub(super) async fn renew_lease(
+    client: &impl GenericClient,
+    shared: &Shared,
+    ttl: Duration,
+) -> Result<Result<(), PgError>, tokio_postgres::Error> {
+    let _held = shared.epoch_lock.lock().await;
+    let sent = Instant::now();
+    let renewed = renew(client, &shared.me(), ttl).await;
+    if matches!(renewed, Ok(Ok(()))) {
+        shared.lease.renewed(sent);
+    }
+    renewed
+}
+
+/// A node's open sagas: the predicate of the `saga_open_by_owner` partial
+/// index, so the count reads that index, not every saga.
+pub const OWNED_OPEN: &str = "SELECT count(*) FROM sagad.saga
+     WHERE owner_node = $1 AND status IN ('running', 'compensating', 'failed')";
+
+/// Counts this node's open sagas for [`crate::journal::ClusterStatus`]; a
+/// count that fails keeps the last one (the next renewal counts again).
+pub(super) async fn count_owned(client: &impl GenericClient, shared: &Shared) {
+    match client.query_one(OWNED_OPEN, &[&shared.node.as_str()]).await {
+        Ok(row) => shared
+            .counters
+            .owned_open
+            .store(row.get::<_, i64>(0) as u64, Ordering::Relaxed),
+        Err(e) => tracing::debug!(error = %e, "cannot count the node's open sagas"),
+    }
+}
+
 /// Renews the lease every `ttl / 3` until `stop`. A renewal that fails (the
 /// database is unreachable) is tried again at the next tick; if the lease
 /// runs out meanwhile, batches find it lapsed. Once the node is found fenced
@@ -298,13 +392,20 @@ pub(super) async fn heartbeat(
         }
         if shared.fence.get().is_some() {
             let held = shared.epoch_lock.lock().await;
+            let sent = Instant::now();
             let rejoined = rejoin(&shared, ttl).await;
             if let Ok(Some(epoch)) = &rejoined {
+                // The lease first: health, told by the re-join, reads it.
+                shared.lease.renewed(sent);
                 shared.rejoined(*epoch);
             }
             drop(held);
             match rejoined {
-                Ok(Some(_)) => {}
+                Ok(Some(_)) => {
+                    if let Ok(client) = pool.get().await {
+                        count_owned(&**client, &shared).await;
+                    }
+                }
                 Ok(None) => {
                     tracing::error!(
                         node = %shared.node,
@@ -318,10 +419,11 @@ pub(super) async fn heartbeat(
         }
         let renewed = match pool.get().await {
             Ok(client) => {
-                let _held = shared.epoch_lock.lock().await;
-                renew(&**client, &shared.me(), ttl)
-                    .await
-                    .map_err(|e| e.to_string())
+                let renewed = renew_lease(&**client, &shared, ttl).await;
+                if matches!(renewed, Ok(Ok(()))) {
+                    count_owned(&**client, &shared).await;
+                }
+                renewed.map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         };
@@ -359,6 +461,26 @@ mod tests {
             judge(None, &me),
             Err(PgError::Fenced { now: None, .. })
         ));
+    }
+
+    #[test]
+    fn the_lease_clock_counts_from_the_send_and_the_databases_word_ends_it() {
+        let ttl = Duration::from_secs(2);
+        let start = Instant::now();
+        let lease = LeaseClock::new(ttl, start);
+        assert!(lease.held(start));
+        assert!(lease.held(start + ttl - Duration::from_millis(1)));
+        assert!(!lease.held(start + ttl), "a lease after the send, no more");
+        // A renewal sent later extends it; one sent earlier never shortens it.
+        lease.renewed(start + Duration::from_secs(1));
+        assert!(lease.held(start + ttl));
+        lease.renewed(start);
+        assert!(lease.held(start + ttl));
+        // The database said it ran out: not held, until a renewal works.
+        lease.lapsed();
+        assert!(!lease.held(start));
+        lease.renewed(start + Duration::from_secs(5));
+        assert!(lease.held(start + Duration::from_secs(6)));
     }
 
     #[test]

@@ -35,7 +35,10 @@
 //!   whose epoch was bumped since it stamped the saga.
 //! - The engine is told of a saga only after its claim committed.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
@@ -114,6 +117,10 @@ async fn take_over(pool: &Pool, shared: &Shared, stop: &CancellationToken) -> Re
         .query(DEPOSE, &[&me.node.as_str()])
         .await
         .map_err(statement("deposing nodes whose lease ran out"))?;
+    shared
+        .counters
+        .deposed
+        .fetch_add(deposed.len() as u64, Ordering::Relaxed);
     for row in &deposed {
         let dead: String = row.get(0);
         tracing::warn!(node = %dead, "a node's lease ran out: it is deposed, and its sagas are taken over");

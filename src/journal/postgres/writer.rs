@@ -422,6 +422,12 @@ impl Writer {
             self.roll_back().await;
             return Err(Miss::Failed(match e {
                 PgError::Fenced { now, .. } => self.shared.fenced(now),
+                lapsed @ PgError::LeaseLapsed { .. } => {
+                    // The database's word: health need not wait for the
+                    // lease to run out by this node's count.
+                    self.shared.lease.lapsed();
+                    lapsed
+                }
                 other => other,
             }));
         }
@@ -658,10 +664,7 @@ impl Writer {
         }
         let (shared, ttl) = (self.shared.clone(), self.ttl);
         let renewed = match self.connect().await {
-            Ok(conn) => {
-                let _held = shared.epoch_lock.lock().await;
-                node::renew(&conn.client, &shared.me(), ttl).await
-            }
+            Ok(conn) => node::renew_lease(&conn.client, &shared, ttl).await,
             Err(_) => return,
         };
         match renewed {

@@ -21,6 +21,8 @@ pub struct SagadProcess {
     stderr: Option<std::thread::JoinHandle<String>>,
     /// The same lines as they come, for a test that waits for one.
     stderr_so_far: Arc<Mutex<String>>,
+    /// Where it serves `/metrics`, once it said so (with `--metrics-listen`).
+    metrics: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 /// The repository's shipped definitions.
@@ -98,10 +100,16 @@ impl SagadProcess {
             text
         });
         let (tx, rx) = mpsc::channel();
+        let metrics = Arc::new(Mutex::new(None));
+        let metrics_seen = metrics.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("sagad listening on ") {
                     let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+                if let Some(url) = line.strip_prefix("sagad metrics on http://") {
+                    let addr = url.trim().trim_end_matches("/metrics").parse().unwrap();
+                    *metrics_seen.lock().unwrap() = Some(addr);
                 }
             }
         });
@@ -129,6 +137,23 @@ impl SagadProcess {
             addr,
             stderr: Some(stderr),
             stderr_so_far,
+            metrics,
+        }
+    }
+
+    /// Where a process started with `--metrics-listen` (plain HTTP) serves
+    /// `/metrics`: the line it prints after its address, waited for.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let start = Instant::now();
+        loop {
+            if let Some(addr) = *self.metrics.lock().unwrap() {
+                return addr;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "sagad did not print its metrics address"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
