@@ -22,7 +22,8 @@
 //! - [`seed`]: writing sagas straight into a journal, as the coordinator would have.
 //! - [`child`]: child processes that announce their address and are stopped on drop.
 //! - [`participants`]: the no-op participant services (the `participants` verb).
-//! - [`limit`]: the physical limit (gRPC echo, fdatasync).
+//! - [`limit`]: the physical limit (gRPC echo, fdatasync, PostgreSQL commits).
+//! - [`pg`]: the PostgreSQL database of `run --journal postgres`.
 //! - [`load`]: the closed-loop load of one measurement.
 //! - [`check`]: whether a saga ended as its workload requires.
 //! - [`procfs`]: CPU time and RSS of processes, from `/proc`.
@@ -38,6 +39,7 @@ mod child;
 mod limit;
 mod load;
 mod participants;
+mod pg;
 mod procfs;
 mod report;
 mod run;

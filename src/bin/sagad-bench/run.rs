@@ -113,6 +113,8 @@ fn plan(quick: bool) -> Plan {
             echo_window: Duration::from_secs(1),
             echo_c1_window: Duration::from_millis(500),
             fsync_window: Duration::from_millis(500),
+            commit_window: Duration::from_secs(1),
+            commit_c1_window: Duration::from_millis(500),
         }
     } else {
         Plan {
@@ -120,6 +122,8 @@ fn plan(quick: bool) -> Plan {
             echo_window: Duration::from_secs(3),
             echo_c1_window: Duration::from_secs(2),
             fsync_window: Duration::from_secs(2),
+            commit_window: Duration::from_secs(3),
+            commit_c1_window: Duration::from_secs(2),
         }
     }
 }
