@@ -6,6 +6,11 @@
 //! - `sagad-bench scale --quick` seeds journals, restarts a real coordinator on
 //!   them and prints well-formed SCALE and TARGETS lines, with every seeded saga
 //!   read back right and every waiting one resumed;
+//! - `sagad-bench run --journal postgres --nodes 2` starts a throwaway
+//!   PostgreSQL and two coordinators on one fresh database, and prints the
+//!   PostgreSQL LIMIT line beside the usual one, RESULT lines that name the
+//!   journal and the node count, and a NODE line per coordinator whose sagas
+//!   add up to the RESULT's;
 //! - a journal written by `sagad-bench seed` passes `sagad journal check`.
 //!
 //! No speed is asserted.
@@ -206,6 +211,150 @@ fn quick_run_prints_every_line_and_every_saga_ends_right() {
     let summary = starting("SUMMARY ");
     assert_eq!(summary.len(), 1, "one SUMMARY line in:\n{stdout}");
     well_formed(summary[0], "SUMMARY ", &SUMMARY_KEYS, &["peer"]);
+    assert_eq!(lines.last(), Some(&summary[0]), "SUMMARY comes last");
+}
+
+const PG_LIMIT_KEYS: [&str; 6] = [
+    "pg_conc",
+    "pg_commits_per_s",
+    "pg_bound",
+    "pg_c1_commits_per_s",
+    "pg_c1_p50_ms",
+    "pg_c1_floor_ms",
+];
+const NODE_KEYS: [&str; 8] = [
+    "run",
+    "workload",
+    "conc",
+    "node",
+    "sagas",
+    "cpu_s",
+    "cpu_ms_per_saga",
+    "rss_peak_mb",
+];
+
+#[test]
+fn quick_postgres_run_with_two_nodes_prints_every_line_and_every_saga_ends_right() {
+    let _heavy = common::heavy_blocking();
+    let stdout = run_bench(&[
+        "run",
+        "--journal",
+        "postgres",
+        "--nodes",
+        "2",
+        "--quick",
+        "--runs",
+        "1",
+        "--sagas-per-measurement",
+        "40",
+    ]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let starting = |prefix: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with(prefix))
+            .collect()
+    };
+
+    // The machine's limit, then PostgreSQL's.
+    let limits = starting("LIMIT ");
+    assert_eq!(limits.len(), 2, "two LIMIT lines in:\n{stdout}");
+    well_formed(limits[0], "LIMIT ", &LIMIT_KEYS, &[]);
+    let pg = well_formed(limits[1], "LIMIT ", &PG_LIMIT_KEYS, &[]);
+    assert_eq!(value(&pg, "pg_conc"), "64");
+    assert!(
+        value(&pg, "pg_commits_per_s").parse::<f64>().unwrap() > 0.0,
+        "{}",
+        limits[1]
+    );
+
+    // RESULT keys: sled's, with the journal and the node count after `peer`.
+    let mut result_keys = RESULT_KEYS.to_vec();
+    result_keys.splice(1..1, ["journal", "nodes"]);
+    let results = starting("RESULT ");
+    assert_eq!(results.len(), 3, "RESULT lines in:\n{stdout}");
+    let nodes = starting("NODE ");
+    assert_eq!(nodes.len(), 6, "two NODE lines per RESULT in:\n{stdout}");
+    let expected = [("W1", "64"), ("W2", "64"), ("W1", "1")];
+    for (i, (line, (workload, conc))) in results.iter().zip(expected).enumerate() {
+        let f = well_formed(
+            line,
+            "RESULT ",
+            &result_keys,
+            &["peer", "journal", "workload", "run"],
+        );
+        assert_eq!(
+            (
+                value(&f, "peer"),
+                value(&f, "journal"),
+                value(&f, "nodes"),
+                value(&f, "workload"),
+                value(&f, "conc"),
+                value(&f, "run")
+            ),
+            ("sagad", "postgres", "2", workload, conc, "run1"),
+            "{line}"
+        );
+        let sagas: u64 = value(&f, "sagas").parse().unwrap();
+        assert!(sagas > 0, "{line}");
+        assert_eq!(value(&f, "errors"), "0", "{line}");
+        assert_ne!(value(&f, "server_cpu_s"), "na", "{line}");
+
+        // Each node's share, the sagas it ran adding up to the measurement's.
+        let mut ran = 0;
+        for (node, name) in nodes[2 * i..2 * i + 2].iter().zip(["node-1", "node-2"]) {
+            // cpu_ms_per_saga is `na` for a node that ran none (W1 c1 has one lane).
+            let n = well_formed(
+                node,
+                "NODE ",
+                &NODE_KEYS,
+                &["run", "workload", "node", "cpu_ms_per_saga"],
+            );
+            assert_eq!(
+                (
+                    value(&n, "run"),
+                    value(&n, "workload"),
+                    value(&n, "conc"),
+                    value(&n, "node")
+                ),
+                ("run1", workload, conc, name),
+                "{node}"
+            );
+            ran += value(&n, "sagas").parse::<u64>().unwrap();
+        }
+        assert_eq!(ran, sagas, "the NODE lines after {line}");
+    }
+
+    let ratios = starting("RATIO ");
+    let names: Vec<&str> = ratios.iter().map(|l| fields(l, "RATIO ")[1].0).collect();
+    assert_eq!(
+        names,
+        [
+            "w1_c64_tput_over_rpc_bound",
+            "w1_c64_tput_over_pg_bound",
+            "w1_c1_p50_over_c1_floor",
+            "w1_c1_p50_over_pg_c1_floor",
+        ],
+        "RATIO lines in:\n{stdout}"
+    );
+
+    let summary = starting("SUMMARY ");
+    assert_eq!(summary.len(), 1, "one SUMMARY line in:\n{stdout}");
+    let f = well_formed(
+        summary[0],
+        "SUMMARY ",
+        &[
+            "peer",
+            "journal",
+            "nodes",
+            "server_peak_rss_mb",
+            "data_dir_mb",
+            "database_mb",
+        ],
+        &["peer", "journal"],
+    );
+    assert_eq!(value(&f, "nodes"), "2");
     assert_eq!(lines.last(), Some(&summary[0]), "SUMMARY comes last");
 }
 

@@ -57,12 +57,17 @@ pub struct LoadResult {
     pub latencies: Vec<Duration>,
     /// Ids of the sagas that ended right.
     pub ok_ids: Vec<String>,
+    /// The client (its index in `clients`) each of them was started on, in
+    /// the same order: with several coordinators, which one ran it.
+    pub ok_clients: Vec<usize>,
     /// First start to last answer.
     pub wall: Duration,
 }
 
 /// One saga, as a lane saw it.
 struct Sample {
+    /// The index of the client it was started on.
+    client: usize,
     start: Instant,
     end: Instant,
     /// The saga's id if it ended right, else why not.
@@ -80,7 +85,8 @@ pub async fn drive(
     let stop_starting_at = first_start + load.cap;
     let mut lanes = Vec::with_capacity(load.concurrency);
     for lane in 0..load.concurrency {
-        let mut client = clients[lane % clients.len()].clone();
+        let client_index = lane % clients.len();
+        let mut client = clients[client_index].clone();
         let next = next.clone();
         let source = source.clone();
         let (workload, total, tag) = (load.workload, load.sagas, load.tag.clone());
@@ -108,7 +114,12 @@ pub async fn drive(
                     )),
                     Err(_) => Err(format!("StartSaga took longer than {CALL_TIMEOUT:?}")),
                 };
-                samples.push(Sample { start, end, result });
+                samples.push(Sample {
+                    client: client_index,
+                    start,
+                    end,
+                    result,
+                });
             }
             samples
         }));
@@ -123,6 +134,7 @@ pub async fn drive(
         errors: Vec::new(),
         latencies: Vec::with_capacity(samples.len()),
         ok_ids: Vec::with_capacity(samples.len()),
+        ok_clients: Vec::with_capacity(samples.len()),
         wall: Duration::ZERO,
     };
     if let (Some(first), Some(last)) = (
@@ -136,6 +148,7 @@ pub async fn drive(
             Ok(id) => {
                 result.latencies.push(sample.end - sample.start);
                 result.ok_ids.push(id);
+                result.ok_clients.push(sample.client);
             }
             Err(why) => result.errors.push(why),
         }

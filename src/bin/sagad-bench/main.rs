@@ -10,6 +10,12 @@
 //! can do with the same RPC stack and disk, so sagad's own cost shows as a ratio
 //! measured in the same minute.
 //!
+//! With `--journal postgres` the coordinator keeps its journal in a fresh
+//! PostgreSQL database (a throwaway server started for the run, or a server
+//! given by `--pg-url`), `--nodes` coordinators share it, and a second
+//! `LIMIT` line gives PostgreSQL's own commit ceiling, measured in the same
+//! run.
+//!
 //! `sagad-bench scale` measures size rather than speed: it seeds a journal with
 //! a million finished sagas (and another with 100,000 waiting in backoff),
 //! restarts `sagad serve` on it, and prints `SCALE` and `TARGETS` lines.
@@ -22,7 +28,8 @@
 //! - [`seed`]: writing sagas straight into a journal, as the coordinator would have.
 //! - [`child`]: child processes that announce their address and are stopped on drop.
 //! - [`participants`]: the no-op participant services (the `participants` verb).
-//! - [`limit`]: the physical limit (gRPC echo, fdatasync).
+//! - [`limit`]: the physical limit (gRPC echo, fdatasync, PostgreSQL commits).
+//! - [`pg`]: the PostgreSQL database of `run --journal postgres`.
 //! - [`load`]: the closed-loop load of one measurement.
 //! - [`check`]: whether a saga ended as its workload requires.
 //! - [`procfs`]: CPU time and RSS of processes, from `/proc`.
@@ -38,6 +45,7 @@ mod child;
 mod limit;
 mod load;
 mod participants;
+mod pg;
 mod procfs;
 mod report;
 mod run;
@@ -111,6 +119,40 @@ pub struct RunArgs {
     /// goes to the bench's scratch directory, under the system's temp dir.
     #[arg(long)]
     pub floor: bool,
+    /// Where the coordinator keeps its journal: sled in the data directory, or
+    /// a fresh PostgreSQL database (see --pg-url), which adds a LIMIT line for
+    /// PostgreSQL's own commit ceiling.
+    #[arg(long, value_enum, default_value_t = JournalKind::Sled, conflicts_with = "addr")]
+    pub journal: JournalKind,
+    /// With --journal postgres: a server to use instead of a throwaway one
+    /// started for the run. The bench creates a fresh database on it (the
+    /// role needs CREATEDB) and drops it at the end; the URL's own database
+    /// is only connected to, for that.
+    #[arg(long, value_name = "URL")]
+    pub pg_url: Option<String>,
+    /// With --journal postgres: how many coordinators share the database
+    /// (distinct --node-id), the load's connections spread over them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub nodes: u8,
+}
+
+/// The journals `run --journal` can measure.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalKind {
+    /// sled in the coordinator's data directory (`sagad serve` without --journal).
+    Sled,
+    /// A PostgreSQL database (`sagad serve --journal postgres://…`).
+    Postgres,
+}
+
+impl JournalKind {
+    /// As the RESULT and SUMMARY lines name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sled => "sled",
+            Self::Postgres => "postgres",
+        }
+    }
 }
 
 /// Options of `sagad-bench scale`.

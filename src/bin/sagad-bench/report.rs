@@ -10,6 +10,25 @@
 //! SUMMARY peer=sagad server_peak_rss_mb=… data_dir_mb=…
 //! ```
 //!
+//! With `--journal postgres` (sled's lines above are unchanged, byte for byte):
+//!
+//! ```text
+//! LIMIT echo_conc=64 …                              (as above, first)
+//! LIMIT pg_conc=64 pg_commits_per_s=… pg_bound=… pg_c1_commits_per_s=… pg_c1_p50_ms=… pg_c1_floor_ms=…
+//! RESULT peer=sagad journal=postgres nodes=2 workload=W1 conc=64 run=run1 …  (then as above)
+//! NODE run=run1 workload=W1 conc=64 node=node-1 sagas=… cpu_s=… cpu_ms_per_saga=… rss_peak_mb=…
+//! RATIO run=run1 w1_c64_tput_over_rpc_bound=…
+//! RATIO run=run1 w1_c64_tput_over_pg_bound=…
+//! RATIO run=run1 w1_c1_p50_over_c1_floor=…
+//! RATIO run=run1 w1_c1_p50_over_pg_c1_floor=…
+//! SUMMARY peer=sagad journal=postgres nodes=2 server_peak_rss_mb=… data_dir_mb=… database_mb=…
+//! ```
+//!
+//! A RESULT line of several nodes sums their CPU (`server_cpu_s`, so
+//! `cpu_ms_per_saga` is the cluster's) and gives the highest node's RSS; the
+//! `NODE` lines, one per coordinator after each RESULT, give each node's CPU
+//! over the sagas it ran (the node a saga was started on runs it to its end).
+//!
 //! and those of `scale` (see `scale.rs` for what each figure means):
 //!
 //! ```text
@@ -68,10 +87,62 @@ impl fmt::Display for LimitLine {
     }
 }
 
+/// PostgreSQL's own commit ceiling (`--journal postgres`).
+pub struct PgLimitLine {
+    /// Connections of the throughput probe.
+    pub conc: usize,
+    pub commits_per_s: f64,
+    pub c1_commits_per_s: f64,
+    pub c1_p50: Duration,
+}
+
+impl PgLimitLine {
+    /// W1 sagas per second if each of a saga's durable writes were a commit
+    /// of its own, `conc` of them in flight.
+    pub fn pg_bound(&self) -> f64 {
+        self.commits_per_s / W1_ROUND_TRIPS
+    }
+
+    /// The least p50 of a W1 saga at concurrency 1 with a commit for each
+    /// durable write, in ms (the round trips from the echo probe of `limit`).
+    pub fn c1_floor_ms(&self, limit: &LimitLine) -> f64 {
+        W1_ROUND_TRIPS * ms(limit.echo_c1_p50) + W1_ROUND_TRIPS * ms(self.c1_p50)
+    }
+
+    /// The line, which needs the echo probe's latency for its floor.
+    pub fn line(&self, limit: &LimitLine) -> String {
+        format!(
+            "LIMIT pg_conc={} pg_commits_per_s={:.0} pg_bound={:.0} pg_c1_commits_per_s={:.0} \
+             pg_c1_p50_ms={:.3} pg_c1_floor_ms={:.3}",
+            self.conc,
+            self.commits_per_s,
+            self.pg_bound(),
+            self.c1_commits_per_s,
+            ms(self.c1_p50),
+            self.c1_floor_ms(limit)
+        )
+    }
+}
+
+/// Which journal, and how many coordinators, when it is not one on sled.
+#[derive(Clone, Copy, Debug)]
+pub struct Cluster {
+    pub journal: &'static str,
+    pub nodes: usize,
+}
+
+impl fmt::Display for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "journal={} nodes={}", self.journal, self.nodes)
+    }
+}
+
 /// One measurement.
 pub struct ResultLine {
     /// `sagad`, or `floor` for `sagad-floor` (`run --floor`).
     pub peer: &'static str,
+    /// `None` for sagad on sled (the line as it always was) and for the floor.
+    pub cluster: Option<Cluster>,
     pub workload: &'static str,
     pub conc: usize,
     /// 1-based.
@@ -114,13 +185,16 @@ impl ResultLine {
 
 impl fmt::Display for ResultLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RESULT peer={} ", self.peer)?;
+        if let Some(cluster) = self.cluster {
+            write!(f, "{cluster} ")?;
+        }
         write!(
             f,
-            "RESULT peer={} workload={} conc={} run=run{} sagas={} errors={} wall_s={:.3} \
+            "workload={} conc={} run=run{} sagas={} errors={} wall_s={:.3} \
              tput_per_s={:.1} p50_ms={:.3} p95_ms={:.3} p99_ms={:.3} max_ms={:.3} \
              server_cpu_s={} worker_cpu_s={:.2} client_cpu_s={:.2} cpu_ms_per_saga={} \
              server_rss_peak_mb={}",
-            self.peer,
             self.workload,
             self.conc,
             self.run,
@@ -141,6 +215,39 @@ impl fmt::Display for ResultLine {
     }
 }
 
+/// One coordinator's share of a measurement (`--journal postgres`).
+pub struct NodeLine {
+    pub run: usize,
+    pub workload: &'static str,
+    pub conc: usize,
+    /// Its `--node-id`.
+    pub node: String,
+    /// Sagas started on it that ended as their workload requires.
+    pub sagas: usize,
+    /// Its CPU seconds over the measurement.
+    pub cpu_s: f64,
+    /// Its highest RSS seen during the measurement.
+    pub rss_peak_bytes: u64,
+}
+
+impl fmt::Display for NodeLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "NODE run=run{} workload={} conc={} node={} sagas={} cpu_s={:.2} cpu_ms_per_saga={} \
+             rss_peak_mb={}",
+            self.run,
+            self.workload,
+            self.conc,
+            self.node,
+            self.sagas,
+            self.cpu_s,
+            Na((self.sagas > 0).then(|| format!("{:.3}", self.cpu_s * 1000.0 / self.sagas as f64))),
+            mib(self.rss_peak_bytes),
+        )
+    }
+}
+
 /// `tput / rpc_bound` of W1 c64.
 pub fn ratio_tput(run: usize, tput: f64, limit: &LimitLine) -> String {
     format!(
@@ -157,6 +264,22 @@ pub fn ratio_c1(run: usize, p50: Duration, limit: &LimitLine) -> String {
     )
 }
 
+/// `tput / pg_bound` of W1 c64 (`--journal postgres`).
+pub fn ratio_pg_tput(run: usize, tput: f64, pg: &PgLimitLine) -> String {
+    format!(
+        "RATIO run=run{run} w1_c64_tput_over_pg_bound={:.3}",
+        tput / pg.pg_bound()
+    )
+}
+
+/// `p50 / pg_c1_floor_ms` of W1 c1 (`--journal postgres`).
+pub fn ratio_pg_c1(run: usize, p50: Duration, limit: &LimitLine, pg: &PgLimitLine) -> String {
+    format!(
+        "RATIO run=run{run} w1_c1_p50_over_pg_c1_floor={:.3}",
+        ms(p50) / pg.c1_floor_ms(limit)
+    )
+}
+
 /// sagad's throughput over `sagad-floor`'s in the same run (`run --floor`).
 pub fn ratio_floor(sagad: &ResultLine, floor: &ResultLine) -> String {
     format!(
@@ -168,13 +291,27 @@ pub fn ratio_floor(sagad: &ResultLine, floor: &ResultLine) -> String {
     )
 }
 
-/// The last line.
-pub fn summary(server_peak_rss_bytes: Option<u64>, data_dir_bytes: Option<u64>) -> String {
-    format!(
-        "SUMMARY peer=sagad server_peak_rss_mb={} data_dir_mb={}",
+/// The last line. With a cluster (`--journal postgres`): the highest node's
+/// peak RSS, the nodes' data directories together (the webhook's ledger and
+/// the archive only) and the database's size before it was dropped.
+pub fn summary(
+    server_peak_rss_bytes: Option<u64>,
+    data_dir_bytes: Option<u64>,
+    cluster: Option<(Cluster, u64)>,
+) -> String {
+    let mut line = String::from("SUMMARY peer=sagad ");
+    if let Some((cluster, _)) = cluster {
+        line.push_str(&format!("{cluster} "));
+    }
+    line.push_str(&format!(
+        "server_peak_rss_mb={} data_dir_mb={}",
         Na(server_peak_rss_bytes.map(mib)),
         Na(data_dir_bytes.map(mib)),
-    )
+    ));
+    if let Some((_, database_bytes)) = cluster {
+        line.push_str(&format!(" database_mb={}", mib(database_bytes)));
+    }
+    line
 }
 
 /// `scale`, finished sagas.
@@ -402,6 +539,7 @@ mod tests {
     fn w2_line(peer: &'static str, run: usize, sagas: usize, wall_s: u64) -> ResultLine {
         ResultLine {
             peer,
+            cluster: None,
             workload: "W2",
             conc: 64,
             run,
@@ -442,6 +580,83 @@ mod tests {
         assert_eq!(
             ratio_floor(&sagad, &floor),
             "RATIO run=run1 w2_c64_tput_over_floor=0.500"
+        );
+    }
+
+    #[test]
+    fn postgres_lines_name_the_journal_and_the_nodes() {
+        let mut line = w2_line("sagad", 1, 10, 2);
+        line.cluster = Some(Cluster {
+            journal: "postgres",
+            nodes: 2,
+        });
+        assert!(
+            line.to_string()
+                .starts_with("RESULT peer=sagad journal=postgres nodes=2 workload=W2 conc=64 "),
+            "{line}"
+        );
+        let node = NodeLine {
+            run: 1,
+            workload: "W1",
+            conc: 64,
+            node: "node-2".into(),
+            sagas: 500,
+            cpu_s: 0.25,
+            rss_peak_bytes: 3 * 1024 * 1024,
+        };
+        assert_eq!(
+            node.to_string(),
+            "NODE run=run1 workload=W1 conc=64 node=node-2 sagas=500 cpu_s=0.25 \
+             cpu_ms_per_saga=0.500 rss_peak_mb=3.0"
+        );
+        assert_eq!(
+            summary(
+                Some(MIB as u64),
+                Some(0),
+                Some((
+                    Cluster {
+                        journal: "postgres",
+                        nodes: 3
+                    },
+                    2 * MIB as u64
+                ))
+            ),
+            "SUMMARY peer=sagad journal=postgres nodes=3 server_peak_rss_mb=1.0 data_dir_mb=0.0 \
+             database_mb=2.0"
+        );
+        assert_eq!(
+            summary(None, None, None),
+            "SUMMARY peer=sagad server_peak_rss_mb=na data_dir_mb=na"
+        );
+    }
+
+    #[test]
+    fn pg_limit_line_and_its_ratios() {
+        let limit = LimitLine {
+            echo_conc: 64,
+            echo_calls_per_s: 40000.0,
+            echo_c1_p50: Duration::from_micros(150),
+            fdatasync_per_s: 5000.0,
+            fdatasync_p50: Duration::from_micros(200),
+        };
+        let pg = PgLimitLine {
+            conc: 64,
+            commits_per_s: 8000.0,
+            c1_commits_per_s: 1000.0,
+            c1_p50: Duration::from_micros(850),
+        };
+        assert_eq!(
+            pg.line(&limit),
+            "LIMIT pg_conc=64 pg_commits_per_s=8000 pg_bound=2000 pg_c1_commits_per_s=1000 \
+             pg_c1_p50_ms=0.850 pg_c1_floor_ms=4.000"
+        );
+        assert_eq!(
+            ratio_pg_tput(2, 1000.0, &pg),
+            "RATIO run=run2 w1_c64_tput_over_pg_bound=0.500"
+        );
+        assert_eq!(
+            ratio_pg_c1(1, Duration::from_millis(8), &limit, &pg),
+            "RATIO run=run1 w1_c1_p50_over_pg_c1_floor=2.000"
         );
     }
 }

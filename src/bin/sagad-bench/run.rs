@@ -3,21 +3,31 @@
 //! ```text
 //!  participants process ──▶ LIMIT (echo c64, echo c1, fdatasync)
 //!        │
-//!  coordinator (sagad serve, empty data dir, the bench definition)
-//!        │  register the three participants
+//!  --journal postgres: a fresh database (pg.rs) ──▶ LIMIT (commits c64, c1)
+//!        │
+//!  coordinator (sagad serve, empty data dir, the bench definition);
+//!  on PostgreSQL, --nodes of them on the one database, node-1 first
+//!        │  register the three participants with each
 //!        ▼
-//!  run1: W1 c64 · W2 c64 · W1 c1   (each: warm-up, measurement, RESULT;
-//!  run2: …                           with --floor, then the same on sagad-floor)
-//!        ▼
-//!  stop the coordinator (SIGTERM), SUMMARY, stop the participants
+//!  run1: W1 c64 · W2 c64 · W1 c1   (each: warm-up, measurement, RESULT,
+//!  run2: …                           NODE lines on PostgreSQL; with --floor,
+//!        ▼                           then the same on sagad-floor)
+//!  stop the coordinators (SIGTERM), the database's size and drop, SUMMARY,
+//!  stop the participants
 //! ```
 //!
 //! Invariants:
-//! - The measurements of every run go to one coordinator, started on an empty data
-//!   directory (unless `--addr` names one that is already running).
-//! - Both child processes are stopped however the run ends ([`ChildGuard`]); a
-//!   SIGINT or SIGTERM to the bench ends the run the same way.
-//! - Only loopback addresses are used.
+//! - The measurements of every run go to the same coordinators, started on an
+//!   empty data directory or an empty database (unless `--addr` names one
+//!   that is already running).
+//! - With several coordinators, the load's connections are interleaved over
+//!   them (`connect_nodes`), so its lanes spread round-robin; a saga is run
+//!   to its end by the node it was started on, which is how the NODE lines
+//!   count each node's sagas.
+//! - Every child process is stopped however the run ends ([`ChildGuard`], and
+//!   the throwaway PostgreSQL server's own guard); a SIGINT or SIGTERM to the
+//!   bench ends the run the same way.
+//! - Only loopback addresses are used (unless `--pg-url` names another host).
 
 use std::{
     collections::HashMap,
@@ -38,14 +48,14 @@ use tonic::{
 };
 
 use crate::{
-    RunArgs, check,
+    JournalKind, RunArgs, check,
     check::Workload,
     child::ChildGuard,
     limit::{self, Plan},
     load::{self, Load, LoadResult, SagaSource},
-    participants,
+    participants, pg,
     procfs::{self, RssSampler},
-    report::{self, LimitLine, ResultLine},
+    report::{self, Cluster, LimitLine, NodeLine, PgLimitLine, ResultLine},
     stats::Latencies,
 };
 
@@ -113,6 +123,8 @@ fn plan(quick: bool) -> Plan {
             echo_window: Duration::from_secs(1),
             echo_c1_window: Duration::from_millis(500),
             fsync_window: Duration::from_millis(500),
+            commit_window: Duration::from_secs(1),
+            commit_c1_window: Duration::from_millis(500),
         }
     } else {
         Plan {
@@ -120,6 +132,8 @@ fn plan(quick: bool) -> Plan {
             echo_window: Duration::from_secs(3),
             echo_c1_window: Duration::from_secs(2),
             fsync_window: Duration::from_secs(2),
+            commit_window: Duration::from_secs(3),
+            commit_c1_window: Duration::from_secs(2),
         }
     }
 }
@@ -143,7 +157,16 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
     if args.runs == 0 || args.channels == 0 {
         bail!("--runs and --channels must be at least 1");
     }
+    if args.journal == JournalKind::Sled && (args.pg_url.is_some() || args.nodes > 1) {
+        bail!("--pg-url and --nodes are for --journal postgres");
+    }
     let plan = plan(args.quick);
+    // With PostgreSQL, what the RESULT and SUMMARY lines add; sled's lines are
+    // those of before.
+    let cluster = (args.journal == JournalKind::Postgres).then_some(Cluster {
+        journal: args.journal.as_str(),
+        nodes: usize::from(args.nodes),
+    });
     // Definitions, logs and (by default) the data directory; removed at the end.
     // Declared first so that it is dropped last, after the children are stopped.
     let scratch = tempfile::Builder::new()
@@ -183,31 +206,44 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
     let limit = measure_limit(&services, args.channels, &probe_dir, plan).await?;
     println!("{limit}");
 
-    // The coordinator.
-    let (mut coordinator, url, source) = match &args.addr {
-        Some(addr) => (None, addr.clone(), inline_source()),
+    // The database, and PostgreSQL's own limit in it (before the
+    // coordinators run). Declared before them: dropped after they stopped.
+    let database = match args.journal {
+        JournalKind::Postgres => Some(pg::Database::create(args.pg_url.as_deref()).await?),
+        JournalKind::Sled => None,
+    };
+    let pg_limit = match &database {
+        Some(db) => {
+            let pg = measure_pg_limit(db, plan).await?;
+            println!("{}", pg.line(&limit));
+            Some(pg)
+        }
+        None => None,
+    };
+
+    // The coordinators, and the load's connections to them.
+    let (mut nodes, urls, source) = match &args.addr {
+        Some(addr) => (Vec::new(), vec![addr.clone()], inline_source()),
         None => {
             let dir = data_dir
                 .as_deref()
                 .context("own coordinator has a data dir")?;
-            let (child, addr) = start_coordinator(&me, dir, scratch.path())?;
-            (
-                Some(child),
-                format!("http://{addr}"),
-                SagaSource::Definition(DEFINITION.into()),
-            )
+            let journal = database.as_ref().map(|db| db.url.as_str());
+            let nodes = start_coordinators(&me, dir, scratch.path(), journal, args.nodes)?;
+            let urls = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+            (nodes, urls, SagaSource::Definition(DEFINITION.into()))
         }
     };
-    let server_pid = coordinator
-        .as_ref()
-        .map(ChildGuard::pid)
-        .or(args.server_pid);
-    let clients: Vec<CoordinatorClient<Channel>> = connect(&url, args.channels)
-        .await?
-        .into_iter()
-        .map(CoordinatorClient::new)
-        .collect();
-    register_participants(&clients[0], &services).await?;
+    let server_pids: Vec<u32> = match &args.addr {
+        Some(_) => args.server_pid.into_iter().collect(),
+        None => nodes.iter().map(|n| n.child.pid()).collect(),
+    };
+    let (clients, client_node) = connect_nodes(&urls, args.channels).await?;
+    // Each node keeps its own registry of participants (read from the
+    // journal at its start): every one is told.
+    for first in &clients[..urls.len()] {
+        register_participants(first, &services).await?;
+    }
 
     // The floor, if asked for: the same measurements right after each of sagad's.
     let mut floor = match args.floor {
@@ -218,44 +254,74 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
     let mut peak_rss = None;
     for run in 1..=args.runs {
         for m in measurements(&args) {
-            if let Some(c) = &mut coordinator {
-                c.ensure_running()?;
+            for node in &mut nodes {
+                node.child.ensure_running()?;
             }
             participants.ensure_running()?;
             let pids = Pids {
-                server: server_pid,
+                servers: &server_pids,
                 worker: participants.pid(),
             };
             let target = Target {
                 peer: "sagad",
+                cluster,
                 clients: &clients,
+                client_node: &client_node,
                 source: &source,
                 journal_order: true,
             };
-            let line = measure(target, &m, run, args.duration_cap, pids).await?;
+            let measured = measure(target, &m, run, args.duration_cap, pids).await?;
+            let line = &measured.line;
             peak_rss = peak_rss.max(line.server_rss_peak_bytes);
             println!("{line}");
+            if cluster.is_some() {
+                for (node, share) in nodes.iter().zip(&measured.nodes) {
+                    println!(
+                        "{}",
+                        NodeLine {
+                            run,
+                            workload: m.workload.as_str(),
+                            conc: m.concurrency,
+                            node: node.id.clone(),
+                            sagas: share.sagas,
+                            cpu_s: share.cpu_s,
+                            rss_peak_bytes: share.rss_peak_bytes,
+                        }
+                    );
+                }
+            }
             match (m.workload, m.concurrency) {
                 (Workload::W1, HIGH_CONCURRENCY) => {
                     println!("{}", report::ratio_tput(run, line.tput_per_s(), &limit));
+                    if let Some(pg) = &pg_limit {
+                        println!("{}", report::ratio_pg_tput(run, line.tput_per_s(), pg));
+                    }
                 }
-                (Workload::W1, 1) => println!("{}", report::ratio_c1(run, line.p50, &limit)),
+                (Workload::W1, 1) => {
+                    println!("{}", report::ratio_c1(run, line.p50, &limit));
+                    if let Some(pg) = &pg_limit {
+                        println!("{}", report::ratio_pg_c1(run, line.p50, &limit, pg));
+                    }
+                }
                 _ => {}
             }
             if let Some(floor) = &mut floor {
                 // What sagad does after a measurement (its last checkpoint)
                 // would otherwise be taken from the floor's.
-                if let Some(pid) = server_pid {
+                for &pid in &server_pids {
                     settle(pid).await?;
                 }
                 floor.child.ensure_running()?;
+                let floor_pid = [floor.child.pid()];
                 let pids = Pids {
-                    server: Some(floor.child.pid()),
+                    servers: &floor_pid,
                     worker: participants.pid(),
                 };
-                let floor_line = measure(floor.target(), &m, run, args.duration_cap, pids).await?;
+                let floor_line = measure(floor.target(), &m, run, args.duration_cap, pids)
+                    .await?
+                    .line;
                 println!("{floor_line}");
-                println!("{}", report::ratio_floor(&line, &floor_line));
+                println!("{}", report::ratio_floor(line, &floor_line));
             }
         }
     }
@@ -264,29 +330,111 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
         floor.child.stop()?;
     }
 
-    // The end: the coordinator's lifetime peak, a clean stop, the journal's size.
-    if let Some(pid) = server_pid
-        && let Ok(hwm) = procfs::status_bytes(pid, "VmHWM")
-    {
-        peak_rss = peak_rss.max(Some(hwm));
+    // The end: the coordinators' lifetime peak, a clean stop, the journal's size.
+    for &pid in &server_pids {
+        if let Ok(hwm) = procfs::status_bytes(pid, "VmHWM") {
+            peak_rss = peak_rss.max(Some(hwm));
+        }
     }
     drop(clients);
-    if let Some(c) = &mut coordinator {
-        let status = c.stop()?;
+    for node in &mut nodes {
+        let status = node.child.stop()?;
         if !status.success() {
             eprintln!(
-                "sagad-bench: the coordinator exited {status} at SIGTERM; its log ends:\n{}",
-                c.log_tail()
+                "sagad-bench: the coordinator {} exited {status} at SIGTERM; its log ends:\n{}",
+                node.id,
+                node.child.log_tail()
             );
         }
     }
     let data_dir_bytes = data_dir.as_deref().map(dir_bytes).transpose()?;
+    let database_bytes = match database {
+        Some(db) => Some(db.finish().await?),
+        None => None,
+    };
     participants.stop()?;
-    println!("{}", report::summary(peak_rss, data_dir_bytes));
+    println!(
+        "{}",
+        report::summary(peak_rss, data_dir_bytes, cluster.zip(database_bytes))
+    );
     if let Some(dir) = &args.data_dir {
         eprintln!("sagad-bench: the journal is kept in {}", dir.display());
     }
     Ok(())
+}
+
+/// A coordinator the bench started.
+struct Node {
+    /// Its `--node-id` (`node-1`, …; on sled, not passed).
+    id: String,
+    child: ChildGuard,
+    addr: SocketAddr,
+}
+
+/// Starts the coordinator on sled in `data_dir` (`journal` None), or `nodes`
+/// coordinators on the PostgreSQL database `journal`, each with a data
+/// directory of its own under `data_dir` (for the webhook's ledger and the
+/// archive). One at a time: the first creates the tables.
+fn start_coordinators(
+    me: &Path,
+    data_dir: &Path,
+    scratch: &Path,
+    journal: Option<&str>,
+    nodes: u8,
+) -> anyhow::Result<Vec<Node>> {
+    let Some(url) = journal else {
+        let (child, addr) = start_coordinator(me, data_dir, scratch)?;
+        return Ok(vec![Node {
+            id: "sagad".into(),
+            child,
+            addr,
+        }]);
+    };
+    let mut started = Vec::with_capacity(nodes.into());
+    for n in 1..=nodes {
+        let id = format!("node-{n}");
+        let dir = data_dir.join(&id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let extra: [&std::ffi::OsStr; 4] = [
+            "--journal".as_ref(),
+            url.as_ref(),
+            "--node-id".as_ref(),
+            id.as_ref(),
+        ];
+        let log = scratch.join(format!("sagad-{id}.log"));
+        let mut child = spawn_coordinator(me, &dir, scratch, &log, &extra)?;
+        let addr = listening_addr(&mut child, STARTUP_TIMEOUT)?;
+        eprintln!(
+            "sagad-bench: coordinator {id} (pid {}) on {addr}, journal in PostgreSQL",
+            child.pid()
+        );
+        started.push(Node { id, child, addr });
+    }
+    Ok(started)
+}
+
+/// Connections to each of `urls` (`channels` in all, rounded up to a
+/// multiple of their number), interleaved: client `i` goes to url `i % n`.
+/// The load's lanes take clients round-robin, so they spread evenly over
+/// the coordinators. Returns the clients and, for each, its url's index.
+async fn connect_nodes(
+    urls: &[String],
+    channels: usize,
+) -> anyhow::Result<(Vec<CoordinatorClient<Channel>>, Vec<usize>)> {
+    let per_node = channels.div_ceil(urls.len());
+    let mut by_node = Vec::with_capacity(urls.len());
+    for url in urls {
+        by_node.push(connect(url, per_node).await?);
+    }
+    let mut clients = Vec::with_capacity(per_node * urls.len());
+    let mut client_node = Vec::with_capacity(per_node * urls.len());
+    for i in 0..per_node {
+        for (node, channels) in by_node.iter().enumerate() {
+            clients.push(CoordinatorClient::new(channels[i].clone()));
+            client_node.push(node);
+        }
+    }
+    Ok((clients, client_node))
 }
 
 /// How often [`settle`] looks, how long a process must have been quiet, and
@@ -319,7 +467,12 @@ async fn settle(pid: u32) -> anyhow::Result<()> {
 struct Target<'a> {
     /// The RESULT line's `peer`.
     peer: &'static str,
+    /// The RESULT line's journal and node count, when not sled's single node.
+    cluster: Option<Cluster>,
     clients: &'a [CoordinatorClient<Channel>],
+    /// For each client, the index of the coordinator it is connected to
+    /// (in `Pids::servers`).
+    client_node: &'a [usize],
     source: &'a SagaSource,
     /// Whether W2's compensation order is also checked in the journal
     /// (`WatchSaga`; `sagad-floor` has no journal to read).
@@ -330,6 +483,8 @@ struct Target<'a> {
 struct Floor {
     child: ChildGuard,
     clients: Vec<CoordinatorClient<Channel>>,
+    /// All zeros: one server.
+    client_node: Vec<usize>,
     source: SagaSource,
 }
 
@@ -365,6 +520,7 @@ impl Floor {
         register_participants(&clients[0], services).await?;
         Ok(Self {
             child,
+            client_node: vec![0; clients.len()],
             clients,
             source: inline_source(),
         })
@@ -373,11 +529,28 @@ impl Floor {
     fn target(&self) -> Target<'_> {
         Target {
             peer: "floor",
+            cluster: None,
             clients: &self.clients,
+            client_node: &self.client_node,
             source: &self.source,
             journal_order: false,
         }
     }
+}
+
+/// A measurement's line, and each coordinator's share of it.
+struct Measured {
+    line: ResultLine,
+    /// In the order of `Pids::servers`.
+    nodes: Vec<NodeShare>,
+}
+
+/// One coordinator's share of a measurement.
+struct NodeShare {
+    /// Sagas started on it that ended right.
+    sagas: usize,
+    cpu_s: f64,
+    rss_peak_bytes: u64,
 }
 
 /// Warm-up, then the measurement with its CPU and RSS figures.
@@ -386,11 +559,13 @@ async fn measure(
     m: &Measurement,
     run: usize,
     cap: Duration,
-    pids: Pids,
-) -> anyhow::Result<ResultLine> {
+    pids: Pids<'_>,
+) -> anyhow::Result<Measured> {
     let Target {
         peer,
+        cluster,
         clients,
+        client_node,
         source,
         journal_order,
     } = target;
@@ -437,9 +612,14 @@ async fn measure(
     };
     let cpu_before = cpu_now(pids)?;
     let machine_before = procfs::MachineTicks::now()?;
-    let sampler = pids.server.map(RssSampler::start);
+    let samplers: Vec<RssSampler> = pids
+        .servers
+        .iter()
+        .copied()
+        .map(RssSampler::start)
+        .collect();
     let mut result = load::drive(clients, source, &load).await?;
-    let rss_peak = sampler.map(RssSampler::finish);
+    let rss_peaks: Vec<u64> = samplers.into_iter().map(RssSampler::finish).collect();
     let cpu_after = cpu_now(pids)?;
     let (busy, idle, steal) = machine_before.shares_until(&procfs::MachineTicks::now()?);
     eprintln!(
@@ -459,10 +639,27 @@ async fn measure(
             result.started, m.sagas
         );
     }
+    let mut nodes: Vec<NodeShare> = cpu_after
+        .servers
+        .iter()
+        .zip(&cpu_before.servers)
+        .zip(&rss_peaks)
+        .map(|((after, before), &rss_peak_bytes)| NodeShare {
+            sagas: 0,
+            cpu_s: after - before,
+            rss_peak_bytes,
+        })
+        .collect();
+    for &client in &result.ok_clients {
+        if let Some(node) = nodes.get_mut(client_node[client]) {
+            node.sagas += 1;
+        }
+    }
     let latencies = Latencies::new(result.latencies);
     debug_assert_eq!(latencies.len(), result.started - result.errors.len());
-    Ok(ResultLine {
+    let line = ResultLine {
         peer,
+        cluster,
         workload: m.workload.as_str(),
         conc: m.concurrency,
         run,
@@ -473,35 +670,40 @@ async fn measure(
         p95: latencies.percentile(95.0),
         p99: latencies.percentile(99.0),
         max: latencies.max(),
-        server_cpu_s: cpu_after.server.zip(cpu_before.server).map(|(a, b)| a - b),
+        // The cluster's CPU: every coordinator's, summed.
+        server_cpu_s: (!nodes.is_empty()).then(|| nodes.iter().map(|n| n.cpu_s).sum()),
         worker_cpu_s: cpu_after.worker - cpu_before.worker,
         client_cpu_s: cpu_after.client - cpu_before.client,
-        server_rss_peak_bytes: rss_peak,
-    })
+        server_rss_peak_bytes: rss_peaks.iter().max().copied(),
+    };
+    Ok(Measured { line, nodes })
 }
 
 /// The processes whose CPU is counted (the client is this process).
 #[derive(Clone, Copy)]
-struct Pids {
-    /// The coordinator, if known.
-    server: Option<u32>,
+struct Pids<'a> {
+    /// The coordinators whose pids are known (none for `--addr` without
+    /// `--server-pid`).
+    servers: &'a [u32],
     /// The participants process.
     worker: u32,
 }
 
-/// CPU seconds so far of the three processes.
+/// CPU seconds so far of the processes.
 struct Cpu {
-    server: Option<f64>,
+    /// In the order of `Pids::servers`.
+    servers: Vec<f64>,
     worker: f64,
     client: f64,
 }
 
 fn cpu_now(pids: Pids) -> anyhow::Result<Cpu> {
     Ok(Cpu {
-        server: pids
-            .server
-            .map(|p| procfs::cpu_seconds(Some(p)))
-            .transpose()?,
+        servers: pids
+            .servers
+            .iter()
+            .map(|&p| procfs::cpu_seconds(Some(p)))
+            .collect::<Result<_, _>>()?,
         worker: procfs::cpu_seconds(Some(pids.worker))?,
         client: procfs::cpu_seconds(None)?,
     })
@@ -524,6 +726,7 @@ async fn check_journal_order(client: &CoordinatorClient<Channel>, result: &mut L
     }
     for (i, why) in bad.into_iter().rev() {
         result.ok_ids.swap_remove(i);
+        result.ok_clients.swap_remove(i);
         result.latencies.swap_remove(i);
         result.errors.push(why);
     }
@@ -556,6 +759,20 @@ async fn measure_limit(
         echo_c1_p50: echo_c1.percentile(50.0),
         fdatasync_per_s,
         fdatasync_p50: fsync.percentile(50.0),
+    })
+}
+
+/// PostgreSQL's commit ceiling in the run's database.
+async fn measure_pg_limit(db: &pg::Database, plan: Plan) -> anyhow::Result<PgLimitLine> {
+    eprintln!(
+        "sagad-bench: LIMIT: PostgreSQL commits over {HIGH_CONCURRENCY} connections, then over 1"
+    );
+    let commits = limit::pg_commits(db, HIGH_CONCURRENCY, plan).await?;
+    Ok(PgLimitLine {
+        conc: HIGH_CONCURRENCY,
+        commits_per_s: commits.per_s,
+        c1_commits_per_s: commits.c1_per_s,
+        c1_p50: commits.c1.percentile(50.0),
     })
 }
 
