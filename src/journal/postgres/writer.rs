@@ -726,6 +726,19 @@ async fn prepare(client: Client) -> Result<Conn, tokio_postgres::Error> {
     if level == "off" {
         client.batch_execute("SET synchronous_commit TO on").await?;
     }
+    // Every statement here reaches its rows by key. After five runs
+    // PostgreSQL may plan a prepared statement once for all (a generic plan),
+    // from what the tables looked like then: at the first start, a `saga`
+    // table of a few rows, for which scanning it whole and hashing looks
+    // cheapest, and that plan stayed until the first statistics (measured:
+    // W1 ran at 190–300 sagas/s instead of ≈2,000 for the first minute of a
+    // fresh database). Without scans and hash or merge joins the only plan is
+    // the index lookup, whatever the statistics say.
+    client
+        .batch_execute(
+            "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off",
+        )
+        .await?;
     Ok(Conn {
         check: client.prepare(node::CHECK).await?,
         insert: client.prepare(INSERT_SAGAS).await?,
