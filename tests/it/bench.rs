@@ -339,6 +339,24 @@ fn quick_postgres_run_with_two_nodes_prints_every_line_and_every_saga_ends_right
         "RATIO lines in:\n{stdout}"
     );
 
+    // The failover: the last node killed, every one of its waiting sagas
+    // moved to the other and going on (times are printed, not judged).
+    let failover = starting("FAILOVER ");
+    assert_eq!(failover.len(), 1, "one FAILOVER line in:\n{stdout}");
+    let f = fields(failover[0], "FAILOVER ");
+    let get = |name: &str| {
+        f.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("{name} in {}", failover[0]))
+    };
+    assert_eq!(get("victim"), "node-2");
+    assert_eq!(get("sagas"), "200");
+    for timed in ["claimed_s", "progressed_s", "takeover_per_s"] {
+        let value: f64 = get(timed).parse().unwrap();
+        assert!(value > 0.0, "{timed} in {}", failover[0]);
+    }
+
     let summary = starting("SUMMARY ");
     assert_eq!(summary.len(), 1, "one SUMMARY line in:\n{stdout}");
     let f = well_formed(

@@ -124,6 +124,16 @@ impl ChildGuard {
         Ok(())
     }
 
+    /// SIGKILL, and waits for the process to be gone: a crash, for the
+    /// failover measurement.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if self.exited.is_none() {
+            self.child.kill()?;
+            self.exited = Some(self.child.wait()?);
+        }
+        Ok(())
+    }
+
     /// SIGTERM, then waits up to the grace period (then SIGKILL). Returns how it exited.
     pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
         if let Some(status) = self.exited {

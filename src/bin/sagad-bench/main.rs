@@ -42,6 +42,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod child;
+mod failover;
 mod limit;
 mod load;
 mod participants;

@@ -51,6 +51,7 @@ use crate::{
     JournalKind, RunArgs, check,
     check::Workload,
     child::ChildGuard,
+    failover,
     limit::{self, Plan},
     load::{self, Load, LoadResult, SagaSource},
     participants, pg,
@@ -229,7 +230,8 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
                 .as_deref()
                 .context("own coordinator has a data dir")?;
             let journal = database.as_ref().map(|db| db.url.as_str());
-            let nodes = start_coordinators(&me, dir, scratch.path(), journal, args.nodes)?;
+            let lease = failover_lease(args.quick);
+            let nodes = start_coordinators(&me, dir, scratch.path(), journal, args.nodes, lease)?;
             let urls = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
             (nodes, urls, SagaSource::Definition(DEFINITION.into()))
         }
@@ -330,6 +332,32 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
         floor.child.stop()?;
     }
 
+    // The failover, with two nodes or more: the last one dies.
+    let mut killed = None;
+    if let Some(db) = &database
+        && nodes.len() >= 2
+    {
+        let victim = nodes.len() - 1;
+        let victim_id = nodes[victim].id.clone();
+        let (victim_clients, survivors): (Vec<_>, Vec<_>) = clients
+            .iter()
+            .zip(&client_node)
+            .partition(|(_, node)| **node == victim);
+        let survivors: Vec<_> = survivors.into_iter().map(|(c, _)| c.clone()).collect();
+        let victim_node = &mut nodes[victim];
+        let roles = failover::Roles {
+            victim_id: &victim_id,
+            victim: victim_clients[0].0,
+            survivors: &survivors,
+            kill: Box::new(move || victim_node.child.kill()),
+        };
+        let sagas = if args.quick { 200 } else { FAILOVER_SAGAS };
+        let line =
+            failover::measure(&db.url, roles, &source, sagas, failover_lease(args.quick)).await?;
+        println!("{line}");
+        killed = Some(victim);
+    }
+
     // The end: the coordinators' lifetime peak, a clean stop, the journal's size.
     for &pid in &server_pids {
         if let Ok(hwm) = procfs::status_bytes(pid, "VmHWM") {
@@ -337,9 +365,9 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     drop(clients);
-    for node in &mut nodes {
+    for (i, node) in nodes.iter_mut().enumerate() {
         let status = node.child.stop()?;
-        if !status.success() {
+        if !status.success() && killed != Some(i) {
             eprintln!(
                 "sagad-bench: the coordinator {} exited {status} at SIGTERM; its log ends:\n{}",
                 node.id,
@@ -363,6 +391,19 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waiting sagas the failover measurement moves (`--quick`: 200).
+const FAILOVER_SAGAS: usize = 5_000;
+
+/// The nodes' lease: sagad's default, or 2 s for `--quick` (a quick run
+/// tests the measurement, it does not report it).
+fn failover_lease(quick: bool) -> Duration {
+    if quick {
+        Duration::from_secs(2)
+    } else {
+        sagad::journal::postgres::LEASE_TTL
+    }
+}
+
 /// A coordinator the bench started.
 struct Node {
     /// Its `--node-id` (`node-1`, …; on sled, not passed).
@@ -381,6 +422,7 @@ fn start_coordinators(
     scratch: &Path,
     journal: Option<&str>,
     nodes: u8,
+    lease: Duration,
 ) -> anyhow::Result<Vec<Node>> {
     let Some(url) = journal else {
         let (child, addr) = start_coordinator(me, data_dir, scratch)?;
@@ -395,11 +437,14 @@ fn start_coordinators(
         let id = format!("node-{n}");
         let dir = data_dir.join(&id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let extra: [&std::ffi::OsStr; 4] = [
+        let lease = format!("{}ms", lease.as_millis());
+        let extra: [&std::ffi::OsStr; 6] = [
             "--journal".as_ref(),
             url.as_ref(),
             "--node-id".as_ref(),
             id.as_ref(),
+            "--lease-ttl".as_ref(),
+            lease.as_ref(),
         ];
         let log = scratch.join(format!("sagad-{id}.log"));
         let mut child = spawn_coordinator(me, &dir, scratch, &log, &extra)?;

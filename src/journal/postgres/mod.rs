@@ -117,9 +117,9 @@
 //!
 //! # Several nodes
 //!
-//! - **Takeover** (`takeover.rs`): every node looks, every third of a lease,
-//!   for nodes whose lease ran out while they own open sagas; it deposes
-//!   them (a new epoch, which waits for their batch in flight), takes a new
+//! - **Takeover** (`takeover.rs`): every node looks, every second (a third
+//!   of a shorter lease), for nodes whose lease ran out while they own open
+//!   sagas; it deposes them (a new epoch, which waits for their batch in flight), takes a new
 //!   epoch of its own, and claims their sagas in chunks (`FOR UPDATE SKIP
 //!   LOCKED`, so survivors split them); the engine resumes each one as a
 //!   restart resumes its own ([`Journal::ownership_changes`]).

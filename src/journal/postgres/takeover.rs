@@ -1,6 +1,7 @@
 //! Takeover: the survivors move a dead node's open sagas to themselves.
 //!
-//! Every `ttl / 3` each live node looks for nodes whose lease ran out
+//! Every [`LOOK_EVERY`] (or a third of a lease, if shorter) each live node
+//! looks for nodes whose lease ran out
 //! (judged by the database's clock) while they still own open sagas:
 //!
 //! 1. **Depose** such a node: give it a new epoch, in one statement that
@@ -89,9 +90,14 @@ const CLAIM: &str = "WITH mine AS (
      FROM mine WHERE s.saga_id = mine.saga_id
      RETURNING s.saga_id, mine.owner_node";
 
-/// Looks for dead nodes every `ttl / 3` until `stop`, and takes their sagas.
+/// How often a node looks for dead ones, at most: a dead node's sagas wait
+/// its lease and up to this long (two cheap statements each time).
+pub const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Looks for dead nodes every [`LOOK_EVERY`] (a third of `ttl` if shorter)
+/// until `stop`, and takes their sagas.
 pub(super) async fn run(pool: Pool, shared: Arc<Shared>, ttl: Duration, stop: CancellationToken) {
-    let every = ttl / 3;
+    let every = (ttl / 3).min(LOOK_EVERY);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
