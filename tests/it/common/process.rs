@@ -21,6 +21,9 @@ pub struct SagadProcess {
     stderr: Option<std::thread::JoinHandle<String>>,
     /// The same lines as they come, for a test that waits for one.
     stderr_so_far: Arc<Mutex<String>>,
+    /// Where `/metrics` is served, once the process said so (only with
+    /// `--metrics-listen` or `SAGAD_METRICS_LISTEN`).
+    metrics: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 /// The repository's shipped definitions.
@@ -98,10 +101,21 @@ impl SagadProcess {
             text
         });
         let (tx, rx) = mpsc::channel();
+        let metrics = Arc::new(Mutex::new(None));
+        let metrics_at = metrics.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("sagad listening on ") {
                     let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+                // `sagad metrics on http://127.0.0.1:PORT/metrics`
+                if let Some(url) = line.strip_prefix("sagad metrics on ")
+                    && let Some(addr) = url
+                        .split("://")
+                        .nth(1)
+                        .and_then(|rest| rest.split('/').next())
+                {
+                    *metrics_at.lock().unwrap() = addr.parse().ok();
                 }
             }
         });
@@ -129,7 +143,13 @@ impl SagadProcess {
             addr,
             stderr: Some(stderr),
             stderr_so_far,
+            metrics,
         }
+    }
+
+    /// Where the process serves `/metrics`, once it printed it.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        *self.metrics.lock().unwrap()
     }
 
     /// What the process wrote to stderr so far.
