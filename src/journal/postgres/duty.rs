@@ -28,6 +28,9 @@
 //!   holder's duty moves within that time of its last ask.
 //! - **Leaving**: a clean close ends the node's duty leases with its own
 //!   (`mod.rs`), so another node takes them at its next ask.
+//! - **Cost**: one statement per ask (the archiver asks once a pass and once
+//!   a batch), holding [`Shared::epoch_lock`] for its round trip, as a lease
+//!   renewal does.
 //!
 //! A lease cannot stop a holder that stalls (a pause longer than the lease)
 //! from finishing the piece of work it began; every duty is written so that
