@@ -23,7 +23,12 @@
 //! listener (bound before `start` returns, so a bad address fails the start);
 //! with `on_failed_webhook`, every saga that becomes FAILED is posted there, and
 //! after recovery the FAILED sagas whose notice was never acknowledged are
-//! posted again (`crate::webhook`).
+//! posted again (`crate::webhook`; with a PostgreSQL journal, only this node's,
+//! the acknowledgements kept in the database for every node).
+//!
+//! With a retention period, the archiver runs on every node given one; with a
+//! PostgreSQL journal several nodes share, only the holder of the archiver
+//! duty archives (`crate::archive::archiver`).
 //!
 //! Authentication (`crate::auth`): the Coordinator is always served behind
 //! the [`Authorize`] layer; with `auth_tokens` it checks every call against
@@ -318,10 +323,13 @@ async fn open_notifier(
     let Some(url) = &config.on_failed_webhook else {
         return Ok(None);
     };
+    // A journal several nodes share keeps the acknowledgements for all of
+    // them; with sled, the ledger file in the data directory does.
     let notifier = Notifier::open(
         url.clone(),
         tls,
         &config.data_dir,
+        engine.journal().notices(),
         engine.metrics().clone(),
         shutdown.clone(),
     )

@@ -6,18 +6,30 @@
 //! ([`Journal::finished_before`]) in batches of [`ARCHIVE_BATCH_SAGAS`]:
 //!
 //! ```text
-//!  read each saga's history ─▶ append to archive/<day>.jsonl.gz ─▶ fdatasync
-//!    files + fsync dir ─▶ [crash point archive::after_flush] ─▶ remove_sagas
+//!  hold the archiver duty? ─▶ read each saga's history ─▶ append to
+//!    archive/<day>.jsonl.gz ─▶ fdatasync files + fsync dir
+//!    ─▶ [crash point archive::after_flush] ─▶ remove_sagas
 //! ```
 //!
 //! Invariants:
+//! - **One archiver per journal.** The archiver asks for the cluster-wide
+//!   archiver duty ([`Journal::hold_duty`], [`Duty::ARCHIVER`]) every pass,
+//!   work or not, and again before every batch; it archives only while it
+//!   holds it. With sled the duty is always this process's. With several
+//!   nodes on one PostgreSQL journal, every node given `--retention` asks,
+//!   one holds it, and when the holder dies (or stops) another takes it
+//!   within a lease and a pass and archives whatever is left. The archive
+//!   files go to the data directory of the node that held the duty then.
 //! - **Nothing is lost.** A saga leaves the journal only after its record is
 //!   durable in an archive file; the journal removes only final sagas (COMPLETED
 //!   or COMPENSATED), so a running or FAILED saga is never touched.
 //! - **Archived twice at worst.** A crash between the archive flush and the
-//!   removal leaves the saga in both places; the next pass archives it again.
-//!   Both lines are identical (a final saga's history never changes), and
-//!   readers keep one line per saga id (`sagad export` does).
+//!   removal leaves the saga in both places; the next pass archives it again
+//!   (in a cluster, the next holder's, into its own data directory, so the
+//!   two copies are then in two nodes' archives; so too if a holder stalled
+//!   past its lease finishes a batch the next holder also took). Both lines
+//!   are identical (a final saga's history never changes), and readers keep
+//!   one line per saga id (`sagad export` does).
 //! - **Sagas never wait for it.** It reads through the journal like any reader,
 //!   and its removals are ordinary requests in the writer's queue, in chunks of
 //!   [`REMOVE_CHUNK`] sagas; the search for old sagas and the file work run on
@@ -37,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ArchiveError, file::ArchiveWriter, record::ArchivedSaga};
 use crate::{
-    journal::Journal,
+    journal::{Duty, Journal},
     saga::{SagaId, Timestamp},
 };
 
@@ -68,8 +80,14 @@ pub struct PassReport {
 pub struct Archiver {
     journal: Arc<dyn Journal>,
     retention: Duration,
+    /// The pause between passes, and so how soon the archiver asks again
+    /// for its duty ([`Journal::hold_duty`]).
+    every: Duration,
     /// `None` only while a blocking append holds it.
     writer: Option<ArchiveWriter>,
+    /// Whether this node held the archiver duty at its last ask (`None`
+    /// before the first), to log when it changes hands.
+    held: Option<bool>,
 }
 
 impl Archiver {
@@ -78,7 +96,9 @@ impl Archiver {
         Self {
             journal,
             retention,
+            every: interval(retention),
             writer: Some(ArchiveWriter::new(archive_dir)),
+            held: None,
         }
     }
 
@@ -89,7 +109,7 @@ impl Archiver {
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
-        let every = interval(self.retention);
+        let every = self.every;
         tracing::info!(retention = ?self.retention, every = ?every, "archiver started");
         loop {
             tokio::select! {
@@ -98,6 +118,16 @@ impl Archiver {
             }
             if self.journal.write_failure().is_some() {
                 continue; // the journal refuses writes: nothing could be removed
+            }
+            // Asked every pass, with or without work, so the holder keeps
+            // the duty and the others find it taken.
+            match self.hold_duty().await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot ask for the archiver duty; trying again next pass");
+                    continue;
+                }
             }
             let cutoff = Timestamp::now().minus(self.retention);
             match self.pass(cutoff, &shutdown).await {
@@ -125,6 +155,10 @@ impl Archiver {
         let mut report = PassReport::default();
         let mut after = None;
         while !stop.is_cancelled() {
+            // Before each batch: a holder whose duty moved on stops here.
+            if !self.hold_duty().await? {
+                break;
+            }
             let ids = self.finished_before(cutoff, after).await?;
             let Some(last) = ids.last() else { break };
             after = Some(*last);
@@ -139,6 +173,25 @@ impl Archiver {
             }
         }
         Ok(report)
+    }
+
+    /// Takes or renews the archiver duty, saying so when it changes hands.
+    async fn hold_duty(&mut self) -> Result<bool, ArchiveError> {
+        let held = self.journal.hold_duty(Duty::ARCHIVER, self.every).await?;
+        match (self.held, held) {
+            (None, false) => tracing::info!(
+                "another node holds the archiver duty: this one archives once the duty falls to it"
+            ),
+            (Some(false), true) => {
+                tracing::info!("took the archiver duty: this node archives from now on")
+            }
+            (Some(true), false) => {
+                tracing::info!("another node took the archiver duty: this one stops archiving")
+            }
+            _ => {}
+        }
+        self.held = Some(held);
+        Ok(held)
     }
 
     /// The next batch to archive. Looked up on a blocking thread: the scan

@@ -27,6 +27,13 @@
 //!   does in Temporal (workflow id reuse after retention) and Restate.
 //! - The `Subscribe` feed skips archived offsets; resuming below the archive
 //!   horizon is refused (see `engine/feed.rs`).
+//! - With several nodes on one PostgreSQL journal, one node archives at a
+//!   time (the archiver duty, `archiver.rs`), into its own data directory:
+//!   over the cluster's life the archive is spread over the data
+//!   directories of the nodes that held the duty, and a saga a dying holder
+//!   archived but did not remove is archived again by the next one. Readers
+//!   of several directories keep one line per saga id, as export does within
+//!   one.
 
 use std::path::{Path, PathBuf};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::Engine;
 use crate::{
     metrics::{METRICS_UPKEEP_INTERVAL, Metrics},
-    saga::{Action, Event, EventKind, SagaState, SagaStatus},
+    saga::{Action, Event, EventKind, SagaId, SagaState, SagaStatus},
     webhook::{Notice, Notifier},
 };
 
@@ -38,6 +38,24 @@ impl Engine {
     pub fn notify_failed_to(&self, notifier: Notifier) {
         if self.inner.on_failed.set(notifier).is_err() {
             tracing::warn!("an on-failed notifier is already set; keeping the first");
+        }
+    }
+
+    /// The on-failed notices of the FAILED sagas among `sagas`, just taken
+    /// over from a dead node, are this node's to post now.
+    pub(super) fn post_taken_over(&self, sagas: Vec<SagaId>) {
+        if let Some(notifier) = self.inner.on_failed.get()
+            && !sagas.is_empty()
+        {
+            notifier.post_taken_over(self.inner.journal.clone(), sagas);
+        }
+    }
+
+    /// After a re-join: the notices of this node's FAILED sagas, whose
+    /// deliveries stopped while it was fenced, are looked for again.
+    pub(super) fn repost_after_rejoin(&self) {
+        if let Some(notifier) = self.inner.on_failed.get() {
+            notifier.redeliver_in_background(self.inner.journal.clone());
         }
     }
 

@@ -6,13 +6,17 @@
 //!   its own (`recovery::resume`): a call that was in flight on the dead node
 //!   is waited out to its deadline, recorded as interrupted, and retried
 //!   with the same idempotency key. A saga that cannot be read yet is left
-//!   to `heal`, as a saga stalled by a failed write is.
+//!   to `heal`, as a saga stalled by a failed write is. A FAILED saga is not
+//!   resumed, but its on-failed notice is this node's now: the webhook
+//!   posts it unless the dead node's POST was acknowledged (`crate::webhook`).
 //! - **Rejoined**: this node was fenced (deposed while cut off, its sagas
 //!   taken over) and joined again with a new epoch. A runner of a saga that
 //!   moved finds out at its next append (`NotOwner`: it drops the saga,
 //!   never calling its participant); parked sagas that moved are dropped
 //!   here, so they do not wait in memory for a due time that is no longer
-//!   this node's to keep.
+//!   this node's to keep. The webhook looks again for the notices of the
+//!   FAILED sagas that stayed this node's (its deliveries stopped while it
+//!   was fenced).
 
 use std::collections::HashSet;
 
@@ -30,7 +34,10 @@ pub(super) async fn follow(engine: Engine, mut changes: mpsc::UnboundedReceiver<
         };
         match change {
             Some(OwnershipChange::Adopted { from, sagas }) => adopt(&engine, &from, sagas).await,
-            Some(OwnershipChange::Rejoined) => let_go_of_moved(&engine).await,
+            Some(OwnershipChange::Rejoined) => {
+                let_go_of_moved(&engine).await;
+                engine.repost_after_rejoin();
+            }
             None => return,
         }
     }
@@ -38,19 +45,22 @@ pub(super) async fn follow(engine: Engine, mut changes: mpsc::UnboundedReceiver<
 
 async fn adopt(engine: &Engine, from: &str, sagas: Vec<SagaId>) {
     let (mut resumed, mut interrupted) = (0, 0);
+    // Not resumed: FAILED sagas (and any already running here).
+    let mut not_running = Vec::new();
     for id in sagas {
         match recovery::resume(engine, id, true).await {
             Ok(Some(how)) => {
                 resumed += 1;
                 interrupted += how.interrupted;
             }
-            Ok(None) => {}
+            Ok(None) => not_running.push(id),
             Err(e) => {
                 tracing::warn!(saga = %id, error = %e, "cannot resume a saga taken over yet; trying again");
                 engine.stall(id);
             }
         }
     }
+    engine.post_taken_over(not_running);
     engine.metrics().took_over(resumed);
     tracing::info!(
         from,

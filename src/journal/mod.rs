@@ -323,6 +323,55 @@ pub enum OwnershipChange {
     Rejoined,
 }
 
+/// A cluster-wide duty: work that, of all the coordinators sharing a journal,
+/// one does at a time ([`Journal::hold_duty`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Duty(&'static str);
+
+impl Duty {
+    /// Retention's archiver (`crate::archive`): two nodes archiving at once
+    /// would only write every saga twice, into two data directories.
+    pub const ARCHIVER: Duty = Duty("archiver");
+
+    /// The name the journal keeps the duty under.
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Duty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// The on-failed webhook's notices, kept by a journal several coordinators
+/// share ([`Journal::notices`]), so that which notices were acknowledged,
+/// and which node must post the others, is one truth for all of them
+/// (`crate::webhook`).
+///
+/// A notice is about one failure: a FAILED saga and the `seq` of its
+/// `SagaFailed`. It is *pending* while the saga is FAILED at that seq and no
+/// acknowledgement of it is recorded; the saga's owner posts it.
+#[async_trait]
+pub trait Notices: Send + Sync + 'static {
+    /// This node's pending notices, `(saga, seq)`, in saga id order: the
+    /// FAILED sagas it owns whose failure has no acknowledgement.
+    async fn pending(&self) -> Result<Vec<(SagaId, u64)>, JournalError>;
+
+    /// Whether this node must post the notice of saga `id`'s failure `seq`
+    /// now: it owns the saga, under its current epoch and a running lease;
+    /// the saga is FAILED at `seq`; no acknowledgement of it is recorded.
+    /// `false` is for good (another node's saga now, already acknowledged,
+    /// retried since, or this node fenced); an error (a lapsed lease, an
+    /// unreachable database) means: ask again later, post nothing meanwhile.
+    async fn due(&self, id: SagaId, seq: u64) -> Result<bool, JournalError>;
+
+    /// Records, durably, that the webhook acknowledged the notice of saga
+    /// `id`'s failure `seq`: no node posts it again.
+    async fn acknowledged(&self, id: SagaId, seq: u64) -> Result<(), JournalError>;
+}
+
 /// The journal: see the module docs for the contract every implementation must keep.
 #[async_trait]
 pub trait Journal: Send + Sync + 'static {
@@ -443,6 +492,29 @@ pub trait Journal: Send + Sync + 'static {
     /// every scrape and every health recheck. `None` for a journal without
     /// nodes.
     fn cluster(&self) -> Option<ClusterStatus> {
+        None
+    }
+
+    // Work that, of all the nodes sharing a journal, one does at a time. A
+    // journal only this process writes keeps the defaults: every duty is
+    // this process's, and the webhook keeps its own ledger.
+
+    /// Takes or renews `duty` for this node, and says whether it holds it
+    /// now. At most one node holds a duty at a time, judged by one clock
+    /// (the journal's, never a node's). The holder keeps it while it asks
+    /// again within `within` of its last ask (and its node's lease runs);
+    /// once it stops asking, dies, is fenced or closes, another node may take
+    /// it. The holder **must** ask before each piece of the duty's work, and
+    /// do none of it on `false` or an error. Always `true` for a journal only
+    /// this process writes.
+    async fn hold_duty(&self, _duty: Duty, _within: Duration) -> Result<bool, JournalError> {
+        Ok(true)
+    }
+
+    /// The on-failed webhook's notices, when this journal keeps them for
+    /// every node sharing it; `None` (the default) when the webhook keeps its
+    /// own ledger beside the journal, as it does with sled.
+    fn notices(&self) -> Option<Arc<dyn Notices>> {
         None
     }
 }

@@ -3,6 +3,9 @@
 //!
 //! It lives beside the journal rather than in it so the saga event format stays
 //! as it is; the data directory's lock (one process per directory) covers it too.
+//! It serves a journal only this process writes (sled): with a PostgreSQL
+//! journal several nodes share, the acknowledgements live in the database
+//! instead (`journal/postgres/notice.rs`), and no ledger file is opened.
 //!
 //! Guarantees:
 //! - A line is written and `fdatasync`'ed after the webhook answered 2xx, so a

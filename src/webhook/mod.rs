@@ -27,11 +27,46 @@
 //!   `Idempotency-Key` header). A saga retried by an operator that fails again
 //!   is a new failure with a new `delivery_id`.
 //!
+//! **Several nodes on one PostgreSQL journal: once per saga, never per node.**
+//! A ledger per node would let every node's start-up scan post every FAILED
+//! saga it has no line for (posted by several), and a notice whose node died
+//! would wait for that node to come back (lost meanwhile). So when the
+//! journal keeps the notices ([`Journal::notices`]), the ledger is the
+//! database's, and the saga's owner posts:
+//!
+//! ```text
+//!   runner journals SagaFailed ─┐                    before each POST:
+//!   start-up scan: my pending ──┼─▶ notify ─▶ task ─▶ due? (my saga, my epoch,
+//!   sagas taken over, FAILED ───┘                     lease running, FAILED at
+//!   (after a re-join: the scan)                        seq, not acknowledged)
+//!                                                       │ yes      │ no: stop
+//!                                                       ▼
+//!                                                      POST ─2xx─▶ sagad.notice
+//! ```
+//!
+//! - Only the owner posts, checked in the database holding a slot, right
+//!   before each POST; a takeover moves the saga, and its notice with it, only
+//!   from a node whose lease ran out and whose epoch was bumped (its own
+//!   checks then say no). So two live nodes never post one notice.
+//! - The node that takes a dead node's sagas over posts the notices of the
+//!   FAILED ones the dead node did not get acknowledged
+//!   ([`Notifier::post_taken_over`]): a node that dies after the webhook
+//!   answered but before the acknowledgement was recorded causes one repeat,
+//!   never a loss.
+//! - An acknowledged notice is never posted again, by any node; the start-up
+//!   scan reads this node's pending notices in one statement.
+//!
+//! Why the owner rather than one node holding a "webhook" duty for all: the
+//! owner is already the one node allowed to write the saga, fencing already
+//! moves it exactly once when a node dies, and the notice goes out the moment
+//! the failure is durable, from the node that journaled it, with no node
+//! polling the database for other nodes' failures.
+//!
 //! Why the retries live in memory, unlike a step's (whose due time is journaled,
 //! `saga::retry`): nothing depends on when the next POST goes out, and what
 //! must survive a restart is already durable, the failure in the journal and
-//! the acknowledgement in the ledger. A restart posts every unacknowledged
-//! notice again, from a fresh backoff. So the delays are a plain
+//! the acknowledgement in the ledger. A restart (or a takeover) posts every
+//! unacknowledged notice again, from a fresh backoff. So the delays are a plain
 //! `backoff::ExponentialBackoff` iterator ([`delivery_backoff`]).
 //!
 //! Costs and bounds: at most [`WEBHOOK_CONCURRENCY`] POSTs are in flight; the
@@ -65,7 +100,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     Error, Result,
-    journal::{Journal, ListQuery},
+    journal::{Journal, ListQuery, Notices},
     metrics::Metrics,
     saga::{SagaId, SagaState, SagaStatus},
     tls::ClientTls,
@@ -96,6 +131,9 @@ pub const WEBHOOK_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WEBHOOK_CONCURRENCY: usize = 4;
 /// Sagas listed per page by the start-up scan.
 const SCAN_PAGE: usize = 256;
+/// Tries to record an acknowledgement in a shared journal before giving up
+/// (the notice is then posted again by the next scan of its owner).
+const RECORD_TRIES: u32 = 3;
 
 /// The delays between the POSTs of one notice, in order: from
 /// [`WEBHOOK_INITIAL_BACKOFF`], times [`WEBHOOK_BACKOFF_MULTIPLIER`], capped at
@@ -121,8 +159,8 @@ pub struct Notifier {
 struct Inner {
     url: Uri,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    /// A std mutex: held only for in-memory checks or inside `spawn_blocking`.
-    ledger: Mutex<ledger::Ledger>,
+    /// Where acknowledgements are kept, and who says a notice is due.
+    acks: Acks,
     /// Notices queued or being posted, so a scan and a runner never post one twice
     /// at once. A std mutex: no await inside.
     pending: Mutex<HashSet<DeliveryKey>>,
@@ -132,14 +170,40 @@ struct Inner {
     shutdown: CancellationToken,
 }
 
+/// Where the acknowledged notices are kept.
+enum Acks {
+    /// This process's ledger file in the data directory (`ledger.rs`): the
+    /// journal is this process's alone (sled). A std mutex: held only for
+    /// in-memory checks or inside `spawn_blocking`.
+    File(Mutex<ledger::Ledger>),
+    /// The journal several nodes share keeps them ([`Journal::notices`]),
+    /// and says before each POST whether the notice is this node's to post.
+    Journal(Arc<dyn Notices>),
+}
+
+/// How one try at a notice went.
+enum Attempt {
+    /// The webhook answered 2xx.
+    Delivered,
+    /// The POST failed: why.
+    Failed(String),
+    /// Not posted: the notice is not this node's to post (any more).
+    NotDue,
+    /// Not posted: whether it is this node's to post could not be told (why).
+    Unchecked(String),
+}
+
 impl Notifier {
     /// A notifier posting to `url` (an `https://` one with `tls`'s
-    /// webhook roots), keeping its ledger in `data_dir`. Delivery stops when
-    /// `shutdown` is cancelled; [`Notifier::stopped`] waits for it.
+    /// webhook roots), keeping its acknowledgements in `notices` when the
+    /// journal keeps them for several nodes ([`Journal::notices`]), else in
+    /// its ledger in `data_dir`. Delivery stops when `shutdown` is
+    /// cancelled; [`Notifier::stopped`] waits for it.
     pub async fn open(
         url: Uri,
         tls: &ClientTls,
         data_dir: &std::path::Path,
+        notices: Option<Arc<dyn Notices>>,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Result<Notifier> {
@@ -154,23 +218,16 @@ impl Notifier {
                 .https_or_http(),
         };
         let connector = connector.enable_http1().build();
-        let dir = data_dir.to_path_buf();
-        let ledger = tokio::task::spawn_blocking(move || ledger::Ledger::open(&dir))
-            .await
-            .map_err(|e| Error::Unavailable(format!("webhook ledger task failed: {e}")))?
-            .map_err(|source| Error::Io {
-                what: format!(
-                    "cannot open the webhook ledger {}",
-                    data_dir.join(LEDGER_FILE).display()
-                ),
-                source,
-            })?;
+        let acks = match notices {
+            Some(notices) => Acks::Journal(notices),
+            None => Acks::File(Mutex::new(open_ledger(data_dir).await?)),
+        };
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Notifier {
             inner: Arc::new(Inner {
                 url,
                 client,
-                ledger: Mutex::new(ledger),
+                acks,
                 pending: Mutex::new(HashSet::new()),
                 slots: Semaphore::new(WEBHOOK_CONCURRENCY),
                 metrics,
@@ -204,10 +261,34 @@ impl Notifier {
         true
     }
 
-    /// Posts every FAILED saga of `journal` whose failure the webhook has not
-    /// acknowledged, then drops from the ledger the sagas that are no longer
-    /// FAILED. Run once per start, after recovery.
+    /// Posts every notice of `journal` the webhook has not acknowledged and
+    /// this node must post: with its own ledger, every FAILED saga whose
+    /// failure is not in it (then the ledger forgets the sagas that are no
+    /// longer FAILED); with a journal several nodes share, this node's
+    /// pending notices ([`Notices::pending`]). Run once per start, after
+    /// recovery, and again after a re-join.
     pub async fn redeliver(&self, journal: &dyn Journal) -> Result<usize> {
+        let posted = match &self.inner.acks {
+            Acks::File(_) => self.redeliver_unrecorded(journal).await?,
+            Acks::Journal(notices) => {
+                let mut posted = 0;
+                for (id, seq) in notices.pending().await? {
+                    if let Some(notice) = failed_notice(journal, id).await?
+                        && notice.key.seq == seq
+                        && self.notify(notice)
+                    {
+                        posted += 1;
+                    }
+                }
+                posted
+            }
+        };
+        self.inner.metrics.webhook_redelivered(posted);
+        Ok(posted)
+    }
+
+    /// [`Notifier::redeliver`] with this process's own ledger.
+    async fn redeliver_unrecorded(&self, journal: &dyn Journal) -> Result<usize> {
         let mut still_failed = HashSet::new();
         let mut posted = 0;
         let mut before: Option<SagaId> = None;
@@ -222,14 +303,10 @@ impl Notifier {
                 .await?;
             for summary in &page {
                 still_failed.insert(summary.id);
-                let events = journal.read_saga(summary.id).await?;
-                let Ok(state) = SagaState::fold(&events) else {
-                    continue; // `journal check` reports damaged histories
-                };
-                let Some(notice) = Notice::for_failed(&state) else {
+                let Some(notice) = failed_notice(journal, summary.id).await? else {
                     continue;
                 };
-                let acked = self.lock_ledger().contains(&notice.key);
+                let acked = self.recorded_here(&notice.key);
                 if !acked && self.notify(notice) {
                     posted += 1;
                 }
@@ -240,9 +317,12 @@ impl Notifier {
             }
         }
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut ledger = inner.ledger.lock().unwrap_or_else(|p| p.into_inner());
-            ledger.compact(&still_failed)
+        tokio::task::spawn_blocking(move || match &inner.acks {
+            Acks::File(ledger) => ledger
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .compact(&still_failed),
+            Acks::Journal(_) => Ok(()),
         })
         .await
         .map_err(|e| Error::Unavailable(format!("webhook ledger task failed: {e}")))?
@@ -250,8 +330,35 @@ impl Notifier {
             what: "cannot compact the webhook ledger".into(),
             source,
         })?;
-        self.inner.metrics.webhook_redelivered(posted);
         Ok(posted)
+    }
+
+    /// Posts, in the background, the notices of the FAILED sagas among
+    /// `sagas`, which this node just took over from a dead one
+    /// (`engine/ownership.rs`): whatever their old owner did not get
+    /// acknowledged is this node's to post now. Each is checked before its
+    /// POST, as every notice in a shared journal is.
+    pub fn post_taken_over(&self, journal: Arc<dyn Journal>, sagas: Vec<SagaId>) {
+        let notifier = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            let mut posted = 0;
+            for id in sagas {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                match failed_notice(&*journal, id).await {
+                    Ok(Some(notice)) => posted += usize::from(notifier.notify(notice)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(saga = %id, error = %e, "cannot read a FAILED saga taken over; its notice is posted at the next start")
+                    }
+                }
+            }
+            if posted > 0 {
+                tracing::info!(notices = posted, "posting the on-failed notices of FAILED sagas taken over");
+            }
+        });
     }
 
     /// Runs [`Notifier::redeliver`] as a task of this notifier (stopped by its
@@ -277,8 +384,16 @@ impl Notifier {
         self.inner.tracker.wait().await;
     }
 
-    fn lock_ledger(&self) -> std::sync::MutexGuard<'_, ledger::Ledger> {
-        self.inner.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    /// Whether this process's own ledger has `key` (never, with a shared
+    /// journal's notices: those are checked before each POST instead).
+    fn recorded_here(&self, key: &DeliveryKey) -> bool {
+        match &self.inner.acks {
+            Acks::File(ledger) => ledger
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(key),
+            Acks::Journal(_) => false,
+        }
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<DeliveryKey>> {
@@ -291,23 +406,33 @@ impl Notifier {
         let key = notice.key;
         let mut backoff = delivery_backoff();
         let delivered = loop {
-            let posted = tokio::select! {
+            let attempt = tokio::select! {
                 _ = shutdown.cancelled() => break false,
-                posted = self.post_one(&notice) => posted,
+                attempt = self.attempt(&notice) => attempt,
             };
-            self.inner.metrics.webhook_attempt(posted.is_ok());
-            let delay = match posted {
-                Ok(()) => break true,
-                Err(why) if notice.delivery_attempt >= WEBHOOK_MAX_ATTEMPTS => {
+            // Without a time limit the backoff never runs out; the cap is
+            // only a fallback that cannot be reached.
+            let mut next_delay = || backoff.next_backoff().unwrap_or(WEBHOOK_MAX_BACKOFF);
+            let delay = match attempt {
+                Attempt::Delivered => break true,
+                Attempt::NotDue => {
+                    tracing::debug!(saga = %key.saga, delivery_id = %key, "the notice is not this node's to post (acknowledged, the saga retried, or another node's now)");
+                    break false;
+                }
+                Attempt::Unchecked(why) => {
+                    let delay = next_delay();
+                    tracing::warn!(saga = %key.saga, delivery_id = %key, error = %why, retry_in_ms = delay.as_millis() as u64, "cannot tell whether the on-failed notice is this node's to post; asking again");
+                    delay
+                }
+                Attempt::Failed(why) if notice.delivery_attempt >= WEBHOOK_MAX_ATTEMPTS => {
                     tracing::error!(saga = %key.saga, delivery_id = %key, attempts = notice.delivery_attempt, error = %why, "on-failed webhook gave up; the notice is posted again at the next start");
                     self.inner.metrics.webhook_gave_up();
                     break false;
                 }
-                Err(why) => {
-                    // Without a time limit the backoff never runs out; the cap
-                    // is only a fallback that cannot be reached.
-                    let delay = backoff.next_backoff().unwrap_or(WEBHOOK_MAX_BACKOFF);
+                Attempt::Failed(why) => {
+                    let delay = next_delay();
                     tracing::warn!(saga = %key.saga, delivery_id = %key, attempt = notice.delivery_attempt, error = %why, retry_in_ms = delay.as_millis() as u64, "on-failed webhook POST failed; retrying");
+                    notice.delivery_attempt += 1;
                     delay
                 }
             };
@@ -315,29 +440,9 @@ impl Notifier {
                 _ = shutdown.cancelled() => break false,
                 _ = tokio::time::sleep(delay) => {}
             }
-            notice.delivery_attempt += 1;
         };
         if delivered {
-            let inner = self.inner.clone();
-            let recorded = tokio::task::spawn_blocking(move || {
-                inner
-                    .ledger
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record(key)
-            })
-            .await;
-            match recorded {
-                Ok(Ok(())) => {
-                    tracing::info!(saga = %key.saga, delivery_id = %key, "FAILED saga notice delivered to the on-failed webhook")
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(saga = %key.saga, error = %e, "cannot record the webhook acknowledgement; the notice is posted again at the next start")
-                }
-                Err(e) => {
-                    tracing::error!(saga = %key.saga, error = %e, "webhook ledger task failed")
-                }
-            }
+            self.record(key).await;
         }
         let pending = {
             let mut pending = self.lock_pending();
@@ -347,14 +452,73 @@ impl Notifier {
         self.inner.metrics.webhook_pending(pending);
     }
 
-    /// One POST, waiting for a free slot first; `Err` says why it did not count.
+    /// One try: a free slot, then (with a shared journal's notices) whether
+    /// the notice is still this node's to post, then the POST.
+    async fn attempt(&self, notice: &Notice) -> Attempt {
+        let Ok(_slot) = self.inner.slots.acquire().await else {
+            return Attempt::Failed("the notifier is closed".into());
+        };
+        // Checked holding the slot, right before the POST: a check made
+        // before a wait for a slot could be stale by the time of the POST.
+        if let Acks::Journal(notices) = &self.inner.acks {
+            match notices.due(notice.key.saga, notice.key.seq).await {
+                Ok(true) => {}
+                Ok(false) => return Attempt::NotDue,
+                Err(e) => return Attempt::Unchecked(e.to_string()),
+            }
+        }
+        let posted = self.post_one(notice).await;
+        self.inner.metrics.webhook_attempt(posted.is_ok());
+        match posted {
+            Ok(()) => Attempt::Delivered,
+            Err(why) => Attempt::Failed(why),
+        }
+    }
+
+    /// Records that the webhook acknowledged `key`; a failure is logged (the
+    /// notice is then posted again: at the next start, or by its next owner).
+    async fn record(&self, key: DeliveryKey) {
+        let recorded = match &self.inner.acks {
+            Acks::File(_) => {
+                let inner = self.inner.clone();
+                tokio::task::spawn_blocking(move || match &inner.acks {
+                    Acks::File(ledger) => ledger
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(key)
+                        .map_err(|e| e.to_string()),
+                    Acks::Journal(_) => Ok(()),
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("webhook ledger task failed: {e}")))
+            }
+            Acks::Journal(notices) => {
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    match notices.acknowledged(key.saga, key.seq).await {
+                        Ok(()) => break Ok(()),
+                        Err(e) if tries >= RECORD_TRIES => break Err(e.to_string()),
+                        Err(e) => {
+                            tracing::warn!(saga = %key.saga, error = %e, "cannot record the webhook acknowledgement yet; trying again");
+                            tokio::time::sleep(WEBHOOK_INITIAL_BACKOFF * tries).await;
+                        }
+                    }
+                }
+            }
+        };
+        match recorded {
+            Ok(()) => {
+                tracing::info!(saga = %key.saga, delivery_id = %key, "FAILED saga notice delivered to the on-failed webhook")
+            }
+            Err(e) => {
+                tracing::error!(saga = %key.saga, error = %e, "cannot record the webhook acknowledgement; the notice is posted again at the next start")
+            }
+        }
+    }
+
+    /// One POST (the caller holds a slot); `Err` says why it did not count.
     async fn post_one(&self, notice: &Notice) -> Result<(), String> {
-        let _slot = self
-            .inner
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| "the notifier is closed".to_string())?;
         let body = serde_json::to_vec(notice).map_err(|e| format!("cannot encode: {e}"))?;
         let request = http::Request::post(self.inner.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
@@ -376,6 +540,31 @@ impl Notifier {
             Err(format!("answered HTTP {}", response.status()))
         }
     }
+}
+
+/// Opens this process's ledger in `data_dir`, off the async workers.
+async fn open_ledger(data_dir: &std::path::Path) -> Result<ledger::Ledger> {
+    let dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || ledger::Ledger::open(&dir))
+        .await
+        .map_err(|e| Error::Unavailable(format!("webhook ledger task failed: {e}")))?
+        .map_err(|source| Error::Io {
+            what: format!(
+                "cannot open the webhook ledger {}",
+                data_dir.join(LEDGER_FILE).display()
+            ),
+            source,
+        })
+}
+
+/// The notice of saga `id`'s failure, read from `journal` and folded; `None`
+/// when the saga is not FAILED, or its history does not fold (`journal
+/// check` reports damaged histories).
+async fn failed_notice(journal: &dyn Journal, id: SagaId) -> Result<Option<Notice>> {
+    let events = journal.read_saga(id).await?;
+    Ok(SagaState::fold(&events)
+        .ok()
+        .and_then(|state| Notice::for_failed(&state)))
 }
 
 /// Checks a webhook URL: `http(s)://host[:port][/path]`. Any other scheme or

@@ -44,7 +44,7 @@ fn shop() -> FakeParticipant {
 
 /// Every line of every archive file under `data_dir`, read with a plain
 /// multi-member gzip reader, as (file day, JSON).
-fn archive_lines(data_dir: &Path) -> Vec<(String, Value)> {
+pub(crate) fn archive_lines(data_dir: &Path) -> Vec<(String, Value)> {
     let dir = data_dir.join("archive");
     let mut names: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),

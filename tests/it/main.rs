@@ -18,6 +18,7 @@ mod auth;
 mod bench;
 mod cli;
 mod cluster;
+mod cluster_duties;
 mod cluster_metrics;
 mod config;
 mod crash;

@@ -19,29 +19,34 @@ use sagad::{
     tls::{ParticipantTls, Protocol, ServerTls, TlsConfig, TlsIncoming},
 };
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
 /// One POST as the receiver saw it, and what it answered.
 #[derive(Clone, Debug)]
-struct Received {
-    body: Value,
+pub(crate) struct Received {
+    pub(crate) body: Value,
     headers: HeaderMap,
-    status: u16,
+    /// 0 while the answer is held back (and for good if the poster went
+    /// away before it came).
+    pub(crate) status: u16,
 }
 
 /// The receiver's behaviour and log.
-#[derive(Default)]
-struct Hook {
+pub(crate) struct Hook {
     /// Answer 500 to this many more POSTs, then 200.
-    fail_next: AtomicU32,
+    pub(crate) fail_next: AtomicU32,
+    /// While true, every POST is logged on arrival and its answer held back
+    /// until it turns false: a POST stays in flight as long as a test needs.
+    held: watch::Sender<bool>,
     received: Mutex<Vec<Received>>,
 }
 
 /// A webhook receiver served on a loopback port until dropped.
-struct Receiver {
-    hook: Arc<Hook>,
+pub(crate) struct Receiver {
+    pub(crate) hook: Arc<Hook>,
     addr: SocketAddr,
     /// `http`, or `https` when served over TLS.
     scheme: &'static str,
@@ -50,20 +55,24 @@ struct Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
+        self.hook.held.send_replace(false);
         self.stop.cancel();
     }
 }
 
 impl Receiver {
-    async fn start(fail_first: u32) -> Receiver {
+    pub(crate) async fn start(fail_first: u32) -> Receiver {
         Self::start_with(fail_first, None).await
     }
 
     /// A receiver served over TLS (sagad's own TLS listener, as the web
     /// receiver of a user would be any HTTPS server) when `tls` is given.
     async fn start_with(fail_first: u32, tls: Option<ServerTls>) -> Receiver {
-        let hook = Arc::new(Hook::default());
-        hook.fail_next.store(fail_first, Ordering::SeqCst);
+        let hook = Arc::new(Hook {
+            fail_next: AtomicU32::new(fail_first),
+            held: watch::Sender::new(false),
+            received: Mutex::new(Vec::new()),
+        });
         let app = Router::new()
             .route("/hooks/failed", post(receive))
             .with_state(hook.clone());
@@ -92,16 +101,22 @@ impl Receiver {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}://{}/hooks/failed", self.scheme, self.addr)
     }
 
-    fn received(&self) -> Vec<Received> {
+    /// Holds back the answer to every POST from now on (`true`), or answers
+    /// them, the held ones at once (`false`).
+    pub(crate) fn hold(&self, held: bool) {
+        self.hook.held.send_replace(held);
+    }
+
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.hook.received.lock().unwrap().clone()
     }
 
     /// POSTs about one saga, in arrival order.
-    fn about(&self, saga_id: &str) -> Vec<Received> {
+    pub(crate) fn about(&self, saga_id: &str) -> Vec<Received> {
         self.received()
             .into_iter()
             .filter(|r| r.body["saga_id"] == saga_id)
@@ -109,7 +124,7 @@ impl Receiver {
     }
 
     /// Waits until a POST about `saga_id` was answered 200.
-    async fn until_acknowledged(&self, saga_id: &str) -> Received {
+    pub(crate) async fn until_acknowledged(&self, saga_id: &str) -> Received {
         poll_until(&format!("an acknowledged POST about {saga_id}"), || {
             let acked = self.about(saga_id).into_iter().find(|r| r.status == 200);
             async move { acked }
@@ -128,17 +143,25 @@ async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: String
     } else {
         StatusCode::OK
     };
-    hook.received.lock().unwrap().push(Received {
-        body: serde_json::from_str(&body).expect("the body is JSON"),
-        headers,
-        status: status.as_u16(),
-    });
+    // Logged on arrival, so a POST whose poster dies before the answer
+    // still counts.
+    let at = {
+        let mut received = hook.received.lock().unwrap();
+        received.push(Received {
+            body: serde_json::from_str(&body).expect("the body is JSON"),
+            headers,
+            status: 0,
+        });
+        received.len() - 1
+    };
+    let _ = hook.held.subscribe().wait_for(|held| !*held).await;
+    hook.received.lock().unwrap()[at].status = status.as_u16();
     status
 }
 
 /// A shop whose shipping declines "decline" and "stuck" orders, and whose refund
 /// declines "stuck" ones: "stuck" ends FAILED, "decline" COMPENSATED.
-async fn shop() -> Served {
+pub(crate) async fn shop() -> Served {
     serve(FakeParticipant::new(|r| {
         let forward = r.action == pb::Action::Forward as i32;
         let payload = String::from_utf8_lossy(&r.payload).to_string();

@@ -13,6 +13,8 @@
 //! | `schema.rs` | the tables, created at the first start, versioned |
 //! | `node.rs` | membership: node id, epoch, lease, heartbeat, the batch's check, re-join |
 //! | `takeover.rs` | deposing nodes whose lease ran out, and claiming their sagas |
+//! | `duty.rs` | cluster-wide duties (the archiver): one holder at a time, on a lease |
+//! | `notice.rs` | the on-failed webhook's acknowledgements, and whose notice is whose to post |
 //! | `batch.rs` | which requests a batch takes, and the rows they write |
 //! | `writer.rs` | the writer task: one pipelined transaction per batch |
 //! | `reads.rs` | the reads, one statement each |
@@ -33,6 +35,9 @@
 //!  feed_head(last)                                             one row: the last offset taken
 //!  archive_horizon(through)                                    one row: the highest offset removed
 //!  participant(name PK, body)
+//!  duty(name PK, node_id, epoch, lease_until)                  one row per duty taken
+//!  notice(saga_id PK → saga ON DELETE CASCADE, seq,
+//!         acked_at, acked_by)                                  the webhook's acknowledgements
 //!  schema_version(version)                                     one row (`schema.rs`)
 //! ```
 //!
@@ -129,8 +134,9 @@
 //! - **Epochs** come from one sequence (`sagad.epoch_seq`), so the owner of a
 //!   saga after a takeover writes, and calls participants (`x-sagad-epoch`,
 //!   [`Journal::epoch`]), under an epoch above any its old owner had.
-//! - **Leaving**: [`Journal::close`] gives up the lease once the writer
-//!   stopped, so the others take the node's sagas over at their next look.
+//! - **Leaving**: [`Journal::close`] gives up the lease (and the node's
+//!   duties) once the writer stopped, so the others take the node's sagas
+//!   over at their next look.
 //! - **Observed** through [`Journal::cluster`], read from memory at each
 //!   scrape and health recheck (this module names no metric): the lease as
 //!   the node knows it, its epoch, its open sagas (counted after each
@@ -138,13 +144,27 @@
 //!   fenced, joined again and deposed a node. A batch's latency, from its
 //!   BEGIN to its COMMIT's answer (misses redone included), is what the
 //!   [`FlushObserver`] is told, like the sled journal's flush.
+//! - **Duties** (`duty.rs`, [`Journal::hold_duty`]): work one node does for
+//!   all, today retention's archiver, is held on a lease of its own in
+//!   `duty`, by the database's clock, taken only by a live node at its
+//!   current epoch; a dead or departed holder's duty is taken by the next
+//!   node that asks once its lease ran out.
+//! - **The webhook's notices** (`notice.rs`, [`Journal::notices`]): the
+//!   acknowledgements live in `notice`, so every node sees them; a FAILED
+//!   saga's notice is posted by the saga's owner only, checked in the
+//!   database before each POST, and moves with the saga at a takeover, so it
+//!   is posted at least once, and never by two live nodes.
 //! - **Not yet**: forwarding Watch, Cancel and Retry to the saga's owner
-//!   (`node.addr` says where it is; today the call is refused, naming it),
-//!   and a cluster-wide archiver and webhook (each node runs its own).
+//!   (`node.addr` says where it is; today the call is refused, naming it).
 //!
 //! Invariants:
-//! - Every write goes through the writer task, in a transaction that checked
-//!   this node's epoch and lease first.
+//! - Every write of the saga journal (sagas, events, participants,
+//!   removals) goes through the writer task, in a transaction that checked
+//!   this node's epoch and lease first. Membership (joins, renewals,
+//!   takeovers), duties and the webhook's acknowledgements are written on
+//!   connections of their own, each in one statement or transaction that
+//!   judges leases by the database's clock; an acknowledgement is true
+//!   whoever records it, so it needs no fencing.
 //! - A saga row and its events change in the same transaction.
 //! - Offsets are taken last in a batch; no other statement changes
 //!   `feed_head`.
@@ -169,15 +189,17 @@ use uuid::Uuid;
 
 use crate::{
     journal::{
-        ClusterStatus, FlushObserver, JOURNAL_QUEUE_CAPACITY, Journal, JournalError, JournalStats,
-        ListQuery, OwnershipChange, SagaSummary, request::WriteRequest,
+        ClusterStatus, Duty, FlushObserver, JOURNAL_QUEUE_CAPACITY, Journal, JournalError,
+        JournalStats, ListQuery, Notices, OwnershipChange, SagaSummary, request::WriteRequest,
     },
     saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp},
 };
 
 mod batch;
+mod duty;
 mod error;
 pub mod node;
+mod notice;
 mod reads;
 pub mod roster;
 pub mod schema;
@@ -333,6 +355,8 @@ pub(super) struct Counters {
 pub struct PgJournal {
     shared: Arc<Shared>,
     pool: Pool,
+    /// The node's lease TTL, which a duty's lease adds to the holder's ask.
+    lease_ttl: Duration,
     request_tx: mpsc::Sender<WriteRequest>,
     /// The writer task, awaited by `close` (a std mutex: never held across await).
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -407,6 +431,7 @@ impl PgJournal {
         Ok(Self {
             shared,
             pool,
+            lease_ttl,
             request_tx,
             writer: Mutex::new(Some(writer)),
             background,
@@ -427,26 +452,34 @@ impl PgJournal {
         crate::journal::request::send(&self.request_tx, make).await
     }
 
-    /// Ends the node's lease now, for its epoch only (a newer instance keeps
-    /// its own). Only after the writer stopped: no batch can need the lease
+    /// Ends the node's lease and its duties' leases now, for its epoch only
+    /// (a newer instance keeps its own). Only after the writer stopped: no batch can need the lease
     /// again. A failure is logged: the lease then runs out by itself.
     async fn release(&self) {
         let me = self.shared.me();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&me.node.as_str(), &(me.epoch.0 as i64)];
         let released = match self.reader().await {
-            Ok(client) => client
-                .execute(
-                    "UPDATE sagad.node SET lease_until = clock_timestamp()
-                     WHERE node_id = $1 AND epoch = $2",
-                    &[&me.node.as_str(), &(me.epoch.0 as i64)],
-                )
-                .await
-                .map_err(|e| e.to_string()),
+            // The duties first: while the node's lease runs, nobody else
+            // could take them anyway.
+            Ok(client) => async {
+                client.execute(duty::RELEASE, &params).await?;
+                client
+                    .execute(
+                        "UPDATE sagad.node SET lease_until = clock_timestamp()
+                         WHERE node_id = $1 AND epoch = $2",
+                        &params,
+                    )
+                    .await
+            }
+            .await
+            .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match released {
             Ok(_) => {
                 self.shared.lease.lapsed();
-                tracing::info!(node = %me.node, "gave up the node's lease")
+                tracing::info!(node = %me.node, "gave up the node's lease and its duties")
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot give up the node's lease; it runs out by itself")
@@ -624,6 +657,19 @@ impl Journal for PgJournal {
             rejoins: counters.rejoins.load(Ordering::Relaxed),
             deposed: counters.deposed.load(Ordering::Relaxed),
         })
+    }
+
+    /// A lease of `within` plus the node's lease TTL (`duty.rs`).
+    async fn hold_duty(&self, duty: Duty, within: Duration) -> Result<bool, JournalError> {
+        let client = self.reader().await?;
+        duty::hold(&client, &self.shared, duty, within + self.lease_ttl).await
+    }
+
+    fn notices(&self) -> Option<Arc<dyn Notices>> {
+        Some(Arc::new(notice::PgNotices {
+            pool: self.pool.clone(),
+            shared: self.shared.clone(),
+        }))
     }
 }
 

@@ -15,6 +15,7 @@
 //! |---|---|
 //! | 1 | the tables |
 //! | 2 | `epoch_seq`: every epoch is drawn from one sequence, so a node that takes a saga over writes (and calls its participants) under an epoch above any its old owner had (`takeover.rs`) |
+//! | 3 | `duty`: cluster-wide duties, one holder at a time on a lease (`duty.rs`); `notice`: the on-failed webhook's acknowledgements, one truth for every node (`notice.rs`) |
 //!
 //! Two nodes starting at once on an empty database must not both create the
 //! tables: the check and the creation run in one transaction under a
@@ -27,7 +28,7 @@ use tokio_postgres::Client;
 use super::{PgError, PgTarget};
 
 /// The version of the tables this build creates and reads.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The advisory lock key of the bootstrap: "sagad" in ASCII, arbitrary but fixed.
 const BOOTSTRAP_LOCK: i64 = 0x73_6167_6164;
@@ -92,8 +93,25 @@ CREATE SEQUENCE sagad.epoch_seq AS bigint;
 SELECT setval('sagad.epoch_seq', COALESCE(max(epoch), 0) + 1, false) FROM sagad.node;
 "#;
 
+/// From version 2 to 3: the duties' leases, and the webhook's
+/// acknowledgements (gone with their saga, when retention removes it).
+const UPGRADE_TO_V3: &str = r#"
+CREATE TABLE sagad.duty (
+    name text PRIMARY KEY,
+    node_id text NOT NULL,
+    epoch bigint NOT NULL,
+    lease_until timestamptz NOT NULL
+);
+CREATE TABLE sagad.notice (
+    saga_id uuid PRIMARY KEY REFERENCES sagad.saga (saga_id) ON DELETE CASCADE,
+    seq bigint NOT NULL,
+    acked_at timestamptz NOT NULL,
+    acked_by text NOT NULL
+);
+"#;
+
 /// Each upgrade, by the version it leaves the tables at.
-const UPGRADES: [(i32, &str); 1] = [(2, UPGRADE_TO_V2)];
+const UPGRADES: [(i32, &str); 2] = [(2, UPGRADE_TO_V2), (3, UPGRADE_TO_V3)];
 
 /// Creates the tables if the database has none, or checks their version.
 pub async fn ensure(client: &mut Client, target: &PgTarget) -> Result<(), PgError> {

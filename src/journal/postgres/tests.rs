@@ -11,7 +11,7 @@ use crate::{
     error::JournalFault,
     journal::Journal,
     saga::EventKind,
-    testing::{attempt, next, started},
+    testing::{attempt, next, started, turning_back},
 };
 
 /// A fresh database on the shared throwaway server; fails the test (never
@@ -305,6 +305,132 @@ async fn offsets_are_gap_free_and_in_commit_order_across_nodes() {
     assert_eq!(nodes[1].read_saga(theirs.saga).await.unwrap().len(), 1);
 }
 
+/// Whether `journal` holds the archiver duty now (taking or renewing it).
+async fn holds(journal: &PgJournal) -> bool {
+    journal
+        .hold_duty(Duty::ARCHIVER, Duration::from_millis(100))
+        .await
+        .unwrap()
+}
+
+/// The node holding the archiver duty, by its row.
+async fn duty_holder(db: &tokio_postgres::Client) -> String {
+    db.query_one(
+        "SELECT node_id FROM sagad.duty WHERE name = 'archiver'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duty_has_one_holder_and_moves_once_its_lease_ran_out_or_its_holder_left() {
+    let url = database().await;
+    let (a, b) = (open(&url, "node-a").await, open(&url, "node-b").await);
+    assert!(holds(&a).await, "the first to ask takes it");
+    assert!(!holds(&b).await, "taken while its lease runs");
+    assert!(holds(&a).await, "the holder renews it");
+    let db = sql(&url).await;
+    assert_eq!(duty_holder(&db).await, "node-a");
+
+    // The holder stops asking: once the lease ran out, another takes it.
+    db.execute(
+        "UPDATE sagad.duty SET lease_until = clock_timestamp() - interval '1 second'",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(holds(&b).await);
+    assert!(!holds(&a).await, "one holder at a time");
+    assert_eq!(duty_holder(&db).await, "node-b");
+
+    // A clean close gives it up at once.
+    b.close().await.unwrap();
+    assert!(holds(&a).await);
+
+    // A deposed node holds nothing, even while its duty's lease runs.
+    db.execute(
+        "UPDATE sagad.node SET epoch = nextval('sagad.epoch_seq') WHERE node_id = 'node-a'",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(!holds(&a).await);
+    let c = open(&url, "node-c").await;
+    assert!(!holds(&c).await, "node-a's lease still runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sagas_notice_is_due_to_its_owner_until_acknowledged() {
+    let url = database().await;
+    let (a, b) = (open(&url, "node-a").await, open(&url, "node-b").await);
+    let fail = || turning_back(EventKind::SagaFailed { reason: "r".into() }, 1_000);
+    let (acked, unacked) = (fail(), fail());
+    for events in [&acked, &unacked] {
+        a.append(events.clone()).await.unwrap();
+    }
+    let running = started("shop", None);
+    a.append(vec![running.clone()]).await.unwrap();
+    let (on_a, on_b) = (a.notices().unwrap(), b.notices().unwrap());
+    let key = |events: &[Event]| (events[0].saga, events.last().unwrap().seq);
+    let (acked, unacked) = (key(&acked), key(&unacked));
+    let mut both = vec![acked, unacked];
+    both.sort();
+    assert_eq!(on_a.pending().await.unwrap(), both);
+    assert!(
+        on_b.pending().await.unwrap().is_empty(),
+        "not node-b's sagas"
+    );
+    assert!(on_a.due(acked.0, acked.1).await.unwrap());
+    assert!(
+        !on_b.due(acked.0, acked.1).await.unwrap(),
+        "only the owner posts"
+    );
+    assert!(
+        !on_a.due(acked.0, acked.1 - 1).await.unwrap(),
+        "another failure"
+    );
+    assert!(!on_a.due(running.saga, 1).await.unwrap(), "not FAILED");
+
+    on_a.acknowledged(acked.0, acked.1).await.unwrap();
+    assert!(!on_a.due(acked.0, acked.1).await.unwrap(), "acknowledged");
+    assert_eq!(on_a.pending().await.unwrap(), vec![unacked]);
+
+    // Taken over: the new owner posts what was not acknowledged, only that.
+    let db = sql(&url).await;
+    db.execute("UPDATE sagad.saga SET owner_node = 'node-b'", &[])
+        .await
+        .unwrap();
+    assert_eq!(on_b.pending().await.unwrap(), vec![unacked]);
+    assert!(on_b.due(unacked.0, unacked.1).await.unwrap());
+    assert!(!on_b.due(acked.0, acked.1).await.unwrap());
+    assert!(!on_a.due(unacked.0, unacked.1).await.unwrap(), "moved away");
+    on_b.acknowledged(unacked.0, unacked.1).await.unwrap();
+    assert!(on_b.pending().await.unwrap().is_empty());
+    let by: String = db
+        .query_one(
+            "SELECT acked_by FROM sagad.notice WHERE saga_id = $1",
+            &[&batch::uuid(unacked.0)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(by, "node-b");
+
+    // A deposed node is told no, never to post.
+    db.execute("UPDATE sagad.saga SET owner_node = 'node-a'", &[])
+        .await
+        .unwrap();
+    db.batch_execute(
+        "DELETE FROM sagad.notice;
+         UPDATE sagad.node SET epoch = nextval('sagad.epoch_seq') WHERE node_id = 'node-a'",
+    )
+    .await
+    .unwrap();
+    assert!(!on_a.due(unacked.0, unacked.1).await.unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_is_refused_naming_both_versions() {
     let url = database().await;
@@ -321,7 +447,8 @@ async fn a_newer_schema_is_refused_naming_both_versions() {
         .unwrap();
     let text = err.to_string();
     assert!(
-        text.contains("version 99") && text.contains("version 2"),
+        text.contains("version 99")
+            && text.contains(&format!("version {}", schema::SCHEMA_VERSION)),
         "{text}"
     );
     assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen);
@@ -331,10 +458,12 @@ async fn a_newer_schema_is_refused_naming_both_versions() {
 async fn a_version_1_journal_is_upgraded_and_epochs_go_on_above_its_own() {
     let url = database().await;
     open(&url, "node-a").await.close().await.unwrap();
-    // What a version 1 journal looked like: no sequence, epochs counted per node.
+    // What a version 1 journal looked like: no sequence, epochs counted per
+    // node, and none of the later tables.
     let db = sql(&url).await;
     db.batch_execute(
-        "DROP SEQUENCE sagad.epoch_seq;
+        "DROP TABLE sagad.notice, sagad.duty;
+         DROP SEQUENCE sagad.epoch_seq;
          UPDATE sagad.schema_version SET version = 1;
          UPDATE sagad.node SET epoch = 5",
     )
@@ -342,6 +471,7 @@ async fn a_version_1_journal_is_upgraded_and_epochs_go_on_above_its_own() {
     .unwrap();
     let b = open(&url, "node-b").await;
     assert_eq!(b.membership().epoch, Epoch(6), "above every epoch held");
+    assert!(holds(&b).await, "the duties' table is made by the upgrade");
     let version: i32 = db
         .query_one("SELECT version FROM sagad.schema_version", &[])
         .await
