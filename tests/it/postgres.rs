@@ -277,7 +277,11 @@ async fn a_journal_of_a_newer_sagad_is_refused_naming_both_versions() {
     let (code, stderr) = common::sagad_exit(&["--journal", &url], &[]).await;
     assert_ne!(code, Some(0), "{stderr}");
     assert!(
-        stderr.contains("schema version 7") && stderr.contains("version 2"),
+        stderr.contains("schema version 7")
+            && stderr.contains(&format!(
+                "version {}",
+                sagad::journal::postgres::schema::SCHEMA_VERSION
+            )),
         "{stderr}"
     );
     let after = epochs().await;
