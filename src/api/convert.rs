@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tonic::Status;
 
-pub use super::wire::{saga_state, timestamp};
+pub use super::wire::{principal, saga_state, timestamp};
 use super::{
     summary::{self, Attempts},
     wire::step_state,
@@ -17,8 +17,8 @@ use crate::{
     proto::v1 as pb,
     saga::{
         Action, AttemptRecord, AttemptResult, AuditEntry, Definition, Endpoint, Event, EventKind,
-        Failure, Identity, Participant, Principal, RetryOverrides, RetryPolicy, SagaState,
-        SagaStatus, StepDef, Timestamp,
+        Failure, Participant, RetryOverrides, RetryPolicy, SagaState, SagaStatus, StepDef,
+        Timestamp,
     },
 };
 
@@ -113,19 +113,6 @@ pub fn participant(p: &Participant) -> pb::Participant {
         timeout: p.timeout.map(duration),
         registered_at: Some(timestamp(p.registered_at)),
         registered_by: p.registered_by.as_ref().map(principal),
-    }
-}
-
-pub fn principal(p: &Principal) -> pb::Principal {
-    let kind = match p.identity {
-        Identity::Anonymous => pb::PrincipalKind::Anonymous,
-        Identity::Token(_) => pb::PrincipalKind::Token,
-        Identity::Certificate(_) => pb::PrincipalKind::Certificate,
-    };
-    pb::Principal {
-        kind: kind as i32,
-        name: p.identity.name().to_string(),
-        peer: p.peer.map(|a| a.to_string()).unwrap_or_default(),
     }
 }
 

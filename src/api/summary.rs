@@ -23,10 +23,7 @@ use crate::{
     saga::{Action, AttemptRecord, AttemptResult, Failure, SagaState},
 };
 
-use super::{
-    convert,
-    wire::{saga_state, step_state, timestamp},
-};
+use super::wire::{principal, saga_state, step_state, timestamp};
 
 /// Attempts of each step a `Saga` answer carries in full unless every one is
 /// asked for. Twenty covers a default compensation budget whole, and keeps a
@@ -101,7 +98,7 @@ pub fn saga_summary(s: &SagaState) -> pb::SagaSummary {
         error: s.error.clone().unwrap_or_default(),
         cancel_reason: s.cancel_reason.clone().unwrap_or_default(),
         trace_id: s.trace().trace_id.to_string(),
-        started_by: s.started_by.as_ref().map(convert::principal),
+        started_by: s.started_by.as_ref().map(principal),
     }
 }
 

@@ -1,10 +1,24 @@
-//! The wire forms of the domain's times and states: the leaf both the
-//! conversions (`convert.rs`) and the summaries (`summary.rs`) build from.
+//! The wire forms of the domain's times, states and principals: the leaf
+//! both the conversions (`convert.rs`) and the summaries (`summary.rs`)
+//! build from.
 
 use crate::{
     proto::v1 as pb,
-    saga::{SagaStatus, StepStatus, Timestamp},
+    saga::{Identity, Principal, SagaStatus, StepStatus, Timestamp},
 };
+
+pub fn principal(p: &Principal) -> pb::Principal {
+    let kind = match p.identity {
+        Identity::Anonymous => pb::PrincipalKind::Anonymous,
+        Identity::Token(_) => pb::PrincipalKind::Token,
+        Identity::Certificate(_) => pb::PrincipalKind::Certificate,
+    };
+    pb::Principal {
+        kind: kind as i32,
+        name: p.identity.name().to_string(),
+        peer: p.peer.map(|a| a.to_string()).unwrap_or_default(),
+    }
+}
 
 pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
