@@ -25,7 +25,7 @@ use crate::common::{
     self, Answer, Client, FakeParticipant, Served, ServingStatus,
     chaos::{Fate, check, script},
     poll_until,
-    postgres::{database, sql},
+    postgres::{database, journal_is_whole, sql},
     process::SagadProcess,
 };
 
@@ -125,37 +125,6 @@ async fn owners(db: &Sql, ids: &[String]) -> HashSet<String> {
     .iter()
     .map(|r| r.get(0))
     .collect()
-}
-
-/// Every saga's events are numbered 1, 2, 3, … and every offset is used once.
-async fn journal_is_whole(db: &Sql) {
-    let offsets: Vec<i64> = db
-        .query(
-            "SELECT \"offset\" FROM sagad.event ORDER BY \"offset\"",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(offsets, (1..=offsets.len() as i64).collect::<Vec<_>>());
-    for row in db
-        .query(
-            "SELECT saga_id::text, array_agg(seq ORDER BY seq) FROM sagad.event GROUP BY saga_id",
-            &[],
-        )
-        .await
-        .unwrap()
-    {
-        let seqs: Vec<i64> = row.get(1);
-        assert_eq!(
-            seqs,
-            (1..=seqs.len() as i64).collect::<Vec<_>>(),
-            "saga {}",
-            row.get::<_, String>(0)
-        );
-    }
 }
 
 /// Once the new owner (`new` epoch) made its first call, the old one (`old`)

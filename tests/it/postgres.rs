@@ -26,7 +26,7 @@ use crate::common::{
     self, Answer, FakeParticipant, ServingStatus,
     chaos::{Fate, Harness},
     poll_until,
-    postgres::{database, sql},
+    postgres::{database, journal_is_whole, sql},
     process::{SagadProcess, sagad_client},
 };
 
@@ -115,34 +115,7 @@ async fn a_coordinator_killed_mid_way_finishes_every_acknowledged_saga() {
         1 + i64::from(KILLS),
         "each start joins with a new epoch"
     );
-    let offsets: Vec<i64> = client
-        .query(
-            "SELECT \"offset\" FROM sagad.event ORDER BY \"offset\"",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(offsets, (1..=offsets.len() as i64).collect::<Vec<_>>());
-    let histories = client
-        .query(
-            "SELECT saga_id::text, array_agg(seq ORDER BY seq) FROM sagad.event GROUP BY saga_id",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(histories.len(), summary.sagas);
-    for row in &histories {
-        let seqs: Vec<i64> = row.get(1);
-        assert_eq!(
-            seqs,
-            (1..=seqs.len() as i64).collect::<Vec<_>>(),
-            "saga {}",
-            row.get::<_, String>(0)
-        );
-    }
+    assert_eq!(journal_is_whole(&client).await, summary.sagas);
     let open: i64 = client
         .query_one(
             "SELECT count(*) FROM sagad.saga WHERE status IN ('running', 'compensating')",

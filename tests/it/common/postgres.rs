@@ -20,3 +20,36 @@ pub async fn sql(url: &str) -> Client {
     tokio::spawn(connection);
     client
 }
+
+/// Every saga's events are numbered 1, 2, 3, … and every offset is used
+/// once; returns how many sagas have events.
+pub async fn journal_is_whole(db: &Client) -> usize {
+    let offsets: Vec<i64> = db
+        .query(
+            "SELECT \"offset\" FROM sagad.event ORDER BY \"offset\"",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(offsets, (1..=offsets.len() as i64).collect::<Vec<_>>());
+    let histories = db
+        .query(
+            "SELECT saga_id::text, array_agg(seq ORDER BY seq) FROM sagad.event GROUP BY saga_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in &histories {
+        let seqs: Vec<i64> = row.get(1);
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "saga {}",
+            row.get::<_, String>(0)
+        );
+    }
+    histories.len()
+}
