@@ -18,6 +18,7 @@ mod auth;
 mod bench;
 mod cli;
 mod cluster;
+mod cluster_failover;
 mod config;
 mod crash;
 mod crash_points;
