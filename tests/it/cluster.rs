@@ -46,7 +46,7 @@ fn node(dir: &Path, url: &str, id: &str) -> SagadProcess {
     )
 }
 
-async fn client(addr: SocketAddr) -> Client {
+pub(crate) async fn client(addr: SocketAddr) -> Client {
     CoordinatorClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
@@ -310,10 +310,10 @@ async fn a_zombie_node_is_fenced_lets_its_moved_sagas_go_and_joins_again() {
 /// a run.
 const LOOP_SAGAS: usize = 300;
 const LOOP_KILLS: u32 = 10;
-const LOOP_NODES: usize = 3;
+pub(crate) const LOOP_NODES: usize = 3;
 const LOOP_LANES: usize = 4;
 
-fn knob(name: &str, default: u64) -> u64 {
+pub(crate) fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .map(|v| {
@@ -324,15 +324,15 @@ fn knob(name: &str, default: u64) -> u64 {
 }
 
 /// Three nodes on one database, each restartable; calls go to any live one.
-struct Cluster {
+pub(crate) struct Cluster {
     url: String,
     dirs: Vec<tempfile::TempDir>,
     nodes: std::sync::Mutex<Vec<Option<SagadProcess>>>,
-    addrs: std::sync::Mutex<Vec<Option<SocketAddr>>>,
+    pub(crate) addrs: std::sync::Mutex<Vec<Option<SocketAddr>>>,
 }
 
 impl Cluster {
-    fn start(url: &str) -> Arc<Self> {
+    pub(crate) fn start(url: &str) -> Arc<Self> {
         let dirs: Vec<_> = (0..LOOP_NODES)
             .map(|_| tempfile::tempdir().unwrap())
             .collect();
@@ -397,7 +397,7 @@ impl Cluster {
         unreachable!("the node loop never ends")
     }
 
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         for process in self.nodes.lock().unwrap().iter_mut() {
             if let Some(process) = process.take() {
                 let (status, stderr) = process.terminate();
@@ -407,11 +407,11 @@ impl Cluster {
     }
 }
 
-type Started = Arc<std::sync::Mutex<HashMap<String, (String, Fate)>>>;
+pub(crate) type Started = Arc<std::sync::Mutex<HashMap<String, (String, Fate)>>>;
 
 /// The chaos shop's participants, registered through any node (2 s timeout,
 /// quick retries, a compensation budget that never runs out here).
-async fn register_chaos_shop(cluster: &Cluster, shop: &Served) {
+pub(crate) async fn register_chaos_shop(cluster: &Cluster, shop: &Served) {
     for name in ["orders", "payments", "shipping"] {
         let request = pb::RegisterParticipantRequest {
             name: name.into(),
@@ -434,7 +434,7 @@ async fn register_chaos_shop(cluster: &Cluster, shop: &Served) {
 
 /// Lanes that start `sagas` sagas of seeded fates round-robin over the
 /// nodes, paced over a few seconds, each acknowledged start recorded.
-fn start_lanes(
+pub(crate) fn start_lanes(
     cluster: &Arc<Cluster>,
     sagas: usize,
     rng: &mut fastrand::Rng,
@@ -489,7 +489,7 @@ fn start_lanes(
 /// Waits until every acknowledged saga ended, checks each against its fate
 /// and the participants' ledger, then the journal as a whole; returns how
 /// many completed and how many were compensated.
-async fn settle_and_check(
+pub(crate) async fn settle_and_check(
     cluster: &Cluster,
     started: &Started,
     shop: &Served,

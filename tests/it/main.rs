@@ -20,6 +20,7 @@ mod cli;
 mod cluster;
 mod cluster_duties;
 mod cluster_metrics;
+mod cluster_failover;
 mod config;
 mod crash;
 mod crash_points;

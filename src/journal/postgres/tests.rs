@@ -504,6 +504,54 @@ async fn several_hosts_are_tried_in_order_for_a_primary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_given_both_hosts_writes_on_the_promoted_standby() {
+    // Servers of its own: this test kills one and promotes the other.
+    let primary = Arc::new(
+        tokio::task::spawn_blocking(throwaway::Cluster::start)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let copying = primary.clone();
+    let standby = tokio::task::spawn_blocking(move || copying.standby())
+        .await
+        .unwrap()
+        .unwrap();
+    let url = primary.database().await.unwrap();
+    let (head, db) = url.rsplit_once('/').unwrap();
+    let both = format!(
+        "{head},127.0.0.1:{}/{db}?target_session_attrs=read-write",
+        standby.port()
+    );
+    let journal = open(&both, "node-a").await;
+    let written = journal.append(vec![started("shop", None)]).await.unwrap();
+
+    let killing = primary.clone();
+    tokio::task::spawn_blocking(move || killing.kill())
+        .await
+        .unwrap();
+    // The standby answers, read-only: it is not taken for writes.
+    let err = journal
+        .append(vec![started("shop", None)])
+        .await
+        .unwrap_err();
+    assert!(JournalFault::of(&err).pauses_sagas(), "{err}");
+    assert!(journal.write_failure().is_some(), "health sees the outage");
+
+    let promoted = tokio::task::spawn_blocking(move || standby.promote())
+        .await
+        .unwrap()
+        .unwrap();
+    until("writes to work again", || journal.write_failure().is_none()).await;
+    let later = journal.append(vec![started("shop", None)]).await.unwrap();
+    // What was acknowledged before the kill is there; offsets go on gap-free.
+    assert_eq!(journal.read_saga(written[0].saga).await.unwrap(), written);
+    assert_eq!(later[0].offset.get(), written[0].offset.get() + 1);
+    drop(journal);
+    drop(promoted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_requires_tls_is_refused_at_open() {
     let url = database().await;
     let err = PgJournal::open(options(&format!("{url}?sslmode=require"), "node-a"))

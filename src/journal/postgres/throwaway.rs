@@ -20,7 +20,16 @@
 //!   process that dies (a panic that aborts, SIGKILL) takes its server with
 //!   it;
 //! - [`Cluster::shared`], one server for a whole test binary (statics are
-//!   never dropped), is stopped and removed by an `atexit` handler.
+//!   never dropped), is stopped and removed by an `atexit` handler;
+//! - [`Cluster::kill`] (a crash of the server: SIGKILL of the postmaster)
+//!   waits until the server's other processes have noticed and exited,
+//!   kills any that have not, and removes the shared memory segment a
+//!   killed postmaster leaves behind.
+//!
+//! [`Cluster::standby`] makes a synchronous streaming standby of a server
+//! (`pg_basebackup -R` into a directory of its own, the same guarantees),
+//! and [`Standby::promote`] turns it into a primary: a failover, for the
+//! tests of what the coordinators do when their database moves.
 
 use std::{
     fs,
@@ -36,8 +45,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How long the server may take to accept connections.
+/// How long the server may take to accept connections (and a standby to
+/// be in sync, a promotion to finish, a killed server's processes to exit).
 const START_DEADLINE: Duration = Duration::from_secs(60);
+/// The standby's `cluster_name`, which its WAL receiver gives the primary
+/// as its `application_name`, which `synchronous_standby_names` names.
+const STANDBY_NAME: &str = "sagad_standby";
 /// Fresh ports tried when the one picked was taken meanwhile.
 const PORT_TRIES: usize = 5;
 
@@ -76,6 +89,8 @@ pub struct Cluster {
     port: u16,
     /// The user the server runs as, when this process is root.
     run_as: Option<(u32, u32)>,
+    /// Settings (`name=value`) given to the server beside the usual ones.
+    settings: Vec<String>,
     /// The server process; `None` once stopped.
     server: Mutex<Option<Child>>,
     /// Removed with the directory by `Drop` (a shared cluster never drops:
@@ -86,6 +101,15 @@ pub struct Cluster {
 impl Cluster {
     /// Initialises and starts a new server.
     pub fn start() -> Result<Self, ThrowawayError> {
+        let mut cluster = Self::unstarted()?;
+        cluster.initdb()?;
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+
+    /// A cluster with a directory of its own (handed to the postgres user
+    /// when root), and neither data nor a server yet.
+    fn unstarted() -> Result<Self, ThrowawayError> {
         let bin = find_binaries()?;
         let temp = tempfile::Builder::new()
             .prefix("sagad-pg-")
@@ -99,17 +123,80 @@ impl Cluster {
                 dir.display()
             )))?;
         }
-        let mut cluster = Self {
+        Ok(Self {
             bin,
             dir,
             port: 0,
             run_as,
+            settings: Vec::new(),
             server: Mutex::new(None),
             _dir: Some(temp),
-        };
-        cluster.initdb()?;
-        cluster.start_server()?;
-        Ok(cluster)
+        })
+    }
+
+    /// A streaming standby of this server, on a port of its own, and
+    /// synchronous: once this returns, a commit on this server answers only
+    /// after the standby has its WAL on disk (`synchronous_commit` is on,
+    /// the default), so what was acknowledged survives a [`Cluster::kill`]
+    /// and a [`Standby::promote`]. One standby per server.
+    pub fn standby(&self) -> Result<Standby, ThrowawayError> {
+        let mut standby = Self::unstarted()?;
+        standby
+            .settings
+            .push(format!("cluster_name={STANDBY_NAME}"));
+        // A copy of the data directory with standby.signal and a
+        // primary_conninfo naming this server (-R), the WAL written
+        // meanwhile streamed beside it (-X stream), after a checkpoint
+        // taken at once (-c fast) rather than spread over minutes. initdb's
+        // pg_hba.conf already lets replication in over 127.0.0.1 (trust),
+        // and wal_level=replica and max_wal_senders=10 are the defaults.
+        let output = standby
+            .command("pg_basebackup")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-D"])
+            .arg(standby.data())
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_error("running pg_basebackup"))?;
+        if !output.status.success() {
+            return Err(ThrowawayError::Failed {
+                what: format!("pg_basebackup of the server on port {}", self.port),
+                output: format!(
+                    "{}\nthe primary's log:\n{}",
+                    String::from_utf8_lossy(&output.stderr),
+                    self.log()
+                ),
+            });
+        }
+        standby.start_server()?;
+        // Only now, after the copy: a standby that carried the setting would,
+        // once promoted, wait at every commit for a standby of its own.
+        self.psql(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_NAME}'"
+        ))?;
+        self.psql("SELECT pg_reload_conf()")?;
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let state = self.psql(&format!(
+                "SELECT sync_state FROM pg_stat_replication
+                 WHERE application_name = '{STANDBY_NAME}' AND state = 'streaming'"
+            ))?;
+            if state == "sync" {
+                return Ok(Standby { server: standby });
+            }
+            if Instant::now() > deadline {
+                return Err(ThrowawayError::Failed {
+                    what: format!("making the standby on port {} synchronous", standby.port),
+                    output: format!(
+                        "not in sync within {START_DEADLINE:?} (sync_state '{state}')\nthe primary's log:\n{}\nthe standby's log:\n{}",
+                        self.log(),
+                        standby.log()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// One server for the whole process, started by the first caller; the
@@ -187,9 +274,103 @@ impl Cluster {
         }
     }
 
+    /// Kills the server as a crash of it does: SIGKILL of the postmaster,
+    /// nothing shut down in order, nothing written on the way out.
+    ///
+    /// Its other processes (backends, WAL senders, the checkpointer…) are
+    /// not signalled: on PostgreSQL 15 each one notices the postmaster's
+    /// death at its next wait and exits (a backend waiting for its
+    /// synchronous standby stops waiting and exits without answering), so
+    /// every connection to the server ends within milliseconds. This waits
+    /// until they are gone, SIGKILLs any left after a deadline, and removes
+    /// the System V shared memory segment that only an orderly exit of the
+    /// postmaster would have removed.
+    pub fn kill(&self) {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(mut server) = server else {
+            return;
+        };
+        // Line 7 of postmaster.pid: the segment's key and id.
+        let segment = fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|text| {
+                let line = text.lines().nth(6)?.to_string();
+                let mut fields = line.split_whitespace().map(str::parse::<i64>);
+                Some((fields.next()?.ok()?, fields.next()?.ok()?))
+            });
+        let _ = server.kill();
+        let _ = server.wait();
+        let mut deadline = Instant::now() + START_DEADLINE;
+        let mut killed = false;
+        loop {
+            let left = processes_in(&self.data());
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                if killed {
+                    // Beyond what a signal can do (stuck in the kernel).
+                    break;
+                }
+                for pid in left {
+                    // SAFETY: kill with a pid and a signal number; the pid
+                    // was a process of this server a moment ago.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                killed = true;
+                deadline = Instant::now() + START_DEADLINE;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some((key, id)) = segment {
+            remove_segment(key, id as libc::c_int);
+        }
+    }
+
     /// Starts the server again after [`Cluster::stop`], on the same port.
     pub fn restart(&self) -> Result<(), ThrowawayError> {
         self.run_server(self.port)
+    }
+
+    /// What the server wrote to its log so far (for errors).
+    fn log(&self) -> String {
+        let mut log = String::new();
+        let _ = fs::File::open(self.dir.join(format!("server-{}.log", self.port)))
+            .and_then(|mut f| f.read_to_string(&mut log));
+        log
+    }
+
+    /// Runs one statement with psql as the superuser; its output, trimmed.
+    fn psql(&self, statement: &str) -> Result<String, ThrowawayError> {
+        let output = self
+            .command("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres"])
+            // No psqlrc, unaligned rows without headers, errors as failures.
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_error("running psql"))?;
+        if !output.status.success() {
+            return Err(ThrowawayError::Failed {
+                what: format!("psql -c \"{statement}\""),
+                output: format!(
+                    "{}\nthe server's log:\n{}",
+                    String::from_utf8_lossy(&output.stderr),
+                    self.log()
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
     fn command(&self, program: &str) -> Command {
@@ -261,6 +442,7 @@ impl Cluster {
             .arg("-c")
             .arg(format!("unix_socket_directories={}", self.dir.display()))
             .args(["-c", "max_connections=200", "-c", "logging_collector=off"])
+            .args(self.settings.iter().flat_map(|setting| ["-c", setting]))
             .stdin(Stdio::null())
             .stdout(
                 log.try_clone()
@@ -313,6 +495,51 @@ impl Cluster {
         }
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
         Ok(())
+    }
+}
+
+/// A streaming standby of a [`Cluster`], made by [`Cluster::standby`]:
+/// read-only until promoted. Dropping it stops it and removes its directory.
+pub struct Standby {
+    server: Cluster,
+}
+
+impl Standby {
+    /// The port the standby listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// The URL of database `db` on the standby.
+    pub fn url(&self, db: &str) -> String {
+        self.server.url(db)
+    }
+
+    /// Promotes the standby (`pg_ctl promote`, which waits until it is
+    /// done): the server it returns takes writes, on the same port. It has
+    /// no standby of its own, and commits without waiting for one.
+    pub fn promote(self) -> Result<Cluster, ThrowawayError> {
+        let output = self
+            .server
+            .command("pg_ctl")
+            .args(["promote", "-w", "-t", &START_DEADLINE.as_secs().to_string()])
+            .arg("-D")
+            .arg(self.server.data())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_error("running pg_ctl promote"))?;
+        if !output.status.success() {
+            return Err(ThrowawayError::Failed {
+                what: format!("promoting the standby on port {}", self.server.port),
+                output: format!(
+                    "{}{}\nthe standby's log:\n{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr),
+                    self.server.log()
+                ),
+            });
+        }
+        Ok(self.server)
     }
 }
 
@@ -405,6 +632,38 @@ fn postgres_user_if_root() -> Result<Option<(u32, u32)>, ThrowawayError> {
     // SAFETY: checked non-null above.
     let (uid, gid) = unsafe { ((*user).pw_uid, (*user).pw_gid) };
     Ok(Some((uid, gid)))
+}
+
+/// The processes whose working directory is `data`: a server's postmaster
+/// and every process it started (they inherit it; no other process has a
+/// throwaway data directory as its working directory). Zombies have none.
+fn processes_in(data: &Path) -> Vec<i32> {
+    let Ok(data) = data.canonicalize() else {
+        return Vec::new();
+    };
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            (fs::read_link(entry.path().join("cwd")).ok()? == data).then_some(pid)
+        })
+        .collect()
+}
+
+/// Removes the System V shared memory segment `id` if it is still the one
+/// of `key` and nothing is attached to it.
+fn remove_segment(key: i64, id: libc::c_int) {
+    // SAFETY: shmid_ds is plain data; all zeroes is a valid value.
+    let mut stat: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: IPC_STAT writes into the shmid_ds passed, which lives here.
+    let found = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut stat) } == 0;
+    if found && i64::from(stat.shm_perm.__key) == key && stat.shm_nattch == 0 {
+        // SAFETY: IPC_RMID on a segment nothing is attached to; the buffer
+        // argument is ignored.
+        unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
 }
 
 /// A loopback port free right now.
