@@ -136,7 +136,7 @@ async fn take_over(pool: &Pool, shared: &Shared, stop: &CancellationToken) -> Re
         .await
         .map_err(statement("looking for sagas to take over"))?
         .get(0);
-    if !claimable || !bump(&mut client, shared).await? {
+    if !claimable || !bump(&mut client, pool, shared).await? {
         return Ok(());
     }
     let me = shared.me();
@@ -189,7 +189,11 @@ async fn take_over(pool: &Pool, shared: &Shared, stop: &CancellationToken) -> Re
 /// This node's own epoch bump, its open sagas stamped with the new one, in
 /// one transaction; false (nothing changed) when the node is fenced or its
 /// lease lapsed.
-async fn bump(client: &mut deadpool_postgres::Object, shared: &Shared) -> Result<bool, PgError> {
+async fn bump(
+    client: &mut deadpool_postgres::Object,
+    pool: &Pool,
+    shared: &Shared,
+) -> Result<bool, PgError> {
     let _held = shared.epoch_lock.lock().await;
     let me = shared.me();
     let tx = client
@@ -207,9 +211,23 @@ async fn bump(client: &mut deadpool_postgres::Object, shared: &Shared) -> Result
     tx.execute(RESTAMP, &[&me.node.as_str(), &epoch])
         .await
         .map_err(statement("stamping this node's sagas with its new epoch"))?;
-    tx.commit()
-        .await
-        .map_err(statement("committing the epoch bump"))?;
+    if let Err(e) = tx.commit().await {
+        // Without an answer the bump may have committed; this process would
+        // then write under an epoch the database no longer has, find itself
+        // fenced with its own lease running, and stay fenced. So look.
+        if let Ok(other) = pool.get().await
+            && let Ok(row) = other
+                .query_one(
+                    "SELECT epoch FROM sagad.node WHERE node_id = $1",
+                    &[&me.node.as_str()],
+                )
+                .await
+            && row.get::<_, i64>(0) == epoch
+        {
+            shared.set_epoch(node::Epoch(epoch as u64));
+        }
+        return Err(statement("committing the epoch bump")(e));
+    }
     shared.set_epoch(node::Epoch(epoch as u64));
     tracing::info!(node = %me.node, epoch, "took a new epoch before taking sagas over");
     Ok(true)
