@@ -52,6 +52,12 @@ pub enum CliError {
         at(addr)
     )]
     Handshake { addr: Option<String>, why: String },
+    /// Something answers at an `http://` address, but not with plaintext
+    /// HTTP/2: most often a coordinator that serves TLS.
+    #[error(
+        "the coordinator did not answer in plaintext HTTP/2 ({why}); if it serves TLS, use an https:// --addr (and --ca for a private CA)"
+    )]
+    NotPlaintext { why: String },
     /// The server answered with an error status.
     #[error("server error {}: {message}", code_name(*code))]
     Server { code: Code, message: String },
@@ -74,7 +80,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
-            CliError::Unreachable { .. } | CliError::Handshake { .. } => EXIT_UNREACHABLE,
+            CliError::Unreachable { .. }
+            | CliError::Handshake { .. }
+            | CliError::NotPlaintext { .. } => EXIT_UNREACHABLE,
             CliError::Server { .. } => EXIT_FAILURE,
             CliError::Ended { exit, .. } | CliError::Finding { exit, .. } => *exit,
         }
@@ -85,6 +93,14 @@ impl From<Status> for CliError {
     fn from(status: Status) -> Self {
         if let Some(why) = tls_failure(&status) {
             return CliError::Handshake { addr: None, why };
+        }
+        // tonic's own status for an HTTP/2 exchange that never made sense:
+        // what a plaintext client gets from a TLS listener (its first bytes
+        // are a TLS alert, not a SETTINGS frame).
+        if status.code() == Code::Internal && status.message().starts_with("h2 protocol error") {
+            return CliError::NotPlaintext {
+                why: status.message().to_string(),
+            };
         }
         // Printed on a terminal: its control characters escaped (`scrub.rs`).
         let mut message = status.message().to_string();

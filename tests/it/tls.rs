@@ -458,6 +458,13 @@ async fn the_cli_speaks_tls_to_https_addresses_with_its_ca_and_certificate() {
         text(&refused.stderr).contains("--ca is for TLS"),
         "{refused:?}"
     );
+    // A plaintext client of a TLS listener is told what to change.
+    let mistaken = sagad(&["definitions", "list", "--addr", &plain], &[]).await;
+    assert_eq!(mistaken.status.code(), Some(3), "{mistaken:?}");
+    assert!(
+        text(&mistaken.stderr).contains("use an https:// --addr"),
+        "{mistaken:?}"
+    );
 
     // Under mTLS: the client certificate from flags (or SAGAD_CERT/SAGAD_KEY).
     let mtls = tls_server(files.listener(&ca.current("sagad"), Some(&clients))).await;
