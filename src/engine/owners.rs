@@ -363,6 +363,25 @@ mod tests {
     }
 
     #[test]
+    fn after_a_rejoin_only_the_parked_sagas_that_moved_are_dropped() {
+        let mut owners = Owners::default();
+        let [mine, moved, busy] = ids(3).try_into().unwrap();
+        for (id, due) in [(mine, 5), (moved, 7)] {
+            let rx = running(&mut owners, id);
+            owners.park(id, Timestamp(due), &rx).unwrap();
+            owners.release(id);
+        }
+        // A running saga is its runner's to let go (at its next append).
+        let _busy_rx = running(&mut owners, busy);
+        let keep = HashSet::from([mine]);
+        assert_eq!(owners.abandon_parked_except(&keep), 1);
+        assert!(owners.contains(mine) && owners.contains(busy));
+        assert!(!owners.contains(moved));
+        assert_eq!(owners.parked(), 1);
+        assert_eq!(owners.next_due(), Some(Timestamp(5)));
+    }
+
+    #[test]
     fn release_forgets_runners_not_parked_sagas() {
         let mut owners = Owners::default();
         let [a, b] = ids(2).try_into().unwrap();
