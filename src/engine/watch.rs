@@ -5,6 +5,10 @@
 //! read, so no event falls between the two; events seen in both are skipped by
 //! `seq`. A watcher that falls behind the live buffer re-reads the journal from
 //! where it was, so a slow watcher never slows the saga and never misses an event.
+//!
+//! In a cluster, a saga another node runs has no runner here: its watcher
+//! reads the journal again whenever the durable offset moves (at most ten
+//! times a second), so `WatchSaga` works on any node.
 
 use tokio::sync::{broadcast, mpsc};
 
@@ -16,6 +20,9 @@ use crate::{
 
 /// Events a watch stream buffers for a slow client.
 const WATCH_STREAM_BUFFER: usize = 64;
+/// The shortest time between two reads of a saga another node runs: each
+/// read is the saga's whole history.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One event, with the saga's state right after it.
 #[derive(Clone, Debug)]
@@ -101,7 +108,39 @@ impl Watcher {
                 return;
             }
         }
-        // Still here: the saga is not terminal and has no runner.
+        // Still here: the saga is not terminal and has no runner here. In a
+        // cluster another node may run it: its events reach the journal.
+        if self.engine.shares_its_journal() {
+            self.follow_journal().await;
+            return;
+        }
+        self.shutting_down().await;
+    }
+
+    /// Follows a saga another node runs, from the journal: read again each
+    /// time the durable offset moves (other nodes' commits reach it within
+    /// the feed poll), at most every [`FOLLOW_EVERY`], until its terminal
+    /// event or shutdown.
+    async fn follow_journal(mut self) {
+        let mut durable = self.engine.journal().durable_offset();
+        let shutdown = self.engine.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                changed = durable.changed() => if changed.is_err() { break },
+                () = shutdown.cancelled() => break,
+            }
+            if !self.catch_up().await {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        self.shutting_down().await;
+    }
+
+    async fn shutting_down(self) {
         let _ = self
             .out
             .send(Err(Error::Unavailable(

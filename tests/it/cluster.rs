@@ -180,10 +180,36 @@ async fn a_dead_nodes_sagas_are_taken_over_and_finished_by_a_survivor() {
         "every call carries its caller's epoch"
     );
 
+    // Watched on the node that does not run it (yet): from the journal.
+    let mut watched = client(b.addr)
+        .await
+        .watch_saga(pb::WatchSagaRequest { id: ids[0].clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let watching = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        let mut last = None;
+        while let Some(event) = watched.message().await.unwrap() {
+            seqs.push(event.seq);
+            last = event.event;
+        }
+        (seqs, last)
+    });
+
     a.kill();
     open.store(true, Ordering::SeqCst);
     let on_b = client(b.addr).await;
     until_completed(&on_b, &ids).await;
+    let (seqs, last) = tokio::time::timeout(Duration::from_secs(60), watching)
+        .await
+        .expect("the watch ends with the saga")
+        .unwrap();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert!(
+        matches!(last, Some(pb::saga_event::Event::SagaCompleted(_))),
+        "{last:?}"
+    );
 
     assert_eq!(
         owners(&db, &ids).await,

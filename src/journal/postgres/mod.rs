@@ -154,8 +154,10 @@
 //!   saga's notice is posted by the saga's owner only, checked in the
 //!   database before each POST, and moves with the saga at a takeover, so it
 //!   is posted at least once, and never by two live nodes.
-//! - **Not yet**: forwarding Watch, Cancel and Retry to the saga's owner
+//! - **Not yet**: forwarding Cancel and Retry to the saga's owner
 //!   (`node.addr` says where it is; today the call is refused, naming it).
+//!   Watch needs none: a saga another node runs is followed from here
+//!   (`engine/watch.rs`).
 //!
 //! Invariants:
 //! - Every write of the saga journal (sagas, events, participants,
