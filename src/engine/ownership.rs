@@ -4,8 +4,9 @@
 //! - **Adopted**: the journal moved a dead node's open sagas to this node
 //!   (`postgres/takeover.rs`). Each is resumed exactly as a restart resumes
 //!   its own (`recovery::resume`): a call that was in flight on the dead node
-//!   is waited out to its deadline, recorded as interrupted, and retried
-//!   with the same idempotency key. A saga that cannot be read yet is left
+//!   is recorded as interrupted and retried with the same idempotency key
+//!   (a compensation never starts before a forward call that may still be
+//!   in flight has passed its deadline). A saga that cannot be read yet is left
 //!   to `heal`, as a saga stalled by a failed write is. A FAILED saga is not
 //!   resumed, but its on-failed notice is this node's now: the webhook
 //!   posts it unless the dead node's POST was acknowledged (`crate::webhook`).

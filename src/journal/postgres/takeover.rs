@@ -24,8 +24,8 @@
 //!    batch does: a fenced node claims nothing.
 //! 4. **Hand** each chunk to the engine ([`OwnershipChange::Adopted`]),
 //!    which resumes the sagas as a restart resumes its own: a call that was
-//!    in flight on the dead node is waited out to its deadline and recorded
-//!    as interrupted, then retried with the same idempotency key.
+//!    in flight on the dead node is recorded as interrupted and retried with
+//!    the same idempotency key.
 //!
 //! FAILED sagas move too (a `RetrySaga` needs an owner); finished ones have
 //! none to move.
@@ -34,7 +34,9 @@
 //! - A saga changes owner only in a transaction that checked the claimer's
 //!   epoch and lease, and only away from a node whose lease has expired and
 //!   whose epoch was bumped since it stamped the saga.
-//! - The engine is told of a saga only after its claim committed.
+//! - The engine is told of a saga only after its claim committed, or after
+//!   a COMMIT whose answer was lost (a saga that did not move is refused at
+//!   its first append, before any call).
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -161,9 +163,13 @@ async fn take_over(pool: &Pool, shared: &Shared, stop: &CancellationToken) -> Re
             )
             .await
             .map_err(statement("claiming a dead node's sagas"))?;
-        tx.commit().await.map_err(statement("committing a claim"))?;
+        // A COMMIT without an answer may have taken effect: the sagas are
+        // handed over all the same, or none would run them until a restart.
+        // Those that did not move are refused at their first append
+        // (`NotOwner`), and the engine drops them, having called no one.
+        let committed = tx.commit().await.map_err(statement("committing a claim"));
         if rows.is_empty() {
-            return Ok(());
+            return committed;
         }
         let mut by_node: Vec<(String, Vec<SagaId>)> = Vec::new();
         for row in &rows {
@@ -179,6 +185,7 @@ async fn take_over(pool: &Pool, shared: &Shared, stop: &CancellationToken) -> Re
                 .ownership
                 .send(OwnershipChange::Adopted { from, sagas });
         }
+        committed?;
         if (rows.len() as i64) < CLAIM_CHUNK {
             return Ok(());
         }
