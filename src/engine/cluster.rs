@@ -6,13 +6,13 @@
 //! show, and a roster of one would suggest there were: [`Engine::nodes`]
 //! refuses instead, saying how to make one ([`NO_CLUSTER`]).
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use super::Engine;
 use crate::{
     Error, Result,
     journal::postgres::{NodeId, NodeInfo},
-    saga::{Participant, SagaId},
+    saga::SagaId,
 };
 
 /// How often a node of a cluster reads the participants again: how long a
@@ -67,13 +67,7 @@ impl Engine {
     /// this node is never overwritten by an older read.
     pub(super) async fn reload_participants(&self) -> Result<()> {
         let _one_at_a_time = self.inner.registering.lock().await;
-        let read: HashMap<String, Participant> = self
-            .journal()
-            .participants()
-            .await?
-            .into_iter()
-            .map(|p| (p.name.clone(), p))
-            .collect();
+        let read = super::participants_of(self.journal().as_ref()).await?;
         *self
             .inner
             .participants

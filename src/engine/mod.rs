@@ -220,12 +220,7 @@ impl Engine {
         definitions: Vec<Definition>,
         config: EngineConfig,
     ) -> Result<Self> {
-        let participants: HashMap<String, Participant> = journal
-            .participants()
-            .await?
-            .into_iter()
-            .map(|p| (p.name.clone(), p))
-            .collect();
+        let participants = participants_of(journal.as_ref()).await?;
         if let Some(allow) = &config.participant_allow {
             warn_disallowed(allow, participants.values());
         }
@@ -763,6 +758,16 @@ fn log_registration(previous: Option<&Participant>, now: &Participant) {
 /// allow-list refuses by itself (an IP or a name it does not allow; names
 /// that need DNS are left to the connection): it was registered before the
 /// list was set, and every call of it will now be refused.
+/// The participants `journal` holds, by name.
+async fn participants_of(journal: &dyn Journal) -> Result<HashMap<String, Participant>> {
+    Ok(journal
+        .participants()
+        .await?
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect())
+}
+
 fn warn_disallowed<'a>(allow: &AllowList, participants: impl Iterator<Item = &'a Participant>) {
     for participant in participants {
         for endpoint in [&participant.forward, &participant.compensate] {

@@ -406,15 +406,7 @@ impl Cluster {
             };
             match f(client).await {
                 Ok(response) => return response.into_inner(),
-                Err(s)
-                    if matches!(
-                        s.code(),
-                        tonic::Code::Unavailable
-                            | tonic::Code::Unknown
-                            | tonic::Code::Cancelled
-                            | tonic::Code::Internal
-                    ) =>
-                {
+                Err(s) if common::chaos::explained_by_a_restart(&s) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(s) => panic!("unexpected answer {:?}: {}", s.code(), s.message()),

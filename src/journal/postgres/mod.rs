@@ -285,8 +285,14 @@ impl Shared {
     pub fn me(&self) -> Membership {
         Membership {
             node: self.node.clone(),
-            epoch: Epoch(self.epoch.load(Ordering::Acquire)),
+            epoch: self.epoch(),
         }
+    }
+
+    /// The epoch alone, without the node id's copy: read at every
+    /// participant call (`x-sagad-epoch`) and every scrape.
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.epoch.load(Ordering::Acquire))
     }
 
     /// Records that this process is fenced (saying so once) and returns the
@@ -616,7 +622,7 @@ impl Journal for PgJournal {
     }
 
     fn epoch(&self) -> Option<u64> {
-        Some(self.shared.me().epoch.0)
+        Some(self.shared.epoch().0)
     }
 
     async fn advertise(&self, addr: &str) -> Result<(), JournalError> {
@@ -653,7 +659,7 @@ impl Journal for PgJournal {
         Some(ClusterStatus {
             lease_held: shared.fence.get().is_none()
                 && shared.lease.held(std::time::Instant::now()),
-            epoch: shared.me().epoch.0,
+            epoch: shared.epoch().0,
             owned_open: counters.owned_open.load(Ordering::Relaxed),
             fenced: counters.fenced.load(Ordering::Relaxed),
             rejoins: counters.rejoins.load(Ordering::Relaxed),

@@ -240,12 +240,7 @@ impl Harness {
             };
             match answer {
                 Ok(response) => return response.into_inner(),
-                Err(s)
-                    if matches!(
-                        s.code(),
-                        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal
-                    ) =>
-                {
+                Err(s) if explained_by_a_restart(&s) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(s) => panic!("unexpected answer {:?}: {}", s.code(), s.message()),
@@ -377,6 +372,16 @@ impl Harness {
             );
         }
     }
+}
+
+/// Whether a call's failure is what a coordinator that is dead, restarting
+/// or recovering answers (or its connection breaking): tried again, by the
+/// harnesses, rather than failing the test.
+pub fn explained_by_a_restart(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal
+    )
 }
 
 /// What a run did.
