@@ -36,7 +36,27 @@ use tokio_rustls::{
 use tonic::codegen::Service;
 
 /// The HTTP/2 client connection preface, then an empty SETTINGS frame.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+/// The content type of a TLS alert record: what a TLS server answers a
+/// plaintext HTTP/2 preface with.
+const TLS_ALERT: u8 = 0x15;
+
+/// Whether the server at `host:port` answers the plaintext HTTP/2 preface
+/// with a TLS alert, as a TLS listener does: an `http://` address of a
+/// coordinator that serves TLS. tonic would only report the call's end
+/// ("h2 protocol error" or "operation was canceled", whichever it sees
+/// first). False when anything else happens, left to the real connection.
+pub async fn answers_as_tls(host_port: &str, timeout: Duration) -> bool {
+    let probe = async {
+        let mut tcp = TcpStream::connect(host_port).await.ok()?;
+        tcp.write_all(H2_PREFACE).await.ok()?;
+        let mut first = [0u8; 1];
+        tcp.read_exact(&mut first).await.ok()?;
+        Some(first[0] == TLS_ALERT)
+    };
+    matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
+}
+
 /// Length of an HTTP/2 frame header: what the probe waits for.
 const H2_FRAME_HEADER: usize = 9;
 

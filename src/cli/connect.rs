@@ -116,10 +116,23 @@ pub async fn connect(args: &AddrArgs) -> Result<Client, CliError> {
     let addr = normalize_addr(&args.addr);
     let channel = match tls_config(args, &addr)? {
         Some(config) => connect_tls(args, &addr, config).await?,
-        None => endpoint(args, &addr)?
-            .connect()
-            .await
-            .map_err(|e| failed(&addr, &e))?,
+        None => {
+            let channel = endpoint(args, &addr)?
+                .connect()
+                .await
+                .map_err(|e| failed(&addr, &e))?;
+            // Connected, but maybe to a TLS listener (the HTTP/2 handshake
+            // is only sent, never awaited): ask once, so the mistake is
+            // named instead of the first call's end.
+            let host_port = addr.trim_start_matches("http://");
+            let host_port = host_port.split('/').next().unwrap_or(host_port);
+            if crate::cli::client_tls::answers_as_tls(host_port, CONNECT_TIMEOUT).await {
+                return Err(CliError::NotPlaintext {
+                    why: "it answered with a TLS alert".into(),
+                });
+            }
+            channel
+        }
     };
     // Replies (GetSaga with many attempts) may exceed tonic's 4 MiB default.
     Ok(CoordinatorClient::with_interceptor(channel, bearer).max_decoding_message_size(usize::MAX))

@@ -94,14 +94,6 @@ impl From<Status> for CliError {
         if let Some(why) = tls_failure(&status) {
             return CliError::Handshake { addr: None, why };
         }
-        // tonic's own status for an HTTP/2 exchange that never made sense:
-        // what a plaintext client gets from a TLS listener (its first bytes
-        // are a TLS alert, not a SETTINGS frame).
-        if status.code() == Code::Internal && status.message().starts_with("h2 protocol error") {
-            return CliError::NotPlaintext {
-                why: status.message().to_string(),
-            };
-        }
         // Printed on a terminal: its control characters escaped (`scrub.rs`).
         let mut message = status.message().to_string();
         crate::cli::scrub::Scrub::scrub(&mut message);
