@@ -38,12 +38,12 @@ impl Engine {
         Ok(self.journal().owner(id).await?)
     }
 
-    /// Why a command for a saga not running here cannot be served here, in a
-    /// cluster: the saga's owner, and where it serves (the call belongs
-    /// there). `None` with a journal without nodes, or when the owner cannot
-    /// be read (the caller then says what it would have said alone).
-    pub(super) async fn runs_elsewhere(&self, id: SagaId) -> Option<Error> {
-        let owner = self.owner(id).await.ok()??;
+    /// Where saga `id` runs, as an operator reads it: its owner and the
+    /// address the owner serves at, as far as the journal says.
+    pub(super) async fn where_it_runs(&self, id: SagaId) -> String {
+        let Ok(Some(owner)) = self.owner(id).await else {
+            return "another node".into();
+        };
         let addr = self
             .journal()
             .nodes()
@@ -52,9 +52,7 @@ impl Engine {
             .flatten()
             .and_then(|nodes| nodes.into_iter().find(|n| n.node == owner))
             .map_or_else(|| "address unknown".to_string(), |n| n.addr);
-        Some(Error::Unavailable(format!(
-            "saga {id} runs on node {owner} ({addr}), not on this coordinator: send the call there"
-        )))
+        format!("node {owner} ({addr})")
     }
 
     /// Whether other coordinators write this journal too (cluster mode).

@@ -7,7 +7,9 @@
 //! (`owners.rs`) so commands (cancel, retry, wait, watch) reach the runner,
 //! waking a parked saga first; reads (get, list) go to the journal, which holds
 //! exactly what is durable. A start (`start.rs`) claims a fresh saga and hands
-//! it to a new runner, whose first append is `SagaStarted`.
+//! it to a new runner, whose first append is `SagaStarted`. In a cluster, a
+//! cancel or retry of a saga another node runs is left in the journal for
+//! that node, which carries it out (`relay.rs`).
 //!
 //! Invariants:
 //! - At most one runner per saga: a saga is claimed for its runner before the
@@ -33,7 +35,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     Error, Result,
-    journal::Journal,
+    error::JournalFault,
+    journal::{Journal, relay::OwnerCall},
     metrics::Metrics,
     participant::{
         Participants,
@@ -54,6 +57,7 @@ mod owners;
 mod ownership;
 mod parking;
 pub mod recovery;
+mod relay;
 mod runner;
 mod start;
 mod watch;
@@ -64,6 +68,7 @@ pub use crate::journal::ListQuery;
 pub use cluster::NO_CLUSTER;
 pub use feed::{CURSOR_PATIENCE, FeedItem, FeedQuery};
 pub use parking::PARK_AFTER;
+use relay::Here;
 pub use start::{SagaSource, StartRequest, Started};
 pub use watch::WatchItem;
 
@@ -272,6 +277,12 @@ impl Engine {
                 .inner
                 .tracker
                 .spawn(engine.clone().refresh_participants());
+        }
+        if let Some(relay) = engine.inner.journal.relay() {
+            engine
+                .inner
+                .tracker
+                .spawn(engine.clone().serve_relayed(relay));
         }
         Ok(engine)
     }
@@ -498,7 +509,9 @@ impl Engine {
     }
 
     /// Cancels a running saga: it stops going forward (once any in-flight call
-    /// returned) and compensates what it did. `by` is journaled with it.
+    /// returned) and compensates what it did. `by` is journaled with it. In
+    /// a cluster, a saga another node runs is cancelled by its owner
+    /// (`relay.rs`).
     pub async fn cancel(&self, id: SagaId, reason: String, by: Principal) -> Result<SagaState> {
         if reason.len() > REASON_MAX_LEN {
             return Err(Error::InvalidArgument(format!(
@@ -506,29 +519,42 @@ impl Engine {
                 reason.len()
             )));
         }
+        match self.cancel_here(id, &reason, &by).await {
+            Here::Answered(answer) => answer,
+            Here::Elsewhere => {
+                self.relay_to_owner(id, OwnerCall::Cancel { reason, by })
+                    .await
+            }
+        }
+    }
+
+    /// [`Engine::cancel`] of a saga this node runs; [`Here::Elsewhere`]
+    /// for an unfinished saga it does not (another node's, in a cluster).
+    async fn cancel_here(&self, id: SagaId, reason: &str, by: &Principal) -> Here<SagaState> {
         loop {
             let asked = self
                 .ask(id, |reply| Command::Cancel {
-                    reason: reason.clone(),
+                    reason: reason.to_string(),
                     by: by.clone(),
                     reply,
                 })
                 .await;
             if let Some(answer) = asked {
-                return answer;
+                return Here::Answered(answer);
             }
-            let saga = self.get(id).await?;
+            let saga = match self.get(id).await {
+                Ok(saga) => saga,
+                Err(e) => return Here::Answered(Err(e)),
+            };
             if self.is_owned(id) {
                 // A runner is finishing, or a retry just started one: ask again.
                 tokio::task::yield_now().await;
                 continue;
             }
-            if !saga.status.is_terminal()
-                && let Some(elsewhere) = self.runs_elsewhere(id).await
-            {
-                return Err(elsewhere);
+            if !saga.status.is_terminal() && self.shares_its_journal() {
+                return Here::Elsewhere;
             }
-            return Err(self.not_running(&saga, "cancelled", "RUNNING"));
+            return Here::Answered(Err(self.not_running(&saga, "cancelled", "RUNNING")));
         }
     }
 
@@ -536,7 +562,9 @@ impl Engine {
     /// `refresh_endpoints`, the steps still to be compensated first take their
     /// participants' current compensate endpoints (`saga::refresh`), journaled
     /// in the same append as the retry; a participant no longer registered is
-    /// `NotFound`, and nothing changes. `by` is journaled with the retry.
+    /// `NotFound`, and nothing changes. `by` is journaled with the retry. In
+    /// a cluster, a saga another node owns is retried by its owner
+    /// (`relay.rs`).
     pub async fn retry(
         &self,
         id: SagaId,
@@ -544,17 +572,49 @@ impl Engine {
         by: Principal,
     ) -> Result<SagaState> {
         self.check_open()?;
+        match self.retry_here(id, refresh_endpoints, &by).await {
+            Here::Answered(answer) => answer,
+            Here::Elsewhere => {
+                let call = OwnerCall::Retry {
+                    refresh_endpoints,
+                    by,
+                };
+                self.relay_to_owner(id, call).await
+            }
+        }
+    }
+
+    /// [`Engine::retry`] of a saga this node owns; [`Here::Elsewhere`] for
+    /// a FAILED saga another node owns.
+    async fn retry_here(
+        &self,
+        id: SagaId,
+        refresh_endpoints: bool,
+        by: &Principal,
+    ) -> Here<SagaState> {
         loop {
             if let Some(answer) = self.ask(id, |reply| Command::Retry { reply }).await {
-                return answer;
+                return Here::Answered(answer);
             }
-            let saga = self.get(id).await?;
+            let saga = match self.get(id).await {
+                Ok(saga) => saga,
+                Err(e) => return Here::Answered(Err(e)),
+            };
             if saga.status != SagaStatus::Failed {
                 if self.is_owned(id) {
                     tokio::task::yield_now().await;
                     continue;
                 }
-                return Err(self.not_running(&saga, "retried", "FAILED"));
+                // Its runner is on another node, and answers there.
+                if !saga.status.is_terminal() && self.shares_its_journal() {
+                    return Here::Elsewhere;
+                }
+                return Here::Answered(Err(self.not_running(&saga, "retried", "FAILED")));
+            }
+            match self.owned_by_another_node(id).await {
+                Ok(false) => {}
+                Ok(true) => return Here::Elsewhere,
+                Err(e) => return Here::Answered(Err(e)),
             }
             // Claim the saga: whoever inserts the runner first resumes it.
             let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
@@ -566,8 +626,9 @@ impl Engine {
                 Ok(saga) if saga.status == SagaStatus::Failed => saga,
                 other => {
                     self.lock_owners().release(id);
-                    let saga = other?;
-                    return Err(self.not_running(&saga, "retried", "FAILED"));
+                    return Here::Answered(
+                        other.and_then(|saga| Err(self.not_running(&saga, "retried", "FAILED"))),
+                    );
                 }
             };
             let refresh = if refresh_endpoints {
@@ -575,7 +636,7 @@ impl Engine {
                     Ok(changes) => changes,
                     Err(e) => {
                         self.lock_owners().release(id);
-                        return Err(e);
+                        return Here::Answered(Err(e));
                     }
                 }
             } else {
@@ -601,19 +662,26 @@ impl Engine {
                 };
                 if let Err(e) = state.apply(&event) {
                     self.lock_owners().release(id);
-                    return Err(e.into());
+                    return Here::Answered(Err(e.into()));
                 }
                 events.push(event);
             }
             let (ack_tx, ack_rx) = oneshot::channel();
             let ack = Some(runner::Ack::State(ack_tx));
             self.spawn_runner(state, events, command_rx, ack, vec![]);
-            tracing::info!(saga = %id, refreshed, by = %by, "saga retried by an operator");
-            return ack_rx.await.unwrap_or_else(|_| {
+            let answer = ack_rx.await.unwrap_or_else(|_| {
                 Err(Error::Unavailable(
                     "the coordinator is shutting down".into(),
                 ))
             });
+            // Taken over between the look at its owner and the append.
+            if matches!(&answer, Err(e) if e.journal_fault() == Some(JournalFault::Moved)) {
+                return Here::Elsewhere;
+            }
+            if answer.is_ok() {
+                tracing::info!(saga = %id, refreshed, by = %by, "saga retried by an operator");
+            }
+            return Here::Answered(answer);
         }
     }
 

@@ -173,6 +173,7 @@ pub mod conformance;
 pub mod kv;
 pub mod memory;
 pub mod postgres;
+pub mod relay;
 mod request;
 pub mod salvage;
 pub mod sled;
@@ -181,6 +182,7 @@ pub mod store;
 pub use kv::{KvJournal, check};
 pub use memory::MemoryJournal;
 pub use postgres::{PgError, PgJournal};
+pub use relay::Relay;
 pub use salvage::Salvage;
 pub use sled::{ReadOnlyJournal, SledJournal};
 pub use store::StoreError;
@@ -515,6 +517,18 @@ pub trait Journal: Send + Sync + 'static {
     /// every node sharing it; `None` (the default) when the webhook keeps its
     /// own ledger beside the journal, as it does with sled.
     fn notices(&self) -> Option<Arc<dyn Notices>> {
+        None
+    }
+
+    /// Calls for a saga's owner, carried through this journal to whichever
+    /// node owns the saga ([`Relay`]); `None` (the default) for a journal
+    /// only this process writes, where every saga is this process's.
+    fn relay(&self) -> Option<Arc<dyn Relay>> {
+        None
+    }
+
+    /// Which node this process writes as; `None` for a journal without nodes.
+    fn node(&self) -> Option<postgres::NodeId> {
         None
     }
 }

@@ -21,6 +21,7 @@ mod cluster;
 mod cluster_duties;
 mod cluster_failover;
 mod cluster_metrics;
+mod cluster_relay;
 mod config;
 mod crash;
 mod crash_points;

@@ -15,6 +15,7 @@
 //! | `takeover.rs` | deposing nodes whose lease ran out, and claiming their sagas |
 //! | `duty.rs` | cluster-wide duties (the archiver): one holder at a time, on a lease |
 //! | `notice.rs` | the on-failed webhook's acknowledgements, and whose notice is whose to post |
+//! | `relay.rs` | cancels and retries left for a saga's owner by the node they reached |
 //! | `batch.rs` | which requests a batch takes, and the rows they write |
 //! | `writer.rs` | the writer task: one pipelined transaction per batch |
 //! | `reads.rs` | the reads, one statement each |
@@ -38,6 +39,9 @@
 //!  duty(name PK, node_id, epoch, lease_until)                  one row per duty taken
 //!  notice(saga_id PK → saga ON DELETE CASCADE, seq,
 //!         acked_at, acked_by)                                  the webhook's acknowledgements
+//!  relay(call_id PK, saga_id → saga ON DELETE CASCADE, body,
+//!        asked_by, asked_at, taken_by, answered_at, answer)    calls for a saga's owner
+//!    index (saga_id) WHERE no one took or answered it          the owners' poll
 //!  schema_version(version)                                     one row (`schema.rs`)
 //! ```
 //!
@@ -192,7 +196,8 @@ use uuid::Uuid;
 use crate::{
     journal::{
         ClusterStatus, Duty, FlushObserver, JOURNAL_QUEUE_CAPACITY, Journal, JournalError,
-        JournalStats, ListQuery, Notices, OwnershipChange, SagaSummary, request::WriteRequest,
+        JournalStats, ListQuery, Notices, OwnershipChange, Relay, SagaSummary,
+        request::WriteRequest,
     },
     saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp},
 };
@@ -203,6 +208,7 @@ mod error;
 pub mod node;
 mod notice;
 mod reads;
+mod relay;
 pub mod roster;
 pub mod schema;
 mod takeover;
@@ -374,6 +380,8 @@ pub struct PgJournal {
     /// For the engine, taken once ([`Journal::ownership_changes`]); a std
     /// mutex, held only to take it.
     changes: Mutex<Option<mpsc::UnboundedReceiver<OwnershipChange>>>,
+    /// Calls for a saga's owner ([`Journal::relay`]).
+    relay: Arc<relay::PgRelay>,
 }
 
 impl PgJournal {
@@ -436,7 +444,14 @@ impl PgJournal {
             shared.clone(),
             background.clone(),
         ));
+        let relay = Arc::new(relay::PgRelay {
+            pool: pool.clone(),
+            shared: shared.clone(),
+            lease_ttl,
+            polls: AtomicU64::new(0),
+        });
         Ok(Self {
+            relay,
             shared,
             pool,
             lease_ttl,
@@ -678,6 +693,14 @@ impl Journal for PgJournal {
             pool: self.pool.clone(),
             shared: self.shared.clone(),
         }))
+    }
+
+    fn relay(&self) -> Option<Arc<dyn Relay>> {
+        Some(self.relay.clone())
+    }
+
+    fn node(&self) -> Option<NodeId> {
+        Some(self.shared.node.clone())
     }
 }
 

@@ -16,6 +16,7 @@
 //! | 1 | the tables |
 //! | 2 | `epoch_seq`: every epoch is drawn from one sequence, so a node that takes a saga over writes (and calls its participants) under an epoch above any its old owner had (`takeover.rs`) |
 //! | 3 | `duty`: cluster-wide duties, one holder at a time on a lease (`duty.rs`); `notice`: the on-failed webhook's acknowledgements, one truth for every node (`notice.rs`) |
+//! | 4 | `relay`: cancels and retries that reached a node other than the saga's owner, for the owner to carry out (`relay.rs`) |
 //!
 //! Two nodes starting at once on an empty database must not both create the
 //! tables: the check and the creation run in one transaction under a
@@ -28,7 +29,7 @@ use tokio_postgres::Client;
 use super::{PgError, PgTarget};
 
 /// The version of the tables this build creates and reads.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The advisory lock key of the bootstrap: "sagad" in ASCII, arbitrary but fixed.
 const BOOTSTRAP_LOCK: i64 = 0x73_6167_6164;
@@ -110,8 +111,25 @@ CREATE TABLE sagad.notice (
 );
 "#;
 
+/// From version 3 to 4: calls for a saga's owner (gone with their saga).
+/// The partial index holds only the calls no owner took yet, so the
+/// owners' polls cost next to nothing while none wait.
+const UPGRADE_TO_V4: &str = r#"
+CREATE TABLE sagad.relay (
+    call_id uuid PRIMARY KEY,
+    saga_id uuid NOT NULL REFERENCES sagad.saga (saga_id) ON DELETE CASCADE,
+    body text NOT NULL,
+    asked_by text NOT NULL,
+    asked_at timestamptz NOT NULL,
+    taken_by text,
+    answered_at timestamptz,
+    answer text
+);
+CREATE INDEX relay_waiting ON sagad.relay (saga_id) WHERE taken_by IS NULL AND answer IS NULL;
+"#;
+
 /// Each upgrade, by the version it leaves the tables at.
-const UPGRADES: [(i32, &str); 2] = [(2, UPGRADE_TO_V2), (3, UPGRADE_TO_V3)];
+const UPGRADES: [(i32, &str); 3] = [(2, UPGRADE_TO_V2), (3, UPGRADE_TO_V3), (4, UPGRADE_TO_V4)];
 
 /// Creates the tables if the database has none, or checks their version.
 pub async fn ensure(client: &mut Client, target: &PgTarget) -> Result<(), PgError> {

@@ -432,6 +432,107 @@ async fn a_failed_sagas_notice_is_due_to_its_owner_until_acknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_call_is_taken_once_by_the_sagas_owner_and_answered_to_its_caller() {
+    use crate::journal::relay::{CallAnswer, CallState, OwnerCall, Refusal};
+    use crate::saga::Principal;
+
+    let url = database().await;
+    let (a, b) = (open(&url, "node-a").await, open(&url, "node-b").await);
+    let saga = started("shop", None);
+    let id = saga.saga;
+    a.append(vec![saga]).await.unwrap();
+    let (on_a, on_b) = (a.relay().unwrap(), b.relay().unwrap());
+    let cancel = OwnerCall::Cancel {
+        reason: "asked on node-b".into(),
+        by: Principal::anonymous(None),
+    };
+    let unknown = crate::saga::SagaId::generate();
+    assert_eq!(
+        on_b.send(unknown, &cancel).await.unwrap(),
+        None,
+        "no such saga"
+    );
+
+    // Left on node-b, taken by node-a (the owner) only, once.
+    let call = on_b.send(id, &cancel).await.unwrap().unwrap();
+    assert_eq!(on_b.state(call).await.unwrap(), CallState::Waiting);
+    assert!(on_b.take().await.unwrap().is_empty(), "not node-b's saga");
+    let taken = on_a.take().await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        (taken[0].id, taken[0].saga, &taken[0].call),
+        (call, id, &cancel)
+    );
+    assert!(on_a.take().await.unwrap().is_empty(), "taken once");
+    assert_eq!(on_b.state(call).await.unwrap(), CallState::Taken);
+
+    // Put back, it is taken again; answered, its caller reads the answer.
+    on_a.put_back(call).await.unwrap();
+    assert_eq!(on_b.state(call).await.unwrap(), CallState::Waiting);
+    assert_eq!(on_a.take().await.unwrap().len(), 1);
+    let refused = CallAnswer::Refused {
+        refusal: Refusal::FailedPrecondition,
+        message: "saga is already COMPENSATING".into(),
+    };
+    on_b.reply(call, &CallAnswer::Done).await.unwrap();
+    assert_eq!(
+        on_b.state(call).await.unwrap(),
+        CallState::Taken,
+        "only the taker answers"
+    );
+    on_a.reply(call, &refused).await.unwrap();
+    on_a.reply(call, &CallAnswer::Done).await.unwrap();
+    assert_eq!(
+        on_b.state(call).await.unwrap(),
+        CallState::Answered(refused.clone()),
+        "the first answer stands"
+    );
+    assert_eq!(
+        on_b.withdraw(call).await.unwrap(),
+        CallState::Answered(refused)
+    );
+
+    // Withdrawn before anyone took it: gone, so nothing will be done.
+    let waiting = on_b.send(id, &cancel).await.unwrap().unwrap();
+    assert_eq!(on_b.withdraw(waiting).await.unwrap(), CallState::Waiting);
+    assert_eq!(on_b.state(waiting).await.unwrap(), CallState::Gone);
+    assert!(on_a.take().await.unwrap().is_empty());
+    // Withdrawn once taken: the caller learns it may take effect.
+    let taken = on_b.send(id, &cancel).await.unwrap().unwrap();
+    assert_eq!(on_a.take().await.unwrap().len(), 1);
+    assert_eq!(on_b.withdraw(taken).await.unwrap(), CallState::Taken);
+
+    // A waiting call follows its saga to a new owner; a fenced node takes
+    // nothing.
+    let moving = on_b.send(id, &cancel).await.unwrap().unwrap();
+    let db = sql(&url).await;
+    db.execute("UPDATE sagad.saga SET owner_node = 'node-b'", &[])
+        .await
+        .unwrap();
+    assert!(on_a.take().await.unwrap().is_empty(), "moved away");
+    let taken = on_b.take().await.unwrap();
+    assert_eq!(taken.iter().map(|t| t.id).collect::<Vec<_>>(), [moving]);
+    on_b.put_back(moving).await.unwrap();
+    db.execute(
+        "UPDATE sagad.node SET epoch = nextval('sagad.epoch_seq') WHERE node_id = 'node-b'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let _ = b.append(vec![next(id, 2, attempt(1))]).await;
+    assert!(
+        b.shared.fence.get().is_some(),
+        "node-b learnt it was fenced"
+    );
+    assert!(on_b.take().await.unwrap().is_empty(), "fenced");
+
+    // Removed with its saga.
+    db.execute("DELETE FROM sagad.saga", &[]).await.unwrap();
+    assert_eq!(on_a.state(moving).await.unwrap(), CallState::Gone);
+    assert_eq!(on_a.withdraw(moving).await.unwrap(), CallState::Gone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_is_refused_naming_both_versions() {
     let url = database().await;
     let journal = open(&url, "node-a").await;
@@ -462,7 +563,7 @@ async fn a_version_1_journal_is_upgraded_and_epochs_go_on_above_its_own() {
     // node, and none of the later tables.
     let db = sql(&url).await;
     db.batch_execute(
-        "DROP TABLE sagad.notice, sagad.duty;
+        "DROP TABLE sagad.relay, sagad.notice, sagad.duty;
          DROP SEQUENCE sagad.epoch_seq;
          UPDATE sagad.schema_version SET version = 1;
          UPDATE sagad.node SET epoch = 5",
