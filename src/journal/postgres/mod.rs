@@ -100,7 +100,8 @@
 //! - A batch that fails refuses the writes after it until a probe works
 //!   (`writer.rs`); a COMMIT without an answer is reported as uncertain,
 //!   and the engine reads the saga again before it goes on (it does that
-//!   after any failed append).
+//!   after any failed append). `tests/it/lost_commit.rs` loses COMMIT
+//!   answers both ways (committed, and rolled back) through a proxy.
 //! - A node that finds itself fenced (its epoch moved on) refuses every
 //!   write for the rest of its life, and says so through
 //!   [`Journal::write_failure`] (health turns NOT_SERVING; sagas pause).

@@ -53,6 +53,7 @@ pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
 
 pub mod certs;
 pub mod chaos;
+pub mod commit_cutter;
 pub mod damage;
 pub mod postgres;
 pub mod process;
