@@ -234,7 +234,13 @@ async fn cancel_and_retry_sent_to_any_node_are_carried_out_by_the_sagas_owner() 
         .unwrap()
         .get::<_, i64>(0);
     assert!(calls >= 1, "the calls went through the journal");
+    // Woken, it learns it was fenced and joins again before it stops.
     a.signal("CONT");
+    poll_until("node-a to join again", || {
+        let said = a.stderr_so_far();
+        async move { said.contains("joined the journal again").then_some(()) }
+    })
+    .await;
     journal_is_whole(&db).await;
     for node in [a, b] {
         let (status, stderr) = node.terminate();

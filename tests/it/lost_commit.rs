@@ -5,13 +5,7 @@
 //! and then, both ways (committed, and rolled back), loses no acknowledged
 //! saga and applies no effect twice.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use sagad::{
     error::JournalFault,
@@ -23,7 +17,7 @@ use sagad::{
 };
 
 use crate::common::{
-    chaos::{Fate, Harness},
+    chaos::Harness,
     commit_cutter::{CommitCutter, Cut, upstream},
     poll_until,
     postgres::{database, journal_is_whole, sql},
@@ -162,28 +156,7 @@ async fn a_coordinator_whose_commit_answers_are_lost_loses_nothing_and_applies_n
         .unwrap_or_else(|| fastrand::u64(..));
     println!("lost commit test seed {seed} (SAGAD_LOST_COMMIT_SEED sets it)");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let next_saga = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let mut lanes = Vec::new();
-    for lane in 0..LANES {
-        let (harness, next_saga, done) = (harness.clone(), next_saga.clone(), done.clone());
-        let mut rng = fastrand::Rng::with_seed(rng.u64(..) ^ lane as u64);
-        lanes.push(tokio::spawn(async move {
-            loop {
-                let i = next_saga.fetch_add(1, Ordering::SeqCst);
-                if i >= SAGAS && done.load(Ordering::SeqCst) {
-                    break;
-                }
-                let fate = match i {
-                    0 => Fate::Complete,
-                    1 => Fate::Reject { step: 2, fails: 1 },
-                    _ => Fate::pick(&mut rng),
-                };
-                harness.start_saga(format!("lost-s{i}"), fate).await;
-                tokio::time::sleep(Duration::from_millis(rng.u64(5..30))).await;
-            }
-        }));
-    }
+    let lanes = harness.start_lanes(LANES, SAGAS, "lost-s", &mut rng);
     // One cut at a time, alternating, each while sagas are under way.
     for n in 0..CUTS {
         let seen = harness.shop.fake.calls().len();
@@ -203,10 +176,7 @@ async fn a_coordinator_whose_commit_answers_are_lost_loses_nothing_and_applies_n
         })
         .await;
     }
-    done.store(true, Ordering::SeqCst);
-    for lane in lanes {
-        lane.await.unwrap();
-    }
+    lanes.finish().await;
     assert_eq!(cutter.cuts(), CUTS);
     let summary = harness.settle_and_check().await;
     println!("{summary:?}");

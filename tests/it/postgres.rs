@@ -4,14 +4,7 @@
 //! the start with a message that says which and why, and the nodes sharing
 //! a journal are listed with their leases and the sagas they own.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use sagad::{
     journal::{
@@ -24,7 +17,7 @@ use tonic::Code;
 
 use crate::common::{
     self, Answer, FakeParticipant, ServingStatus,
-    chaos::{Fate, Harness},
+    chaos::Harness,
     poll_until,
     postgres::{database, journal_is_whole, sql},
     process::{SagadProcess, sagad_client},
@@ -46,30 +39,7 @@ async fn a_coordinator_killed_mid_way_finishes_every_acknowledged_saga() {
     let seed = fastrand::u64(..);
     println!("postgres kill test seed {seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let next = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let mut lanes = Vec::new();
-    for lane in 0..LANES {
-        let (harness, next, done) = (harness.clone(), next.clone(), done.clone());
-        let mut rng = fastrand::Rng::with_seed(rng.u64(..) ^ lane as u64);
-        lanes.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= SAGAS && done.load(Ordering::SeqCst) {
-                    break;
-                }
-                // Both ends are always there: a saga that completes and one
-                // that is compensated; the rest are seeded.
-                let fate = match i {
-                    0 => Fate::Complete,
-                    1 => Fate::Reject { step: 2, fails: 1 },
-                    _ => Fate::pick(&mut rng),
-                };
-                harness.start_saga(format!("pg-s{i}"), fate).await;
-                tokio::time::sleep(Duration::from_millis(rng.u64(5..40))).await;
-            }
-        }));
-    }
+    let lanes = harness.start_lanes(LANES, SAGAS, "pg-s", &mut rng);
     // Kill while sagas are in flight: each time a few more participant
     // calls have arrived since the last restart.
     for _ in 0..KILLS {
@@ -88,10 +58,7 @@ async fn a_coordinator_killed_mid_way_finishes_every_acknowledged_saga() {
         .await
         .unwrap();
     }
-    done.store(true, Ordering::SeqCst);
-    for lane in lanes {
-        lane.await.unwrap();
-    }
+    lanes.finish().await;
     let summary = harness.settle_and_check().await;
     println!("{summary:?}");
     assert!(summary.sagas >= SAGAS);

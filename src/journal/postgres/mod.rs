@@ -513,10 +513,7 @@ impl PgJournal {
 
     /// A pooled connection for a read.
     async fn reader(&self) -> Result<Object, JournalError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| JournalError::Postgres(PgError::Pool(e)))
+        pooled(&self.pool).await
     }
 }
 
@@ -703,6 +700,13 @@ impl Journal for PgJournal {
     fn node(&self) -> Option<NodeId> {
         Some(self.shared.node.clone())
     }
+}
+
+/// A connection from `pool`, for a read or a statement outside the writer.
+pub(super) async fn pooled(pool: &Pool) -> Result<Object, JournalError> {
+    pool.get()
+        .await
+        .map_err(|e| JournalError::Postgres(PgError::Pool(e)))
 }
 
 /// One connection to `target`, its connection task spawned; an error names

@@ -84,10 +84,7 @@ fn read(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> JournalErro
 
 impl PgNotices {
     async fn client(&self) -> Result<deadpool_postgres::Object, JournalError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| JournalError::Postgres(PgError::Pool(e)))
+        super::pooled(&self.pool).await
     }
 }
 

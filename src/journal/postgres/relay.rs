@@ -108,10 +108,7 @@ fn state_of(taken: Option<bool>, answer: Option<String>) -> Result<CallState, Jo
 
 impl PgRelay {
     async fn client(&self) -> Result<deadpool_postgres::Object, JournalError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| JournalError::Postgres(PgError::Pool(e)))
+        super::pooled(&self.pool).await
     }
 }
 

@@ -362,6 +362,44 @@ impl Harness {
         *process = Some(p);
     }
 
+    /// Starts `lanes` tasks that start sagas under keys `{prefix}0`,
+    /// `{prefix}1`, … a few milliseconds apart, until at least `sagas` are
+    /// started and [`Lanes::finish`] is called. Saga 0 completes and saga 1
+    /// is compensated; the others' fates are drawn from `rng`.
+    pub fn start_lanes(
+        self: &Arc<Self>,
+        lanes: usize,
+        sagas: usize,
+        prefix: &str,
+        rng: &mut fastrand::Rng,
+    ) -> Lanes {
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handles = (0..lanes)
+            .map(|lane| {
+                let (harness, next, done) = (self.clone(), next.clone(), done.clone());
+                let mut rng = fastrand::Rng::with_seed(rng.u64(..) ^ lane as u64);
+                let prefix = prefix.to_string();
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i >= sagas && done.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        let fate = match i {
+                            0 => Fate::Complete,
+                            1 => Fate::Reject { step: 2, fails: 1 },
+                            _ => Fate::pick(&mut rng),
+                        };
+                        harness.start_saga(format!("{prefix}{i}"), fate).await;
+                        tokio::time::sleep(Duration::from_millis(rng.u64(5..40))).await;
+                    }
+                })
+            })
+            .collect();
+        Lanes { done, handles }
+    }
+
     /// Stops the coordinator with SIGTERM and checks it exits 0.
     pub fn stop(&self) {
         if let Some(p) = self.process.lock().unwrap().take() {
@@ -392,6 +430,22 @@ pub struct Summary {
     pub completed: usize,
     pub compensated: usize,
     pub kills: u32,
+}
+
+/// The tasks of [`Harness::start_lanes`].
+pub struct Lanes {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Lanes {
+    /// Lets the lanes stop once enough sagas are started, and waits for them.
+    pub async fn finish(self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        for handle in self.handles {
+            handle.await.unwrap();
+        }
+    }
 }
 
 /// Checks one terminal saga against its script and the participants' ledger.
