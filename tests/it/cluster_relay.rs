@@ -4,7 +4,8 @@
 //! (journaled by it, under its epoch, with the caller's principal), and
 //! answered as the owner answered; what the saga's state refuses is refused
 //! with the owner's words. A call sent while the owner is stopped is carried
-//! out by the node that takes the saga over.
+//! out by the node that takes the saga over; a caller that goes away before
+//! the answer withdraws its call, and nothing is done.
 
 use std::{
     collections::HashSet,
@@ -23,6 +24,7 @@ use crate::{
     common::{
         self, Answer, Client, FakeParticipant, ServingStatus, poll_until,
         postgres::{database, journal_is_whole, sql},
+        process::SagadProcess,
         quick_retry, register_shop, start_order, state,
     },
 };
@@ -241,6 +243,73 @@ async fn cancel_and_retry_sent_to_any_node_are_carried_out_by_the_sagas_owner() 
         async move { said.contains("joined the journal again").then_some(()) }
     })
     .await;
+    journal_is_whole(&db).await;
+    for node in [a, b] {
+        let (status, stderr) = node.terminate();
+        assert!(status.success(), "{status}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_goes_away_withdraws_its_call_and_nothing_is_done() {
+    let _heavy = common::heavy().await;
+    let url = database().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let gates = Gates {
+        forward: Arc::new(AtomicBool::new(false)),
+        compensate: Arc::new(AtomicBool::new(true)),
+    };
+    let shop = common::serve(FakeParticipant::new(script(&gates))).await;
+    // A lease long enough that node-b takes nothing over during the test.
+    let spawn = |dir: &std::path::Path, id: &str| {
+        SagadProcess::spawn(
+            dir,
+            &[
+                ("SAGAD_JOURNAL", url.as_str()),
+                ("SAGAD_NODE_ID", id),
+                ("SAGAD_LEASE_TTL", "60s"),
+            ],
+        )
+    };
+    let (a, b) = (spawn(dir_a.path(), "node-a"), spawn(dir_b.path(), "node-b"));
+    let mut on_a = client(a.addr).await;
+    register_shop(&mut on_a, &shop, quick_retry(10_000, 2)).await;
+    common::until_health(b.addr, "", ServingStatus::Serving).await;
+    let on_b = client(b.addr).await;
+    let db = sql(&url).await;
+    let held = start_order(&mut on_a, r#"{"hold":true}"#, false).await.id;
+
+    // Its owner cannot take the call; the caller gives up after half a second.
+    a.signal("STOP");
+    let mut request = tonic::Request::new(pb::CancelSagaRequest {
+        id: held.clone(),
+        reason: "given up on".into(),
+    });
+    request.set_timeout(Duration::from_millis(500));
+    let gone = on_b.clone().cancel_saga(request).await.unwrap_err();
+    assert!(
+        matches!(gone.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{gone:?}"
+    );
+    poll_until("the call to be withdrawn", || {
+        let db = &db;
+        async move {
+            let left: i64 = db
+                .query_one("SELECT count(*) FROM sagad.relay", &[])
+                .await
+                .unwrap()
+                .get(0);
+            (left == 0).then_some(())
+        }
+    })
+    .await;
+
+    // Woken, the owner finds nothing to do: the saga runs to its end.
+    a.signal("CONT");
+    gates.forward.store(true, Ordering::SeqCst);
+    let ended = until_state(&on_b, &held, pb::SagaState::Completed).await;
+    assert_eq!(ended.cancel_reason, "");
+    assert_eq!(audit_actions(&ended), ["started"]);
     journal_is_whole(&db).await;
     for node in [a, b] {
         let (status, stderr) = node.terminate();
