@@ -200,17 +200,21 @@ fn with_roots(
 }
 
 fn system_roots(target: &str) -> Result<RootCertStore, TlsError> {
+    load_system_roots().map_err(|why| TlsError::NoSystemRoots {
+        origin: target.to_string(),
+        why,
+    })
+}
+
+/// The system's roots, or why there are none.
+pub(super) fn load_system_roots() -> Result<RootCertStore, String> {
     let loaded = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _unparsable) = roots.add_parsable_certificates(loaded.certs);
     if added == 0 {
-        let why = match loaded.errors.first() {
+        return Err(match loaded.errors.first() {
             Some(e) => e.to_string(),
             None => "none found".into(),
-        };
-        return Err(TlsError::NoSystemRoots {
-            origin: target.to_string(),
-            why,
         });
     }
     Ok(roots)

@@ -11,6 +11,9 @@
 //!            incoming.rs: TCP accept → handshake      participant/connections.rs,
 //!            → the gRPC API, /metrics (the web UI      the webhook
 //!            listener, when it lands, the same way)
+//!
+//!            database.rs: the PostgreSQL journal's ClientConfig, checking the
+//!            server as its sslmode asks (read once: connections live long)
 //! ```
 //!
 //! What it guarantees:
@@ -41,12 +44,14 @@ use std::{path::PathBuf, sync::Arc};
 use tokio_rustls::rustls::crypto::CryptoProvider;
 
 mod client;
+mod database;
 mod incoming;
 mod pem;
 mod reload;
 mod server;
 
 pub use client::{ClientTls, grpc_client_config, origin_key};
+pub use database::{ServerCheck, database_client_config};
 pub use incoming::TlsIncoming;
 pub use server::{Protocol, ServerTls};
 
@@ -199,6 +204,12 @@ pub enum TlsError {
         "no system root certificates to verify {origin} with ({why}); install the system's CA certificates, or name a CA bundle (--participant-ca; the CLI's --ca)"
     )]
     NoSystemRoots { origin: String, why: String },
+    /// `sslmode=verify-ca`/`verify-full` without `sslrootcert`, and no
+    /// system roots to verify the database server with.
+    #[error(
+        "no root certificates to verify the PostgreSQL journal at {target} with ({why}); name a CA bundle with sslrootcert=FILE in --journal, or install the system's CA certificates"
+    )]
+    NoDatabaseRoots { target: String, why: String },
 }
 
 impl TlsError {

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `mod.rs` | [`PgJournal`]: opening, the reads' pool, the handle to the writer |
 //! | `target.rs` | `--journal` parsed; printed with the password redacted |
+//! | `ssl.rs` | its libpq TLS settings (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) |
 //! | `schema.rs` | the tables, created at the first start, versioned |
 //! | `node.rs` | membership: node id, epoch, lease, heartbeat, the batch's check, re-join |
 //! | `takeover.rs` | deposing nodes whose lease ran out, and claiming their sagas |
@@ -190,7 +191,7 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -212,6 +213,7 @@ mod reads;
 mod relay;
 pub mod roster;
 pub mod schema;
+mod ssl;
 mod takeover;
 mod target;
 pub mod throwaway;
@@ -712,13 +714,14 @@ pub(super) async fn pooled(pool: &Pool) -> Result<Object, JournalError> {
 /// One connection to `target`, its connection task spawned; an error names
 /// the target without its password.
 pub(super) async fn connect(target: &PgTarget) -> Result<Client, PgError> {
-    let (client, connection) = session_config(target)
-        .connect(NoTls)
-        .await
-        .map_err(|source| PgError::Connect {
-            target: target.to_string(),
-            source,
-        })?;
+    let (client, connection) =
+        session_config(target)
+            .connect(target.tls())
+            .await
+            .map_err(|source| PgError::Connect {
+                target: target.to_string(),
+                source,
+            })?;
     tokio::spawn(async move {
         // It ends when the client is dropped, or with the error every
         // request on it then meets.
@@ -757,7 +760,7 @@ fn session_config(target: &PgTarget) -> tokio_postgres::Config {
 fn pool(target: &PgTarget, size: usize) -> Result<Pool, PgError> {
     let manager = Manager::from_config(
         session_config(target),
-        NoTls,
+        target.tls(),
         ManagerConfig {
             // A broken connection fails its next statement and is dropped;
             // checking each one before use would cost a round trip per read.

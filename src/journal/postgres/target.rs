@@ -20,6 +20,10 @@
 use std::{fmt, str::FromStr, time::Duration};
 
 use tokio_postgres::config::Host;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::ssl::{SslMode, SslSettings, take_ssl_settings};
+use crate::tls::database_client_config;
 
 /// How long one connection attempt may take when the target does not say.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +32,11 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct PgTarget {
     config: tokio_postgres::Config,
+    /// `sslmode` and the certificate files, as given.
+    ssl: SslSettings,
+    /// How connections negotiate TLS, built from `ssl` (its files read) at
+    /// parse, so a bad file stops the start.
+    tls: MakeRustlsConnect,
     /// How it prints: hosts, user and database, the password redacted.
     shown: String,
 }
@@ -43,21 +52,44 @@ impl PgTarget {
                     .into(),
             );
         }
-        let mut config = tokio_postgres::Config::from_str(text).map_err(|e| {
+        let (text, ssl) = take_ssl_settings(text)?;
+        let mut config = tokio_postgres::Config::from_str(&text).map_err(|e| {
             // tokio-postgres's message names the bad part, never the password.
             format!("not a PostgreSQL connection string: {e}")
         })?;
         if config.get_hosts().is_empty() {
             return Err("names no host (add one: postgres://user@host:5432/db)".into());
         }
+        config.ssl_mode(ssl.mode.negotiation());
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("sagad");
         }
-        let shown = describe(&config);
-        Ok(Self { config, shown })
+        let mut shown = describe(&config);
+        if ssl.mode != SslMode::default() {
+            shown.push_str(&format!("?sslmode={}", ssl.mode));
+        }
+        let tls = database_client_config(
+            &shown,
+            ssl.check(),
+            ssl.ca().as_ref(),
+            ssl.identity()?.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Self {
+            config,
+            ssl,
+            tls: MakeRustlsConnect::new(tls),
+            shown,
+        })
+    }
+
+    /// What connections to it negotiate TLS with (`sslmode` decides whether
+    /// they do).
+    pub fn tls(&self) -> MakeRustlsConnect {
+        self.tls.clone()
     }
 
     /// The client configuration, password included (never print it).
@@ -142,10 +174,12 @@ impl fmt::Debug for PgTarget {
 }
 
 /// Two targets are the same when they print the same and carry the same
-/// password: what `Config` tests compare.
+/// password and TLS settings: what `Config` tests compare.
 impl PartialEq for PgTarget {
     fn eq(&self, other: &Self) -> bool {
-        self.shown == other.shown && self.config.get_password() == other.config.get_password()
+        self.shown == other.shown
+            && self.config.get_password() == other.config.get_password()
+            && self.ssl == other.ssl
     }
 }
 

@@ -653,12 +653,12 @@ async fn a_journal_given_both_hosts_writes_on_the_promoted_standby() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_target_that_requires_tls_is_refused_at_open() {
+async fn a_target_that_requires_tls_of_a_server_without_it_is_refused_at_open() {
     let url = database().await;
     let err = PgJournal::open(options(&format!("{url}?sslmode=require"), "node-a"))
         .await
         .err()
-        .expect("this build speaks plaintext only");
+        .expect("the shared server has no TLS");
     assert_eq!(JournalFault::of(&err), JournalFault::CannotOpen, "{err}");
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
 }

@@ -26,6 +26,9 @@
 //!   kills any that have not, and removes the shared memory segment a
 //!   killed postmaster leaves behind.
 //!
+//! [`Cluster::start_with_tls`] starts one that speaks TLS, with the
+//! certificates and `pg_hba.conf` lines a test gives it.
+//!
 //! [`Cluster::standby`] makes a synchronous streaming standby of a server
 //! (`pg_basebackup -R` into a directory of its own, the same guarantees),
 //! and [`Standby::promote`] turns it into a primary: a failover, for the
@@ -82,6 +85,20 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> ThrowawayError
     move |source| ThrowawayError::Io { what, source }
 }
 
+/// What a throwaway server speaking TLS is given (PEM).
+pub struct ServerTlsFiles {
+    /// Its certificate and key.
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// The CAs client certificates are checked against (`cert`
+    /// authentication in `hba`); none: no client certificates.
+    pub client_ca_pem: Option<String>,
+    /// `pg_hba.conf` lines put before initdb's, which let everyone in over
+    /// 127.0.0.1 with or without TLS: `hostnossl all someone 127.0.0.1/32
+    /// reject` makes `someone` use TLS.
+    pub hba: Vec<String>,
+}
+
 /// A running throwaway server; see the module docs.
 pub struct Cluster {
     bin: PathBuf,
@@ -103,6 +120,43 @@ impl Cluster {
     pub fn start() -> Result<Self, ThrowawayError> {
         let mut cluster = Self::unstarted()?;
         cluster.initdb()?;
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+
+    /// Initialises and starts a new server that speaks TLS (see
+    /// [`ServerTlsFiles`]).
+    pub fn start_with_tls(tls: &ServerTlsFiles) -> Result<Self, ThrowawayError> {
+        let mut cluster = Self::unstarted()?;
+        cluster.initdb()?;
+        let data = cluster.data();
+        let mut files = vec![("server.crt", &tls.cert_pem), ("server.key", &tls.key_pem)];
+        cluster.settings.extend([
+            "ssl=on".to_string(),
+            "ssl_cert_file=server.crt".to_string(),
+            "ssl_key_file=server.key".to_string(),
+        ]);
+        if let Some(ca) = &tls.client_ca_pem {
+            files.push(("root.crt", ca));
+            cluster.settings.push("ssl_ca_file=root.crt".to_string());
+        }
+        for (name, pem) in files {
+            let path = data.join(name);
+            fs::write(&path, pem).map_err(io_error(format!("writing {}", path.display())))?;
+            // The server refuses a key others may read.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(io_error(format!("restricting {}", path.display())))?;
+            if let Some((uid, gid)) = cluster.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(io_error(format!("handing {} to postgres", path.display())))?;
+            }
+        }
+        // Read top down, first match wins: the caller's lines come first.
+        let hba = data.join("pg_hba.conf");
+        let initdb_lines = fs::read_to_string(&hba).map_err(io_error("reading pg_hba.conf"))?;
+        let lines = format!("{}\n{initdb_lines}", tls.hba.join("\n"));
+        fs::write(&hba, lines).map_err(io_error("writing pg_hba.conf"))?;
         cluster.start_server()?;
         Ok(cluster)
     }

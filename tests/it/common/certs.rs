@@ -54,8 +54,14 @@ impl Ca {
 
     /// A leaf for `127.0.0.1` and `localhost`, usable by a server and a client.
     pub fn leaf(&self, name: &str, validity: Validity) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        self.leaf_for(name, &["127.0.0.1", "localhost"], validity)
+    }
+
+    /// A leaf for the names (or addresses) `sans`, usable by a server and a
+    /// client.
+    pub fn leaf_for(&self, name: &str, sans: &[&str], validity: Validity) -> Leaf {
+        let sans = sans.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut params = CertificateParams::new(sans).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
