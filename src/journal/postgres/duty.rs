@@ -72,7 +72,7 @@ pub(super) async fn hold(
     }
     // The epoch cannot change under the statement (a takeover's bump), so a
     // holder is never refused for an epoch it no longer has.
-    let _held = shared.epoch_lock.lock().await;
+    let _held = shared.epoch_lock.read().await;
     let me = shared.me();
     let row = client
         .query_opt(

@@ -269,11 +269,13 @@ pub(super) struct Shared {
     /// re-join after a fence (`node.rs`) and by this node's own bump before
     /// it takes sagas over (`takeover.rs`).
     epoch: AtomicU64,
-    /// Held by everything that writes under the epoch (each batch
-    /// transaction, each lease renewal) and by the bump that changes it, so
-    /// none of them meets an epoch changing under it. A tokio mutex: held
-    /// across the statements.
-    pub epoch_lock: tokio::sync::Mutex<()>,
+    /// Read-held by everything that writes under the epoch (each batch
+    /// transaction until its COMMIT answered, each lease renewal, a duty's
+    /// or a notice's round trip), write-held by what changes it (a re-join,
+    /// the bump before a takeover), so none of them meets an epoch changing
+    /// under it. tokio's: held across statements, and fair, so a bump
+    /// waiting for the batches in flight is not starved by the next ones.
+    pub epoch_lock: Arc<tokio::sync::RwLock<()>>,
     /// Set while this process is fenced: from when it learns its epoch moved
     /// on until it joins again.
     pub fence: node::Fence,
@@ -416,7 +418,7 @@ impl PgJournal {
             node,
             addr: Mutex::new(addr),
             epoch: AtomicU64::new(epoch.0),
-            epoch_lock: tokio::sync::Mutex::new(()),
+            epoch_lock: Default::default(),
             fence: node::Fence::default(),
             lease: node::LeaseClock::new(lease_ttl, sent),
             ownership,

@@ -344,7 +344,7 @@ pub(super) async fn renew_lease(
     shared: &Shared,
     ttl: Duration,
 ) -> Result<Result<(), PgError>, tokio_postgres::Error> {
-    let _held = shared.epoch_lock.lock().await;
+    let _held = shared.epoch_lock.read().await;
     let sent = Instant::now();
     let renewed = renew(client, &shared.me(), ttl).await;
     if matches!(renewed, Ok(Ok(()))) {
@@ -391,7 +391,7 @@ pub(super) async fn heartbeat(
             () = stop.cancelled() => return,
         }
         if shared.fence.get().is_some() {
-            let held = shared.epoch_lock.lock().await;
+            let held = shared.epoch_lock.write().await;
             let sent = Instant::now();
             let rejoined = rejoin(&shared, ttl).await;
             if let Ok(Some(epoch)) = &rejoined {

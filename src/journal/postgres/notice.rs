@@ -110,7 +110,7 @@ impl Notices for PgNotices {
         let client = self.client().await?;
         // The epoch cannot change under the statement (a takeover's bump),
         // which would make this node's own notice look like another's.
-        let _held = self.shared.epoch_lock.lock().await;
+        let _held = self.shared.epoch_lock.read().await;
         let me = self.shared.me();
         let row = client
             .query_one(DUE, &[&uuid(id), &(seq as i64), &me.node.as_str()])

@@ -201,7 +201,7 @@ async fn bump(
     pool: &Pool,
     shared: &Shared,
 ) -> Result<bool, PgError> {
-    let _held = shared.epoch_lock.lock().await;
+    let _held = shared.epoch_lock.write().await;
     let me = shared.me();
     let tx = client
         .transaction()

@@ -692,3 +692,157 @@ async fn a_session_stopped_inside_a_transaction_lets_its_locks_go() {
     );
     drop(journal);
 }
+
+/// An error and its causes, as the binary prints them.
+fn said(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        line.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    line
+}
+
+/// A trigger that holds the COMMIT of any batch with an event of saga `id`
+/// until the test lets go of advisory lock 42, then lets it pass or fails it.
+async fn hold_commits_of(db: &tokio_postgres::Client, id: SagaId, then_fail: bool) {
+    let fail = match then_fail {
+        true => "RAISE EXCEPTION 'refused at commit by the test';",
+        false => "",
+    };
+    db.batch_execute(&format!(
+        "CREATE FUNCTION sagad.hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.saga_id = '{}' THEN PERFORM pg_advisory_lock(42); {fail} END IF;
+           RETURN NULL;
+         END $$;
+         CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON sagad.event
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sagad.hold_commit();",
+        batch::uuid(id)
+    ))
+    .await
+    .unwrap();
+}
+
+/// Polls until a session of the journal waits as `wait_event_type` says
+/// (`Lock` with `wait_event` `advisory`: held at its COMMIT; `Lock` on
+/// anything else: a batch waiting for the feed head's row).
+async fn until_waiting(db: &tokio_postgres::Client, what: &str, advisory: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'sagad' AND wait_event_type = 'Lock'
+                   AND (wait_event = 'advisory') = $1",
+                &[&advisory],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The next batch's statements run while the previous batch's COMMIT is
+/// out; it commits after it, with the offsets after its own, and neither
+/// is answered before its COMMIT is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_goes_in_while_the_one_before_commits_and_commits_after_it() {
+    let url = database().await;
+    let journal = Arc::new(open(&url, "node-a").await);
+    let (db, held) = (sql(&url).await, sql(&url).await);
+    let first = started("shop", None);
+    hold_commits_of(&db, first.saga, false).await;
+    held.execute("SELECT pg_advisory_lock(42)", &[])
+        .await
+        .unwrap();
+
+    let writing = journal.clone();
+    let first_append = tokio::spawn(async move { writing.append(vec![first]).await });
+    until_waiting(&db, "the first batch's COMMIT to be held", true).await;
+    let second = started("shop", None);
+    let writing = journal.clone();
+    let second_append = tokio::spawn(async move { writing.append(vec![second]).await });
+    until_waiting(&db, "the second batch to wait for the feed head", false).await;
+    assert!(!first_append.is_finished() && !second_append.is_finished());
+    assert_eq!(count_events(&db).await, 0, "nothing committed yet");
+
+    held.execute("SELECT pg_advisory_unlock(42)", &[])
+        .await
+        .unwrap();
+    let first = first_append.await.unwrap().unwrap();
+    let second = second_append.await.unwrap().unwrap();
+    assert_eq!(first[0].offset.get(), 1);
+    assert_eq!(second[0].offset.get(), 2, "committed after the first");
+    assert_eq!(
+        journal.read_after(Offset::ZERO, 10).await.unwrap(),
+        [first, second].concat()
+    );
+}
+
+/// When a batch's COMMIT fails, the next batch, whose statements went in
+/// meanwhile, is rolled back and refused as not written: nothing after a
+/// failed batch is written, until a probe finds the database working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_went_in_while_the_one_before_failed_to_commit_is_not_written() {
+    let url = database().await;
+    let journal = Arc::new(open(&url, "node-a").await);
+    let (db, held) = (sql(&url).await, sql(&url).await);
+    let doomed = started("shop", None);
+    hold_commits_of(&db, doomed.saga, true).await;
+    held.execute("SELECT pg_advisory_lock(42)", &[])
+        .await
+        .unwrap();
+
+    let writing = journal.clone();
+    let doomed_append = tokio::spawn(async move { writing.append(vec![doomed]).await });
+    until_waiting(&db, "the first batch's COMMIT to be held", true).await;
+    let next = started("shop", None);
+    let next_id = next.saga;
+    let writing = journal.clone();
+    let next_append = tokio::spawn(async move { writing.append(vec![next]).await });
+    until_waiting(&db, "the second batch to wait for the feed head", false).await;
+
+    held.execute("SELECT pg_advisory_unlock(42)", &[])
+        .await
+        .unwrap();
+    let doomed_err = doomed_append.await.unwrap().unwrap_err();
+    assert!(
+        said(&doomed_err).contains("refused at commit by the test"),
+        "{doomed_err}"
+    );
+    let next_err = next_append.await.unwrap().unwrap_err();
+    for err in [&doomed_err, &next_err] {
+        assert_eq!(
+            JournalFault::of(err),
+            JournalFault::of(&JournalError::Postgres(PgError::NotWritten(Arc::new(
+                PgError::LeaseLapsed { node: "x".into() }
+            )))),
+            "certainly not written: {err}"
+        );
+    }
+    assert!(
+        said(&next_err).contains("refused at commit by the test"),
+        "the next batch says why: {next_err}"
+    );
+    assert_eq!(count_events(&db).await, 0);
+    assert!(journal.read_saga(next_id).await.unwrap().is_empty());
+    assert!(journal.write_failure().is_some(), "writes stop");
+
+    until("writes to work again", || journal.write_failure().is_none()).await;
+    let later = journal.append(vec![started("shop", None)]).await.unwrap();
+    assert_eq!(
+        later[0].offset.get(),
+        1,
+        "the refused batches' offsets are taken again"
+    );
+}

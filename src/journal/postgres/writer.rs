@@ -42,11 +42,13 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    future::Future,
+    pin::Pin,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, OwnedRwLockReadGuard, mpsc, oneshot};
 use tokio_postgres::{Client, Row, Statement};
 use uuid::Uuid;
 
@@ -147,8 +149,13 @@ pub(super) struct Writer {
     pub target: PgTarget,
     pub shared: Arc<Shared>,
     pub ttl: Duration,
-    /// The writer's connection; `None` once it broke, until a probe connects.
+    /// The writer's connection for the next transaction; `None` once it
+    /// broke (or while it is in a batch waiting for its COMMIT), until the
+    /// next batch or a probe connects.
     conn: Option<Conn>,
+    /// The other connection, idle: two batches can be in flight, one
+    /// waiting for its COMMIT while the next one's statements run.
+    spare: Option<Conn>,
     /// Set by a failed batch; every write is refused until a probe works.
     failed: Option<Arc<PgError>>,
     /// Requests a batch handed back, first in the next one.
@@ -173,6 +180,7 @@ impl Writer {
             shared,
             ttl,
             conn: Some(conn),
+            spare: None,
             failed: None,
             carried: VecDeque::new(),
             probed: Instant::now(),
@@ -180,7 +188,17 @@ impl Writer {
     }
 
     pub async fn run(mut self, mut request_rx: mpsc::Receiver<WriteRequest>) {
+        // The batch whose COMMIT is on its way, if one is.
+        let mut committing: Option<Committing> = None;
         loop {
+            if let Some(batch) = committing.take() {
+                match self.overlap(batch, &mut request_rx).await {
+                    Overlapped::Committing(next) => committing = next,
+                    Overlapped::Close(batch, reply) => return self.close(batch, reply).await,
+                    Overlapped::Closed => return,
+                }
+                continue;
+            }
             let first = match self.carried.pop_front() {
                 Some(request) => request,
                 // While failed, requests are refused at once, and the
@@ -208,53 +226,153 @@ impl Writer {
                     None => return,
                 },
             };
-            let mut requests = vec![first];
-            requests.extend(self.carried.drain(..));
-            while requests.len() < JOURNAL_BATCH_MAX {
-                match request_rx.try_recv() {
-                    Ok(request) => requests.push(request),
-                    Err(_) => break,
-                }
+            let (batch, close) = self.gather(first, &mut request_rx);
+            if let Some(reply) = close {
+                return self.close(batch, reply).await;
             }
-            if let Some(reply) = self.gather_and_write(requests).await {
-                // Whatever a batch handed back is written before the stop.
-                while !self.carried.is_empty() {
-                    let rest: Vec<WriteRequest> = self.carried.drain(..).collect();
-                    self.gather_and_write(rest).await;
-                }
-                let _ = reply.send(match &self.failed {
-                    Some(e) => Err(JournalError::Postgres(PgError::Refused(e.clone()))),
-                    None => Ok(()),
-                });
-                return;
+            if !batch.is_empty() {
+                committing = self.stage(batch).await.map(Staged::commit);
             }
         }
     }
 
-    /// Writes one batch of `requests`; returns the reply of a `Close` among them.
-    async fn gather_and_write(
+    /// Waits for `batch`'s COMMIT, and meanwhile gathers the next batch
+    /// from the requests queued or coming, and runs its statements: their
+    /// saga rows and events go in while the database flushes the previous
+    /// COMMIT to its WAL (the feed head's row lock, which the previous batch
+    /// holds until then, keeps the offsets in commit order). The next
+    /// batch's COMMIT is sent only once the previous one's answered, and
+    /// only if it worked: after a failed batch nothing more is written, and
+    /// the next one is rolled back and refused.
+    async fn overlap(
         &mut self,
-        requests: Vec<WriteRequest>,
-    ) -> Option<oneshot::Sender<Result<(), JournalError>>> {
+        batch: Committing,
+        request_rx: &mut mpsc::Receiver<WriteRequest>,
+    ) -> Overlapped {
+        let shared = self.shared.clone();
+        let answered = Notify::new();
+        let previous = async {
+            let finished = finish(&shared, batch).await;
+            answered.notify_one();
+            finished
+        };
+        let next = async {
+            let first = match self.carried.pop_front() {
+                Some(request) => request,
+                None => tokio::select! {
+                    biased;
+                    request = request_rx.recv() => match request {
+                        Some(request) => request,
+                        None => return Next::Closed,
+                    },
+                    // Nothing came before the answer: the next batch is
+                    // gathered as usual.
+                    () = answered.notified() => return Next::Nothing,
+                },
+            };
+            let (batch, close) = self.gather(first, request_rx);
+            match close {
+                Some(reply) => Next::Close(Box::new(batch), reply),
+                None if batch.is_empty() => Next::Nothing,
+                None => Next::Staged(self.stage(batch).await.map(Box::new)),
+            }
+        };
+        let ((conn, failure), next) = tokio::join!(previous, next);
+        if let Some(conn) = conn {
+            self.give_back(conn);
+        }
+        if let Some(error) = &failure {
+            self.enter_failure(error);
+        }
+        match next {
+            Next::Nothing => Overlapped::Committing(None),
+            Next::Closed => Overlapped::Closed,
+            Next::Close(batch, reply) => Overlapped::Close(*batch, reply),
+            Next::Staged(None) => Overlapped::Committing(None),
+            Next::Staged(Some(staged)) => match failure {
+                None => Overlapped::Committing(Some(staged.commit())),
+                Some(error) => {
+                    // Its COMMIT was never sent: certainly not written.
+                    let Staged { batch, conn, .. } = *staged;
+                    if conn.client.batch_execute("ROLLBACK").await.is_ok() {
+                        self.give_back(conn);
+                    }
+                    refuse(batch, &Arc::new(PgError::NotWritten(error)));
+                    Overlapped::Committing(None)
+                }
+            },
+        }
+    }
+
+    /// Writes `batch` and whatever earlier batches handed back, then stops
+    /// and answers the `Close`.
+    async fn close(&mut self, batch: Batch, reply: oneshot::Sender<Result<(), JournalError>>) {
+        let mut batch = Some(batch);
+        loop {
+            if let Some(staged) = match batch.take().filter(|b| !b.is_empty()) {
+                Some(batch) => self.stage(batch).await,
+                None => None,
+            } {
+                let (conn, failure) = finish(&self.shared.clone(), staged.commit()).await;
+                if let Some(conn) = conn {
+                    self.give_back(conn);
+                }
+                if let Some(error) = &failure {
+                    self.enter_failure(error);
+                }
+            }
+            let Some(first) = self.carried.pop_front() else {
+                break;
+            };
+            let mut rest = Batch::default();
+            for request in std::iter::once(first).chain(self.carried.drain(..).collect::<Vec<_>>())
+            {
+                self.take_into(&mut rest, request);
+            }
+            batch = Some(rest);
+        }
+        let _ = reply.send(match &self.failed {
+            Some(e) => Err(JournalError::Postgres(PgError::Refused(e.clone()))),
+            None => Ok(()),
+        });
+    }
+
+    /// A batch of `first`, what earlier batches handed back and whatever else
+    /// is queued (up to [`JOURNAL_BATCH_MAX`]), and the reply of a `Close`
+    /// among them.
+    fn gather(
+        &mut self,
+        first: WriteRequest,
+        request_rx: &mut mpsc::Receiver<WriteRequest>,
+    ) -> (Batch, Option<oneshot::Sender<Result<(), JournalError>>>) {
+        let mut requests = vec![first];
+        requests.extend(self.carried.drain(..));
+        while requests.len() < JOURNAL_BATCH_MAX {
+            match request_rx.try_recv() {
+                Ok(request) => requests.push(request),
+                Err(_) => break,
+            }
+        }
         let mut batch = Batch::default();
         let mut close = None;
         for request in requests {
-            if let WriteRequest::Close { reply } = request {
-                close = Some(reply);
-                continue;
-            }
-            if let Some(refusal) = self.refusal() {
-                request.refuse(refusal);
-                continue;
-            }
-            if let Some(back) = batch.take(request) {
-                self.carried.push_back(back);
+            match request {
+                WriteRequest::Close { reply } => close = Some(reply),
+                request => self.take_into(&mut batch, request),
             }
         }
-        if !batch.is_empty() {
-            self.write(batch).await;
+        (batch, close)
+    }
+
+    /// `request` into `batch`, refused if writes are, handed back to the
+    /// next batch if this one cannot take it.
+    fn take_into(&mut self, batch: &mut Batch, request: WriteRequest) {
+        if let Some(refusal) = self.refusal() {
+            return request.refuse(refusal);
         }
-        close
+        if let Some(back) = batch.take(request) {
+            self.carried.push_back(back);
+        }
     }
 
     /// Why a write is refused before it is tried, if it is.
@@ -267,12 +385,24 @@ impl Writer {
             .map(|e| JournalError::Postgres(PgError::Refused(e.clone())))
     }
 
-    /// Writes the batch, redoing it without the appends a guard refused.
-    async fn write(&mut self, mut batch: Batch) {
+    /// Runs the batch's statements, redoing it without the appends a guard
+    /// refused: its transaction, waiting for its COMMIT. `None` when
+    /// nothing is left to commit (every caller has been answered).
+    async fn stage(&mut self, mut batch: Batch) -> Option<Staged> {
         let started = Instant::now();
         loop {
             match self.transact(&batch).await {
-                Ok((last, removed)) => return self.succeed(batch, last, removed, started),
+                Ok((last, removed, held)) => {
+                    let conn = self.conn.take().expect("the transaction's connection");
+                    return Some(Staged {
+                        batch,
+                        conn,
+                        last,
+                        removed,
+                        started,
+                        _held: held,
+                    });
+                }
                 Err(Miss::Sagas(mut refused)) => {
                     let sagas: HashSet<SagaId> = refused.keys().copied().collect();
                     let dropped = batch.drop_appends_of(&sagas);
@@ -296,20 +426,28 @@ impl Writer {
                         let _ = append.reply.send(Err(error));
                     }
                     if batch.is_empty() {
-                        return;
+                        return None;
                     }
                 }
-                Err(Miss::Failed(e)) => return self.fail(batch, e),
+                Err(Miss::Failed(e)) => {
+                    self.fail(batch, e);
+                    return None;
+                }
             }
         }
     }
 
-    /// One transaction of the batch: `Ok` with the last offset it took (0
-    /// without events) and the sagas its removals removed, once committed.
-    async fn transact(&mut self, batch: &Batch) -> Result<(u64, Vec<SagaId>), Miss> {
+    /// One transaction of the batch up to its COMMIT, on `self.conn`: `Ok`
+    /// with the last offset it took (0 without events), the sagas its
+    /// removals removed, and the hold on the epoch it was written under.
+    async fn transact(
+        &mut self,
+        batch: &Batch,
+    ) -> Result<(u64, Vec<SagaId>, OwnedRwLockReadGuard<()>), Miss> {
         let shared = self.shared.clone();
-        // The epoch cannot change while the batch is written under it.
-        let _held = shared.epoch_lock.lock().await;
+        // The epoch cannot change while the batch is written under it, up
+        // to its COMMIT's answer.
+        let held = shared.epoch_lock.clone().read_owned().await;
         let me = shared.me();
         let me = &me;
         let conn = self.connect().await.map_err(Miss::Failed)?;
@@ -438,31 +576,20 @@ impl Writer {
             self.roll_back().await;
             return Err(self.explain(batch, missing_new, missing_old).await);
         }
-        let conn = self.conn.as_ref().expect("connected above");
-        match conn.client.batch_execute("COMMIT").await {
-            Ok(()) => {}
-            // PostgreSQL answered: it refused the commit and rolled back.
-            Err(e) if e.as_db_error().is_some() => {
-                return Err(Miss::Failed(PgError::NotWritten(Arc::new(
-                    PgError::Statement {
-                        what: "committing the batch",
-                        source: e,
-                    },
-                ))));
-            }
-            Err(e) => {
-                self.conn = None;
-                return Err(Miss::Failed(PgError::Uncertain(Arc::new(
-                    PgError::Statement {
-                        what: "committing the batch",
-                        source: e,
-                    },
-                ))));
-            }
-        }
         let last = last.map_or(0, |row| row.get::<_, i64>(0) as u64);
         let removed = removed.iter().map(|row| saga_of(row.get(0))).collect();
-        Ok((last, removed))
+        Ok((last, removed, held))
+    }
+
+    /// An idle connection back, for the next batch (or the one after).
+    fn give_back(&mut self, conn: Conn) {
+        if conn.client.is_closed() {
+            return;
+        }
+        match self.conn {
+            None => self.conn = Some(conn),
+            Some(_) => self.spare = Some(conn),
+        }
     }
 
     /// Ends a transaction that will not commit; a connection that cannot
@@ -582,75 +709,21 @@ impl Writer {
         }
     }
 
-    /// The batch committed: counts it, publishes its offsets, answers everyone.
-    fn succeed(&mut self, batch: Batch, last: u64, mut removed: Vec<SagaId>, started: Instant) {
-        let events = batch.event_count() as u64;
-        let counters = &self.shared.counters;
-        if let Some(observer) = counters.observer.get() {
-            observer.flushed(events, started.elapsed());
-        }
-        let requests = batch.appends.len() + batch.puts.len() + batch.removals.len();
-        counters.flushes.fetch_add(1, Ordering::Relaxed);
-        counters
-            .requests
-            .fetch_add(requests as u64, Ordering::Relaxed);
-        counters.events.fetch_add(events, Ordering::Relaxed);
-        // Before the acks: an acknowledged event is readable by offset.
-        if events > 0 {
-            self.shared.publish(last);
-        }
-        let mut offset = last + 1 - events;
-        for append in batch.appends {
-            let mut written = append.events;
-            for event in &mut written {
-                event.offset = Offset(offset);
-                offset += 1;
-            }
-            let _ = append.reply.send(Ok(written));
-        }
-        for put in batch.puts {
-            let _ = put.reply.send(Ok(()));
-        }
-        for removal in batch.removals {
-            // Each removed saga goes to the first request that named it.
-            let (mut mine, rest): (Vec<SagaId>, Vec<SagaId>) =
-                removed.into_iter().partition(|id| removal.ids.contains(id));
-            removed = rest;
-            mine.sort_by_key(|id| removal.ids.iter().position(|r| r == id));
-            let _ = removal.reply.send(Ok(mine));
-        }
-    }
-
     /// The batch failed as a whole: every caller is told, and writes stop
     /// until a probe works (for good when fenced).
     fn fail(&mut self, batch: Batch, error: PgError) {
-        tracing::error!(error = %error, "journal batch failed; refusing writes until PostgreSQL answers again");
-        let fenced = matches!(error, PgError::Fenced { .. });
-        self.probed = Instant::now();
         let error = Arc::new(error);
-        if !fenced {
+        self.enter_failure(&error);
+        refuse(batch, &error);
+    }
+
+    /// Writes stop after `error` until a probe works (for good when fenced).
+    fn enter_failure(&mut self, error: &Arc<PgError>) {
+        tracing::error!(error = %error, "journal batch failed; refusing writes until PostgreSQL answers again");
+        self.probed = Instant::now();
+        if !matches!(**error, PgError::Fenced { .. }) {
             self.shared.failure.send_replace(Some(error.to_string()));
             self.failed = Some(error.clone());
-        }
-        let each = || match &*error {
-            PgError::Fenced { node, held, now } => PgError::Fenced {
-                node: node.clone(),
-                held: *held,
-                now: *now,
-            },
-            PgError::LeaseLapsed { node } => PgError::LeaseLapsed { node: node.clone() },
-            PgError::Uncertain(cause) => PgError::Uncertain(cause.clone()),
-            PgError::NotWritten(cause) => PgError::NotWritten(cause.clone()),
-            _ => PgError::NotWritten(error.clone()),
-        };
-        for append in batch.appends {
-            let _ = append.reply.send(Err(JournalError::Postgres(each())));
-        }
-        for put in batch.puts {
-            let _ = put.reply.send(Err(JournalError::Postgres(each())));
-        }
-        for removal in batch.removals {
-            let _ = removal.reply.send(Err(JournalError::Postgres(each())));
         }
     }
 
@@ -693,10 +766,15 @@ impl Writer {
         shared.failure.send_replace(None);
     }
 
-    /// The writer's connection, connecting (and preparing) anew if it broke.
+    /// The writer's connection (the spare one when the other is in a
+    /// batch waiting for its COMMIT), connecting (and preparing) anew if it
+    /// broke.
     async fn connect(&mut self) -> Result<&Conn, PgError> {
         if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
             self.conn = None;
+        }
+        if self.conn.is_none() {
+            self.conn = self.spare.take().filter(|c| !c.client.is_closed());
         }
         if self.conn.is_none() {
             let client = super::connect(&self.target)
@@ -711,6 +789,175 @@ impl Writer {
             self.conn = Some(conn);
         }
         Ok(self.conn.as_ref().expect("just connected"))
+    }
+}
+
+/// A batch whose statements all answered: its transaction waits for its
+/// COMMIT.
+struct Staged {
+    batch: Batch,
+    conn: Conn,
+    /// The last offset it took (0 without events).
+    last: u64,
+    removed: Vec<SagaId>,
+    started: Instant,
+    /// The epoch it was written under cannot change until its COMMIT
+    /// answered.
+    _held: OwnedRwLockReadGuard<()>,
+}
+
+/// A COMMIT's answer, with the connection it was sent on.
+type CommitAnswer = Pin<Box<dyn Future<Output = (Conn, Result<(), tokio_postgres::Error>)> + Send>>;
+
+/// A batch whose COMMIT has been sent.
+struct Committing {
+    commit: CommitAnswer,
+    batch: Batch,
+    last: u64,
+    removed: Vec<SagaId>,
+    started: Instant,
+    _held: OwnedRwLockReadGuard<()>,
+}
+
+impl Staged {
+    /// Sends the COMMIT (at the first poll: tokio-postgres sends a request
+    /// when its future is first polled).
+    fn commit(self) -> Committing {
+        let Staged {
+            batch,
+            conn,
+            last,
+            removed,
+            started,
+            _held,
+        } = self;
+        let commit = Box::pin(async move {
+            let answer = conn.client.batch_execute("COMMIT").await;
+            (conn, answer)
+        });
+        Committing {
+            commit,
+            batch,
+            last,
+            removed,
+            started,
+            _held,
+        }
+    }
+}
+
+/// What the writer does after an overlap.
+enum Overlapped {
+    /// Goes on, with the next batch's COMMIT on its way if there is one.
+    Committing(Option<Committing>),
+    /// Writes this batch and stops.
+    Close(Batch, oneshot::Sender<Result<(), JournalError>>),
+    /// Stops: every handle is gone.
+    Closed,
+}
+
+/// The next batch, as far as it got while the previous one committed.
+enum Next {
+    Nothing,
+    Closed,
+    Close(Box<Batch>, oneshot::Sender<Result<(), JournalError>>),
+    Staged(Option<Box<Staged>>),
+}
+
+/// Waits for the COMMIT and answers the batch's callers: the connection
+/// back (unless the answer was lost with it), and the failure writes stop
+/// for, if it failed.
+async fn finish(shared: &Shared, batch: Committing) -> (Option<Conn>, Option<Arc<PgError>>) {
+    let Committing {
+        commit,
+        batch,
+        last,
+        removed,
+        started,
+        _held,
+    } = batch;
+    let (conn, answer) = commit.await;
+    drop(_held);
+    let committing = |source| PgError::Statement {
+        what: "committing the batch",
+        source,
+    };
+    let (conn, error) = match answer {
+        Ok(()) => {
+            succeed(shared, batch, last, removed, started);
+            return (Some(conn), None);
+        }
+        // PostgreSQL answered: it refused the commit and rolled back.
+        Err(e) if e.as_db_error().is_some() => {
+            (Some(conn), PgError::NotWritten(Arc::new(committing(e))))
+        }
+        Err(e) => (None, PgError::Uncertain(Arc::new(committing(e)))),
+    };
+    let error = Arc::new(error);
+    refuse(batch, &error);
+    (conn, Some(error))
+}
+
+/// The batch committed: counts it, publishes its offsets, answers everyone.
+fn succeed(shared: &Shared, batch: Batch, last: u64, mut removed: Vec<SagaId>, started: Instant) {
+    let events = batch.event_count() as u64;
+    let counters = &shared.counters;
+    if let Some(observer) = counters.observer.get() {
+        observer.flushed(events, started.elapsed());
+    }
+    let requests = batch.appends.len() + batch.puts.len() + batch.removals.len();
+    counters.flushes.fetch_add(1, Ordering::Relaxed);
+    counters
+        .requests
+        .fetch_add(requests as u64, Ordering::Relaxed);
+    counters.events.fetch_add(events, Ordering::Relaxed);
+    // Before the acks: an acknowledged event is readable by offset.
+    if events > 0 {
+        shared.publish(last);
+    }
+    let mut offset = last + 1 - events;
+    for append in batch.appends {
+        let mut written = append.events;
+        for event in &mut written {
+            event.offset = Offset(offset);
+            offset += 1;
+        }
+        let _ = append.reply.send(Ok(written));
+    }
+    for put in batch.puts {
+        let _ = put.reply.send(Ok(()));
+    }
+    for removal in batch.removals {
+        // Each removed saga goes to the first request that named it.
+        let (mut mine, rest): (Vec<SagaId>, Vec<SagaId>) =
+            removed.into_iter().partition(|id| removal.ids.contains(id));
+        removed = rest;
+        mine.sort_by_key(|id| removal.ids.iter().position(|r| r == id));
+        let _ = removal.reply.send(Ok(mine));
+    }
+}
+
+/// Tells every caller of a batch that failed as a whole why.
+fn refuse(batch: Batch, error: &Arc<PgError>) {
+    let each = || match &**error {
+        PgError::Fenced { node, held, now } => PgError::Fenced {
+            node: node.clone(),
+            held: *held,
+            now: *now,
+        },
+        PgError::LeaseLapsed { node } => PgError::LeaseLapsed { node: node.clone() },
+        PgError::Uncertain(cause) => PgError::Uncertain(cause.clone()),
+        PgError::NotWritten(cause) => PgError::NotWritten(cause.clone()),
+        _ => PgError::NotWritten(error.clone()),
+    };
+    for append in batch.appends {
+        let _ = append.reply.send(Err(JournalError::Postgres(each())));
+    }
+    for put in batch.puts {
+        let _ = put.reply.send(Err(JournalError::Postgres(each())));
+    }
+    for removal in batch.removals {
+        let _ = removal.reply.send(Err(JournalError::Postgres(each())));
     }
 }
 
