@@ -18,7 +18,7 @@
 //! | `notice.rs` | the on-failed webhook's acknowledgements, and whose notice is whose to post |
 //! | `relay.rs` | cancels and retries left for a saga's owner by the node they reached |
 //! | `batch.rs` | which requests a batch takes, and the rows they write |
-//! | `writer.rs` | the writer task: one pipelined transaction per batch |
+//! | `writer.rs` | the writer task: one pipelined transaction per batch, two in flight |
 //! | `reads.rs` | the reads, one statement each |
 //! | `roster.rs` | the nodes as an operator sees them, and each saga's owner |
 //! | `throwaway.rs` | a throwaway PostgreSQL for tests and benchmarks |
@@ -62,8 +62,9 @@
 //! # The batch transaction (`writer.rs`)
 //!
 //! Group commit: one writer task per node drains the queue into one batch,
-//! and one batch is one transaction, at READ COMMITTED, at most one in
-//! flight per node:
+//! and one batch is one transaction, at READ COMMITTED, at most two in
+//! flight per node (the next one's statements run while the previous
+//! COMMIT is flushed; it commits after it, step 4):
 //!
 //! 1. **The node's row, `FOR SHARE`.** No row, or another epoch: this node
 //!    is fenced, and nothing is written. A lapsed lease: nothing is written
@@ -85,7 +86,11 @@
 //! 5. **COMMIT.** With `synchronous_commit` on (raised for the writer's
 //!    session if the server has it off), its answer means durable.
 //!
-//! All of it is sent at once, pipelined: two round trips per batch.
+//! All of it is sent at once, pipelined: two round trips per batch. The
+//! next batch goes in on the writer's second connection as soon as this
+//! one's COMMIT is sent, up to step 4, where it waits for this one's row
+//! lock; its COMMIT is sent once this one's answered, and never after a
+//! failed one (it is rolled back and refused).
 //!
 //! **Why offsets are gap-free and in commit order across nodes.** A batch
 //! takes its offsets holding the feed head's row lock, which the next batch

@@ -1,11 +1,11 @@
-//! The writer task: group commit, one transaction per batch, at most one in
-//! flight per node, and what a failed or fenced batch means for the writes
-//! after it.
+//! The writer task: group commit, one transaction per batch, two batches in
+//! flight per node (one waiting for its COMMIT, the next one's statements
+//! running), and what a failed or fenced batch means for the writes after it.
 //!
-//! One task owns the writer's connection. It takes the first queued request,
-//! drains whatever else is queued (up to [`JOURNAL_BATCH_MAX`]), works the
-//! batch out (`batch.rs`) and sends its whole transaction at once, pipelined
-//! on the connection, in this order:
+//! One task owns the writer's two connections. It takes the first queued
+//! request, drains whatever else is queued (up to [`JOURNAL_BATCH_MAX`]),
+//! works the batch out (`batch.rs`) and sends its whole transaction at once,
+//! pipelined on one connection, in this order:
 //!
 //! ```text
 //!  BEGIN (READ COMMITTED)
@@ -24,6 +24,19 @@
 //! that the feed head's row lock, which serialises every node's batches, is
 //! held only from it to the COMMIT's answer.
 //!
+//! While a COMMIT waits for PostgreSQL to flush its WAL, the next batch is
+//! gathered and sent on the other connection (`overlap`):
+//!
+//! ```text
+//!  conn A  │ batch N: 1 2 3 4 ─ COMMIT ······ answered │         │ batch N+2 …
+//!  conn B  │              batch N+1: 1 2 3 ─ 4 (waits for N's feed head) ─ COMMIT ·····
+//!                                          acks of N ─┘          └─ sent only now
+//! ```
+//!
+//! Its statement 4 waits for batch N's row lock on the feed head, so its
+//! offsets follow N's and it commits after N; its COMMIT is sent only once
+//! N's answered, and only if N committed.
+//!
 //! Invariants:
 //! - **Nothing is acknowledged before its COMMIT answered.** With
 //!   `synchronous_commit` at least `local`, that answer means durable.
@@ -34,11 +47,15 @@
 //!   were never anyone's.
 //! - **A failure stops writes.** After a batch failed, every request is
 //!   refused until a probe ([`JOURNAL_PROBE_INTERVAL`]) renews the lease on
-//!   a working connection. A COMMIT without an answer is reported as
-//!   uncertain ([`PgError::Uncertain`]): the engine reads the saga again
-//!   before it goes on.
+//!   a working connection; a batch whose statements went in while it
+//!   committed is rolled back (its COMMIT was never sent) and refused as not
+//!   written. A COMMIT without an answer is reported as uncertain
+//!   ([`PgError::Uncertain`]): the engine reads the saga again before it goes
+//!   on.
 //! - **Fenced is for good.** Once this process finds its epoch moved on, it
-//!   refuses every write until it stops.
+//!   refuses every write until it stops. The epoch cannot change while a
+//!   batch is in flight: each holds [`Shared::epoch_lock`] (for reading)
+//!   until its COMMIT answered.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
