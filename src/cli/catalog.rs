@@ -112,6 +112,7 @@ async fn register(args: RegisterArgs) -> Result<(), CliError> {
     let mut client = connect(&args.addr).await?;
     let participant = client
         .register_participant(pb::RegisterParticipantRequest {
+            protocol: pb::Protocol::Grpc as i32,
             name: args.name,
             forward_endpoint: args.forward,
             compensate_endpoint: args.compensate,

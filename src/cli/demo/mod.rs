@@ -173,6 +173,7 @@ async fn register_shop(
         let base = format!("http://{participant}/sagad.v1.ParticipantService");
         client
             .register_participant(pb::RegisterParticipantRequest {
+                protocol: pb::Protocol::Grpc as i32,
                 name: role.name().into(),
                 forward_endpoint: format!("{base}/Forward"),
                 compensate_endpoint: format!("{base}/Compensate"),
