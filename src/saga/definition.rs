@@ -704,13 +704,25 @@ mod tests {
     fn http_endpoints_are_refused_naming_what_to_write() {
         for (protocol, url, why) in [
             (Protocol::Http, "https://h:1/charge", "write http://"),
-            (Protocol::H2c, "https://h:1/charge", "h2c is HTTP/2 without TLS"),
+            (
+                Protocol::H2c,
+                "https://h:1/charge",
+                "h2c is HTTP/2 without TLS",
+            ),
             (Protocol::Http, "http://h:1", "no path (write at least /)"),
             (Protocol::Http, "grpc://h:1/a", "must start with http://"),
             (Protocol::Http, "http:///charge", "no host"),
             (Protocol::Http, "http://h:1/a#b", "#fragment"),
-            (Protocol::Http, "http://h:1/sagad.v1.Coordinator/CancelSaga", "own Coordinator"),
-            (Protocol::Grpc, "http://h:1/payments/charge", "registered with protocol http"),
+            (
+                Protocol::Http,
+                "http://h:1/sagad.v1.Coordinator/CancelSaga",
+                "own Coordinator",
+            ),
+            (
+                Protocol::Grpc,
+                "http://h:1/api/payments/charge",
+                "registered with protocol http",
+            ),
         ] {
             let err = Endpoint::parse_as("compensate_endpoint", url, protocol)
                 .unwrap_err()

@@ -102,7 +102,10 @@ mod tests {
         }
         assert_eq!("HTTP".parse::<Protocol>(), Ok(Protocol::Http));
         let err = "rest".parse::<Protocol>().unwrap_err();
-        assert!(err.contains("'rest'") && err.contains("grpc, http"), "{err}");
+        assert!(
+            err.contains("'rest'") && err.contains("grpc, http"),
+            "{err}"
+        );
         assert_eq!(Protocol::default(), Protocol::Grpc);
     }
 }

@@ -217,7 +217,10 @@ mod tests {
             }
         );
         assert_eq!(
-            outcome(201, r#"{"outcome":"SUCCEEDED","output":"x","output_encoding":"text"}"#),
+            outcome(
+                201,
+                r#"{"outcome":"SUCCEEDED","output":"x","output_encoding":"text"}"#
+            ),
             CallOutcome::Succeeded {
                 output: b"x".to_vec()
             }
@@ -278,7 +281,10 @@ mod tests {
             ("<html>ok</html>", "not JSON"),
             ("[1,2]", "not an answer object"),
             (r#"{"outcome":"maybe"}"#, "unknown outcome"),
-            (r#"{"output":1,"output_encoding":"base64"}"#, "cannot be read"),
+            (
+                r#"{"output":1,"output_encoding":"base64"}"#,
+                "cannot be read",
+            ),
         ] {
             let CallOutcome::Transient { reason, .. } = outcome(200, body) else {
                 panic!("{body}")

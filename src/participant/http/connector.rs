@@ -75,7 +75,10 @@ async fn connect(allow: Option<AllowList>, uri: Uri) -> Result<TokioIo<TcpStream
         .ok_or_else(|| ConnectError(format!("{uri} has no host")))?;
     // Endpoints are http:// only (see `Endpoint::parse_as`).
     let port = authority.port_u16().unwrap_or(80);
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let stream = match &allow {
         None => TcpStream::connect((host, port)).await,
         // The addresses checked are the ones connected to.

@@ -284,7 +284,11 @@ mod tests {
     #[test]
     fn bytes_are_embedded_by_what_they_are_and_read_back_the_same() {
         for (bytes, encoding, json) in [
-            (&br#"{"order_id":"B-7"}"#[..], Encoding::Json, r#"{"order_id":"B-7"}"#),
+            (
+                &br#"{"order_id":"B-7"}"#[..],
+                Encoding::Json,
+                r#"{"order_id":"B-7"}"#,
+            ),
             (b"42", Encoding::Json, "42"),
             (b"not json", Encoding::Text, r#""not json""#),
             (b"", Encoding::Text, r#""""#),
@@ -337,9 +341,12 @@ mod tests {
             assert_eq!(back.output_bytes().unwrap(), output, "{json}");
         }
         let odd: AnswerBody =
-            serde_json::from_str(r#"{"output":1,"output_encoding":"base64","mine":true}"#)
-                .unwrap();
-        assert!(odd.output_bytes().unwrap_err().contains("needs a JSON string"));
+            serde_json::from_str(r#"{"output":1,"output_encoding":"base64","mine":true}"#).unwrap();
+        assert!(
+            odd.output_bytes()
+                .unwrap_err()
+                .contains("needs a JSON string")
+        );
         for (hint, seconds) in [(r#"2"#, 2.0), (r#"0.25"#, 0.25), (r#""1500ms""#, 1.5)] {
             let hint: RetryAfter = serde_json::from_str(hint).unwrap();
             assert_eq!(hint.duration().unwrap().as_secs_f64(), seconds);
