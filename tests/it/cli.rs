@@ -1154,6 +1154,33 @@ async fn demo_runs_to_completion_and_names_the_three_outcomes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_over_http_ends_the_three_orders_as_over_grpc() {
+    let run = Proc::spawn(&["demo", "--http"], &[])
+        .finish_within(Duration::from_secs(120))
+        .await;
+    run.ok();
+    let out = &run.stdout;
+    assert!(
+        out.contains("registered participant payments  at 127.0.0.1:")
+            && out.contains("(HTTP/JSON)"),
+        "{out}"
+    );
+    for outcome in [
+        "completed",
+        "card declined → compensated",
+        "shipping retries exhausted → compensated",
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains('✓') && l.contains(outcome)),
+            "the summary names {outcome:?}: {out}"
+        );
+    }
+    // The HTTP answers, as the timeline shows them.
+    assert!(out.contains("HTTP 409 Conflict: card declined"), "{out}");
+    assert!(out.contains("HTTP 503 Service Unavailable"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serve_keeps_running_prints_commands_and_stops_on_sigterm() {
     let mut demo = Proc::spawn(&["demo", "--serve"], &[]);
     let line = demo.line_containing("coordinator at http://").await;

@@ -55,6 +55,7 @@ pub mod certs;
 pub mod chaos;
 pub mod commit_cutter;
 pub mod damage;
+pub mod http;
 pub mod postgres;
 pub mod process;
 
