@@ -39,6 +39,7 @@ mod parking;
 mod participant_allow;
 mod postgres;
 mod process;
+mod python_participant;
 mod read_only;
 mod sagas;
 mod shutdown;

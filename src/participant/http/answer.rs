@@ -12,13 +12,19 @@
 //! Invariants:
 //! - Pure: the time an HTTP-date `Retry-After` is measured from is passed in.
 //! - Every outcome but a success carries a reason naming the status.
+//! - A hint is never longer than [`RETRY_AFTER_MAX`], the cap the saga's
+//!   decision puts on gRPC's `retry_after` too: capped here as well so that a
+//!   `Retry-After: 99999999999` or a date in the year 9999 is a plain long
+//!   wait, never an overflow.
+//! - A hint that cannot be read (`Retry-After: soon`) is ignored, as browsers
+//!   do: the policy's backoff applies.
 
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode, header::RETRY_AFTER};
 
-use super::wire::AnswerBody;
-use crate::saga::CallOutcome;
+use super::wire::{AnswerBody, RetryAfter};
+use crate::saga::{CallOutcome, decide::RETRY_AFTER_MAX};
 
 /// How many bytes of a body a reason quotes.
 pub const QUOTED_BODY_BYTES: usize = 200;
@@ -145,19 +151,28 @@ fn parse(body: &[u8]) -> Result<AnswerBody, String> {
     })
 }
 
+/// The body's `retry_after`, capped; a negative or unreadable one is none.
 fn body_hint(answer: Option<&AnswerBody>) -> Option<Duration> {
-    answer?.retry_after.as_ref()?.duration().ok()
+    match answer?.retry_after.as_ref()? {
+        // Capped before the conversion, which would fail on a huge number.
+        RetryAfter::Seconds(s) if s.is_finite() && *s > RETRY_AFTER_MAX.as_secs_f64() => {
+            Some(RETRY_AFTER_MAX)
+        }
+        hint => hint.duration().ok().map(|d| d.min(RETRY_AFTER_MAX)),
+    }
 }
 
 /// `Retry-After`: a number of seconds, or an HTTP date (a date in the past
 /// is no wait). Anything else is ignored, as browsers do.
 pub fn retry_after_header(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(now).unwrap_or_default())
+    let wait = if let Ok(seconds) = text.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let at = httpdate::parse_http_date(text).ok()?;
+        at.duration_since(now).unwrap_or_default()
+    };
+    Some(wait.min(RETRY_AFTER_MAX))
 }
 
 /// The first bytes of a body, as text, for a reason or a log line.
@@ -313,6 +328,54 @@ mod tests {
             both.outcome,
             CallOutcome::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(3)
         ));
+    }
+
+    #[test]
+    fn hints_are_capped_as_grpc_s_retry_after_is() {
+        let hint = |headers: &[(&str, &str)], body: &str| match at(503, headers, body).outcome {
+            CallOutcome::Transient { retry_after, .. } => retry_after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            hint(&[("retry-after", "99999999999")], ""),
+            Some(RETRY_AFTER_MAX)
+        );
+        assert_eq!(
+            hint(&[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")], ""),
+            Some(RETRY_AFTER_MAX)
+        );
+        assert_eq!(hint(&[], r#"{"retry_after":1e300}"#), Some(RETRY_AFTER_MAX));
+        assert_eq!(
+            hint(&[], r#"{"retry_after":"400h"}"#),
+            Some(RETRY_AFTER_MAX)
+        );
+        assert_eq!(hint(&[], r#"{"retry_after":-1}"#), None);
+        // A 2xx that asks to retry is capped too.
+        let retry = at(200, &[], r#"{"outcome":"retry","retry_after":86400}"#).outcome;
+        assert!(
+            matches!(retry, CallOutcome::Transient { retry_after: Some(d), .. } if d == RETRY_AFTER_MAX),
+            "{retry:?}"
+        );
+    }
+
+    #[test]
+    fn the_retry_statuses_take_the_body_s_hint_when_no_header_gives_one() {
+        for code in [408, 425, 429, 500, 503] {
+            let outcome = at(code, &[], r#"{"reason":"busy","retry_after":"250ms"}"#).outcome;
+            assert_eq!(
+                outcome,
+                CallOutcome::Transient {
+                    reason: format!(
+                        "HTTP {code} {}: busy",
+                        StatusCode::from_u16(code)
+                            .unwrap()
+                            .canonical_reason()
+                            .unwrap()
+                    ),
+                    retry_after: Some(Duration::from_millis(250))
+                }
+            );
+        }
     }
 
     #[test]

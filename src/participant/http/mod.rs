@@ -40,11 +40,11 @@ use std::{
 
 use async_trait::async_trait;
 use http::{
-    HeaderValue, Method, Request,
+    HeaderValue, Method, Request, StatusCode,
     header::{ACCEPT, CONTENT_TYPE},
 };
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Bytes;
+use hyper::body::{Body, Bytes};
 use hyper_util::{
     client::legacy::Client,
     rt::{TokioExecutor, TokioTimer},
@@ -170,28 +170,9 @@ impl HttpParticipants {
             }
         };
         let (parts, body) = answer.into_parts();
-        let body = match Limited::new(body, self.max_body_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => {
-                return CallOutcome::Transient {
-                    reason: format!(
-                        "HTTP {} with a body larger than the {} bytes an answer may have (--max-payload-bytes)",
-                        parts.status.as_u16(),
-                        self.max_body_bytes
-                    ),
-                    retry_after: None,
-                };
-            }
-            Err(e) => {
-                return CallOutcome::Transient {
-                    reason: format!(
-                        "HTTP {}: the connection failed while the answer was read: {}",
-                        parts.status.as_u16(),
-                        chain(e.as_ref())
-                    ),
-                    retry_after: None,
-                };
-            }
+        let body = match read_body(parts.status, body, self.max_body_bytes).await {
+            Ok(body) => body,
+            Err(outcome) => return outcome,
         };
         let classified = answer::classify(parts.status, &parts.headers, &body, SystemTime::now());
         if classified.misconfigured {
@@ -203,6 +184,33 @@ impl HttpParticipants {
             );
         }
         classified.outcome
+    }
+}
+
+/// An answer's body, read in full up to `limit` bytes; a larger one, or a
+/// connection lost while it is read, is the transient outcome saying so.
+async fn read_body<B>(status: StatusCode, body: B, limit: usize) -> Result<Bytes, CallOutcome>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(CallOutcome::Transient {
+            reason: format!(
+                "HTTP {} with a body larger than the {limit} bytes an answer may have (--max-payload-bytes)",
+                status.as_u16(),
+            ),
+            retry_after: None,
+        }),
+        Err(e) => Err(CallOutcome::Transient {
+            reason: format!(
+                "HTTP {}: the connection failed while the answer was read: {}",
+                status.as_u16(),
+                chain(e.as_ref())
+            ),
+            retry_after: None,
+        }),
     }
 }
 
@@ -234,5 +242,29 @@ impl Participants for HttpParticipants {
 
     fn config_errors(&self) -> Vec<ConfigErrorCount> {
         self.misconfigured.counts()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_the_limit_and_no_further() {
+        let ok = read_body(StatusCode::OK, Full::new(Bytes::from(vec![b'x'; 64])), 64).await;
+        assert_eq!(ok.unwrap().len(), 64);
+        let big = read_body(StatusCode::OK, Full::new(Bytes::from(vec![b'x'; 65])), 64).await;
+        let Err(CallOutcome::Transient {
+            reason,
+            retry_after,
+        }) = big
+        else {
+            panic!("{big:?}")
+        };
+        assert!(
+            reason.contains("HTTP 200 with a body larger than the 64 bytes"),
+            "{reason}"
+        );
+        assert_eq!(retry_after, None);
     }
 }

@@ -1,7 +1,7 @@
 //! The JSON of the HTTP contract: the body sagad POSTs ([`CallBody`], read
 //! back as [`StepCallBody`]) and the body a participant may answer with
-//! ([`AnswerBody`]). Shared by the coordinator's client (`mod.rs`), the SDK's
-//! HTTP server (`crate::sdk`) and the tests, so both sides read one shape.
+//! ([`AnswerBody`]). Shared by the coordinator's client (`mod.rs`), the
+//! demo's HTTP participants and the tests, so both sides read one shape.
 //!
 //! Bytes travel so (the payload, and each output of an earlier step):
 //!
