@@ -248,6 +248,45 @@ impl Participants for HttpParticipants {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saga::{Action, Endpoint, SagaId};
+
+    fn call(epoch: Option<u64>) -> CallRequest {
+        CallRequest {
+            endpoint: Endpoint::parse_as("f", "http://127.0.0.1:1/pay?v=2", Protocol::Http)
+                .unwrap(),
+            participant: "payments".into(),
+            timeout: Duration::from_millis(2500),
+            saga_id: SagaId::generate(),
+            definition: "d".into(),
+            step: "s".into(),
+            action: Action::Forward,
+            attempt: 1,
+            idempotency_key: "k/s/forward".into(),
+            payload: b"{}".to_vec(),
+            outputs: vec![],
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: Some("vendor=x".into()),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn a_request_carries_the_contract_s_headers() {
+        let caller = HttpParticipants::new(1024, None);
+        let request = caller.request(&call(Some(7))).unwrap();
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri(), "http://127.0.0.1:1/pay?v=2");
+        let header = |name: &str| request.headers()[name].to_str().unwrap().to_string();
+        assert_eq!(header("content-type"), "application/json");
+        assert_eq!(header(IDEMPOTENCY_HEADER), "k/s/forward");
+        assert_eq!(header(TIMEOUT_HEADER), "2500");
+        assert_eq!(header("x-sagad-epoch"), "7");
+        assert_eq!(header("tracestate"), "vendor=x");
+        assert!(header("traceparent").starts_with("00-0af7"));
+        // Outside cluster mode there is no epoch to send.
+        let request = caller.request(&call(None)).unwrap();
+        assert!(!request.headers().contains_key("x-sagad-epoch"));
+    }
 
     #[tokio::test]
     async fn a_body_is_read_up_to_the_limit_and_no_further() {
