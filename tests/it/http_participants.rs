@@ -417,3 +417,71 @@ async fn another_4xx_is_retried_logged_once_and_counted_as_a_configuration_error
     );
     sagad.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_mid_answer_is_transient_with_an_unknown_effect() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Reads each request, starts a 2xx answer and hangs up half way through.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let mut stream = tokio::select! {
+                accepted = listener.accept() => accepted.unwrap().0,
+                () = stopped.cancelled() => return,
+            };
+            let mut buffer = vec![0u8; 64 * 1024];
+            let _ = stream.read(&mut buffer).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"outp")
+                .await;
+        }
+    });
+    let _stop = stop.drop_guard();
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client
+        .register_participant(pb::RegisterParticipantRequest {
+            name: "flaky".into(),
+            protocol: pb::Protocol::Http as i32,
+            forward_endpoint: format!("http://{addr}/do"),
+            compensate_endpoint: format!("http://{addr}/undo"),
+            retry: Some(quick_retry(2, 2)),
+            timeout: None,
+        })
+        .await
+        .unwrap();
+    let saga = client
+        .start_saga(pb::StartSagaRequest {
+            steps: vec![pb::StepDefinition {
+                name: "only".into(),
+                participant: "flaky".into(),
+                ..Default::default()
+            }],
+            wait: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap();
+    // The forward may have happened, so it is compensated, and the
+    // compensation fails the same way: the saga needs an operator.
+    assert_eq!(state(&saga), pb::SagaState::Failed, "{saga:?}");
+    let step = &get(&mut client, &saga.id).await.steps[0];
+    assert_eq!((step.forward_attempts, step.compensate_attempts), (2, 2));
+    for attempt in &step.attempts {
+        assert_eq!(attempt.outcome, pb::AttemptOutcome::Transient as i32);
+        assert!(
+            attempt
+                .error
+                .contains("HTTP 200: the connection failed while the answer was read"),
+            "{}",
+            attempt.error
+        );
+    }
+}
