@@ -75,7 +75,7 @@ use crate::{
         store::{DirLock, WalOptions},
     },
     metrics,
-    participant::GrpcParticipants,
+    participant::Callers,
     proto::{self, v1::coordinator_server::CoordinatorServer},
     reload::ReloadHooks,
     saga::Definition,
@@ -258,7 +258,7 @@ enum Incoming {
     Tls(TlsIncoming),
 }
 
-/// The engine over `journal`, calling participants over gRPC, recording
+/// The engine over `journal`, calling participants over gRPC or HTTP, recording
 /// metrics only when they are served, refusing participants at its own
 /// address, and connecting only where the allow-list (if any) allows.
 async fn start_engine(
@@ -268,7 +268,7 @@ async fn start_engine(
     own_address: SocketAddr,
     tls: &ClientTls,
 ) -> Result<Engine> {
-    let caller = Arc::new(GrpcParticipants::with_tls_allowing(
+    let caller = Arc::new(Callers::new(
         config.engine.max_payload_bytes,
         tls.clone(),
         config.engine.participant_allow.clone(),

@@ -17,8 +17,8 @@ use crate::{
     proto::v1 as pb,
     saga::{
         Action, AttemptRecord, AttemptResult, AuditEntry, Definition, Endpoint, Event, EventKind,
-        Failure, Participant, RetryOverrides, RetryPolicy, SagaState, SagaStatus, StepDef,
-        Timestamp,
+        Failure, Participant, Protocol, RetryOverrides, RetryPolicy, SagaState, SagaStatus,
+        StepDef, Timestamp,
     },
 };
 
@@ -104,8 +104,31 @@ fn resolved_policy_pb(p: RetryPolicy) -> pb::RetryPolicy {
     retry_policy_pb(p.into()).unwrap_or_default()
 }
 
+/// The wire form of a protocol; gRPC is written out, never left unspecified.
+pub fn protocol_pb(protocol: Protocol) -> pb::Protocol {
+    match protocol {
+        Protocol::Grpc => pb::Protocol::Grpc,
+        Protocol::Http => pb::Protocol::Http,
+        Protocol::H2c => pb::Protocol::H2c,
+    }
+}
+
+/// The protocol a registration asks for; unspecified is gRPC, as it was
+/// before the field existed. An unknown number is refused, naming it.
+pub fn protocol_from(value: i32) -> Result<Protocol, Status> {
+    match pb::Protocol::try_from(value) {
+        Ok(pb::Protocol::Unspecified | pb::Protocol::Grpc) => Ok(Protocol::Grpc),
+        Ok(pb::Protocol::Http) => Ok(Protocol::Http),
+        Ok(pb::Protocol::H2c) => Ok(Protocol::H2c),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "protocol {value} is not one this server knows: use PROTOCOL_GRPC (1), PROTOCOL_HTTP (2) or PROTOCOL_H2C (3)"
+        ))),
+    }
+}
+
 pub fn participant(p: &Participant) -> pb::Participant {
     pb::Participant {
+        protocol: protocol_pb(p.forward.protocol()) as i32,
         name: p.name.clone(),
         forward_endpoint: p.forward.url().to_string(),
         compensate_endpoint: p.compensate.url().to_string(),
@@ -249,6 +272,8 @@ pub fn saga(s: &SagaState, shown: Attempts) -> pb::Saga {
                 elided_attempts: summary::elided(elided),
                 forward_endpoint: spec.forward.url().to_string(),
                 compensate_endpoint: spec.compensate.url().to_string(),
+                forward_protocol: protocol_pb(spec.forward.protocol()) as i32,
+                compensate_protocol: protocol_pb(spec.compensate.protocol()) as i32,
                 retry: Some(resolved_policy_pb(spec.retry)),
                 timeout: Some(duration(spec.timeout)),
                 endpoint_changes: p

@@ -120,15 +120,19 @@ enum Call {
 
 fn call() -> impl Strategy<Value = Call> {
     prop_oneof![
-        (text(), text(), text(), retry(), duration()).prop_map(|(name, f, c, retry, timeout)| {
-            Call::Register(pb::RegisterParticipantRequest {
-                name,
-                forward_endpoint: f,
-                compensate_endpoint: c,
-                retry,
-                timeout,
-            })
-        }),
+        // Protocols beyond the known ones too: an unknown number is refused.
+        (text(), text(), text(), retry(), duration(), -1i32..5).prop_map(
+            |(name, f, c, retry, timeout, protocol)| {
+                Call::Register(pb::RegisterParticipantRequest {
+                    name,
+                    forward_endpoint: f,
+                    compensate_endpoint: c,
+                    retry,
+                    timeout,
+                    protocol,
+                })
+            }
+        ),
         (text(), vec(step(), 0..3), vec(any::<u8>(), 0..32), text()).prop_map(
             |(definition, steps, payload, key)| Call::Start(pb::StartSagaRequest {
                 definition,

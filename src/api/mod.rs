@@ -142,8 +142,10 @@ impl Coordinator for CoordinatorApi {
         let r = request.into_inner();
         let retry = convert::retry_overrides("retry", r.retry)?;
         let timeout = convert::duration_from("timeout", r.timeout)?;
-        let participant = Participant::new(
+        let protocol = convert::protocol_from(r.protocol)?;
+        let participant = Participant::speaking(
             &r.name,
+            protocol,
             &r.forward_endpoint,
             &r.compensate_endpoint,
             retry,

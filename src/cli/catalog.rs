@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
-use sagad::{config::parse_duration, proto::v1 as pb, saga::retry::ATTEMPTS_MAX};
+use sagad::{
+    api::convert::protocol_pb,
+    config::parse_duration,
+    proto::v1 as pb,
+    saga::{Protocol, retry::ATTEMPTS_MAX},
+};
 
 use crate::cli::{
     connect::{AddrArgs, connect},
@@ -39,13 +44,21 @@ pub enum DefinitionsCommand {
 pub struct RegisterArgs {
     /// The name steps refer to (letters, digits, '-', '_', '.').
     pub name: String,
-    /// gRPC method URL that does the work, e.g. http://127.0.0.1:7002/shop.Payments/Charge
+    /// URL that does the work: a gRPC method such as
+    /// http://127.0.0.1:7002/shop.Payments/Charge, or with --protocol http an
+    /// HTTP/JSON endpoint such as http://127.0.0.1:7002/payments/charge
     #[arg(long, value_name = "URL")]
     pub forward: String,
-    /// gRPC method URL that undoes it, e.g. http://127.0.0.1:7002/shop.Payments/Refund
+    /// URL that undoes it, e.g. http://127.0.0.1:7002/shop.Payments/Refund
     #[arg(long, value_name = "URL")]
     pub compensate: String,
-    /// Per-call timeout (sent as the gRPC deadline), e.g. 5s or 250ms; 10ms to 24h.
+    /// What both endpoints speak: grpc (StepRequest/StepResponse, the default),
+    /// http (a JSON POST over HTTP/1.1) or h2c (the same JSON over HTTP/2
+    /// without TLS); see docs/participant.md.
+    #[arg(long, default_value = "grpc", value_parser = parse_protocol)]
+    pub protocol: Protocol,
+    /// Per-call timeout (sent as the gRPC deadline, or HTTP's
+    /// x-sagad-timeout-ms header), e.g. 5s or 250ms; 10ms to 24h.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Forward attempts before the step counts as failed (1 to 10000).
@@ -80,6 +93,11 @@ pub struct ListArgs {
     pub output: OutputArgs,
 }
 
+/// `--protocol`, read by the same names the server uses.
+fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    text.parse()
+}
+
 fn wire(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: d.as_secs() as i64,
@@ -112,6 +130,7 @@ async fn register(args: RegisterArgs) -> Result<(), CliError> {
     let mut client = connect(&args.addr).await?;
     let participant = client
         .register_participant(pb::RegisterParticipantRequest {
+            protocol: protocol_pb(args.protocol) as i32,
             name: args.name,
             forward_endpoint: args.forward,
             compensate_endpoint: args.compensate,

@@ -14,8 +14,8 @@ use sagad::{json::bytes_or_text, proto::v1 as pb};
 use serde_json::{Value, json};
 
 use crate::cli::output::{
-    action_name, between, config_duration, outcome_name, principal_kind, rfc3339, saga_state_name,
-    step_state_name,
+    action_name, between, config_duration, outcome_name, principal_kind, protocol_name, rfc3339,
+    saga_state_name, step_state_name,
 };
 
 fn time(ts: Option<&prost_types::Timestamp>) -> Value {
@@ -179,6 +179,7 @@ pub fn saga_summary(s: &pb::SagaSummary) -> Value {
 pub fn participant(p: &pb::Participant) -> Value {
     json!({
         "name": p.name,
+        "protocol": protocol_name(p.protocol),
         "forward_endpoint": p.forward_endpoint,
         "compensate_endpoint": p.compensate_endpoint,
         "timeout": duration(p.timeout.as_ref()),

@@ -221,6 +221,16 @@ pub fn saga_state_name(value: i32) -> String {
         .unwrap_or_else(|_| format!("STATE_{value}"))
 }
 
+/// `PROTOCOL_HTTP` → `http`, as `--protocol` writes it; unspecified is gRPC.
+pub fn protocol_name(value: i32) -> String {
+    match pb::Protocol::try_from(value) {
+        Ok(pb::Protocol::Unspecified | pb::Protocol::Grpc) => "grpc".into(),
+        Ok(pb::Protocol::Http) => "http".into(),
+        Ok(pb::Protocol::H2c) => "h2c".into(),
+        Err(_) => format!("protocol_{value}"),
+    }
+}
+
 /// `STEP_STATE_SUCCEEDED` → `SUCCEEDED`.
 pub fn step_state_name(value: i32) -> String {
     pb::StepState::try_from(value)

@@ -14,7 +14,8 @@ use sagad::proto::v1 as pb;
 
 use crate::cli::output::{
     Palette, Table, Tone, action_name, between, clock, config_duration, date_time, grouped, offset,
-    outcome_name, principal, saga_state_name, short_duration, step_state_name, tone_of, truncate,
+    outcome_name, principal, protocol_name, saga_state_name, short_duration, step_state_name,
+    tone_of, truncate,
 };
 use crate::cli::scrub::Scrub;
 
@@ -567,6 +568,7 @@ pub fn participant_table(participants: &[pb::Participant], palette: &Palette) ->
     }
     let mut table = Table::new(&[
         "NAME",
+        "PROTOCOL",
         "FORWARD",
         "COMPENSATE",
         "TIMEOUT",
@@ -576,6 +578,7 @@ pub fn participant_table(participants: &[pb::Participant], palette: &Palette) ->
     for p in participants {
         table.row(vec![
             (p.name.clone(), Tone::Bold),
+            (protocol_name(p.protocol), Tone::Plain),
             (p.forward_endpoint.clone(), Tone::Plain),
             (p.compensate_endpoint.clone(), Tone::Plain),
             (

@@ -133,6 +133,8 @@ impl Scrub for pb::Step {
             timeout: _,
             endpoint_changes,
             elided_attempts,
+            forward_protocol: _,
+            compensate_protocol: _,
         } = self;
         for text in [
             name,
@@ -255,6 +257,7 @@ impl Scrub for pb::Participant {
             timeout: _,
             registered_at: _,
             registered_by,
+            protocol: _,
         } = self;
         for text in [name, forward_endpoint, compensate_endpoint] {
             clean(text);

@@ -30,6 +30,9 @@ impl Engine {
         }
         self.inner
             .metrics
+            .participant_config_errors(&self.inner.caller.config_errors());
+        self.inner
+            .metrics
             .render(journal.stats(), self.parked_sagas())
     }
 

@@ -328,6 +328,7 @@ impl Runner {
         let spec = &self.state.steps[step as usize];
         CallRequest {
             endpoint: spec.endpoint(action).clone(),
+            participant: spec.participant.clone(),
             timeout: spec.timeout,
             saga_id: self.state.id,
             definition: self.state.definition.clone(),

@@ -13,6 +13,7 @@
 //! | `sagad_sagas_parked` | gauge | | active sagas parked until their next attempt is due (no runner; read at each scrape) |
 //! | `sagad_compensations_started_total` | counter | `definition`, `cause` | sagas that turned back to compensate; `cause` is `step_failed` or `cancelled` |
 //! | `sagad_step_attempts_total` | counter | `participant`, `action`, `outcome` | finished calls; `action` is `forward`/`compensate`, `outcome` is `succeeded`, `rejected`, `transient` or `interrupted` |
+//! | `sagad_participant_config_errors_total` | counter | `participant`, `status` | HTTP answers that say a participant's registration is wrong (a `4xx` other than 408, 409, 422, 425, 429; a `3xx`): retried, logged once per participant; alert on any |
 //! | `sagad_step_call_duration_seconds` | histogram | `participant`, `action` | how long participant calls took, as the coordinator saw them |
 //! | `sagad_journal_flushes_total` | counter | | durable journal flushes (group commits) |
 //! | `sagad_journal_events_total` | counter | | events made durable |
@@ -93,6 +94,7 @@ use metrics_exporter_prometheus::{
 
 use crate::{
     journal::{ClusterStatus, FlushObserver, JournalStats},
+    participant::ConfigErrorCount,
     saga::{Action, Failure, SagaStatus},
 };
 
@@ -122,6 +124,7 @@ pub mod names {
     pub const COMPENSATIONS_STARTED: &str = "sagad_compensations_started_total";
     pub const STEP_ATTEMPTS: &str = "sagad_step_attempts_total";
     pub const STEP_CALL_DURATION: &str = "sagad_step_call_duration_seconds";
+    pub const PARTICIPANT_CONFIG_ERRORS: &str = "sagad_participant_config_errors_total";
     pub const JOURNAL_FLUSHES: &str = "sagad_journal_flushes_total";
     pub const JOURNAL_EVENTS: &str = "sagad_journal_events_total";
     pub const JOURNAL_FLUSH_EVENTS: &str = "sagad_journal_flush_events";
@@ -259,6 +262,10 @@ impl Metrics {
                 "Sagas that stopped going forward and began compensating."
             );
             describe_counter!(STEP_ATTEMPTS, "Finished participant calls, by outcome.");
+            describe_counter!(
+                PARTICIPANT_CONFIG_ERRORS,
+                "HTTP answers saying a participant's registration is wrong (retried; logged once per participant)."
+            );
             describe_histogram!(
                 STEP_CALL_DURATION,
                 Unit::Seconds,
@@ -531,6 +538,22 @@ impl Metrics {
             metrics::counter!(CLUSTER_REJOINS).absolute(status.rejoins);
             // At 0 before the first takeover, so an increase is seen.
             metrics::counter!(TAKEOVER_SAGAS).increment(0);
+        });
+    }
+
+    /// Copies the participant callers' counts of answers that say a
+    /// registration is wrong (kept by the callers, as the journal keeps its
+    /// counters; see `participant::http`); called before each render.
+    pub fn participant_config_errors(&self, counts: &[ConfigErrorCount]) {
+        self.with(|| {
+            for c in counts {
+                metrics::counter!(
+                    PARTICIPANT_CONFIG_ERRORS,
+                    "participant" => c.participant.clone(),
+                    "status" => c.status.to_string()
+                )
+                .absolute(c.count);
+            }
         });
     }
 

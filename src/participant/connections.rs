@@ -63,7 +63,7 @@ use super::guard::{self, AllowList};
 use crate::tls::ClientTls;
 
 /// How long connecting to a participant may take before the attempt counts as failed.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// With a call open and nothing heard for this long, the connection is pinged…
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);

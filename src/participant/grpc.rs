@@ -216,6 +216,7 @@ mod tests {
     fn request_to(addr: std::net::SocketAddr) -> CallRequest {
         CallRequest {
             endpoint: Endpoint::parse("f", &format!("http://{addr}/p.S/Do")).unwrap(),
+            participant: "p".into(),
             timeout: Duration::from_secs(20),
             saga_id: SagaId::generate(),
             definition: "d".into(),

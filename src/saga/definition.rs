@@ -21,6 +21,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use super::protocol::Protocol;
 use super::{
     id::Timestamp,
     principal::Principal,
@@ -72,13 +73,13 @@ pub enum DefinitionError {
         TIMEOUT_MIN
     )]
     Timeout { what: String, got: Duration },
-    #[error(
-        "{what} '{url}' is not a valid endpoint: {why} (expected a gRPC method URL such as http://127.0.0.1:7002/shop.Payments/Charge)"
-    )]
+    #[error("{what} '{url}' is not a valid endpoint: {why} (expected {expected})")]
     Endpoint {
         what: &'static str,
         url: String,
         why: &'static str,
+        /// What an endpoint of the protocol asked for looks like.
+        expected: &'static str,
     },
     /// A definition file's text is wrong; `path` is the name the caller gave it.
     #[error("{path}:{line}: {message}")]
@@ -104,14 +105,18 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), DefinitionErr
     Ok(())
 }
 
-/// A gRPC method URL: `http://host:port/package.Service/Method`, or
-/// `https://…` for a participant reached over TLS (`crate::tls`).
+/// Where and how a participant is called: a gRPC method URL,
+/// `http://host:port/package.Service/Method` (or `https://…` for a participant
+/// reached over TLS, `crate::tls`), or an HTTP/JSON URL `http://host:port/path`
+/// (see [`Protocol`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "StoredEndpoint", try_from = "StoredEndpoint")]
 pub struct Endpoint {
     /// The URL as given. Shared: every participant call takes a copy of its
     /// endpoint, and a string copy per call showed in the coordinator's profile.
     url: Arc<str>,
+    /// What the endpoint speaks; stored as a tag in front of the URL.
+    protocol: Protocol,
     /// Length of `scheme://authority`, the part a channel connects to.
     origin_len: usize,
     /// The path, parsed once: every call needs it in this form, and parsing
@@ -119,7 +124,9 @@ pub struct Endpoint {
     path: http::uri::PathAndQuery,
 }
 
-/// An [`Endpoint`] as stored: its URL and where the path starts.
+/// An [`Endpoint`] as stored: its URL, behind its protocol's tag (none for
+/// gRPC, so gRPC endpoints are stored as they always were: see
+/// `protocol.rs`), and where the path starts in the untagged URL.
 #[derive(Serialize, Deserialize)]
 struct StoredEndpoint {
     url: Arc<str>,
@@ -128,8 +135,12 @@ struct StoredEndpoint {
 
 impl From<Endpoint> for StoredEndpoint {
     fn from(endpoint: Endpoint) -> Self {
+        let url = match endpoint.protocol {
+            Protocol::Grpc => endpoint.url,
+            tagged => format!("{}{}", tagged.tag(), endpoint.url).into(),
+        };
         Self {
-            url: endpoint.url,
+            url,
             origin_len: endpoint.origin_len,
         }
     }
@@ -139,13 +150,18 @@ impl TryFrom<StoredEndpoint> for Endpoint {
     type Error = String;
 
     fn try_from(stored: StoredEndpoint) -> Result<Self, String> {
-        let path = stored
-            .url
+        let (protocol, url) = Protocol::untag(&stored.url);
+        let path = url
             .get(stored.origin_len..)
             .and_then(|path| http::uri::PathAndQuery::from_str(path).ok())
             .ok_or_else(|| format!("endpoint {:?} has no valid path", stored.url))?;
+        let url = match protocol {
+            Protocol::Grpc => stored.url,
+            _ => url.into(),
+        };
         Ok(Self {
-            url: stored.url,
+            url,
+            protocol,
             origin_len: stored.origin_len,
             path,
         })
@@ -153,12 +169,31 @@ impl TryFrom<StoredEndpoint> for Endpoint {
 }
 
 impl Endpoint {
-    /// Parses and checks an endpoint URL; `what` names the field in errors.
+    /// Parses and checks a gRPC endpoint URL; `what` names the field in errors.
     pub fn parse(what: &'static str, url: &str) -> Result<Self, DefinitionError> {
+        Self::parse_as(what, url, Protocol::Grpc)
+    }
+
+    /// Parses and checks an endpoint URL of `protocol`; `what` names the
+    /// field in errors, which also say what to write instead.
+    pub fn parse_as(
+        what: &'static str,
+        url: &str,
+        protocol: Protocol,
+    ) -> Result<Self, DefinitionError> {
+        let expected = match protocol {
+            Protocol::Grpc => {
+                "a gRPC method URL such as http://127.0.0.1:7002/shop.Payments/Charge"
+            }
+            Protocol::Http | Protocol::H2c => {
+                "an HTTP/JSON URL such as http://127.0.0.1:7002/payments/charge"
+            }
+        };
         let err = |why| DefinitionError::Endpoint {
             what,
             url: super::text::quoted(url),
             why,
+            expected,
         };
         if url.len() > ENDPOINT_MAX_LEN {
             return Err(err("it is longer than the 2048 bytes an endpoint may have"));
@@ -166,13 +201,28 @@ impl Endpoint {
         let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
             ("http://", rest)
         } else if let Some(rest) = url.strip_prefix("https://") {
-            ("https://", rest)
+            match protocol {
+                Protocol::Grpc => ("https://", rest),
+                Protocol::Http => {
+                    return Err(err(
+                        "HTTP/JSON participants are reached without TLS for now: write http://, or register a gRPC endpoint (protocol grpc), which may be https://",
+                    ));
+                }
+                Protocol::H2c => {
+                    return Err(err(
+                        "h2c is HTTP/2 without TLS: write http://, or register a gRPC endpoint (protocol grpc) to use https://",
+                    ));
+                }
+            }
         } else {
             return Err(err("it must start with http:// or https://"));
         };
-        let slash = rest
-            .find('/')
-            .ok_or_else(|| err("it has no /Service/Method path"))?;
+        let slash = rest.find('/').ok_or_else(|| {
+            err(match protocol {
+                Protocol::Grpc => "it has no /Service/Method path",
+                Protocol::Http | Protocol::H2c => "it has no path (write at least /)",
+            })
+        })?;
         let (authority, path) = rest.split_at(slash);
         if authority.is_empty() {
             return Err(err("it has no host"));
@@ -186,31 +236,32 @@ impl Endpoint {
         if !port_ok || authority.contains('@') {
             return Err(err("its host:port is malformed"));
         }
-        let mut segments = path[1..].split('/');
-        let (service, method) = (segments.next(), segments.next());
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_'))
-        };
-        match (service, method, segments.next()) {
-            (Some(s), Some(m), None) if valid(s) && valid(m) => {}
-            _ => return Err(err("its path must be exactly /package.Service/Method")),
-        }
-        if service == Some(COORDINATOR_SERVICE) {
-            // A step calling the coordinator could cancel its own saga, or
-            // register participants with the coordinator's own rights.
-            return Err(err(
-                "it is sagad's own Coordinator service, which no step may call",
-            ));
+        match protocol {
+            Protocol::Grpc => grpc_path(path).map_err(err)?,
+            Protocol::Http | Protocol::H2c => {
+                if path.contains('#') {
+                    return Err(err("it has a #fragment, which is never sent"));
+                }
+                if path.starts_with(&format!("/{COORDINATOR_SERVICE}/")) {
+                    return Err(err(
+                        "it is sagad's own Coordinator service, which no step may call",
+                    ));
+                }
+            }
         }
         let parsed_path =
             http::uri::PathAndQuery::from_str(path).map_err(|_| err("its path is malformed"))?;
         Ok(Self {
             url: url.into(),
+            protocol,
             origin_len: scheme.len() + authority.len(),
             path: parsed_path,
         })
+    }
+
+    /// What the endpoint speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The full URL.
@@ -261,6 +312,31 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Checks that `path` names one gRPC method, and not the coordinator's own.
+fn grpc_path(path: &str) -> Result<(), &'static str> {
+    let mut segments = path[1..].split('/');
+    let (service, method) = (segments.next(), segments.next());
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_'))
+    };
+    match (service, method, segments.next()) {
+        (Some(s), Some(m), None) if valid(s) && valid(m) => {}
+        _ => {
+            return Err(
+                "its path must be exactly /package.Service/Method (an HTTP/JSON endpoint is registered with protocol http or h2c)",
+            );
+        }
+    }
+    if service == Some(COORDINATOR_SERVICE) {
+        // A step calling the coordinator could cancel its own saga, or
+        // register participants with the coordinator's own rights.
+        return Err("it is sagad's own Coordinator service, which no step may call");
+    }
+    Ok(())
+}
+
 /// A registered participant: a named pair of endpoints and its defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Participant {
@@ -287,9 +363,30 @@ impl Participant {
         timeout: Option<Duration>,
         registered_at: Timestamp,
     ) -> Result<Self, DefinitionError> {
+        Self::speaking(
+            name,
+            Protocol::Grpc,
+            forward,
+            compensate,
+            retry,
+            timeout,
+            registered_at,
+        )
+    }
+
+    /// As [`Participant::new`], with endpoints that speak `protocol`.
+    pub fn speaking(
+        name: &str,
+        protocol: Protocol,
+        forward: &str,
+        compensate: &str,
+        retry: RetryOverrides,
+        timeout: Option<Duration>,
+        registered_at: Timestamp,
+    ) -> Result<Self, DefinitionError> {
         validate_name("participant name", name)?;
-        let forward = Endpoint::parse("forward_endpoint", forward)?;
-        let compensate = Endpoint::parse("compensate_endpoint", compensate)?;
+        let forward = Endpoint::parse_as("forward_endpoint", forward, protocol)?;
+        let compensate = Endpoint::parse_as("compensate_endpoint", compensate, protocol)?;
         retry.validate()?;
         check_timeout(|| format!("participant '{name}'"), timeout)?;
         Ok(Self {
@@ -581,6 +678,63 @@ mod tests {
         })
         .unwrap();
         assert!(postcard::from_bytes::<Endpoint>(&damaged).is_err());
+    }
+
+    #[test]
+    fn an_http_endpoint_is_stored_behind_its_tag_and_reads_back() {
+        for protocol in [Protocol::Http, Protocol::H2c] {
+            let url = "http://127.0.0.1:7002/payments/charge?v=2";
+            let e = Endpoint::parse_as("forward_endpoint", url, protocol).unwrap();
+            assert_eq!((e.url(), e.protocol()), (url, protocol));
+            assert_eq!(e.origin(), "http://127.0.0.1:7002");
+            assert_eq!(e.path_and_query().as_str(), "/payments/charge?v=2");
+            let stored = postcard::to_allocvec(&e).unwrap();
+            let tagged = postcard::to_allocvec(&StoredEndpoint {
+                url: format!("{}{url}", protocol.tag()).into(),
+                origin_len: "http://127.0.0.1:7002".len(),
+            })
+            .unwrap();
+            assert_eq!(stored, tagged);
+            let back: Endpoint = postcard::from_bytes(&stored).unwrap();
+            assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn http_endpoints_are_refused_naming_what_to_write() {
+        for (protocol, url, why) in [
+            (Protocol::Http, "https://h:1/charge", "write http://"),
+            (
+                Protocol::H2c,
+                "https://h:1/charge",
+                "h2c is HTTP/2 without TLS",
+            ),
+            (Protocol::Http, "http://h:1", "no path (write at least /)"),
+            (Protocol::Http, "grpc://h:1/a", "must start with http://"),
+            (Protocol::Http, "http:///charge", "no host"),
+            (Protocol::Http, "http://h:1/a#b", "#fragment"),
+            (
+                Protocol::Http,
+                "http://h:1/sagad.v1.Coordinator/CancelSaga",
+                "own Coordinator",
+            ),
+            (
+                Protocol::Grpc,
+                "http://h:1/api/payments/charge",
+                "registered with protocol http",
+            ),
+        ] {
+            let err = Endpoint::parse_as("compensate_endpoint", url, protocol)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{protocol} {url}: {err}");
+            assert!(err.starts_with("compensate_endpoint"), "{err}");
+        }
+        let err = Endpoint::parse_as("f", "http://h:1", Protocol::Http)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HTTP/JSON URL such as"), "{err}");
+        assert!(Endpoint::parse_as("f", "http://h:1/", Protocol::H2c).is_ok());
     }
 
     #[test]

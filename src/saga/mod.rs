@@ -19,6 +19,7 @@ pub mod event;
 mod fuzz;
 pub mod id;
 pub mod principal;
+pub mod protocol;
 pub mod refresh;
 pub mod retry;
 pub mod state;
@@ -32,6 +33,7 @@ pub use definition::{
 pub use event::{EndpointChange, Event, EventKind, Failure};
 pub use id::{Action, Offset, SagaId, Timestamp, idempotency_key};
 pub use principal::{Identity, Principal};
+pub use protocol::Protocol;
 pub use retry::{RetryOverrides, RetryPolicy};
 pub use state::{
     AttemptRecord, AttemptResult, AuditAction, AuditEntry, EndpointRecord, FoldError, SagaState,

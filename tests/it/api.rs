@@ -62,6 +62,7 @@ fn participant_request(
     compensate: &str,
 ) -> pb::RegisterParticipantRequest {
     pb::RegisterParticipantRequest {
+        protocol: pb::Protocol::Grpc as i32,
         name: name.into(),
         forward_endpoint: forward.into(),
         compensate_endpoint: compensate.into(),
@@ -110,6 +111,7 @@ async fn register_ok(client: &mut Client, name: &str) -> common::Served {
     let served = common::serve(FakeParticipant::new(|_| Answer::Ok)).await;
     client
         .register_participant(pb::RegisterParticipantRequest {
+            protocol: pb::Protocol::Grpc as i32,
             name: name.into(),
             forward_endpoint: served.forward_url(),
             compensate_endpoint: served.compensate_url(),
@@ -712,6 +714,7 @@ async fn retry_refuses_a_running_saga() {
     .await;
     client
         .register_participant(pb::RegisterParticipantRequest {
+            protocol: pb::Protocol::Grpc as i32,
             name: "slow".into(),
             forward_endpoint: served.forward_url(),
             compensate_endpoint: served.compensate_url(),

@@ -77,6 +77,7 @@ async fn shop(client: &mut Client) -> crate::common::Served {
 
 fn register(name: &str, forward: &str) -> pb::RegisterParticipantRequest {
     pb::RegisterParticipantRequest {
+        protocol: pb::Protocol::Grpc as i32,
         name: name.into(),
         forward_endpoint: forward.into(),
         compensate_endpoint: forward.replace("Forward", "Compensate"),

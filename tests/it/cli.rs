@@ -396,6 +396,92 @@ async fn participants_register_and_list_and_definitions_list() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_register_says_which_protocol_and_refuses_a_wrong_one() {
+    let server = TestServer::start().await;
+    let addr = format!("http://{}", server.addr);
+    let registered = client(
+        &server,
+        &[
+            "participants",
+            "register",
+            "payments",
+            "--protocol",
+            "http",
+            "--forward",
+            "http://127.0.0.1:7003/charge",
+            "--compensate",
+            "http://127.0.0.1:7003/refund",
+            "--json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(registered["protocol"], "http");
+    assert_eq!(
+        registered["forward_endpoint"],
+        "http://127.0.0.1:7003/charge"
+    );
+    let human = client(&server, &["participants", "list"]).await;
+    let lines: Vec<&str> = human.ok().stdout.lines().collect();
+    assert!(lines[0].contains("PROTOCOL"), "{lines:?}");
+    assert!(lines[1].contains(" http "), "{lines:?}");
+
+    let cases = [
+        Refusal::line(
+            "an unknown protocol",
+            &[
+                "participants",
+                "register",
+                "p",
+                "--protocol",
+                "rest",
+                "--forward",
+                "http://h:1/a",
+                "--compensate",
+                "http://h:1/b",
+            ],
+            2,
+            &["unknown protocol 'rest'", "grpc, http"],
+        ),
+        Refusal::line(
+            "https for an HTTP/JSON endpoint",
+            &[
+                "participants",
+                "register",
+                "p",
+                "--protocol",
+                "http",
+                "--forward",
+                "https://127.0.0.1:7003/charge",
+                "--compensate",
+                "http://127.0.0.1:7003/refund",
+            ],
+            1,
+            &["INVALID_ARGUMENT", "forward_endpoint", "write http://"],
+        ),
+        Refusal::line(
+            "an HTTP path registered as gRPC",
+            &[
+                "participants",
+                "register",
+                "p",
+                "--forward",
+                "http://127.0.0.1:7003/api/v1/charge",
+                "--compensate",
+                "http://127.0.0.1:7003/api/v1/refund",
+            ],
+            1,
+            &["INVALID_ARGUMENT", "registered with protocol http"],
+        ),
+    ];
+    for case in &cases {
+        let run = case.run(&["--addr", &addr]).await;
+        case.check(&run);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_wait_exit_codes_and_get_timeline() {
     let server = TestServer::start().await;
     let _shop = declining_shop(&server).await;
@@ -1151,6 +1237,33 @@ async fn demo_runs_to_completion_and_names_the_three_outcomes() {
     assert!(out.contains("compensate #1 succeeded"), "{out}");
     assert!(out.contains("◀ failed here"), "{out}");
     assert!(!out.contains('\x1b'), "no colour into a pipe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_over_http_ends_the_three_orders_as_over_grpc() {
+    let run = Proc::spawn(&["demo", "--http"], &[])
+        .finish_within(Duration::from_secs(120))
+        .await;
+    run.ok();
+    let out = &run.stdout;
+    assert!(
+        out.contains("registered participant payments  at 127.0.0.1:")
+            && out.contains("(HTTP/JSON)"),
+        "{out}"
+    );
+    for outcome in [
+        "completed",
+        "card declined → compensated",
+        "shipping retries exhausted → compensated",
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains('✓') && l.contains(outcome)),
+            "the summary names {outcome:?}: {out}"
+        );
+    }
+    // The HTTP answers, as the timeline shows them.
+    assert!(out.contains("HTTP 409 Conflict: card declined"), "{out}");
+    assert!(out.contains("HTTP 503 Service Unavailable"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

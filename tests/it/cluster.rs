@@ -416,6 +416,7 @@ pub(crate) type Started = Arc<std::sync::Mutex<HashMap<String, (String, Fate)>>>
 pub(crate) async fn register_chaos_shop(cluster: &Cluster, shop: &Served) {
     for name in ["orders", "payments", "shipping"] {
         let request = pb::RegisterParticipantRequest {
+            protocol: pb::Protocol::Grpc as i32,
             name: name.into(),
             forward_endpoint: shop.forward_url(),
             compensate_endpoint: shop.compensate_url(),

@@ -64,6 +64,7 @@ async fn register_split(
 ) {
     client
         .register_participant(pb::RegisterParticipantRequest {
+            protocol: pb::Protocol::Grpc as i32,
             name: name.into(),
             forward_endpoint: method(forward, "Forward"),
             compensate_endpoint: method(compensate, "Compensate"),

@@ -40,6 +40,7 @@ async fn serve(data: &Path, args: &[&str]) -> (SagadProcess, Client) {
 
 fn registration(name: &str, forward: &str, compensate: &str) -> pb::RegisterParticipantRequest {
     pb::RegisterParticipantRequest {
+        protocol: pb::Protocol::Grpc as i32,
         name: name.into(),
         forward_endpoint: forward.into(),
         compensate_endpoint: compensate.into(),

@@ -636,6 +636,7 @@ async fn client_certificates_are_identities_mapped_to_roles_by_the_tokens_file()
     for name in ["orders", "payments", "shipping"] {
         admin
             .register_participant(pb::RegisterParticipantRequest {
+                protocol: pb::Protocol::Grpc as i32,
                 name: name.into(),
                 forward_endpoint: shop.forward_url(),
                 compensate_endpoint: shop.compensate_url(),
@@ -686,6 +687,7 @@ async fn client_certificates_are_identities_mapped_to_roles_by_the_tokens_file()
     assert!(by.peer.starts_with("127.0.0.1:"), "{by:?}");
     let refused = ops
         .register_participant(pb::RegisterParticipantRequest {
+            protocol: pb::Protocol::Grpc as i32,
             name: "payments".into(),
             forward_endpoint: "http://127.0.0.1:1/p.P/Charge".into(),
             compensate_endpoint: "http://127.0.0.1:1/p.P/Refund".into(),

@@ -208,6 +208,7 @@ async fn start_waiting(client: &CoordinatorClient<Channel>, sagas: usize) -> any
                 max_duration: None,
             }),
             timeout: second,
+            protocol: pb::Protocol::Grpc as i32,
         })
         .await
         .context("registering the failover's participant")?;

@@ -233,6 +233,7 @@ impl Floor {
                     Action::Forward => step.forward.clone(),
                     Action::Compensate => step.compensate.clone(),
                 },
+                participant: step.answer.participant.clone(),
                 timeout: CALL_TIMEOUT,
                 saga_id: saga.id,
                 definition: String::new(),

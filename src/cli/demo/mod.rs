@@ -8,6 +8,9 @@
 //! 3. a carrier that stays down: `ship-order` retries run out, every done step
 //!    is undone.
 //!
+//! `--http` serves the participants over HTTP/JSON instead (`http.rs`), and
+//! the same three orders end the same way.
+//!
 //! `--serve` then keeps everything running and prints client commands to try,
 //! with the address, until Ctrl-C. Without it the demo exits 0 on its own, and
 //! non-zero if any order ends other than as described.
@@ -32,6 +35,7 @@ use crate::cli::{
     saga::is_terminal_event,
 };
 
+mod http;
 mod shop;
 
 use shop::Role;
@@ -53,6 +57,9 @@ pub struct DemoArgs {
     /// Address of the demo coordinator (":0" picks a free port).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0", value_parser = parse_listen)]
     pub listen: SocketAddr,
+    /// Serve the demo participants over HTTP/JSON (HTTP/1.1) instead of gRPC.
+    #[arg(long)]
+    pub http: bool,
 }
 
 /// One demo order: what it is, its payload, and how it must end.
@@ -134,7 +141,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let result = async {
         let mut client = CoordinatorClient::connect(format!("http://{addr}")).await?;
-        register_shop(&mut client, &stop, &tasks).await?;
+        register_shop(&mut client, args.http, &stop, &tasks).await?;
         let mut sagas = Vec::new();
         for (i, order) in ORDERS.iter().enumerate() {
             sagas.push(run_order(&mut client, i + 1, order, &palette).await?);
@@ -161,21 +168,34 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the three participants and registers them with fast retries.
+/// Serves the three participants (over HTTP/JSON if `http`, else gRPC) and
+/// registers them with fast retries.
 async fn register_shop(
     client: &mut CoordinatorClient<Channel>,
+    http: bool,
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<()> {
     for role in [Role::Orders, Role::Payments, Role::Shipping] {
-        let participant = shop::serve(role, stop, tasks).await?;
-        // Any method with StepRequest/StepResponse works; these serve the reference service.
-        let base = format!("http://{participant}/sagad.v1.ParticipantService");
+        let (participant, protocol, forward, compensate) = if http {
+            let participant = http::serve(role, stop, tasks).await?;
+            let base = format!("http://{participant}");
+            let (forward, compensate) = (format!("{base}/forward"), format!("{base}/compensate"));
+            (participant, pb::Protocol::Http, forward, compensate)
+        } else {
+            let participant = shop::serve(role, stop, tasks).await?;
+            // Any method with StepRequest/StepResponse works; these serve the
+            // reference service.
+            let base = format!("http://{participant}/sagad.v1.ParticipantService");
+            let (forward, compensate) = (format!("{base}/Forward"), format!("{base}/Compensate"));
+            (participant, pb::Protocol::Grpc, forward, compensate)
+        };
         client
             .register_participant(pb::RegisterParticipantRequest {
+                protocol: protocol as i32,
                 name: role.name().into(),
-                forward_endpoint: format!("{base}/Forward"),
-                compensate_endpoint: format!("{base}/Compensate"),
+                forward_endpoint: forward,
+                compensate_endpoint: compensate,
                 retry: Some(pb::RetryPolicy {
                     initial_interval: Some(wire(DEMO_INITIAL_INTERVAL)),
                     max_attempts: Some(DEMO_MAX_ATTEMPTS),
@@ -184,7 +204,11 @@ async fn register_shop(
                 timeout: Some(wire(DEMO_TIMEOUT)),
             })
             .await?;
-        outln!("registered participant {:<9} at {participant}", role.name());
+        let speaks = if http { "HTTP/JSON" } else { "gRPC" };
+        outln!(
+            "registered participant {:<9} at {participant} ({speaks})",
+            role.name()
+        );
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The demo's three participants (`orders`, `payments`, `shipping`), each a real
-//! gRPC server on a free loopback port, steered by the saga payload:
+//! gRPC server on a free loopback port (or, with `sagad demo --http`, an
+//! HTTP/JSON one: `http.rs`), steered by the saga payload:
 //!
 //! | payload field | effect |
 //! | --- | --- |
@@ -44,8 +45,8 @@ impl Role {
     }
 }
 
-/// One demo participant.
-struct DemoParticipant {
+/// One demo participant, whatever protocol serves it.
+pub(super) struct DemoParticipant {
     role: Role,
     /// Answers by idempotency key. A std mutex: never held across an await.
     applied: Mutex<HashMap<String, pb::StepResponse>>,
@@ -56,6 +57,13 @@ fn payload(request: &pb::StepRequest) -> serde_json::Value {
 }
 
 impl DemoParticipant {
+    pub(super) fn new(role: Role) -> Self {
+        Self {
+            role,
+            applied: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn forward(&self, request: &pb::StepRequest) -> Result<pb::StepResponse, Status> {
         let payload = payload(request);
         let order = payload["order_id"].as_str().unwrap_or("?");
@@ -80,7 +88,12 @@ impl DemoParticipant {
         }
     }
 
-    async fn answer(&self, request: pb::StepRequest) -> Result<Response<pb::StepResponse>, Status> {
+    /// The answer to one call; an error status is what a carrier that is
+    /// down answers (UNAVAILABLE), which HTTP serves as a 503.
+    pub(super) async fn answer(
+        &self,
+        request: pb::StepRequest,
+    ) -> Result<Response<pb::StepResponse>, Status> {
         let forward = request.action == pb::Action::Forward as i32;
         if forward && let Some(ms) = payload(&request)["delay_ms"].as_u64() {
             tokio::time::sleep(Duration::from_millis(ms).min(DELAY_MAX)).await;
@@ -140,10 +153,7 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding the demo {} participant", role.name()))?;
     let addr = listener.local_addr()?;
-    let service = DemoParticipant {
-        role,
-        applied: Mutex::new(HashMap::new()),
-    };
+    let service = DemoParticipant::new(role);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tasks.spawn(
         tonic::transport::Server::builder()

@@ -152,6 +152,7 @@ impl Harness {
         };
         for name in ["orders", "payments", "shipping"] {
             let request = pb::RegisterParticipantRequest {
+                protocol: pb::Protocol::Grpc as i32,
                 name: name.into(),
                 forward_endpoint: harness.shop.forward_url(),
                 compensate_endpoint: harness.shop.compensate_url(),

@@ -55,6 +55,7 @@ pub mod certs;
 pub mod chaos;
 pub mod commit_cutter;
 pub mod damage;
+pub mod http;
 pub mod postgres;
 pub mod process;
 
@@ -539,6 +540,7 @@ pub fn quick_retry(max_attempts: u32, max_compensate_attempts: u32) -> pb::Retry
 pub async fn register_shop(client: &mut Client, served: &Served, retry: pb::RetryPolicy) {
     for name in ["orders", "payments", "shipping"] {
         let request = pb::RegisterParticipantRequest {
+            protocol: pb::Protocol::Grpc as i32,
             name: name.into(),
             forward_endpoint: served.forward_url(),
             compensate_endpoint: served.compensate_url(),
