@@ -53,11 +53,11 @@ ORDER BY 1, 2"#;
 /// (`next` the first offset present after it), the part at or below the
 /// horizon left out.
 const GAPS: &str = r#"
-SELECT greatest(prev + 1, $1 + 1), "offset" FROM (
+SELECT greatest(prev + 1, $1::bigint + 1), "offset" FROM (
     SELECT "offset", lag("offset", 1, 0::bigint) OVER (ORDER BY "offset") AS prev
     FROM sagad.event
 ) o
-WHERE "offset" > prev + 1 AND "offset" - 1 > $1
+WHERE "offset" > prev + 1 AND "offset" - 1 > $1::bigint
 ORDER BY "offset" LIMIT $2"#;
 
 /// Open sagas whose owner has no row in `sagad.node`.
