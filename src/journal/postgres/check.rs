@@ -100,15 +100,11 @@ async fn check_histories(
     while let Some(row) = rows.next().await {
         let row = row.map_err(reads::read(what))?;
         let id = saga_of(row.get(0));
-        if group.as_ref().is_none_or(|g| g.id != id) {
-            if let Some(done) = group.take() {
-                done.judge(report);
-            }
-            group = Some(Group::new(id, SagaRow::of(&row)));
+        // Rows come in saga order: a new id means the last saga is whole.
+        if let Some(done) = group.take_if(|g| g.id != id) {
+            done.judge(report);
         }
-        let Some(group) = group.as_mut() else {
-            unreachable!("a group was just made for this row")
-        };
+        let group = group.get_or_insert_with(|| Group::new(id, SagaRow::of(&row)));
         if let Some(seq) = row.get::<_, Option<i64>>(1) {
             report.events += 1;
             if let Some(problem) = group.follow(seq as u64) {
@@ -220,7 +216,7 @@ impl Group {
         let Some(row) = &self.row else {
             report.sagas += 1;
             problems.push(format!(
-                "saga {id}: has {} events but no saga row",
+                "saga {id}: has {} event(s) but no saga row",
                 self.seen
             ));
             return;
@@ -460,7 +456,7 @@ mod tests {
         let text = judged(events.clone(), None).to_string();
         assert!(
             text.contains(&format!(
-                "saga {id}: has {} events but no saga row",
+                "saga {id}: has {} event(s) but no saga row",
                 events.len()
             )),
             "{text}"

@@ -839,3 +839,47 @@ async fn a_snapshot_of_a_database_without_the_schema_or_with_a_newer_one_is_refu
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_names_rows_without_events_events_without_rows_orphans_and_bad_participants() {
+    let url = database().await;
+    let journal = open(&url, "node-a").await;
+    let running = journal.append(vec![started("shop", None)]).await.unwrap();
+    let alone = journal.append(vec![started("shop", None)]).await.unwrap();
+    journal.put_participant(payments()).await.unwrap();
+    journal.close().await.unwrap();
+    let db = sql(&url).await;
+    let snapshot = || async {
+        PgSnapshot::open(PgTarget::parse(&url).unwrap())
+            .await
+            .unwrap()
+    };
+    assert!(snapshot().await.check().await.unwrap().is_clean());
+
+    let (running, alone) = (running[0].saga, alone[0].saga);
+    db.batch_execute(&format!(
+        "INSERT INTO sagad.saga (saga_id, definition, status, created_at, owner_node, owner_epoch, last_seq)
+             VALUES ('{}', 'shop', 'completed', now(), 'node-a', 1, 3);
+         DELETE FROM sagad.saga WHERE saga_id = '{alone}';
+         UPDATE sagad.saga SET owner_node = 'node-gone' WHERE saga_id = '{running}';
+         UPDATE sagad.participant SET body = '\\x01';
+         UPDATE sagad.feed_head SET last = 1",
+        crate::saga::SagaId::generate()
+    ))
+    .await
+    .unwrap();
+    let report = snapshot().await.check().await.unwrap();
+    let text = report.to_string();
+    for want in [
+        "has a saga row but no events".to_string(),
+        format!("saga {alone}: has 1 event(s) but no saga row"),
+        format!(
+            "saga {running}: running, owned by node 'node-gone', which has no row in sagad.node"
+        ),
+        "'payments' is damaged".to_string(),
+        "sagad.feed_head: last is 1, but an event has offset 2".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want} in {text}");
+    }
+    assert_eq!(report.problems.len(), 5, "{text}");
+}
