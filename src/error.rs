@@ -131,6 +131,7 @@ impl JournalFault {
             PgError::Connect { .. }
             | PgError::NewerSchema { .. }
             | PgError::Schema { .. }
+            | PgError::NoJournal { .. }
             | PgError::Setup { .. } => JournalFault::CannotOpen,
             PgError::Read { .. } | PgError::Pool(_) | PgError::Statement { .. } => {
                 JournalFault::ReadFailed
@@ -144,6 +145,7 @@ impl JournalFault {
             | PgError::Fenced { .. }
             | PgError::LeaseLapsed { .. }
             | PgError::OutOfOrder { .. }
+            | PgError::ReadOnly { .. }
             | PgError::Conflict { .. } => JournalFault::Refused,
         }
     }

@@ -361,9 +361,14 @@ mod tests {
             .unwrap();
         // Exported before the next pass: from the journal, not twice.
         let mut out = Vec::new();
-        let exported = export::export(&*journal, &archive, export::Window::default(), &mut out)
-            .await
-            .unwrap();
+        let exported = export::export(
+            &*journal,
+            std::slice::from_ref(&archive),
+            export::Window::default(),
+            &mut out,
+        )
+        .await
+        .unwrap();
         assert_eq!((exported.from_archive, exported.from_journal), (2, 2));
         assert_eq!(exported.duplicates, 1);
         // The restarted process's archiver (the one writer of the directory).
@@ -371,9 +376,14 @@ mod tests {
         assert_eq!(archiver.pass(later, &stop).await.unwrap().archived, 1);
         assert_eq!(lines(&archive).len(), 4, "archived twice");
         let mut out = Vec::new();
-        let exported = export::export(&*journal, &archive, export::Window::default(), &mut out)
-            .await
-            .unwrap();
+        let exported = export::export(
+            &*journal,
+            std::slice::from_ref(&archive),
+            export::Window::default(),
+            &mut out,
+        )
+        .await
+        .unwrap();
         assert_eq!((exported.from_archive, exported.from_journal), (3, 1));
         assert_eq!(exported.duplicates, 1);
         let text = String::from_utf8(out).unwrap();

@@ -1,24 +1,35 @@
 //! `sagad export`: the sagas that ended within a time window, as JSON lines in
-//! the archive's shape (`record.rs`), from the archive files and the journal.
+//! the archive's shape (`record.rs`), from the archive files of one or more
+//! archive directories and the journal.
+//!
+//! Several directories are for a cluster: the archiver duty moves between
+//! nodes, and each holder archives into its own data directory, so a
+//! cluster's archive is spread over its nodes' directories. Their files are
+//! merged by day.
 //!
 //! Guarantees:
 //! - **Each saga once.** A saga found in both places (a crash between the
 //!   archive flush and the removal, see `archiver.rs`) or twice in the archive
-//!   is written once.
+//!   (twice in one directory, or in two nodes' directories) is written once.
+//! - **None missed, when the journal is read first.** The caller gives a
+//!   journal that does not change while it is read, taken *before* the
+//!   archive files are read (a stopped server's directory; a PostgreSQL
+//!   snapshot, `journal/postgres/snapshot.rs`). A saga that ended in the
+//!   window is then either in that journal, and written from it, or was
+//!   removed before it was taken; and retention removes a saga only after
+//!   its archive line is durable (`archiver.rs`), so that line is in a file
+//!   read afterwards. Either way it is written, and only once.
 //! - **The window is on the end time**: a saga is exported when its terminal
 //!   event is at or after `since` and before `until`. From the journal, every
 //!   terminal saga counts (FAILED ones too, as they stand now); the archive
 //!   holds only COMPLETED and COMPENSATED ones.
-//! - **Order**: archived sagas first, by archive day and then in the order they
-//!   were archived; then the journal's, by end time.
+//! - **Order**: archived sagas first, by archive day (one day's files in the
+//!   order their directories were given) and then in the order they were
+//!   archived; then the journal's, by end time.
 //! - A torn tail of an archive file (the server died while appending it) is
 //!   skipped and reported: those sagas were never removed from the journal.
 
-use std::{
-    collections::HashSet,
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashSet, io::Write, path::PathBuf};
 
 use super::{
     ArchiveError, file,
@@ -75,12 +86,14 @@ impl ExportReport {
     }
 }
 
-/// Writes every saga that ended within `window`, from `archive_dir` and then
-/// `journal`, one JSON line each, to `out`. Meant for a stopped server's data
-/// directory: file reads and writes block.
+/// Writes every saga that ended within `window`, from the archive files of
+/// `archive_dirs` and then `journal`, one JSON line each, to `out`. The
+/// journal must not change while it is read, and must have been taken before
+/// this reads the archive files (the module docs say why). File reads and
+/// writes block.
 pub async fn export(
     journal: &dyn Journal,
-    archive_dir: &Path,
+    archive_dirs: &[PathBuf],
     window: Window,
     out: &mut dyn Write,
 ) -> Result<ExportReport, ArchiveError> {
@@ -89,7 +102,7 @@ pub async fn export(
     let in_journal: HashSet<String> = from_journal.iter().map(|(_, id)| id.to_string()).collect();
 
     let mut seen: HashSet<String> = HashSet::new();
-    for (day, path) in file::list(archive_dir)? {
+    for (day, path) in by_day(archive_dirs)? {
         if !window.overlaps_day(&day) {
             continue;
         }
@@ -134,6 +147,17 @@ pub async fn export(
     }
     out.flush().map_err(ArchiveError::Output)?;
     Ok(report)
+}
+
+/// The archive files of every directory, by day; one day's files in the
+/// order of their directories (a stable sort keeps it).
+fn by_day(archive_dirs: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, ArchiveError> {
+    let mut files = Vec::new();
+    for dir in archive_dirs {
+        files.extend(file::list(dir)?);
+    }
+    files.sort_by(|(a, _), (b, _)| a.cmp(b));
+    Ok(files)
 }
 
 /// The journal's terminal sagas that ended within `window`, by end time.
@@ -195,5 +219,49 @@ mod tests {
         assert!(window.overlaps_day("2024-05-02"));
         assert!(!window.overlaps_day("2024-05-03"));
         assert!(Window::default().overlaps_day("1999-01-01"));
+    }
+
+    /// A cluster's archive: two nodes' directories, one saga archived by
+    /// both (a holder died between its flush and the removal), merged by day.
+    #[tokio::test]
+    async fn several_archive_directories_are_merged_by_day_and_each_saga_written_once() {
+        use std::collections::BTreeMap;
+
+        use crate::{journal::MemoryJournal, testing::completing};
+
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let day_ms = 20_000 * DAY_MS; // 2024-10-03
+        let record = |at| ArchivedSaga::from_events(&completing(None, at)).unwrap();
+        let (early, late, twice) = (record(day_ms), record(day_ms + DAY_MS), record(day_ms));
+        let write = |dir: &std::path::Path, records: &[&ArchivedSaga]| {
+            let mut days: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+            for r in records {
+                let day = r.finished_day().unwrap().to_string();
+                days.entry(day).or_default().push(r.to_line());
+            }
+            file::ArchiveWriter::new(dir.to_path_buf())
+                .append(&days)
+                .unwrap();
+        };
+        write(a.path(), &[&late, &twice]);
+        write(b.path(), &[&twice, &early]);
+
+        let journal = MemoryJournal::in_memory();
+        let mut out = Vec::new();
+        let dirs = [a.path().to_path_buf(), b.path().to_path_buf()];
+        let report = export(&journal, &dirs, Window::default(), &mut out)
+            .await
+            .unwrap();
+        assert_eq!((report.from_archive, report.duplicates), (3, 1));
+        let ids: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<RecordHead>(l).unwrap().id)
+            .collect();
+        // The first day from both directories (a's first), then the next day.
+        assert_eq!(
+            ids,
+            vec![twice.id.clone(), early.id.clone(), late.id.clone()]
+        );
     }
 }

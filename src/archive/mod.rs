@@ -32,8 +32,8 @@
 //!   over the cluster's life the archive is spread over the data
 //!   directories of the nodes that held the duty, and a saga a dying holder
 //!   archived but did not remove is archived again by the next one. Readers
-//!   of several directories keep one line per saga id, as export does within
-//!   one.
+//!   of several directories keep one line per saga id, as export does
+//!   (`sagad export --journal URL --data-dir A --data-dir B`, `export.rs`).
 
 use std::path::{Path, PathBuf};
 

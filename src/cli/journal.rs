@@ -18,6 +18,11 @@
 //! would (`cli/salvage.rs`) and says what that would carry, what is lost,
 //! and whether the log can rebuild the store.
 //!
+//! With `--journal URL` (or `SAGAD_JOURNAL`) it checks a PostgreSQL journal
+//! instead, in one read-only snapshot (`cli/snapshot.rs`) taken beside the
+//! running coordinators: nothing is written, no node joins, and
+//! `--data-dir` is not read. Exit 0 intact, 1 damaged or not checked.
+//!
 //! | exit | meaning |
 //! | --- | --- |
 //! | 0 | the journal is intact |
@@ -29,12 +34,12 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use sagad::journal::{
-    JournalError, ReadOnlyJournal, SledJournal, StoreError, check, store::wal::TornTail,
+    Journal, JournalError, ReadOnlyJournal, SledJournal, StoreError, check, store::wal::TornTail,
 };
 
 use crate::cli::{
     error::{CliError, EXIT_TORN_TAIL},
-    salvage,
+    salvage, snapshot,
 };
 
 #[derive(Subcommand)]
@@ -43,10 +48,22 @@ pub enum JournalCommand {
     /// print a summary; reads only: sled's files are copied to TMPDIR, which
     /// needs as much free space as DATA_DIR/journal. Exits 0 intact, 6 intact
     /// but with a torn tail the next start cuts off, 1 damaged or not checked.
+    /// With --journal, a PostgreSQL journal, in one read-only snapshot.
     Check {
         /// The data directory of a stopped server.
         #[arg(long, env = "SAGAD_DATA_DIR", default_value = "./sagad-data")]
         data_dir: std::path::PathBuf,
+        /// Check this PostgreSQL journal instead (a postgres:// URL or a
+        /// connection string, as `serve --journal`), in one read-only
+        /// snapshot, beside running coordinators; --data-dir is then not
+        /// read.
+        #[arg(
+            long,
+            env = "SAGAD_JOURNAL",
+            value_name = "URL",
+            hide_env_values = true
+        )]
+        journal: Option<String>,
     },
     /// Copy everything still readable of a stopped server's (damaged)
     /// journal to a new data directory, rebuilding its indexes, and report
@@ -64,7 +81,10 @@ pub enum JournalCommand {
 
 pub async fn run(command: JournalCommand) -> anyhow::Result<()> {
     match command {
-        JournalCommand::Check { data_dir } => check(&data_dir).await,
+        JournalCommand::Check {
+            journal: Some(url), ..
+        } => check_postgres(&url).await,
+        JournalCommand::Check { data_dir, .. } => check(&data_dir).await,
         JournalCommand::Salvage { data_dir, out } => salvage::run(&data_dir, &out).await,
     }
 }
@@ -128,6 +148,32 @@ async fn check(data_dir: &Path) -> anyhow::Result<()> {
             exit: EXIT_TORN_TAIL,
         }
         .into());
+    }
+    Ok(())
+}
+
+/// The check of a PostgreSQL journal, in one snapshot: a torn tail, sled's
+/// files, the copy: none of that is there; the report is the same.
+async fn check_postgres(url: &str) -> anyhow::Result<()> {
+    let snapshot = snapshot::open(url, "journal check").await?;
+    let report = snapshot.check().await;
+    // The snapshot wrote nothing: ending it cannot lose anything, and a
+    // failure to end it is the connection's, which drops it anyway.
+    let _ = snapshot.close().await;
+    let report =
+        report.with_context(|| format!("checking the journal at {}", snapshot.target()))?;
+    outln!(
+        "read one snapshot of {} (offsets up to {}) and wrote nothing",
+        snapshot.target(),
+        snapshot.feed_head().get()
+    );
+    out!("{report}");
+    if !report.is_clean() {
+        bail!(
+            "journal at {} is damaged ({} problems)",
+            snapshot.target(),
+            report.problems.len()
+        );
     }
     Ok(())
 }

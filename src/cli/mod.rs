@@ -12,7 +12,8 @@
 //! - `demo`: a coordinator and three participants in one process.
 //! - `auth`: `auth token`, making a bearer token and its tokens-file line.
 //! - `journal`, `salvage`, `export`: offline tools on a data directory
-//!   (`journal check`, `journal salvage`, `export`).
+//!   (`journal check`, `journal salvage`, `export`); `snapshot`: the
+//!   PostgreSQL journal they read instead with `--journal`.
 //! - `logging`: where `serve`'s logs and spans go (text or JSON, OTLP).
 //! - `signal`: SIGINT/SIGTERM: the first stops `serve` (and `demo --serve`)
 //!   gracefully, a second exits at once; SIGHUP re-reads the tokens file and
@@ -59,4 +60,5 @@ pub mod scrub;
 pub mod serve;
 pub mod serve_tls;
 pub mod signal;
+pub mod snapshot;
 pub mod tail;

@@ -35,6 +35,7 @@
 //! | [`SledJournal`] | `KvJournal<WalStore<SledStore>>` | `sagad serve`: the embedded default |
 //! | [`PgJournal`] | its own (`postgres/mod.rs` is its map) | `sagad serve --journal postgres://…`: shared by several coordinators |
 //! | [`ReadOnlyJournal`] | `KvJournal<ReadOnlyLog<SledStore>>` | `journal check`, `export`: a stopped server's directory, read only |
+//! | [`PgSnapshot`] | its own (`postgres/snapshot.rs`): one connection in one `REPEATABLE READ READ ONLY` transaction | `journal check --journal`, `export --journal`: a PostgreSQL journal, read only, beside live nodes |
 //! | [`MemoryJournal`] | `KvJournal<MemoryStore>` | tests |
 //! | [`Salvage`] | what a copy of sled still reads, the log over it, rebuilt (`salvage.rs`) | `journal salvage`: a new data directory from a damaged one |
 //!
@@ -181,7 +182,7 @@ pub mod store;
 
 pub use kv::{KvJournal, check};
 pub use memory::MemoryJournal;
-pub use postgres::{PgError, PgJournal};
+pub use postgres::{PgError, PgJournal, PgSnapshot};
 pub use relay::Relay;
 pub use salvage::Salvage;
 pub use sled::{ReadOnlyJournal, SledJournal};

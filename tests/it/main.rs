@@ -38,6 +38,7 @@ mod outage;
 mod parking;
 mod participant_allow;
 mod postgres;
+mod postgres_offline;
 mod postgres_tls;
 mod process;
 mod python_participant;

@@ -31,6 +31,18 @@ pub enum PgError {
         found: i32,
         known: i32,
     },
+    /// A read-only open found no `sagad` schema: nothing to read, and a
+    /// read-only open creates nothing (`snapshot.rs`).
+    #[error(
+        "no sagad journal in {target}: the database has no `sagad` schema (the first `sagad serve --journal` creates it)"
+    )]
+    NoJournal { target: String },
+    /// A write asked of a journal opened read-only (a snapshot, for
+    /// `journal check` and `export`): nothing was sent.
+    #[error(
+        "the PostgreSQL journal at {target} is opened read-only (one snapshot, for `sagad journal check` and `sagad export`): {what} is refused, nothing was written"
+    )]
+    ReadOnly { target: String, what: &'static str },
     /// The `sagad` schema is there but not as any sagad leaves it.
     #[error("the PostgreSQL journal at {target} is not usable: {why}")]
     Schema { target: String, why: String },

@@ -21,6 +21,8 @@
 //! | `writer.rs` | the writer task: one pipelined transaction per batch, two in flight |
 //! | `reads.rs` | the reads, one statement each |
 //! | `roster.rs` | the nodes as an operator sees them, and each saga's owner |
+//! | `snapshot.rs` | [`PgSnapshot`]: the journal read in one read-only snapshot, beside live nodes, never joining (`journal check`, `export`) |
+//! | `check.rs` | `journal check --journal`: every history, row, offset, owner and participant verified in a snapshot |
 //! | `throwaway.rs` | a throwaway PostgreSQL for tests and benchmarks |
 //!
 //! # The tables (schema `sagad`)
@@ -210,6 +212,7 @@ use crate::{
 };
 
 mod batch;
+mod check;
 mod duty;
 mod error;
 pub mod node;
@@ -218,6 +221,7 @@ mod reads;
 mod relay;
 pub mod roster;
 pub mod schema;
+mod snapshot;
 mod ssl;
 mod takeover;
 mod target;
@@ -227,6 +231,7 @@ mod writer;
 pub use error::PgError;
 pub use node::{Epoch, LEASE_TTL, Membership, NodeId};
 pub use roster::{Lease, NodeInfo};
+pub use snapshot::{PgSnapshot, SNAPSHOT_IDLE_TIMEOUT};
 pub use target::{PgTarget, redacted};
 
 /// How often the feed head is read for other nodes' commits.
@@ -750,10 +755,16 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// The target's settings, with the session settings every journal
 /// connection needs added to whatever `options` the target gives.
 fn session_config(target: &PgTarget) -> tokio_postgres::Config {
+    session_config_idle(target, IDLE_IN_TRANSACTION_TIMEOUT)
+}
+
+/// [`session_config`], with `idle` for the idle-in-transaction timeout (the
+/// read-only snapshot's is longer: `snapshot.rs`).
+fn session_config_idle(target: &PgTarget, idle: Duration) -> tokio_postgres::Config {
     let mut config = target.config().clone();
     let ours = format!(
         "-c idle_in_transaction_session_timeout={}",
-        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+        idle.as_millis()
     );
     let options = match config.get_options() {
         Some(theirs) if !theirs.is_empty() => format!("{theirs} {ours}"),

@@ -19,13 +19,13 @@ use crate::{
 const RETENTION_CHUNK: i64 = 512;
 
 /// A failed read statement.
-fn read(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> JournalError {
+pub(super) fn read(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> JournalError {
     move |source| JournalError::Postgres(PgError::Read { what, source })
 }
 
 /// An event row `(saga_id, seq, offset, body)`, decoded and checked against
 /// its columns.
-fn event_of(row: &Row) -> Result<Event, JournalError> {
+pub(super) fn event_of(row: &Row) -> Result<Event, JournalError> {
     let saga = saga_of(row.get(0));
     let seq = row.get::<_, i64>(1) as u64;
     let key = codec::event_key(saga, seq);
@@ -105,6 +105,21 @@ pub async fn unfinished(client: &Object, node: &str) -> Result<Vec<SagaId>, Jour
              WHERE owner_node = $1 AND status IN ('running', 'compensating')
              ORDER BY saga_id",
             &[&node],
+        )
+        .await
+        .map_err(read("listing unfinished sagas"))?;
+    Ok(rows.iter().map(|r| saga_of(r.get(0))).collect())
+}
+
+/// Every node's sagas that have not reached a terminal state (the
+/// read-only snapshot's [`crate::journal::Journal::unfinished`]: it is no node).
+pub async fn all_unfinished(client: &Object) -> Result<Vec<SagaId>, JournalError> {
+    let rows = client
+        .query(
+            "SELECT saga_id FROM sagad.saga
+             WHERE status IN ('running', 'compensating')
+             ORDER BY saga_id",
+            &[],
         )
         .await
         .map_err(read("listing unfinished sagas"))?;

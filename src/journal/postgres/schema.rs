@@ -11,6 +11,10 @@
 //! - a newer version (a newer sagad wrote it): it is refused, naming both
 //!   versions, and changes nothing.
 //!
+//! A read-only open (`snapshot.rs`: `journal check`, `export`) only reads the
+//! version ([`read_version`]): no schema is refused ("no sagad journal"), a
+//! newer one too, and nothing is ever created or upgraded.
+//!
 //! | version | what it added |
 //! |---|---|
 //! | 1 | the tables |
@@ -131,6 +135,55 @@ CREATE INDEX relay_waiting ON sagad.relay (saga_id) WHERE taken_by IS NULL AND a
 /// Each upgrade, by the version it leaves the tables at.
 const UPGRADES: [(i32, &str); 3] = [(2, UPGRADE_TO_V2), (3, UPGRADE_TO_V3), (4, UPGRADE_TO_V4)];
 
+/// The version of the tables, read without creating or upgrading anything
+/// (the read-only snapshot's open, `snapshot.rs`): a database without the
+/// schema and one a newer sagad wrote are refused. An older version is read
+/// as it is: a snapshot reads only tables every version has.
+pub async fn read_version(client: &Client, target: &PgTarget) -> Result<i32, PgError> {
+    let setup = |what| PgError::setup(target, what);
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('sagad.schema_version') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(setup("looking for the sagad schema"))?
+        .get(0);
+    if !exists {
+        return Err(PgError::NoJournal {
+            target: target.to_string(),
+        });
+    }
+    let found = client
+        .query_one("SELECT max(version) FROM sagad.schema_version", &[])
+        .await
+        .map_err(setup("reading the schema version"))?
+        .get::<_, Option<i32>>(0)
+        .unwrap_or(0);
+    judge(found, target)?;
+    Ok(found)
+}
+
+/// Refuses a version this build cannot read: a newer one, or one no sagad writes.
+fn judge(found: i32, target: &PgTarget) -> Result<(), PgError> {
+    if found > SCHEMA_VERSION {
+        return Err(PgError::NewerSchema {
+            target: target.to_string(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if found < 1 {
+        return Err(PgError::Schema {
+            target: target.to_string(),
+            why: format!(
+                "sagad.schema_version says {found}, and no sagad writes versions below 1: the table was changed by hand"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Creates the tables if the database has none, or checks their version.
 pub async fn ensure(client: &mut Client, target: &PgTarget) -> Result<(), PgError> {
     let setup = |what| PgError::setup(target, what);
@@ -165,21 +218,7 @@ pub async fn ensure(client: &mut Client, target: &PgTarget) -> Result<(), PgErro
             .map_err(setup("recording the schema version"))?;
         1
     };
-    if found > SCHEMA_VERSION {
-        return Err(PgError::NewerSchema {
-            target: target.to_string(),
-            found,
-            known: SCHEMA_VERSION,
-        });
-    }
-    if found < 1 {
-        return Err(PgError::Schema {
-            target: target.to_string(),
-            why: format!(
-                "sagad.schema_version says {found}, and no sagad writes versions below 1: the table was changed by hand"
-            ),
-        });
-    }
+    judge(found, target)?;
     for (version, upgrade) in UPGRADES.iter().filter(|(v, _)| *v > found) {
         tx.batch_execute(upgrade)
             .await

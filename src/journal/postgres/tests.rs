@@ -846,3 +846,194 @@ async fn a_batch_that_went_in_while_the_one_before_failed_to_commit_is_not_writt
         "the refused batches' offsets are taken again"
     );
 }
+
+fn payments() -> crate::saga::Participant {
+    crate::saga::Participant::new(
+        "payments",
+        "http://127.0.0.1:7/shop.Payments/Charge",
+        "http://127.0.0.1:7/shop.Payments/Refund",
+        crate::saga::RetryOverrides::default(),
+        None,
+        crate::saga::Timestamp::now(),
+    )
+    .unwrap()
+}
+
+/// Every row of every table of the journal, as text: what a read-only open
+/// must leave exactly as it found it.
+async fn everything(client: &tokio_postgres::Client) -> Vec<String> {
+    let tables = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = 'sagad' ORDER BY table_name",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for table in &tables {
+        let name: String = table.get(0);
+        let text: Option<String> = client
+            .query_one(
+                &format!("SELECT string_agg(t::text, ';' ORDER BY t::text) FROM sagad.{name} t"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        rows.push(format!("{name}: {}", text.unwrap_or_default()));
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_reads_one_moment_beside_a_live_node_and_writes_nothing() {
+    let url = database().await;
+    let journal = open(&url, "node-a").await;
+    let first = journal
+        .append(vec![started("shop", Some("k"))])
+        .await
+        .unwrap();
+    journal.put_participant(payments()).await.unwrap();
+    let db = sql(&url).await;
+    let before = everything(&db).await;
+
+    let snapshot = PgSnapshot::open(PgTarget::parse(&url).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(snapshot.feed_head(), first[0].offset);
+    // The node goes on; the snapshot still sees the moment it was taken.
+    let later = journal.append(vec![started("shop", None)]).await.unwrap();
+    assert_eq!(
+        snapshot.read_after(Offset::ZERO, 10).await.unwrap(),
+        first,
+        "the later saga is not in the snapshot"
+    );
+    assert!(snapshot.read_saga(later[0].saga).await.unwrap().is_empty());
+    assert_eq!(snapshot.unfinished().await.unwrap(), vec![first[0].saga]);
+    assert_eq!(
+        snapshot.saga_for_key("k").await.unwrap(),
+        Some(first[0].saga)
+    );
+    let report = snapshot.check().await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(
+        (report.sagas, report.events, report.participants),
+        (1, 1, 1)
+    );
+
+    // Every write is refused, naming the read-only open; none reaches the
+    // database.
+    let refused = snapshot
+        .append(vec![started("shop", None)])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("opened read-only"),
+        "{refused}"
+    );
+    assert!(snapshot.remove_sagas(vec![first[0].saga]).await.is_err());
+    assert!(snapshot.put_participant(payments()).await.is_err());
+    snapshot.close().await.unwrap();
+    assert!(matches!(
+        snapshot.read_saga(first[0].saga).await,
+        Err(JournalError::Closed)
+    ));
+    drop(snapshot);
+
+    // Only the node's own write is new: no epoch drawn, no node row, no lease.
+    journal.close().await.unwrap();
+    let after = everything(&db).await;
+    let changed: Vec<_> = after.iter().filter(|t| !before.contains(t)).collect();
+    for table in &changed {
+        assert!(
+            ["event", "saga", "feed_head", "node"]
+                .iter()
+                .any(|t| table.starts_with(&format!("{t}: "))),
+            "{table}"
+        );
+    }
+    let epochs: i64 = db
+        .query_one("SELECT last_value FROM sagad.epoch_seq", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(epochs, 1, "the snapshot drew no epoch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_a_database_without_the_schema_or_with_a_newer_one_is_refused() {
+    let url = database().await;
+    let err = PgSnapshot::open(PgTarget::parse(&url).unwrap())
+        .await
+        .err()
+        .expect("no schema");
+    assert!(err.to_string().starts_with("no sagad journal in "), "{err}");
+    let db = sql(&url).await;
+    let created: bool = db
+        .query_one("SELECT to_regnamespace('sagad') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!created, "a read-only open creates nothing");
+
+    drop(open(&url, "node-a").await);
+    db.execute("UPDATE sagad.schema_version SET version = 99", &[])
+        .await
+        .unwrap();
+    let err = PgSnapshot::open(PgTarget::parse(&url).unwrap())
+        .await
+        .err()
+        .expect("newer schema");
+    assert!(
+        matches!(
+            err,
+            JournalError::Postgres(PgError::NewerSchema { found: 99, .. })
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_names_rows_without_events_events_without_rows_orphans_and_bad_participants() {
+    let url = database().await;
+    let journal = open(&url, "node-a").await;
+    let running = journal.append(vec![started("shop", None)]).await.unwrap();
+    let alone = journal.append(vec![started("shop", None)]).await.unwrap();
+    journal.put_participant(payments()).await.unwrap();
+    journal.close().await.unwrap();
+    let db = sql(&url).await;
+    let snapshot = || async {
+        PgSnapshot::open(PgTarget::parse(&url).unwrap())
+            .await
+            .unwrap()
+    };
+    assert!(snapshot().await.check().await.unwrap().is_clean());
+
+    let (running, alone) = (running[0].saga, alone[0].saga);
+    db.batch_execute(&format!(
+        "INSERT INTO sagad.saga (saga_id, definition, status, created_at, owner_node, owner_epoch, last_seq)
+             VALUES ('{}', 'shop', 'completed', now(), 'node-a', 1, 3);
+         DELETE FROM sagad.saga WHERE saga_id = '{alone}';
+         UPDATE sagad.saga SET owner_node = 'node-gone' WHERE saga_id = '{running}';
+         UPDATE sagad.participant SET body = '\\x01';
+         UPDATE sagad.feed_head SET last = 1",
+        crate::saga::SagaId::generate()
+    ))
+    .await
+    .unwrap();
+    let report = snapshot().await.check().await.unwrap();
+    let text = report.to_string();
+    for want in [
+        "has a saga row but no events".to_string(),
+        format!("saga {alone}: has 1 event(s) but no saga row"),
+        format!(
+            "saga {running}: running, owned by node 'node-gone', which has no row in sagad.node"
+        ),
+        "'payments' is damaged".to_string(),
+        "sagad.feed_head: last is 1, but an event has offset 2".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want} in {text}");
+    }
+    assert_eq!(report.problems.len(), 5, "{text}");
+}
