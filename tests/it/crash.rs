@@ -1,6 +1,7 @@
 //! SIGKILL at random moments: hundreds of sagas with mixed fates, the real
 //! coordinator killed and restarted on the same data dir at least 20 times, and
-//! then every promise checked (see `common::chaos::check`).
+//! then every promise checked (see `common::chaos::check`); once with gRPC
+//! participants, once with the same ones speaking HTTP/JSON.
 //!
 //! `SAGAD_CRASH_SEED` replays a run; `SAGAD_CRASH_ROUNDS` runs more rounds (each
 //! with its own sagas and kills) for a longer soak.
@@ -12,6 +13,8 @@ use std::{
     },
     time::Duration,
 };
+
+use sagad::proto::v1 as pb;
 
 use crate::common::chaos::{Fate, Harness};
 
@@ -28,10 +31,23 @@ fn env_number(name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
+    sigkill_at_random_moments(pb::Protocol::Grpc).await;
+}
+
+/// The same kills, the same checks, with participants that speak the
+/// HTTP/JSON contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing_acknowledged_over_http() {
+    sigkill_at_random_moments(pb::Protocol::Http).await;
+}
+
+async fn sigkill_at_random_moments(protocol: pb::Protocol) {
     let seed = env_number("SAGAD_CRASH_SEED").unwrap_or_else(|| fastrand::u64(..));
     let rounds = env_number("SAGAD_CRASH_ROUNDS").unwrap_or(1);
-    println!("crash test seed {seed} (replay with SAGAD_CRASH_SEED={seed}), {rounds} round(s)");
-    let harness = Harness::start(&[]).await;
+    println!(
+        "crash test ({protocol:?}) seed {seed} (replay with SAGAD_CRASH_SEED={seed}), {rounds} round(s)"
+    );
+    let harness = Harness::start_speaking(protocol, &[]).await;
     let mut total_sagas = 0;
     for round in 0..rounds {
         let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(round));

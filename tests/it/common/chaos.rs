@@ -118,10 +118,20 @@ pub struct Harness {
 impl Harness {
     /// Starts the participants and a coordinator (with `env`), and registers the shop.
     pub async fn start(env: &[(&str, &str)]) -> Arc<Self> {
+        Self::start_speaking(pb::Protocol::Grpc, env).await
+    }
+
+    /// [`Harness::start`], the participants speaking `protocol` (gRPC, or
+    /// the HTTP/JSON contract).
+    pub async fn start_speaking(protocol: pb::Protocol, env: &[(&str, &str)]) -> Arc<Self> {
         let heavy = super::heavy().await;
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
-        let shop = serve(FakeParticipant::new(script)).await;
+        let fake = FakeParticipant::new(script);
+        let shop = match protocol {
+            pb::Protocol::Grpc => serve(fake).await,
+            _ => super::serve_http(fake).await,
+        };
         let process = SagadProcess::spawn(&data_dir, env);
         let (addr_tx, addr_rx) = watch::channel(process.addr);
         let harness = Arc::new(Self {
@@ -152,7 +162,7 @@ impl Harness {
         };
         for name in ["orders", "payments", "shipping"] {
             let request = pb::RegisterParticipantRequest {
-                protocol: pb::Protocol::Grpc as i32,
+                protocol: harness.shop.protocol as i32,
                 name: name.into(),
                 forward_endpoint: harness.shop.forward_url(),
                 compensate_endpoint: harness.shop.compensate_url(),

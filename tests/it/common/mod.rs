@@ -435,6 +435,8 @@ pub struct Served {
     pub addr: SocketAddr,
     /// `http`, or `https` when served over TLS.
     scheme: &'static str,
+    /// What it speaks: gRPC, or the HTTP/JSON contract ([`serve_http`]).
+    pub protocol: pb::Protocol,
     stop: CancellationToken,
 }
 
@@ -446,17 +448,23 @@ impl Drop for Served {
 
 impl Served {
     pub fn forward_url(&self) -> String {
-        format!(
-            "{}://{}/sagad.v1.ParticipantService/Forward",
-            self.scheme, self.addr
-        )
+        match self.protocol {
+            pb::Protocol::Grpc => format!(
+                "{}://{}/sagad.v1.ParticipantService/Forward",
+                self.scheme, self.addr
+            ),
+            _ => format!("{}://{}/forward", self.scheme, self.addr),
+        }
     }
 
     pub fn compensate_url(&self) -> String {
-        format!(
-            "{}://{}/sagad.v1.ParticipantService/Compensate",
-            self.scheme, self.addr
-        )
+        match self.protocol {
+            pb::Protocol::Grpc => format!(
+                "{}://{}/sagad.v1.ParticipantService/Compensate",
+                self.scheme, self.addr
+            ),
+            _ => format!("{}://{}/compensate", self.scheme, self.addr),
+        }
     }
 }
 
@@ -509,6 +517,147 @@ fn serve_with(
         fake,
         addr,
         scheme,
+        protocol: pb::Protocol::Grpc,
+        stop,
+    }
+}
+
+/// Serves `fake` as an HTTP/JSON participant (docs/participant.md's
+/// contract, HTTP/1.1 or h2c on one port): each call becomes the
+/// `StepRequest` the gRPC fake sees, with the contract's headers as its
+/// metadata, and its answer becomes the contract's (200 with the output,
+/// 409 rejected, 503 for retry and for an unavailable status), so the same
+/// scripts, ledger and checks run over either protocol.
+pub async fn serve_http(fake: FakeParticipant) -> Served {
+    use axum::{
+        Router,
+        body::Bytes,
+        extract::{Path as UrlPath, State},
+        http::{HeaderMap, StatusCode},
+        response::IntoResponse,
+        routing::post,
+    };
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::conn::auto,
+        service::TowerToHyperService,
+    };
+    use sagad::participant::http::{
+        TIMEOUT_HEADER,
+        wire::{AnswerBody, StepCallBody},
+    };
+
+    async fn step(
+        State(fake): State<FakeParticipant>,
+        UrlPath(action): UrlPath<String>,
+        headers: HeaderMap,
+        raw: Bytes,
+    ) -> axum::response::Response {
+        let body: StepCallBody = match serde_json::from_slice(&raw) {
+            Ok(body) => body,
+            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        };
+        let action = match action.as_str() {
+            "compensate" => pb::Action::Compensate,
+            _ => pb::Action::Forward,
+        };
+        let step_request = pb::StepRequest {
+            saga_id: body.saga_id.clone(),
+            definition: body.definition.clone(),
+            step: body.step.clone(),
+            action: action as i32,
+            attempt: body.attempt,
+            idempotency_key: body.idempotency_key.clone(),
+            payload: body.payload_bytes().unwrap(),
+            outputs: body.output_bytes().unwrap().into_iter().collect(),
+            ..Default::default()
+        };
+        let mut request = Request::new(step_request);
+        for (from, to) in [
+            (TIMEOUT_HEADER, "grpc-timeout"),
+            ("traceparent", "traceparent"),
+            ("tracestate", "tracestate"),
+            ("x-sagad-epoch", "x-sagad-epoch"),
+        ] {
+            if let Some(value) = headers.get(from).and_then(|v| v.to_str().ok()) {
+                request
+                    .metadata_mut()
+                    .insert(to, value.parse().expect("an ASCII header value"));
+            }
+        }
+        let json = |status: StatusCode, answer: AnswerBody| {
+            let mut response = (status, serde_json::to_vec(&answer).unwrap()).into_response();
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            response
+        };
+        match fake.answer(request).await.map(Response::into_inner) {
+            Ok(r) if r.outcome == pb::Outcome::Rejected as i32 => json(
+                StatusCode::CONFLICT,
+                AnswerBody {
+                    reason: Some(r.reason),
+                    ..Default::default()
+                },
+            ),
+            Ok(r) if r.outcome == pb::Outcome::Retry as i32 => {
+                let mut response = StatusCode::SERVICE_UNAVAILABLE.into_response();
+                if let Some(after) = r.retry_after {
+                    let seconds = (after.seconds as f64 + f64::from(after.nanos) / 1e9).ceil();
+                    response
+                        .headers_mut()
+                        .insert("retry-after", (seconds as u64).to_string().parse().unwrap());
+                }
+                response
+            }
+            Ok(r) => json(StatusCode::OK, AnswerBody::with_output(&r.output)),
+            Err(status) if status.code() == Code::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                status.message().to_string(),
+            )
+                .into_response(),
+            Err(status) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                status.message().to_string(),
+            )
+                .into_response(),
+        }
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new()
+        .route("/{action}", post(step))
+        .with_state(fake.clone());
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(_) => continue,
+                },
+                () = stopped.cancelled() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(router.clone());
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = connection => {}
+                    () = stopped.cancelled() => {}
+                }
+            });
+        }
+    });
+    Served {
+        fake,
+        addr,
+        scheme: "http",
+        protocol: pb::Protocol::Http,
         stop,
     }
 }
