@@ -570,7 +570,6 @@ pub async fn serve_http(fake: FakeParticipant) -> Served {
             idempotency_key: body.idempotency_key.clone(),
             payload: body.payload_bytes().unwrap(),
             outputs: body.output_bytes().unwrap().into_iter().collect(),
-            ..Default::default()
         };
         let mut request = Request::new(step_request);
         for (from, to) in [
