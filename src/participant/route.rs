@@ -17,12 +17,16 @@ pub struct Callers {
 
 impl Callers {
     /// Callers accepting answers up to `max_message_bytes`, reaching
-    /// `https://` gRPC participants with `tls`, and connecting only where
-    /// `allow` allows (when given).
+    /// `https://` participants of either protocol with `tls`, and connecting
+    /// only where `allow` allows (when given).
     pub fn new(max_message_bytes: usize, tls: ClientTls, allow: Option<AllowList>) -> Self {
         Self {
-            grpc: GrpcParticipants::with_tls_allowing(max_message_bytes, tls, allow.clone()),
-            http: HttpParticipants::new(max_message_bytes, allow),
+            grpc: GrpcParticipants::with_tls_allowing(
+                max_message_bytes,
+                tls.clone(),
+                allow.clone(),
+            ),
+            http: HttpParticipants::new(max_message_bytes, tls, allow),
         }
     }
 }

@@ -202,15 +202,10 @@ impl Endpoint {
             ("http://", rest)
         } else if let Some(rest) = url.strip_prefix("https://") {
             match protocol {
-                Protocol::Grpc => ("https://", rest),
-                Protocol::Http => {
-                    return Err(err(
-                        "HTTP/JSON participants are reached without TLS for now: write http://, or register a gRPC endpoint (protocol grpc), which may be https://",
-                    ));
-                }
+                Protocol::Grpc | Protocol::Http => ("https://", rest),
                 Protocol::H2c => {
                     return Err(err(
-                        "h2c is HTTP/2 without TLS: write http://, or register a gRPC endpoint (protocol grpc) to use https://",
+                        "h2c is HTTP/2 without TLS: write http://, or register the endpoint with protocol http (HTTP/1.1, which may be https://)",
                     ));
                 }
             }
@@ -703,7 +698,6 @@ mod tests {
     #[test]
     fn http_endpoints_are_refused_naming_what_to_write() {
         for (protocol, url, why) in [
-            (Protocol::Http, "https://h:1/charge", "write http://"),
             (
                 Protocol::H2c,
                 "https://h:1/charge",

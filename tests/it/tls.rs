@@ -329,6 +329,44 @@ async fn an_https_participant_whose_certificate_is_not_trusted_is_never_called()
     assert!(shop.fake.calls().is_empty(), "no request reached it");
 }
 
+/// An HTTP/JSON participant may be `https://` too: verified the same way.
+#[tokio::test]
+async fn https_http_participants_are_verified_like_grpc_ones() {
+    let (private, other, files) = (
+        Ca::new("participants CA"),
+        Ca::new("other CA"),
+        Files::new(),
+    );
+    let shop = serve_https(
+        FakeParticipant::new(|_| Answer::Ok),
+        &private.current("shop"),
+    )
+    .await;
+    assert!(shop.forward_url().starts_with("https://"));
+    let trusted = ParticipantTls {
+        ca: Some(files.ca("participants-ca", &private)),
+        ..ParticipantTls::default()
+    };
+    let saga = order_through(&shop, trusted, quick_retry(3, 3)).await;
+    assert_eq!(state(&saga), pb::SagaState::Completed, "{saga:?}");
+    assert_eq!(shop.fake.trace(&saga.id).len(), 3);
+
+    let shop = serve_https(
+        FakeParticipant::new(|_| Answer::Ok),
+        &private.current("shop"),
+    )
+    .await;
+    let untrusted = ParticipantTls {
+        ca: Some(files.ca("other-ca", &other)),
+        ..ParticipantTls::default()
+    };
+    let saga = order_through(&shop, untrusted, quick_retry(2, 2)).await;
+    assert_ne!(state(&saga), pb::SagaState::Completed, "{saga:?}");
+    let error = &saga.steps[0].last_error;
+    assert!(error.contains("UnknownIssuer"), "{saga:?}");
+    assert!(shop.fake.calls().is_empty(), "no request reached it");
+}
+
 #[tokio::test]
 async fn participants_that_require_a_client_certificate_get_one_server_wide_or_per_origin() {
     let (private, clients, files) = (

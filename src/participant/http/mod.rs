@@ -53,6 +53,7 @@ use hyper_util::{
 use super::{CallRequest, ConfigErrorCount, Participants, classify, guard::AllowList};
 use crate::{
     saga::{CallOutcome, Protocol},
+    tls::ClientTls,
     trace,
 };
 
@@ -89,10 +90,11 @@ pub struct HttpParticipants {
 }
 
 impl HttpParticipants {
-    /// A caller accepting answer bodies up to `max_body_bytes`, connecting
-    /// only where `allow` allows (when given).
-    pub fn new(max_body_bytes: usize, allow: Option<AllowList>) -> Self {
-        let connector = Connector::new(allow);
+    /// A caller accepting answer bodies up to `max_body_bytes`, reaching
+    /// `https://` origins with `tls`, connecting only where `allow` allows
+    /// (when given).
+    pub fn new(max_body_bytes: usize, tls: ClientTls, allow: Option<AllowList>) -> Self {
+        let connector = Connector::new(allow, tls);
         let http1 = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -272,7 +274,7 @@ mod tests {
 
     #[test]
     fn a_request_carries_the_contract_s_headers() {
-        let caller = HttpParticipants::new(1024, None);
+        let caller = HttpParticipants::new(1024, ClientTls::default(), None);
         let request = caller.request(&call(Some(7))).unwrap();
         assert_eq!(request.method(), Method::POST);
         assert_eq!(request.uri(), "http://127.0.0.1:1/pay?v=2");

@@ -529,6 +529,37 @@ fn serve_with(
 /// 409 rejected, 503 for retry and for an unavailable status), so the same
 /// scripts, ledger and checks run over either protocol.
 pub async fn serve_http(fake: FakeParticipant) -> Served {
+    serve_http_with(fake, None).await
+}
+
+/// [`serve_http`] over TLS with `leaf`'s certificate (HTTP/1.1, ALPN
+/// `http/1.1`): an `https://` HTTP/JSON participant.
+pub async fn serve_https(fake: FakeParticipant, leaf: &certs::Leaf) -> Served {
+    use tokio_rustls::rustls::{
+        ServerConfig,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    };
+    let certs = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let mut config = ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    serve_http_with(
+        fake,
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+    )
+    .await
+}
+
+async fn serve_http_with(fake: FakeParticipant, tls: Option<tokio_rustls::TlsAcceptor>) -> Served {
     use axum::{
         Router,
         body::Bytes,
@@ -623,6 +654,7 @@ pub async fn serve_http(fake: FakeParticipant) -> Served {
         }
     }
 
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = Router::new()
@@ -641,12 +673,29 @@ pub async fn serve_http(fake: FakeParticipant) -> Served {
             };
             let _ = stream.set_nodelay(true);
             let service = TowerToHyperService::new(router.clone());
-            let stopped = stopped.clone();
+            let (stopped, tls) = (stopped.clone(), tls.clone());
             tokio::spawn(async move {
                 let builder = auto::Builder::new(TokioExecutor::new());
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let served = async {
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(tls) => {
+                            // A refused handshake ends the connection; the
+                            // client says why.
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    }
+                };
                 tokio::select! {
-                    _ = connection => {}
+                    () = served => {}
                     () = stopped.cancelled() => {}
                 }
             });
@@ -655,7 +704,7 @@ pub async fn serve_http(fake: FakeParticipant) -> Served {
     Served {
         fake,
         addr,
-        scheme: "http",
+        scheme,
         protocol: pb::Protocol::Http,
         stop,
     }
@@ -688,7 +737,7 @@ pub fn quick_retry(max_attempts: u32, max_compensate_attempts: u32) -> pb::Retry
 pub async fn register_shop(client: &mut Client, served: &Served, retry: pb::RetryPolicy) {
     for name in ["orders", "payments", "shipping"] {
         let request = pb::RegisterParticipantRequest {
-            protocol: pb::Protocol::Grpc as i32,
+            protocol: served.protocol as i32,
             name: name.into(),
             forward_endpoint: served.forward_url(),
             compensate_endpoint: served.compensate_url(),
