@@ -65,6 +65,8 @@
 //! - A handler never runs for a call the rules answer by themselves.
 
 pub mod call;
+#[cfg(test)]
+pub mod conformance;
 pub mod grpc;
 pub mod http;
 pub mod locks;
@@ -78,7 +80,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 
 pub use call::{Action, Answer, Final, Output, Reject, Request, Verdict};
-pub use none::NoBarrier;
+pub use none::{NoBarrier, NoTx};
 pub use postgres::PgBarrier;
 pub use sled::{SledBarrier, SledTx};
 
