@@ -228,3 +228,126 @@ impl Barrier for PgBarrier {
         Ok(answer)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use super::*;
+    use crate::sdk::{
+        Output, Participant, Reject,
+        call::Action,
+        conformance::{self, Shop},
+    };
+
+    type Tx<'a> = tokio_postgres::Transaction<'a>;
+
+    #[async_trait]
+    impl Handler<PgBarrier> for Shop {
+        async fn forward(&self, request: &Request, tx: &mut Tx<'_>) -> Result<Output, Reject> {
+            let then = self.forward_mode(request).await;
+            tx.execute(
+                "INSERT INTO charges (saga_id, state) VALUES ($1, 'charged')",
+                &[&request.saga_id],
+            )
+            .await?;
+            Shop::forward_answer(request, then)
+        }
+
+        async fn compensate(&self, request: &Request, tx: &mut Tx<'_>) -> Result<(), Reject> {
+            self.compensated();
+            let n = tx
+                .execute(
+                    "UPDATE charges SET state = 'refunded' WHERE saga_id = $1 AND state = 'charged'",
+                    &[&request.saga_id],
+                )
+                .await?;
+            assert_eq!(
+                n, 1,
+                "the barrier runs a compensation only after its forward"
+            );
+            Ok(())
+        }
+    }
+
+    /// A fresh database on the throwaway server, its participant and a
+    /// reader of the effect.
+    async fn fixture() -> (
+        Participant<PgBarrier, Shop>,
+        impl Fn(String) -> std::pin::Pin<Box<dyn Future<Output = Option<String>> + Send>>,
+    ) {
+        let url = crate::journal::postgres::throwaway::shared_database()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let barrier = PgBarrier::connect(&url, 4).unwrap();
+        barrier
+            .client()
+            .await
+            .unwrap()
+            .batch_execute("CREATE TABLE charges (saga_id text PRIMARY KEY, state text NOT NULL)")
+            .await
+            .unwrap();
+        let pool = barrier.pool.clone();
+        let effect = move |saga: String| {
+            let pool = pool.clone();
+            Box::pin(async move {
+                let client = pool.get().await.unwrap();
+                client
+                    .query_opt("SELECT state FROM charges WHERE saga_id = $1", &[&saga])
+                    .await
+                    .unwrap()
+                    .map(|row| row.get::<_, String>(0))
+            }) as std::pin::Pin<Box<dyn Future<Output = Option<String>> + Send>>
+        };
+        (Participant::new(barrier, Shop::default()), effect)
+    }
+
+    #[tokio::test]
+    async fn postgres_repeats_get_the_first_answer() {
+        let (p, effect) = fixture().await;
+        conformance::repeats_get_the_first_answer(p, effect).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_a_compensation_first_bars_its_forward() {
+        let (p, effect) = fixture().await;
+        conformance::a_compensation_first_bars_its_forward(p, effect).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_an_older_epoch_is_refused() {
+        let (p, effect) = fixture().await;
+        conformance::an_older_epoch_is_refused(p, effect).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_a_retry_rolls_back_effect_and_record() {
+        let (p, effect) = fixture().await;
+        conformance::a_retry_rolls_back_effect_and_record(p, effect).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_concurrent_duplicates_run_once() {
+        let (p, _) = fixture().await;
+        conformance::concurrent_duplicates_run_once(p).await;
+    }
+
+    /// Two participants over one database (two replicas of a service): the
+    /// advisory lock gives their duplicates turns too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_replicas_share_one_barrier() {
+        let (a, effect) = fixture().await;
+        let b = Participant::new(PgBarrier::new(a.barrier().pool.clone()), Shop::default());
+        let forward = conformance::request("r1", Action::Forward, 1, None, "ok");
+        let (x, y) = tokio::join!(a.call(&forward), b.call(&forward));
+        assert_eq!(x, y);
+        let runs = |p: &Participant<PgBarrier, Shop>| {
+            p.handler()
+                .counts
+                .forward
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        assert_eq!(runs(&a) + runs(&b), 1);
+        assert_eq!(effect("r1".into()).await.as_deref(), Some("charged"));
+    }
+}
