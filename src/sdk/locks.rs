@@ -44,7 +44,7 @@ impl KeyLocks {
 
     /// How many keys have an entry (for the tests).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn entries(&self) -> usize {
         self.map.lock().unwrap().len()
     }
 }
@@ -81,7 +81,7 @@ mod tests {
         drop(a);
         let again = second.await;
         drop(again);
-        assert_eq!(locks.len(), 1, "only b is left");
+        assert_eq!(locks.entries(), 1, "only b is left");
     }
 
     async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
