@@ -164,3 +164,61 @@ pub fn response_of(answer: Answer) -> Response {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{participant::http::wire::call_body, sdk::Final};
+
+    #[test]
+    fn a_call_is_read_with_its_epoch_and_deadline() {
+        let body = call_body(
+            "s",
+            "d",
+            "charge",
+            Action::Forward,
+            2,
+            "s/charge/forward",
+            b"{}",
+            &[],
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(EPOCH_HEADER, HeaderValue::from(7));
+        headers.insert(TIMEOUT_HEADER, HeaderValue::from(1500));
+        let before = Instant::now();
+        let request = request_of(&headers, &body, Action::Forward).unwrap();
+        assert_eq!((request.epoch, request.attempt), (Some(7), 2));
+        let deadline = request.deadline.unwrap();
+        assert!(deadline >= before + Duration::from_millis(1500));
+        assert!(deadline <= Instant::now() + Duration::from_millis(1500));
+        // The other endpoint's call, and a bad epoch, are refused.
+        assert!(
+            request_of(&headers, &body, Action::Compensate)
+                .unwrap_err()
+                .contains("swapped")
+        );
+        headers.insert(EPOCH_HEADER, HeaderValue::from_static("x"));
+        assert!(request_of(&headers, &body, Action::Forward).is_err());
+    }
+
+    #[test]
+    fn answers_are_written_as_sagad_reads_them() {
+        let ok = response_of(Answer::Final(Final::succeeded(b"{\"a\":1}".to_vec())));
+        assert_eq!(ok.status(), StatusCode::OK);
+        let no = response_of(Answer::Final(Final::rejected("declined")));
+        assert_eq!(no.status(), StatusCode::CONFLICT);
+        let later = response_of(Answer::Retry {
+            reason: "busy".into(),
+            after: Some(Duration::from_millis(1200)),
+        });
+        assert_eq!(later.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            later.headers()[RETRY_AFTER],
+            "2",
+            "rounded up to whole seconds"
+        );
+        let stale = response_of(Answer::Stale { epoch: 7, seen: 8 });
+        assert_eq!(stale.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!stale.headers().contains_key(RETRY_AFTER));
+    }
+}
