@@ -22,6 +22,7 @@
 //! | [`clock`] | the wall-clock reads the domain leaves to the edge (`Timestamp::now`, `SagaId::generate`) |
 //! | [`journal`] | the durable, group-committed event log: the contract, the saga schema, the stores (its `mod.rs` draws the map) |
 //! | [`participant`] | calling participant endpoints and classifying their answers |
+//! | [`sdk`] | the Rust participant SDK: handlers behind a barrier (sled, PostgreSQL), served over gRPC and HTTP/JSON |
 //! | [`engine`] | runs sagas: runners, timers and parking, retries, recovery, watch and the feed, shutdown |
 //! | [`api`] | the gRPC `Coordinator` service: validation, proto ↔ domain, errors → statuses |
 //! | [`auth`] | who may call: bearer tokens and certificate identities, roles, the layer that decides |
@@ -63,6 +64,7 @@ pub mod proto;
 pub mod reload;
 pub mod runtime;
 pub mod saga;
+pub mod sdk;
 pub mod server;
 #[cfg(test)]
 pub mod testing;

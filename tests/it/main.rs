@@ -44,6 +44,7 @@ mod process;
 mod python_participant;
 mod read_only;
 mod sagas;
+mod sdk;
 mod shutdown;
 mod store_damage;
 mod tls;

@@ -15,24 +15,25 @@
 //! answers at once without looking at anything: the no-op unary call the limit
 //! probe measures.
 //!
-//! The services keep no state: they are no-ops, so there is nothing to dedupe.
+//! They are written on the participant SDK (`sagad::sdk`) with its
+//! [`NoBarrier`]: no record, no lock, no disk per call. They keep no state
+//! and are no-ops, so there is nothing to dedupe, and the benchmark measures
+//! the coordinator, not a participant's store.
 //! The process prints one line, `sagad-bench participants listening inventory=…
 //! payments=… shipping=…`, and stops at SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use sagad::proto::v1::{
-    self as pb,
-    participant_service_server::{ParticipantService, ParticipantServiceServer},
-};
+use async_trait::async_trait;
+use sagad::sdk::{Handler, NoBarrier, NoTx, Output, Participant, Reject, Request};
 use serde::Deserialize;
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
 };
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 
 use crate::ParticipantsArgs;
 
@@ -54,32 +55,22 @@ struct Payload {
 /// A participant that does nothing, except that shipping refuses W2 orders.
 struct NoopParticipant;
 
-#[tonic::async_trait]
-impl ParticipantService for NoopParticipant {
-    async fn forward(
-        &self,
-        request: Request<pb::StepRequest>,
-    ) -> Result<Response<pb::StepResponse>, Status> {
-        let request = request.into_inner();
+#[async_trait]
+impl Handler<NoBarrier> for NoopParticipant {
+    async fn forward(&self, request: &Request, _tx: &mut NoTx<'_>) -> Result<Output, Reject> {
         if request.step == REJECTING_STEP {
-            let payload: Payload = serde_json::from_slice(&request.payload)
-                .map_err(|e| Status::invalid_argument(format!("payload is not JSON: {e}")))?;
+            let payload: Payload = request
+                .payload_json()
+                .map_err(|e| Reject::retry(format!("payload is not JSON: {e}")))?;
             if payload.workload.as_deref() == Some("W2") {
-                return Ok(Response::new(pb::StepResponse {
-                    outcome: pb::Outcome::Rejected as i32,
-                    reason: "W2: shipping rejects every order".into(),
-                    ..Default::default()
-                }));
+                return Err(Reject::rejected("W2: shipping rejects every order"));
             }
         }
-        Ok(Response::new(pb::StepResponse::default()))
+        Ok(Output::empty())
     }
 
-    async fn compensate(
-        &self,
-        _request: Request<pb::StepRequest>,
-    ) -> Result<Response<pb::StepResponse>, Status> {
-        Ok(Response::new(pb::StepResponse::default()))
+    async fn compensate(&self, _request: &Request, _tx: &mut NoTx<'_>) -> Result<(), Reject> {
+        Ok(())
     }
 }
 
@@ -114,7 +105,7 @@ pub async fn serve(args: ParticipantsArgs) -> anyhow::Result<()> {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         servers.push(tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(ParticipantServiceServer::new(NoopParticipant))
+                .add_service(Participant::new(NoBarrier, NoopParticipant).grpc())
                 .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
         ));
     }

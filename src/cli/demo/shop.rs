@@ -1,27 +1,27 @@
-//! The demo's three participants (`orders`, `payments`, `shipping`), each a real
-//! gRPC server on a free loopback port (or, with `sagad demo --http`, an
-//! HTTP/JSON one: `http.rs`), steered by the saga payload:
+//! The demo's three participants (`orders`, `payments`, `shipping`), written
+//! on the participant SDK (`sagad::sdk`): each is a real gRPC server on a free
+//! loopback port (or, with `sagad demo --http`, an HTTP/JSON one: `http.rs`),
+//! steered by the saga payload:
 //!
 //! | payload field | effect |
 //! | --- | --- |
 //! | `"card": "declined"` | `payments` rejects the charge (a business "no") |
-//! | `"carrier": "down"` | `shipping` answers UNAVAILABLE on every attempt |
+//! | `"carrier": "down"` | `shipping` asks for a retry on every attempt |
 //! | `"delay_ms": N` | every forward call takes N ms (to watch a saga live) |
 //!
-//! Like real participants they apply each idempotency key once and answer
-//! repeats with the first answer, and treat an unknown key in a compensation as
-//! nothing to undo (and refuse that step's forward if it arrives afterwards).
+//! The SDK's barrier (an embedded sled store that lives as long as the demo)
+//! does what real participants must: each idempotency key is applied once and
+//! repeats get the first answer, a compensation whose forward never ran is
+//! nothing to undo, and a forward that arrives after it is refused.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Mutex, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
-use sagad::proto::v1::{
-    self as pb,
-    participant_service_server::{ParticipantService, ParticipantServiceServer},
-};
+use async_trait::async_trait;
+use sagad::sdk::{Handler, Output, Participant, Reject, Request, SledBarrier, SledTx};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 
 /// Longest `delay_ms` honoured, so a typo cannot hang a call past its timeout.
 const DELAY_MAX: Duration = Duration::from_secs(4);
@@ -45,105 +45,54 @@ impl Role {
     }
 }
 
-/// One demo participant, whatever protocol serves it.
-pub(super) struct DemoParticipant {
+/// One demo participant's handlers; they keep no state of their own (the
+/// barrier's records are all there is to remember).
+pub(super) struct DemoHandler {
     role: Role,
-    /// Answers by idempotency key. A std mutex: never held across an await.
-    applied: Mutex<HashMap<String, pb::StepResponse>>,
 }
 
-fn payload(request: &pb::StepRequest) -> serde_json::Value {
-    serde_json::from_slice(&request.payload).unwrap_or_default()
+/// A demo participant, whatever protocol serves it.
+pub(super) type DemoParticipant = Participant<SledBarrier, DemoHandler>;
+
+/// The participant for `role`, behind a barrier that lives as long as the demo.
+pub(super) fn participant(role: Role) -> anyhow::Result<DemoParticipant> {
+    let barrier = SledBarrier::temporary()
+        .with_context(|| format!("opening the demo {} participant's barrier", role.name()))?;
+    Ok(Participant::new(barrier, DemoHandler { role }))
 }
 
-impl DemoParticipant {
-    pub(super) fn new(role: Role) -> Self {
-        Self {
-            role,
-            applied: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn forward(&self, request: &pb::StepRequest) -> Result<pb::StepResponse, Status> {
-        let payload = payload(request);
-        let order = payload["order_id"].as_str().unwrap_or("?");
-        let ok = |output: serde_json::Value| pb::StepResponse {
-            output: output.to_string().into_bytes(),
-            ..Default::default()
-        };
-        match self.role {
-            Role::Orders => Ok(ok(serde_json::json!({ "order": order, "valid": true }))),
-            Role::Payments if payload["card"] == "declined" => Ok(pb::StepResponse {
-                outcome: pb::Outcome::Rejected as i32,
-                reason: "card declined by the issuer".into(),
-                ..Default::default()
-            }),
-            Role::Payments => Ok(ok(serde_json::json!({ "charge": format!("ch_{order}") }))),
-            Role::Shipping if payload["carrier"] == "down" => {
-                Err(Status::unavailable("carrier API is down"))
-            }
-            Role::Shipping => Ok(ok(
-                serde_json::json!({ "tracking": format!("TRK-{order}") }),
-            )),
-        }
-    }
-
-    /// The answer to one call; an error status is what a carrier that is
-    /// down answers (UNAVAILABLE), which HTTP serves as a 503.
-    pub(super) async fn answer(
-        &self,
-        request: pb::StepRequest,
-    ) -> Result<Response<pb::StepResponse>, Status> {
-        let forward = request.action == pb::Action::Forward as i32;
-        if forward && let Some(ms) = payload(&request)["delay_ms"].as_u64() {
+#[async_trait]
+impl Handler<SledBarrier> for DemoHandler {
+    async fn forward(&self, request: &Request, _tx: &mut SledTx<'_>) -> Result<Output, Reject> {
+        let payload: serde_json::Value = request.payload_json().unwrap_or_default();
+        if let Some(ms) = payload["delay_ms"].as_u64() {
             tokio::time::sleep(Duration::from_millis(ms).min(DELAY_MAX)).await;
         }
-        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(previous) = applied.get(&request.idempotency_key) {
-            return Ok(Response::new(previous.clone()));
-        }
-        let response = if forward {
-            self.forward(&request)?
-        } else {
-            // Undo by the forward's key; an unknown key means the forward never
-            // arrived, so there is nothing to undo and the answer is still OK.
-            // The forward's key is then answered "no" for good, so a forward
-            // that arrives late (a delayed retry) cannot apply after its undo.
-            if let Some(forward_key) = request.idempotency_key.strip_suffix("/compensate") {
-                applied
-                    .entry(format!("{forward_key}/forward"))
-                    .or_insert_with(|| pb::StepResponse {
-                        outcome: pb::Outcome::Rejected as i32,
-                        reason: "compensated before it arrived".into(),
-                        ..Default::default()
-                    });
+        let order = payload["order_id"].as_str().unwrap_or("?");
+        let json = |value: serde_json::Value| Ok(Output::json(&value));
+        match self.role {
+            Role::Orders => json(serde_json::json!({ "order": order, "valid": true })),
+            Role::Payments if payload["card"] == "declined" => {
+                Err(Reject::rejected("card declined by the issuer"))
             }
-            pb::StepResponse::default()
-        };
-        applied.insert(request.idempotency_key, response.clone());
-        Ok(Response::new(response))
+            Role::Payments => json(serde_json::json!({ "charge": format!("ch_{order}") })),
+            Role::Shipping if payload["carrier"] == "down" => {
+                Err(Reject::retry("carrier API is down"))
+            }
+            Role::Shipping => json(serde_json::json!({ "tracking": format!("TRK-{order}") })),
+        }
+    }
+
+    async fn compensate(&self, _request: &Request, _tx: &mut SledTx<'_>) -> Result<(), Reject> {
+        // Nothing was kept beyond the barrier's record, so nothing to undo
+        // but to answer: the record the barrier writes now bars a late forward.
+        Ok(())
     }
 }
 
-#[tonic::async_trait]
-impl ParticipantService for DemoParticipant {
-    async fn forward(
-        &self,
-        request: Request<pb::StepRequest>,
-    ) -> Result<Response<pb::StepResponse>, Status> {
-        self.answer(request.into_inner()).await
-    }
-
-    async fn compensate(
-        &self,
-        request: Request<pb::StepRequest>,
-    ) -> Result<Response<pb::StepResponse>, Status> {
-        self.answer(request.into_inner()).await
-    }
-}
-
-/// Serves one demo participant on a free loopback port until `stop` is
-/// cancelled; the server task is tracked by `tasks` so the demo can wait for it.
+/// Serves one demo participant over gRPC on a free loopback port until
+/// `stop` is cancelled; the server task is tracked by `tasks` so the demo can
+/// wait for it.
 pub async fn serve(
     role: Role,
     stop: &CancellationToken,
@@ -153,11 +102,11 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding the demo {} participant", role.name()))?;
     let addr = listener.local_addr()?;
-    let service = DemoParticipant::new(role);
+    let participant = participant(role)?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tasks.spawn(
         tonic::transport::Server::builder()
-            .add_service(ParticipantServiceServer::new(service))
+            .add_service(participant.grpc())
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()),
     );
     Ok(addr)
