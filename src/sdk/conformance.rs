@@ -328,3 +328,116 @@ where
     assert_eq!(b, a);
     assert_eq!(p.handler().runs(), (1, 0));
 }
+
+/// Random interleavings, checked against a model of the rules: for each of
+/// `sagas` sagas, a seeded sequence of forwards (succeeding, declined, or
+/// busy on attempt 1), compensations, repeats, late forwards and stale
+/// epochs. Every answer must be the model's (a final answer is always the
+/// action's first one), the handlers must have run exactly as often as the
+/// model ran them, and each saga's net effect must be once (`charged`) or
+/// zero (nothing, or `refunded`).
+pub async fn random_interleavings<B, F, Fut>(p: Participant<B, Shop>, effect: F, seed: u64)
+where
+    B: Barrier,
+    Shop: Handler<B>,
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Option<String>>,
+{
+    /// What the model knows of one saga's step.
+    #[derive(Default)]
+    struct Model {
+        forward: Option<Final>,
+        compensate: Option<Final>,
+        epoch: Option<u64>,
+    }
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let (mut forward_runs, mut compensate_runs) = (0, 0);
+    let sagas: Vec<String> = (0..20).map(|i| format!("p{seed}-{i}")).collect();
+    let mut models: Vec<Model> = sagas.iter().map(|_| Model::default()).collect();
+    for _ in 0..200 {
+        let i = rng.usize(..sagas.len());
+        let (saga, model) = (&sagas[i], &mut models[i]);
+        let action = if rng.bool() {
+            Action::Forward
+        } else {
+            Action::Compensate
+        };
+        let attempt = rng.u32(1..4);
+        let epoch = (rng.u8(..4) > 0).then(|| rng.u64(1..5));
+        let mode = ["ok", "ok", "reject", "retry-first"][rng.usize(..4)];
+        let ctx = format!("seed {seed}: {saga} {action} #{attempt} epoch {epoch:?} {mode}");
+        let answer = p.call(&request(saga, action, attempt, epoch, mode)).await;
+
+        if let (Some(e), Some(high)) = (epoch, model.epoch)
+            && e < high
+        {
+            assert_eq!(
+                answer,
+                Answer::Stale {
+                    epoch: e,
+                    seen: high
+                },
+                "{ctx}"
+            );
+            continue;
+        }
+        model.epoch = model.epoch.max(epoch);
+        let (this, other) = match action {
+            Action::Forward => (&model.forward, &model.compensate),
+            Action::Compensate => (&model.compensate, &model.forward),
+        };
+        let expected = if let Some(first) = this {
+            Some(first.clone())
+        } else if action == Action::Forward && other.is_some() {
+            Some(Final::rejected(COMPENSATED_FIRST))
+        } else if action == Action::Compensate
+            && !matches!(other, Some(f) if f.verdict == Verdict::Succeeded)
+        {
+            let mut nothing = Final::succeeded(Vec::new());
+            nothing.reason = NOTHING_TO_UNDO.into();
+            Some(nothing)
+        } else if action == Action::Compensate {
+            compensate_runs += 1;
+            Some(Final::succeeded(Vec::new()))
+        } else {
+            forward_runs += 1;
+            match mode {
+                "reject" => Some(Final::rejected("card declined")),
+                "retry-first" if attempt == 1 => None,
+                _ => Some(Final::succeeded(
+                    serde_json::to_vec(&serde_json::json!({ "charge": saga })).unwrap(),
+                )),
+            }
+        };
+        match expected {
+            Some(expected) => {
+                assert_eq!(answer, Answer::Final(expected.clone()), "{ctx}");
+                let slot = match action {
+                    Action::Forward => &mut model.forward,
+                    Action::Compensate => &mut model.compensate,
+                };
+                slot.get_or_insert(expected);
+            }
+            None => assert!(matches!(answer, Answer::Retry { .. }), "{ctx}: {answer:?}"),
+        }
+    }
+    assert_eq!(
+        p.handler().runs(),
+        (forward_runs, compensate_runs),
+        "seed {seed}: each handler ran once per first final answer it gave"
+    );
+    for (saga, model) in sagas.iter().zip(&models) {
+        let forwarded = matches!(&model.forward, Some(f) if f.verdict == Verdict::Succeeded);
+        let undone = matches!(&model.compensate, Some(f) if f.reason != NOTHING_TO_UNDO);
+        let expected = match (forwarded, undone) {
+            (true, true) => Some("refunded"),
+            (true, false) => Some("charged"),
+            _ => None,
+        };
+        assert_eq!(
+            effect(saga.clone()).await.as_deref(),
+            expected,
+            "seed {seed}: {saga}'s net effect"
+        );
+    }
+}
