@@ -489,3 +489,30 @@ fn a_seeded_journal_passes_journal_check() {
     );
     assert!(report.contains("journal OK"), "{report}");
 }
+
+/// `run --protocol http`: the same workloads with the participants speaking
+/// the HTTP/JSON contract, every saga ending right.
+#[test]
+fn quick_run_over_http_participants_ends_every_saga_right() {
+    let _heavy = common::heavy_blocking();
+    let stdout = run_bench(&[
+        "run",
+        "--protocol",
+        "http",
+        "--quick",
+        "--runs",
+        "1",
+        "--sagas-per-measurement",
+        "40",
+    ]);
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("RESULT "))
+        .collect();
+    assert_eq!(results.len(), 3, "RESULT lines in:\n{stdout}");
+    for line in results {
+        let f = well_formed(line, "RESULT ", &RESULT_KEYS, &["peer", "workload", "run"]);
+        assert_eq!(value(&f, "errors"), "0", "{line}");
+        assert!(value(&f, "sagas").parse::<u64>().unwrap() > 0, "{line}");
+    }
+}

@@ -445,13 +445,13 @@ async fn participants_register_says_which_protocol_and_refuses_a_wrong_one() {
             &["unknown protocol 'rest'", "grpc, http"],
         ),
         Refusal::line(
-            "https for an HTTP/JSON endpoint",
+            "https for an h2c endpoint (h2c is plaintext HTTP/2)",
             &[
                 "participants",
                 "register",
                 "p",
                 "--protocol",
-                "http",
+                "h2c",
                 "--forward",
                 "https://127.0.0.1:7003/charge",
                 "--compensate",

@@ -135,6 +135,17 @@ pub struct RunArgs {
     /// (distinct --node-id), the load's connections spread over them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub nodes: u8,
+    /// What the participants speak: gRPC, or the HTTP/JSON contract over
+    /// HTTP/1.1 (the same no-op participants, on their HTTP ports).
+    #[arg(long, value_enum, default_value_t = ProtocolKind::Grpc, conflicts_with = "floor")]
+    pub protocol: ProtocolKind,
+}
+
+/// The participant protocols `run --protocol` can measure.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolKind {
+    Grpc,
+    Http,
 }
 
 /// The journals `run --journal` can measure.

@@ -19,8 +19,13 @@
 //! [`NoBarrier`]: no record, no lock, no disk per call. They keep no state
 //! and are no-ops, so there is nothing to dedupe, and the benchmark measures
 //! the coordinator, not a participant's store.
+//! Each is served twice: as gRPC on its port, and as the HTTP/JSON contract
+//! (`Participant::router`, HTTP/1.1 and h2c) on a port of its own, for
+//! `run --protocol http`.
+//!
 //! The process prints one line, `sagad-bench participants listening inventory=…
-//! payments=… shipping=…`, and stops at SIGINT or SIGTERM.
+//! payments=… shipping=… inventory-http=… payments-http=… shipping-http=…`, and
+//! stops at SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 
@@ -45,6 +50,11 @@ pub const ANNOUNCE: &str = "sagad-bench participants listening";
 pub const NAMES: [&str; 3] = ["inventory", "payments", "shipping"];
 /// The step whose forward call W2 rejects.
 const REJECTING_STEP: &str = "ship-order";
+
+/// The announced name of `name`'s HTTP/JSON port.
+pub fn http_name(name: &str) -> String {
+    format!("{name}-http")
+}
 
 /// What a participant reads of the saga payload.
 #[derive(Deserialize)]
@@ -77,8 +87,8 @@ impl Handler<NoBarrier> for NoopParticipant {
 /// Binds one listener per participant: `listen` for the first, then the next
 /// ports (or any free ports when the port is 0).
 async fn bind(listen: SocketAddr) -> anyhow::Result<Vec<TcpListener>> {
-    let mut listeners = Vec::with_capacity(NAMES.len());
-    for i in 0..NAMES.len() {
+    let mut listeners = Vec::with_capacity(2 * NAMES.len());
+    for i in 0..2 * NAMES.len() {
         let mut addr = listen;
         if addr.port() != 0 {
             addr.set_port(addr.port() + i as u16);
@@ -93,10 +103,17 @@ async fn bind(listen: SocketAddr) -> anyhow::Result<Vec<TcpListener>> {
 
 /// Serves the participants until SIGINT or SIGTERM.
 pub async fn serve(args: ParticipantsArgs) -> anyhow::Result<()> {
-    let listeners = bind(args.listen).await?;
+    let mut listeners = bind(args.listen).await?;
+    let http_listeners = listeners.split_off(NAMES.len());
     let stop = CancellationToken::new();
     let mut servers = Vec::with_capacity(listeners.len());
     let mut announce = ANNOUNCE.to_string();
+    let mut http_servers = Vec::with_capacity(http_listeners.len());
+    for (name, listener) in NAMES.iter().zip(http_listeners) {
+        announce.push_str(&format!(" {}={}", http_name(name), listener.local_addr()?));
+        let router = Participant::new(NoBarrier, NoopParticipant).router();
+        http_servers.push(tokio::spawn(serve_http(listener, router, stop.clone())));
+    }
     for (name, listener) in NAMES.iter().zip(listeners) {
         announce.push_str(&format!(" {name}={}", listener.local_addr()?));
         // Nagle off on the accepted sockets: the builder's tcp_nodelay is
@@ -121,5 +138,37 @@ pub async fn serve(args: ParticipantsArgs) -> anyhow::Result<()> {
     for server in servers {
         server.await?.context("participant server failed")?;
     }
+    for server in http_servers {
+        server.await?;
+    }
     Ok(())
+}
+
+/// Serves `router` on `listener` (HTTP/1.1 and h2c, Nagle off) until `stop`.
+async fn serve_http(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::conn::auto,
+        service::TowerToHyperService,
+    };
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            () = stop.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
 }

@@ -244,7 +244,7 @@ async fn run_to_end(args: RunArgs) -> anyhow::Result<()> {
     // Each node keeps its own registry of participants (read from the
     // journal at its start): every one is told.
     for first in &clients[..urls.len()] {
-        register_participants(first, &services).await?;
+        register_participants(first, &services, args.protocol).await?;
     }
 
     // The floor, if asked for: the same measurements right after each of sagad's.
@@ -562,7 +562,7 @@ impl Floor {
             .into_iter()
             .map(CoordinatorClient::new)
             .collect();
-        register_participants(&clients[0], services).await?;
+        register_participants(&clients[0], services, crate::ProtocolKind::Grpc).await?;
         Ok(Self {
             child,
             client_node: vec![0; clients.len()],
@@ -851,8 +851,12 @@ fn parse_announce(line: &str) -> anyhow::Result<HashMap<String, SocketAddr>> {
             .with_context(|| format!("bad announce line {line:?}"))?;
         services.insert(name.to_string(), addr.parse()?);
     }
-    for name in participants::NAMES {
-        if !services.contains_key(name) {
+    for name in participants::NAMES.iter().map(|n| n.to_string()).chain(
+        participants::NAMES
+            .iter()
+            .map(|n| participants::http_name(n)),
+    ) {
+        if !services.contains_key(&name) {
             bail!("the participants process did not announce {name}: {line:?}");
         }
     }
@@ -984,16 +988,31 @@ fn inline_source() -> SagaSource {
 async fn register_participants(
     client: &CoordinatorClient<Channel>,
     services: &HashMap<String, SocketAddr>,
+    protocol: crate::ProtocolKind,
 ) -> anyhow::Result<()> {
     let mut client = client.clone();
     let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
     for (_, service) in STEPS {
-        let base = format!("http://{}/sagad.v1.ParticipantService", services[service]);
-        let request = pb::RegisterParticipantRequest {
-            name: registered_name(service),
-            forward_endpoint: format!("{base}/Forward"),
-            compensate_endpoint: format!("{base}/Compensate"),
-            ..Default::default()
+        let request = match protocol {
+            crate::ProtocolKind::Grpc => {
+                let base = format!("http://{}/sagad.v1.ParticipantService", services[service]);
+                pb::RegisterParticipantRequest {
+                    name: registered_name(service),
+                    forward_endpoint: format!("{base}/Forward"),
+                    compensate_endpoint: format!("{base}/Compensate"),
+                    ..Default::default()
+                }
+            }
+            crate::ProtocolKind::Http => {
+                let addr = services[&participants::http_name(service)];
+                pb::RegisterParticipantRequest {
+                    name: registered_name(service),
+                    forward_endpoint: format!("http://{addr}/forward"),
+                    compensate_endpoint: format!("http://{addr}/compensate"),
+                    protocol: pb::Protocol::Http as i32,
+                    ..Default::default()
+                }
+            }
         };
         loop {
             match client.register_participant(request.clone()).await {
