@@ -145,29 +145,7 @@ impl HttpFake {
             .route("/{participant}/{action}", post(step))
             .with_state(shared.clone());
         let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(_) => continue,
-                    },
-                    () = stopped.cancelled() => return,
-                };
-                let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(router.clone());
-                let stopped = stopped.clone();
-                tokio::spawn(async move {
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = connection => {}
-                        () = stopped.cancelled() => {}
-                    }
-                });
-            }
-        });
+        tokio::spawn(serve_router(listener, router, None, stop.clone()));
         Self { addr, shared, stop }
     }
 
@@ -222,6 +200,53 @@ async fn step(
             .insert(name, value.parse().expect("a valid header value"));
     }
     response
+}
+
+/// Serves `router` on `listener`, HTTP/1.1 and h2c (prior knowledge) on one
+/// port, over TLS when `tls` is given, Nagle off, until `stop`.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            () = stop.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let (stop, tls) = (stop.clone(), tls.clone());
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let served = async {
+                match tls {
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                    // A refused handshake ends the connection; the client
+                    // says why.
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
 }
 
 /// Registers `orders`, `payments` and `shipping` at `fake`, speaking

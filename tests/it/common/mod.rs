@@ -568,11 +568,6 @@ async fn serve_http_with(fake: FakeParticipant, tls: Option<tokio_rustls::TlsAcc
         response::IntoResponse,
         routing::post,
     };
-    use hyper_util::{
-        rt::{TokioExecutor, TokioIo},
-        server::conn::auto,
-        service::TowerToHyperService,
-    };
     use sagad::participant::http::{
         TIMEOUT_HEADER,
         wire::{AnswerBody, StepCallBody},
@@ -661,46 +656,7 @@ async fn serve_http_with(fake: FakeParticipant, tls: Option<tokio_rustls::TlsAcc
         .route("/{action}", post(step))
         .with_state(fake.clone());
     let stop = CancellationToken::new();
-    let stopped = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(_) => continue,
-                },
-                () = stopped.cancelled() => return,
-            };
-            let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(router.clone());
-            let (stopped, tls) = (stopped.clone(), tls.clone());
-            tokio::spawn(async move {
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let served = async {
-                    match tls {
-                        None => {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        }
-                        Some(tls) => {
-                            // A refused handshake ends the connection; the
-                            // client says why.
-                            if let Ok(stream) = tls.accept(stream).await {
-                                let _ = builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
-                            }
-                        }
-                    }
-                };
-                tokio::select! {
-                    () = served => {}
-                    () = stopped.cancelled() => {}
-                }
-            });
-        }
-    });
+    tokio::spawn(http::serve_router(listener, router, tls, stop.clone()));
     Served {
         fake,
         addr,
