@@ -500,13 +500,13 @@ mod tests {
     /// reader holds rewrites off, as the overlay's freeze waits for the hold.
     #[test]
     fn a_checkpoint_between_the_two_index_scans_hides_nothing() {
-        use std::sync::{Mutex, MutexGuard};
+        use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
         use crate::journal::store::{Direction, KeyRange, KeyWriteRef, Visit};
 
         struct BundlesOnForwardScan {
             inner: MemoryStore,
-            rewrites: Mutex<()>,
+            rewrites: RwLock<()>,
             bundle: Mutex<Option<Vec<KeyWrite>>>,
             bundled: std::sync::atomic::AtomicBool,
         }
@@ -520,7 +520,7 @@ mod tests {
             }
             /// A checkpoint's freeze: it waits for the hold.
             fn checkpoint(&self) {
-                let _rewrites = self.rewrites.lock().unwrap();
+                let _rewrites = self.rewrites.write().unwrap();
                 self.apply_bundle();
             }
         }
@@ -535,7 +535,7 @@ mod tests {
                 visit: &mut Visit<'_>,
             ) -> crate::journal::store::Result<()> {
                 if matches!(dir, Direction::Ascending)
-                    && let Ok(_free) = self.rewrites.try_lock()
+                    && let Ok(_free) = self.rewrites.try_write()
                 {
                     self.apply_bundle();
                 }
@@ -553,8 +553,8 @@ mod tests {
             fn sync(&self) -> crate::journal::store::Result<()> {
                 self.inner.sync()
             }
-            fn hold_rewrites(&self) -> Option<MutexGuard<'_, ()>> {
-                Some(self.rewrites.lock().unwrap())
+            fn hold_rewrites(&self) -> Option<RwLockReadGuard<'_, ()>> {
+                Some(self.rewrites.read().unwrap())
             }
         }
 
@@ -577,7 +577,7 @@ mod tests {
         }
         let store = BundlesOnForwardScan {
             inner: MemoryStore::default(),
-            rewrites: Mutex::new(()),
+            rewrites: RwLock::new(()),
             bundle: Mutex::new(None),
             bundled: Default::default(),
         };

@@ -34,7 +34,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, MutexGuard, OnceLock,
+        Arc, OnceLock, RwLockReadGuard,
         atomic::{AtomicU64, Ordering},
     },
     thread,
@@ -327,7 +327,7 @@ impl<S: KvStore> Writer<S> {
     fn commit(
         &mut self,
         batch: &mut Batch,
-        rewrites_held: Option<Option<MutexGuard<'_, ()>>>,
+        rewrites_held: Option<Option<RwLockReadGuard<'_, ()>>>,
     ) -> Result<(), StoreError> {
         let mut writes = std::mem::take(&mut batch.writes);
         writes.push((

@@ -10,7 +10,7 @@
 //! [`WalOptions::log_fault`]: super::WalOptions::log_fault
 
 use std::sync::{
-    Arc, MutexGuard,
+    Arc, RwLockReadGuard,
     atomic::{AtomicBool, Ordering},
 };
 
@@ -109,7 +109,7 @@ impl<S: KvStore> KvStore for FaultyStore<S> {
         self.inner.close()
     }
 
-    fn hold_rewrites(&self) -> Option<MutexGuard<'_, ()>> {
+    fn hold_rewrites(&self) -> Option<RwLockReadGuard<'_, ()>> {
         self.inner.hold_rewrites()
     }
 }

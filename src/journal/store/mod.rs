@@ -34,7 +34,7 @@
 //! - **An empty or inverted range is empty**: never a panic.
 //! - **A visitor that answers `false` is not called again.**
 
-use std::{ops::Bound, path::PathBuf, sync::MutexGuard};
+use std::{ops::Bound, path::PathBuf, sync::RwLockReadGuard};
 
 use serde::Serialize;
 
@@ -369,8 +369,10 @@ pub trait KvStore: Send + Sync + 'static {
     /// Keeps the store from rewriting what was written before (a
     /// checkpoint's bundling, `wal/overlay.rs`) until the guard drops. A writer
     /// that reads keys to work out edits of them holds it from its first read
-    /// until its `write` returns. `None`: this store never rewrites.
-    fn hold_rewrites(&self) -> Option<MutexGuard<'_, ()>> {
+    /// until its `write` returns; a reader whose answer takes two scans holds
+    /// it across both. Holders share it; only a rewrite waits for them all.
+    /// `None`: this store never rewrites.
+    fn hold_rewrites(&self) -> Option<RwLockReadGuard<'_, ()>> {
         None
     }
 

@@ -43,7 +43,7 @@ use std::{
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, MutexGuard, OnceLock,
+        Arc, Mutex, OnceLock, RwLockReadGuard,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -366,7 +366,7 @@ impl<S: KvStore> KvStore for WalStore<S> {
             .range(&self.shared.inner, range, dir, visit)
     }
 
-    fn hold_rewrites(&self) -> Option<MutexGuard<'_, ()>> {
+    fn hold_rewrites(&self) -> Option<RwLockReadGuard<'_, ()>> {
         Some(self.shared.overlay.hold_rewrites())
     }
 

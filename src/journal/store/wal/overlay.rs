@@ -40,7 +40,7 @@
 use std::{
     collections::BTreeMap,
     ops::Bound,
-    sync::{Arc, Condvar, Mutex, MutexGuard, RwLock},
+    sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard},
     time::Duration,
 };
 
@@ -81,9 +81,10 @@ pub struct Overlay {
     layers: RwLock<Layers>,
     /// Keys whose removal can take their put back (see [`PutOnlyOverAbsent`]).
     put_only_over_absent: PutOnlyOverAbsent,
-    /// Held while a layer is frozen and compacted, and by writers editing
-    /// what they read (see the module docs).
-    rewrites: Mutex<()>,
+    /// Held for writing while a layer is frozen and compacted, and for
+    /// reading by whoever must not meet a rewrite half-way (writers editing
+    /// what they read, readers scanning the index twice): they share it.
+    rewrites: RwLock<()>,
     /// Signalled when a frozen layer is dropped (for `wait_for_room`).
     released: (Mutex<()>, Condvar),
 }
@@ -107,7 +108,7 @@ impl Overlay {
         Self {
             layers: RwLock::default(),
             put_only_over_absent,
-            rewrites: Mutex::default(),
+            rewrites: RwLock::default(),
             released: Default::default(),
         }
     }
@@ -144,7 +145,7 @@ impl Overlay {
         }
         // Only the checkpoint thread freezes, so nothing else can have frozen
         // a layer since the check above.
-        let _rewrites = self.hold_rewrites();
+        let _rewrites = self.rewrites.write().unwrap_or_else(|p| p.into_inner());
         let taken = {
             let mut layers = self.write();
             if layers.active.is_empty() {
@@ -164,8 +165,8 @@ impl Overlay {
 
     /// Keeps a frozen layer from being compacted until the guard drops; see
     /// the module docs.
-    pub fn hold_rewrites(&self) -> MutexGuard<'_, ()> {
-        self.rewrites.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn hold_rewrites(&self) -> RwLockReadGuard<'_, ()> {
+        self.rewrites.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Drops the frozen layer: the store holds it durably now.
