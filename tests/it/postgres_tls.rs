@@ -83,18 +83,9 @@ async fn setup() -> Setup {
 async fn open(target: &str) -> Result<PgJournal, String> {
     let target = PgTarget::parse(target)?;
     let options = PgOptions::new(target, NodeId::new("node-1").unwrap(), "127.0.0.1:0");
-    PgJournal::open(options).await.map_err(|e| said(&e))
-}
-
-/// An error and its causes, as the binary prints them.
-fn said(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        line.push_str(&format!(": {e}"));
-        cause = e.source();
-    }
-    line
+    PgJournal::open(options)
+        .await
+        .map_err(|e| common::chain(&e))
 }
 
 /// Whether every session of `user` the server has is encrypted, and how many

@@ -38,24 +38,6 @@ use crate::common::{
     *,
 };
 
-/// Every error in `error`'s chain, with the TLS errors that rustls hides
-/// inside `io::Error`s, on one line.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = Vec::new();
-    let mut current = Some(error);
-    while let Some(e) = current {
-        parts.push(e.to_string());
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            parts.push(inner.to_string());
-        }
-        current = e.source();
-    }
-    parts.join(": ")
-}
-
 /// A client TLS configuration trusting `ca`, presenting `identity` if any.
 fn trusting(ca: &Ca, identity: Option<&Leaf>) -> ClientTlsConfig {
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.pem));

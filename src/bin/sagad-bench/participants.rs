@@ -20,8 +20,8 @@
 //! and are no-ops, so there is nothing to dedupe, and the benchmark measures
 //! the coordinator, not a participant's store.
 //! Each is served twice: as gRPC on its port, and as the HTTP/JSON contract
-//! (`Participant::router`, HTTP/1.1 and h2c) on a port of its own, for
-//! `run --protocol http`.
+//! (`Participant::router`, HTTP/1.1) on a port of its own, for `run
+//! --protocol http`.
 //!
 //! The process prints one line, `sagad-bench participants listening inventory=…
 //! payments=… shipping=… inventory-http=… payments-http=… shipping-http=…`, and
@@ -144,31 +144,13 @@ pub async fn serve(args: ParticipantsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves `router` on `listener` (HTTP/1.1 and h2c, Nagle off) until `stop`.
+/// Serves `router` on `listener` (HTTP/1.1, Nagle off) until `stop`.
 async fn serve_http(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
-    use hyper_util::{
-        rt::{TokioExecutor, TokioIo},
-        server::conn::auto,
-        service::TowerToHyperService,
-    };
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-            () = stop.cancelled() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                () = stop.cancelled() => {}
-            }
-        });
-    }
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
 }

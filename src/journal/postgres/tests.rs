@@ -752,39 +752,71 @@ async fn until_waiting(db: &tokio_postgres::Client, what: &str, advisory: bool) 
     }
 }
 
+/// Two appends in flight on one node: the first one's COMMIT held by
+/// [`hold_commits_of`] (failing when let go, if `then_fail`), the second
+/// one's statements in, waiting for the feed head's row lock.
+struct TwoInFlight {
+    journal: Arc<PgJournal>,
+    db: tokio_postgres::Client,
+    held: tokio_postgres::Client,
+    first: tokio::task::JoinHandle<Result<Vec<crate::saga::Event>, JournalError>>,
+    second: tokio::task::JoinHandle<Result<Vec<crate::saga::Event>, JournalError>>,
+    second_id: SagaId,
+}
+
+async fn two_in_flight(then_fail: bool) -> TwoInFlight {
+    let url = database().await;
+    let journal = Arc::new(open(&url, "node-a").await);
+    let (db, held) = (sql(&url).await, sql(&url).await);
+    let first = started("shop", None);
+    hold_commits_of(&db, first.saga, then_fail).await;
+    held.execute("SELECT pg_advisory_lock(42)", &[])
+        .await
+        .unwrap();
+    let writing = journal.clone();
+    let first = tokio::spawn(async move { writing.append(vec![first]).await });
+    until_waiting(&db, "the first batch's COMMIT to be held", true).await;
+    let second = started("shop", None);
+    let second_id = second.saga;
+    let writing = journal.clone();
+    let second = tokio::spawn(async move { writing.append(vec![second]).await });
+    until_waiting(&db, "the second batch to wait for the feed head", false).await;
+    TwoInFlight {
+        journal,
+        db,
+        held,
+        first,
+        second,
+        second_id,
+    }
+}
+
+impl TwoInFlight {
+    /// Lets the first batch's COMMIT go on.
+    async fn let_go(&self) {
+        self.held
+            .execute("SELECT pg_advisory_unlock(42)", &[])
+            .await
+            .unwrap();
+    }
+}
+
 /// The next batch's statements run while the previous batch's COMMIT is
 /// out; it commits after it, with the offsets after its own, and neither
 /// is answered before its COMMIT is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_goes_in_while_the_one_before_commits_and_commits_after_it() {
-    let url = database().await;
-    let journal = Arc::new(open(&url, "node-a").await);
-    let (db, held) = (sql(&url).await, sql(&url).await);
-    let first = started("shop", None);
-    hold_commits_of(&db, first.saga, false).await;
-    held.execute("SELECT pg_advisory_lock(42)", &[])
-        .await
-        .unwrap();
+    let batches = two_in_flight(false).await;
+    assert!(!batches.first.is_finished() && !batches.second.is_finished());
+    assert_eq!(count_events(&batches.db).await, 0, "nothing committed yet");
 
-    let writing = journal.clone();
-    let first_append = tokio::spawn(async move { writing.append(vec![first]).await });
-    until_waiting(&db, "the first batch's COMMIT to be held", true).await;
-    let second = started("shop", None);
-    let writing = journal.clone();
-    let second_append = tokio::spawn(async move { writing.append(vec![second]).await });
-    until_waiting(&db, "the second batch to wait for the feed head", false).await;
-    assert!(!first_append.is_finished() && !second_append.is_finished());
-    assert_eq!(count_events(&db).await, 0, "nothing committed yet");
-
-    held.execute("SELECT pg_advisory_unlock(42)", &[])
-        .await
-        .unwrap();
-    let first = first_append.await.unwrap().unwrap();
-    let second = second_append.await.unwrap().unwrap();
+    batches.let_go().await;
+    let first = batches.first.await.unwrap().unwrap();
+    let second = batches.second.await.unwrap().unwrap();
     assert_eq!(first[0].offset.get(), 1);
     assert_eq!(second[0].offset.get(), 2, "committed after the first");
     assert_eq!(
-        journal.read_after(Offset::ZERO, 10).await.unwrap(),
+        batches.journal.read_after(Offset::ZERO, 10).await.unwrap(),
         [first, second].concat()
     );
 }
@@ -794,39 +826,18 @@ async fn a_batch_goes_in_while_the_one_before_commits_and_commits_after_it() {
 /// failed batch is written, until a probe finds the database working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_went_in_while_the_one_before_failed_to_commit_is_not_written() {
-    let url = database().await;
-    let journal = Arc::new(open(&url, "node-a").await);
-    let (db, held) = (sql(&url).await, sql(&url).await);
-    let doomed = started("shop", None);
-    hold_commits_of(&db, doomed.saga, true).await;
-    held.execute("SELECT pg_advisory_lock(42)", &[])
-        .await
-        .unwrap();
-
-    let writing = journal.clone();
-    let doomed_append = tokio::spawn(async move { writing.append(vec![doomed]).await });
-    until_waiting(&db, "the first batch's COMMIT to be held", true).await;
-    let next = started("shop", None);
-    let next_id = next.saga;
-    let writing = journal.clone();
-    let next_append = tokio::spawn(async move { writing.append(vec![next]).await });
-    until_waiting(&db, "the second batch to wait for the feed head", false).await;
-
-    held.execute("SELECT pg_advisory_unlock(42)", &[])
-        .await
-        .unwrap();
-    let doomed_err = doomed_append.await.unwrap().unwrap_err();
+    let batches = two_in_flight(true).await;
+    batches.let_go().await;
+    let doomed_err = batches.first.await.unwrap().unwrap_err();
     assert!(
         said(&doomed_err).contains("refused at commit by the test"),
         "{doomed_err}"
     );
-    let next_err = next_append.await.unwrap().unwrap_err();
+    let next_err = batches.second.await.unwrap().unwrap_err();
     for err in [&doomed_err, &next_err] {
         assert_eq!(
             JournalFault::of(err),
-            JournalFault::of(&JournalError::Postgres(PgError::NotWritten(Arc::new(
-                PgError::LeaseLapsed { node: "x".into() }
-            )))),
+            JournalFault::Refused,
             "certainly not written: {err}"
         );
     }
@@ -834,8 +845,15 @@ async fn a_batch_that_went_in_while_the_one_before_failed_to_commit_is_not_writt
         said(&next_err).contains("refused at commit by the test"),
         "the next batch says why: {next_err}"
     );
-    assert_eq!(count_events(&db).await, 0);
-    assert!(journal.read_saga(next_id).await.unwrap().is_empty());
+    let journal = &batches.journal;
+    assert_eq!(count_events(&batches.db).await, 0);
+    assert!(
+        journal
+            .read_saga(batches.second_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(journal.write_failure().is_some(), "writes stop");
 
     until("writes to work again", || journal.write_failure().is_none()).await;

@@ -294,13 +294,8 @@ impl Writer {
                 None => Next::Staged(self.stage(batch).await.map(Box::new)),
             }
         };
-        let ((conn, failure), next) = tokio::join!(previous, next);
-        if let Some(conn) = conn {
-            self.give_back(conn);
-        }
-        if let Some(error) = &failure {
-            self.enter_failure(error);
-        }
+        let (finished, next) = tokio::join!(previous, next);
+        let failure = self.settle(finished);
         match next {
             Next::Nothing => Overlapped::Committing(None),
             Next::Closed => Overlapped::Closed,
@@ -323,30 +318,21 @@ impl Writer {
 
     /// Writes `batch` and whatever earlier batches handed back, then stops
     /// and answers the `Close`.
-    async fn close(&mut self, batch: Batch, reply: oneshot::Sender<Result<(), JournalError>>) {
-        let mut batch = Some(batch);
+    async fn close(&mut self, mut batch: Batch, reply: oneshot::Sender<Result<(), JournalError>>) {
         loop {
-            if let Some(staged) = match batch.take().filter(|b| !b.is_empty()) {
-                Some(batch) => self.stage(batch).await,
-                None => None,
-            } {
-                let (conn, failure) = finish(&self.shared.clone(), staged.commit()).await;
-                if let Some(conn) = conn {
-                    self.give_back(conn);
-                }
-                if let Some(error) = &failure {
-                    self.enter_failure(error);
-                }
-            }
-            let Some(first) = self.carried.pop_front() else {
-                break;
-            };
-            let mut rest = Batch::default();
-            for request in std::iter::once(first).chain(self.carried.drain(..).collect::<Vec<_>>())
+            if !batch.is_empty()
+                && let Some(staged) = self.stage(batch).await
             {
-                self.take_into(&mut rest, request);
+                let finished = finish(&self.shared.clone(), staged.commit()).await;
+                self.settle(finished);
             }
-            batch = Some(rest);
+            if self.carried.is_empty() {
+                break;
+            }
+            batch = Batch::default();
+            for request in std::mem::take(&mut self.carried) {
+                self.take_into(&mut batch, request);
+            }
         }
         let _ = reply.send(match &self.failed {
             Some(e) => Err(JournalError::Postgres(PgError::Refused(e.clone()))),
@@ -596,6 +582,21 @@ impl Writer {
         let last = last.map_or(0, |row| row.get::<_, i64>(0) as u64);
         let removed = removed.iter().map(|row| saga_of(row.get(0))).collect();
         Ok((last, removed, held))
+    }
+
+    /// Takes in what a finished batch leaves: its connection back, and the
+    /// failure writes stop for, which it returns.
+    fn settle(
+        &mut self,
+        (conn, failure): (Option<Conn>, Option<Arc<PgError>>),
+    ) -> Option<Arc<PgError>> {
+        if let Some(conn) = conn {
+            self.give_back(conn);
+        }
+        if let Some(error) = &failure {
+            self.enter_failure(error);
+        }
+        failure
     }
 
     /// An idle connection back, for the next batch (or the one after).

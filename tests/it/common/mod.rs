@@ -666,6 +666,24 @@ async fn serve_http_with(fake: FakeParticipant, tls: Option<tokio_rustls::TlsAcc
     }
 }
 
+/// Every error in `error`'s chain, with the TLS errors that rustls hides
+/// inside `io::Error`s, on one line.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        parts.push(e.to_string());
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            parts.push(inner.to_string());
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
 /// A retry policy with short delays, so tests finish quickly.
 pub fn quick_retry(max_attempts: u32, max_compensate_attempts: u32) -> pb::RetryPolicy {
     pb::RetryPolicy {
