@@ -34,6 +34,9 @@ pub const NAME_MAX_LEN: usize = 128;
 pub const ENDPOINT_MAX_LEN: usize = 2048;
 /// The gRPC service of the coordinator itself, which no endpoint may name.
 pub const COORDINATOR_SERVICE: &str = "sagad.v1.Coordinator";
+/// The gRPC service a participant may implement: a path into it is a gRPC
+/// endpoint, whatever protocol its registration says.
+pub const PARTICIPANT_SERVICE: &str = "sagad.v1.ParticipantService";
 /// Longest accepted step timeout: a call that may take longer than a day is not
 /// a step, and gRPC deadlines cannot express absurd ones.
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
@@ -240,6 +243,13 @@ impl Endpoint {
                 if path.starts_with(&format!("/{COORDINATOR_SERVICE}/")) {
                     return Err(err(
                         "it is sagad's own Coordinator service, which no step may call",
+                    ));
+                }
+                // Other gRPC-looking paths are valid HTTP paths too; this one
+                // can only be a method of sagad's gRPC participant contract.
+                if path.starts_with(&format!("/{PARTICIPANT_SERVICE}/")) {
+                    return Err(err(
+                        "it is a method of the gRPC participant service: register it with protocol grpc",
                     ));
                 }
             }
@@ -716,6 +726,11 @@ mod tests {
                 Protocol::Grpc,
                 "http://h:1/api/payments/charge",
                 "registered with protocol http",
+            ),
+            (
+                Protocol::H2c,
+                "http://h:1/sagad.v1.ParticipantService/Forward",
+                "register it with protocol grpc",
             ),
         ] {
             let err = Endpoint::parse_as("compensate_endpoint", url, protocol)

@@ -19,6 +19,9 @@
 //!
 //! Invariants:
 //! - The effect, its record and the epoch commit together or not at all.
+//! - The transaction is `READ COMMITTED` (the server's default): the lock
+//!   orders calls of one step only, so a handler updating a row other sagas
+//!   also update takes `SELECT … FOR UPDATE` itself (docs/participant.md).
 //! - A final answer is returned only after COMMIT returned (durable under
 //!   the server's default `synchronous_commit`).
 

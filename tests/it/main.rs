@@ -37,6 +37,7 @@ mod metrics;
 mod outage;
 mod parking;
 mod participant_allow;
+mod payments_example;
 mod postgres;
 mod postgres_offline;
 mod postgres_tls;

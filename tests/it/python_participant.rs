@@ -7,7 +7,6 @@
 //! python3 must be installed: without it this test fails, saying so.
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
     path::Path,
     process::{Command, Stdio},
@@ -23,44 +22,29 @@ use sagad::{
 };
 
 use crate::common::{
-    Answer, FakeParticipant, KillOnDrop, TestServer, get, quick_retry, serve, start_order, state,
-    step_states,
+    Answer, FakeParticipant, KillOnDrop, TestServer, get, quick_retry, serve, spawn_announcing,
+    start_order, state, step_states,
 };
 
 /// Starts the example on a free loopback port with its database in `dir`.
 fn start_python(dir: &Path) -> (KillOnDrop, SocketAddr) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/payments.py");
-    let spawned = Command::new("python3")
+    let mut command = Command::new("python3");
+    command
         .arg(&script)
         .args(["--listen", "127.0.0.1:0", "--db"])
         .arg(dir.join("payments.sqlite3"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         // Its access log would only interleave with the test output.
-        .stderr(Stdio::null())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => KillOnDrop(child),
-        Err(e) => panic!(
-            "this test runs examples/python/payments.py with python3, which could not be started ({e}): install python3 (e.g. `apt-get install python3`) and run it again"
-        ),
-    };
-    let stdout = child.0.stdout.take().unwrap();
-    // The first line names the port it bound; the thread ends with the process.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let line = rx
-        .recv_timeout(crate::common::DEADLINE)
-        .expect("payments.py prints the address it listens on");
-    let addr = line
+        .stderr(Stdio::null());
+    let (child, lines) = spawn_announcing(
+        command,
+        "examples/python/payments.py with python3",
+        "install python3 (e.g. `apt-get install python3`) and run it again",
+        1,
+    );
+    let addr = lines[0]
         .strip_prefix("payments listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
         .parse()
         .unwrap();
     (child, addr)

@@ -8,7 +8,8 @@
 //! - `answer.rs`: status, `Retry-After` and body → outcome;
 //! - `connector.rs`: how a connection is made (the allow-list applies);
 //! - `misconfigured.rs`: answers that say the registration is wrong, logged
-//!   once per participant and counted.
+//!   once per participant and counted;
+//! - `sent.rs`: the request body that tells whether the request went out.
 //!
 //! Guarantees:
 //! - Connections are pooled per origin by hyper-util's client: HTTP/1.1 keeps
@@ -23,12 +24,14 @@
 //! - Every call carries `Idempotency-Key` (the body's key), the W3C
 //!   `traceparent` and `tracestate`, and in cluster mode `x-sagad-epoch`
 //!   ([`super::grpc::EPOCH_HEADER`]).
-//! - A failure is `NotDelivered` only when no connection could be made
-//!   (hyper-util's connect errors: refused, unreachable, not allowed, none in
-//!   time): the request was never written. A pooled connection that turned
-//!   out closed before the request went on it is retried on a new one by
-//!   hyper-util itself. Everything after that (a reset, a connection lost
-//!   mid-answer, a timeout) is `Transient`, effect unknown.
+//! - A failure is `NotDelivered` only when the request was never written:
+//!   no connection could be made (hyper-util's connect errors: refused,
+//!   unreachable, not allowed, none in time), or the step timeout passed
+//!   before hyper asked for the body (`sent.rs`). A pooled connection that
+//!   turned out closed before the request went on it is retried on a new one
+//!   by hyper-util itself. Everything after that (a reset, a connection lost
+//!   mid-answer, a timeout once the body was taken) is `Transient`, effect
+//!   unknown.
 //! - An answer's body is read up to the payload limit; a larger one is
 //!   `Transient` with a reason saying so, as is a success whose body is not
 //!   the JSON of an answer.
@@ -43,7 +46,7 @@ use http::{
     HeaderValue, Method, Request, StatusCode,
     header::{ACCEPT, CONTENT_TYPE},
 };
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Bytes};
 use hyper_util::{
     client::legacy::Client,
@@ -60,6 +63,7 @@ use crate::{
 pub mod answer;
 mod connector;
 mod misconfigured;
+mod sent;
 pub mod wire;
 
 pub use connector::Connector;
@@ -78,7 +82,7 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// …and closed when a ping goes unanswered this long.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-type HttpClient = Client<Connector, Full<Bytes>>;
+type HttpClient = Client<Connector, sent::Sent>;
 
 /// Calls participants over HTTP/JSON.
 pub struct HttpParticipants {
@@ -115,7 +119,11 @@ impl HttpParticipants {
         }
     }
 
-    fn request(&self, call: &CallRequest) -> Result<Request<Full<Bytes>>, String> {
+    fn request(
+        &self,
+        call: &CallRequest,
+        handed: &sent::Handed,
+    ) -> Result<Request<sent::Sent>, String> {
         let body = wire::call_body(
             &call.saga_id.to_string(),
             &call.definition,
@@ -133,7 +141,7 @@ impl HttpParticipants {
             .header(ACCEPT, "application/json")
             .header(TIMEOUT_HEADER, call.timeout.as_millis().to_string())
             .header(IDEMPOTENCY_HEADER, call.idempotency_key.as_str())
-            .body(Full::new(Bytes::from(body)))
+            .body(handed.body(Bytes::from(body)))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let headers = request.headers_mut();
         // A traceparent is built from hex digits; a tracestate was valid
@@ -151,9 +159,9 @@ impl HttpParticipants {
         Ok(request)
     }
 
-    async fn exchange(&self, call: &CallRequest) -> CallOutcome {
+    async fn exchange(&self, call: &CallRequest, handed: &sent::Handed) -> CallOutcome {
         let origin = call.endpoint.origin();
-        let request = match self.request(call) {
+        let request = match self.request(call, handed) {
             Ok(request) => request,
             Err(why) => return classify::not_delivered(origin, why),
         };
@@ -163,7 +171,9 @@ impl HttpParticipants {
         };
         let answer = match client.request(request).await {
             Ok(answer) => answer,
-            Err(e) if e.is_connect() => return classify::not_delivered(origin, chain(&e)),
+            Err(e) if e.is_connect() || !handed.may_have_arrived() => {
+                return classify::not_delivered(origin, chain(&e));
+            }
             Err(e) => {
                 return CallOutcome::Transient {
                     reason: format!("the connection to {origin} failed: {}", chain(&e)),
@@ -236,8 +246,13 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
 impl Participants for HttpParticipants {
     async fn call(&self, request: CallRequest) -> CallOutcome {
         let timeout = request.timeout;
-        match tokio::time::timeout(timeout, self.exchange(&request)).await {
+        let handed = sent::Handed::default();
+        match tokio::time::timeout(timeout, self.exchange(&request, &handed)).await {
             Ok(outcome) => outcome,
+            Err(_) if !handed.may_have_arrived() => classify::not_delivered(
+                request.endpoint.origin(),
+                format!("no connection within the step timeout of {timeout:?}"),
+            ),
             Err(_) => classify::timeout(timeout),
         }
     }
@@ -249,13 +264,19 @@ impl Participants for HttpParticipants {
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::Full;
+    use tokio::{io::AsyncReadExt, net::TcpListener};
+
     use super::*;
     use crate::saga::{Action, Endpoint, SagaId};
 
     fn call(epoch: Option<u64>) -> CallRequest {
+        call_to("http://127.0.0.1:1/pay?v=2", epoch)
+    }
+
+    fn call_to(url: &str, epoch: Option<u64>) -> CallRequest {
         CallRequest {
-            endpoint: Endpoint::parse_as("f", "http://127.0.0.1:1/pay?v=2", Protocol::Http)
-                .unwrap(),
+            endpoint: Endpoint::parse_as("f", url, Protocol::Http).unwrap(),
             participant: "payments".into(),
             timeout: Duration::from_millis(2500),
             saga_id: SagaId::generate(),
@@ -275,7 +296,9 @@ mod tests {
     #[test]
     fn a_request_carries_the_contract_s_headers() {
         let caller = HttpParticipants::new(1024, ClientTls::default(), None);
-        let request = caller.request(&call(Some(7))).unwrap();
+        let request = caller
+            .request(&call(Some(7)), &sent::Handed::default())
+            .unwrap();
         assert_eq!(request.method(), Method::POST);
         assert_eq!(request.uri(), "http://127.0.0.1:1/pay?v=2");
         let header = |name: &str| request.headers()[name].to_str().unwrap().to_string();
@@ -286,7 +309,9 @@ mod tests {
         assert_eq!(header("tracestate"), "vendor=x");
         assert!(header("traceparent").starts_with("00-0af7"));
         // Outside cluster mode there is no epoch to send.
-        let request = caller.request(&call(None)).unwrap();
+        let request = caller
+            .request(&call(None), &sent::Handed::default())
+            .unwrap();
         assert!(!request.headers().contains_key("x-sagad-epoch"));
     }
 
@@ -307,5 +332,55 @@ mod tests {
             "{reason}"
         );
         assert_eq!(retry_after, None);
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_being_made_at_the_step_timeout_carried_nothing() {
+        // TCP is accepted but the TLS handshake never answered: the request
+        // cannot have been written when the step timeout cuts the call off.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { listener.accept().await.unwrap() });
+        let mut request = call_to(&format!("https://{addr}/pay"), None);
+        request.timeout = Duration::from_millis(300);
+        let caller = HttpParticipants::new(1024, ClientTls::default(), None);
+        let outcome = caller.call(request).await;
+        let _held = server.await.unwrap();
+        let CallOutcome::NotDelivered { reason } = outcome else {
+            panic!("no request went on an unfinished connection: {outcome:?}")
+        };
+        assert!(
+            reason.contains("no connection within the step timeout of 300ms"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_written_and_never_answered_has_an_unknown_effect() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // Read the whole request (its JSON body ends in `}`), then hold
+            // the connection without answering.
+            let mut got = Vec::new();
+            while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}")) {
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+            (stream, got)
+        });
+        // Generous, so that the request is surely written before it passes.
+        let timeout = Duration::from_secs(3);
+        let mut request = call_to(&format!("http://{addr}/pay"), None);
+        request.timeout = timeout;
+        let caller = HttpParticipants::new(1024, ClientTls::default(), None);
+        let (outcome, held) = tokio::join!(caller.call(request), server);
+        let (_held, got) = held.unwrap();
+        assert!(got.ends_with(b"}"), "the participant got the whole request");
+        assert_eq!(outcome, classify::timeout(timeout));
     }
 }

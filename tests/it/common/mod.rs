@@ -899,6 +899,45 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Spawns `command` (stdout piped, stdin closed) and waits for the first
+/// `count` lines it prints, which announce where it listens; `what` names it
+/// when it cannot be started, with `install` saying how to get it. Whatever
+/// it prints later is read and dropped, so it never blocks on a full pipe.
+pub fn spawn_announcing(
+    mut command: std::process::Command,
+    what: &str,
+    install: &str,
+    count: usize,
+) -> (KillOnDrop, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+
+    let spawned = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => KillOnDrop(child),
+        Err(e) => panic!("this test runs {what}, which could not be started ({e}): {install}"),
+    };
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The thread ends with the process.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let lines = (0..count)
+        .map(|i| {
+            rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+                panic!("{what} printed only {i} of the {count} lines announcing where it listens")
+            })
+        })
+        .collect();
+    (child, lines)
+}
+
 /// Runs `sagad serve` with `args` (on a temp data dir and a free port, so a
 /// wrong success would touch nothing) and returns (exit code, stderr); fails
 /// the test if it does not exit by itself.
