@@ -14,7 +14,7 @@
 //! - `journal::before_sync`: a group-commit batch is written, not yet flushed.
 //! - `journal::mid_checkpoint`: half of a checkpoint is made durable in the
 //!   store, without the batch marker that says how far it got.
-//! - `recovery::after_resume`: recovery has resumed some sagas, not all.
+//! - `recovery::after_resume`: recovery has read back some sagas, not all.
 //! - `archive::after_flush`: an archive batch is durable in the archive files,
 //!   its sagas not yet removed from the journal.
 

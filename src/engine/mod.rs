@@ -3,7 +3,9 @@
 //! Each unfinished saga is owned by one runner task (`runner.rs`) that alone
 //! holds its state and is the only writer of its events, or, while it waits a
 //! long time for its next attempt, is *parked* (`parking.rs`): no task, only its
-//! due time in the engine's timer. The engine keeps the owner of every saga
+//! due time in the engine's timer; right after a start-up it may also be
+//! *unread*: claimed by recovery, and waiting to be read back from the
+//! journal (`recovery.rs`). The engine keeps the owner of every saga
 //! (`owners.rs`) so commands (cancel, retry, wait, watch) reach the runner,
 //! waking a parked saga first; reads (get, list) go to the journal, which holds
 //! exactly what is durable. A start (`start.rs`) claims a fresh saga and hands
@@ -16,9 +18,9 @@
 //!   runner is spawned, under the owners lock, and the runner releases it only
 //!   after its last append (or hands the saga to the timer when it parks, under
 //!   the same lock).
-//! - A saga that is neither running nor parked in the owners is terminal,
-//!   or the coordinator is shutting down (or still recovering, when the API does
-//!   not serve yet).
+//! - A saga that is neither running, parked nor unread in the owners is
+//!   terminal, or the coordinator is shutting down (or has not claimed its
+//!   sagas yet, when the API does not serve yet).
 //! - Nothing is answered before it is durable: a start returns once `SagaStarted`
 //!   is journaled, a cancel once `CancelRequested` is.
 //! - No registration is journaled whose endpoint is the coordinator's own
@@ -760,7 +762,7 @@ impl Engine {
         self.inner.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the saga is owned: it has a runner, or is parked.
+    /// Whether the saga is owned: it has a runner, or is parked or unread.
     fn is_owned(&self, id: SagaId) -> bool {
         self.lock_owners().contains(id)
     }

@@ -5,7 +5,9 @@
 //! retry, recovery) until its runner ends; in between it is either *running*
 //! (a runner task holds its state and serves its command channel) or *parked*
 //! (no task: its next attempt is journaled as due at a time, and the engine's
-//! timer holds `(due, id)`; see `parking.rs`).
+//! timer holds `(due, id)`; see `parking.rs`) or *unread* (claimed by
+//! start-up recovery and not read back from the journal yet: the read-back
+//! queue holds its id; see `recovery.rs`).
 //!
 //! Invariants (each method keeps them under the engine's owners lock):
 //! - At most one runner per saga: only an unowned saga can be claimed, and only
@@ -13,11 +15,15 @@
 //!   succeed.
 //! - A saga is in the timer exactly when its slot is `Parked`, with the same due
 //!   time: parking adds both, waking (by the timer or by a command) removes both.
+//! - Every `Unread` slot's id is in the read-back queue. The queue may also
+//!   hold ids whose slot is no longer `Unread` (a command woke the saga
+//!   first): taking from the queue skips them, so each unread saga is read
+//!   back exactly once, by whichever comes first.
 //! - A runner parks only if no command is queued for it, so a command either
 //!   reaches a runner or finds the saga parked and wakes it; a command sent to a
 //!   runner that parked meanwhile is never answered, and its sender asks again.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use tokio::sync::mpsc;
 
@@ -32,6 +38,9 @@ pub(super) enum Slot {
     Running(CommandTx),
     /// No task: the saga waits for its next attempt, due at this time.
     Parked(Timestamp),
+    /// No task, and not read since start-up: recovery's read-back (or the
+    /// first command for it) reads its journal and decides.
+    Unread,
 }
 
 /// Parked sagas by due time: the timer's queue.
@@ -81,13 +90,20 @@ impl Timer {
 pub(super) struct Owners {
     slots: HashMap<SagaId, Slot>,
     timer: Timer,
+    /// Unread sagas in the order recovery listed them (and stale ids, see
+    /// the module docs).
+    read_back: VecDeque<SagaId>,
+    /// Slots that are `Unread`.
+    unread: usize,
 }
 
-/// A parked saga just woken: its runner's end of a fresh command channel
-/// (holding the command that woke it, if one did).
+/// A parked or unread saga just woken: its runner's end of a fresh command
+/// channel (holding the command that woke it, if one did).
 pub(super) struct Woken {
     pub(super) id: SagaId,
     pub(super) command_rx: CommandRx,
+    /// It was `Unread`: this is its first read since start-up.
+    pub(super) first_read: bool,
 }
 
 impl Owners {
@@ -112,6 +128,11 @@ impl Owners {
         self.timer.len()
     }
 
+    /// Sagas claimed by recovery and not read back yet.
+    pub(super) fn unread(&self) -> usize {
+        self.unread
+    }
+
     /// When the first parked saga is due.
     pub(super) fn next_due(&self) -> Option<Timestamp> {
         self.timer.next_due()
@@ -125,6 +146,37 @@ impl Owners {
         }
         self.slots.insert(id, Slot::Running(command_tx));
         true
+    }
+
+    /// Claims an unowned saga at start-up without reading it: it joins the
+    /// read-back queue. False (and nothing changes) if the saga is owned.
+    pub(super) fn claim_unread(&mut self, id: SagaId) -> bool {
+        if self.slots.contains_key(&id) {
+            return false;
+        }
+        self.slots.insert(id, Slot::Unread);
+        self.read_back.push_back(id);
+        self.unread += 1;
+        true
+    }
+
+    /// Wakes up to `max` unread sagas, first listed first, for reading back.
+    pub(super) fn take_unread(&mut self, max: usize) -> Vec<Woken> {
+        let mut woken = Vec::new();
+        while woken.len() < max {
+            let Some(id) = self.read_back.pop_front() else {
+                break;
+            };
+            // A stale id: woken by a command, or abandoned, meanwhile.
+            if let Some(Slot::Unread) = self.slots.get(&id) {
+                woken.extend(self.wake(id, None));
+            }
+        }
+        if self.read_back.is_empty() {
+            // Up to a million ids' worth of capacity, needed only at start-up.
+            self.read_back = VecDeque::new();
+        }
+        woken
     }
 
     /// Forgets a saga whose runner (or claim) ended. A parked saga is left alone:
@@ -145,7 +197,7 @@ impl Owners {
     ) -> Option<Result<(CommandTx, Box<Command>), Woken>> {
         match self.slots.get(&id)? {
             Slot::Running(command_tx) => Some(Ok((command_tx.clone(), command))),
-            Slot::Parked(_) => self.wake(id, Some(command)).map(Err),
+            Slot::Parked(_) | Slot::Unread => self.wake(id, Some(command)).map(Err),
         }
     }
 
@@ -166,23 +218,35 @@ impl Owners {
         Some(self.timer.insert(due, id))
     }
 
-    /// Wakes a parked saga: it leaves the timer and gets a fresh command channel
-    /// (with `first` queued in it). `None` if it is not parked (never parked, or
-    /// already woken by someone else).
+    /// Wakes a parked or unread saga: it leaves the timer and gets a fresh
+    /// command channel (with `first` queued in it). `None` if it is running
+    /// (or already woken by someone else).
     pub(super) fn wake(&mut self, id: SagaId, first: Option<Box<Command>>) -> Option<Woken> {
         let slot = self.slots.get_mut(&id)?;
-        let Slot::Parked(due) = *slot else {
-            return None;
+        let first_read = match *slot {
+            Slot::Running(_) => return None,
+            Slot::Parked(due) => {
+                let removed = self.timer.remove(due, id);
+                debug_assert!(removed, "a parked saga is in the timer");
+                false
+            }
+            // Its id stays in the read-back queue, to be skipped there.
+            Slot::Unread => {
+                self.unread -= 1;
+                true
+            }
         };
-        let removed = self.timer.remove(due, id);
-        debug_assert!(removed, "a parked saga is in the timer");
         let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
         if let Some(command) = first {
             // A new channel has room for RUNNER_COMMAND_CAPACITY commands.
             let _ = command_tx.try_send(command);
         }
         *slot = Slot::Running(command_tx);
-        Some(Woken { id, command_rx })
+        Some(Woken {
+            id,
+            command_rx,
+            first_read,
+        })
     }
 
     /// Wakes up to `max` parked sagas due at or before `now`, first due first.
@@ -194,29 +258,41 @@ impl Owners {
             };
             let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
             self.slots.insert(id, Slot::Running(command_tx));
-            woken.push(Woken { id, command_rx });
+            woken.push(Woken {
+                id,
+                command_rx,
+                first_read: false,
+            });
         }
         woken
     }
 
-    /// Drops every parked saga not in `keep` (after a re-join: those are
-    /// another node's now); returns how many.
+    /// Drops every parked or unread saga not in `keep` (after a re-join:
+    /// those are another node's now); returns how many.
     pub(super) fn abandon_parked_except(&mut self, keep: &HashSet<SagaId>) -> usize {
         let gone: Vec<SagaId> = self
             .slots
             .iter()
-            .filter(|(id, slot)| matches!(slot, Slot::Parked(_)) && !keep.contains(id))
+            .filter(|(id, slot)| {
+                matches!(slot, Slot::Parked(_) | Slot::Unread) && !keep.contains(id)
+            })
             .map(|(id, _)| *id)
             .collect();
         gone.iter().filter(|id| self.abandon(**id)).count()
     }
 
-    /// Drops a parked saga from the owners and the timer (at shutdown: it is
-    /// left for the next start, its due time journaled). False if not parked.
+    /// Drops a parked or unread saga from the owners and the timer (at
+    /// shutdown: it is left for the next start, which reads its journal
+    /// again). False if it is running or not owned.
     pub(super) fn abandon(&mut self, id: SagaId) -> bool {
         match self.slots.get(&id) {
             Some(&Slot::Parked(due)) => {
                 self.timer.remove(due, id);
+                self.slots.remove(&id);
+                true
+            }
+            Some(Slot::Unread) => {
+                self.unread -= 1;
                 self.slots.remove(&id);
                 true
             }
@@ -327,6 +403,37 @@ mod tests {
             .collect();
         assert_eq!(due, vec![late]);
         assert_eq!((owners.len(), owners.parked()), (2, 0));
+    }
+
+    #[test]
+    fn unread_sagas_are_read_back_once_by_whoever_comes_first() {
+        let mut owners = Owners::default();
+        let [a, b, c] = ids(3).try_into().unwrap();
+        for id in [a, b, c] {
+            assert!(owners.claim_unread(id));
+        }
+        assert!(!owners.claim_unread(a), "owned: claimed once");
+        assert!(!owners.claim(a, mpsc::channel(1).0), "nor by a start");
+        assert_eq!((owners.len(), owners.unread(), owners.parked()), (3, 3, 0));
+
+        // A command reads b back first; the read-back then skips it.
+        let (command, _answer) = wait_command();
+        let Some(Err(mut woken)) = owners.route(b, command) else {
+            panic!("a command for an unread saga wakes it");
+        };
+        assert!(woken.first_read && woken.id == b);
+        assert!(woken.command_rx.try_recv().is_ok(), "the command is queued");
+        // The shutdown leaves c for the next start.
+        assert!(owners.abandon(c));
+        assert_eq!(owners.unread(), 1);
+
+        let taken: Vec<_> = owners.take_unread(10);
+        assert_eq!(taken.iter().map(|w| w.id).collect::<Vec<_>>(), vec![a]);
+        assert!(taken[0].first_read);
+        assert_eq!(owners.unread(), 0);
+        assert!(owners.take_unread(10).is_empty(), "each is read back once");
+        assert!(owners.wake(a, None).is_none(), "a runs now");
+        assert!(owners.contains(a) && owners.contains(b) && !owners.contains(c));
     }
 
     #[test]

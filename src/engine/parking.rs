@@ -111,28 +111,13 @@ impl Engine {
         }
     }
 
-    /// Reads a woken saga back from the journal and hands it to a new runner, in
-    /// a task of its own: a caller that gives up waiting must not strand it.
+    /// Reads a woken saga back from the journal and parks it again or hands
+    /// it to a new runner (`recovery::revive`), in a task of its own: a caller
+    /// that gives up waiting must not strand it.
     fn unpark(&self, woken: Woken) {
         let engine = self.clone();
         self.inner.tracker.spawn(async move {
-            let Woken { id, command_rx } = woken;
-            match recovery::load(&engine, id).await {
-                Ok(Some((state, pending))) => {
-                    engine.spawn_runner(state, pending, command_rx, None, vec![]);
-                }
-                Ok(None) => {
-                    // Only this engine writes its sagas, and it parked this one
-                    // unfinished: nothing to run, nothing to keep.
-                    tracing::warn!(saga = %id, "a parked saga was found finished or gone when woken");
-                    engine.lock_owners().release(id);
-                }
-                Err(e) => {
-                    tracing::error!(saga = %id, error = %e, "cannot read a parked saga back; it is retried once the journal recovers");
-                    engine.lock_owners().release(id);
-                    engine.stall(id);
-                }
-            }
+            recovery::revive(&engine, woken).await;
         });
     }
 
@@ -256,7 +241,7 @@ mod tests {
         let in_flight = seed(&journal, None).await;
         let engine = engine(journal.clone(), PARK_AFTER).await;
 
-        let report = recovery::recover(&engine).await.unwrap();
+        let report = recovery::recover(&engine).await.unwrap().finished().await;
         assert_eq!(
             (report.resumed, report.parked, report.interrupted),
             (3, 1, 1),
@@ -284,13 +269,57 @@ mod tests {
         engine.shutdown().await.unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recovery_claims_every_saga_at_once_and_reads_them_back_after() {
+        let journal = Arc::new(MemoryJournal::in_memory());
+        let far = Timestamp::now().plus(Duration::from_secs(3600));
+        let mut waiting = Vec::new();
+        // More than one batch of every loader.
+        for _ in 0..600 {
+            waiting.push(seed(&journal, Some(far)).await);
+        }
+        let engine = engine(journal.clone(), PARK_AFTER).await;
+        let recovering = recovery::recover(&engine).await.unwrap();
+        assert_eq!(recovering.resumed(), 600);
+        assert!(
+            waiting.iter().all(|&id| engine.is_owned(id)),
+            "once recover returns, the engine answers for every saga"
+        );
+        let report = recovering.finished().await;
+        assert_eq!(
+            (report.resumed, report.parked, report.interrupted),
+            (600, 600, 0)
+        );
+        assert_eq!(engine.parked_sagas(), 600);
+        assert_eq!(engine.lock_owners().unread(), 0);
+        engine.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_command_for_a_saga_not_read_back_yet_reads_it_first() {
+        let journal = Arc::new(MemoryJournal::in_memory());
+        let far = Timestamp::now().plus(Duration::from_secs(3600));
+        let id = seed(&journal, Some(far)).await;
+        let engine = engine(journal.clone(), PARK_AFTER).await;
+        // Claimed as recovery claims it, before any loader reached it.
+        assert!(engine.lock_owners().claim_unread(id));
+        let cancelled = engine
+            .cancel(id, "test".into(), Principal::anonymous(None))
+            .await
+            .unwrap();
+        assert_eq!(cancelled.cancel_reason.as_deref(), Some("test"));
+        assert_eq!(engine.lock_owners().unread(), 0, "it was read back");
+        assert!(engine.is_owned(id), "and runs, compensating");
+        engine.shutdown().await.unwrap();
+    }
+
     #[tokio::test]
     async fn the_timer_wakes_a_parked_saga_when_due_and_not_before() {
         let journal = Arc::new(MemoryJournal::in_memory());
         let due = Timestamp::now().plus(Duration::from_millis(700));
         let id = seed(&journal, Some(due)).await;
         let engine = engine(journal.clone(), Duration::from_millis(200)).await;
-        let report = recovery::recover(&engine).await.unwrap();
+        let report = recovery::recover(&engine).await.unwrap().finished().await;
         assert_eq!(report.parked, 1);
 
         // The second attempt starts (and fails: nothing listens) once due.

@@ -131,6 +131,7 @@ pub mod names {
     pub const JOURNAL_FLUSH_DURATION: &str = "sagad_journal_flush_duration_seconds";
     pub const RECOVERY_DURATION: &str = "sagad_recovery_duration_seconds";
     pub const RECOVERY_RESUMED: &str = "sagad_recovery_resumed_sagas";
+    pub const RECOVERY_UNREAD: &str = "sagad_recovery_unread_sagas";
     pub const TAKEOVER_SAGAS: &str = "sagad_takeover_sagas_total";
     pub const CLUSTER_LEASE_HELD: &str = "sagad_cluster_lease_held";
     pub const CLUSTER_EPOCH: &str = "sagad_cluster_epoch";
@@ -282,9 +283,13 @@ impl Metrics {
             describe_gauge!(
                 RECOVERY_DURATION,
                 Unit::Seconds,
-                "How long the last start-up recovery took."
+                "How long the last start-up recovery took, until every saga it resumed was read back from the journal."
             );
             describe_gauge!(RECOVERY_RESUMED, "Sagas the last start-up recovery resumed.");
+            describe_gauge!(
+                RECOVERY_UNREAD,
+                "Sagas the last start-up recovery resumed that are not read back from the journal yet (0 once recovery is over)."
+            );
             describe_counter!(
                 TAKEOVER_SAGAS,
                 "Sagas this node took over from nodes whose lease ran out, and resumed (cluster mode)."
@@ -477,10 +482,20 @@ impl Metrics {
     }
 
     /// Start-up recovery finished.
-    pub fn recovered(&self, resumed: usize, took: Duration) {
+    /// Start-up recovery claimed `resumed` sagas; `unread` of them are not
+    /// read back yet.
+    pub fn recovering(&self, resumed: usize, unread: usize) {
+        self.with(|| {
+            metrics::gauge!(RECOVERY_RESUMED).set(resumed as f64);
+            metrics::gauge!(RECOVERY_UNREAD).set(unread as f64);
+        });
+    }
+
+    /// Start-up recovery read back every saga it claimed, `took` after it began.
+    pub fn recovered(&self, took: Duration) {
         self.with(|| {
             metrics::gauge!(RECOVERY_DURATION).set(took.as_secs_f64());
-            metrics::gauge!(RECOVERY_RESUMED).set(resumed as f64);
+            metrics::gauge!(RECOVERY_UNREAD).set(0.0);
         });
     }
 

@@ -239,6 +239,7 @@ async fn the_active_gauge_is_right_after_a_restart() {
     assert_eq!(sample(&text, &active("compensating")), Some(1.0), "{text}");
 
     server.restart().await;
+    until_read_back(server.metrics_addr.unwrap()).await;
     let text = scrape(server.metrics_addr.unwrap()).await;
     assert_eq!(sample(&text, &active("running")), Some(1.0), "{text}");
     assert_eq!(sample(&text, &active("compensating")), Some(1.0), "{text}");

@@ -331,6 +331,7 @@ async fn a_restart_parks_waiting_sagas_again_and_they_finish() {
     assert_eq!(sample(&text, "sagad_sagas_parked"), Some(5.0), "{text}");
 
     server.restart().await;
+    until_read_back(server.metrics_addr.unwrap()).await;
     let text = scrape(server.metrics_addr.unwrap()).await;
     assert_eq!(
         sample(&text, "sagad_recovery_resumed_sagas"),

@@ -7,9 +7,9 @@
 //!               × L from random keyset positions ─▶ RSS ─▶ SIGTERM ─▶ SCALE finished=…
 //!  waiting:  start sagad serve on an empty journal ─▶ SERVING ─▶ settled RSS (baseline)
 //!            seed M W1 sagas waiting in backoff (due in 1 h) ─▶ start sagad serve
-//!            ─▶ SERVING ─▶ metrics: resumed, active ─▶ GetSaga of a sample
-//!            ─▶ settled RSS ─▶ SIGTERM ─▶ SCALE waiting=…
-//!  TARGETS   each figure against the targets of issue 5
+//!            ─▶ SERVING ─▶ metrics: resumed ─▶ read back (unread 0), active
+//!            ─▶ GetSaga of a sample ─▶ settled RSS ─▶ SIGTERM ─▶ SCALE waiting=…
+//!  TARGETS   each figure against the targets of issues 5 and 23
 //! ```
 //!
 //! Seeding writes the journal directly (`seed.rs`); everything measured goes
@@ -23,6 +23,10 @@
 //!   the coordinator printed its address (journal open, listener bound). The
 //!   first start after seeding is a restart after the journal was written in
 //!   one session; `restart_again_serving_s` is one more start right after.
+//!   SERVING comes once recovery has claimed every unfinished saga;
+//!   `read_back_s` is from the spawn until it had also read every one back
+//!   from the journal (`sagad_recovery_unread_sagas` 0, polled every 20 ms),
+//!   which it does after SERVING.
 //! - GetSaga and ListSagas latencies: one connection, one call at a time, on
 //!   the monotonic clock around the call; nearest-rank percentiles.
 //!   `health_p50_ms`/`health_p99_ms` are those of as many `grpc.health.v1`
@@ -195,6 +199,8 @@ struct Serving {
     listening: Duration,
     /// From spawn to health SERVING.
     serving: Duration,
+    /// When it was spawned.
+    spawned: Instant,
 }
 
 impl Scale<'_> {
@@ -249,6 +255,7 @@ impl Scale<'_> {
             metrics,
             listening,
             serving,
+            spawned,
         })
     }
 
@@ -423,6 +430,12 @@ impl Scale<'_> {
         let metrics = scrape(coordinator.metrics).await?;
         let resumed = metric_sum(&metrics, "sagad_recovery_resumed_sagas", None)
             .context("no sagad_recovery_resumed_sagas in /metrics")?;
+        let metrics = read_back(&coordinator).await?;
+        let read_back = coordinator.spawned.elapsed();
+        eprintln!(
+            "sagad-bench: every saga read back {:.3} s after the spawn",
+            read_back.as_secs_f64()
+        );
         let active =
             metric_sum(&metrics, "sagad_sagas_active", Some("state=\"running\"")).unwrap_or(0.0);
         let mut errors = Vec::new();
@@ -456,6 +469,7 @@ impl Scale<'_> {
             restart_serving: coordinator.serving,
             listening: coordinator.listening,
             resumed: resumed as usize,
+            read_back,
             active_running: active as usize,
             checked: WAITING_SAMPLE.min(n),
             errors: errors.len(),
@@ -586,6 +600,21 @@ async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
             return Ok(rss);
         }
         tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+/// Polls `/metrics` until the coordinator's start-up recovery has read back
+/// every saga it resumed (`sagad_recovery_unread_sagas` is 0); that scrape.
+async fn read_back(coordinator: &Serving) -> anyhow::Result<String> {
+    loop {
+        let metrics = scrape(coordinator.metrics).await?;
+        if metric_sum(&metrics, "sagad_recovery_unread_sagas", None) == Some(0.0) {
+            return Ok(metrics);
+        }
+        if coordinator.spawned.elapsed() > STARTUP_TIMEOUT {
+            bail!("the coordinator had not read back every resumed saga after {STARTUP_TIMEOUT:?}");
+        }
+        tokio::time::sleep(HEALTH_POLL * 10).await;
     }
 }
 

@@ -881,6 +881,16 @@ pub async fn scrape(addr: SocketAddr) -> String {
     String::from_utf8(body.to_vec()).unwrap()
 }
 
+/// Waits until the start-up recovery of the server whose metrics are at
+/// `metrics` has read back every saga it resumed (SERVING comes before).
+pub async fn until_read_back(metrics: SocketAddr) {
+    poll_until("recovery to read every saga back", || async move {
+        let text = scrape(metrics).await;
+        (sample(&text, "sagad_recovery_unread_sagas") == Some(0.0)).then_some(())
+    })
+    .await;
+}
+
 /// The value of one series (`name{label="v",...}` exactly as rendered) in a
 /// scrape, if it is there.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
