@@ -17,8 +17,16 @@
 //! overrides any of them.
 //!
 //! A binary uses both with one line: `sagad::use_jemalloc!();`.
+//!
+//! What the heap holds ([`heap_stats`]) is read from jemalloc's statistics,
+//! and only once the binary said jemalloc is its allocator ([`mark_global`]):
+//! in a test binary, which keeps the system allocator, jemalloc's figures
+//! would describe a heap nobody uses.
 
-use std::ffi::c_char;
+use std::{
+    ffi::c_char,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 pub use tikv_jemallocator::Jemalloc;
 
@@ -48,4 +56,48 @@ macro_rules! use_jemalloc {
         #[unsafe(export_name = "_rjem_malloc_conf")]
         static MALLOC_CONF: $crate::allocator::MallocConf = $crate::allocator::TUNING;
     };
+}
+
+/// Set by [`mark_global`].
+static JEMALLOC_IS_GLOBAL: AtomicBool = AtomicBool::new(false);
+
+/// Says that jemalloc is this binary's global allocator ([`use_jemalloc!`]),
+/// so [`heap_stats`] may read it. Called first thing by `sagad`'s `main`.
+pub fn mark_global() {
+    JEMALLOC_IS_GLOBAL.store(true, Ordering::Relaxed);
+}
+
+/// The heap, as jemalloc counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Bytes in live allocations.
+    pub allocated: u64,
+    /// Bytes of physical memory jemalloc holds (allocations, free space it
+    /// keeps, its own metadata): the heap's share of RSS.
+    pub resident: u64,
+}
+
+/// The heap now; `None` when jemalloc is not the global allocator (see the
+/// module docs) or its statistics cannot be read.
+pub fn heap_stats() -> Option<HeapStats> {
+    if !JEMALLOC_IS_GLOBAL.load(Ordering::Relaxed) {
+        return None;
+    }
+    // jemalloc's statistics are a snapshot refreshed by advancing its epoch.
+    tikv_jemalloc_ctl::epoch::advance().ok()?;
+    Some(HeapStats {
+        allocated: tikv_jemalloc_ctl::stats::allocated::read().ok()? as u64,
+        resident: tikv_jemalloc_ctl::stats::resident::read().ok()? as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_that_did_not_say_jemalloc_is_its_allocator_reads_no_heap() {
+        // The test binary keeps the system allocator and never marks it.
+        assert_eq!(heap_stats(), None);
+    }
 }

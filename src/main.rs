@@ -144,6 +144,8 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 }
 
 fn main() -> ExitCode {
+    // `use_jemalloc!` above: its statistics describe this process's heap.
+    sagad::allocator::mark_global();
     sagad::failpoint::setup();
     // Before any file is made: the data directory is its user's alone.
     sagad::private::restrict_umask();

@@ -239,6 +239,10 @@ impl Engine {
         if metrics.recording() {
             journal.observe_flushes(metrics.flush_observer());
         }
+        // The journal is open and no saga was read yet.
+        if let Some(heap) = crate::allocator::heap_stats() {
+            metrics.heap_at_start(heap.allocated);
+        }
         metrics.known_definitions(
             definitions
                 .iter()

@@ -31,6 +31,9 @@ impl Engine {
         self.inner
             .metrics
             .participant_config_errors(&self.inner.caller.config_errors());
+        if let Some(heap) = crate::allocator::heap_stats() {
+            self.inner.metrics.heap(heap);
+        }
         self.inner
             .metrics
             .render(journal.stats(), self.parked_sagas())

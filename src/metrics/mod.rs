@@ -73,7 +73,8 @@
 //!   drains them, so memory stays bounded when nobody scrapes.
 //!
 //! Invariants:
-//! - `sagad_sagas_active` is seeded by recovery with every unfinished saga, then
+//! - `sagad_sagas_active` is seeded by recovery with every unfinished saga (as
+//!   it reads each back), then
 //!   moved by each durable transition (`SagaStarted`, `CompensationStarted`,
 //!   `RetryRequested`, the terminal events), so after a restart it holds what
 //!   the journal says. An append that failed during a disk failure and still
@@ -132,6 +133,9 @@ pub mod names {
     pub const RECOVERY_DURATION: &str = "sagad_recovery_duration_seconds";
     pub const RECOVERY_RESUMED: &str = "sagad_recovery_resumed_sagas";
     pub const RECOVERY_UNREAD: &str = "sagad_recovery_unread_sagas";
+    pub const HEAP_ALLOCATED: &str = "sagad_heap_allocated_bytes";
+    pub const HEAP_RESIDENT: &str = "sagad_heap_resident_bytes";
+    pub const HEAP_AT_START: &str = "sagad_heap_allocated_at_start_bytes";
     pub const TAKEOVER_SAGAS: &str = "sagad_takeover_sagas_total";
     pub const CLUSTER_LEASE_HELD: &str = "sagad_cluster_lease_held";
     pub const CLUSTER_EPOCH: &str = "sagad_cluster_epoch";
@@ -286,6 +290,21 @@ impl Metrics {
                 "How long the last start-up recovery took, until every saga it resumed was read back from the journal."
             );
             describe_gauge!(RECOVERY_RESUMED, "Sagas the last start-up recovery resumed.");
+            describe_gauge!(
+                HEAP_ALLOCATED,
+                Unit::Bytes,
+                "Bytes in live heap allocations (jemalloc's count), at this scrape."
+            );
+            describe_gauge!(
+                HEAP_RESIDENT,
+                Unit::Bytes,
+                "Bytes of physical memory the heap holds (jemalloc's count), at this scrape."
+            );
+            describe_gauge!(
+                HEAP_AT_START,
+                Unit::Bytes,
+                "Bytes in live heap allocations once the journal was open, before recovery read a saga: what the journal's store holds for the history it opened."
+            );
             describe_gauge!(
                 RECOVERY_UNREAD,
                 "Sagas the last start-up recovery resumed that are not read back from the journal yet (0 once recovery is over)."
@@ -482,6 +501,19 @@ impl Metrics {
     }
 
     /// Start-up recovery finished.
+    /// The heap as jemalloc counts it now.
+    pub fn heap(&self, now: crate::allocator::HeapStats) {
+        self.with(|| {
+            metrics::gauge!(HEAP_ALLOCATED).set(now.allocated as f64);
+            metrics::gauge!(HEAP_RESIDENT).set(now.resident as f64);
+        });
+    }
+
+    /// The heap's live bytes once the journal was open.
+    pub fn heap_at_start(&self, allocated: u64) {
+        self.with(|| metrics::gauge!(HEAP_AT_START).set(allocated as f64));
+    }
+
     /// Start-up recovery claimed `resumed` sagas; `unread` of them are not
     /// read back yet.
     pub fn recovering(&self, resumed: usize, unread: usize) {

@@ -376,12 +376,13 @@ fn quick_postgres_run_with_two_nodes_prints_every_line_and_every_saga_ends_right
     assert_eq!(lines.last(), Some(&summary[0]), "SUMMARY comes last");
 }
 
-const SCALE_FINISHED_KEYS: [&str; 18] = [
+const SCALE_FINISHED_KEYS: [&str; 22] = [
     "finished",
     "seed_s",
     "restart_serving_s",
     "listening_s",
     "restart_again_serving_s",
+    "after_sigkill_serving_s",
     "health_p50_ms",
     "health_p99_ms",
     "get_p50_ms",
@@ -393,15 +394,19 @@ const SCALE_FINISHED_KEYS: [&str; 18] = [
     "errors",
     "rss_mb",
     "rss_peak_mb",
+    "heap_mb",
+    "heap_resident_mb",
+    "store_at_open_mb",
     "data_dir_mb",
     "data_dir_kb_per_saga",
 ];
-const SCALE_WAITING_KEYS: [&str; 15] = [
+const SCALE_WAITING_KEYS: [&str; 16] = [
     "waiting",
     "seed_s",
     "restart_serving_s",
     "listening_s",
     "resumed",
+    "read_back_s",
     "active_running",
     "checked",
     "errors",

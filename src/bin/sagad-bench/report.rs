@@ -321,8 +321,10 @@ pub struct ScaleFinishedLine {
     pub seed: Option<Duration>,
     pub restart_serving: Duration,
     pub listening: Duration,
-    /// The start after that one.
+    /// The start after that one (sled's snapshot is fresh: written by it).
     pub restart_again_serving: Duration,
+    /// A start after that one was killed with SIGKILL once SERVING.
+    pub after_sigkill_serving: Duration,
     /// Health checks: the floor of a unary call.
     pub health_p50: Duration,
     pub health_p99: Duration,
@@ -337,6 +339,12 @@ pub struct ScaleFinishedLine {
     pub errors: usize,
     pub rss: u64,
     pub rss_peak: u64,
+    /// The heap (jemalloc's counts) when RSS had settled: live bytes, and
+    /// the physical memory it holds; `None` if `/metrics` had no figures.
+    pub heap: Option<(u64, u64)>,
+    /// Live heap bytes once the journal was open, before recovery: what the
+    /// store holds for the history it opened (sled's page table, mostly).
+    pub heap_at_start: Option<u64>,
     pub data_dir_bytes: u64,
 }
 
@@ -345,14 +353,15 @@ impl fmt::Display for ScaleFinishedLine {
         write!(
             f,
             "SCALE finished={} seed_s={} restart_serving_s={:.3} listening_s={:.3} \
-             restart_again_serving_s={:.3} health_p50_ms={:.3} health_p99_ms={:.3} get_p50_ms={:.3} get_p99_ms={:.3} list100_p50_ms={:.3} list100_p99_ms={:.3} \
+             restart_again_serving_s={:.3} after_sigkill_serving_s={:.3} health_p50_ms={:.3} health_p99_ms={:.3} get_p50_ms={:.3} get_p99_ms={:.3} list100_p50_ms={:.3} list100_p99_ms={:.3} \
              list100_deep_p50_ms={:.3} list100_deep_p99_ms={:.3} errors={} rss_mb={} \
-             rss_peak_mb={} data_dir_mb={} data_dir_kb_per_saga={:.2}",
+             rss_peak_mb={} heap_mb={} heap_resident_mb={} store_at_open_mb={} data_dir_mb={} data_dir_kb_per_saga={:.2}",
             self.finished,
             Na(self.seed.map(|s| format!("{:.1}", s.as_secs_f64()))),
             self.restart_serving.as_secs_f64(),
             self.listening.as_secs_f64(),
             self.restart_again_serving.as_secs_f64(),
+            self.after_sigkill_serving.as_secs_f64(),
             ms(self.health_p50),
             ms(self.health_p99),
             ms(self.get_p50),
@@ -364,6 +373,9 @@ impl fmt::Display for ScaleFinishedLine {
             self.errors,
             mib(self.rss),
             mib(self.rss_peak),
+            Na(self.heap.map(|(allocated, _)| mib(allocated))),
+            Na(self.heap.map(|(_, resident)| mib(resident))),
+            Na(self.heap_at_start.map(mib)),
             mib(self.data_dir_bytes),
             kib_per(self.data_dir_bytes, self.finished),
         )

@@ -4,7 +4,9 @@
 //! ```text
 //!  finished: seed N COMPLETED W1 sagas ─▶ start sagad serve ─▶ SERVING
 //!            ─▶ GetSaga × G (random seeded ids, c1) ─▶ ListSagas(100) × L newest,
-//!               × L from random keyset positions ─▶ RSS ─▶ SIGTERM ─▶ SCALE finished=…
+//!               × L from random keyset positions ─▶ RSS, heap ─▶ SIGTERM
+//!            ─▶ start again ─▶ SERVING ─▶ SIGKILL ─▶ start again ─▶ SERVING
+//!            ─▶ SIGTERM ─▶ SCALE finished=…
 //!  waiting:  start sagad serve on an empty journal ─▶ SERVING ─▶ settled RSS (baseline)
 //!            seed M W1 sagas waiting in backoff (due in 1 h) ─▶ start sagad serve
 //!            ─▶ SERVING ─▶ metrics: resumed ─▶ read back (unread 0), active
@@ -22,7 +24,9 @@
 //!   after every unfinished saga was resumed. `listening_s` is the part until
 //!   the coordinator printed its address (journal open, listener bound). The
 //!   first start after seeding is a restart after the journal was written in
-//!   one session; `restart_again_serving_s` is one more start right after.
+//!   one session; `restart_again_serving_s` is one more start right after,
+//!   and `after_sigkill_serving_s` a start after that one was killed with
+//!   SIGKILL once SERVING.
 //!   SERVING comes once recovery has claimed every unfinished saga;
 //!   `read_back_s` is from the spawn until it had also read every one back
 //!   from the journal (`sagad_recovery_unread_sagas` 0, polled every 20 ms),
@@ -35,7 +39,12 @@
 //!   ListSagas page passes a random seeded id as `page_token`: the keyset
 //!   cursor the page before it would have returned.
 //! - `rss_mb`: `VmRSS` once it stopped moving ([`settled_rss`]); `rss_peak_mb`:
-//!   `VmHWM`. `kb_per_waiting_saga` is (settled RSS with the waiting sagas −
+//!   `VmHWM`. `heap_mb` and `heap_resident_mb`: the heap at that moment, as
+//!   jemalloc counts it (live bytes; physical memory it holds), from
+//!   `/metrics`; `store_at_open_mb`: the live heap once the journal was open
+//!   and before recovery read anything, which is what the store keeps in
+//!   memory for the history it opened (the rest of the heap is the
+//!   coordinator's own, and sled's cache as reads filled it). `kb_per_waiting_saga` is (settled RSS with the waiting sagas −
 //!   settled RSS of the same build on an empty journal) / waiting sagas: what
 //!   resuming them costs, sled's page cache filled by recovery included.
 //! - `data_dir_mb`: the data directory on disk after the coordinator stopped.
@@ -381,11 +390,20 @@ impl Scale<'_> {
         }
         let rss = settled_rss(pid).await?;
         let rss_peak = procfs::status_bytes(pid, "VmHWM")?;
+        let metrics = scrape(coordinator.metrics).await?;
+        let heap = metric_sum(&metrics, "sagad_heap_allocated_bytes", None)
+            .zip(metric_sum(&metrics, "sagad_heap_resident_bytes", None))
+            .map(|(allocated, resident)| (allocated as u64, resident as u64));
+        let heap_at_start =
+            metric_sum(&metrics, "sagad_heap_allocated_at_start_bytes", None).map(|b| b as u64);
         stop(&mut coordinator.child)?;
         // Again, now that the store was opened since it was written (sled
         // replays its whole log since the previous open: see BENCHMARKS.md).
         let mut again = self.start(dir, "finished-again").await?;
-        stop(&mut again.child)?;
+        // And once more after a crash of that one.
+        again.child.kill()?;
+        let mut after_kill = self.start(dir, "finished-after-sigkill").await?;
+        stop(&mut after_kill.child)?;
         report_errors("finished", &errors);
         let (health, get, newest, deep) = (
             Latencies::new(health_times),
@@ -399,6 +417,7 @@ impl Scale<'_> {
             restart_serving: coordinator.serving,
             listening: coordinator.listening,
             restart_again_serving: again.serving,
+            after_sigkill_serving: after_kill.serving,
             health_p50: health.percentile(50.0),
             health_p99: health.percentile(99.0),
             get_p50: get.percentile(50.0),
@@ -410,6 +429,8 @@ impl Scale<'_> {
             errors: errors.len(),
             rss,
             rss_peak,
+            heap,
+            heap_at_start,
             data_dir_bytes: dir_bytes(dir)?,
         })
     }
