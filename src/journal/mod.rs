@@ -171,6 +171,7 @@ use crate::saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp};
 
 #[cfg(test)]
 pub mod conformance;
+pub mod history;
 pub mod kv;
 pub mod memory;
 pub mod postgres;
