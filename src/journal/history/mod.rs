@@ -24,7 +24,8 @@
 //!   and the one hash both the key table and the Bloom filter use;
 //! - `bloom.rs`: the Bloom filter of a segment's idempotency keys;
 //! - `write.rs`: [`write_segment`], durable on `Ok`;
-//! - `segment.rs`: [`Segment`], the reads.
+//! - `segment.rs`: [`Segment`], the reads;
+//! - `tier.rs`: [`Tier`], the segments of a directory read as one.
 //!
 //! Invariants of a segment:
 //! - Written once: to `NAME.tmp`, synced, renamed, its directory synced; an
@@ -51,9 +52,11 @@ mod layout;
 mod segment;
 #[cfg(test)]
 mod tests;
+mod tier;
 mod write;
 
 pub use segment::{Segment, SegmentCheck};
+pub use tier::Tier;
 pub use write::{Written, write_segment};
 
 /// One finished saga as the history tier keeps it.
