@@ -19,13 +19,15 @@
 //! `sagad-bench scale` measures size rather than speed: it seeds a journal with
 //! a million finished sagas (and another with 100,000 waiting in backoff),
 //! restarts `sagad serve` on it, and prints `SCALE` and `TARGETS` lines.
-//! `sagad-bench seed` only seeds a data directory.
+//! `sagad-bench seed` only seeds a data directory. `sagad-bench history`
+//! measures the history tier's segments on their own.
 //!
 //! Modules, one job each:
 //! - [`run`]: the `run` verb, start to finish (processes, setup, the measurement set).
 //! - [`scale`]: the `scale` verb: restart and reads over a big journal, memory
 //!   per waiting saga.
 //! - [`seed`]: writing sagas straight into a journal, as the coordinator would have.
+//! - [`history`]: the `history` verb: segments of finished sagas, written and read.
 //! - [`child`]: child processes that announce their address and are stopped on drop.
 //! - [`participants`]: the no-op participant services (the `participants` verb).
 //! - [`limit`]: the physical limit (gRPC echo, fdatasync, PostgreSQL commits).
@@ -43,6 +45,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod child;
 mod failover;
+mod history;
 mod limit;
 mod load;
 mod participants;
@@ -82,6 +85,9 @@ enum Command {
     /// Seed one data directory with finished and waiting W1 sagas, as the
     /// coordinator would have journaled them (for `scale`, or to look at).
     Seed(SeedArgs),
+    /// Write finished W1 sagas into history segments and measure their reads
+    /// (the history tier of issue 23, on its own).
+    History(HistoryArgs),
 }
 
 /// Options of `sagad-bench run`.
@@ -211,6 +217,27 @@ pub struct SeedArgs {
     pub waiting: usize,
 }
 
+/// Options of `sagad-bench history`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct HistoryArgs {
+    /// Finished W1 sagas written.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub sagas: usize,
+    /// Sagas per segment.
+    #[arg(long, default_value_t = 250_000)]
+    pub segment_sagas: usize,
+    /// GetSaga calls, and as many key lookups of each kind, measured.
+    #[arg(long, default_value_t = 10_000)]
+    pub gets: usize,
+    /// List pages of each kind, and feed reads, measured.
+    #[arg(long, default_value_t = 1_000)]
+    pub lists: usize,
+    /// Where the segments go: must be empty or absent; kept. Default: a
+    /// temporary directory, removed.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
 /// Options of `sagad-bench participants`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ParticipantsArgs {
@@ -220,6 +247,7 @@ pub struct ParticipantsArgs {
 }
 
 fn main() -> ExitCode {
+    sagad::allocator::mark_global();
     let args = Args::parse();
     // One worker: the load client and the no-op participants are light, and
     // on the 2-core machine the bench is for, worker threads of three
@@ -240,6 +268,7 @@ fn main() -> ExitCode {
             Command::Participants(args) => participants::serve(args).await,
             Command::Scale(args) => scale::scale(args).await,
             Command::Seed(args) => seed::run(args).await,
+            Command::History(args) => history::history(args).await,
         }
     });
     match result {

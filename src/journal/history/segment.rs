@@ -26,6 +26,8 @@ use crate::{
 /// (`BLOCK_TARGET_BYTES` plus one saga), so that damage cannot make a read
 /// allocate without bound.
 const BLOCK_INFLATED_MAX: u64 = 64 * 1024 * 1024;
+/// Blocks a feed read keeps decoded at once.
+const DECODED_BLOCKS: usize = 4;
 
 /// An open segment file.
 pub struct Segment {
@@ -239,14 +241,19 @@ impl Segment {
         }
         let entries = self.footer.offsets.len / OffsetEntry::LEN as u64;
         let mut i = self.partition(entries, |i| Ok(self.offset(i)?.offset <= after))?;
-        // The events of the block read last, by offset.
-        let mut decoded: Option<(u32, BTreeMap<u64, Event>)> = None;
+        // The events of the blocks read last, by offset, most recent first:
+        // concurrent sagas' events alternate between neighbouring blocks.
+        let mut decoded: Vec<(u32, BTreeMap<u64, Event>)> = Vec::new();
         while i < entries && out.len() < limit {
             let entry = self.offset(i)?;
-            if decoded.as_ref().is_none_or(|(b, _)| *b != entry.block) {
-                decoded = Some((entry.block, self.block_events(entry.block)?));
+            match decoded.iter().position(|(b, _)| *b == entry.block) {
+                Some(at) => decoded[..=at].rotate_right(1),
+                None => {
+                    decoded.truncate(DECODED_BLOCKS - 1);
+                    decoded.insert(0, (entry.block, self.block_events(entry.block)?));
+                }
             }
-            let (_, events) = decoded.as_mut().expect("decoded just above");
+            let (_, events) = &mut decoded[0];
             let event = events.remove(&entry.offset).ok_or_else(|| {
                 self.damaged(
                     self.footer.offsets.pos + i * OffsetEntry::LEN as u64,

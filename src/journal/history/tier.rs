@@ -113,17 +113,33 @@ impl Tier {
     /// Up to `limit` events with an offset above `after`, in offset order,
     /// each offset once.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, HistoryError> {
+        // Lowest offsets first: once `limit` are found, a segment whose
+        // lowest offset is above all of them has none to add.
+        let mut segments: Vec<&Segment> = self
+            .segments
+            .values()
+            .filter(|s| s.offsets().1 > after)
+            .collect();
+        segments.sort_by_key(|s| s.offsets().0);
         let mut all: BTreeMap<u64, Event> = BTreeMap::new();
-        for segment in self.segments.values() {
-            let (_, max) = segment.offsets();
-            if max <= after {
-                continue;
+        for segment in segments {
+            // Trimmed to `limit` below, so the last is the limit-th lowest.
+            let full = all.len() >= limit;
+            if full
+                && all
+                    .last_key_value()
+                    .is_some_and(|(&l, _)| segment.offsets().0 > l)
+            {
+                break;
             }
             for event in segment.events_after(after, limit)? {
                 all.insert(event.offset.get(), event);
             }
+            while all.len() > limit {
+                all.pop_last();
+            }
         }
-        Ok(all.into_values().take(limit).collect())
+        Ok(all.into_values().collect())
     }
 
     /// [`Segment::check`] of every segment, with its path.
