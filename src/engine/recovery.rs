@@ -43,12 +43,14 @@ use crate::{
     saga::{self, Event, Offset, SagaId, SagaState, Timestamp},
 };
 
-/// Most tasks reading claimed sagas back at once. There is one per core
-/// but one, so that a core is left for the calls served meanwhile: a read
-/// back never waits (the store's reads do not yield), so a loader holds its
-/// worker thread for a whole batch.
+/// Most tasks reading claimed sagas back at once, one per core. A read back
+/// never waits (the store's reads do not yield), so a loader holds its
+/// worker thread for a whole batch and then yields: without the yield, a
+/// loader per core kept the health checks out until the read-back ended;
+/// with it, they are answered between batches (BENCHMARKS.md, issue 23).
 const LOADERS_MAX: usize = 4;
-/// Sagas a loader takes from the queue under one hold of the owners lock.
+/// Sagas a loader takes from the queue under one hold of the owners lock,
+/// and reads back before it yields its thread (about half a millisecond).
 const LOAD_BATCH: usize = 64;
 /// Sagas claimed under one hold of the owners lock.
 const CLAIM_BATCH: usize = 4096;
@@ -250,7 +252,6 @@ pub async fn recover(engine: &Engine) -> Result<Recovering> {
     let (report_tx, finished) = watch::channel(None);
     let loaders = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .saturating_sub(1)
         .clamp(1, LOADERS_MAX)
         .min(resumed.max(1));
     let tally = Arc::new(Tally {
