@@ -11,8 +11,8 @@ use std::{path::PathBuf, process::Command};
 use sagad::proto::v1 as pb;
 
 use crate::common::{
-    Answer, Client, FakeParticipant, KillOnDrop, TestServer, get, quick_retry, register_shop,
-    serve, spawn_announcing, start_order, state, step_states,
+    Client, KillOnDrop, TestServer, get, quick_retry, register_shop, serve_shop_with_carrier_down,
+    spawn_announcing, start_order, state, step_states,
 };
 
 /// `target/<profile>/examples/payments`, beside `target/<profile>/deps/` where
@@ -141,15 +141,7 @@ async fn the_rust_example_participant_serves_sagas_over_grpc_and_http() {
     let (_example, grpc, http) = start_example(dir.path());
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let shop = serve(FakeParticipant::new(|r| {
-        let down = String::from_utf8_lossy(&r.payload).contains(r#""carrier":"down""#);
-        if r.step == "ship-order" && down {
-            Answer::Reject("no carrier")
-        } else {
-            Answer::Ok
-        }
-    }))
-    .await;
+    let shop = serve_shop_with_carrier_down().await;
     register_shop(&mut client, &shop, quick_retry(3, 3)).await;
 
     register_payments(

@@ -22,8 +22,8 @@ use sagad::{
 };
 
 use crate::common::{
-    Answer, FakeParticipant, KillOnDrop, TestServer, get, quick_retry, serve, spawn_announcing,
-    start_order, state, step_states,
+    KillOnDrop, TestServer, get, quick_retry, register_shop, serve_shop_with_carrier_down,
+    spawn_announcing, start_order, state, step_states,
 };
 
 /// Starts the example on a free loopback port with its database in `dir`.
@@ -101,16 +101,8 @@ async fn the_python_participant_completes_compensates_and_keeps_its_barrier() {
     let mut client = server.client().await;
 
     // orders and shipping over gRPC; shipping is down for carrier "down".
-    let shop = serve(FakeParticipant::new(|r| {
-        let down = String::from_utf8_lossy(&r.payload).contains(r#""carrier":"down""#);
-        if r.step == "ship-order" && down {
-            Answer::Reject("no carrier")
-        } else {
-            Answer::Ok
-        }
-    }))
-    .await;
-    crate::common::register_shop(&mut client, &shop, quick_retry(3, 3)).await;
+    let shop = serve_shop_with_carrier_down().await;
+    register_shop(&mut client, &shop, quick_retry(3, 3)).await;
     // payments over HTTP/JSON, at the Python example.
     client
         .register_participant(pb::RegisterParticipantRequest {

@@ -20,7 +20,7 @@ use std::{path::Path, time::Instant};
 use anyhow::Context;
 use sagad::{
     journal::{
-        SagaSummary,
+        ListQuery, SagaSummary,
         history::{FinishedSaga, Tier},
     },
     saga::{EventKind, Offset, SagaState},
@@ -108,12 +108,19 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let (mut newest, mut deep, mut feed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.lists {
         let began = Instant::now();
-        let page = tier.list(None, 100, None, None)?;
+        let page = tier.list(&ListQuery {
+            limit: 100,
+            ..ListQuery::default()
+        })?;
         newest.push(began.elapsed());
         errors += usize::from(page.len() != 100.min(ids.len()));
         let before = ids[fastrand::usize(..ids.len())];
         let began = Instant::now();
-        let page = tier.list(Some(before), 100, None, None)?;
+        let page = tier.list(&ListQuery {
+            before: Some(before),
+            limit: 100,
+            ..ListQuery::default()
+        })?;
         deep.push(began.elapsed());
         errors += usize::from(page.iter().any(|s: &SagaSummary| s.id >= before));
         let after = fastrand::u64(..offset.max(1));

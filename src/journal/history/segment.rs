@@ -18,8 +18,8 @@ use super::{
     },
 };
 use crate::{
-    journal::{SagaSummary, kv::codec},
-    saga::{Event, SagaId, SagaState, SagaStatus},
+    journal::{ListQuery, SagaSummary, kv::codec},
+    saga::{Event, SagaId, SagaState},
 };
 
 /// Most bytes a block may inflate to: well above what the writer makes
@@ -190,15 +190,15 @@ impl Segment {
         Ok(None)
     }
 
-    /// Up to `limit` summaries of sagas older than `before` (all when
-    /// `None`), newest first, of `status` and `definition` when given.
-    pub fn list(
-        &self,
-        before: Option<SagaId>,
-        limit: usize,
-        status: Option<SagaStatus>,
-        definition: Option<&str>,
-    ) -> Result<Vec<SagaSummary>, HistoryError> {
+    /// The page `query` asks for, of the sagas in this segment.
+    pub fn list(&self, query: &ListQuery) -> Result<Vec<SagaSummary>, HistoryError> {
+        let ListQuery {
+            status,
+            before,
+            limit,
+            ..
+        } = *query;
+        let definition = query.definition.as_deref();
         let mut out = Vec::new();
         let excluded = status.is_some_and(|s| !self.footer.statuses.contains(&s))
             || definition.is_some_and(|d| !self.footer.definitions.iter().any(|x| x == d));

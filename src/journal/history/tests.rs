@@ -2,6 +2,7 @@ use std::{collections::HashSet, path::Path};
 
 use super::*;
 use crate::{
+    journal::ListQuery,
     saga::{EventKind, Offset, SagaState, SagaStatus},
     testing,
 };
@@ -61,6 +62,15 @@ fn written(dir: &Path, sagas: &[FinishedSaga]) -> Segment {
     Segment::open(&path).unwrap()
 }
 
+/// A page of `limit` sagas older than `before`, unfiltered.
+fn page(before: Option<SagaId>, limit: usize) -> ListQuery {
+    ListQuery {
+        before,
+        limit,
+        ..ListQuery::default()
+    }
+}
+
 fn newest_first(sagas: &[FinishedSaga]) -> Vec<SagaId> {
     let mut ids: Vec<SagaId> = sagas.iter().map(FinishedSaga::id).collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
@@ -110,7 +120,7 @@ fn listing_pages_newest_first_and_filters() {
     let mut paged = Vec::new();
     let mut before = None;
     loop {
-        let page = segment.list(before, 70, None, None).unwrap();
+        let page = segment.list(&page(before, 70)).unwrap();
         if page.is_empty() {
             break;
         }
@@ -120,7 +130,10 @@ fn listing_pages_newest_first_and_filters() {
     assert_eq!(paged, all, "every saga once, newest first, across blocks");
 
     let refunds = segment
-        .list(None, usize::MAX, None, Some("refunds"))
+        .list(&ListQuery {
+            definition: Some("refunds".into()),
+            ..page(None, usize::MAX)
+        })
         .unwrap();
     let expected: Vec<SagaId> = newest_first(
         &sagas
@@ -131,7 +144,10 @@ fn listing_pages_newest_first_and_filters() {
     );
     assert_eq!(refunds.iter().map(|s| s.id).collect::<Vec<_>>(), expected);
     let compensated = segment
-        .list(None, usize::MAX, Some(SagaStatus::Compensated), None)
+        .list(&ListQuery {
+            status: Some(SagaStatus::Compensated),
+            ..page(None, usize::MAX)
+        })
         .unwrap();
     assert_eq!(
         compensated.len(),
@@ -148,13 +164,19 @@ fn listing_pages_newest_first_and_filters() {
     // The footer alone answers a filter nothing in the segment matches.
     assert!(
         segment
-            .list(None, 10, Some(SagaStatus::Failed), None)
+            .list(&ListQuery {
+                status: Some(SagaStatus::Failed),
+                ..page(None, 10)
+            })
             .unwrap()
             .is_empty()
     );
     assert!(
         segment
-            .list(None, 10, None, Some("nope"))
+            .list(&ListQuery {
+                definition: Some("nope".into()),
+                ..page(None, 10)
+            })
             .unwrap()
             .is_empty()
     );
@@ -263,7 +285,7 @@ fn an_empty_segment_is_valid_and_holds_nothing() {
         }
     );
     assert_eq!(segment.get(SagaId::generate()).unwrap(), None);
-    assert!(segment.list(None, 10, None, None).unwrap().is_empty());
+    assert!(segment.list(&page(None, 10)).unwrap().is_empty());
     assert!(segment.events_after(0, 10).unwrap().is_empty());
 }
 
@@ -291,7 +313,7 @@ fn a_tier_reads_its_segments_as_one_and_a_saga_written_twice_once() {
     let mut paged = Vec::new();
     let mut before = None;
     loop {
-        let page = tier.list(before, 90, None, None).unwrap();
+        let page = tier.list(&page(before, 90)).unwrap();
         let Some(last) = page.last() else { break };
         before = Some(last.id);
         paged.extend(page.into_iter().map(|s| s.id));

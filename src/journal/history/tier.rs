@@ -15,8 +15,8 @@ use std::{
 
 use super::{FinishedSaga, HistoryError, Segment, SegmentCheck, Written, write_segment};
 use crate::{
-    journal::SagaSummary,
-    saga::{Event, SagaId, SagaStatus},
+    journal::{ListQuery, SagaSummary},
+    saga::{Event, SagaId},
 };
 
 /// The file name suffix of a segment.
@@ -90,24 +90,17 @@ impl Tier {
         Ok(None)
     }
 
-    /// Up to `limit` summaries older than `before`, newest first, each saga
-    /// once, of `status` and `definition` when given.
-    pub fn list(
-        &self,
-        before: Option<SagaId>,
-        limit: usize,
-        status: Option<SagaStatus>,
-        definition: Option<&str>,
-    ) -> Result<Vec<SagaSummary>, HistoryError> {
+    /// The page `query` asks for, each saga once.
+    pub fn list(&self, query: &ListQuery) -> Result<Vec<SagaSummary>, HistoryError> {
         // Each segment's first `limit` are enough: a page is the newest
         // `limit` of their union.
         let mut all: BTreeMap<SagaId, SagaSummary> = BTreeMap::new();
         for segment in self.segments.values() {
-            for summary in segment.list(before, limit, status, definition)? {
+            for summary in segment.list(query)? {
                 all.insert(summary.id, summary);
             }
         }
-        Ok(all.into_values().rev().take(limit).collect())
+        Ok(all.into_values().rev().take(query.limit).collect())
     }
 
     /// Up to `limit` events with an offset above `after`, in offset order,

@@ -740,6 +740,21 @@ pub async fn register_shop(client: &mut Client, served: &Served, retry: pb::Retr
     }
 }
 
+/// The orders and shipping of an example participant's tests: every call
+/// succeeds but shipping an order whose payload says `"carrier":"down"`,
+/// which is rejected (so the saga compensates).
+pub async fn serve_shop_with_carrier_down() -> Served {
+    serve(FakeParticipant::new(|r| {
+        let down = String::from_utf8_lossy(&r.payload).contains(r#""carrier":"down""#);
+        if r.step == "ship-order" && down {
+            Answer::Reject("no carrier")
+        } else {
+            Answer::Ok
+        }
+    }))
+    .await
+}
+
 /// A short name for a journaled event's kind, to assert a history's shape.
 pub fn event_kind(event: &pb::SagaEvent) -> &'static str {
     use pb::saga_event::Event as E;
