@@ -30,6 +30,10 @@
 //!                                batch, nodes with epochs and leases
 //! ```
 //!
+//! And one more, not wired into a journal yet (issue 23): `history/`, the
+//! immutable segment files finished sagas are to move into, out of sled,
+//! read with the journal's own record codec (`kv/codec`).
+//!
 //! | journal | assembled as | for |
 //! |---|---|---|
 //! | [`SledJournal`] | `KvJournal<WalStore<SledStore>>` | `sagad serve`: the embedded default |
