@@ -521,3 +521,47 @@ fn quick_run_over_http_participants_ends_every_saga_right() {
         assert!(value(&f, "sagas").parse::<u64>().unwrap() > 0, "{line}");
     }
 }
+
+const HISTORY_KEYS: [&str; 17] = [
+    "sagas",
+    "segments",
+    "write_s",
+    "bytes_per_saga",
+    "open_ms",
+    "open_heap_mb",
+    "get_p50_ms",
+    "get_p99_ms",
+    "key_p50_ms",
+    "key_p99_ms",
+    "key_miss_p99_ms",
+    "list100_p50_ms",
+    "list100_p99_ms",
+    "list100_deep_p99_ms",
+    "feed1000_p50_ms",
+    "feed1000_p99_ms",
+    "errors",
+];
+
+#[test]
+fn a_small_history_run_reads_back_every_answer_right() {
+    let _heavy = common::heavy_blocking();
+    let stdout = run_bench(&[
+        "history",
+        "--sagas",
+        "2000",
+        "--segment-sagas",
+        "700",
+        "--gets",
+        "50",
+        "--lists",
+        "10",
+    ]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one HISTORY line in:\n{stdout}");
+    let f = well_formed(lines[0], "HISTORY ", &HISTORY_KEYS, &[]);
+    assert_eq!(value(&f, "sagas"), "2000");
+    assert_eq!(value(&f, "segments"), "3", "2,000 sagas in segments of 700");
+    // Every answer checked: the saga asked for, held keys found, others not,
+    // pages older than their cursor, feeds from the next offset.
+    assert_eq!(value(&f, "errors"), "0", "{}", lines[0]);
+}
