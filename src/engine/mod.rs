@@ -27,7 +27,7 @@
 //!   listener or a host `--participant-allow` refuses (`participant::guard`).
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, OnceLock, RwLock},
     time::Duration,
 };
@@ -215,7 +215,25 @@ struct Inner {
     owners: Mutex<owners::Owners>,
     /// Sagas whose runner stopped because the journal could not write; they are
     /// resumed from the journal once it can (see `heal`).
-    stalled: Mutex<HashSet<SagaId>>,
+    stalled: Mutex<Stalled>,
+}
+
+/// Sagas stopped by a journal failure, resumed by `heal` once it works
+/// again; each with whether it is still to be counted in the active gauge
+/// when it resumes (it never was: its first read since start-up or takeover
+/// is what failed).
+#[derive(Default)]
+struct Stalled(HashMap<SagaId, bool>);
+
+impl Stalled {
+    /// Adds a saga; one still to be counted stays so.
+    fn again(&mut self, id: SagaId, uncounted: bool) {
+        *self.0.entry(id).or_insert(uncounted) |= uncounted;
+    }
+
+    fn drain(&mut self) -> Vec<(SagaId, bool)> {
+        self.0.drain().collect()
+    }
 }
 
 impl Engine {
@@ -266,7 +284,7 @@ impl Engine {
                 participants: RwLock::new(participants),
                 registering: tokio::sync::Mutex::new(()),
                 owners: Mutex::new(owners::Owners::default()),
-                stalled: Mutex::new(HashSet::new()),
+                stalled: Mutex::new(Stalled::default()),
             }),
         };
         engine.inner.tracker.spawn(engine.clone().heal());
@@ -303,9 +321,9 @@ impl Engine {
             if self.inner.journal.write_failure().is_some() {
                 continue;
             }
-            let stalled: Vec<SagaId> = self.lock_stalled().drain().collect();
-            for id in stalled {
-                match recovery::resume(&self, id, false).await {
+            let stalled = self.lock_stalled().drain();
+            for (id, uncounted) in stalled {
+                match recovery::resume(&self, id, uncounted).await {
                     Ok(_) => tracing::info!(saga = %id, "saga resumed after the journal recovered"),
                     // The journal writes again, so whatever was written is
                     // durable: a saga it does not hold never started (its
@@ -321,20 +339,26 @@ impl Engine {
                         } else {
                             tracing::error!(saga = %id, error = %e, "cannot resume saga yet");
                         }
-                        self.lock_stalled().insert(id);
+                        self.lock_stalled().again(id, uncounted);
                     }
                 }
             }
         }
     }
 
-    fn lock_stalled(&self) -> std::sync::MutexGuard<'_, HashSet<SagaId>> {
+    fn lock_stalled(&self) -> std::sync::MutexGuard<'_, Stalled> {
         self.inner.stalled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Notes that a saga's runner stopped on a journal write failure.
     fn stall(&self, id: SagaId) {
-        self.lock_stalled().insert(id);
+        self.lock_stalled().again(id, false);
+    }
+
+    /// Notes that a saga could not be read back at start-up or takeover:
+    /// it is resumed like a stalled one, and counted in the active gauge then.
+    fn stall_uncounted(&self, id: SagaId) {
+        self.lock_stalled().again(id, true);
     }
 
     /// Refuses new work while the journal cannot write.
@@ -854,5 +878,26 @@ fn warn_disallowed<'a>(allow: &AllowList, participants: impl Iterator<Item = &'a
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_saga_still_to_be_counted_stays_so() {
+        let mut stalled = Stalled::default();
+        let (first_read_failed, write_failed) = (SagaId::generate(), SagaId::generate());
+        stalled.again(first_read_failed, true);
+        // A write failure of it later does not make heal forget to count it.
+        stalled.again(first_read_failed, false);
+        stalled.again(write_failed, false);
+        let mut drained = stalled.drain();
+        drained.sort();
+        let mut expected = vec![(first_read_failed, true), (write_failed, false)];
+        expected.sort();
+        assert_eq!(drained, expected);
+        assert!(stalled.drain().is_empty());
     }
 }

@@ -57,7 +57,7 @@ async fn adopt(engine: &Engine, from: &str, sagas: Vec<SagaId>) {
             Ok(None) => not_running.push(id),
             Err(e) => {
                 tracing::warn!(saga = %id, error = %e, "cannot resume a saga taken over yet; trying again");
-                engine.stall(id);
+                engine.stall_uncounted(id);
             }
         }
     }

@@ -189,7 +189,11 @@ pub(super) async fn revive(engine: &Engine, woken: Woken) -> Option<Resumed> {
         Err(e) => {
             tracing::error!(saga = %id, error = %e, "cannot read a saga back; it is retried once the journal recovers");
             engine.lock_owners().release(id);
-            engine.stall(id);
+            if first_read {
+                engine.stall_uncounted(id);
+            } else {
+                engine.stall(id);
+            }
             None
         }
     }
