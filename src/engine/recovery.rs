@@ -3,7 +3,7 @@
 //! ```text
 //!  recover:   journal.unfinished() ──▶ claim each as Unread ──▶ SERVING
 //!                                      (owners + read-back queue; no read)
-//!  read back: LOADERS tasks take ids from the queue ──▶ fold the history ──▶
+//!  read back: a loader per core takes ids from the queue ──▶ fold the history ──▶
 //!             record interrupted calls ──▶ park (a long wait) or a runner
 //!  a command for an Unread saga reads it back at once, like a parked one
 //! ```
