@@ -31,9 +31,15 @@ const DECODED_BLOCKS: usize = 4;
 
 /// An open segment file.
 pub struct Segment {
+    file: SegmentFile,
+    footer: Footer,
+}
+
+/// The file under a segment, and its name for errors: all an open has
+/// before it has read the footer.
+struct SegmentFile {
     path: PathBuf,
     file: File,
-    footer: Footer,
 }
 
 /// What [`Segment::check`] verified.
@@ -51,12 +57,10 @@ impl Segment {
             .metadata()
             .map_err(|e| HistoryError::io("reading the size of", path, e))?
             .len();
-        let segment = |footer| Segment {
+        let partial = SegmentFile {
             path: path.to_path_buf(),
             file,
-            footer,
         };
-        let mut partial = segment(Footer::empty());
         if len < MAGIC.len() as u64 + TRAILER_LEN {
             return Err(partial.damaged(0, format!("{len} bytes is too short for a segment")));
         }
@@ -124,12 +128,14 @@ impl Segment {
                 ));
             }
         }
-        partial.footer = footer;
-        Ok(partial)
+        Ok(Segment {
+            file: partial,
+            footer,
+        })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.path
     }
 
     /// Sagas in it.
@@ -270,18 +276,9 @@ impl Segment {
     /// events folded to the final state its summary says, and every table
     /// against the sagas.
     pub fn check(&self) -> Result<SegmentCheck, HistoryError> {
-        for (name, section) in [
-            ("block index", self.footer.blocks),
-            ("key table", self.footer.keys),
-            ("offset table", self.footer.offsets),
-        ] {
-            let bytes = self.read_at(section.pos, section.len as usize)?;
-            if crc32fast::hash(&bytes) != section.crc {
-                return Err(
-                    self.damaged(section.pos, format!("the {name}'s checksum does not match"))
-                );
-            }
-        }
+        self.checked_table("block index", self.footer.blocks)?;
+        let key_table = self.checked_table("key table", self.footer.keys)?;
+        let offset_table = self.checked_table("offset table", self.footer.offsets)?;
         let mut sagas = 0;
         let mut offsets = Vec::new();
         let mut keys = Vec::new();
@@ -329,12 +326,6 @@ impl Segment {
         }
         offsets.sort_unstable();
         keys.sort_unstable();
-        let table = |section: Section, len: usize| -> Result<Vec<u8>, HistoryError> {
-            let bytes = self.read_at(section.pos, section.len as usize)?;
-            debug_assert_eq!(bytes.len() % len, 0);
-            Ok(bytes)
-        };
-        let offset_table = table(self.footer.offsets, OffsetEntry::LEN)?;
         let written: Vec<u8> = offsets.iter().flat_map(|o| o.encode()).collect();
         if offset_table != written {
             return Err(self.damaged(
@@ -342,7 +333,6 @@ impl Segment {
                 "the offset table does not match the events",
             ));
         }
-        let key_table = table(self.footer.keys, KeyEntry::LEN)?;
         let written: Vec<u8> = keys.iter().flat_map(|k| k.encode()).collect();
         if key_table != written {
             return Err(self.damaged(
@@ -365,6 +355,15 @@ impl Segment {
             sagas,
             events: offsets.len() as u64,
         })
+    }
+
+    /// A table's bytes, once its checksum matched.
+    fn checked_table(&self, name: &str, section: Section) -> Result<Vec<u8>, HistoryError> {
+        let bytes = self.read_at(section.pos, section.len as usize)?;
+        if crc32fast::hash(&bytes) != section.crc {
+            return Err(self.damaged(section.pos, format!("the {name}'s checksum does not match")));
+        }
+        Ok(bytes)
     }
 
     fn ids(&self) -> (SagaId, SagaId) {
@@ -492,6 +491,16 @@ impl Segment {
     }
 
     fn read_at(&self, at: u64, len: usize) -> Result<Vec<u8>, HistoryError> {
+        self.file.read_at(at, len)
+    }
+
+    fn damaged(&self, at: u64, why: impl Into<String>) -> HistoryError {
+        self.file.damaged(at, why)
+    }
+}
+
+impl SegmentFile {
+    fn read_at(&self, at: u64, len: usize) -> Result<Vec<u8>, HistoryError> {
         let mut bytes = vec![0; len];
         self.file
             .read_exact_at(&mut bytes, at)
@@ -504,27 +513,6 @@ impl Segment {
             path: self.path.clone(),
             at,
             why: why.into(),
-        }
-    }
-}
-
-impl Footer {
-    /// A footer of nothing, for a segment whose own is not read yet.
-    fn empty() -> Self {
-        Footer {
-            version: FOOTER_VERSION,
-            sagas: 0,
-            events: 0,
-            first_id: [0; 16],
-            last_id: [0; 16],
-            min_offset: 0,
-            max_offset: 0,
-            blocks: Section::default(),
-            keys: Section::default(),
-            offsets: Section::default(),
-            definitions: vec![],
-            statuses: vec![],
-            bloom: Default::default(),
         }
     }
 }

@@ -48,61 +48,7 @@ pub fn write_segment(path: &Path, mut sagas: Vec<FinishedSaga>) -> Result<Writte
         file: BufWriter::new(file),
         pos: 0,
     };
-    let footer = (|| -> std::io::Result<Footer> {
-        out.put(MAGIC)?;
-        let (blocks, offsets) = write_blocks(&mut out, &sagas)?;
-        let blocks = out.section(blocks.iter().map(BlockEntry::encode))?;
-        let mut keys: Vec<KeyEntry> = sagas
-            .iter()
-            .filter_map(|s| {
-                s.idempotency_key.as_deref().map(|k| KeyEntry {
-                    hash: key_hash(k),
-                    saga: s.id(),
-                })
-            })
-            .collect();
-        keys.sort_unstable();
-        let bloom = Bloom::of(keys.iter().map(|k| k.hash));
-        let key_section = out.section(keys.iter().map(KeyEntry::encode))?;
-        let offset_section = out.section(offsets.iter().map(OffsetEntry::encode))?;
-        let ids = (sagas.first(), sagas.last());
-        Ok(Footer {
-            version: FOOTER_VERSION,
-            sagas: sagas.len() as u64,
-            events: offsets.len() as u64,
-            first_id: ids.0.map_or([0; 16], |s| *s.id().as_bytes()),
-            last_id: ids.1.map_or([0; 16], |s| *s.id().as_bytes()),
-            min_offset: offsets.first().map_or(0, |o| o.offset),
-            max_offset: offsets.last().map_or(0, |o| o.offset),
-            blocks,
-            keys: key_section,
-            offsets: offset_section,
-            definitions: sagas
-                .iter()
-                .map(|s| s.summary.definition.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-            statuses: {
-                let mut statuses: Vec<_> = sagas.iter().map(|s| s.summary.status).collect();
-                statuses.sort_by_key(|s| *s as u8);
-                statuses.dedup();
-                statuses
-            },
-            bloom,
-        })
-    })()
-    .and_then(|footer| {
-        let bytes = postcard::to_stdvec(&footer).expect("a footer serialises");
-        out.put(&bytes)?;
-        out.put(&(bytes.len() as u32).to_le_bytes())?;
-        out.put(&crc32fast::hash(&bytes).to_le_bytes())?;
-        out.put(MAGIC)?;
-        out.file.flush()?;
-        out.file.get_ref().sync_data()?;
-        Ok(footer)
-    })
-    .map_err(|e| HistoryError::io("writing", &tmp, e))?;
+    let footer = write_file(&mut out, &sagas).map_err(|e| HistoryError::io("writing", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| HistoryError::io("renaming into place", path, e))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     File::open(dir)
@@ -113,6 +59,60 @@ pub fn write_segment(path: &Path, mut sagas: Vec<FinishedSaga>) -> Result<Writte
         events: footer.events,
         bytes: out.pos,
     })
+}
+
+/// Writes the whole file, `sagas` sorted by id, and syncs it; its footer.
+fn write_file(out: &mut Out, sagas: &[FinishedSaga]) -> std::io::Result<Footer> {
+    out.put(MAGIC)?;
+    let (blocks, offsets) = write_blocks(out, sagas)?;
+    let blocks = out.section(blocks.iter().map(BlockEntry::encode))?;
+    let mut keys: Vec<KeyEntry> = sagas
+        .iter()
+        .filter_map(|s| {
+            s.idempotency_key.as_deref().map(|k| KeyEntry {
+                hash: key_hash(k),
+                saga: s.id(),
+            })
+        })
+        .collect();
+    keys.sort_unstable();
+    let bloom = Bloom::of(keys.iter().map(|k| k.hash));
+    let key_section = out.section(keys.iter().map(KeyEntry::encode))?;
+    let offset_section = out.section(offsets.iter().map(OffsetEntry::encode))?;
+    let ids = (sagas.first(), sagas.last());
+    let footer = Footer {
+        version: FOOTER_VERSION,
+        sagas: sagas.len() as u64,
+        events: offsets.len() as u64,
+        first_id: ids.0.map_or([0; 16], |s| *s.id().as_bytes()),
+        last_id: ids.1.map_or([0; 16], |s| *s.id().as_bytes()),
+        min_offset: offsets.first().map_or(0, |o| o.offset),
+        max_offset: offsets.last().map_or(0, |o| o.offset),
+        blocks,
+        keys: key_section,
+        offsets: offset_section,
+        definitions: sagas
+            .iter()
+            .map(|s| s.summary.definition.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        statuses: {
+            let mut statuses: Vec<_> = sagas.iter().map(|s| s.summary.status).collect();
+            statuses.sort_by_key(|s| *s as u8);
+            statuses.dedup();
+            statuses
+        },
+        bloom,
+    };
+    let bytes = postcard::to_stdvec(&footer).expect("a footer serialises");
+    out.put(&bytes)?;
+    out.put(&(bytes.len() as u32).to_le_bytes())?;
+    out.put(&crc32fast::hash(&bytes).to_le_bytes())?;
+    out.put(MAGIC)?;
+    out.file.flush()?;
+    out.file.get_ref().sync_data()?;
+    Ok(footer)
 }
 
 /// A segment holds final sagas only, whole.
