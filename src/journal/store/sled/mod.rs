@@ -3,7 +3,9 @@
 //! Guarantees beyond the [`KvStore`] contract:
 //! - **One owner.** `open` takes an exclusive lock on `DATA_DIR/LOCK` first; a
 //!   second process gets [`StoreError::Locked`] naming the directory and the pid
-//!   holding it, before sled is touched.
+//!   holding it, before sled is touched. A lock held under this process's own
+//!   pid is waited for a moment first: a child forked while a store was open
+//!   holds the lock until its exec, after the store closed (`take_lock`).
 //! - **Reopened after a failure.** sled 0.34 answers every operation, reads
 //!   included, with the first I/O error it met (a full disk, say) for as long
 //!   as it is open. So a failed operation marks the store failed, and
@@ -42,7 +44,7 @@
 use std::{
     collections::HashSet,
     fs::{self, File, TryLockError},
-    io::{Read, Seek, Write},
+    io::{Seek, Write},
     path::{Path, PathBuf},
     sync::{Mutex, RwLock, RwLockReadGuard},
     time::{Duration, Instant},
@@ -64,6 +66,10 @@ const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 /// How long an open waits for sled's file lock once `DATA_DIR/LOCK` is ours.
 const SLED_LOCK_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a `DATA_DIR/LOCK` held under this process's own pid is waited
+/// for (see `take_lock`): a fork's copy of the descriptor lives until the
+/// child's exec, milliseconds even on a loaded machine.
+const OWN_LOCK_PATIENCE: Duration = Duration::from_secs(3);
 
 /// sled plus the file handles needed to make its writes durable.
 pub struct SledStore {
@@ -339,7 +345,8 @@ fn open_sled(path: &Path) -> std::result::Result<sled::Db, SledFailure> {
     // held by this process's previous store of the same directory, whose
     // last handles sled's IO threads drop a moment after the store itself
     // (seen when a directory is closed and opened again at once, and when
-    // sled is reopened after a failure).
+    // sled is reopened after a failure), or by a child forked meanwhile, as
+    // with `LOCK` (`take_lock`).
     let released_by = Instant::now() + SLED_LOCK_PATIENCE;
     loop {
         // A panic in sled's recovery is damage it read (see `with_db`).
@@ -361,16 +368,53 @@ fn open_sled(path: &Path) -> std::result::Result<sled::Db, SledFailure> {
 /// The refusal of a directory whose `LOCK` someone holds, naming the pid the
 /// file records: the server's, or the last server's while an offline tool
 /// reads the directory (it records nothing).
-fn locked(dir: &Path, lock: &mut File) -> StoreError {
-    let mut holder = String::new();
-    let _ = lock.read_to_string(&mut holder);
-    let holder = match holder.trim() {
-        "" => "pid unknown".to_string(),
-        pid => format!("pid {pid}, or a journal check or export reading it"),
+fn locked(dir: &Path, recorded: Option<u32>) -> StoreError {
+    let holder = match recorded {
+        None => "pid unknown".to_string(),
+        Some(pid) => format!("pid {pid}, or a journal check or export reading it"),
     };
     StoreError::Locked {
         dir: dir.to_path_buf(),
         holder,
+    }
+}
+
+/// The pid `LOCK` records, read from its start whatever the file's position.
+fn recorded_pid(lock: &File) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 32];
+    let read = lock.read_at(&mut buf, 0).ok()?;
+    std::str::from_utf8(&buf[..read]).ok()?.trim().parse().ok()
+}
+
+/// Takes `LOCK` with `take` (an exclusive or a shared lock, tried without
+/// blocking). A lock held under another pid is refused at once. One held
+/// under this process's own pid is waited for up to [`OWN_LOCK_PATIENCE`]:
+/// it may be a store this process closed a moment ago whose descriptor a
+/// child forked meanwhile still holds (a lock taken with `flock` belongs to
+/// the open file, which a fork shares until the child's exec closes it), and
+/// is refused only if it stays held, by a store this process still has open.
+fn take_lock(
+    dir: &Path,
+    path: &Path,
+    file: &File,
+    take: impl Fn(&File) -> std::result::Result<(), TryLockError>,
+) -> Result<()> {
+    let patient_until = Instant::now() + OWN_LOCK_PATIENCE;
+    loop {
+        match take(file) {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) => {
+                let recorded = recorded_pid(file);
+                if recorded != Some(std::process::id()) || Instant::now() >= patient_until {
+                    return Err(locked(dir, recorded));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(open_error(dir, format!("locking {}: {e}", path.display())));
+            }
+        }
     }
 }
 
@@ -384,13 +428,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| open_error(dir, format!("{}: {e}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => return Err(locked(dir, &mut file)),
-        Err(TryLockError::Error(e)) => {
-            return Err(open_error(dir, format!("locking {}: {e}", path.display())));
-        }
-    }
+    take_lock(dir, &path, &file, File::try_lock)?;
     let record_pid = |f: &mut File| -> std::io::Result<()> {
         f.set_len(0)?;
         f.rewind()?;
@@ -438,20 +476,15 @@ impl SledStore {
     /// naming the directory and the pid the server wrote into the file.
     pub fn read_lock(dir: &Path) -> Result<ReadLock> {
         let path = dir.join("LOCK");
-        let mut file = match File::open(&path) {
+        let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(ReadLock { _file: None });
             }
             Err(e) => return Err(open_error(dir, format!("{}: {e}", path.display()))),
         };
-        match file.try_lock_shared() {
-            Ok(()) => Ok(ReadLock { _file: Some(file) }),
-            Err(TryLockError::WouldBlock) => Err(locked(dir, &mut file)),
-            Err(TryLockError::Error(e)) => {
-                Err(open_error(dir, format!("locking {}: {e}", path.display())))
-            }
-        }
+        take_lock(dir, &path, &file, File::try_lock_shared)?;
+        Ok(ReadLock { _file: Some(file) })
     }
 
     /// Copies sled's files from `dir/journal` to `scratch/journal` and opens
@@ -733,6 +766,44 @@ mod tests {
         );
         drop(copy);
         assert_eq!(files(dir.path()), before);
+    }
+
+    /// A child process forked (not yet exec'ed) while a store is open holds
+    /// a copy of the `LOCK` descriptor, and with it the lock, until its exec
+    /// closes it: a store closed and opened again at once in this process
+    /// (a restart in-process, with tests spawning processes beside it) must
+    /// wait for that, not refuse the directory as another owner's.
+    #[test]
+    fn a_reopen_waits_for_a_forked_child_that_still_holds_the_lock() {
+        use std::io::Read as _;
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let (mut forked, told) = std::io::pipe().unwrap();
+        let told = told.as_raw_fd();
+        let mut child = std::process::Command::new("true");
+        // SAFETY: write and nanosleep are async-signal-safe, as code
+        // between fork and exec must be.
+        unsafe {
+            child.pre_exec(move || {
+                libc::write(told, b"f".as_ptr().cast(), 1);
+                let hold = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 500_000_000,
+                };
+                libc::nanosleep(&hold, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let spawning = std::thread::spawn(move || child.status().unwrap());
+        let mut byte = [0u8];
+        forked.read_exact(&mut byte).unwrap();
+        // The child holds its copy of LOCK until its exec.
+        drop(store);
+        let reopened = SledStore::open(dir.path());
+        assert!(reopened.is_ok(), "{:?}", reopened.err());
+        assert!(spawning.join().unwrap().success());
     }
 
     #[test]
