@@ -8,7 +8,7 @@
 
 use crate::{
     auth::{AuthError, CredentialsError},
-    journal::{JournalError, PgError, StoreError},
+    journal::{JournalError, PgError, StoreError, history::HistoryError},
     saga::{DefinitionError, FoldError},
 };
 
@@ -122,6 +122,8 @@ impl JournalFault {
             JournalError::Open(_) | JournalError::Start(_) => JournalFault::CannotOpen,
             JournalError::Read(_) => JournalFault::ReadFailed,
             JournalError::Postgres(e) => Self::of_postgres(e),
+            JournalError::History(HistoryError::Damaged { .. }) => JournalFault::Damaged,
+            JournalError::History(_) => JournalFault::ReadFailed,
         }
     }
 

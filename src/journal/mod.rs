@@ -240,6 +240,9 @@ pub enum JournalError {
     Start(#[source] std::io::Error),
     #[error("the journal is closed")]
     Closed,
+    /// A read or a write of the history tier failed (`history/`).
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
 }
 
 /// A store error met on the way: one that says the store cannot be opened is
@@ -410,6 +413,20 @@ pub trait Journal: Send + Sync + 'static {
         after: Option<SagaId>,
         limit: usize,
     ) -> Result<Vec<SagaId>, JournalError>;
+
+    /// Moves up to `limit` final sagas whose terminal event is older than
+    /// `cutoff` (oldest first) out of the journal's store into one new
+    /// segment of its history tier (`history/`), durably: every read finds
+    /// them there as before (offsets, idempotency keys and listing
+    /// included), and the store no longer holds them. A journal without a
+    /// tier moves nothing.
+    async fn move_to_history(
+        &self,
+        _cutoff: Timestamp,
+        _limit: usize,
+    ) -> Result<history::Moved, JournalError> {
+        Ok(history::Moved::default())
+    }
 
     /// Removes the final sagas among `ids` entirely (events, offsets, listing,
     /// idempotency key), durably, in one batch; returns the ids removed. A saga

@@ -20,14 +20,27 @@ pub(in crate::journal) enum WriteRequest {
         participant: Box<Participant>,
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
-    /// Retention: remove these sagas, the final ones only.
+    /// Remove these sagas, the final ones only: by retention, or once the
+    /// history tier holds them.
     Remove {
         ids: Vec<SagaId>,
+        to: RemovedTo,
         reply: oneshot::Sender<Result<Vec<SagaId>, JournalError>>,
     },
     Close {
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
+}
+
+/// Where removed sagas went, which says which horizon their offsets raise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::journal) enum RemovedTo {
+    /// Retention archived them: they are gone from every read, and
+    /// resuming the feed below their offsets is refused.
+    Archive,
+    /// The history tier holds them (`journal/history/`): reads find them
+    /// there, and the feed reads their events from it.
+    History,
 }
 
 impl WriteRequest {

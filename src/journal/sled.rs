@@ -16,10 +16,11 @@
 //!   server's directory without changing a byte of it (`sagad journal check`,
 //!   `sagad export`); see [`ReadOnlyJournal`].
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use super::{
     Journal, JournalError,
+    history::{HISTORY_DIR, SharedTier, Tier},
     kv::{KvJournal, compaction},
     store::{
         CopyReport, SledFinding, SledStore, StoreError, WalOptions, WalStore,
@@ -64,7 +65,8 @@ impl SledJournal {
         };
         let store = WalStore::open_with(&log, store, options)
             .map_err(|e| JournalError::Open(rebuild(e)))?;
-        KvJournal::new(store).map_err(|e| match e {
+        let tier = Tier::open(&dir.join(HISTORY_DIR))?;
+        KvJournal::with_history(store, Some(Arc::new(SharedTier::new(tier)))).map_err(|e| match e {
             JournalError::Open(e) => JournalError::Open(rebuild(e)),
             JournalError::Read(e) => JournalError::Read(rebuild(e)),
             other => other,
@@ -89,9 +91,10 @@ impl SledJournal {
         let scratch = scratch_dir("sagad-read-only-")?;
         let (sled, copied) = SledStore::open_copy(dir, scratch.path())?;
         let log = ReadOnlyLog::open(&dir.join("wal"), sled)?;
+        let tier = Tier::open_read_only(&dir.join(HISTORY_DIR))?;
         drop(lock);
         Ok(ReadOnlyJournal {
-            journal: KvJournal::new(log)?,
+            journal: KvJournal::with_history(log, Some(Arc::new(SharedTier::new(tier))))?,
             copied,
             scratch,
         })
@@ -195,6 +198,252 @@ mod tests {
     }
 
     crate::journal_conformance!(temp_journal());
+
+    /// Final sagas moved to the history tier read as before: whole, in
+    /// listings, in the feed (offsets keep their meaning, the archive
+    /// horizon does not move), by idempotency key, after a reopen too.
+    mod history {
+        use std::sync::Arc;
+
+        use crate::{
+            journal::{
+                Journal, JournalError, ListQuery, SledJournal, history::FinishedSaga, kv::codec,
+                store::KvStore,
+            },
+            saga::{EventKind, Offset, SagaId, SagaStatus, Timestamp},
+            testing::{attempt, completing, next, started, turning_back},
+        };
+
+        /// Far enough ahead that every final saga ended before it.
+        const LATER: Timestamp = Timestamp(u64::MAX);
+
+        /// Two final sagas (one with a key) and a running one, their events
+        /// interleaved in the feed.
+        async fn three(journal: &SledJournal) -> (Vec<SagaId>, SagaId) {
+            let done = completing(Some("order-1"), 1_000);
+            let undone = turning_back(EventKind::SagaCompensated, 2_000);
+            let running = started("shop", Some("order-2"));
+            journal.append(vec![done[0].clone()]).await.unwrap();
+            journal.append(vec![running.clone()]).await.unwrap();
+            journal.append(done[1..].to_vec()).await.unwrap();
+            journal.append(undone.clone()).await.unwrap();
+            journal
+                .append(vec![next(running.saga, 2, attempt(1))])
+                .await
+                .unwrap();
+            (vec![done[0].saga, undone[0].saga], running.saga)
+        }
+
+        /// Everything a reader can ask about `ids`, to compare before and after.
+        async fn seen(
+            journal: &dyn Journal,
+            ids: &[SagaId],
+        ) -> impl PartialEq + std::fmt::Debug + use<> {
+            let mut sagas = Vec::new();
+            for &id in ids {
+                sagas.push(journal.read_saga(id).await.unwrap());
+            }
+            let page = |status| ListQuery {
+                status,
+                definition: None,
+                before: None,
+                limit: 10,
+            };
+            (
+                sagas,
+                journal.list(&page(None)).await.unwrap(),
+                journal
+                    .list(&page(Some(SagaStatus::Completed)))
+                    .await
+                    .unwrap(),
+                journal
+                    .list(&page(Some(SagaStatus::Running)))
+                    .await
+                    .unwrap(),
+                journal.read_after(Offset(0), 100).await.unwrap(),
+                journal.read_after(Offset(2), 3).await.unwrap(),
+                journal.saga_for_key("order-1").await.unwrap(),
+                journal.saga_for_key("order-2").await.unwrap(),
+                journal.archived_through().await.unwrap(),
+            )
+        }
+
+        fn in_store(journal: &SledJournal, id: SagaId) -> bool {
+            journal
+                .store()
+                .get(&codec::saga_key(codec::SUMMARY, id))
+                .unwrap()
+                .is_some()
+        }
+
+        #[tokio::test]
+        async fn moved_sagas_read_as_before_and_leave_the_store() {
+            let dir = tempfile::tempdir().unwrap();
+            let journal = SledJournal::open(dir.path()).unwrap();
+            let (finals, running) = three(&journal).await;
+            let all = [finals.clone(), vec![running]].concat();
+            let before = seen(&journal, &all).await;
+
+            let moved = journal.move_to_history(LATER, 100).await.unwrap();
+            assert_eq!(moved.sagas, 2, "the two final sagas, not the running one");
+            assert!(moved.bytes > 0);
+            assert!(finals.iter().all(|&id| !in_store(&journal, id)));
+            assert!(in_store(&journal, running));
+            assert_eq!(seen(&journal, &all).await, before);
+            assert_eq!(journal.archived_through().await.unwrap(), Offset::ZERO);
+            // Nothing is left to move.
+            assert_eq!(journal.move_to_history(LATER, 100).await.unwrap().sagas, 0);
+
+            journal.close().await.unwrap();
+            drop(journal);
+            let journal = SledJournal::open(dir.path()).unwrap();
+            assert_eq!(seen(&journal, &all).await, before, "after a reopen");
+            // Offsets go on after the last one handed out.
+            let more = journal.append(vec![started("shop", None)]).await.unwrap();
+            assert_eq!(more[0].offset, Offset(11));
+            journal.close().await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_moved_sagas_idempotency_key_stays_taken() {
+            let dir = tempfile::tempdir().unwrap();
+            let journal = SledJournal::open(dir.path()).unwrap();
+            let (finals, _) = three(&journal).await;
+            journal.move_to_history(LATER, 100).await.unwrap();
+            let again = started("shop", Some("order-1"));
+            let refused = journal.append(vec![again.clone()]).await.unwrap_err();
+            assert!(
+                matches!(
+                    &refused,
+                    JournalError::IdempotencyConflict { key, existing }
+                        if key == "order-1" && *existing == finals[0]
+                ),
+                "{refused}"
+            );
+            assert!(journal.read_saga(again.saga).await.unwrap().is_empty());
+            journal.close().await.unwrap();
+        }
+
+        /// Only sagas that ended before the cutoff move, at most `limit` a
+        /// move, oldest first.
+        #[tokio::test]
+        async fn a_move_takes_what_ended_before_its_cutoff_up_to_its_limit() {
+            let dir = tempfile::tempdir().unwrap();
+            let journal = SledJournal::open(dir.path()).unwrap();
+            let (finals, _) = three(&journal).await;
+            // `completing` ended at 1 003, `turning_back` at 2 003.
+            assert_eq!(
+                journal
+                    .move_to_history(Timestamp(1_000), 100)
+                    .await
+                    .unwrap()
+                    .sagas,
+                0
+            );
+            assert_eq!(journal.move_to_history(LATER, 1).await.unwrap().sagas, 1);
+            assert!(!in_store(&journal, finals[0]));
+            assert!(in_store(&journal, finals[1]));
+            assert_eq!(journal.move_to_history(LATER, 1).await.unwrap().sagas, 1);
+            assert!(!in_store(&journal, finals[1]));
+            journal.close().await.unwrap();
+        }
+
+        /// A move cut short after its segment was written leaves the sagas in
+        /// the store and in the tier: reads take each saga, each offset, once,
+        /// and the next move removes them from the store.
+        #[tokio::test]
+        async fn a_move_cut_short_leaves_two_copies_that_read_as_one() {
+            let dir = tempfile::tempdir().unwrap();
+            let journal = SledJournal::open(dir.path()).unwrap();
+            let (finals, running) = three(&journal).await;
+            let all = [finals.clone(), vec![running]].concat();
+            let before = seen(&journal, &all).await;
+            let mut copies = Vec::new();
+            for &id in &finals {
+                let events = journal.read_saga(id).await.unwrap();
+                let EventKind::SagaStarted {
+                    idempotency_key, ..
+                } = &events[0].kind
+                else {
+                    unreachable!("a saga begins with SagaStarted")
+                };
+                let summary = journal
+                    .list(&ListQuery {
+                        limit: 10,
+                        ..ListQuery::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|s| s.id == id)
+                    .unwrap();
+                copies.push(FinishedSaga {
+                    summary,
+                    idempotency_key: idempotency_key.clone(),
+                    events,
+                });
+            }
+            journal.history().unwrap().add(copies).unwrap();
+            assert!(finals.iter().all(|&id| in_store(&journal, id)));
+            assert_eq!(seen(&journal, &all).await, before, "two copies read as one");
+
+            assert_eq!(journal.move_to_history(LATER, 100).await.unwrap().sagas, 2);
+            assert!(finals.iter().all(|&id| !in_store(&journal, id)));
+            assert_eq!(seen(&journal, &all).await, before);
+            journal.close().await.unwrap();
+        }
+
+        /// Readers running while sagas move never see a saga vanish, a
+        /// history cut short, or a hole in the feed.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn reads_during_moves_find_every_saga_whole() {
+            let dir = tempfile::tempdir().unwrap();
+            let journal = Arc::new(SledJournal::open(dir.path()).unwrap());
+            let mut sagas = Vec::new();
+            for i in 0..200u64 {
+                let events = completing(Some(&format!("k{i}")), 1_000 + i * 10);
+                sagas.push(journal.append(events).await.unwrap());
+            }
+            let offsets = sagas.iter().flatten().count();
+            let reading = tokio::spawn({
+                let journal = journal.clone();
+                let sagas = sagas.clone();
+                async move {
+                    let mut rounds = 0;
+                    loop {
+                        for (i, saga) in sagas.iter().enumerate() {
+                            let id = saga[0].saga;
+                            assert_eq!(&journal.read_saga(id).await.unwrap(), saga);
+                            let key = format!("k{i}");
+                            assert_eq!(journal.saga_for_key(&key).await.unwrap(), Some(id));
+                        }
+                        let feed = journal.read_after(Offset(0), usize::MAX).await.unwrap();
+                        assert_eq!(feed.len(), offsets, "every offset, once");
+                        assert!(
+                            feed.windows(2)
+                                .all(|w| w[1].offset.get() == w[0].offset.get() + 1)
+                        );
+                        rounds += 1;
+                        let stored = journal
+                            .store()
+                            .get(&codec::saga_key(codec::SUMMARY, sagas[199][0].saga))
+                            .unwrap();
+                        if stored.is_none() && rounds > 1 {
+                            return rounds;
+                        }
+                    }
+                }
+            });
+            // Twenty moves of ten sagas each.
+            let mut moved = 0;
+            while moved < sagas.len() {
+                moved += journal.move_to_history(LATER, 10).await.unwrap().sagas;
+            }
+            assert!(reading.await.unwrap() > 1);
+            assert_eq!(journal.history().unwrap().sagas(), 200);
+            journal.close().await.unwrap();
+        }
+    }
 
     /// The same contract with checkpoints running all the time: reads merge the
     /// log's in-memory layer with sled while batches move from one to the other.

@@ -64,6 +64,9 @@ pub struct Footer {
     pub last_id: [u8; 16],
     pub min_offset: u64,
     pub max_offset: u64,
+    /// When its last saga ended (milliseconds since the epoch): retention
+    /// removes a segment whole once this is past its cutoff.
+    pub last_end_ms: u64,
     pub blocks: Section,
     pub keys: Section,
     pub offsets: Section,

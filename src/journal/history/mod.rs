@@ -25,7 +25,9 @@
 //! - `bloom.rs`: the Bloom filter of a segment's idempotency keys;
 //! - `write.rs`: [`write_segment`], durable on `Ok`;
 //! - `segment.rs`: [`Segment`], the reads;
-//! - `tier.rs`: [`Tier`], the segments of a directory read as one.
+//! - `tier.rs`: [`Tier`], the segments of a directory read as one;
+//! - `shared.rs`: [`SharedTier`], the tier as a journal shares it between
+//!   its readers, its writer thread, the mover and retention.
 //!
 //! Invariants of a segment:
 //! - Written once: to `NAME.tmp`, synced, renamed, its directory synced; an
@@ -50,14 +52,29 @@ use crate::{
 mod bloom;
 mod layout;
 mod segment;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod tier;
 mod write;
 
 pub use segment::{Segment, SegmentCheck};
+pub use shared::SharedTier;
 pub use tier::Tier;
 pub use write::{Written, write_segment};
+
+/// Where a data directory keeps its history tier.
+pub const HISTORY_DIR: &str = "history";
+
+/// What one move of final sagas into the history tier did
+/// ([`crate::journal::Journal::move_to_history`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Sagas written to the new segment, and removed from the store.
+    pub sagas: usize,
+    /// Bytes of the new segment.
+    pub bytes: u64,
+}
 
 /// One finished saga as the history tier keeps it.
 #[derive(Clone, Debug, PartialEq)]

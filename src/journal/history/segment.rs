@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     journal::{ListQuery, SagaSummary, kv::codec},
-    saga::{Event, SagaId, SagaState},
+    saga::{Event, SagaId, SagaState, Timestamp},
 };
 
 /// Most bytes a block may inflate to: well above what the writer makes
@@ -148,6 +148,11 @@ impl Segment {
         (self.footer.min_offset, self.footer.max_offset)
     }
 
+    /// When its last saga ended.
+    pub fn last_end(&self) -> Timestamp {
+        Timestamp(self.footer.last_end_ms)
+    }
+
     /// The saga `id`, if this segment holds it.
     pub fn get(&self, id: SagaId) -> Result<Option<FinishedSaga>, HistoryError> {
         let (first, last) = self.ids();
@@ -170,6 +175,26 @@ impl Segment {
             .find(|s| s.id == *id.as_bytes())
             .map(|s| self.decode_saga(&block, s))
             .transpose()
+    }
+
+    /// Every saga in it, in id order, block by block: `visit` is given each
+    /// block's sagas and says whether to go on.
+    pub fn each_block(
+        &self,
+        mut visit: impl FnMut(Vec<FinishedSaga>) -> bool,
+    ) -> Result<(), HistoryError> {
+        for i in 0..self.blocks() {
+            let block = self.block(i)?;
+            let sagas = self
+                .read_block(&block)?
+                .into_iter()
+                .map(|s| self.decode_saga(&block, s))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !visit(sagas) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The saga started with idempotency key `key`, if this segment holds it.
@@ -366,7 +391,8 @@ impl Segment {
         Ok(bytes)
     }
 
-    fn ids(&self) -> (SagaId, SagaId) {
+    /// Its lowest and highest saga id (meaningless when it holds none).
+    pub fn ids(&self) -> (SagaId, SagaId) {
         (
             SagaId::from_bytes(self.footer.first_id),
             SagaId::from_bytes(self.footer.last_id),

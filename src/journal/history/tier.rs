@@ -9,14 +9,15 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
+    fs::{self, File},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use super::{FinishedSaga, HistoryError, Segment, SegmentCheck, Written, write_segment};
 use crate::{
     journal::{ListQuery, SagaSummary},
-    saga::{Event, SagaId},
+    saga::{Event, SagaId, Timestamp},
 };
 
 /// The file name suffix of a segment.
@@ -25,14 +26,33 @@ const SUFFIX: &str = ".segment";
 /// Every segment of a history directory, by sequence number.
 pub struct Tier {
     dir: PathBuf,
-    segments: BTreeMap<u64, Segment>,
+    /// Shared so that a long read of one (retention archiving it) holds
+    /// no lock of the tier's.
+    segments: BTreeMap<u64, Arc<Segment>>,
 }
 
 impl Tier {
     /// Opens every segment in `dir` (reading their footers only), creating
     /// the directory if it is absent and removing unfinished writes.
     pub fn open(dir: &Path) -> Result<Self, HistoryError> {
-        fs::create_dir_all(dir).map_err(|e| HistoryError::io("creating", dir, e))?;
+        crate::private::dir(dir).map_err(|e| HistoryError::io("creating", dir, e))?;
+        Self::open_segments(dir, true)
+    }
+
+    /// Opens the segments of a stopped server's `dir` changing nothing (an
+    /// unfinished write is left for the server's next start to remove); a
+    /// directory that does not exist is an empty tier.
+    pub fn open_read_only(dir: &Path) -> Result<Self, HistoryError> {
+        if !dir.exists() {
+            return Ok(Self {
+                dir: dir.to_path_buf(),
+                segments: BTreeMap::new(),
+            });
+        }
+        Self::open_segments(dir, false)
+    }
+
+    fn open_segments(dir: &Path, remove_unfinished: bool) -> Result<Self, HistoryError> {
         let entries = fs::read_dir(dir).map_err(|e| HistoryError::io("listing", dir, e))?;
         let mut segments = BTreeMap::new();
         for entry in entries {
@@ -41,14 +61,16 @@ impl Tier {
                 .path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.ends_with(".tmp") {
-                fs::remove_file(&path)
-                    .map_err(|e| HistoryError::io("removing the unfinished write", &path, e))?;
+                if remove_unfinished {
+                    fs::remove_file(&path)
+                        .map_err(|e| HistoryError::io("removing the unfinished write", &path, e))?;
+                }
                 continue;
             }
             let Some(number) = name.strip_suffix(SUFFIX).and_then(|n| n.parse().ok()) else {
                 continue;
             };
-            segments.insert(number, Segment::open(&path)?);
+            segments.insert(number, Arc::new(Segment::open(&path)?));
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -56,18 +78,63 @@ impl Tier {
         })
     }
 
+    /// The directory the segments are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The number and the path the next segment is written under.
+    pub fn next(&self) -> (u64, PathBuf) {
+        let number = self.segments.last_key_value().map_or(1, |(n, _)| n + 1);
+        (number, self.dir.join(format!("{number:08}{SUFFIX}")))
+    }
+
+    /// Opens the segment written as `number` (at [`Tier::next`]'s path) and
+    /// adds it.
+    pub fn insert(&mut self, number: u64, path: &Path) -> Result<(), HistoryError> {
+        self.segments.insert(number, Arc::new(Segment::open(path)?));
+        Ok(())
+    }
+
     /// Writes `sagas` as the next segment and adds it.
     pub fn add(&mut self, sagas: Vec<FinishedSaga>) -> Result<Written, HistoryError> {
-        let number = self.segments.last_key_value().map_or(1, |(n, _)| n + 1);
-        let path = self.dir.join(format!("{number:08}{SUFFIX}"));
+        let (number, path) = self.next();
         let written = write_segment(&path, sagas)?;
-        self.segments.insert(number, Segment::open(&path)?);
+        self.insert(number, &path)?;
         Ok(written)
+    }
+
+    /// The segments whose every saga ended before `cutoff`, oldest first:
+    /// each its number and its highest offset.
+    pub fn ended_before(&self, cutoff: Timestamp) -> Vec<(u64, u64)> {
+        self.segments
+            .iter()
+            .filter(|(_, s)| s.last_end() < cutoff)
+            .map(|(&n, s)| (n, s.offsets().1))
+            .collect()
+    }
+
+    /// The segment `number`.
+    pub fn segment(&self, number: u64) -> Option<Arc<Segment>> {
+        self.segments.get(&number).cloned()
+    }
+
+    /// Removes segment `number`, its file and its name (the directory is
+    /// synced): its sagas are gone from every later read.
+    pub fn retire(&mut self, number: u64) -> Result<(), HistoryError> {
+        let Some(segment) = self.segments.remove(&number) else {
+            return Ok(());
+        };
+        let path = segment.path().to_path_buf();
+        fs::remove_file(&path).map_err(|e| HistoryError::io("removing", &path, e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| HistoryError::io("syncing the directory", &self.dir, e))
     }
 
     /// Sagas in every segment (a saga written twice counts twice).
     pub fn sagas(&self) -> u64 {
-        self.segments.values().map(Segment::sagas).sum()
+        self.segments.values().map(|s| s.sagas()).sum()
     }
 
     /// The saga `id`, newest copy first.
@@ -92,15 +159,37 @@ impl Tier {
 
     /// The page `query` asks for, each saga once.
     pub fn list(&self, query: &ListQuery) -> Result<Vec<SagaSummary>, HistoryError> {
-        // Each segment's first `limit` are enough: a page is the newest
-        // `limit` of their union.
+        // Newest segments (by their highest id) first. Each segment's first
+        // `limit` are enough: a page is the newest `limit` of their union;
+        // and once the page is full, a segment whose every id is below the
+        // page's oldest adds nothing. Segments hold the sagas of one run of
+        // the mover, so their id ranges barely overlap and a page reads one
+        // or two of them.
+        let mut segments: Vec<&Segment> = self
+            .segments
+            .values()
+            .map(|s| &**s)
+            .filter(|s| s.sagas() > 0)
+            .collect();
+        segments.sort_by_key(|s| std::cmp::Reverse(s.ids().1));
         let mut all: BTreeMap<SagaId, SagaSummary> = BTreeMap::new();
-        for segment in self.segments.values() {
+        for segment in segments {
+            let full = all.len() >= query.limit;
+            if full
+                && all
+                    .first_key_value()
+                    .is_some_and(|(&oldest, _)| segment.ids().1 < oldest)
+            {
+                break;
+            }
             for summary in segment.list(query)? {
                 all.insert(summary.id, summary);
             }
+            while all.len() > query.limit {
+                all.pop_first();
+            }
         }
-        Ok(all.into_values().rev().take(query.limit).collect())
+        Ok(all.into_values().rev().collect())
     }
 
     /// Up to `limit` events with an offset above `after`, in offset order,
@@ -111,6 +200,7 @@ impl Tier {
         let mut segments: Vec<&Segment> = self
             .segments
             .values()
+            .map(|s| &**s)
             .filter(|s| s.offsets().1 > after)
             .collect();
         segments.sort_by_key(|s| s.offsets().0);

@@ -43,7 +43,7 @@ pub fn write_segment(path: &Path, mut sagas: Vec<FinishedSaga>) -> Result<Writte
         });
     }
     let tmp = path.with_extension("tmp");
-    let file = File::create(&tmp).map_err(|e| HistoryError::io("creating", &tmp, e))?;
+    let file = crate::private::create(&tmp).map_err(|e| HistoryError::io("creating", &tmp, e))?;
     let mut out = Out {
         file: BufWriter::new(file),
         pos: 0,
@@ -88,6 +88,12 @@ fn write_file(out: &mut Out, sagas: &[FinishedSaga]) -> std::io::Result<Footer> 
         last_id: ids.1.map_or([0; 16], |s| *s.id().as_bytes()),
         min_offset: offsets.first().map_or(0, |o| o.offset),
         max_offset: offsets.last().map_or(0, |o| o.offset),
+        last_end_ms: sagas
+            .iter()
+            .filter_map(|s| s.events.last())
+            .map(|e| e.at.millis())
+            .max()
+            .unwrap_or(0),
         blocks,
         keys: key_section,
         offsets: offset_section,

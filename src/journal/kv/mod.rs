@@ -12,6 +12,7 @@
 //! | `by_status.rs` | the failed and unfinished indexes: listing by status |
 //! | `snapshots.rs` | step snapshots stored once per definition |
 //! | `retention.rs` | removing whole final sagas |
+//! | `tiered.rs` | moving final sagas to the history tier, and reading them there |
 //! | `compaction.rs` | what a checkpoint bundles (handed to the log, `store/wal/`) |
 //! | `upgrade.rs` | what an open adds to a journal of an earlier version |
 //! | `check/` | verifying a whole journal (`sagad journal check`) |
@@ -37,6 +38,8 @@ use self::{
 use crate::{
     journal::{
         FlushObserver, Journal, JournalError, JournalStats, ListQuery, SagaSummary,
+        history::{Moved, SharedTier},
+        request::RemovedTo,
         store::{KvStore, StoreError},
     },
     saga::{Event, Offset, Participant, SagaId, Timestamp},
@@ -50,6 +53,7 @@ mod offsets;
 mod retention;
 pub mod salvage;
 mod snapshots;
+mod tiered;
 mod upgrade;
 mod writer;
 
@@ -91,6 +95,37 @@ fn go_on(failed: &mut Option<JournalError>, visited: Result<bool, JournalError>)
     })
 }
 
+/// A saga's events as the store holds them; empty if it holds none.
+fn saga_in_store<S: KvStore + ?Sized>(
+    store: &S,
+    snapshots: &SnapshotCache,
+    id: SagaId,
+) -> Result<Vec<Event>, JournalError> {
+    let entries = store.scan(&codec::saga_key(EVENT, id))?;
+    let mut events: Vec<Event> = Vec::with_capacity(entries.len() * 2);
+    for (key, value) in entries {
+        let run = codec::decode_run(&key, &value, &|id| snapshots.get(store, id))?;
+        if run[0].seq != events.len() as u64 + 1 {
+            return Err(JournalError::Corrupt {
+                key: codec::describe_key(&key),
+                why: format!("saga {id} has {} events before it", events.len()),
+            });
+        }
+        events.extend(run);
+    }
+    // Retention deletes the listing entry, then the events in seq order, and
+    // a scan is no snapshot: a history with a hole, whose listing entry is
+    // gone, is one being removed right now.
+    let holed = events
+        .iter()
+        .enumerate()
+        .any(|(i, e)| e.seq != i as u64 + 1);
+    if holed && store.get(&codec::saga_key(SUMMARY, id))?.is_none() {
+        events.clear();
+    }
+    Ok(events)
+}
+
 /// A journal over a [`KvStore`]; see the module docs.
 pub struct KvJournal<S: KvStore> {
     store: Arc<S>,
@@ -102,13 +137,23 @@ pub struct KvJournal<S: KvStore> {
     writer: Mutex<Option<thread::JoinHandle<()>>>,
     /// The last offset known durable, published by the writer after each sync.
     durable: Arc<watch::Sender<Offset>>,
-    /// Step snapshots read so far (they never change).
-    snapshots: SnapshotCache,
+    /// Step snapshots read so far (they never change); shared with a move's
+    /// blocking task.
+    snapshots: Arc<SnapshotCache>,
+    /// Where finished sagas go to leave the store (`journal/history/`), for
+    /// a journal that has one: every read looks there after the store.
+    history: Option<Arc<SharedTier>>,
 }
 
 impl<S: KvStore> KvJournal<S> {
     /// Starts the writer thread over `store`.
     pub fn new(store: S) -> Result<Self, JournalError> {
+        Self::with_history(store, None)
+    }
+
+    /// Starts the writer thread over `store`, with the history tier
+    /// `history` holding the sagas moved out of it.
+    pub fn with_history(store: S, history: Option<Arc<SharedTier>>) -> Result<Self, JournalError> {
         let store = Arc::new(store);
         let next_offset = match store.get(NEXT_OFFSET_KEY)? {
             Some(bytes) => codec::decode_u64(NEXT_OFFSET_KEY, &bytes)?,
@@ -116,6 +161,7 @@ impl<S: KvStore> KvJournal<S> {
         };
         upgrade::at_open(&*store, next_offset)?;
         let archived_through = offsets::archived_through(&*store)?;
+        let moved_through = offsets::moved_through(&*store)?;
         let durable = Arc::new(watch::Sender::new(Offset(next_offset - 1)));
         let counters = Arc::new(Counters::default());
         let (failure_tx, failure) = watch::channel(None);
@@ -125,6 +171,8 @@ impl<S: KvStore> KvJournal<S> {
             failure: failure_tx,
             next_offset,
             archived_through,
+            moved_through,
+            history: history.clone(),
             snapshots: SnapshotWriter::default(),
             failed: None,
             durable: durable.clone(),
@@ -137,13 +185,20 @@ impl<S: KvStore> KvJournal<S> {
             failure,
             writer: Mutex::new(Some(handle)),
             durable,
-            snapshots: SnapshotCache::default(),
+            snapshots: Arc::default(),
+            history,
         })
     }
 
     /// The store under this journal.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The history tier holding the sagas moved out of the store, if the
+    /// journal has one.
+    pub fn history(&self) -> Option<&SharedTier> {
+        self.history.as_deref()
     }
 
     async fn request<T>(
@@ -162,34 +217,18 @@ impl<S: KvStore> Journal for KvJournal<S> {
     }
 
     async fn read_saga(&self, id: SagaId) -> Result<Vec<Event>, JournalError> {
-        let entries = self.store.scan(&codec::saga_key(EVENT, id))?;
-        let mut events: Vec<Event> = Vec::with_capacity(entries.len() * 2);
-        for (key, value) in entries {
-            let run = codec::decode_run(&key, &value, &|id| self.snapshots.get(&*self.store, id))?;
-            if run[0].seq != events.len() as u64 + 1 {
-                return Err(JournalError::Corrupt {
-                    key: codec::describe_key(&key),
-                    why: format!("saga {id} has {} events before it", events.len()),
-                });
-            }
-            events.extend(run);
-        }
-        // Retention deletes the listing entry, then the events in seq order, and
-        // a scan is no snapshot: a history with a hole, whose listing entry is
-        // gone, is one being removed right now.
-        let holed = events
-            .iter()
-            .enumerate()
-            .any(|(i, e)| e.seq != i as u64 + 1);
-        if holed && self.store.get(&codec::saga_key(SUMMARY, id))?.is_none() {
-            events.clear();
+        let events = saga_in_store(&*self.store, &self.snapshots, id)?;
+        if events.is_empty() {
+            return self.history_of(id);
         }
         Ok(events)
     }
 
     async fn read_after(&self, after: Offset, limit: usize) -> Result<Vec<Event>, JournalError> {
         let horizon = self.durable.borrow().get();
-        offsets::read_after(&*self.store, &self.snapshots, after.get(), horizon, limit)
+        let found =
+            offsets::read_after(&*self.store, &self.snapshots, after.get(), horizon, limit)?;
+        self.with_history_events(after.get(), horizon, limit, found)
     }
 
     fn durable_offset(&self) -> watch::Receiver<Offset> {
@@ -206,10 +245,10 @@ impl<S: KvStore> Journal for KvJournal<S> {
 
     async fn saga_for_key(&self, key: &str) -> Result<Option<SagaId>, JournalError> {
         let k = codec::name_key(IDEMPOTENCY, key);
-        self.store
-            .get(&k)?
-            .map(|v| codec::decode(&k, &v))
-            .transpose()
+        match self.store.get(&k)? {
+            Some(v) => codec::decode(&k, &v).map(Some),
+            None => self.history_key(key),
+        }
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<SagaSummary>, JournalError> {
@@ -218,6 +257,7 @@ impl<S: KvStore> Journal for KvJournal<S> {
             return Ok(found);
         }
         if let Some(index) = query.status.and_then(by_status::index_of) {
+            // Indexes of sagas that are not final: the tier has none.
             return by_status::list(&*self.store, index, query);
         }
         let before = query.before.map(|id| codec::saga_key(SUMMARY, id));
@@ -229,7 +269,7 @@ impl<S: KvStore> Journal for KvJournal<S> {
                 }
                 Ok(found.len() < query.limit)
             })?;
-        Ok(found)
+        self.with_history_page(query, found)
     }
 
     async fn finished_before(
@@ -241,12 +281,24 @@ impl<S: KvStore> Journal for KvJournal<S> {
         retention::finished_before(&*self.store, cutoff, after, limit)
     }
 
+    async fn move_to_history(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<Moved, JournalError> {
+        self.move_finished(cutoff, limit).await
+    }
+
     async fn remove_sagas(&self, ids: Vec<SagaId>) -> Result<Vec<SagaId>, JournalError> {
         if ids.is_empty() {
             return Ok(ids);
         }
-        self.request(|reply| WriteRequest::Remove { ids, reply })
-            .await
+        self.request(|reply| WriteRequest::Remove {
+            ids,
+            to: RemovedTo::Archive,
+            reply,
+        })
+        .await
     }
 
     async fn archived_through(&self) -> Result<Offset, JournalError> {

@@ -39,7 +39,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use super::{
     TryScan,
     check::report::{CheckReport, Histories},
-    codec::{self, ARCHIVED_THROUGH_KEY, EVENT, OFFSET, RunPointer},
+    codec::{self, ARCHIVED_THROUGH_KEY, EVENT, MOVED_THROUGH_KEY, OFFSET, RunPointer},
     snapshots::SnapshotCache,
 };
 use crate::{
@@ -125,8 +125,24 @@ pub fn unindex<S: KvStore + ?Sized>(
 /// The archive horizon: the highest offset of any event removed by retention
 /// (0 when nothing was removed).
 pub fn archived_through<S: KvStore + ?Sized>(store: &S) -> Result<u64, JournalError> {
-    match store.get(ARCHIVED_THROUGH_KEY)? {
-        Some(bytes) => codec::decode_u64(ARCHIVED_THROUGH_KEY, &bytes),
+    meta_u64(store, ARCHIVED_THROUGH_KEY)
+}
+
+/// The history horizon: the highest offset of any event moved to the
+/// history tier (0 when nothing was moved).
+pub fn moved_through<S: KvStore + ?Sized>(store: &S) -> Result<u64, JournalError> {
+    meta_u64(store, MOVED_THROUGH_KEY)
+}
+
+/// The horizon below which the index may have holes: events removed, or
+/// moved to the history tier (whose reads fill those holes).
+pub fn removed_through<S: KvStore + ?Sized>(store: &S) -> Result<u64, JournalError> {
+    Ok(archived_through(store)?.max(moved_through(store)?))
+}
+
+fn meta_u64<S: KvStore + ?Sized>(store: &S, key: &[u8]) -> Result<u64, JournalError> {
+    match store.get(key)? {
+        Some(bytes) => codec::decode_u64(key, &bytes),
         None => Ok(0),
     }
 }
@@ -149,7 +165,7 @@ pub fn read_after<S: KvStore + ?Sized>(
     let mut archived = 0;
     let mut archived_covers = |offset: u64| -> Result<bool, JournalError> {
         if offset > archived {
-            archived = archived_through(store)?;
+            archived = removed_through(store)?;
         }
         Ok(offset <= archived)
     };
@@ -316,7 +332,7 @@ pub(super) fn check_index<S: KvStore>(
     next_offset: u64,
     report: &mut CheckReport,
 ) -> Result<(), JournalError> {
-    let horizon = archived_through(store);
+    let horizon = removed_through(store);
     let archived = *horizon.as_ref().unwrap_or(&0);
     let mut indexed = HashSet::new();
     // The previous entry and the highest offset it holds: a reader looks for
@@ -356,7 +372,7 @@ pub(super) fn check_index<S: KvStore>(
     // Above the archive horizon, every offset handed out is in the index.
     match horizon {
         Ok(horizon) => {
-            report.archived_through = horizon;
+            report.archived_through = archived_through(store).unwrap_or(0);
             let mut present: Vec<u64> = indexed.iter().copied().filter(|o| *o > horizon).collect();
             present.sort_unstable();
             let mut expected = horizon + 1;

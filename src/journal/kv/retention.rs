@@ -15,7 +15,10 @@
 //!   unfinished entries, and its idempotency key (if it still names this saga).
 //! - The archive horizon (`m archived_through`) is raised to the highest removed
 //!   offset *before* any deletion in the batch: a store that applies writes in
-//!   order never shows a hole in the offset index above the horizon.
+//!   order never shows a hole in the offset index above the horizon. A saga
+//!   moved to the history tier is removed the same way, raising the history
+//!   horizon (`m moved_through`) instead: its offsets stay in the feed, read
+//!   from the tier.
 //! - The listing entry goes before the events: a reader that meets a history
 //!   with a hole finds the listing entry gone too, and knows the saga is being
 //!   removed (`kv.rs`, `read_saga`).
@@ -24,7 +27,7 @@ use std::collections::HashMap;
 
 use super::{
     TryScan,
-    codec::{self, ARCHIVED_THROUGH_KEY, EVENT, IDEMPOTENCY, SUMMARY, UNFINISHED},
+    codec::{self, EVENT, IDEMPOTENCY, SUMMARY, UNFINISHED},
     offsets, snapshots,
 };
 use crate::{
@@ -105,18 +108,19 @@ fn last_event<S: KvStore + ?Sized>(store: &S, id: SagaId) -> Result<Option<Event
 
 /// The key writes that remove the final sagas among `ids`, and which ones they
 /// remove. Sagas unknown, not final, or changed earlier in this same batch
-/// (`batch_summaries`) are left alone. `archived_through` is raised to the
-/// highest removed offset.
+/// (`batch_summaries`) are left alone. `horizon` (the meta key
+/// `horizon_key`: `archived_through` for retention, `moved_through` for a
+/// move to the history tier) is raised to the highest removed offset.
 pub fn removal_writes<S: KvStore + ?Sized>(
     store: &S,
     ids: &[SagaId],
     batch_summaries: &HashMap<SagaId, SagaSummary>,
     edited_entries: &mut offsets::EditedEntries,
-    archived_through: &mut u64,
+    (horizon_key, horizon): (&[u8], &mut u64),
 ) -> Result<(Vec<KeyWrite>, Vec<SagaId>), JournalError> {
     let mut writes: Vec<KeyWrite> = Vec::new();
     let mut removed = Vec::new();
-    let mut highest = *archived_through;
+    let mut highest = *horizon;
     for &id in ids {
         if batch_summaries.contains_key(&id) || removed.contains(&id) {
             continue;
@@ -161,14 +165,11 @@ pub fn removal_writes<S: KvStore + ?Sized>(
     if removed.is_empty() {
         return Ok((Vec::new(), removed));
     }
-    *archived_through = highest;
+    *horizon = highest;
     // First in the batch: see the module docs.
     writes.insert(
         0,
-        (
-            ARCHIVED_THROUGH_KEY.to_vec(),
-            Some(highest.to_be_bytes().to_vec()),
-        ),
+        (horizon_key.to_vec(), Some(highest.to_be_bytes().to_vec())),
     );
     Ok((writes, removed))
 }

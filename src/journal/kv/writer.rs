@@ -45,13 +45,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     by_status,
-    codec::{self, IDEMPOTENCY, NEXT_OFFSET_KEY, PARTICIPANT, SUMMARY, UNFINISHED},
+    codec::{
+        self, ARCHIVED_THROUGH_KEY, IDEMPOTENCY, MOVED_THROUGH_KEY, NEXT_OFFSET_KEY, PARTICIPANT,
+        SUMMARY, UNFINISHED,
+    },
     offsets, retention,
     snapshots::SnapshotWriter,
 };
 use crate::{
     journal::{
         FlushObserver, JOURNAL_BATCH_MAX, JOURNAL_PROBE_INTERVAL, JournalError, SagaSummary,
+        history::SharedTier,
+        request::RemovedTo,
         store::{KeyWrite, KvStore, StoreError},
     },
     saga::{Event, EventKind, Offset, SagaId, SagaStatus},
@@ -79,6 +84,11 @@ pub(super) struct Writer<S: KvStore> {
     pub(super) next_offset: u64,
     /// The archive horizon: the highest offset removed by retention so far.
     pub(super) archived_through: u64,
+    /// The history horizon: the highest offset moved to the history tier.
+    pub(super) moved_through: u64,
+    /// The history tier, when the journal has one: an idempotency key its
+    /// sagas hold is taken.
+    pub(super) history: Option<Arc<SharedTier>>,
     /// Which step snapshots the store holds, so runs can refer to them.
     pub(super) snapshots: SnapshotWriter,
     /// Set by the first failed write or sync; every later write is refused.
@@ -216,7 +226,9 @@ impl<S: KvStore> Writer<S> {
             match request {
                 WriteRequest::Close { reply } => close = Some(reply),
                 request if self.failed.is_some() => request.refuse(self.refusal()),
-                WriteRequest::Remove { ids, reply } => self.gather_removal(&mut batch, ids, reply),
+                WriteRequest::Remove { ids, to, reply } => {
+                    self.gather_removal(&mut batch, ids, to, reply)
+                }
                 WriteRequest::Append { events, reply } => {
                     self.gather_append(&mut batch, events, reply)
                 }
@@ -257,28 +269,33 @@ impl<S: KvStore> Writer<S> {
         }
     }
 
-    /// Adds a retention request's removals to the batch (or answers it at
-    /// once, when it removes nothing or fails).
+    /// Adds a removal's writes to the batch (or answers it at once, when it
+    /// removes nothing or fails).
     fn gather_removal(
         &mut self,
         batch: &mut Batch,
         ids: Vec<SagaId>,
+        to: RemovedTo,
         reply: oneshot::Sender<Result<Vec<SagaId>, JournalError>>,
     ) {
-        let mut archived_through = self.archived_through;
+        let (key, held) = match to {
+            RemovedTo::Archive => (ARCHIVED_THROUGH_KEY, &mut self.archived_through),
+            RemovedTo::History => (MOVED_THROUGH_KEY, &mut self.moved_through),
+        };
+        let mut horizon = *held;
         match retention::removal_writes(
             &*self.store,
             &ids,
             &batch.summaries,
             &mut batch.index_entries,
-            &mut archived_through,
+            (key, &mut horizon),
         ) {
             Ok((_, removed)) if removed.is_empty() => {
                 let _ = reply.send(Ok(removed));
             }
             Ok((writes, removed)) => {
                 // Spent like offsets: never lowered, even if the sync fails.
-                self.archived_through = archived_through;
+                *held = horizon;
                 batch.writes.extend(writes);
                 batch.pending.push(Pending::Remove(reply, removed));
             }
@@ -441,10 +458,18 @@ impl<S: KvStore> Writer<S> {
                     Some(id) => Some(*id),
                     None => {
                         let k = codec::name_key(IDEMPOTENCY, key);
-                        self.store
+                        let stored = self
+                            .store
                             .get(&k)?
                             .map(|v| codec::decode::<SagaId>(&k, &v))
-                            .transpose()?
+                            .transpose()?;
+                        // A moved saga left the store only after the tier
+                        // had it, and moves are written by this thread:
+                        // the store or the tier holds every taken key.
+                        match (stored, &self.history) {
+                            (None, Some(history)) => history.saga_for_key(key)?,
+                            (stored, _) => stored,
+                        }
                     }
                 };
                 if let Some(existing) = existing.filter(|id| *id != event.saga) {

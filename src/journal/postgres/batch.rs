@@ -25,7 +25,11 @@ use uuid::Uuid;
 
 use super::status_name;
 use crate::{
-    journal::{JournalError, kv::codec, request::WriteRequest},
+    journal::{
+        JournalError,
+        kv::codec,
+        request::{RemovedTo, WriteRequest},
+    },
     saga::{Event, EventKind, SagaId, SagaStatus, Timestamp},
 };
 
@@ -90,7 +94,9 @@ impl Batch {
                 });
                 None
             }
-            WriteRequest::Remove { ids, reply } => {
+            WriteRequest::Remove { ids, to, reply } => {
+                // The PostgreSQL journal keeps no history tier.
+                debug_assert_eq!(to, RemovedTo::Archive);
                 self.removals.push(Removal { ids, reply });
                 None
             }

@@ -206,7 +206,7 @@ use crate::{
     journal::{
         ClusterStatus, Duty, FlushObserver, JOURNAL_QUEUE_CAPACITY, Journal, JournalError,
         JournalStats, ListQuery, Notices, OwnershipChange, Relay, SagaSummary,
-        request::WriteRequest,
+        request::{RemovedTo, WriteRequest},
     },
     saga::{Event, Offset, Participant, SagaId, SagaStatus, Timestamp},
 };
@@ -569,8 +569,12 @@ impl Journal for PgJournal {
         if ids.is_empty() {
             return Ok(ids);
         }
-        self.request(|reply| WriteRequest::Remove { ids, reply })
-            .await
+        self.request(|reply| WriteRequest::Remove {
+            ids,
+            to: RemovedTo::Archive,
+            reply,
+        })
+        .await
     }
 
     fn durable_offset(&self) -> watch::Receiver<Offset> {

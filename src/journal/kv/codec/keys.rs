@@ -15,6 +15,7 @@
 //! d <snapshot id:8>             → step snapshot   shared by sagas (`snapshots.rs`)
 //! m next_offset                 → u64 BE          the next global event offset
 //! m archived_through            → u64 BE          highest offset of a removed event (`retention.rs`)
+//! m moved_through               → u64 BE          highest offset of an event moved to the history tier
 //! m failed_index                → (empty)         present once the `f` index covers every saga
 //! m wal_batch                   → u64 BE          the last log batch the store holds: written
 //!                                                 by the write-ahead log, not by this schema
@@ -23,7 +24,9 @@
 //!
 //! Retention (`remove_sagas`) deletes every key of a saga at once; offsets of
 //! removed events leave holes in the `o` index, all at or below
-//! `archived_through` (see `offsets.rs`).
+//! `archived_through` (see `offsets.rs`). A move to the history tier
+//! (`move_to_history`) deletes them the same way, and its holes are at or
+//! below `moved_through`: the tier holds those events.
 
 use super::corrupt;
 use crate::{journal::JournalError, saga::SagaId};
@@ -41,6 +44,8 @@ pub const SNAPSHOT: u8 = b'd';
 pub const NEXT_OFFSET_KEY: &[u8] = b"mnext_offset";
 /// `m archived_through`.
 pub const ARCHIVED_THROUGH_KEY: &[u8] = b"marchived_through";
+/// `m moved_through`.
+pub const MOVED_THROUGH_KEY: &[u8] = b"mmoved_through";
 /// Present once the failed index covers every saga (`by_status.rs`).
 pub const FAILED_INDEX_KEY: &[u8] = b"mfailed_index";
 
