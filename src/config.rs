@@ -34,6 +34,7 @@
 //! | `log_format` | `--log-format` | `SAGAD_LOG_FORMAT` | `text` (or `json`) |
 //! | `otlp_endpoint` | `--otlp-endpoint` | `SAGAD_OTLP_ENDPOINT` | none (needs the `otlp` build feature) |
 //! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` (never archive) |
+//! | `history_after` | `--history-after` | `SAGAD_HISTORY_AFTER` | `10m` (then finished sagas move to `DATA_DIR/history`; `never` keeps them in the store) |
 //! | `disk_reserve` | `--disk-reserve` | `SAGAD_DISK_RESERVE` | `64MiB` (free space the journal leaves on its disk) |
 //! | `auth_tokens` | `--auth-tokens` | `SAGAD_AUTH_TOKENS` | none (every caller anonymous; loopback only) |
 //! | `insecure_no_auth` | `--insecure-no-auth` | `SAGAD_INSECURE_NO_AUTH` | `false` (a non-loopback listen needs auth and TLS) |
@@ -85,7 +86,7 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETENTION_FOREVER: &str = "forever";
 
 /// The file keys, in the order they are documented.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 19] = [
     "listen",
     "data_dir",
     "sagas",
@@ -97,6 +98,7 @@ pub const KEYS: [&str; 18] = [
     "log_format",
     "otlp_endpoint",
     "retention",
+    "history_after",
     "disk_reserve",
     "auth_tokens",
     "insecure_no_auth",
@@ -107,7 +109,7 @@ pub const KEYS: [&str; 18] = [
 ];
 
 /// The environment variables read, one per key, in the same order as [`KEYS`].
-pub const ENV_VARS: [&str; 18] = [
+pub const ENV_VARS: [&str; 19] = [
     "SAGAD_LISTEN",
     "SAGAD_DATA_DIR",
     "SAGAD_SAGAS",
@@ -119,6 +121,7 @@ pub const ENV_VARS: [&str; 18] = [
     "SAGAD_LOG_FORMAT",
     "SAGAD_OTLP_ENDPOINT",
     "SAGAD_RETENTION",
+    "SAGAD_HISTORY_AFTER",
     "SAGAD_DISK_RESERVE",
     "SAGAD_AUTH_TOKENS",
     "SAGAD_INSECURE_NO_AUTH",
@@ -155,6 +158,39 @@ impl Retention {
         match self {
             Retention::Forever => None,
             Retention::For(d) => Some(d),
+        }
+    }
+}
+
+/// The word for "keep finished sagas in the journal's store" (no history tier).
+pub const HISTORY_NEVER: &str = "never";
+/// How long after its end a finished saga moves to the history tier, by default.
+pub const DEFAULT_HISTORY_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// How long a saga that ended for good stays in the sled journal's store
+/// before the mover takes it to the history tier, `DATA_DIR/history`
+/// (`crate::archive::mover`), where reads still find it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryAfter {
+    /// Keep finished sagas in the store (the start-up and memory then grow
+    /// with them).
+    Never,
+    /// Move once this long has passed since the saga ended; never zero.
+    After(Duration),
+}
+
+impl Default for HistoryAfter {
+    fn default() -> Self {
+        HistoryAfter::After(DEFAULT_HISTORY_AFTER)
+    }
+}
+
+impl HistoryAfter {
+    /// The period, if sagas move at all.
+    pub fn period(self) -> Option<Duration> {
+        match self {
+            HistoryAfter::Never => None,
+            HistoryAfter::After(d) => Some(d),
         }
     }
 }
@@ -216,6 +252,7 @@ pub struct Settings {
     pub log_format: Option<LogFormat>,
     pub otlp_endpoint: Option<String>,
     pub retention: Option<Retention>,
+    pub history_after: Option<HistoryAfter>,
     pub disk_reserve: Option<u64>,
     pub auth_tokens: Option<PathBuf>,
     pub insecure_no_auth: Option<bool>,
@@ -252,6 +289,9 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// How long ended sagas stay in the journal before they are archived.
     pub retention: Retention,
+    /// When finished sagas leave the sled journal's store for its history
+    /// tier.
+    pub history_after: HistoryAfter,
     /// Free bytes the journal leaves on its disk: it prepares no log segment
     /// that would take them, and does not start with less free.
     pub disk_reserve: u64,
@@ -290,6 +330,7 @@ impl Default for Config {
             log_format: LogFormat::default(),
             otlp_endpoint: None,
             retention: Retention::Forever,
+            history_after: HistoryAfter::default(),
             disk_reserve: crate::journal::store::wal::DEFAULT_DISK_RESERVE,
             auth_tokens: None,
             insecure_no_auth: false,
@@ -338,6 +379,7 @@ impl Config {
             log_format,
             otlp_endpoint,
             retention,
+            history_after,
             disk_reserve,
             auth_tokens,
             insecure_no_auth,
@@ -398,6 +440,9 @@ impl Config {
         }
         if let Some(v) = lease_ttl {
             self.lease_ttl = v;
+        }
+        if let Some(v) = history_after {
+            self.history_after = v;
         }
         if let Some(v) = participant_allow {
             self.participant_allow = Some(v);
@@ -465,6 +510,7 @@ impl Config {
             metrics_listen: self.metrics_listen,
             on_failed_webhook: self.on_failed_webhook.clone(),
             retention: self.retention.period(),
+            history_after: self.history_after.period(),
             disk_reserve: self.disk_reserve,
             auth_tokens: self.auth_tokens.clone(),
             reload_interval: crate::server::RELOAD_INTERVAL,
@@ -604,6 +650,7 @@ impl Settings {
             "log_format" => self.log_format = Some(parse_log_format(text).map_err(bad)?),
             "otlp_endpoint" => self.otlp_endpoint = Some(parse_otlp_endpoint(text).map_err(bad)?),
             "retention" => self.retention = Some(parse_retention(text).map_err(bad)?),
+            "history_after" => self.history_after = Some(parse_history_after(text).map_err(bad)?),
             "disk_reserve" => self.disk_reserve = Some(parse_bytes(text).map_err(bad)?),
             "auth_tokens" => self.auth_tokens = Some(path()),
             "insecure_no_auth" => self.insecure_no_auth = Some(parse_bool(text).map_err(bad)?),
@@ -631,6 +678,7 @@ fn expected(key: &str) -> &'static str {
         "log_format" => "a string, \"text\" or \"json\"",
         "otlp_endpoint" => "a URL string like \"http://127.0.0.1:4317\"",
         "retention" => "a duration string like \"7d\" or \"36h\", or \"forever\"",
+        "history_after" => "a duration string like \"10m\" or \"1h\", or \"never\"",
         "disk_reserve" => "a size like \"64MiB\" or \"1GiB\", or bytes",
         "auth_tokens" => "a path string",
         "insecure_no_auth" => "true or false",
@@ -792,6 +840,23 @@ pub fn parse_retention(text: &str) -> Result<Retention, String> {
         Ok(d) => Ok(Retention::For(d)),
         Err(e) => Err(format!(
             "'{text}' is not a duration like 7d or 36h, nor \"{RETENTION_FOREVER}\" ({e})"
+        )),
+    }
+}
+
+/// When finished sagas move to the history tier: a duration greater than
+/// zero (`10m`, `1h`), or `never`.
+pub fn parse_history_after(text: &str) -> Result<HistoryAfter, String> {
+    if text.trim() == HISTORY_NEVER {
+        return Ok(HistoryAfter::Never);
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "must be greater than 0 (use \"{HISTORY_NEVER}\" to keep finished sagas in the store)"
+        )),
+        Ok(d) => Ok(HistoryAfter::After(d)),
+        Err(e) => Err(format!(
+            "'{text}' is not a duration like 10m or 1h, nor \"{HISTORY_NEVER}\" ({e})"
         )),
     }
 }

@@ -17,6 +17,8 @@
 //! - `recovery::after_resume`: recovery has read back some sagas, not all.
 //! - `archive::after_flush`: an archive batch is durable in the archive files,
 //!   its sagas not yet removed from the journal.
+//! - `history::after_segment`: a history segment is durable, its sagas not
+//!   yet removed from the store (`journal/kv/tiered.rs`).
 
 /// Kills the process here if the named crash point is armed.
 #[macro_export]

@@ -12,11 +12,13 @@
 //! renewed, or the node joined again).
 //!
 //! With a retention period, the archiver (`crate::archive`) starts once
-//! recovery is done.
+//! recovery is done; with the sled journal and `history_after`, so does the
+//! mover (`crate::archive::mover`), which takes finished sagas out of sled
+//! into the history tier.
 //!
 //! Stopping (a signal in `sagad serve`, [`Server::stop`] in tests) follows one
 //! order: stop accepting connections; stop the archiver after its current
-//! batch; stop starting new calls while in-flight ones get the grace period;
+//! batch and the mover after its current segment; stop starting new calls while in-flight ones get the grace period;
 //! journal their outcomes; flush and close the journal.
 //!
 //! Optional parts: with `metrics_listen`, `GET /metrics` is served on its own
@@ -66,7 +68,7 @@ use tower::layer::util::{Identity, Stack};
 use crate::{
     Error, Result,
     api::CoordinatorApi,
-    archive::{self, Archiver},
+    archive::{self, Archiver, Mover},
     auth::{Authenticator, Authorize, TokensFile},
     engine::{Engine, EngineConfig, recovery},
     journal::{
@@ -107,6 +109,10 @@ pub struct ServerConfig {
     /// How long ended sagas stay in the journal; `None` keeps them forever.
     /// With a period, an archiver (`crate::archive`) runs once recovery is done.
     pub retention: Option<std::time::Duration>,
+    /// How long after their end finished sagas move from the sled journal's
+    /// store to its history tier (`crate::archive::mover`); `None` keeps them
+    /// in the store. Nothing moves with a PostgreSQL journal.
+    pub history_after: Option<std::time::Duration>,
     /// Free bytes the journal leaves on its disk (`WalOptions::disk_reserve`).
     pub disk_reserve: u64,
     /// The tokens file callers authenticate with; `None`: every caller is
@@ -173,9 +179,15 @@ pub async fn start_with_journal(
     journal: Arc<dyn Journal>,
     definitions: Vec<Definition>,
 ) -> Result<Server> {
-    let archiver = config
-        .retention
-        .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r));
+    let upkeep = Upkeep {
+        archiver: config
+            .retention
+            .map(|r| Archiver::new(journal.clone(), archive::archive_dir(&config.data_dir), r)),
+        mover: config
+            .history_after
+            .filter(|_| config.postgres.is_none())
+            .map(|after| Mover::new(journal.clone(), after)),
+    };
     let reload = ReloadHooks::default();
     let auth = authenticator(&config, &reload).await?;
     let tls = load_tls(&config.tls).await?;
@@ -211,7 +223,7 @@ pub async fn start_with_journal(
     let reloading = reload
         .clone()
         .watch(config.reload_interval, shutdown.clone());
-    let task = tokio::spawn(serving.run(router, incoming, metrics, archiver, reloading));
+    let task = tokio::spawn(serving.run(router, incoming, metrics, upkeep, reloading));
     Ok(Server {
         addr,
         metrics_addr,
@@ -422,6 +434,13 @@ async fn serve_metrics(
     }
 }
 
+/// The background work that starts once recovery is done and finishes its
+/// current step before the journal closes.
+struct Upkeep {
+    archiver: Option<Archiver>,
+    mover: Option<Mover>,
+}
+
 /// What the server task holds while it serves: the parts recovery and the stop
 /// act on.
 struct Serving {
@@ -448,7 +467,7 @@ impl Serving {
         router: GrpcRouter,
         incoming: Incoming,
         metrics_listener: Option<(TcpListener, Option<ServerTls>)>,
-        archiver: Option<Archiver>,
+        upkeep: Upkeep,
         reloading: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
         let stopping = self.shutdown.clone().cancelled_owned();
@@ -462,7 +481,7 @@ impl Serving {
         let (served, metrics_served, stopped, ()) = tokio::join!(
             serve,
             serve_metrics,
-            self.recover_then_stop(archiver),
+            self.recover_then_stop(upkeep),
             reloading
         );
         served.map_err(|e| Error::Unavailable(format!("gRPC server failed: {e}")))?;
@@ -474,11 +493,11 @@ impl Serving {
 
     /// Recovers every unfinished saga, opens for business, and once shutdown
     /// starts, stops. A failed recovery stops the server at once.
-    async fn recover_then_stop(&self, archiver: Option<Archiver>) -> Result<()> {
-        let mut archiving = None;
+    async fn recover_then_stop(&self, upkeep: Upkeep) -> Result<()> {
+        let mut upkeeping = Vec::new();
         tokio::select! {
             result = recovery::recover(&self.engine) => match result {
-                Ok(_) => archiving = self.open(archiver).await,
+                Ok(_) => upkeeping = self.open(upkeep).await,
                 Err(e) => {
                     tracing::error!(error = %e, "recovery failed; stopping");
                     self.shutdown.cancel();
@@ -495,7 +514,7 @@ impl Serving {
             }
         }
         self.shutdown.cancelled().await;
-        self.stop(archiving).await
+        self.stop(upkeeping).await
     }
 
     /// While serving, health follows the journal: NOT_SERVING while it refuses
@@ -539,25 +558,35 @@ impl Serving {
     }
 
     /// After recovery: posts again the FAILED notices never acknowledged,
-    /// starts the archiver, and reports SERVING. Returns the archiver's task.
-    async fn open(&self, archiver: Option<Archiver>) -> Option<JoinHandle<()>> {
+    /// starts the archiver and the mover, and reports SERVING. Returns their
+    /// tasks.
+    async fn open(&self, upkeep: Upkeep) -> Vec<JoinHandle<()>> {
         if let Some(notifier) = &self.notifier {
             notifier.redeliver_in_background(self.engine.journal().clone());
         }
-        let archiving = archiver.map(|a| a.spawn(self.shutdown.child_token()));
+        let upkeeping = [
+            upkeep
+                .archiver
+                .map(|a| a.spawn(self.shutdown.child_token())),
+            upkeep.mover.map(|m| m.spawn(self.shutdown.child_token())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         self.ready.store(true, Ordering::Release);
         report_health(&self.health, ServingStatus::Serving).await;
         let _ = self.ready_tx.send(true);
-        archiving
+        upkeeping
     }
 
     /// The stop, once shutdown started: the archiver finishes the removals of
-    /// its batch before the journal closes, health turns NOT_SERVING, the engine
-    /// stops (in-flight calls get their grace, the journal is flushed and
-    /// closed), and the notifier finishes.
-    async fn stop(&self, archiving: Option<JoinHandle<()>>) -> Result<()> {
-        if let Some(archiving) = archiving {
-            let _ = archiving.await;
+    /// its batch (and the mover those of its segment) before the journal
+    /// closes, health turns NOT_SERVING, the engine stops (in-flight calls get
+    /// their grace, the journal is flushed and closed), and the notifier
+    /// finishes.
+    async fn stop(&self, upkeeping: Vec<JoinHandle<()>>) -> Result<()> {
+        for task in upkeeping {
+            let _ = task.await;
         }
         report_health(&self.health, ServingStatus::NotServing).await;
         let stopped = self.engine.shutdown().await;

@@ -11,6 +11,10 @@
 //!    ─▶ [crash point archive::after_flush] ─▶ remove_sagas
 //! ```
 //!
+//! then the same for each segment of the history tier (`mover.rs`) whose
+//! every saga ended before the cutoff, a whole segment at a time, ending in
+//! [`Journal::retire_history`] instead of `remove_sagas`.
+//!
 //! Invariants:
 //! - **One archiver per journal.** The archiver asks for the cluster-wide
 //!   archiver duty ([`Journal::hold_duty`], [`Duty::ARCHIVER`]) every pass,
@@ -172,7 +176,43 @@ impl Archiver {
                 break;
             }
         }
+        self.pass_history(cutoff, stop, &mut report).await?;
         Ok(report)
+    }
+
+    /// Archives the history segments whose every saga ended before
+    /// `cutoff`, a whole segment at a time, and retires each once its
+    /// sagas are durable in the archive files.
+    async fn pass_history(
+        &mut self,
+        cutoff: Timestamp,
+        stop: &CancellationToken,
+        report: &mut PassReport,
+    ) -> Result<(), ArchiveError> {
+        for number in self.journal.history_ended_before(cutoff) {
+            if stop.is_cancelled() || !self.hold_duty().await? {
+                break;
+            }
+            let ids = self.journal.history_sagas(number).await?;
+            let mut unarchived = 0;
+            for batch in ids.chunks(ARCHIVE_BATCH_SAGAS) {
+                let (days, archived) = self.records(batch, report).await?;
+                unarchived += batch.len() - archived.len();
+                self.append(days).await?;
+            }
+            crate::crash_point!("archive::after_flush");
+            if unarchived > 0 {
+                // Kept: retiring the segment would lose what did not fold.
+                tracing::error!(
+                    segment = number,
+                    unarchived,
+                    "a history segment keeps sagas that could not be archived; it stays until they can"
+                );
+                continue;
+            }
+            report.archived += self.journal.retire_history(number).await?;
+        }
+        Ok(())
     }
 
     /// Takes or renews the archiver duty, saying so when it changes hands.
@@ -283,6 +323,68 @@ mod tests {
             .unwrap();
         }
         records
+    }
+
+    /// Sagas the mover took to the history tier are archived by retention a
+    /// whole segment at a time: their records land in the archive, the
+    /// segment goes, the archive horizon covers their offsets, and a newer
+    /// segment (its sagas ended after the cutoff) stays.
+    #[tokio::test]
+    async fn a_pass_archives_history_segments_whole_once_they_are_past_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal: Arc<dyn Journal> =
+            Arc::new(crate::journal::SledJournal::open(&dir.path().join("data")).unwrap());
+        let old = [
+            completing(Some("k"), 1_000),
+            turning_back(EventKind::SagaCompensated, 2_000),
+        ];
+        let mut written = Vec::new();
+        for events in &old {
+            written.extend(journal.append(events.clone()).await.unwrap());
+        }
+        let far = Timestamp(u64::MAX);
+        assert_eq!(journal.move_to_history(far, 1, 100).await.unwrap().sagas, 2);
+        let newer = completing(None, 50_000);
+        journal.append(newer.clone()).await.unwrap();
+        assert_eq!(journal.move_to_history(far, 1, 100).await.unwrap().sagas, 1);
+        assert_eq!(journal.history_ended_before(far).len(), 2);
+
+        let archive = dir.path().join("archive");
+        let mut archiver = Archiver::new(journal.clone(), archive.clone(), Duration::from_secs(1));
+        let stop = CancellationToken::new();
+        let report = archiver.pass(Timestamp(10_000), &stop).await.unwrap();
+        assert_eq!(
+            report,
+            PassReport {
+                archived: 2,
+                skipped: 0
+            }
+        );
+        let ids: Vec<String> = lines(&archive).iter().map(|r| r.id.clone()).collect();
+        assert_eq!(
+            ids,
+            [old[0][0].saga.to_string(), old[1][0].saga.to_string()]
+        );
+        for events in &old {
+            assert!(journal.read_saga(events[0].saga).await.unwrap().is_empty());
+        }
+        assert_eq!(
+            journal.saga_for_key("k").await.unwrap(),
+            None,
+            "the key is free again"
+        );
+        let highest = written.iter().map(|e| e.offset).max().unwrap();
+        assert!(journal.archived_through().await.unwrap() >= highest);
+        assert_eq!(
+            journal.read_saga(newer[0].saga).await.unwrap().len(),
+            newer.len()
+        );
+        assert_eq!(
+            journal.history_ended_before(far).len(),
+            1,
+            "the newer segment stays"
+        );
+        journal.close().await.unwrap();
     }
 
     #[tokio::test]

@@ -42,9 +42,11 @@ use crate::{journal::JournalError, saga::SagaId};
 pub mod archiver;
 pub mod export;
 pub mod file;
+pub mod mover;
 pub mod record;
 
 pub use archiver::Archiver;
+pub use mover::Mover;
 
 /// The archive directory inside a data directory.
 pub const ARCHIVE_DIR: &str = "archive";

@@ -9,7 +9,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use http::Uri;
 
 use sagad::{
-    config::{self, Config, ConfigError, LogFormat, Retention, Settings},
+    config::{self, Config, ConfigError, HistoryAfter, LogFormat, Retention, Settings},
     journal::postgres::NodeId,
     participant::guard::{AllowEntry, AllowList},
     server,
@@ -23,7 +23,7 @@ use crate::cli::{definitions, logging, serve_tls::ServeTlsArgs};
 pub struct ServeArgs {
     /// A TOML file of settings (keys: listen, data_dir, sagas, max_payload_bytes,
     /// shutdown_grace, default_timeout, metrics_listen, on_failed_webhook,
-    /// log_format, otlp_endpoint, retention, disk_reserve, journal, node_id, lease_ttl,
+    /// log_format, otlp_endpoint, retention, history_after, disk_reserve, journal, node_id, lease_ttl,
     /// auth_tokens, insecure_no_auth, participant_allow, and the TLS keys:
     /// tls_cert, tls_key, tls_client_ca, metrics_tls_cert, metrics_tls_key,
     /// participant_ca, participant_cert, participant_key, [[participant_tls]]).
@@ -101,6 +101,13 @@ pub struct ServeArgs {
     /// recovers its sagas). [env: SAGAD_NODE_ID] [default: HOSTNAME/LISTEN]
     #[arg(long, value_name = "NAME", value_parser = config::parse_node_id)]
     pub node_id: Option<NodeId>,
+    /// How long after its end a finished saga (COMPLETED or COMPENSATED)
+    /// leaves the sled journal's store for its history tier, DATA_DIR/history,
+    /// where every read still finds it: start-up and memory then stay flat
+    /// however long the history. "never" keeps finished sagas in the store.
+    /// [env: SAGAD_HISTORY_AFTER] [default: 10m]
+    #[arg(long, value_name = "DURATION|never", value_parser = config::parse_history_after)]
+    pub history_after: Option<HistoryAfter>,
     /// How long this node's lease lasts without renewal (renewed every third
     /// of it) in a PostgreSQL journal: when it runs out, the other nodes take
     /// its sagas over. [env: SAGAD_LEASE_TTL] [default: 10s]
@@ -137,6 +144,7 @@ impl ServeArgs {
             log_format: self.log_format,
             otlp_endpoint: self.otlp_endpoint.clone(),
             retention: self.retention,
+            history_after: self.history_after,
             disk_reserve: self.disk_reserve,
             auth_tokens: self.auth_tokens.clone(),
             // Off is the default: the flag only turns it on.

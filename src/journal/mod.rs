@@ -414,18 +414,41 @@ pub trait Journal: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<SagaId>, JournalError>;
 
-    /// Moves up to `limit` final sagas whose terminal event is older than
-    /// `cutoff` (oldest first) out of the journal's store into one new
-    /// segment of its history tier (`history/`), durably: every read finds
-    /// them there as before (offsets, idempotency keys and listing
-    /// included), and the store no longer holds them. A journal without a
+    /// Moves final sagas whose terminal event is older than `cutoff`
+    /// (oldest first, at most `at_most`) out of the journal's store into one
+    /// new segment of its history tier (`history/`), durably: every read
+    /// finds them there as before (offsets, idempotency keys and listing
+    /// included), and the store no longer holds them. Fewer than `at_least`
+    /// due move nothing (a segment is worth its file). A journal without a
     /// tier moves nothing.
     async fn move_to_history(
         &self,
         _cutoff: Timestamp,
-        _limit: usize,
+        _at_least: usize,
+        _at_most: usize,
     ) -> Result<history::Moved, JournalError> {
         Ok(history::Moved::default())
+    }
+
+    /// The segments of the history tier whose every saga ended before
+    /// `cutoff`, oldest first: retention archives them whole. None without
+    /// a tier.
+    fn history_ended_before(&self, _cutoff: Timestamp) -> Vec<u64> {
+        Vec::new()
+    }
+
+    /// The ids of the sagas in history segment `number`, in id order (none
+    /// if it is gone).
+    async fn history_sagas(&self, _number: u64) -> Result<Vec<SagaId>, JournalError> {
+        Ok(Vec::new())
+    }
+
+    /// Retires history segment `number`, whose sagas the caller archived:
+    /// the archive horizon rises to its highest offset, a copy of its sagas
+    /// the store still holds is removed, and then its file, durably; its
+    /// sagas are gone from every read. Returns how many sagas it held.
+    async fn retire_history(&self, _number: u64) -> Result<usize, JournalError> {
+        Ok(0)
     }
 
     /// Removes the final sagas among `ids` entirely (events, offsets, listing,

@@ -27,6 +27,13 @@ pub(in crate::journal) enum WriteRequest {
         to: RemovedTo,
         reply: oneshot::Sender<Result<Vec<SagaId>, JournalError>>,
     },
+    /// Retention of a history segment: raise the archive horizon to
+    /// `offset` (never lowers it). Only a journal with a history tier is
+    /// sent it.
+    ArchiveThrough {
+        offset: u64,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
     Close {
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
@@ -50,6 +57,7 @@ impl WriteRequest {
             WriteRequest::Append { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::PutParticipant { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::Remove { reply, .. } => drop(reply.send(Err(error))),
+            WriteRequest::ArchiveThrough { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::Close { reply } => drop(reply.send(Err(error))),
         }
     }

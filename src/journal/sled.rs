@@ -284,7 +284,7 @@ mod tests {
             let all = [finals.clone(), vec![running]].concat();
             let before = seen(&journal, &all).await;
 
-            let moved = journal.move_to_history(LATER, 100).await.unwrap();
+            let moved = journal.move_to_history(LATER, 1, 100).await.unwrap();
             assert_eq!(moved.sagas, 2, "the two final sagas, not the running one");
             assert!(moved.bytes > 0);
             assert!(finals.iter().all(|&id| !in_store(&journal, id)));
@@ -292,7 +292,10 @@ mod tests {
             assert_eq!(seen(&journal, &all).await, before);
             assert_eq!(journal.archived_through().await.unwrap(), Offset::ZERO);
             // Nothing is left to move.
-            assert_eq!(journal.move_to_history(LATER, 100).await.unwrap().sagas, 0);
+            assert_eq!(
+                journal.move_to_history(LATER, 1, 100).await.unwrap().sagas,
+                0
+            );
 
             journal.close().await.unwrap();
             drop(journal);
@@ -309,7 +312,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let journal = SledJournal::open(dir.path()).unwrap();
             let (finals, _) = three(&journal).await;
-            journal.move_to_history(LATER, 100).await.unwrap();
+            journal.move_to_history(LATER, 1, 100).await.unwrap();
             let again = started("shop", Some("order-1"));
             let refused = journal.append(vec![again.clone()]).await.unwrap_err();
             assert!(
@@ -334,16 +337,22 @@ mod tests {
             // `completing` ended at 1 003, `turning_back` at 2 003.
             assert_eq!(
                 journal
-                    .move_to_history(Timestamp(1_000), 100)
+                    .move_to_history(Timestamp(1_000), 1, 100)
                     .await
                     .unwrap()
                     .sagas,
                 0
             );
-            assert_eq!(journal.move_to_history(LATER, 1).await.unwrap().sagas, 1);
+            // Two are due: fewer than a move asks for.
+            assert_eq!(
+                journal.move_to_history(LATER, 3, 100).await.unwrap().sagas,
+                0
+            );
+            assert!(in_store(&journal, finals[0]));
+            assert_eq!(journal.move_to_history(LATER, 1, 1).await.unwrap().sagas, 1);
             assert!(!in_store(&journal, finals[0]));
             assert!(in_store(&journal, finals[1]));
-            assert_eq!(journal.move_to_history(LATER, 1).await.unwrap().sagas, 1);
+            assert_eq!(journal.move_to_history(LATER, 1, 1).await.unwrap().sagas, 1);
             assert!(!in_store(&journal, finals[1]));
             journal.close().await.unwrap();
         }
@@ -387,7 +396,10 @@ mod tests {
             assert!(finals.iter().all(|&id| in_store(&journal, id)));
             assert_eq!(seen(&journal, &all).await, before, "two copies read as one");
 
-            assert_eq!(journal.move_to_history(LATER, 100).await.unwrap().sagas, 2);
+            assert_eq!(
+                journal.move_to_history(LATER, 1, 100).await.unwrap().sagas,
+                2
+            );
             assert!(finals.iter().all(|&id| !in_store(&journal, id)));
             assert_eq!(seen(&journal, &all).await, before);
             journal.close().await.unwrap();
@@ -437,7 +449,7 @@ mod tests {
             // Twenty moves of ten sagas each.
             let mut moved = 0;
             while moved < sagas.len() {
-                moved += journal.move_to_history(LATER, 10).await.unwrap().sagas;
+                moved += journal.move_to_history(LATER, 1, 10).await.unwrap().sagas;
             }
             assert!(reading.await.unwrap() > 1);
             assert_eq!(journal.history().unwrap().sagas(), 200);

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use sagad::{
-    config::{Config, ConfigError, LogFormat, Retention, Settings, TlsSettings},
+    config::{Config, ConfigError, HistoryAfter, LogFormat, Retention, Settings, TlsSettings},
     journal::postgres::{NodeId, PgTarget},
     participant::guard::AllowList,
 };
@@ -42,6 +42,7 @@ metrics_listen = "127.0.0.1:9100"
 on_failed_webhook = "http://127.0.0.1:9/from-file"
 log_format = "json"
 retention = "30d"
+history_after = "1h"
 "#,
     );
     let env = env(&[
@@ -52,6 +53,7 @@ retention = "30d"
         ("SAGAD_METRICS_LISTEN", ":9101"),
         ("SAGAD_ON_FAILED_WEBHOOK", "http://127.0.0.1:9/from-env"),
         ("SAGAD_RETENTION", "7d"),
+        ("SAGAD_HISTORY_AFTER", "never"),
     ]);
     let flags = Settings {
         shutdown_grace: Some(Duration::from_secs(3)),
@@ -86,6 +88,8 @@ retention = "30d"
             default_timeout: Duration::from_secs(3),
             metrics_listen: Some(addr("127.0.0.1:9102")),
             retention: Retention::For(Duration::from_secs(36 * 3600)),
+            // env over file
+            history_after: HistoryAfter::Never,
             tls: TlsSettings::default(),
         }
     );
@@ -278,6 +282,7 @@ fn the_server_config_carries_every_setting() {
         log_format: LogFormat::Json,
         otlp_endpoint: None,
         retention: Retention::For(Duration::from_secs(60)),
+        history_after: HistoryAfter::After(Duration::from_secs(90)),
         disk_reserve: 123,
         auth_tokens: Some(PathBuf::from("/etc/sagad/tokens")),
         insecure_no_auth: false,
@@ -303,6 +308,7 @@ fn the_server_config_carries_every_setting() {
         "http://hooks.internal/sagad"
     );
     assert_eq!(server.retention, Some(Duration::from_secs(60)));
+    assert_eq!(server.history_after, Some(Duration::from_secs(90)));
     assert_eq!(server.disk_reserve, 123);
     assert_eq!(server.auth_tokens, Some(PathBuf::from("/etc/sagad/tokens")));
     let postgres = server.postgres.expect("the PostgreSQL journal");
@@ -325,9 +331,16 @@ fn the_server_config_carries_every_setting() {
     );
     let forever = Config {
         retention: Retention::Forever,
+        history_after: HistoryAfter::Never,
         ..config
     };
-    assert_eq!(forever.server_config().unwrap().retention, None);
+    let server = forever.server_config().unwrap();
+    assert_eq!((server.retention, server.history_after), (None, None));
+    assert_eq!(
+        Config::default().history_after,
+        HistoryAfter::After(Duration::from_secs(600)),
+        "finished sagas leave the store after ten minutes by default"
+    );
 }
 
 #[test]

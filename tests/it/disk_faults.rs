@@ -37,6 +37,7 @@ async fn start_faulty(dir: &Path, fault: Arc<DiskFault>) -> server::Server {
         metrics_listen: None,
         on_failed_webhook: None,
         retention: None,
+        history_after: None,
         disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
         tls: Default::default(),
         postgres: None,

@@ -121,6 +121,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             metrics_listen: None,
             on_failed_webhook: None,
             retention: None,
+            history_after: None,
             disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
             tls: Default::default(),
             postgres: None,

@@ -76,6 +76,11 @@ impl SharedTier {
         }
     }
 
+    /// The highest offset in segment `number`, if it is there.
+    pub fn highest_offset(&self, number: u64) -> Option<u64> {
+        self.read().segment(number).map(|s| s.offsets().1)
+    }
+
     /// [`Tier::retire`].
     pub fn retire(&self, number: u64) -> Result<(), HistoryError> {
         let _change = self.change();

@@ -284,9 +284,22 @@ impl<S: KvStore> Journal for KvJournal<S> {
     async fn move_to_history(
         &self,
         cutoff: Timestamp,
-        limit: usize,
+        at_least: usize,
+        at_most: usize,
     ) -> Result<Moved, JournalError> {
-        self.move_finished(cutoff, limit).await
+        self.move_finished(cutoff, at_least, at_most).await
+    }
+
+    fn history_ended_before(&self, cutoff: Timestamp) -> Vec<u64> {
+        KvJournal::history_ended_before(self, cutoff)
+    }
+
+    async fn history_sagas(&self, number: u64) -> Result<Vec<SagaId>, JournalError> {
+        KvJournal::history_sagas(self, number).await
+    }
+
+    async fn retire_history(&self, number: u64) -> Result<usize, JournalError> {
+        self.retire_segment(number).await
     }
 
     async fn remove_sagas(&self, ids: Vec<SagaId>) -> Result<Vec<SagaId>, JournalError> {

@@ -45,14 +45,16 @@ use crate::{
 };
 
 impl<S: KvStore> KvJournal<S> {
-    /// Moves up to `limit` final sagas that ended before `cutoff` (oldest
-    /// first) out of the store into one new segment of the history tier;
-    /// nothing without a tier. Durable on `Ok`: the segment is synced
-    /// before the removal is written, and the removal is a write like any.
+    /// Moves up to `at_most` final sagas that ended before `cutoff` (oldest
+    /// first) out of the store into one new segment of the history tier,
+    /// if at least `at_least` are due; nothing without a tier. Durable on
+    /// `Ok`: the segment is synced before the removal is written, and the
+    /// removal is a write like any.
     pub(super) async fn move_finished(
         &self,
         cutoff: Timestamp,
-        limit: usize,
+        at_least: usize,
+        at_most: usize,
     ) -> Result<Moved, JournalError> {
         let Some(history) = self.history.clone() else {
             return Ok(Moved::default());
@@ -61,8 +63,11 @@ impl<S: KvStore> KvJournal<S> {
         let snapshots = self.snapshots.clone();
         // Reading a segment's worth of sagas and writing the file is
         // seconds of blocking work: off the async workers.
-        let collected = tokio::task::spawn_blocking(move || {
-            let ids = retention::finished_before(&*store, cutoff, None, limit)?;
+        let collected = blocking(move || {
+            let ids = retention::finished_before(&*store, cutoff, None, at_most)?;
+            if ids.len() < at_least.max(1) {
+                return Ok((Vec::new(), 0));
+            }
             let sagas = ids
                 .into_iter()
                 .filter_map(|id| finished(&*store, &snapshots, id).transpose())
@@ -72,14 +77,14 @@ impl<S: KvStore> KvJournal<S> {
             }
             let ids: Vec<SagaId> = sagas.iter().map(FinishedSaga::id).collect();
             let written = history.add(sagas)?;
-            Ok::<_, JournalError>((ids, written.bytes))
+            Ok((ids, written.bytes))
         })
-        .await
-        .map_err(|e| JournalError::Start(std::io::Error::other(e.to_string())))??;
+        .await?;
         let (ids, bytes) = collected;
         if ids.is_empty() {
             return Ok(Moved::default());
         }
+        crate::crash_point!("history::after_segment");
         let removed = self
             .request(|reply| WriteRequest::Remove {
                 ids,
@@ -91,6 +96,62 @@ impl<S: KvStore> KvJournal<S> {
             sagas: removed.len(),
             bytes,
         })
+    }
+
+    /// [`crate::journal::Journal::history_ended_before`].
+    pub(super) fn history_ended_before(&self, cutoff: Timestamp) -> Vec<u64> {
+        match &self.history {
+            Some(history) => history
+                .ended_before(cutoff)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`crate::journal::Journal::history_sagas`].
+    pub(super) async fn history_sagas(&self, number: u64) -> Result<Vec<SagaId>, JournalError> {
+        let Some(history) = self.history.clone() else {
+            return Ok(Vec::new());
+        };
+        blocking(move || {
+            let mut ids = Vec::new();
+            history.each_block_of(number, |sagas| {
+                ids.extend(sagas.iter().map(FinishedSaga::id));
+                true
+            })?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// [`crate::journal::Journal::retire_history`]: the horizon first, so
+    /// a crash before the file goes leaves a segment retention takes again
+    /// (its sagas archived twice at worst), never a hole above the horizon.
+    pub(super) async fn retire_segment(&self, number: u64) -> Result<usize, JournalError> {
+        let Some(history) = self.history.clone() else {
+            return Ok(0);
+        };
+        let Some(highest) = history.highest_offset(number) else {
+            return Ok(0);
+        };
+        let ids = self.history_sagas(number).await?;
+        for chunk in ids.chunks(REMOVE_CHUNK) {
+            self.request(|reply| WriteRequest::Remove {
+                ids: chunk.to_vec(),
+                to: RemovedTo::Archive,
+                reply,
+            })
+            .await?;
+        }
+        self.request(|reply| WriteRequest::ArchiveThrough {
+            offset: highest,
+            reply,
+        })
+        .await?;
+        blocking(move || Ok(history.retire(number)?)).await?;
+        Ok(ids.len())
     }
 
     /// The saga's events from the tier, when the store had none.
@@ -160,6 +221,20 @@ impl<S: KvStore> KvJournal<S> {
         events.extend(found.into_iter().map(|e| (e.offset.get(), e)));
         Ok(events.into_values().take(limit).collect())
     }
+}
+
+/// Sagas per removal request when a segment retires: the writer does a
+/// modest amount in one batch.
+const REMOVE_CHUNK: usize = 256;
+
+/// Runs `work` on a blocking thread: the tier's files are read and written
+/// with plain file I/O.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, JournalError> + Send + 'static,
+) -> Result<T, JournalError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        JournalError::Start(std::io::Error::other(format!("a history task failed: {e}")))
+    })?
 }
 
 /// The saga `id` whole, as the store holds it, if it is there and final.

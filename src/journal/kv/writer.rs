@@ -103,7 +103,8 @@ enum Pending {
         oneshot::Sender<Result<Vec<Event>, JournalError>>,
         Vec<Event>,
     ),
-    Participant(oneshot::Sender<Result<(), JournalError>>),
+    /// A participant's write, or the archive horizon's: answered with `()`.
+    Written(oneshot::Sender<Result<(), JournalError>>),
     Remove(
         oneshot::Sender<Result<Vec<SagaId>, JournalError>>,
         Vec<SagaId>,
@@ -115,7 +116,7 @@ impl Pending {
     fn succeed(self) {
         match self {
             Pending::Append(reply, events) => drop(reply.send(Ok(events))),
-            Pending::Participant(reply) => drop(reply.send(Ok(()))),
+            Pending::Written(reply) => drop(reply.send(Ok(()))),
             Pending::Remove(reply, removed) => drop(reply.send(Ok(removed))),
         }
     }
@@ -124,7 +125,7 @@ impl Pending {
     fn fail(self, error: JournalError) {
         match self {
             Pending::Append(reply, _) => drop(reply.send(Err(error))),
-            Pending::Participant(reply) => drop(reply.send(Err(error))),
+            Pending::Written(reply) => drop(reply.send(Err(error))),
             Pending::Remove(reply, _) => drop(reply.send(Err(error))),
         }
     }
@@ -232,12 +233,21 @@ impl<S: KvStore> Writer<S> {
                 WriteRequest::Append { events, reply } => {
                     self.gather_append(&mut batch, events, reply)
                 }
+                WriteRequest::ArchiveThrough { offset, reply } => {
+                    // Spent like offsets: never lowered, even if the sync fails.
+                    self.archived_through = self.archived_through.max(offset);
+                    batch.writes.push((
+                        ARCHIVED_THROUGH_KEY.to_vec(),
+                        Some(self.archived_through.to_be_bytes().to_vec()),
+                    ));
+                    batch.pending.push(Pending::Written(reply));
+                }
                 WriteRequest::PutParticipant { participant, reply } => {
                     batch.writes.push((
                         codec::name_key(PARTICIPANT, &participant.name),
                         Some(codec::encode(&*participant)),
                     ));
-                    batch.pending.push(Pending::Participant(reply));
+                    batch.pending.push(Pending::Written(reply));
                 }
             }
         }

@@ -100,6 +100,11 @@ impl Batch {
                 self.removals.push(Removal { ids, reply });
                 None
             }
+            WriteRequest::ArchiveThrough { reply, .. } => {
+                // Sent only by a journal with a history tier, which this is not.
+                let _ = reply.send(Err(JournalError::Closed));
+                None
+            }
             close @ WriteRequest::Close { .. } => Some(close),
         }
     }

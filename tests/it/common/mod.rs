@@ -75,6 +75,9 @@ pub struct Extras {
     pub on_failed_webhook: Option<String>,
     /// Archive sagas that ended longer ago than this (`--retention`).
     pub retention: Option<Duration>,
+    /// Move finished sagas to the history tier this long after their end
+    /// (`--history-after`); `None`: they stay in the store.
+    pub history_after: Option<Duration>,
     /// Authenticate callers against this tokens file (`--auth-tokens`),
     /// checked for changes every `reload_interval` (the server's default
     /// when unset).
@@ -172,6 +175,7 @@ impl TestServer {
                     .as_ref()
                     .map(|url| url.parse().unwrap()),
                 retention: self.retention,
+                history_after: self.extras.history_after,
                 disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
                 auth_tokens: self.extras.auth_tokens.clone(),
                 reload_interval: self
