@@ -511,6 +511,7 @@ impl Config {
             on_failed_webhook: self.on_failed_webhook.clone(),
             retention: self.retention.period(),
             history_after: self.history_after.period(),
+            history_segment_min: crate::archive::mover::SEGMENT_SAGAS_MIN,
             disk_reserve: self.disk_reserve,
             auth_tokens: self.auth_tokens.clone(),
             reload_interval: crate::server::RELOAD_INTERVAL,

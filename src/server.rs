@@ -113,6 +113,10 @@ pub struct ServerConfig {
     /// store to its history tier (`crate::archive::mover`); `None` keeps them
     /// in the store. Nothing moves with a PostgreSQL journal.
     pub history_after: Option<std::time::Duration>,
+    /// Fewest due sagas the mover makes a segment of
+    /// ([`archive::mover::SEGMENT_SAGAS_MIN`] unless a test needs fewer; not
+    /// an operator setting).
+    pub history_segment_min: usize,
     /// Free bytes the journal leaves on its disk (`WalOptions::disk_reserve`).
     pub disk_reserve: u64,
     /// The tokens file callers authenticate with; `None`: every caller is
@@ -186,7 +190,9 @@ pub async fn start_with_journal(
         mover: config
             .history_after
             .filter(|_| config.postgres.is_none())
-            .map(|after| Mover::new(journal.clone(), after)),
+            .map(|after| {
+                Mover::new(journal.clone(), after).with_at_least(config.history_segment_min)
+            }),
     };
     let reload = ReloadHooks::default();
     let auth = authenticator(&config, &reload).await?;

@@ -95,7 +95,12 @@ async fn check(data_dir: &Path) -> anyhow::Result<()> {
         Err(e) if is_damage(&e) => return check_by_salvage(data_dir, e).await,
         Err(e) => return Err(e),
     };
-    let report = check::check(journal.store());
+    let report = check::check(journal.store()).map(|mut report| {
+        if let Some(history) = journal.journal().history() {
+            check::check_history(history, &mut report);
+        }
+        report
+    });
     let torn = journal.torn_tail().cloned();
     let copied = journal.copied_bytes();
     let findings = journal.sled_findings().to_vec();

@@ -29,6 +29,7 @@ use std::{path::Path, sync::Arc};
 use super::{
     Journal, JournalError, SledJournal,
     check::{self, CheckReport},
+    history::HISTORY_DIR,
     kv::{
         codec,
         salvage::{self as kv_salvage, Provenance, SalvageReport, Salvaged},
@@ -56,6 +57,9 @@ pub struct Salvage {
     /// The rebuilt journal's entries, in key order (shared with the thread
     /// that writes them).
     writes: Arc<Vec<KeyWrite>>,
+    /// The damaged data directory, whose history tier the new one gets a
+    /// copy of (its segments are checked on their own, and never change).
+    source: std::path::PathBuf,
 }
 
 impl SledJournal {
@@ -126,6 +130,7 @@ impl SledJournal {
             log,
             report,
             writes: Arc::new(writes),
+            source: dir.to_path_buf(),
         })
     }
 }
@@ -151,8 +156,10 @@ impl Salvage {
         // stays locked from the first write to the check.
         let out = out.to_path_buf();
         let writes = self.writes.clone();
+        let source = self.source.join(HISTORY_DIR);
         let opened = tokio::task::spawn_blocking(move || {
             let store = SledStore::open(&out).map_err(JournalError::Open)?;
+            copy_history(&source, &out.join(HISTORY_DIR))?;
             store
                 .write_ordered(&mut lend(&writes))
                 .and_then(|()| store.sync())
@@ -167,7 +174,12 @@ impl Salvage {
         let journal = opened
             .await
             .map_err(|e| JournalError::Start(std::io::Error::other(e)))??;
-        let report = check::check(journal.store());
+        let report = check::check(journal.store()).map(|mut report| {
+            if let Some(history) = journal.history() {
+                check::check_history(history, &mut report);
+            }
+            report
+        });
         journal.close().await?;
         let report = report?;
         if !report.is_clean() {
@@ -178,6 +190,31 @@ impl Salvage {
         }
         Ok(report)
     }
+}
+
+/// Copies the segments of the history tier in `from` (if any) to `to`,
+/// synced: they are immutable, and checked by the new journal's check.
+fn copy_history(from: &Path, to: &Path) -> Result<(), JournalError> {
+    let io = |what: &str, path: &Path, e: std::io::Error| {
+        JournalError::Open(StoreError::io(format!("{what} {}", path.display()), e))
+    };
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return Ok(()); // no history tier
+    };
+    crate::private::dir(to).map_err(|e| io("creating", to, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| io("listing", from, e))?.path();
+        if path.extension().is_some_and(|x| x == "segment") {
+            let copy = to.join(path.file_name().expect("a listed file has a name"));
+            std::fs::copy(&path, &copy).map_err(|e| io("copying", &path, e))?;
+            std::fs::File::open(&copy)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("syncing", &copy, e))?;
+        }
+    }
+    std::fs::File::open(to)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("syncing", to, e))
 }
 
 /// "keys after X and before Y could not be read: why", the keys named as

@@ -38,6 +38,7 @@ async fn start_faulty(dir: &Path, fault: Arc<DiskFault>) -> server::Server {
         on_failed_webhook: None,
         retention: None,
         history_after: None,
+        history_segment_min: sagad::archive::mover::SEGMENT_SAGAS_MIN,
         disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
         tls: Default::default(),
         postgres: None,

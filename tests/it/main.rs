@@ -31,6 +31,7 @@ mod disk_full;
 mod feed;
 mod files;
 mod history;
+mod history_tier;
 mod http_participants;
 mod lost_commit;
 mod metrics;

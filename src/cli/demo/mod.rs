@@ -122,6 +122,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             on_failed_webhook: None,
             retention: None,
             history_after: None,
+            history_segment_min: sagad::archive::mover::SEGMENT_SAGAS_MIN,
             disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
             tls: Default::default(),
             postgres: None,

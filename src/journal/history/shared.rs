@@ -108,7 +108,7 @@ impl SharedTier {
         self.read().events_after(after, limit)
     }
 
-    pub fn check(&self) -> Result<Vec<(PathBuf, SegmentCheck)>, HistoryError> {
+    pub fn check(&self) -> Vec<(PathBuf, Result<SegmentCheck, HistoryError>)> {
         self.read().check()
     }
 }

@@ -225,11 +225,12 @@ impl Tier {
         Ok(all.into_values().collect())
     }
 
-    /// [`Segment::check`] of every segment, with its path.
-    pub fn check(&self) -> Result<Vec<(PathBuf, SegmentCheck)>, HistoryError> {
+    /// [`Segment::check`] of every segment, with its path: each segment's
+    /// result on its own, so one damaged segment hides none of the others.
+    pub fn check(&self) -> Vec<(PathBuf, Result<SegmentCheck, HistoryError>)> {
         self.segments
             .values()
-            .map(|s| Ok((s.path().to_path_buf(), s.check()?)))
+            .map(|s| (s.path().to_path_buf(), s.check()))
             .collect()
     }
 }

@@ -176,6 +176,8 @@ impl TestServer {
                     .map(|url| url.parse().unwrap()),
                 retention: self.retention,
                 history_after: self.extras.history_after,
+                // Tests move a handful of sagas at a time.
+                history_segment_min: 1,
                 disk_reserve: sagad::journal::store::wal::DEFAULT_DISK_RESERVE,
                 auth_tokens: self.extras.auth_tokens.clone(),
                 reload_interval: self

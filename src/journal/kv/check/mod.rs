@@ -5,7 +5,9 @@
 //!
 //! Sagas removed by retention leave no trace but holes in the offset index, all
 //! at or below the archive horizon; the check holds the index to what the feed
-//! (`read_after`) relies on: no hole above that horizon.
+//! (`read_after`) relies on: no hole above that horizon (or above the history
+//! horizon, below which the history tier holds the moved sagas' events;
+//! [`check_history`] verifies each of its segments).
 //!
 //! [`check`] reads every event first ([`Histories`]), then holds each index
 //! against them. An index's checker lives beside the code that keeps the
@@ -23,7 +25,7 @@ use super::{
     offsets, snapshots,
 };
 use crate::{
-    journal::{JournalError, SagaSummary, store::KvStore},
+    journal::{JournalError, SagaSummary, history::SharedTier, store::KvStore},
     saga::{EventKind, Participant, SagaId, SagaState},
 };
 
@@ -42,6 +44,19 @@ pub fn check<S: KvStore>(store: &S) -> Result<CheckReport, JournalError> {
     check_participants(store, &mut report)?;
     snapshots::check_snapshots(store, &mut report);
     Ok(report)
+}
+
+/// Checks every segment of a journal's history tier into `report`: every
+/// block's checksum, every saga's fold, the key and offset tables against
+/// the blocks. A segment that fails is a problem naming its file.
+pub fn check_history(history: &SharedTier, report: &mut CheckReport) {
+    for (path, checked) in history.check() {
+        report.history_segments += 1;
+        match checked {
+            Ok(checked) => report.history_sagas += checked.sagas,
+            Err(e) => report.problems.push(format!("{}: {e}", path.display())),
+        }
+    }
 }
 
 /// Reads every event, grouped by saga (keys sort by saga, then seq), and

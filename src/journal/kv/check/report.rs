@@ -21,6 +21,9 @@ pub struct CheckReport {
     pub archived_through: u64,
     /// Sagas by state name.
     pub by_state: BTreeMap<&'static str, usize>,
+    /// Sagas and segments in the history tier, each verified whole.
+    pub history_sagas: u64,
+    pub history_segments: usize,
     /// Every problem, as "where: what".
     pub problems: Vec<String>,
 }
@@ -56,6 +59,13 @@ impl fmt::Display for CheckReport {
                 f,
                 "retention: sagas archived from the journal, offsets up to {} may be missing",
                 self.archived_through
+            )?;
+        }
+        if self.history_segments > 0 {
+            writeln!(
+                f,
+                "history: {} finished sagas in {} segment(s) of the history tier",
+                self.history_sagas, self.history_segments
             )?;
         }
         if self.is_clean() {

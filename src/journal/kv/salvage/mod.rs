@@ -41,8 +41,8 @@ pub use self::report::{Incomplete, LostSaga, SalvageReport};
 use super::{
     by_status,
     codec::{
-        self, ARCHIVED_THROUGH_KEY, EVENT, FAILED, FAILED_INDEX_KEY, IDEMPOTENCY, NEXT_OFFSET_KEY,
-        OFFSET, PARTICIPANT, SNAPSHOT, SUMMARY, UNFINISHED,
+        self, ARCHIVED_THROUGH_KEY, EVENT, FAILED, FAILED_INDEX_KEY, IDEMPOTENCY,
+        MOVED_THROUGH_KEY, NEXT_OFFSET_KEY, OFFSET, PARTICIPANT, SNAPSHOT, SUMMARY, UNFINISHED,
     },
     offsets, snapshots,
 };
@@ -275,8 +275,11 @@ pub fn salvage<S: KvStore>(
         .and_then(|v| codec::decode_u64(NEXT_OFFSET_KEY, &v).ok());
     let next_offset = stored_next.unwrap_or(1).max(max_offset + 1);
     let old_horizon = offsets::archived_through(store).unwrap_or(0);
+    // Below the history horizon, the history tier (copied whole, and
+    // checked on its own) holds the events the store lacks.
+    let moved = offsets::moved_through(store).unwrap_or(0);
     offsets_used.sort_unstable();
-    report.lost_offsets = holes(&offsets_used, old_horizon, next_offset);
+    report.lost_offsets = holes(&offsets_used, old_horizon.max(moved), next_offset);
     let horizon = report
         .lost_offsets
         .last()
@@ -296,6 +299,12 @@ pub fn salvage<S: KvStore>(
         writes.push((
             ARCHIVED_THROUGH_KEY.to_vec(),
             Some(horizon.to_be_bytes().to_vec()),
+        ));
+    }
+    if moved > 0 {
+        writes.push((
+            MOVED_THROUGH_KEY.to_vec(),
+            Some(moved.to_be_bytes().to_vec()),
         ));
     }
     writes.push((FAILED_INDEX_KEY.to_vec(), Some(Vec::new())));
