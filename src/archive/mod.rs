@@ -16,6 +16,10 @@
 //! - [`file`]: the day files: durable appends, torn tails, reading.
 //! - [`archiver`]: the background task and its guarantees.
 //! - [`export`]: the sagas of a time window, from the archive and the journal.
+//! - [`mover`]: the other background task, which takes finished sagas out of
+//!   the sled journal's store into its history tier (`DATA_DIR/history/`)
+//!   long before retention: they stay in every read, and the archiver
+//!   later archives the tier's segments whole.
 //!
 //! What retention means for users:
 //! - Only COMPLETED and COMPENSATED sagas are archived. A FAILED saga stays in

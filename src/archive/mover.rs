@@ -11,7 +11,7 @@
 //! ```text
 //!  due = final sagas that ended before now - history_after, oldest first
 //!  ─▶ read them whole ─▶ write a segment, sync, rename ─▶ [crash point
-//!     history::after_segment] ─▶ remove them from the store (one write)
+//!     history::after_segment] ─▶ remove them from the store
 //! ```
 //!
 //! Invariants (the journal's: `journal/kv/tiered.rs`):
@@ -24,8 +24,8 @@
 //!   the next pass: each segment costs an open file and a footer in memory,
 //!   and a quiet journal is small enough to keep its finished sagas.
 //! - **Sagas never wait for it.** The reads and the segment's write run on a
-//!   blocking thread; the removal is one ordinary request in the writer's
-//!   queue.
+//!   blocking thread; the removal is ordinary requests in the writer's
+//!   queue, a few hundred sagas each.
 
 use std::{sync::Arc, time::Duration};
 

@@ -174,9 +174,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(warning) = exposed {
         tracing::warn!("{warning}");
     }
+    raise_open_files_limit();
     let served = serve(config).await;
     logging.shutdown().await;
     served
+}
+
+/// Raises this process's soft limit of open files to its hard limit: every
+/// connection is a file, and so is every segment of the history tier, which
+/// stays open for reads (about one per 100,000 finished sagas). A limit that
+/// cannot be raised is only logged: the server runs within it.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && (limit.rlim_cur >= limit.rlim_max || {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+            })
+    };
+    if !raised {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot raise the open files limit to its hard limit; serving within the soft one"
+        );
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

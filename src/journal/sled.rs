@@ -405,6 +405,30 @@ mod tests {
             journal.close().await.unwrap();
         }
 
+        /// A data directory written before the tier existed (no `history/`,
+        /// no `m moved_through`) opens as it is, and its finished sagas
+        /// move at the first move like any.
+        #[tokio::test]
+        async fn a_journal_from_before_the_tier_opens_and_its_finished_sagas_move() {
+            let dir = tempfile::tempdir().unwrap();
+            let journal = SledJournal::open(dir.path()).unwrap();
+            let (finals, running) = three(&journal).await;
+            let all = [finals.clone(), vec![running]].concat();
+            let before = seen(&journal, &all).await;
+            journal.close().await.unwrap();
+            drop(journal);
+            // What an earlier build leaves: the same files, no tier.
+            std::fs::remove_dir(dir.path().join("history")).unwrap();
+            let journal = SledJournal::open(dir.path()).unwrap();
+            assert_eq!(seen(&journal, &all).await, before);
+            assert_eq!(
+                journal.move_to_history(LATER, 1, 100).await.unwrap().sagas,
+                2
+            );
+            assert_eq!(seen(&journal, &all).await, before);
+            journal.close().await.unwrap();
+        }
+
         /// Readers running while sagas move never see a saga vanish, a
         /// history cut short, or a hole in the feed.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

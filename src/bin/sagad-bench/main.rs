@@ -201,6 +201,12 @@ pub struct ScaleArgs {
     /// they were seeded: reuse them within the hour.
     #[arg(long, requires = "data_dir")]
     pub reuse: bool,
+    /// Keep the finished sagas in sled, as a coordinator with
+    /// `--history-after never` does (and the coordinator measured runs so).
+    /// Without it they are moved into the history tier as seeding goes, as
+    /// the default coordinator's mover does.
+    #[arg(long)]
+    pub keep_in_store: bool,
 }
 
 /// Options of `sagad-bench seed`.
@@ -215,6 +221,10 @@ pub struct SeedArgs {
     /// W1 sagas waiting in backoff (due in an hour).
     #[arg(long, default_value_t = 0)]
     pub waiting: usize,
+    /// Keep the finished sagas in sled instead of moving them into the
+    /// history tier as seeding goes (see `scale --keep-in-store`).
+    #[arg(long)]
+    pub keep_in_store: bool,
 }
 
 /// Options of `sagad-bench history`.

@@ -153,6 +153,7 @@ async fn scale_to_end(args: ScaleArgs) -> anyhow::Result<()> {
     let me = std::env::current_exe().context("finding the sagad-bench executable")?;
     let scale = Scale {
         reuse: args.reuse,
+        keep_in_store: args.keep_in_store,
         me: &me,
         scratch: scratch.path(),
     };
@@ -191,6 +192,9 @@ struct Seeded {
 struct Scale<'a> {
     /// Measure the journals an earlier run seeded (`--reuse`).
     reuse: bool,
+    /// Finished sagas stay in sled, and the coordinator keeps them there
+    /// (`--keep-in-store`).
+    keep_in_store: bool,
     /// This executable (`sagad` is next to it).
     me: &'a Path,
     /// Definitions and logs.
@@ -216,9 +220,18 @@ impl Scale<'_> {
     /// Starts `sagad serve` on `dir` and waits for health SERVING, timing both.
     async fn start(&self, dir: &Path, name: &str) -> anyhow::Result<Serving> {
         let log = self.scratch.join(format!("sagad-{name}.log"));
-        let metrics_flag = ["--metrics-listen".as_ref(), "127.0.0.1:0".as_ref()];
+        let keep: &[&std::ffi::OsStr] = if self.keep_in_store {
+            &["--history-after".as_ref(), "never".as_ref()]
+        } else {
+            &[]
+        };
+        let flags: Vec<&std::ffi::OsStr> = ["--metrics-listen".as_ref(), "127.0.0.1:0".as_ref()]
+            .into_iter()
+            .chain(keep.iter().copied())
+            .collect();
+        let metrics_flag = flags.as_slice();
         let spawned = Instant::now();
-        let mut child = spawn_coordinator(self.me, dir, self.scratch, &log, &metrics_flag)?;
+        let mut child = spawn_coordinator(self.me, dir, self.scratch, &log, metrics_flag)?;
         let addr = listening_addr(&mut child, STARTUP_TIMEOUT)?;
         let listening = spawned.elapsed();
         let url = format!("http://{addr}");
@@ -300,7 +313,7 @@ impl Scale<'_> {
             "sagad-bench: seeding {n} sagas ({script:?}) into {}",
             dir.display()
         );
-        let seeded = seed::seed(dir, script, n).await?;
+        let seeded = seed::seed(dir, script, n, !self.keep_in_store).await?;
         eprintln!(
             "sagad-bench: seeded in {:.1} s; starting the coordinator on them",
             seeded.took.as_secs_f64()

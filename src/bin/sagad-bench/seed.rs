@@ -36,6 +36,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use sagad::{
+    archive::mover::SEGMENT_SAGAS_MAX,
     journal::{JOURNAL_BATCH_MAX, Journal, SledJournal},
     saga::{
         CallOutcome, Decision, Event, EventKind, Offset, Participant, Principal, RetryOverrides,
@@ -222,7 +223,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         (Script::WaitInBackoff, args.waiting),
     ] {
         if count > 0 {
-            let seeded = seed(&args.data_dir, script, count).await?;
+            let seeded = seed(&args.data_dir, script, count, !args.keep_in_store).await?;
             eprintln!(
                 "sagad-bench: seeded {count} sagas ({script:?}) into {} in {:.1} s",
                 args.data_dir.display(),
@@ -235,7 +236,15 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
 
 /// Seeds `count` sagas following `script` into the journal in `dir` (created
 /// if absent; the bench participants are registered there too), then closes it.
-pub async fn seed(dir: &Path, script: Script, count: usize) -> anyhow::Result<Seeded> {
+/// With `to_history`, finished sagas move into the history tier as seeding
+/// goes, a segment at a time, as a long-running coordinator's mover takes
+/// them (so sled never holds more than a few segments' worth).
+pub async fn seed(
+    dir: &Path,
+    script: Script,
+    count: usize,
+    to_history: bool,
+) -> anyhow::Result<Seeded> {
     let began = Instant::now();
     let journal = {
         let dir = dir.to_path_buf();
@@ -286,6 +295,24 @@ pub async fn seed(dir: &Path, script: Script, count: usize) -> anyhow::Result<Se
             }
         })
     };
+    let stop_moving = tokio_util::sync::CancellationToken::new();
+    let moving = to_history.then(|| {
+        let (journal, stop) = (journal.clone(), stop_moving.clone());
+        tokio::spawn(async move {
+            let mut moved = 0;
+            while !stop.is_cancelled() {
+                let segment = journal
+                    .move_to_history(Timestamp::now(), SEGMENT_SAGAS_MAX, SEGMENT_SAGAS_MAX)
+                    .await?
+                    .sagas;
+                moved += segment;
+                if segment == 0 {
+                    tokio::time::sleep(PROGRESS_INTERVAL / 10).await;
+                }
+            }
+            anyhow::Ok(moved)
+        })
+    });
     let mut ids = Vec::with_capacity(count);
     let mut failure = None;
     while let Some(lane) = lanes.join_next().await {
@@ -298,6 +325,22 @@ pub async fn seed(dir: &Path, script: Script, count: usize) -> anyhow::Result<Se
         }
     }
     progress.abort();
+    stop_moving.cancel();
+    if let Some(moving) = moving {
+        let mut moved = moving.await??;
+        // What is left, as the mover takes it: segments of at least its minimum.
+        loop {
+            let segment = journal
+                .move_to_history(Timestamp::now(), 1, SEGMENT_SAGAS_MAX)
+                .await?
+                .sagas;
+            moved += segment;
+            if segment < SEGMENT_SAGAS_MAX {
+                break;
+            }
+        }
+        eprintln!("sagad-bench: moved {moved} finished sagas into the history tier");
+    }
     journal.close().await?;
     // The journal's files are released (the directory's lock too) on drop.
     drop(journal);

@@ -6,8 +6,8 @@
 //!    finished_before(cutoff) in the store    1. the store
 //!    read them whole ──▶ SharedTier::add     2. the tier (what the store lacks)
 //!    (a segment, synced, then readable)
-//!    Remove { to: History } via the writer
-//!    (raises `m moved_through` first)
+//!    Remove { to: History } via the writer,
+//!    in chunks (each raises `m moved_through` first)
 //! ```
 //!
 //! Invariants:
@@ -85,15 +85,21 @@ impl<S: KvStore> KvJournal<S> {
             return Ok(Moved::default());
         }
         crate::crash_point!("history::after_segment");
-        let removed = self
-            .request(|reply| WriteRequest::Remove {
-                ids,
-                to: RemovedTo::History,
-                reply,
-            })
-            .await?;
+        // In chunks, as retention removes: one removal of a whole segment
+        // would hold the writer (and every append behind it) for seconds.
+        let mut removed = 0;
+        for chunk in ids.chunks(REMOVE_CHUNK) {
+            removed += self
+                .request(|reply| WriteRequest::Remove {
+                    ids: chunk.to_vec(),
+                    to: RemovedTo::History,
+                    reply,
+                })
+                .await?
+                .len();
+        }
         Ok(Moved {
-            sagas: removed.len(),
+            sagas: removed,
             bytes,
         })
     }
@@ -223,8 +229,8 @@ impl<S: KvStore> KvJournal<S> {
     }
 }
 
-/// Sagas per removal request when a segment retires: the writer does a
-/// modest amount in one batch.
+/// Sagas per removal request when sagas move or a segment retires: the
+/// writer does a modest amount in one batch.
 const REMOVE_CHUNK: usize = 256;
 
 /// Runs `work` on a blocking thread: the tier's files are read and written
