@@ -956,6 +956,24 @@ mod tests {
     }
 
     #[test]
+    fn history_after_is_a_positive_duration_or_never() {
+        assert_eq!(
+            parse_history_after("1h"),
+            Ok(HistoryAfter::After(Duration::from_secs(3600)))
+        );
+        assert_eq!(parse_history_after("never"), Ok(HistoryAfter::Never));
+        assert!(parse_history_after("0s").unwrap_err().contains("never"));
+        assert!(parse_history_after("soon").unwrap_err().contains("'soon'"));
+        let err = Settings::from_toml(Path::new("s.toml"), "history_after = \"soon\"").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("s.toml") && message.contains("history_after"),
+            "{message}"
+        );
+        assert_eq!(HistoryAfter::Never.period(), None);
+    }
+
+    #[test]
     fn retention_is_a_positive_duration_or_forever() {
         assert_eq!(
             parse_retention("7d"),

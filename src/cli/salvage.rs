@@ -111,6 +111,9 @@ pub fn describe(salvage: &Salvage, data_dir: &Path) -> String {
     for gap in &salvage.unreadable {
         let _ = writeln!(text, "unreadable: {gap}");
     }
+    for segment in &salvage.history_lost {
+        let _ = writeln!(text, "lost: history segment {segment}");
+    }
     let holds = match log.last.checked_sub(log.first) {
         Some(_) => format!("batches {}..={}", log.first, log.last),
         None => "no batch".to_string(),

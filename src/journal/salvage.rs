@@ -29,7 +29,7 @@ use std::{path::Path, sync::Arc};
 use super::{
     Journal, JournalError, SledJournal,
     check::{self, CheckReport},
-    history::HISTORY_DIR,
+    history::{HISTORY_DIR, Segment},
     kv::{
         codec,
         salvage::{self as kv_salvage, Provenance, SalvageReport, Salvaged},
@@ -57,9 +57,11 @@ pub struct Salvage {
     /// The rebuilt journal's entries, in key order (shared with the thread
     /// that writes them).
     writes: Arc<Vec<KeyWrite>>,
-    /// The damaged data directory, whose history tier the new one gets a
-    /// copy of (its segments are checked on their own, and never change).
-    source: std::path::PathBuf,
+    /// The segments of the damaged directory's history tier that verify
+    /// whole: the new directory gets a copy of each (they never change).
+    history: Vec<std::path::PathBuf>,
+    /// The segments that do not, each "PATH: why": their sagas are lost.
+    pub history_lost: Vec<String>,
 }
 
 impl SledJournal {
@@ -98,6 +100,7 @@ impl SledJournal {
             };
         let log =
             wal_salvage::lay_over(&dir.join("wal"), &mut readable).map_err(JournalError::Open)?;
+        let (history, history_lost) = verified_segments(&dir.join(HISTORY_DIR));
         drop(lock);
         let unreadable = readable.gaps.iter().map(describe_gap).collect();
         let lost_batches = match log.lost {
@@ -130,7 +133,8 @@ impl SledJournal {
             log,
             report,
             writes: Arc::new(writes),
-            source: dir.to_path_buf(),
+            history,
+            history_lost,
         })
     }
 }
@@ -138,7 +142,7 @@ impl SledJournal {
 impl Salvage {
     /// Whether the new journal holds everything the damaged one did.
     pub fn is_lossless(&self) -> bool {
-        self.report.is_lossless() && self.log.lost.is_none()
+        self.report.is_lossless() && self.log.lost.is_none() && self.history_lost.is_empty()
     }
 
     /// Writes the rebuilt journal as the new data directory `out` (which
@@ -156,10 +160,10 @@ impl Salvage {
         // stays locked from the first write to the check.
         let out = out.to_path_buf();
         let writes = self.writes.clone();
-        let source = self.source.join(HISTORY_DIR);
+        let segments = self.history.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let store = SledStore::open(&out).map_err(JournalError::Open)?;
-            copy_history(&source, &out.join(HISTORY_DIR))?;
+            copy_history(&segments, &out.join(HISTORY_DIR))?;
             store
                 .write_ordered(&mut lend(&writes))
                 .and_then(|()| store.sync())
@@ -192,25 +196,45 @@ impl Salvage {
     }
 }
 
-/// Copies the segments of the history tier in `from` (if any) to `to`,
-/// synced: they are immutable, and checked by the new journal's check.
-fn copy_history(from: &Path, to: &Path) -> Result<(), JournalError> {
+/// The segments of the history tier in `dir` that verify whole, and the
+/// others as "PATH: why" (none without a tier).
+fn verified_segments(dir: &Path) -> (Vec<std::path::PathBuf>, Vec<String>) {
+    let (mut good, mut lost) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (good, lost);
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "segment"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        match Segment::open(&path).and_then(|s| s.check()) {
+            Ok(_) => good.push(path),
+            Err(e) => lost.push(format!(
+                "{}: {e}; its sagas are not carried",
+                path.display()
+            )),
+        }
+    }
+    (good, lost)
+}
+
+/// Copies `segments` into the history tier `to`, each synced, then `to`.
+fn copy_history(segments: &[std::path::PathBuf], to: &Path) -> Result<(), JournalError> {
     let io = |what: &str, path: &Path, e: std::io::Error| {
         JournalError::Open(StoreError::io(format!("{what} {}", path.display()), e))
     };
-    let Ok(entries) = std::fs::read_dir(from) else {
-        return Ok(()); // no history tier
-    };
+    if segments.is_empty() {
+        return Ok(());
+    }
     crate::private::dir(to).map_err(|e| io("creating", to, e))?;
-    for entry in entries {
-        let path = entry.map_err(|e| io("listing", from, e))?.path();
-        if path.extension().is_some_and(|x| x == "segment") {
-            let copy = to.join(path.file_name().expect("a listed file has a name"));
-            std::fs::copy(&path, &copy).map_err(|e| io("copying", &path, e))?;
-            std::fs::File::open(&copy)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io("syncing", &copy, e))?;
-        }
+    for path in segments {
+        let copy = to.join(path.file_name().expect("a listed file has a name"));
+        std::fs::copy(path, &copy).map_err(|e| io("copying", path, e))?;
+        std::fs::File::open(&copy)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("syncing", &copy, e))?;
     }
     std::fs::File::open(to)
         .and_then(|d| d.sync_all())
@@ -230,4 +254,58 @@ fn describe_gap(gap: &Gap) -> String {
         }
     };
     format!("{keys} could not be read: {}", gap.error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        saga::{EventKind, Timestamp},
+        testing::{completing, turning_back},
+    };
+
+    /// A salvage carries the history segments that verify whole into the new
+    /// directory, and names the damaged ones as lost instead of refusing.
+    #[tokio::test]
+    async fn a_salvage_copies_the_history_tier_and_names_a_damaged_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let journal = SledJournal::open(&data).unwrap();
+        let kept = completing(Some("k"), 1_000);
+        let damaged = turning_back(EventKind::SagaCompensated, 2_000);
+        for events in [&kept, &damaged] {
+            journal.append(events.clone()).await.unwrap();
+            assert_eq!(
+                journal
+                    .move_to_history(Timestamp(u64::MAX), 1, 1)
+                    .await
+                    .unwrap()
+                    .sagas,
+                1
+            );
+        }
+        journal.close().await.unwrap();
+        drop(journal);
+        // A flipped byte in the second segment's first block.
+        let second = data.join(HISTORY_DIR).join("00000002.segment");
+        let mut bytes = std::fs::read(&second).unwrap();
+        bytes[12] ^= 0xff;
+        std::fs::write(&second, bytes).unwrap();
+
+        let salvage = SledJournal::salvage(&data).unwrap();
+        assert_eq!(salvage.history_lost.len(), 1, "{:?}", salvage.history_lost);
+        assert!(salvage.history_lost[0].contains("00000002.segment"));
+        assert!(!salvage.is_lossless());
+        let out = dir.path().join("out");
+        let report = salvage.write(&out).await.unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(report.history_sagas, 1);
+        let journal = SledJournal::open(&out).unwrap();
+        assert_eq!(
+            journal.read_saga(kept[0].saga).await.unwrap().len(),
+            kept.len()
+        );
+        assert!(journal.read_saga(damaged[0].saga).await.unwrap().is_empty());
+        journal.close().await.unwrap();
+    }
 }
