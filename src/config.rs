@@ -34,7 +34,7 @@
 //! | `log_format` | `--log-format` | `SAGAD_LOG_FORMAT` | `text` (or `json`) |
 //! | `otlp_endpoint` | `--otlp-endpoint` | `SAGAD_OTLP_ENDPOINT` | none (needs the `otlp` build feature) |
 //! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` (never archive) |
-//! | `history_after` | `--history-after` | `SAGAD_HISTORY_AFTER` | `10m` (then finished sagas move to `DATA_DIR/history`; `never` keeps them in the store) |
+//! | `history_after` | `--history-after` | `SAGAD_HISTORY_AFTER` | `never` (finished sagas stay in the store; else they move to `DATA_DIR/history` that long after their end) |
 //! | `disk_reserve` | `--disk-reserve` | `SAGAD_DISK_RESERVE` | `64MiB` (free space the journal leaves on its disk) |
 //! | `auth_tokens` | `--auth-tokens` | `SAGAD_AUTH_TOKENS` | none (every caller anonymous; loopback only) |
 //! | `insecure_no_auth` | `--insecure-no-auth` | `SAGAD_INSECURE_NO_AUTH` | `false` (a non-loopback listen needs auth and TLS) |
@@ -164,8 +164,6 @@ impl Retention {
 
 /// The word for "keep finished sagas in the journal's store" (no history tier).
 pub const HISTORY_NEVER: &str = "never";
-/// How long after its end a finished saga moves to the history tier, by default.
-pub const DEFAULT_HISTORY_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// How long a saga that ended for good stays in the sled journal's store
 /// before the mover takes it to the history tier, `DATA_DIR/history`
@@ -179,9 +177,13 @@ pub enum HistoryAfter {
     After(Duration),
 }
 
+/// Off by default: moving finished sagas out of sled does not yet shorten
+/// sled's first open after a long run (its log replay covers the removals
+/// too) nor shrink its page table, which only a fresh store will (issue 23,
+/// BENCHMARKS.md).
 impl Default for HistoryAfter {
     fn default() -> Self {
-        HistoryAfter::After(DEFAULT_HISTORY_AFTER)
+        HistoryAfter::Never
     }
 }
 

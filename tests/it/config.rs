@@ -338,8 +338,8 @@ fn the_server_config_carries_every_setting() {
     assert_eq!((server.retention, server.history_after), (None, None));
     assert_eq!(
         Config::default().history_after,
-        HistoryAfter::After(Duration::from_secs(600)),
-        "finished sagas leave the store after ten minutes by default"
+        HistoryAfter::Never,
+        "finished sagas stay in the store by default"
     );
 }
 

@@ -307,7 +307,7 @@ pub async fn seed(
                     .sagas;
                 moved += segment;
                 if segment == 0 {
-                    tokio::time::sleep(PROGRESS_INTERVAL / 10).await;
+                    tokio::time::sleep(PROGRESS_INTERVAL).await;
                 }
             }
             anyhow::Ok(moved)
