@@ -472,24 +472,43 @@ fn quick_scale_reads_back_every_seeded_saga_and_resumes_every_waiting_one() {
 #[test]
 fn a_seeded_journal_passes_journal_check() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let data = data.to_str().unwrap();
-    run_bench(&[
-        "seed",
-        "--data-dir",
-        data,
-        "--finished",
-        "300",
-        "--waiting",
-        "100",
-    ]);
-    let report = run_to_end(
-        env!("CARGO_BIN_EXE_sagad"),
-        &["journal", "check", "--data-dir", data],
-    );
-    // 8 events per finished W1 saga, 3 per waiting one.
+    let seeded = |name: &str, extra: &[&str]| {
+        let data = dir.path().join(name);
+        let data = data.to_str().unwrap().to_string();
+        let args = [
+            &[
+                "seed",
+                "--data-dir",
+                &data,
+                "--finished",
+                "300",
+                "--waiting",
+                "100",
+            ],
+            extra,
+        ]
+        .concat();
+        run_bench(&args);
+        run_to_end(
+            env!("CARGO_BIN_EXE_sagad"),
+            &["journal", "check", "--data-dir", &data],
+        )
+    };
+    // All in sled: 8 events per finished W1 saga, 3 per waiting one.
+    let report = seeded("in-store", &["--keep-in-store"]);
     assert!(
         report.contains("sagas: 400 (300 COMPLETED, 100 RUNNING); events: 2700; participants: 3"),
+        "{report}"
+    );
+    assert!(report.contains("journal OK"), "{report}");
+    // As the mover leaves it: the finished ones in the history tier.
+    let report = seeded("moved", &[]);
+    assert!(
+        report.contains("sagas: 100 (100 RUNNING); events: 300; participants: 3"),
+        "{report}"
+    );
+    assert!(
+        report.contains("history: 300 finished sagas in 1 segment(s)"),
         "{report}"
     );
     assert!(report.contains("journal OK"), "{report}");
