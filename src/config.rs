@@ -833,16 +833,33 @@ pub fn parse_otlp_endpoint(text: &str) -> Result<String, String> {
 
 /// A retention period: a duration greater than zero (`7d`, `36h`), or `forever`.
 pub fn parse_retention(text: &str) -> Result<Retention, String> {
-    if text.trim() == RETENTION_FOREVER {
-        return Ok(Retention::Forever);
+    let period = positive_or(
+        text,
+        RETENTION_FOREVER,
+        "7d or 36h",
+        "to keep sagas forever",
+    )?;
+    Ok(period.map_or(Retention::Forever, Retention::For))
+}
+
+/// A duration greater than zero, or the word `none` for no period at all
+/// (`None`); `examples` and `none_means` are for the messages.
+fn positive_or(
+    text: &str,
+    none: &str,
+    examples: &str,
+    none_means: &str,
+) -> Result<Option<Duration>, String> {
+    if text.trim() == none {
+        return Ok(None);
     }
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err(format!(
-            "must be greater than 0 (use \"{RETENTION_FOREVER}\" to keep sagas forever)"
+            "must be greater than 0 (use \"{none}\" {none_means})"
         )),
-        Ok(d) => Ok(Retention::For(d)),
+        Ok(d) => Ok(Some(d)),
         Err(e) => Err(format!(
-            "'{text}' is not a duration like 7d or 36h, nor \"{RETENTION_FOREVER}\" ({e})"
+            "'{text}' is not a duration like {examples}, nor \"{none}\" ({e})"
         )),
     }
 }
@@ -850,18 +867,13 @@ pub fn parse_retention(text: &str) -> Result<Retention, String> {
 /// When finished sagas move to the history tier: a duration greater than
 /// zero (`10m`, `1h`), or `never`.
 pub fn parse_history_after(text: &str) -> Result<HistoryAfter, String> {
-    if text.trim() == HISTORY_NEVER {
-        return Ok(HistoryAfter::Never);
-    }
-    match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err(format!(
-            "must be greater than 0 (use \"{HISTORY_NEVER}\" to keep finished sagas in the store)"
-        )),
-        Ok(d) => Ok(HistoryAfter::After(d)),
-        Err(e) => Err(format!(
-            "'{text}' is not a duration like 10m or 1h, nor \"{HISTORY_NEVER}\" ({e})"
-        )),
-    }
+    let period = positive_or(
+        text,
+        HISTORY_NEVER,
+        "10m or 1h",
+        "to keep finished sagas in the store",
+    )?;
+    Ok(period.map_or(HistoryAfter::Never, HistoryAfter::After))
 }
 
 /// A step call timeout: a duration within the bounds a step's own timeout

@@ -8,7 +8,6 @@ use std::{
     collections::{BTreeMap, HashSet},
     io::Read,
     path::{Path, PathBuf},
-    process::{Command, Output},
     time::Duration,
 };
 
@@ -23,7 +22,7 @@ use tonic::Code;
 
 use crate::common::{
     Answer, Client, FakeParticipant, TestServer, get, poll_until, process::SagadProcess,
-    quick_retry, register_shop, serve, start_order, state,
+    quick_retry, register_shop, sagad, serve, start_order, state, text,
 };
 
 /// A shop whose `charge-payment` rejects payloads saying `"card":"declined"`
@@ -84,26 +83,6 @@ async fn get_code(client: &mut Client, id: &str) -> Code {
 }
 
 /// Runs the `sagad` binary to its end, off the async workers.
-async fn sagad(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sagad"));
-    command
-        .args(args)
-        .env_remove("FAILPOINTS")
-        .env_remove("SAGAD_DATA_DIR")
-        .env_remove("SAGAD_RETENTION")
-        .env("SAGAD_LOG", "warn");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    tokio::task::spawn_blocking(move || command.output().expect("run sagad"))
-        .await
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// The saga ids in `sagad export` output, checking each line is a whole record.
 fn exported_ids(stdout: &[u8]) -> Vec<String> {
     text(stdout)

@@ -4,14 +4,14 @@
 //! after a restart too; and the offline tools read them (`journal check`
 //! verifies the segments, `export` writes them).
 
-use std::{collections::BTreeSet, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use sagad::proto::v1 as pb;
 use serde_json::Value;
 
 use crate::common::{
     Answer, Extras, FakeParticipant, TestServer, get, order_fulfillment, poll_until, quick_retry,
-    register_shop, serve,
+    register_shop, sagad, serve, text,
 };
 
 /// Sagas started: enough for a page to cross the store and the tier.
@@ -57,21 +57,6 @@ async fn page(client: &mut crate::common::Client) -> Vec<String> {
         .into_iter()
         .map(|s| s.id)
         .collect()
-}
-
-fn sagad(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_sagad"))
-        .args(args)
-        .env_remove("FAILPOINTS")
-        .env_remove("SAGAD_DATA_DIR")
-        .env("SAGAD_LOG", "warn")
-        .output()
-        .expect("run sagad");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]
@@ -180,16 +165,18 @@ async fn moved_sagas_answer_as_before_over_grpc_and_in_the_offline_tools() {
     server.stop().await;
 
     let data_dir = server.data_dir.to_str().unwrap().to_string();
-    let (ok, out, err) = sagad(&["journal", "check", "--data-dir", &data_dir]);
-    assert!(ok, "{out}{err}");
+    let checked = sagad(&["journal", "check", "--data-dir", &data_dir], &[]).await;
+    let (out, err) = (text(&checked.stdout), text(&checked.stderr));
+    assert!(checked.status.success(), "{out}{err}");
     assert!(out.contains("journal OK"), "{out}");
     assert!(out.contains("sagas: 0 (none)"), "none left in sled: {out}");
     assert!(
         out.contains(&format!("history: {SAGAS} finished sagas in")),
         "{out}"
     );
-    let (ok, out, err) = sagad(&["export", "--data-dir", &data_dir]);
-    assert!(ok, "{err}");
+    let exported = sagad(&["export", "--data-dir", &data_dir], &[]).await;
+    let (out, err) = (text(&exported.stdout), text(&exported.stderr));
+    assert!(exported.status.success(), "{err}");
     let exported: BTreeSet<String> = out
         .lines()
         .map(|l| {

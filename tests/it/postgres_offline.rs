@@ -21,7 +21,7 @@ use crate::common::{
     Answer, Client, FakeParticipant, Served, poll_until,
     postgres::{database, sql},
     process::SagadProcess,
-    quick_retry, register_shop, serve, start_order, state,
+    quick_retry, register_shop, serve, start_order, state, text,
 };
 
 /// A shop whose `charge-payment` rejects `"card":"declined"` and whose
@@ -68,10 +68,6 @@ async fn sagad(args: &[&str]) -> Output {
     tokio::task::spawn_blocking(move || command.output().expect("run sagad"))
         .await
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `sagad journal check --journal url`: (exit code, stdout).

@@ -27,7 +27,7 @@ use crate::common::{
     damage::{copy_dir, flip, records_end, step},
     poll_until,
     process::SagadProcess,
-    quick_retry, register_shop, serve, start_order,
+    quick_retry, register_shop, serve, start_order, text,
 };
 
 /// What is compared of each file and directory under a data directory.
@@ -82,10 +82,6 @@ async fn sagad(args: &[&str], data_dir: &Path, tmpdir: &Path) -> Output {
     tokio::task::spawn_blocking(move || command.output().expect("run sagad"))
         .await
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The saga ids in `sagad export` output, sorted.

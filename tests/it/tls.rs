@@ -35,7 +35,7 @@ use tonic::transport::{
 use crate::common::{
     certs::{Ca, Files, Leaf, Validity},
     process::SagadProcess,
-    *,
+    text, *,
 };
 
 /// A client TLS configuration trusting `ca`, presenting `identity` if any.
@@ -413,10 +413,6 @@ async fn sagad(args: &[&str], env: &[(&str, &str)]) -> Output {
     tokio::task::spawn_blocking(move || command.output().expect("sagad runs"))
         .await
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn path(p: &Path) -> &str {

@@ -36,7 +36,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use sagad::{
-    archive::mover::SEGMENT_SAGAS_MAX,
+    archive::{Mover, mover::SEGMENT_SAGAS_MAX},
     journal::{JOURNAL_BATCH_MAX, Journal, SledJournal},
     saga::{
         CallOutcome, Decision, Event, EventKind, Offset, Participant, Principal, RetryOverrides,
@@ -295,19 +295,18 @@ pub async fn seed(
             }
         })
     };
+    // As the mover would, while the lanes run: whole segments only.
     let stop_moving = tokio_util::sync::CancellationToken::new();
     let moving = to_history.then(|| {
-        let (journal, stop) = (journal.clone(), stop_moving.clone());
+        let mover = Mover::new(journal.clone(), Duration::ZERO).with_at_least(SEGMENT_SAGAS_MAX);
+        let stop = stop_moving.clone();
         tokio::spawn(async move {
             let mut moved = 0;
             while !stop.is_cancelled() {
-                let segment = journal
-                    .move_to_history(Timestamp::now(), SEGMENT_SAGAS_MAX, SEGMENT_SAGAS_MAX)
-                    .await?
-                    .sagas;
-                moved += segment;
-                if segment == 0 {
-                    tokio::time::sleep(PROGRESS_INTERVAL).await;
+                moved += mover.pass(Timestamp::now(), &stop).await?.sagas;
+                tokio::select! {
+                    () = tokio::time::sleep(PROGRESS_INTERVAL) => {}
+                    () = stop.cancelled() => {}
                 }
             }
             anyhow::Ok(moved)
@@ -328,17 +327,10 @@ pub async fn seed(
     stop_moving.cancel();
     if let Some(moving) = moving {
         let mut moved = moving.await??;
-        // What is left, as the mover takes it: segments of at least its minimum.
-        loop {
-            let segment = journal
-                .move_to_history(Timestamp::now(), 1, SEGMENT_SAGAS_MAX)
-                .await?
-                .sagas;
-            moved += segment;
-            if segment < SEGMENT_SAGAS_MAX {
-                break;
-            }
-        }
+        // What is left, however few.
+        let rest = Mover::new(journal.clone(), Duration::ZERO).with_at_least(1);
+        let never = tokio_util::sync::CancellationToken::new();
+        moved += rest.pass(Timestamp::now(), &never).await?.sagas;
         eprintln!("sagad-bench: moved {moved} finished sagas into the history tier");
     }
     journal.close().await?;

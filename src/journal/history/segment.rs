@@ -177,24 +177,19 @@ impl Segment {
             .transpose()
     }
 
-    /// Every saga in it, in id order, block by block: `visit` is given each
-    /// block's sagas and says whether to go on.
-    pub fn each_block(
-        &self,
-        mut visit: impl FnMut(Vec<FinishedSaga>) -> bool,
-    ) -> Result<(), HistoryError> {
+    /// The ids of its sagas, in id order: each block is read and checked,
+    /// its events left undecoded.
+    pub fn saga_ids(&self) -> Result<Vec<SagaId>, HistoryError> {
+        let mut ids = Vec::with_capacity(self.footer.sagas as usize);
         for i in 0..self.blocks() {
             let block = self.block(i)?;
-            let sagas = self
-                .read_block(&block)?
-                .into_iter()
-                .map(|s| self.decode_saga(&block, s))
-                .collect::<Result<Vec<_>, _>>()?;
-            if !visit(sagas) {
-                break;
-            }
+            ids.extend(
+                self.read_block(&block)?
+                    .iter()
+                    .map(|s| SagaId::from_bytes(s.id)),
+            );
         }
-        Ok(())
+        Ok(ids)
     }
 
     /// The saga started with idempotency key `key`, if this segment holds it.

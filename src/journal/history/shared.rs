@@ -62,18 +62,11 @@ impl SharedTier {
         self.read().ended_before(cutoff)
     }
 
-    /// The sagas of segment `number`, block by block (see
-    /// [`super::Segment::each_block`]); nothing if it is gone.
-    pub fn each_block_of(
-        &self,
-        number: u64,
-        visit: impl FnMut(Vec<FinishedSaga>) -> bool,
-    ) -> Result<(), HistoryError> {
+    /// The ids of the sagas in segment `number` ([`super::Segment::saga_ids`]);
+    /// none if it is gone. The tier's lock is not held while it reads.
+    pub fn saga_ids_of(&self, number: u64) -> Result<Vec<SagaId>, HistoryError> {
         let segment = self.read().segment(number);
-        match segment {
-            Some(segment) => segment.each_block(visit),
-            None => Ok(()),
-        }
+        segment.map_or(Ok(Vec::new()), |s| s.saga_ids())
     }
 
     /// The highest offset in segment `number`, if it is there.

@@ -78,11 +78,6 @@ impl Tier {
         })
     }
 
-    /// The directory the segments are in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The number and the path the next segment is written under.
     pub fn next(&self) -> (u64, PathBuf) {
         let number = self.segments.last_key_value().map_or(1, |(n, _)| n + 1);

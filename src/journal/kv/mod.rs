@@ -291,11 +291,11 @@ impl<S: KvStore> Journal for KvJournal<S> {
     }
 
     fn history_ended_before(&self, cutoff: Timestamp) -> Vec<u64> {
-        KvJournal::history_ended_before(self, cutoff)
+        self.segments_ended_before(cutoff)
     }
 
     async fn history_sagas(&self, number: u64) -> Result<Vec<SagaId>, JournalError> {
-        KvJournal::history_sagas(self, number).await
+        self.segment_saga_ids(number).await
     }
 
     async fn retire_history(&self, number: u64) -> Result<usize, JournalError> {

@@ -105,7 +105,7 @@ impl<S: KvStore> KvJournal<S> {
     }
 
     /// [`crate::journal::Journal::history_ended_before`].
-    pub(super) fn history_ended_before(&self, cutoff: Timestamp) -> Vec<u64> {
+    pub(super) fn segments_ended_before(&self, cutoff: Timestamp) -> Vec<u64> {
         match &self.history {
             Some(history) => history
                 .ended_before(cutoff)
@@ -117,19 +117,11 @@ impl<S: KvStore> KvJournal<S> {
     }
 
     /// [`crate::journal::Journal::history_sagas`].
-    pub(super) async fn history_sagas(&self, number: u64) -> Result<Vec<SagaId>, JournalError> {
+    pub(super) async fn segment_saga_ids(&self, number: u64) -> Result<Vec<SagaId>, JournalError> {
         let Some(history) = self.history.clone() else {
             return Ok(Vec::new());
         };
-        blocking(move || {
-            let mut ids = Vec::new();
-            history.each_block_of(number, |sagas| {
-                ids.extend(sagas.iter().map(FinishedSaga::id));
-                true
-            })?;
-            Ok(ids)
-        })
-        .await
+        blocking(move || Ok(history.saga_ids_of(number)?)).await
     }
 
     /// [`crate::journal::Journal::retire_history`]: the horizon first, so
@@ -142,7 +134,7 @@ impl<S: KvStore> KvJournal<S> {
         let Some(highest) = history.highest_offset(number) else {
             return Ok(0);
         };
-        let ids = self.history_sagas(number).await?;
+        let ids = self.segment_saga_ids(number).await?;
         for chunk in ids.chunks(REMOVE_CHUNK) {
             self.request(|reply| WriteRequest::Remove {
                 ids: chunk.to_vec(),

@@ -969,6 +969,29 @@ pub fn spawn_announcing(
     (child, lines)
 }
 
+/// A process's output as text (lossy: for messages and matching).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs a `sagad` verb to its end (off the async workers) with `env` added
+/// and the settings a test must not inherit removed; its whole output.
+pub async fn sagad(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sagad"));
+    command
+        .args(args)
+        .env_remove("FAILPOINTS")
+        .env_remove("SAGAD_DATA_DIR")
+        .env_remove("SAGAD_RETENTION")
+        .env("SAGAD_LOG", "warn");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || command.output().expect("run sagad"))
+        .await
+        .unwrap()
+}
+
 /// Runs `sagad serve` with `args` (on a temp data dir and a free port, so a
 /// wrong success would touch nothing) and returns (exit code, stderr); fails
 /// the test if it does not exit by itself.
