@@ -199,6 +199,28 @@ mod tests {
 
     crate::journal_conformance!(temp_journal());
 
+    /// The suite over a store that sled rewrites into a fresh one over and
+    /// over, a few keys per checkpoint (`store/sled/renew.rs`).
+    mod renewing {
+        use std::{sync::Arc, time::Duration};
+
+        use super::super::*;
+        use crate::journal::Journal;
+
+        fn temp_journal() -> (Arc<dyn Journal>, tempfile::TempDir) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(dir.path()).unwrap().renewing(1, 40);
+            let options = WalOptions {
+                checkpoint_interval: Duration::from_millis(1),
+                ..WalOptions::default()
+            };
+            let journal = SledJournal::over(dir.path(), store, options).unwrap();
+            (Arc::new(journal), dir)
+        }
+
+        crate::journal_conformance!(temp_journal());
+    }
+
     /// Final sagas moved to the history tier read as before: whole, in
     /// listings, in the feed (offsets keep their meaning, the archive
     /// horizon does not move), by idempotency key, after a reopen too.

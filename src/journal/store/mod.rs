@@ -359,6 +359,15 @@ pub trait KvStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A slice of the store's own upkeep, short (sled: its live keys copied
+    /// into a fresh store, `sled/renew.rs`): called by the log's checkpoint
+    /// thread after each checkpoint that worked, where no write waits on it.
+    /// A failure is the store's (a read that failed), and leaves what the
+    /// store holds as it was. The default has nothing to do.
+    fn upkeep(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Why the store fails every operation right now, while it does (sled
     /// after a failed operation, until `recover` opens it again). The default
     /// never knows of such a state.

@@ -342,15 +342,10 @@ fn find(
     let file = fs::File::open(db)?;
     let length = file.metadata()?.len() as usize;
     // Every segment's header first: they say which segments to read.
-    let mut lsns = Vec::new();
-    for base in (0..length).step_by(segment_bytes) {
-        let mut header = [0u8; SEGMENT_HEADER_BYTES];
-        let read = read_at_most(&file, &mut header, base as u64)?;
-        lsns.push((
-            segment_lsn(&header[..read]),
-            header[..read].iter().any(|b| *b != 0),
-        ));
-    }
+    let lsns = segment_lsns(&file, length, segment_bytes)?;
+    // The newest segment is the one sled appends to: what does not verify at
+    // its end may be where the log simply ends.
+    let tip = lsns.iter().filter_map(|(lsn, _)| *lsn).max();
     let mut found = Vec::new();
     // The snapshot says the log reaches its LSN: a file that ends before is
     // walked as if padded with zeros, which below the snapshot are damage
@@ -367,6 +362,9 @@ fn find(
         match holding {
             Some(end) => padded = padded.max(end),
             None if unreadable_header => {}
+            // The segment the snapshot's LSN was in has been used again
+            // since (a long run after an open): the log goes on past it.
+            None if tip.is_some_and(|tip| s < tip) => {}
             None => found.push(Damage {
                 at: length as u64,
                 len: 0,
@@ -380,9 +378,6 @@ fn find(
         (Scope::Recovery, Some(s)) => s - s % segment_bytes as i64,
         _ => i64::MIN,
     };
-    // The newest segment is the one sled appends to: what does not verify at
-    // its end may be where the log simply ends.
-    let tip = lsns.iter().filter_map(|(lsn, _)| *lsn).max();
     let mut segment = Vec::with_capacity(segment_bytes);
     for (n, (lsn, written)) in lsns.into_iter().enumerate() {
         let base = n * segment_bytes;
@@ -430,6 +425,50 @@ fn find(
         }
     }
     Ok(found)
+}
+
+/// Each segment's LSN (if its header verifies) and whether its header holds
+/// anything but zeros, in file order.
+fn segment_lsns(
+    file: &fs::File,
+    length: usize,
+    segment_bytes: usize,
+) -> std::io::Result<Vec<(Option<i64>, bool)>> {
+    let mut lsns = Vec::new();
+    for base in (0..length).step_by(segment_bytes) {
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        let read = read_at_most(file, &mut header, base as u64)?;
+        lsns.push((
+            segment_lsn(&header[..read]),
+            header[..read].iter().any(|b| *b != 0),
+        ));
+    }
+    Ok(lsns)
+}
+
+/// How many bytes of log sled's next open of `journal` would replay, at
+/// most: from its snapshot's LSN to the end of its newest segment (all of
+/// the log without a snapshot). Reads the snapshot's name and each
+/// segment's header only.
+pub fn replay_debt(journal: &Path, segment_bytes: usize) -> std::io::Result<u64> {
+    // The newest snapshot's LSN, from its name: not read (it holds the page
+    // table, megabytes), since a damaged one is the open's to find.
+    let mut from = 0;
+    for entry in fs::read_dir(journal)? {
+        let name = entry?.file_name();
+        let lsn = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("snap."))
+            .and_then(|hex| i64::from_str_radix(hex, 16).ok());
+        from = from.max(lsn.unwrap_or(0));
+    }
+    let file = fs::File::open(journal.join("db"))?;
+    let length = file.metadata()?.len() as usize;
+    let tip = segment_lsns(&file, length, segment_bytes)?
+        .into_iter()
+        .filter_map(|(lsn, _)| lsn)
+        .max();
+    Ok(tip.map_or(0, |tip| (tip + segment_bytes as i64 - from).max(0) as u64))
 }
 
 /// Reads into `buf` from `at` until it is full or the file ends; returns

@@ -39,6 +39,12 @@
 //!   offline tools read everything that is still readable, and report what
 //!   they found ([`CopyReport`]).
 //!
+//! - **A fresh store now and then.** sled 0.34 replays at an open everything
+//!   it logged since the previous open, and keeps a page-table entry for every
+//!   page it ever wrote; so from time to time its live keys are copied into a
+//!   fresh directory, which takes the old one's place (`renew.rs`, called as
+//!   the store's [`KvStore::upkeep`]).
+//!
 //! Only this folder names sled: no sled type appears in any signature outside it.
 
 use std::{
@@ -56,8 +62,10 @@ use super::{
 };
 
 mod damage;
+mod renew;
 
 pub use damage::SledFinding;
+use renew::FRESH_DIR;
 
 /// Bytes of sled's page cache; the rest of the journal lives on disk.
 const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -86,12 +94,16 @@ pub struct SledStore {
     /// The data directory damage is named in: `dir`, or for a copy
     /// (`open_copy`) the one it was copied from, which an operator knows.
     shown: PathBuf,
-    /// sled's data file, fdatasync'ed after every flush.
-    db_file: File,
+    /// sled's data file, fdatasync'ed after every flush (replaced with the
+    /// store, `renew.rs`).
+    db_file: Mutex<File>,
     /// Where sled puts values too large for a segment.
     blob_dir: PathBuf,
     /// Blob files already synced.
     synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
+    /// When a fresh store is due, and the copy under way (`renew.rs`). Every
+    /// write takes it first, then `db`.
+    renewal: Mutex<renew::Renewal>,
     /// Held for the life of the store: the exclusive lock on `DATA_DIR/LOCK`.
     _lock: File,
 }
@@ -108,29 +120,55 @@ impl SledStore {
     pub fn open(dir: &Path) -> Result<Self> {
         crate::private::dir(dir).map_err(|e| open_error(dir, e))?;
         let lock = lock_dir(dir)?;
+        renew::remove_leftover(dir).map_err(|e| {
+            open_error(
+                dir,
+                format!("removing {}: {e}", dir.join(FRESH_DIR).display()),
+            )
+        })?;
         let path = dir.join("journal");
         refuse_damage(dir, &path)?;
         let db = open_sled(&path).map_err(|e| refusal(dir, &path, e))?;
         let db_file = File::open(path.join("db")).map_err(|e| open_error(dir, e))?;
         let blob_dir = path.join("blobs");
-        let synced_blobs = fs::read_dir(&blob_dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok().map(|e| e.file_name()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let synced_blobs = blobs_in(&blob_dir);
         Ok(Self {
             db: RwLock::new(Some(db)),
             failed: Mutex::new(None),
             dir: dir.to_path_buf(),
             path,
             shown: dir.to_path_buf(),
-            db_file,
+            db_file: Mutex::new(db_file),
             blob_dir,
             synced_blobs: Mutex::new(synced_blobs),
+            renewal: Mutex::new(renew::Renewal::new()),
             _lock: lock,
         })
+    }
+
+    /// This store, with a fresh store due after `floor` bytes written at
+    /// least and copied `slice_keys` keys per upkeep at most: tests, which
+    /// need a copy to take many slices with writes between them.
+    pub fn renewing(self, floor: u64, slice_keys: usize) -> Self {
+        *self.lock_renewal() = renew::Renewal::tuned(floor, slice_keys);
+        self
+    }
+
+    /// How many fresh stores took the old one's place since the open.
+    pub fn renewals(&self) -> u64 {
+        self.lock_renewal().done()
+    }
+
+    fn lock_renewal(&self) -> std::sync::MutexGuard<'_, renew::Renewal> {
+        self.renewal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_db_file(&self) -> std::sync::MutexGuard<'_, File> {
+        self.db_file.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_synced_blobs(&self) -> std::sync::MutexGuard<'_, HashSet<std::ffi::OsString>> {
+        self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `op` on sled; a failure marks the store failed (see the module docs).
@@ -223,7 +261,7 @@ impl SledStore {
         let Ok(entries) = fs::read_dir(&self.blob_dir) else {
             return Ok(()); // no blob directory yet: no blobs
         };
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut synced = self.lock_synced_blobs();
         let mut any = false;
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io("listing sled blobs", e))?;
@@ -241,6 +279,17 @@ impl SledStore {
         }
         Ok(())
     }
+}
+
+/// The files in sled's blob directory `dir` (none if it is not there).
+fn blobs_in(dir: &Path) -> HashSet<std::ffi::OsString> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Why a sled operation failed: its error, or a panic sled should have
@@ -611,14 +660,19 @@ impl KvStore for SledStore {
     }
 
     fn write(&self, batch: Vec<KeyWrite>) -> Result<()> {
+        let mut renewal = self.lock_renewal();
         let mut sled_batch = sled::Batch::default();
-        for (key, value) in batch {
+        for (key, value) in &batch {
             match value {
-                Some(v) => sled_batch.insert(key, v),
-                None => sled_batch.remove(key),
+                Some(v) => sled_batch.insert(key.as_slice(), v.as_slice()),
+                None => sled_batch.remove(key.as_slice()),
             }
         }
-        self.with_db(|db| db.apply_batch(sled_batch))
+        self.with_db(|db| db.apply_batch(sled_batch))?;
+        for (key, value) in &batch {
+            renewal.follow(key, value.as_deref());
+        }
+        Ok(())
     }
 
     /// Plain inserts: sled's `apply_batch` rolls its IO buffer before and after
@@ -626,12 +680,14 @@ impl KvStore for SledStore {
     /// threads for every journal batch. sled's log keeps the order of writes and
     /// recovers a prefix of them, which is all `write_ordered` promises.
     fn write_ordered(&self, batch: &mut dyn Iterator<Item = KeyWriteRef<'_>>) -> Result<()> {
+        let mut renewal = self.lock_renewal();
         self.with_db(|db| {
             for (key, value) in batch {
                 match value {
                     Some(v) => db.insert(key, v).map(drop),
                     None => db.remove(key).map(drop),
                 }?;
+                renewal.follow(key, value);
             }
             Ok(())
         })?;
@@ -647,7 +703,7 @@ impl KvStore for SledStore {
         self.with_db(|db| db.flush())?;
         release_retired_buffers();
         self.sync_new_blobs()?;
-        self.db_file
+        self.lock_db_file()
             .sync_data()
             .map_err(|e| StoreError::io("fdatasync of the sled db file", e))
     }
@@ -683,14 +739,21 @@ impl KvStore for SledStore {
                 std::io::Error::from_raw_os_error(libc::ENOSPC),
             ));
         }
+        let mut renewal = self.lock_renewal();
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         // sled lets go of its files only once this handle is gone.
         drop(db.take());
+        renewal.reopened(&self.dir.join(FRESH_DIR));
         refuse_damage(&self.dir, &self.path)?;
         *db = Some(open_sled(&self.path).map_err(|e| refusal(&self.dir, &self.path, e))?);
         *self.lock_failed() = None;
         tracing::warn!(path = %self.path.display(), "sled opened again after a failure");
         Ok(())
+    }
+
+    /// A slice of a fresh store's copy, when one is due (`renew.rs`).
+    fn upkeep(&self) -> Result<()> {
+        self.renew()
     }
 }
 
@@ -837,6 +900,49 @@ mod tests {
         ));
         drop((first, second));
         SledStore::open(dir.path()).unwrap();
+    }
+
+    /// A long run after an open: sled uses the segment its snapshot's LSN
+    /// was in again, so no segment holds that LSN any more. That is no file
+    /// cut short, and the next open must not be refused as one (it was, at
+    /// 10M sagas seeded after a fresh store's open).
+    #[test]
+    fn an_open_after_sled_used_its_snapshot_segment_again_is_not_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .write(vec![(b"first".to_vec(), Some(b"v".to_vec()))])
+            .unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        // Far more than the file ever holds, over the same few keys.
+        for round in 0..200u32 {
+            let batch = (0..100u32)
+                .map(|i| {
+                    (
+                        format!("k{i:03}").into_bytes(),
+                        Some(vec![round as u8; 8 * 1024]),
+                    )
+                })
+                .collect();
+            store.write(batch).unwrap();
+            if round % 20 == 0 {
+                store.sync().unwrap();
+            }
+        }
+        store.sync().unwrap();
+        let size = fs::metadata(dir.path().join("journal/db")).unwrap().len();
+        assert!(
+            size < 100 * SLED_SEGMENT_BYTES as u64 / 2,
+            "{size}: segments were reused"
+        );
+        drop(store);
+        let reopened = SledStore::open(dir.path());
+        assert!(reopened.is_ok(), "{:?}", reopened.err());
+        let reopened = reopened.unwrap();
+        assert_eq!(reopened.get(b"first").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(reopened.get(b"k099").unwrap(), Some(vec![199u8; 8 * 1024]));
     }
 
     /// A store of several segments, opened again (so sled's snapshot is in

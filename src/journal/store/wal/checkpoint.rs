@@ -149,6 +149,10 @@ impl<S: KvStore> Shared<S> {
                     if failing.take().is_some() {
                         tracing::warn!("store checkpoints work again");
                     }
+                    // Here, between checkpoints, nothing writes the store.
+                    if let Err(e) = self.inner.upkeep() {
+                        tracing::warn!(error = %e, "store upkeep failed");
+                    }
                 }
                 Err(e) => {
                     let interval = self.options.checkpoint_interval;

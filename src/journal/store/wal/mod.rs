@@ -918,4 +918,58 @@ mod tests {
             (wal, dir)
         });
     }
+
+    /// sled rewritten into a fresh store over and over, a few keys per
+    /// slice, while the suite writes (`sled/renew.rs`).
+    mod over_renewing_sled {
+        use std::collections::BTreeMap;
+
+        use super::*;
+        use crate::journal::store::SledStore;
+
+        crate::store_conformance!({
+            let dir = tempfile::tempdir().unwrap();
+            let sled = SledStore::open(dir.path()).unwrap().renewing(1, 7);
+            let wal = WalStore::open_with(&dir.path().join("wal"), sled, churning()).unwrap();
+            (wal, dir)
+        });
+
+        /// Killed after fresh stores took the old one's place (and with one
+        /// maybe half copied): the open finds the store in place, and the
+        /// log gives it every batch it lacks.
+        #[test]
+        fn a_crash_after_renewals_loses_nothing() {
+            let dir = tempfile::tempdir().unwrap();
+            let sled = SledStore::open(dir.path()).unwrap().renewing(1, 50);
+            let wal = WalStore::open_with(&dir.path().join("wal"), sled, churning()).unwrap();
+            let mut model = BTreeMap::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            let mut i = 0usize;
+            while wal.inner().renewals() < 3 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no renewals: {}",
+                    wal.inner().renewals()
+                );
+                let batch = vec![
+                    put(&format!("k{:04}", i % 700), &format!("v{i}")),
+                    (format!("k{:04}", (i * 7) % 700).into_bytes(), None),
+                ];
+                for (k, v) in &batch {
+                    match v {
+                        Some(v) => model.insert(k.clone(), v.clone()),
+                        None => model.remove(k),
+                    };
+                }
+                wal.write(batch).unwrap();
+                wal.sync().unwrap();
+                i += 1;
+            }
+            wal.crash();
+            let sled = SledStore::open(dir.path()).unwrap();
+            let wal = WalStore::open_with(&dir.path().join("wal"), sled, churning()).unwrap();
+            let found: BTreeMap<Vec<u8>, Vec<u8>> = wal.scan(b"k").unwrap().into_iter().collect();
+            assert_eq!(found, model);
+        }
+    }
 }
