@@ -280,12 +280,7 @@ fn snapshot(journal: &Path) -> std::io::Result<Option<(PathBuf, i64, bool)>> {
     let mut newest: Option<(PathBuf, i64)> = None;
     for entry in fs::read_dir(journal)? {
         let path = entry?.path();
-        let Some(lsn) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("snap."))
-            .and_then(|hex| i64::from_str_radix(hex, 16).ok())
-        else {
+        let Some(lsn) = path.file_name().and_then(snapshot_lsn) else {
             continue;
         };
         if newest.as_ref().is_none_or(|(_, l)| lsn > *l) {
@@ -302,6 +297,13 @@ fn snapshot(journal: &Path) -> std::io::Result<Option<(PathBuf, i64, bool)>> {
         crc32fast::hash(table) == u32::from_le_bytes(tail[8..].try_into().unwrap_or_default())
     };
     Ok(Some((path, lsn, ok)))
+}
+
+/// The LSN a snapshot file's name `snap.<LSN in hex>` carries; `None` for
+/// any other file.
+fn snapshot_lsn(name: &std::ffi::OsStr) -> Option<i64> {
+    let hex = name.to_str()?.strip_prefix("snap.")?;
+    i64::from_str_radix(hex, 16).ok()
 }
 
 /// Whether sled's settings file `conf` verifies (its text, then its crc32).
@@ -455,12 +457,7 @@ pub fn replay_debt(journal: &Path, segment_bytes: usize) -> std::io::Result<u64>
     // table, megabytes), since a damaged one is the open's to find.
     let mut from = 0;
     for entry in fs::read_dir(journal)? {
-        let name = entry?.file_name();
-        let lsn = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("snap."))
-            .and_then(|hex| i64::from_str_radix(hex, 16).ok());
-        from = from.max(lsn.unwrap_or(0));
+        from = from.max(snapshot_lsn(&entry?.file_name()).unwrap_or(0));
     }
     let file = fs::File::open(journal.join("db"))?;
     let length = file.metadata()?.len() as usize;

@@ -173,22 +173,23 @@ impl Renewal {
 
 /// Removes `dir` if it is there; a failure is logged (the next open tries again).
 fn remove_dir(dir: &Path) {
+    if let Err(e) = remove_if_there(dir) {
+        tracing::warn!(path = %dir.display(), error = %e, "could not remove a fresh store's leftovers")
+    }
+}
+
+/// Removes `dir` and everything in it, if it is there.
+fn remove_if_there(dir: &Path) -> io::Result<()> {
     match fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(path = %dir.display(), error = %e, "could not remove a fresh store's leftovers")
-        }
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
 /// Removes what a renewal cut short left in `dir` (the data directory): an
 /// unfinished copy, or the old store it replaced (see the module docs).
 pub(super) fn remove_leftover(dir: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(dir.join(FRESH_DIR)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    remove_if_there(&dir.join(FRESH_DIR))
 }
 
 /// fsyncs every file under `dir` and every directory, `dir` included.
