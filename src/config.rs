@@ -34,7 +34,7 @@
 //! | `log_format` | `--log-format` | `SAGAD_LOG_FORMAT` | `text` (or `json`) |
 //! | `otlp_endpoint` | `--otlp-endpoint` | `SAGAD_OTLP_ENDPOINT` | none (needs the `otlp` build feature) |
 //! | `retention` | `--retention` | `SAGAD_RETENTION` | `forever` (never archive) |
-//! | `history_after` | `--history-after` | `SAGAD_HISTORY_AFTER` | `never` (finished sagas stay in the store; else they move to `DATA_DIR/history` that long after their end) |
+//! | `history_after` | `--history-after` | `SAGAD_HISTORY_AFTER` | `10m` (finished sagas move to `DATA_DIR/history` that long after their end; `never` keeps them in the store) |
 //! | `disk_reserve` | `--disk-reserve` | `SAGAD_DISK_RESERVE` | `64MiB` (free space the journal leaves on its disk) |
 //! | `auth_tokens` | `--auth-tokens` | `SAGAD_AUTH_TOKENS` | none (every caller anonymous; loopback only) |
 //! | `insecure_no_auth` | `--insecure-no-auth` | `SAGAD_INSECURE_NO_AUTH` | `false` (a non-loopback listen needs auth and TLS) |
@@ -177,13 +177,16 @@ pub enum HistoryAfter {
     After(Duration),
 }
 
-/// Off by default: moving finished sagas out of sled does not yet shorten
-/// sled's first open after a long run (its log replay covers the removals
-/// too) nor shrink its page table, which only a fresh store will (issue 23,
-/// BENCHMARKS.md).
+/// Ten minutes: long enough that a saga's callers and watchers are done with
+/// it while sled still holds it, short enough that sled never holds more than
+/// a few segments' worth at a thousand sagas a second. With the fresh store
+/// this keeps a start and the store's memory flat at ten million finished
+/// sagas (BENCHMARKS.md, "History and waiting sagas at scale").
+pub const DEFAULT_HISTORY_AFTER: Duration = Duration::from_secs(10 * 60);
+
 impl Default for HistoryAfter {
     fn default() -> Self {
-        HistoryAfter::Never
+        HistoryAfter::After(DEFAULT_HISTORY_AFTER)
     }
 }
 

@@ -105,7 +105,7 @@ pub struct ServeArgs {
     /// leaves the sled journal's store for its history tier, DATA_DIR/history,
     /// where every read still finds it: start-up and memory then stay flat
     /// however long the history. "never" keeps finished sagas in the store.
-    /// [env: SAGAD_HISTORY_AFTER] [default: never]
+    /// [env: SAGAD_HISTORY_AFTER] [default: 10m]
     #[arg(long, value_name = "DURATION|never", value_parser = config::parse_history_after)]
     pub history_after: Option<HistoryAfter>,
     /// How long this node's lease lasts without renewal (renewed every third

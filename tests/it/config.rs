@@ -338,8 +338,8 @@ fn the_server_config_carries_every_setting() {
     assert_eq!((server.retention, server.history_after), (None, None));
     assert_eq!(
         Config::default().history_after,
-        HistoryAfter::Never,
-        "finished sagas stay in the store by default"
+        HistoryAfter::After(Duration::from_secs(600)),
+        "finished sagas move to the history tier ten minutes after their end by default"
     );
 }
 

@@ -19,7 +19,12 @@
 //!   participants, which are registered in the same journal (their endpoints
 //!   point at [`PARTICIPANT_BASE_PORT`] and the next ports on 127.0.0.1);
 //! - many sagas are seeded at once ([`SEED_LANES`] tasks), so the journal's
-//!   group commit lets many appends share one flush, as under load.
+//!   group commit lets many appends share one flush, as under load;
+//! - when finished sagas move into the history tier as seeding goes, seeding
+//!   holds back while more than [`MOVE_LAG_MAX`] finished sagas wait for the
+//!   mover: the seed writes faster than a busy server (25k sagas/s against a
+//!   mover's 9k/s here), and a server whose store held millions of finished
+//!   sagas is not the long-running server the seed stands for.
 //!
 //! A waiting saga's participant asked to retry in [`WAIT_RETRY_AFTER`]: the
 //! engine journals the due time `now + 1 h` (the hint outweighs the backoff),
@@ -61,6 +66,9 @@ pub const WAIT_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The caller every seeded saga records (a loopback client of a server
 /// without authentication), so seeded records are the size real ones are.
 const SEED_PEER: ([u8; 4], u16) = ([127, 0, 0, 1], 40_000);
+/// Most seeded sagas not yet moved into the history tier before seeding
+/// waits for the mover: a few segments, as a server whose mover keeps up.
+pub const MOVE_LAG_MAX: usize = 3 * SEGMENT_SAGAS_MAX;
 /// How often seeding progress is shown on stderr.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -261,15 +269,23 @@ pub async fn seed(
 
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
+    // How many the mover has taken; without a mover, nobody waits for it.
+    let (moved_tx, moved_rx) = tokio::sync::watch::channel(if to_history { 0 } else { count });
     let mut lanes = tokio::task::JoinSet::new();
     for _ in 0..SEED_LANES.min(count) {
         let (journal, steps, next, done) =
             (journal.clone(), steps.clone(), next.clone(), done.clone());
+        let mut moved = moved_rx.clone();
         lanes.spawn(async move {
             let mut ids = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count {
+                    return anyhow::Ok(ids);
+                }
+                // Fails only once the mover is gone, and then it failed:
+                // its error is the one reported.
+                if moved.wait_for(|&m| i < m + MOVE_LAG_MAX).await.is_err() {
                     return anyhow::Ok(ids);
                 }
                 let appends = history(&steps, payload(script, i), script)?;
@@ -304,6 +320,7 @@ pub async fn seed(
             let mut moved = 0;
             while !stop.is_cancelled() {
                 moved += mover.pass(Timestamp::now(), &stop).await?.sagas;
+                moved_tx.send_replace(moved);
                 tokio::select! {
                     () = tokio::time::sleep(PROGRESS_INTERVAL) => {}
                     () = stop.cancelled() => {}
