@@ -191,7 +191,7 @@ pub use postgres::{PgError, PgJournal, PgSnapshot};
 pub use relay::Relay;
 pub use salvage::Salvage;
 pub use sled::{ReadOnlyJournal, SledJournal};
-pub use store::StoreError;
+pub use store::{StoreError, StoreUpkeep};
 
 /// Most write requests one flush takes; more wait for the next batch.
 pub const JOURNAL_BATCH_MAX: usize = 1024;
@@ -285,6 +285,23 @@ pub struct JournalStats {
     pub requests: u64,
     /// Events made durable.
     pub events: u64,
+    /// The embedded journal's history tier and store, `None` for a journal
+    /// without them (PostgreSQL).
+    pub local: Option<LocalStats>,
+}
+
+/// What the sled journal's history tier holds and its store's upkeep did
+/// ([`JournalStats::local`]): whether the mover keeps up, and what the next
+/// start will replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalStats {
+    /// Sagas in the history tier's segments (one moved twice by a crash
+    /// between its segment and its removal counts twice until retired).
+    pub history_sagas: u64,
+    /// Segment files in the history tier.
+    pub history_segments: u64,
+    /// The store's own upkeep.
+    pub store: StoreUpkeep,
 }
 
 /// What a node of a journal several coordinators share knows of its own

@@ -371,11 +371,17 @@ mod tests {
                 0
             );
             assert!(in_store(&journal, finals[0]));
+            let tier = |journal: &SledJournal| {
+                let local = journal.stats().local.expect("sled has a tier");
+                (local.history_sagas, local.history_segments)
+            };
+            assert_eq!(tier(&journal), (0, 0));
             assert_eq!(journal.move_to_history(LATER, 1, 1).await.unwrap().sagas, 1);
             assert!(!in_store(&journal, finals[0]));
             assert!(in_store(&journal, finals[1]));
             assert_eq!(journal.move_to_history(LATER, 1, 1).await.unwrap().sagas, 1);
             assert!(!in_store(&journal, finals[1]));
+            assert_eq!(tier(&journal), (2, 2), "what the metrics show");
             journal.close().await.unwrap();
         }
 

@@ -19,6 +19,10 @@
 //! | `sagad_journal_events_total` | counter | | events made durable |
 //! | `sagad_journal_flush_events` | histogram | | events per flush (how well group commit batches) |
 //! | `sagad_journal_flush_duration_seconds` | histogram | | write plus sync time of one flush; with PostgreSQL, one batch transaction from BEGIN to the COMMIT's answer |
+//! | `sagad_history_sagas` | gauge | | finished sagas in the history tier, `DATA_DIR/history/` (sled) |
+//! | `sagad_history_segments` | gauge | | segment files in the history tier (sled) |
+//! | `sagad_store_renewals_total` | counter | | fresh stores put in place of sled's old one (sled) |
+//! | `sagad_store_replay_bytes` | gauge | | what sled logged since its snapshot, which the next start replays: it falls back after each fresh store (sled; set once the log's checkpoint thread first read it) |
 //! | `sagad_recovery_duration_seconds` | gauge | | how long the last start-up recovery took |
 //! | `sagad_recovery_resumed_sagas` | gauge | | sagas the last recovery resumed |
 //! | `sagad_takeover_sagas_total` | counter | | sagas taken over from nodes whose lease ran out, and resumed (cluster) |
@@ -130,6 +134,10 @@ pub mod names {
     pub const JOURNAL_EVENTS: &str = "sagad_journal_events_total";
     pub const JOURNAL_FLUSH_EVENTS: &str = "sagad_journal_flush_events";
     pub const JOURNAL_FLUSH_DURATION: &str = "sagad_journal_flush_duration_seconds";
+    pub const HISTORY_SAGAS: &str = "sagad_history_sagas";
+    pub const HISTORY_SEGMENTS: &str = "sagad_history_segments";
+    pub const STORE_RENEWALS: &str = "sagad_store_renewals_total";
+    pub const STORE_REPLAY_BYTES: &str = "sagad_store_replay_bytes";
     pub const RECOVERY_DURATION: &str = "sagad_recovery_duration_seconds";
     pub const RECOVERY_RESUMED: &str = "sagad_recovery_resumed_sagas";
     pub const RECOVERY_UNREAD: &str = "sagad_recovery_unread_sagas";
@@ -283,6 +291,20 @@ impl Metrics {
                 JOURNAL_FLUSH_DURATION,
                 Unit::Seconds,
                 "Time to write and sync one journal flush (with PostgreSQL: one batch transaction)."
+            );
+            describe_gauge!(
+                HISTORY_SAGAS,
+                "Finished sagas in the sled journal's history tier (DATA_DIR/history)."
+            );
+            describe_gauge!(HISTORY_SEGMENTS, "Segment files in the history tier.");
+            describe_counter!(
+                STORE_RENEWALS,
+                "Fresh sled stores put in place of the old one since the start."
+            );
+            describe_gauge!(
+                STORE_REPLAY_BYTES,
+                Unit::Bytes,
+                "What sled logged since its snapshot, which its next open replays (read before each fresh store it might start)."
             );
             describe_gauge!(
                 RECOVERY_DURATION,
@@ -618,6 +640,14 @@ impl Metrics {
             metrics::counter!(JOURNAL_FLUSHES).absolute(journal.flushes);
             metrics::counter!(JOURNAL_EVENTS).absolute(journal.events);
             metrics::gauge!(SAGAS_PARKED).set(parked as f64);
+            if let Some(local) = journal.local {
+                metrics::gauge!(HISTORY_SAGAS).set(local.history_sagas as f64);
+                metrics::gauge!(HISTORY_SEGMENTS).set(local.history_segments as f64);
+                metrics::counter!(STORE_RENEWALS).absolute(local.store.renewals);
+                if let Some(bytes) = local.store.log_since_snapshot {
+                    metrics::gauge!(STORE_REPLAY_BYTES).set(bytes as f64);
+                }
+            }
         });
         self.inner.handle.render()
     }
@@ -650,6 +680,7 @@ impl FlushObserver for FlushHistograms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::{LocalStats, StoreUpkeep};
 
     /// The value of the sample `name{labels}` in `text`, labels as rendered.
     fn sample(text: &str, series: &str) -> Option<f64> {
@@ -702,6 +733,14 @@ mod tests {
                 flushes: 5,
                 requests: 6,
                 events: 9,
+                local: Some(LocalStats {
+                    history_sagas: 200_000,
+                    history_segments: 2,
+                    store: StoreUpkeep {
+                        renewals: 1,
+                        log_since_snapshot: Some(4096),
+                    },
+                }),
             },
             3,
         );
@@ -728,6 +767,19 @@ mod tests {
         assert!(
             text.contains("# HELP sagad_step_call_duration_seconds"),
             "{text}"
+        );
+        for (series, value) in [
+            (HISTORY_SAGAS, 200_000.0),
+            (HISTORY_SEGMENTS, 2.0),
+            (STORE_RENEWALS, 1.0),
+            (STORE_REPLAY_BYTES, 4096.0),
+        ] {
+            assert_eq!(sample(&text, series), Some(value), "{series} in {text}");
+        }
+        let without = Metrics::new().render(JournalStats::default(), 0);
+        assert!(
+            !without.contains("sagad_history_") && !without.contains("sagad_store_"),
+            "a journal without a tier has none of its series: {without}"
         );
     }
 

@@ -85,6 +85,11 @@ impl SharedTier {
         self.read().sagas()
     }
 
+    /// Segment files.
+    pub fn segments(&self) -> usize {
+        self.read().segments()
+    }
+
     pub fn get(&self, id: SagaId) -> Result<Option<FinishedSaga>, HistoryError> {
         self.read().get(id)
     }

@@ -132,6 +132,11 @@ impl Tier {
         self.segments.values().map(|s| s.sagas()).sum()
     }
 
+    /// Segment files.
+    pub fn segments(&self) -> usize {
+        self.segments.len()
+    }
+
     /// The saga `id`, newest copy first.
     pub fn get(&self, id: SagaId) -> Result<Option<FinishedSaga>, HistoryError> {
         for segment in self.segments.values().rev() {

@@ -37,7 +37,7 @@ use self::{
 };
 use crate::{
     journal::{
-        FlushObserver, Journal, JournalError, JournalStats, ListQuery, SagaSummary,
+        FlushObserver, Journal, JournalError, JournalStats, ListQuery, LocalStats, SagaSummary,
         history::{Moved, SharedTier},
         request::RemovedTo,
         store::{KvStore, StoreError},
@@ -339,6 +339,11 @@ impl<S: KvStore> Journal for KvJournal<S> {
             flushes: self.counters.flushes.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
             events: self.counters.events.load(Ordering::Relaxed),
+            local: self.history.as_ref().map(|tier| LocalStats {
+                history_sagas: tier.sagas(),
+                history_segments: tier.segments() as u64,
+                store: self.store.upkeep_stats(),
+            }),
         }
     }
 

@@ -612,6 +612,7 @@ impl Journal for PgJournal {
             flushes: counters.flushes.load(Ordering::Relaxed),
             requests: counters.requests.load(Ordering::Relaxed),
             events: counters.events.load(Ordering::Relaxed),
+            local: None,
         }
     }
 

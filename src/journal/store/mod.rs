@@ -310,6 +310,17 @@ where
     Ok(())
 }
 
+/// What a store's own upkeep ([`KvStore::upkeep`]) has done since the store
+/// was opened, and what it last found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreUpkeep {
+    /// Fresh stores put in place of the old one (sled).
+    pub renewals: u64,
+    /// Bytes the store logged since its snapshot, which its next open
+    /// replays, as last read (sled: before each copy it might start).
+    pub log_since_snapshot: Option<u64>,
+}
+
 /// An ordered key-value store; the contract is in the module docs.
 ///
 /// Stores implement one range primitive, [`KvStore::range`]; the scans the
@@ -366,6 +377,12 @@ pub trait KvStore: Send + Sync + 'static {
     /// store holds as it was. The default has nothing to do.
     fn upkeep(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// What the store's upkeep has done and found, for the metrics. The
+    /// default did nothing.
+    fn upkeep_stats(&self) -> StoreUpkeep {
+        StoreUpkeep::default()
     }
 
     /// Why the store fails every operation right now, while it does (sled

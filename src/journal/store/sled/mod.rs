@@ -58,7 +58,7 @@ use std::{
 
 use super::{
     Damaged, Direction, KeyRange, KeyWrite, KeyWriteRef, KvStore, Rebuild, Result, StoreError,
-    Visit, walk,
+    StoreUpkeep, Visit, walk,
 };
 
 mod damage;
@@ -152,11 +152,6 @@ impl SledStore {
     pub fn renewing(self, floor: u64, slice_keys: usize) -> Self {
         *self.lock_renewal() = renew::Renewal::tuned(floor, slice_keys);
         self
-    }
-
-    /// How many fresh stores took the old one's place since the open.
-    pub fn renewals(&self) -> u64 {
-        self.lock_renewal().done()
     }
 
     fn lock_renewal(&self) -> std::sync::MutexGuard<'_, renew::Renewal> {
@@ -754,6 +749,10 @@ impl KvStore for SledStore {
     /// A slice of a fresh store's copy, when one is due (`renew.rs`).
     fn upkeep(&self) -> Result<()> {
         self.renew()
+    }
+
+    fn upkeep_stats(&self) -> StoreUpkeep {
+        self.lock_renewal().stats()
     }
 }
 

@@ -54,7 +54,7 @@ use std::{
 };
 
 use super::{SLED_SEGMENT_BYTES, SledStore, damage, open_sled};
-use crate::journal::store::{Result, wal};
+use crate::journal::store::{Result, StoreUpkeep, wal};
 
 /// Bytes sled logs after its snapshot before a fresh store is due, at
 /// least: about what an open replays in a second or two here.
@@ -83,6 +83,8 @@ pub(super) struct Renewal {
     unsupported: bool,
     /// Fresh stores that took the old one's place since the open.
     done: u64,
+    /// sled's log since its snapshot, as last read (not while copying).
+    logged: Option<u64>,
 }
 
 /// A fresh store being filled.
@@ -108,6 +110,7 @@ impl Renewal {
             copy: None,
             unsupported: false,
             done: 0,
+            logged: None,
         }
     }
 
@@ -121,8 +124,12 @@ impl Renewal {
         }
     }
 
-    pub(super) fn done(&self) -> u64 {
-        self.done
+    /// Fresh stores put in place, and the log since the snapshot as last read.
+    pub(super) fn stats(&self) -> StoreUpkeep {
+        StoreUpkeep {
+            renewals: self.done,
+            log_since_snapshot: self.logged,
+        }
     }
 
     /// A write sled has just taken: made in the fresh store too if the copy
@@ -236,6 +243,7 @@ impl SledStore {
             })?,
         };
         if renewal.copy.is_none() {
+            renewal.logged = Some(logged);
             if !renewal.due(logged) {
                 return Ok(());
             }
@@ -497,9 +505,9 @@ mod tests {
         }
         store.sync().unwrap();
         let mut slices = 0;
-        while store.renewals() == 0 {
+        while store.upkeep_stats().renewals == 0 {
             store.upkeep().unwrap();
-            assert!(dir.path().join(FRESH_DIR).exists() || store.renewals() == 1);
+            assert!(dir.path().join(FRESH_DIR).exists() || store.upkeep_stats().renewals == 1);
             slices += 1;
             assert!(slices < 1_000, "the copy never ended");
             let batch = vec![
@@ -593,10 +601,23 @@ mod tests {
             grown >= before + 3 * SLED_SEGMENT_BYTES as u64,
             "{before} then {grown}"
         );
+        assert_eq!(
+            store.upkeep_stats().log_since_snapshot,
+            None,
+            "no upkeep yet"
+        );
         *store.lock_renewal() = Renewal::tuned(1, usize::MAX);
-        while store.renewals() == 0 {
+        store.upkeep().unwrap();
+        assert_eq!(
+            store.upkeep_stats().log_since_snapshot,
+            Some(grown),
+            "what the metrics show"
+        );
+        while store.upkeep_stats().renewals == 0 {
             store.upkeep().unwrap();
         }
         assert!(debt() <= 2 * SLED_SEGMENT_BYTES as u64, "{} after", debt());
+        store.upkeep().unwrap();
+        assert_eq!(store.upkeep_stats().log_since_snapshot, Some(debt()));
     }
 }

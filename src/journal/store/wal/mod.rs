@@ -55,7 +55,9 @@ use self::{
     segment::{HEADER_BYTES, Segment, encode_record, io, new_segment, segment_path},
     spare::Spares,
 };
-use super::{Direction, DiskFault, KeyRange, KeyWrite, KvStore, Result, StoreError, Visit};
+use super::{
+    Direction, DiskFault, KeyRange, KeyWrite, KvStore, Result, StoreError, StoreUpkeep, Visit,
+};
 
 mod checkpoint;
 #[cfg(test)]
@@ -425,6 +427,10 @@ impl<S: KvStore> KvStore for WalStore<S> {
 
     fn failure(&self) -> Option<String> {
         self.shared.inner.failure()
+    }
+
+    fn upkeep_stats(&self) -> StoreUpkeep {
+        self.shared.inner.upkeep_stats()
     }
 
     /// After a write failed for want of room in the log, makes that room: the
@@ -945,11 +951,11 @@ mod tests {
             let mut model = BTreeMap::new();
             let deadline = std::time::Instant::now() + Duration::from_secs(120);
             let mut i = 0usize;
-            while wal.inner().renewals() < 3 {
+            while wal.inner().upkeep_stats().renewals < 3 {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "no renewals: {}",
-                    wal.inner().renewals()
+                    wal.inner().upkeep_stats().renewals
                 );
                 let batch = vec![
                     put(&format!("k{:04}", i % 700), &format!("v{i}")),
