@@ -95,12 +95,10 @@ async fn check(data_dir: &Path) -> anyhow::Result<()> {
         Err(e) if is_damage(&e) => return check_by_salvage(data_dir, e).await,
         Err(e) => return Err(e),
     };
-    let report = check::check(journal.store()).map(|mut report| {
-        if let Some(history) = journal.journal().history() {
-            check::check_history(history, &mut report);
-        }
-        report
-    });
+    let report = match journal.journal().history() {
+        Some(history) => check::check_with_history(journal.store(), history),
+        None => check::check(journal.store()),
+    };
     let torn = journal.torn_tail().cloned();
     let copied = journal.copied_bytes();
     let findings = journal.sled_findings().to_vec();

@@ -100,7 +100,11 @@ impl SledJournal {
             };
         let log =
             wal_salvage::lay_over(&dir.join("wal"), &mut readable).map_err(JournalError::Open)?;
-        let (history, history_lost) = verified_segments(&dir.join(HISTORY_DIR));
+        let Verified {
+            good: history,
+            lost: history_lost,
+            lost_through,
+        } = verified_segments(&dir.join(HISTORY_DIR));
         drop(lock);
         let unreadable = readable.gaps.iter().map(describe_gap).collect();
         let lost_batches = match log.lost {
@@ -124,6 +128,7 @@ impl SledJournal {
         let provenance = Provenance {
             unknown: &unknown,
             lost_batches: lost_batches.map(|why| (why, &log.written)),
+            history_lost_through: lost_through,
         };
         let Salvaged { writes, report } = kv_salvage::salvage(&store, &provenance)?;
         Ok(Salvage {
@@ -178,12 +183,10 @@ impl Salvage {
         let journal = opened
             .await
             .map_err(|e| JournalError::Start(std::io::Error::other(e)))??;
-        let report = check::check(journal.store()).map(|mut report| {
-            if let Some(history) = journal.history() {
-                check::check_history(history, &mut report);
-            }
-            report
-        });
+        let report = match journal.history() {
+            Some(history) => check::check_with_history(journal.store(), history),
+            None => check::check(journal.store()),
+        };
         journal.close().await?;
         let report = report?;
         if !report.is_clean() {
@@ -198,10 +201,10 @@ impl Salvage {
 
 /// The segments of the history tier in `dir` that verify whole, and the
 /// others as "PATH: why" (none without a tier).
-fn verified_segments(dir: &Path) -> (Vec<std::path::PathBuf>, Vec<String>) {
-    let (mut good, mut lost) = (Vec::new(), Vec::new());
+fn verified_segments(dir: &Path) -> Verified {
+    let mut verified = Verified::default();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return (good, lost);
+        return verified;
     };
     let mut paths: Vec<_> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -209,15 +212,32 @@ fn verified_segments(dir: &Path) -> (Vec<std::path::PathBuf>, Vec<String>) {
         .collect();
     paths.sort();
     for path in paths {
-        match Segment::open(&path).and_then(|s| s.check()) {
-            Ok(_) => good.push(path),
-            Err(e) => lost.push(format!(
-                "{}: {e}; its sagas are not carried",
-                path.display()
-            )),
+        let opened = Segment::open(&path);
+        // A footer that reads says how far the lost sagas' offsets reach.
+        let reach = opened.as_ref().map_or(u64::MAX, |s| s.offsets().1);
+        match opened.and_then(|s| s.check()) {
+            Ok(_) => verified.good.push(path),
+            Err(e) => {
+                verified.lost.push(format!(
+                    "{}: {e}; its sagas are not carried",
+                    path.display()
+                ));
+                verified.lost_through = verified.lost_through.max(reach);
+            }
         }
     }
-    (good, lost)
+    verified
+}
+
+/// The history tier's segments, sorted by what a check of each found.
+#[derive(Default)]
+struct Verified {
+    good: Vec<std::path::PathBuf>,
+    /// "PATH: why" of each segment that does not verify whole.
+    lost: Vec<String>,
+    /// The highest offset the lost segments hold (see
+    /// [`Provenance::history_lost_through`]).
+    lost_through: u64,
 }
 
 /// Copies `segments` into the history tier `to`, each synced, then `to`.
@@ -296,6 +316,17 @@ mod tests {
         assert_eq!(salvage.history_lost.len(), 1, "{:?}", salvage.history_lost);
         assert!(salvage.history_lost[0].contains("00000002.segment"));
         assert!(!salvage.is_lossless());
+        // Its offsets are skipped from now on, as an archived saga's: a feed
+        // resuming among them is told where to resume.
+        let lost_through = (kept.len() + damaged.len()) as u64; // appended second
+        assert_eq!(salvage.report.archived_through, (0, lost_through));
+        assert!(
+            salvage.report.to_string().contains(&format!(
+                "history segments not carried: the archive horizon is raised from 0 to {lost_through}"
+            )),
+            "{}",
+            salvage.report
+        );
         let out = dir.path().join("out");
         let report = salvage.write(&out).await.unwrap();
         assert!(report.is_clean(), "{report}");

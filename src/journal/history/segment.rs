@@ -43,10 +43,12 @@ struct SegmentFile {
 }
 
 /// What [`Segment::check`] verified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentCheck {
     pub sagas: u64,
     pub events: u64,
+    /// Every event's offset, ascending: what the segment adds to the feed.
+    pub offsets: Vec<u64>,
 }
 
 impl Segment {
@@ -374,6 +376,7 @@ impl Segment {
         Ok(SegmentCheck {
             sagas,
             events: offsets.len() as u64,
+            offsets: offsets.iter().map(|o| o.offset).collect(),
         })
     }
 

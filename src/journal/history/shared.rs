@@ -9,7 +9,7 @@
 //! retirement finishes as if it came first.
 
 use std::{
-    path::PathBuf,
+    path::Path,
     sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
@@ -106,7 +106,7 @@ impl SharedTier {
         self.read().events_after(after, limit)
     }
 
-    pub fn check(&self) -> Vec<(PathBuf, Result<SegmentCheck, HistoryError>)> {
-        self.read().check()
+    pub fn check(&self, each: &mut dyn FnMut(&Path, Result<SegmentCheck, HistoryError>)) {
+        self.read().check(each)
     }
 }

@@ -225,12 +225,13 @@ impl Tier {
         Ok(all.into_values().collect())
     }
 
-    /// [`Segment::check`] of every segment, with its path: each segment's
-    /// result on its own, so one damaged segment hides none of the others.
-    pub fn check(&self) -> Vec<(PathBuf, Result<SegmentCheck, HistoryError>)> {
-        self.segments
-            .values()
-            .map(|s| (s.path().to_path_buf(), s.check()))
-            .collect()
+    /// [`Segment::check`] of every segment, oldest first, handed to `each`
+    /// with its path as it is done (a segment's offsets are a few MB; a
+    /// tier's, gigabytes): each segment's result on its own, so one damaged
+    /// segment hides none of the others.
+    pub fn check(&self, each: &mut dyn FnMut(&Path, Result<SegmentCheck, HistoryError>)) {
+        for segment in self.segments.values() {
+            each(segment.path(), segment.check());
+        }
     }
 }

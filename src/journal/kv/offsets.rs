@@ -326,12 +326,14 @@ impl RunsAfter {
 /// events (an entry holds one, or a bundle of them), every entry sorts where
 /// a reader looks for it, and above the archive horizon every offset handed
 /// out is in it.
+/// Returns the offsets the index holds, which the history tier's check
+/// (`check/mod.rs`) completes below the history horizon.
 pub(super) fn check_index<S: KvStore>(
     store: &S,
     histories: &Histories,
     next_offset: u64,
     report: &mut CheckReport,
-) -> Result<(), JournalError> {
+) -> Result<HashSet<u64>, JournalError> {
     let horizon = removed_through(store);
     let archived = *horizon.as_ref().unwrap_or(&0);
     let mut indexed = HashSet::new();
@@ -400,7 +402,7 @@ pub(super) fn check_index<S: KvStore>(
             "event {seq} of saga {saga}: offset {offset} is missing from the offset index"
         ));
     }
-    Ok(())
+    Ok(indexed)
 }
 
 /// Checks one pointer of the offset index against the events found.

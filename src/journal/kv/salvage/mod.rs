@@ -64,6 +64,10 @@ pub struct Provenance<'a> {
     /// When batches between the store and the log were lost (or may have
     /// been): why, and every key the log wrote since.
     pub lost_batches: Option<(String, &'a BTreeSet<Vec<u8>>)>,
+    /// The highest offset of any history segment not carried (0 for none,
+    /// `u64::MAX` when a lost one's footer could not say): the feed skips
+    /// its sagas' offsets from now on, as an archived saga's.
+    pub history_lost_through: u64,
 }
 
 /// The new store's entries, and what could not be carried into it.
@@ -283,7 +287,8 @@ pub fn salvage<S: KvStore>(
     let horizon = report
         .lost_offsets
         .last()
-        .map_or(old_horizon, |(_, last)| old_horizon.max(*last));
+        .map_or(old_horizon, |(_, last)| old_horizon.max(*last))
+        .max(provenance.history_lost_through.min(moved));
     report.archived_through = (old_horizon, horizon);
     report.next_offset = next_offset;
     if stored_next.is_none() && unknown(NEXT_OFFSET_KEY) {

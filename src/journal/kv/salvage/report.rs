@@ -169,6 +169,7 @@ impl fmt::Display for SalvageReport {
                 )
             },
         )?;
+        let (before, after) = self.archived_through;
         if !self.lost_offsets.is_empty() {
             let ranges: Vec<String> = self
                 .lost_offsets
@@ -178,11 +179,15 @@ impl fmt::Display for SalvageReport {
                     false => format!("{a}..={b}"),
                 })
                 .collect();
-            let (before, after) = self.archived_through;
             writeln!(
                 f,
                 "offsets not in the new journal: {}; its archive horizon is raised from {before} to {after}, so a feed resuming below it is told where to resume",
                 ranges.join(", ")
+            )?;
+        } else if after > before {
+            writeln!(
+                f,
+                "history segments not carried: the archive horizon is raised from {before} to {after}, so a feed resuming below it is told where to resume"
             )?;
         }
         for problem in &self.problems {

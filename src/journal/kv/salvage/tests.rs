@@ -60,6 +60,7 @@ async fn an_intact_journal_is_carried_whole_with_its_offsets() {
     let provenance = Provenance {
         unknown: &nothing_unknown,
         lost_batches: None,
+        history_lost_through: 0,
     };
     let salvaged = salvage(journal.store(), &provenance).unwrap();
     let report = &salvaged.report;
@@ -103,6 +104,7 @@ async fn a_saga_whose_records_are_unreadable_is_lost_and_its_offsets_go_under_th
     let provenance = Provenance {
         unknown: &unknown,
         lost_batches: None,
+        history_lost_through: 0,
     };
     let salvaged = salvage(journal.store(), &provenance).unwrap();
     let report = &salvaged.report;
@@ -146,6 +148,7 @@ async fn a_saga_cut_short_is_not_carried_and_keeps_its_readable_events() {
     let provenance = Provenance {
         unknown: &nothing_unknown,
         lost_batches: None,
+        history_lost_through: 0,
     };
     let salvaged = salvage(journal.store(), &provenance).unwrap();
     let report = &salvaged.report;
@@ -170,6 +173,7 @@ async fn after_lost_batches_only_final_sagas_and_those_written_since_are_carried
     let provenance = Provenance {
         unknown: &nothing_unknown,
         lost_batches: Some(("batches 9..=12".into(), &written)),
+        history_lost_through: 0,
     };
     let salvaged = salvage(journal.store(), &provenance).unwrap();
     let report = &salvaged.report;
@@ -188,6 +192,7 @@ async fn after_lost_batches_only_final_sagas_and_those_written_since_are_carried
     let provenance = Provenance {
         unknown: &nothing_unknown,
         lost_batches: Some(("batches 9..=12".into(), &written)),
+        history_lost_through: 0,
     };
     let salvaged = salvage(journal.store(), &provenance).unwrap();
     assert_eq!(salvaged.report.sagas, 3, "{}", salvaged.report);
