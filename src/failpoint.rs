@@ -19,6 +19,17 @@
 //!   its sagas not yet removed from the journal.
 //! - `history::after_segment`: a history segment is durable, its sagas not
 //!   yet removed from the store (`journal/kv/tiered.rs`).
+//! - `sled::renew_before_exchange`: a fresh store is complete and durable in
+//!   `journal.fresh/`, not yet exchanged with `journal/`
+//!   (`journal/store/sled/renew.rs`).
+//! - `sled::renew_after_exchange`: the two directories are exchanged, the
+//!   data directory not yet synced, the old store still open.
+//!
+//! And knobs, values a test sets the same way (`name=return(VALUE)`), read
+//! with [`knob`]:
+//! - `sled::renew_floor`: the fewest bytes of sled log since its snapshot
+//!   that make a fresh store due (1 GiB otherwise), so a test's small
+//!   journal renews itself again and again.
 
 /// Kills the process here if the named crash point is armed.
 #[macro_export]
@@ -29,6 +40,18 @@ macro_rules! crash_point {
             $crate::failpoint::die($name);
         }
     };
+}
+
+/// The value armed for knob `name` (`name=return(VALUE)`); always `None` in
+/// builds without crash points.
+pub fn knob(name: &str) -> Option<String> {
+    #[cfg(all(feature = "failpoints", debug_assertions))]
+    return fail::eval(name, |value| value).flatten();
+    #[cfg(not(all(feature = "failpoints", debug_assertions)))]
+    {
+        let _ = name;
+        None
+    }
 }
 
 /// Reads `FAILPOINTS` from the environment; a no-op in builds without crash points.

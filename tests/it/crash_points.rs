@@ -25,7 +25,15 @@ fn fates() -> Vec<Fate> {
 /// Starts the sagas while the armed coordinator dies and a clean one takes over,
 /// then checks everything.
 async fn crash_at(point: &str, skip: u32) {
-    let failpoints = format!("{point}={skip}*off->return");
+    crash_at_with(point, skip, "").await
+}
+
+/// [`crash_at`], with more of `FAILPOINTS` (knobs) armed beside the point.
+async fn crash_at_with(point: &str, skip: u32, more: &str) {
+    let mut failpoints = format!("{point}={skip}*off->return");
+    if !more.is_empty() {
+        failpoints = format!("{failpoints};{more}");
+    }
     let harness = Harness::start(&[("FAILPOINTS", failpoints.as_str())]).await;
     let starter = {
         let harness = harness.clone();
@@ -49,6 +57,10 @@ async fn crash_at(point: &str, skip: u32) {
     assert_eq!(
         summary.listed, 24,
         "{point}: every acknowledged saga exists, once"
+    );
+    assert!(
+        !harness.data_dir.join("journal.fresh").exists(),
+        "{point}: the open after the crash removed a fresh store's leftovers"
     );
     harness.stop();
 }
@@ -79,6 +91,16 @@ async fn crash_in_the_middle_of_a_store_checkpoint() {
     // The first checkpoint with anything to apply (within ~2 s of the start,
     // while the sagas are being started); half of it is durable in sled.
     crash_at("journal::mid_checkpoint", 0).await;
+}
+
+/// sled renewing itself at every checkpoint (`sled::renew_floor`), killed
+/// with a fresh store complete but not in place, and with both directories
+/// exchanged but the exchange not yet synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_while_a_fresh_store_takes_the_old_ones_place() {
+    for point in ["sled::renew_before_exchange", "sled::renew_after_exchange"] {
+        crash_at_with(point, 2, "sled::renew_floor=return(1)").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,9 +102,12 @@ struct Copy {
 
 impl Renewal {
     pub(super) fn new() -> Self {
+        let floor = crate::failpoint::knob("sled::renew_floor")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RENEW_FLOOR);
         Self {
             live: 0,
-            floor: RENEW_FLOOR,
+            floor,
             not_before: 0,
             slice_keys: usize::MAX,
             copy: None,
@@ -377,6 +380,7 @@ impl SledStore {
             renewal.give_up(&fresh_dir, 0, &why);
             return Ok(());
         }
+        crate::crash_point!("sled::renew_before_exchange");
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = exchange(&self.path, &fresh_dir) {
             if matches!(
@@ -395,6 +399,7 @@ impl SledStore {
         }
         // Either directory is a whole store: the sync only decides which one
         // a crash right now leaves in place.
+        crate::crash_point!("sled::renew_after_exchange");
         if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "syncing the data directory after the exchange");
         }
