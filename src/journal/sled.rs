@@ -63,7 +63,7 @@ impl SledJournal {
             put_only_over_absent: compaction::unfinished_entry,
             ..options
         };
-        let store = WalStore::open_with(&log, store, options)
+        let store = WalStore::open_with(&log, store.reserving(options.disk_reserve), options)
             .map_err(|e| JournalError::Open(rebuild(e)))?;
         let tier = Tier::open(&dir.join(HISTORY_DIR))?;
         KvJournal::with_history(store, Some(Arc::new(SharedTier::new(tier)))).map_err(|e| match e {

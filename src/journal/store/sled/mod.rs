@@ -154,6 +154,13 @@ impl SledStore {
         self
     }
 
+    /// A store whose fresh copies leave `reserve` bytes free on the disk,
+    /// as the log in front of it does (`--disk-reserve`).
+    pub fn reserving(self, reserve: u64) -> Self {
+        self.lock_renewal().reserve = reserve;
+        self
+    }
+
     fn lock_renewal(&self) -> std::sync::MutexGuard<'_, renew::Renewal> {
         self.renewal.lock().unwrap_or_else(|p| p.into_inner())
     }

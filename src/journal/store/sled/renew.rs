@@ -41,7 +41,8 @@
 //!   [`SLICE`] after a checkpoint (the checkpoint thread is the store's only
 //!   writer), so neither writes nor checkpoints wait long.
 //! - **Never at the journal's expense.** Free space for a copy as large as
-//!   sled's file is asked for first; a copy that meets a full disk or any
+//!   sled's file, plus the log's `--disk-reserve`, is asked for first (and
+//!   again before the exchange); a copy that meets a full disk or any
 //!   failure of its own is given up and removed, the old store untouched, and
 //!   tried again only after as many bytes again were written.
 
@@ -85,6 +86,8 @@ pub(super) struct Renewal {
     done: u64,
     /// sled's log since its snapshot, as last read (not while copying).
     logged: Option<u64>,
+    /// Free bytes a copy leaves on the disk: the log's (`--disk-reserve`).
+    pub(super) reserve: u64,
 }
 
 /// A fresh store being filled.
@@ -114,6 +117,7 @@ impl Renewal {
             unsupported: false,
             done: 0,
             logged: None,
+            reserve: wal::DEFAULT_DISK_RESERVE,
         }
     }
 
@@ -250,7 +254,7 @@ impl SledStore {
             if !renewal.due(logged) {
                 return Ok(());
             }
-            if let Err(why) = self.room_for_a_copy() {
+            if let Err(why) = self.room_for_a_copy(renewal.reserve) {
                 renewal.give_up(&fresh_dir, logged, &why);
                 return Ok(());
             }
@@ -293,7 +297,7 @@ impl SledStore {
         if let Slice::More = copied {
             return Ok(());
         }
-        if let Err(why) = self.room_for_a_copy() {
+        if let Err(why) = self.room_for_a_copy(renewal.reserve) {
             renewal.give_up(&fresh_dir, logged, &why);
             return Ok(());
         }
@@ -302,14 +306,14 @@ impl SledStore {
     }
 
     /// Whether the disk has room for a copy as large as sled's file, the
-    /// log's reserve kept.
-    fn room_for_a_copy(&self) -> std::result::Result<(), String> {
+    /// log's `reserve` kept.
+    fn room_for_a_copy(&self, reserve: u64) -> std::result::Result<(), String> {
         let size = self
             .with_db(|db| db.size_on_disk())
             .map_err(|e| e.to_string())?;
         let free =
             wal::free_bytes(&self.dir).map_err(|e| format!("reading the free space: {e}"))?;
-        let needed = size + wal::DEFAULT_DISK_RESERVE;
+        let needed = size.saturating_add(reserve);
         match free >= needed {
             true => Ok(()),
             false => Err(format!(
@@ -477,6 +481,33 @@ mod tests {
             true => store.write_ordered(&mut lend(&batch)).unwrap(),
             false => store.write(batch).unwrap(),
         }
+    }
+
+    /// A disk without the room for a copy and the log's reserve
+    /// (`--disk-reserve`, here more than any disk has) gets no copy: nothing
+    /// is written beside the store, and it stays as it was.
+    #[test]
+    fn no_copy_starts_without_room_for_it_and_the_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path())
+            .unwrap()
+            .renewing(1, usize::MAX)
+            .reserving(u64::MAX);
+        let batch = (0..100).map(|i| (key(i), Some(vec![1; 100]))).collect();
+        store.write(batch).unwrap();
+        store.sync().unwrap();
+        for _ in 0..3 {
+            store.upkeep().unwrap();
+            assert!(!dir.path().join(FRESH_DIR).exists());
+        }
+        assert_eq!(store.upkeep_stats().renewals, 0);
+        assert_eq!(store.get(&key(99)).unwrap(), Some(vec![1; 100]));
+        // With the default reserve, which this disk has, the same store renews.
+        *store.lock_renewal() = Renewal::tuned(1, usize::MAX);
+        while store.upkeep_stats().renewals == 0 {
+            store.upkeep().unwrap();
+        }
+        assert_eq!(store.get(&key(99)).unwrap(), Some(vec![1; 100]));
     }
 
     /// A copy taken slice by slice, with puts and removals below the cursor
