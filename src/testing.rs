@@ -15,6 +15,7 @@ pub fn spec(name: &str) -> StepSpec {
     StepSpec {
         name: name.into(),
         participant: "p".into(),
+        kind: crate::saga::StepKind::Compensatable,
         forward: Endpoint::parse("f", "http://127.0.0.1:1/p.S/Do").unwrap(),
         compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
         retry: RetryPolicy {

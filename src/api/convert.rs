@@ -18,7 +18,7 @@ use crate::{
     saga::{
         Action, AttemptRecord, AttemptResult, AuditEntry, Definition, Endpoint, Event, EventKind,
         Failure, Participant, Protocol, RetryOverrides, RetryPolicy, SagaState, SagaStatus,
-        StepDef, Timestamp,
+        StepDef, StepKind, Timestamp,
     },
 };
 
@@ -153,6 +153,7 @@ pub fn step_def(index: usize, s: pb::StepDefinition) -> Result<StepDef, Status> 
         timeout: duration_from(&format!("steps[{index}].timeout"), s.timeout)?,
         name: s.name,
         participant: s.participant,
+        kind: StepKind::Compensatable,
     })
 }
 

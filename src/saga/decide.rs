@@ -338,6 +338,7 @@ mod tests {
         StepSpec {
             name: name.into(),
             participant: name.into(),
+            kind: crate::saga::StepKind::Compensatable,
             forward: Endpoint::parse("f", "http://127.0.0.1:1/p.S/Do").unwrap(),
             compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
             retry: RetryPolicy {

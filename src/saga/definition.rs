@@ -60,6 +60,15 @@ pub enum DefinitionError {
     #[error("step name '{0}' is used twice: step names must be unique within a saga")]
     DuplicateStep(String),
     #[error(
+        "step '{step}' is {what} after the {before_kind} step '{before}': a saga runs its compensatable steps, then at most one pivot, then retriable steps (once past a pivot or a retriable step it can no longer turn back, so nothing after it could be undone)"
+    )]
+    KindOrder {
+        step: String,
+        what: &'static str,
+        before: String,
+        before_kind: &'static str,
+    },
+    #[error(
         "step '{step}' names participant '{participant}', which is not registered (register it with RegisterParticipant first)"
     )]
     UnknownParticipant { step: String, participant: String },
@@ -414,11 +423,46 @@ impl Participant {
     }
 }
 
+/// What a step's success means for the saga: the three kinds of transaction
+/// of the classic saga. A definition runs its compensatable steps first,
+/// then at most one pivot, then its retriable steps (`validate_steps`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// Undone by its compensation when the saga turns back (the default).
+    #[default]
+    Compensatable,
+    /// The point of no return: once it succeeded, the saga only goes
+    /// forward (a later failure or a cancel never compensates).
+    Pivot,
+    /// After the pivot (or after the compensatable steps): retried until it
+    /// succeeds and never compensated; when its attempts run out the saga is
+    /// FAILED for an operator, whose `RetrySaga` tries it again.
+    Retriable,
+}
+
+impl StepKind {
+    /// Lower case, as in TOML and shown: `compensatable`, `pivot`, `retriable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Compensatable => "compensatable",
+            StepKind::Pivot => "pivot",
+            StepKind::Retriable => "retriable",
+        }
+    }
+
+    /// Whether a step of this kind is never undone once it succeeded.
+    pub fn goes_only_forward(self) -> bool {
+        !matches!(self, StepKind::Compensatable)
+    }
+}
+
 /// One step of a definition, naming its participant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepDef {
     pub name: String,
     pub participant: String,
+    pub kind: StepKind,
     /// Overrides the participant's retry policy field by field.
     pub retry: RetryOverrides,
     /// Overrides the participant's timeout.
@@ -433,13 +477,35 @@ pub struct Definition {
     pub steps: Vec<StepDef>,
 }
 
-/// Checks a list of steps on its own (names, uniqueness, policies, timeouts).
+/// Checks a list of steps on its own (names, uniqueness, policies, timeouts,
+/// the order of their kinds).
 pub fn validate_steps(steps: &[StepDef]) -> Result<(), DefinitionError> {
     if steps.is_empty() {
         return Err(DefinitionError::NoSteps);
     }
     let mut seen = std::collections::HashSet::new();
+    // The first step that only goes forward: no compensatable step may
+    // follow it (it could never be undone with the saga past that point),
+    // nor a second pivot.
+    let mut forward_only: Option<&StepDef> = None;
     for step in steps {
+        if let Some(before) = forward_only {
+            let refused = match step.kind {
+                StepKind::Compensatable => Some("a compensatable step"),
+                StepKind::Pivot => Some("a second pivot"),
+                StepKind::Retriable => None,
+            };
+            if let Some(what) = refused {
+                return Err(DefinitionError::KindOrder {
+                    step: step.name.clone(),
+                    what,
+                    before: before.name.clone(),
+                    before_kind: before.kind.as_str(),
+                });
+            }
+        } else if step.kind.goes_only_forward() {
+            forward_only = Some(step);
+        }
         validate_name("step name", &step.name)?;
         validate_name("participant name", &step.participant)?;
         if !seen.insert(step.name.as_str()) {
@@ -476,6 +542,7 @@ fn check_timeout(
 pub struct StepSpec {
     pub name: String,
     pub participant: String,
+    pub kind: StepKind,
     pub forward: Endpoint,
     pub compensate: Endpoint,
     pub retry: RetryPolicy,
@@ -550,6 +617,7 @@ pub fn resolve(
             Ok(StepSpec {
                 name: step.name.clone(),
                 participant: p.name.clone(),
+                kind: step.kind,
                 forward: p.forward.clone(),
                 compensate: p.compensate.clone(),
                 retry,
@@ -642,6 +710,7 @@ pub fn parse_definition(path: &Path, text: &str) -> Result<Definition, Definitio
         .map(|s| StepDef {
             name: s.name.get_ref().clone(),
             participant: s.participant.clone(),
+            kind: StepKind::Compensatable,
             retry: s.retry,
             timeout: s.timeout,
         })
@@ -807,6 +876,7 @@ mod tests {
         StepDef {
             name: name.into(),
             participant: participant.into(),
+            kind: crate::saga::StepKind::Compensatable,
             retry: RetryOverrides::default(),
             timeout: None,
         }

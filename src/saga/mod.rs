@@ -28,7 +28,7 @@ pub mod trace;
 
 pub use decide::{CallOutcome, Decision, attempt_finished, decide, recover};
 pub use definition::{
-    Definition, DefinitionError, Endpoint, Participant, StepDef, StepDefaults, StepSpec,
+    Definition, DefinitionError, Endpoint, Participant, StepDef, StepDefaults, StepKind, StepSpec,
 };
 pub use event::{EndpointChange, Event, EventKind, Failure};
 pub use id::{Action, Offset, SagaId, Timestamp, idempotency_key};

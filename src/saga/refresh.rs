@@ -96,6 +96,7 @@ mod tests {
         StepSpec {
             name: name.into(),
             participant: participant.into(),
+            kind: crate::saga::StepKind::Compensatable,
             forward: endpoint("127.0.0.1:1", "Do"),
             compensate: endpoint("127.0.0.1:1", "Undo"),
             retry: RetryPolicy::default(),

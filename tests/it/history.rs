@@ -50,6 +50,7 @@ fn flaky_step() -> StepSpec {
     StepSpec {
         name: "flaky".into(),
         participant: "flaky".into(),
+        kind: sagad::saga::StepKind::Compensatable,
         forward: Endpoint::parse("f", "http://127.0.0.1:1/flaky.S/Do").unwrap(),
         compensate: Endpoint::parse("c", "http://127.0.0.1:1/flaky.S/Undo").unwrap(),
         retry,

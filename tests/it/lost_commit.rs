@@ -43,6 +43,7 @@ fn started() -> Event {
     let step = StepSpec {
         name: "only".into(),
         participant: "p".into(),
+        kind: sagad::saga::StepKind::Compensatable,
         forward: Endpoint::parse("f", "http://127.0.0.1:1/p.S/Do").unwrap(),
         compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
         retry: RetryPolicy::default(),

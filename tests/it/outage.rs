@@ -403,6 +403,7 @@ async fn a_saga_failed_on_a_moved_participant_is_repaired_with_its_current_endpo
 fn failed_saga(endpoint: &str) -> Vec<Event> {
     let id = SagaId::generate();
     let spec = |name: &str, participant: &str| StepSpec {
+        kind: sagad::saga::StepKind::Compensatable,
         name: name.into(),
         participant: participant.into(),
         forward: Endpoint::parse("f", &format!("{endpoint}/Forward")).unwrap(),

@@ -41,6 +41,7 @@ mod run;
 mod v1;
 mod v4;
 mod v5;
+mod v6;
 
 pub use keys::*;
 pub use record::*;

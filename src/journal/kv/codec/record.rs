@@ -7,21 +7,22 @@
 //! A record whose version is unknown or whose checksum does not match is
 //! reported as damaged, never decoded as something else. Older versions are
 //! read through [`Record::from_v1`] (the shapes of `v1.rs`),
-//! [`Record::from_v4`] (versions 2 to 4, the shapes of `v4.rs`) and
-//! [`Record::from_v5`] (the shapes of `v5.rs`).
+//! [`Record::from_v4`] (versions 2 to 4, the shapes of `v4.rs`),
+//! [`Record::from_v5`] (the shapes of `v5.rs`) and [`Record::from_v6`] (the
+//! shapes of `v6.rs`).
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{corrupt, v1, v4, v5};
+use super::{corrupt, v1, v4, v5, v6};
 use crate::{
     journal::{JournalError, SagaSummary, store::encode_after},
     saga::{Event, Participant, SagaId, StepSpec},
 };
 
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u8 = 6;
+pub const FORMAT_VERSION: u8 = 7;
 /// The version this build writes for every record but bundles.
-pub const RECORD_VERSION: u8 = 6;
+pub const RECORD_VERSION: u8 = 7;
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 /// The first version with runs of events and run pointers in the offset index.
@@ -30,6 +31,8 @@ pub const RUNS_SINCE_VERSION: u8 = 3;
 pub const TIME_BUDGET_SINCE_VERSION: u8 = 5;
 /// The first version that journals who asked for a write (`v5.rs`).
 pub const PRINCIPALS_SINCE_VERSION: u8 = 6;
+/// The first version whose steps have a kind (`v6.rs`).
+pub const STEP_KINDS_SINCE_VERSION: u8 = 7;
 
 /// A type stored as a journal value, and how its older encodings are read.
 pub trait Record: Serialize + DeserializeOwned {
@@ -46,8 +49,14 @@ pub trait Record: Serialize + DeserializeOwned {
     }
 
     /// Decodes a body written in format version 5. The default is for types
-    /// whose shape has not changed since.
+    /// whose shape did not change in version 6: read as version 6 is.
     fn from_v5(body: &[u8]) -> postcard::Result<Self> {
+        Self::from_v6(body)
+    }
+
+    /// Decodes a body written in format version 6. The default is for types
+    /// whose shape has not changed since.
+    fn from_v6(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes(body)
     }
 }
@@ -63,6 +72,10 @@ impl Record for Event {
 
     fn from_v5(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes::<v5::Event>(body).map(Event::from)
+    }
+
+    fn from_v6(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v6::Event>(body).map(Event::from)
     }
 }
 impl Record for SagaSummary {}
@@ -81,6 +94,10 @@ impl Record for Vec<StepSpec> {
     fn from_v4(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes::<Vec<v4::StepSpec>>(body)
             .map(|steps| steps.into_iter().map(StepSpec::from).collect())
+    }
+
+    fn from_v6(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<Vec<v6::StepSpec>>(body).map(v6::upgraded)
     }
 }
 /// An offset index entry: which event of which saga.
@@ -179,6 +196,7 @@ pub fn body_as<T: Record>(key: &[u8], version: u8, body: &[u8]) -> Result<T, Jou
         1 => T::from_v1(body),
         2..TIME_BUDGET_SINCE_VERSION => T::from_v4(body),
         TIME_BUDGET_SINCE_VERSION..PRINCIPALS_SINCE_VERSION => T::from_v5(body),
+        PRINCIPALS_SINCE_VERSION..STEP_KINDS_SINCE_VERSION => T::from_v6(body),
         _ => postcard::from_bytes(body),
     };
     value.map_err(|e| corrupt(key, format!("undecodable body: {e}")))

@@ -27,10 +27,10 @@ use super::{
     corrupt,
     keys::{event_key, offset_of_key},
     record::{
-        BUNDLE_VERSION, PRINCIPALS_SINCE_VERSION, RUNS_SINCE_VERSION, TIME_BUDGET_SINCE_VERSION,
-        body_as, encode, encode_as_bundle, open,
+        BUNDLE_VERSION, PRINCIPALS_SINCE_VERSION, RUNS_SINCE_VERSION, STEP_KINDS_SINCE_VERSION,
+        TIME_BUDGET_SINCE_VERSION, body_as, encode, encode_as_bundle, open,
     },
-    v4, v5,
+    v4, v5, v6,
 };
 use crate::{
     journal::{JournalError, store::Bytes},
@@ -47,7 +47,7 @@ struct Run<'a> {
 }
 
 /// [`Run`], read back; `K` is the event kind's shape in the run's version
-/// (today's, or that of versions 3 and 4, `v4.rs`, or 5, `v5.rs`), and `B`
+/// (today's, or that of versions 3 and 4, `v4.rs`, 5, `v5.rs`, or 6, `v6.rs`), and `B`
 /// what a snapshot `Started` says of who started the saga: `()` (nothing,
 /// postcard writes no bytes for it) before version 6.
 #[derive(Deserialize)]
@@ -70,6 +70,46 @@ impl<K: Into<EventKind>> OwnedRun<K, ()> {
                 .into_iter()
                 .map(|(at, stored)| (at, stored.upgrade()))
                 .collect(),
+        }
+    }
+}
+
+impl<K: Into<EventKind>> OwnedRun<K, Option<Box<Principal>>> {
+    /// A run of a version with principals but an older event shape (`v6.rs`),
+    /// in today's shapes.
+    fn with_kinds(self) -> OwnedRun<EventKind, Option<Box<Principal>>> {
+        OwnedRun {
+            saga: self.saga,
+            first_seq: self.first_seq,
+            first_offset: self.first_offset,
+            events: self
+                .events
+                .into_iter()
+                .map(|(at, stored)| (at, stored.with_kinds()))
+                .collect(),
+        }
+    }
+}
+
+impl<K: Into<EventKind>> OwnedStoredKind<K, Option<Box<Principal>>> {
+    fn with_kinds(self) -> OwnedStoredKind<EventKind, Option<Box<Principal>>> {
+        match self {
+            OwnedStoredKind::Event(kind) => OwnedStoredKind::Event(kind.into()),
+            OwnedStoredKind::Started {
+                definition,
+                snapshot,
+                payload,
+                idempotency_key,
+                trace,
+                started_by,
+            } => OwnedStoredKind::Started {
+                definition,
+                snapshot,
+                payload,
+                idempotency_key,
+                trace,
+                started_by,
+            },
         }
     }
 }
@@ -241,6 +281,9 @@ fn decode_one_run(
                 postcard::from_bytes::<OwnedRun<v4::EventKind, ()>>(body).map(OwnedRun::upgrade)
             } else if version < PRINCIPALS_SINCE_VERSION {
                 postcard::from_bytes::<OwnedRun<v5::EventKind, ()>>(body).map(OwnedRun::upgrade)
+            } else if version < STEP_KINDS_SINCE_VERSION {
+                postcard::from_bytes::<OwnedRun<v6::EventKind, Option<Box<Principal>>>>(body)
+                    .map(OwnedRun::with_kinds)
             } else {
                 postcard::from_bytes::<OwnedRun<EventKind, Option<Box<Principal>>>>(body)
             }

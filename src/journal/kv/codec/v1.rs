@@ -207,6 +207,7 @@ mod tests {
         vec![StepSpec {
             name: "pay".into(),
             participant: "payments".into(),
+            kind: crate::saga::StepKind::Compensatable,
             forward: Endpoint::parse("f", "http://127.0.0.1:1/p.P/Pay").unwrap(),
             compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.P/Refund").unwrap(),
             retry: RetryPolicy {

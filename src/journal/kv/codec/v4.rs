@@ -176,6 +176,7 @@ impl From<StepSpec> for saga::StepSpec {
         Self {
             name: s.name,
             participant: s.participant,
+            kind: saga::StepKind::Compensatable,
             forward: s.forward,
             compensate: s.compensate,
             retry: s.retry.into(),
@@ -189,6 +190,7 @@ impl From<StepDef> for saga::StepDef {
         Self {
             name: s.name,
             participant: s.participant,
+            kind: saga::StepKind::Compensatable,
             retry: s.retry.into(),
             timeout: s.timeout,
         }

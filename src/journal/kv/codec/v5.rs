@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::v6::{self, StepDef, StepSpec};
 use crate::saga::{
-    self, Action, Endpoint, EndpointChange, Failure, Offset, RetryOverrides, SagaId, StepDef,
-    StepSpec, Timestamp, TraceContext,
+    self, Action, Endpoint, EndpointChange, Failure, Offset, RetryOverrides, SagaId, Timestamp,
+    TraceContext,
 };
 
 /// [`saga::Participant`] without `registered_by`.
@@ -128,8 +129,8 @@ impl From<EventKind> for saga::EventKind {
                 trace,
             } => Current::SagaStarted {
                 definition,
-                inline_steps,
-                steps,
+                inline_steps: inline_steps.map(v6::upgraded),
+                steps: v6::upgraded(steps),
                 payload,
                 idempotency_key,
                 trace,
@@ -188,7 +189,7 @@ mod tests {
     use super::*;
     use crate::{
         journal::{JournalError, kv::codec::*},
-        saga::{Identity, Principal},
+        saga::{Identity, Principal, StepSpec},
     };
 
     /// A record as the previous build wrote it: `value` in its shape, version 5.
@@ -227,6 +228,7 @@ mod tests {
         StepSpec {
             name: "pay".into(),
             participant: "payments".into(),
+            kind: crate::saga::StepKind::Compensatable,
             forward: endpoint("Pay"),
             compensate: endpoint("Refund"),
             retry: saga::RetryPolicy::default(),
@@ -242,7 +244,7 @@ mod tests {
     fn version_5_runs_and_participants_read_without_principals() {
         let saga = SagaId::generate();
         let step = step();
-        let snapshot = encode_previous(&vec![step.clone()]);
+        let snapshot = encode_previous(&vec![v6::StepSpec::from(&step)]);
         let run = RunW {
             saga,
             first_seq: 1,
