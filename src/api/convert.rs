@@ -387,6 +387,9 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
         EventKind::RetryRequested { by } => E::RetryRequested(pb::RetryRequested {
             by: by.as_ref().map(principal),
         }),
+        EventKind::ResumeRequested { by } => E::ResumeRequested(pb::ResumeRequested {
+            by: by.as_ref().map(principal),
+        }),
         EventKind::EndpointsRefreshed { changes } => {
             E::EndpointsRefreshed(pb::EndpointsRefreshed {
                 changes: changes

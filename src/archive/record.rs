@@ -168,6 +168,11 @@ pub enum ArchivedEventKind {
     EndpointsRefreshed {
         changes: Vec<ArchivedEndpointChange>,
     },
+    ResumeRequested {
+        /// Absent when not recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ArchivedPrincipal>,
+    },
 }
 
 /// One endpoint a refresh replaced.
@@ -282,6 +287,9 @@ impl ArchivedSaga {
                         reason: reason.clone(),
                     },
                     EventKind::RetryRequested { by } => ArchivedEventKind::RetryRequested {
+                        by: by.as_ref().map(Into::into),
+                    },
+                    EventKind::ResumeRequested { by } => ArchivedEventKind::ResumeRequested {
                         by: by.as_ref().map(Into::into),
                     },
                     EventKind::EndpointsRefreshed { changes } => {

@@ -258,6 +258,10 @@ pub fn event(e: &pb::SagaEvent) -> Value {
         Some(E::RetryRequested(r)) => {
             ("retry_requested", json!({ "by": principal(r.by.as_ref()) }))
         }
+        Some(E::ResumeRequested(r)) => (
+            "resume_requested",
+            json!({ "by": principal(r.by.as_ref()) }),
+        ),
         Some(E::EndpointsRefreshed(r)) => (
             "endpoints_refreshed",
             json!({ "changes": r.changes.iter().map(endpoint_change).collect::<Vec<_>>() }),

@@ -461,6 +461,11 @@ pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
             step(""),
             principal(r.by.as_ref())
         ),
+        Some(E::ResumeRequested(r)) => format!(
+            "{}retry requested by {}: going forward again",
+            step(""),
+            principal(r.by.as_ref())
+        ),
         Some(E::EndpointsRefreshed(r)) => {
             let changes: Vec<String> = r
                 .changes

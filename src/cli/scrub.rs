@@ -366,7 +366,8 @@ impl Scrub for pb::SagaEvent {
                 clean(reason);
                 by.scrub();
             }
-            E::RetryRequested(pb::RetryRequested { by }) => by.scrub(),
+            E::RetryRequested(pb::RetryRequested { by })
+            | E::ResumeRequested(pb::ResumeRequested { by }) => by.scrub(),
             E::CompensationStarted(pb::CompensationStarted { reason })
             | E::SagaFailed(pb::SagaFailed { reason }) => clean(reason),
             E::SagaCompleted(pb::SagaCompleted {}) | E::SagaCompensated(pb::SagaCompensated {}) => {

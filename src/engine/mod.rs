@@ -588,9 +588,11 @@ impl Engine {
         }
     }
 
-    /// Resumes compensating a FAILED saga, with a fresh attempt budget. With
-    /// `refresh_endpoints`, the steps still to be compensated first take their
-    /// participants' current compensate endpoints (`saga::refresh`), journaled
+    /// Resumes compensating a FAILED saga, with a fresh attempt budget; one
+    /// that failed past its point of no return resumes going forward, its
+    /// step that gave up with a fresh budget. With
+    /// `refresh_endpoints`, the steps still to be called first take their
+    /// participants' current endpoints (`saga::refresh`), journaled
     /// in the same append as the retry; a participant no longer registered is
     /// `NotFound`, and nothing changes. `by` is journaled with the retry. In
     /// a cluster, a saga another node owns is retried by its owner
@@ -674,12 +676,20 @@ impl Engine {
             };
             let at = Timestamp::now();
             let refreshed = !refresh.is_empty();
+            // Past its point of no return a saga goes forward again; else it
+            // resumes compensating.
+            let retry = match saga.can_turn_back() {
+                true => EventKind::RetryRequested {
+                    by: Some(by.clone()),
+                },
+                false => EventKind::ResumeRequested {
+                    by: Some(by.clone()),
+                },
+            };
             let kinds = (refreshed)
                 .then(|| EventKind::EndpointsRefreshed { changes: refresh })
                 .into_iter()
-                .chain([EventKind::RetryRequested {
-                    by: Some(by.clone()),
-                }]);
+                .chain([retry]);
             let mut state = saga;
             let mut events = Vec::new();
             for kind in kinds {

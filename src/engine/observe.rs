@@ -106,6 +106,10 @@ impl Engine {
                         SagaStatus::Compensating,
                     );
                 }
+                EventKind::ResumeRequested { .. } => {
+                    metrics.saga_retried(definition);
+                    metrics.saga_moved(definition, Some(SagaStatus::Failed), SagaStatus::Running);
+                }
                 EventKind::SagaCompleted => {
                     metrics.saga_finished(definition, SagaStatus::Completed);
                     metrics.saga_moved(
@@ -124,11 +128,13 @@ impl Engine {
                 }
                 EventKind::SagaFailed { .. } => {
                     metrics.saga_finished(definition, SagaStatus::Failed);
-                    metrics.saga_moved(
-                        definition,
-                        Some(SagaStatus::Compensating),
-                        SagaStatus::Failed,
-                    );
+                    // Past the point of no return a forward step fails the
+                    // saga straight from running.
+                    let from = match state.can_turn_back() {
+                        true => SagaStatus::Compensating,
+                        false => SagaStatus::Running,
+                    };
+                    metrics.saga_moved(definition, Some(from), SagaStatus::Failed);
                     self.saga_failed(state);
                 }
                 EventKind::AttemptStarted { .. }

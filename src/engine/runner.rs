@@ -39,8 +39,8 @@ use crate::{
     error::JournalFault,
     participant::CallRequest,
     saga::{
-        Action, CallOutcome, Decision, Event, EventKind, Offset, SagaState, SagaStatus, Timestamp,
-        TraceContext, attempt_finished, decide, idempotency_key,
+        Action, CallOutcome, Decision, Event, EventKind, Offset, SagaState, SagaStatus, StepKind,
+        Timestamp, TraceContext, attempt_finished, decide, idempotency_key,
     },
     trace,
 };
@@ -414,7 +414,21 @@ impl Runner {
     async fn handle(&mut self, command: Command) -> Result<()> {
         match command {
             Command::Cancel { reason, by, reply } => {
+                let past = self.state.no_return_step();
                 let answer = match (self.state.status, &self.state.cancel_reason) {
+                    (SagaStatus::Running, _) if let Some(step) = past => {
+                        let spec = &self.state.steps[step as usize];
+                        Err(Error::FailedPrecondition(format!(
+                            "saga {} is past its point of no return ({} step '{}' {}): it can no longer be cancelled, and goes on forward",
+                            self.state.id,
+                            spec.kind.as_str(),
+                            spec.name,
+                            match spec.kind {
+                                StepKind::Pivot => "succeeded",
+                                _ => "was called",
+                            }
+                        )))
+                    }
                     (SagaStatus::Running, None) => {
                         tracing::info!(saga = %self.state.id, by = %by, "saga cancelled by an operator");
                         let by = Some(by);

@@ -9,6 +9,9 @@
 //! Invariants:
 //! - Forward steps run in order; a later step never starts before an earlier one
 //!   succeeded.
+//! - Once a pivot succeeded, or a retriable step was called, the saga only
+//!   goes forward: a step that then fails for good makes it FAILED for an
+//!   operator (whose retry resumes it forward), and a cancel is ignored.
 //! - Compensation starts only when no forward call is in flight (a cancel waits for
 //!   the call to return), runs in reverse step order, one step at a time, and covers
 //!   exactly the steps whose forward call may have had an effect.
@@ -82,7 +85,11 @@ fn decide_forward(state: &SagaState, now: Timestamp) -> Decision {
             attempt,
         };
     }
-    if let Some(reason) = &state.cancel_reason {
+    // A cancel that arrived while the pivot's call was in flight counts
+    // only if the pivot did not succeed: past it, the saga goes forward.
+    if let Some(reason) = &state.cancel_reason
+        && state.can_turn_back()
+    {
         return Decision::Record(EventKind::CompensationStarted {
             reason: format!("cancelled: {reason}"),
         });
@@ -106,6 +113,21 @@ fn decide_forward(state: &SagaState, now: Timestamp) -> Decision {
             }
             _ => String::new(),
         };
+        if let Some(pivot) = state.no_return_step() {
+            // Nothing may be undone any more: an operator retries the step
+            // (`ResumeRequested`) once what stopped it is fixed.
+            let how = match forward.last_failure {
+                Some(Failure::Rejected) => "was rejected".to_string(),
+                _ => format!("failed after {} attempts{out_of_time}", forward.used()),
+            };
+            return Decision::Record(EventKind::SagaFailed {
+                reason: format!(
+                    "{} step '{name}' {how}, past the point of no return (step '{}'), so nothing is compensated; retry the saga once the step can succeed: {error}",
+                    spec.kind.as_str(),
+                    state.steps[pivot as usize].name
+                ),
+            });
+        }
         let reason = match forward.last_failure {
             Some(Failure::Rejected) => format!("step '{name}' was rejected: {error}"),
             _ if !forward.may_have_reached => format!(
@@ -325,7 +347,7 @@ mod tests {
     use super::*;
     use crate::saga::{
         Offset,
-        definition::{Endpoint, StepSpec},
+        definition::{Endpoint, StepKind, StepSpec},
         event::Event,
         id::SagaId,
         retry::RetryPolicy,
@@ -366,6 +388,12 @@ mod tests {
 
     impl Run {
         fn new(steps: usize) -> Self {
+            Self::with_kinds(&vec![StepKind::Compensatable; steps])
+        }
+
+        /// Steps `a`, `b`, ... of these kinds.
+        fn with_kinds(kinds: &[StepKind]) -> Self {
+            let steps = kinds.len();
             let started = Event {
                 saga: SagaId::from_bytes([7; 16]),
                 seq: 1,
@@ -376,7 +404,8 @@ mod tests {
                     inline_steps: None,
                     steps: ["a", "b", "c", "d"][..steps]
                         .iter()
-                        .map(|n| spec(n))
+                        .zip(kinds)
+                        .map(|(n, &kind)| StepSpec { kind, ..spec(n) })
                         .collect(),
                     payload: b"{}".to_vec(),
                     idempotency_key: None,
@@ -436,6 +465,46 @@ mod tests {
                 }
             }
             panic!("the saga did not finish in 1000 decisions");
+        }
+
+        /// Runs until step `step`'s forward call is in flight (journaled as
+        /// started, not answered), answering the calls before it.
+        fn drive_until_call(
+            &mut self,
+            step: u32,
+            mut answer: impl FnMut(u32, Action, u32) -> CallOutcome,
+        ) {
+            for _ in 0..1_000 {
+                match decide(&self.state, self.now) {
+                    Decision::Call {
+                        step: s,
+                        action: Action::Forward,
+                        ..
+                    } if s == step => return,
+                    Decision::Record(kind) => self.record(kind),
+                    Decision::Call {
+                        step,
+                        action,
+                        attempt,
+                    } => {
+                        self.calls.push((step, action, attempt, self.now));
+                        let outcome = answer(step, action, attempt);
+                        let kind = attempt_finished(
+                            &self.state,
+                            step,
+                            action,
+                            attempt,
+                            outcome,
+                            self.now,
+                            0.5,
+                        );
+                        self.record(kind);
+                    }
+                    Decision::WaitUntil(t) => self.now = t,
+                    Decision::Finished => panic!("finished before step {step} was called"),
+                }
+            }
+            panic!("step {step} was never called");
         }
 
         fn call_order(&self) -> Vec<String> {
@@ -1234,5 +1303,216 @@ mod tests {
         assert_eq!(replayed.status, SagaStatus::Compensated);
         let outputs: Vec<_> = replayed.outputs().map(|(n, _)| n).collect();
         assert_eq!(outputs, vec!["a", "b"]);
+    }
+
+    use StepKind::{Compensatable as Comp, Pivot, Retriable as Retr};
+
+    /// Compensatable, then a pivot, then retriable steps: compensation only
+    /// while the pivot has not succeeded; past it, a step that fails for
+    /// good fails the saga for an operator and nothing is undone.
+    #[test]
+    fn table_of_fates_with_a_pivot() {
+        type Answer = fn(u32, Action, u32) -> CallOutcome;
+        type Case = (
+            &'static str,
+            Vec<StepKind>,
+            Answer,
+            &'static str,
+            SagaStatus,
+            Vec<StepStatus>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "all succeed",
+                vec![Comp, Pivot, Retr],
+                |_, _, _| ok(),
+                "F0#1 F1#1 F2#1",
+                SagaStatus::Completed,
+                vec![S, S, S],
+            ),
+            (
+                "the pivot is rejected: what came before is undone",
+                vec![Comp, Pivot, Retr],
+                |s, a, _| {
+                    if a == Action::Forward && s == 1 {
+                        no()
+                    } else {
+                        ok()
+                    }
+                },
+                "F0#1 F1#1 C0#1",
+                SagaStatus::Compensated,
+                vec![Cd, F, Sk],
+            ),
+            (
+                "the pivot's outcome is unknown: it is undone too",
+                vec![Comp, Pivot, Retr],
+                |s, a, _| {
+                    if a == Action::Forward && s == 1 {
+                        flaky()
+                    } else {
+                        ok()
+                    }
+                },
+                "F0#1 F1#1 F1#2 F1#3 C1#1 C0#1",
+                SagaStatus::Compensated,
+                vec![Cd, Cd, Sk],
+            ),
+            (
+                "a retriable step is rejected past the pivot: nothing is undone",
+                vec![Comp, Pivot, Retr],
+                |s, _, _| if s == 2 { no() } else { ok() },
+                "F0#1 F1#1 F2#1",
+                SagaStatus::Failed,
+                vec![S, S, F],
+            ),
+            (
+                "a retriable step runs out of attempts past the pivot",
+                vec![Comp, Pivot, Retr, Retr],
+                |s, _, _| if s == 2 { flaky() } else { ok() },
+                "F0#1 F1#1 F2#1 F2#2 F2#3",
+                SagaStatus::Failed,
+                vec![S, S, F, StepStatus::Pending],
+            ),
+            (
+                "a retriable step succeeds on its last attempt",
+                vec![Comp, Pivot, Retr],
+                |s, _, n| if s == 2 && n < 3 { flaky() } else { ok() },
+                "F0#1 F1#1 F2#1 F2#2 F2#3",
+                SagaStatus::Completed,
+                vec![S, S, S],
+            ),
+            (
+                "retriable steps without a pivot: reaching one commits the saga",
+                vec![Comp, Retr],
+                |s, _, _| if s == 1 { flaky() } else { ok() },
+                "F0#1 F1#1 F1#2 F1#3",
+                SagaStatus::Failed,
+                vec![S, F],
+            ),
+            (
+                "a pivot first, rejected: nothing to undo",
+                vec![Pivot, Retr],
+                |s, _, _| if s == 0 { no() } else { ok() },
+                "F0#1",
+                SagaStatus::Compensated,
+                vec![F, Sk],
+            ),
+        ];
+        for (name, kinds, answer, calls, status, steps) in cases {
+            let mut run = Run::with_kinds(&kinds);
+            run.drive(answer);
+            assert_eq!(run.call_order().join(" "), calls, "{name}");
+            assert_eq!(run.state.status, status, "{name}");
+            assert_eq!(run.step_states(), steps, "{name}");
+            let undone = run.recorded.contains(&"CompensationStarted");
+            assert_eq!(undone, status == SagaStatus::Compensated, "{name}");
+            // The fold of what was recorded agrees with the state driven.
+            if status == SagaStatus::Failed {
+                assert!(
+                    run.state
+                        .error
+                        .as_deref()
+                        .unwrap()
+                        .contains("point of no return"),
+                    "{name}: {:?}",
+                    run.state.error
+                );
+            }
+        }
+    }
+
+    /// A cancel that arrives while the pivot's call is in flight counts
+    /// only if the pivot fails; past the pivot, a cancel cannot be journaled.
+    #[test]
+    fn a_cancel_counts_only_before_the_pivot_succeeded() {
+        for (pivot_answer, expected) in [
+            (ok(), SagaStatus::Completed),
+            (no(), SagaStatus::Compensated),
+        ] {
+            let mut run = Run::with_kinds(&[Comp, Pivot, Retr]);
+            let mut answers = vec![pivot_answer.clone()];
+            run.drive_until_call(1, |_, _, _| ok());
+            run.record(EventKind::CancelRequested {
+                reason: "customer left".into(),
+                by: None,
+            });
+            run.drive(|s, _, _| {
+                if s == 1 {
+                    answers.pop().unwrap_or_else(ok)
+                } else {
+                    ok()
+                }
+            });
+            assert_eq!(run.state.status, expected, "{pivot_answer:?}");
+            assert_eq!(
+                run.recorded.contains(&"CompensationStarted"),
+                expected == SagaStatus::Compensated
+            );
+        }
+        // Past the pivot, the fold refuses a cancel.
+        let mut run = Run::with_kinds(&[Comp, Pivot, Retr]);
+        run.drive_until_call(2, |_, _, _| ok());
+        assert_eq!(run.state.no_return_step(), Some(1));
+        assert!(!run.state.can_turn_back());
+        let cancel = Event {
+            saga: run.state.id,
+            seq: run.state.last_seq + 1,
+            offset: Offset::ZERO,
+            at: run.now,
+            kind: EventKind::CancelRequested {
+                reason: "too late".into(),
+                by: None,
+            },
+        };
+        let err = run.state.clone().apply(&cancel).unwrap_err();
+        assert!(err.to_string().contains("point of no return"), "{err}");
+    }
+
+    /// A saga FAILED past its point of no return resumes forward: the step
+    /// that gave up gets a fresh budget, attempt numbers go on, and it never
+    /// compensates; a retry that would turn it back is refused.
+    #[test]
+    fn a_saga_failed_past_the_pivot_resumes_forward() {
+        let mut run = Run::with_kinds(&[Comp, Pivot, Retr]);
+        run.drive(|s, _, _| if s == 2 { flaky() } else { ok() });
+        assert_eq!(run.state.status, SagaStatus::Failed);
+        let next = |run: &Run, kind| Event {
+            saga: run.state.id,
+            seq: run.state.last_seq + 1,
+            offset: Offset::ZERO,
+            at: run.now,
+            kind,
+        };
+        let back = next(&run, EventKind::RetryRequested { by: None });
+        let err = run.state.clone().apply(&back).unwrap_err();
+        assert!(err.to_string().contains("cannot turn back"), "{err}");
+
+        run.record(EventKind::ResumeRequested { by: None });
+        assert_eq!(run.state.status, SagaStatus::Running);
+        run.drive(|_, _, _| ok());
+        assert_eq!(run.state.status, SagaStatus::Completed);
+        assert_eq!(
+            run.call_order().join(" "),
+            "F0#1 F1#1 F2#1 F2#2 F2#3 F2#4",
+            "the resumed step's attempts go on from 4"
+        );
+        assert!(!run.recorded.contains(&"CompensationStarted"));
+        assert_eq!(
+            run.state.audit.last().map(|a| a.action),
+            Some(crate::saga::AuditAction::RetryRequested),
+            "a resume is an operator's retry in the audit"
+        );
+
+        // A saga that can still turn back is not resumed forward.
+        let mut run = Run::with_kinds(&[Comp, Comp]);
+        run.drive(|s, a, _| match (s, a) {
+            (1, Action::Forward) => no(),
+            (0, Action::Compensate) => no(),
+            _ => ok(),
+        });
+        assert_eq!(run.state.status, SagaStatus::Failed);
+        let resume = next(&run, EventKind::ResumeRequested { by: None });
+        assert!(run.state.clone().apply(&resume).is_err());
     }
 }

@@ -109,6 +109,16 @@ pub enum EventKind {
     /// Journaled just before the `RetryRequested` it came with. (New in
     /// journal format 5, appended so older records decode unchanged.)
     EndpointsRefreshed { changes: Vec<EndpointChange> },
+    /// An operator asked a FAILED saga that failed past its point of no
+    /// return (a retriable step rejected or out of attempts, after a pivot
+    /// succeeded) to go forward again: the step that failed gets a fresh
+    /// attempt budget (attempt numbers keep counting). What `RetrySaga`
+    /// journals for such a saga, instead of `RetryRequested`. (New in
+    /// journal format 7, appended so older records decode unchanged.)
+    ResumeRequested {
+        /// Who asked.
+        by: Option<Principal>,
+    },
 }
 
 /// One endpoint of one step replaced by a refresh, from what to what.
@@ -136,6 +146,7 @@ impl EventKind {
             EventKind::SagaFailed { .. } => "SagaFailed",
             EventKind::RetryRequested { .. } => "RetryRequested",
             EventKind::EndpointsRefreshed { .. } => "EndpointsRefreshed",
+            EventKind::ResumeRequested { .. } => "ResumeRequested",
         }
     }
 
@@ -152,7 +163,9 @@ impl EventKind {
     pub fn principal(&self) -> Option<&Principal> {
         match self {
             EventKind::SagaStarted { started_by, .. } => started_by.as_deref(),
-            EventKind::CancelRequested { by, .. } | EventKind::RetryRequested { by } => by.as_ref(),
+            EventKind::CancelRequested { by, .. }
+            | EventKind::RetryRequested { by }
+            | EventKind::ResumeRequested { by } => by.as_ref(),
             _ => None,
         }
     }

@@ -9,11 +9,16 @@
 //! old and new endpoint of each step), so every later call and every replay
 //! after a restart uses the new endpoints, and the history says why.
 //!
+//! A saga that failed past its point of no return (a retriable step gave
+//! up after a pivot succeeded) is resumed forward instead: its step that gave
+//! up takes the forward endpoint its participant is registered with now.
+//!
 //! Invariants:
-//! - Only what is still to be undone changes: steps whose forward call may
-//!   have had an effect and whose compensation has not succeeded. Forward
-//!   endpoints stay as they were called; retry policies and timeouts stay as
-//!   the saga started with them.
+//! - Only what is still to be called changes: steps whose forward call may
+//!   have had an effect and whose compensation has not succeeded, or the
+//!   forward step a saga past its point of no return gave up on. Other
+//!   forward endpoints stay as they were called; retry policies and timeouts
+//!   stay as the saga started with them.
 //! - All or nothing: if any such step's participant is no longer registered,
 //!   the refresh is refused as a whole and nothing changes.
 
@@ -55,9 +60,17 @@ pub fn endpoint_changes<'a>(
             status: state.status.as_str(),
         });
     }
+    let forward = !state.can_turn_back();
     let mut changes = Vec::new();
     for (i, (spec, progress)) in state.steps.iter().zip(&state.progress).enumerate() {
-        if !progress.needs_compensation() || progress.compensate.done {
+        let (action, to_call) = match forward {
+            true => (Action::Forward, progress.forward.gave_up),
+            false => (
+                Action::Compensate,
+                progress.needs_compensation() && !progress.compensate.done,
+            ),
+        };
+        if !to_call {
             continue;
         }
         let participant =
@@ -66,12 +79,16 @@ pub fn endpoint_changes<'a>(
                 step: spec.name.clone(),
                 participant: spec.participant.clone(),
             })?;
-        if participant.compensate != spec.compensate {
+        let (now, then) = match action {
+            Action::Forward => (&participant.forward, &spec.forward),
+            Action::Compensate => (&participant.compensate, &spec.compensate),
+        };
+        if now != then {
             changes.push(EndpointChange {
                 step: i as u32,
-                action: Action::Compensate,
-                old: spec.compensate.clone(),
-                new: participant.compensate.clone(),
+                action,
+                old: then.clone(),
+                new: now.clone(),
             });
         }
     }

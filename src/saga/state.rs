@@ -13,7 +13,7 @@
 //!   which a time budget counts from.
 
 use super::{
-    definition::{Endpoint, StepSpec},
+    definition::{Endpoint, StepKind, StepSpec},
     event::{Event, EventKind, Failure},
     id::{Action, SagaId, Timestamp},
     principal::Principal,
@@ -34,7 +34,11 @@ impl AuditAction {
         match kind {
             EventKind::SagaStarted { .. } => Some(AuditAction::Started),
             EventKind::CancelRequested { .. } => Some(AuditAction::CancelRequested),
-            EventKind::RetryRequested { .. } => Some(AuditAction::RetryRequested),
+            // Both are an operator's retry: the saga turns back or goes on,
+            // as where it failed decides.
+            EventKind::RetryRequested { .. } | EventKind::ResumeRequested { .. } => {
+                Some(AuditAction::RetryRequested)
+            }
             _ => None,
         }
     }
@@ -97,7 +101,9 @@ impl SagaStatus {
     /// The status an event moves a saga to, if it changes it.
     pub fn after(kind: &EventKind) -> Option<SagaStatus> {
         match kind {
-            EventKind::SagaStarted { .. } => Some(SagaStatus::Running),
+            EventKind::SagaStarted { .. } | EventKind::ResumeRequested { .. } => {
+                Some(SagaStatus::Running)
+            }
             EventKind::CompensationStarted { .. } | EventKind::RetryRequested { .. } => {
                 Some(SagaStatus::Compensating)
             }
@@ -408,7 +414,9 @@ impl SagaState {
         };
         let resumes = matches!(
             event.kind,
-            EventKind::RetryRequested { .. } | EventKind::EndpointsRefreshed { .. }
+            EventKind::RetryRequested { .. }
+                | EventKind::ResumeRequested { .. }
+                | EventKind::EndpointsRefreshed { .. }
         );
         if self.status.is_terminal() && !resumes {
             return Err(invalid(format!(
@@ -503,11 +511,21 @@ impl SagaState {
                 if self.status != SagaStatus::Running {
                     return Err(invalid("only a running saga can be cancelled".into()));
                 }
+                if let Some(step) = self.no_return_step() {
+                    return Err(invalid(format!(
+                        "the saga is past its point of no return (step {step})"
+                    )));
+                }
                 self.cancel_reason = Some(reason.clone());
             }
             EventKind::CompensationStarted { reason } => {
                 if self.status != SagaStatus::Running {
                     return Err(invalid("compensation already started".into()));
+                }
+                if let Some(step) = self.no_return_step() {
+                    return Err(invalid(format!(
+                        "the saga is past its point of no return (step {step})"
+                    )));
                 }
                 if let Some(i) = self.in_flight_step(Action::Forward) {
                     return Err(invalid(format!("step {i} has a forward call in flight")));
@@ -536,8 +554,16 @@ impl SagaState {
                 self.finished_at = Some(at);
             }
             EventKind::SagaFailed { reason } => {
-                if self.status != SagaStatus::Compensating {
-                    return Err(invalid("the saga is not compensating".into()));
+                // A compensation gave up; or, past the point of no return, a
+                // forward step did, which nothing may undo.
+                let forward_stuck = self.status == SagaStatus::Running
+                    && self.no_return_step().is_some()
+                    && self.progress.iter().any(|p| p.forward.gave_up);
+                if self.status != SagaStatus::Compensating && !forward_stuck {
+                    return Err(invalid(
+                        "the saga is not compensating, nor stuck past its point of no return"
+                            .into(),
+                    ));
                 }
                 self.status = SagaStatus::Failed;
                 self.error = Some(reason.clone());
@@ -575,11 +601,38 @@ impl SagaState {
                         });
                 }
             }
+            EventKind::ResumeRequested { .. } => {
+                let stuck = self
+                    .progress
+                    .iter()
+                    .position(|p| p.forward.gave_up)
+                    .filter(|_| self.no_return_step().is_some());
+                let (SagaStatus::Failed, Some(step)) = (self.status, stuck) else {
+                    return Err(invalid(format!(
+                        "only a FAILED saga stuck going forward past its point of no return can resume forward, not this {} one",
+                        self.status.as_str(),
+                    )));
+                };
+                self.status = SagaStatus::Running;
+                self.finished_at = None;
+                let f = &mut self.progress[step].forward;
+                f.gave_up = false;
+                f.retry_at = None;
+                f.budget_start = f.attempts;
+                f.budget_started_at = None;
+            }
             EventKind::RetryRequested { .. } => {
                 if self.status != SagaStatus::Failed {
                     return Err(invalid(format!(
                         "only a FAILED saga can be retried, not a {} one",
                         self.status.as_str()
+                    )));
+                }
+                if let Some(step) = self.progress.iter().position(|p| p.forward.gave_up)
+                    && self.no_return_step().is_some()
+                {
+                    return Err(invalid(format!(
+                        "step {step} failed past the point of no return: the saga resumes going forward (ResumeRequested), it cannot turn back"
                     )));
                 }
                 self.status = SagaStatus::Compensating;
@@ -603,6 +656,28 @@ impl SagaState {
 
     fn step_mut(&mut self, step: u32) -> Option<&mut StepProgress> {
         self.progress.get_mut(step as usize)
+    }
+
+    /// The step past which the saga can no longer turn back, once it got
+    /// there: a pivot that succeeded, or the first retriable step that was
+    /// called (retriable steps are never undone, so reaching one commits the
+    /// saga to going forward). `None` while the saga may still compensate.
+    pub fn no_return_step(&self) -> Option<u32> {
+        self.steps
+            .iter()
+            .zip(&self.progress)
+            .position(|(spec, p)| match spec.kind {
+                StepKind::Compensatable => false,
+                StepKind::Pivot => p.forward.done,
+                StepKind::Retriable => p.forward.attempts > 0,
+            })
+            .map(|i| i as u32)
+    }
+
+    /// Whether the saga can still turn back and compensate (a cancel is
+    /// then accepted).
+    pub fn can_turn_back(&self) -> bool {
+        self.no_return_step().is_none()
     }
 
     /// The step with a call of `action` in flight, if any.
@@ -644,7 +719,11 @@ impl SagaState {
         } else if fw.attempts > 0 {
             // Tried, then the saga turned back: effect unknown, to be compensated.
             StepStatus::Failed
-        } else if self.status == SagaStatus::Running {
+        } else if self.status == SagaStatus::Running
+            || (self.status == SagaStatus::Failed && !self.can_turn_back())
+        {
+            // Past the point of no return a FAILED saga still goes forward
+            // once retried: its later steps are still to run.
             StepStatus::Pending
         } else {
             StepStatus::Skipped

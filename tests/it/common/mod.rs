@@ -776,6 +776,7 @@ pub fn event_kind(event: &pb::SagaEvent) -> &'static str {
         Some(E::SagaFailed(_)) => "saga-failed",
         Some(E::RetryRequested(_)) => "retry",
         Some(E::EndpointsRefreshed(_)) => "refreshed",
+        Some(E::ResumeRequested(_)) => "resume",
         None => "none",
     }
 }

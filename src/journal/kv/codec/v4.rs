@@ -446,6 +446,7 @@ mod written_before {
                     assert_eq!(by, None, "format 4 has no principals");
                     EventKind::RetryRequested
                 }
+                Current::ResumeRequested { .. } => panic!("format 4 has no ResumeRequested"),
                 Current::EndpointsRefreshed { .. } => {
                     panic!("format 4 has no EndpointsRefreshed")
                 }
