@@ -151,10 +151,29 @@ pub fn step_def(index: usize, s: pb::StepDefinition) -> Result<StepDef, Status> 
     Ok(StepDef {
         retry: retry_overrides(&format!("steps[{index}].retry"), s.retry)?,
         timeout: duration_from(&format!("steps[{index}].timeout"), s.timeout)?,
+        kind: step_kind_from(&format!("steps[{index}].kind"), s.kind)?,
         name: s.name,
         participant: s.participant,
-        kind: StepKind::Compensatable,
     })
+}
+
+fn step_kind_from(field: &str, value: i32) -> Result<StepKind, Status> {
+    match pb::StepKind::try_from(value) {
+        Ok(pb::StepKind::Compensatable) => Ok(StepKind::Compensatable),
+        Ok(pb::StepKind::Pivot) => Ok(StepKind::Pivot),
+        Ok(pb::StepKind::Retriable) => Ok(StepKind::Retriable),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "{field} is {value}, not a StepKind (0 compensatable, 1 pivot, 2 retriable)"
+        ))),
+    }
+}
+
+pub fn step_kind_pb(kind: StepKind) -> pb::StepKind {
+    match kind {
+        StepKind::Compensatable => pb::StepKind::Compensatable,
+        StepKind::Pivot => pb::StepKind::Pivot,
+        StepKind::Retriable => pb::StepKind::Retriable,
+    }
 }
 
 fn step_def_pb(s: &StepDef) -> pb::StepDefinition {
@@ -163,6 +182,7 @@ fn step_def_pb(s: &StepDef) -> pb::StepDefinition {
         participant: s.participant.clone(),
         retry: retry_policy_pb(s.retry),
         timeout: s.timeout.map(duration),
+        kind: step_kind_pb(s.kind) as i32,
     }
 }
 
@@ -261,6 +281,7 @@ pub fn saga(s: &SagaState, shown: Attempts) -> pb::Saga {
             pb::Step {
                 name: spec.name.clone(),
                 participant: spec.participant.clone(),
+                kind: step_kind_pb(spec.kind) as i32,
                 state: step_state(s.step_status(i)) as i32,
                 forward_attempts: p.forward.attempts,
                 compensate_attempts: p.compensate.attempts,

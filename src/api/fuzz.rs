@@ -94,14 +94,15 @@ fn retry() -> impl Strategy<Value = Option<pb::RetryPolicy>> {
 }
 
 fn step() -> impl Strategy<Value = pb::StepDefinition> {
-    (text(), text(), retry(), duration()).prop_map(|(name, participant, retry, timeout)| {
-        pb::StepDefinition {
+    (text(), text(), retry(), duration(), -1..4i32).prop_map(
+        |(name, participant, retry, timeout, kind)| pb::StepDefinition {
             name,
             participant,
             retry,
             timeout,
-        }
-    })
+            kind,
+        },
+    )
 }
 
 /// One call of the Coordinator API.

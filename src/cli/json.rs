@@ -85,10 +85,20 @@ fn elided(e: &pb::AttemptsSummary) -> Value {
     })
 }
 
+/// A step's kind as TOML names it: `compensatable`, `pivot`, `retriable`.
+fn step_kind_name(kind: i32) -> &'static str {
+    match pb::StepKind::try_from(kind) {
+        Ok(pb::StepKind::Pivot) => "pivot",
+        Ok(pb::StepKind::Retriable) => "retriable",
+        _ => "compensatable",
+    }
+}
+
 fn step(s: &pb::Step) -> Value {
     json!({
         "name": s.name,
         "participant": s.participant,
+        "kind": step_kind_name(s.kind),
         "state": step_state_name(s.state),
         "forward_attempts": s.forward_attempts,
         "compensate_attempts": s.compensate_attempts,
@@ -196,6 +206,7 @@ pub fn definition(d: &pb::SagaDefinition) -> Value {
         "steps": d.steps.iter().map(|s| json!({
             "name": s.name,
             "participant": s.participant,
+            "kind": step_kind_name(s.kind),
             "timeout": duration(s.timeout.as_ref()),
             "retry": retry(s.retry.as_ref()),
         })).collect::<Vec<_>>(),

@@ -98,8 +98,12 @@ pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
     ]);
     for step in &s.steps {
         let state = step_state_name(step.state);
+        let name = match kind_tag(step.kind) {
+            Some(kind) => format!("  {} [{kind}]", step.name),
+            None => format!("  {}", step.name),
+        };
         steps.row(vec![
-            (format!("  {}", step.name), Tone::Plain),
+            (name, Tone::Plain),
             (step.participant.clone(), Tone::Plain),
             (state.clone(), tone_of(&state)),
             (step.forward_attempts.to_string(), Tone::Plain),
@@ -565,6 +569,15 @@ fn why(s: &pb::SagaSummary) -> String {
     }
 }
 
+/// A step's kind when it is not the default (compensatable), as shown.
+fn kind_tag(kind: i32) -> Option<&'static str> {
+    match pb::StepKind::try_from(kind) {
+        Ok(pb::StepKind::Pivot) => Some("pivot"),
+        Ok(pb::StepKind::Retriable) => Some("retriable"),
+        _ => None,
+    }
+}
+
 /// The `participants list` table.
 pub fn participant_table(participants: &[pb::Participant], palette: &Palette) -> String {
     let participants = &scrubbed(&participants.to_vec());
@@ -645,7 +658,10 @@ pub fn definition_table(definitions: &[pb::SagaDefinition], palette: &Palette) -
         let steps = d
             .steps
             .iter()
-            .map(|s| format!("{} ({})", s.name, s.participant))
+            .map(|s| match kind_tag(s.kind) {
+                Some(kind) => format!("{} ({}, {kind})", s.name, s.participant),
+                None => format!("{} ({})", s.name, s.participant),
+            })
             .collect::<Vec<_>>()
             .join(" → ");
         table.row(vec![

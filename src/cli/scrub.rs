@@ -135,6 +135,7 @@ impl Scrub for pb::Step {
             elided_attempts,
             forward_protocol: _,
             compensate_protocol: _,
+            kind: _,
         } = self;
         for text in [
             name,
@@ -286,6 +287,7 @@ impl Scrub for pb::StepDefinition {
             participant,
             retry: _,
             timeout: _,
+            kind: _,
         } = self;
         clean(name);
         clean(participant);

@@ -1,5 +1,6 @@
 //! Following one saga: its journaled events from the first, then live ones, until
-//! the terminal one.
+//! the terminal one (the last one journaled: a FAILED saga an operator retried
+//! has a terminal event before it too).
 //!
 //! The subscription to the runner's live events is taken *before* the journal is
 //! read, so no event falls between the two; events seen in both are skipped by
@@ -40,8 +41,10 @@ struct Watcher {
 }
 
 impl Watcher {
-    /// Sends `event` if it is the next one; false when the stream should end.
-    async fn send(&mut self, event: Event) -> bool {
+    /// Sends `event` if it is the next one; false when the stream should end:
+    /// at a terminal event, unless `more` follow it (a FAILED saga an
+    /// operator retried goes on past its first terminal event).
+    async fn send(&mut self, event: Event, more: bool) -> bool {
         let last = self.state.as_ref().map_or(0, |s| s.last_seq);
         if event.seq <= last {
             return true; // seen already (journal and live overlap)
@@ -61,16 +64,18 @@ impl Watcher {
             .as_ref()
             .map(|s| s.status)
             .unwrap_or(SagaStatus::Running);
-        let terminal = event.kind.is_terminal();
-        self.out.send(Ok(WatchItem { event, status })).await.is_ok() && !terminal
+        let ends = event.kind.is_terminal() && !more;
+        self.out.send(Ok(WatchItem { event, status })).await.is_ok() && !ends
     }
 
     /// Sends every journaled event not sent yet; false when the stream should end.
     async fn catch_up(&mut self) -> bool {
         match self.engine.journal().read_saga(self.id).await {
             Ok(events) => {
-                for event in events {
-                    if !self.send(event).await {
+                let mut events = events.into_iter().peekable();
+                while let Some(event) = events.next() {
+                    let more = events.peek().is_some();
+                    if !self.send(event, more).await {
                         return false;
                     }
                 }
@@ -91,7 +96,7 @@ impl Watcher {
             loop {
                 match live.recv().await {
                     Ok(event) => {
-                        if !self.send(event).await {
+                        if !self.send(event, false).await {
                             return;
                         }
                     }

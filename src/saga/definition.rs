@@ -670,6 +670,8 @@ struct StepFile {
     name: toml::Spanned<String>,
     participant: String,
     #[serde(default)]
+    kind: StepKind,
+    #[serde(default)]
     retry: RetryOverrides,
     #[serde(default, with = "opt_duration")]
     timeout: Option<Duration>,
@@ -710,7 +712,7 @@ pub fn parse_definition(path: &Path, text: &str) -> Result<Definition, Definitio
         .map(|s| StepDef {
             name: s.name.get_ref().clone(),
             participant: s.participant.clone(),
-            kind: StepKind::Compensatable,
+            kind: s.kind,
             retry: s.retry,
             timeout: s.timeout,
         })
@@ -963,6 +965,79 @@ mod tests {
                 ("charge-payment", "payments"),
                 ("ship-order", "shipping")
             ]
+        );
+    }
+
+    /// Kinds are read from TOML; an order that could not be undone is refused
+    /// at the offending step's line, saying why.
+    #[test]
+    fn step_kinds_parse_and_a_step_that_could_not_be_undone_is_refused_at_its_line() {
+        let path = Path::new("sagas/ship.toml");
+        let steps = |kinds: &[&str]| -> String {
+            kinds
+                .iter()
+                .enumerate()
+                .map(|(i, kind)| {
+                    let kind = match *kind {
+                        "" => String::new(),
+                        k => format!("kind = \"{k}\"\n"),
+                    };
+                    format!("[[steps]]\nname = \"s{i}\"\nparticipant = \"p\"\n{kind}")
+                })
+                .collect()
+        };
+        let d = parse_definition(path, &steps(&["", "pivot", "retriable", "retriable"])).unwrap();
+        let kinds: Vec<StepKind> = d.steps.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                StepKind::Compensatable,
+                StepKind::Pivot,
+                StepKind::Retriable,
+                StepKind::Retriable
+            ]
+        );
+        assert!(parse_definition(path, &steps(&["compensatable", "retriable"])).is_ok());
+        assert!(parse_definition(path, &steps(&["pivot"])).is_ok());
+
+        // Step s2's name is on line 9 (four lines for each step with a kind, three without).
+        for (kinds, line, says) in [
+            (
+                &["", "pivot", "compensatable"][..],
+                9,
+                "step 's2' is a compensatable step after the pivot step 's1'",
+            ),
+            (
+                &["", "retriable", ""][..],
+                9,
+                "step 's2' is a compensatable step after the retriable step 's1'",
+            ),
+            (
+                &["", "pivot", "pivot"][..],
+                9,
+                "step 's2' is a second pivot after the pivot step 's1'",
+            ),
+            (
+                &["", "retriable", "pivot"][..],
+                9,
+                "step 's2' is a second pivot after the retriable step 's1'",
+            ),
+        ] {
+            let err = parse_definition(path, &steps(kinds))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("sagas/ship.toml:{line}:")),
+                "{err}"
+            );
+            assert!(err.contains(says), "{err}");
+        }
+        let err = parse_definition(path, &steps(&["sometimes"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("sagas/ship.toml:4:") && err.contains("compensatable"),
+            "{err}"
         );
     }
 

@@ -48,6 +48,7 @@ mod read_only;
 mod sagas;
 mod sdk;
 mod shutdown;
+mod step_kinds;
 mod store_damage;
 mod tls;
 mod tracing;
