@@ -527,7 +527,7 @@ pub(crate) async fn settle_and_check(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        check(&saga, key, fate, &shop.fake);
+        check(&saga, key, fate, &shop.fake, false);
         match common::state(&saga) {
             pb::SagaState::Completed => completed += 1,
             _ => compensated += 1,

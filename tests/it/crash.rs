@@ -1,7 +1,8 @@
 //! SIGKILL at random moments: hundreds of sagas with mixed fates, the real
 //! coordinator killed and restarted on the same data dir at least 20 times, and
 //! then every promise checked (see `common::chaos::check`); once with gRPC
-//! participants, once with the same ones speaking HTTP/JSON.
+//! participants, once with the same ones speaking HTTP/JSON, once with a
+//! pivot and a retriable step.
 //!
 //! `SAGAD_CRASH_SEED` replays a run; `SAGAD_CRASH_ROUNDS` runs more rounds (each
 //! with its own sagas and kills) for a longer soak.
@@ -31,23 +32,35 @@ fn env_number(name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
-    sigkill_at_random_moments(pb::Protocol::Grpc).await;
+    sigkill_at_random_moments(pb::Protocol::Grpc, false).await;
+}
+
+/// The same kills, the sagas' payment a pivot and their shipment retriable:
+/// past the pivot nothing is undone (a rejected shipment fails the saga with
+/// the first two steps applied once), and a retriable step is never
+/// compensated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_with_a_pivot_undoes_nothing_past_it() {
+    sigkill_at_random_moments(pb::Protocol::Grpc, true).await;
 }
 
 /// The same kills, the same checks, with participants that speak the
 /// HTTP/JSON contract.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing_acknowledged_over_http() {
-    sigkill_at_random_moments(pb::Protocol::Http).await;
+    sigkill_at_random_moments(pb::Protocol::Http, false).await;
 }
 
-async fn sigkill_at_random_moments(protocol: pb::Protocol) {
+async fn sigkill_at_random_moments(protocol: pb::Protocol, pivot: bool) {
     let seed = env_number("SAGAD_CRASH_SEED").unwrap_or_else(|| fastrand::u64(..));
     let rounds = env_number("SAGAD_CRASH_ROUNDS").unwrap_or(1);
     println!(
-        "crash test ({protocol:?}) seed {seed} (replay with SAGAD_CRASH_SEED={seed}), {rounds} round(s)"
+        "crash test ({protocol:?}, pivot: {pivot}) seed {seed} (replay with SAGAD_CRASH_SEED={seed}), {rounds} round(s)"
     );
-    let harness = Harness::start_speaking(protocol, &[]).await;
+    let harness = match pivot {
+        true => Harness::start_with_pivot(&[]).await,
+        false => Harness::start_speaking(protocol, &[]).await,
+    };
     let mut total_sagas = 0;
     for round in 0..rounds {
         let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(round));

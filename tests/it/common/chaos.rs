@@ -111,6 +111,9 @@ pub struct Harness {
     /// Acknowledged starts: idempotency key → (saga id, fate).
     pub started: Mutex<HashMap<String, (String, Fate)>>,
     pub kills: Mutex<u32>,
+    /// Sagas run the order-fulfillment steps inline, `charge-payment` a
+    /// pivot and `ship-order` retriable ([`Harness::start_with_pivot`]).
+    pub pivot: bool,
     /// No other heavy test runs while this harness lives.
     _heavy: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -124,6 +127,17 @@ impl Harness {
     /// [`Harness::start`], the participants speaking `protocol` (gRPC, or
     /// the HTTP/JSON contract).
     pub async fn start_speaking(protocol: pb::Protocol, env: &[(&str, &str)]) -> Arc<Self> {
+        Self::start_as(protocol, false, env).await
+    }
+
+    /// [`Harness::start`], every saga's `charge-payment` a pivot and its
+    /// `ship-order` retriable: a rejected shipment fails the saga without
+    /// undoing anything.
+    pub async fn start_with_pivot(env: &[(&str, &str)]) -> Arc<Self> {
+        Self::start_as(pb::Protocol::Grpc, true, env).await
+    }
+
+    async fn start_as(protocol: pb::Protocol, pivot: bool, env: &[(&str, &str)]) -> Arc<Self> {
         let heavy = super::heavy().await;
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
@@ -143,6 +157,7 @@ impl Harness {
             addr_rx,
             started: Mutex::new(HashMap::new()),
             kills: Mutex::new(0),
+            pivot,
             _heavy: heavy,
         });
         let retry = pb::RetryPolicy {
@@ -262,8 +277,27 @@ impl Harness {
     /// Starts a saga with `fate` under idempotency key `key`, retrying across
     /// restarts until it is acknowledged.
     pub async fn start_saga(&self, key: String, fate: Fate) {
+        let kinds = [
+            pb::StepKind::Compensatable,
+            pb::StepKind::Pivot,
+            pb::StepKind::Retriable,
+        ];
+        let participants = ["orders", "payments", "shipping"];
         let request = pb::StartSagaRequest {
-            definition: "order-fulfillment".into(),
+            definition: (!self.pivot)
+                .then(|| "order-fulfillment".into())
+                .unwrap_or_default(),
+            steps: match self.pivot {
+                true => (0..3)
+                    .map(|i| pb::StepDefinition {
+                        name: STEPS[i].into(),
+                        participant: participants[i].into(),
+                        kind: kinds[i] as i32,
+                        ..Default::default()
+                    })
+                    .collect(),
+                false => Vec::new(),
+            },
             payload: fate.payload(&key).into_bytes(),
             idempotency_key: key.clone(),
             ..Default::default()
@@ -318,9 +352,10 @@ impl Harness {
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
-            check(&saga, key, fate, &self.shop.fake);
+            check(&saga, key, fate, &self.shop.fake, self.pivot);
             match pb::SagaState::try_from(saga.state).unwrap() {
                 pb::SagaState::Completed => summary.completed += 1,
+                pb::SagaState::Failed => summary.failed += 1,
                 _ => summary.compensated += 1,
             }
         }
@@ -440,6 +475,8 @@ pub struct Summary {
     pub listed: usize,
     pub completed: usize,
     pub compensated: usize,
+    /// Past the pivot, a retriable step that gave up ([`Harness::pivot`]).
+    pub failed: usize,
     pub kills: u32,
 }
 
@@ -460,17 +497,17 @@ impl Lanes {
 }
 
 /// Checks one terminal saga against its script and the participants' ledger.
-pub fn check(saga: &pb::Saga, key: &str, fate: &Fate, fake: &FakeParticipant) {
+///
+/// With `pivot` (`charge-payment` a pivot, `ship-order` retriable), a saga
+/// may also end FAILED: only when `ship-order` gave up past the pivot, with
+/// the first two steps applied once and nothing compensated; and
+/// `ship-order`, a retriable step, is never compensated.
+pub fn check(saga: &pb::Saga, key: &str, fate: &Fate, fake: &FakeParticipant, pivot: bool) {
     let id = &saga.id;
     let state = pb::SagaState::try_from(saga.state).unwrap();
     let ctx = format!(
         "saga {id} ({key}, {fate:?}, {state:?}, error: {:?})",
         saga.error
-    );
-    assert_ne!(
-        state,
-        pb::SagaState::Failed,
-        "{ctx}: compensations always succeed in time here"
     );
     let applied = fake.applied(id);
     let forwards: Vec<&str> = applied
@@ -481,7 +518,31 @@ pub fn check(saga: &pb::Saga, key: &str, fate: &Fate, fake: &FakeParticipant) {
         .iter()
         .filter_map(|a| a.strip_prefix("C:"))
         .collect();
+    if pivot {
+        assert!(
+            !compensations.contains(&STEPS[2]),
+            "{ctx}: a retriable step is never compensated"
+        );
+    }
+    if state == pb::SagaState::Failed {
+        assert!(pivot, "{ctx}: compensations always succeed in time here");
+        assert!(
+            saga.error.contains("past the point of no return"),
+            "{ctx}: only a step past the pivot fails a saga here"
+        );
+        assert_eq!(
+            forwards,
+            STEPS[..2],
+            "{ctx}: the steps up to the pivot applied once, the retriable one not"
+        );
+        assert!(
+            compensations.is_empty(),
+            "{ctx}: nothing undone past the pivot"
+        );
+        assert_eq!(saga.steps[2].state, pb::StepState::Failed as i32, "{ctx}");
+    }
     match state {
+        pb::SagaState::Failed => {}
         pb::SagaState::Completed => {
             assert!(
                 !matches!(fate, Fate::Reject { .. }),
@@ -621,7 +682,13 @@ mod checks {
             ..Default::default()
         };
         let fake = FakeParticipant::new(|_| Answer::Ok);
-        check(&saga, "k", &Fate::Reject { step: 0, fails: 0 }, &fake);
+        check(
+            &saga,
+            "k",
+            &Fate::Reject { step: 0, fails: 0 },
+            &fake,
+            false,
+        );
     }
 
     /// Attempt n of a step was in flight when the coordinator died; the next
@@ -665,6 +732,6 @@ mod checks {
         fake.forward(call(STEPS[1], 1)).await.unwrap();
         fake.forward(call(STEPS[2], 2)).await.unwrap();
         fake.forward(call(STEPS[2], 1)).await.unwrap();
-        check(&saga, "k", &Fate::Complete, &fake);
+        check(&saga, "k", &Fate::Complete, &fake, false);
     }
 }
