@@ -284,9 +284,11 @@ impl Harness {
         ];
         let participants = ["orders", "payments", "shipping"];
         let request = pb::StartSagaRequest {
-            definition: (!self.pivot)
-                .then(|| "order-fulfillment".into())
-                .unwrap_or_default(),
+            // Inline steps have no definition name.
+            definition: match self.pivot {
+                true => String::new(),
+                false => "order-fulfillment".into(),
+            },
             steps: match self.pivot {
                 true => (0..3)
                     .map(|i| pb::StepDefinition {
