@@ -435,9 +435,36 @@ mod tests {
 
         /// Runs until the saga finishes, answering calls with `answer`; a wait
         /// advances the clock to the due time.
-        fn drive(&mut self, mut answer: impl FnMut(u32, Action, u32) -> CallOutcome) {
+        fn drive(&mut self, answer: impl FnMut(u32, Action, u32) -> CallOutcome) {
+            self.drive_until(|_| false, answer);
+        }
+
+        /// Runs until step `step`'s forward call is in flight (journaled as
+        /// started, not answered), answering the calls before it.
+        fn drive_until_call(
+            &mut self,
+            step: u32,
+            answer: impl FnMut(u32, Action, u32) -> CallOutcome,
+        ) {
+            let called = |d: &Decision| matches!(d, Decision::Call { step: s, action: Action::Forward, .. } if *s == step);
+            assert!(
+                self.drive_until(called, answer),
+                "finished before step {step} was called"
+            );
+        }
+
+        /// [`Run::drive`] until a decision `stop` picks (true), or the end (false).
+        fn drive_until(
+            &mut self,
+            stop: impl Fn(&Decision) -> bool,
+            mut answer: impl FnMut(u32, Action, u32) -> CallOutcome,
+        ) -> bool {
             for _ in 0..1_000 {
-                match decide(&self.state, self.now) {
+                let decision = decide(&self.state, self.now);
+                if stop(&decision) {
+                    return true;
+                }
+                match decision {
                     Decision::Record(kind) => self.record(kind),
                     Decision::Call {
                         step,
@@ -461,50 +488,10 @@ mod tests {
                         assert!(t > self.now, "a wait must be for a later time");
                         self.now = t;
                     }
-                    Decision::Finished => return,
+                    Decision::Finished => return false,
                 }
             }
             panic!("the saga did not finish in 1000 decisions");
-        }
-
-        /// Runs until step `step`'s forward call is in flight (journaled as
-        /// started, not answered), answering the calls before it.
-        fn drive_until_call(
-            &mut self,
-            step: u32,
-            mut answer: impl FnMut(u32, Action, u32) -> CallOutcome,
-        ) {
-            for _ in 0..1_000 {
-                match decide(&self.state, self.now) {
-                    Decision::Call {
-                        step: s,
-                        action: Action::Forward,
-                        ..
-                    } if s == step => return,
-                    Decision::Record(kind) => self.record(kind),
-                    Decision::Call {
-                        step,
-                        action,
-                        attempt,
-                    } => {
-                        self.calls.push((step, action, attempt, self.now));
-                        let outcome = answer(step, action, attempt);
-                        let kind = attempt_finished(
-                            &self.state,
-                            step,
-                            action,
-                            attempt,
-                            outcome,
-                            self.now,
-                            0.5,
-                        );
-                        self.record(kind);
-                    }
-                    Decision::WaitUntil(t) => self.now = t,
-                    Decision::Finished => panic!("finished before step {step} was called"),
-                }
-            }
-            panic!("step {step} was never called");
         }
 
         fn call_order(&self) -> Vec<String> {

@@ -36,18 +36,7 @@ kind = "retriable"
 "#;
 
 async fn start(client: &mut Client, payload: &str, wait: bool) -> pb::Saga {
-    client
-        .start_saga(pb::StartSagaRequest {
-            definition: "ship-it".into(),
-            payload: payload.as_bytes().to_vec(),
-            wait,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .saga
-        .unwrap()
+    start_definition(client, "ship-it", payload, wait).await
 }
 
 fn has(r: &pb::StepRequest, what: &str) -> bool {
@@ -155,17 +144,7 @@ async fn a_pivot_divides_what_is_undone_from_what_is_retried() {
             "F:notify#4"
         ]
     );
-    let mut stream = client
-        .watch_saga(pb::WatchSagaRequest {
-            id: stuck.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(event) = stream.message().await.unwrap() {
-        events.push(event);
-    }
+    let events = watched(&mut client, &stuck.id).await;
     let kinds: Vec<&str> = events.iter().map(event_kind).collect();
     assert!(kinds.contains(&"resume"), "{kinds:?}");
     assert!(!kinds.contains(&"compensating"), "{kinds:?}");

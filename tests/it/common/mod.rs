@@ -783,9 +783,19 @@ pub fn event_kind(event: &pb::SagaEvent) -> &'static str {
 
 /// Starts an order-fulfillment saga and returns its id.
 pub async fn start_order(client: &mut Client, payload: &str, wait: bool) -> pb::Saga {
+    start_definition(client, "order-fulfillment", payload, wait).await
+}
+
+/// Starts a saga of `definition` and returns it.
+pub async fn start_definition(
+    client: &mut Client,
+    definition: &str,
+    payload: &str,
+    wait: bool,
+) -> pb::Saga {
     client
         .start_saga(pb::StartSagaRequest {
-            definition: "order-fulfillment".into(),
+            definition: definition.into(),
             payload: payload.as_bytes().to_vec(),
             wait,
             ..Default::default()
@@ -795,6 +805,20 @@ pub async fn start_order(client: &mut Client, payload: &str, wait: bool) -> pb::
         .into_inner()
         .saga
         .unwrap()
+}
+
+/// Every event `WatchSaga` streams for saga `id`, to its end.
+pub async fn watched(client: &mut Client, id: &str) -> Vec<pb::SagaEvent> {
+    let mut stream = client
+        .watch_saga(pb::WatchSagaRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        events.push(event);
+    }
+    events
 }
 
 pub async fn get(client: &mut Client, id: &str) -> pb::Saga {

@@ -58,62 +58,6 @@ struct OwnedRun<K, B> {
     events: Vec<(Timestamp, OwnedStoredKind<K, B>)>,
 }
 
-impl<K: Into<EventKind>> OwnedRun<K, ()> {
-    /// A run of a version before principals, in today's shapes.
-    fn upgrade(self) -> OwnedRun<EventKind, Option<Box<Principal>>> {
-        OwnedRun {
-            saga: self.saga,
-            first_seq: self.first_seq,
-            first_offset: self.first_offset,
-            events: self
-                .events
-                .into_iter()
-                .map(|(at, stored)| (at, stored.upgrade()))
-                .collect(),
-        }
-    }
-}
-
-impl<K: Into<EventKind>> OwnedRun<K, Option<Box<Principal>>> {
-    /// A run of a version with principals but an older event shape (`v6.rs`),
-    /// in today's shapes.
-    fn with_kinds(self) -> OwnedRun<EventKind, Option<Box<Principal>>> {
-        OwnedRun {
-            saga: self.saga,
-            first_seq: self.first_seq,
-            first_offset: self.first_offset,
-            events: self
-                .events
-                .into_iter()
-                .map(|(at, stored)| (at, stored.with_kinds()))
-                .collect(),
-        }
-    }
-}
-
-impl<K: Into<EventKind>> OwnedStoredKind<K, Option<Box<Principal>>> {
-    fn with_kinds(self) -> OwnedStoredKind<EventKind, Option<Box<Principal>>> {
-        match self {
-            OwnedStoredKind::Event(kind) => OwnedStoredKind::Event(kind.into()),
-            OwnedStoredKind::Started {
-                definition,
-                snapshot,
-                payload,
-                idempotency_key,
-                trace,
-                started_by,
-            } => OwnedStoredKind::Started {
-                definition,
-                snapshot,
-                payload,
-                idempotency_key,
-                trace,
-                started_by,
-            },
-        }
-    }
-}
-
 /// An event's kind as a run stores it: as it is, or a `SagaStarted` whose steps
 /// are the step snapshot `snapshot` (a `d` record).
 #[derive(Serialize)]
@@ -143,7 +87,42 @@ enum OwnedStoredKind<K, B> {
     },
 }
 
-impl<K: Into<EventKind>> OwnedStoredKind<K, ()> {
+/// What a `Started` of a run's version says of who started the saga, in
+/// today's shape.
+trait StartedBy {
+    fn upgrade(self) -> Option<Box<Principal>>;
+}
+
+/// Before version 6: not recorded.
+impl StartedBy for () {
+    fn upgrade(self) -> Option<Box<Principal>> {
+        None
+    }
+}
+
+impl StartedBy for Option<Box<Principal>> {
+    fn upgrade(self) -> Option<Box<Principal>> {
+        self
+    }
+}
+
+impl<K: Into<EventKind>, B: StartedBy> OwnedRun<K, B> {
+    /// A run of an earlier version (`v4.rs`, `v5.rs`, `v6.rs`), in today's shapes.
+    fn upgrade(self) -> OwnedRun<EventKind, Option<Box<Principal>>> {
+        OwnedRun {
+            saga: self.saga,
+            first_seq: self.first_seq,
+            first_offset: self.first_offset,
+            events: self
+                .events
+                .into_iter()
+                .map(|(at, stored)| (at, stored.upgrade()))
+                .collect(),
+        }
+    }
+}
+
+impl<K: Into<EventKind>, B: StartedBy> OwnedStoredKind<K, B> {
     fn upgrade(self) -> OwnedStoredKind<EventKind, Option<Box<Principal>>> {
         match self {
             OwnedStoredKind::Event(kind) => OwnedStoredKind::Event(kind.into()),
@@ -153,14 +132,14 @@ impl<K: Into<EventKind>> OwnedStoredKind<K, ()> {
                 payload,
                 idempotency_key,
                 trace,
-                started_by: (),
+                started_by,
             } => OwnedStoredKind::Started {
                 definition,
                 snapshot,
                 payload,
                 idempotency_key,
                 trace,
-                started_by: None,
+                started_by: started_by.upgrade(),
             },
         }
     }
@@ -283,7 +262,7 @@ fn decode_one_run(
                 postcard::from_bytes::<OwnedRun<v5::EventKind, ()>>(body).map(OwnedRun::upgrade)
             } else if version < STEP_KINDS_SINCE_VERSION {
                 postcard::from_bytes::<OwnedRun<v6::EventKind, Option<Box<Principal>>>>(body)
-                    .map(OwnedRun::with_kinds)
+                    .map(OwnedRun::upgrade)
             } else {
                 postcard::from_bytes::<OwnedRun<EventKind, Option<Box<Principal>>>>(body)
             }
