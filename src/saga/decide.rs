@@ -1394,7 +1394,7 @@ mod tests {
             assert_eq!(run.step_states(), steps, "{name}");
             let undone = run.recorded.contains(&"CompensationStarted");
             assert_eq!(undone, status == SagaStatus::Compensated, "{name}");
-            // The fold of what was recorded agrees with the state driven.
+            // A saga FAILED past its pivot says so.
             if status == SagaStatus::Failed {
                 assert!(
                     run.state
