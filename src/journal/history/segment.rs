@@ -228,8 +228,11 @@ impl Segment {
         } = *query;
         let definition = query.definition.as_deref();
         let mut out = Vec::new();
+        // Nothing older than the cursor (its first id is not), or no saga of
+        // the state or definition asked for: answered from the footer, no read.
         let excluded = status.is_some_and(|s| !self.footer.statuses.contains(&s))
-            || definition.is_some_and(|d| !self.footer.definitions.iter().any(|x| x == d));
+            || definition.is_some_and(|d| !self.footer.definitions.iter().any(|x| x == d))
+            || before.is_some_and(|b| self.ids().0 >= b);
         if self.footer.sagas == 0 || limit == 0 || excluded {
             return Ok(out);
         }
