@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::cli::output::{
     action_name, between, config_duration, outcome_name, principal_kind, protocol_name, rfc3339,
-    saga_state_name, step_state_name,
+    saga_state_name, step_kind_name, step_state_name,
 };
 
 fn time(ts: Option<&prost_types::Timestamp>) -> Value {
@@ -83,15 +83,6 @@ fn elided(e: &pb::AttemptsSummary) -> Value {
         "first_started_at": time(e.first_started_at.as_ref()),
         "last_finished_at": time(e.last_finished_at.as_ref()),
     })
-}
-
-/// A step's kind as TOML names it: `compensatable`, `pivot`, `retriable`.
-fn step_kind_name(kind: i32) -> &'static str {
-    match pb::StepKind::try_from(kind) {
-        Ok(pb::StepKind::Pivot) => "pivot",
-        Ok(pb::StepKind::Retriable) => "retriable",
-        _ => "compensatable",
-    }
 }
 
 fn step(s: &pb::Step) -> Value {

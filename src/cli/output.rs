@@ -242,6 +242,16 @@ pub fn step_state_name(value: i32) -> String {
         .unwrap_or_else(|_| format!("STATE_{value}"))
 }
 
+/// A step's kind as TOML names it: `compensatable` (also for a value this
+/// build does not know), `pivot`, `retriable`.
+pub fn step_kind_name(kind: i32) -> &'static str {
+    match pb::StepKind::try_from(kind) {
+        Ok(pb::StepKind::Pivot) => "pivot",
+        Ok(pb::StepKind::Retriable) => "retriable",
+        _ => "compensatable",
+    }
+}
+
 /// `ATTEMPT_OUTCOME_TRANSIENT` → `TRANSIENT`.
 pub fn outcome_name(value: i32) -> String {
     pb::AttemptOutcome::try_from(value)

@@ -14,8 +14,8 @@ use sagad::proto::v1 as pb;
 
 use crate::cli::output::{
     Palette, Table, Tone, action_name, between, clock, config_duration, date_time, grouped, offset,
-    outcome_name, principal, protocol_name, saga_state_name, short_duration, step_state_name,
-    tone_of, truncate,
+    outcome_name, principal, protocol_name, saga_state_name, short_duration, step_kind_name,
+    step_state_name, tone_of, truncate,
 };
 use crate::cli::scrub::Scrub;
 
@@ -571,11 +571,7 @@ fn why(s: &pb::SagaSummary) -> String {
 
 /// A step's kind when it is not the default (compensatable), as shown.
 fn kind_tag(kind: i32) -> Option<&'static str> {
-    match pb::StepKind::try_from(kind) {
-        Ok(pb::StepKind::Pivot) => Some("pivot"),
-        Ok(pb::StepKind::Retriable) => Some("retriable"),
-        _ => None,
-    }
+    Some(step_kind_name(kind)).filter(|name| *name != "compensatable")
 }
 
 /// The `participants list` table.

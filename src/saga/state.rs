@@ -556,9 +556,8 @@ impl SagaState {
             EventKind::SagaFailed { reason } => {
                 // A compensation gave up; or, past the point of no return, a
                 // forward step did, which nothing may undo.
-                let forward_stuck = self.status == SagaStatus::Running
-                    && self.no_return_step().is_some()
-                    && self.progress.iter().any(|p| p.forward.gave_up);
+                let forward_stuck =
+                    self.status == SagaStatus::Running && self.stuck_forward().is_some();
                 if self.status != SagaStatus::Compensating && !forward_stuck {
                     return Err(invalid(
                         "the saga is not compensating, nor stuck past its point of no return"
@@ -602,12 +601,7 @@ impl SagaState {
                 }
             }
             EventKind::ResumeRequested { .. } => {
-                let stuck = self
-                    .progress
-                    .iter()
-                    .position(|p| p.forward.gave_up)
-                    .filter(|_| self.no_return_step().is_some());
-                let (SagaStatus::Failed, Some(step)) = (self.status, stuck) else {
+                let (SagaStatus::Failed, Some(step)) = (self.status, self.stuck_forward()) else {
                     return Err(invalid(format!(
                         "only a FAILED saga stuck going forward past its point of no return can resume forward, not this {} one",
                         self.status.as_str(),
@@ -628,9 +622,7 @@ impl SagaState {
                         self.status.as_str()
                     )));
                 }
-                if let Some(step) = self.progress.iter().position(|p| p.forward.gave_up)
-                    && self.no_return_step().is_some()
-                {
+                if let Some(step) = self.stuck_forward() {
                     return Err(invalid(format!(
                         "step {step} failed past the point of no return: the saga resumes going forward (ResumeRequested), it cannot turn back"
                     )));
@@ -672,6 +664,13 @@ impl SagaState {
                 StepKind::Retriable => p.forward.attempts > 0,
             })
             .map(|i| i as u32)
+    }
+
+    /// The forward step that gave up past the point of no return: what
+    /// fails the saga from `RUNNING`, and what `ResumeRequested` retries.
+    fn stuck_forward(&self) -> Option<usize> {
+        self.no_return_step()?;
+        self.progress.iter().position(|p| p.forward.gave_up)
     }
 
     /// Whether the saga can still turn back and compensate (a cancel is

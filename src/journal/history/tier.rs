@@ -170,8 +170,6 @@ impl Tier {
             .values()
             .map(|s| &**s)
             .filter(|s| s.sagas() > 0)
-            // Every id at or after the cursor: nothing for this page.
-            .filter(|s| query.before.is_none_or(|before| s.ids().0 < before))
             .collect();
         segments.sort_by_key(|s| std::cmp::Reverse(s.ids().1));
         let mut all: BTreeMap<SagaId, SagaSummary> = BTreeMap::new();
