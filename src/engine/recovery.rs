@@ -282,13 +282,11 @@ async fn read_back(engine: Engine, tally: Arc<Tally>) {
         if engine.inner.shutdown.is_cancelled() {
             break;
         }
-        let (batch, unread) = {
-            let mut owners = engine.lock_owners();
-            (owners.take_unread(LOAD_BATCH), owners.unread())
-        };
+        let batch = engine.lock_owners().take_unread(LOAD_BATCH);
         if batch.is_empty() {
             break;
         }
+        let taken = batch.len();
         for woken in batch {
             if let Some(resumed) = revive(&engine, woken).await {
                 tally
@@ -300,6 +298,13 @@ async fn read_back(engine: Engine, tally: Arc<Tally>) {
             }
             crate::crash_point!("recovery::after_resume");
         }
+        // Another loader's batch counts until it is read back; a count read
+        // earlier is only ever too high, and the last loader out says 0.
+        let unread = {
+            let mut owners = engine.lock_owners();
+            owners.read_back_done(taken);
+            owners.not_read_back()
+        };
         engine.metrics().recovering(tally.resumed, unread);
         // Let the calls waiting for this worker thread in.
         tokio::task::yield_now().await;
