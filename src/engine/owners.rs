@@ -131,7 +131,8 @@ impl Owners {
         self.timer.len()
     }
 
-    /// Sagas claimed by recovery and not read back yet.
+    /// Sagas claimed by recovery and not taken for reading back yet.
+    #[cfg(test)]
     pub(super) fn unread(&self) -> usize {
         self.unread
     }
