@@ -40,15 +40,17 @@ pub fn started(definition: &str, key: Option<&str>) -> Event {
             payload: br#"{"order_id":1}"#.to_vec(),
             idempotency_key: key.map(str::to_string),
             // Journaled like every other field: reads must give it back.
-            trace: Some(
+            trace: Some(Box::new(
                 TraceContext::parse(
                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                     Some("congo=t61rcWkgMzE"),
                 )
                 .expect("a valid traceparent"),
-            ),
+            )),
             // None, so older formats' writers (which have no principals) take it.
             started_by: None,
+            start_at: None,
+            deadline: None,
         },
     }
 }

@@ -12,7 +12,7 @@ use super::{
     wire::step_state,
 };
 use crate::{
-    engine::FeedItem,
+    engine::{FeedItem, When},
     journal::postgres::{Lease, NodeInfo},
     proto::v1 as pb,
     saga::{
@@ -71,6 +71,45 @@ pub fn duration_from(
         })
     })
     .transpose()
+}
+
+/// A wire time, checked: `field` names it in the error.
+pub fn timestamp_from(
+    field: &str,
+    t: Option<prost_types::Timestamp>,
+) -> Result<Option<Timestamp>, Status> {
+    t.map(|t| {
+        std::time::SystemTime::try_from(t)
+            .ok()
+            .filter(|t| *t >= std::time::UNIX_EPOCH)
+            .map(Timestamp::from)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "{field} must be a time after 1970 (got {}s {}ns)",
+                    t.seconds, t.nanos
+                ))
+            })
+    })
+    .transpose()
+}
+
+/// A time a request gives either absolute (`at_field`) or as a duration
+/// (`after_field`), at most one of the two.
+pub fn when_from(
+    (at_field, at): (&str, Option<prost_types::Timestamp>),
+    (after_field, after): (&str, Option<prost_types::Duration>),
+) -> Result<Option<When>, Status> {
+    match (
+        timestamp_from(at_field, at)?,
+        duration_from(after_field, after)?,
+    ) {
+        (Some(_), Some(_)) => Err(Status::invalid_argument(format!(
+            "give {at_field} or {after_field}, not both"
+        ))),
+        (Some(t), None) => Ok(Some(When::At(t))),
+        (None, Some(d)) => Ok(Some(When::After(d))),
+        (None, None) => Ok(None),
+    }
 }
 
 pub fn retry_overrides(field: &str, p: Option<pb::RetryPolicy>) -> Result<RetryOverrides, Status> {
@@ -191,6 +230,7 @@ pub fn definition(d: &Definition) -> pb::SagaDefinition {
         name: d.name.clone(),
         description: d.description.clone(),
         steps: d.steps.iter().map(step_def_pb).collect(),
+        deadline: d.deadline.map(duration),
     }
 }
 
@@ -198,7 +238,7 @@ pub fn definition(d: &Definition) -> pb::SagaDefinition {
 pub fn saga_status_from(value: i32) -> Result<Option<SagaStatus>, Status> {
     let state = pb::SagaState::try_from(value).map_err(|_| {
         Status::invalid_argument(format!(
-            "state {value} is not a SagaState (use 1-5, e.g. SAGA_STATE_RUNNING)"
+            "state {value} is not a SagaState (use 1-6, e.g. SAGA_STATE_RUNNING)"
         ))
     })?;
     Ok(match state {
@@ -208,6 +248,7 @@ pub fn saga_status_from(value: i32) -> Result<Option<SagaStatus>, Status> {
         pb::SagaState::Completed => Some(SagaStatus::Completed),
         pb::SagaState::Compensated => Some(SagaStatus::Compensated),
         pb::SagaState::Failed => Some(SagaStatus::Failed),
+        pb::SagaState::Scheduled => Some(SagaStatus::Scheduled),
     })
 }
 
@@ -323,6 +364,8 @@ pub fn saga(s: &SagaState, shown: Attempts) -> pb::Saga {
         audit: s.audit.iter().map(audit_entry).collect(),
         // Not part of the saga's events: GetSaga reads it from the journal.
         owner: String::new(),
+        start_at: s.start_at.map(timestamp),
+        deadline: s.deadline.map(timestamp),
     }
 }
 
@@ -349,12 +392,16 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
             definition,
             idempotency_key,
             started_by,
+            start_at,
+            deadline,
             ..
         } => E::SagaStarted(pb::SagaStarted {
             definition: definition.clone(),
             steps: steps.to_vec(),
             idempotency_key: idempotency_key.clone().unwrap_or_default(),
             started_by: started_by.as_deref().map(principal),
+            start_at: start_at.map(timestamp),
+            deadline: deadline.map(timestamp),
         }),
         EventKind::AttemptStarted {
             step,
@@ -411,6 +458,7 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
         EventKind::ResumeRequested { by } => E::ResumeRequested(pb::ResumeRequested {
             by: by.as_ref().map(principal),
         }),
+        EventKind::StartReached => E::StartReached(pb::StartReached {}),
         EventKind::EndpointsRefreshed { changes } => {
             E::EndpointsRefreshed(pb::EndpointsRefreshed {
                 changes: changes

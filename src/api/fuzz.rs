@@ -141,6 +141,7 @@ fn call() -> impl Strategy<Value = Call> {
                 payload,
                 idempotency_key: key,
                 wait: false,
+                ..Default::default()
             })
         ),
         vec(any::<u8>(), 0..128).prop_map(Call::StartFromBytes),

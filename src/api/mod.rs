@@ -200,6 +200,9 @@ impl Coordinator for CoordinatorApi {
                 ));
             }
         };
+        let start = convert::when_from(("start_at", r.start_at), ("start_delay", r.start_delay))?;
+        let deadline =
+            convert::when_from(("deadline_at", r.deadline_at), ("deadline", r.deadline))?;
         let started = self
             .engine
             .start_saga(StartRequest {
@@ -210,6 +213,8 @@ impl Coordinator for CoordinatorApi {
                 trace,
                 own_keys_only: !caller.reads_all_sagas(),
                 principal: caller.principal,
+                start,
+                deadline,
             })
             .await?;
         Ok(Response::new(pb::StartSagaResponse {

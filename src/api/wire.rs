@@ -34,6 +34,7 @@ pub fn saga_state(s: SagaStatus) -> pb::SagaState {
         SagaStatus::Completed => pb::SagaState::Completed,
         SagaStatus::Compensated => pb::SagaState::Compensated,
         SagaStatus::Failed => pb::SagaState::Failed,
+        SagaStatus::Scheduled => pb::SagaState::Scheduled,
     }
 }
 

@@ -48,6 +48,12 @@ pub struct ArchivedSaga {
     /// before principals were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<ArchivedPrincipal>,
+    /// When a scheduled saga was to make its first call; absent: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// When the saga was to stop going forward; absent: no deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
     pub steps: Vec<ArchivedStep>,
     pub events: Vec<ArchivedEvent>,
 }
@@ -173,6 +179,7 @@ pub enum ArchivedEventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<ArchivedPrincipal>,
     },
+    StartReached {},
 }
 
 /// One endpoint a refresh replaced.
@@ -292,6 +299,7 @@ impl ArchivedSaga {
                     EventKind::ResumeRequested { by } => ArchivedEventKind::ResumeRequested {
                         by: by.as_ref().map(Into::into),
                     },
+                    EventKind::StartReached => ArchivedEventKind::StartReached {},
                     EventKind::EndpointsRefreshed { changes } => {
                         ArchivedEventKind::EndpointsRefreshed {
                             changes: changes
@@ -347,6 +355,8 @@ impl ArchivedSaga {
             error: state.error.clone(),
             cancel_reason: state.cancel_reason.clone(),
             started_by: state.started_by.as_ref().map(Into::into),
+            start_at: state.start_at.map(timestamp),
+            deadline: state.deadline.map(timestamp),
             steps,
             events,
         })

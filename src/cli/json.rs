@@ -135,6 +135,8 @@ pub fn saga(s: &pb::Saga) -> Value {
         "created_at": time(s.created_at.as_ref()),
         "updated_at": time(s.updated_at.as_ref()),
         "finished_at": time(s.finished_at.as_ref()),
+        "start_at": time(s.start_at.as_ref()),
+        "deadline": time(s.deadline.as_ref()),
         "started_by": principal(s.started_by.as_ref()),
         "owner": text(&s.owner),
         "audit": s.audit.iter().map(|a| json!({
@@ -223,6 +225,8 @@ pub fn event(e: &pb::SagaEvent) -> Value {
                 "steps": s.steps,
                 "idempotency_key": text(&s.idempotency_key),
                 "started_by": principal(s.started_by.as_ref()),
+                "start_at": time(s.start_at.as_ref()),
+                "deadline": time(s.deadline.as_ref()),
             }),
         ),
         Some(E::AttemptStarted(a)) => (
@@ -264,6 +268,7 @@ pub fn event(e: &pb::SagaEvent) -> Value {
             "resume_requested",
             json!({ "by": principal(r.by.as_ref()) }),
         ),
+        Some(E::StartReached(_)) => ("start_reached", json!({})),
         Some(E::EndpointsRefreshed(r)) => (
             "endpoints_refreshed",
             json!({ "changes": r.changes.iter().map(endpoint_change).collect::<Vec<_>>() }),

@@ -56,6 +56,12 @@ pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
         }
         let _ = writeln!(out, "{line}");
     }
+    if let Some(start) = &s.start_at {
+        let _ = writeln!(out, "  starts    {}", date_time(start));
+    }
+    if let Some(deadline) = &s.deadline {
+        let _ = writeln!(out, "  deadline  {}", date_time(deadline));
+    }
     let _ = writeln!(out, "  by        {}", principal(s.started_by.as_ref()));
     if !s.owner.is_empty() {
         let _ = writeln!(out, "  owner     {}", s.owner);
@@ -470,6 +476,7 @@ pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
             step(""),
             principal(r.by.as_ref())
         ),
+        Some(E::StartReached(_)) => format!("{}start time reached: going forward", step("")),
         Some(E::EndpointsRefreshed(r)) => {
             let changes: Vec<String> = r
                 .changes

@@ -75,6 +75,8 @@ impl Scrub for pb::Saga {
             started_by,
             audit,
             owner,
+            start_at: _,
+            deadline: _,
         } = self;
         for text in [
             id,
@@ -273,6 +275,7 @@ impl Scrub for pb::SagaDefinition {
             name,
             description,
             steps,
+            deadline: _,
         } = self;
         clean(name);
         clean(description);
@@ -336,6 +339,8 @@ impl Scrub for pb::SagaEvent {
                 steps,
                 idempotency_key,
                 started_by,
+                start_at: _,
+                deadline: _,
             }) => {
                 clean(definition);
                 clean(idempotency_key);
@@ -372,8 +377,9 @@ impl Scrub for pb::SagaEvent {
             | E::ResumeRequested(pb::ResumeRequested { by }) => by.scrub(),
             E::CompensationStarted(pb::CompensationStarted { reason })
             | E::SagaFailed(pb::SagaFailed { reason }) => clean(reason),
-            E::SagaCompleted(pb::SagaCompleted {}) | E::SagaCompensated(pb::SagaCompensated {}) => {
-            }
+            E::SagaCompleted(pb::SagaCompleted {})
+            | E::SagaCompensated(pb::SagaCompensated {})
+            | E::StartReached(pb::StartReached {}) => {}
             E::EndpointsRefreshed(pb::EndpointsRefreshed { changes }) => changes.scrub(),
         }
     }

@@ -71,7 +71,7 @@ pub use cluster::NO_CLUSTER;
 pub use feed::{CURSOR_PATIENCE, FeedItem, FeedQuery};
 pub use parking::PARK_AFTER;
 use relay::Here;
-pub use start::{SagaSource, StartRequest, Started};
+pub use start::{SagaSource, StartRequest, Started, When};
 pub use watch::WatchItem;
 
 /// The definition name recorded for sagas started with inline steps.

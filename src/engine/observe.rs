@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::Engine;
 use crate::{
     metrics::{METRICS_UPKEEP_INTERVAL, Metrics},
-    saga::{Action, Event, EventKind, SagaId, SagaState, SagaStatus},
+    saga::{Action, Event, EventKind, SagaId, SagaState, SagaStatus, TurnBack},
     webhook::{Notice, Notifier},
 };
 
@@ -77,9 +77,20 @@ impl Engine {
         };
         for event in events {
             match &event.kind {
-                EventKind::SagaStarted { .. } => {
+                EventKind::SagaStarted { start_at, .. } => {
                     metrics.saga_started(definition);
-                    metrics.saga_moved(definition, None, SagaStatus::Running);
+                    let to = match start_at {
+                        Some(_) => SagaStatus::Scheduled,
+                        None => SagaStatus::Running,
+                    };
+                    metrics.saga_moved(definition, None, to);
+                }
+                EventKind::StartReached => {
+                    metrics.saga_moved(
+                        definition,
+                        Some(SagaStatus::Scheduled),
+                        SagaStatus::Running,
+                    );
                 }
                 EventKind::AttemptSucceeded { step, action, .. } => {
                     metrics.attempt_finished(participant(*step), *action, None);
@@ -91,12 +102,14 @@ impl Engine {
                     ..
                 } => metrics.attempt_finished(participant(*step), *action, Some(*failure)),
                 EventKind::CompensationStarted { .. } => {
-                    metrics.compensation_started(definition, state.cancel_reason.is_some());
-                    metrics.saga_moved(
-                        definition,
-                        Some(SagaStatus::Running),
-                        SagaStatus::Compensating,
-                    );
+                    let cause = state.turn_back_cause().unwrap_or(TurnBack::StepFailed);
+                    metrics.compensation_started(definition, cause);
+                    // Cancelled before its start, a saga turns back from scheduled.
+                    let from = match state.began_at {
+                        Some(_) => SagaStatus::Running,
+                        None => SagaStatus::Scheduled,
+                    };
+                    metrics.saga_moved(definition, Some(from), SagaStatus::Compensating);
                 }
                 EventKind::RetryRequested { .. } => {
                     metrics.saga_retried(definition);

@@ -429,7 +429,7 @@ impl Runner {
                             }
                         )))
                     }
-                    (SagaStatus::Running, None) => {
+                    (SagaStatus::Running | SagaStatus::Scheduled, None) => {
                         tracing::info!(saga = %self.state.id, by = %by, "saga cancelled by an operator");
                         let by = Some(by);
                         self.record(EventKind::CancelRequested { reason, by }, Timestamp::now())?;
@@ -437,9 +437,11 @@ impl Runner {
                         Ok(self.state.clone())
                     }
                     // Cancelling twice is not an error: the first one is under way.
-                    (SagaStatus::Running, Some(_)) => Ok(self.state.clone()),
+                    (SagaStatus::Running | SagaStatus::Scheduled, Some(_)) => {
+                        Ok(self.state.clone())
+                    }
                     (status, _) => Err(Error::FailedPrecondition(format!(
-                        "saga {} is already {}; only a RUNNING saga can be cancelled",
+                        "saga {} is already {}; only a RUNNING or SCHEDULED saga can be cancelled",
                         self.state.id,
                         status.as_str()
                     ))),

@@ -12,6 +12,8 @@
 //!   same key finds the winner's saga and answers with it, or refuses if that
 //!   saga was started with a different request.
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -52,6 +54,30 @@ pub struct StartRequest {
     /// The idempotency key may only name a saga this principal's identity
     /// started (a `starter`'s start: another's saga is not shown to it).
     pub own_keys_only: bool,
+    /// When the saga makes its first call (`None`: at once). Not part of the
+    /// request's identity, like `trace`: a repeat with a relative time asks
+    /// for another instant every time, and finds the same saga.
+    pub start: Option<When>,
+    /// Its deadline, instead of its definition's (`After` counts from the
+    /// start). Not part of the request's identity either.
+    pub deadline: Option<When>,
+}
+
+/// A time a request names: absolute, or relative to a moment the engine
+/// fixes (now, for a start; the start, for a deadline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    At(Timestamp),
+    After(Duration),
+}
+
+impl When {
+    fn from(self, base: Timestamp) -> Timestamp {
+        match self {
+            When::At(t) => t,
+            When::After(d) => base.plus(d),
+        }
+    }
 }
 
 /// The answer to a start.
@@ -70,6 +96,8 @@ struct Source<'a> {
     steps: &'a [StepDef],
     /// The steps journaled with an inline saga (part of its request's identity).
     inline_steps: Option<Vec<StepDef>>,
+    /// The definition's deadline, counted from the start.
+    deadline: Option<Duration>,
 }
 
 impl Engine {
@@ -138,12 +166,14 @@ impl Engine {
                     name: name.clone(),
                     steps: definition.steps.as_slice(),
                     inline_steps: None,
+                    deadline: definition.deadline,
                 })
             }
             SagaSource::Inline(steps) => Ok(Source {
                 name: INLINE_DEFINITION.to_string(),
                 steps: steps.as_slice(),
                 inline_steps: Some(steps.clone()),
+                deadline: None,
             }),
         }
     }
@@ -220,7 +250,7 @@ impl Engine {
         source: &Source<'_>,
         specs: &[StepSpec],
     ) -> Result<Option<Started>> {
-        let started = started_event(request, source, specs);
+        let started = started_event(request, source, specs)?;
         let state = SagaState::start(&started)?;
         let id = state.id;
         let (command_tx, command_rx) = mpsc::channel(RUNNER_COMMAND_CAPACITY);
@@ -277,21 +307,41 @@ impl Engine {
 }
 
 /// The first event of a fresh saga: a new id, now, and the request frozen
-/// with its resolved steps.
-fn started_event(request: &StartRequest, source: &Source<'_>, specs: &[StepSpec]) -> Event {
-    Event {
+/// with its resolved steps and its times made absolute. A deadline not after
+/// the start is refused.
+fn started_event(request: &StartRequest, source: &Source<'_>, specs: &[StepSpec]) -> Result<Event> {
+    let now = Timestamp::now();
+    let start_at = request.start.map(|s| s.from(now)).filter(|&t| t > now);
+    let start = start_at.unwrap_or(now);
+    let deadline = match (request.deadline, source.deadline) {
+        (Some(when), _) => Some(when.from(start)),
+        (None, definition) => definition.map(|d| start.plus(d)),
+    };
+    if let Some(deadline) = deadline
+        && deadline <= start
+    {
+        let show = |t: Timestamp| crate::json::timestamp(t);
+        return Err(Error::InvalidArgument(format!(
+            "the deadline {} is not after the saga's start {}: give a later deadline_at, or a deadline duration",
+            show(deadline),
+            show(start)
+        )));
+    }
+    Ok(Event {
         saga: SagaId::generate(),
         seq: 1,
         offset: Offset::ZERO,
-        at: Timestamp::now(),
+        at: now,
         kind: EventKind::SagaStarted {
             definition: source.name.clone(),
             inline_steps: source.inline_steps.clone(),
             steps: specs.to_vec(),
             payload: request.payload.clone(),
             idempotency_key: request.idempotency_key.clone(),
-            trace: request.trace.clone(),
+            trace: request.trace.clone().map(Box::new),
             started_by: Some(Box::new(request.principal.clone())),
+            start_at,
+            deadline,
         },
-    }
+    })
 }

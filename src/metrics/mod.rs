@@ -11,7 +11,7 @@
 //! | `sagad_sagas_retried_total` | counter | `definition` | FAILED sagas resumed by `RetrySaga` |
 //! | `sagad_sagas_active` | gauge | `definition`, `state` | sagas whose journaled state is `running` or `compensating` |
 //! | `sagad_sagas_parked` | gauge | | active sagas parked until their next attempt is due (no runner; read at each scrape) |
-//! | `sagad_compensations_started_total` | counter | `definition`, `cause` | sagas that turned back to compensate; `cause` is `step_failed` or `cancelled` |
+//! | `sagad_compensations_started_total` | counter | `definition`, `cause` | sagas that turned back to compensate; `cause` is `step_failed`, `cancelled` or `deadline` |
 //! | `sagad_step_attempts_total` | counter | `participant`, `action`, `outcome` | finished calls; `action` is `forward`/`compensate`, `outcome` is `succeeded`, `rejected`, `transient` or `interrupted` |
 //! | `sagad_participant_config_errors_total` | counter | `participant`, `status` | HTTP answers that say a participant's registration is wrong (a `4xx` other than 408, 409, 422, 425, 429; a `3xx`): retried, logged once per participant; alert on any |
 //! | `sagad_step_call_duration_seconds` | histogram | `participant`, `action` | how long participant calls took, as the coordinator saw them |
@@ -100,7 +100,7 @@ use metrics_exporter_prometheus::{
 use crate::{
     journal::{ClusterStatus, FlushObserver, JournalStats},
     participant::ConfigErrorCount,
-    saga::{Action, Failure, SagaStatus},
+    saga::{Action, Failure, SagaStatus, TurnBack},
 };
 
 pub mod http;
@@ -475,13 +475,9 @@ impl Metrics {
         }
     }
 
-    /// A saga began compensating; `cancelled` when an operator asked for it.
-    pub fn compensation_started(&self, definition: &str, cancelled: bool) {
-        let cause = if cancelled {
-            "cancelled"
-        } else {
-            "step_failed"
-        };
+    /// A saga began compensating, for `cause`.
+    pub fn compensation_started(&self, definition: &str, cause: TurnBack) {
+        let cause = cause.as_str();
         self.count(definition, (COMPENSATIONS_STARTED, cause, ""), || {
             metrics::counter!(COMPENSATIONS_STARTED, "definition" => definition.to_owned(), "cause" => cause)
         });
@@ -661,6 +657,7 @@ fn state_label(state: SagaStatus) -> &'static str {
         SagaStatus::Completed => "completed",
         SagaStatus::Compensated => "compensated",
         SagaStatus::Failed => "failed",
+        SagaStatus::Scheduled => "scheduled",
     }
 }
 

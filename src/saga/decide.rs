@@ -69,9 +69,31 @@ pub enum CallOutcome {
 pub fn decide(state: &SagaState, now: Timestamp) -> Decision {
     match state.status {
         SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed => Decision::Finished,
+        SagaStatus::Scheduled => decide_scheduled(state, now),
         SagaStatus::Running => decide_forward(state, now),
         SagaStatus::Compensating => decide_compensation(state, now),
     }
+}
+
+/// A scheduled saga waits for its start; cancelled before it, it turns back
+/// with nothing to undo, having called no one.
+fn decide_scheduled(state: &SagaState, now: Timestamp) -> Decision {
+    if let Some(reason) = &state.cancel_reason {
+        return Decision::Record(EventKind::CompensationStarted {
+            reason: format!("cancelled before its start: {reason}"),
+        });
+    }
+    match state.start_at {
+        Some(start) if start > now => Decision::WaitUntil(start),
+        _ => Decision::Record(EventKind::StartReached),
+    }
+}
+
+/// The saga's deadline, while it still counts: until the saga is past its
+/// point of no return, where nothing may be undone any more (as a cancel is
+/// refused there, a deadline is let pass).
+fn live_deadline(state: &SagaState) -> Option<Timestamp> {
+    state.deadline.filter(|_| state.can_turn_back())
 }
 
 fn decide_forward(state: &SagaState, now: Timestamp) -> Decision {
@@ -141,13 +163,30 @@ fn decide_forward(state: &SagaState, now: Timestamp) -> Decision {
         };
         return Decision::Record(EventKind::CompensationStarted { reason });
     }
-    next_attempt(
+    // Like a cancel: only once no forward call is in flight (checked first).
+    if let Some(deadline) = live_deadline(state)
+        && deadline <= now
+    {
+        return Decision::Record(EventKind::CompensationStarted {
+            reason: format!(
+                "deadline: the saga did not finish by its deadline, {}",
+                humantime::format_rfc3339_millis(deadline.to_system_time())
+            ),
+        });
+    }
+    match next_attempt(
         step as u32,
         Action::Forward,
         forward.attempts,
         forward.retry_at,
         now,
-    )
+    ) {
+        // A retry wait ends early at the deadline.
+        Decision::WaitUntil(due) => {
+            Decision::WaitUntil(live_deadline(state).map_or(due, |deadline| due.min(deadline)))
+        }
+        decision => decision,
+    }
 }
 
 fn decide_compensation(state: &SagaState, now: Timestamp) -> Decision {
@@ -351,7 +390,7 @@ mod tests {
         event::Event,
         id::SagaId,
         retry::RetryPolicy,
-        state::{FoldError, StepStatus},
+        state::{FoldError, StepStatus, TurnBack},
     };
 
     const T0: Timestamp = Timestamp(1_000_000);
@@ -393,6 +432,15 @@ mod tests {
 
         /// Steps `a`, `b`, ... of these kinds.
         fn with_kinds(kinds: &[StepKind]) -> Self {
+            Self::timed(kinds, None, None)
+        }
+
+        /// [`Run::with_kinds`], with a start time and a deadline.
+        fn timed(
+            kinds: &[StepKind],
+            start_at: Option<Timestamp>,
+            deadline: Option<Timestamp>,
+        ) -> Self {
             let steps = kinds.len();
             let started = Event {
                 saga: SagaId::from_bytes([7; 16]),
@@ -411,6 +459,8 @@ mod tests {
                     idempotency_key: None,
                     trace: None,
                     started_by: None,
+                    start_at,
+                    deadline,
                 },
             };
             Self {
@@ -1256,6 +1306,8 @@ mod tests {
                 idempotency_key: None,
                 trace: None,
                 started_by: None,
+                start_at: None,
+                deadline: None,
             },
         };
         history.push(started);
@@ -1501,5 +1553,137 @@ mod tests {
         assert_eq!(run.state.status, SagaStatus::Failed);
         let resume = next(&run, EventKind::ResumeRequested { by: None });
         assert!(run.state.clone().apply(&resume).is_err());
+    }
+
+    #[test]
+    fn a_scheduled_saga_waits_for_its_start_then_goes_forward() {
+        let start = T0.plus(Duration::from_secs(60));
+        let mut run = Run::timed(&[Comp, Comp], Some(start), None);
+        assert_eq!(run.state.status, SagaStatus::Scheduled);
+        assert_eq!(run.state.began_at, None);
+        assert_eq!(decide(&run.state, run.now), Decision::WaitUntil(start));
+        run.drive(|_, _, _| ok());
+        assert_eq!(run.state.status, SagaStatus::Completed);
+        assert_eq!(
+            &run.recorded[..3],
+            ["SagaStarted", "StartReached", "AttemptStarted"]
+        );
+        assert_eq!(run.state.began_at, Some(start));
+        assert!(
+            run.calls.iter().all(|c| c.3 >= start),
+            "nothing called before its start"
+        );
+    }
+
+    #[test]
+    fn a_scheduled_saga_cancelled_before_its_start_calls_no_one() {
+        let start = T0.plus(Duration::from_secs(3_600));
+        let mut run = Run::timed(&[Comp, Comp], Some(start), None);
+        run.record(EventKind::CancelRequested {
+            reason: "order withdrawn".into(),
+            by: None,
+        });
+        run.drive(|_, _, _| ok());
+        assert!(run.calls.is_empty(), "{:?}", run.calls);
+        assert_eq!(run.state.status, SagaStatus::Compensated);
+        assert_eq!(
+            run.state.error.as_deref(),
+            Some("cancelled before its start: order withdrawn")
+        );
+        assert_eq!(run.state.turn_back_cause(), Some(TurnBack::Cancelled));
+        assert_eq!(run.now, T0, "it did not wait for its start");
+        assert_eq!(run.step_states(), vec![Sk, Sk]);
+    }
+
+    #[test]
+    fn a_deadline_during_a_retry_wait_turns_the_saga_back_at_the_deadline() {
+        let deadline = T0.plus(Duration::from_millis(2_000));
+        let mut run = Run::timed(&[Comp, Comp], None, Some(deadline));
+        run.state.steps[1].retry.max_attempts = 100;
+        // Step b fails transiently for ever: its waits grow (100 ms, 200 ms,
+        // ...) and the one that would end past the deadline ends at it.
+        run.drive(|s, a, _| match (s, a) {
+            (1, Action::Forward) => flaky(),
+            _ => ok(),
+        });
+        assert_eq!(run.state.status, SagaStatus::Compensated);
+        let why = run.state.error.as_deref().unwrap();
+        assert!(why.starts_with("deadline: "), "{why}");
+        assert_eq!(run.state.turn_back_cause(), Some(TurnBack::Deadline));
+        let forward_last = run.calls.iter().filter(|c| c.1 == Action::Forward).last();
+        assert!(
+            forward_last.unwrap().3 < deadline,
+            "no forward call at or past it"
+        );
+        let first_undo = run
+            .calls
+            .iter()
+            .find(|c| c.1 == Action::Compensate)
+            .unwrap();
+        assert_eq!(first_undo.3, deadline, "the wait ended at the deadline");
+        // b's effect is unknown (transient failures), so it is undone too.
+        assert_eq!(run.step_states(), vec![Cd, Cd]);
+    }
+
+    #[test]
+    fn a_deadline_waits_for_the_call_in_flight_like_a_cancel() {
+        let deadline = T0.plus(Duration::from_millis(500));
+        let mut run = Run::timed(&[Comp, Comp], None, Some(deadline));
+        run.record(EventKind::AttemptStarted {
+            step: 0,
+            action: Action::Forward,
+            attempt: 1,
+        });
+        run.now = deadline.plus(Duration::from_millis(1));
+        assert!(matches!(
+            decide(&run.state, run.now),
+            Decision::Call { step: 0, .. }
+        ));
+        run.drive(|_, _, _| ok());
+        assert_eq!(run.call_order().join(" "), "F0#1 C0#1");
+        assert_eq!(run.state.turn_back_cause(), Some(TurnBack::Deadline));
+    }
+
+    #[test]
+    fn past_the_pivot_a_deadline_is_let_pass() {
+        let deadline = T0.plus(Duration::from_millis(150));
+        let mut run = Run::timed(&[Comp, Pivot, Retr], None, Some(deadline));
+        // The retriable step fails twice, well past the deadline, then succeeds.
+        run.drive(|s, _, n| match (s, n) {
+            (2, 1 | 2) => flaky(),
+            _ => ok(),
+        });
+        assert_eq!(run.state.status, SagaStatus::Completed);
+        assert!(run.now > deadline);
+        assert!(run.calls.iter().all(|c| c.1 == Action::Forward));
+        assert_eq!(run.state.turn_back_cause(), None);
+    }
+
+    #[test]
+    fn a_scheduled_saga_makes_no_call_before_its_start_is_journaled() {
+        let mut run = Run::timed(&[Comp], Some(T0.plus(Duration::from_secs(1))), None);
+        let early = Event {
+            saga: run.state.id,
+            seq: 2,
+            offset: Offset::ZERO,
+            at: T0,
+            kind: EventKind::AttemptStarted {
+                step: 0,
+                action: Action::Forward,
+                attempt: 1,
+            },
+        };
+        let err = run.state.apply(&early).unwrap_err().to_string();
+        assert!(err.contains("scheduled"), "{err}");
+        let reached_twice = Event {
+            kind: EventKind::StartReached,
+            ..early
+        };
+        run.state.apply(&reached_twice).unwrap();
+        let again = Event {
+            seq: 3,
+            ..reached_twice
+        };
+        assert!(run.state.apply(&again).is_err(), "a start is reached once");
     }
 }

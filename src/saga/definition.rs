@@ -475,6 +475,9 @@ pub struct Definition {
     pub name: String,
     pub description: String,
     pub steps: Vec<StepDef>,
+    /// How long a saga of this definition may take from its start before it
+    /// turns back (`deadline = "10m"`); StartSaga may give another.
+    pub deadline: Option<Duration>,
 }
 
 /// Checks a list of steps on its own (names, uniqueness, policies, timeouts,
@@ -660,6 +663,8 @@ struct DefinitionFile {
     name: Option<toml::Spanned<String>>,
     #[serde(default)]
     description: String,
+    /// A duration, parsed where its line is known.
+    deadline: Option<toml::Spanned<String>>,
     #[serde(default)]
     steps: Vec<StepFile>,
 }
@@ -706,6 +711,28 @@ pub fn parse_definition(path: &Path, text: &str) -> Result<Definition, Definitio
             "no steps: add at least one [[steps]] table with name and participant".into(),
         ));
     }
+    let deadline = match &file.deadline {
+        None => None,
+        Some(text) => {
+            let line = line_of(text.span().start);
+            let d = humantime::parse_duration(text.get_ref()).map_err(|e| {
+                file_error(
+                    line,
+                    format!(
+                        "deadline '{}' is not a duration ({e}); write it like \"10m\" or \"1h 30m\"",
+                        text.get_ref()
+                    ),
+                )
+            })?;
+            if d.is_zero() {
+                return Err(file_error(
+                    line,
+                    "deadline is zero: no saga could ever finish; give a duration like \"10m\", or leave it out for none".into(),
+                ));
+            }
+            Some(d)
+        }
+    };
     let steps: Vec<StepDef> = file
         .steps
         .iter()
@@ -726,6 +753,7 @@ pub fn parse_definition(path: &Path, text: &str) -> Result<Definition, Definitio
         name,
         description: file.description,
         steps,
+        deadline,
     })
 }
 

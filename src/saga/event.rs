@@ -51,13 +51,24 @@ pub enum EventKind {
         /// The W3C trace context the StartSaga request carried, if a valid one;
         /// every participant call of the saga passes it on (`crate::trace`).
         /// Journaled so a saga resumed after a restart stays in its trace.
-        /// (New in journal format 2; format 1 records read as `None`.)
-        trace: Option<TraceContext>,
+        /// (New in journal format 2; format 1 records read as `None`.) Boxed
+        /// like `started_by` (postcard writes a box as what it holds).
+        trace: Option<Box<TraceContext>>,
         /// Who started the saga, and from where: the audit record, and the
         /// owner a `starter` may read it as (`crate::auth`). (New in journal
         /// format 6; older records read as `None`: not recorded.) Boxed: every
         /// event in memory is as big as the largest kind, and this one is it.
         started_by: Option<Box<Principal>>,
+        /// When the saga may make its first call: until then it is
+        /// `SCHEDULED` and calls no one (`StartReached` ends the wait).
+        /// `None`: at once. (New in journal format 8; older records read as
+        /// `None`.)
+        start_at: Option<Timestamp>,
+        /// When the saga stops going forward and compensates, as a cancel
+        /// does (unless it is past its point of no return). Absolute, so a
+        /// restart keeps it. (New in journal format 8; older records read
+        /// as `None`: no deadline.)
+        deadline: Option<Timestamp>,
     },
     /// A call is about to be made. Journaled before the call, so a restart knows the
     /// attempt number was used and never reuses it.
@@ -119,6 +130,9 @@ pub enum EventKind {
         /// Who asked.
         by: Option<Principal>,
     },
+    /// A scheduled saga's `start_at` came: it goes forward. (New in journal
+    /// format 8, appended.)
+    StartReached,
 }
 
 /// One endpoint of one step replaced by a refresh, from what to what.
@@ -147,6 +161,7 @@ impl EventKind {
             EventKind::RetryRequested { .. } => "RetryRequested",
             EventKind::EndpointsRefreshed { .. } => "EndpointsRefreshed",
             EventKind::ResumeRequested { .. } => "ResumeRequested",
+            EventKind::StartReached => "StartReached",
         }
     }
 

@@ -37,6 +37,6 @@ pub use protocol::Protocol;
 pub use retry::{RetryOverrides, RetryPolicy};
 pub use state::{
     AttemptRecord, AttemptResult, AuditAction, AuditEntry, EndpointRecord, FoldError, SagaState,
-    SagaStatus, StepStatus,
+    SagaStatus, StepStatus, TurnBack,
 };
 pub use trace::TraceContext;

@@ -198,6 +198,8 @@ mod tests {
             idempotency_key: None,
             trace: None,
             started_by: None,
+            start_at: None,
+            deadline: None,
         };
         let events: Vec<Event> = [started]
             .into_iter()

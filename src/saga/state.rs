@@ -80,6 +80,9 @@ pub enum SagaStatus {
     Completed,
     Compensated,
     Failed,
+    /// Journaled, waiting for its `start_at`: nothing called yet. (Appended:
+    /// older summaries decode unchanged.)
+    Scheduled,
 }
 
 impl SagaStatus {
@@ -101,9 +104,12 @@ impl SagaStatus {
     /// The status an event moves a saga to, if it changes it.
     pub fn after(kind: &EventKind) -> Option<SagaStatus> {
         match kind {
-            EventKind::SagaStarted { .. } | EventKind::ResumeRequested { .. } => {
-                Some(SagaStatus::Running)
-            }
+            EventKind::SagaStarted {
+                start_at: Some(_), ..
+            } => Some(SagaStatus::Scheduled),
+            EventKind::SagaStarted { .. }
+            | EventKind::ResumeRequested { .. }
+            | EventKind::StartReached => Some(SagaStatus::Running),
             EventKind::CompensationStarted { .. } | EventKind::RetryRequested { .. } => {
                 Some(SagaStatus::Compensating)
             }
@@ -122,6 +128,26 @@ impl SagaStatus {
             SagaStatus::Completed => "COMPLETED",
             SagaStatus::Compensated => "COMPENSATED",
             SagaStatus::Failed => "FAILED",
+            SagaStatus::Scheduled => "SCHEDULED",
+        }
+    }
+}
+
+/// Why a saga turned back (its `CompensationStarted`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnBack {
+    Cancelled,
+    StepFailed,
+    Deadline,
+}
+
+impl TurnBack {
+    /// Lower case, as in the metrics' `cause` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnBack::Cancelled => "cancelled",
+            TurnBack::StepFailed => "step_failed",
+            TurnBack::Deadline => "deadline",
         }
     }
 }
@@ -309,6 +335,13 @@ pub struct SagaState {
     /// one; [`SagaState::trace`] gives the one its calls use either way.
     pub caller_trace: Option<TraceContext>,
     pub status: SagaStatus,
+    /// When a scheduled saga may make its first call (`SagaStarted`).
+    pub start_at: Option<Timestamp>,
+    /// When the saga stops going forward and compensates (`SagaStarted`).
+    pub deadline: Option<Timestamp>,
+    /// When it began going forward: at its start, or when a scheduled one
+    /// reached its `start_at` (`None` while scheduled).
+    pub began_at: Option<Timestamp>,
     pub progress: Vec<StepProgress>,
     /// Set by CancelRequested; the saga compensates once no forward call is in flight.
     pub cancel_reason: Option<String>,
@@ -347,6 +380,8 @@ impl SagaState {
             idempotency_key,
             trace,
             started_by,
+            start_at,
+            deadline,
         } = &event.kind
         else {
             return Err(FoldError::NotStarted {
@@ -368,8 +403,14 @@ impl SagaState {
             steps: steps.clone(),
             payload: payload.clone(),
             idempotency_key: idempotency_key.clone(),
-            caller_trace: trace.clone(),
-            status: SagaStatus::Running,
+            caller_trace: trace.as_deref().cloned(),
+            status: match start_at {
+                Some(_) => SagaStatus::Scheduled,
+                None => SagaStatus::Running,
+            },
+            start_at: *start_at,
+            deadline: *deadline,
+            began_at: start_at.is_none().then_some(event.at),
             progress: vec![StepProgress::default(); steps.len()],
             cancel_reason: None,
             error: None,
@@ -434,6 +475,11 @@ impl SagaState {
                 action,
                 attempt,
             } => {
+                if self.status == SagaStatus::Scheduled {
+                    return Err(invalid(
+                        "the saga is scheduled: its start was not reached".into(),
+                    ));
+                }
                 let p = self
                     .step_mut(*step)
                     .ok_or_else(|| invalid(format!("no step {step}")))?;
@@ -508,7 +554,7 @@ impl SagaState {
                 }
             }
             EventKind::CancelRequested { reason, .. } => {
-                if self.status != SagaStatus::Running {
+                if !matches!(self.status, SagaStatus::Running | SagaStatus::Scheduled) {
                     return Err(invalid("only a running saga can be cancelled".into()));
                 }
                 if let Some(step) = self.no_return_step() {
@@ -519,7 +565,9 @@ impl SagaState {
                 self.cancel_reason = Some(reason.clone());
             }
             EventKind::CompensationStarted { reason } => {
-                if self.status != SagaStatus::Running {
+                // A scheduled saga cancelled before its start turns back
+                // with nothing to undo.
+                if !matches!(self.status, SagaStatus::Running | SagaStatus::Scheduled) {
                     return Err(invalid("compensation already started".into()));
                 }
                 if let Some(step) = self.no_return_step() {
@@ -600,6 +648,16 @@ impl SagaState {
                         });
                 }
             }
+            EventKind::StartReached => {
+                if self.status != SagaStatus::Scheduled {
+                    return Err(invalid(format!(
+                        "only a SCHEDULED saga reaches its start, not a {} one",
+                        self.status.as_str()
+                    )));
+                }
+                self.status = SagaStatus::Running;
+                self.began_at = Some(at);
+            }
             EventKind::ResumeRequested { .. } => {
                 let (SagaStatus::Failed, Some(step)) = (self.status, self.stuck_forward()) else {
                     return Err(invalid(format!(
@@ -671,6 +729,24 @@ impl SagaState {
     fn stuck_forward(&self) -> Option<usize> {
         self.no_return_step()?;
         self.progress.iter().position(|p| p.forward.gave_up)
+    }
+
+    /// Why the saga turned back, once it has: in the order `decide` asks
+    /// (a cancel first, then a step that gave up, then the deadline).
+    pub fn turn_back_cause(&self) -> Option<TurnBack> {
+        if matches!(self.status, SagaStatus::Running | SagaStatus::Scheduled)
+            || self.stuck_forward().is_some()
+            || self.status == SagaStatus::Completed
+        {
+            return None;
+        }
+        Some(if self.cancel_reason.is_some() {
+            TurnBack::Cancelled
+        } else if self.progress.iter().any(|p| p.forward.gave_up) {
+            TurnBack::StepFailed
+        } else {
+            TurnBack::Deadline
+        })
     }
 
     /// Whether the saga can still turn back and compensate (a cancel is

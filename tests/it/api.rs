@@ -666,7 +666,7 @@ async fn cancel_and_retry_refuse_a_completed_saga() {
                 reason: "too late".into(),
             }),
             Code::FailedPrecondition,
-            &["only a RUNNING saga can be cancelled"],
+            &["only a RUNNING or SCHEDULED saga can be cancelled"],
         ),
         Refusal::new(
             "RetrySaga on a COMPLETED saga",

@@ -148,7 +148,8 @@ async fn cancel_and_retry_sent_to_any_node_are_carried_out_by_the_sagas_owner() 
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     let message = refused.message();
     assert!(
-        message.contains("COMPENSATED") && message.contains("only a RUNNING saga can be cancelled"),
+        message.contains("COMPENSATED")
+            && message.contains("only a RUNNING or SCHEDULED saga can be cancelled"),
         "{message}"
     );
 

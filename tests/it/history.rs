@@ -75,6 +75,8 @@ fn history(began: Timestamp) -> Vec<Event> {
             idempotency_key: None,
             trace: None,
             started_by: None,
+            start_at: None,
+            deadline: None,
         },
     };
     let mut state = SagaState::start(&started).unwrap();

@@ -62,6 +62,8 @@ fn started() -> Event {
             idempotency_key: None,
             trace: None,
             started_by: None,
+            start_at: None,
+            deadline: None,
         },
     }
 }

@@ -419,6 +419,8 @@ fn failed_saga(endpoint: &str) -> Vec<Event> {
         idempotency_key: None,
         trace: None,
         started_by: None,
+        start_at: None,
+        deadline: None,
     };
     let mut kinds = vec![started];
     for step in [0, 1] {

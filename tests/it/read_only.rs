@@ -219,6 +219,8 @@ fn completing() -> Vec<Event> {
             idempotency_key: None,
             trace: None,
             started_by: None,
+            start_at: None,
+            deadline: None,
         },
         EventKind::AttemptStarted {
             step: 0,

@@ -155,6 +155,8 @@ pub fn history(
             trace: None,
             // As a server without authentication journals its callers.
             started_by: Some(Box::new(Principal::anonymous(Some(SEED_PEER.into())))),
+            start_at: None,
+            deadline: None,
         },
     };
     let mut state = SagaState::start(&started)?;

@@ -48,7 +48,7 @@ pub fn wanted(query: &ListQuery, summary: &SagaSummary) -> bool {
 /// The index holding every saga in `status`, if there is one.
 pub fn index_of(status: SagaStatus) -> Option<u8> {
     match status {
-        SagaStatus::Running | SagaStatus::Compensating => Some(UNFINISHED),
+        SagaStatus::Scheduled | SagaStatus::Running | SagaStatus::Compensating => Some(UNFINISHED),
         SagaStatus::Failed => Some(FAILED),
         SagaStatus::Completed | SagaStatus::Compensated => None,
     }

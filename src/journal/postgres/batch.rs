@@ -212,7 +212,11 @@ fn changes(events: &[Event]) -> Vec<Change<'_>> {
         }
         match &event.kind {
             EventKind::AttemptFailed { retry_at, .. } => change.due = Some(*retry_at),
-            EventKind::AttemptStarted { .. } => change.due = Some(None),
+            EventKind::SagaStarted {
+                start_at: Some(start),
+                ..
+            } => change.due = Some(Some(*start)),
+            EventKind::AttemptStarted { .. } | EventKind::StartReached => change.due = Some(None),
             kind if kind.is_terminal() => change.due = Some(None),
             _ => {}
         }

@@ -63,7 +63,7 @@ ORDER BY "offset" LIMIT $2"#;
 /// Open sagas whose owner has no row in `sagad.node`.
 const ORPHANS: &str = r#"
 SELECT s.saga_id, s.owner_node, s.status FROM sagad.saga s
-WHERE s.status IN ('running', 'compensating', 'failed')
+WHERE s.status IN ('scheduled', 'running', 'compensating', 'failed')
   AND NOT EXISTS (SELECT 1 FROM sagad.node n WHERE n.node_id = s.owner_node)
 ORDER BY s.saga_id LIMIT $1"#;
 

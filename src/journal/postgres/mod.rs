@@ -33,8 +33,8 @@
 //!       created_at, ended_at, owner_node, owner_epoch,
 //!       next_due_at, last_seq)                                 one row per saga
 //!    index (status, saga_id)                                   list by state, newest first
-//!    index (owner_node, saga_id) WHERE status IN
-//!          ('running', 'compensating', 'failed')               a node's open sagas
+//!    index (owner_node, saga_id) WHERE status IN ('scheduled',
+//!          'running', 'compensating', 'failed')                a node's open sagas
 //!  event("offset" PK, saga_id, seq, body, UNIQUE(saga_id, seq)) the journal itself
 //!  feed_head(last)                                             one row: the last offset taken
 //!  archive_horizon(through)                                    one row: the highest offset removed
@@ -838,6 +838,7 @@ pub(super) fn status_name(status: SagaStatus) -> &'static str {
         SagaStatus::Completed => "completed",
         SagaStatus::Compensated => "compensated",
         SagaStatus::Failed => "failed",
+        SagaStatus::Scheduled => "scheduled",
     }
 }
 
@@ -849,6 +850,7 @@ pub(super) fn status_of(name: &str) -> Result<SagaStatus, JournalError> {
         "completed" => SagaStatus::Completed,
         "compensated" => SagaStatus::Compensated,
         "failed" => SagaStatus::Failed,
+        "scheduled" => SagaStatus::Scheduled,
         other => {
             return Err(JournalError::Corrupt {
                 key: "sagad.saga.status".into(),

@@ -241,7 +241,7 @@ async fn join_in(
         .get(0);
     tx.execute(
         "UPDATE sagad.saga SET owner_epoch = $2
-         WHERE owner_node = $1 AND status IN ('running', 'compensating', 'failed')",
+         WHERE owner_node = $1 AND status IN ('scheduled', 'running', 'compensating', 'failed')",
         &[&node.as_str(), &epoch],
     )
     .await?;
@@ -356,7 +356,7 @@ pub(super) async fn renew_lease(
 /// A node's open sagas: the predicate of the `saga_open_by_owner` partial
 /// index, so the count reads that index, not every saga.
 pub const OWNED_OPEN: &str = "SELECT count(*) FROM sagad.saga
-     WHERE owner_node = $1 AND status IN ('running', 'compensating', 'failed')";
+     WHERE owner_node = $1 AND status IN ('scheduled', 'running', 'compensating', 'failed')";
 
 /// Counts this node's open sagas for [`crate::journal::ClusterStatus`]; a
 /// count that fails keeps the last one (the next renewal counts again).

@@ -102,7 +102,7 @@ pub async fn unfinished(client: &Object, node: &str) -> Result<Vec<SagaId>, Jour
     let rows = client
         .query(
             "SELECT saga_id FROM sagad.saga
-             WHERE owner_node = $1 AND status IN ('running', 'compensating')
+             WHERE owner_node = $1 AND status IN ('scheduled', 'running', 'compensating')
              ORDER BY saga_id",
             &[&node],
         )
@@ -117,7 +117,7 @@ pub async fn all_unfinished(client: &Object) -> Result<Vec<SagaId>, JournalError
     let rows = client
         .query(
             "SELECT saga_id FROM sagad.saga
-             WHERE status IN ('running', 'compensating')
+             WHERE status IN ('scheduled', 'running', 'compensating')
              ORDER BY saga_id",
             &[],
         )

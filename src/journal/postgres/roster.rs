@@ -80,7 +80,7 @@ const ROSTER: &str = "WITH now AS (SELECT clock_timestamp() AS t)
             n.joined_at,
             (SELECT count(*) FROM sagad.saga s
               WHERE s.owner_node = n.node_id
-                AND s.status IN ('running', 'compensating', 'failed'))
+                AND s.status IN ('scheduled', 'running', 'compensating', 'failed'))
      FROM sagad.node n, now
      ORDER BY n.node_id";
 

@@ -21,6 +21,7 @@
 //! | 2 | `epoch_seq`: every epoch is drawn from one sequence, so a node that takes a saga over writes (and calls its participants) under an epoch above any its old owner had (`takeover.rs`) |
 //! | 3 | `duty`: cluster-wide duties, one holder at a time on a lease (`duty.rs`); `notice`: the on-failed webhook's acknowledgements, one truth for every node (`notice.rs`) |
 //! | 4 | `relay`: cancels and retries that reached a node other than the saga's owner, for the owner to carry out (`relay.rs`) |
+//! | 5 | the `scheduled` status (a saga journaled to start later), among the open sagas of the owner index |
 //!
 //! Two nodes starting at once on an empty database must not both create the
 //! tables: the check and the creation run in one transaction under a
@@ -33,7 +34,7 @@ use tokio_postgres::Client;
 use super::{PgError, PgTarget};
 
 /// The version of the tables this build creates and reads.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// The advisory lock key of the bootstrap: "sagad" in ASCII, arbitrary but fixed.
 const BOOTSTRAP_LOCK: i64 = 0x73_6167_6164;
@@ -132,8 +133,25 @@ CREATE TABLE sagad.relay (
 CREATE INDEX relay_waiting ON sagad.relay (saga_id) WHERE taken_by IS NULL AND answer IS NULL;
 "#;
 
+/// From version 4 to 5: a saga may be `scheduled` (journaled, waiting for
+/// its start), and a scheduled saga is open: its owner's, taken over with
+/// the rest when the owner dies.
+const UPGRADE_TO_V5: &str = r#"
+ALTER TABLE sagad.saga DROP CONSTRAINT saga_status_check;
+ALTER TABLE sagad.saga ADD CONSTRAINT saga_status_check
+    CHECK (status IN ('scheduled', 'running', 'compensating', 'completed', 'compensated', 'failed'));
+DROP INDEX sagad.saga_open_by_owner;
+CREATE INDEX saga_open_by_owner ON sagad.saga (owner_node, saga_id)
+    WHERE status IN ('scheduled', 'running', 'compensating', 'failed');
+"#;
+
 /// Each upgrade, by the version it leaves the tables at.
-const UPGRADES: [(i32, &str); 3] = [(2, UPGRADE_TO_V2), (3, UPGRADE_TO_V3), (4, UPGRADE_TO_V4)];
+const UPGRADES: [(i32, &str); 4] = [
+    (2, UPGRADE_TO_V2),
+    (3, UPGRADE_TO_V3),
+    (4, UPGRADE_TO_V4),
+    (5, UPGRADE_TO_V5),
+];
 
 /// The version of the tables, read without creating or upgrading anything
 /// (the read-only snapshot's open, `snapshot.rs`): a database without the

@@ -59,14 +59,14 @@ const DEPOSE: &str = "UPDATE sagad.node AS n SET epoch = nextval('sagad.epoch_se
      WHERE n.node_id <> $1 AND n.lease_until < clock_timestamp()
        AND EXISTS (SELECT 1 FROM sagad.saga s
                    WHERE s.owner_node = n.node_id AND s.owner_epoch = n.epoch
-                     AND s.status IN ('running', 'compensating', 'failed'))
+                     AND s.status IN ('scheduled', 'running', 'compensating', 'failed'))
      RETURNING n.node_id";
 
 /// Whether any saga waits to be claimed from a deposed node.
 const CLAIMABLE: &str = "SELECT EXISTS (
          SELECT 1 FROM sagad.saga s JOIN sagad.node n ON n.node_id = s.owner_node
          WHERE s.owner_node <> $1
-           AND s.status IN ('running', 'compensating', 'failed')
+           AND s.status IN ('scheduled', 'running', 'compensating', 'failed')
            AND s.owner_epoch < n.epoch AND n.lease_until < clock_timestamp())";
 
 /// This node's new epoch, while its lease runs and its epoch is `$2`.
@@ -76,7 +76,7 @@ const BUMP: &str = "UPDATE sagad.node SET epoch = nextval('sagad.epoch_seq')
 
 /// This node's open sagas, stamped with its new epoch `$2`.
 const RESTAMP: &str = "UPDATE sagad.saga SET owner_epoch = $2
-     WHERE owner_node = $1 AND status IN ('running', 'compensating', 'failed')";
+     WHERE owner_node = $1 AND status IN ('scheduled', 'running', 'compensating', 'failed')";
 
 /// Moves up to `$3` deposed sagas to this node (`$1` at epoch `$2`);
 /// returns them with the node they came from.
@@ -84,7 +84,7 @@ const CLAIM: &str = "WITH mine AS (
          SELECT s.saga_id, s.owner_node FROM sagad.saga s
          JOIN sagad.node n ON n.node_id = s.owner_node
          WHERE s.owner_node <> $1
-           AND s.status IN ('running', 'compensating', 'failed')
+           AND s.status IN ('scheduled', 'running', 'compensating', 'failed')
            AND s.owner_epoch < n.epoch AND n.lease_until < clock_timestamp()
          LIMIT $3
          FOR UPDATE OF s SKIP LOCKED)

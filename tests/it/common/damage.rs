@@ -71,6 +71,8 @@ pub async fn build(dir: &Path) -> Acknowledged {
                 idempotency_key: Some(format!("order-{i}")),
                 trace: None,
                 started_by: None,
+                start_at: None,
+                deadline: None,
             },
             EventKind::AttemptStarted {
                 step: 0,

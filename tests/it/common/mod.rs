@@ -777,6 +777,7 @@ pub fn event_kind(event: &pb::SagaEvent) -> &'static str {
         Some(E::RetryRequested(_)) => "retry",
         Some(E::EndpointsRefreshed(_)) => "refreshed",
         Some(E::ResumeRequested(_)) => "resume",
+        Some(E::StartReached(_)) => "start-reached",
         None => "none",
     }
 }

@@ -1,7 +1,7 @@
 //! The saga schema's encoding: its keys (`keys.rs`, with the one table of
 //! every key), its values (`record.rs`: version, checksum, postcard), runs of
 //! events and bundles (`run.rs`), and the shapes of earlier formats (`v1.rs`,
-//! `v4.rs`, `v5.rs`).
+//! `v4.rs` to `v7.rs`).
 //!
 //! Versions (postcard is not self-describing, so a changed shape needs a new one):
 //! - 1: the first format.
@@ -30,6 +30,15 @@
 //!   "not recorded"); versions 2 to 4 read through `v4.rs` straight into
 //!   today's shapes, likewise without one. The writer makes every record
 //!   version 6, bundles still version 4.
+//! - 7: step kinds (`saga::StepKind`): `StepSpec` and `StepDef` gained `kind`,
+//!   so step snapshots and `SagaStarted` changed; `EventKind` gained
+//!   `ResumeRequested`, appended. Version-6 records read through `v6.rs`,
+//!   every step compensatable.
+//! - 8: a saga's times: `SagaStarted` gained `start_at` and `deadline` (in
+//!   runs, a `Started` stored against a step snapshot too); `EventKind`
+//!   gained `StartReached` and `SagaStatus` `Scheduled`, both appended.
+//!   Version-7 records read through `v7.rs`, started at once with no
+//!   deadline. The writer makes every record version 8, bundles still 4.
 
 use crate::journal::JournalError;
 
@@ -42,6 +51,7 @@ mod v1;
 mod v4;
 mod v5;
 mod v6;
+mod v7;
 
 pub use keys::*;
 pub use record::*;

@@ -8,21 +8,21 @@
 //! reported as damaged, never decoded as something else. Older versions are
 //! read through [`Record::from_v1`] (the shapes of `v1.rs`),
 //! [`Record::from_v4`] (versions 2 to 4, the shapes of `v4.rs`),
-//! [`Record::from_v5`] (the shapes of `v5.rs`) and [`Record::from_v6`] (the
-//! shapes of `v6.rs`).
+//! [`Record::from_v5`] (the shapes of `v5.rs`), [`Record::from_v6`] (the
+//! shapes of `v6.rs`) and [`Record::from_v7`] (the shapes of `v7.rs`).
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{corrupt, v1, v4, v5, v6};
+use super::{corrupt, v1, v4, v5, v6, v7};
 use crate::{
     journal::{JournalError, SagaSummary, store::encode_after},
     saga::{Event, Participant, SagaId, StepSpec},
 };
 
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u8 = 7;
+pub const FORMAT_VERSION: u8 = 8;
 /// The version this build writes for every record but bundles.
-pub const RECORD_VERSION: u8 = 7;
+pub const RECORD_VERSION: u8 = 8;
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 /// The first version with runs of events and run pointers in the offset index.
@@ -33,6 +33,8 @@ pub const TIME_BUDGET_SINCE_VERSION: u8 = 5;
 pub const PRINCIPALS_SINCE_VERSION: u8 = 6;
 /// The first version whose steps have a kind (`v6.rs`).
 pub const STEP_KINDS_SINCE_VERSION: u8 = 7;
+/// The first version whose sagas have a start time and a deadline (`v7.rs`).
+pub const TIMES_SINCE_VERSION: u8 = 8;
 
 /// A type stored as a journal value, and how its older encodings are read.
 pub trait Record: Serialize + DeserializeOwned {
@@ -55,8 +57,14 @@ pub trait Record: Serialize + DeserializeOwned {
     }
 
     /// Decodes a body written in format version 6. The default is for types
-    /// whose shape has not changed since.
+    /// whose shape did not change in version 7: read as version 7 is.
     fn from_v6(body: &[u8]) -> postcard::Result<Self> {
+        Self::from_v7(body)
+    }
+
+    /// Decodes a body written in format version 7. The default is for types
+    /// whose shape has not changed since.
+    fn from_v7(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes(body)
     }
 }
@@ -76,6 +84,10 @@ impl Record for Event {
 
     fn from_v6(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes::<v6::Event>(body).map(Event::from)
+    }
+
+    fn from_v7(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v7::Event>(body).map(Event::from)
     }
 }
 impl Record for SagaSummary {}
@@ -150,8 +162,8 @@ impl WrittenBefore for Event {
         match version {
             1 => panic!("write version-1 events with the shapes of v1.rs's tests"),
             2..TIME_BUDGET_SINCE_VERSION => encode(&v4::Event::from(self)),
-            TIME_BUDGET_SINCE_VERSION..PRINCIPALS_SINCE_VERSION => {
-                panic!("write version-5 records with the shapes of v5.rs's tests")
+            TIME_BUDGET_SINCE_VERSION..TIMES_SINCE_VERSION => {
+                panic!("write version-{version} records with the shapes of v{version}.rs's tests")
             }
             _ => encode(self),
         }
@@ -197,6 +209,7 @@ pub fn body_as<T: Record>(key: &[u8], version: u8, body: &[u8]) -> Result<T, Jou
         2..TIME_BUDGET_SINCE_VERSION => T::from_v4(body),
         TIME_BUDGET_SINCE_VERSION..PRINCIPALS_SINCE_VERSION => T::from_v5(body),
         PRINCIPALS_SINCE_VERSION..STEP_KINDS_SINCE_VERSION => T::from_v6(body),
+        STEP_KINDS_SINCE_VERSION..TIMES_SINCE_VERSION => T::from_v7(body),
         _ => postcard::from_bytes(body),
     };
     value.map_err(|e| corrupt(key, format!("undecodable body: {e}")))

@@ -28,9 +28,9 @@ use super::{
     keys::{event_key, offset_of_key},
     record::{
         BUNDLE_VERSION, PRINCIPALS_SINCE_VERSION, RUNS_SINCE_VERSION, STEP_KINDS_SINCE_VERSION,
-        TIME_BUDGET_SINCE_VERSION, body_as, encode, encode_as_bundle, open,
+        TIME_BUDGET_SINCE_VERSION, TIMES_SINCE_VERSION, body_as, encode, encode_as_bundle, open,
     },
-    v4, v5, v6,
+    v4, v5, v6, v7,
 };
 use crate::{
     journal::{JournalError, store::Bytes},
@@ -47,9 +47,9 @@ struct Run<'a> {
 }
 
 /// [`Run`], read back; `K` is the event kind's shape in the run's version
-/// (today's, or that of versions 3 and 4, `v4.rs`, 5, `v5.rs`, or 6, `v6.rs`), and `B`
-/// what a snapshot `Started` says of who started the saga: `()` (nothing,
-/// postcard writes no bytes for it) before version 6.
+/// (today's, or that of versions 3 and 4, `v4.rs`, 5, `v5.rs`, 6, `v6.rs`,
+/// or 7, `v7.rs`), and `B` what a snapshot `Started` stores after its trace
+/// ([`StartedTail`]).
 #[derive(Deserialize)]
 struct OwnedRun<K, B> {
     saga: SagaId,
@@ -68,8 +68,10 @@ enum StoredKind<'a> {
         snapshot: u64,
         payload: &'a [u8],
         idempotency_key: &'a Option<String>,
-        trace: &'a Option<TraceContext>,
+        trace: &'a Option<Box<TraceContext>>,
         started_by: &'a Option<Box<Principal>>,
+        start_at: &'a Option<Timestamp>,
+        deadline: &'a Option<Timestamp>,
     },
 }
 
@@ -82,33 +84,56 @@ enum OwnedStoredKind<K, B> {
         snapshot: u64,
         payload: Vec<u8>,
         idempotency_key: Option<String>,
-        trace: Option<TraceContext>,
-        started_by: B,
+        trace: Option<Box<TraceContext>>,
+        tail: B,
     },
 }
 
-/// What a `Started` of a run's version says of who started the saga, in
-/// today's shape.
-trait StartedBy {
-    fn upgrade(self) -> Option<Box<Principal>>;
+/// What a snapshot `Started` stores after its trace since version 8 (postcard
+/// writes a struct as its fields in order, as [`StoredKind`] writes them).
+#[derive(Deserialize)]
+struct Tail {
+    started_by: Option<Box<Principal>>,
+    start_at: Option<Timestamp>,
+    deadline: Option<Timestamp>,
 }
 
-/// Before version 6: not recorded.
-impl StartedBy for () {
-    fn upgrade(self) -> Option<Box<Principal>> {
-        None
+/// What a snapshot `Started` of a run's version stores after its trace, in
+/// today's shape.
+trait StartedTail {
+    fn upgrade(self) -> Tail;
+}
+
+/// Before version 6: nothing (postcard writes no bytes for `()`).
+impl StartedTail for () {
+    fn upgrade(self) -> Tail {
+        Tail {
+            started_by: None,
+            start_at: None,
+            deadline: None,
+        }
     }
 }
 
-impl StartedBy for Option<Box<Principal>> {
-    fn upgrade(self) -> Option<Box<Principal>> {
+/// Versions 6 and 7: who started the saga.
+impl StartedTail for Option<Box<Principal>> {
+    fn upgrade(self) -> Tail {
+        Tail {
+            started_by: self,
+            ..().upgrade()
+        }
+    }
+}
+
+impl StartedTail for Tail {
+    fn upgrade(self) -> Tail {
         self
     }
 }
 
-impl<K: Into<EventKind>, B: StartedBy> OwnedRun<K, B> {
-    /// A run of an earlier version (`v4.rs`, `v5.rs`, `v6.rs`), in today's shapes.
-    fn upgrade(self) -> OwnedRun<EventKind, Option<Box<Principal>>> {
+impl<K: Into<EventKind>, B: StartedTail> OwnedRun<K, B> {
+    /// A run of an earlier version (`v4.rs` to `v7.rs`), in today's shapes.
+    fn upgrade(self) -> OwnedRun<EventKind, Tail> {
         OwnedRun {
             saga: self.saga,
             first_seq: self.first_seq,
@@ -122,8 +147,8 @@ impl<K: Into<EventKind>, B: StartedBy> OwnedRun<K, B> {
     }
 }
 
-impl<K: Into<EventKind>, B: StartedBy> OwnedStoredKind<K, B> {
-    fn upgrade(self) -> OwnedStoredKind<EventKind, Option<Box<Principal>>> {
+impl<K: Into<EventKind>, B: StartedTail> OwnedStoredKind<K, B> {
+    fn upgrade(self) -> OwnedStoredKind<EventKind, Tail> {
         match self {
             OwnedStoredKind::Event(kind) => OwnedStoredKind::Event(kind.into()),
             OwnedStoredKind::Started {
@@ -132,14 +157,14 @@ impl<K: Into<EventKind>, B: StartedBy> OwnedStoredKind<K, B> {
                 payload,
                 idempotency_key,
                 trace,
-                started_by,
+                tail,
             } => OwnedStoredKind::Started {
                 definition,
                 snapshot,
                 payload,
                 idempotency_key,
                 trace,
-                started_by: started_by.upgrade(),
+                tail: tail.upgrade(),
             },
         }
     }
@@ -176,6 +201,8 @@ impl StoredKind<'_> {
                     idempotency_key,
                     trace,
                     started_by,
+                    start_at,
+                    deadline,
                 },
                 Some(snapshot),
             ) => StoredKind::Started {
@@ -185,6 +212,8 @@ impl StoredKind<'_> {
                 idempotency_key,
                 trace,
                 started_by,
+                start_at,
+                deadline,
             },
             _ => StoredKind::Event(kind),
         }
@@ -263,8 +292,11 @@ fn decode_one_run(
             } else if version < STEP_KINDS_SINCE_VERSION {
                 postcard::from_bytes::<OwnedRun<v6::EventKind, Option<Box<Principal>>>>(body)
                     .map(OwnedRun::upgrade)
+            } else if version < TIMES_SINCE_VERSION {
+                postcard::from_bytes::<OwnedRun<v7::EventKind, Option<Box<Principal>>>>(body)
+                    .map(OwnedRun::upgrade)
             } else {
-                postcard::from_bytes::<OwnedRun<EventKind, Option<Box<Principal>>>>(body)
+                postcard::from_bytes::<OwnedRun<EventKind, Tail>>(body)
             }
             .map_err(|e| corrupt(key, format!("undecodable body: {e}")))?;
             let count = run.events.len() as u64;
@@ -290,7 +322,7 @@ fn decode_one_run(
                         payload,
                         idempotency_key,
                         trace,
-                        started_by,
+                        tail,
                     } => EventKind::SagaStarted {
                         definition,
                         inline_steps: None,
@@ -298,7 +330,9 @@ fn decode_one_run(
                         payload,
                         idempotency_key,
                         trace,
-                        started_by,
+                        started_by: tail.started_by,
+                        start_at: tail.start_at,
+                        deadline: tail.deadline,
                     },
                 };
                 events.push(Event {

@@ -252,6 +252,8 @@ mod tests {
                     idempotency_key: Some("k".into()),
                     trace: None,
                     started_by: None,
+                    start_at: None,
+                    deadline: None,
                 },
             }
         );

@@ -105,7 +105,7 @@ pub(super) enum EventKind {
         steps: Vec<StepSpec>,
         payload: Vec<u8>,
         idempotency_key: Option<String>,
-        trace: Option<TraceContext>,
+        trace: Option<Box<TraceContext>>,
     },
     AttemptStarted {
         step: u32,
@@ -243,6 +243,8 @@ impl From<EventKind> for saga::EventKind {
                 idempotency_key,
                 trace,
                 started_by: None,
+                start_at: None,
+                deadline: None,
             },
             EventKind::AttemptStarted {
                 step,
@@ -385,6 +387,7 @@ mod written_before {
                     idempotency_key,
                     trace,
                     started_by,
+                    ..
                 } => {
                     assert_eq!(started_by, None, "format 4 has no principals");
                     EventKind::SagaStarted {
@@ -447,6 +450,7 @@ mod written_before {
                     EventKind::RetryRequested
                 }
                 Current::ResumeRequested { .. } => panic!("format 4 has no ResumeRequested"),
+                Current::StartReached => panic!("format 4 has no StartReached"),
                 Current::EndpointsRefreshed { .. } => {
                     panic!("format 4 has no EndpointsRefreshed")
                 }
@@ -491,7 +495,7 @@ mod tests {
             snapshot: u64,
             payload: Vec<u8>,
             idempotency_key: Option<String>,
-            trace: Option<TraceContext>,
+            trace: Option<Box<TraceContext>>,
         },
     }
 
@@ -708,6 +712,8 @@ mod tests {
                 idempotency_key: None,
                 trace: None,
                 started_by: None,
+                start_at: None,
+                deadline: None,
             },
             saga::EventKind::AttemptFailed {
                 step: 0,

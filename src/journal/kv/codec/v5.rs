@@ -52,7 +52,7 @@ pub(super) enum EventKind {
         steps: Vec<StepSpec>,
         payload: Vec<u8>,
         idempotency_key: Option<String>,
-        trace: Option<TraceContext>,
+        trace: Option<Box<TraceContext>>,
     },
     AttemptStarted {
         step: u32,
@@ -135,6 +135,8 @@ impl From<EventKind> for saga::EventKind {
                 idempotency_key,
                 trace,
                 started_by: None,
+                start_at: None,
+                deadline: None,
             },
             EventKind::AttemptStarted {
                 step,
@@ -216,7 +218,7 @@ mod tests {
             snapshot: u64,
             payload: Vec<u8>,
             idempotency_key: Option<String>,
-            trace: Option<TraceContext>,
+            trace: Option<Box<TraceContext>>,
         },
     }
 
@@ -335,6 +337,8 @@ mod tests {
                 idempotency_key: None,
                 trace: None,
                 started_by: Some(Box::new(svc.clone())),
+                start_at: None,
+                deadline: None,
             },
             saga::EventKind::CancelRequested {
                 reason: "r".into(),

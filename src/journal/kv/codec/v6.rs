@@ -62,7 +62,7 @@ pub(super) enum EventKind {
         steps: Vec<StepSpec>,
         payload: Vec<u8>,
         idempotency_key: Option<String>,
-        trace: Option<TraceContext>,
+        trace: Option<Box<TraceContext>>,
         started_by: Option<Box<Principal>>,
     },
     AttemptStarted {
@@ -167,6 +167,8 @@ impl From<EventKind> for saga::EventKind {
                 idempotency_key,
                 trace,
                 started_by,
+                start_at: None,
+                deadline: None,
             },
             EventKind::AttemptStarted {
                 step,
@@ -268,7 +270,7 @@ mod tests {
             snapshot: u64,
             payload: Vec<u8>,
             idempotency_key: Option<String>,
-            trace: Option<TraceContext>,
+            trace: Option<Box<TraceContext>>,
             started_by: Option<Box<Principal>>,
         },
     }
