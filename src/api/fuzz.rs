@@ -56,6 +56,16 @@ fn duration() -> impl Strategy<Value = Option<prost_types::Duration>> {
     )
 }
 
+fn time() -> impl Strategy<Value = Option<prost_types::Timestamp>> {
+    option::of(
+        (
+            prop_oneof![any::<i64>(), 1_700_000_000i64..1_900_000_000],
+            prop_oneof![any::<i32>(), 0i32..1_000_000_000],
+        )
+            .prop_map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+    )
+}
+
 fn retry() -> impl Strategy<Value = Option<pb::RetryPolicy>> {
     let number = || option::of(prop_oneof![any::<f64>(), 0.0f64..3.0]);
     let count = || option::of(prop_oneof![any::<u32>(), 0u32..5]);
@@ -134,16 +144,26 @@ fn call() -> impl Strategy<Value = Call> {
                 })
             }
         ),
-        (text(), vec(step(), 0..3), vec(any::<u8>(), 0..32), text()).prop_map(
-            |(definition, steps, payload, key)| Call::Start(pb::StartSagaRequest {
-                definition,
-                steps,
-                payload,
-                idempotency_key: key,
-                wait: false,
-                ..Default::default()
-            })
-        ),
+        (
+            (text(), vec(step(), 0..3), vec(any::<u8>(), 0..32), text()),
+            (time(), duration(), time(), duration()),
+        )
+            .prop_map(
+                |(
+                    (definition, steps, payload, key),
+                    (start_at, start_delay, deadline_at, deadline),
+                )| Call::Start(pb::StartSagaRequest {
+                    definition,
+                    steps,
+                    payload,
+                    idempotency_key: key,
+                    wait: false,
+                    start_at,
+                    start_delay,
+                    deadline_at,
+                    deadline,
+                })
+            ),
         vec(any::<u8>(), 0..128).prop_map(Call::StartFromBytes),
         text().prop_map(Call::Get),
         (any::<i32>(), text(), any::<u32>(), text()).prop_map(

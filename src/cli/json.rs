@@ -196,6 +196,7 @@ pub fn definition(d: &pb::SagaDefinition) -> Value {
     json!({
         "name": d.name,
         "description": text(&d.description),
+        "deadline": duration(d.deadline.as_ref()),
         "steps": d.steps.iter().map(|s| json!({
             "name": s.name,
             "participant": s.participant,

@@ -656,7 +656,7 @@ pub fn definition_table(definitions: &[pb::SagaDefinition], palette: &Palette) -
     if definitions.is_empty() {
         return "no definitions loaded (start the server with --sagas DIR)\n".into();
     }
-    let mut table = Table::new(&["NAME", "STEPS (participant)", "DESCRIPTION"]);
+    let mut table = Table::new(&["NAME", "STEPS (participant)", "DEADLINE", "DESCRIPTION"]);
     for d in definitions {
         let steps = d
             .steps
@@ -670,6 +670,13 @@ pub fn definition_table(definitions: &[pb::SagaDefinition], palette: &Palette) -
         table.row(vec![
             (d.name.clone(), Tone::Bold),
             (steps, Tone::Plain),
+            (
+                d.deadline
+                    .and_then(|d| std::time::Duration::try_from(d).ok())
+                    .map(|d| humantime::format_duration(d).to_string())
+                    .unwrap_or_else(|| "-".into()),
+                Tone::Plain,
+            ),
             (d.description.clone(), Tone::Plain),
         ]);
     }

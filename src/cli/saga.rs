@@ -7,14 +7,16 @@
 use std::{
     io::Read,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
-use sagad::proto::v1 as pb;
+use sagad::{api::convert, config::parse_duration, proto::v1 as pb, saga::Timestamp};
 use tokio_stream::StreamExt;
 
 use crate::cli::{
     connect::{AddrArgs, connect, normalize_addr},
     error::{CliError, EXIT_COMPENSATED, EXIT_FAILED},
+    export::parse_time,
     json,
     output::{Format, OutputArgs, Palette, Tone, is_terminal, saga_state_name},
     render,
@@ -41,6 +43,20 @@ pub struct StartArgs {
     /// (4 if COMPENSATED, 5 if FAILED).
     #[arg(long)]
     pub wait: bool,
+    /// Start later, at this time (RFC 3339 UTC, like 2026-12-24T18:00:00Z):
+    /// the saga is journaled now and SCHEDULED until then.
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "delay")]
+    pub at: Option<Timestamp>,
+    /// Start later, this long from now (like "10m").
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub delay: Option<Duration>,
+    /// The saga's deadline, counted from its start (like "10m"), instead of
+    /// its definition's: when it passes, the saga turns back and compensates.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "deadline_at")]
+    pub deadline: Option<Duration>,
+    /// The saga's deadline as a time (RFC 3339 UTC), after its start.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub deadline_at: Option<Timestamp>,
     #[command(flatten)]
     pub addr: AddrArgs,
     #[command(flatten)]
@@ -65,6 +81,7 @@ pub struct GetArgs {
 /// A saga state as the `--state` flag spells it.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum StateArg {
+    Scheduled,
     Running,
     Compensating,
     Completed,
@@ -75,6 +92,7 @@ pub enum StateArg {
 impl From<StateArg> for pb::SagaState {
     fn from(s: StateArg) -> Self {
         match s {
+            StateArg::Scheduled => pb::SagaState::Scheduled,
             StateArg::Running => pb::SagaState::Running,
             StateArg::Compensating => pb::SagaState::Compensating,
             StateArg::Completed => pb::SagaState::Completed,
@@ -195,7 +213,11 @@ pub async fn start(args: StartArgs) -> Result<(), CliError> {
             payload,
             idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
             wait: args.wait,
-            ..Default::default()
+            steps: Vec::new(),
+            start_at: args.at.map(convert::timestamp),
+            start_delay: args.delay.map(convert::duration),
+            deadline_at: args.deadline_at.map(convert::timestamp),
+            deadline: args.deadline.map(convert::duration),
         })
         .await?
         .into_inner();

@@ -63,6 +63,9 @@ pub struct StartRequest {
     pub deadline: Option<When>,
 }
 
+/// How far ahead a start or a deadline may be.
+const TIMES_AHEAD_MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// A time a request names: absolute, or relative to a moment the engine
 /// fixes (now, for a start; the start, for a deadline).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,6 +320,18 @@ fn started_event(request: &StartRequest, source: &Source<'_>, specs: &[StepSpec]
         (Some(when), _) => Some(when.from(start)),
         (None, definition) => definition.map(|d| start.plus(d)),
     };
+    // Past this, a time is a mistake (and no clock or format is made for it).
+    let latest = now.plus(TIMES_AHEAD_MAX);
+    for (what, time) in [("start", Some(start)), ("deadline", deadline)] {
+        if let Some(time) = time
+            && time > latest
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the saga's {what} is {} ahead; at most 100 years are allowed",
+                humantime::format_duration(Duration::from_secs(time.since(now).as_secs()))
+            )));
+        }
+    }
     if let Some(deadline) = deadline
         && deadline <= start
     {

@@ -46,6 +46,12 @@ macro_rules! journal_conformance {
             $crate::journal::conformance::indexes_follow_events(journal).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_scheduled_sagas_are_unfinished_until_they_end() {
+            let (journal, _guard) = $make;
+            $crate::journal::conformance::scheduled_sagas_are_unfinished_until_they_end(journal)
+                .await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn conformance_participants_are_replaced_by_name() {
             let (journal, _guard) = $make;
             $crate::journal::conformance::participants_are_replaced_by_name(journal).await;
@@ -361,6 +367,100 @@ pub async fn indexes_follow_events(journal: Arc<dyn Journal>) {
     })
     .await;
     assert_eq!(compensating, vec![ids[0]]);
+}
+
+/// A saga journaled to start later is listed as SCHEDULED and is
+/// unfinished (recovery and takeover must find it) until it reaches its
+/// start and runs, or is cancelled before it; its times read back.
+pub async fn scheduled_sagas_are_unfinished_until_they_end(journal: Arc<dyn Journal>) {
+    let later = |e: Event| {
+        let EventKind::SagaStarted {
+            definition,
+            inline_steps,
+            steps,
+            payload,
+            idempotency_key,
+            trace,
+            started_by,
+            ..
+        } = e.kind
+        else {
+            unreachable!("started() makes a SagaStarted")
+        };
+        Event {
+            kind: EventKind::SagaStarted {
+                definition,
+                inline_steps,
+                steps,
+                payload,
+                idempotency_key,
+                trace,
+                started_by,
+                start_at: Some(e.at.plus(Duration::from_secs(3_600))),
+                deadline: Some(e.at.plus(Duration::from_secs(4_200))),
+            },
+            ..e
+        }
+    };
+    let (runs, cancelled) = (later(started("shop", None)), later(started("shop", None)));
+    let ids = [runs.saga, cancelled.saga];
+    journal.append(vec![runs.clone(), cancelled]).await.unwrap();
+    let scheduled = |journal: Arc<dyn Journal>| async move {
+        let query = ListQuery {
+            status: Some(SagaStatus::Scheduled),
+            limit: 100,
+            ..Default::default()
+        };
+        let mut listed: Vec<SagaId> = journal
+            .list(&query)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        listed.sort();
+        listed
+    };
+    let mut both = ids.to_vec();
+    both.sort();
+    assert_eq!(scheduled(journal.clone()).await, both);
+    let unfinished = journal.unfinished().await.unwrap();
+    assert!(ids.iter().all(|id| unfinished.contains(id)));
+    assert_eq!(journal.read_saga(ids[0]).await.unwrap()[0].kind, runs.kind);
+
+    journal
+        .append(vec![
+            next(ids[0], 2, EventKind::StartReached),
+            next(ids[0], 3, attempt(1)),
+            next(
+                ids[1],
+                2,
+                EventKind::CancelRequested {
+                    reason: "r".into(),
+                    by: None,
+                },
+            ),
+            next(
+                ids[1],
+                3,
+                EventKind::CompensationStarted { reason: "r".into() },
+            ),
+            next(ids[1], 4, EventKind::SagaCompensated),
+        ])
+        .await
+        .unwrap();
+    assert!(scheduled(journal.clone()).await.is_empty());
+    let unfinished = journal.unfinished().await.unwrap();
+    assert!(unfinished.contains(&ids[0]) && !unfinished.contains(&ids[1]));
+    let running = journal
+        .list(&ListQuery {
+            status: Some(SagaStatus::Running),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(running.iter().any(|s| s.id == ids[0]));
 }
 
 pub async fn participants_are_replaced_by_name(journal: Arc<dyn Journal>) {

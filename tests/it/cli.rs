@@ -864,6 +864,67 @@ async fn cancel_compensates_a_running_saga() {
     );
 }
 
+/// `start --delay` schedules a saga (`get` shows when it starts and its
+/// deadline, `list --state scheduled` finds it) and `cancel` ends it having
+/// called no one; a bad time is a usage error naming the flag.
+#[tokio::test]
+async fn start_later_with_a_deadline_list_scheduled_and_cancel() {
+    let server = TestServer::start().await;
+    let shop = declining_shop(&server).await;
+    let run = client(
+        &server,
+        &[
+            "start",
+            "order-fulfillment",
+            "--delay",
+            "1h",
+            "--deadline",
+            "10m",
+            "--json",
+        ],
+    )
+    .await;
+    let started = run.ok().json();
+    let saga = &started["saga"];
+    let id = saga["id"].as_str().unwrap().to_string();
+    assert_eq!(saga["state"], "SCHEDULED");
+    let start_at = humantime::parse_rfc3339(saga["start_at"].as_str().unwrap()).unwrap();
+    let deadline = humantime::parse_rfc3339(saga["deadline"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        deadline.duration_since(start_at).unwrap(),
+        Duration::from_secs(600)
+    );
+
+    let human = client(&server, &["get", &id]).await.ok().stdout.clone();
+    assert!(
+        human.lines().any(|l| l.trim_start().starts_with("starts")),
+        "{human}"
+    );
+    assert!(
+        human
+            .lines()
+            .any(|l| l.trim_start().starts_with("deadline")),
+        "{human}"
+    );
+    let listed = client(&server, &["list", "--state", "scheduled", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(names(&listed, "id"), vec![id.clone()]);
+
+    client(&server, &["cancel", &id, "--reason", "not needed"])
+        .await
+        .ok();
+    let mut grpc = server.client().await;
+    let done = until_terminal(&mut grpc, &id).await;
+    assert_eq!(state(&done), pb::SagaState::Compensated);
+    assert!(shop.fake.trace(&id).is_empty());
+
+    let bad = client(&server, &["start", "order-fulfillment", "--at", "tomorrow"]).await;
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("--at"), "{}", bad.stderr);
+}
+
 /// `participants register payments` with short retries, by the command line.
 async fn register_payments(server: &TestServer, forward: &str, compensate: &str) {
     let args = [

@@ -45,6 +45,7 @@ mod postgres_tls;
 mod process;
 mod python_participant;
 mod read_only;
+mod saga_times;
 mod sagas;
 mod sdk;
 mod shutdown;

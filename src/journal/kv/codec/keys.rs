@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! e <saga id:16> <first seq:8>  → run of events   a saga's history, in seq order (or a bundle of runs)
-//! u <saga id:16>                → (empty)         sagas not yet terminal (recovery, lists by RUNNING/COMPENSATING)
+//! u <saga id:16>                → (empty)         sagas not yet terminal (recovery, lists by SCHEDULED/RUNNING/COMPENSATING)
 //! f <saga id:16>                → (empty)         FAILED sagas (lists by FAILED, `by_status.rs`)
 //! s <saga id:16>                → summary         listing fields; id order = age
 //! i <idempotency key>           → saga id:16
