@@ -1610,7 +1610,7 @@ mod tests {
         let why = run.state.error.as_deref().unwrap();
         assert!(why.starts_with("deadline: "), "{why}");
         assert_eq!(run.state.turn_back_cause(), Some(TurnBack::Deadline));
-        let forward_last = run.calls.iter().filter(|c| c.1 == Action::Forward).last();
+        let forward_last = run.calls.iter().rfind(|c| c.1 == Action::Forward);
         assert!(
             forward_last.unwrap().3 < deadline,
             "no forward call at or past it"
