@@ -584,7 +584,11 @@ impl Engine {
             if !saga.status.is_terminal() && self.shares_its_journal() {
                 return Here::Elsewhere;
             }
-            return Here::Answered(Err(self.not_running(&saga, "cancelled", "RUNNING")));
+            return Here::Answered(Err(self.not_running(
+                &saga,
+                "cancelled",
+                "RUNNING or SCHEDULED",
+            )));
         }
     }
 

@@ -9,7 +9,7 @@
 //! | `sagad_sagas_finished_total` | counter | `definition`, `state` | sagas that reached `completed`, `compensated` or `failed` |
 //! | `sagad_sagas_failed_total` | counter | `definition` | sagas that became FAILED (a compensation gave up): alert on any increase |
 //! | `sagad_sagas_retried_total` | counter | `definition` | FAILED sagas resumed by `RetrySaga` |
-//! | `sagad_sagas_active` | gauge | `definition`, `state` | sagas whose journaled state is `running` or `compensating` |
+//! | `sagad_sagas_active` | gauge | `definition`, `state` | sagas whose journaled state is `scheduled`, `running` or `compensating` |
 //! | `sagad_sagas_parked` | gauge | | active sagas parked until their next attempt is due (no runner; read at each scrape) |
 //! | `sagad_compensations_started_total` | counter | `definition`, `cause` | sagas that turned back to compensate; `cause` is `step_failed`, `cancelled` or `deadline` |
 //! | `sagad_step_attempts_total` | counter | `participant`, `action`, `outcome` | finished calls; `action` is `forward`/`compensate`, `outcome` is `succeeded`, `rejected`, `transient` or `interrupted` |

@@ -555,7 +555,9 @@ impl SagaState {
             }
             EventKind::CancelRequested { reason, .. } => {
                 if !matches!(self.status, SagaStatus::Running | SagaStatus::Scheduled) {
-                    return Err(invalid("only a running saga can be cancelled".into()));
+                    return Err(invalid(
+                        "only a running or scheduled saga can be cancelled".into(),
+                    ));
                 }
                 if let Some(step) = self.no_return_step() {
                     return Err(invalid(format!(
