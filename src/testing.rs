@@ -23,6 +23,7 @@ pub fn spec(name: &str) -> StepSpec {
             ..RetryPolicy::default()
         },
         timeout: Duration::from_secs(1),
+        input: None,
     }
 }
 

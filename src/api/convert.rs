@@ -18,7 +18,7 @@ use crate::{
     saga::{
         Action, AttemptRecord, AttemptResult, AuditEntry, Definition, Endpoint, Event, EventKind,
         Failure, Participant, Protocol, RetryOverrides, RetryPolicy, SagaState, SagaStatus,
-        StepDef, StepKind, Timestamp,
+        StepDef, StepKind, Timestamp, input::InputMap,
     },
 };
 
@@ -191,6 +191,7 @@ pub fn step_def(index: usize, s: pb::StepDefinition) -> Result<StepDef, Status> 
         retry: retry_overrides(&format!("steps[{index}].retry"), s.retry)?,
         timeout: duration_from(&format!("steps[{index}].timeout"), s.timeout)?,
         kind: step_kind_from(&format!("steps[{index}].kind"), s.kind)?,
+        input: (!s.input.is_empty()).then(|| s.input.into_iter().collect()),
         name: s.name,
         participant: s.participant,
     })
@@ -222,7 +223,17 @@ fn step_def_pb(s: &StepDef) -> pb::StepDefinition {
         retry: retry_policy_pb(s.retry),
         timeout: s.timeout.map(duration),
         kind: step_kind_pb(s.kind) as i32,
+        input: input_pb(s.input.as_ref()),
     }
+}
+
+/// An input mapping on the wire (empty: none).
+fn input_pb(input: Option<&InputMap>) -> std::collections::HashMap<String, String> {
+    input
+        .into_iter()
+        .flatten()
+        .map(|(f, p)| (f.clone(), p.clone()))
+        .collect()
 }
 
 pub fn definition(d: &Definition) -> pb::SagaDefinition {
@@ -339,6 +350,8 @@ pub fn saga(s: &SagaState, shown: Attempts) -> pb::Saga {
                 compensate_protocol: protocol_pb(spec.compensate.protocol()) as i32,
                 retry: Some(resolved_policy_pb(spec.retry)),
                 timeout: Some(duration(spec.timeout)),
+                input_mapping: input_pb(spec.input.as_ref()),
+                input: p.input.clone().unwrap_or_default(),
                 endpoint_changes: p
                     .endpoint_changes
                     .iter()
@@ -459,6 +472,14 @@ pub fn event(e: &Event, status: SagaStatus, steps: &[String]) -> pb::SagaEvent {
             by: by.as_ref().map(principal),
         }),
         EventKind::StartReached => E::StartReached(pb::StartReached {}),
+        EventKind::InputResolved { step, input } => E::InputResolved(pb::InputResolved {
+            step: step_name(*step),
+            input: input.clone(),
+        }),
+        EventKind::InputUnresolved { step, error } => E::InputUnresolved(pb::InputUnresolved {
+            step: step_name(*step),
+            error: error.clone(),
+        }),
         EventKind::EndpointsRefreshed { changes } => {
             E::EndpointsRefreshed(pb::EndpointsRefreshed {
                 changes: changes

@@ -111,6 +111,7 @@ fn step() -> impl Strategy<Value = pb::StepDefinition> {
             retry,
             timeout,
             kind,
+            input: Default::default(),
         },
     )
 }

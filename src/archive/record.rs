@@ -88,6 +88,10 @@ pub struct ArchivedStep {
     pub forward_endpoint: String,
     pub compensate_endpoint: String,
     pub timeout: String,
+    /// The step's input mapping (field, pointer); absent without one. The
+    /// input it built is in the step's `input_resolved` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<std::collections::BTreeMap<String, String>>,
     pub retry: ArchivedRetry,
     pub forward_attempts: u32,
     pub compensate_attempts: u32,
@@ -180,6 +184,15 @@ pub enum ArchivedEventKind {
         by: Option<ArchivedPrincipal>,
     },
     StartReached {},
+    InputResolved {
+        step: String,
+        /// The input, as the JSON it holds.
+        input: Value,
+    },
+    InputUnresolved {
+        step: String,
+        error: String,
+    },
 }
 
 /// One endpoint a refresh replaced.
@@ -300,6 +313,19 @@ impl ArchivedSaga {
                         by: by.as_ref().map(Into::into),
                     },
                     EventKind::StartReached => ArchivedEventKind::StartReached {},
+                    EventKind::InputResolved { step, input } => {
+                        ArchivedEventKind::InputResolved {
+                            step: step_name(*step),
+                            // Always JSON: the mapping built it.
+                            input: serde_json::from_slice(input).unwrap_or(Value::Null),
+                        }
+                    }
+                    EventKind::InputUnresolved { step, error } => {
+                        ArchivedEventKind::InputUnresolved {
+                            step: step_name(*step),
+                            error: error.clone(),
+                        }
+                    }
                     EventKind::EndpointsRefreshed { changes } => {
                         ArchivedEventKind::EndpointsRefreshed {
                             changes: changes
@@ -331,6 +357,7 @@ impl ArchivedSaga {
                     forward_endpoint: spec.forward.url().into(),
                     compensate_endpoint: spec.compensate.url().into(),
                     timeout: duration(spec.timeout),
+                    input: spec.input.clone(),
                     retry: retry(&spec.retry),
                     forward_attempts: p.forward.attempts,
                     compensate_attempts: p.compensate.attempts,

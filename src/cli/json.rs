@@ -95,6 +95,8 @@ fn step(s: &pb::Step) -> Value {
         "compensate_attempts": s.compensate_attempts,
         "last_error": text(&s.last_error),
         "output": bytes_or_text(&s.output),
+        "input_mapping": mapping(&s.input_mapping),
+        "input": bytes_or_text(&s.input),
         "started_at": time(s.started_at.as_ref()),
         "finished_at": time(s.finished_at.as_ref()),
         "next_attempt_at": time(s.next_attempt_at.as_ref()),
@@ -106,6 +108,15 @@ fn step(s: &pb::Step) -> Value {
         "elided_attempts": s.elided_attempts.as_ref().map(elided),
         "endpoint_changes": s.endpoint_changes.iter().map(endpoint_change).collect::<Vec<_>>(),
     })
+}
+
+/// An input mapping, ordered by field; `null` for a step without one.
+fn mapping(m: &std::collections::HashMap<String, String>) -> Value {
+    if m.is_empty() {
+        return Value::Null;
+    }
+    let sorted: std::collections::BTreeMap<&String, &String> = m.iter().collect();
+    json!(sorted)
 }
 
 /// Who made a call, as the archive records write it: `{"kind": "token",
@@ -201,6 +212,7 @@ pub fn definition(d: &pb::SagaDefinition) -> Value {
             "name": s.name,
             "participant": s.participant,
             "kind": step_kind_name(s.kind),
+            "input": mapping(&s.input),
             "timeout": duration(s.timeout.as_ref()),
             "retry": retry(s.retry.as_ref()),
         })).collect::<Vec<_>>(),
@@ -270,6 +282,14 @@ pub fn event(e: &pb::SagaEvent) -> Value {
             json!({ "by": principal(r.by.as_ref()) }),
         ),
         Some(E::StartReached(_)) => ("start_reached", json!({})),
+        Some(E::InputResolved(r)) => (
+            "input_resolved",
+            json!({ "step": r.step, "input": bytes_or_text(&r.input) }),
+        ),
+        Some(E::InputUnresolved(r)) => (
+            "input_unresolved",
+            json!({ "step": r.step, "error": r.error }),
+        ),
         Some(E::EndpointsRefreshed(r)) => (
             "endpoints_refreshed",
             json!({ "changes": r.changes.iter().map(endpoint_change).collect::<Vec<_>>() }),

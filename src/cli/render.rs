@@ -118,6 +118,20 @@ pub fn saga(s: &pb::Saga, palette: &Palette) -> String {
         ]);
     }
     out.push_str(&steps.render(palette));
+    for step in s.steps.iter().filter(|s| !s.input_mapping.is_empty()) {
+        let mut mapping: Vec<String> = step
+            .input_mapping
+            .iter()
+            .map(|(field, pointer)| format!("{field} = {pointer}"))
+            .collect();
+        mapping.sort();
+        let _ = write!(out, "  input of {}: {}", step.name, mapping.join(", "));
+        if !step.input.is_empty() {
+            let built = crate::cli::output::bytes_preview(&step.input, BYTES_PREVIEW_MAX);
+            let _ = write!(out, " → {built}");
+        }
+        out.push('\n');
+    }
 
     out.push('\n');
     out.push_str(&timeline(s, palette));
@@ -477,6 +491,17 @@ pub fn event_line(e: &pb::SagaEvent, palette: &Palette) -> String {
             principal(r.by.as_ref())
         ),
         Some(E::StartReached(_)) => format!("{}start time reached: going forward", step("")),
+        Some(E::InputResolved(r)) => format!(
+            "{}input {}",
+            step(&r.step),
+            crate::cli::output::bytes_preview(&r.input, BYTES_PREVIEW_MAX)
+        ),
+        Some(E::InputUnresolved(r)) => format!(
+            "{}input {}: {}",
+            step(&r.step),
+            palette.paint(Tone::Bad, "unresolved"),
+            r.error
+        ),
         Some(E::EndpointsRefreshed(r)) => {
             let changes: Vec<String> = r
                 .changes

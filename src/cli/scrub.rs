@@ -37,6 +37,18 @@ fn clean(text: &mut String) {
     *text = out;
 }
 
+/// Cleans the keys and values of a map of text (an input mapping).
+fn clean_map(map: &mut std::collections::HashMap<String, String>) {
+    *map = std::mem::take(map)
+        .into_iter()
+        .map(|(mut k, mut v)| {
+            clean(&mut k);
+            clean(&mut v);
+            (k, v)
+        })
+        .collect();
+}
+
 impl<T: Scrub> Scrub for Vec<T> {
     fn scrub(&mut self) {
         self.iter_mut().for_each(Scrub::scrub);
@@ -138,7 +150,10 @@ impl Scrub for pb::Step {
             forward_protocol: _,
             compensate_protocol: _,
             kind: _,
+            input_mapping,
+            input: _,
         } = self;
+        clean_map(input_mapping);
         for text in [
             name,
             participant,
@@ -291,9 +306,11 @@ impl Scrub for pb::StepDefinition {
             retry: _,
             timeout: _,
             kind: _,
+            input,
         } = self;
         clean(name);
         clean(participant);
+        clean_map(input);
     }
 }
 
@@ -380,6 +397,11 @@ impl Scrub for pb::SagaEvent {
             E::SagaCompleted(pb::SagaCompleted {})
             | E::SagaCompensated(pb::SagaCompensated {})
             | E::StartReached(pb::StartReached {}) => {}
+            E::InputResolved(pb::InputResolved { step, input: _ }) => clean(step),
+            E::InputUnresolved(pb::InputUnresolved { step, error }) => {
+                clean(step);
+                clean(error);
+            }
             E::EndpointsRefreshed(pb::EndpointsRefreshed { changes }) => changes.scrub(),
         }
     }

@@ -151,6 +151,8 @@ impl Engine {
                     self.saga_failed(state);
                 }
                 EventKind::AttemptStarted { .. }
+                | EventKind::InputResolved { .. }
+                | EventKind::InputUnresolved { .. }
                 | EventKind::CancelRequested { .. }
                 | EventKind::EndpointsRefreshed { .. } => {}
             }

@@ -336,7 +336,12 @@ impl Runner {
             action,
             attempt,
             idempotency_key: idempotency_key(self.state.id, &spec.name, action),
-            payload: self.state.payload.clone(),
+            // A mapped step sends its journaled input, forward and back.
+            payload: self.state.progress[step as usize]
+                .input
+                .as_ref()
+                .unwrap_or(&self.state.payload)
+                .clone(),
             outputs: self
                 .state
                 .outputs()

@@ -23,6 +23,7 @@ use std::time::Duration;
 use super::{
     event::{EventKind, Failure},
     id::{Action, Timestamp},
+    input,
     state::{AttemptResult, SagaState, SagaStatus},
     text::{ERROR_TEXT_MAX_BYTES, clipped},
 };
@@ -172,6 +173,24 @@ fn decide_forward(state: &SagaState, now: Timestamp) -> Decision {
                 "deadline: the saga did not finish by its deadline, {}",
                 humantime::format_rfc3339_millis(deadline.to_system_time())
             ),
+        });
+    }
+    // A mapped step's input is built before its first call, and journaled.
+    let spec = &state.steps[step];
+    if let (Some(input), None) = (&spec.input, &progress.input) {
+        let output_of = |name: &str| {
+            let i = state.steps.iter().position(|s| s.name == name)?;
+            state.progress[i].output.as_deref()
+        };
+        return Decision::Record(match input::resolve(input, &state.payload, output_of) {
+            Ok(input) => EventKind::InputResolved {
+                step: step as u32,
+                input,
+            },
+            Err(error) => EventKind::InputUnresolved {
+                step: step as u32,
+                error,
+            },
         });
     }
     match next_attempt(
@@ -412,6 +431,7 @@ mod tests {
                 max_duration: None,
             },
             timeout: Duration::from_secs(1),
+            input: None,
         }
     }
 
@@ -1685,5 +1705,107 @@ mod tests {
             ..reached_twice
         };
         assert!(run.state.apply(&again).is_err(), "a start is reached once");
+    }
+
+    fn json_out(text: &str) -> CallOutcome {
+        CallOutcome::Succeeded {
+            output: text.as_bytes().to_vec(),
+        }
+    }
+
+    fn mapped(run: &mut Run, step: usize, pairs: &[(&str, &str)]) {
+        run.state.steps[step].input = Some(
+            pairs
+                .iter()
+                .map(|(f, p)| (f.to_string(), p.to_string()))
+                .collect(),
+        );
+    }
+
+    #[test]
+    fn a_mapped_step_builds_its_input_once_before_its_first_attempt() {
+        let mut run = Run::new(2);
+        mapped(
+            &mut run,
+            1,
+            &[
+                ("amount", "/steps/a/output/total"),
+                ("id", "/payload/order"),
+            ],
+        );
+        run.state.payload = br#"{"order":"A-1"}"#.to_vec();
+        run.drive(|s, a, n| match (s, a, n) {
+            (0, Action::Forward, _) => json_out(r#"{"total":7}"#),
+            (1, Action::Forward, 1) => flaky(),
+            _ => ok(),
+        });
+        assert_eq!(run.state.status, SagaStatus::Completed);
+        assert_eq!(run.call_order().join(" "), "F0#1 F1#1 F1#2");
+        let built = run
+            .recorded
+            .iter()
+            .position(|r| *r == "InputResolved")
+            .unwrap();
+        assert_eq!(
+            run.recorded[built + 1],
+            "AttemptStarted",
+            "built just before"
+        );
+        assert_eq!(
+            run.recorded
+                .iter()
+                .filter(|r| **r == "InputResolved")
+                .count(),
+            1,
+            "built once, kept across the retry"
+        );
+        let input: serde_json::Value =
+            serde_json::from_slice(run.state.progress[1].input.as_ref().unwrap()).unwrap();
+        assert_eq!(input, serde_json::json!({"amount": 7, "id": "A-1"}));
+        assert_eq!(run.state.progress[0].input, None, "unmapped: no input");
+    }
+
+    #[test]
+    fn an_unresolved_pointer_rejects_the_step_without_a_call() {
+        let mut run = Run::new(3);
+        mapped(&mut run, 1, &[("amount", "/steps/a/output/vat")]);
+        run.drive(|s, _, _| match s {
+            0 => json_out(r#"{"total":7}"#),
+            _ => ok(),
+        });
+        assert_eq!(run.call_order().join(" "), "F0#1 C0#1");
+        assert_eq!(run.state.status, SagaStatus::Compensated);
+        let why = run.state.error.as_deref().unwrap();
+        assert!(
+            why.contains("step 'b' was rejected")
+                && why.contains("pointer '/steps/a/output/vat' resolves to nothing"),
+            "{why}"
+        );
+        assert_eq!(run.step_states(), vec![Cd, F, Sk]);
+        assert!(run.recorded.contains(&"InputUnresolved"));
+    }
+
+    #[test]
+    fn past_the_pivot_an_unresolved_input_fails_the_saga_and_a_resume_builds_it_again() {
+        let mut run = Run::with_kinds(&[Comp, Pivot, Retr]);
+        mapped(&mut run, 2, &[("parcel", "/steps/b/output/parcel")]);
+        run.drive(|s, _, _| match s {
+            1 => json_out(r#"{"carrier":"x"}"#),
+            _ => ok(),
+        });
+        assert_eq!(run.state.status, SagaStatus::Failed);
+        assert_eq!(run.call_order().join(" "), "F0#1 F1#1");
+        run.record(EventKind::ResumeRequested { by: None });
+        // Still nothing there: it fails the same way, calling no one.
+        run.drive(|_, _, _| ok());
+        assert_eq!(run.state.status, SagaStatus::Failed);
+        assert_eq!(
+            run.recorded
+                .iter()
+                .filter(|r| **r == "InputUnresolved")
+                .count(),
+            2
+        );
+        assert_eq!(run.call_order().join(" "), "F0#1 F1#1");
     }
 }

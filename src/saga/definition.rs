@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use super::protocol::Protocol;
 use super::{
     id::Timestamp,
+    input::{self, InputMap},
     principal::Principal,
     retry::{PolicyError, RetryOverrides, RetryPolicy},
 };
@@ -92,6 +93,13 @@ pub enum DefinitionError {
         why: &'static str,
         /// What an endpoint of the protocol asked for looks like.
         expected: &'static str,
+    },
+    #[error("step '{step}' input field '{field}' = '{pointer}': {why}")]
+    Input {
+        step: String,
+        field: String,
+        pointer: String,
+        why: String,
     },
     /// A definition file's text is wrong; `path` is the name the caller gave it.
     #[error("{path}:{line}: {message}")]
@@ -467,6 +475,9 @@ pub struct StepDef {
     pub retry: RetryOverrides,
     /// Overrides the participant's timeout.
     pub timeout: Option<Duration>,
+    /// The step's input, built from the payload and earlier outputs
+    /// (`input.rs`); `None`: the payload and outputs as they are.
+    pub input: Option<InputMap>,
 }
 
 /// A named, ordered list of steps.
@@ -521,6 +532,14 @@ pub fn validate_steps(steps: &[StepDef]) -> Result<(), DefinitionError> {
                 source,
             })?;
         check_timeout(|| format!("step '{}'", step.name), step.timeout)?;
+        if let Some(input) = &step.input {
+            let earlier: Vec<&str> = steps
+                .iter()
+                .take_while(|s| s.name != step.name)
+                .map(|s| s.name.as_str())
+                .collect();
+            input::validate(&step.name, input, &earlier)?;
+        }
     }
     Ok(())
 }
@@ -551,6 +570,8 @@ pub struct StepSpec {
     pub retry: RetryPolicy,
     /// Sent as the gRPC deadline of every call of this step.
     pub timeout: Duration,
+    /// The step's input mapping (`input.rs`).
+    pub input: Option<InputMap>,
 }
 
 impl StepSpec {
@@ -625,6 +646,7 @@ pub fn resolve(
                 compensate: p.compensate.clone(),
                 retry,
                 timeout: step.timeout.or(p.timeout).unwrap_or(defaults.timeout),
+                input: step.input.clone(),
             })
         })
         .collect()
@@ -680,6 +702,8 @@ struct StepFile {
     retry: RetryOverrides,
     #[serde(default, with = "opt_duration")]
     timeout: Option<Duration>,
+    /// `[steps.input]`: field = "pointer".
+    input: Option<InputMap>,
 }
 
 /// Parses one definition file's text; `path` is only used in errors and for the
@@ -742,6 +766,7 @@ pub fn parse_definition(path: &Path, text: &str) -> Result<Definition, Definitio
             kind: s.kind,
             retry: s.retry,
             timeout: s.timeout,
+            input: s.input.clone(),
         })
         .collect();
     // Check step by step so an error points at the step's own line.
@@ -909,6 +934,7 @@ mod tests {
             kind: crate::saga::StepKind::Compensatable,
             retry: RetryOverrides::default(),
             timeout: None,
+            input: None,
         }
     }
 
@@ -1067,6 +1093,55 @@ mod tests {
             err.starts_with("sagas/ship.toml:4:") && err.contains("compensatable"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn input_mappings_parse_and_a_pointer_to_a_later_step_is_refused_at_its_line() {
+        let path = Path::new("sagas/pay.toml");
+        let text = |pointer: &str| {
+            format!(
+                "name = \"pay\"\ndeadline = \"10m\"\n\n[[steps]]\nname = \"price-order\"\nparticipant = \"p\"\n\n[[steps]]\nname = \"charge\"\nparticipant = \"p\"\n[steps.input]\namount = \"{pointer}\"\norder = \"/payload/order_id\"\n\n[[steps]]\nname = \"ship\"\nparticipant = \"p\"\n"
+            )
+        };
+        let d = parse_definition(path, &text("/steps/price-order/output/total")).unwrap();
+        assert_eq!(d.deadline, Some(Duration::from_secs(600)));
+        let input = d.steps[1].input.as_ref().unwrap();
+        assert_eq!(input["amount"], "/steps/price-order/output/total");
+        assert_eq!(input["order"], "/payload/order_id");
+        assert_eq!(
+            (d.steps[0].input.as_ref(), d.steps[2].input.as_ref()),
+            (None, None)
+        );
+
+        // Step "charge" is named on line 9.
+        for (pointer, says) in [
+            (
+                "/steps/ship/output/id",
+                "step 'ship' does not run before step 'charge'",
+            ),
+            ("/steps/charge/output", "a step cannot read its own output"),
+            (
+                "total",
+                "a pointer starts at /payload or at /steps/STEP/output",
+            ),
+        ] {
+            let err = parse_definition(path, &text(pointer))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("sagas/pay.toml:9:"), "{err}");
+            assert!(
+                err.contains(says) && err.contains("input field 'amount'"),
+                "{err}"
+            );
+        }
+        for (deadline, says) in [("0s", "deadline is zero"), ("soon", "is not a duration")] {
+            let text = text("/payload").replace("\"10m\"", &format!("\"{deadline}\""));
+            let err = parse_definition(path, &text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("sagas/pay.toml:2:") && err.contains(says),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -133,6 +133,14 @@ pub enum EventKind {
     /// A scheduled saga's `start_at` came: it goes forward. (New in journal
     /// format 8, appended.)
     StartReached,
+    /// A step with an input mapping had its input built, before its first
+    /// attempt: every attempt and its compensation send these bytes. (New
+    /// in journal format 9, appended.)
+    InputResolved { step: u32, input: Vec<u8> },
+    /// A step's input mapping named something that is not there: the step is
+    /// rejected without a call (`error` names the pointer). (New in journal
+    /// format 9, appended.)
+    InputUnresolved { step: u32, error: String },
 }
 
 /// One endpoint of one step replaced by a refresh, from what to what.
@@ -162,6 +170,8 @@ impl EventKind {
             EventKind::EndpointsRefreshed { .. } => "EndpointsRefreshed",
             EventKind::ResumeRequested { .. } => "ResumeRequested",
             EventKind::StartReached => "StartReached",
+            EventKind::InputResolved { .. } => "InputResolved",
+            EventKind::InputUnresolved { .. } => "InputUnresolved",
         }
     }
 

@@ -18,6 +18,7 @@ pub mod event;
 #[cfg(test)]
 mod fuzz;
 pub mod id;
+pub mod input;
 pub mod principal;
 pub mod protocol;
 pub mod refresh;

@@ -118,6 +118,7 @@ mod tests {
             compensate: endpoint("127.0.0.1:1", "Undo"),
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(1),
+            input: None,
         }
     }
 

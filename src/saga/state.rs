@@ -240,6 +240,9 @@ pub struct StepProgress {
     pub compensate: ActionProgress,
     /// The forward call's output, once it succeeded.
     pub output: Option<Vec<u8>>,
+    /// The input its mapping built (`InputResolved`): what every call of
+    /// the step sends as its payload.
+    pub input: Option<Vec<u8>>,
     /// The last error of either action.
     pub last_error: Option<String>,
     pub attempts: Vec<AttemptRecord>,
@@ -650,6 +653,19 @@ impl SagaState {
                         });
                 }
             }
+            EventKind::InputResolved { step, input } => {
+                let p = self.forward_to_start(*step).map_err(invalid)?;
+                p.input = Some(input.clone());
+            }
+            EventKind::InputUnresolved { step, error } => {
+                // Rejected without a call: it did nothing, so it is never
+                // compensated; a resume resolves it again.
+                let p = self.forward_to_start(*step).map_err(invalid)?;
+                p.forward.gave_up = true;
+                p.forward.last_failure = Some(Failure::Rejected);
+                p.last_error = Some(error.clone());
+                p.finished_at = Some(at);
+            }
             EventKind::StartReached => {
                 if self.status != SagaStatus::Scheduled {
                     return Err(invalid(format!(
@@ -731,6 +747,39 @@ impl SagaState {
     fn stuck_forward(&self) -> Option<usize> {
         self.no_return_step()?;
         self.progress.iter().position(|p| p.forward.gave_up)
+    }
+
+    /// Step `step`, whose input is still to be resolved: the saga goes
+    /// forward, the step has a mapping, no input yet, and no call in flight.
+    fn forward_to_start(&mut self, step: u32) -> Result<&mut StepProgress, String> {
+        if self.status != SagaStatus::Running {
+            return Err(format!(
+                "only a RUNNING saga resolves inputs, not a {} one",
+                self.status.as_str()
+            ));
+        }
+        let mapped = self
+            .steps
+            .get(step as usize)
+            .ok_or_else(|| format!("no step {step}"))?
+            .input
+            .is_some();
+        let p = &mut self.progress[step as usize];
+        if !mapped
+            || p.input.is_some()
+            || p.forward.in_flight
+            || p.forward.done
+            || p.forward.gave_up
+        {
+            return Err(format!(
+                "step {step} has no input to resolve (mapped: {mapped}, resolved: {}, in flight: {}, done: {}, gave up: {})",
+                p.input.is_some(),
+                p.forward.in_flight,
+                p.forward.done,
+                p.forward.gave_up
+            ));
+        }
+        Ok(p)
     }
 
     /// Why the saga turned back, once it has: in the order `decide` asks

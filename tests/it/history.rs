@@ -55,6 +55,7 @@ fn flaky_step() -> StepSpec {
         compensate: Endpoint::parse("c", "http://127.0.0.1:1/flaky.S/Undo").unwrap(),
         retry,
         timeout: Duration::from_secs(1),
+        input: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn started() -> Event {
         compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
         retry: RetryPolicy::default(),
         timeout: Duration::from_secs(1),
+        input: None,
     };
     Event {
         saga: SagaId::generate(),

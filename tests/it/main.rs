@@ -26,6 +26,7 @@ mod config;
 mod crash;
 mod crash_points;
 mod damaged_journal;
+mod data_flow;
 mod disk_faults;
 mod disk_full;
 mod feed;

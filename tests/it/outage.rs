@@ -410,6 +410,7 @@ fn failed_saga(endpoint: &str) -> Vec<Event> {
         compensate: Endpoint::parse("c", &format!("{endpoint}/Compensate")).unwrap(),
         retry: RetryPolicy::default(),
         timeout: Duration::from_secs(5),
+        input: None,
     };
     let started = EventKind::SagaStarted {
         definition: "inline".into(),

@@ -295,6 +295,16 @@ impl Harness {
                         name: STEPS[i].into(),
                         participant: participants[i].into(),
                         kind: kinds[i] as i32,
+                        // The pivot builds its input from the payload: its
+                        // fields (the script reads them), and one more.
+                        input: match i {
+                            1 => ["key", "fate", "step", "n"]
+                                .map(|f| (f.to_string(), format!("/payload/{f}")))
+                                .into_iter()
+                                .chain([("order".to_string(), "/payload/key".to_string())])
+                                .collect(),
+                            _ => Default::default(),
+                        },
                         ..Default::default()
                     })
                     .collect(),
@@ -525,6 +535,25 @@ pub fn check(saga: &pb::Saga, key: &str, fate: &Fate, fake: &FakeParticipant, pi
             !compensations.contains(&STEPS[2]),
             "{ctx}: a retriable step is never compensated"
         );
+        // The pivot's mapped input: journaled once, sent by every attempt
+        // (across kills) and by its compensation, as built.
+        let json = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap();
+        let mut expected = json(&saga.payload);
+        expected["order"] = expected["key"].clone();
+        for call in fake
+            .calls()
+            .iter()
+            .filter(|c| &c.saga_id == id && c.step == STEPS[1])
+        {
+            assert_eq!(json(&call.payload), expected, "{ctx}: the pivot's input");
+        }
+        if !saga.steps[1].input.is_empty() {
+            assert_eq!(
+                json(&saga.steps[1].input),
+                expected,
+                "{ctx}: journaled input"
+            );
+        }
     }
     if state == pb::SagaState::Failed {
         assert!(pivot, "{ctx}: compensations always succeed in time here");

@@ -35,6 +35,7 @@ pub fn step(name: &str) -> StepSpec {
         compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
         retry: RetryPolicy::default(),
         timeout: Duration::from_secs(1),
+        input: None,
     }
 }
 

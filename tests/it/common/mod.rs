@@ -230,6 +230,8 @@ impl Drop for TestServer {
 #[derive(Clone, Debug)]
 pub enum Answer {
     Ok,
+    /// Succeeded with this output.
+    OkWith(&'static str),
     Reject(&'static str),
     Retry(Option<Duration>),
     Status(Code),
@@ -253,6 +255,8 @@ pub struct Call {
     /// The gRPC deadline the call carried, if any.
     pub deadline: Option<String>,
     pub outputs: Vec<String>,
+    /// The payload the call carried.
+    pub payload: Vec<u8>,
     /// The W3C `traceparent` and `tracestate` metadata the call carried.
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
@@ -379,6 +383,7 @@ impl FakeParticipant {
                 answered: None,
                 deadline,
                 outputs: r.outputs.keys().cloned().collect(),
+                payload: r.payload.clone(),
                 traceparent,
                 tracestate,
                 epoch,
@@ -397,6 +402,13 @@ impl FakeParticipant {
                 ledger.apply(&r.idempotency_key);
                 Ok(pb::StepResponse {
                     output: format!("out:{}", r.step).into_bytes(),
+                    ..Default::default()
+                })
+            }
+            Answer::OkWith(output) => {
+                ledger.apply(&r.idempotency_key);
+                Ok(pb::StepResponse {
+                    output: output.as_bytes().to_vec(),
                     ..Default::default()
                 })
             }
@@ -778,6 +790,8 @@ pub fn event_kind(event: &pb::SagaEvent) -> &'static str {
         Some(E::EndpointsRefreshed(_)) => "refreshed",
         Some(E::ResumeRequested(_)) => "resume",
         Some(E::StartReached(_)) => "start-reached",
+        Some(E::InputResolved(_)) => "input",
+        Some(E::InputUnresolved(_)) => "input-unresolved",
         None => "none",
     }
 }

@@ -1,7 +1,7 @@
 //! The saga schema's encoding: its keys (`keys.rs`, with the one table of
 //! every key), its values (`record.rs`: version, checksum, postcard), runs of
 //! events and bundles (`run.rs`), and the shapes of earlier formats (`v1.rs`,
-//! `v4.rs` to `v7.rs`).
+//! `v4.rs` to `v8.rs`).
 //!
 //! Versions (postcard is not self-describing, so a changed shape needs a new one):
 //! - 1: the first format.
@@ -38,7 +38,13 @@
 //!   runs, a `Started` stored against a step snapshot too); `EventKind`
 //!   gained `StartReached` and `SagaStatus` `Scheduled`, both appended.
 //!   Version-7 records read through `v7.rs`, started at once with no
-//!   deadline. The writer makes every record version 8, bundles still 4.
+//!   deadline.
+//! - 9: data flow (`saga::input`): `StepSpec` and `StepDef` gained `input`,
+//!   so step snapshots and `SagaStarted` changed; `EventKind` gained
+//!   `InputResolved` and `InputUnresolved`, appended. Version-8 records read
+//!   through `v8.rs`, their steps without inputs (version 7's `SagaStarted`
+//!   holds those steps too). The writer makes every record version 9,
+//!   bundles still 4.
 
 use crate::journal::JournalError;
 
@@ -52,6 +58,7 @@ mod v4;
 mod v5;
 mod v6;
 mod v7;
+mod v8;
 
 pub use keys::*;
 pub use record::*;

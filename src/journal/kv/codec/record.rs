@@ -9,20 +9,21 @@
 //! read through [`Record::from_v1`] (the shapes of `v1.rs`),
 //! [`Record::from_v4`] (versions 2 to 4, the shapes of `v4.rs`),
 //! [`Record::from_v5`] (the shapes of `v5.rs`), [`Record::from_v6`] (the
-//! shapes of `v6.rs`) and [`Record::from_v7`] (the shapes of `v7.rs`).
+//! shapes of `v6.rs`), [`Record::from_v7`] (the shapes of `v7.rs`) and
+//! [`Record::from_v8`] (the shapes of `v8.rs`).
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{corrupt, v1, v4, v5, v6, v7};
+use super::{corrupt, v1, v4, v5, v6, v7, v8};
 use crate::{
     journal::{JournalError, SagaSummary, store::encode_after},
     saga::{Event, Participant, SagaId, StepSpec},
 };
 
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u8 = 8;
+pub const FORMAT_VERSION: u8 = 9;
 /// The version this build writes for every record but bundles.
-pub const RECORD_VERSION: u8 = 8;
+pub const RECORD_VERSION: u8 = 9;
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 /// The first version with runs of events and run pointers in the offset index.
@@ -35,6 +36,8 @@ pub const PRINCIPALS_SINCE_VERSION: u8 = 6;
 pub const STEP_KINDS_SINCE_VERSION: u8 = 7;
 /// The first version whose sagas have a start time and a deadline (`v7.rs`).
 pub const TIMES_SINCE_VERSION: u8 = 8;
+/// The first version whose steps may have an input mapping (`v8.rs`).
+pub const INPUTS_SINCE_VERSION: u8 = 9;
 
 /// A type stored as a journal value, and how its older encodings are read.
 pub trait Record: Serialize + DeserializeOwned {
@@ -63,8 +66,14 @@ pub trait Record: Serialize + DeserializeOwned {
     }
 
     /// Decodes a body written in format version 7. The default is for types
-    /// whose shape has not changed since.
+    /// whose shape did not change in version 8: read as version 8 is.
     fn from_v7(body: &[u8]) -> postcard::Result<Self> {
+        Self::from_v8(body)
+    }
+
+    /// Decodes a body written in format version 8. The default is for types
+    /// whose shape has not changed since.
+    fn from_v8(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes(body)
     }
 }
@@ -89,6 +98,10 @@ impl Record for Event {
     fn from_v7(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes::<v7::Event>(body).map(Event::from)
     }
+
+    fn from_v8(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v8::Event>(body).map(Event::from)
+    }
 }
 impl Record for SagaSummary {}
 impl Record for Participant {
@@ -110,6 +123,10 @@ impl Record for Vec<StepSpec> {
 
     fn from_v6(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes::<Vec<v6::StepSpec>>(body).map(v6::upgraded)
+    }
+
+    fn from_v8(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<Vec<v8::StepSpec>>(body).map(v8::upgraded)
     }
 }
 /// An offset index entry: which event of which saga.
@@ -162,7 +179,7 @@ impl WrittenBefore for Event {
         match version {
             1 => panic!("write version-1 events with the shapes of v1.rs's tests"),
             2..TIME_BUDGET_SINCE_VERSION => encode(&v4::Event::from(self)),
-            TIME_BUDGET_SINCE_VERSION..TIMES_SINCE_VERSION => {
+            TIME_BUDGET_SINCE_VERSION..INPUTS_SINCE_VERSION => {
                 panic!("write version-{version} records with the shapes of v{version}.rs's tests")
             }
             _ => encode(self),
@@ -210,6 +227,7 @@ pub fn body_as<T: Record>(key: &[u8], version: u8, body: &[u8]) -> Result<T, Jou
         TIME_BUDGET_SINCE_VERSION..PRINCIPALS_SINCE_VERSION => T::from_v5(body),
         PRINCIPALS_SINCE_VERSION..STEP_KINDS_SINCE_VERSION => T::from_v6(body),
         STEP_KINDS_SINCE_VERSION..TIMES_SINCE_VERSION => T::from_v7(body),
+        TIMES_SINCE_VERSION..INPUTS_SINCE_VERSION => T::from_v8(body),
         _ => postcard::from_bytes(body),
     };
     value.map_err(|e| corrupt(key, format!("undecodable body: {e}")))

@@ -27,10 +27,11 @@ use super::{
     corrupt,
     keys::{event_key, offset_of_key},
     record::{
-        BUNDLE_VERSION, PRINCIPALS_SINCE_VERSION, RUNS_SINCE_VERSION, STEP_KINDS_SINCE_VERSION,
-        TIME_BUDGET_SINCE_VERSION, TIMES_SINCE_VERSION, body_as, encode, encode_as_bundle, open,
+        BUNDLE_VERSION, INPUTS_SINCE_VERSION, PRINCIPALS_SINCE_VERSION, RUNS_SINCE_VERSION,
+        STEP_KINDS_SINCE_VERSION, TIME_BUDGET_SINCE_VERSION, TIMES_SINCE_VERSION, body_as, encode,
+        encode_as_bundle, open,
     },
-    v4, v5, v6, v7,
+    v4, v5, v6, v7, v8,
 };
 use crate::{
     journal::{JournalError, store::Bytes},
@@ -48,7 +49,7 @@ struct Run<'a> {
 
 /// [`Run`], read back; `K` is the event kind's shape in the run's version
 /// (today's, or that of versions 3 and 4, `v4.rs`, 5, `v5.rs`, 6, `v6.rs`,
-/// or 7, `v7.rs`), and `B` what a snapshot `Started` stores after its trace
+/// 7, `v7.rs`, or 8, `v8.rs`), and `B` what a snapshot `Started` stores after its trace
 /// ([`StartedTail`]).
 #[derive(Deserialize)]
 struct OwnedRun<K, B> {
@@ -132,7 +133,7 @@ impl StartedTail for Tail {
 }
 
 impl<K: Into<EventKind>, B: StartedTail> OwnedRun<K, B> {
-    /// A run of an earlier version (`v4.rs` to `v7.rs`), in today's shapes.
+    /// A run of an earlier version (`v4.rs` to `v8.rs`), in today's shapes.
     fn upgrade(self) -> OwnedRun<EventKind, Tail> {
         OwnedRun {
             saga: self.saga,
@@ -295,6 +296,8 @@ fn decode_one_run(
             } else if version < TIMES_SINCE_VERSION {
                 postcard::from_bytes::<OwnedRun<v7::EventKind, Option<Box<Principal>>>>(body)
                     .map(OwnedRun::upgrade)
+            } else if version < INPUTS_SINCE_VERSION {
+                postcard::from_bytes::<OwnedRun<v8::EventKind, Tail>>(body).map(OwnedRun::upgrade)
             } else {
                 postcard::from_bytes::<OwnedRun<EventKind, Tail>>(body)
             }

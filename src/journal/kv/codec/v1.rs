@@ -215,6 +215,7 @@ mod tests {
                 ..RetryPolicy::default()
             },
             timeout: Duration::from_secs(3),
+            input: None,
         }]
     }
 

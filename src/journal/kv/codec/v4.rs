@@ -181,6 +181,7 @@ impl From<StepSpec> for saga::StepSpec {
             compensate: s.compensate,
             retry: s.retry.into(),
             timeout: s.timeout,
+            input: None,
         }
     }
 }
@@ -193,6 +194,7 @@ impl From<StepDef> for saga::StepDef {
             kind: saga::StepKind::Compensatable,
             retry: s.retry.into(),
             timeout: s.timeout,
+            input: None,
         }
     }
 }
@@ -450,7 +452,9 @@ mod written_before {
                     EventKind::RetryRequested
                 }
                 Current::ResumeRequested { .. } => panic!("format 4 has no ResumeRequested"),
-                Current::StartReached => panic!("format 4 has no StartReached"),
+                Current::StartReached
+                | Current::InputResolved { .. }
+                | Current::InputUnresolved { .. } => panic!("format 4 has no {}", kind.name()),
                 Current::EndpointsRefreshed { .. } => {
                     panic!("format 4 has no EndpointsRefreshed")
                 }

@@ -235,6 +235,7 @@ mod tests {
             compensate: endpoint("Refund"),
             retry: saga::RetryPolicy::default(),
             timeout: Duration::from_secs(3),
+            input: None,
         }
     }
 

@@ -114,6 +114,7 @@ impl From<StepSpec> for saga::StepSpec {
             compensate: s.compensate,
             retry: s.retry,
             timeout: s.timeout,
+            input: None,
         }
     }
 }
@@ -126,6 +127,7 @@ impl From<StepDef> for saga::StepDef {
             kind: StepKind::Compensatable,
             retry: s.retry,
             timeout: s.timeout,
+            input: None,
         }
     }
 }
@@ -250,6 +252,7 @@ mod tests {
             compensate: Endpoint::parse("e", "http://127.0.0.1:1/p.P/Refund").unwrap(),
             retry: saga::RetryPolicy::default(),
             timeout: Duration::from_secs(3),
+            input: None,
         }
     }
 

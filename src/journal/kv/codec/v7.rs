@@ -7,13 +7,14 @@
 //! `StartReached`, appended last. postcard encodes fields by position, so
 //! these types keep version 7's exact field and variant order; they are
 //! frozen and never written. What they read started at once, with no
-//! deadline. Types not named here kept their shape.
+//! deadline. Types not named here kept their shape in version 8; its steps
+//! are those of `v8.rs`.
 
 use serde::Deserialize;
 
+use super::v8::{self, StepDef, StepSpec};
 use crate::saga::{
-    self, Action, EndpointChange, Failure, Offset, Principal, SagaId, StepDef, StepSpec, Timestamp,
-    TraceContext,
+    self, Action, EndpointChange, Failure, Offset, Principal, SagaId, Timestamp, TraceContext,
 };
 
 /// [`saga::Event`] as version 7 wrote it (only its `kind` differs).
@@ -109,8 +110,8 @@ impl From<EventKind> for saga::EventKind {
                 started_by,
             } => Current::SagaStarted {
                 definition,
-                inline_steps,
-                steps,
+                inline_steps: inline_steps.map(v8::upgraded),
+                steps: v8::upgraded(steps),
                 payload,
                 idempotency_key,
                 trace,
@@ -175,6 +176,19 @@ mod tests {
         saga::{Endpoint, Identity, RetryPolicy, StepKind},
     };
 
+    /// The version-8 shape of today's step (which has no input here).
+    fn frozen(s: &saga::StepSpec) -> StepSpec {
+        StepSpec {
+            name: s.name.clone(),
+            participant: s.participant.clone(),
+            kind: s.kind,
+            forward: s.forward.clone(),
+            compensate: s.compensate.clone(),
+            retry: s.retry,
+            timeout: s.timeout,
+        }
+    }
+
     /// A record as the previous build wrote it: `value` in its shape, version 7.
     fn encode_previous<T: serde::Serialize>(value: &T) -> Vec<u8> {
         let mut bytes = encode(value);
@@ -182,8 +196,8 @@ mod tests {
         bytes
     }
 
-    fn steps() -> Vec<StepSpec> {
-        vec![StepSpec {
+    fn steps() -> Vec<saga::StepSpec> {
+        vec![saga::StepSpec {
             name: "pay".into(),
             participant: "payments".into(),
             kind: StepKind::Pivot,
@@ -191,6 +205,7 @@ mod tests {
             compensate: Endpoint::parse("e", "http://127.0.0.1:1/p.P/Refund").unwrap(),
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(3),
+            input: None,
         }]
     }
 
@@ -235,7 +250,7 @@ mod tests {
             kind: EventKind::SagaStarted {
                 definition: "inline".into(),
                 inline_steps: None,
-                steps: steps(),
+                steps: steps().iter().map(frozen).collect(),
                 payload: b"{}".to_vec(),
                 idempotency_key: Some("k".into()),
                 trace: None,
@@ -287,10 +302,10 @@ mod tests {
         assert_eq!((*start_at, *deadline), (None, None));
     }
 
-    /// Version 8 keeps a saga's times, in single records and in runs that
+    /// Today's version keeps a saga's times, in single records and in runs that
     /// store the steps as a snapshot, and its `StartReached`.
     #[test]
-    fn version_8_keeps_start_times_and_deadlines() {
+    fn start_times_and_deadlines_are_kept() {
         let saga = SagaId::generate();
         let started = saga::Event {
             saga,
