@@ -17,7 +17,7 @@ pub fn spec(name: &str) -> StepSpec {
         participant: "p".into(),
         kind: crate::saga::StepKind::Compensatable,
         forward: Endpoint::parse("f", "http://127.0.0.1:1/p.S/Do").unwrap(),
-        compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
+        compensate: Some(Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap()),
         retry: RetryPolicy {
             max_duration: None,
             ..RetryPolicy::default()

@@ -165,12 +165,17 @@ pub fn protocol_from(value: i32) -> Result<Protocol, Status> {
     }
 }
 
+/// An endpoint's URL, or empty for none (a step that cannot be undone).
+fn url_or_empty(e: Option<&Endpoint>) -> String {
+    e.map(|e| e.url().to_string()).unwrap_or_default()
+}
+
 pub fn participant(p: &Participant) -> pb::Participant {
     pb::Participant {
         protocol: protocol_pb(p.forward.protocol()) as i32,
         name: p.name.clone(),
         forward_endpoint: p.forward.url().to_string(),
-        compensate_endpoint: p.compensate.url().to_string(),
+        compensate_endpoint: url_or_empty(p.compensate.as_ref()),
         retry: retry_policy_pb(p.retry),
         timeout: p.timeout.map(duration),
         registered_at: Some(timestamp(p.registered_at)),
@@ -345,9 +350,13 @@ pub fn saga(s: &SagaState, shown: Attempts) -> pb::Saga {
                 attempts: attempts.iter().map(attempt).collect(),
                 elided_attempts: summary::elided(elided),
                 forward_endpoint: spec.forward.url().to_string(),
-                compensate_endpoint: spec.compensate.url().to_string(),
+                compensate_endpoint: url_or_empty(spec.compensate.as_ref()),
                 forward_protocol: protocol_pb(spec.forward.protocol()) as i32,
-                compensate_protocol: protocol_pb(spec.compensate.protocol()) as i32,
+                compensate_protocol: spec
+                    .compensate
+                    .as_ref()
+                    .map_or(pb::Protocol::Unspecified, |e| protocol_pb(e.protocol()))
+                    as i32,
                 retry: Some(resolved_policy_pb(spec.retry)),
                 timeout: Some(duration(spec.timeout)),
                 input_mapping: input_pb(spec.input.as_ref()),

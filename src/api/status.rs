@@ -19,6 +19,9 @@ impl From<Error> for Status {
             Error::Definition(DefinitionError::UnknownParticipant { .. }) => {
                 Status::not_found(message)
             }
+            Error::Definition(DefinitionError::CannotUndo { .. }) => {
+                Status::failed_precondition(message)
+            }
             Error::Definition(DefinitionError::File { .. }) => Status::internal(message),
             Error::Definition(_) => Status::invalid_argument(message),
             Error::Journal(e) => match JournalFault::of(&e) {

@@ -355,7 +355,11 @@ impl ArchivedSaga {
                     participant: spec.participant.clone(),
                     state: state.step_status(i).as_str().into(),
                     forward_endpoint: spec.forward.url().into(),
-                    compensate_endpoint: spec.compensate.url().into(),
+                    compensate_endpoint: spec
+                        .compensate
+                        .as_ref()
+                        .map(|e| e.url().to_string())
+                        .unwrap_or_default(),
                     timeout: duration(spec.timeout),
                     input: spec.input.clone(),
                     retry: retry(&spec.retry),
@@ -427,7 +431,7 @@ mod tests {
         let EventKind::SagaStarted { steps, .. } = &first.kind else {
             unreachable!()
         };
-        let old = steps[0].compensate.clone();
+        let old = steps[0].compensate.clone().expect("a compensate endpoint");
         let new = Endpoint::parse("c", "http://127.0.0.1:7012/p.S/Undo").unwrap();
         let forward = |n| (Action::Forward, n);
         let compensate = |n| (Action::Compensate, n);

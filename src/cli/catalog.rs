@@ -49,9 +49,11 @@ pub struct RegisterArgs {
     /// HTTP/JSON endpoint such as http://127.0.0.1:7002/payments/charge
     #[arg(long, value_name = "URL")]
     pub forward: String,
-    /// URL that undoes it, e.g. http://127.0.0.1:7002/shop.Payments/Refund
+    /// URL that undoes it, e.g. http://127.0.0.1:7002/shop.Payments/Refund.
+    /// Leave it out for a participant nothing can undo: only pivot and
+    /// retriable steps may then use it.
     #[arg(long, value_name = "URL")]
-    pub compensate: String,
+    pub compensate: Option<String>,
     /// What both endpoints speak: grpc (StepRequest/StepResponse, the default),
     /// http (a JSON POST over HTTP/1.1) or h2c (the same JSON over HTTP/2
     /// without TLS); see docs/participant.md.
@@ -133,7 +135,7 @@ async fn register(args: RegisterArgs) -> Result<(), CliError> {
             protocol: protocol_pb(args.protocol) as i32,
             name: args.name,
             forward_endpoint: args.forward,
-            compensate_endpoint: args.compensate,
+            compensate_endpoint: args.compensate.unwrap_or_default(),
             // An empty policy would override nothing: leave it unset.
             retry: (retry != pb::RetryPolicy::default()).then_some(retry),
             timeout: args.timeout.map(wire),

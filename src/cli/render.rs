@@ -626,7 +626,13 @@ pub fn participant_table(participants: &[pb::Participant], palette: &Palette) ->
             (p.name.clone(), Tone::Bold),
             (protocol_name(p.protocol), Tone::Plain),
             (p.forward_endpoint.clone(), Tone::Plain),
-            (p.compensate_endpoint.clone(), Tone::Plain),
+            (
+                match p.compensate_endpoint.as_str() {
+                    "" => "- (cannot be undone)".to_string(),
+                    url => url.to_string(),
+                },
+                Tone::Plain,
+            ),
             (
                 p.timeout
                     .as_ref()

@@ -45,8 +45,8 @@ use crate::{
         guard::{self, AllowList, HostCheck},
     },
     saga::{
-        Definition, EndpointChange, Event, EventKind, Offset, Participant, Principal, SagaId,
-        SagaState, SagaStatus, StepDefaults, Timestamp,
+        Definition, Endpoint, EndpointChange, Event, EventKind, Offset, Participant, Principal,
+        SagaId, SagaState, SagaStatus, StepDefaults, Timestamp,
         refresh::{self, RefreshError},
     },
     webhook::Notifier,
@@ -398,7 +398,7 @@ impl Engine {
     pub async fn register_participant(&self, participant: Participant) -> Result<Participant> {
         self.check_writable()?;
         if let Some(own) = self.inner.config.own_address {
-            for endpoint in [&participant.forward, &participant.compensate] {
+            for (_, endpoint) in participant.endpoints() {
                 if let Some(why) = guard::own_address(endpoint, own) {
                     return Err(Error::InvalidArgument(format!(
                         "participant '{}': {why}",
@@ -410,11 +410,7 @@ impl Engine {
         // Before the registration's turn: resolving a name may take a while,
         // and holds up no other registration.
         if let Some(allow) = &self.inner.config.participant_allow {
-            let endpoints = [
-                ("forward_endpoint", &participant.forward),
-                ("compensate_endpoint", &participant.compensate),
-            ];
-            for (what, endpoint) in endpoints {
+            for (what, endpoint) in participant.endpoints() {
                 guard::admit(allow, endpoint).await.map_err(|why| {
                     Error::InvalidArgument(format!(
                         "participant '{}': {what} {endpoint}: {why}",
@@ -840,6 +836,10 @@ impl Engine {
 /// Logs a registration: at WARN when it moved an existing participant to
 /// other endpoints, with the old ones, the new ones, and who did it.
 fn log_registration(previous: Option<&Participant>, now: &Participant) {
+    let shown = |e: &Option<Endpoint>| {
+        e.as_ref()
+            .map_or_else(|| "none".into(), ToString::to_string)
+    };
     let by = now
         .registered_by
         .as_ref()
@@ -849,9 +849,9 @@ fn log_registration(previous: Option<&Participant>, now: &Participant) {
             tracing::warn!(
                 name = %now.name,
                 old_forward = %old.forward,
-                old_compensate = %old.compensate,
+                old_compensate = %shown(&old.compensate),
                 forward = %now.forward,
-                compensate = %now.compensate,
+                compensate = %shown(&now.compensate),
                 by = %by,
                 "participant re-registered to other endpoints"
             );
@@ -859,7 +859,7 @@ fn log_registration(previous: Option<&Participant>, now: &Participant) {
         _ => tracing::info!(
             name = %now.name,
             forward = %now.forward,
-            compensate = %now.compensate,
+            compensate = %shown(&now.compensate),
             by = %by,
             "participant registered"
         ),
@@ -882,7 +882,7 @@ async fn participants_of(journal: &dyn Journal) -> Result<HashMap<String, Partic
 
 fn warn_disallowed<'a>(allow: &AllowList, participants: impl Iterator<Item = &'a Participant>) {
     for participant in participants {
-        for endpoint in [&participant.forward, &participant.compensate] {
+        for (_, endpoint) in participant.endpoints() {
             let (host, _) = endpoint.host_port();
             if let HostCheck::Refused(why) = allow.host(&host) {
                 tracing::warn!(

@@ -324,10 +324,10 @@ impl Runner {
         action: Action,
         attempt: u32,
         span: &tracing::Span,
-    ) -> CallRequest {
+    ) -> Option<CallRequest> {
         let spec = &self.state.steps[step as usize];
-        CallRequest {
-            endpoint: spec.endpoint(action).clone(),
+        Some(CallRequest {
+            endpoint: spec.endpoint(action)?.clone(),
             participant: spec.participant.clone(),
             timeout: spec.timeout,
             saga_id: self.state.id,
@@ -350,7 +350,7 @@ impl Runner {
             traceparent: self.trace.traceparent(trace::call_span_id(span)),
             tracestate: self.trace.tracestate.clone(),
             epoch: self.engine.inner.journal.epoch(),
-        }
+        })
     }
 
     /// Makes the call, serving commands meanwhile. `None` when shutdown's grace
@@ -375,7 +375,13 @@ impl Runner {
                 participant = %spec.participant,
             )
         };
-        let request = self.call_request(step, action, attempt, &span);
+        let Some(request) = self.call_request(step, action, attempt, &span) else {
+            // Never decided (a step without a compensate endpoint is never
+            // turned back), and refused rather than guessed at if it were.
+            return Ok(Some(CallOutcome::Rejected {
+                reason: format!("step has no {action} endpoint"),
+            }));
+        };
         // Inside the attempt span, which names the saga, step and attempt.
         span.in_scope(|| tracing::debug!("calling"));
         let caller = self.engine.inner.caller.clone();

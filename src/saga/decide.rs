@@ -420,7 +420,7 @@ mod tests {
             participant: name.into(),
             kind: crate::saga::StepKind::Compensatable,
             forward: Endpoint::parse("f", "http://127.0.0.1:1/p.S/Do").unwrap(),
-            compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
+            compensate: Some(Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap()),
             retry: RetryPolicy {
                 initial_interval: Duration::from_millis(100),
                 multiplier: 2.0,
@@ -1807,5 +1807,63 @@ mod tests {
             2
         );
         assert_eq!(run.call_order().join(" "), "F0#1 F1#1");
+    }
+
+    /// A pivot nothing can undo (its participant has no compensate endpoint).
+    fn undoable_pivot() -> Run {
+        let mut run = Run::with_kinds(&[Comp, Pivot, Retr]);
+        run.state.steps[1].compensate = None;
+        run
+    }
+
+    #[test]
+    fn a_pivot_that_cannot_be_undone_commits_the_saga_once_it_may_have_acted() {
+        // Its effect unknown: FAILED for an operator, nothing undone.
+        let mut run = undoable_pivot();
+        run.drive(|s, _, _| if s == 1 { flaky() } else { ok() });
+        assert_eq!(run.state.status, SagaStatus::Failed);
+        assert_eq!(run.call_order().join(" "), "F0#1 F1#1 F1#2 F1#3");
+        let why = run.state.error.as_deref().unwrap();
+        assert!(why.contains("past the point of no return"), "{why}");
+        // An operator's retry goes forward: the pivot gets a fresh budget.
+        run.record(EventKind::ResumeRequested { by: None });
+        run.drive(|_, _, _| ok());
+        assert_eq!(run.state.status, SagaStatus::Completed);
+        assert_eq!(run.call_order().join(" "), "F0#1 F1#1 F1#2 F1#3 F1#4 F2#1");
+
+        // Rejected, or never delivered, it did nothing: the saga turns back
+        // and undoes what came before it, never calling the pivot back.
+        for (answer, order) in [
+            (no(), "F0#1 F1#1 C0#1"),
+            (unsent(), "F0#1 F1#1 F1#2 F1#3 C0#1"),
+        ] {
+            let mut run = undoable_pivot();
+            let answer = answer.clone();
+            run.drive(|s, a, _| match (s, a) {
+                (1, Action::Forward) => answer.clone(),
+                _ => ok(),
+            });
+            assert_eq!(run.state.status, SagaStatus::Compensated);
+            assert_eq!(run.call_order().join(" "), order);
+        }
+    }
+
+    #[test]
+    fn a_cancel_is_refused_while_a_pivot_that_cannot_be_undone_is_in_flight() {
+        let mut run = undoable_pivot();
+        run.drive_until_call(1, |_, _, _| ok());
+        assert!(!run.state.can_turn_back());
+        let cancel = Event {
+            saga: run.state.id,
+            seq: run.state.last_seq + 1,
+            offset: Offset::ZERO,
+            at: run.now,
+            kind: EventKind::CancelRequested {
+                reason: "stop".into(),
+                by: None,
+            },
+        };
+        let err = run.state.clone().apply(&cancel).unwrap_err().to_string();
+        assert!(err.contains("point of no return"), "{err}");
     }
 }

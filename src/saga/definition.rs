@@ -73,6 +73,10 @@ pub enum DefinitionError {
         "step '{step}' names participant '{participant}', which is not registered (register it with RegisterParticipant first)"
     )]
     UnknownParticipant { step: String, participant: String },
+    #[error(
+        "step '{step}' is compensatable, but participant '{participant}' has no compensate endpoint: register one, or make the step a pivot or retriable"
+    )]
+    CannotUndo { step: String, participant: String },
     #[error("step '{step}': {source}")]
     StepPolicy {
         step: String,
@@ -185,6 +189,38 @@ impl TryFrom<StoredEndpoint> for Endpoint {
             origin_len: stored.origin_len,
             path,
         })
+    }
+}
+
+/// serde for an endpoint a step or participant may lack (`compensate`):
+/// stored as an endpoint with an empty URL, which no endpoint has, so the
+/// records keep their shape (journal format 10 says it may be empty).
+pub(crate) mod opt_endpoint {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Endpoint, StoredEndpoint};
+
+    pub fn serialize<S: Serializer>(e: &Option<Endpoint>, s: S) -> Result<S::Ok, S::Error> {
+        match e {
+            Some(e) => e.serialize(s),
+            None => StoredEndpoint {
+                url: Arc::from(""),
+                origin_len: 0,
+            }
+            .serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Endpoint>, D::Error> {
+        let stored = StoredEndpoint::deserialize(d)?;
+        if stored.url.is_empty() {
+            return Ok(None);
+        }
+        Endpoint::try_from(stored)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -364,7 +400,10 @@ fn grpc_path(path: &str) -> Result<(), &'static str> {
 pub struct Participant {
     pub name: String,
     pub forward: Endpoint,
-    pub compensate: Endpoint,
+    /// `None`: nothing undoes its calls; only pivot and retriable steps may
+    /// use it (`resolve`).
+    #[serde(with = "opt_endpoint")]
+    pub compensate: Option<Endpoint>,
     /// Defaults for the steps that use this participant.
     pub retry: RetryOverrides,
     pub timeout: Option<Duration>,
@@ -408,7 +447,10 @@ impl Participant {
     ) -> Result<Self, DefinitionError> {
         validate_name("participant name", name)?;
         let forward = Endpoint::parse_as("forward_endpoint", forward, protocol)?;
-        let compensate = Endpoint::parse_as("compensate_endpoint", compensate, protocol)?;
+        let compensate = match compensate {
+            "" => None,
+            url => Some(Endpoint::parse_as("compensate_endpoint", url, protocol)?),
+        };
         retry.validate()?;
         check_timeout(|| format!("participant '{name}'"), timeout)?;
         Ok(Self {
@@ -420,6 +462,24 @@ impl Participant {
             registered_at,
             registered_by: None,
         })
+    }
+
+    /// The endpoint of one action, if it has one.
+    pub fn endpoint(&self, action: super::Action) -> Option<&Endpoint> {
+        match action {
+            super::Action::Forward => Some(&self.forward),
+            super::Action::Compensate => self.compensate.as_ref(),
+        }
+    }
+
+    /// Its endpoints, each with the field that names it.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&'static str, &Endpoint)> {
+        [
+            ("forward_endpoint", Some(&self.forward)),
+            ("compensate_endpoint", self.compensate.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(what, e)| e.map(|e| (what, e)))
     }
 
     /// The same participant, recorded as registered by `principal`.
@@ -566,7 +626,10 @@ pub struct StepSpec {
     pub participant: String,
     pub kind: StepKind,
     pub forward: Endpoint,
-    pub compensate: Endpoint,
+    /// `None` for a pivot or retriable step whose participant has no
+    /// compensate endpoint.
+    #[serde(with = "opt_endpoint")]
+    pub compensate: Option<Endpoint>,
     pub retry: RetryPolicy,
     /// Sent as the gRPC deadline of every call of this step.
     pub timeout: Duration,
@@ -575,19 +638,19 @@ pub struct StepSpec {
 }
 
 impl StepSpec {
-    /// The endpoint of one action.
-    pub fn endpoint(&self, action: super::Action) -> &Endpoint {
+    /// The endpoint of one action (a step may have no compensate endpoint).
+    pub fn endpoint(&self, action: super::Action) -> Option<&Endpoint> {
         match action {
-            super::Action::Forward => &self.forward,
-            super::Action::Compensate => &self.compensate,
+            super::Action::Forward => Some(&self.forward),
+            super::Action::Compensate => self.compensate.as_ref(),
         }
     }
 
     /// The endpoint of one action, to replace it (a refresh, `state.rs`).
-    pub(super) fn endpoint_mut(&mut self, action: super::Action) -> &mut Endpoint {
+    pub(super) fn endpoint_mut(&mut self, action: super::Action) -> Option<&mut Endpoint> {
         match action {
-            super::Action::Forward => &mut self.forward,
-            super::Action::Compensate => &mut self.compensate,
+            super::Action::Forward => Some(&mut self.forward),
+            super::Action::Compensate => self.compensate.as_mut(),
         }
     }
 }
@@ -637,6 +700,12 @@ pub fn resolve(
             // still carry a timeout below it: refused like its policy is.
             if step.timeout.is_none() {
                 check_timeout(|| format!("participant '{}'", p.name), p.timeout)?;
+            }
+            if p.compensate.is_none() && step.kind == StepKind::Compensatable {
+                return Err(DefinitionError::CannotUndo {
+                    step: step.name.clone(),
+                    participant: p.name.clone(),
+                });
             }
             Ok(StepSpec {
                 name: step.name.clone(),
@@ -950,6 +1019,48 @@ mod tests {
         assert_eq!(specs[0].retry.max_compensate_attempts, 4, "from the step");
         assert_eq!(specs[0].retry.multiplier, 2.0, "from the server");
         assert_eq!(specs[0].forward.url(), "http://127.0.0.1:1/p.S/Do");
+    }
+
+    #[test]
+    fn a_participant_without_a_compensate_endpoint_serves_only_steps_never_undone() {
+        let carrier = Participant::new(
+            "carrier",
+            "http://127.0.0.1:1/p.S/Ship",
+            "",
+            RetryOverrides::default(),
+            None,
+            Timestamp(1),
+        )
+        .unwrap();
+        assert_eq!(carrier.compensate, None);
+        let stored = postcard::to_allocvec(&carrier).unwrap();
+        let back: Participant = postcard::from_bytes(&stored).unwrap();
+        assert_eq!(back, carrier, "no endpoint reads back as none");
+
+        let participants = HashMap::from([
+            ("pay".to_string(), participant("pay")),
+            ("carrier".to_string(), carrier),
+        ]);
+        let d = StepDefaults::default();
+        let err = resolve(&[step("ship", "carrier")], &participants, &d)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "step 'ship' is compensatable, but participant 'carrier' has no compensate endpoint"
+            ),
+            "{err}"
+        );
+        let mut ship = step("ship", "carrier");
+        ship.kind = StepKind::Pivot;
+        let mut mail = step("mail", "carrier");
+        mail.kind = StepKind::Retriable;
+        let specs = resolve(&[step("charge", "pay"), ship, mail], &participants, &d).unwrap();
+        assert_eq!(specs[1].compensate, None);
+        assert_eq!(specs[1].endpoint(crate::saga::Action::Compensate), None);
+        let snapshot: Vec<StepSpec> =
+            postcard::from_bytes(&postcard::to_allocvec(&specs).unwrap()).unwrap();
+        assert_eq!(snapshot, specs);
     }
 
     #[test]

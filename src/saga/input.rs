@@ -39,6 +39,9 @@ pub const FIELDS_MAX: usize = 64;
 pub const POINTER_MAX_LEN: usize = 1024;
 /// Longest field name accepted, in bytes.
 pub const FIELD_MAX_LEN: usize = 128;
+/// Largest input a mapping may build: what a gRPC participant decodes by
+/// default (a mapping may copy the payload into several fields).
+pub const INPUT_MAX_BYTES: usize = 4 << 20;
 
 /// Where a pointer starts: the payload, or one earlier step's output.
 #[derive(Debug, PartialEq, Eq)]
@@ -166,7 +169,14 @@ pub fn resolve<'a>(
         let value = value.ok_or_else(|| missing("resolves to nothing"))?;
         object.insert(field.clone(), value);
     }
-    Ok(serde_json::to_vec(&Value::Object(object)).expect("a JSON value always serializes"))
+    let built = serde_json::to_vec(&Value::Object(object)).expect("a JSON value always serializes");
+    if built.len() > INPUT_MAX_BYTES {
+        return Err(format!(
+            "the input is {} bytes; a mapping may build at most {INPUT_MAX_BYTES}",
+            built.len()
+        ));
+    }
+    Ok(built)
 }
 
 #[cfg(test)]
@@ -222,6 +232,11 @@ mod tests {
         }
         let err = resolve(&map(&[("x", "/payload/a")]), b"not json", output_of).unwrap_err();
         assert!(err.contains("not JSON"), "{err}");
+        let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(INPUT_MAX_BYTES / 2));
+        let copies: Vec<(String, &str)> = (0..3).map(|i| (format!("c{i}"), "/payload")).collect();
+        let copies: Vec<(&str, &str)> = copies.iter().map(|(f, p)| (f.as_str(), *p)).collect();
+        let err = resolve(&map(&copies), big.as_bytes(), output_of).unwrap_err();
+        assert!(err.contains("at most"), "{err}");
     }
 
     #[test]

@@ -79,9 +79,11 @@ pub fn endpoint_changes<'a>(
                 step: spec.name.clone(),
                 participant: spec.participant.clone(),
             })?;
-        let (now, then) = match action {
-            Action::Forward => (&participant.forward, &spec.forward),
-            Action::Compensate => (&participant.compensate, &spec.compensate),
+        // A step without a compensate endpoint is never compensated (its
+        // kind does not allow it); nor is a registration that lost its own
+        // a replacement.
+        let (Some(now), Some(then)) = (participant.endpoint(action), spec.endpoint(action)) else {
+            continue;
         };
         if now != then {
             changes.push(EndpointChange {
@@ -115,7 +117,7 @@ mod tests {
             participant: participant.into(),
             kind: crate::saga::StepKind::Compensatable,
             forward: endpoint("127.0.0.1:1", "Do"),
-            compensate: endpoint("127.0.0.1:1", "Undo"),
+            compensate: Some(endpoint("127.0.0.1:1", "Undo")),
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(1),
             input: None,
@@ -126,7 +128,7 @@ mod tests {
         Participant {
             name: name.into(),
             forward: endpoint(host, "Do"),
-            compensate: endpoint(host, "Undo"),
+            compensate: Some(endpoint(host, "Undo")),
             retry: RetryOverrides::default(),
             timeout: None,
             registered_at: Timestamp(1),
@@ -259,7 +261,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             refreshed.steps[0].compensate,
-            endpoint("127.0.0.1:7002", "Undo")
+            Some(endpoint("127.0.0.1:7002", "Undo"))
         );
         assert_eq!(refreshed.steps[0].forward, endpoint("127.0.0.1:1", "Do"));
         assert_eq!(refreshed.progress[0].endpoint_changes.len(), 1);

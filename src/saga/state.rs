@@ -635,7 +635,12 @@ impl SagaState {
                         .steps
                         .get_mut(change.step as usize)
                         .ok_or_else(|| invalid(format!("no step {}", change.step)))?;
-                    let endpoint = step.endpoint_mut(change.action);
+                    let endpoint = step.endpoint_mut(change.action).ok_or_else(|| {
+                        invalid(format!(
+                            "step {} has no {} endpoint to replace",
+                            change.step, change.action
+                        ))
+                    })?;
                     if *endpoint != change.old {
                         return Err(invalid(format!(
                             "step {} calls {} at {}, not at {}",
@@ -729,14 +734,19 @@ impl SagaState {
     /// The step past which the saga can no longer turn back, once it got
     /// there: a pivot that succeeded, or the first retriable step that was
     /// called (retriable steps are never undone, so reaching one commits the
-    /// saga to going forward). `None` while the saga may still compensate.
+    /// saga to going forward). A pivot that nothing can undo (no compensate
+    /// endpoint) commits it as soon as its call may have had an effect (in
+    /// flight, or failed other than rejected or undelivered). `None` while
+    /// the saga may still compensate.
     pub fn no_return_step(&self) -> Option<u32> {
         self.steps
             .iter()
             .zip(&self.progress)
             .position(|(spec, p)| match spec.kind {
                 StepKind::Compensatable => false,
-                StepKind::Pivot => p.forward.done,
+                StepKind::Pivot => {
+                    p.forward.done || (spec.compensate.is_none() && p.needs_compensation())
+                }
                 StepKind::Retriable => p.forward.attempts > 0,
             })
             .map(|i| i as u32)

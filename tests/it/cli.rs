@@ -358,20 +358,37 @@ async fn participants_register_and_list_and_definitions_list() {
     assert_eq!(registered["retry"]["max_attempts"], 3);
     assert!(registered["registered_at"].as_str().unwrap().ends_with('Z'));
 
+    // Without --compensate: a participant nothing can undo.
+    let carrier = client(
+        &server,
+        &[
+            "participants",
+            "register",
+            "carrier",
+            "--forward",
+            &forward,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(carrier.ok().json()["compensate_endpoint"], "");
+
     let listed = client(&server, &["participants", "list", "--output", "json"])
         .await
         .ok()
         .json();
-    assert_eq!(names(&listed, "name"), vec!["payments"]);
+    assert_eq!(names(&listed, "name"), vec!["carrier", "payments"]);
 
     // The human table: a header, aligned, with no colour codes into a pipe.
     let human = client(&server, &["participants", "list"]).await;
     let lines: Vec<&str> = human.ok().stdout.lines().collect();
     assert!(lines[0].starts_with("NAME"), "{human:#?}");
-    assert!(lines[1].starts_with("payments"), "{human:#?}");
+    assert!(lines[1].starts_with("carrier"), "{human:#?}");
+    assert!(lines[1].contains("cannot be undone"), "{human:#?}");
+    assert!(lines[2].starts_with("payments"), "{human:#?}");
     assert_eq!(
         lines[0].find("FORWARD"),
-        lines[1].find(&forward),
+        lines[2].find(&forward),
         "columns align: {human:#?}"
     );
     assert!(!human.stdout.contains('\x1b'), "no colour into a pipe");

@@ -52,7 +52,7 @@ fn flaky_step() -> StepSpec {
         participant: "flaky".into(),
         kind: sagad::saga::StepKind::Compensatable,
         forward: Endpoint::parse("f", "http://127.0.0.1:1/flaky.S/Do").unwrap(),
-        compensate: Endpoint::parse("c", "http://127.0.0.1:1/flaky.S/Undo").unwrap(),
+        compensate: Some(Endpoint::parse("c", "http://127.0.0.1:1/flaky.S/Undo").unwrap()),
         retry,
         timeout: Duration::from_secs(1),
         input: None,

@@ -407,7 +407,7 @@ fn failed_saga(endpoint: &str) -> Vec<Event> {
         name: name.into(),
         participant: participant.into(),
         forward: Endpoint::parse("f", &format!("{endpoint}/Forward")).unwrap(),
-        compensate: Endpoint::parse("c", &format!("{endpoint}/Compensate")).unwrap(),
+        compensate: Some(Endpoint::parse("c", &format!("{endpoint}/Compensate")).unwrap()),
         retry: RetryPolicy::default(),
         timeout: Duration::from_secs(5),
         input: None,

@@ -233,3 +233,104 @@ async fn inline_steps_declare_kinds_and_a_bad_order_is_refused() {
     assert_eq!(state(&saga), pb::SagaState::Completed);
     assert_eq!(saga.steps[1].kind, pb::StepKind::Pivot as i32);
 }
+
+/// A participant nothing can undo (registered without a compensate
+/// endpoint) may serve a pivot or a retriable step, never a compensatable
+/// one. Such a pivot, rejected, lets the saga undo what came before it; its
+/// effect unknown, it fails the saga for an operator with nothing undone.
+#[tokio::test]
+async fn a_pivot_nothing_can_undo_fails_the_saga_when_its_effect_is_unknown() {
+    let server = TestServer::start().await;
+    let shop = serve(FakeParticipant::new(|r| {
+        let forward = r.action == pb::Action::Forward as i32;
+        match r.step.as_str() {
+            "ship" if forward && has(r, "no-carrier") => Answer::Reject("no carrier"),
+            "ship" if forward && has(r, "carrier-down") => Answer::Retry(None),
+            _ => Answer::Ok,
+        }
+    }))
+    .await;
+    let mut client = server.client().await;
+    register_shop(&mut client, &shop, quick_retry(3, 3)).await;
+    let carrier = client
+        .register_participant(pb::RegisterParticipantRequest {
+            name: "carrier".into(),
+            forward_endpoint: shop.forward_url(),
+            compensate_endpoint: String::new(),
+            retry: Some(quick_retry(3, 3)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(carrier.compensate_endpoint, "");
+
+    let steps = |kind: pb::StepKind| {
+        vec![
+            pb::StepDefinition {
+                name: "reserve".into(),
+                participant: "orders".into(),
+                ..Default::default()
+            },
+            pb::StepDefinition {
+                name: "ship".into(),
+                participant: "carrier".into(),
+                kind: kind as i32,
+                ..Default::default()
+            },
+        ]
+    };
+    let start = |kind: pb::StepKind, payload: &str| pb::StartSagaRequest {
+        steps: steps(kind),
+        payload: payload.as_bytes().to_vec(),
+        wait: true,
+        ..Default::default()
+    };
+    let err = client
+        .start_saga(start(pb::StepKind::Compensatable, "{}"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message()
+            .contains("participant 'carrier' has no compensate endpoint"),
+        "{}",
+        err.message()
+    );
+
+    let run = |payload: &'static str| {
+        let mut client = client.clone();
+        async move {
+            client
+                .start_saga(start(pb::StepKind::Pivot, payload))
+                .await
+                .unwrap()
+                .into_inner()
+                .saga
+                .unwrap()
+        }
+    };
+    let shipped = run(r#"{"order":"fine"}"#).await;
+    assert_eq!(state(&shipped), pb::SagaState::Completed);
+    assert_eq!(shipped.steps[1].compensate_endpoint, "");
+
+    let refused = run(r#"{"order":"no-carrier"}"#).await;
+    assert_eq!(state(&refused), pb::SagaState::Compensated);
+    assert_eq!(
+        shop.fake.trace(&refused.id),
+        ["F:reserve#1", "F:ship#1", "C:reserve#1"]
+    );
+
+    let unknown = run(r#"{"order":"carrier-down"}"#).await;
+    assert_eq!(state(&unknown), pb::SagaState::Failed);
+    assert!(
+        unknown.error.contains("past the point of no return"),
+        "{}",
+        unknown.error
+    );
+    assert_eq!(
+        shop.fake.trace(&unknown.id),
+        ["F:reserve#1", "F:ship#1", "F:ship#2", "F:ship#3"],
+        "nothing undone"
+    );
+}

@@ -32,7 +32,7 @@ pub fn step(name: &str) -> StepSpec {
         participant: "p".into(),
         kind: sagad::saga::StepKind::Compensatable,
         forward: Endpoint::parse("f", "http://127.0.0.1:1/p.S/Do").unwrap(),
-        compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap(),
+        compensate: Some(Endpoint::parse("c", "http://127.0.0.1:1/p.S/Undo").unwrap()),
         retry: RetryPolicy::default(),
         timeout: Duration::from_secs(1),
         input: None,

@@ -43,8 +43,12 @@
 //!   so step snapshots and `SagaStarted` changed; `EventKind` gained
 //!   `InputResolved` and `InputUnresolved`, appended. Version-8 records read
 //!   through `v8.rs`, their steps without inputs (version 7's `SagaStarted`
-//!   holds those steps too). The writer makes every record version 9,
-//!   bundles still 4.
+//!   holds those steps too).
+//! - 10: a participant, and a pivot or retriable step using it, may have no
+//!   compensate endpoint: stored as one with an empty URL, which no
+//!   endpoint has (`definition::opt_endpoint`). No shape changed; the
+//!   version says an older build must not read the empty URL as damage.
+//!   The writer makes every record version 10, bundles still 4.
 
 use crate::journal::JournalError;
 

@@ -21,9 +21,9 @@ use crate::{
 };
 
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u8 = 9;
+pub const FORMAT_VERSION: u8 = 10;
 /// The version this build writes for every record but bundles.
-pub const RECORD_VERSION: u8 = 9;
+pub const RECORD_VERSION: u8 = 10;
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 /// The first version with runs of events and run pointers in the offset index.

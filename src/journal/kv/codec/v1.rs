@@ -209,7 +209,7 @@ mod tests {
             participant: "payments".into(),
             kind: crate::saga::StepKind::Compensatable,
             forward: Endpoint::parse("f", "http://127.0.0.1:1/p.P/Pay").unwrap(),
-            compensate: Endpoint::parse("c", "http://127.0.0.1:1/p.P/Refund").unwrap(),
+            compensate: Some(Endpoint::parse("c", "http://127.0.0.1:1/p.P/Refund").unwrap()),
             retry: RetryPolicy {
                 max_duration: None,
                 ..RetryPolicy::default()

@@ -178,7 +178,7 @@ impl From<StepSpec> for saga::StepSpec {
             participant: s.participant,
             kind: saga::StepKind::Compensatable,
             forward: s.forward,
-            compensate: s.compensate,
+            compensate: Some(s.compensate),
             retry: s.retry.into(),
             timeout: s.timeout,
             input: None,
@@ -204,7 +204,7 @@ impl From<Participant> for saga::Participant {
         Self {
             name: p.name,
             forward: p.forward,
-            compensate: p.compensate,
+            compensate: Some(p.compensate),
             retry: p.retry.into(),
             timeout: p.timeout,
             registered_at: p.registered_at,
@@ -334,7 +334,7 @@ mod written_before {
                 name: s.name.clone(),
                 participant: s.participant.clone(),
                 forward: s.forward.clone(),
-                compensate: s.compensate.clone(),
+                compensate: s.compensate.clone().expect("a compensate endpoint"),
                 retry: (&s.retry).into(),
                 timeout: s.timeout,
             }
@@ -357,7 +357,7 @@ mod written_before {
             Self {
                 name: p.name.clone(),
                 forward: p.forward.clone(),
-                compensate: p.compensate.clone(),
+                compensate: p.compensate.clone().expect("a compensate endpoint"),
                 retry: (&p.retry).into(),
                 timeout: p.timeout,
                 registered_at: p.registered_at,
@@ -731,7 +731,7 @@ mod tests {
                 changes: vec![saga::EndpointChange {
                     step: 0,
                     action: Action::Compensate,
-                    old: step.compensate.clone(),
+                    old: step.compensate.clone().expect("a compensate endpoint"),
                     new: Endpoint::parse("c", "http://127.0.0.1:2/p.P/Refund").unwrap(),
                 }],
             },

@@ -95,7 +95,7 @@ impl From<Participant> for saga::Participant {
         Self {
             name: p.name,
             forward: p.forward,
-            compensate: p.compensate,
+            compensate: Some(p.compensate),
             retry: p.retry,
             timeout: p.timeout,
             registered_at: p.registered_at,
@@ -232,7 +232,7 @@ mod tests {
             participant: "payments".into(),
             kind: crate::saga::StepKind::Compensatable,
             forward: endpoint("Pay"),
-            compensate: endpoint("Refund"),
+            compensate: Some(endpoint("Refund")),
             retry: saga::RetryPolicy::default(),
             timeout: Duration::from_secs(3),
             input: None,
@@ -314,7 +314,7 @@ mod tests {
         let key = name_key(PARTICIPANT, "payments");
         let participant: saga::Participant = decode(&key, &encode_previous(&old)).unwrap();
         assert_eq!(participant.registered_by, None);
-        assert_eq!(participant.compensate, endpoint("Refund"));
+        assert_eq!(participant.compensate, Some(endpoint("Refund")));
     }
 
     #[test]

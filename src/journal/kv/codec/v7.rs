@@ -183,7 +183,7 @@ mod tests {
             participant: s.participant.clone(),
             kind: s.kind,
             forward: s.forward.clone(),
-            compensate: s.compensate.clone(),
+            compensate: s.compensate.clone().expect("a compensate endpoint"),
             retry: s.retry,
             timeout: s.timeout,
         }
@@ -202,7 +202,7 @@ mod tests {
             participant: "payments".into(),
             kind: StepKind::Pivot,
             forward: Endpoint::parse("e", "http://127.0.0.1:1/p.P/Pay").unwrap(),
-            compensate: Endpoint::parse("e", "http://127.0.0.1:1/p.P/Refund").unwrap(),
+            compensate: Some(Endpoint::parse("e", "http://127.0.0.1:1/p.P/Refund").unwrap()),
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(3),
             input: None,
