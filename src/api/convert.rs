@@ -18,7 +18,9 @@ use crate::{
     saga::{
         Action, AttemptRecord, AttemptResult, AuditEntry, Definition, Endpoint, Event, EventKind,
         Failure, Participant, Protocol, RetryOverrides, RetryPolicy, SagaState, SagaStatus,
-        StepDef, StepKind, Timestamp, input::InputMap,
+        StepDef, StepKind, Timestamp,
+        input::InputMap,
+        limits::{Limits, Rate, check_max_in_flight},
     },
 };
 
@@ -180,7 +182,25 @@ pub fn participant(p: &Participant) -> pb::Participant {
         timeout: p.timeout.map(duration),
         registered_at: Some(timestamp(p.registered_at)),
         registered_by: p.registered_by.as_ref().map(principal),
+        max_in_flight: p.limits.max_in_flight.unwrap_or(0),
+        rate: p.limits.rate.map(|r| r.to_string()).unwrap_or_default(),
     }
+}
+
+/// A registration's limits from the wire: 0 and empty are none.
+pub fn limits_from(max_in_flight: u32, rate: &str) -> Result<Limits, Status> {
+    let max_in_flight = match max_in_flight {
+        0 => None,
+        n => Some(check_max_in_flight(n).map_err(Status::invalid_argument)?),
+    };
+    let rate = match rate.trim() {
+        "" => None,
+        text => Some(text.parse::<Rate>().map_err(Status::invalid_argument)?),
+    };
+    Ok(Limits {
+        max_in_flight,
+        rate,
+    })
 }
 
 fn audit_entry(a: &AuditEntry) -> pb::AuditEntry {

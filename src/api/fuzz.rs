@@ -133,18 +133,24 @@ enum Call {
 fn call() -> impl Strategy<Value = Call> {
     prop_oneof![
         // Protocols beyond the known ones too: an unknown number is refused.
-        (text(), text(), text(), retry(), duration(), -1i32..5).prop_map(
-            |(name, f, c, retry, timeout, protocol)| {
-                Call::Register(pb::RegisterParticipantRequest {
-                    name,
-                    forward_endpoint: f,
-                    compensate_endpoint: c,
-                    retry,
-                    timeout,
-                    protocol,
-                })
-            }
-        ),
+        (
+            (text(), text(), text(), retry(), duration(), -1i32..5),
+            (prop_oneof![Just(0u32), any::<u32>(), 1u32..4], text()),
+        )
+            .prop_map(
+                |((name, f, c, retry, timeout, protocol), (max_in_flight, rate))| {
+                    Call::Register(pb::RegisterParticipantRequest {
+                        name,
+                        forward_endpoint: f,
+                        compensate_endpoint: c,
+                        max_in_flight,
+                        rate,
+                        retry,
+                        timeout,
+                        protocol,
+                    })
+                }
+            ),
         (
             (text(), vec(step(), 0..3), vec(any::<u8>(), 0..32), text()),
             (time(), duration(), time(), duration()),

@@ -143,6 +143,7 @@ impl Coordinator for CoordinatorApi {
         let retry = convert::retry_overrides("retry", r.retry)?;
         let timeout = convert::duration_from("timeout", r.timeout)?;
         let protocol = convert::protocol_from(r.protocol)?;
+        let limits = convert::limits_from(r.max_in_flight, &r.rate)?;
         let participant = Participant::speaking(
             &r.name,
             protocol,
@@ -153,6 +154,7 @@ impl Coordinator for CoordinatorApi {
             Timestamp::now(),
         )
         .map_err(crate::Error::from)?
+        .limited(limits)
         .registered_by(caller.principal);
         let participant = self.engine.register_participant(participant).await?;
         Ok(Response::new(convert::participant(&participant)))

@@ -7,7 +7,7 @@ use sagad::{
     api::convert::protocol_pb,
     config::parse_duration,
     proto::v1 as pb,
-    saga::{Protocol, retry::ATTEMPTS_MAX},
+    saga::{Protocol, limits::Rate, retry::ATTEMPTS_MAX},
 };
 
 use crate::cli::{
@@ -80,6 +80,14 @@ pub struct RegisterArgs {
     /// comes first).
     #[arg(long, value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
+    /// At most this many of its calls in flight at once, whatever the number
+    /// of sagas; calls beyond it wait their turn (never fail for it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: Option<u32>,
+    /// At most this many calls per period, evenly spaced: "50/s", "600/m",
+    /// "5/250ms".
+    #[arg(long, value_name = "N/PERIOD", value_parser = |s: &str| s.parse::<Rate>())]
+    pub rate: Option<Rate>,
     #[command(flatten)]
     pub addr: AddrArgs,
     #[command(flatten)]
@@ -139,6 +147,8 @@ async fn register(args: RegisterArgs) -> Result<(), CliError> {
             // An empty policy would override nothing: leave it unset.
             retry: (retry != pb::RetryPolicy::default()).then_some(retry),
             timeout: args.timeout.map(wire),
+            max_in_flight: args.max_in_flight.unwrap_or(0),
+            rate: args.rate.map(|r| r.to_string()).unwrap_or_default(),
         })
         .await?
         .into_inner();

@@ -198,6 +198,8 @@ pub fn participant(p: &pb::Participant) -> Value {
         "compensate_endpoint": p.compensate_endpoint,
         "timeout": duration(p.timeout.as_ref()),
         "retry": retry(p.retry.as_ref()),
+        "max_in_flight": (p.max_in_flight > 0).then_some(p.max_in_flight),
+        "rate": text(&p.rate),
         "registered_at": time(p.registered_at.as_ref()),
         "registered_by": principal(p.registered_by.as_ref()),
     })

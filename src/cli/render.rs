@@ -619,6 +619,7 @@ pub fn participant_table(participants: &[pb::Participant], palette: &Palette) ->
         "COMPENSATE",
         "TIMEOUT",
         "RETRY",
+        "LIMITS",
         "REGISTERED BY",
     ]);
     for p in participants {
@@ -641,10 +642,26 @@ pub fn participant_table(participants: &[pb::Participant], palette: &Palette) ->
                 Tone::Plain,
             ),
             (retry_summary(p.retry.as_ref()), Tone::Plain),
+            (limits_summary(p), Tone::Plain),
             (principal(p.registered_by.as_ref()), Tone::Plain),
         ]);
     }
     table.render(palette)
+}
+
+/// `2 at once, 50/s`, or `-`.
+fn limits_summary(p: &pb::Participant) -> String {
+    let mut parts = Vec::new();
+    if p.max_in_flight > 0 {
+        parts.push(format!("{} at once", p.max_in_flight));
+    }
+    if !p.rate.is_empty() {
+        parts.push(p.rate.clone());
+    }
+    match parts.is_empty() {
+        true => "-".into(),
+        false => parts.join(", "),
+    }
 }
 
 /// `max_attempts=3 initial=100ms`, or `default`.

@@ -276,8 +276,10 @@ impl Scrub for pb::Participant {
             registered_at: _,
             registered_by,
             protocol: _,
+            max_in_flight: _,
+            rate,
         } = self;
-        for text in [name, forward_endpoint, compensate_endpoint] {
+        for text in [name, forward_endpoint, compensate_endpoint, rate] {
             clean(text);
         }
         registered_by.scrub();

@@ -43,10 +43,12 @@ use crate::{
     participant::{
         Participants,
         guard::{self, AllowList, HostCheck},
+        limits::{Admission, Gates},
     },
     saga::{
         Definition, Endpoint, EndpointChange, Event, EventKind, Offset, Participant, Principal,
         SagaId, SagaState, SagaStatus, StepDefaults, Timestamp,
+        limits::Limits,
         refresh::{self, RefreshError},
     },
     webhook::Notifier,
@@ -210,6 +212,9 @@ struct Inner {
     participants: RwLock<HashMap<String, Participant>>,
     /// Taken by one registration at a time (see above).
     registering: tokio::sync::Mutex<()>,
+    /// Where calls wait for their participant's limits (a std lock inside,
+    /// held for a map lookup only).
+    gates: Gates,
     /// The owner of each unfinished saga: its runner's command channel, or the
     /// timer when parked.
     owners: Mutex<owners::Owners>,
@@ -283,6 +288,7 @@ impl Engine {
                 on_failed: OnceLock::new(),
                 participants: RwLock::new(participants),
                 registering: tokio::sync::Mutex::new(()),
+                gates: Gates::default(),
                 owners: Mutex::new(owners::Owners::default()),
                 stalled: Mutex::new(Stalled::default()),
             }),
@@ -455,6 +461,35 @@ impl Engine {
     }
 
     /// Every registered participant, by name.
+    /// The limits `participant` is registered with now (none if it is not).
+    fn limits_of(&self, participant: &str) -> Limits {
+        self.inner
+            .participants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(participant)
+            .map(|p| p.limits)
+            .unwrap_or_default()
+    }
+
+    /// Waits until `participant`'s `limits` let one more call go, counted
+    /// in its queue's metrics (also when the wait is given up: shutdown).
+    async fn wait_for_limits(&self, participant: &str, limits: Limits) -> Admission {
+        struct Queued<'a>(&'a Metrics, &'a str);
+        impl Drop for Queued<'_> {
+            fn drop(&mut self) {
+                self.0.participant_queued(self.1, -1.0);
+            }
+        }
+        let metrics = &self.inner.metrics;
+        metrics.participant_queued(participant, 1.0);
+        let _queued = Queued(metrics, participant);
+        let started = std::time::Instant::now();
+        let admitted = self.inner.gates.admit(participant, limits).await;
+        metrics.participant_waited(participant, started.elapsed());
+        admitted
+    }
+
     pub fn participants(&self) -> Vec<Participant> {
         let participants = self
             .inner

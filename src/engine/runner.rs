@@ -25,7 +25,14 @@
 //! (`crate::trace`), which is journaled, so a saga resumed by recovery stays in
 //! the same trace.
 
-use std::{mem, time::Duration};
+use std::{
+    mem,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
     sync::{broadcast, oneshot},
@@ -384,8 +391,22 @@ impl Runner {
         };
         // Inside the attempt span, which names the saga, step and attempt.
         span.in_scope(|| tracing::debug!("calling"));
-        let caller = self.engine.inner.caller.clone();
-        let call = async move { caller.call(request).await }.instrument(span);
+        let limits = self.engine.limits_of(&request.participant);
+        let sent = Arc::new(AtomicBool::new(false));
+        let call = {
+            let (engine, sent) = (self.engine.clone(), sent.clone());
+            async move {
+                // The participant's limits first: the step's timeout starts
+                // when the call is sent, not while it waits.
+                let _admitted = match limits.is_none() {
+                    true => None,
+                    false => Some(engine.wait_for_limits(&request.participant, limits).await),
+                };
+                sent.store(true, Ordering::SeqCst);
+                engine.inner.caller.call(request).await
+            }
+            .instrument(span)
+        };
         tokio::pin!(call);
         let shutdown = self.engine.inner.shutdown.clone();
         loop {
@@ -398,6 +419,12 @@ impl Runner {
         let grace = self.engine.inner.config.shutdown_grace;
         match tokio::time::timeout(grace, call).await {
             Ok(outcome) => Ok(Some(outcome)),
+            // Still waiting for the participant's limits: it never left.
+            Err(_) if !sent.load(Ordering::SeqCst) => Ok(Some(CallOutcome::NotDelivered {
+                reason:
+                    "the coordinator stopped while the call waited for the participant's limits"
+                        .into(),
+            })),
             Err(_) => {
                 tracing::warn!(saga = %self.state.id, step, %action, attempt, "call still in flight at the end of the shutdown grace period");
                 Ok(None)

@@ -15,6 +15,8 @@
 //! | `sagad_step_attempts_total` | counter | `participant`, `action`, `outcome` | finished calls; `action` is `forward`/`compensate`, `outcome` is `succeeded`, `rejected`, `transient` or `interrupted` |
 //! | `sagad_participant_config_errors_total` | counter | `participant`, `status` | HTTP answers that say a participant's registration is wrong (a `4xx` other than 408, 409, 422, 425, 429; a `3xx`): retried, logged once per participant; alert on any |
 //! | `sagad_step_call_duration_seconds` | histogram | `participant`, `action` | how long participant calls took, as the coordinator saw them |
+//! | `sagad_participant_queue_depth` | gauge | `participant` | calls waiting for the participant's limits (`max_in_flight`, `rate`) to let them go |
+//! | `sagad_participant_queue_wait_seconds` | histogram | `participant` | how long calls waited for those limits before they were sent |
 //! | `sagad_journal_flushes_total` | counter | | durable journal flushes (group commits) |
 //! | `sagad_journal_events_total` | counter | | events made durable |
 //! | `sagad_journal_flush_events` | histogram | | events per flush (how well group commit batches) |
@@ -130,6 +132,8 @@ pub mod names {
     pub const STEP_ATTEMPTS: &str = "sagad_step_attempts_total";
     pub const STEP_CALL_DURATION: &str = "sagad_step_call_duration_seconds";
     pub const PARTICIPANT_CONFIG_ERRORS: &str = "sagad_participant_config_errors_total";
+    pub const PARTICIPANT_QUEUE_DEPTH: &str = "sagad_participant_queue_depth";
+    pub const PARTICIPANT_QUEUE_WAIT: &str = "sagad_participant_queue_wait_seconds";
     pub const JOURNAL_FLUSHES: &str = "sagad_journal_flushes_total";
     pub const JOURNAL_EVENTS: &str = "sagad_journal_events_total";
     pub const JOURNAL_FLUSH_EVENTS: &str = "sagad_journal_flush_events";
@@ -219,7 +223,11 @@ impl Metrics {
 
     fn build(recording: bool) -> Self {
         let mut builder = PrometheusBuilder::new();
-        for name in [STEP_CALL_DURATION, JOURNAL_FLUSH_DURATION] {
+        for name in [
+            STEP_CALL_DURATION,
+            JOURNAL_FLUSH_DURATION,
+            PARTICIPANT_QUEUE_WAIT,
+        ] {
             builder = builder
                 .set_buckets_for_metric(Matcher::Full(name.into()), &LATENCY_BUCKETS_SECONDS)
                 .expect("the latency buckets are not empty"); // faulty code otherwise
@@ -283,6 +291,15 @@ impl Metrics {
                 STEP_CALL_DURATION,
                 Unit::Seconds,
                 "Participant call latency as the coordinator saw it."
+            );
+            describe_gauge!(
+                PARTICIPANT_QUEUE_DEPTH,
+                "Calls waiting for their participant's limits to let them go."
+            );
+            describe_histogram!(
+                PARTICIPANT_QUEUE_WAIT,
+                Unit::Seconds,
+                "How long calls waited for their participant's limits before they were sent."
             );
             describe_counter!(JOURNAL_FLUSHES, "Durable journal flushes (group commits).");
             describe_counter!(JOURNAL_EVENTS, "Events made durable by the journal.");
@@ -501,6 +518,30 @@ impl Metrics {
                 "outcome" => outcome
             )
         });
+    }
+
+    /// A call of `participant` joined (`+1`) or left (`-1`) the queue of its
+    /// limits.
+    pub fn participant_queued(&self, participant: &str, delta: f64) {
+        if let Some(gauge) = self.gauge_of(
+            participant,
+            (PARTICIPANT_QUEUE_DEPTH, "", ""),
+            || metrics::gauge!(PARTICIPANT_QUEUE_DEPTH, "participant" => participant.to_owned()),
+        ) {
+            gauge.increment(delta);
+        }
+    }
+
+    /// A call of `participant` waited `waited` for its limits.
+    pub fn participant_waited(&self, participant: &str, waited: Duration) {
+        if let Some(histogram) = self.cached(
+            |s| &mut s.histograms,
+            participant,
+            (PARTICIPANT_QUEUE_WAIT, "", ""),
+            || metrics::histogram!(PARTICIPANT_QUEUE_WAIT, "participant" => participant.to_owned()),
+        ) {
+            histogram.record(waited.as_secs_f64());
+        }
     }
 
     /// A participant call returned after `took`.

@@ -27,9 +27,14 @@
 //! either makes; a failure is `NotDelivered` only when the request certainly
 //! never left; the step timeout is sent to the participant and enforced here.
 //!
+//! Before a call is handed to its caller, it waits for the participant's
+//! limits, if it has any (`limits.rs`: at most so many in flight, so many a
+//! second, first come first served); the step's timeout starts once it is
+//! sent.
+//!
 //! The modules: `classify.rs` (the gRPC answer table), `connections.rs` (the
 //! gRPC connections), `grpc.rs`, `guard.rs`, `http/` (its own essay),
-//! `route.rs`.
+//! `limits.rs`, `route.rs`.
 
 use std::time::Duration;
 
@@ -44,6 +49,7 @@ mod fuzz;
 pub mod grpc;
 pub mod guard;
 pub mod http;
+pub mod limits;
 mod route;
 
 pub use grpc::GrpcParticipants;

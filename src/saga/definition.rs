@@ -25,6 +25,7 @@ pub use super::protocol::Protocol;
 use super::{
     id::Timestamp,
     input::{self, InputMap},
+    limits::Limits,
     principal::Principal,
     retry::{PolicyError, RetryOverrides, RetryPolicy},
 };
@@ -411,6 +412,9 @@ pub struct Participant {
     /// Who registered it, and from where (new in journal format 6; older
     /// records read as `None`: not recorded).
     pub registered_by: Option<Principal>,
+    /// How many calls it takes at once and per period (new in journal
+    /// format 11; older records read as none).
+    pub limits: Limits,
 }
 
 impl Participant {
@@ -461,6 +465,7 @@ impl Participant {
             timeout,
             registered_at,
             registered_by: None,
+            limits: Limits::default(),
         })
     }
 
@@ -480,6 +485,11 @@ impl Participant {
         ]
         .into_iter()
         .filter_map(|(what, e)| e.map(|e| (what, e)))
+    }
+
+    /// The same participant, with `limits`.
+    pub fn limited(self, limits: Limits) -> Self {
+        Self { limits, ..self }
     }
 
     /// The same participant, recorded as registered by `principal`.

@@ -19,6 +19,7 @@ pub mod event;
 mod fuzz;
 pub mod id;
 pub mod input;
+pub mod limits;
 pub mod principal;
 pub mod protocol;
 pub mod refresh;

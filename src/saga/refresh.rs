@@ -133,6 +133,7 @@ mod tests {
             timeout: None,
             registered_at: Timestamp(1),
             registered_by: None,
+            limits: Default::default(),
         }
     }
 

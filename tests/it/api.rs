@@ -68,6 +68,7 @@ fn participant_request(
         compensate_endpoint: compensate.into(),
         retry: None,
         timeout: secs(5),
+        ..Default::default()
     }
 }
 
@@ -117,6 +118,7 @@ async fn register_ok(client: &mut Client, name: &str) -> common::Served {
             compensate_endpoint: served.compensate_url(),
             retry: Some(common::quick_retry(3, 3)),
             timeout: secs(5),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -720,6 +722,7 @@ async fn retry_refuses_a_running_saga() {
             compensate_endpoint: served.compensate_url(),
             retry: Some(common::quick_retry(3, 3)),
             timeout: secs(3600),
+            ..Default::default()
         })
         .await
         .unwrap();

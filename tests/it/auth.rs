@@ -83,6 +83,7 @@ fn register(name: &str, forward: &str) -> pb::RegisterParticipantRequest {
         compensate_endpoint: forward.replace("Forward", "Compensate"),
         retry: None,
         timeout: None,
+        ..Default::default()
     }
 }
 

@@ -1229,16 +1229,16 @@ async fn bad_flags_and_bad_payloads_exit_2_before_any_call() {
         ),
         Refusal::line("get without an id", &["get"], 2, &["<ID>"]),
         Refusal::line(
-            "register without --compensate",
+            "register without --forward",
             &[
                 "participants",
                 "register",
                 "p",
-                "--forward",
+                "--compensate",
                 "http://h:1/a.B/C",
             ],
             2,
-            &[],
+            &["--forward"],
         ),
         Refusal::line(
             "register with a timeout that is no duration",

@@ -425,6 +425,7 @@ pub(crate) async fn register_chaos_shop(cluster: &Cluster, shop: &Served) {
                 seconds: 2,
                 nanos: 0,
             }),
+            ..Default::default()
         };
         cluster
             .call(0, |mut c| {

@@ -310,6 +310,7 @@ async fn a_refused_connection_is_not_delivered_and_retried() {
             compensate_endpoint: format!("http://127.0.0.1:{port}/undo"),
             retry: Some(quick_retry(2, 2)),
             timeout: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -451,6 +452,7 @@ async fn a_connection_lost_mid_answer_is_transient_with_an_unknown_effect() {
             compensate_endpoint: format!("http://{addr}/undo"),
             retry: Some(quick_retry(2, 2)),
             timeout: None,
+            ..Default::default()
         })
         .await
         .unwrap();

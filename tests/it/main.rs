@@ -39,6 +39,7 @@ mod metrics;
 mod outage;
 mod parking;
 mod participant_allow;
+mod participant_limits;
 mod payments_example;
 mod postgres;
 mod postgres_offline;

@@ -70,6 +70,7 @@ async fn register_split(
             compensate_endpoint: method(compensate, "Compensate"),
             retry: Some(retry),
             timeout: Some(wire(Duration::from_secs(5))),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -49,6 +49,7 @@ fn registration(name: &str, forward: &str, compensate: &str) -> pb::RegisterPart
             seconds: 5,
             nanos: 0,
         }),
+        ..Default::default()
     }
 }
 

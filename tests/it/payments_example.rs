@@ -78,6 +78,7 @@ async fn register_payments(
             compensate_endpoint: compensate,
             retry: Some(quick_retry(3, 3)),
             timeout: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -112,6 +112,7 @@ async fn the_python_participant_completes_compensates_and_keeps_its_barrier() {
             compensate_endpoint: format!("http://{python}/refund"),
             retry: Some(quick_retry(3, 3)),
             timeout: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -121,6 +121,7 @@ async fn register(client: &mut Client, name: &str, protocol: pb::Protocol, addr:
         compensate_endpoint: compensate,
         retry: Some(quick_retry(3, 3)),
         timeout: None,
+        ..Default::default()
     };
     poll_until("the coordinator to accept a registration", || {
         let (mut client, request) = (client.clone(), request.clone());

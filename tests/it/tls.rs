@@ -658,6 +658,7 @@ async fn client_certificates_are_identities_mapped_to_roles_by_the_tokens_file()
                 compensate_endpoint: shop.compensate_url(),
                 retry: None,
                 timeout: None,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -709,6 +710,7 @@ async fn client_certificates_are_identities_mapped_to_roles_by_the_tokens_file()
             compensate_endpoint: "http://127.0.0.1:1/p.P/Refund".into(),
             retry: None,
             timeout: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();

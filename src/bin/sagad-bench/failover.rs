@@ -209,6 +209,7 @@ async fn start_waiting(client: &CoordinatorClient<Channel>, sagas: usize) -> any
             }),
             timeout: second,
             protocol: pb::Protocol::Grpc as i32,
+            ..Default::default()
         })
         .await
         .context("registering the failover's participant")?;

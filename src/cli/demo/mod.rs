@@ -204,6 +204,7 @@ async fn register_shop(
                     ..Default::default()
                 }),
                 timeout: Some(wire(DEMO_TIMEOUT)),
+                ..Default::default()
             })
             .await?;
         let speaks = if http { "HTTP/JSON" } else { "gRPC" };

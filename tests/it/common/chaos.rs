@@ -186,6 +186,7 @@ impl Harness {
                     seconds: 2,
                     nanos: 0,
                 }),
+                ..Default::default()
             };
             harness
                 .call(|mut c| {

@@ -267,6 +267,7 @@ pub async fn register_http_shop(
                 compensate_endpoint: fake.url(name, "compensate"),
                 retry: Some(retry),
                 timeout: Some(prost_types::Duration::try_from(timeout).unwrap()),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|s| panic!("registering {name} over {protocol:?}: {s:?}"));

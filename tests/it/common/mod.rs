@@ -738,6 +738,7 @@ pub async fn register_shop(client: &mut Client, served: &Served, retry: pb::Retr
                 seconds: 5,
                 nanos: 0,
             }),
+            ..Default::default()
         };
         poll_until("the coordinator to accept a registration", || {
             let (mut client, request) = (client.clone(), request.clone());

@@ -1,7 +1,7 @@
 //! The saga schema's encoding: its keys (`keys.rs`, with the one table of
 //! every key), its values (`record.rs`: version, checksum, postcard), runs of
 //! events and bundles (`run.rs`), and the shapes of earlier formats (`v1.rs`,
-//! `v4.rs` to `v8.rs`).
+//! `v4.rs` to `v10.rs`).
 //!
 //! Versions (postcard is not self-describing, so a changed shape needs a new one):
 //! - 1: the first format.
@@ -48,7 +48,10 @@
 //!   compensate endpoint: stored as one with an empty URL, which no
 //!   endpoint has (`definition::opt_endpoint`). No shape changed; the
 //!   version says an older build must not read the empty URL as damage.
-//!   The writer makes every record version 10, bundles still 4.
+//! - 11: participant limits (`saga::limits`): `Participant` gained
+//!   `limits`. Participants of versions 9 and 10 read through `v10.rs`,
+//!   without limits. The writer makes every record version 11, bundles
+//!   still 4.
 
 use crate::journal::JournalError;
 
@@ -58,6 +61,7 @@ mod keys;
 mod record;
 mod run;
 mod v1;
+mod v10;
 mod v4;
 mod v5;
 mod v6;

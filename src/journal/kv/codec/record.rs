@@ -9,21 +9,22 @@
 //! read through [`Record::from_v1`] (the shapes of `v1.rs`),
 //! [`Record::from_v4`] (versions 2 to 4, the shapes of `v4.rs`),
 //! [`Record::from_v5`] (the shapes of `v5.rs`), [`Record::from_v6`] (the
-//! shapes of `v6.rs`), [`Record::from_v7`] (the shapes of `v7.rs`) and
-//! [`Record::from_v8`] (the shapes of `v8.rs`).
+//! shapes of `v6.rs`), [`Record::from_v7`] (the shapes of `v7.rs`),
+//! [`Record::from_v8`] (the shapes of `v8.rs`) and [`Record::from_v10`]
+//! (versions 9 and 10, the shapes of `v10.rs`).
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{corrupt, v1, v4, v5, v6, v7, v8};
+use super::{corrupt, v1, v4, v5, v6, v7, v8, v10};
 use crate::{
     journal::{JournalError, SagaSummary, store::encode_after},
     saga::{Event, Participant, SagaId, StepSpec},
 };
 
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u8 = 10;
+pub const FORMAT_VERSION: u8 = 11;
 /// The version this build writes for every record but bundles.
-pub const RECORD_VERSION: u8 = 10;
+pub const RECORD_VERSION: u8 = 11;
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 /// The first version with runs of events and run pointers in the offset index.
@@ -38,6 +39,8 @@ pub const STEP_KINDS_SINCE_VERSION: u8 = 7;
 pub const TIMES_SINCE_VERSION: u8 = 8;
 /// The first version whose steps may have an input mapping (`v8.rs`).
 pub const INPUTS_SINCE_VERSION: u8 = 9;
+/// The first version whose participants have limits (`v10.rs`).
+pub const LIMITS_SINCE_VERSION: u8 = 11;
 
 /// A type stored as a journal value, and how its older encodings are read.
 pub trait Record: Serialize + DeserializeOwned {
@@ -72,8 +75,15 @@ pub trait Record: Serialize + DeserializeOwned {
     }
 
     /// Decodes a body written in format version 8. The default is for types
-    /// whose shape has not changed since.
+    /// whose shape did not change in version 9: read as versions 9 and 10
+    /// are.
     fn from_v8(body: &[u8]) -> postcard::Result<Self> {
+        Self::from_v10(body)
+    }
+
+    /// Decodes a body written in format version 9 or 10 (the same shapes).
+    /// The default is for types whose shape has not changed since.
+    fn from_v10(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes(body)
     }
 }
@@ -111,6 +121,10 @@ impl Record for Participant {
 
     fn from_v5(body: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes::<v5::Participant>(body).map(Participant::from)
+    }
+
+    fn from_v10(body: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v10::Participant>(body).map(Participant::from)
     }
 }
 impl Record for SagaId {}
@@ -179,7 +193,7 @@ impl WrittenBefore for Event {
         match version {
             1 => panic!("write version-1 events with the shapes of v1.rs's tests"),
             2..TIME_BUDGET_SINCE_VERSION => encode(&v4::Event::from(self)),
-            TIME_BUDGET_SINCE_VERSION..INPUTS_SINCE_VERSION => {
+            TIME_BUDGET_SINCE_VERSION..LIMITS_SINCE_VERSION => {
                 panic!("write version-{version} records with the shapes of v{version}.rs's tests")
             }
             _ => encode(self),
@@ -228,6 +242,7 @@ pub fn body_as<T: Record>(key: &[u8], version: u8, body: &[u8]) -> Result<T, Jou
         PRINCIPALS_SINCE_VERSION..STEP_KINDS_SINCE_VERSION => T::from_v6(body),
         STEP_KINDS_SINCE_VERSION..TIMES_SINCE_VERSION => T::from_v7(body),
         TIMES_SINCE_VERSION..INPUTS_SINCE_VERSION => T::from_v8(body),
+        INPUTS_SINCE_VERSION..LIMITS_SINCE_VERSION => T::from_v10(body),
         _ => postcard::from_bytes(body),
     };
     value.map_err(|e| corrupt(key, format!("undecodable body: {e}")))

@@ -210,6 +210,7 @@ impl From<Participant> for saga::Participant {
             registered_at: p.registered_at,
             // Principals were first journaled in version 6.
             registered_by: None,
+            limits: saga::limits::Limits::default(),
         }
     }
 }

@@ -100,6 +100,7 @@ impl From<Participant> for saga::Participant {
             timeout: p.timeout,
             registered_at: p.registered_at,
             registered_by: None,
+            limits: saga::limits::Limits::default(),
         }
     }
 }
