@@ -27,10 +27,7 @@
 
 use std::{
     mem,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -233,15 +230,14 @@ impl Runner {
                     attempt,
                 } => {
                     self.flush().await?;
-                    let called = Instant::now();
                     // Boxed: the call's state is the largest of the loop, and
                     // a waiting saga would carry its room in `drive` for nothing
                     // (one allocation per call instead of 300 bytes per saga).
-                    let Some(outcome) = Box::pin(self.call(step, action, attempt)).await? else {
+                    let Some((outcome, took)) = Box::pin(self.call(step, action, attempt)).await?
+                    else {
                         return Ok(Exit::ShuttingDown);
                     };
-                    self.engine
-                        .call_returned(&self.state, step, action, called.elapsed());
+                    self.engine.call_returned(&self.state, step, action, took);
                     crate::crash_point!("runner::after_call");
                     let now = Timestamp::now();
                     let kind = attempt_finished(
@@ -360,14 +356,16 @@ impl Runner {
         })
     }
 
-    /// Makes the call, serving commands meanwhile. `None` when shutdown's grace
-    /// period ran out first: the outcome is unknown and recovery will say so.
+    /// Makes the call, serving commands meanwhile: its outcome, and how long
+    /// it took from when it was sent (not counting its wait for the
+    /// participant's limits). `None` when shutdown's grace period ran out
+    /// first: the outcome is unknown and recovery will say so.
     async fn call(
         &mut self,
         step: u32,
         action: Action,
         attempt: u32,
-    ) -> Result<Option<CallOutcome>> {
+    ) -> Result<Option<(CallOutcome, Duration)>> {
         crate::crash_point!("runner::before_call");
         if action == Action::Compensate {
             crate::crash_point!("runner::before_compensate_call");
@@ -385,14 +383,15 @@ impl Runner {
         let Some(request) = self.call_request(step, action, attempt, &span) else {
             // Never decided (a step without a compensate endpoint is never
             // turned back), and refused rather than guessed at if it were.
-            return Ok(Some(CallOutcome::Rejected {
+            let refused = CallOutcome::Rejected {
                 reason: format!("step has no {action} endpoint"),
-            }));
+            };
+            return Ok(Some((refused, Duration::ZERO)));
         };
         // Inside the attempt span, which names the saga, step and attempt.
         span.in_scope(|| tracing::debug!("calling"));
         let limits = self.engine.limits_of(&request.participant);
-        let sent = Arc::new(AtomicBool::new(false));
+        let sent: Arc<OnceLock<Instant>> = Arc::default();
         let call = {
             let (engine, sent) = (self.engine.clone(), sent.clone());
             async move {
@@ -402,29 +401,33 @@ impl Runner {
                     true => None,
                     false => Some(engine.wait_for_limits(&request.participant, limits).await),
                 };
-                sent.store(true, Ordering::SeqCst);
+                let _ = sent.set(Instant::now());
                 engine.inner.caller.call(request).await
             }
             .instrument(span)
         };
         tokio::pin!(call);
+        let took = || sent.get().map_or(Duration::ZERO, Instant::elapsed);
         let shutdown = self.engine.inner.shutdown.clone();
         loop {
             tokio::select! {
-                outcome = &mut call => return Ok(Some(outcome)),
+                outcome = &mut call => return Ok(Some((outcome, took()))),
                 Some(command) = self.command_rx.recv() => self.handle(*command).await?,
                 _ = shutdown.cancelled() => break,
             }
         }
         let grace = self.engine.inner.config.shutdown_grace;
         match tokio::time::timeout(grace, call).await {
-            Ok(outcome) => Ok(Some(outcome)),
+            Ok(outcome) => Ok(Some((outcome, took()))),
             // Still waiting for the participant's limits: it never left.
-            Err(_) if !sent.load(Ordering::SeqCst) => Ok(Some(CallOutcome::NotDelivered {
-                reason:
-                    "the coordinator stopped while the call waited for the participant's limits"
-                        .into(),
-            })),
+            Err(_) if sent.get().is_none() => {
+                let unsent = CallOutcome::NotDelivered {
+                    reason:
+                        "the coordinator stopped while the call waited for the participant's limits"
+                            .into(),
+                };
+                Ok(Some((unsent, Duration::ZERO)))
+            }
             Err(_) => {
                 tracing::warn!(saga = %self.state.id, step, %action, attempt, "call still in flight at the end of the shutdown grace period");
                 Ok(None)
@@ -461,8 +464,9 @@ impl Runner {
                             self.state.id,
                             spec.kind.as_str(),
                             spec.name,
-                            match spec.kind {
-                                StepKind::Pivot => "succeeded",
+                            match (spec.kind, self.state.progress[step as usize].forward.done) {
+                                (StepKind::Pivot, true) => "succeeded",
+                                (StepKind::Pivot, false) => "was called, and nothing can undo it",
                                 _ => "was called",
                             }
                         )))
