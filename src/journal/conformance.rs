@@ -373,34 +373,15 @@ pub async fn indexes_follow_events(journal: Arc<dyn Journal>) {
 /// unfinished (recovery and takeover must find it) until it reaches its
 /// start and runs, or is cancelled before it; its times read back.
 pub async fn scheduled_sagas_are_unfinished_until_they_end(journal: Arc<dyn Journal>) {
-    let later = |e: Event| {
-        let EventKind::SagaStarted {
-            definition,
-            inline_steps,
-            steps,
-            payload,
-            idempotency_key,
-            trace,
-            started_by,
-            ..
-        } = e.kind
-        else {
-            unreachable!("started() makes a SagaStarted")
-        };
-        Event {
-            kind: EventKind::SagaStarted {
-                definition,
-                inline_steps,
-                steps,
-                payload,
-                idempotency_key,
-                trace,
-                started_by,
-                start_at: Some(e.at.plus(Duration::from_secs(3_600))),
-                deadline: Some(e.at.plus(Duration::from_secs(4_200))),
-            },
-            ..e
+    let later = |mut e: Event| {
+        if let EventKind::SagaStarted {
+            start_at, deadline, ..
+        } = &mut e.kind
+        {
+            *start_at = Some(e.at.plus(Duration::from_secs(3_600)));
+            *deadline = Some(e.at.plus(Duration::from_secs(4_200)));
         }
+        e
     };
     let (runs, cancelled) = (later(started("shop", None)), later(started("shop", None)));
     let ids = [runs.saga, cancelled.saga];

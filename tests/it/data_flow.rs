@@ -191,18 +191,13 @@ async fn inline_steps_map_inputs_and_a_bad_pointer_is_refused() {
             },
         ]
     };
-    let saga = client
-        .start_saga(pb::StartSagaRequest {
-            steps: steps("/steps/quote/output/price/net"),
-            payload: b"{}".to_vec(),
-            wait: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .saga
-        .unwrap();
+    let request = pb::StartSagaRequest {
+        steps: steps("/steps/quote/output/price/net"),
+        payload: b"{}".to_vec(),
+        wait: true,
+        ..Default::default()
+    };
+    let saga = start_request(&mut client, request).await;
     assert_eq!(state(&saga), pb::SagaState::Completed);
     assert_eq!(
         payloads(&shop, &saga.id, "pay", false),

@@ -9,33 +9,21 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use sagad::{engine::EngineConfig, proto::v1 as pb, saga::definition};
+use sagad::{api::convert::duration, engine::EngineConfig, proto::v1 as pb, saga::definition};
 use tonic::Code;
 
 use crate::common::*;
-
-fn wire_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
 
 fn wall(t: &prost_types::Timestamp) -> SystemTime {
     SystemTime::try_from(*t).unwrap()
 }
 
 async fn start(client: &mut Client, request: pb::StartSagaRequest) -> pb::Saga {
-    client
-        .start_saga(pb::StartSagaRequest {
-            definition: "order-fulfillment".into(),
-            ..request
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .saga
-        .unwrap()
+    let request = pb::StartSagaRequest {
+        definition: "order-fulfillment".into(),
+        ..request
+    };
+    start_request(client, request).await
 }
 
 /// A start `delay` from now: SCHEDULED, listed as such, and no participant
@@ -51,7 +39,7 @@ async fn a_delayed_start_is_scheduled_and_calls_no_one_before_its_time() {
         &mut client,
         pb::StartSagaRequest {
             payload: br#"{"order":"later"}"#.to_vec(),
-            start_delay: Some(wire_duration(Duration::from_millis(800))),
+            start_delay: Some(duration(Duration::from_millis(800))),
             ..Default::default()
         },
     )
@@ -159,7 +147,7 @@ async fn a_deadline_turns_a_retrying_saga_back_and_a_restart_keeps_it() {
     let first = start(
         &mut client,
         pb::StartSagaRequest {
-            deadline: Some(wire_duration(deadline)),
+            deadline: Some(duration(deadline)),
             ..Default::default()
         },
     )
@@ -167,7 +155,7 @@ async fn a_deadline_turns_a_retrying_saga_back_and_a_restart_keeps_it() {
     let second = start(
         &mut client,
         pb::StartSagaRequest {
-            deadline: Some(wire_duration(deadline)),
+            deadline: Some(duration(deadline)),
             ..Default::default()
         },
     )
@@ -244,7 +232,7 @@ participant = "orders"
         .into_inner();
     assert_eq!(
         listed.definitions[0].deadline,
-        Some(wire_duration(Duration::from_secs(600)))
+        Some(duration(Duration::from_secs(600)))
     );
     let by_definition = start_definition(&mut client, "quick-order", "{}", true).await;
     let created = wall(by_definition.created_at.as_ref().unwrap());
@@ -252,18 +240,13 @@ participant = "orders"
         wall(by_definition.deadline.as_ref().unwrap()),
         created + Duration::from_secs(600)
     );
-    let own = client
-        .start_saga(pb::StartSagaRequest {
-            definition: "quick-order".into(),
-            deadline: Some(wire_duration(Duration::from_secs(30))),
-            wait: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .saga
-        .unwrap();
+    let request = pb::StartSagaRequest {
+        definition: "quick-order".into(),
+        deadline: Some(duration(Duration::from_secs(30))),
+        wait: true,
+        ..Default::default()
+    };
+    let own = start_request(&mut client, request).await;
     assert_eq!(state(&own), pb::SagaState::Completed);
     assert_eq!(
         wall(own.deadline.as_ref().unwrap()),
@@ -282,7 +265,7 @@ participant = "orders"
         (
             pb::StartSagaRequest {
                 start_at: Some(SystemTime::now().into()),
-                start_delay: Some(wire_duration(Duration::from_secs(1))),
+                start_delay: Some(duration(Duration::from_secs(1))),
                 ..Default::default()
             },
             "give start_at or start_delay, not both",
@@ -299,7 +282,7 @@ participant = "orders"
         ),
         (
             pb::StartSagaRequest {
-                start_delay: Some(wire_duration(Duration::from_secs(200 * 365 * 86_400))),
+                start_delay: Some(duration(Duration::from_secs(200 * 365 * 86_400))),
                 ..Default::default()
             },
             "at most 100 years are allowed",

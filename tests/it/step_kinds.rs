@@ -300,15 +300,7 @@ async fn a_pivot_nothing_can_undo_fails_the_saga_when_its_effect_is_unknown() {
 
     let run = |payload: &'static str| {
         let mut client = client.clone();
-        async move {
-            client
-                .start_saga(start(pb::StepKind::Pivot, payload))
-                .await
-                .unwrap()
-                .into_inner()
-                .saga
-                .unwrap()
-        }
+        async move { start_request(&mut client, start(pb::StepKind::Pivot, payload)).await }
     };
     let shipped = run(r#"{"order":"fine"}"#).await;
     assert_eq!(state(&shipped), pb::SagaState::Completed);

@@ -809,13 +809,19 @@ pub async fn start_definition(
     payload: &str,
     wait: bool,
 ) -> pb::Saga {
+    let request = pb::StartSagaRequest {
+        definition: definition.into(),
+        payload: payload.as_bytes().to_vec(),
+        wait,
+        ..Default::default()
+    };
+    start_request(client, request).await
+}
+
+/// Sends `request` and returns the saga it started (or found).
+pub async fn start_request(client: &mut Client, request: pb::StartSagaRequest) -> pb::Saga {
     client
-        .start_saga(pb::StartSagaRequest {
-            definition: definition.into(),
-            payload: payload.as_bytes().to_vec(),
-            wait,
-            ..Default::default()
-        })
+        .start_saga(request)
         .await
         .unwrap()
         .into_inner()
