@@ -99,12 +99,11 @@ pub enum DefinitionError {
         /// What an endpoint of the protocol asked for looks like.
         expected: &'static str,
     },
-    #[error("step '{step}' input field '{field}' = '{pointer}': {why}")]
+    #[error("step '{step}' {source}")]
     Input {
         step: String,
-        field: String,
-        pointer: String,
-        why: String,
+        #[source]
+        source: input::InputError,
     },
     /// A definition file's text is wrong; `path` is the name the caller gave it.
     #[error("{path}:{line}: {message}")]
@@ -608,7 +607,12 @@ pub fn validate_steps(steps: &[StepDef]) -> Result<(), DefinitionError> {
                 .take_while(|s| s.name != step.name)
                 .map(|s| s.name.as_str())
                 .collect();
-            input::validate(&step.name, input, &earlier)?;
+            input::validate(&step.name, input, &earlier).map_err(|source| {
+                DefinitionError::Input {
+                    step: step.name.clone(),
+                    source,
+                }
+            })?;
         }
     }
     Ok(())

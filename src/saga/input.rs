@@ -27,8 +27,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::definition::DefinitionError;
-
 /// A step's input mapping: field name, then the pointer its value is read
 /// from. Ordered by field, as the input object is.
 pub type InputMap = BTreeMap<String, String>;
@@ -42,6 +40,15 @@ pub const FIELD_MAX_LEN: usize = 128;
 /// Largest input a mapping may build: what a gRPC participant decodes by
 /// default (a mapping may copy the payload into several fields).
 pub const INPUT_MAX_BYTES: usize = 4 << 20;
+
+/// What is wrong with one field of a mapping.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("input field '{field}' = '{pointer}': {why}")]
+pub struct InputError {
+    pub field: String,
+    pub pointer: String,
+    pub why: String,
+}
 
 /// Where a pointer starts: the payload, or one earlier step's output.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,9 +80,8 @@ fn split(pointer: &str) -> Result<(Root<'_>, &str), &'static str> {
 /// Checks step `step`'s mapping: fields named, pointers well formed, and
 /// each step a pointer names is one of `earlier` (the steps that run before
 /// it).
-pub fn validate(step: &str, input: &InputMap, earlier: &[&str]) -> Result<(), DefinitionError> {
-    let refuse = |field: &str, pointer: &str, why: String| DefinitionError::Input {
-        step: step.to_string(),
+pub fn validate(step: &str, input: &InputMap, earlier: &[&str]) -> Result<(), InputError> {
+    let refuse = |field: &str, pointer: &str, why: String| InputError {
         field: field.to_string(),
         pointer: pointer.to_string(),
         why,
