@@ -127,6 +127,25 @@ async fn a_mapped_input_is_sent_unchanged_by_every_attempt_a_restart_and_the_com
         payloads(&shop, &turned.id, "charge-payment", true),
         [json!({"amount": 42, "order": "A-2"})]
     );
+
+    // The offline tools read the new events: the check folds every saga,
+    // the export writes the built input.
+    drop(client);
+    server.stop().await;
+    let data_dir = server.data_dir.to_str().unwrap().to_string();
+    let checked = sagad(&["journal", "check", "--data-dir", &data_dir], &[]).await;
+    let out = text(&checked.stdout);
+    assert!(
+        checked.status.success() && out.contains("journal OK"),
+        "{out}"
+    );
+    let exported = sagad(&["export", "--data-dir", &data_dir], &[]).await;
+    let out = text(&exported.stdout);
+    assert!(exported.status.success(), "{out}");
+    assert!(
+        out.contains(r#""input_resolved""#) && out.contains(r#""amount":42"#),
+        "{out}"
+    );
 }
 
 #[tokio::test]

@@ -124,6 +124,17 @@ async fn a_scheduled_saga_survives_a_restart_and_a_cancel_ends_it_calling_no_one
         done.error
     );
     assert!(shop.fake.trace(&saga.id).is_empty(), "no one was called");
+
+    // The offline check folds the scheduled saga's history like any other.
+    drop(client);
+    server.stop().await;
+    let data_dir = server.data_dir.to_str().unwrap().to_string();
+    let checked = sagad(&["journal", "check", "--data-dir", &data_dir], &[]).await;
+    let out = text(&checked.stdout);
+    assert!(
+        checked.status.success() && out.contains("journal OK"),
+        "{out}"
+    );
 }
 
 /// The payment service keeps failing transiently; the saga's deadline ends
