@@ -2,7 +2,8 @@
 //! coordinator killed and restarted on the same data dir at least 20 times, and
 //! then every promise checked (see `common::chaos::check`); once with gRPC
 //! participants, once with the same ones speaking HTTP/JSON, once with a
-//! pivot and a retriable step.
+//! pivot and a retriable step (each saga of that run scheduled a moment
+//! ahead, with a deadline, and its pivot mapping its input).
 //!
 //! `SAGAD_CRASH_SEED` replays a run; `SAGAD_CRASH_ROUNDS` runs more rounds (each
 //! with its own sagas and kills) for a longer soak.

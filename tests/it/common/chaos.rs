@@ -22,6 +22,10 @@ use super::{Answer, Client, FakeParticipant, Served, process::SagadProcess, serv
 
 /// The order-fulfillment steps, in order.
 pub const STEPS: [&str; 3] = ["validate-order", "charge-payment", "ship-order"];
+/// How much later than its start request a saga of the pivot run starts.
+const START_DELAY: Duration = Duration::from_millis(150);
+/// The pivot run's deadline: never reached by a saga that settles.
+const DEADLINE: Duration = Duration::from_secs(3_600);
 
 /// How long the whole run may take to settle: generous, never a speed assertion.
 pub const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
@@ -313,6 +317,12 @@ impl Harness {
             },
             payload: fate.payload(&key).into_bytes(),
             idempotency_key: key.clone(),
+            // With the pivot, each saga also starts a moment later and has a
+            // deadline it never reaches: both journaled, both kept by kills.
+            start_delay: self
+                .pivot
+                .then(|| sagad::api::convert::duration(START_DELAY)),
+            deadline: self.pivot.then(|| sagad::api::convert::duration(DEADLINE)),
             ..Default::default()
         };
         let response = self
@@ -536,6 +546,27 @@ pub fn check(saga: &pb::Saga, key: &str, fate: &Fate, fake: &FakeParticipant, pi
             !compensations.contains(&STEPS[2]),
             "{ctx}: a retriable step is never compensated"
         );
+        // Scheduled: nothing arrived before the journaled start, and the
+        // deadline counts from it (both survived every kill).
+        let wall = |t: &prost_types::Timestamp| std::time::SystemTime::try_from(*t).unwrap();
+        let start = wall(
+            saga.start_at
+                .as_ref()
+                .unwrap_or_else(|| panic!("{ctx}: no start")),
+        );
+        let deadline = wall(
+            saga.deadline
+                .as_ref()
+                .unwrap_or_else(|| panic!("{ctx}: no deadline")),
+        );
+        assert_eq!(deadline.duration_since(start).ok(), Some(DEADLINE), "{ctx}");
+        for call in fake.calls().iter().filter(|c| &c.saga_id == id) {
+            assert!(
+                call.arrived_wall >= start,
+                "{ctx}: {} before its start",
+                call.step
+            );
+        }
         // The pivot's mapped input: journaled once, sent by every attempt
         // (across kills) and by its compensation, as built.
         let json = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap();
