@@ -7,7 +7,11 @@ use sagad::{
     api::convert::protocol_pb,
     config::parse_duration,
     proto::v1 as pb,
-    saga::{Protocol, limits::Rate, retry::ATTEMPTS_MAX},
+    saga::{
+        Protocol,
+        limits::{LIMIT_MAX, Rate},
+        retry::ATTEMPTS_MAX,
+    },
 };
 
 use crate::cli::{
@@ -82,7 +86,7 @@ pub struct RegisterArgs {
     pub max_duration: Option<Duration>,
     /// At most this many of its calls in flight at once, whatever the number
     /// of sagas; calls beyond it wait their turn (never fail for it).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=LIMIT_MAX as i64))]
     pub max_in_flight: Option<u32>,
     /// At most this many calls per period, evenly spaced: "50/s", "600/m",
     /// "5/250ms".

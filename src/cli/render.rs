@@ -720,8 +720,8 @@ pub fn definition_table(definitions: &[pb::SagaDefinition], palette: &Palette) -
             (steps, Tone::Plain),
             (
                 d.deadline
-                    .and_then(|d| std::time::Duration::try_from(d).ok())
-                    .map(|d| humantime::format_duration(d).to_string())
+                    .as_ref()
+                    .map(config_duration)
                     .unwrap_or_else(|| "-".into()),
                 Tone::Plain,
             ),

@@ -460,7 +460,6 @@ impl Engine {
         Ok(participant)
     }
 
-    /// Every registered participant, by name.
     /// The limits `participant` is registered with now (none if it is not).
     fn limits_of(&self, participant: &str) -> Limits {
         self.inner
@@ -490,6 +489,7 @@ impl Engine {
         admitted
     }
 
+    /// Every registered participant, by name.
     pub fn participants(&self) -> Vec<Participant> {
         let participants = self
             .inner

@@ -58,6 +58,7 @@ use crate::journal::JournalError;
 #[cfg(test)]
 mod fuzz;
 mod keys;
+mod kinds;
 mod record;
 mod run;
 mod v1;

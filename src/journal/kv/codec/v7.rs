@@ -12,156 +12,43 @@
 
 use serde::Deserialize;
 
-use super::v8::{self, StepDef, StepSpec};
-use crate::saga::{
-    self, Action, EndpointChange, Failure, Offset, Principal, SagaId, Timestamp, TraceContext,
+use super::{
+    kinds,
+    v8::{self, StepDef, StepSpec},
 };
+use crate::saga::{self, Principal, TraceContext};
 
-/// [`saga::Event`] as version 7 wrote it (only its `kind` differs).
+/// `SagaStarted` as version 7 wrote it: no start time, no deadline (the
+/// rest of version 7's event kinds are those of `kinds.rs`).
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
-pub(super) struct Event {
-    saga: SagaId,
-    seq: u64,
-    offset: Offset,
-    at: Timestamp,
-    kind: EventKind,
+pub(super) struct Started {
+    definition: String,
+    inline_steps: Option<Vec<StepDef>>,
+    steps: Vec<StepSpec>,
+    payload: Vec<u8>,
+    idempotency_key: Option<String>,
+    trace: Option<Box<TraceContext>>,
+    started_by: Option<Box<Principal>>,
 }
 
-/// [`saga::EventKind`] as version 7 wrote it: sagas without a start time
-/// or a deadline.
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-pub(super) enum EventKind {
-    SagaStarted {
-        definition: String,
-        inline_steps: Option<Vec<StepDef>>,
-        steps: Vec<StepSpec>,
-        payload: Vec<u8>,
-        idempotency_key: Option<String>,
-        trace: Option<Box<TraceContext>>,
-        started_by: Option<Box<Principal>>,
-    },
-    AttemptStarted {
-        step: u32,
-        action: Action,
-        attempt: u32,
-    },
-    AttemptSucceeded {
-        step: u32,
-        action: Action,
-        attempt: u32,
-        output: Vec<u8>,
-    },
-    AttemptFailed {
-        step: u32,
-        action: Action,
-        attempt: u32,
-        failure: Failure,
-        error: String,
-        retry_at: Option<Timestamp>,
-    },
-    CancelRequested {
-        reason: String,
-        by: Option<Principal>,
-    },
-    CompensationStarted {
-        reason: String,
-    },
-    SagaCompleted,
-    SagaCompensated,
-    SagaFailed {
-        reason: String,
-    },
-    RetryRequested {
-        by: Option<Principal>,
-    },
-    EndpointsRefreshed {
-        changes: Vec<EndpointChange>,
-    },
-    ResumeRequested {
-        by: Option<Principal>,
-    },
-}
+/// [`saga::Event`] as version 7 wrote it.
+pub(super) type Event = kinds::Event<Started>;
+/// [`saga::EventKind`] as version 7 wrote it.
+pub(super) type EventKind = kinds::EventKind<Started>;
 
-impl From<Event> for saga::Event {
-    fn from(e: Event) -> Self {
-        Self {
-            saga: e.saga,
-            seq: e.seq,
-            offset: e.offset,
-            at: e.at,
-            kind: e.kind.into(),
-        }
-    }
-}
-
-impl From<EventKind> for saga::EventKind {
-    fn from(kind: EventKind) -> Self {
-        use saga::EventKind as Current;
-        match kind {
-            EventKind::SagaStarted {
-                definition,
-                inline_steps,
-                steps,
-                payload,
-                idempotency_key,
-                trace,
-                started_by,
-            } => Current::SagaStarted {
-                definition,
-                inline_steps: inline_steps.map(v8::upgraded),
-                steps: v8::upgraded(steps),
-                payload,
-                idempotency_key,
-                trace,
-                started_by,
-                start_at: None,
-                deadline: None,
-            },
-            EventKind::AttemptStarted {
-                step,
-                action,
-                attempt,
-            } => Current::AttemptStarted {
-                step,
-                action,
-                attempt,
-            },
-            EventKind::AttemptSucceeded {
-                step,
-                action,
-                attempt,
-                output,
-            } => Current::AttemptSucceeded {
-                step,
-                action,
-                attempt,
-                output,
-            },
-            EventKind::AttemptFailed {
-                step,
-                action,
-                attempt,
-                failure,
-                error,
-                retry_at,
-            } => Current::AttemptFailed {
-                step,
-                action,
-                attempt,
-                failure,
-                error,
-                retry_at,
-            },
-            EventKind::CancelRequested { reason, by } => Current::CancelRequested { reason, by },
-            EventKind::CompensationStarted { reason } => Current::CompensationStarted { reason },
-            EventKind::SagaCompleted => Current::SagaCompleted,
-            EventKind::SagaCompensated => Current::SagaCompensated,
-            EventKind::SagaFailed { reason } => Current::SagaFailed { reason },
-            EventKind::RetryRequested { by } => Current::RetryRequested { by },
-            EventKind::EndpointsRefreshed { changes } => Current::EndpointsRefreshed { changes },
-            EventKind::ResumeRequested { by } => Current::ResumeRequested { by },
+impl From<Started> for saga::EventKind {
+    fn from(s: Started) -> Self {
+        saga::EventKind::SagaStarted {
+            definition: s.definition,
+            inline_steps: s.inline_steps.map(v8::upgraded),
+            steps: v8::upgraded(s.steps),
+            payload: s.payload,
+            idempotency_key: s.idempotency_key,
+            trace: s.trace,
+            started_by: s.started_by,
+            start_at: None,
+            deadline: None,
         }
     }
 }
@@ -173,7 +60,7 @@ mod tests {
     use super::*;
     use crate::{
         journal::kv::codec::*,
-        saga::{Endpoint, Identity, RetryPolicy, StepKind},
+        saga::{Endpoint, Identity, Offset, RetryPolicy, SagaId, StepKind, Timestamp},
     };
 
     /// The version-8 shape of today's step (which has no input here).
@@ -247,7 +134,7 @@ mod tests {
             seq: 1,
             offset: Offset(1),
             at: Timestamp(5),
-            kind: EventKind::SagaStarted {
+            kind: EventKind::SagaStarted(Started {
                 definition: "inline".into(),
                 inline_steps: None,
                 steps: steps().iter().map(frozen).collect(),
@@ -255,7 +142,7 @@ mod tests {
                 idempotency_key: Some("k".into()),
                 trace: None,
                 started_by: Some(Box::new(by.clone())),
-            },
+            }),
         };
         let read: saga::Event = decode(&event_key(saga, 1), &encode_previous(&single)).unwrap();
         let saga::EventKind::SagaStarted {

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::kinds;
 use crate::saga::{
-    self, Action, Endpoint, EndpointChange, Failure, Offset, Principal, RetryOverrides,
-    RetryPolicy, SagaId, StepKind, Timestamp, TraceContext,
+    self, Endpoint, Principal, RetryOverrides, RetryPolicy, StepKind, Timestamp, TraceContext,
 };
 
 /// [`saga::StepSpec`] without `input`.
@@ -43,74 +43,26 @@ pub(super) struct StepDef {
     pub(super) timeout: Option<Duration>,
 }
 
-/// [`saga::Event`] as version 8 wrote it (only its `kind` differs).
+/// `SagaStarted` as version 8 wrote it: steps without inputs (the rest of
+/// version 8's event kinds are those of `kinds.rs`).
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
-pub(super) struct Event {
-    saga: SagaId,
-    seq: u64,
-    offset: Offset,
-    at: Timestamp,
-    kind: EventKind,
+pub(super) struct Started {
+    definition: String,
+    inline_steps: Option<Vec<StepDef>>,
+    steps: Vec<StepSpec>,
+    payload: Vec<u8>,
+    idempotency_key: Option<String>,
+    trace: Option<Box<TraceContext>>,
+    started_by: Option<Box<Principal>>,
+    start_at: Option<Timestamp>,
+    deadline: Option<Timestamp>,
 }
 
-/// [`saga::EventKind`] as version 8 wrote it: steps without inputs.
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-pub(super) enum EventKind {
-    SagaStarted {
-        definition: String,
-        inline_steps: Option<Vec<StepDef>>,
-        steps: Vec<StepSpec>,
-        payload: Vec<u8>,
-        idempotency_key: Option<String>,
-        trace: Option<Box<TraceContext>>,
-        started_by: Option<Box<Principal>>,
-        start_at: Option<Timestamp>,
-        deadline: Option<Timestamp>,
-    },
-    AttemptStarted {
-        step: u32,
-        action: Action,
-        attempt: u32,
-    },
-    AttemptSucceeded {
-        step: u32,
-        action: Action,
-        attempt: u32,
-        output: Vec<u8>,
-    },
-    AttemptFailed {
-        step: u32,
-        action: Action,
-        attempt: u32,
-        failure: Failure,
-        error: String,
-        retry_at: Option<Timestamp>,
-    },
-    CancelRequested {
-        reason: String,
-        by: Option<Principal>,
-    },
-    CompensationStarted {
-        reason: String,
-    },
-    SagaCompleted,
-    SagaCompensated,
-    SagaFailed {
-        reason: String,
-    },
-    RetryRequested {
-        by: Option<Principal>,
-    },
-    EndpointsRefreshed {
-        changes: Vec<EndpointChange>,
-    },
-    ResumeRequested {
-        by: Option<Principal>,
-    },
-    StartReached,
-}
+/// [`saga::Event`] as version 8 wrote it.
+pub(super) type Event = kinds::Event<Started>;
+/// [`saga::EventKind`] as version 8 wrote it.
+pub(super) type EventKind = kinds::EventKind<Started>;
 
 impl From<StepSpec> for saga::StepSpec {
     fn from(s: StepSpec) -> Self {
@@ -145,87 +97,18 @@ pub(super) fn upgraded<T: Into<U>, U>(steps: Vec<T>) -> Vec<U> {
     steps.into_iter().map(Into::into).collect()
 }
 
-impl From<Event> for saga::Event {
-    fn from(e: Event) -> Self {
-        Self {
-            saga: e.saga,
-            seq: e.seq,
-            offset: e.offset,
-            at: e.at,
-            kind: e.kind.into(),
-        }
-    }
-}
-
-impl From<EventKind> for saga::EventKind {
-    fn from(kind: EventKind) -> Self {
-        use saga::EventKind as Current;
-        match kind {
-            EventKind::SagaStarted {
-                definition,
-                inline_steps,
-                steps,
-                payload,
-                idempotency_key,
-                trace,
-                started_by,
-                start_at,
-                deadline,
-            } => Current::SagaStarted {
-                definition,
-                inline_steps: inline_steps.map(upgraded),
-                steps: upgraded(steps),
-                payload,
-                idempotency_key,
-                trace,
-                started_by,
-                start_at,
-                deadline,
-            },
-            EventKind::AttemptStarted {
-                step,
-                action,
-                attempt,
-            } => Current::AttemptStarted {
-                step,
-                action,
-                attempt,
-            },
-            EventKind::AttemptSucceeded {
-                step,
-                action,
-                attempt,
-                output,
-            } => Current::AttemptSucceeded {
-                step,
-                action,
-                attempt,
-                output,
-            },
-            EventKind::AttemptFailed {
-                step,
-                action,
-                attempt,
-                failure,
-                error,
-                retry_at,
-            } => Current::AttemptFailed {
-                step,
-                action,
-                attempt,
-                failure,
-                error,
-                retry_at,
-            },
-            EventKind::CancelRequested { reason, by } => Current::CancelRequested { reason, by },
-            EventKind::CompensationStarted { reason } => Current::CompensationStarted { reason },
-            EventKind::SagaCompleted => Current::SagaCompleted,
-            EventKind::SagaCompensated => Current::SagaCompensated,
-            EventKind::SagaFailed { reason } => Current::SagaFailed { reason },
-            EventKind::RetryRequested { by } => Current::RetryRequested { by },
-            EventKind::EndpointsRefreshed { changes } => Current::EndpointsRefreshed { changes },
-            EventKind::ResumeRequested { by } => Current::ResumeRequested { by },
-            EventKind::StartReached => Current::StartReached,
+impl From<Started> for saga::EventKind {
+    fn from(s: Started) -> Self {
+        saga::EventKind::SagaStarted {
+            definition: s.definition,
+            inline_steps: s.inline_steps.map(upgraded),
+            steps: upgraded(s.steps),
+            payload: s.payload,
+            idempotency_key: s.idempotency_key,
+            trace: s.trace,
+            started_by: s.started_by,
+            start_at: s.start_at,
+            deadline: s.deadline,
         }
     }
 }
@@ -233,7 +116,10 @@ impl From<EventKind> for saga::EventKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::kv::codec::*;
+    use crate::{
+        journal::kv::codec::*,
+        saga::{Offset, SagaId},
+    };
 
     fn step(name: &str) -> saga::StepSpec {
         saga::StepSpec {
@@ -282,7 +168,7 @@ mod tests {
             seq: 1,
             offset: Offset(1),
             at: Timestamp(5),
-            kind: EventKind::SagaStarted {
+            kind: EventKind::SagaStarted(Started {
                 definition: "inline".into(),
                 inline_steps: Some(vec![StepDef {
                     name: "price".into(),
@@ -298,7 +184,7 @@ mod tests {
                 started_by: None,
                 start_at: Some(Timestamp(9)),
                 deadline: None,
-            },
+            }),
         };
         let read: saga::Event = decode(&event_key(saga, 1), &encode_previous(&started)).unwrap();
         let saga::EventKind::SagaStarted {
